@@ -1,0 +1,131 @@
+"""The engine interface: what the kernel may ask of any LLM engine (torch on the CPU, ExLlamaV2 on a GPU).
+
+The kernel loop owns the engine and calls it from one thread only. The scheduler never touches tensors; the engine never
+names shared-memory segments: the context manager (kernel/context/) joins the two through kv_nbytes/save_kv/load_kv.
+
+Sequence model. A sequence is prompt_ids followed by output_ids. Its KV holds every token but the last sampled one,
+which is the next step's input. A snapshot (save_kv) therefore records token_ids = prompt + output and the number of
+tokens whose KV it carries; load_kv may be given a request whose tokens *extend* the snapshot's (agent context
+retention, prefix reuse): the engine loads the KV it has and prefills only the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+
+class EngineError(ValueError):
+    """A request the engine cannot take (bad sampling values, prompt too long, unknown request id...)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 128
+    temperature: float = 0.0          # 0 → greedy
+    top_p: float = 1.0
+    top_k: int = 0                    # 0 → off
+    seed: int | None = None           # same seed → same output
+    stop: tuple[str, ...] = ()        # stop strings (not included in the output)
+    ignore_eos: bool = False          # benchmarks force an exact output length
+
+    def validate(self) -> None:
+        """Raise EngineError naming the first bad field."""
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise EngineError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if not (0.0 <= float(self.temperature) <= 100.0):
+            raise EngineError(f"temperature must be in [0, 100], got {self.temperature!r}")
+        if not (0.0 < float(self.top_p) <= 1.0):
+            raise EngineError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise EngineError(f"top_k must be a non-negative integer, got {self.top_k!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise EngineError("stop strings must be non-empty strings")
+
+
+@dataclass
+class EngineRequest:
+    req_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    # Tokens already generated before this (re)admission: set when a preempted request resumes (from a snapshot or by
+    # recompute). The engine continues after them and counts them against max_tokens.
+    output_ids: list[int] = field(default_factory=list)
+    # Sampler RNG state saved with a snapshot, so a seeded sampled run resumes identically. None → seed afresh.
+    rng_state: bytes | None = None
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    req_id: str
+    token_id: int                     # -1 on a final event that carries no new token (e.g. stop string matched)
+    text: str                         # text delta this token adds (stop strings and partial UTF-8 withheld)
+    finished: bool = False
+    finish_reason: str | None = None  # "eos" | "length" | "stop"
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """A snapshot restores only into an engine of the same layout."""
+    model_id: str
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    dtype: str                        # "bfloat16" | "float32" | "float16"
+
+    def bytes_per_token(self) -> int:
+        itemsize = {"bfloat16": 2, "float16": 2, "float32": 4}[self.dtype]
+        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * itemsize   # K and V
+
+
+@dataclass(frozen=True)
+class Capacity:
+    free_slots: int                   # KV token slots free now (evictable cached prefixes count as free)
+    total_slots: int
+    running: int                      # sequences currently in the batch
+    max_batch: int
+    max_context: int                  # longest sequence (prompt + output) the engine accepts
+
+
+@dataclass(frozen=True)
+class KVMeta:
+    """What save_kv wrote: enough, with the bytes, to resume the sequence at its exact next token."""
+    layout: KVLayout
+    token_ids: tuple[int, ...]        # prompt + output so far
+    prompt_len: int
+    n_kv_tokens: int                  # tokens whose K/V are in the bytes (normally len(token_ids) - 1)
+    nbytes: int
+    rng_state: bytes | None = None
+
+
+class Engine(Protocol):
+    def layout(self) -> KVLayout: ...
+    def capacity(self) -> Capacity: ...
+    def tokenize(self, text: str) -> list[int]: ...
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+    def apply_chat_template(self, messages: list[dict]) -> list[int]: ...
+    def eos_token_ids(self) -> tuple[int, ...]: ...
+
+    def add(self, req: EngineRequest) -> None:
+        """Admit a request (validated here: EngineError on bad input). It runs from the next step() on."""
+
+    def step(self) -> list[TokenEvent]:
+        """One batched forward over every running sequence (prefill chunks and decodes together)."""
+
+    def has_work(self) -> bool: ...
+
+    def abort(self, req_id: str) -> None:
+        """Drop a request and free its KV slots. Unknown ids are ignored."""
+
+    def kv_nbytes(self, req_id: str) -> int: ...
+
+    def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
+        """Copy one sequence's KV into dst (running, or finished in the last step(): valid until the next
+        add/step/load_kv). Does not free it: the caller calls abort() after."""
+
+    def load_kv(self, req: EngineRequest, meta: KVMeta, src: memoryview) -> None:
+        """Admit req with the snapshot's KV loaded; meta.token_ids must be a prefix of req.token_ids. Tokens past the
+        snapshot are prefilled by the following steps."""
