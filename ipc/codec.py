@@ -1,0 +1,96 @@
+"""Frames to typed messages and back: msgpack only, size-checked, version-checked, schema-validated."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ipc.errors import ErrorCode, ProtocolError
+from ipc.messages import (NOTIFICATIONS, PROTOCOL_VERSION, REPLY_ERROR, REPLY_RESULT, REPLY_TOKEN, SYSCALLS, Error,
+                          Token)
+from ipc.schema import from_wire, to_wire
+
+DEFAULT_MAX_FRAME_BYTES = 4 << 20      # a 4 MiB prompt is ~1M tokens: far past any context window
+MAX_ID_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded frame: who it answers or asks (req_id), what it is (type), and its typed body."""
+    req_id: int | str | None
+    type: str
+    body: Any
+
+
+def encode(msg_type: str, req_id: int | str | None, body: Any) -> bytes:
+    return msgpack.packb({"v": PROTOCOL_VERSION, "id": req_id, "type": msg_type, "body": to_wire(body)},
+                         use_bin_type=True)
+
+
+def encode_error(req_id: int | str | None, code: ErrorCode, message: str) -> bytes:
+    return encode(REPLY_ERROR, req_id, Error(code=code.value, message=message))
+
+
+def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Envelope:
+    """A syscall or notification from an agent; ProtocolError (with req_id once known) on anything malformed."""
+    if len(frame) > max_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(frame)} bytes exceeds the limit of {max_bytes}")
+    envelope = _unpack_envelope(frame)
+    req_id, msg_type = envelope["id"], envelope["type"]
+    if msg_type in NOTIFICATIONS:
+        return Envelope(req_id, msg_type, from_wire(NOTIFICATIONS[msg_type], envelope["body"]))
+    _check_req_id(req_id)
+    if msg_type not in SYSCALLS:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"no syscall named {msg_type!r}", req_id)
+    try:
+        return Envelope(req_id, msg_type, from_wire(SYSCALLS[msg_type][0], envelope["body"]))
+    except ProtocolError as error:
+        error.req_id = req_id
+        raise
+
+
+def decode_reply(frame: bytes, syscall: str) -> Envelope:
+    """A kernel frame answering `syscall`: body is a Token, an Error, or the syscall's result type."""
+    envelope = _unpack_envelope(frame)
+    msg_type = envelope["type"]
+    body_type = {REPLY_TOKEN: Token, REPLY_ERROR: Error, REPLY_RESULT: SYSCALLS[syscall][1]}.get(msg_type)
+    if body_type is None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected reply type {msg_type!r}")
+    return Envelope(envelope["id"], msg_type, from_wire(body_type, envelope["body"]))
+
+
+def _unpack_envelope(frame: bytes) -> dict:
+    try:
+        message = msgpack.unpackb(frame, raw=False, use_list=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as error:   # garbage bytes, bad UTF-8, trailing data
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"not a msgpack frame: {error}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"frame must be a msgpack map, got {type(message).__name__}")
+    req_id = message.get("id")
+    if not _valid_req_id(req_id):
+        req_id = None
+    if message.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION,
+                            f"protocol version {message.get('v')!r} unsupported, the kernel speaks {PROTOCOL_VERSION}",
+                            req_id)
+    missing = [key for key in ("type", "body") if key not in message]
+    extra = [key for key in message if key not in ("v", "id", "type", "body")]
+    if missing or extra or not isinstance(message["type"], str):
+        detail = f"missing {missing[0]!r}" if missing else f"unknown key {extra[0]!r}" if extra else "type not a string"
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad envelope: {detail}", req_id)
+    return message
+
+
+def _valid_req_id(req_id: Any) -> bool:
+    if isinstance(req_id, bool):
+        return False
+    if isinstance(req_id, int):
+        return 0 <= req_id < 1 << 63
+    return isinstance(req_id, str) and 0 < len(req_id) <= MAX_ID_CHARS
+
+
+def _check_req_id(req_id: Any) -> None:
+    if not _valid_req_id(req_id):
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"request id must be a non-negative integer or a string of 1..{MAX_ID_CHARS} characters")

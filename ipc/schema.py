@@ -1,0 +1,103 @@
+"""Typed dataclasses to and from msgpack-ready maps, validated field by field on the way in.
+
+Every message in ipc/messages.py is a dataclass whose annotations are its wire schema: decoding checks required fields,
+field types (recursively, through lists, tuples, optionals, literals and nested dataclasses) and rejects unknown fields,
+so a kernel handler only ever sees well-typed values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from typing import Any, Literal, Union
+
+from ipc.errors import ErrorCode, ProtocolError
+
+
+def to_wire(message: Any) -> dict:
+    """A dataclass as a plain map (tuples become msgpack arrays)."""
+    return dataclasses.asdict(message)
+
+
+def from_wire(cls: type, data: Any, path: str = "body") -> Any:
+    """Build cls from a decoded map, or raise ProtocolError(BAD_REQUEST) naming the offending field."""
+    if not isinstance(data, dict):
+        raise _bad(path, "a map", data)
+    fields = _fields(cls)
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: unknown field {unknown[0]!r}")
+    values = {}
+    for name, (annotation, required) in fields.items():
+        if name in data:
+            values[name] = _check(annotation, data[name], f"{path}.{name}")
+        elif required:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: missing field {name!r}")
+    return cls(**values)
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, tuple[Any, bool]]:
+    """name → (resolved annotation, required) for a dataclass; cached because messages are decoded per syscall."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls)}
+
+
+def _check(annotation: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options:
+            try:
+                return _check(option, value, path)
+            except ProtocolError:
+                continue
+        raise _bad(path, " or ".join(_describe(a) for a in args), value)
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: must be one of {list(args)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise _bad(path, "an array", value)
+        return [_check(args[0], item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if origin is tuple:   # only homogeneous tuple[T, ...] appear in messages
+        if not isinstance(value, (list, tuple)):
+            raise _bad(path, "an array", value)
+        return tuple(_check(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _bad(path, "a map with string keys", value)
+        return value
+    if dataclasses.is_dataclass(annotation):
+        return from_wire(annotation, value, path)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"schema does not support {annotation!r} at {path}")
+    raise _bad(path, _describe(annotation), value)
+
+
+def _describe(annotation: Any) -> str:
+    return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def _bad(path: str, expected: str, value: Any) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: expected {expected}, got {type(value).__name__}")
