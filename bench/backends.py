@@ -1,0 +1,77 @@
+"""How an agent runner reaches a model: through the kernel (the SDK), or by loading the model itself (no kernel).
+
+Both answer generate(prompt, max_tokens) with the same CallOutcome, so one runner replays a trace against either.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None     # seconds from the call to its first token
+    queue_s: float           # seconds before the call was first served
+
+
+class KernelBackend:
+    """LLM calls as syscalls to a running aiosd."""
+
+    def __init__(self, address: str, name: str, priority: int):
+        from sdk import connect
+        self._kernel = connect(address, name=name, priority=priority)
+
+    def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
+        completion = self._kernel.complete(prompt, max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        return CallOutcome(text=completion.text, prompt_tokens=completion.usage.prompt_tokens,
+                           completion_tokens=completion.usage.completion_tokens, ttft_s=completion.timing.ttft_s,
+                           queue_s=completion.timing.queue_s)
+
+    def stats(self) -> dict:
+        """The kernel's flat counters (preemptions, snapshot bytes, recomputed tokens...)."""
+        return dict(self._kernel.stats())
+
+    def close(self) -> None:
+        self._kernel.close()
+
+
+class LocalEngineBackend:
+    """The no-kernel baseline: this process loads its own copy of the model and runs its calls one at a time."""
+
+    def __init__(self, threads: int, kv_budget_tokens: int):
+        import torch
+
+        from kernel.engine.factory import load_engine
+        torch.set_num_threads(threads)
+        self._engine = load_engine(kind="torch", kv_budget_tokens=kv_budget_tokens, max_batch=1)
+        self._ids = itertools.count()
+
+    def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
+        from kernel.engine.interface import EngineRequest, SamplingParams
+        started = time.monotonic()
+        prompt_ids = self._engine.tokenize(prompt)
+        req_id = f"call-{next(self._ids)}"
+        self._engine.add(EngineRequest(req_id=req_id, prompt_ids=prompt_ids,
+                                       params=SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)))
+        pieces: list[str] = []
+        generated, first_token_at = 0, None
+        while self._engine.has_work():
+            for event in self._engine.step():
+                if event.req_id != req_id:
+                    continue
+                if event.token_id >= 0:
+                    generated += 1
+                    first_token_at = first_token_at or time.monotonic()
+                pieces.append(event.text)
+                if event.finished:
+                    return CallOutcome(text="".join(pieces), prompt_tokens=len(prompt_ids),
+                                       completion_tokens=generated, ttft_s=first_token_at - started
+                                       if first_token_at else None, queue_s=0.0)
+        raise RuntimeError(f"engine went idle before finishing {req_id}")
+
+    def close(self) -> None:
+        pass

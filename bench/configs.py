@@ -1,0 +1,67 @@
+"""The experiment matrix: which kernel configurations (and baselines) run on which workload.
+
+Every kernel configuration of a run shares the same engine options (batch size, KV budget, arena); they differ only in
+the policy under test. Baselines: "no-kernel" (each agent loads the model itself), "fifo-drop" (FIFO with the KV
+dropped between an agent's calls, as a plain serving engine does), and "...-recompute" (preempted work is re-prefilled
+from its text on resume instead of restored from a snapshot).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NO_KERNEL = "no-kernel"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    label: str
+    scheduler: str = "fifo"
+    retention: str = "on"
+    preempt_mode: str = "snapshot"
+
+    @property
+    def uses_kernel(self) -> bool:
+        return self.label != NO_KERNEL
+
+    def kernel_options(self) -> dict[str, str]:
+        return {"scheduler": self.scheduler, "retention": self.retention, "preempt-mode": self.preempt_mode}
+
+
+FIFO = RunConfig("fifo")
+FIFO_DROP = RunConfig("fifo-drop", retention="off")
+PRIORITY = RunConfig("priority", scheduler="priority")
+PRIORITY_RECOMPUTE = RunConfig("priority-recompute", scheduler="priority", preempt_mode="recompute")
+ROUND_ROBIN = RunConfig("rr", scheduler="rr")
+SJF = RunConfig("sjf", scheduler="sjf")
+LAS = RunConfig("las", scheduler="las")
+LAS_RECOMPUTE = RunConfig("las-recompute", scheduler="las", preempt_mode="recompute")
+NO_KERNEL_BASELINE = RunConfig(NO_KERNEL)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    workload: str
+    configs: tuple[RunConfig, ...]
+
+
+FULL = (
+    Experiment("interactive_background", (FIFO, PRIORITY, PRIORITY_RECOMPUTE, ROUND_ROBIN)),
+    Experiment("many_short_few_long", (FIFO, LAS, LAS_RECOMPUTE, SJF, NO_KERNEL_BASELINE)),
+    Experiment("shared_system_prompt", (FIFO, FIFO_DROP)),
+    Experiment("multi_call_history", (FIFO, FIFO_DROP, NO_KERNEL_BASELINE)),
+)
+SMOKE = (Experiment("smoke", (FIFO, PRIORITY, NO_KERNEL_BASELINE)),)
+
+# Engine options every kernel configuration shares. A 2-core CPU gains little from batches past a few sequences;
+# the KV budget holds every workload's live contexts, the arena their snapshots.
+DEFAULT_ENGINE_OPTIONS = {"max-batch": "4", "kv-budget": "8192", "arena-mb": "512"}
+
+
+def experiments(smoke: bool, workloads: list[str] | None = None) -> tuple[Experiment, ...]:
+    chosen = SMOKE if smoke else FULL
+    if workloads:
+        unknown = set(workloads) - {e.workload for e in chosen}
+        if unknown:
+            raise ValueError(f"unknown workload(s) {sorted(unknown)}; choose from {[e.workload for e in chosen]}")
+        chosen = tuple(e for e in chosen if e.workload in workloads)
+    return chosen
