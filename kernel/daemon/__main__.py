@@ -1,0 +1,5 @@
+import sys
+
+from kernel.daemon.main import main
+
+sys.exit(main())

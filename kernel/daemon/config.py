@@ -1,0 +1,59 @@
+"""aiosd's command line."""
+from __future__ import annotations
+
+import argparse
+
+from ipc.address import check_address, default_address
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        return check_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiosd", description="The AIOS kernel: serves LLM syscalls to agent "
+                                                               "processes over ZeroMQ.")
+    parser.add_argument("--address", type=_address, default=None,
+                        help="ipc://PATH or tcp://HOST:PORT (default: $AIOS_ADDRESS, else a socket in the runtime "
+                             "directory)")
+    parser.add_argument("--model", default=None, help="model file (default: SmolLM2-135M-Instruct GGUF)")
+    parser.add_argument("--engine", default="torch", help="engine kind (default: torch)")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    parser.add_argument("--scheduler", default="fifo", help="scheduling policy: fifo, rr, priority, sjf, las")
+    parser.add_argument("--quantum", type=_positive_int, default=None, help="round-robin time slice, in tokens")
+    parser.add_argument("--kv-budget", type=_positive_int, default=16384, help="KV cache size, in tokens")
+    parser.add_argument("--max-batch", type=_positive_int, default=32, help="most sequences per engine step")
+    parser.add_argument("--prefill-chunk", type=_positive_int, default=256, help="most prompt tokens per sequence "
+                                                                                 "per step")
+    parser.add_argument("--arena-mb", type=_positive_int, default=256,
+                        help="shared-memory arena for KV snapshots, in MiB")
+    parser.add_argument("--retention", choices=("on", "off"), default="on",
+                        help="keep each agent's last context for its next call")
+    parser.add_argument("--preempt-mode", choices=("snapshot", "recompute"), default="snapshot")
+    parser.add_argument("--lease", type=_positive_float, default=30.0,
+                        help="seconds of silence after which an agent on another host is reaped")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    args.address = args.address or check_address(default_address())
+    return args

@@ -1,0 +1,201 @@
+"""LLM calls from syscall to final reply: admission checks, the scheduler's plan carried out through the context
+manager, one engine step, and the token events routed back to their agents.
+
+The scheduler decides (kernel/scheduler/), the context manager moves KV (kernel/context/), the engine computes
+(kernel/engine/); this module only keeps the request table true and talks to agents through the outbox.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from ipc.errors import ErrorCode, ProtocolError
+from ipc.messages import Chat, Completion, Generate, Timing, Usage
+from kernel.context.snapshot import SnapshotError
+from kernel.daemon.agents import AgentRecord, AgentTable
+from kernel.daemon.outbox import Outbox
+from kernel.daemon.requests import LLMRequest, RequestTable
+from kernel.engine.interface import EngineError, EngineRequest, SamplingParams, TokenEvent
+from kernel.scheduler.base import ReqState, Scheduler
+
+log = logging.getLogger("aiosd.llm")
+
+
+class LLMService:
+    def __init__(self, engine, context, scheduler: Scheduler, agents: AgentTable, outbox: Outbox):
+        self.engine = engine
+        self.context = context
+        self.scheduler = scheduler
+        self.agents = agents
+        self.outbox = outbox
+        self.requests = RequestTable()
+        self.tokens_generated = 0
+
+    # -- arrivals ------------------------------------------------------------------------------------------------
+
+    def submit(self, agent: AgentRecord, identity: bytes, client_id: int | str, call: Generate | Chat, now: int,
+               received: float) -> None:
+        """Queue an LLM call; ProtocolError if it is malformed or can never run. The reply comes when it finishes."""
+        req_id = f"{agent.agent_id}/{client_id}"
+        if req_id in self.requests:
+            raise ProtocolError(ErrorCode.DUPLICATE_ID, f"request {client_id!r} is already in flight")
+        params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature, top_p=call.top_p,
+                                top_k=call.top_k, seed=call.seed, stop=call.stop, ignore_eos=call.ignore_eos)
+        try:
+            params.validate()
+            prompt_ids = self._tokenize(call)
+        except EngineError as error:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
+        if call.predicted_tokens is not None and call.predicted_tokens <= 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "predicted_tokens must be positive")
+        self._check_fits(len(prompt_ids), params.max_tokens)
+        self.requests.add(LLMRequest(
+            req_id=req_id, client_id=client_id, agent_id=agent.agent_id, identity=identity,
+            engine_request=EngineRequest(req_id=req_id, prompt_ids=prompt_ids, params=params), stream=call.stream,
+            priority_hint=call.priority, predicted_tokens=call.predicted_tokens, arrival_step=now, waiting_since=now,
+            arrival_time=received))
+
+    def _tokenize(self, call: Generate | Chat) -> list[int]:
+        if isinstance(call, Chat):
+            if not call.messages:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "messages must not be empty")
+            ids = self.engine.apply_chat_template([{"role": m.role, "content": m.content} for m in call.messages])
+        else:
+            ids = self.engine.tokenize(call.prompt)
+        if not ids:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the prompt is empty")
+        return ids
+
+    def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
+        """Refuse a request no amount of waiting would let finish, instead of letting it block the queue forever."""
+        capacity = self.engine.capacity()
+        limit = min(capacity.max_context, capacity.total_slots)
+        if prompt_tokens + max_tokens > limit:
+            raise ProtocolError(ErrorCode.ENGINE, f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) "
+                                                  f"exceeds the {limit} tokens a sequence may hold")
+
+    # -- one loop iteration --------------------------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """True while the engine has sequences to step."""
+        return bool(self.requests.in_state(ReqState.RUNNING)) or self.engine.has_work()
+
+    def schedule(self, now: int) -> None:
+        """Ask the scheduler for a plan and carry it out: preemptions first, then admissions in order."""
+        waiting = self.requests.in_state(ReqState.WAITING, ReqState.PREEMPTED)
+        if not waiting:
+            return
+        running = self.requests.in_state(ReqState.RUNNING)
+        plan = self.scheduler.plan([self._view(r) for r in running], [self._view(r) for r in waiting],
+                                   self.engine.capacity(), now)
+        for req_id in plan.preempt:
+            request = self._planned(req_id, ReqState.RUNNING)
+            if request is not None:
+                self.context.preempt(req_id)
+                request.state, request.waiting_since = ReqState.PREEMPTED, now
+        for req_id in plan.admit:
+            request = self._planned(req_id, ReqState.WAITING, ReqState.PREEMPTED)
+            if request is not None:
+                self._start(request)
+
+    def _start(self, request: LLMRequest) -> None:
+        try:
+            if request.state is ReqState.WAITING:
+                self.context.admit(request.agent_id, request.resumable())
+                self.agents.get(request.agent_id).service_tokens += request.prompt_tokens
+                request.admitted_time = time.monotonic()
+            else:
+                self.context.resume(request.resumable())
+        except (EngineError, SnapshotError) as error:
+            self.cancel(request.req_id, ErrorCode.ENGINE, str(error))
+            return
+        request.state, request.slice_tokens = ReqState.RUNNING, 0
+
+    def step(self) -> None:
+        """One engine forward over the batch; its token events go to their agents."""
+        try:
+            events = self.engine.step()
+        except Exception:      # an engine bug must not take every agent down with it: fail the batch, keep serving
+            log.exception("engine step failed")
+            for request in self.requests.in_state(ReqState.RUNNING):
+                self.cancel(request.req_id, ErrorCode.INTERNAL, "the engine failed on this batch")
+            return
+        for event in events:
+            self._route(event)
+
+    def _route(self, event: TokenEvent) -> None:
+        request = self.requests.get(event.req_id)
+        if request is None:        # cancelled while its step was running
+            return
+        if event.token_id >= 0:
+            request.output_ids.append(event.token_id)
+            request.slice_tokens += 1
+            self.agents.get(request.agent_id).service_tokens += 1
+            self.tokens_generated += 1
+            if request.first_token_time is None:
+                request.first_token_time = time.monotonic()
+        request.text_parts.append(event.text)
+        if request.stream and (event.text or event.token_id >= 0):
+            self.outbox.token(request.identity, request.client_id, event.text, event.token_id)
+        if event.finished:
+            self._finish(request, event.finish_reason or "eos")
+
+    def _finish(self, request: LLMRequest, finish_reason: str) -> None:
+        self.context.finished(request.agent_id, request.req_id)
+        self.requests.remove(request.req_id)
+        agent = self.agents.get(request.agent_id)
+        agent.recent_done.append(request.info(agent.priority, ReqState.DONE))
+        done = time.monotonic()
+        timing = Timing(queue_s=(request.admitted_time or done) - request.arrival_time,
+                        ttft_s=None if request.first_token_time is None
+                        else request.first_token_time - request.arrival_time,
+                        total_s=done - request.arrival_time)
+        usage = Usage(prompt_tokens=request.prompt_tokens, completion_tokens=len(request.output_ids))
+        self.outbox.result(request.identity, request.client_id,
+                           Completion(text="".join(request.text_parts), finish_reason=finish_reason, usage=usage,
+                                      timing=timing))
+
+    # -- endings other than finishing ----------------------------------------------------------------------------
+
+    def cancel(self, req_id: str, code: ErrorCode, message: str) -> None:
+        """End a request early: free its KV wherever it is and send its final (error) reply."""
+        request = self.requests.remove(req_id)
+        if request is None:
+            return
+        if request.state is not ReqState.WAITING:
+            self.context.drop_request(req_id)
+        self.outbox.error(request.identity, request.client_id, code, message)
+
+    def drop_agent(self, agent_id: str, code: ErrorCode, message: str) -> None:
+        for request in self.requests.of_agent(agent_id):
+            self.cancel(request.req_id, code, message)
+        self.context.drop_agent(agent_id)
+
+    def fail_all(self, code: ErrorCode, message: str) -> None:
+        for request in self.requests:
+            self.cancel(request.req_id, code, message)
+
+    # -- views -----------------------------------------------------------------------------------------------------
+
+    def _view(self, request: LLMRequest):
+        agent = self.agents.get(request.agent_id)
+        return request.view(agent.priority, agent.service_tokens)
+
+    def _planned(self, req_id: str, *states: ReqState) -> LLMRequest | None:
+        """The request a plan names, if the plan is consistent with the table (a policy bug is logged, not fatal)."""
+        request = self.requests.get(req_id)
+        if request is None or request.state not in states:
+            log.error("scheduler %s planned %s, which is not %s", self.scheduler.name, req_id,
+                      "/".join(s.value for s in states))
+            return None
+        return request
+
+    def stats(self) -> dict:
+        capacity = self.engine.capacity()
+        counts = {state.value: len(self.requests.in_state(state))
+                  for state in (ReqState.WAITING, ReqState.RUNNING, ReqState.PREEMPTED)}
+        return {"free_slots": capacity.free_slots, "total_slots": capacity.total_slots,
+                "engine_running": capacity.running, "max_batch": capacity.max_batch,
+                "max_context": capacity.max_context, "requests_waiting": counts["waiting"],
+                "requests_running": counts["running"], "requests_preempted": counts["preempted"],
+                "tokens_generated": self.tokens_generated, **self.context.stats()}

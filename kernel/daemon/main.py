@@ -1,0 +1,64 @@
+"""aiosd's entry point: build the engine, the context manager and the scheduler, open the socket, run the loop."""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import sys
+
+import zmq
+
+from kernel.context.manager import ContextManager
+from kernel.daemon.config import parse_args
+from kernel.daemon.io_thread import AddressInUse, SocketServer
+from kernel.daemon.loop import KernelLoop
+from kernel.daemon.outbox import Outbox
+from kernel.scheduler.registry import make_scheduler
+
+log = logging.getLogger("aiosd")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        scheduler = make_scheduler(args.scheduler, **({} if args.quantum is None else {"quantum": args.quantum}))
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
+    from kernel.engine.factory import load_engine      # imports torch: only once the arguments are known good
+    engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
+                         max_batch=args.max_batch, prefill_chunk=args.prefill_chunk)
+    context = ContextManager(engine, arena_bytes=args.arena_mb << 20, retention=args.retention == "on",
+                             preempt_mode=args.preempt_mode)
+    zmq_context = zmq.Context()
+    try:
+        return _serve(args, engine, context, scheduler, zmq_context)
+    finally:
+        context.close()
+        zmq_context.term()
+
+
+def _serve(args, engine, context, scheduler, zmq_context: zmq.Context) -> int:
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    try:
+        server = SocketServer(zmq_context, args.address, inbox)
+    except (AddressInUse, zmq.ZMQError, OSError) as error:
+        log.error("cannot listen on %s: %s", args.address, error)
+        return 1
+    outbox = Outbox(zmq_context)
+    loop = KernelLoop(engine, context, scheduler, inbox, outbox, lease_s=args.lease)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: loop.stop())
+    server.start()
+    print(f"aiosd ready address={args.address} model={engine.layout().model_id} scheduler={scheduler.name} "
+          f"pid={os.getpid()}", flush=True)
+    try:
+        loop.run()
+    finally:
+        outbox.stop_server()
+        server.join()
+        log.info("stopped after %d engine steps", loop.step)
+    return 0

@@ -1,0 +1,172 @@
+"""The agent's side of the syscall interface: one DEALER connection to the kernel, one agent.
+
+A connection is not thread-safe (ZeroMQ sockets are used from one thread): give each thread its own connect().
+Calls are synchronous; while one waits, the connection sends heartbeats so the kernel knows the agent is alive.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import sys
+import time
+from typing import Any, Iterator
+
+import zmq
+
+from ipc.address import check_address, default_address
+from ipc.codec import decode_reply, encode
+from ipc.errors import ErrorCode
+from ipc.messages import (REPLY_ERROR, REPLY_RESULT, AgentInfo, Cancel, Chat, ChatMessage, Completion, Generate,
+                          Heartbeat, Hello, Ping, ProcKill, ProcList, SetPriority, Stats)
+from sdk.errors import KernelError, KernelTimeout
+
+DEFAULT_TIMEOUT_S = 600.0
+HEARTBEAT_S = 5.0
+
+
+def connect(address: str | None = None, name: str | None = None, priority: int = 0,
+            timeout: float | None = DEFAULT_TIMEOUT_S) -> "Kernel":
+    """Connect to the kernel at address (default: $AIOS_ADDRESS, else the local kernel) and say hello."""
+    return Kernel(address, name, priority, timeout)
+
+
+class Kernel:
+    def __init__(self, address: str | None = None, name: str | None = None, priority: int = 0,
+                 timeout: float | None = DEFAULT_TIMEOUT_S):
+        self.address = check_address(address or default_address())
+        self.name = name or os.path.basename(sys.argv[0] or "agent") or "agent"
+        self.priority = priority
+        self.timeout = timeout                  # default per-call timeout, seconds (None: wait forever)
+        self._ids = itertools.count(1)
+        self._zmq = zmq.Context()
+        self._socket = self._zmq.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._socket.connect(self.address)
+        try:
+            self._hello()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- LLM syscalls ----------------------------------------------------------------------------------------------
+
+    def chat(self, messages: list[dict], *, full: bool = False, timeout: float | None = None, **options
+             ) -> str | Completion:
+        """The assistant's reply to a conversation ([{"role": ..., "content": ...}, ...]). Options: max_tokens,
+        temperature (0 = greedy), top_p, top_k, seed, stop, priority, ignore_eos, predicted_tokens.
+        full=True returns a Completion with usage and kernel-side timing."""
+        completion = self._call("llm.chat", _chat(messages, options), timeout)
+        return completion if full else completion.text
+
+    def generate(self, prompt: str, *, full: bool = False, timeout: float | None = None, **options
+                 ) -> str | Completion:
+        """Raw completion of prompt (no chat template); same options as chat()."""
+        completion = self._call("llm.generate", Generate(prompt=prompt, **options), timeout)
+        return completion if full else completion.text
+
+    def stream(self, messages: list[dict] | None = None, *, prompt: str | None = None, timeout: float | None = None,
+               **options) -> Iterator[str]:
+        """Text deltas as the kernel generates them, for chat messages or a raw prompt. Leaving the loop early
+        cancels the call."""
+        if (messages is None) == (prompt is None):
+            raise ValueError("stream() takes either messages or prompt=")
+        syscall, body = (("llm.chat", _chat(messages, {**options, "stream": True})) if prompt is None else
+                         ("llm.generate", Generate(prompt=prompt, stream=True, **options)))
+        req_id = self._send(syscall, body)
+        try:
+            for envelope in self._replies(req_id, syscall, timeout):
+                if envelope.type != REPLY_RESULT and envelope.body.text:
+                    yield envelope.body.text
+        except GeneratorExit:      # the caller stopped reading: free the kernel's work
+            self._cancel(req_id)
+            raise
+
+    # -- process and kernel syscalls ---------------------------------------------------------------------------------
+
+    def ps(self) -> list[AgentInfo]:
+        return self._call("proc.list", ProcList()).agents
+
+    def kill(self, agent_id: str) -> None:
+        self._call("proc.kill", ProcKill(agent_id=agent_id))
+
+    def renice(self, agent_id: str, priority: int) -> None:
+        self._call("proc.set_priority", SetPriority(agent_id=agent_id, priority=priority))
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("kernel.stats", Stats()).values
+
+    def ping(self) -> None:
+        self._call("kernel.ping", Ping())
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+        self._zmq.term()
+
+    def __enter__(self) -> "Kernel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- mechanism ---------------------------------------------------------------------------------------------------
+
+    def _hello(self) -> None:
+        result = self._call("hello", Hello(name=self.name, priority=self.priority, pid=os.getpid(),
+                                           host=socket.gethostname()), retry_hello=False)
+        self.agent_id, self.model, self.scheduler = result.agent_id, result.model, result.scheduler
+
+    def _call(self, syscall: str, body, timeout: float | None = None, retry_hello: bool = True):
+        """Send one syscall and return its result body. An agent the kernel reaped (silent past its lease) says
+        hello again, transparently, once."""
+        try:
+            return self._final(self._send(syscall, body), syscall, timeout)
+        except KernelError as error:
+            if not (retry_hello and error.code == ErrorCode.HELLO_REQUIRED.value):
+                raise
+        self._hello()
+        return self._final(self._send(syscall, body), syscall, timeout)
+
+    def _final(self, req_id: int, syscall: str, timeout: float | None):
+        for envelope in self._replies(req_id, syscall, timeout):
+            if envelope.type == REPLY_RESULT:
+                return envelope.body
+        raise AssertionError("unreachable: _replies ends with a result or raises")
+
+    def _send(self, syscall: str, body) -> int:
+        req_id = next(self._ids)
+        self._socket.send(encode(syscall, req_id, body))
+        return req_id
+
+    def _replies(self, req_id: int, syscall: str, timeout: float | None) -> Iterator:
+        """This request's token frames, then its result; a KernelError for an error reply; heartbeats while waiting."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = HEARTBEAT_S if deadline is None else min(HEARTBEAT_S, deadline - time.monotonic())
+            if wait <= 0:
+                if syscall.startswith("llm."):
+                    self._cancel(req_id)
+                raise KernelTimeout(f"{syscall} got no reply within {timeout} s")
+            if not self._socket.poll(wait * 1000):
+                self._socket.send(encode("agent.heartbeat", None, Heartbeat()))
+                continue
+            envelope = decode_reply(self._socket.recv(), syscall)
+            if envelope.req_id not in (req_id, None):      # a late reply to a call given up on: not ours
+                continue
+            if envelope.type == REPLY_ERROR:
+                raise KernelError(envelope.body.code, envelope.body.message)
+            yield envelope
+            if envelope.type == REPLY_RESULT:
+                return
+
+    def _cancel(self, req_id: int) -> None:
+        """Tell the kernel to stop a call; its replies (ack, and the call's own error) are dropped when they arrive."""
+        self._socket.send(encode("llm.cancel", next(self._ids), Cancel(request_id=req_id)))
+
+
+def _chat(messages: list[dict], options: dict) -> Chat:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    return Chat(messages=[ChatMessage(**m) for m in messages], **options)

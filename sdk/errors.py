@@ -1,0 +1,18 @@
+"""What the SDK raises: the kernel's error replies, carrying their code."""
+from __future__ import annotations
+
+
+class KernelError(Exception):
+    """The kernel answered with an error. `.code` is an ipc.errors.ErrorCode value, e.g. "bad_request", "killed"."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"[{code}] {message}")
+        self.code = code
+        self.message = message
+
+
+class KernelTimeout(KernelError, TimeoutError):
+    """No final reply within the call's timeout (the call was cancelled in the kernel)."""
+
+    def __init__(self, message: str):
+        super().__init__("timeout", message)
