@@ -1,0 +1,106 @@
+"""Our llama forward pass in torch: RMSNorm, rotary embeddings, grouped-query attention over a paged KV cache, SwiGLU.
+
+Shapes: T = rows in the step (all sequences' tokens flattened), H = attention heads, Hkv = KV heads, D = head_dim,
+E = hidden size, F = MLP size, V = vocabulary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from kernel.engine.kv_cache import KVCache
+from kernel.engine.model_config import LlamaConfig
+from kernel.engine.step_batch import StepBatch
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    attn_norm: torch.Tensor   # [E]
+    qkv: torch.Tensor         # [(H + 2 Hkv) D, E]: q, k, v projections fused into one matmul
+    o: torch.Tensor           # [E, H D]
+    mlp_norm: torch.Tensor    # [E]
+    gate_up: torch.Tensor     # [2 F, E]: gate and up fused
+    down: torch.Tensor        # [E, F]
+
+
+class LlamaModel:
+    def __init__(self, cfg: LlamaConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype):
+        self.cfg = cfg
+        self.dtype = dtype
+        w = {name: t.to(dtype) for name, t in weights.items()}
+        self.embed = w["embed"]                                   # [V, E]
+        self.norm = w["norm"]                                     # [E]
+        self.lm_head = w["embed"] if cfg.tie_embeddings else w["lm_head"]   # [V, E]
+        self.layers = [LayerWeights(
+            attn_norm=w[f"layers.{i}.attn_norm"],
+            qkv=torch.cat([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]]).contiguous(),
+            o=w[f"layers.{i}.o"],
+            mlp_norm=w[f"layers.{i}.mlp_norm"],
+            gate_up=torch.cat([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]]).contiguous(),
+            down=w[f"layers.{i}.down"]) for i in range(cfg.n_layers)]
+        # Rotary tables for every position, computed in float32 as the reference implementation does.
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+        angles = torch.outer(torch.arange(cfg.max_context, dtype=torch.float32), inv_freq)   # [P, D/2]
+        angles = torch.cat([angles, angles], dim=-1)                                          # [P, D]
+        self._cos, self._sin = angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def weight_nbytes(self) -> int:
+        """Bytes read per forward step (the tied embedding is read once, as the lm_head)."""
+        tensors = [self.norm, self.lm_head] + [t for layer in self.layers for t in layer.__dict__.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def forward(self, batch: StepBatch, kv: KVCache) -> torch.Tensor:
+        """Runs every row of the batch, writes their K/V into kv, returns float32 logits [S, V] for batch.logit_rows."""
+        cfg = self.cfg
+        x = self.embed[batch.input_ids]                                   # [T, E]
+        cos = self._cos[batch.positions].unsqueeze(1)                     # [T, 1, D]
+        sin = self._sin[batch.positions].unsqueeze(1)
+        q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        for index, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (cfg.hidden_size,), layer.attn_norm, cfg.rms_eps)
+            q, k, v = F.linear(h, layer.qkv).split([q_size, kv_size, kv_size], dim=-1)
+            q = _rotate(q.view(-1, cfg.n_heads, cfg.head_dim), cos, sin)        # [T, H, D]
+            k = _rotate(k.view(-1, cfg.n_kv_heads, cfg.head_dim), cos, sin)     # [T, Hkv, D]
+            v = v.view(-1, cfg.n_kv_heads, cfg.head_dim)                        # [T, Hkv, D]
+            kv.write(index, batch.slot_mapping, k, v)
+            attn = _attention(q, k, v, kv.layer(index), batch)                  # [T, H, D]
+            x = x + F.linear(attn.flatten(1), layer.o)
+            h = F.rms_norm(x, (cfg.hidden_size,), layer.mlp_norm, cfg.rms_eps)
+            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)              # [T, F] each
+            x = x + F.linear(F.silu(gate) * up, layer.down)
+        h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)   # [S, E]
+        return F.linear(h, self.lm_head).float()                                         # [S, V]
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, rotate-half convention. x: [T, heads, D]; cos, sin: [T, 1, D]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor],
+               batch: StepBatch) -> torch.Tensor:
+    """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in the cache); cache: K and V, each [slots, Hkv, D]."""
+    k_cache, v_cache = cache
+    out = torch.empty_like(q)
+    n = batch.n_decode
+    if n:
+        keys = k_cache[batch.decode_slots].transpose(1, 2)                  # [n, Hkv, L_max, D]
+        values = v_cache[batch.decode_slots].transpose(1, 2)
+        out[:n] = F.scaled_dot_product_attention(
+            q[:n].unsqueeze(2), keys, values, attn_mask=batch.decode_mask, enable_gqa=True).squeeze(2)
+    for chunk in batch.prefills:
+        query = q[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)       # [1, H, n, D]
+        if chunk.context_slots is None:   # first chunk: attends to itself only
+            keys = k[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)    # [1, Hkv, n, D]
+            values = v[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)
+            result = F.scaled_dot_product_attention(query, keys, values, is_causal=True, enable_gqa=True)
+        else:
+            keys = k_cache[chunk.context_slots].transpose(0, 1).unsqueeze(0)   # [1, Hkv, n_ctx, D]
+            values = v_cache[chunk.context_slots].transpose(0, 1).unsqueeze(0)
+            result = F.scaled_dot_product_attention(query, keys, values, attn_mask=chunk.mask, enable_gqa=True)
+        out[chunk.start:chunk.end] = result.squeeze(0).transpose(0, 1)
+    return out

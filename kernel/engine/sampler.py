@@ -1,0 +1,46 @@
+"""Next-token choice from logits: greedy, or temperature with top-k / top-p from the request's own generator."""
+from __future__ import annotations
+
+import torch
+
+from kernel.engine.interface import SamplingParams
+
+
+def new_generator(seed: int | None, state: bytes | None) -> torch.Generator:
+    """A request's RNG: restored from a snapshot's state, else seeded (a fresh random seed when seed is None)."""
+    generator = torch.Generator()
+    if state is not None:
+        generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    elif seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
+def generator_state(generator: torch.Generator) -> bytes:
+    return generator.get_state().numpy().tobytes()
+
+
+def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
+    """logits: [S, V] float32, one row per sequence. Greedy rows share one argmax; sampled rows draw one by one so each
+    consumes only its own generator (same seed → same output, whatever else is in the batch)."""
+    tokens = logits.argmax(dim=-1).tolist()
+    for row, (p, generator) in enumerate(zip(params, generators)):
+        if p.temperature > 0:
+            tokens[row] = _draw(logits[row] / p.temperature, p.top_k, p.top_p, generator)
+    return tokens
+
+
+def _draw(scaled: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator) -> int:
+    """scaled: [V] logits already divided by the temperature."""
+    if 0 < top_k < scaled.numel():
+        kth = torch.topk(scaled, top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        # Keep the smallest head of the distribution whose mass reaches top_p (the first token always stays).
+        outside = sorted_probs.cumsum(0) - sorted_probs >= top_p
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs.masked_fill(outside, 0.0))
+    return int(torch.multinomial(probs, 1, generator=generator))

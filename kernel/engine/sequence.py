@@ -1,0 +1,39 @@
+"""One request's state inside the engine: its tokens, how many have KV, which blocks hold them, its sampler and text."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from kernel.engine.block_pool import ROOT_HASH
+from kernel.engine.interface import EngineRequest, SamplingParams
+from kernel.engine.text_stream import TextStream
+
+
+@dataclass(eq=False)
+class Sequence:
+    req_id: str
+    params: SamplingParams
+    token_ids: list[int]              # prompt + output; every token but the last sampled one gets KV
+    prompt_len: int
+    generator: torch.Generator
+    stream: TextStream
+    admission: int                    # order of admission: the youngest is preempted first when blocks run out
+    block_table: list[int] = field(default_factory=list)
+    num_computed: int = 0             # leading tokens whose K/V are in the cache
+    num_registered: int = 0           # leading full blocks registered in the prefix cache
+    last_hash: int = ROOT_HASH        # prefix hash of the last registered block
+    finish_reason: str | None = None
+
+    @property
+    def num_output(self) -> int:
+        return len(self.token_ids) - self.prompt_len
+
+    @property
+    def pending(self) -> int:
+        """Tokens still to run through the model before the next sample."""
+        return len(self.token_ids) - self.num_computed
+
+    def as_request(self) -> EngineRequest:
+        return EngineRequest(self.req_id, self.token_ids[:self.prompt_len], self.params,
+                             list(self.token_ids[self.prompt_len:]))

@@ -1,0 +1,62 @@
+"""Incremental detokenization with stop strings: turns one sequence's output tokens into text deltas.
+
+A delta never ends inside a UTF-8 character (a byte-level token may carry half of one) and never contains text that may
+turn out to be the beginning of a stop string: such text is withheld until the next tokens settle it.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+# Tokens decoded together with the new ones, so a merge across the boundary (e.g. a leading space) decodes as it would in
+# the full text.
+_CONTEXT_TOKENS = 5
+
+
+class TextStream:
+    def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str], prior_ids: Sequence[int] = ()):
+        self._decode = decode
+        self._stop = tuple(stop)
+        self._ids = list(prior_ids)
+        self._prefix_offset = max(0, len(self._ids) - _CONTEXT_TOKENS)
+        self._read_offset = len(self._ids)     # text of tokens before this point was already produced
+        self._text = ""                        # text produced by this stream
+        self._emitted = 0                      # chars of _text already returned
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        """Add a token. Returns (text delta to emit now, whether a stop string matched: then the sequence ends)."""
+        self._ids.append(token_id)
+        prefix = self._decode(self._ids[self._prefix_offset:self._read_offset])
+        full = self._decode(self._ids[self._prefix_offset:])
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            self._text += full[len(prefix):]
+            self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        return self._settle()
+
+    def flush(self) -> str:
+        """The sequence ended for another reason: release the withheld text."""
+        delta = self._text[self._emitted:]
+        self._emitted = len(self._text)
+        return delta
+
+    def _settle(self) -> tuple[str, bool]:
+        hits = [i for i in (self._text.find(s, self._emitted) for s in self._stop) if i >= 0]
+        if hits:
+            end = min(hits)
+            delta = self._text[self._emitted:end]
+            self._emitted = len(self._text)
+            return delta, True
+        end = len(self._text) - self._partial_stop_len()
+        delta = self._text[self._emitted:end]
+        self._emitted = max(self._emitted, end)
+        return delta, False
+
+    def _partial_stop_len(self) -> int:
+        """Length of the longest tail of the unemitted text that is a proper prefix of a stop string."""
+        pending = self._text[self._emitted:]
+        best = 0
+        for stop in self._stop:
+            for n in range(min(len(stop) - 1, len(pending)), best, -1):
+                if pending.endswith(stop[:n]):
+                    best = n
+                    break
+        return best

@@ -1,0 +1,98 @@
+"""Text ↔ token ids, built with the `tokenizers` library from a GGUF's metadata or a model folder's tokenizer.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+from kernel.engine.chat_template import ChatTemplate
+from kernel.engine.model_config import ModelLoadError
+
+# llama.cpp names the pre-tokenizer (the regex split before BPE) of each GPT-2-style vocabulary: these are the ones we
+# can rebuild exactly. Each entry reproduces the model's original tokenizer.json pre_tokenizer.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+                 r"|\s+(?!\S)|\s+")
+
+
+def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    if pre in ("gpt2", "default"):
+        return byte_level
+    if pre in ("smollm", "starcoder", "refact"):
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    if pre in ("llama-bpe", "llama3"):
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(pattern=Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    raise ModelLoadError(f"unsupported GGUF pre-tokenizer {pre!r} (supported: gpt2, smollm, starcoder, llama-bpe)")
+
+
+class TextTokenizer:
+    """Encodes without adding special tokens (chat templates place them); decodes skipping special tokens."""
+
+    def __init__(self, tokenizer: Tokenizer, eos_ids: tuple[int, ...], chat_template: ChatTemplate | None):
+        self._tok = tokenizer
+        self.eos_ids = eos_ids
+        self.chat_template = chat_template
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def from_gguf_metadata(cls, meta: dict) -> "TextTokenizer":
+        kind = meta.get("tokenizer.ggml.model")
+        if kind != "gpt2":
+            raise ModelLoadError(f"unsupported GGUF tokenizer model {kind!r}: only GPT-2 style byte-level BPE ('gpt2')")
+        tokens: list[str] = meta["tokenizer.ggml.tokens"]
+        merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+        bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)
+        tok = Tokenizer(bpe)
+        tok.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
+        tok.decoder = decoders.ByteLevel()
+        # Control tokens (<|im_start|>...) must match as whole tokens in text, never be split by BPE.
+        control = 3
+        types = meta.get("tokenizer.ggml.token_type", [])
+        tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
+                                for i, t in enumerate(types) if t == control])
+        eos = meta.get("tokenizer.ggml.eos_token_id")
+        template = meta.get("tokenizer.chat_template")
+        return cls(tok, (int(eos),) if eos is not None else (),
+                   ChatTemplate(template, bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
+                                eos_token=_token(tokens, eos)) if template else None)
+
+    @classmethod
+    def from_folder(cls, folder: Path, eos_ids: tuple[int, ...]) -> "TextTokenizer":
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise ModelLoadError(f"{folder}: no tokenizer.json")
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the tokenizers library raises a bare Exception on malformed files
+            raise ModelLoadError(f"{path}: cannot parse tokenizer ({exc})") from exc
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        template = config.get("chat_template")
+        if not eos_ids and isinstance(config.get("eos_token"), str):
+            eos_ids = (tok.token_to_id(config["eos_token"]),)
+        return cls(tok, eos_ids, ChatTemplate(template, bos_token=_special(config, "bos_token"),
+                                              eos_token=_special(config, "eos_token")) if template else None)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=True)
+
+    def apply_chat_template(self, messages: list[dict]) -> list[int]:
+        if self.chat_template is None:
+            raise ModelLoadError("this model carries no chat template")
+        return self.encode(self.chat_template.render(messages))
+
+
+def _token(tokens: list[str], token_id) -> str:
+    return tokens[int(token_id)] if token_id is not None and 0 <= int(token_id) < len(tokens) else ""
+
+
+def _special(config: dict, key: str) -> str:
+    value = config.get(key) or ""
+    return value.get("content", "") if isinstance(value, dict) else value
