@@ -26,7 +26,8 @@ class KernelBackend:
         self._kernel = connect(address, name=name, priority=priority)
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
-        completion = self._kernel.complete(prompt, max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        completion = self._kernel.generate(prompt, full=True, max_tokens=max_tokens, temperature=0.0,
+                                           ignore_eos=True)
         return CallOutcome(text=completion.text, prompt_tokens=completion.usage.prompt_tokens,
                            completion_tokens=completion.usage.completion_tokens, ttft_s=completion.timing.ttft_s,
                            queue_s=completion.timing.queue_s)
@@ -46,8 +47,10 @@ class LocalEngineBackend:
         import torch
 
         from kernel.engine.factory import load_engine
-        torch.set_num_threads(threads)
         self._engine = load_engine(kind="torch", kv_budget_tokens=kv_budget_tokens, max_batch=1)
+        # After the load: the engine sizes torch's pool to every core, and several agents each spinning a pool over
+        # the same cores slows all of them many times over.
+        torch.set_num_threads(threads)
         self._ids = itertools.count()
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:

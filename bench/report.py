@@ -21,8 +21,8 @@ def describe_machine() -> dict:
         pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import torch
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_gib, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_gib, 1),
+            "python": platform.python_version(), "torch": torch.__version__}
 
 
 def _seconds(value: float | None) -> str:

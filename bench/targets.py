@@ -26,7 +26,8 @@ class TargetResult:
         return self.measured >= self.target if self.comparison == ">=" else self.measured > self.target
 
 
-def _ratio(results: dict, workload: str, base: str, better: str, metric: Callable[[dict], float | None]) -> float | None:
+def _ratio(results: dict, workload: str, base: str, better: str,
+           metric: Callable[[dict], float | None]) -> float | None:
     """metric(base) / metric(better), or None when either is missing."""
     runs = results.get(workload, {})
     if base not in runs or better not in runs:

@@ -1,4 +1,4 @@
-"""The tool gaps an agent spends between LLM calls: real arithmetic for the calculator, real sleeps for I/O-bound tools."""
+"""The tool gaps an agent spends between LLM calls: real arithmetic for the calculator, real sleeps for I/O tools."""
 from __future__ import annotations
 
 import ast
