@@ -1,0 +1,74 @@
+"""An in-process kernel for tests: the real I/O thread, loop, context manager and sockets around a FakeEngine."""
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+import time
+
+import zmq
+
+from kernel.context.manager import ContextManager
+from kernel.daemon.io_thread import SocketServer
+from kernel.daemon.loop import KernelLoop
+from kernel.daemon.outbox import Outbox
+from kernel.scheduler.base import Scheduler
+from kernel.scheduler.registry import make_scheduler
+from tests.kernel.fake_engine import FakeEngine
+
+_arena_numbers = itertools.count()
+
+
+class InProcessKernel:
+    def __init__(self, address: str, engine: FakeEngine | None = None, scheduler: Scheduler | None = None,
+                 lease_s: float = 30.0, max_frame_bytes: int = 1 << 20):
+        self.address = address
+        self.engine = engine or FakeEngine()
+        self.context = ContextManager(self.engine, arena_bytes=1 << 20,
+                                      kernel_id=f"{os.getpid()}.test{next(_arena_numbers)}")
+        self.zmq = zmq.Context()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes)
+        self._scheduler = scheduler or make_scheduler("fifo")
+        self._lease_s = lease_s
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-kernel-loop", daemon=True)
+        self.loop: KernelLoop | None = None
+
+    def _run(self) -> None:
+        outbox = Outbox(self.zmq)      # sockets belong to the thread that uses them: the loop's
+        self.loop = KernelLoop(self.engine, self.context, self._scheduler, self.inbox, outbox, lease_s=self._lease_s,
+                               idle_wait_s=0.05)
+        self._started.set()
+        try:
+            self.loop.run()
+        finally:
+            outbox.stop_server()
+
+    def __enter__(self) -> "InProcessKernel":
+        self.server.start()
+        self._thread.start()
+        assert self._started.wait(30)
+        return self
+
+    def stop(self) -> None:
+        self.inbox.put(None)
+        self._thread.join(30)
+        self.server.join(30)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.context.close()
+        self.zmq.term()
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Poll predicate() until it returns a truthy value (returned) or the generous deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
