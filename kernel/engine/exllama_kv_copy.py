@@ -28,6 +28,9 @@ class KVCopier:
     def nbytes(self, n_tokens: int) -> int:
         return len(self._kv) * 2 * n_tokens * self._row_bytes
 
+    # ExLlamaV2 allocates its cache inside torch.inference_mode (model.load_autosplit), and such tensors take in-place
+    # writes only inside it.
+    @torch.inference_mode()
     def save(self, slots: list[int], dst: memoryview) -> None:
         """Write the K/V of cache rows `slots` (one per token, in order) into dst[:nbytes(len(slots))]."""
         out = np.frombuffer(dst, dtype=np.uint8, count=self.nbytes(len(slots)))
@@ -35,6 +38,7 @@ class KVCopier:
             self._stage(n).copy_(cache.index_select(0, index))           # device → pinned host
             out[offset:offset + n * self._row_bytes] = self._staging_bytes[:n * self._row_bytes]
 
+    @torch.inference_mode()
     def load(self, slots: list[int], src: memoryview) -> None:
         """Read what save() wrote for len(slots) tokens from src back into cache rows `slots`."""
         data = np.frombuffer(src, dtype=np.uint8, count=self.nbytes(len(slots)))

@@ -32,9 +32,11 @@ class ToyPagedRuntime:
         self._layers = [[torch.randn(hidden, hidden, generator=g) / hidden ** 0.5 for _ in range(4)]
                         for _ in range(n_layers)]                                                # q, k, v, o
         rows = n_pages * self.page_size
-        # NaN until written: attention over a row nobody wrote poisons the logits, which forward() checks.
-        self._kv = [(torch.full((rows, kv_heads, head_dim), float("nan")),
-                     torch.full((rows, kv_heads, head_dim), float("nan"))) for _ in range(n_layers)]
+        # NaN until written: attention over a row nobody wrote poisons the logits, which forward() checks. Made in
+        # inference mode, as ExLlamaV2's load_autosplit makes its cache: such tensors refuse in-place writes outside it.
+        with torch.inference_mode():
+            self._kv = [(torch.full((rows, kv_heads, head_dim), float("nan")),
+                         torch.full((rows, kv_heads, head_dim), float("nan"))) for _ in range(n_layers)]
         self.tokens_run = 0
         self._layout = KVLayout("toy-paged", n_layers, kv_heads, head_dim, "float32")
 
@@ -47,6 +49,7 @@ class ToyPagedRuntime:
     def kv_tensors(self):
         return self._kv
 
+    @torch.inference_mode()
     def forward(self, input_ids, block_index, cache_seqlens, want_logits: bool):
         assert input_ids.dtype == torch.long and block_index.dtype == torch.int32
         assert cache_seqlens.dtype == torch.int32
