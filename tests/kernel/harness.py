@@ -25,11 +25,15 @@ class InProcessKernel:
                  lease_s: float = 30.0, max_frame_bytes: int = 1 << 20):
         self.address = address
         self.engine = engine or FakeEngine()
-        self.context = ContextManager(self.engine, arena_bytes=1 << 20,
-                                      kernel_id=f"{os.getpid()}.test{next(_arena_numbers)}")
         self.zmq = zmq.Context()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes)
+        try:
+            self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes)
+        except BaseException:
+            self.zmq.term()
+            raise
+        self.context = ContextManager(self.engine, arena_bytes=1 << 20,
+                                      kernel_id=f"{os.getpid()}.test{next(_arena_numbers)}")
         self._scheduler = scheduler or make_scheduler("fifo")
         self._lease_s = lease_s
         self._started = threading.Event()
