@@ -3,8 +3,8 @@
 Text is not ExLlamaV2's business here: an EXL2 folder is a Hugging Face folder, so the engine reads its tokenizer.json
 and chat template with kernel/engine/tokenizer.py, exactly as the CPU engine does for a safetensors folder.
 
-Everything from exllamav2 (and CUDA) is imported inside load_runtime(), so this module imports on a machine without
-either; load_runtime() then raises ExLlamaUnavailable saying what is missing.
+exllamav2 is imported only inside load_runtime() and forward(), and CUDA is touched only there, so this module imports
+on a machine without either; load_runtime() then raises ExLlamaUnavailable saying what is missing.
 
 exllamav2 APIs relied on (v0.2/0.3 source):
 - config.py        ExLlamaV2Config(model_dir) (reads config.json, calls prepare()), .arch_compat_overrides(),
@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import os
 from typing import Protocol
+
+import torch
 
 from kernel.engine.interface import EngineError, KVLayout
 
@@ -59,7 +61,6 @@ class PagedRuntime(Protocol):
 
 
 def _require_cuda_and_exllamav2():
-    import torch
     if not torch.cuda.is_available():
         raise ExLlamaUnavailable("the ExLlamaV2 engine needs a CUDA GPU, and torch sees none "
                                  f"(torch {torch.__version__}); use the torch CPU engine instead")
@@ -98,7 +99,10 @@ def load_runtime(model_dir: str, kv_budget_tokens: int, max_batch: int, max_chun
     n_pages = -(-kv_budget_tokens // PAGE_SIZE)
     model = exllamav2.ExLlamaV2(config)
     cache = exllamav2.ExLlamaV2Cache(model, batch_size=1, max_seq_len=n_pages * PAGE_SIZE, lazy=True)
-    model.load_autosplit(cache)
+    try:
+        model.load_autosplit(cache)    # weights and cache layer by layer over the GPUs, in turn
+    except RuntimeError as exc:        # "Insufficient VRAM for model and cache", CUDA out of memory
+        raise EngineError(f"cannot load {model_dir!r} with a {n_pages * PAGE_SIZE}-token KV cache: {exc}") from exc
     return ExLlamaRuntime(model_dir, config, model, cache, n_pages)
 
 
@@ -128,7 +132,6 @@ class ExLlamaRuntime:
         return self._layout
 
     def forward(self, input_ids, block_index, cache_seqlens, want_logits: bool):
-        import torch
         from exllamav2.attn import ExLlamaV2Attention
         batch, q_len = input_ids.shape
         params = ExLlamaV2Attention.PagedParams(
