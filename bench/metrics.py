@@ -74,9 +74,16 @@ def throughput(agents: list[AgentRecord], requests: list[RequestRecord]) -> dict
 
 
 def context_counters(kernel_stats: dict | None) -> dict:
-    """The context-switching counters of a kernel's stats (zeros for the no-kernel baseline)."""
+    """The context-switching counters of a kernel's stats (zeros for the no-kernel baseline). Snapshot bytes moved
+    count both directions: saved into the arena and loaded back."""
     stats = kernel_stats or {}
-    return {key: int(stats.get(key, 0)) for key in ("preemptions", "snapshot_bytes", "recomputed_tokens")}
+
+    def count(key: str) -> int:
+        return int(stats.get(key, 0))
+    return {"preemptions": count("preemptions"),
+            "snapshot_bytes": count("snapshot_bytes_saved") + count("snapshot_bytes_loaded"),
+            "recomputed_tokens": count("recomputed_tokens"), "retained_hits": count("retained_hits"),
+            "retained_tokens_reused": count("retained_tokens_reused")}
 
 
 def config_metrics(agents: list[AgentRecord], requests: list[RequestRecord], cost: CostModel,

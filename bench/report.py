@@ -47,6 +47,7 @@ CONFIG_COLUMNS = (
     ("preempt", lambda m: str(m["preemptions"])),
     ("snapshots", lambda m: _size(m["snapshot_bytes"])),
     ("recomputed tok", lambda m: str(m["recomputed_tokens"])),
+    ("reused tok", lambda m: str(m["retained_tokens_reused"])),
 )
 
 

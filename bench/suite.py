@@ -41,13 +41,13 @@ class Suite:
 
     def run(self, experiments: tuple[Experiment, ...]) -> dict:
         """{workload: {"trace", "description", "configs": {label: run result}}}."""
-        total = sum(len(load_or_generate(e.workload, self.seed, self.traces_dir)[0].agents) * len(e.configs)
-                    for e in experiments)
+        traces = {e.workload: load_or_generate(e.workload, self.seed, self.traces_dir) for e in experiments}
+        total = sum(len(traces[e.workload][0].agents) * len(e.configs) for e in experiments)
         results: dict = {}
         try:
             with tqdm(total=total, unit="agent", file=sys.stderr) as bar:
                 for experiment in experiments:
-                    trace, path = load_or_generate(experiment.workload, self.seed, self.traces_dir)
+                    trace, path = traces[experiment.workload]
                     runs = {}
                     for config in experiment.configs:
                         bar.set_description(f"{experiment.workload}/{config.label}")

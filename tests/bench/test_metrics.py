@@ -60,9 +60,10 @@ def test_config_metrics_groups_by_kind_and_excludes_failed_calls():
     requests = [request("a", kind="fast", finished=1.0), request("b", kind="slow", finished=3.0),
                 RequestRecord("b", "slow", 0, 1, 3.0, None, 3.5, 0, 0, 10, 0.0, error="boom")]
     agents = [agent("a", kind="fast", finished=1.0), agent("b", kind="slow", finished=3.5)]
-    m = config_metrics(agents, requests, cost, {"preemptions": 3, "snapshot_bytes": 1024, "other": "x"})
+    m = config_metrics(agents, requests, cost, {"preemptions": 3, "snapshot_bytes_saved": 1024,
+                                                "snapshot_bytes_loaded": 1000, "other": "x"})
     assert m["errors"] == 1 and m["requests"] == 3
     assert m["completion_tokens"] == 20
     assert m["latency_by_kind"]["fast"]["p50"] == 1.0 and m["latency_by_kind"]["slow"]["p50"] == 3.0
-    assert m["preemptions"] == 3 and m["snapshot_bytes"] == 1024 and m["recomputed_tokens"] == 0
+    assert m["preemptions"] == 3 and m["snapshot_bytes"] == 2024 and m["recomputed_tokens"] == 0
     assert 0 < m["fairness_jain"] <= 1
