@@ -1,0 +1,91 @@
+"""aios: the command line for a running kernel — run agents as processes, list, kill and renice them, read stats."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from ipc.address import ADDRESS_ENV, check_address, default_address
+from sdk import KernelError, connect
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:             # the bench suite has its own options
+        from bench.__main__ import main as bench_main
+        return bench_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        args.address = check_address(args.address or default_address())
+        return args.command(args)
+    except KernelError as error:
+        print(f"aios: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        print(f"aios: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aios", description=__doc__)
+    parser.add_argument("--address", help=f"kernel address (default: ${ADDRESS_ENV}, else the local kernel)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run an agent program as its own process, wired to the kernel")
+    run.add_argument("agent", help="the agent's Python file")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the agent")
+    run.set_defaults(command=_run)
+    commands.add_parser("ps", help="list agents and their requests").set_defaults(command=_ps)
+    kill = commands.add_parser("kill", help="kill an agent: abort its requests, free its KV")
+    kill.add_argument("agent_id")
+    kill.set_defaults(command=_kill)
+    renice = commands.add_parser("renice", help="set an agent's priority (higher runs first)")
+    renice.add_argument("agent_id")
+    renice.add_argument("priority", type=int)
+    renice.set_defaults(command=_renice)
+    commands.add_parser("stats", help="engine capacity, scheduler, counts, context manager").set_defaults(
+        command=_stats)
+    commands.add_parser("bench", help="run the benchmark suite (python -m bench --help)")
+    return parser
+
+
+def _run(args) -> int:
+    if not os.path.isfile(args.agent):
+        raise ValueError(f"no agent file {args.agent!r}")
+    child = subprocess.Popen([sys.executable, args.agent, *args.args], env={**os.environ, ADDRESS_ENV: args.address})
+    for signum in (signal.SIGINT, signal.SIGTERM):       # the agent decides how to stop; we wait for it
+        signal.signal(signum, lambda number, _frame: child.send_signal(number))
+    return child.wait()
+
+
+def _ps(args) -> int:
+    with connect(args.address, name="aios ps") as kernel:
+        agents = kernel.ps()
+    print(f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  REQUESTS")
+    for agent in agents:
+        requests = " ".join(f"{r.request_id}:{r.state}({r.output_tokens})" for r in agent.requests) or "-"
+        print(f"{agent.agent_id:<8}{agent.name[:19]:<20}{agent.pid or '-':>8}{agent.priority:>6}"
+              f"{agent.service_tokens:>9}  {requests}")
+    return 0
+
+
+def _kill(args) -> int:
+    with connect(args.address, name="aios kill") as kernel:
+        kernel.kill(args.agent_id)
+    return 0
+
+
+def _renice(args) -> int:
+    with connect(args.address, name="aios renice") as kernel:
+        kernel.renice(args.agent_id, args.priority)
+    return 0
+
+
+def _stats(args) -> int:
+    with connect(args.address, name="aios stats") as kernel:
+        stats = kernel.stats()
+    width = max(map(len, stats))
+    for name, value in stats.items():
+        print(f"{name:<{width}}  {value}")
+    return 0
