@@ -29,8 +29,11 @@ def read_hf_config(folder: Path) -> dict:
 def config_from_hf(raw: dict, folder: Path) -> LlamaConfig:
     if raw.get("model_type") != "llama":
         raise ModelLoadError(f"{folder}: unsupported architecture {raw.get('model_type')!r} (only 'llama')")
-    if raw.get("rope_scaling"):
-        raise ModelLoadError(f"{folder}: rope scaling {raw['rope_scaling']!r} is not supported")
+    # Older configs carry rope_theta and rope_scaling; newer ones one rope_parameters map.
+    rope = raw.get("rope_parameters") or {}
+    scaling = raw.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    if scaling:
+        raise ModelLoadError(f"{folder}: rope scaling {scaling!r} is not supported")
     try:
         n_heads = int(raw["num_attention_heads"])
         cfg = LlamaConfig(
@@ -39,7 +42,7 @@ def config_from_hf(raw: dict, folder: Path) -> LlamaConfig:
             n_kv_heads=int(raw.get("num_key_value_heads") or n_heads),
             head_dim=int(raw.get("head_dim") or raw["hidden_size"] // n_heads),
             ffn_size=int(raw["intermediate_size"]), rms_eps=float(raw.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(raw.get("rope_theta", 10000.0)),
+            rope_theta=float(raw.get("rope_theta") or rope.get("rope_theta", 10000.0)),
             max_context=int(raw.get("max_position_embeddings", 2048)),
             tie_embeddings=bool(raw.get("tie_word_embeddings", False)))
     except KeyError as exc:

@@ -82,6 +82,10 @@ class TorchEngine:
     def has_work(self) -> bool:
         return bool(self._running or self._preempted)
 
+    def request_ids(self) -> list[str]:
+        """Every request holding KV: running, waiting to recompute, or finished in the last step."""
+        return [*self._running, *self._preempted, *self._finished]
+
     # ---- admission -----------------------------------------------------------------------------------------------
     def add(self, req: EngineRequest) -> None:
         seq = self._new_sequence(req, rng_state=req.rng_state)

@@ -1,0 +1,90 @@
+"""save_kv → abort → load_kv resumes at the exact next token; prefix reuse equals a full prefill."""
+from __future__ import annotations
+
+import pytest
+
+from kernel.engine.interface import EngineError, EngineRequest, KVLayout, SamplingParams
+from kernel.engine.torch_engine import TorchEngine
+from tests.engine.helpers import Result, drain, greedy
+
+
+def _prompt(engine) -> list[int]:
+    return engine.apply_chat_template([{"role": "user", "content": "List three uses of a kernel in an OS."}])
+
+
+def _run_steps(engine, n: int, results: dict[str, Result]) -> None:
+    for _ in range(n):
+        for event in engine.step():
+            results.setdefault(event.req_id, Result()).tokens.append(event.token_id)
+
+
+def test_save_abort_load_continues_identically(engine):
+    prompt = _prompt(engine)
+    expected = greedy(engine, prompt, 24)
+    engine.add(EngineRequest("r", prompt, SamplingParams(max_tokens=24, ignore_eos=True)))
+    results: dict[str, Result] = {}
+    _run_steps(engine, 6, results)
+    buffer = bytearray(engine.kv_nbytes("r"))
+    meta = engine.save_kv("r", memoryview(buffer))
+    engine.abort("r")
+    produced = results["r"].tokens
+    assert meta.n_kv_tokens == len(prompt) + len(produced) - 1 and meta.nbytes == len(buffer)
+    assert list(meta.token_ids) == prompt + produced and meta.prompt_len == len(prompt)
+    engine.load_kv(EngineRequest("r", prompt, SamplingParams(max_tokens=24, ignore_eos=True), produced),
+                   meta, memoryview(bytes(buffer)))
+    drain(engine, results)
+    assert results["r"].tokens == expected
+
+
+def test_snapshot_mid_prefill_and_extended_request(engine):
+    """A snapshot taken before the prompt is fully prefilled, loaded into a request with more tokens, still matches."""
+    prompt = _prompt(engine) * 3                         # > one prefill chunk of 128
+    extension = engine.tokenize(" Answer briefly.")
+    expected = greedy(engine, prompt + extension, 10)
+    engine.add(EngineRequest("r", prompt, SamplingParams(max_tokens=10)))
+    engine.step()                                        # one chunk only
+    buffer = bytearray(engine.kv_nbytes("r"))
+    meta = engine.save_kv("r", memoryview(buffer))
+    engine.abort("r")
+    assert 0 < meta.n_kv_tokens < len(prompt)
+    engine.load_kv(EngineRequest("r", prompt + extension, SamplingParams(max_tokens=10, ignore_eos=True)),
+                   meta, memoryview(buffer))
+    assert drain(engine)["r"].tokens == expected
+
+
+def test_prefix_reuse_matches_full_prefill(smollm_checkpoint):
+    engine = TorchEngine(smollm_checkpoint, "float32", kv_budget_tokens=2048, max_batch=4, prefill_chunk=128)
+    fresh = TorchEngine(smollm_checkpoint, "float32", kv_budget_tokens=2048, max_batch=4, prefill_chunk=128)
+    turn1 = engine.apply_chat_template([{"role": "user", "content": "Name a planet with rings."}])
+    first = greedy(engine, turn1, 16)
+    history = [{"role": "user", "content": "Name a planet with rings."},
+               {"role": "assistant", "content": engine.detokenize(first)},
+               {"role": "user", "content": "How many moons does it have?"}]
+    turn2 = engine.apply_chat_template(history)
+    engine.add(EngineRequest("turn2", turn2, SamplingParams(max_tokens=16, ignore_eos=True)))
+    reused_tokens = engine.kv_nbytes("turn2") // engine.layout().bytes_per_token()
+    assert reused_tokens >= len(turn1) - 16                 # the previous turn's full blocks were found in the cache
+    assert drain(engine)["turn2"].tokens == greedy(fresh, turn2, 16)
+
+
+def test_load_rejects_foreign_or_inconsistent_snapshots(engine):
+    prompt = _prompt(engine)
+    engine.add(EngineRequest("r", prompt, SamplingParams(max_tokens=4)))
+    engine.step()
+    buffer = bytearray(engine.kv_nbytes("r"))
+    meta = engine.save_kv("r", memoryview(buffer))
+    engine.abort("r")
+    params = SamplingParams(max_tokens=4)
+    other_layout = KVLayout("other-model", *list(meta.layout.__dict__.values())[1:])
+    with pytest.raises(EngineError, match="layout"):
+        engine.load_kv(EngineRequest("r", prompt, params), type(meta)(**{**meta.__dict__, "layout": other_layout}),
+                       memoryview(buffer))
+    with pytest.raises(EngineError, match="prefix"):
+        engine.load_kv(EngineRequest("r", prompt[1:], params), meta, memoryview(buffer))
+    with pytest.raises(EngineError, match="bytes"):
+        engine.load_kv(EngineRequest("r", prompt, params), meta, memoryview(buffer)[:10])
+    with pytest.raises(EngineError, match="holds"):
+        engine.add(EngineRequest("s", prompt, params))
+        engine.save_kv("s", memoryview(bytearray(1)))
+    with pytest.raises(EngineError, match="unknown request"):
+        engine.save_kv("nobody", memoryview(buffer))

@@ -1,0 +1,66 @@
+"""Incremental detokenization never emits broken UTF-8 or the start of a stop string."""
+from __future__ import annotations
+
+import pytest
+
+from kernel.engine.text_stream import TextStream
+from tests.engine.tiny_llama import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def _decode(tok):
+    return lambda ids: tok.decode(list(ids), skip_special_tokens=True)
+
+
+def _byte_tokens(tok, text: str) -> list[int]:
+    """One token per UTF-8 byte, so multi-byte characters arrive in pieces."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    alphabet = sorted(ByteLevel.alphabet())
+    byte_to_char = {b: c for b, c in zip(sorted(range(256), key=lambda b: _gpt2_char(b)), alphabet)}
+    return [tok.token_to_id(_gpt2_char(b)) for b in text.encode()]
+
+
+def _gpt2_char(b: int) -> str:
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    if b in printable:
+        return chr(b)
+    return chr(256 + [x for x in range(256) if x not in printable].index(b))
+
+
+def test_multibyte_characters_are_never_split(tok):
+    text = "ok 🙂 日本 é!"
+    stream = TextStream(_decode(tok), stop=())
+    deltas = [stream.push(t)[0] for t in _byte_tokens(tok, text)]
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) + stream.flush() == text
+    assert "" in deltas    # some bytes were withheld until their character completed
+
+
+def test_stop_string_is_withheld_then_cut(tok):
+    stream = TextStream(_decode(tok), stop=("END",))
+    out = []
+    for t in _byte_tokens(tok, "abc EN"):
+        out.append(stream.push(t)[0])
+    assert "".join(out) == "abc "          # "EN" may start "END": withheld
+    delta, stopped = stream.push(_byte_tokens(tok, "D")[0])
+    assert stopped and delta == ""
+
+
+def test_false_alarm_is_released(tok):
+    stream = TextStream(_decode(tok), stop=("END",))
+    text = "".join(stream.push(t)[0] for t in _byte_tokens(tok, "ENx"))
+    assert text == "ENx"
+    stream = TextStream(_decode(tok), stop=("END",))
+    assert "".join(stream.push(t)[0] for t in _byte_tokens(tok, "aE")) == "a"
+    assert stream.flush() == "E"
+
+
+def test_resumed_stream_does_not_repeat_prior_text(tok):
+    ids = tok.encode("hello world again").ids
+    stream = TextStream(_decode(tok), stop=(), prior_ids=ids[:2])
+    text = "".join(stream.push(t)[0] for t in ids[2:])
+    assert tok.decode(ids[:2]) + text == "hello world again"
