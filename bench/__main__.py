@@ -3,6 +3,7 @@ Markdown report and plots under bench/results/<run>/ and print the report."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     engine_options = {o: getattr(args, o.replace("-", "_")) for o in configs.DEFAULT_ENGINE_OPTIONS}
     engine_options.update({o: getattr(args, o) for o in ("dtype", "model") if getattr(args, o)})
     suite = Suite(run_dir, args.seed, engine_options, args.agent_timeout)
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()
     workloads = suite.run(chosen)
+    # Load averages show whether other work shared the cores during the run.
     results = {"run": run_dir.name, "mode": mode, "seed": args.seed, "machine": report.describe_machine(),
+               "load_average_before": load_before, "load_average_after": os.getloadavg(),
                "engine_options": engine_options, "cost_model": cost_dict(suite.cost),
                "wall_s": time.monotonic() - started, "workloads": workloads}
     measured = targets.evaluate({w: {label: run["metrics"] for label, run in entry["configs"].items()}

@@ -85,7 +85,8 @@ def markdown(results: dict) -> str:
            f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
            f"{results['machine']['memory_gib']} GiB; torch {results['machine']['torch']}. "
            f"Mode: {results['mode']}, seed {results['seed']}, engine options {results['engine_options']}, "
-           f"wall time {results['wall_s']:.0f} s.", ""]
+           f"wall time {results['wall_s']:.0f} s; 1-minute load average {results['load_average_before'][0]:.1f} "
+           f"before, {results['load_average_after'][0]:.1f} after.", ""]
     cost = results["cost_model"]
     if cost:
         out += [f"Solo cost model (calibrated in this run): {cost['overhead_s'] * 1000:.1f} ms per call + "

@@ -49,32 +49,34 @@ def program(rng: random.Random, agent_id: str, kind: str, *, priority: int = 0, 
 
 def interactive_background(rng: random.Random) -> tuple[str, dict, list[AgentProgram]]:
     agents = [program(rng, f"background-{i}", "background", arrival=(0.0, 0.5), history=True, n_calls=2,
-                      first_tokens=(150, 250), next_tokens=(20, 40), out_tokens=(128, 192)) for i in range(4)]
+                      first_tokens=(150, 250), next_tokens=(20, 40), out_tokens=(128, 192)) for i in range(8)]
     agents += [program(rng, f"interactive-{i}", "interactive", priority=10, arrival=(1.0, 4.0), history=True,
                        n_calls=3, first_tokens=(30, 60), next_tokens=(10, 20), out_tokens=(8, 16),
                        tools=(0.5, 0.5, 0.0)) for i in range(4)]
-    return "4 interactive high-priority chat agents arrive while 4 background agents generate long outputs", {}, agents
+    return "4 interactive high-priority chat agents arrive while 8 background agents generate long outputs", {}, agents
 
 
 def many_short_few_long(rng: random.Random) -> tuple[str, dict, list[AgentProgram]]:
-    agents = [program(rng, f"long-{i}", "long", arrival=(0.0, 0.3), history=True, n_calls=3,
-                      first_tokens=(80, 120), next_tokens=(20, 40), out_tokens=(96, 128)) for i in range(2)]
-    agents += [program(rng, f"short-{i}", "short", arrival=(0.5, 6.0), history=True, n_calls=1,
-                       first_tokens=(40, 80), next_tokens=(0, 0), out_tokens=(12, 24)) for i in range(8)]
-    return "8 short single-call agents arrive while 2 long multi-call agents run", {}, agents
+    agents = [program(rng, f"long-{i}", "long", arrival=(0.0, 0.5), history=True, n_calls=3,
+                      first_tokens=(80, 120), next_tokens=(20, 40), out_tokens=(96, 128)) for i in range(6)]
+    agents += [program(rng, f"short-{i}", "short", arrival=(0.5, 8.0), history=True, n_calls=1,
+                       first_tokens=(40, 80), next_tokens=(0, 0), out_tokens=(12, 24)) for i in range(18)]
+    return "18 short single-call agents arrive while 6 long multi-call agents run", {}, agents
 
 
 def shared_system_prompt(rng: random.Random) -> tuple[str, dict, list[AgentProgram]]:
-    prefixes = {"system": words_text(rng, 384)}
+    prefixes = {"system": words_text(rng, 512)}
     agents = [program(rng, f"assistant-{i}", "assistant", arrival=(0.0, 3.0), history=True, n_calls=2,
                       first_tokens=(24, 40), next_tokens=(16, 24), out_tokens=(24, 32), prefix="system")
-              for i in range(6)]
-    return "6 agents whose prompts start with the same 384-token system prompt", prefixes, agents
+              for i in range(8)]
+    return "8 two-call agents whose prompts start with the same 512-token system prompt", prefixes, agents
 
 
 def multi_call_history(rng: random.Random) -> tuple[str, dict, list[AgentProgram]]:
+    # A ReAct prompt opens with tool descriptions and few-shot examples (about a thousand tokens); each step adds an
+    # observation and a short thought + action.
     agents = [program(rng, f"react-{i}", "react", arrival=(0.0, 1.0), history=True, n_calls=6,
-                      first_tokens=(256, 320), next_tokens=(32, 48), out_tokens=(16, 32)) for i in range(4)]
+                      first_tokens=(768, 1024), next_tokens=(32, 64), out_tokens=(24, 48)) for i in range(4)]
     return "4 ReAct-style agents, 6 calls each, every prompt re-sends the whole history so far", {}, agents
 
 
