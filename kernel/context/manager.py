@@ -51,7 +51,7 @@ class ContextManager:
     def admit(self, agent_id: str, req: EngineRequest) -> int:
         """Start a new request. Returns how many tokens' KV came from the agent's retained context (0: cold start)."""
         retained = self._records.get((Kind.RETAINED, agent_id))
-        reused = self._restore(retained, req, on_mismatch="ignore") if retained else None
+        reused = self._restore(retained, req, strict=False) if retained else None
         if reused is None:
             self._engine.add(req)
         else:
@@ -77,7 +77,7 @@ class ContextManager:
         self._require_live(req.req_id)
         record = self._records.get((Kind.REQUEST, req.req_id))
         if record is not None:
-            self._restore(record, req, on_mismatch="raise")
+            self._restore(record, req, strict=True)
             self._free(Kind.REQUEST, req.req_id)
             how = "snapshot"
         else:
@@ -155,15 +155,15 @@ class ContextManager:
         self._counts["snapshot_bytes_saved"] += payload_bytes
         return True
 
-    def _restore(self, record: _Record, req: EngineRequest, on_mismatch: str) -> KVMeta | None:
-        """Load a record's KV into the engine for req. A record that cannot seed req: None ("ignore") or
-        SnapshotError ("raise")."""
+    def _restore(self, record: _Record, req: EngineRequest, strict: bool) -> KVMeta | None:
+        """Load a record's KV into the engine for req. A record that cannot seed req (another layout, tokens that req
+        does not extend): SnapshotError if strict, else None and nothing is loaded."""
         whole = self._arena.view(record.block, 0, record.nbytes)
         try:
             meta, payload_offset = read_header(whole)
             check_restorable(meta, self._layout, req.token_ids)
         except SnapshotError:
-            if on_mismatch == "raise":
+            if strict:
                 raise
             return None
         self._engine.load_kv(req, meta, whole[payload_offset:payload_offset + meta.nbytes])

@@ -209,3 +209,23 @@ def test_close_leaves_no_segment(engine):
 def test_bad_preempt_mode_is_refused(engine):
     with pytest.raises(ValueError, match="preempt_mode"):
         ContextManager(engine, 1 << 20, preempt_mode="swap", kernel_id=f"{os.getpid()}.bad")
+
+
+def test_resuming_with_tokens_that_do_not_extend_the_snapshot_is_refused(engine, manager):
+    from kernel.context.snapshot import SnapshotError
+    from kernel.engine.interface import EngineRequest
+    cm = manager(retention=False)
+    loop = MiniLoop(engine, cm)
+    prompt = chat(engine, PROMPT)
+    loop.admit("a", "r1", prompt, GREEDY)
+    for _ in range(3):
+        loop.step()
+    loop.preempt("r1")
+    wrong = [token + 1 for token in loop.outputs["r1"]]
+    with pytest.raises(SnapshotError, match="prefix"):
+        cm.resume(EngineRequest("r1", prompt, GREEDY, wrong))
+    assert not engine.has_work() and cm.stats()["snapshots"] == 1
+    cm.drop_request("r1")
+    assert cm.stats()["snapshots"] == 0 and cm.stats()["arena_used"] == 0
+    with pytest.raises(KeyError, match="r1"):
+        cm.preempt("r1")
