@@ -89,3 +89,7 @@ def _stats(args) -> int:
     for name, value in stats.items():
         print(f"{name:<{width}}  {value}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
