@@ -84,21 +84,16 @@ class SocketServer:
 
     def _forward_outbox(self) -> bool:
         """Send everything the loop queued; False once the stop message is seen."""
-        while True:
-            try:
-                frames = self._outbox.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return True
+        while self._outbox.get(zmq.EVENTS) & zmq.POLLIN:      # cheaper than a non-blocking recv raising Again
+            frames = self._outbox.recv_multipart()
             if frames == [b""]:
                 return False
             self._router.send_multipart(frames)
+        return True
 
     def _receive(self) -> None:
-        while True:
-            try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
+        while self._router.get(zmq.EVENTS) & zmq.POLLIN:
+            frames = self._router.recv_multipart()
             identity, payload = frames[0], frames[1:]
             try:
                 if len(payload) != 1:
