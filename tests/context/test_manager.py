@@ -14,19 +14,16 @@ from tests.context.loop import MiniLoop
 GREEDY = SamplingParams(max_tokens=8, ignore_eos=True)
 # Few distinct prompts: each needs one uninterrupted reference run.
 PROMPT, OTHER = "Name three colours.", "What is a cat?"
-_ids = itertools.count()
-
-
 def chat(engine, text):
     return engine.apply_chat_template([{"role": "user", "content": text}])
 
 
 @pytest.fixture
 def manager(engine):
-    managers = []
+    managers, numbers = [], itertools.count()
 
     def make(arena_bytes=64 << 20, **options):
-        cm = ContextManager(engine, arena_bytes, kernel_id=f"{os.getpid()}.t{next(_ids)}", **options)
+        cm = ContextManager(engine, arena_bytes, kernel_id=f"{os.getpid()}.t{next(numbers)}", **options)
         managers.append(cm)
         return cm
     yield make
@@ -43,7 +40,7 @@ def reference(engine):
     def generate(text, params=GREEDY):
         if (text, params) not in cache:
             with ContextManager(engine, 1 << 20, retention=False, kernel_id=f"{os.getpid()}.ref") as cm:
-                cache[text, params] = MiniLoop(engine, cm).generate("ref", f"ref{next(_ids)}", chat(engine, text),
+                cache[text, params] = MiniLoop(engine, cm).generate("ref", f"ref{len(cache)}", chat(engine, text),
                                                                    params)
         return cache[text, params]
     return generate
