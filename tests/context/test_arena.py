@@ -67,6 +67,7 @@ def test_bad_calls_get_clear_errors(arena):
         Arena(0, kernel_id=f"{os.getpid()}.zero")
     with pytest.raises(ArenaError, match="already exists"):
         Arena(1 << 16, kernel_id=f"{os.getpid()}.arena")
+    assert os.path.exists(arena.path)               # the live arena keeps its segment
 
 
 def test_view_after_close_is_an_error():
@@ -96,3 +97,17 @@ def test_stale_segment_of_a_killed_kernel_is_removed():
     finally:
         live.close()
         owner.stdin.close()
+
+
+def test_a_stale_segment_under_a_reused_pid_is_replaced():
+    """A dead kernel's segment whose name carries a pid now in use (ours): nobody holds its lock, so it is stale."""
+    path = segment_path(f"{os.getpid()}.reused")
+    with open(path, "wb") as f:
+        f.write(b"left by a dead kernel")
+    assert path in remove_stale_segments()
+    with open(path, "wb") as f:
+        f.write(b"left by a dead kernel")
+    with Arena(1 << 16, kernel_id=f"{os.getpid()}.reused") as arena:
+        assert os.path.getsize(arena.path) == 1 << 16
+        assert path not in remove_stale_segments()  # locked by its live owner
+    assert not os.path.exists(path)
