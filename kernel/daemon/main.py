@@ -9,6 +9,7 @@ import sys
 
 import zmq
 
+from kernel.context.arena import remove_stale_segments
 from kernel.context.manager import ContextManager
 from kernel.daemon.config import parse_args
 from kernel.daemon.io_thread import AddressInUse, SocketServer
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     from kernel.engine.factory import load_engine      # imports torch: only once the arguments are known good
     engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
                          max_batch=args.max_batch, prefill_chunk=args.prefill_chunk)
+    for path in remove_stale_segments():       # left by a kernel that was killed before it could clean up
+        log.info("removed stale KV arena %s", path)
     context = ContextManager(engine, arena_bytes=args.arena_mb << 20, retention=args.retention == "on",
                              preempt_mode=args.preempt_mode)
     zmq_context = zmq.Context()

@@ -1,6 +1,7 @@
 """SIGTERM: calls in flight get an error reply, the socket file and the shared-memory arena are gone."""
 import os
 import re
+import signal
 
 from bench.kernel_proc import KernelProcess
 from sdk import KernelError, connect
@@ -35,3 +36,20 @@ def test_calls_to_a_stopped_kernel_time_out(tmp_path):
         assert error.code == "timeout"
     else:
         raise AssertionError("connect() to no kernel must time out")
+
+
+def test_restart_after_kill_9_removes_the_dead_kernels_arena_and_socket(tmp_path):
+    address = f"ipc://{tmp_path}/kernel.sock"
+    with KernelProcess(address, KERNEL_OPTIONS, tmp_path / "killed.log") as killed:
+        dead_pid = int(re.search(r"pid=(\d+)", killed.ready_line).group(1))
+        dead_arena = f"/dev/shm/aios-{dead_pid}-kv"
+        os.kill(dead_pid, signal.SIGKILL)
+        killed.stop()                              # reaps the process; nothing was cleaned up
+    assert os.path.exists(dead_arena) and (tmp_path / "kernel.sock").exists()
+    with KernelProcess(address, KERNEL_OPTIONS, tmp_path / "restarted.log") as restarted:
+        assert not os.path.exists(dead_arena)
+        with connect(address) as k:
+            assert k.generate("1, 2, 3,", max_tokens=4)     # the stale socket file did not block the new kernel
+        live_pid = int(re.search(r"pid=(\d+)", restarted.ready_line).group(1))
+        live_arena = f"/dev/shm/aios-{live_pid}-kv"
+    assert not os.path.exists(live_arena)
