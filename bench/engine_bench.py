@@ -82,16 +82,17 @@ def hf_prefill(model, prompt: list[int]) -> float:
 
 def kv_copy_speed(engine: TorchEngine, prompt: list[int]) -> tuple[float, float]:
     """save_kv and load_kv bytes/s for one long sequence."""
-    engine.add(EngineRequest("kv", prompt, SamplingParams(max_tokens=1)))
-    engine.step()
-    engine.step()
+    engine.add(EngineRequest("kv", prompt, SamplingParams(max_tokens=2)))
+    while not engine.step():   # until the prompt is prefilled
+        pass
     buffer = memoryview(bytearray(engine.kv_nbytes("kv")))
     start = time.perf_counter()
     meta = engine.save_kv("kv", buffer)
     saved = time.perf_counter() - start
     engine.abort("kv")
     start = time.perf_counter()
-    engine.load_kv(EngineRequest("kv", prompt, SamplingParams(max_tokens=1)), meta, buffer)
+    resumed = EngineRequest("kv", prompt, SamplingParams(max_tokens=2), list(meta.token_ids[len(prompt):]))
+    engine.load_kv(resumed, meta, buffer)
     loaded = time.perf_counter() - start
     engine.abort("kv")
     return meta.nbytes / saved, meta.nbytes / loaded
@@ -124,8 +125,8 @@ def bench_dtype(dtype: str, args, bandwidth: float) -> list[tuple[str, str, str,
                      f"{ours / ref:.2f}x", "–"))
         kv = engine.layout().bytes_per_token()
         rows.append((f"KV bytes/token [{dtype}]", str(kv), str(kv), "1.00x", "–"))
-        save, load = median(lambda: kv_copy_speed(engine, long_prompt * 8)[0], args.repeats), \
-            median(lambda: kv_copy_speed(engine, long_prompt * 8)[1], args.repeats)
+        copies = [kv_copy_speed(engine, long_prompt * 8) for _ in range(args.repeats)]
+        save, load = (statistics.median(c[i] for c in copies) for i in (0, 1))
         rows.append((f"save_kv / load_kv GB/s, 4096 tokens [{dtype}]", f"{save / 1e9:.1f} / {load / 1e9:.1f}",
                      "–", "–", f"copy {bandwidth / 1e9:.1f}"))
     return rows

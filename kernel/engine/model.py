@@ -60,9 +60,9 @@ class LlamaModel:
         q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         for index, layer in enumerate(self.layers):
             h = F.rms_norm(x, (cfg.hidden_size,), layer.attn_norm, cfg.rms_eps)
-            q, k, v = F.linear(h, layer.qkv).split([q_size, kv_size, kv_size], dim=-1)
-            q = _rotate(q.view(-1, cfg.n_heads, cfg.head_dim), cos, sin)        # [T, H, D]
-            k = _rotate(k.view(-1, cfg.n_kv_heads, cfg.head_dim), cos, sin)     # [T, Hkv, D]
+            qk, v = F.linear(h, layer.qkv).split([q_size + kv_size, kv_size], dim=-1)
+            qk = _rotate(qk.view(-1, cfg.n_heads + cfg.n_kv_heads, cfg.head_dim), cos, sin)   # [T, H + Hkv, D]
+            q, k = qk[:, :cfg.n_heads], qk[:, cfg.n_heads:]                     # [T, H, D], [T, Hkv, D]
             v = v.view(-1, cfg.n_kv_heads, cfg.head_dim)                        # [T, Hkv, D]
             kv.write(index, batch.slot_mapping, k, v)
             attn = _attention(q, k, v, kv.layer(index), batch)                  # [T, H, D]

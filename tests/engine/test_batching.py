@@ -5,12 +5,12 @@ from kernel.engine.interface import EngineRequest, SamplingParams
 from kernel.engine.torch_engine import TorchEngine
 from tests.engine.helpers import drain, greedy
 
-MAX_TOKENS = 12
+MAX_TOKENS = 8
 
 
 def _mixed_prompts(engine) -> dict[str, list[int]]:
     words = "agents schedule memory tools files processes kernels tokens".split()
-    lengths = [3, 17, 40, 70, 110, 200, 9, 33]   # 200 spans two prefill chunks
+    lengths = [3, 17, 40, 70, 96, 150, 9, 33]   # 150 spans two prefill chunks
     base = engine.tokenize(" ".join(words * 40))
     return {f"s{i}": base[i:i + n] for i, n in enumerate(lengths)}
 
@@ -37,9 +37,9 @@ def test_internal_preemption_recomputes_identically(smollm_checkpoint):
     """A KV budget too small for all decodes forces the engine to evict and later recompute the youngest sequence."""
     engine = TorchEngine(smollm_checkpoint, "float32", kv_budget_tokens=128, max_batch=4, prefill_chunk=64)
     prompts = {f"p{i}": engine.tokenize(f"Count slowly from {i} to one hundred:") for i in range(3)}
-    solo = {name: greedy(engine, prompt, 30) for name, prompt in prompts.items()}
+    solo = {name: greedy(engine, prompt, 24) for name, prompt in prompts.items()}
     for name, prompt in prompts.items():
-        engine.add(EngineRequest(name, prompt, SamplingParams(max_tokens=30, ignore_eos=True)))
+        engine.add(EngineRequest(name, prompt, SamplingParams(max_tokens=24, ignore_eos=True)))
     together = drain(engine)
     assert {name: r.tokens for name, r in together.items()} == solo
     engine.step()                                # finished sequences release their blocks at the next step
