@@ -12,10 +12,6 @@ class KVCache:
         self.data = torch.zeros(n_layers, 2, n_slots, n_kv_heads, head_dim, dtype=dtype)   # [L, 2, slots, Hkv, D]
         self.bytes_per_token = 2 * n_layers * n_kv_heads * head_dim * self.data.element_size()
 
-    def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V of one layer, each [slots, Hkv, D]."""
-        return self.data[index, 0], self.data[index, 1]
-
     def write(self, index: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """slots: [T]; k, v: [T, Hkv, D]."""
         self.data[index, 0].index_copy_(0, slots, k)

@@ -65,7 +65,7 @@ class LlamaModel:
             q, k = qk[:, :cfg.n_heads], qk[:, cfg.n_heads:]                     # [T, H, D], [T, Hkv, D]
             v = v.view(-1, cfg.n_kv_heads, cfg.head_dim)                        # [T, Hkv, D]
             kv.write(index, batch.slot_mapping, k, v)
-            attn = _attention(q, k, v, kv.layer(index), batch)                  # [T, H, D]
+            attn = _attention(q, k, v, kv.data[index], batch)                   # [T, H, D]
             x = x + F.linear(attn.flatten(1), layer.o)
             h = F.rms_norm(x, (cfg.hidden_size,), layer.mlp_norm, cfg.rms_eps)
             gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)              # [T, F] each
@@ -81,17 +81,15 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor],
-               batch: StepBatch) -> torch.Tensor:
-    """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in the cache); cache: K and V, each [slots, Hkv, D]."""
-    k_cache, v_cache = cache
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor, batch: StepBatch
+               ) -> torch.Tensor:
+    """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in the cache); cache: [2, slots, Hkv, D] (K and V)."""
     out = torch.empty_like(q)
     n = batch.n_decode
     if n:
-        keys = k_cache[batch.decode_slots].transpose(1, 2)                  # [n, Hkv, L_max, D]
-        values = v_cache[batch.decode_slots].transpose(1, 2)
+        context = cache[:, batch.decode_slots].transpose(2, 3)             # [2, n, Hkv, L_max, D], one gather
         out[:n] = F.scaled_dot_product_attention(
-            q[:n].unsqueeze(2), keys, values, attn_mask=batch.decode_mask, enable_gqa=True).squeeze(2)
+            q[:n].unsqueeze(2), context[0], context[1], attn_mask=batch.decode_mask, enable_gqa=True).squeeze(2)
     for chunk in batch.prefills:
         query = q[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)       # [1, H, n, D]
         if chunk.context_slots is None:   # first chunk: attends to itself only
@@ -99,8 +97,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: tuple[t
             values = v[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)
             result = F.scaled_dot_product_attention(query, keys, values, is_causal=True, enable_gqa=True)
         else:
-            keys = k_cache[chunk.context_slots].transpose(0, 1).unsqueeze(0)   # [1, Hkv, n_ctx, D]
-            values = v_cache[chunk.context_slots].transpose(0, 1).unsqueeze(0)
-            result = F.scaled_dot_product_attention(query, keys, values, attn_mask=chunk.mask, enable_gqa=True)
+            context = cache[:, chunk.context_slots].transpose(1, 2)            # [2, Hkv, n_ctx, D]
+            result = F.scaled_dot_product_attention(query, context[0:1], context[1:2], attn_mask=chunk.mask,
+                                                    enable_gqa=True)
         out[chunk.start:chunk.end] = result.squeeze(0).transpose(0, 1)
     return out

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kernel.engine.block_pool import ROOT_HASH
-from kernel.engine.interface import EngineRequest, SamplingParams
+from kernel.engine.interface import SamplingParams
 from kernel.engine.text_stream import TextStream
 
 
@@ -23,7 +23,6 @@ class Sequence:
     num_computed: int = 0             # leading tokens whose K/V are in the cache
     num_registered: int = 0           # leading full blocks registered in the prefix cache
     last_hash: int = ROOT_HASH        # prefix hash of the last registered block
-    finish_reason: str | None = None
 
     @property
     def num_output(self) -> int:
@@ -33,7 +32,3 @@ class Sequence:
     def pending(self) -> int:
         """Tokens still to run through the model before the next sample."""
         return len(self.token_ids) - self.num_computed
-
-    def as_request(self) -> EngineRequest:
-        return EngineRequest(self.req_id, self.token_ids[:self.prompt_len], self.params,
-                             list(self.token_ids[self.prompt_len:]))

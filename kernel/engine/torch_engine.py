@@ -28,12 +28,14 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch
 
 class TorchEngine:
     def __init__(self, checkpoint: Checkpoint, dtype: str = "float32", kv_budget_tokens: int = 16384,
-                 max_batch: int = 32, prefill_chunk: int = 256, block_size: int = 16):
+                 max_batch: int = 32, prefill_chunk: int = 256, block_size: int = 16, threads: int | None = None):
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if kv_budget_tokens < block_size or max_batch <= 0 or prefill_chunk <= 0:
             raise EngineError("kv_budget_tokens must hold one block; max_batch and prefill_chunk must be positive")
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        # All cores by default. With other busy processes on the same cores every parallel region waits for a
+        # descheduled thread, so a shared machine may be better served by fewer threads.
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         cfg = checkpoint.config
         self.tokenizer = checkpoint.tokenizer
         self.model = LlamaModel(cfg, checkpoint.weights, DTYPES[dtype])
@@ -266,6 +268,5 @@ class TorchEngine:
         return TokenEvent(seq.req_id, token, text)
 
     def _finish(self, seq: Sequence, token: int, text: str, reason: str) -> TokenEvent:
-        seq.finish_reason = reason
         self._finished[seq.req_id] = self._running.pop(seq.req_id)
         return TokenEvent(seq.req_id, token, text, finished=True, finish_reason=reason)

@@ -75,14 +75,14 @@ def test_load_rejects_foreign_or_inconsistent_snapshots(engine):
     meta = engine.save_kv("r", memoryview(buffer))
     engine.abort("r")
     params = SamplingParams(max_tokens=4)
+    resumed = EngineRequest("r", prompt, params, list(meta.token_ids[len(prompt):]))
     other_layout = KVLayout("other-model", *list(meta.layout.__dict__.values())[1:])
     with pytest.raises(EngineError, match="layout"):
-        engine.load_kv(EngineRequest("r", prompt, params), type(meta)(**{**meta.__dict__, "layout": other_layout}),
-                       memoryview(buffer))
+        engine.load_kv(resumed, type(meta)(**{**meta.__dict__, "layout": other_layout}), memoryview(buffer))
     with pytest.raises(EngineError, match="prefix"):
         engine.load_kv(EngineRequest("r", prompt[1:], params), meta, memoryview(buffer))
     with pytest.raises(EngineError, match="bytes"):
-        engine.load_kv(EngineRequest("r", prompt, params), meta, memoryview(buffer)[:10])
+        engine.load_kv(resumed, meta, memoryview(buffer)[:10])
     with pytest.raises(EngineError, match="holds"):
         engine.add(EngineRequest("s", prompt, params))
         engine.save_kv("s", memoryview(bytearray(1)))

@@ -18,13 +18,11 @@ def _decode(tok):
 
 def _byte_tokens(tok, text: str) -> list[int]:
     """One token per UTF-8 byte, so multi-byte characters arrive in pieces."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    alphabet = sorted(ByteLevel.alphabet())
-    byte_to_char = {b: c for b, c in zip(sorted(range(256), key=lambda b: _gpt2_char(b)), alphabet)}
     return [tok.token_to_id(_gpt2_char(b)) for b in text.encode()]
 
 
 def _gpt2_char(b: int) -> str:
+    """The printable character GPT-2's byte-level alphabet uses for byte b."""
     printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
     if b in printable:
         return chr(b)
