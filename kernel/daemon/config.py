@@ -27,6 +27,16 @@ def _address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _scheduler_option(text: str) -> tuple[str, int | float]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), (int(value) if value.lstrip("-").isdigit() else float(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key}: expected a number, got {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiosd", description="The AIOS kernel: serves LLM syscalls to agent "
                                                                "processes over ZeroMQ.")
@@ -38,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--scheduler", default="fifo", help="scheduling policy: fifo, rr, priority, sjf, las")
     parser.add_argument("--quantum", type=_positive_int, default=None, help="round-robin time slice, in tokens")
+    parser.add_argument("--sched-opt", type=_scheduler_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="a policy option, repeatable: priority aging_steps/margin/min_slice, sjf ratio/min_slice, "
+                             "las first_level/growth/levels/starvation_steps")
     parser.add_argument("--kv-budget", type=_positive_int, default=16384, help="KV cache size, in tokens")
     parser.add_argument("--max-batch", type=_positive_int, default=32, help="most sequences per engine step")
     parser.add_argument("--prefill-chunk", type=_positive_int, default=256, help="most prompt tokens per sequence "

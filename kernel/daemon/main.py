@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        scheduler = make_scheduler(args.scheduler, **({} if args.quantum is None else {"quantum": args.quantum}))
+        options = dict(args.sched_opt) | ({} if args.quantum is None else {"quantum": args.quantum})
+        scheduler = make_scheduler(args.scheduler, **options)
     except ValueError as error:
         log.error("%s", error)
         return 2
