@@ -1,12 +1,18 @@
 """Preemption through the real kernel: a high-priority call displaces a running low-priority one, whose KV goes to the
 shared-memory arena (or is dropped and recomputed) and whose output is still exactly that of an uninterrupted run."""
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from bench.kernel_proc import KernelProcess
 from sdk import connect
 from tests.kernel.harness import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 PROMPT = "The history of the printing press begins"
 LONG, SHORT = 120, 8
@@ -42,3 +48,39 @@ def test_high_priority_call_preempts_and_the_victim_resumes_token_identical(tmp_
         assert stats["snapshot_bytes_loaded"] > 0 and stats["recomputed_tokens"] == 0
     else:
         assert stats["recomputed_tokens"] > 0
+
+
+LOW_AGENT = f"""
+import sys
+from sdk import connect
+with connect(sys.argv[1], name="victim", priority=0) as k:
+    for _ in k.stream(prompt={PROMPT!r}, max_tokens=1000, ignore_eos=True):
+        pass
+"""
+
+
+def test_agent_killed_while_its_snapshot_sits_in_the_arena_has_it_freed(tmp_path):
+    address = f"ipc://{tmp_path}/kernel.sock"
+    options = {"dtype": "float32", "scheduler": "priority", "max-batch": 1, "kv-budget": 2048, "arena-mb": 16,
+               "retention": "off"}
+    with KernelProcess(address, options, tmp_path / "aiosd.log"), connect(address, name="observer") as observer:
+        victim = subprocess.Popen([sys.executable, "-c", LOW_AGENT, address], cwd=REPO)
+        wait_until(lambda: observer.stats()["requests_running"] == 1, timeout_s=300, what="victim running")
+        thread = threading.Thread(target=_generate, args=(address, "Tell me a story.", 400))
+        thread.start()
+        wait_until(lambda: observer.stats()["snapshots"] == 1, timeout_s=300, what="victim preempted into the arena")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        stats = wait_until(lambda: _freed(observer.stats()), timeout_s=120, what="snapshot freed")
+        thread.join(timeout=600)
+    assert not thread.is_alive()                   # the interactive call was served to the end
+    assert stats["arena_used"] == 0 and stats["requests_preempted"] == 0
+
+
+def _generate(address, prompt, max_tokens):
+    with connect(address, name="interactive", priority=5) as high:
+        high.generate(prompt, max_tokens=max_tokens, ignore_eos=True)
+
+
+def _freed(stats):
+    return stats if stats["snapshots"] == 0 and stats["agents"] == 2 else None    # the observer and the interactive
