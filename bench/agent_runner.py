@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.backends import KernelBackend, LocalEngineBackend
+from bench.backends import Backend, KernelBackend, LocalEngineBackend
 from bench.records import AgentRecord, RequestRecord, write_record
 from bench.tools import run_tool
 from bench.trace import AgentProgram, Trace, load_trace
@@ -31,7 +31,7 @@ def kv_tokens_needed(trace: Trace, program: AgentProgram) -> int:
     return prefix + longest + KV_MARGIN_TOKENS
 
 
-def run_program(trace: Trace, program: AgentProgram, backend, out: Path, t0: float, load_seconds: float = 0.0,
+def run_program(trace: Trace, program: AgentProgram, backend: Backend, out: Path, t0: float, load_seconds: float = 0.0,
                 ready_at: float | None = None) -> bool:
     """Run every call; True when all succeeded. ready_at (seconds since t0) is when the agent could first run."""
     prefix = trace.prefixes[program.prefix] if program.prefix else ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,11 @@ class CallOutcome:
     completion_tokens: int
     ttft_s: float | None     # seconds from the call to its first token
     queue_s: float           # seconds before the call was first served
+
+
+class Backend(Protocol):
+    def generate(self, prompt: str, max_tokens: int) -> CallOutcome: ...
+    def close(self) -> None: ...
 
 
 class KernelBackend:
@@ -44,13 +50,9 @@ class LocalEngineBackend:
     """The no-kernel baseline: this process loads its own copy of the model and runs its calls one at a time."""
 
     def __init__(self, threads: int, kv_budget_tokens: int):
-        import torch
-
         from kernel.engine.factory import load_engine
-        self._engine = load_engine(kind="torch", kv_budget_tokens=kv_budget_tokens, max_batch=1)
-        # After the load: the engine sizes torch's pool to every core, and several agents each spinning a pool over
-        # the same cores slows all of them many times over.
-        torch.set_num_threads(threads)
+        # threads: several agents each spinning a pool over every core would slow all of them many times over.
+        self._engine = load_engine(kind="torch", kv_budget_tokens=kv_budget_tokens, max_batch=1, threads=threads)
         self._ids = itertools.count()
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
