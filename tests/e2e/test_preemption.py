@@ -66,20 +66,21 @@ def test_agent_killed_while_its_snapshot_sits_in_the_arena_has_it_freed(tmp_path
     with KernelProcess(address, options, tmp_path / "aiosd.log"), connect(address, name="observer") as observer:
         victim = subprocess.Popen([sys.executable, "-c", LOW_AGENT, address], cwd=REPO)
         wait_until(lambda: observer.stats()["requests_running"] == 1, timeout_s=300, what="victim running")
-        thread = threading.Thread(target=_generate, args=(address, "Tell me a story.", 400))
+        served = []
+        thread = threading.Thread(target=_generate, args=(address, "Tell me a story.", 400, served))
         thread.start()
         wait_until(lambda: observer.stats()["snapshots"] == 1, timeout_s=300, what="victim preempted into the arena")
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         stats = wait_until(lambda: _freed(observer.stats()), timeout_s=120, what="snapshot freed")
         thread.join(timeout=600)
-    assert not thread.is_alive()                   # the interactive call was served to the end
+    assert served == [400]                         # the interactive call was served to the end
     assert stats["arena_used"] == 0 and stats["requests_preempted"] == 0
 
 
-def _generate(address, prompt, max_tokens):
+def _generate(address, prompt, max_tokens, served):
     with connect(address, name="interactive", priority=5) as high:
-        high.generate(prompt, max_tokens=max_tokens, ignore_eos=True)
+        served.append(high.generate(prompt, max_tokens=max_tokens, ignore_eos=True, full=True).usage.completion_tokens)
 
 
 def _freed(stats):
