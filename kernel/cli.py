@@ -62,9 +62,10 @@ def _run(args) -> int:
 def _ps(args) -> int:
     with connect(args.address, name="aios ps") as kernel:
         agents = kernel.ps()
-    print(f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  REQUESTS")
+    print(f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  REQUESTS (id:state prio=P tokens=prompt+output)")
     for agent in agents:
-        requests = " ".join(f"{r.request_id}:{r.state}({r.output_tokens})" for r in agent.requests) or "-"
+        requests = " ".join(f"{r.request_id}:{r.state} prio={r.priority} tokens={r.prompt_tokens}+{r.output_tokens}"
+                            for r in agent.requests) or "-"
         print(f"{agent.agent_id:<8}{agent.name[:19]:<20}{agent.pid or '-':>8}{agent.priority:>6}"
               f"{agent.service_tokens:>9}  {requests}")
     return 0

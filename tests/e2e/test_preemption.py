@@ -1,5 +1,6 @@
 """Preemption through the real kernel: a high-priority call displaces a running low-priority one, whose KV goes to the
 shared-memory arena (or is dropped and recomputed) and whose output is still exactly that of an uninterrupted run."""
+import os
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.kernel_proc import KernelProcess
+from ipc.address import ADDRESS_ENV
 from sdk import connect
 from tests.kernel.harness import wait_until
 
@@ -70,6 +72,10 @@ def test_agent_killed_while_its_snapshot_sits_in_the_arena_has_it_freed(tmp_path
         thread = threading.Thread(target=_generate, args=(address, "Tell me a story.", 400, served))
         thread.start()
         wait_until(lambda: observer.stats()["snapshots"] == 1, timeout_s=300, what="victim preempted into the arena")
+        ps = subprocess.run([sys.executable, "-m", "kernel.cli", "ps"], env={**os.environ, ADDRESS_ENV: address},
+                            capture_output=True, text=True, timeout=120).stdout
+        victim_line = next(line for line in ps.splitlines() if " victim " in line)
+        assert ":preempted prio=0 tokens=" in victim_line and ":running prio=5 " in ps
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         stats = wait_until(lambda: _freed(observer.stats()), timeout_s=120, what="snapshot freed")
