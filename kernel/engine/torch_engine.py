@@ -16,7 +16,7 @@ from kernel.engine.block_pool import BlockPool, block_hash
 from kernel.engine.checkpoint import Checkpoint, load_checkpoint
 from kernel.engine.interface import (Capacity, EngineError, EngineRequest, KVLayout, KVMeta, SamplingParams,
                                      TokenEvent)
-from kernel.engine.kv_cache import KVCache
+from kernel.engine.kv_cache import KVCache, slot_runs
 from kernel.engine.model import LlamaModel
 from kernel.engine.sampler import generator_state, new_generator, sample
 from kernel.engine.sequence import Sequence
@@ -108,7 +108,7 @@ class TorchEngine:
         self._allocate(seq, [])
         # At least the last token is recomputed, so the next step has logits to sample from.
         n_kv = min(meta.n_kv_tokens, len(seq.token_ids) - 1)
-        self.kv.load(self._slots(seq, n_kv), src)
+        self.kv.load(slot_runs(seq.block_table, self.block_size, n_kv), src, meta.n_kv_tokens)
         seq.num_computed = n_kv
         self._register_full_blocks(seq)
         self._running[seq.req_id] = seq
@@ -177,14 +177,9 @@ class TorchEngine:
         if dst.nbytes < nbytes:
             raise EngineError(f"destination holds {dst.nbytes} bytes, {nbytes} needed")
         if nbytes:
-            self.kv.save(self._slots(seq, seq.num_computed), dst)
+            self.kv.save(slot_runs(seq.block_table, self.block_size, seq.num_computed), seq.num_computed, dst)
         return KVMeta(self._layout, tuple(seq.token_ids), seq.prompt_len, seq.num_computed, nbytes,
                       generator_state(seq.generator))
-
-    def _slots(self, seq: Sequence, n_tokens: int) -> torch.Tensor:
-        """[n_tokens] cache slots of seq's first n_tokens tokens."""
-        blocks = torch.tensor(seq.block_table[:-(-n_tokens // self.block_size)], dtype=torch.long)
-        return (blocks[:, None] * self.block_size + torch.arange(self.block_size)).flatten()[:n_tokens]
 
     # ---- the step ------------------------------------------------------------------------------------------------
     def step(self) -> list[TokenEvent]:

@@ -1,6 +1,8 @@
 """save_kv → abort → load_kv resumes at the exact next token; prefix reuse equals a full prefill."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kernel.engine.interface import EngineError, EngineRequest, KVLayout, SamplingParams
@@ -88,3 +90,19 @@ def test_load_rejects_foreign_or_inconsistent_snapshots(engine):
         engine.save_kv("s", memoryview(bytearray(1)))
     with pytest.raises(EngineError, match="unknown request"):
         engine.save_kv("nobody", memoryview(buffer))
+
+
+def test_load_of_fewer_tokens_than_the_snapshot_holds(engine):
+    """A snapshot whose KV covers every one of its tokens: the last is recomputed, so fewer tokens are loaded than the
+    snapshot holds, and they must be read at the snapshot's own token stride."""
+    prompt = _prompt(engine)
+    engine.add(EngineRequest("r", prompt, SamplingParams(max_tokens=8, ignore_eos=True)))
+    _run_steps(engine, 3, {})
+    buffer = bytearray(engine.kv_nbytes("r"))
+    meta = engine.save_kv("r", memoryview(buffer))
+    engine.abort("r")
+    full_kv = dataclasses.replace(meta, token_ids=meta.token_ids[:meta.n_kv_tokens])
+    tokens = list(full_kv.token_ids)
+    engine.load_kv(EngineRequest("r", tokens, SamplingParams(max_tokens=8, ignore_eos=True)), full_kv,
+                   memoryview(buffer))
+    assert drain(engine)["r"].tokens == greedy(engine, tokens, 8)
