@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 from bench import configs, plots, report, targets
+from bench.kernel_proc import KernelStartError
 from bench.suite import Suite, cost_dict
+from bench.trace import TraceError
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -43,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     engine_options.update({o: getattr(args, o) for o in ("dtype", "model") if getattr(args, o)})
     suite = Suite(run_dir, args.seed, engine_options, args.agent_timeout)
     started, load_before = time.monotonic(), os.getloadavg()
-    workloads = suite.run(chosen)
+    try:
+        workloads = suite.run(chosen)
+    except (KernelStartError, TraceError) as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 1
     # Load averages show whether other work shared the cores during the run.
     results = {"run": run_dir.name, "mode": mode, "seed": args.seed, "machine": report.describe_machine(),
                "load_average_before": load_before, "load_average_after": os.getloadavg(),

@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.backends import Backend, KernelBackend, LocalEngineBackend
 from bench.records import AgentRecord, RequestRecord, write_record
 from bench.tools import run_tool
-from bench.trace import AgentProgram, Trace, load_trace
+from bench.trace import AgentProgram, Trace, TraceError, load_trace
 
 # Slots the no-kernel engine reserves past the program's own text and outputs (tokenisation at text joins may differ).
 KV_MARGIN_TOKENS = 64
@@ -80,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--no-kernel", action="store_true", help="load the model in this process")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (--no-kernel)")
     args = parser.parse_args(argv)
-    trace = load_trace(args.trace)
-    program = trace.agent(args.agent)
+    try:
+        trace = load_trace(args.trace)
+        program = trace.agent(args.agent)
+    except TraceError as err:
+        print(f"agent_runner: {err}", file=sys.stderr)
+        return 2
     if args.no_kernel:
         wait_until(args.t0 + program.arrival_s)
         ready_at = time.time() - args.t0

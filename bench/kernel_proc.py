@@ -44,17 +44,22 @@ class KernelProcess:
         self._reader = threading.Thread(target=self._copy_stdout, daemon=True)
         self._reader.start()
         try:
-            while True:
-                line = self._lines.get(timeout=self._ready_timeout_s)
-                if line is None:
-                    raise KernelStartError(f"aiosd exited with {self._proc.wait()} before it was ready; see "
-                                           f"{self._log_path}")
-                if line.startswith(READY_PREFIX):
-                    self.ready_line = line.strip()
-                    return
-        except queue.Empty:
+            self.ready_line = self._wait_ready()
+        except KernelStartError:
             self.stop()
-            raise KernelStartError(f"aiosd not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}")
+            raise
+
+    def _wait_ready(self) -> str:
+        while True:
+            try:
+                line = self._lines.get(timeout=self._ready_timeout_s)
+            except queue.Empty:
+                raise KernelStartError(f"aiosd not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}")
+            if line is None:
+                raise KernelStartError(f"aiosd exited with {self._proc.wait()} before it was ready; see "
+                                       f"{self._log_path}")
+            if line.startswith(READY_PREFIX):
+                return line.strip()
 
     def _copy_stdout(self) -> None:
         """I/O thread: tee aiosd's stdout into the log and hand each line to the waiting start()."""
