@@ -95,7 +95,7 @@ def config_metrics(agents: list[AgentRecord], requests: list[RequestRecord], cos
     return {
         "agents": len(agents),
         "requests": len(requests),
-        "errors": len(requests) - len(ok) + sum(a.error is not None for a in agents),
+        "errors": len(requests) - len(ok),   # an agent stops at its first failed call: one error each
         "completion_tokens": sum(r.completion_tokens for r in ok),
         "agent_completion": summary(a.completion for a in agents),
         "latency": summary(r.latency for r in ok),
