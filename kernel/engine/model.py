@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kernel.engine.kv_cache import KVCache
+from kernel.engine.linear import Linear
 from kernel.engine.model_config import LlamaConfig
 from kernel.engine.step_batch import StepBatch
 
@@ -18,11 +19,15 @@ from kernel.engine.step_batch import StepBatch
 @dataclass(frozen=True)
 class LayerWeights:
     attn_norm: torch.Tensor   # [E]
-    qkv: torch.Tensor         # [(H + 2 Hkv) D, E]: q, k, v projections fused into one matmul
-    o: torch.Tensor           # [E, H D]
+    qkv: Linear               # E → (H + 2 Hkv) D: q, k, v projections fused into one matmul
+    o: Linear                 # H D → E
     mlp_norm: torch.Tensor    # [E]
-    gate_up: torch.Tensor     # [2 F, E]: gate and up fused
-    down: torch.Tensor        # [E, F]
+    gate_up: Linear           # E → 2 F: gate and up fused
+    down: Linear              # F → E
+
+    def nbytes(self) -> int:
+        norms = (self.attn_norm.numel() + self.mlp_norm.numel()) * self.attn_norm.element_size()
+        return norms + sum(linear.nbytes for linear in (self.qkv, self.o, self.gate_up, self.down))
 
 
 class LlamaModel:
@@ -32,64 +37,68 @@ class LlamaModel:
         w = {name: t.to(dtype) for name, t in weights.items()}
         self.embed = w["embed"]                                   # [V, E]
         self.norm = w["norm"]                                     # [E]
-        self.lm_head = w["embed"] if cfg.tie_embeddings else w["lm_head"]   # [V, E]
+        self.lm_head = Linear(w["embed"] if cfg.tie_embeddings else w["lm_head"])   # E → V
         self.layers = [LayerWeights(
             attn_norm=w[f"layers.{i}.attn_norm"],
-            qkv=torch.cat([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]]).contiguous(),
-            o=w[f"layers.{i}.o"],
+            qkv=Linear(torch.cat([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]])),
+            o=Linear(w[f"layers.{i}.o"]),
             mlp_norm=w[f"layers.{i}.mlp_norm"],
-            gate_up=torch.cat([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]]).contiguous(),
-            down=w[f"layers.{i}.down"]) for i in range(cfg.n_layers)]
+            gate_up=Linear(torch.cat([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]])),
+            down=Linear(w[f"layers.{i}.down"])) for i in range(cfg.n_layers)]
         # Rotary tables for every position, computed in float32 as the reference implementation does.
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
         angles = torch.outer(torch.arange(cfg.max_context, dtype=torch.float32), inv_freq)   # [P, D/2]
-        angles = torch.cat([angles, angles], dim=-1)                                          # [P, D]
-        self._cos, self._sin = angles.cos().to(dtype), angles.sin().to(dtype)
+        cos, sin = angles.cos(), angles.sin()
+        self._cos = torch.cat([cos, cos], dim=-1).to(dtype)                                   # [P, D]
+        self._signed_sin = torch.cat([-sin, sin], dim=-1).to(dtype)                           # [P, D]
 
     def weight_nbytes(self) -> int:
         """Bytes read per forward step (the tied embedding is read once, as the lm_head)."""
-        tensors = [self.norm, self.lm_head] + [t for layer in self.layers for t in layer.__dict__.values()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        norm = self.norm.numel() * self.norm.element_size()
+        return norm + self.lm_head.nbytes + sum(layer.nbytes() for layer in self.layers)
 
     def forward(self, batch: StepBatch, kv: KVCache) -> torch.Tensor:
         """Runs every row of the batch, writes their K/V into kv, returns float32 logits [S, V] for batch.logit_rows."""
         cfg = self.cfg
         x = self.embed[batch.input_ids]                                   # [T, E]
         cos = self._cos[batch.positions].unsqueeze(1)                     # [T, 1, D]
-        sin = self._sin[batch.positions].unsqueeze(1)
+        signed_sin = self._signed_sin[batch.positions].unsqueeze(1)
         q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         for index, layer in enumerate(self.layers):
             h = F.rms_norm(x, (cfg.hidden_size,), layer.attn_norm, cfg.rms_eps)
-            qk, v = F.linear(h, layer.qkv).split([q_size + kv_size, kv_size], dim=-1)
-            qk = _rotate(qk.view(-1, cfg.n_heads + cfg.n_kv_heads, cfg.head_dim), cos, sin)   # [T, H + Hkv, D]
+            qk, v = layer.qkv(h).split([q_size + kv_size, kv_size], dim=-1)
+            qk = _rotate(qk.view(-1, cfg.n_heads + cfg.n_kv_heads, cfg.head_dim), cos, signed_sin)   # [T, H + Hkv, D]
             q, k = qk[:, :cfg.n_heads], qk[:, cfg.n_heads:]                     # [T, H, D], [T, Hkv, D]
             v = v.view(-1, cfg.n_kv_heads, cfg.head_dim)                        # [T, Hkv, D]
             kv.write(index, batch.slot_mapping, k, v)
             attn = _attention(q, k, v, kv.data[index], batch)                   # [T, H, D]
-            x = x + F.linear(attn.flatten(1), layer.o)
+            x = x + layer.o(attn.flatten(1))
             h = F.rms_norm(x, (cfg.hidden_size,), layer.mlp_norm, cfg.rms_eps)
-            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)              # [T, F] each
-            x = x + F.linear(F.silu(gate) * up, layer.down)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)              # [T, F] each
+            x = x + layer.down(F.silu(gate) * up)
         h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)   # [S, E]
-        return F.linear(h, self.lm_head).float()                                         # [S, V]
+        return self.lm_head(h).float()                                         # [S, V]
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, rotate-half convention. x: [T, heads, D]; cos, sin: [T, 1, D]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, rotate-half convention: x * cos + [-x2, x1] * sin, with the sign folded into the table (exact:
+    (-a) * b == a * (-b)) so the half swap is one roll. x: [T, heads, D]; cos, signed_sin: [T, 1, D]."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor, batch: StepBatch
                ) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in the cache); cache: [2, slots, Hkv, D] (K and V)."""
-    out = torch.empty_like(q)
     n = batch.n_decode
     if n:
         context = cache[:, batch.decode_slots].transpose(2, 3)             # [2, n, Hkv, L_max, D], one gather
-        out[:n] = F.scaled_dot_product_attention(
+        decoded = F.scaled_dot_product_attention(
             q[:n].unsqueeze(2), context[0], context[1], attn_mask=batch.decode_mask, enable_gqa=True).squeeze(2)
+        if not batch.prefills:        # a pure decode step, the common case: no assembly needed
+            return decoded
+    out = torch.empty_like(q)
+    if n:
+        out[:n] = decoded
     for chunk in batch.prefills:
         query = q[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)       # [1, H, n, D]
         if chunk.context_slots is None:   # first chunk: attends to itself only

@@ -1,0 +1,31 @@
+"""Products with a fixed weight matrix, y = x Wᵀ, laid out for the fastest kernel the dtype has on this CPU.
+
+bfloat16 weights are reordered once into oneDNN's blocked layout (what torch.compile's CPU freezing pass does): a decode
+step multiplies a few rows by every weight of the model, and the prepacked product streams the weights about 1.4x faster
+than F.linear, which hands oneDNN a plain layout each call. It also keeps each row's result independent of how many rows
+are multiplied together. float32 and float16 keep F.linear, which is as fast or faster for them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _packing_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class Linear:
+    def __init__(self, weight: torch.Tensor):
+        """weight: [out, in]."""
+        self.out_features, self.in_features = weight.shape
+        self.nbytes = weight.numel() * weight.element_size()
+        self._packed = weight.dtype == torch.bfloat16 and _packing_available()
+        # Reordered for one-row inputs, the decode case; correct for any number of rows.
+        self._weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1) if self._packed else weight
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T, in] → [T, out]."""
+        if self._packed:
+            return torch.ops.mkldnn._linear_pointwise(x, self._weight, None, "none", [], "")
+        return F.linear(x, self._weight)
