@@ -48,7 +48,9 @@ class EngineRequest:
     prompt_ids: list[int]
     params: SamplingParams
     # Tokens already generated before this (re)admission: set when a preempted request resumes (from a snapshot or by
-    # recompute). The engine continues after them and counts them against max_tokens.
+    # recompute). The engine continues after them and counts them against max_tokens. Their text counts as sent except
+    # what the engine was still withholding (a possible stop string's start, an unfinished character): that comes out
+    # with the next tokens' text.
     output_ids: list[int] = field(default_factory=list)
     # Sampler RNG state saved with a snapshot, so a seeded sampled run resumes identically. None → seed afresh.
     rng_state: bytes | None = None

@@ -14,6 +14,11 @@ def _prompt(engine) -> list[int]:
     return engine.apply_chat_template([{"role": "user", "content": "List three uses of a kernel in an OS."}])
 
 
+def _generate_text(engine, prompt: list[int], params: SamplingParams) -> str:
+    engine.add(EngineRequest("whole", prompt, params))
+    return drain(engine)["whole"].text
+
+
 def _run_steps(engine, n: int, results: dict[str, Result]) -> None:
     for _ in range(n):
         for event in engine.step():
@@ -106,3 +111,28 @@ def test_load_of_fewer_tokens_than_the_snapshot_holds(engine):
     engine.load_kv(EngineRequest("r", tokens, SamplingParams(max_tokens=8, ignore_eos=True)), full_kv,
                    memoryview(buffer))
     assert drain(engine)["r"].tokens == greedy(engine, tokens, 8)
+
+
+def test_text_withheld_at_preemption_is_emitted_after_resume(engine):
+    """Preempted while the text of its last token may start a stop string: that text was not sent, so the resumed
+    request must send it (the concatenated text equals an uninterrupted run's)."""
+    prompt = _prompt(engine)
+    tokens = greedy(engine, prompt, 12)
+    cut = 6                                            # preempt right after the event of token index cut - 1
+    last_text = engine.detokenize(tokens[:cut])[len(engine.detokenize(tokens[:cut - 1])):]
+    assert last_text and "\ufffd" not in last_text
+    params = SamplingParams(max_tokens=12, ignore_eos=True, stop=(last_text + "\x00",))   # never matches in full
+    uninterrupted = _generate_text(engine, prompt, params)
+
+    engine.add(EngineRequest("r", prompt, params))
+    before = Result()
+    while len(before.tokens) < cut:
+        for event in engine.step():
+            before.tokens.append(event.token_id)
+            before.text += event.text
+    buffer = bytearray(engine.kv_nbytes("r"))
+    meta = engine.save_kv("r", memoryview(buffer))
+    engine.abort("r")
+    assert not before.text.endswith(last_text)         # withheld: it may start the stop string
+    engine.load_kv(EngineRequest("r", prompt, params, before.tokens), meta, memoryview(buffer))
+    assert before.text + drain(engine)["r"].text == uninterrupted

@@ -62,3 +62,22 @@ def test_resumed_stream_does_not_repeat_prior_text(tok):
     stream = TextStream(_decode(tok), stop=(), prior_ids=ids[:2])
     text = "".join(stream.push(t)[0] for t in ids[2:])
     assert tok.decode(ids[:2]) + text == "hello world again"
+
+
+def test_resumed_stream_releases_a_withheld_stop_prefix(tok):
+    ids = _byte_tokens(tok, "abc EN")
+    stream = TextStream(_decode(tok), stop=("END",))
+    assert "".join(stream.push(t)[0] for t in ids) == "abc "                 # "EN" withheld at preemption
+    resumed = TextStream(_decode(tok), stop=("END",), prior_ids=ids)
+    assert resumed.push(_byte_tokens(tok, "x")[0]) == ("ENx", False)
+    resumed = TextStream(_decode(tok), stop=("END",), prior_ids=ids)
+    assert resumed.push(_byte_tokens(tok, "D")[0]) == ("", True)             # the stop string still matches across
+
+
+def test_resumed_stream_completes_a_split_character(tok):
+    ids = _byte_tokens(tok, "ok 🙂!")
+    split = len(_byte_tokens(tok, "ok ")) + 2                                  # two of the emoji's four bytes
+    stream = TextStream(_decode(tok), stop=())
+    assert "".join(stream.push(t)[0] for t in ids[:split]) == "ok "
+    resumed = TextStream(_decode(tok), stop=(), prior_ids=ids[:split])
+    assert "".join(resumed.push(t)[0] for t in ids[split:]) == "🙂!"
