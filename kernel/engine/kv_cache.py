@@ -43,6 +43,13 @@ class KVCache:
         self.data[index, 0].index_copy_(0, slots, k)
         self.data[index, 1].index_copy_(0, slots, v)
 
+    def gather(self, index: int, slots: torch.Tensor) -> torch.Tensor:
+        """Layer index's K and V at slots [*S]: [2, *S, Hkv, D]. An index_select of whole Hkv*D rows, several times
+        faster than advanced indexing over the slot dimension."""
+        layer = self.data[index]                                       # [2, slots, Hkv, D]
+        rows = layer.flatten(2).index_select(1, slots.flatten())       # [2, |S|, Hkv D]
+        return rows.view(2, *slots.shape, *layer.shape[2:])
+
     def _snapshot_view(self, buffer: memoryview, n_tokens: int) -> np.ndarray:
         """buffer as the bytes of a snapshot of n_tokens tokens: [L, 2, n_tokens, Hkv, D * itemsize]."""
         nbytes = n_tokens * self.bytes_per_token

@@ -71,7 +71,7 @@ class LlamaModel:
             q, k = qk[:, :cfg.n_heads], qk[:, cfg.n_heads:]                     # [T, H, D], [T, Hkv, D]
             v = v.view(-1, cfg.n_kv_heads, cfg.head_dim)                        # [T, Hkv, D]
             kv.write(index, batch.slot_mapping, k, v)
-            attn = _attention(q, k, v, kv.data[index], batch)                   # [T, H, D]
+            attn = _attention(q, k, v, kv, index, batch)                        # [T, H, D]
             x = x + layer.o(attn.flatten(1))
             h = F.rms_norm(x, (cfg.hidden_size,), layer.mlp_norm, cfg.rms_eps)
             gate, up = layer.gate_up(h).chunk(2, dim=-1)              # [T, F] each
@@ -86,12 +86,12 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> tor
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor, batch: StepBatch
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch
                ) -> torch.Tensor:
-    """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in the cache); cache: [2, slots, Hkv, D] (K and V)."""
+    """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in layer index of the cache)."""
     n = batch.n_decode
     if n:
-        context = cache[:, batch.decode_slots].transpose(2, 3)             # [2, n, Hkv, L_max, D], one gather
+        context = kv.gather(index, batch.decode_slots).transpose(2, 3)     # [2, n, Hkv, L_max, D], one gather
         decoded = F.scaled_dot_product_attention(
             q[:n].unsqueeze(2), context[0], context[1], attn_mask=batch.decode_mask, enable_gqa=True).squeeze(2)
         if not batch.prefills:        # a pure decode step, the common case: no assembly needed
@@ -106,7 +106,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.T
             values = v[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)
             result = F.scaled_dot_product_attention(query, keys, values, is_causal=True, enable_gqa=True)
         else:
-            context = cache[:, chunk.context_slots].transpose(1, 2)            # [2, Hkv, n_ctx, D]
+            context = kv.gather(index, chunk.context_slots).transpose(1, 2)    # [2, Hkv, n_ctx, D]
             result = F.scaled_dot_product_attention(query, context[0:1], context[1:2], attn_mask=chunk.mask,
                                                     enable_gqa=True)
         out[chunk.start:chunk.end] = result.squeeze(0).transpose(0, 1)
