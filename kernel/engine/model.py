@@ -62,22 +62,23 @@ class LlamaModel:
         cfg = self.cfg
         x = self.embed[batch.input_ids]                                   # [T, E]
         cos = self._cos[batch.positions].unsqueeze(1)                     # [T, 1, D]
-        signed_sin = self._signed_sin[batch.positions].unsqueeze(1)
+        signed_sin = self._signed_sin[batch.positions].unsqueeze(1)       # [T, 1, D]
         q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         for index, layer in enumerate(self.layers):
             h = F.rms_norm(x, (cfg.hidden_size,), layer.attn_norm, cfg.rms_eps)
             qk, v = layer.qkv(h).split([q_size + kv_size, kv_size], dim=-1)
-            qk = _rotate(qk.view(-1, cfg.n_heads + cfg.n_kv_heads, cfg.head_dim), cos, signed_sin)   # [T, H + Hkv, D]
+            qk = qk.view(-1, cfg.n_heads + cfg.n_kv_heads, cfg.head_dim)       # [T, H + Hkv, D]
+            qk = _rotate(qk, cos, signed_sin)
             q, k = qk[:, :cfg.n_heads], qk[:, cfg.n_heads:]                     # [T, H, D], [T, Hkv, D]
             v = v.view(-1, cfg.n_kv_heads, cfg.head_dim)                        # [T, Hkv, D]
             kv.write(index, batch.slot_mapping, k, v)
             attn = _attention(q, k, v, kv, index, batch)                        # [T, H, D]
             x = x + layer.o(attn.flatten(1))
             h = F.rms_norm(x, (cfg.hidden_size,), layer.mlp_norm, cfg.rms_eps)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)              # [T, F] each
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)                        # [T, F] each
             x = x + layer.down(F.silu(gate) * up)
         h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)   # [S, E]
-        return self.lm_head(h).float()                                         # [S, V]
+        return self.lm_head(h).float()                                                   # [S, V]
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
@@ -90,15 +91,11 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, i
                ) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in layer index of the cache)."""
     n = batch.n_decode
-    if n:
-        context = kv.gather(index, batch.decode_slots).transpose(2, 3)     # [2, n, Hkv, L_max, D], one gather
-        decoded = F.scaled_dot_product_attention(
-            q[:n].unsqueeze(2), context[0], context[1], attn_mask=batch.decode_mask, enable_gqa=True).squeeze(2)
-        if not batch.prefills:        # a pure decode step, the common case: no assembly needed
-            return decoded
+    if not batch.prefills:            # a pure decode step, the common case: the result needs no assembly
+        return _decode_attention(q, kv, index, batch)
     out = torch.empty_like(q)
     if n:
-        out[:n] = decoded
+        out[:n] = _decode_attention(q[:n], kv, index, batch)
     for chunk in batch.prefills:
         query = q[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)       # [1, H, n, D]
         if chunk.context_slots is None:   # first chunk: attends to itself only
@@ -111,3 +108,10 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, i
                                                     enable_gqa=True)
         out[chunk.start:chunk.end] = result.squeeze(0).transpose(0, 1)
     return out
+
+
+def _decode_attention(q: torch.Tensor, kv: KVCache, index: int, batch: StepBatch) -> torch.Tensor:
+    """The single-token rows, each over its own context. q: [n_decode, H, D] → [n_decode, H, D]."""
+    context = kv.gather(index, batch.decode_slots).transpose(2, 3)         # [2, n, Hkv, L_max, D], one gather
+    return F.scaled_dot_product_attention(q.unsqueeze(2), context[0], context[1], attn_mask=batch.decode_mask,
+                                          enable_gqa=True).squeeze(2)
