@@ -18,17 +18,21 @@ class RunConfig:
     scheduler: str = "fifo"
     retention: str = "on"
     preempt_mode: str = "snapshot"
+    prefix_cache: str = "on"
 
     @property
     def uses_kernel(self) -> bool:
         return self.label != NO_KERNEL
 
     def kernel_options(self) -> dict[str, str]:
-        return {"scheduler": self.scheduler, "retention": self.retention, "preempt-mode": self.preempt_mode}
+        return {"scheduler": self.scheduler, "retention": self.retention, "preempt-mode": self.preempt_mode,
+                "prefix-cache": self.prefix_cache}
 
 
 FIFO = RunConfig("fifo")
-FIFO_DROP = RunConfig("fifo-drop", retention="off")
+# Neither the kernel's retention nor the engine's own prefix cache keeps a finished call's KV: every call prefills its
+# whole prompt, as an engine without prefix caching does.
+FIFO_DROP = RunConfig("fifo-drop", retention="off", prefix_cache="off")
 PRIORITY = RunConfig("priority", scheduler="priority")
 PRIORITY_RECOMPUTE = RunConfig("priority-recompute", scheduler="priority", preempt_mode="recompute")
 ROUND_ROBIN = RunConfig("rr", scheduler="rr")

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shared-memory arena for KV snapshots, in MiB")
     parser.add_argument("--retention", choices=("on", "off"), default="on",
                         help="keep each agent's last context for its next call")
+    parser.add_argument("--prefix-cache", choices=("on", "off"), default="on",
+                        help="let the engine reuse finished sequences' KV for requests that extend them")
     parser.add_argument("--preempt-mode", choices=("snapshot", "recompute"), default="snapshot")
     parser.add_argument("--lease", type=_positive_float, default=30.0,
                         help="seconds of silence after which an agent on another host is reaped")

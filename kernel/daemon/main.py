@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from kernel.engine.factory import load_engine      # imports torch: only once the arguments are known good
     engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
-                         max_batch=args.max_batch, prefill_chunk=args.prefill_chunk)
+                         max_batch=args.max_batch, prefill_chunk=args.prefill_chunk,
+                         prefix_cache=args.prefix_cache == "on")
     for path in remove_stale_segments():       # left by a kernel that was killed before it could clean up
         log.info("removed stale KV arena %s", path)
     context = ContextManager(engine, arena_bytes=args.arena_mb << 20, retention=args.retention == "on",

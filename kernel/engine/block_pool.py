@@ -3,7 +3,8 @@
 A block whose tokens are all computed is registered under a hash chained from its predecessor's, so a block's hash
 names the whole prefix up to its end (vLLM's scheme). A new sequence whose leading tokens hash to registered blocks
 shares them instead of recomputing. A released registered block stays cached (evictable, least recently used first)
-until its slots are needed.
+until its slots are needed. With caching off nothing is registered: every sequence computes its own KV and a released
+block is free at once (a plain serving engine, the baseline the kernel's context retention is measured against).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ def block_hash(parent: int, tokens: Sequence[int]) -> int:
 
 
 class BlockPool:
-    def __init__(self, n_blocks: int, block_size: int):
+    def __init__(self, n_blocks: int, block_size: int, caching: bool = True):
         self.n_blocks = n_blocks
         self.block_size = block_size
+        self.caching = caching
         self._free: deque[int] = deque(range(n_blocks))          # never registered, or registration dropped
         self._evictable: OrderedDict[int, None] = OrderedDict()  # registered, unreferenced; oldest first
         self._refs = [0] * n_blocks
@@ -64,7 +66,7 @@ class BlockPool:
 
     def register(self, block: int, h: int) -> None:
         """Record that block holds the prefix named by h (first writer wins: a duplicate stays unregistered)."""
-        if h not in self._block_of and self._hash_of[block] is None:
+        if self.caching and h not in self._block_of and self._hash_of[block] is None:
             self._block_of[h] = block
             self._hash_of[block] = h
 

@@ -42,7 +42,7 @@ from kernel.engine.tokenizer import TextTokenizer
 
 class ExLlamaV2Engine:
     def __init__(self, runtime: PagedRuntime, tokenizer: TextTokenizer, max_batch: int = 16,
-                 prefill_chunk: int = 512):
+                 prefill_chunk: int = 512, prefix_cache: bool = True):
         if not 1 <= max_batch <= runtime.max_chunk:
             raise EngineError(f"max_batch must be in [1, {runtime.max_chunk}], got {max_batch}")
         if prefill_chunk < 1:
@@ -51,7 +51,7 @@ class ExLlamaV2Engine:
         self._tokenizer = tokenizer
         self._max_batch = max_batch
         self._prefill_chunk = min(prefill_chunk, runtime.max_chunk)
-        self._pool = BlockPool(runtime.n_pages, runtime.page_size)
+        self._pool = BlockPool(runtime.n_pages, runtime.page_size, caching=prefix_cache)
         self._page = runtime.page_size
         self._copier = KVCopier(runtime.kv_tensors())
         self._max_context = min(runtime.max_context, runtime.n_pages * runtime.page_size)
@@ -63,14 +63,14 @@ class ExLlamaV2Engine:
 
     @classmethod
     def from_path(cls, model: str | os.PathLike | None, kv_budget_tokens: int = 16384, max_batch: int = 16,
-                  prefill_chunk: int = 512) -> "ExLlamaV2Engine":
+                  prefill_chunk: int = 512, prefix_cache: bool = True) -> "ExLlamaV2Engine":
         """Load an EXL2 model folder (config.json, *.safetensors, tokenizer.json) onto the GPU(s)."""
         if model is None:
             raise EngineError("the ExLlamaV2 engine needs a model folder (EXL2 or fp16 safetensors); none was given")
         model_dir = os.fspath(model)
         runtime = load_runtime(model_dir, kv_budget_tokens, max_batch, prefill_chunk)
         tokenizer = TextTokenizer.from_folder(Path(model_dir), runtime.eos_token_ids())
-        return cls(runtime, tokenizer, max_batch=max_batch, prefill_chunk=prefill_chunk)
+        return cls(runtime, tokenizer, max_batch=max_batch, prefill_chunk=prefill_chunk, prefix_cache=prefix_cache)
 
     # ---- description -------------------------------------------------------------------------------------------
     def layout(self) -> KVLayout:

@@ -28,7 +28,8 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch
 
 class TorchEngine:
     def __init__(self, checkpoint: Checkpoint, dtype: str = "float32", kv_budget_tokens: int = 16384,
-                 max_batch: int = 32, prefill_chunk: int = 256, block_size: int = 16, threads: int | None = None):
+                 max_batch: int = 32, prefill_chunk: int = 256, block_size: int = 16, threads: int | None = None,
+                 prefix_cache: bool = True):
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if kv_budget_tokens < block_size or max_batch <= 0 or prefill_chunk <= 0:
@@ -41,7 +42,7 @@ class TorchEngine:
         self.model = LlamaModel(cfg, checkpoint.weights, DTYPES[dtype])
         self._layout = KVLayout(checkpoint.model_id, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, dtype)
         n_blocks = kv_budget_tokens // block_size
-        self.pool = BlockPool(n_blocks, block_size)
+        self.pool = BlockPool(n_blocks, block_size, caching=prefix_cache)
         self.kv = KVCache(cfg.n_layers, n_blocks * block_size, cfg.n_kv_heads, cfg.head_dim, DTYPES[dtype])
         self.block_size = block_size
         self.max_batch = max_batch

@@ -27,6 +27,16 @@ def test_released_prefix_is_matched_then_shared():
     assert pool.num_available() == 5
 
 
+def test_without_caching_a_released_sequence_is_never_matched():
+    pool = BlockPool(8, 4, caching=False)
+    tokens = list(range(12))
+    blocks = pool.allocate(3)
+    _register_all(pool, blocks, tokens)
+    pool.release(blocks)
+    assert pool.match_prefix(tokens + [99], max_tokens=12)[0] == []
+    assert sorted(pool.allocate(8)) == list(range(8))      # released blocks went straight back to the free list
+
+
 def test_different_prefix_does_not_match():
     pool = BlockPool(4, 4)
     blocks = pool.allocate(2)
