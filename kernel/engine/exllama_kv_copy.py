@@ -34,15 +34,16 @@ class KVCopier:
     def save(self, slots: list[int], dst: memoryview) -> None:
         """Write the K/V of cache rows `slots` (one per token, in order) into dst[:nbytes(len(slots))]."""
         out = np.frombuffer(dst, dtype=np.uint8, count=self.nbytes(len(slots)))
-        for cache, index, offset, n in self._pieces(slots):
+        for cache, index, offset, n in self._pieces(slots, len(slots)):
             self._stage(n).copy_(cache.index_select(0, index))           # device → pinned host
             out[offset:offset + n * self._row_bytes] = self._staging_bytes[:n * self._row_bytes]
 
     @torch.inference_mode()
-    def load(self, slots: list[int], src: memoryview) -> None:
-        """Read what save() wrote for len(slots) tokens from src back into cache rows `slots`."""
-        data = np.frombuffer(src, dtype=np.uint8, count=self.nbytes(len(slots)))
-        for cache, index, offset, n in self._pieces(slots):
+    def load(self, slots: list[int], src: memoryview, snapshot_tokens: int) -> None:
+        """Read the first len(slots) tokens of what save() wrote for snapshot_tokens tokens from src back into cache
+        rows `slots`. A snapshot may hold more tokens than are loaded: its token stride is still snapshot_tokens."""
+        data = np.frombuffer(src, dtype=np.uint8, count=self.nbytes(snapshot_tokens))
+        for cache, index, offset, n in self._pieces(slots, snapshot_tokens):
             self._staging_bytes[:n * self._row_bytes] = data[offset:offset + n * self._row_bytes]
             cache.index_copy_(0, index, self._stage(n).to(cache.device))  # pinned host → device
 
@@ -50,11 +51,12 @@ class KVCopier:
         """The staging buffer as n cache rows: [n, kv_heads, head_dim]."""
         return self._staging[:n * self._row_bytes].view(self._dtype).view(n, *self._row_shape)
 
-    def _pieces(self, slots: list[int]):
+    def _pieces(self, slots: list[int], snapshot_tokens: int):
         """(cache tensor, its slot indices for this piece, byte offset in the snapshot, token count) for every piece
-        of at most _STAGING_TOKENS tokens of every K and V block, in snapshot order."""
+        of at most _STAGING_TOKENS tokens of every K and V block, in snapshot order. The snapshot holds
+        snapshot_tokens >= len(slots) tokens per block; the slots are its first ones."""
         n_tokens = len(slots)
-        block_bytes = n_tokens * self._row_bytes
+        block_bytes = snapshot_tokens * self._row_bytes
         on_device: dict[torch.device, torch.Tensor] = {}
         for layer, pair in enumerate(self._kv):
             for kv, cache in enumerate(pair):

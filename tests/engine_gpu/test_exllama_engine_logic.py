@@ -2,6 +2,9 @@
 run on the CPU against a toy paged model that keeps ExLlamaV2's paged-forward contract."""
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from kernel.engine.exllama_engine import ExLlamaV2Engine
@@ -85,6 +88,28 @@ def test_save_abort_load_continues_identically(kv_at_snapshot):
     other = make_engine(prefill_chunk=100)       # a fresh cache: nothing left to reuse by accident
     other.load_kv(resumed, meta, memoryview(buf))
     assert before + drain(other, "a") == full
+
+
+def test_load_of_fewer_tokens_than_the_snapshot_holds():
+    """A snapshot whose K/V covers every one of its tokens: the last is recomputed, so fewer tokens are loaded than the
+    snapshot holds, and they must be read at the snapshot's own token stride."""
+    engine = make_engine()
+    engine.add(EngineRequest("a", prompt(40), GREEDY))
+    steps_until(engine, "a", 3)
+    buf = bytearray(engine.kv_nbytes("a"))
+    meta = engine.save_kv("a", memoryview(buf))
+    engine.abort("a")
+    full_kv = dataclasses.replace(meta, token_ids=meta.token_ids[:meta.n_kv_tokens])
+    tokens = list(full_kv.token_ids)
+    engine.load_kv(EngineRequest("a", tokens, GREEDY), full_kv, memoryview(buf))
+    reloaded = bytearray(engine.kv_nbytes("a"))
+    engine.save_kv("a", memoryview(reloaded))
+    # Snapshot bytes are [layer, K/V, token, row]: the reloaded tokens' rows must be the snapshot's own.
+    blocks = 2 * meta.layout.n_layers
+    saved = np.frombuffer(buf, np.uint8).reshape(blocks, meta.n_kv_tokens, -1)
+    assert np.array_equal(np.frombuffer(reloaded, np.uint8).reshape(blocks, meta.n_kv_tokens - 1, -1),
+                          saved[:, :-1])
+    assert drain(engine, "a") == run(make_engine(), [EngineRequest("a", tokens, GREEDY)])["a"]
 
 
 def test_load_into_a_longer_request_prefills_only_the_suffix():

@@ -1,0 +1,200 @@
+"""The sequences an engine holds and the KV blocks they own: the bookkeeping both engines share.
+
+A sequence is running (in the batch), preempted (lost its blocks to another's decode; its tokens are kept and it is
+recomputed when blocks free up) or finished in the last step (its KV stays until the next step or admission, so save_kv
+can still copy it). The table admits requests (validated, sharing cached prefix blocks), gives decodes their next block
+(preempting the youngest sequence when the pool is exhausted), registers full blocks for prefix sharing, turns sampled
+tokens into events and frees blocks. It never touches K/V tensors: the engine runs the model over the blocks the table
+hands out, and tells it how many tokens it ran (advance).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Sequence as Seq
+
+import torch
+
+from kernel.engine.block_pool import ROOT_HASH, BlockPool, block_hash
+from kernel.engine.interface import Capacity, EngineError, EngineRequest, KVMeta, SamplingParams, TokenEvent
+from kernel.engine.sampler import new_generator, sample
+from kernel.engine.sequence import Sequence
+from kernel.engine.text_stream import TextStream
+
+
+class SequenceTable:
+    def __init__(self, pool: BlockPool, max_batch: int, model_max_context: int, vocab_size: int,
+                 eos_ids: tuple[int, ...], decode: Callable[[Seq[int]], str]):
+        self.pool = pool
+        self.block_size = pool.block_size
+        self.max_batch = max_batch
+        self.max_context = min(model_max_context, pool.n_blocks * pool.block_size)
+        self.eos_ids = eos_ids
+        self._vocab_size = vocab_size
+        self._decode = decode
+        self._running: dict[str, Sequence] = {}        # in admission order: prompt budget goes to the oldest first
+        self._preempted: dict[str, Sequence] = {}      # oldest first: resumed in that order
+        self._finished: dict[str, Sequence] = {}
+        self._admissions = itertools.count()
+
+    # ---- queries -------------------------------------------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        return Capacity(free_slots=self.pool.num_available() * self.block_size,
+                        total_slots=self.pool.n_blocks * self.block_size,
+                        running=len(self._running) + len(self._preempted), max_batch=self.max_batch,
+                        max_context=self.max_context)
+
+    def has_work(self) -> bool:
+        return bool(self._running or self._preempted)
+
+    def request_ids(self) -> list[str]:
+        """Every request holding KV: running, waiting to recompute, or finished in the last step."""
+        return [*self._running, *self._preempted, *self._finished]
+
+    def running(self) -> list[Sequence]:
+        """The running sequences, oldest first."""
+        return list(self._running.values())
+
+    def is_running(self, seq: Sequence) -> bool:
+        return seq.req_id in self._running
+
+    def lookup(self, req_id: str) -> Sequence:
+        seq = self._running.get(req_id) or self._finished.get(req_id) or self._preempted.get(req_id)
+        if seq is None:
+            raise EngineError(f"unknown request id {req_id!r}")
+        return seq
+
+    def check_ids(self, ids: Seq[int]) -> None:
+        if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self._vocab_size for t in ids):
+            raise EngineError(f"token ids must be integers in [0, {self._vocab_size})")
+
+    # ---- admission -----------------------------------------------------------------------------------------------
+    def admit(self, req: EngineRequest) -> None:
+        """Start req, sharing the cached blocks that hold its longest prefix (they need no prefill)."""
+        seq = self._new_sequence(req, req.rng_state)
+        self._allocate(seq, reuse_prefix=True)
+        self._running[seq.req_id] = seq
+
+    def admit_snapshot(self, req: EngineRequest, meta: KVMeta, copy_in: Callable[[Sequence, int], None]) -> None:
+        """Start req with K/V from a (checked) snapshot: copy_in(seq, n) writes the snapshot's first n tokens' K/V
+        into seq's blocks."""
+        seq = self._new_sequence(req, req.rng_state if req.rng_state is not None else meta.rng_state)
+        self._allocate(seq, reuse_prefix=False)
+        # At least the last token is recomputed, so the next step has logits to sample from.
+        n_kv = min(meta.n_kv_tokens, len(seq.token_ids) - 1)
+        copy_in(seq, n_kv)
+        self.advance(seq, n_kv)
+        self._running[seq.req_id] = seq
+
+    def _new_sequence(self, req: EngineRequest, rng_state: bytes | None) -> Sequence:
+        self._drop_finished()
+        if not isinstance(req.req_id, str) or not req.req_id:
+            raise EngineError("req_id must be a non-empty string")
+        if not isinstance(req.params, SamplingParams):
+            raise EngineError("params must be SamplingParams")
+        req.params.validate()
+        if not req.prompt_ids:
+            raise EngineError("empty prompt")
+        if req.req_id in self._running or req.req_id in self._preempted:
+            raise EngineError(f"request id {req.req_id!r} is already running")
+        tokens = list(req.token_ids)
+        self.check_ids(tokens)
+        if len(tokens) >= self.max_context:
+            raise EngineError(f"prompt of {len(tokens)} tokens leaves no room in a context of {self.max_context}")
+        if len(req.output_ids) >= req.params.max_tokens:
+            raise EngineError(f"request already produced {len(req.output_ids)} of max_tokens={req.params.max_tokens}")
+        if len(self._running) + len(self._preempted) >= self.max_batch:
+            raise EngineError(f"batch full ({self.max_batch} sequences)")
+        return Sequence(req.req_id, req.params, tokens, len(req.prompt_ids), new_generator(req.params.seed, rng_state),
+                        TextStream(self._decode, req.params.stop, req.output_ids), next(self._admissions))
+
+    def _allocate(self, seq: Sequence, reuse_prefix: bool) -> None:
+        """Give seq blocks for all its tokens: cached blocks holding its prefix (if reuse_prefix), then fresh ones.
+        Raises EngineError, holding nothing, if the pool is short."""
+        cached, last_hash = [], ROOT_HASH
+        if reuse_prefix:
+            # The last token is left out so at least one token runs, giving logits to sample from.
+            cached, last_hash = self.pool.match_prefix(seq.token_ids, len(seq.token_ids) - 1)
+        needed = -(-len(seq.token_ids) // self.block_size) - len(cached)
+        if needed > self.pool.num_available():
+            self.pool.release(cached)
+            raise EngineError(f"not enough free KV slots: {needed * self.block_size} needed, "
+                              f"{self.pool.num_available() * self.block_size} free")
+        seq.block_table = cached + self.pool.allocate(needed)
+        seq.num_registered, seq.last_hash = len(cached), last_hash
+        seq.num_computed = len(cached) * self.block_size
+
+    # ---- the step ------------------------------------------------------------------------------------------------
+    def begin_step(self) -> None:
+        """Free what finished in the last step, then resume preempted sequences (oldest first) while blocks allow."""
+        self._drop_finished()
+        for seq in list(self._preempted.values()):
+            try:
+                self._allocate(seq, reuse_prefix=True)
+            except EngineError:
+                return                                     # the younger ones wait behind it
+            self._running[seq.req_id] = self._preempted.pop(seq.req_id)
+
+    def ensure_decode_block(self, seq: Sequence) -> bool:
+        """Make sure seq has a slot for its next token, preempting the youngest sequences (to recompute later) when
+        the pool is exhausted. False if seq itself had to go."""
+        while len(seq.block_table) * self.block_size < len(seq.token_ids):
+            if self.pool.num_available():
+                seq.block_table += self.pool.allocate(1)
+                continue
+            victim = max(self._running.values(), key=lambda s: s.admission)
+            self._preempt(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def advance(self, seq: Sequence, n_tokens: int) -> None:
+        """Record that seq's next n_tokens tokens now have K/V, and name each block they filled by its prefix hash, for
+        later requests to share."""
+        seq.num_computed += n_tokens
+        bs = self.block_size
+        for index in range(seq.num_registered, seq.num_computed // bs):
+            seq.last_hash = block_hash(seq.last_hash, seq.token_ids[index * bs:(index + 1) * bs])
+            self.pool.register(seq.block_table[index], seq.last_hash)
+        seq.num_registered = max(seq.num_registered, seq.num_computed // bs)
+
+    def emit(self, seqs: list[Sequence], logits: torch.Tensor) -> list[TokenEvent]:
+        """Sample each sequence's next token from its logits row ([len(seqs), vocab]) and append it."""
+        tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        return [self._append(seq, token) for seq, token in zip(seqs, tokens)]
+
+    def _append(self, seq: Sequence, token: int) -> TokenEvent:
+        seq.token_ids.append(token)
+        if token in self.eos_ids and not seq.params.ignore_eos:
+            return self._finish(seq, token, seq.stream.flush(), "eos")
+        text, stopped = seq.stream.push(token)
+        if stopped:
+            return self._finish(seq, -1, text, "stop")
+        if seq.num_output >= seq.params.max_tokens or len(seq.token_ids) >= self.max_context:
+            return self._finish(seq, token, text + seq.stream.flush(), "length")
+        return TokenEvent(seq.req_id, token, text)
+
+    def _finish(self, seq: Sequence, token: int, text: str, reason: str) -> TokenEvent:
+        self._finished[seq.req_id] = self._running.pop(seq.req_id)
+        return TokenEvent(seq.req_id, token, text, finished=True, finish_reason=reason)
+
+    # ---- removal -------------------------------------------------------------------------------------------------
+    def abort(self, req_id: str) -> None:
+        for table in (self._running, self._preempted, self._finished):
+            seq = table.pop(req_id, None)
+            if seq is not None:
+                self._free(seq)
+
+    def _preempt(self, seq: Sequence) -> None:
+        del self._running[seq.req_id]
+        self._free(seq)
+        seq.num_computed = seq.num_registered = 0
+        self._preempted[seq.req_id] = seq
+
+    def _free(self, seq: Sequence) -> None:
+        self.pool.release(seq.block_table)
+        seq.block_table = []
+
+    def _drop_finished(self) -> None:
+        for seq in self._finished.values():
+            self._free(seq)
+        self._finished.clear()
