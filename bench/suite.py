@@ -60,7 +60,10 @@ class Suite:
 
     def run_config(self, trace: Trace, trace_path: Path, config: RunConfig, bar: tqdm) -> dict:
         records_dir = self.out_dir / "records" / trace.name / config.label
-        records_dir.mkdir(parents=True, exist_ok=True)
+        # Runners append to their record files: a re-run under the same run name starts from an empty folder, or its
+        # metrics would count the previous run's calls too.
+        shutil.rmtree(records_dir, ignore_errors=True)
+        records_dir.mkdir(parents=True)
         result: dict = {"kernel": None, "kernel_stats": None}
         if config.uses_kernel:
             address = f"ipc://{self._socket_dir}/kernel.sock"
