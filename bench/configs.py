@@ -59,7 +59,7 @@ FULL = (
 SMOKE = (Experiment("smoke", (FIFO, PRIORITY, NO_KERNEL_BASELINE)),)
 
 # Engine options every kernel configuration shares. The batch cap is a latency bound: on 2 CPU cores a decode step of
-# 8 sequences costs 1.5x a lone sequence's, of 32 about 2.9x (python -m bench.batch_scaling; RESULTS.md), so 8 keeps
+# 8 sequences costs 1.34x a lone sequence's, of 32 about 2.65x (python -m bench.batch_scaling; RESULTS.md), so 8 keeps
 # every agent's per-token latency near its solo speed while throughput grows 5x. The workloads ask for more than 8
 # sequences at their peaks, so the policies have something to decide. The KV budget holds 8 of the longest contexts,
 # the arena the snapshots and retained contexts of every agent (about 23 KB per token in bfloat16).
