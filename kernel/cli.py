@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from ipc.address import ADDRESS_ENV, check_address, default_address
+from ipc.curve import CLIENT_KEY_ENV, SERVER_KEY_ENV, KeyStore
 from sdk import KernelError, connect
 
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("stats", help="engine capacity, scheduler, counts, context manager").set_defaults(
         command=_stats)
     commands.add_parser("bench", help="run the benchmark suite (python -m bench --help)")
+    _add_keys_parser(commands)
     return parser
 
 
@@ -89,6 +91,50 @@ def _stats(args) -> int:
     width = max(map(len, stats))
     for name, value in stats.items():
         print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _add_keys_parser(commands) -> None:
+    keys = commands.add_parser("keys", help="CurveZMQ keys for tcp:// kernels: make, list, revoke client keys")
+    keys.add_argument("--keys-dir", default=None, help="key directory (default: $AIOS_KEYS_DIR, else "
+                                                       "~/.config/aios/keys; the same as aiosd's)")
+    actions = keys.add_subparsers(required=True, metavar="ACTION")
+    new = actions.add_parser("new", help="make a client key pair and authorize its public key")
+    new.add_argument("name", help="the client's name: its identity at the kernel is key:NAME")
+    new.set_defaults(command=_keys_new)
+    actions.add_parser("list", help="list the authorized client keys").set_defaults(command=_keys_list)
+    revoke = actions.add_parser("revoke", help="remove a client's authorization (new connections are refused)")
+    revoke.add_argument("name")
+    revoke.set_defaults(command=_keys_revoke)
+    actions.add_parser("server", help="the kernel's public key, for AIOS_SERVER_KEY on other hosts").set_defaults(
+        command=_keys_server)
+
+
+def _keys_new(args) -> int:
+    authorized, secret = KeyStore(args.keys_dir).new_client(args.name)
+    print(f"authorized {args.name}: {authorized}")
+    print(f"secret key: {secret}  (keep it private; the agent's environment: {CLIENT_KEY_ENV}={secret})")
+    return 0
+
+
+def _keys_list(args) -> int:
+    for name, public_key in KeyStore(args.keys_dir).authorized().items():
+        print(f"{name:<24}{public_key.decode('ascii')}")
+    return 0
+
+
+def _keys_revoke(args) -> int:
+    if not KeyStore(args.keys_dir).revoke(args.name):
+        print(f"aios: no authorized key named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.name}: new connections with its key are refused; one already open stays until it closes")
+    return 0
+
+
+def _keys_server(args) -> int:
+    store = KeyStore(args.keys_dir)
+    public_key, _ = store.server_keys()      # made now if no tcp:// kernel has started yet: the kernel will use it
+    print(f"{store.server_public}\n{SERVER_KEY_ENV}={public_key.decode('ascii')}")
     return 0
 
 

@@ -16,6 +16,7 @@ import zmq
 
 from ipc.address import check_address, default_address
 from ipc.codec import decode_reply, encode
+from ipc.curve import secure_client
 from ipc.errors import ErrorCode
 from ipc.messages import (REPLY_ERROR, REPLY_RESULT, AgentInfo, Cancel, Chat, ChatMessage, Completion, Generate,
                           Heartbeat, Hello, Ping, ProcKill, ProcList, SetPriority, Stats)
@@ -43,8 +44,9 @@ class Kernel:
         self._socket = self._zmq.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)
-        self._socket.connect(self.address)
         try:
+            secure_client(self._socket, self.address)     # tcp:// only; raises CurveKeyError with no usable key
+            self._socket.connect(self.address)
             self._hello()
         except BaseException:
             self.close()

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+import zmq
+
 from ipc.address import check_address, default_address
+from ipc.curve import is_tcp
 
 
 def _positive_int(text: str) -> int:
@@ -65,10 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease", type=_positive_float, default=30.0,
                         help="seconds of silence after which an agent on another host is reaped")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    parser.add_argument("--insecure-tcp", action="store_true",
+                        help="serve a tcp:// address without CurveZMQ: anyone who can reach the port can use the "
+                             "kernel (default: tcp:// is CURVE-encrypted and only authorized client keys connect)")
+    parser.add_argument("--keys-dir", default=None,
+                        help="CURVE key directory for tcp:// (default: $AIOS_KEYS_DIR, else ~/.config/aios/keys; "
+                             "see `aios keys`)")
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.address = args.address or check_address(default_address())
+    if is_tcp(args.address) and not args.insecure_tcp and not zmq.has("curve"):
+        # never fall back to plain tcp: it would expose the kernel to anyone who can reach the port
+        parser.error(f"{args.address} needs CurveZMQ, which this libzmq lacks: use ipc:// or --insecure-tcp")
     return args

@@ -20,6 +20,7 @@ import zmq
 
 from ipc.address import ipc_path
 from ipc.codec import DEFAULT_MAX_FRAME_BYTES, Envelope, decode_request, encode_error
+from ipc.curve import ServerSecurity
 from ipc.errors import ErrorCode, ProtocolError
 
 log = logging.getLogger("aiosd.io")
@@ -42,7 +43,7 @@ class AddressInUse(RuntimeError):
 
 class SocketServer:
     def __init__(self, context: zmq.Context, address: str, inbox: queue.SimpleQueue,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, security: ServerSecurity | None = None):
         self.address = address
         self._inbox = inbox
         self._max_frame_bytes = max_frame_bytes
@@ -53,6 +54,8 @@ class SocketServer:
         self._router.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes * HARD_FRAME_LIMIT_FACTOR)
         self._router.setsockopt(zmq.SNDHWM, 0)   # never drop a token or a final reply to a slow reader
         self._router.setsockopt(zmq.RCVHWM, 0)
+        if security is not None:     # CURVE options count only if set before bind
+            security.secure(self._router)
         self._router.bind(address)
         self._outbox = context.socket(zmq.PULL)
         self._outbox.bind(OUTBOX_ADDRESS)

@@ -9,6 +9,7 @@ import sys
 
 import zmq
 
+from ipc.curve import CurveKeyError, KeyStore, ServerSecurity, is_tcp
 from kernel.context.arena import remove_stale_segments
 from kernel.context.manager import ContextManager
 from kernel.daemon.config import parse_args
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         log.error("%s", error)
         return 2
+    try:
+        security = _transport_security(args)
+    except (CurveKeyError, OSError) as error:
+        log.error("cannot secure %s with CurveZMQ: %s", args.address, error)
+        return 2
     from kernel.engine.factory import load_engine      # imports torch: only once the arguments are known good
     engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
                          max_batch=args.max_batch, prefill_chunk=args.prefill_chunk,
@@ -40,16 +46,32 @@ def main(argv: list[str] | None = None) -> int:
                              preempt_mode=args.preempt_mode)
     zmq_context = zmq.Context()
     try:
-        return _serve(args, engine, context, scheduler, zmq_context)
+        return _serve(args, engine, context, scheduler, zmq_context, security)
     finally:
         context.close()
+        if security is not None:       # its ZAP socket would keep the context from terminating
+            security.close()
         zmq_context.term()
 
 
-def _serve(args, engine, context, scheduler, zmq_context: zmq.Context) -> int:
+def _transport_security(args) -> ServerSecurity | None:
+    """CURVE for tcp:// (ipc:// is guarded by its owner-only directory); plain tcp only when asked for by name."""
+    if not is_tcp(args.address):
+        return None
+    if args.insecure_tcp:
+        log.warning("--insecure-tcp: %s is served without CurveZMQ; anyone who can reach it can use the kernel",
+                    args.address)
+        return None
+    security = ServerSecurity(KeyStore(args.keys_dir))
+    log.info("tcp secured with CurveZMQ: kernel public key %s, authorized clients in %s",
+             security.store.server_public, security.store.authorized_dir)
+    return security
+
+
+def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security: ServerSecurity | None) -> int:
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     try:
-        server = SocketServer(zmq_context, args.address, inbox)
+        server = SocketServer(zmq_context, args.address, inbox, security=security)
     except (AddressInUse, zmq.ZMQError, OSError) as error:
         log.error("cannot listen on %s: %s", args.address, error)
         return 1

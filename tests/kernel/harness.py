@@ -9,6 +9,7 @@ import time
 
 import zmq
 
+from ipc.curve import ServerSecurity
 from kernel.context.manager import ContextManager
 from kernel.daemon.io_thread import SocketServer
 from kernel.daemon.loop import KernelLoop
@@ -22,14 +23,17 @@ _arena_numbers = itertools.count()
 
 class InProcessKernel:
     def __init__(self, address: str, engine: FakeEngine | None = None, scheduler: Scheduler | None = None,
-                 lease_s: float = 30.0, max_frame_bytes: int = 1 << 20):
+                 lease_s: float = 30.0, max_frame_bytes: int = 1 << 20, security: ServerSecurity | None = None):
         self.address = address
         self.engine = engine or FakeEngine()
+        self.security = security
         self.zmq = zmq.Context()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         try:
-            self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes)
+            self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes, security=security)
         except BaseException:
+            if security is not None:
+                security.close()
             self.zmq.term()
             raise
         self.context = ContextManager(self.engine, arena_bytes=1 << 20,
@@ -64,6 +68,8 @@ class InProcessKernel:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.context.close()
+        if self.security is not None:      # its ZAP socket would keep the context from terminating
+            self.security.close()
         self.zmq.term()
 
 
