@@ -1,9 +1,15 @@
+"""The KV arena: allocator behaviour on a real shm segment, and the startup sweep of stale segments against hostile files."""
+import fcntl
+import logging
 import os
+import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
+from kernel.context import arena as arena_module
 from kernel.context.arena import ALIGN, Arena, ArenaError, remove_stale_segments, segment_path
 
 
@@ -111,3 +117,121 @@ def test_a_stale_segment_under_a_reused_pid_is_replaced():
         assert os.path.getsize(arena.path) == 1 << 16
         assert path not in remove_stale_segments()  # locked by its live owner
     assert not os.path.exists(path)
+
+
+# The startup sweep against hostile /dev/shm contents. These run in a private directory (shm_dir=tmp_path), so they can
+# never remove a real segment of another kernel running on this machine.
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=60)
+    return child.pid                                # reaped: no process has this pid now (reuse is too unlikely to matter)
+
+
+def _sweep_in_a_thread(shm_dir) -> list[str]:
+    """The sweep's result; fails instead of hanging the suite if the sweep blocks (e.g. opening a FIFO)."""
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(remove_stale_segments(str(shm_dir))), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the sweep blocked"
+    return result[0]
+
+
+def _stale_file(path) -> None:
+    with open(path, "wb") as f:
+        f.write(b"left by a dead kernel")
+
+
+def test_sweep_removes_our_dead_kernels_regular_file(tmp_path):
+    path = tmp_path / f"aios-{_dead_pid()}-kv"
+    _stale_file(path)
+    (tmp_path / "aios-notapid-kv").write_bytes(b"")  # not a segment name: never touched
+    assert _sweep_in_a_thread(tmp_path) == [str(path)]
+    assert not path.exists() and (tmp_path / "aios-notapid-kv").exists()
+
+
+def test_sweep_skips_a_fifo_without_blocking(tmp_path, caplog):
+    fifo = tmp_path / f"aios-{_dead_pid()}-kv"
+    os.mkfifo(fifo)
+    with caplog.at_level(logging.WARNING):
+        assert _sweep_in_a_thread(tmp_path) == []
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert "not a regular file" in caplog.text
+
+
+def test_sweep_never_follows_or_removes_a_symlink(tmp_path, caplog):
+    target = tmp_path / "precious"
+    _stale_file(target)                             # looks exactly like a stale segment of ours, but is not one by name
+    link = tmp_path / f"aios-{_dead_pid()}-kv"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link_to_fifo = tmp_path / f"aios-{_dead_pid()}.f-kv"
+    link_to_fifo.symlink_to(fifo)
+    with caplog.at_level(logging.WARNING):
+        assert _sweep_in_a_thread(tmp_path) == []
+    assert os.path.islink(link) and os.path.islink(link_to_fifo) and target.read_bytes() == b"left by a dead kernel"
+    assert "a symlink" in caplog.text
+
+
+def test_sweep_skips_a_file_of_another_uid(tmp_path, monkeypatch, caplog):
+    path = tmp_path / f"aios-{_dead_pid()}-kv"
+    _stale_file(path)
+    if os.getuid() == 0:
+        os.chown(path, 4242, 4242)                  # a real foreign owner
+    else:
+        monkeypatch.setattr(arena_module.os, "getuid", lambda: os.getpid() + 100000)   # we are "someone else"
+    with caplog.at_level(logging.WARNING):
+        assert _sweep_in_a_thread(tmp_path) == []
+    assert path.exists() and "owned by uid" in caplog.text
+
+
+def test_sweep_skips_a_file_that_the_uid_check_calls_foreign(tmp_path, monkeypatch):
+    """The same through the uid check alone, so it is exercised whoever runs the tests (root can open anything)."""
+    path = tmp_path / f"aios-{_dead_pid()}-kv"
+    _stale_file(path)
+    real_uid = os.getuid()
+    monkeypatch.setattr(arena_module.os, "getuid", lambda: real_uid + 1)
+    assert _sweep_in_a_thread(tmp_path) == []
+    assert path.exists()
+
+
+def test_sweep_leaves_a_live_kernels_segment(tmp_path):
+    path = tmp_path / f"aios-{os.getpid()}.held-kv"
+    _stale_file(path)
+    holder = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)          # what a live kernel holds for its segment's whole life
+        assert _sweep_in_a_thread(tmp_path) == []
+        assert path.exists()
+    finally:
+        os.close(holder)
+    assert _sweep_in_a_thread(tmp_path) == [str(path)]     # its kernel gone: the lock is free
+
+
+def test_sweep_of_a_mixed_directory_removes_only_the_stale_regular_file(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f"aios-{dead}-kv"
+    _stale_file(stale)
+    os.mkfifo(tmp_path / f"aios-{dead}.fifo-kv")
+    (tmp_path / f"aios-{dead}.link-kv").symlink_to(stale)
+    os.mkdir(tmp_path / f"aios-{dead}.dir-kv")
+    assert _sweep_in_a_thread(tmp_path) == [str(stale)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"aios-{dead}.fifo-kv", f"aios-{dead}.link-kv", f"aios-{dead}.dir-kv"])
+
+
+def test_sweep_of_a_missing_directory_is_empty(tmp_path):
+    assert remove_stale_segments(str(tmp_path / "absent")) == []
+
+
+def test_an_arena_whose_name_is_taken_by_a_fifo_fails_clearly_instead_of_blocking(tmp_path):
+    os.mkfifo(segment_path(f"{os.getpid()}.planted", str(tmp_path)))
+    with pytest.raises(ArenaError, match="not a regular file"):
+        Arena(1 << 16, kernel_id=f"{os.getpid()}.planted", shm_dir=str(tmp_path))
+    link = segment_path(f"{os.getpid()}.linked", str(tmp_path))
+    os.symlink(tmp_path / "elsewhere", link)
+    with pytest.raises(ArenaError, match="symlink"):
+        Arena(1 << 16, kernel_id=f"{os.getpid()}.linked", shm_dir=str(tmp_path))
+    assert not (tmp_path / "elsewhere").exists()
