@@ -21,7 +21,7 @@ import operator
 MAX_CHARS = 200
 MAX_DEPTH = 50                      # tree levels; 200 characters could otherwise nest ~199 unary minus signs
 MAX_EXPONENT = 1000
-MAX_INT_BITS = 4096                 # ~1233 decimal digits: 2**1000 * 2**1000 still works, printing the result always works
+MAX_INT_BITS = 4096                 # ~1233 decimal digits: 2**1000 * 2**1000 works, and the result always prints
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}

@@ -1,4 +1,4 @@
-"""The KV arena: allocator behaviour on a real shm segment, and the startup sweep of stale segments against hostile files."""
+"""The KV arena: the allocator on a real shm segment, and the startup sweep of stale segments against hostile files."""
 import fcntl
 import logging
 import os
@@ -125,7 +125,7 @@ def test_a_stale_segment_under_a_reused_pid_is_replaced():
 def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait(timeout=60)
-    return child.pid                                # reaped: no process has this pid now (reuse is too unlikely to matter)
+    return child.pid                                # reaped: no process has this pid now (reuse: too unlikely)
 
 
 def _sweep_in_a_thread(shm_dir) -> list[str]:
