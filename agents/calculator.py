@@ -19,7 +19,7 @@ import math
 import operator
 
 MAX_CHARS = 200
-MAX_DEPTH = 50                      # tree levels; 200 characters could otherwise nest ~199 unary minus signs
+MAX_DEPTH = 100                     # tree levels: a sum of 100 one-digit terms fits; ~199 unary signs do not
 MAX_EXPONENT = 1000
 MAX_INT_BITS = 4096                 # ~1233 decimal digits: 2**1000 * 2**1000 works, and the result always prints
 
@@ -49,7 +49,7 @@ def calculate(expression: str) -> int | float:
     except ZeroDivisionError:
         raise CalculatorError("division by zero") from None
     except OverflowError:                           # float range, or an int too large to convert to float
-        raise CalculatorError("result too large") from None
+        raise CalculatorError("number too large for a float") from None
     except (ValueError, ArithmeticError) as error:  # CalculatorError is a ValueError: keep its message
         if isinstance(error, CalculatorError):
             raise
