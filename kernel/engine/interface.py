@@ -7,11 +7,33 @@ Sequence model. A sequence is prompt_ids followed by output_ids. Its KV holds ev
 which is the next step's input. A snapshot (save_kv) therefore records token_ids = prompt + output and the number of
 tokens whose KV it carries; load_kv may be given a request whose tokens *extend* the snapshot's (agent context
 retention, prefix reuse): the engine loads the KV it has and prefills only the rest.
+
+Failure model. A sequence whose logits are not finite, or whose sampling fails, ends alone with
+FinishReason.ERROR and a short TokenEvent.error; the other sequences of the batch step on unaffected. step() raising
+means the whole batch failed (the forward itself), which the kernel treats as fatal for every running request.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
+
+
+# Temperatures below this sample greedily: dividing logits by a smaller one overflows float32 to inf (and softmax of
+# inf is NaN), and the distribution is already all but one-hot there (a logit gap of 0.01 becomes e^100).
+MIN_TEMPERATURE = 1e-4
+
+
+class FinishReason(str, enum.Enum):
+    """Why a sequence ended. A str, so comparisons with the plain strings ("eos" == FinishReason.EOS) hold and it
+    encodes as its value wherever a string goes."""
+    EOS = "eos"          # the model produced an end-of-sequence token
+    LENGTH = "length"    # max_tokens or the context length reached
+    STOP = "stop"        # a stop string matched
+    ERROR = "error"      # this sequence failed numerically (non-finite logits, sampling failed): see TokenEvent.error
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class EngineError(ValueError):
@@ -21,7 +43,7 @@ class EngineError(ValueError):
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 128
-    temperature: float = 0.0          # 0 → greedy
+    temperature: float = 0.0          # 0 (or anything below MIN_TEMPERATURE) → greedy
     top_p: float = 1.0
     top_k: int = 0                    # 0 → off
     seed: int | None = None           # same seed → same output
@@ -66,7 +88,8 @@ class TokenEvent:
     token_id: int                     # -1 on a final event that carries no new token (e.g. stop string matched)
     text: str                         # text delta this token adds (stop strings and partial UTF-8 withheld)
     finished: bool = False
-    finish_reason: str | None = None  # "eos" | "length" | "stop"
+    finish_reason: FinishReason | None = None
+    error: str | None = None          # a short message when finish_reason is ERROR (never the prompt's text)
 
 
 @dataclass(frozen=True)

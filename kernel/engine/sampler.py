@@ -1,9 +1,18 @@
-"""Next-token choice from logits: greedy, or temperature with top-k / top-p from the request's own generator."""
+"""Next-token choice from logits: greedy, or temperature with top-k / top-p from the request's own generator.
+
+Each row is guarded on its own: a row whose logits hold NaN or +inf (or nothing finite), or whose draw fails, yields a
+SamplingError for that sequence instead of raising, so one pathological request never fails the batch it shares.
+Temperatures below MIN_TEMPERATURE sample greedily (dividing by them would overflow to inf).
+"""
 from __future__ import annotations
 
 import torch
 
-from kernel.engine.interface import SamplingParams
+from kernel.engine.interface import MIN_TEMPERATURE, SamplingParams
+
+
+class SamplingError(Exception):
+    """One sequence's next token could not be chosen. Returned in sample()'s result in place of its token."""
 
 
 def new_generator(seed: int | None, state: bytes | None) -> torch.Generator:
@@ -22,13 +31,24 @@ def generator_state(generator: torch.Generator) -> bytes:
     return generator.get_state().numpy().tobytes()
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
+def sample(logits: torch.Tensor, params: list[SamplingParams],
+           generators: list[torch.Generator]) -> list[int | SamplingError]:
     """logits: [S, V] float32, one row per sequence. Greedy rows share one argmax; sampled rows draw one by one so each
-    consumes only its own generator (same seed → same output, whatever else is in the batch)."""
-    tokens = logits.argmax(dim=-1).tolist()
+    consumes only its own generator (same seed → same output, whatever else is in the batch). A row that cannot be
+    sampled gets a SamplingError in its place."""
+    # -inf is a legitimate logit (a masked token); NaN and +inf are not, and argmax would happily pick them.
+    broken = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=-1) | ~torch.isfinite(logits).any(dim=-1)
+    tokens: list[int | SamplingError] = logits.argmax(dim=-1).tolist()
+    for row in broken.nonzero().flatten().tolist():
+        tokens[row] = SamplingError("the model produced non-finite logits")
     for row, (p, generator) in enumerate(zip(params, generators)):
-        if p.temperature > 0:
-            tokens[row] = _draw(logits[row] / p.temperature, p.top_k, p.top_p, generator)
+        if p.temperature >= MIN_TEMPERATURE and not isinstance(tokens[row], SamplingError):
+            try:
+                tokens[row] = _draw(logits[row] / p.temperature, p.top_k, p.top_p, generator)
+            except SamplingError as exc:
+                tokens[row] = exc
+            except Exception as exc:    # whatever torch raises on this row is this request's failure, not the batch's
+                tokens[row] = SamplingError(f"sampling failed: {type(exc).__name__}")
     return tokens
 
 
@@ -43,4 +63,6 @@ def _draw(scaled: torch.Tensor, top_k: int, top_p: float, generator: torch.Gener
         # Keep the smallest head of the distribution whose mass reaches top_p (the first token always stays).
         outside = sorted_probs.cumsum(0) - sorted_probs >= top_p
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs.masked_fill(outside, 0.0))
+    if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0.0:
+        raise SamplingError("the sampling distribution is not finite")
     return int(torch.multinomial(probs, 1, generator=generator))

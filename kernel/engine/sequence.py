@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernel.engine.block_pool import ROOT_HASH
+from kernel.engine.block_pool import ROOT_LINK, PrefixLink
 from kernel.engine.interface import SamplingParams
 from kernel.engine.text_stream import TextStream
 
@@ -22,7 +22,8 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     num_computed: int = 0             # leading tokens whose K/V are in the cache
     num_registered: int = 0           # leading full blocks registered in the prefix cache
-    last_hash: int = ROOT_HASH        # prefix hash of the last registered block
+    # Where its registered prefix ends; None once it cannot register more (a hash collision, or caching off).
+    prefix_link: PrefixLink | None = ROOT_LINK
 
     @property
     def num_output(self) -> int:

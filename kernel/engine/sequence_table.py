@@ -14,9 +14,10 @@ from typing import Callable, Sequence as Seq
 
 import torch
 
-from kernel.engine.block_pool import ROOT_HASH, BlockPool, block_hash
-from kernel.engine.interface import Capacity, EngineError, EngineRequest, KVMeta, SamplingParams, TokenEvent
-from kernel.engine.sampler import new_generator, sample
+from kernel.engine.block_pool import ROOT_LINK, BlockPool
+from kernel.engine.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, SamplingParams,
+                                     TokenEvent)
+from kernel.engine.sampler import SamplingError, new_generator, sample
 from kernel.engine.sequence import Sequence
 from kernel.engine.text_stream import TextStream
 
@@ -110,17 +111,17 @@ class SequenceTable:
     def _allocate(self, seq: Sequence, reuse_prefix: bool) -> None:
         """Give seq blocks for all its tokens: cached blocks holding its prefix (if reuse_prefix), then fresh ones.
         Raises EngineError, holding nothing, if the pool is short."""
-        cached, last_hash = [], ROOT_HASH
+        cached, link = [], ROOT_LINK
         if reuse_prefix:
             # The last token is left out so at least one token runs, giving logits to sample from.
-            cached, last_hash = self.pool.match_prefix(seq.token_ids, len(seq.token_ids) - 1)
+            cached, link = self.pool.match_prefix(seq.token_ids, len(seq.token_ids) - 1)
         needed = -(-len(seq.token_ids) // self.block_size) - len(cached)
         if needed > self.pool.num_available():
             self.pool.release(cached)
             raise EngineError(f"not enough free KV slots: {needed * self.block_size} needed, "
                               f"{self.pool.num_available() * self.block_size} free")
         seq.block_table = cached + self.pool.allocate(needed)
-        seq.num_registered, seq.last_hash = len(cached), last_hash
+        seq.num_registered, seq.prefix_link = len(cached), link
         seq.num_computed = len(cached) * self.block_size
 
     # ---- the step ------------------------------------------------------------------------------------------------
@@ -148,34 +149,45 @@ class SequenceTable:
         return True
 
     def advance(self, seq: Sequence, n_tokens: int) -> None:
-        """Record that seq's next n_tokens tokens now have K/V, and name each block they filled by its prefix hash, for
-        later requests to share."""
+        """Record that seq's next n_tokens tokens now have K/V, and register each block they filled (under its prefix,
+        tokens checked on every hit) for later requests to share."""
         seq.num_computed += n_tokens
         bs = self.block_size
         for index in range(seq.num_registered, seq.num_computed // bs):
-            seq.last_hash = block_hash(seq.last_hash, seq.token_ids[index * bs:(index + 1) * bs])
-            self.pool.register(seq.block_table[index], seq.last_hash)
+            if seq.prefix_link is None:
+                break
+            seq.prefix_link = self.pool.register(seq.block_table[index], seq.prefix_link,
+                                                 seq.token_ids[index * bs:(index + 1) * bs])
         seq.num_registered = max(seq.num_registered, seq.num_computed // bs)
 
     def emit(self, seqs: list[Sequence], logits: torch.Tensor) -> list[TokenEvent]:
-        """Sample each sequence's next token from its logits row ([len(seqs), vocab]) and append it."""
+        """Sample each sequence's next token from its logits row ([len(seqs), vocab]) and append it. A sequence whose
+        row cannot be sampled ends alone with FinishReason.ERROR."""
         tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
-        return [self._append(seq, token) for seq, token in zip(seqs, tokens)]
+        return [self._fail(seq, str(token)) if isinstance(token, SamplingError) else self._append(seq, token)
+                for seq, token in zip(seqs, tokens)]
 
     def _append(self, seq: Sequence, token: int) -> TokenEvent:
         seq.token_ids.append(token)
         if token in self.eos_ids and not seq.params.ignore_eos:
-            return self._finish(seq, token, seq.stream.flush(), "eos")
+            return self._finish(seq, token, seq.stream.flush(), FinishReason.EOS)
         text, stopped = seq.stream.push(token)
         if stopped:
-            return self._finish(seq, -1, text, "stop")
+            return self._finish(seq, -1, text, FinishReason.STOP)
         if seq.num_output >= seq.params.max_tokens or len(seq.token_ids) >= self.max_context:
-            return self._finish(seq, token, text + seq.stream.flush(), "length")
+            return self._finish(seq, token, text + seq.stream.flush(), FinishReason.LENGTH)
         return TokenEvent(seq.req_id, token, text)
 
-    def _finish(self, seq: Sequence, token: int, text: str, reason: str) -> TokenEvent:
+    def _fail(self, seq: Sequence, message: str) -> TokenEvent:
+        """End seq with no new token. Its blocks leave the prefix cache: K/V that produced non-finite logits may be
+        non-finite itself, and must not be served to the next request with this prefix."""
+        self.pool.forget_unshared(seq.block_table)
+        return self._finish(seq, -1, seq.stream.flush(), FinishReason.ERROR, message)
+
+    def _finish(self, seq: Sequence, token: int, text: str, reason: FinishReason,
+                error: str | None = None) -> TokenEvent:
         self._finished[seq.req_id] = self._running.pop(seq.req_id)
-        return TokenEvent(seq.req_id, token, text, finished=True, finish_reason=reason)
+        return TokenEvent(seq.req_id, token, text, finished=True, finish_reason=reason, error=error)
 
     # ---- removal -------------------------------------------------------------------------------------------------
     def abort(self, req_id: str) -> None:
