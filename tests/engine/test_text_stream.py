@@ -81,3 +81,29 @@ def test_resumed_stream_completes_a_split_character(tok):
     assert "".join(stream.push(t)[0] for t in ids[:split]) == "ok "
     resumed = TextStream(_decode(tok), stop=(), prior_ids=ids[:split])
     assert "".join(resumed.push(t)[0] for t in ids[split:]) == "🙂!"
+
+
+def test_stop_string_straddling_many_tokens_after_false_starts(tok):
+    stop = "<END-OF-ANSWER>"
+    text = "x <END-OF-ANS <END-OF-ANSWEr <<END-OF-ANSWER> tail"
+    stream = TextStream(_decode(tok), stop=(stop, "NEVER"))
+    out, stopped = [], False
+    for t in _byte_tokens(tok, text):          # one token per byte: the stop string spans 15 tokens
+        delta, stopped = stream.push(t)
+        out.append(delta)
+        if stopped:
+            break
+    assert stopped and "".join(out) == "x <END-OF-ANS <END-OF-ANSWEr <"
+
+
+def test_withheld_text_stays_shorter_than_the_longest_stop_string(tok):
+    """What a token's scan reads is bounded by the stop strings, not by the text so far (no quadratic cost)."""
+    stops = ("abcab", "zz")
+    stream = TextStream(_decode(tok), stop=stops)
+    text = "abcaabca" * 200 + "abca"
+    out = []
+    for t in _byte_tokens(tok, text):
+        delta, stopped = stream.push(t)
+        assert not stopped and len(stream._pending) < max(map(len, stops))
+        out.append(delta)
+    assert "".join(out) == text[:-4] and stream.flush() == "abca"     # "abca" may still start "abcab"
