@@ -222,7 +222,11 @@ class _Authenticator(ThreadAuthenticator):
         self._admitted: dict[bytes, str] = {}      # z85 key → name, between callback() and curve_user_id()
 
     def callback(self, domain: str, z85_key: bytes) -> bool:
-        names = [name for name, key in self._store.authorized().items() if key == z85_key]
+        try:
+            names = [name for name, key in self._store.authorized().items() if key == z85_key]
+        except Exception:        # an exception here would end the ZAP thread: no tcp client could connect again
+            log.exception("refused a tcp client: cannot read the authorized keys in %s", self._store.authorized_dir)
+            return False
         if len(names) != 1:
             log.warning("refused a tcp client with key %s: %s", z85_key.decode("ascii", "replace"),
                         "not authorized" if not names else f"the key is authorized under several names {names}")
