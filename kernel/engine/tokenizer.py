@@ -1,4 +1,10 @@
-"""Text ↔ token ids, built with the `tokenizers` library from a GGUF's metadata or a model folder's tokenizer.json."""
+"""Text ↔ token ids, built with the `tokenizers` library from a GGUF's metadata or a model folder's tokenizer.json.
+
+Special tokens. A chat (apply_chat_template) gets control tokens only where its template puts them: special-token
+text inside a message's content is encoded as plain text (chat_encoding.py), so an agent cannot forge a turn. Raw text
+(encode, behind llm.generate) still recognizes special-token text: a raw completion prompt is the caller's whole
+context, written by them in the model's format, and has no template to tell control from content.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +13,7 @@ from typing import Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from kernel.engine.chat_encoding import ChatEncoder
 from kernel.engine.chat_template import ChatTemplate
 from kernel.engine.model_config import ModelLoadError
 
@@ -36,6 +43,7 @@ class TextTokenizer:
         self._tok = tokenizer
         self.eos_ids = eos_ids
         self.chat_template = chat_template
+        self._chat = ChatEncoder(tokenizer, chat_template) if chat_template is not None else None
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
 
     @classmethod
@@ -84,9 +92,9 @@ class TextTokenizer:
         return self._tok.decode(list(ids), skip_special_tokens=True)
 
     def apply_chat_template(self, messages: list[dict]) -> list[int]:
-        if self.chat_template is None:
+        if self._chat is None:
             raise ModelLoadError("this model carries no chat template")
-        return self.encode(self.chat_template.render(messages))
+        return self._chat.encode(messages)
 
 
 def _token(tokens: list[str], token_id) -> str:
