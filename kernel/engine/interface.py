@@ -40,6 +40,11 @@ class EngineError(ValueError):
     """A request the engine cannot take (bad sampling values, prompt too long, unknown request id...)."""
 
 
+class NoCapacity(EngineError):
+    """A valid request the engine cannot take now (not enough free KV blocks, batch full): the caller may retry it
+    once capacity frees; every other EngineError means the request itself is wrong."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 128
@@ -108,11 +113,22 @@ class KVLayout:
 
 @dataclass(frozen=True)
 class Capacity:
-    free_slots: int                   # KV token slots free now (evictable cached prefixes count as free)
-    total_slots: int
+    """How full the engine is, in the unit it allocates: KV blocks of block_size tokens. The scheduler's plan counts
+    blocks (Engine.blocks_needed / blocks_held), so what it admits is what the engine will take."""
+    free_blocks: int                  # blocks an admission may take now (evictable cached prefixes count as free)
+    total_blocks: int
+    block_size: int                   # tokens per block
     running: int                      # sequences currently in the batch
     max_batch: int
     max_context: int                  # longest sequence (prompt + output) the engine accepts
+
+    @property
+    def free_slots(self) -> int:
+        return self.free_blocks * self.block_size
+
+    @property
+    def total_slots(self) -> int:
+        return self.total_blocks * self.block_size
 
 
 @dataclass(frozen=True)
@@ -134,11 +150,25 @@ class Engine(Protocol):
     def apply_chat_template(self, messages: list[dict]) -> list[int]: ...
     def eos_token_ids(self) -> tuple[int, ...]: ...
 
+    def blocks_needed(self, req: EngineRequest) -> int:
+        """Free blocks add(req) would take now and its first decode would need: blocks for prompt + output + the next
+        token, less the cached prefix blocks it would share with running sequences. Changes nothing."""
+
+    def blocks_held(self, req_id: str) -> int:
+        """Blocks that abort(req_id) would return to the free pool (those no other sequence shares)."""
+
     def add(self, req: EngineRequest) -> None:
-        """Admit a request (validated here: EngineError on bad input). It runs from the next step() on."""
+        """Admit a request (validated here: EngineError on bad input, NoCapacity when it is valid but does not fit
+        now, holding nothing). It runs from the next step() on."""
 
     def step(self) -> list[TokenEvent]:
         """One batched forward over every running sequence (prefill chunks and decodes together)."""
+
+    def take_preempted(self) -> list[str]:
+        """Ids of the sequences the engine preempted on its own since the last call (a decode found no free block and
+        the youngest sequence gave its blocks up). Their KV is gone and the engine hands them over: it no longer
+        steps or resumes them, and the caller re-admits each with add() (output_ids = the tokens so far) to resume by
+        recompute, sampler state included. Until taken, the engine resumes them itself when blocks free up."""
 
     def has_work(self) -> bool: ...
 

@@ -6,6 +6,11 @@ can still copy it). The table admits requests (validated, sharing cached prefix 
 (preempting the youngest sequence when the pool is exhausted), registers full blocks for prefix sharing, turns sampled
 tokens into events and frees blocks. It never touches K/V tensors: the engine runs the model over the blocks the table
 hands out, and tells it how many tokens it ran (advance).
+
+Capacity has one owner: the caller's scheduler. capacity() and blocks_needed()/blocks_held() report it in the blocks
+the table really allocates, admissions it cannot take raise NoCapacity (holding nothing), and the sequences it preempts
+itself are handed over by take_preempted() for the caller to re-admit when its plan says so. A table whose preempted
+sequences are never taken (used alone) resumes them itself, oldest first.
 """
 from __future__ import annotations
 
@@ -15,9 +20,9 @@ from typing import Callable, Sequence as Seq
 import torch
 
 from kernel.engine.block_pool import ROOT_LINK, BlockPool
-from kernel.engine.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, SamplingParams,
-                                     TokenEvent)
-from kernel.engine.sampler import SamplingError, new_generator, sample
+from kernel.engine.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, NoCapacity,
+                                     SamplingParams, TokenEvent)
+from kernel.engine.sampler import SamplingError, generator_state, new_generator, sample
 from kernel.engine.sequence import Sequence
 from kernel.engine.text_stream import TextStream
 
@@ -35,14 +40,46 @@ class SequenceTable:
         self._running: dict[str, Sequence] = {}        # in admission order: prompt budget goes to the oldest first
         self._preempted: dict[str, Sequence] = {}      # oldest first: resumed in that order
         self._finished: dict[str, Sequence] = {}
+        # Preempted sequences handed over to the caller (take_preempted): the sampler state each resumes with.
+        self._handed_over: dict[str, bytes] = {}
         self._admissions = itertools.count()
 
     # ---- queries -------------------------------------------------------------------------------------------------
     def capacity(self) -> Capacity:
-        return Capacity(free_slots=self.pool.num_available() * self.block_size,
-                        total_slots=self.pool.n_blocks * self.block_size,
-                        running=len(self._running) + len(self._preempted), max_batch=self.max_batch,
-                        max_context=self.max_context)
+        return Capacity(free_blocks=self.pool.num_available(), total_blocks=self.pool.n_blocks,
+                        block_size=self.block_size, running=len(self._running) + len(self._preempted),
+                        max_batch=self.max_batch, max_context=self.max_context)
+
+    def blocks_needed(self, req: EngineRequest) -> int:
+        """Free blocks admit(req) would take, plus its first decode's: prompt + output + the next token, rounded up
+        to blocks, less the cached prefix blocks it would share. A cached block nobody references is counted: taking
+        it out of the cache uses up a free block just as a fresh one does. The prefix is matched the way admit()
+        matches it and released at once; that marks the waiting request's cached prefix as recently used, which only
+        keeps it from being the first evicted."""
+        tokens = req.token_ids
+        whole = -(-(len(tokens) + 1) // self.block_size)
+        available = self.pool.num_available()
+        cached, _ = self.pool.match_prefix(tokens, len(tokens) - 1)
+        revived = available - self.pool.num_available()
+        self.pool.release(cached)
+        return whole - len(cached) + revived
+
+    def blocks_held(self, req_id: str) -> int:
+        """Blocks that abort(req_id) would return to the pool: those of its blocks no other sequence holds."""
+        seq = self.lookup(req_id)
+        shared = {block for other in (*self._running.values(), *self._finished.values()) if other is not seq
+                  for block in other.block_table}
+        return sum(1 for block in seq.block_table if block not in shared)
+
+    def take_preempted(self) -> list[str]:
+        """Hand the sequences this table preempted over to the caller, oldest first: they hold no blocks, are no
+        longer resumed here, and resume identically when the caller admits them again (their tokens come with the
+        request, their sampler state is kept here until then)."""
+        taken = list(self._preempted)
+        for req_id, seq in self._preempted.items():
+            self._handed_over[req_id] = generator_state(seq.generator)
+        self._preempted.clear()
+        return taken
 
     def has_work(self) -> bool:
         return bool(self._running or self._preempted)
@@ -71,8 +108,9 @@ class SequenceTable:
     # ---- admission -----------------------------------------------------------------------------------------------
     def admit(self, req: EngineRequest) -> None:
         """Start req, sharing the cached blocks that hold its longest prefix (they need no prefill)."""
-        seq = self._new_sequence(req, req.rng_state)
+        seq = self._new_sequence(req, req.rng_state if req.rng_state is not None else self._handed_over.get(req.req_id))
         self._allocate(seq, reuse_prefix=True)
+        self._handed_over.pop(seq.req_id, None)
         self._running[seq.req_id] = seq
 
     def admit_snapshot(self, req: EngineRequest, meta: KVMeta, copy_in: Callable[[Sequence, int], None]) -> None:
@@ -84,6 +122,7 @@ class SequenceTable:
         n_kv = min(meta.n_kv_tokens, len(seq.token_ids) - 1)
         copy_in(seq, n_kv)
         self.advance(seq, n_kv)
+        self._handed_over.pop(seq.req_id, None)
         self._running[seq.req_id] = seq
 
     def _new_sequence(self, req: EngineRequest, rng_state: bytes | None) -> Sequence:
@@ -104,13 +143,13 @@ class SequenceTable:
         if len(req.output_ids) >= req.params.max_tokens:
             raise EngineError(f"request already produced {len(req.output_ids)} of max_tokens={req.params.max_tokens}")
         if len(self._running) + len(self._preempted) >= self.max_batch:
-            raise EngineError(f"batch full ({self.max_batch} sequences)")
+            raise NoCapacity(f"batch full ({self.max_batch} sequences)")
         return Sequence(req.req_id, req.params, tokens, len(req.prompt_ids), new_generator(req.params.seed, rng_state),
                         TextStream(self._decode, req.params.stop, req.output_ids), next(self._admissions))
 
     def _allocate(self, seq: Sequence, reuse_prefix: bool) -> None:
         """Give seq blocks for all its tokens: cached blocks holding its prefix (if reuse_prefix), then fresh ones.
-        Raises EngineError, holding nothing, if the pool is short."""
+        Raises NoCapacity, holding nothing, if the pool is short."""
         cached, link = [], ROOT_LINK
         if reuse_prefix:
             # The last token is left out so at least one token runs, giving logits to sample from.
@@ -118,7 +157,7 @@ class SequenceTable:
         needed = -(-len(seq.token_ids) // self.block_size) - len(cached)
         if needed > self.pool.num_available():
             self.pool.release(cached)
-            raise EngineError(f"not enough free KV slots: {needed * self.block_size} needed, "
+            raise NoCapacity(f"not enough free KV slots: {needed * self.block_size} needed, "
                               f"{self.pool.num_available() * self.block_size} free")
         seq.block_table = cached + self.pool.allocate(needed)
         seq.num_registered, seq.prefix_link = len(cached), link
@@ -131,7 +170,7 @@ class SequenceTable:
         for seq in list(self._preempted.values()):
             try:
                 self._allocate(seq, reuse_prefix=True)
-            except EngineError:
+            except NoCapacity:
                 return                                     # the younger ones wait behind it
             self._running[seq.req_id] = self._preempted.pop(seq.req_id)
 
@@ -191,6 +230,7 @@ class SequenceTable:
 
     # ---- removal -------------------------------------------------------------------------------------------------
     def abort(self, req_id: str) -> None:
+        self._handed_over.pop(req_id, None)
         for table in (self._running, self._preempted, self._finished):
             seq = table.pop(req_id, None)
             if seq is not None:
