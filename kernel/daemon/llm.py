@@ -6,6 +6,7 @@ The scheduler decides (kernel/scheduler/), the context manager moves KV (kernel/
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -15,8 +16,9 @@ from kernel.context.snapshot import SnapshotError
 from kernel.daemon.agents import AgentRecord, AgentTable
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.requests import LLMRequest, RequestTable
-from kernel.engine.interface import EngineError, EngineRequest, SamplingParams, TokenEvent
-from kernel.scheduler.base import ReqState, Scheduler
+from kernel.engine.interface import EngineError, EngineRequest, NoCapacity, SamplingParams, TokenEvent
+from kernel.scheduler import transitions
+from kernel.scheduler.base import ReqState, RequestView, Scheduler
 
 log = logging.getLogger("aiosd.llm")
 
@@ -81,7 +83,15 @@ class LLMService:
         return bool(self.requests.in_state(ReqState.RUNNING)) or self.engine.has_work()
 
     def schedule(self, now: int) -> None:
-        """Ask the scheduler for a plan and carry it out: preemptions first, then admissions in order."""
+        """Take over the sequences the engine preempted on its own, ask the scheduler for a plan and carry it out:
+        preemptions first, then admissions in order."""
+        for req_id in self.engine.take_preempted():
+            # Out of KV blocks for a decode, the engine gave up its youngest sequence's blocks. The request waits like
+            # any preempted one (aios ps shows it) and resumes, by recompute, when a plan admits it again.
+            request = self._planned(req_id, ReqState.RUNNING)
+            if request is not None:
+                log.info("engine preempted %s (out of KV blocks); it resumes by recompute", req_id)
+                transitions.preempt(request, now)
         waiting = self.requests.in_state(ReqState.WAITING, ReqState.PREEMPTED)
         if not waiting:
             return
@@ -92,13 +102,16 @@ class LLMService:
             request = self._planned(req_id, ReqState.RUNNING)
             if request is not None:
                 self.context.preempt(req_id)
-                request.state, request.waiting_since = ReqState.PREEMPTED, now
+                transitions.preempt(request, now)
         for req_id in plan.admit:
             request = self._planned(req_id, ReqState.WAITING, ReqState.PREEMPTED)
-            if request is not None:
-                self._start(request)
+            # The plan's later admissions assumed this one was taken: after a refusal, the next plan redoes them.
+            if request is not None and not self._start(request):
+                break
 
-    def _start(self, request: LLMRequest) -> None:
+    def _start(self, request: LLMRequest) -> bool:
+        """Admit or resume request. False if the engine has no room for it now: it stays queued where it was. A
+        request the engine refuses as invalid fails with engine_error."""
         try:
             if request.state is ReqState.WAITING:
                 self.context.admit(request.agent_id, request.resumable())
@@ -106,10 +119,14 @@ class LLMService:
                 request.admitted_time = time.monotonic()
             else:
                 self.context.resume(request.resumable())
+        except NoCapacity as error:
+            log.info("engine has no room for %s yet (%s); it stays queued", request.req_id, error)
+            return False
         except (EngineError, SnapshotError) as error:
             self.cancel(request.req_id, ErrorCode.ENGINE, str(error))
-            return
-        request.state, request.slice_tokens = ReqState.RUNNING, 0
+            return True
+        transitions.start(request)
+        return True
 
     def step(self) -> None:
         """One engine forward over the batch; its token events go to their agents."""
@@ -177,9 +194,13 @@ class LLMService:
 
     # -- views -----------------------------------------------------------------------------------------------------
 
-    def _view(self, request: LLMRequest):
+    def _view(self, request: LLMRequest) -> RequestView:
+        """The request as the scheduler sees it, with its KV in blocks as the engine counts them (the engine is the one
+        owner of that arithmetic: block rounding, shared prefix blocks)."""
         agent = self.agents.get(request.agent_id)
-        return request.view(agent.priority, agent.service_tokens)
+        blocks = (self.engine.blocks_held(request.req_id) if request.state is ReqState.RUNNING
+                  else self.engine.blocks_needed(request.resumable()))
+        return dataclasses.replace(request.view(agent.priority, agent.service_tokens), kv_blocks=blocks)
 
     def _planned(self, req_id: str, *states: ReqState) -> LLMRequest | None:
         """The request a plan names, if the plan is consistent with the table (a policy bug is logged, not fatal)."""

@@ -5,6 +5,10 @@ which running requests to preempt (their KV goes to the shared-memory arena), an
 resume, in order. The kernel applies preemptions first, then admits in order while capacity lasts. Time is counted in
 kernel steps (one engine forward each), not wall-clock seconds, so every policy is deterministic and unit-testable
 without a model.
+
+Capacity is counted in the engine's unit, KV blocks, and only from numbers the engine gave: Capacity.free_blocks, and
+each view's kv_blocks (what admitting it takes, what preempting it frees). A policy never converts tokens to blocks
+itself, so a plan never admits what the engine would refuse for want of blocks.
 """
 from __future__ import annotations
 
@@ -36,11 +40,16 @@ class RequestView:
     waiting_since: int           # kernel step at which it last entered WAITING/PREEMPTED (aging)
     agent_service: int           # tokens (prompt + output) served to this agent's program across all its calls (las)
     predicted_tokens: int | None = None
+    # KV blocks the request moves, as the engine counts them: for a waiting or preempted request, the free blocks its
+    # admission takes (Engine.blocks_needed: prompt + output + the next token, less shared prefix blocks); for a
+    # running one, the blocks preempting it frees (Engine.blocks_held). Required by the capacity arithmetic below.
+    kv_blocks: int | None = None
 
     @property
-    def kv_tokens(self) -> int:
-        """KV slots the request needs to run now."""
-        return self.prompt_tokens + self.output_tokens
+    def blocks(self) -> int:
+        if self.kv_blocks is None:
+            raise ValueError(f"request {self.req_id} has no kv_blocks: the kernel sets it from the engine")
+        return self.kv_blocks
 
 
 @dataclass
@@ -58,16 +67,16 @@ class Scheduler(Protocol):
     def plan(self, running: list[RequestView], waiting: list[RequestView], capacity: Capacity, now: int) -> Plan: ...
 
 
-def fits_in_order(candidates: list[RequestView], capacity: Capacity, freed_slots: int = 0, freed_batch: int = 0
+def fits_in_order(candidates: list[RequestView], capacity: Capacity, freed_blocks: int = 0, freed_batch: int = 0
                   ) -> list[str]:
-    """Ids of the longest prefix of candidates that fits the free KV slots and batch size (shared by the policies)."""
-    slots = capacity.free_slots + freed_slots
+    """Ids of the longest prefix of candidates that fits the free KV blocks and batch size (shared by the policies)."""
+    blocks = capacity.free_blocks + freed_blocks
     batch = capacity.max_batch - capacity.running + freed_batch
     chosen: list[str] = []
     for view in candidates:
-        if batch <= 0 or view.kv_tokens + 1 > slots:
+        if batch <= 0 or view.blocks > blocks:
             break
         chosen.append(view.req_id)
-        slots -= view.kv_tokens + 1
+        blocks -= view.blocks
         batch -= 1
     return chosen
