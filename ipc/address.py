@@ -14,6 +14,18 @@ def default_address() -> str:
     return f"ipc://{directory}/kernel.sock"
 
 
+def admin_token_path(address: str) -> str:
+    """Where the kernel serving address keeps the operator's admin token: beside its socket for ipc://, in the user's
+    runtime directory for tcp:// (only the operator's own machine holds it)."""
+    path = ipc_path(address)
+    if path:
+        return os.path.join(os.path.dirname(path) or ".", "admin.token")
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    directory = os.path.join(runtime_dir, "aios") if runtime_dir else f"/tmp/aios-{os.getuid()}"
+    port = address.rpartition(":")[2]
+    return os.path.join(directory, f"admin-{port}.token")
+
+
 def ipc_path(address: str) -> str | None:
     """The socket file behind an ipc:// address, None for other transports."""
     return address[len("ipc://"):] if address.startswith("ipc://") else None

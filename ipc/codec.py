@@ -7,12 +7,11 @@ from typing import Any
 import msgpack
 
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import (NOTIFICATIONS, PROTOCOL_VERSION, REPLY_ERROR, REPLY_RESULT, REPLY_TOKEN, SYSCALLS, Error,
-                          Token)
+from ipc.messages import (MAX_ID_CHARS, NOTIFICATIONS, PROTOCOL_VERSION, REPLY_ERROR, REPLY_RESULT, REPLY_TOKEN,
+                          SYSCALLS, Error, Token)
 from ipc.schema import from_wire, to_wire
 
 DEFAULT_MAX_FRAME_BYTES = 4 << 20      # a 4 MiB prompt is ~1M tokens: far past any context window
-MAX_ID_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,12 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> En
     if len(frame) > max_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(frame)} bytes exceeds the limit of {max_bytes}")
     envelope = _unpack_envelope(frame)
-    req_id, msg_type = envelope["id"], envelope["type"]
+    req_id, msg_type = envelope.get("id"), envelope["type"]
     if msg_type in NOTIFICATIONS:
         return Envelope(req_id, msg_type, from_wire(NOTIFICATIONS[msg_type], envelope["body"]))
     _check_req_id(req_id)
     if msg_type not in SYSCALLS:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"no syscall named {msg_type!r}", req_id)
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"no syscall named {msg_type[:40]!r}", req_id)
     try:
         return Envelope(req_id, msg_type, from_wire(SYSCALLS[msg_type][0], envelope["body"]))
     except ProtocolError as error:
@@ -52,12 +51,21 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> En
 
 def decode_reply(frame: bytes, syscall: str) -> Envelope:
     """A kernel frame answering `syscall`: body is a Token, an Error, or the syscall's result type."""
-    envelope = _unpack_envelope(frame)
+    return type_reply(unpack_reply(frame), syscall)
+
+
+def unpack_reply(frame: bytes) -> dict:
+    """A kernel frame's envelope, its body still untyped: a client reads the id first and drops late replies to calls
+    it gave up on before typing them (they answer another syscall)."""
+    return _unpack_envelope(frame)
+
+
+def type_reply(envelope: dict, syscall: str) -> Envelope:
     msg_type = envelope["type"]
     body_type = {REPLY_TOKEN: Token, REPLY_ERROR: Error, REPLY_RESULT: SYSCALLS[syscall][1]}.get(msg_type)
     if body_type is None:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected reply type {msg_type!r}")
-    return Envelope(envelope["id"], msg_type, from_wire(body_type, envelope["body"]))
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected reply type {str(msg_type)[:40]!r}")
+    return Envelope(envelope.get("id"), msg_type, from_wire(body_type, envelope["body"]))
 
 
 def _unpack_envelope(frame: bytes) -> dict:
@@ -72,12 +80,13 @@ def _unpack_envelope(frame: bytes) -> dict:
         req_id = None
     if message.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.BAD_VERSION,
-                            f"protocol version {message.get('v')!r} unsupported, the kernel speaks {PROTOCOL_VERSION}",
+                            f"protocol version {str(message.get('v'))[:20]!r} unsupported, the kernel speaks {PROTOCOL_VERSION}",
                             req_id)
     missing = [key for key in ("type", "body") if key not in message]
     extra = [key for key in message if key not in ("v", "id", "type", "body")]
     if missing or extra or not isinstance(message["type"], str):
-        detail = f"missing {missing[0]!r}" if missing else f"unknown key {extra[0]!r}" if extra else "type not a string"
+        detail = (f"missing {missing[0]!r}" if missing else f"unknown key {str(extra[0])[:40]!r}" if extra
+                  else "type not a string")
         raise ProtocolError(ErrorCode.BAD_FRAME, f"bad envelope: {detail}", req_id)
     return message
 

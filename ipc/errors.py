@@ -1,20 +1,28 @@
-"""Error codes carried by every error reply, and the exception that raises one inside the kernel."""
+"""Error codes carried by every error reply, and the exception that raises one inside the kernel.
+
+Error messages are cut to MAX_MESSAGE_CHARS where the exception is made, so no reply ever echoes a large hostile value
+back (and so no caller has to remember to cut).
+"""
 from __future__ import annotations
 
 import enum
+
+MAX_MESSAGE_CHARS = 300
 
 
 class ErrorCode(str, enum.Enum):
     BAD_FRAME = "bad_frame"            # not a msgpack map, or not a single frame
     BAD_VERSION = "bad_version"        # protocol version the kernel does not speak
     UNKNOWN_TYPE = "unknown_type"      # no such syscall
-    BAD_REQUEST = "bad_request"        # missing field, wrong field type, unknown field, bad value
+    BAD_REQUEST = "bad_request"        # missing field, wrong field type, unknown field, value out of its bounds
     TOO_LARGE = "too_large"            # frame over the kernel's size limit
-    HELLO_REQUIRED = "hello_required"  # syscall before hello
+    HELLO_REQUIRED = "hello_required"  # syscall before hello, or from a connection the kernel does not know
     DUPLICATE_ID = "duplicate_id"      # request id already in flight on this connection
     NOT_FOUND = "not_found"            # unknown agent or request id
-    ENGINE = "engine_error"            # the engine refused the request (prompt too long, bad sampling values)
-    CANCELLED = "cancelled"            # llm.cancel, or the client gave up waiting
+    DENIED = "permission_denied"       # the caller lacks the capability (audited)
+    BUSY = "busy"                      # a per-agent limit or a kernel queue is full: retry later
+    ENGINE = "engine_error"            # the engine refused or failed the request (prompt too long, numeric failure)
+    CANCELLED = "cancelled"            # llm.cancel, or the client gave up waiting, or stopped reading its replies
     KILLED = "killed"                  # proc.kill on the agent, or its process died
     SHUTDOWN = "shutdown"              # the kernel is stopping
     INTERNAL = "internal"              # a kernel bug: logged, the kernel keeps serving
@@ -24,7 +32,12 @@ class ProtocolError(Exception):
     """A request the kernel answers with an error reply instead of a result."""
 
     def __init__(self, code: ErrorCode, message: str, req_id: int | str | None = None):
+        message = shorten(message)
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
         self.req_id = req_id      # the request to answer, when the frame got far enough to name it
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 15] + f"... ({len(text)} chars)"

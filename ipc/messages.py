@@ -3,22 +3,39 @@
 A frame is one msgpack map: {"v": PROTOCOL_VERSION, "id": <client-chosen request id>, "type": <name>, "body": {...}}.
 Agent → kernel frames carry a syscall name as type; kernel → agent frames carry "token" (stream events of an LLM call,
 zero or more), then exactly one "result" or "error". Notifications (NOTIFICATIONS) get no reply at all.
+
+Every value an agent sends is bounded here (bounded(): range, length, charset, count) and checked when decoded, so
+nothing out of range reaches a handler, the scheduler or the engine: priorities are nice-like, PRIORITY_MIN..MAX
+(higher runs first; an agent's priority plus a call's hint is clamped to the same range), a temperature below the
+engine's floor is greedy, a stop list holds at most MAX_STOP_STRINGS strings of at most MAX_STOP_CHARS characters.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ipc.schema import bounded
+
 PROTOCOL_VERSION = 1
+
+PRIORITY_MIN, PRIORITY_MAX = -20, 20
+MAX_NAME_CHARS = 64                   # agent names: printable
+MAX_ID_CHARS = 64                     # request and agent ids
+MAX_TOKENS_LIMIT = 1 << 20            # far past any context window; the engine refuses what its context cannot hold
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 128
+MAX_MESSAGES = 4096                   # chat messages per call (their text is bounded by the frame size)
+MAX_SECRET_CHARS = 256                # admin and grant tokens
+MAX_CAPABILITIES = 16
 
 
 # ---- syscalls (agent → kernel) -------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class Hello:
-    name: str
-    priority: int = 0
-    pid: int | None = None          # the agent's OS process, watched so its requests die with it
-    host: str | None = None         # pid is only meaningful on the kernel's own host
+    """Who the agent is comes from its connection (the peer's uid and pid on ipc://, its Curve key on tcp://), never
+    from this body; the body only names the agent and may present a token for capabilities (admin or a grant)."""
+    name: str = bounded(max_len=MAX_NAME_CHARS, printable=True)
+    priority: int = bounded(0, lo=PRIORITY_MIN, hi=PRIORITY_MAX)
+    token: str | None = bounded(None, max_len=MAX_SECRET_CHARS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,16 +45,17 @@ class Heartbeat:
 
 @dataclass(frozen=True, kw_only=True)
 class LLMCall:
-    max_tokens: int = 128
-    temperature: float = 0.0        # 0 → greedy
-    top_p: float = 1.0
-    top_k: int = 0                  # 0 → off
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
+    max_tokens: int = bounded(128, lo=1, hi=MAX_TOKENS_LIMIT)
+    temperature: float = bounded(0.0, lo=0.0, hi=100.0)     # 0 (or below the engine's floor) → greedy
+    top_p: float = bounded(1.0, lo=1e-6, hi=1.0)
+    top_k: int = bounded(0, lo=0, hi=MAX_TOKENS_LIMIT)       # 0 → off
+    seed: int | None = bounded(None, lo=0, hi=(1 << 63) - 1)
+    stop: tuple[str, ...] = bounded((), max_len=MAX_STOP_CHARS, max_items=MAX_STOP_STRINGS)
     stream: bool = False            # send "token" frames as text is generated
-    priority: int = 0               # hint added to the agent's priority; higher runs first
+    priority: int = bounded(0, lo=PRIORITY_MIN - PRIORITY_MAX, hi=PRIORITY_MAX - PRIORITY_MIN)  # hint added to the
+                                    # agent's priority (the sum clamped to PRIORITY_MIN..MAX); higher runs first
     ignore_eos: bool = False        # generate exactly max_tokens (benchmarks)
-    predicted_tokens: int | None = None   # expected output length, for shortest-job-first
+    predicted_tokens: int | None = bounded(None, lo=1, hi=MAX_TOKENS_LIMIT)   # expected output length, for sjf
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,12 +71,12 @@ class ChatMessage:
 
 @dataclass(frozen=True, kw_only=True)
 class Chat(LLMCall):
-    messages: list[ChatMessage]
+    messages: list[ChatMessage] = bounded(max_items=MAX_MESSAGES)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Cancel:
-    request_id: int | str           # an in-flight LLM call of the same agent
+    request_id: int | str = bounded(lo=0, hi=(1 << 63) - 1, max_len=MAX_ID_CHARS)   # an in-flight call of this agent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,13 +86,20 @@ class ProcList:
 
 @dataclass(frozen=True, kw_only=True)
 class ProcKill:
-    agent_id: str
+    agent_id: str = bounded(max_len=MAX_ID_CHARS)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SetPriority:
-    agent_id: str
-    priority: int
+    agent_id: str = bounded(max_len=MAX_ID_CHARS)
+    priority: int = bounded(lo=PRIORITY_MIN, hi=PRIORITY_MAX)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grant:
+    """Mint a token carrying capabilities (a subset of the caller's own), for an agent to present at hello
+    (`aios run --grant CAP ...`)."""
+    capabilities: list[str] = bounded(max_items=MAX_CAPABILITIES, max_len=32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +119,11 @@ class HelloResult:
     model: str
     scheduler: str
     protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrantResult:
+    token: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +204,7 @@ SYSCALLS: dict[str, tuple[type, type]] = {
     "proc.list": (ProcList, ProcTable),
     "proc.kill": (ProcKill, Ack),
     "proc.set_priority": (SetPriority, Ack),
+    "access.grant": (Grant, GrantResult),
     "kernel.stats": (Stats, KernelStats),
     "kernel.ping": (Ping, Ack),
 }

@@ -2,17 +2,27 @@
 
 Every message in ipc/messages.py is a dataclass whose annotations are its wire schema: decoding checks required fields,
 field types (recursively, through lists, tuples, optionals, literals and nested dataclasses) and rejects unknown fields,
-so a kernel handler only ever sees well-typed values.
+so a kernel handler only ever sees well-typed values. A field made with bounded() also carries its bounds (numeric
+range, string length and charset, item count), checked here too: a handler only ever sees values within them. Floats
+must be finite everywhere.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from typing import Any, Literal, Union
 
 from ipc.errors import ErrorCode, ProtocolError
+
+
+def bounded(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
+            max_len: int | None = None, max_items: int | None = None, printable: bool = False) -> Any:
+    """A dataclass field with bounds: lo..hi for numbers, max_len characters for a string (or each string of a
+    list), max_items for a list, printable characters only."""
+    return dataclasses.field(default=default, metadata={"bounds": (lo, hi, max_len, max_items, printable)})
 
 
 def to_wire(message: Any) -> dict:
@@ -36,22 +46,44 @@ def from_wire(cls: type, data: Any, path: str = "body") -> Any:
     fields = _fields(cls)
     unknown = [key for key in data if key not in fields]
     if unknown:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: unknown field {unknown[0]!r}")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: unknown field {str(unknown[0])[:40]!r}")
     values = {}
-    for name, (annotation, required) in fields.items():
+    for name, (annotation, required, bounds) in fields.items():
         if name in data:
             values[name] = _check(annotation, data[name], f"{path}.{name}")
+            if bounds is not None and values[name] is not None:
+                _check_bounds(values[name], bounds, f"{path}.{name}")
         elif required:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: missing field {name!r}")
     return cls(**values)
 
 
 @functools.cache
-def _fields(cls: type) -> dict[str, tuple[Any, bool]]:
-    """name → (resolved annotation, required) for a dataclass; cached because messages are decoded per syscall."""
+def _fields(cls: type) -> dict[str, tuple[Any, bool, tuple | None]]:
+    """name → (resolved annotation, required, bounds) for a dataclass; cached because messages are decoded per
+    syscall."""
     hints = typing.get_type_hints(cls)
-    return {f.name: (hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-            for f in dataclasses.fields(cls)}
+    return {f.name: (hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                     f.metadata.get("bounds")) for f in dataclasses.fields(cls)}
+
+
+def _check_bounds(value: Any, bounds: tuple, path: str) -> None:
+    lo, hi, max_len, max_items, printable = bounds
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: must be in [{lo}, {hi}], got {value!r}")
+        return
+    if isinstance(value, (list, tuple)):
+        if max_items is not None and len(value) > max_items:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: at most {max_items} items, got {len(value)}")
+        for i, item in enumerate(value):
+            _check_bounds(item, bounds, f"{path}[{i}]")
+        return
+    if isinstance(value, str):
+        if max_len is not None and len(value) > max_len:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: at most {max_len} characters, got {len(value)}")
+        if printable and not value.isprintable():
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: only printable characters are allowed")
 
 
 def _check(annotation: Any, value: Any, path: str) -> Any:
@@ -72,7 +104,7 @@ def _check(annotation: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         if value in args and type(value) in {type(a) for a in args}:
             return value
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: must be one of {list(args)}, got {value!r}")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: must be one of {list(args)}, got {str(value)[:40]!r}")
     if origin is list:
         if not isinstance(value, list):
             raise _bad(path, "an array", value)
@@ -94,7 +126,9 @@ def _check(annotation: Any, value: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1 << 64:   # msgpack's range
             return float(value)
     elif annotation is str:
         if isinstance(value, str):
@@ -105,6 +139,8 @@ def _check(annotation: Any, value: Any, path: str) -> Any:
 
 
 def _describe(annotation: Any) -> str:
+    if annotation is float:
+        return "a finite float"
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 

@@ -1,4 +1,9 @@
-"""aios: the command line for a running kernel — run agents as processes, list, kill and renice them, read stats."""
+"""aios: the command line for a running kernel — run agents as processes, list, kill and renice them, read stats.
+
+The CLI is the operator's: it presents the admin token the kernel left in its private runtime directory, so ps shows
+every agent and kill/renice act on any. `aios run --grant CAP` hands the agent it starts a grant token instead (and
+never the admin token).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +12,12 @@ import signal
 import subprocess
 import sys
 
-from ipc.address import ADDRESS_ENV, check_address, default_address
+from ipc import runtime_dir
+from ipc.address import ADDRESS_ENV, admin_token_path, check_address, default_address
 from ipc.curve import CLIENT_KEY_ENV, SERVER_KEY_ENV, KeyStore
+from kernel.access.capabilities import Capability
 from sdk import KernelError, connect
+from sdk.client import TOKEN_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help=f"kernel address (default: ${ADDRESS_ENV}, else the local kernel)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run an agent program as its own process, wired to the kernel")
+    run.add_argument("--grant", action="append", default=[], choices=[c.value for c in Capability],
+                     metavar="CAP", help="a capability for the agent, repeatable: "
+                                         + ", ".join(c.value for c in Capability))
     run.add_argument("agent", help="the agent's Python file")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the agent")
     run.set_defaults(command=_run)
@@ -55,14 +66,30 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     if not os.path.isfile(args.agent):
         raise ValueError(f"no agent file {args.agent!r}")
-    child = subprocess.Popen([sys.executable, args.agent, *args.args], env={**os.environ, ADDRESS_ENV: args.address})
+    env = {key: value for key, value in os.environ.items() if key != TOKEN_ENV}     # never pass a token on unasked
+    if args.grant:
+        with _operator(args, "aios run") as kernel:
+            env[TOKEN_ENV] = kernel.grant(args.grant)
+    child = subprocess.Popen([sys.executable, args.agent, *args.args], env={**env, ADDRESS_ENV: args.address})
     for signum in (signal.SIGINT, signal.SIGTERM):       # the agent decides how to stop; we wait for it
         signal.signal(signum, lambda number, _frame: child.send_signal(number))
     return child.wait()
 
 
+def _operator(args, name: str):
+    """A connection holding the operator's admin token when this user can read it (else as a plain agent)."""
+    try:
+        token = runtime_dir.read_secret(admin_token_path(args.address)).decode()
+    except FileNotFoundError:
+        token = None
+    except OSError as error:         # unsafe (not ours, readable by others): refuse to use it, say why
+        print(f"aios: not using the admin token: {error}", file=sys.stderr)
+        token = None
+    return connect(args.address, name=name, token=token)
+
+
 def _ps(args) -> int:
-    with connect(args.address, name="aios ps") as kernel:
+    with _operator(args, "aios ps") as kernel:
         agents = kernel.ps()
     print(f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  REQUESTS (id:state prio=P tokens=prompt+output)")
     for agent in agents:
@@ -74,19 +101,19 @@ def _ps(args) -> int:
 
 
 def _kill(args) -> int:
-    with connect(args.address, name="aios kill") as kernel:
+    with _operator(args, "aios kill") as kernel:
         kernel.kill(args.agent_id)
     return 0
 
 
 def _renice(args) -> int:
-    with connect(args.address, name="aios renice") as kernel:
+    with _operator(args, "aios renice") as kernel:
         kernel.renice(args.agent_id, args.priority)
     return 0
 
 
 def _stats(args) -> int:
-    with connect(args.address, name="aios stats") as kernel:
+    with _operator(args, "aios stats") as kernel:
         stats = kernel.stats()
     width = max(map(len, stats))
     for name, value in stats.items():

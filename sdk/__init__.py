@@ -5,7 +5,7 @@ One connection per thread: a connection's socket must not be shared between thre
 from ipc.messages import AgentInfo, Completion, RequestInfo, Timing, Usage
 from sdk.agent import Agent
 from sdk.client import Kernel, connect
-from sdk.errors import KernelError, KernelTimeout
+from sdk.errors import KernelError, KernelTimeout, KernelUnavailable
 
-__all__ = ["connect", "Kernel", "Agent", "KernelError", "KernelTimeout", "Completion", "Usage", "Timing",
+__all__ = ["connect", "Kernel", "Agent", "KernelError", "KernelTimeout", "KernelUnavailable", "Completion", "Usage", "Timing",
            "AgentInfo", "RequestInfo"]

@@ -2,9 +2,14 @@
 
 A connection is not thread-safe (ZeroMQ sockets are used from one thread): give each thread its own connect().
 Calls are synchronous; while one waits, the connection sends heartbeats so the kernel knows the agent is alive.
+A call fails at once, never hangs, when there is no kernel at the address (ipc://: the socket is probed before the
+first hello), when the connection to the kernel drops (the socket monitor reports it), or when the kernel answers
+that it does not know this connection (it restarted: a heartbeat's `hello_required`); the next call says hello again.
+Replies to calls given up on are dropped by id before they are decoded.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
@@ -13,37 +18,49 @@ import time
 from typing import Any, Iterator
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
-from ipc.address import check_address, default_address
-from ipc.codec import decode_reply, encode
+from ipc.address import check_address, default_address, ipc_path
+from ipc.codec import encode, type_reply, unpack_reply
 from ipc.curve import secure_client
 from ipc.errors import ErrorCode
 from ipc.messages import (REPLY_ERROR, REPLY_RESULT, AgentInfo, Cancel, Chat, ChatMessage, Completion, Generate,
-                          Heartbeat, Hello, Ping, ProcKill, ProcList, SetPriority, Stats)
-from sdk.errors import KernelError, KernelTimeout
+                          Grant, Heartbeat, Hello, Ping, ProcKill, ProcList, SetPriority, Stats)
+from sdk.errors import KernelError, KernelTimeout, KernelUnavailable
 
 DEFAULT_TIMEOUT_S = 600.0
 HEARTBEAT_S = 5.0
+HELLO_TIMEOUT_S = 30.0           # a kernel that accepts the connection answers hello in milliseconds
+TOKEN_ENV = "AIOS_TOKEN"         # a grant token handed to an agent by `aios run --grant`
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
 def connect(address: str | None = None, name: str | None = None, priority: int = 0,
-            timeout: float | None = DEFAULT_TIMEOUT_S) -> "Kernel":
-    """Connect to the kernel at address (default: $AIOS_ADDRESS, else the local kernel) and say hello."""
-    return Kernel(address, name, priority, timeout)
+            timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None) -> "Kernel":
+    """Connect to the kernel at address (default: $AIOS_ADDRESS, else the local kernel) and say hello. token: the
+    admin token or a grant token (default: $AIOS_TOKEN), for capabilities over other agents."""
+    return Kernel(address, name, priority, timeout, token)
 
 
 class Kernel:
     def __init__(self, address: str | None = None, name: str | None = None, priority: int = 0,
-                 timeout: float | None = DEFAULT_TIMEOUT_S):
+                 timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None):
         self.address = check_address(address or default_address())
         self.name = name or os.path.basename(sys.argv[0] or "agent") or "agent"
         self.priority = priority
         self.timeout = timeout                  # default per-call timeout, seconds (None: wait forever)
+        self._token = token or os.environ.get(TOKEN_ENV) or None
         self._ids = itertools.count(1)
+        _check_listening(self.address)
         self._zmq = zmq.Context()
         self._socket = self._zmq.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
         try:
             secure_client(self._socket, self.address)     # tcp:// only; raises CurveKeyError with no usable key
             self._socket.connect(self.address)
@@ -102,7 +119,13 @@ class Kernel:
     def ping(self) -> None:
         self._call("kernel.ping", Ping())
 
+    def grant(self, capabilities: list[str]) -> str:
+        """A token carrying capabilities this agent holds, for another agent to present (needs access.grant)."""
+        return self._call("access.grant", Grant(capabilities=list(capabilities))).token
+
     def close(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close(linger=0)
         self._socket.close(linger=0)
         self._zmq.term()
 
@@ -115,8 +138,12 @@ class Kernel:
     # -- mechanism ---------------------------------------------------------------------------------------------------
 
     def _hello(self) -> None:
-        result = self._call("hello", Hello(name=self.name, priority=self.priority, pid=os.getpid(),
-                                           host=socket.gethostname()), retry_hello=False)
+        try:
+            result = self._call("hello", Hello(name=self.name, priority=self.priority, token=self._token),
+                                timeout=HELLO_TIMEOUT_S, retry_hello=False)
+        except KernelTimeout:
+            raise KernelUnavailable(f"no kernel answered at {self.address} within {HELLO_TIMEOUT_S:.0f} s; start one "
+                                    f"with `aiosd --address {self.address}`") from None
         self.agent_id, self.model, self.scheduler = result.agent_id, result.model, result.scheduler
 
     def _call(self, syscall: str, body, timeout: float | None = None, retry_hello: bool = True):
@@ -137,9 +164,16 @@ class Kernel:
         raise AssertionError("unreachable: _replies ends with a result or raises")
 
     def _send(self, syscall: str, body) -> int:
+        self._connection_events()     # a drop before this call is past: this call goes out on the new connection
         req_id = next(self._ids)
         self._socket.send(encode(syscall, req_id, body))
         return req_id
+
+    def _connection_events(self) -> list[int]:
+        events = []
+        while self._monitor.poll(0):
+            events.append(parse_monitor_message(self._monitor.recv_multipart())["event"])
+        return events
 
     def _replies(self, req_id: int, syscall: str, timeout: float | None) -> Iterator:
         """This request's token frames, then its result; a KernelError for an error reply; heartbeats while waiting."""
@@ -151,21 +185,50 @@ class Kernel:
                 if syscall.startswith("llm."):
                     self._cancel(req_id)
                 raise KernelTimeout(f"{syscall} got no reply within {timeout} s")
-            if not self._socket.poll(wait * 1000):
-                self._socket.send(encode("agent.heartbeat", None, Heartbeat()))
+            ready = dict(self._poller.poll(wait * 1000))
+            if self._monitor in ready:
+                self._raise_on_drop(self._connection_events())
+            if self._socket not in ready:
+                if not ready:
+                    self._socket.send(encode("agent.heartbeat", None, Heartbeat()))
                 continue
-            envelope = decode_reply(self._socket.recv(), syscall)
-            if envelope.req_id not in (req_id, None):      # a late reply to a call given up on: not ours
+            message = unpack_reply(self._socket.recv())
+            if message.get("id") not in (req_id, None):      # a late reply to a call given up on: not ours
                 continue
+            envelope = type_reply(message, syscall)
             if envelope.type == REPLY_ERROR:
                 raise KernelError(envelope.body.code, envelope.body.message)
             yield envelope
             if envelope.type == REPLY_RESULT:
                 return
 
+    def _raise_on_drop(self, events: list[int]) -> None:
+        if any(event & _HANDSHAKE_FAILED for event in events):
+            raise KernelError("unauthorized", f"the kernel at {self.address} refused this client's credentials")
+        if zmq.EVENT_DISCONNECTED in events:
+            raise KernelError("disconnected", "the connection to the kernel dropped (it stopped or restarted): the "
+                                              "call is lost")
+
     def _cancel(self, req_id: int) -> None:
         """Tell the kernel to stop a call; its replies (ack, and the call's own error) are dropped when they arrive."""
         self._socket.send(encode("llm.cancel", next(self._ids), Cancel(request_id=req_id)))
+
+
+def _check_listening(address: str) -> None:
+    """KernelUnavailable at once when no kernel listens on an ipc:// address (ZeroMQ itself would wait forever)."""
+    path = ipc_path(address)
+    if path is None:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as error:
+        why = "no socket file" if error.errno == errno.ENOENT else "nobody listens on it"
+        raise KernelUnavailable(f"no kernel is running at {address} ({why}); start one with `aiosd &`"
+                                + (f" or `aiosd --address {address}`" if address != default_address() else "")
+                                ) from None
+    finally:
+        probe.close()
 
 
 def _chat(messages: list[dict], options: dict) -> Chat:

@@ -16,3 +16,10 @@ class KernelTimeout(KernelError, TimeoutError):
 
     def __init__(self, message: str):
         super().__init__("timeout", message)
+
+
+class KernelUnavailable(KernelError, ConnectionError):
+    """No kernel answers at the address: none is running there, or it does not answer hello."""
+
+    def __init__(self, message: str):
+        super().__init__("unavailable", message)

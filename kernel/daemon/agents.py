@@ -1,20 +1,23 @@
 """The agent table: one record per connected agent (a DEALER connection that said hello).
 
-An agent dies with its OS process: when hello names a pid on this host, the kernel holds a pidfd to it and notices the
-exit at once (kill -9 included). An agent on another host cannot be watched that way; it holds a lease instead, renewed
-by every message it sends (the SDK heartbeats while it waits on a long call), and is reaped when the lease runs out.
+Who an agent is comes from its connection (kernel/daemon/inbound.py Peer), never from what it says: its principal,
+and on ipc:// the pid the operating system reports for the peer. An agent ends when its connection closes (the I/O
+thread's monitor), when that process exits (the kernel holds a pidfd to it and notices at once, kill -9 included), or,
+on tcp://, when it stays silent past its lease (every message renews it; the SDK heartbeats while it waits).
 """
 from __future__ import annotations
 
 import collections
 import os
 import select
-import socket
 from dataclasses import dataclass, field
 
 from ipc.messages import Hello, RequestInfo
+from kernel.access.capabilities import Capability
+from kernel.daemon.inbound import Peer
 
 RECENT_DONE = 8          # finished requests kept per agent for proc.list
+MAX_KILLED_REMEMBERED = 4096
 
 
 @dataclass
@@ -23,9 +26,11 @@ class AgentRecord:
     name: str
     identity: bytes                  # ZeroMQ routing id of its connection
     priority: int
-    pid: int | None
+    principal: str                   # made by the kernel from the connection: "uid:N", "key:NAME", "net:ADDR"
+    pid: int | None                  # from the operating system (ipc://), None on tcp://
     pidfd: int | None                # open while the kernel watches the process
     last_seen: float                 # monotonic seconds of its last message
+    capabilities: frozenset[Capability] = frozenset()
     service_tokens: int = 0          # prompt + output tokens served across all its calls
     recent_done: collections.deque[RequestInfo] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_DONE))
@@ -35,12 +40,15 @@ class AgentTable:
     def __init__(self):
         self._by_id: dict[str, AgentRecord] = {}
         self._by_identity: dict[bytes, AgentRecord] = {}
-        self._killed: set[bytes] = set()      # connections whose agent was killed: they get KILLED, not a new hello
+        # connections whose agent was killed get KILLED, not a new hello; forgotten when the connection closes
+        self._killed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._next_number = 1
 
-    def register(self, identity: bytes, hello: Hello, now: float) -> AgentRecord:
+    def register(self, identity: bytes, hello: Hello, peer: Peer, capabilities: frozenset[Capability],
+                 now: float) -> AgentRecord:
         agent = AgentRecord(agent_id=f"a{self._next_number}", name=hello.name, identity=identity,
-                            priority=hello.priority, pid=hello.pid, pidfd=_watch(hello), last_seen=now)
+                            priority=hello.priority, principal=peer.principal, pid=peer.pid, pidfd=_watch(peer.pid),
+                            last_seen=now, capabilities=capabilities)
         self._next_number += 1
         self._by_id[agent.agent_id] = agent
         self._by_identity[identity] = agent
@@ -55,13 +63,18 @@ class AgentTable:
     def was_killed(self, identity: bytes) -> bool:
         return identity in self._killed
 
+    def forget_connection(self, identity: bytes) -> None:
+        self._killed.pop(identity, None)
+
     def remove(self, agent_id: str, killed: bool = False) -> AgentRecord | None:
         agent = self._by_id.pop(agent_id, None)
         if agent is None:
             return None
         del self._by_identity[agent.identity]
         if killed:
-            self._killed.add(agent.identity)
+            self._killed[agent.identity] = None
+            if len(self._killed) > MAX_KILLED_REMEMBERED:
+                self._killed.popitem(last=False)
         if agent.pidfd is not None:
             os.close(agent.pidfd)
             agent.pidfd = None
@@ -70,7 +83,12 @@ class AgentTable:
     def dead(self, now: float, lease_s: float) -> list[AgentRecord]:
         """Agents whose process exited, and unwatched agents silent for longer than the lease."""
         watched = {a.pidfd: a for a in self._by_id.values() if a.pidfd is not None}
-        exited, _, _ = select.select(list(watched), [], [], 0) if watched else ([], [], [])
+        exited = []
+        if watched:
+            poller = select.poll()       # not select(): it cannot watch a descriptor numbered 1024 or more
+            for fd in watched:
+                poller.register(fd, select.POLLIN)
+            exited = [fd for fd, _ in poller.poll(0)]
         silent = [a for a in self._by_id.values() if a.pidfd is None and now - a.last_seen > lease_s]
         return [watched[fd] for fd in exited] + silent
 
@@ -85,11 +103,12 @@ class AgentTable:
         return len(self._by_id)
 
 
-def _watch(hello: Hello) -> int | None:
-    """A pidfd for the agent's process when it runs on this host (a pidfd, unlike a pid, cannot be recycled)."""
-    if hello.pid is None or hello.pid <= 0 or hello.host != socket.gethostname():
+def _watch(pid: int | None) -> int | None:
+    """A pidfd for the agent's process, whose pid the operating system gave us (a pidfd, unlike a pid, cannot be
+    recycled)."""
+    if pid is None or pid <= 0:
         return None
     try:
-        return os.pidfd_open(hello.pid)
+        return os.pidfd_open(pid)
     except OSError:          # gone already, or another pid namespace: fall back to the lease
         return None

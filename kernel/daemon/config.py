@@ -6,6 +6,7 @@ import argparse
 import zmq
 
 from ipc.address import check_address, default_address
+from kernel.daemon.limits import DEFAULT_MAX_CALLS, DEFAULT_MAX_QUEUED_TOKENS
 from ipc.curve import is_tcp
 
 
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preempt-mode", choices=("snapshot", "recompute"), default="snapshot")
     parser.add_argument("--lease", type=_positive_float, default=30.0,
                         help="seconds of silence after which an agent on another host is reaped")
+    parser.add_argument("--audit-log", default=None, help="JSON-lines audit log of privileged calls and denials "
+                                                           "(default: audit.jsonl beside the socket)")
+    parser.add_argument("--allow-uid", type=int, action="append", default=[], metavar="UID",
+                        help="also accept ipc:// agents of this uid (the socket's directory must let them reach it)")
+    parser.add_argument("--max-calls-per-agent", type=_positive_int, default=DEFAULT_MAX_CALLS,
+                        help="LLM calls one agent may have in flight")
+    parser.add_argument("--max-queued-tokens-per-agent", type=_positive_int, default=DEFAULT_MAX_QUEUED_TOKENS,
+                        help="prompt tokens one agent may have waiting for admission")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     parser.add_argument("--insecure-tcp", action="store_true",
                         help="serve a tcp:// address without CurveZMQ: anyone who can reach the port can use the "

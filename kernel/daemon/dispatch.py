@@ -1,7 +1,12 @@
-"""The dispatch table: one handler per syscall type, run on the kernel loop's thread.
+"""The dispatch table: one handler per syscall type, run on the kernel loop's thread, with authorization at the door.
 
 Managers answer at once (the handler returns the result body); LLM calls return None and are answered by the LLM
-service when they finish. Every syscall gets exactly one final reply: a result, or an error carrying a code.
+service when they finish. Every syscall gets exactly one final reply: a result, or an error carrying a code. A
+handler's exception answers its own call (`internal`), never anyone else's.
+
+Authorization (kernel/access/): hello binds the connection to the principal its peer credentials name and to the
+capabilities of the token it presents; then an agent acts on its own requests and on the agents it owns, and needs a
+capability for anyone else's. Denials answer `permission_denied`; they and every use of a capability are audited.
 """
 from __future__ import annotations
 
@@ -10,16 +15,21 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import (NOTIFICATIONS, Ack, AgentInfo, Cancel, Hello, HelloResult, KernelStats, ProcKill, ProcList,
-                          ProcTable, SetPriority)
+from ipc.messages import (NOTIFICATIONS, Ack, AgentInfo, Cancel, Grant, GrantResult, Hello, HelloResult, KernelStats,
+                          ProcKill, ProcList, ProcTable, SetPriority)
+from kernel.access import capabilities as caps
+from kernel.access.audit import AuditLog
+from kernel.access.capabilities import Capability
+from kernel.access.tokens import TokenRegistry
 from kernel.daemon.agents import AgentRecord, AgentTable
-from kernel.daemon.io_thread import Inbound
+from kernel.daemon.inbound import Inbound, Peer
 from kernel.daemon.llm import LLMService
 from kernel.daemon.outbox import Outbox
 
 log = logging.getLogger("aiosd.dispatch")
 
 OPEN_SYSCALLS = ("hello", "kernel.ping")      # allowed before hello
+MAX_AGENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,13 @@ class Call:
     now: int
 
 
+@dataclass(frozen=True)
+class AccessPolicy:
+    tokens: TokenRegistry
+    audit: AuditLog
+    allowed_uids: frozenset[int]          # ipc:// peers of other uids are refused at hello
+
+
 def end_agent(agents: AgentTable, llm: LLMService, agent_id: str, message: str, killed: bool) -> None:
     """Abort an agent's requests (error replies), free its KV, forget it."""
     llm.drop_agent(agent_id, ErrorCode.KILLED, message)
@@ -37,15 +54,16 @@ def end_agent(agents: AgentTable, llm: LLMService, agent_id: str, message: str, 
 
 
 class Syscalls:
-    def __init__(self, agents: AgentTable, llm: LLMService, outbox: Outbox, model_id: str):
+    def __init__(self, agents: AgentTable, llm: LLMService, outbox: Outbox, model_id: str, access: AccessPolicy):
         self.agents = agents
         self.llm = llm
         self.outbox = outbox
         self.model_id = model_id
+        self.access = access
         self.table: dict[str, Callable[[Call, Any], Any]] = {
             "hello": self.hello, "llm.generate": self.llm_call, "llm.chat": self.llm_call, "llm.cancel": self.cancel,
             "proc.list": self.proc_list, "proc.kill": self.proc_kill, "proc.set_priority": self.set_priority,
-            "kernel.stats": self.stats, "kernel.ping": self.ping,
+            "access.grant": self.grant, "kernel.stats": self.stats, "kernel.ping": self.ping,
         }
 
     def handle(self, item: Inbound, now: int) -> None:
@@ -53,13 +71,15 @@ class Syscalls:
         agent = self.agents.by_identity(identity)
         if agent is not None:
             agent.last_seen = item.received
-        if envelope.type in NOTIFICATIONS:      # heartbeat: renewing the lease above was all it asked
-            return
         try:
             if agent is None and envelope.type not in OPEN_SYSCALLS:
+                # a heartbeat too: an agent waiting on a kernel that restarted learns at once that its call is lost
                 if self.agents.was_killed(identity):
                     raise ProtocolError(ErrorCode.KILLED, "this agent was killed")
-                raise ProtocolError(ErrorCode.HELLO_REQUIRED, "say hello first")
+                raise ProtocolError(ErrorCode.HELLO_REQUIRED, "this connection is not known to the kernel (it may "
+                                                              "have restarted): say hello first")
+            if envelope.type in NOTIFICATIONS:      # heartbeat: renewing the lease above was all it asked
+                return
             result = self.table[envelope.type](Call(item, agent, now), envelope.body)
         except ProtocolError as error:
             self.outbox.error(identity, envelope.req_id, error.code, error.message)
@@ -80,36 +100,66 @@ class Syscalls:
             raise ProtocolError(ErrorCode.KILLED, "this connection's agent was killed")
         if not body.name.strip():
             raise ProtocolError(ErrorCode.BAD_REQUEST, "the agent name must not be empty")
-        agent = self.agents.register(call.item.identity, body, call.item.received)
-        log.info("hello from %s (%s, pid %s, priority %d)", agent.agent_id, agent.name, agent.pid, agent.priority)
+        peer = call.item.peer or Peer(address="")
+        if peer.uid is not None and peer.uid not in self.access.allowed_uids:
+            log.warning("hello refused: peer uid %d (pid %s) is not allowed", peer.uid, peer.pid)
+            raise ProtocolError(ErrorCode.DENIED, f"connections from uid {peer.uid} are not allowed")
+        granted = self.access.tokens.capabilities(body.token)
+        if granted is None:
+            log.warning("hello refused: %s (pid %s) presented an unknown token", peer.principal, peer.pid)
+            raise ProtocolError(ErrorCode.DENIED, "the token presented is not valid for this kernel")
+        if len(self.agents) >= MAX_AGENTS:
+            raise ProtocolError(ErrorCode.BUSY, f"the kernel holds {MAX_AGENTS} agents already")
+        agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received)
+        if granted:
+            self.access.audit.record(agent=agent, syscall="hello", decision="allow",
+                                     reason="capabilities " + ",".join(sorted(c.value for c in granted)))
+        log.info("hello from %s (%s, %s, pid %s, priority %d)", agent.agent_id, agent.name, agent.principal, agent.pid,
+                 agent.priority)
         return HelloResult(agent_id=agent.agent_id, model=self.model_id, scheduler=self.llm.scheduler.name)
 
     def llm_call(self, call: Call, body) -> None:
-        self.llm.submit(call.agent, call.item.identity, call.item.envelope.req_id, body, call.now, call.item.received)
+        self.llm.submit(call.agent, call.item, body, call.now)
 
     def cancel(self, call: Call, body: Cancel) -> Ack:
-        req_id = f"{call.agent.agent_id}/{body.request_id}"
+        req_id = f"{call.agent.agent_id}/{body.request_id}"        # an agent names only its own requests
         if req_id not in self.llm.requests:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no request {body.request_id!r} in flight")
         self.llm.cancel(req_id, ErrorCode.CANCELLED, "cancelled by the agent")
         return Ack()
 
     def proc_list(self, call: Call, body: ProcList) -> ProcTable:
+        everyone = Capability.PROC_VIEW in call.agent.capabilities
         return ProcTable(agents=[
             AgentInfo(agent_id=a.agent_id, name=a.name, pid=a.pid, priority=a.priority,
                       service_tokens=a.service_tokens,
                       requests=list(a.recent_done) + [r.info(a.priority) for r in self.llm.requests.of_agent(a.agent_id)])
-            for a in self.agents])
+            for a in self.agents if everyone or self._owns(call.agent, a)])
 
     def proc_kill(self, call: Call, body: ProcKill) -> Ack:
-        self._target(body.agent_id)
+        self._authorize(call, "proc.kill", Capability.PROC_KILL, body.agent_id)
         end_agent(self.agents, self.llm, body.agent_id, f"killed by agent {call.agent.agent_id}", killed=True)
         log.info("agent %s killed by %s", body.agent_id, call.agent.agent_id)
         return Ack()
 
     def set_priority(self, call: Call, body: SetPriority) -> Ack:
-        self._target(body.agent_id).priority = body.priority
+        self._authorize(call, "proc.set_priority", Capability.PROC_RENICE, body.agent_id).priority = body.priority
         return Ack()
+
+    def grant(self, call: Call, body: Grant) -> GrantResult:
+        try:
+            wanted = caps.parse(body.capabilities)
+        except ValueError as error:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
+        held = call.agent.capabilities
+        if Capability.GRANT not in held or not wanted <= held:
+            reason = "lacks access.grant" if Capability.GRANT not in held else "cannot grant what it does not hold"
+            self.access.audit.record(agent=call.agent, syscall="access.grant", decision="deny", reason=reason,
+                                     target=",".join(sorted(c.value for c in wanted)))
+            raise ProtocolError(ErrorCode.DENIED, f"access.grant: the caller {reason}")
+        self.access.audit.record(agent=call.agent, syscall="access.grant", decision="allow",
+                                 target=",".join(sorted(c.value for c in wanted)))
+        return GrantResult(token=self.access.tokens.mint(wanted))
 
     def stats(self, call: Call, body) -> KernelStats:
         return KernelStats(values={"model": self.model_id, "scheduler": self.llm.scheduler.name, "steps": call.now,
@@ -118,8 +168,29 @@ class Syscalls:
     def ping(self, call: Call, body) -> Ack:
         return Ack()
 
-    def _target(self, agent_id: str) -> AgentRecord:
-        agent = self.agents.get(agent_id)
-        if agent is None:
+    # -- authorization ---------------------------------------------------------------------------------------------
+
+    def _owns(self, caller: AgentRecord, target: AgentRecord) -> bool:
+        """The caller itself, another connection of its process, or an agent in a process it started."""
+        if caller.agent_id == target.agent_id:
+            return True
+        if caller.principal != target.principal or caller.pid is None or target.pid is None:
+            return False
+        return caps.is_same_or_descendant(target.pid, caller.pid)
+
+    def _authorize(self, call: Call, syscall: str, capability: Capability, agent_id: str) -> AgentRecord:
+        """The target agent if the caller owns it or holds the capability; permission_denied (audited) otherwise.
+        An agent the caller cannot see is denied, not reported missing, unless it holds the capability."""
+        target = self.agents.get(agent_id)
+        if target is not None and self._owns(call.agent, target):
+            return target
+        if capability not in call.agent.capabilities:
+            self.access.audit.record(agent=call.agent, syscall=syscall, decision="deny", target=agent_id,
+                                     reason=f"lacks {capability.value}")
+            raise ProtocolError(ErrorCode.DENIED, f"{syscall} on agent {agent_id!r} needs the {capability.value} "
+                                                  "capability (or owning the agent)")
+        if target is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent {agent_id!r}")
-        return agent
+        self.access.audit.record(agent=call.agent, syscall=syscall, decision="allow", target=agent_id,
+                                 reason=f"holds {capability.value}")
+        return target

@@ -1,40 +1,45 @@
 """The kernel's socket I/O: one thread owns the ROUTER socket, so the kernel loop never blocks on the network.
 
-Inbound: recv → decode and validate (ipc/codec.py) → the inbox queue, as Inbound items; malformed frames are answered
-with an error reply right here and never reach the loop. Outbound: the loop pushes [routing id, frame] pairs into an
-inproc PUSH socket (the outbox); this thread forwards them to the ROUTER. An empty message on the outbox means stop:
-everything queued before it is still sent.
+Inbound: recv → decode and validate (ipc/codec.py) → the preprocessor (tokenizes LLM calls) → the loop's inbox, as
+Inbound items. Malformed frames are answered with an error reply right here and never reach the loop. Every frame is
+handled under one guard: whatever a frame does, it is answered (or dropped, if it names no request) and logged, and
+this thread goes on. A hello carries the peer the kernel saw (SO_PEERCRED uid/pid on ipc://, the Curve key's name on
+tcp://); the socket monitor turns a closed connection into ConnectionClosed (kernel/daemon/connections.py).
+
+Outbound: threads push [routing id, frame] pairs into an inproc PUSH socket (their Outbox); this thread forwards them
+to the ROUTER. Each peer's send queue is bounded (SEND_HWM messages): a peer that stops reading fills it, its replies
+are dropped from then on and the loop hears ConnectionStalled once, to cancel its calls, so kernel memory stays
+bounded. An empty message on the outbox means stop: everything queued before it is still sent.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
-import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
+from ipc import runtime_dir
 from ipc.address import ipc_path
-from ipc.codec import DEFAULT_MAX_FRAME_BYTES, Envelope, decode_request, encode_error
+from ipc.codec import DEFAULT_MAX_FRAME_BYTES, decode_request, encode_error
 from ipc.curve import ServerSecurity
 from ipc.errors import ErrorCode, ProtocolError
+from kernel.daemon.connections import ConnectionTracker
+from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox, Peer
+from kernel.daemon.outbox import OUTBOX_ADDRESS
+from kernel.daemon.preprocess import Preprocessor
 
 log = logging.getLogger("aiosd.io")
 
-OUTBOX_ADDRESS = "inproc://aiosd-outbox"
-HARD_FRAME_LIMIT_FACTOR = 16     # frames this far over the limit drop the connection (zmq.MAXMSGSIZE) instead
+HARD_FRAME_FACTOR = 4            # frames this far over the limit drop the connection (zmq.MAXMSGSIZE)
 LINGER_MS = 2000                 # how long final replies may take to leave at shutdown
-
-
-@dataclass(frozen=True)
-class Inbound:
-    identity: bytes              # the sender's routing id
-    envelope: Envelope
-    received: float              # time.monotonic() at receipt
+SEND_HWM = 10_000                # messages queued to one peer: ~20 s of tokens for 16 streams; then it is stalled
+RECV_HWM = 1_000                 # messages queued from one peer before libzmq stops reading its connection
+MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 
 
 class AddressInUse(RuntimeError):
@@ -42,8 +47,8 @@ class AddressInUse(RuntimeError):
 
 
 class SocketServer:
-    def __init__(self, context: zmq.Context, address: str, inbox: queue.SimpleQueue,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, security: ServerSecurity | None = None):
+    def __init__(self, context: zmq.Context, address: str, inbox: Inbox, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 security: ServerSecurity | None = None, prepare=None):
         self.address = address
         self._inbox = inbox
         self._max_frame_bytes = max_frame_bytes
@@ -51,17 +56,25 @@ class SocketServer:
         if self._socket_file:
             _claim_socket_file(self._socket_file)
         self._router = context.socket(zmq.ROUTER)
-        self._router.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes * HARD_FRAME_LIMIT_FACTOR)
-        self._router.setsockopt(zmq.SNDHWM, 0)   # never drop a token or a final reply to a slow reader
-        self._router.setsockopt(zmq.RCVHWM, 0)
+        # libzmq assembles a message's parts before we see any and cannot cap their number: each part is capped (over
+        # it, the connection drops) so a frame up to 4x the limit is still answered too_large, not cut off
+        self._router.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes * HARD_FRAME_FACTOR)
+        self._router.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._router.setsockopt(zmq.RCVHWM, RECV_HWM)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)      # a full or vanished peer raises instead of silence
         if security is not None:     # CURVE options count only if set before bind
             security.secure(self._router)
+        self._monitor = self._router.get_monitor_socket(MONITOR_EVENTS)
         self._router.bind(address)
         self._outbox = context.socket(zmq.PULL)
         self._outbox.bind(OUTBOX_ADDRESS)
+        self._connections = ConnectionTracker()
+        self._stalled: set[bytes] = set()
+        self._preprocessor = Preprocessor(context, inbox, prepare)
         self._thread = threading.Thread(target=self._serve, name="aiosd-io", daemon=True)
 
     def start(self) -> None:
+        self._preprocessor.start()
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
@@ -69,49 +82,115 @@ class SocketServer:
 
     def _serve(self) -> None:
         poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._outbox, zmq.POLLIN)
+        for sock in (self._router, self._outbox, self._monitor):
+            poller.register(sock, zmq.POLLIN)
         try:
             while True:
                 ready = dict(poller.poll())
                 if self._outbox in ready and not self._forward_outbox():
                     break
+                if self._monitor in ready:
+                    self._drain_monitor()
                 if self._router in ready:
                     self._receive()
         finally:
+            self._preprocessor.stop()
+            self._router.disable_monitor()
+            self._monitor.close(linger=0)
             self._router.close(linger=LINGER_MS)
             self._outbox.close(linger=0)
             if self._socket_file and os.path.exists(self._socket_file):
                 os.unlink(self._socket_file)
             log.info("socket closed")
 
+    # -- outbound ------------------------------------------------------------------------------------------------
+
     def _forward_outbox(self) -> bool:
-        """Send everything the loop queued; False once the stop message is seen."""
+        """Send everything the threads queued; False once the stop message is seen."""
         while self._outbox.get(zmq.EVENTS) & zmq.POLLIN:      # cheaper than a non-blocking recv raising Again
             frames = self._outbox.recv_multipart()
             if frames == [b""]:
                 return False
-            self._router.send_multipart(frames)
+            self._send(frames)
         return True
+
+    def _send(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        try:
+            self._router.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:            # the peer's queue is full: it stopped reading
+            if identity not in self._stalled:
+                self._stalled.add(identity)
+                log.warning("peer %s stopped reading; dropping its replies and cancelling its calls", identity.hex())
+                self._preprocessor.put(ConnectionStalled(identity))
+        except zmq.ZMQError as error:
+            if error.errno != errno.EHOSTUNREACH:       # a peer gone before its reply: nothing to deliver to
+                log.error("send to %s failed: %s", identity.hex(), error)
+
+    # -- inbound -------------------------------------------------------------------------------------------------
+
+    def _drain_monitor(self) -> None:
+        while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:
+            event = parse_monitor_message(self._monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._connections.accepted(event["value"])
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._closed(self._connections.disconnected(event["value"]))
+
+    def _closed(self, identity: bytes | None) -> None:
+        if identity is not None:
+            self._stalled.discard(identity)
+            self._preprocessor.put(ConnectionClosed(identity))
 
     def _receive(self) -> None:
         while self._router.get(zmq.EVENTS) & zmq.POLLIN:
-            frames = self._router.recv_multipart()
-            identity, payload = frames[0], frames[1:]
+            frames = self._router.recv_multipart(copy=False)
             try:
-                if len(payload) != 1:
-                    raise ProtocolError(ErrorCode.BAD_FRAME, f"expected one frame per message, got {len(payload)}")
-                envelope = decode_request(payload[0], self._max_frame_bytes)
-            except ProtocolError as error:
-                log.warning("rejected frame from %s: %s", identity.hex(), error)
-                self._router.send_multipart([identity, encode_error(error.req_id, error.code, error.message)])
-                continue
-            self._inbox.put(Inbound(identity, envelope, time.monotonic()))
+                self._handle(frames[0].bytes, frames)
+            except Exception:        # a bug here must cost one frame, never the thread that serves every agent
+                log.exception("frame from %s crashed its handling", frames[0].bytes.hex())
+
+    def _handle(self, identity: bytes, frames: list[zmq.Frame]) -> None:
+        req_id, peer, closed = None, None, []
+        try:
+            if len(frames) != 2:
+                raise ProtocolError(ErrorCode.BAD_FRAME, f"expected one frame per message, got {len(frames) - 1}")
+            envelope = decode_request(frames[1].bytes, self._max_frame_bytes)
+            req_id = envelope.req_id
+            if envelope.type == "hello":
+                self._drain_monitor()        # brings the connection's state up to date before binding it
+                peer = Peer.from_zmq(_property(frames[1], "Peer-Address"), _property(frames[1], "User-Id"))
+                closed = self._connections.hello(frames[1].get(zmq.SRCFD), identity)
+            if not self._inbox.try_reserve():
+                raise ProtocolError(ErrorCode.BUSY, "the kernel's queue is full: retry later", req_id)
+        except ProtocolError as error:
+            log.warning("rejected frame from %s: %s", identity.hex(), error)
+            self._send([identity, encode_error(error.req_id, error.code, error.message)])
+        except Exception:
+            log.exception("frame from %s failed before reaching the kernel", identity.hex())
+            self._send([identity, encode_error(req_id, ErrorCode.INTERNAL, "the kernel failed on this frame")])
+        else:
+            self._preprocessor.put(Inbound(identity, envelope, time.monotonic(), peer))
+        for gone in closed:          # after the hello: a record made for a connection already gone ends at once
+            self._closed(gone)
+
+
+def _property(frame: zmq.Frame, name: str) -> str | None:
+    """A message's metadata property, None when the connection has none (User-Id without ZAP, for one)."""
+    try:
+        return frame.get(name)
+    except zmq.ZMQError:
+        return None
 
 
 def _claim_socket_file(path: str) -> None:
-    """Create the socket's directory (owner only); remove a stale socket file, refuse one a live kernel serves."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    """Create the socket's directory (owner only; the default runtime directory must be ours and private, or we
+    refuse); remove a stale socket file, refuse one a live kernel serves."""
+    directory = os.path.dirname(path) or "."
+    if os.path.abspath(directory) == os.path.abspath(runtime_dir.default_path()):
+        runtime_dir.private_dir(directory)
+    else:       # a directory the operator chose: made if missing, never re-moded (it may be shared on purpose)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     if not os.path.exists(path):
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

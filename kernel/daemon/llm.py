@@ -14,9 +14,12 @@ from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Chat, Completion, Generate, Timing, Usage
 from kernel.context.snapshot import SnapshotError
 from kernel.daemon.agents import AgentRecord, AgentTable
+from kernel.daemon.inbound import Inbound
+from kernel.daemon.limits import AgentLimits
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.requests import LLMRequest, RequestTable
-from kernel.engine.interface import EngineError, EngineRequest, NoCapacity, SamplingParams, TokenEvent
+from kernel.engine.interface import (EngineError, EngineRequest, FinishReason, NoCapacity, SamplingParams,
+                                     TokenEvent)
 from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView, Scheduler
 
@@ -24,7 +27,9 @@ log = logging.getLogger("aiosd.llm")
 
 
 class LLMService:
-    def __init__(self, engine, context, scheduler: Scheduler, agents: AgentTable, outbox: Outbox):
+    def __init__(self, engine, context, scheduler: Scheduler, agents: AgentTable, outbox: Outbox,
+                 limits: AgentLimits | None = None):
+        self.limits = limits or AgentLimits()
         self.engine = engine
         self.context = context
         self.scheduler = scheduler
@@ -35,46 +40,27 @@ class LLMService:
 
     # -- arrivals ------------------------------------------------------------------------------------------------
 
-    def submit(self, agent: AgentRecord, identity: bytes, client_id: int | str, call: Generate | Chat, now: int,
-               received: float) -> None:
-        """Queue an LLM call; ProtocolError if it is malformed or can never run. The reply comes when it finishes."""
+    def submit(self, agent: AgentRecord, item: Inbound, call: Generate | Chat, now: int) -> None:
+        """Queue an LLM call, its prompt already tokenized by the preprocessor; ProtocolError if it is malformed or
+        over the agent's limits. The reply comes when it finishes."""
+        client_id = item.envelope.req_id
         req_id = f"{agent.agent_id}/{client_id}"
         if req_id in self.requests:
             raise ProtocolError(ErrorCode.DUPLICATE_ID, f"request {client_id!r} is already in flight")
+        if item.prompt_ids is None:
+            raise ProtocolError(ErrorCode.INTERNAL, "the call reached the loop without its prompt tokens")
+        self.limits.check(self.requests.of_agent(agent.agent_id), len(item.prompt_ids))
         params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature, top_p=call.top_p,
                                 top_k=call.top_k, seed=call.seed, stop=call.stop, ignore_eos=call.ignore_eos)
         try:
             params.validate()
-            prompt_ids = self._tokenize(call)
         except EngineError as error:
             raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
-        if call.predicted_tokens is not None and call.predicted_tokens <= 0:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "predicted_tokens must be positive")
-        self._check_fits(len(prompt_ids), params.max_tokens)
         self.requests.add(LLMRequest(
-            req_id=req_id, client_id=client_id, agent_id=agent.agent_id, identity=identity,
-            engine_request=EngineRequest(req_id=req_id, prompt_ids=prompt_ids, params=params), stream=call.stream,
-            priority_hint=call.priority, predicted_tokens=call.predicted_tokens, arrival_step=now, waiting_since=now,
-            arrival_time=received))
-
-    def _tokenize(self, call: Generate | Chat) -> list[int]:
-        if isinstance(call, Chat):
-            if not call.messages:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, "messages must not be empty")
-            ids = self.engine.apply_chat_template([{"role": m.role, "content": m.content} for m in call.messages])
-        else:
-            ids = self.engine.tokenize(call.prompt)
-        if not ids:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "the prompt is empty")
-        return ids
-
-    def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
-        """Refuse a request no amount of waiting would let finish, instead of letting it block the queue forever."""
-        capacity = self.engine.capacity()
-        limit = min(capacity.max_context, capacity.total_slots)
-        if prompt_tokens + max_tokens > limit:
-            raise ProtocolError(ErrorCode.ENGINE, f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) "
-                                                  f"exceeds the {limit} tokens a sequence may hold")
+            req_id=req_id, client_id=client_id, agent_id=agent.agent_id, identity=item.identity,
+            engine_request=EngineRequest(req_id=req_id, prompt_ids=item.prompt_ids, params=params),
+            stream=call.stream, priority_hint=call.priority, predicted_tokens=call.predicted_tokens, arrival_step=now,
+            waiting_since=now, arrival_time=item.received))
 
     # -- one loop iteration --------------------------------------------------------------------------------------
 
@@ -151,13 +137,16 @@ class LLMService:
             self.tokens_generated += 1
             if request.first_token_time is None:
                 request.first_token_time = time.monotonic()
+        if event.finish_reason is FinishReason.ERROR:     # this sequence alone failed (numerics): the rest go on
+            self.cancel(request.req_id, ErrorCode.ENGINE, f"generation failed: {event.error}")
+            return
         request.text_parts.append(event.text)
         if request.stream and (event.text or event.token_id >= 0):
             self.outbox.token(request.identity, request.client_id, event.text, event.token_id)
         if event.finished:
-            self._finish(request, event.finish_reason or "eos")
+            self._finish(request, event.finish_reason or FinishReason.EOS)
 
-    def _finish(self, request: LLMRequest, finish_reason: str) -> None:
+    def _finish(self, request: LLMRequest, finish_reason: FinishReason) -> None:
         self.context.finished(request.agent_id, request.req_id)
         self.requests.remove(request.req_id)
         agent = self.agents.get(request.agent_id)

@@ -1,5 +1,6 @@
-"""The kernel loop: one thread that owns the engine. Each iteration: take the syscalls that arrived, reap agents
-that died, let the scheduler plan, step the engine once. It sleeps on the inbox only when the engine is idle."""
+"""The kernel loop: one thread that owns the engine. Each iteration: take the syscalls and connection events that
+arrived, reap agents that died, let the scheduler plan, step the engine once. It sleeps on the inbox only when the
+engine is idle. A failure in one phase is logged and costs the calls it concerns, never the loop."""
 from __future__ import annotations
 
 import logging
@@ -8,21 +9,27 @@ import time
 
 from ipc.errors import ErrorCode
 from ipc.messages import NOTIFICATIONS
+from kernel.access.audit import AuditLog
+from kernel.access.tokens import TokenRegistry
 from kernel.daemon.agents import AgentTable
-from kernel.daemon.dispatch import Syscalls, end_agent
+from kernel.daemon.dispatch import AccessPolicy, Syscalls, end_agent
+from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox
+from kernel.daemon.limits import AgentLimits
 from kernel.daemon.llm import LLMService
 from kernel.daemon.outbox import Outbox
-from kernel.scheduler.base import Scheduler
+from kernel.scheduler.base import ReqState, Scheduler
 
 log = logging.getLogger("aiosd.loop")
 
 
 class KernelLoop:
-    def __init__(self, engine, context, scheduler: Scheduler, inbox: queue.SimpleQueue, outbox: Outbox,
-                 lease_s: float = 30.0, idle_wait_s: float = 0.25):
+    def __init__(self, engine, context, scheduler: Scheduler, inbox: Inbox, outbox: Outbox,
+                 access: AccessPolicy | None = None, lease_s: float = 30.0, idle_wait_s: float = 0.25,
+                 limits: AgentLimits | None = None):
         self.agents = AgentTable()
-        self.llm = LLMService(engine, context, scheduler, self.agents, outbox)
-        self.syscalls = Syscalls(self.agents, self.llm, outbox, engine.layout().model_id)
+        self.llm = LLMService(engine, context, scheduler, self.agents, outbox, limits)
+        self.access = access or AccessPolicy(tokens=TokenRegistry(None), audit=AuditLog(None), allowed_uids=frozenset())
+        self.syscalls = Syscalls(self.agents, self.llm, outbox, engine.layout().model_id, self.access)
         self.step = 0                        # engine steps so far: the scheduler's clock
         self._inbox = inbox
         self._outbox = outbox
@@ -33,7 +40,12 @@ class KernelLoop:
         """Serve until stop(); then every request still in flight gets a shutdown error."""
         while self._take_syscalls(block=not self.llm.busy()):
             self._reap_dead_agents()
-            self.llm.schedule(self.step)
+            try:
+                self.llm.schedule(self.step)
+            except Exception:        # a policy or context-manager bug: the calls it was placing fail, the loop lives
+                log.exception("scheduling failed")
+                for request in self.llm.requests.in_state(ReqState.WAITING, ReqState.PREEMPTED):
+                    self.llm.cancel(request.req_id, ErrorCode.INTERNAL, "the kernel failed to schedule this call")
             if self.llm.busy():
                 self.llm.step()
                 self.step += 1
@@ -42,22 +54,37 @@ class KernelLoop:
         self.agents.close()
 
     def stop(self) -> None:
-        """Callable from a signal handler: SimpleQueue.put is reentrant."""
-        self._inbox.put(None)
+        """Callable from a signal handler."""
+        self._inbox.put_stop()
 
     def _take_syscalls(self, block: bool) -> bool:
-        """Dispatch every queued syscall; False once stop() was called."""
+        """Handle every queued item; False once stop() was called."""
         try:
-            item = self._inbox.get(timeout=self._idle_wait_s) if block else self._inbox.get_nowait()
+            item = self._inbox.get(timeout=self._idle_wait_s if block else 0)
         except queue.Empty:
             return True
         while item is not None:
-            self.syscalls.handle(item, self.step)
+            self._handle(item)
             try:
-                item = self._inbox.get_nowait()
+                item = self._inbox.get(timeout=0)
             except queue.Empty:
                 return True
         return False
+
+    def _handle(self, item) -> None:
+        if isinstance(item, Inbound):
+            self.syscalls.handle(item, self.step)
+            return
+        agent = self.agents.by_identity(item.identity)
+        if isinstance(item, ConnectionClosed):
+            self.agents.forget_connection(item.identity)
+            if agent is not None:
+                log.info("agent %s (%s) closed its connection", agent.agent_id, agent.name)
+                end_agent(self.agents, self.llm, agent.agent_id, "the agent's connection closed", killed=False)
+        elif isinstance(item, ConnectionStalled) and agent is not None:
+            log.warning("agent %s (%s) stopped reading its replies: cancelling its calls", agent.agent_id, agent.name)
+            for request in self.llm.requests.of_agent(agent.agent_id):
+                self.llm.cancel(request.req_id, ErrorCode.CANCELLED, "the agent stopped reading its replies")
 
     def _reap_dead_agents(self) -> None:
         for agent in self.agents.dead(time.monotonic(), self._lease_s):
@@ -67,8 +94,8 @@ class KernelLoop:
     def _refuse_remaining(self) -> None:
         while True:
             try:
-                item = self._inbox.get_nowait()
+                item = self._inbox.get(timeout=0)
             except queue.Empty:
                 return
-            if item is not None and item.envelope.type not in NOTIFICATIONS:
+            if isinstance(item, Inbound) and item.envelope.type not in NOTIFICATIONS:
                 self._outbox.error(item.identity, item.envelope.req_id, ErrorCode.SHUTDOWN, "the kernel is shutting down")

@@ -3,19 +3,25 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import sys
 
 import zmq
 
+from ipc.address import admin_token_path
 from ipc.curve import CurveKeyError, KeyStore, ServerSecurity, is_tcp
+from kernel.access.audit import AuditLog
+from kernel.access.tokens import TokenRegistry
 from kernel.context.arena import remove_stale_segments
 from kernel.context.manager import ContextManager
 from kernel.daemon.config import parse_args
+from kernel.daemon.dispatch import AccessPolicy
+from kernel.daemon.inbound import Inbox
 from kernel.daemon.io_thread import AddressInUse, SocketServer
+from kernel.daemon.limits import AgentLimits
 from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
+from kernel.daemon.preprocess import PromptPreparer
 from kernel.scheduler.registry import make_scheduler
 
 log = logging.getLogger("aiosd")
@@ -69,14 +75,17 @@ def _transport_security(args) -> ServerSecurity | None:
 
 
 def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security: ServerSecurity | None) -> int:
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    inbox = Inbox()
     try:
-        server = SocketServer(zmq_context, args.address, inbox, security=security)
+        server = SocketServer(zmq_context, args.address, inbox, security=security, prepare=PromptPreparer(engine))
+        access = _access_policy(args)
     except (AddressInUse, zmq.ZMQError, OSError) as error:
         log.error("cannot listen on %s: %s", args.address, error)
         return 1
     outbox = Outbox(zmq_context)
-    loop = KernelLoop(engine, context, scheduler, inbox, outbox, lease_s=args.lease)
+    loop = KernelLoop(engine, context, scheduler, inbox, outbox, access=access, lease_s=args.lease,
+                      limits=AgentLimits(max_calls=args.max_calls_per_agent,
+                                         max_queued_tokens=args.max_queued_tokens_per_agent))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())
     server.start()
@@ -87,5 +96,15 @@ def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security:
     finally:
         outbox.stop_server()
         server.join()
+        access.tokens.close()
+        access.audit.close()
         log.info("stopped after %d engine steps", loop.step)
     return 0
+
+
+def _access_policy(args) -> AccessPolicy:
+    """The admin token (made afresh, beside the socket), the audit log, and which uids may connect over ipc://."""
+    token_path = admin_token_path(args.address)
+    audit_path = args.audit_log or os.path.join(os.path.dirname(token_path), "audit.jsonl")
+    return AccessPolicy(tokens=TokenRegistry(token_path), audit=AuditLog(audit_path),
+                        allowed_uids=frozenset([os.getuid(), *args.allow_uid]))

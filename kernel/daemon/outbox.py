@@ -1,24 +1,37 @@
-"""The kernel loop's side of the reply path: encode a reply and queue it for the I/O thread."""
+"""A thread's side of the reply path: encode a reply and queue it for the I/O thread.
+
+Each thread that answers syscalls (the kernel loop, the preprocessor) owns one Outbox: a ZeroMQ socket is used from
+one thread only. A reply that cannot be encoded (a kernel bug: a value msgpack cannot carry) is replaced by an
+`internal` error for that call, so a bad reply never ends the thread that sends it.
+"""
 from __future__ import annotations
+
+import logging
 
 import zmq
 
 from ipc.codec import encode, encode_error
 from ipc.errors import ErrorCode
 from ipc.messages import REPLY_RESULT, REPLY_TOKEN, Token
-from kernel.daemon.io_thread import OUTBOX_ADDRESS
+
+log = logging.getLogger("aiosd.outbox")
+
+OUTBOX_ADDRESS = "inproc://aiosd-outbox"
 
 
 class Outbox:
-    """Owned by the kernel loop's thread (a ZeroMQ socket is used from one thread only)."""
-
     def __init__(self, context: zmq.Context):
         self._socket = context.socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.SNDHWM, 0)
+        self._socket.setsockopt(zmq.SNDHWM, 0)   # inproc to the I/O thread, which drains it; per-peer limits are there
         self._socket.connect(OUTBOX_ADDRESS)
 
     def result(self, identity: bytes, req_id: int | str | None, body) -> None:
-        self._socket.send_multipart([identity, encode(REPLY_RESULT, req_id, body)])
+        try:
+            frame = encode(REPLY_RESULT, req_id, body)
+        except Exception:
+            log.exception("could not encode the result of request %r", req_id)
+            frame = encode_error(req_id, ErrorCode.INTERNAL, "the kernel could not encode its reply")
+        self._socket.send_multipart([identity, frame])
 
     def error(self, identity: bytes, req_id: int | str | None, code: ErrorCode, message: str) -> None:
         self._socket.send_multipart([identity, encode_error(req_id, code, message)])
@@ -26,7 +39,10 @@ class Outbox:
     def token(self, identity: bytes, req_id: int | str, text: str, token_id: int) -> None:
         self._socket.send_multipart([identity, encode(REPLY_TOKEN, req_id, Token(text=text, token_id=token_id))])
 
+    def close(self) -> None:
+        self._socket.close(linger=-1)
+
     def stop_server(self) -> None:
         """Ask the I/O thread to send what is queued, then close the socket."""
         self._socket.send_multipart([b""])
-        self._socket.close(linger=-1)
+        self.close()

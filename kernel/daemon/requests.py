@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ipc.messages import RequestInfo
+from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, RequestInfo
 from kernel.engine.interface import EngineRequest
 from kernel.scheduler.base import ReqState, RequestView
 
@@ -42,9 +42,13 @@ class LLMRequest:
         """The request to hand back to the engine after a preemption: same prompt, the output so far."""
         return dataclasses.replace(self.engine_request, output_ids=list(self.output_ids), rng_state=None)
 
+    def priority(self, agent_priority: int) -> int:
+        """The agent's priority plus this call's hint, clamped to the protocol's range."""
+        return max(PRIORITY_MIN, min(PRIORITY_MAX, agent_priority + self.priority_hint))
+
     def view(self, agent_priority: int, agent_service: int) -> RequestView:
         return RequestView(req_id=self.req_id, agent_id=self.agent_id, state=self.state,
-                           priority=agent_priority + self.priority_hint, arrival=self.arrival_step,
+                           priority=self.priority(agent_priority), arrival=self.arrival_step,
                            prompt_tokens=self.prompt_tokens, max_tokens=self.engine_request.params.max_tokens,
                            output_tokens=len(self.output_ids), slice_tokens=self.slice_tokens,
                            waiting_since=self.waiting_since, agent_service=agent_service,
@@ -52,7 +56,7 @@ class LLMRequest:
 
     def info(self, agent_priority: int, state: ReqState | None = None) -> RequestInfo:
         return RequestInfo(request_id=self.client_id, state=(state or self.state).value,
-                           priority=agent_priority + self.priority_hint, prompt_tokens=self.prompt_tokens,
+                           priority=self.priority(agent_priority), prompt_tokens=self.prompt_tokens,
                            output_tokens=len(self.output_ids))
 
 

@@ -4,15 +4,16 @@ import pytest
 
 from ipc.codec import decode_reply, decode_request, encode, encode_error
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import (PROTOCOL_VERSION, SYSCALLS, AgentInfo, Chat, ChatMessage, Completion, Generate, Hello,
+from ipc.messages import (PROTOCOL_VERSION, SYSCALLS, AgentInfo, Chat, ChatMessage, Grant, Completion, Generate, Hello,
                           HelloResult, ProcTable, RequestInfo, SetPriority, Timing, Token, Usage)
 
 SAMPLE_SYSCALLS = {
-    "hello": Hello(name="qa", priority=2, pid=123, host="h"),
+    "hello": Hello(name="qa", priority=2, token="t"),
     "llm.generate": Generate(prompt="Once", max_tokens=7, temperature=0.5, top_p=0.9, top_k=40, seed=1,
                              stop=("\n",), stream=True, priority=-1, ignore_eos=True, predicted_tokens=7),
     "llm.chat": Chat(messages=[ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]),
     "proc.set_priority": SetPriority(agent_id="a3", priority=5),
+    "access.grant": Grant(capabilities=["proc.kill"]),
 }
 
 
@@ -97,3 +98,41 @@ def test_float_fields_accept_integers_and_ints_refuse_floats():
 def test_heartbeat_needs_no_request_id():
     envelope = decode_request(msgpack.packb({"v": PROTOCOL_VERSION, "id": None, "type": "agent.heartbeat", "body": {}}))
     assert (envelope.type, envelope.req_id) == ("agent.heartbeat", None)
+
+
+@pytest.mark.parametrize("syscall, body, field", [
+    ("hello", {"name": "x" * 65}, "name"),
+    ("hello", {"name": "bad\x00name"}, "name"),
+    ("hello", {"name": "qa", "priority": 21}, "priority"),
+    ("hello", {"name": "qa", "priority": 2 ** 64 - 1}, "priority"),
+    ("llm.generate", {"prompt": "a", "priority": 10 ** 18}, "priority"),
+    ("llm.generate", {"prompt": "a", "temperature": float("nan")}, "temperature"),
+    ("llm.generate", {"prompt": "a", "temperature": float("inf")}, "temperature"),
+    ("llm.generate", {"prompt": "a", "top_p": 0.0}, "top_p"),
+    ("llm.generate", {"prompt": "a", "seed": -1}, "seed"),
+    ("llm.generate", {"prompt": "a", "max_tokens": 0}, "max_tokens"),
+    ("llm.generate", {"prompt": "a", "stop": ["s"] * 17}, "stop"),
+    ("llm.generate", {"prompt": "a", "stop": ["s" * 129]}, "stop[0]"),
+    ("proc.kill", {"agent_id": "a" * 100}, "agent_id"),
+    ("llm.cancel", {"request_id": -1}, "request_id"),
+])
+def test_values_out_of_bounds_are_refused(syscall, body, field):
+    frame = msgpack.packb({"v": PROTOCOL_VERSION, "id": 9, "type": syscall, "body": body})
+    with pytest.raises(ProtocolError) as raised:
+        decode_request(frame)
+    assert raised.value.code is ErrorCode.BAD_REQUEST and raised.value.req_id == 9
+    assert f"body.{field}" in raised.value.message
+
+
+def test_error_replies_never_echo_a_large_value():
+    frame = msgpack.packb({"v": PROTOCOL_VERSION, "id": 3, "type": "x" * 100_000, "body": {}})
+    with pytest.raises(ProtocolError) as raised:
+        decode_request(frame)
+    assert len(encode_error(raised.value.req_id, raised.value.code, raised.value.message)) < 400
+
+
+def test_a_frame_without_an_id_gets_an_error_not_a_crash():
+    frame = msgpack.packb({"v": PROTOCOL_VERSION, "type": "kernel.ping", "body": {}})
+    with pytest.raises(ProtocolError) as raised:
+        decode_request(frame)
+    assert raised.value.code is ErrorCode.BAD_FRAME and raised.value.req_id is None

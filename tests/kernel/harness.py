@@ -3,14 +3,23 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
+import socket
+import tempfile
 import threading
 import time
 
 import zmq
 
 from ipc.curve import ServerSecurity
+from ipc import runtime_dir
+from ipc.address import ipc_path
+from kernel.access.audit import AuditLog
+from kernel.access.tokens import TokenRegistry
 from kernel.context.manager import ContextManager
+from kernel.daemon.dispatch import AccessPolicy
+from kernel.daemon.inbound import DEFAULT_MAX_QUEUED, Inbox
+from kernel.daemon.limits import AgentLimits
+from kernel.daemon.preprocess import PromptPreparer
 from kernel.daemon.io_thread import SocketServer
 from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
@@ -23,14 +32,22 @@ _arena_numbers = itertools.count()
 
 class InProcessKernel:
     def __init__(self, address: str, engine: FakeEngine | None = None, scheduler: Scheduler | None = None,
-                 lease_s: float = 30.0, max_frame_bytes: int = 1 << 20, security: ServerSecurity | None = None):
+                 lease_s: float = 30.0, max_frame_bytes: int = 1 << 20, security: ServerSecurity | None = None,
+                 limits: AgentLimits | None = None, max_queued: int = DEFAULT_MAX_QUEUED):
         self.address = address
         self.engine = engine or FakeEngine()
         self.security = security
+        self.limits = limits
         self.zmq = zmq.Context()
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.inbox = Inbox(max_queued)
+        # the operator's admin token and the audit log sit beside the socket, as with aiosd
+        directory = os.path.dirname(ipc_path(address)) if ipc_path(address) else tempfile.mkdtemp(prefix="aios-test-")
+        self.audit_path = os.path.join(directory, "audit.jsonl")
+        self.access = AccessPolicy(tokens=TokenRegistry(os.path.join(directory, "admin.token")),
+                                   audit=AuditLog(self.audit_path), allowed_uids=frozenset([os.getuid()]))
         try:
-            self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes, security=security)
+            self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes, security=security,
+                                       prepare=PromptPreparer(self.engine))
         except BaseException:
             if security is not None:
                 security.close()
@@ -46,8 +63,8 @@ class InProcessKernel:
 
     def _run(self) -> None:
         outbox = Outbox(self.zmq)      # sockets belong to the thread that uses them: the loop's
-        self.loop = KernelLoop(self.engine, self.context, self._scheduler, self.inbox, outbox, lease_s=self._lease_s,
-                               idle_wait_s=0.05)
+        self.loop = KernelLoop(self.engine, self.context, self._scheduler, self.inbox, outbox, access=self.access,
+                               lease_s=self._lease_s, idle_wait_s=0.05, limits=self.limits)
         self._started.set()
         try:
             self.loop.run()
@@ -60,14 +77,20 @@ class InProcessKernel:
         assert self._started.wait(30)
         return self
 
+    @property
+    def admin_token(self) -> str:
+        return runtime_dir.read_secret(self.access.tokens.admin_token_path).decode()
+
     def stop(self) -> None:
-        self.inbox.put(None)
+        self.inbox.put_stop()
         self._thread.join(30)
         self.server.join(30)
 
     def __exit__(self, *exc) -> None:
         self.stop()
         self.context.close()
+        self.access.tokens.close()
+        self.access.audit.close()
         if self.security is not None:      # its ZAP socket would keep the context from terminating
             self.security.close()
         self.zmq.term()
@@ -82,3 +105,9 @@ def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
             return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

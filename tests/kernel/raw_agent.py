@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 
 import msgpack
 import zmq
@@ -35,8 +33,8 @@ class RawAgent:
         self.send(msg_type, req_id, body)
         return self.recv()
 
-    def hello(self, name: str = "raw", watch_pid: bool = True) -> str:
-        body = {"name": name, "pid": os.getpid(), "host": socket.gethostname()} if watch_pid else {"name": name}
+    def hello(self, name: str = "raw", token: str | None = None) -> str:
+        body = {"name": name} if token is None else {"name": name, "token": token}
         reply = self.call("hello", "hello", body)
         assert reply["type"] == "result", reply
         return reply["body"]["agent_id"]

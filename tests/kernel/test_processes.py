@@ -3,9 +3,10 @@ import os
 
 import pytest
 
+from ipc.curve import INSECURE_TCP_ENV
 from sdk import KernelError, connect
 from tests.kernel.fake_engine import FakeEngine
-from tests.kernel.harness import InProcessKernel, wait_until
+from tests.kernel.harness import InProcessKernel, free_port, wait_until
 from tests.kernel.raw_agent import RawAgent
 
 
@@ -39,7 +40,10 @@ def test_ps_and_renice(kernel):
         assert [(r.state, r.prompt_tokens, r.output_tokens) for r in table["one"].requests] == [("done", 1, 3)]
         with pytest.raises(KernelError) as caught:
             two.renice("a999", 1)
-        assert caught.value.code == "not_found"
+        assert caught.value.code == "permission_denied"      # without proc.renice, others' agents are not its own
+    with connect(kernel.address, token=kernel.admin_token) as operator, pytest.raises(KernelError) as caught:
+        operator.renice("a999", 1)
+    assert caught.value.code == "not_found"
 
 
 def test_kill_aborts_the_victims_calls_and_refuses_its_next_ones(kernel):
@@ -58,13 +62,15 @@ def test_kill_aborts_the_victims_calls_and_refuses_its_next_ones(kernel):
     victim.close()
 
 
-def test_silent_agent_on_no_watched_pid_is_reaped_after_its_lease(tmp_path):
-    with InProcessKernel(f"ipc://{tmp_path}/k.sock", lease_s=0.5) as kernel:
+def test_silent_agent_on_no_watched_pid_is_reaped_after_its_lease(tmp_path, monkeypatch):
+    monkeypatch.setenv(INSECURE_TCP_ENV, "1")
+    # over tcp:// the kernel has no pid to watch (plain tcp here: the harness has no Curve unless asked)
+    with InProcessKernel(f"tcp://127.0.0.1:{free_port()}", lease_s=0.5) as kernel:
         kernel.engine.stalled = True
         silent = RawAgent(kernel.address)
-        silent_id = silent.hello("remote", watch_pid=False)
+        silent_id = silent.hello("remote")
         silent.send("llm.generate", 1, {"prompt": "zzz", "max_tokens": 1000})
-        with connect(kernel.address) as k:      # watched by pid: never reaped while this process lives
+        with connect(kernel.address, token=kernel.admin_token) as k:      # heartbeats while it waits: never reaped
             wait_until(lambda: silent_id not in {a.agent_id for a in k.ps()}, what="silent agent reaped")
             stats = k.stats()
         assert silent.recv()["body"]["code"] == "killed"

@@ -1,0 +1,101 @@
+"""The preprocessor: one thread between the I/O thread and the kernel loop that turns LLM calls into token ids.
+
+Tokenizing and rendering a chat template cost up to a second for a prompt near the frame limit; done on the loop they
+would stall every agent's decoding, done on the I/O thread every agent's replies. Here they run beside both (vLLM's
+input-processing thread). Cheap checks come first: a prompt longer than any context could hold, counted in characters,
+is refused before it is tokenized. Items pass through in arrival order, so a connection's syscalls and its
+ConnectionClosed keep their order; a call refused here is answered here, through this thread's own outbox.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+from typing import Callable
+
+import zmq
+
+from ipc.errors import ErrorCode, ProtocolError
+from ipc.messages import Chat, Generate
+from kernel.daemon.inbound import Inbound, Inbox
+from kernel.daemon.outbox import Outbox
+
+log = logging.getLogger("aiosd.preprocess")
+
+LLM_CALLS = ("llm.generate", "llm.chat")
+MAX_CHARS_PER_TOKEN = 64      # no vocabulary entry is longer: more characters than this × the context cannot fit
+
+
+class PromptPreparer:
+    """An LLM call's prompt as token ids, or ProtocolError. Safe off the loop thread: only the engine's tokenizer and
+    chat template are used (both thread-safe), and the context limits read once at start."""
+
+    def __init__(self, engine):
+        capacity = engine.capacity()
+        self._engine = engine
+        self.limit = min(capacity.max_context, capacity.total_slots)
+
+    def __call__(self, call: Generate | Chat) -> list[int]:
+        if isinstance(call, Chat):
+            if not call.messages:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "messages must not be empty")
+            chars = sum(len(m.content) for m in call.messages)
+        else:
+            chars = len(call.prompt)
+        if chars > self.limit * MAX_CHARS_PER_TOKEN:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"a prompt of {chars} characters cannot fit the "
+                                                     f"{self.limit}-token context")
+        if isinstance(call, Chat):
+            ids = self._engine.apply_chat_template([{"role": m.role, "content": m.content} for m in call.messages])
+        else:
+            ids = self._engine.tokenize(call.prompt)
+        if not ids:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the prompt is empty")
+        if len(ids) + call.max_tokens > self.limit:
+            raise ProtocolError(ErrorCode.ENGINE, f"prompt ({len(ids)} tokens) + max_tokens ({call.max_tokens}) "
+                                                  f"exceeds the {self.limit} tokens a sequence may hold")
+        return ids
+
+
+class Preprocessor:
+    def __init__(self, context: zmq.Context, inbox: Inbox, prepare: Callable[[Generate | Chat], list[int]] | None):
+        self._context = context
+        self._inbox = inbox
+        self._prepare = prepare
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="aiosd-preprocess", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item) -> None:
+        self._queue.put(item)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        outbox = Outbox(self._context)
+        try:
+            while (item := self._queue.get()) is not None:
+                item = self._process(item, outbox)
+                if item is not None:
+                    self._inbox.put(item)
+        finally:
+            outbox.close()
+
+    def _process(self, item, outbox: Outbox):
+        if not isinstance(item, Inbound) or item.envelope.type not in LLM_CALLS or self._prepare is None:
+            return item
+        envelope = item.envelope
+        try:
+            return dataclasses.replace(item, prompt_ids=self._prepare(envelope.body))
+        except ProtocolError as error:
+            outbox.error(item.identity, envelope.req_id, error.code, error.message)
+        except Exception:        # a tokenizer bug fails this call only
+            log.exception("preparing %s failed", envelope.type)
+            outbox.error(item.identity, envelope.req_id, ErrorCode.INTERNAL, f"{envelope.type} failed in the kernel")
+        self._inbox.slots.release()      # answered here: it never reaches the loop, which would release its slot
+        return None
