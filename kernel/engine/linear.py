@@ -3,7 +3,8 @@
 bfloat16 weights are reordered once into oneDNN's blocked layout (what torch.compile's CPU freezing pass does): a decode
 step multiplies a few rows by every weight of the model, and the prepacked product streams the weights about 1.4x faster
 than F.linear, which hands oneDNN a plain layout each call. It also keeps each row's result independent of how many rows
-are multiplied together. float32 and float16 keep F.linear, which is as fast or faster for them.
+are multiplied together. float32 and float16 keep F.linear, which is as fast or faster for them, and so does bfloat16
+on a CPU without oneDNN's bf16 path (AVX-512 or AVX-NE-CONVERT): there the reorder itself refuses to run.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 def _packing_available() -> bool:
     ops = torch.ops.mkldnn
     return (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
-            and hasattr(ops, "_linear_pointwise"))
+            and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_is_mkldnn_bf16_supported")
+            and ops._is_mkldnn_bf16_supported())
 
 
 class Linear:
