@@ -19,6 +19,8 @@ import mmap
 import os
 import re
 
+from kernel.context.stale import remove_if_stale
+
 SHM_DIR = "/dev/shm"
 _PREFAULT_CHUNK = 64 << 20
 _SEGMENT_NAME = re.compile(r"^aios-\d+(?:\.[A-Za-z0-9_]+)?-kv$")
@@ -34,31 +36,6 @@ def segment_path(kernel_id: str, shm_dir: str = SHM_DIR) -> str:
     if not _SEGMENT_NAME.match(name):
         raise ArenaError(f"kernel id must be '<pid>' or '<pid>.<tag>' (letters, digits, _), got {kernel_id!r}")
     return os.path.join(shm_dir, name)
-
-
-def _remove_if_stale(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, PermissionError):    # already gone, or another user's: not ours to judge
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:                     # its kernel is alive
-            return False
-        try:
-            os.unlink(path)
-        except FileNotFoundError:                   # another kernel starting now removed it first
-            return False
-        return True
-    finally:
-        os.close(fd)
-
-
-def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
-    """Unlink the segments of kernels that are gone (e.g. after kill -9). Returns the removed paths."""
-    paths = [os.path.join(shm_dir, name) for name in sorted(os.listdir(shm_dir)) if _SEGMENT_NAME.match(name)]
-    return [path for path in paths if _remove_if_stale(path)]
 
 
 class Segment:
@@ -95,7 +72,7 @@ class Segment:
                     self._published = True
                     return
                 except FileExistsError:
-                    if not _remove_if_stale(self.path):
+                    if not remove_if_stale(self.path):
                         break
         finally:
             os.close(directory)

@@ -9,7 +9,7 @@ import zmq
 
 from ipc.messages import PROTOCOL_VERSION, KernelStats
 from kernel.daemon.limits import AgentLimits
-from sdk import KernelError, connect
+from sdk import connect
 from tests.kernel.fake_engine import expected_output
 from tests.kernel.harness import InProcessKernel, wait_until
 from tests.kernel.raw_agent import RawAgent
