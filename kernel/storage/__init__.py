@@ -1,0 +1,9 @@
+"""The storage service: per-space versioned files with atomic writes and quotas (manager.py has the contract).
+
+Modules: paths (what a path may be), fsops (symlink-proof, atomic file operations), versions (a file's versions from
+its node's names), tree (walking a space), quota (limits and usage), errors (the refusals), manager (the API).
+"""
+from kernel.storage.manager import StorageManager
+from kernel.storage.versions import FileInfo, VersionInfo
+
+__all__ = ["StorageManager", "FileInfo", "VersionInfo"]
