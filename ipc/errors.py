@@ -21,6 +21,7 @@ class ErrorCode(str, enum.Enum):
     NOT_FOUND = "not_found"            # unknown agent or request id
     DENIED = "permission_denied"       # the caller lacks the capability (audited)
     BUSY = "busy"                      # a per-agent limit or a kernel queue is full: retry later
+    QUOTA = "quota_exceeded"           # a memory space or file space is full (entries, bytes, files)
     ENGINE = "engine_error"            # the engine refused or failed the request (prompt too long, numeric failure)
     CANCELLED = "cancelled"            # llm.cancel, or the client gave up waiting, or stopped reading its replies
     KILLED = "killed"                  # proc.kill on the agent, or its process died

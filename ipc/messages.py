@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ipc.schema import bounded
+from ipc.service_messages import (FsData, FsList, FsListing, FsPath, FsRollback, FsSearch, FsVersion, FsVersions,
+                                  FsWrite, MemAdd, MemId, MemList, MemRecord, MemRecords, MemRef, MemSearch, MemUpdate,
+                                  Share)
 
 PROTOCOL_VERSION = 1
 
@@ -36,6 +39,7 @@ class Hello:
     name: str = bounded(max_len=MAX_NAME_CHARS, printable=True)
     priority: int = bounded(0, lo=PRIORITY_MIN, hi=PRIORITY_MAX)
     token: str | None = bounded(None, max_len=MAX_SECRET_CHARS)
+    ephemeral: bool = False         # memory and files in a throwaway space, dropped when the agent ends
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +209,20 @@ SYSCALLS: dict[str, tuple[type, type]] = {
     "proc.kill": (ProcKill, Ack),
     "proc.set_priority": (SetPriority, Ack),
     "access.grant": (Grant, GrantResult),
+    "access.share": (Share, Ack),
+    "mem.add": (MemAdd, MemId),
+    "mem.search": (MemSearch, MemRecords),
+    "mem.get": (MemRef, MemRecord),
+    "mem.update": (MemUpdate, Ack),
+    "mem.delete": (MemRef, Ack),
+    "mem.list": (MemList, MemRecords),
+    "fs.write": (FsWrite, FsVersion),
+    "fs.read": (FsPath, FsData),
+    "fs.list": (FsList, FsListing),
+    "fs.delete": (FsPath, Ack),
+    "fs.versions": (FsPath, FsVersions),
+    "fs.rollback": (FsRollback, FsVersion),
+    "fs.search": (FsSearch, MemRecords),
     "kernel.stats": (Stats, KernelStats),
     "kernel.ping": (Ping, Ack),
 }

@@ -79,10 +79,10 @@ def _check_bounds(value: Any, bounds: tuple, path: str) -> None:
         for i, item in enumerate(value):
             _check_bounds(item, bounds, f"{path}[{i}]")
         return
-    if isinstance(value, str):
+    if isinstance(value, (str, bytes)):
         if max_len is not None and len(value) > max_len:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: at most {max_len} characters, got {len(value)}")
-        if printable and not value.isprintable():
+        if printable and not (isinstance(value, str) and value.isprintable()):
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{path}: only printable characters are allowed")
 
 
@@ -132,6 +132,9 @@ def _check(annotation: Any, value: Any, path: str) -> Any:
             return float(value)
     elif annotation is str:
         if isinstance(value, str):
+            return value
+    elif annotation is bytes:
+        if isinstance(value, bytes):
             return value
     else:
         raise TypeError(f"schema does not support {annotation!r} at {path}")

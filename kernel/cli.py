@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from ipc import runtime_dir
 from ipc.address import ADDRESS_ENV, admin_token_path, check_address, default_address
@@ -60,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
         command=_stats)
     commands.add_parser("bench", help="run the benchmark suite (python -m bench --help)")
     _add_keys_parser(commands)
+    mem = commands.add_parser("mem", help="an agent's memory, as the operator").add_subparsers(required=True,
+                                                                                                metavar="ACTION")
+    search = mem.add_parser("search", help="memories of AGENT most like QUERY")
+    search.add_argument("agent", help="an agent name (of this user) or a space \"<principal>/<name>\"")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5)
+    search.set_defaults(command=_mem_search)
+    fs = commands.add_parser("fs", help="an agent's files, as the operator").add_subparsers(required=True,
+                                                                                             metavar="ACTION")
+    ls = fs.add_parser("ls", help="AGENT's files (latest versions)")
+    ls.add_argument("agent", help="an agent name (of this user) or a space \"<principal>/<name>\"")
+    ls.add_argument("prefix", nargs="?", default="")
+    ls.set_defaults(command=_fs_ls)
     return parser
 
 
@@ -86,6 +100,27 @@ def _operator(args, name: str):
         print(f"aios: not using the admin token: {error}", file=sys.stderr)
         token = None
     return connect(args.address, name=name, token=token)
+
+
+def _space(agent: str) -> str:
+    return agent if "/" in agent else f"uid:{os.getuid()}/{agent}"
+
+
+def _mem_search(args) -> int:
+    with _operator(args, "aios mem") as kernel:
+        hits = kernel.memory.search(args.query, k=args.k, space=_space(args.agent))
+    for hit in hits:
+        print(f"{hit.score:6.3f}  {hit.id}  {hit.text[:100]!r}  {hit.metadata or ''}")
+    return 0
+
+
+def _fs_ls(args) -> int:
+    with _operator(args, "aios fs") as kernel:
+        files = kernel.fs.list(args.prefix, space=_space(args.agent))
+    for info in files:
+        print(f"{info.size:>10}  v{info.version:<5} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.modified))}"
+              f"  {info.path}")
+    return 0
 
 
 def _ps(args) -> int:

@@ -26,7 +26,9 @@ from ipc.curve import secure_client
 from ipc.errors import ErrorCode
 from ipc.messages import (REPLY_ERROR, REPLY_RESULT, AgentInfo, Cancel, Chat, ChatMessage, Completion, Generate,
                           Grant, Heartbeat, Hello, Ping, ProcKill, ProcList, SetPriority, Stats)
+from ipc.service_messages import Share
 from sdk.errors import KernelError, KernelTimeout, KernelUnavailable
+from sdk.services import Files, Memory
 
 DEFAULT_TIMEOUT_S = 600.0
 HEARTBEAT_S = 5.0
@@ -37,18 +39,23 @@ _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILE
 
 
 def connect(address: str | None = None, name: str | None = None, priority: int = 0,
-            timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None) -> "Kernel":
+            timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None, ephemeral: bool = False) -> "Kernel":
     """Connect to the kernel at address (default: $AIOS_ADDRESS, else the local kernel) and say hello. token: the
-    admin token or a grant token (default: $AIOS_TOKEN), for capabilities over other agents."""
-    return Kernel(address, name, priority, timeout, token)
+    admin token or a grant token (default: $AIOS_TOKEN), for capabilities over other agents. The agent's memory and
+    files live in a space named after its principal and name, so a later run of the same agent finds them;
+    ephemeral=True gives it a throwaway space instead."""
+    return Kernel(address, name, priority, timeout, token, ephemeral)
 
 
 class Kernel:
     def __init__(self, address: str | None = None, name: str | None = None, priority: int = 0,
-                 timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None):
+                 timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None, ephemeral: bool = False):
         self.address = check_address(address or default_address())
         self.name = name or os.path.basename(sys.argv[0] or "agent") or "agent"
         self.priority = priority
+        self.ephemeral = ephemeral
+        self.memory = Memory(self._call)        # k.memory.add(...), k.memory.search(...)
+        self.fs = Files(self._call)             # k.fs.write(...), k.fs.read(...)
         self.timeout = timeout                  # default per-call timeout, seconds (None: wait forever)
         self._token = token or os.environ.get(TOKEN_ENV) or None
         self._ids = itertools.count(1)
@@ -119,6 +126,11 @@ class Kernel:
     def ping(self) -> None:
         self._call("kernel.ping", Ping())
 
+    def share(self, kind: str, grantee: str, mode: str = "r", prefix: str = "") -> None:
+        """Let grantee (an agent name of this user, or "<principal>/<name>") read ("r") or read and write ("rw") this
+        agent's memory (kind "mem") or files under prefix (kind "fs"); mode "none" revokes."""
+        self._call("access.share", Share(kind=kind, grantee=grantee, mode=mode, prefix=prefix))
+
     def grant(self, capabilities: list[str]) -> str:
         """A token carrying capabilities this agent holds, for another agent to present (needs access.grant)."""
         return self._call("access.grant", Grant(capabilities=list(capabilities))).token
@@ -139,7 +151,8 @@ class Kernel:
 
     def _hello(self) -> None:
         try:
-            result = self._call("hello", Hello(name=self.name, priority=self.priority, token=self._token),
+            result = self._call("hello", Hello(name=self.name, priority=self.priority, token=self._token,
+                                               ephemeral=self.ephemeral),
                                 timeout=HELLO_TIMEOUT_S, retry_hello=False)
         except KernelTimeout:
             raise KernelUnavailable(f"no kernel answered at {self.address} within {HELLO_TIMEOUT_S:.0f} s; start one "

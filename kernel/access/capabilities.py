@@ -18,6 +18,8 @@ class Capability(str, enum.Enum):
     PROC_KILL = "proc.kill"          # kill any agent
     PROC_RENICE = "proc.renice"      # set any agent's priority
     GRANT = "access.grant"           # mint grant tokens carrying a subset of one's own capabilities
+    MEM_ANY = "mem.any"              # read and write any owner's memory space
+    FS_ANY = "fs.any"                # read and write any owner's file space
 
 
 ALL = frozenset(Capability)

@@ -31,6 +31,7 @@ class AgentRecord:
     pidfd: int | None                # open while the kernel watches the process
     last_seen: float                 # monotonic seconds of its last message
     capabilities: frozenset[Capability] = frozenset()
+    ephemeral: bool = False          # its memory and files are dropped when it ends
     service_tokens: int = 0          # prompt + output tokens served across all its calls
     recent_done: collections.deque[RequestInfo] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_DONE))
@@ -48,7 +49,7 @@ class AgentTable:
                  now: float) -> AgentRecord:
         agent = AgentRecord(agent_id=f"a{self._next_number}", name=hello.name, identity=identity,
                             priority=hello.priority, principal=peer.principal, pid=peer.pid, pidfd=_watch(peer.pid),
-                            last_seen=now, capabilities=capabilities)
+                            last_seen=now, capabilities=capabilities, ephemeral=hello.ephemeral)
         self._next_number += 1
         self._by_id[agent.agent_id] = agent
         self._by_identity[identity] = agent

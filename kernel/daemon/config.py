@@ -7,6 +7,7 @@ import zmq
 
 from ipc.address import check_address, default_address
 from kernel.daemon.limits import DEFAULT_MAX_CALLS, DEFAULT_MAX_QUEUED_TOKENS
+from kernel.services.factory import default_data_dir
 from ipc.curve import is_tcp
 
 
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preempt-mode", choices=("snapshot", "recompute"), default="snapshot")
     parser.add_argument("--lease", type=_positive_float, default=30.0,
                         help="seconds of silence after which an agent on another host is reaped")
+    parser.add_argument("--data-dir", default=None,
+                        help="agents' memory and files, kept across restarts (default: $XDG_DATA_HOME/aios, else "
+                             "~/.local/share/aios)")
+    parser.add_argument("--memory", choices=("on", "off"), default="on", help="the memory service (mem.*)")
+    parser.add_argument("--storage", choices=("on", "off"), default="on", help="the file service (fs.*)")
     parser.add_argument("--audit-log", default=None, help="JSON-lines audit log of privileged calls and denials "
                                                            "(default: audit.jsonl beside the socket)")
     parser.add_argument("--allow-uid", type=int, action="append", default=[], metavar="UID",
@@ -90,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.address = args.address or check_address(default_address())
+    args.data_dir = args.data_dir or default_data_dir()
     if is_tcp(args.address) and not args.insecure_tcp and not zmq.has("curve"):
         # never fall back to plain tcp: it would expose the kernel to anyone who can reach the port
         parser.error(f"{args.address} needs CurveZMQ, which this libzmq lacks: use ipc:// or --insecure-tcp")

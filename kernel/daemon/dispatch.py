@@ -25,6 +25,7 @@ from kernel.daemon.agents import AgentRecord, AgentTable
 from kernel.daemon.inbound import Inbound, Peer
 from kernel.daemon.llm import LLMService
 from kernel.daemon.outbox import Outbox
+from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.dispatch")
 
@@ -47,24 +48,29 @@ class AccessPolicy:
     allowed_uids: frozenset[int]          # ipc:// peers of other uids are refused at hello
 
 
-def end_agent(agents: AgentTable, llm: LLMService, agent_id: str, message: str, killed: bool) -> None:
-    """Abort an agent's requests (error replies), free its KV, forget it."""
-    llm.drop_agent(agent_id, ErrorCode.KILLED, message)
-    agents.remove(agent_id, killed=killed)
-
-
 class Syscalls:
-    def __init__(self, agents: AgentTable, llm: LLMService, outbox: Outbox, model_id: str, access: AccessPolicy):
+    def __init__(self, agents: AgentTable, llm: LLMService, outbox: Outbox, model_id: str, access: AccessPolicy,
+                 services: ServiceSyscalls | None = None):
         self.agents = agents
         self.llm = llm
         self.outbox = outbox
         self.model_id = model_id
         self.access = access
+        self.services = services
         self.table: dict[str, Callable[[Call, Any], Any]] = {
             "hello": self.hello, "llm.generate": self.llm_call, "llm.chat": self.llm_call, "llm.cancel": self.cancel,
             "proc.list": self.proc_list, "proc.kill": self.proc_kill, "proc.set_priority": self.set_priority,
             "access.grant": self.grant, "kernel.stats": self.stats, "kernel.ping": self.ping,
         }
+        if services is not None:
+            self.table |= services.handlers()
+
+    def end_agent(self, agent_id: str, message: str, killed: bool) -> None:
+        """Abort an agent's requests (error replies), free its KV, forget it (and an ephemeral agent's spaces)."""
+        self.llm.drop_agent(agent_id, ErrorCode.KILLED, message)
+        agent = self.agents.remove(agent_id, killed=killed)
+        if agent is not None and self.services is not None:
+            self.services.agent_ended(agent)
 
     def handle(self, item: Inbound, now: int) -> None:
         envelope, identity = item.envelope, item.identity
@@ -80,7 +86,10 @@ class Syscalls:
                                                               "have restarted): say hello first")
             if envelope.type in NOTIFICATIONS:      # heartbeat: renewing the lease above was all it asked
                 return
-            result = self.table[envelope.type](Call(item, agent, now), envelope.body)
+            handler = self.table.get(envelope.type)
+            if handler is None:        # a syscall of a service this kernel runs without
+                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"this kernel does not serve {envelope.type}")
+            result = handler(Call(item, agent, now), envelope.body)
         except ProtocolError as error:
             self.outbox.error(identity, envelope.req_id, error.code, error.message)
             return
@@ -138,7 +147,7 @@ class Syscalls:
 
     def proc_kill(self, call: Call, body: ProcKill) -> Ack:
         self._authorize(call, "proc.kill", Capability.PROC_KILL, body.agent_id)
-        end_agent(self.agents, self.llm, body.agent_id, f"killed by agent {call.agent.agent_id}", killed=True)
+        self.end_agent(body.agent_id, f"killed by agent {call.agent.agent_id}", killed=True)
         log.info("agent %s killed by %s", body.agent_id, call.agent.agent_id)
         return Ack()
 

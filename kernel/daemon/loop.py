@@ -12,12 +12,13 @@ from ipc.messages import NOTIFICATIONS
 from kernel.access.audit import AuditLog
 from kernel.access.tokens import TokenRegistry
 from kernel.daemon.agents import AgentTable
-from kernel.daemon.dispatch import AccessPolicy, Syscalls, end_agent
+from kernel.daemon.dispatch import AccessPolicy, Syscalls
 from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox
 from kernel.daemon.limits import AgentLimits
 from kernel.daemon.llm import LLMService
 from kernel.daemon.outbox import Outbox
 from kernel.scheduler.base import ReqState, Scheduler
+from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.loop")
 
@@ -25,11 +26,11 @@ log = logging.getLogger("aiosd.loop")
 class KernelLoop:
     def __init__(self, engine, context, scheduler: Scheduler, inbox: Inbox, outbox: Outbox,
                  access: AccessPolicy | None = None, lease_s: float = 30.0, idle_wait_s: float = 0.25,
-                 limits: AgentLimits | None = None):
+                 limits: AgentLimits | None = None, services: ServiceSyscalls | None = None):
         self.agents = AgentTable()
         self.llm = LLMService(engine, context, scheduler, self.agents, outbox, limits)
         self.access = access or AccessPolicy(tokens=TokenRegistry(None), audit=AuditLog(None), allowed_uids=frozenset())
-        self.syscalls = Syscalls(self.agents, self.llm, outbox, engine.layout().model_id, self.access)
+        self.syscalls = Syscalls(self.agents, self.llm, outbox, engine.layout().model_id, self.access, services)
         self.step = 0                        # engine steps so far: the scheduler's clock
         self._inbox = inbox
         self._outbox = outbox
@@ -80,7 +81,7 @@ class KernelLoop:
             self.agents.forget_connection(item.identity)
             if agent is not None:
                 log.info("agent %s (%s) closed its connection", agent.agent_id, agent.name)
-                end_agent(self.agents, self.llm, agent.agent_id, "the agent's connection closed", killed=False)
+                self.syscalls.end_agent(agent.agent_id, "the agent's connection closed", killed=False)
         elif isinstance(item, ConnectionStalled) and agent is not None:
             log.warning("agent %s (%s) stopped reading its replies: cancelling its calls", agent.agent_id, agent.name)
             for request in self.llm.requests.of_agent(agent.agent_id):
@@ -89,7 +90,7 @@ class KernelLoop:
     def _reap_dead_agents(self) -> None:
         for agent in self.agents.dead(time.monotonic(), self._lease_s):
             log.info("agent %s (%s, pid %s) is gone: aborting its requests", agent.agent_id, agent.name, agent.pid)
-            end_agent(self.agents, self.llm, agent.agent_id, "the agent's process exited", killed=False)
+            self.syscalls.end_agent(agent.agent_id, "the agent's process exited", killed=False)
 
     def _refuse_remaining(self) -> None:
         while True:

@@ -23,6 +23,7 @@ from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
 from kernel.scheduler.registry import make_scheduler
+from kernel.services.factory import build_services
 
 log = logging.getLogger("aiosd")
 
@@ -82,18 +83,27 @@ def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security:
     except (AddressInUse, zmq.ZMQError, OSError) as error:
         log.error("cannot listen on %s: %s", args.address, error)
         return 1
+    try:
+        services = build_services(zmq_context, args.data_dir, access.audit, memory=args.memory == "on",
+                                  storage=args.storage == "on")
+    except OSError as error:
+        log.error("cannot use the data directory %s: %s", args.data_dir, error)
+        return 1
     outbox = Outbox(zmq_context)
     loop = KernelLoop(engine, context, scheduler, inbox, outbox, access=access, lease_s=args.lease,
                       limits=AgentLimits(max_calls=args.max_calls_per_agent,
-                                         max_queued_tokens=args.max_queued_tokens_per_agent))
+                                         max_queued_tokens=args.max_queued_tokens_per_agent),
+                      services=services.syscalls)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())
+    services.start()
     server.start()
     print(f"aiosd ready address={args.address} model={engine.layout().model_id} scheduler={scheduler.name} "
           f"pid={os.getpid()}", flush=True)
     try:
         loop.run()
     finally:
+        services.stop()            # queued memory and file calls finish and are answered first
         outbox.stop_server()
         server.join()
         access.tokens.close()

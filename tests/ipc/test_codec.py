@@ -4,6 +4,8 @@ import pytest
 
 from ipc.codec import decode_reply, decode_request, encode, encode_error
 from ipc.errors import ErrorCode, ProtocolError
+from ipc.service_messages import (FsPath, FsRollback, FsSearch, FsWrite, MemAdd, MemRef, MemSearch, MemUpdate,
+                                  Share)
 from ipc.messages import (PROTOCOL_VERSION, SYSCALLS, AgentInfo, Chat, ChatMessage, Grant, Completion, Generate, Hello,
                           HelloResult, ProcTable, RequestInfo, SetPriority, Timing, Token, Usage)
 
@@ -14,6 +16,18 @@ SAMPLE_SYSCALLS = {
     "llm.chat": Chat(messages=[ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]),
     "proc.set_priority": SetPriority(agent_id="a3", priority=5),
     "access.grant": Grant(capabilities=["proc.kill"]),
+    "access.share": Share(kind="fs", grantee="reader", mode="rw", prefix="notes"),
+    "mem.add": MemAdd(text="the cat sat", metadata={"topic": "cats", "n": 1}),
+    "mem.search": MemSearch(query="kitten", k=3, filter={"topic": "cats"}, space="uid:0/notes"),
+    "mem.get": MemRef(id="m1"),
+    "mem.update": MemUpdate(id="m1", text="the cat slept"),
+    "mem.delete": MemRef(id="m1", space="uid:0/notes"),
+    "fs.write": FsWrite(path="a/b.txt", data=b"\x00\xffbytes"),
+    "fs.read": FsPath(path="a/b.txt", version=3),
+    "fs.delete": FsPath(path="a/b.txt"),
+    "fs.versions": FsPath(path="a/b.txt"),
+    "fs.rollback": FsRollback(path="a/b.txt", version=2),
+    "fs.search": FsSearch(query="budget", k=2),
 }
 
 

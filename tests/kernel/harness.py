@@ -25,6 +25,7 @@ from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
 from kernel.scheduler.base import Scheduler
 from kernel.scheduler.registry import make_scheduler
+from kernel.services.factory import build_services
 from tests.kernel.fake_engine import FakeEngine
 
 _arena_numbers = itertools.count()
@@ -33,7 +34,9 @@ _arena_numbers = itertools.count()
 class InProcessKernel:
     def __init__(self, address: str, engine: FakeEngine | None = None, scheduler: Scheduler | None = None,
                  lease_s: float = 30.0, max_frame_bytes: int = 1 << 20, security: ServerSecurity | None = None,
-                 limits: AgentLimits | None = None, max_queued: int = DEFAULT_MAX_QUEUED):
+                 limits: AgentLimits | None = None, max_queued: int = DEFAULT_MAX_QUEUED, services: bool = False,
+                 embedder=None, memory_options: dict | None = None, storage_options: dict | None = None,
+                 data_dir: str | None = None):
         self.address = address
         self.engine = engine or FakeEngine()
         self.security = security
@@ -45,6 +48,9 @@ class InProcessKernel:
         self.audit_path = os.path.join(directory, "audit.jsonl")
         self.access = AccessPolicy(tokens=TokenRegistry(os.path.join(directory, "admin.token")),
                                    audit=AuditLog(self.audit_path), allowed_uids=frozenset([os.getuid()]))
+        self.data_dir = data_dir or os.path.join(directory, "data")
+        self.services = build_services(self.zmq, self.data_dir, self.access.audit, memory_options=memory_options,
+                                       storage_options=storage_options, embedder=embedder) if services else None
         try:
             self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes, security=security,
                                        prepare=PromptPreparer(self.engine))
@@ -64,7 +70,8 @@ class InProcessKernel:
     def _run(self) -> None:
         outbox = Outbox(self.zmq)      # sockets belong to the thread that uses them: the loop's
         self.loop = KernelLoop(self.engine, self.context, self._scheduler, self.inbox, outbox, access=self.access,
-                               lease_s=self._lease_s, idle_wait_s=0.05, limits=self.limits)
+                               lease_s=self._lease_s, idle_wait_s=0.05, limits=self.limits,
+                               services=self.services.syscalls if self.services else None)
         self._started.set()
         try:
             self.loop.run()
@@ -72,6 +79,8 @@ class InProcessKernel:
             outbox.stop_server()
 
     def __enter__(self) -> "InProcessKernel":
+        if self.services is not None:
+            self.services.start()
         self.server.start()
         self._thread.start()
         assert self._started.wait(30)
@@ -84,6 +93,8 @@ class InProcessKernel:
     def stop(self) -> None:
         self.inbox.put_stop()
         self._thread.join(30)
+        if self.services is not None:
+            self.services.stop()
         self.server.join(30)
 
     def __exit__(self, *exc) -> None:

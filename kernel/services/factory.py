@@ -1,0 +1,54 @@
+"""Build the kernel's services from its options: the data directory (private, 0700), the memory and storage workers,
+the share table, and the syscalls that route to them. The managers are imported and built inside their worker
+threads, so aiosd starts serving LLM calls while the embedding model still loads."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import zmq
+
+from ipc import runtime_dir
+from ipc.messages import Ack
+from kernel.access.shares import ShareTable
+from kernel.services.syscalls import ServiceSyscalls
+from kernel.services.worker import ServiceWorker
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "aios")
+
+
+@dataclass
+class Services:
+    syscalls: ServiceSyscalls
+    workers: list[ServiceWorker]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool = True, storage: bool = True,
+                   memory_options: dict | None = None, storage_options: dict | None = None,
+                   embedder=None) -> Services:
+    os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)
+    runtime_dir.private_dir(data_dir)
+    memory_worker = storage_worker = None
+    if memory:
+        def make_memory():
+            from kernel.memory.manager import MemoryManager      # torch and the embedding model: in the worker
+            return MemoryManager(os.path.join(data_dir, "memory"), embedder, **(memory_options or {}))
+        memory_worker = ServiceWorker("memory", context, make_memory, ack=Ack())
+    if storage:
+        def make_storage():
+            from kernel.storage.manager import StorageManager
+            return StorageManager(os.path.join(data_dir, "files"), **(storage_options or {}))
+        storage_worker = ServiceWorker("storage", context, make_storage, ack=Ack())
+    syscalls = ServiceSyscalls(memory_worker, storage_worker, ShareTable(os.path.join(data_dir, "shares.json")), audit)
+    return Services(syscalls, [w for w in (memory_worker, storage_worker) if w is not None])

@@ -1,0 +1,162 @@
+"""mem.*, fs.* and access.share: authorized on the kernel loop's thread, run on the service workers.
+
+Which space a call acts on: the caller's own ("<principal>/<agent name>", or a throwaway one for an ephemeral agent)
+unless `space` names another owner's, which needs that owner's share (access.share) for the access asked (read, or
+write) or the operator's capability (mem.any, fs.any). Denials answer `permission_denied` and are audited, as are uses
+of the capability. The loop only checks and queues; the work and the reply happen on the worker.
+
+Files are searchable (fs.search) through the memory service: each text file written is indexed, after its write
+returned, in the memory space "<space>#files" under its path (the first MAX_MEMORY_CHARS characters), replacing the
+index of its earlier version; a delete drops it.
+"""
+from __future__ import annotations
+
+from ipc.errors import ErrorCode, ProtocolError
+from ipc.messages import Ack
+from ipc.service_messages import (MAX_MEMORY_CHARS, FileInfo, FsData, FsListing, FsVersion, FsVersions, MemId,
+                                  MemRecord, MemRecords, VersionInfo)
+from kernel.access.capabilities import Capability
+from kernel.access.shares import ShareTable
+from kernel.services.worker import Job, ServiceWorker
+
+FILE_INDEX_SUFFIX = "#files"
+MAX_INDEXED = 100_000                 # entries scanned when a file's old index entries are replaced
+
+MEM_WRITES = ("mem.add", "mem.update", "mem.delete")
+FS_WRITES = ("fs.write", "fs.delete", "fs.rollback")
+
+
+def space_of(agent) -> str:
+    return f"eph:{agent.agent_id}" if agent.ephemeral else f"{agent.principal}/{agent.name}"
+
+
+class ServiceSyscalls:
+    def __init__(self, memory: ServiceWorker | None, storage: ServiceWorker | None, shares: ShareTable, audit):
+        self.memory, self.storage, self.shares, self.audit = memory, storage, shares, audit
+
+    def handlers(self) -> dict:
+        table = {"access.share": self.share}
+        if self.memory is not None:
+            table |= {name: self.mem for name in ("mem.add", "mem.search", "mem.get", "mem.update", "mem.delete",
+                                                  "mem.list")}
+        if self.storage is not None:
+            table |= {name: self.fs for name in ("fs.write", "fs.read", "fs.list", "fs.delete", "fs.versions",
+                                                 "fs.rollback", "fs.search")}
+        return table
+
+    def agent_ended(self, agent) -> None:
+        """A throwaway agent's spaces go with it."""
+        if not agent.ephemeral:
+            return
+        space = space_of(agent)
+        for worker, drop in ((self.memory, (space, space + FILE_INDEX_SUFFIX)), (self.storage, (space,))):
+            for name in drop if worker is not None else ():
+                try:
+                    worker.submit(Job(None, None, lambda service, name=name: service.drop_space(name)))
+                except ProtocolError:
+                    pass          # a full queue: the space stays until the operator drops it
+
+    # -- handlers (call: kernel.daemon.dispatch.Call) --------------------------------------------------------------
+
+    def share(self, call, body) -> Ack:
+        grantee = body.grantee if "/" in body.grantee else f"{call.agent.principal}/{body.grantee}"
+        try:
+            self.shares.set(body.kind, space_of(call.agent), grantee, body.mode, body.prefix.strip("/"))
+        except ValueError as error:
+            raise ProtocolError(ErrorCode.QUOTA, str(error)) from None
+        self.audit.record(agent=call.agent, syscall="access.share", decision="allow",
+                          target=f"{body.kind}:{grantee}:{body.mode}:{body.prefix}")
+        return Ack()
+
+    def mem(self, call, body) -> None:
+        syscall = call.item.envelope.type
+        space = self._space(call, body.space, "mem", syscall in MEM_WRITES)
+        run = {
+            "mem.add": lambda m: MemId(id=m.add(space, [body.text], [body.metadata])[0]),
+            "mem.search": lambda m: MemRecords(records=[_record(h) for h in m.search(space, body.query, body.k,
+                                                                                      body.filter)]),
+            "mem.get": lambda m: _record(m.get(space, body.id)),
+            "mem.update": lambda m: m.update(space, body.id, text=body.text, metadata=body.metadata),
+            "mem.delete": lambda m: m.delete(space, body.id),
+            "mem.list": lambda m: MemRecords(records=[_record(r) for r in m.list(space, body.offset, body.limit)]),
+        }[syscall]
+        self.memory.submit(Job(call.item.identity, call.item.envelope.req_id, run))
+
+    def fs(self, call, body) -> None:
+        syscall = call.item.envelope.type
+        path = getattr(body, "path", getattr(body, "prefix", ""))
+        space = self._space(call, body.space, "fs", syscall in FS_WRITES, path)
+        if syscall == "fs.search":
+            run = lambda m: MemRecords(records=[_record(h) for h in m.search(space + FILE_INDEX_SUFFIX, body.query,
+                                                                              body.k, None)])
+            self.memory.submit(Job(call.item.identity, call.item.envelope.req_id, run))
+            return
+        run = {
+            "fs.write": lambda s: self._indexed(space, body.path, s.write(space, body.path, body.data), body.data),
+            "fs.read": lambda s: FsData(**dict(zip(("data", "version"), s.read(space, body.path, body.version)))),
+            "fs.list": lambda s: FsListing(files=[_file_info(f) for f in s.list(space, body.prefix)]),
+            "fs.delete": lambda s: self._indexed(space, body.path, s.delete(space, body.path), None),
+            "fs.versions": lambda s: FsVersions(versions=[_version_info(v) for v in s.versions(space, body.path)]),
+            "fs.rollback": lambda s: self._rolled_back(s, space, body.path, body.version),
+        }[syscall]
+        self.storage.submit(Job(call.item.identity, call.item.envelope.req_id, run))
+
+    # -- mechanism -------------------------------------------------------------------------------------------------
+
+    def _space(self, call, named: str | None, kind: str, write: bool, path: str = "") -> str:
+        own = space_of(call.agent)
+        if named is None or named == own:
+            return own
+        capability = Capability.MEM_ANY if kind == "mem" else Capability.FS_ANY
+        if capability in call.agent.capabilities:
+            self.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="allow", target=named,
+                              reason=f"holds {capability.value}")
+            return named
+        if self.shares.allows(kind, named, own, write, path.strip("/")):
+            return named
+        self.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="deny", target=named,
+                          reason="no share" + (" for writing" if write else ""))
+        raise ProtocolError(ErrorCode.DENIED, f"{named!r} has not shared its {kind} space with {own!r}"
+                                              + (" for writing" if write else ""))
+
+    def _rolled_back(self, storage, space: str, path: str, version: int) -> FsVersion:
+        new_version = storage.rollback(space, path, version)
+        data, _ = storage.read(space, path, new_version)
+        return self._indexed(space, path, new_version, data)
+
+    def _indexed(self, space: str, path: str, version, data: bytes | None):
+        """After a write (or a delete: data None) returned, replace the path's entries in the file index."""
+        text = None
+        if data is not None:
+            try:
+                text = data.decode("utf-8")[:MAX_MEMORY_CHARS]
+            except UnicodeDecodeError:
+                text = None          # not text: nothing to search, but its old index entries still go
+        if self.memory is not None:
+            try:
+                self.memory.submit(Job(None, None, lambda m: _reindex(m, space + FILE_INDEX_SUFFIX, path, version,
+                                                                      text)))
+            except ProtocolError:
+                pass                 # the memory service is saturated: the file is stored, just not indexed now
+        return FsVersion(version=version) if version is not None else None
+
+
+def _reindex(memory, index_space: str, path: str, version, text: str | None) -> None:
+    stale = [r.id for r in memory.list(index_space, 0, MAX_INDEXED) if r.metadata.get("path") == path]
+    for record_id in stale:
+        memory.delete(index_space, record_id)
+    if text and text.strip():
+        memory.add(index_space, [text], [{"path": path, "version": version}])
+
+
+def _record(hit) -> MemRecord:
+    return MemRecord(id=hit.id, text=hit.text, metadata=dict(hit.metadata), score=getattr(hit, "score", None))
+
+
+def _file_info(info) -> FileInfo:
+    return FileInfo(path=info.path, size=info.size, version=info.version, modified=float(info.modified))
+
+
+def _version_info(info) -> VersionInfo:
+    return VersionInfo(version=info.version, size=info.size,
+                       modified=float(getattr(info, "modified", getattr(info, "time", 0.0))))

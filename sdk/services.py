@@ -1,0 +1,62 @@
+"""The agent's memory (`k.memory`) and files (`k.fs`): thin views over the kernel's mem.* and fs.* syscalls.
+
+Each call acts on the agent's own space (kept across runs under its name) unless `space=` names another owner's
+space that was shared with it (`k.share(...)`). Results are the protocol's typed records (ipc/service_messages.py).
+"""
+from __future__ import annotations
+
+from ipc.service_messages import (FileInfo, FsList, FsPath, FsRollback, FsSearch, FsWrite, MemAdd, MemList, MemRecord,
+                                  MemRef, MemSearch, MemUpdate, VersionInfo)
+
+
+class Memory:
+    def __init__(self, call):
+        self._call = call
+
+    def add(self, text: str, metadata: dict | None = None, *, space: str | None = None) -> str:
+        return self._call("mem.add", MemAdd(text=text, metadata=metadata or {}, space=space)).id
+
+    def search(self, query: str, k: int = 5, filter: dict | None = None, *, space: str | None = None
+               ) -> list[MemRecord]:
+        return self._call("mem.search", MemSearch(query=query, k=k, filter=filter, space=space)).records
+
+    def get(self, id: str, *, space: str | None = None) -> MemRecord:
+        return self._call("mem.get", MemRef(id=id, space=space))
+
+    def update(self, id: str, text: str | None = None, metadata: dict | None = None, *, space: str | None = None):
+        self._call("mem.update", MemUpdate(id=id, text=text, metadata=metadata, space=space))
+
+    def delete(self, id: str, *, space: str | None = None) -> None:
+        self._call("mem.delete", MemRef(id=id, space=space))
+
+    def list(self, offset: int = 0, limit: int = 100, *, space: str | None = None) -> list[MemRecord]:
+        return self._call("mem.list", MemList(offset=offset, limit=limit, space=space)).records
+
+
+class Files:
+    def __init__(self, call):
+        self._call = call
+
+    def write(self, path: str, data: bytes | str, *, space: str | None = None) -> int:
+        """The new version number (the last versions are kept)."""
+        data = data.encode("utf-8") if isinstance(data, str) else data
+        return self._call("fs.write", FsWrite(path=path, data=data, space=space)).version
+
+    def read(self, path: str, version: int | None = None, *, space: str | None = None) -> bytes:
+        return self._call("fs.read", FsPath(path=path, version=version, space=space)).data
+
+    def list(self, prefix: str = "", *, space: str | None = None) -> list[FileInfo]:
+        return self._call("fs.list", FsList(prefix=prefix, space=space)).files
+
+    def delete(self, path: str, *, space: str | None = None) -> None:
+        self._call("fs.delete", FsPath(path=path, space=space))
+
+    def versions(self, path: str, *, space: str | None = None) -> list[VersionInfo]:
+        return self._call("fs.versions", FsPath(path=path, space=space)).versions
+
+    def rollback(self, path: str, version: int, *, space: str | None = None) -> int:
+        return self._call("fs.rollback", FsRollback(path=path, version=version, space=space)).version
+
+    def search(self, query: str, k: int = 5, *, space: str | None = None) -> list[MemRecord]:
+        """Stored text files most like the query: each hit's metadata names its path and version."""
+        return self._call("fs.search", FsSearch(query=query, k=k, space=space)).records
