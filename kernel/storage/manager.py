@@ -34,6 +34,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import stat
 
 from kernel.storage import fsops
 from kernel.storage.errors import bad_request, closed, not_found, over_quota
@@ -161,7 +162,7 @@ class StorageManager:
         except FileNotFoundError:
             return False
         fsops.fsync_dir(self._spaces_fd)
-        shutil.rmtree(doomed, dir_fd=self._spaces_fd)
+        self._remove_tree(doomed)
         return True
 
     def close(self) -> None:
@@ -245,7 +246,14 @@ class StorageManager:
     def _remove_dropped(self) -> None:
         """Finish removing spaces whose drop a crash interrupted."""
         with os.scandir(self._spaces_fd) as entries:
-            doomed = [entry.name for entry in entries
-                      if entry.name.startswith(_DROP_PREFIX) and entry.is_dir(follow_symlinks=False)]
+            doomed = [entry.name for entry in entries if entry.name.startswith(_DROP_PREFIX)]
         for name in doomed:
+            self._remove_tree(name)
+
+    def _remove_tree(self, name: str) -> None:
+        """Remove `name` under the spaces directory: rmtree for a real directory (it never follows symlinks inside);
+        a space directory someone replaced by a symlink is unlinked, never followed."""
+        if stat.S_ISDIR(os.stat(name, dir_fd=self._spaces_fd, follow_symlinks=False).st_mode):
             shutil.rmtree(name, dir_fd=self._spaces_fd)
+        else:
+            os.unlink(name, dir_fd=self._spaces_fd)
