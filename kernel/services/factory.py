@@ -10,9 +10,15 @@ import zmq
 
 from ipc import runtime_dir
 from ipc.messages import Ack
+from ipc.service_messages import MAX_FILE_BYTES
 from kernel.access.shares import ShareTable
 from kernel.services.syscalls import ServiceSyscalls
 from kernel.services.worker import ServiceWorker
+
+
+# per space (an agent's name under its principal): enough for an agent's notes and documents, not a disk
+STORAGE_DEFAULTS = {"quota_bytes": 256 << 20, "max_file_bytes": MAX_FILE_BYTES, "max_files": 10_000,
+                    "keep_versions": 10}
 
 
 def default_data_dir() -> str:
@@ -48,7 +54,7 @@ def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool =
     if storage:
         def make_storage():
             from kernel.storage.manager import StorageManager
-            return StorageManager(os.path.join(data_dir, "files"), **(storage_options or {}))
+            return StorageManager(os.path.join(data_dir, "files"), **(STORAGE_DEFAULTS | (storage_options or {})))
         storage_worker = ServiceWorker("storage", context, make_storage, ack=Ack())
     syscalls = ServiceSyscalls(memory_worker, storage_worker, ShareTable(os.path.join(data_dir, "shares.json")), audit)
     return Services(syscalls, [w for w in (memory_worker, storage_worker) if w is not None])
