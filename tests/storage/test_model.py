@@ -1,0 +1,114 @@
+"""Stateful hypothesis test: the store against a plain in-memory model of the contract (versions numbered up from
+the latest kept, the last N kept, delete forgets all, rollback is a write, quotas checked in the order size, files,
+bytes), including closing and reopening the manager on the same root between any two steps."""
+import shutil
+import tempfile
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from ipc.errors import ErrorCode, ProtocolError
+from kernel.storage import StorageManager
+
+KEEP, QUOTA_BYTES, MAX_FILE, MAX_FILES = 3, 200, 64, 3
+QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
+SPACES = st.sampled_from(["s1", "s2"])
+PATHS = st.sampled_from(["a", "b", "a/b", "a/b/c", "c/d"])
+DATA = st.binary(max_size=80)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.root = tempfile.mkdtemp()
+        self.store = self._open()
+        self.model: dict[tuple[str, str], list[tuple[int, bytes]]] = {}   # kept versions, oldest first
+
+    def _open(self) -> StorageManager:
+        return StorageManager(self.root, keep_versions=KEEP, quota_bytes=QUOTA_BYTES, max_file_bytes=MAX_FILE,
+                              max_files=MAX_FILES)
+
+    def teardown(self):
+        self.store.close()
+        shutil.rmtree(self.root)
+
+    def _space_files(self, space):
+        return {path: kept for (owner, path), kept in self.model.items() if owner == space and kept}
+
+    def _expected_write(self, space, path, data):
+        """The version the model gives the write, or the error code it expects."""
+        files = self._space_files(space)
+        kept = files.get(path, [])
+        if len(data) > MAX_FILE:
+            return ErrorCode.TOO_LARGE
+        if not kept and len(files) >= MAX_FILES:
+            return QUOTA
+        used = sum(len(blob) for versions in files.values() for _, blob in versions)
+        freed = sum(len(blob) for _, blob in kept[:max(0, len(kept) - (KEEP - 1))])
+        if used - freed + len(data) > QUOTA_BYTES:
+            return QUOTA
+        return (kept[-1][0] if kept else 0) + 1
+
+    def _apply_write(self, space, path, data, expected):
+        try:
+            got = self.store.write(space, path, data)
+        except ProtocolError as error:
+            got = error.code
+        assert got == expected
+        if isinstance(expected, int):
+            self.model[(space, path)] = (self.model.get((space, path), []) + [(expected, data)])[-KEEP:]
+
+    @rule(space=SPACES, path=PATHS, data=DATA)
+    def write(self, space, path, data):
+        self._apply_write(space, path, data, self._expected_write(space, path, data))
+
+    @rule(space=SPACES, path=PATHS, back=st.integers(0, 4))
+    def rollback(self, space, path, back):
+        kept = self.model.get((space, path), [])
+        version = (kept[-1][0] if kept else 1) - back
+        old = dict(kept).get(version)
+        if old is None:
+            try:
+                self.store.rollback(space, path, version)
+            except ProtocolError as error:
+                assert error.code is (ErrorCode.NOT_FOUND if version >= 1 else ErrorCode.BAD_REQUEST)
+            else:
+                raise AssertionError("rollback to a version that is not kept succeeded")
+            return
+        self._apply_write(space, path, old, self._expected_write(space, path, old))
+
+    @rule(space=SPACES, path=PATHS)
+    def delete(self, space, path):
+        try:
+            self.store.delete(space, path)
+            deleted = True
+        except ProtocolError as error:
+            assert error.code is ErrorCode.NOT_FOUND
+            deleted = False
+        assert deleted == bool(self.model.pop((space, path), []))
+
+    @rule()
+    def reopen(self):
+        self.store.close()
+        self.store = self._open()
+
+    @invariant()
+    def store_matches_model(self):
+        for space in ("s1", "s2"):
+            files = self._space_files(space)
+            listed = {info.path: (info.version, info.size) for info in self.store.list(space)}
+            assert listed == {path: (kept[-1][0], len(kept[-1][1])) for path, kept in files.items()}
+            for path, kept in files.items():
+                assert [(info.version, info.size) for info in self.store.versions(space, path)] == [
+                    (number, len(blob)) for number, blob in kept]
+                for number, blob in kept:
+                    assert self.store.read(space, path, number) == (blob, number)
+            usage = self.store.usage(space)
+            assert (usage["files"], usage["versions"], usage["bytes"]) == (
+                len(files), sum(map(len, files.values())),
+                sum(len(blob) for kept in files.values() for _, blob in kept))
+
+
+TestStoreMachine = StoreMachine.TestCase
+TestStoreMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
