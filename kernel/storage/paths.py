@@ -18,6 +18,7 @@ the whole on-disk path well under PATH_MAX (4096) whatever the root.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from kernel.storage.errors import bad_request
 
@@ -27,9 +28,7 @@ MAX_SPACE_BYTES = 1024
 RESERVED_PREFIX = ".aios"
 
 
-def _is_control(char: str) -> bool:
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")     # C0, DEL, C1: one regex scan, not a Python loop per char
 
 
 def _encoded(text: object, what: str, limit: int) -> bytes:
@@ -41,8 +40,9 @@ def _encoded(text: object, what: str, limit: int) -> bytes:
         raise bad_request(f"{what} is not valid Unicode (lone surrogate)") from None
     if len(raw) > limit:
         raise bad_request(f"{what} is {len(raw)} bytes long; the limit is {limit} bytes")
-    bad = next((char for char in text if _is_control(char)), None)
-    if bad is not None:
+    found = _CONTROL.search(text)
+    if found is not None:
+        bad = found.group()
         name = "NUL" if bad == "\x00" else f"U+{ord(bad):04X}"
         raise bad_request(f"{what} contains the control character {name}")
     return raw
