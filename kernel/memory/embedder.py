@@ -45,7 +45,8 @@ class MiniLMEmbedder:
         self.folder = Path(folder) if folder is not None else model_path()
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(self.folder), device=device, local_files_only=True)
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dimension = getattr(self._model, "get_embedding_dimension", None)    # the newer name; the old one warns
+        self.dim = int(dimension() if dimension else self._model.get_sentence_embedding_dimension())
 
     def embed(self, texts: list[str]) -> np.ndarray:
         vectors = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
