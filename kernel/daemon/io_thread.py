@@ -1,7 +1,7 @@
 """The kernel's socket I/O: one thread owns the ROUTER socket, so the kernel loop never blocks on the network.
 
-Inbound: recv → decode and validate (ipc/codec.py) → the preprocessor (tokenizes LLM calls) → the loop's inbox, as
-Inbound items. Malformed frames are answered with an error reply right here and never reach the loop. Every frame is
+Inbound: recv → decode and validate (ipc/codec.py) → the loop's inbox, as Inbound items; LLM calls (and their
+cancels, and connection events, to keep their order) pass through the preprocessor, which tokenizes them. Malformed frames are answered with an error reply right here and never reach the loop. Every frame is
 handled under one guard: whatever a frame does, it is answered (or dropped, if it names no request) and logged, and
 this thread goes on. A hello carries the peer the kernel saw (SO_PEERCRED uid/pid on ipc://, the Curve key's name on
 tcp://); the socket monitor turns a closed connection into ConnectionClosed (kernel/daemon/connections.py).
@@ -31,7 +31,7 @@ from ipc.errors import ErrorCode, ProtocolError
 from kernel.daemon.connections import ConnectionTracker
 from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox, Peer
 from kernel.daemon.outbox import OUTBOX_ADDRESS
-from kernel.daemon.preprocess import Preprocessor
+from kernel.daemon.preprocess import PREPROCESSED, Preprocessor
 
 log = logging.getLogger("aiosd.io")
 
@@ -170,7 +170,10 @@ class SocketServer:
             log.exception("frame from %s failed before reaching the kernel", identity.hex())
             self._send([identity, encode_error(req_id, ErrorCode.INTERNAL, "the kernel failed on this frame")])
         else:
-            self._preprocessor.put(Inbound(identity, envelope, time.monotonic(), peer))
+            item = Inbound(identity, envelope, time.monotonic(), peer)
+            # only what needs preprocessing takes the extra thread hop (tens of µs on a busy 2-core machine);
+            # a call's cancel and its connection's end follow it through the same queue, so they stay in order
+            (self._preprocessor.put if envelope.type in PREPROCESSED else self._inbox.put)(item)
         for gone in closed:          # after the hello: a record made for a connection already gone ends at once
             self._closed(gone)
 

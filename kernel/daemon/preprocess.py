@@ -3,8 +3,8 @@
 Tokenizing and rendering a chat template cost up to a second for a prompt near the frame limit; done on the loop they
 would stall every agent's decoding, done on the I/O thread every agent's replies. Here they run beside both (vLLM's
 input-processing thread). Cheap checks come first: a prompt longer than any context could hold, counted in characters,
-is refused before it is tokenized. Items pass through in arrival order, so a connection's syscalls and its
-ConnectionClosed keep their order; a call refused here is answered here, through this thread's own outbox.
+is refused before it is tokenized. Items pass through in arrival order, so a connection's LLM calls, their cancels and
+its ConnectionClosed keep their order; a call refused here is answered here, through this thread's own outbox.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from kernel.daemon.outbox import Outbox
 log = logging.getLogger("aiosd.preprocess")
 
 LLM_CALLS = ("llm.generate", "llm.chat")
+PREPROCESSED = (*LLM_CALLS, "llm.cancel")      # the I/O thread routes these here; other syscalls go to the inbox
 MAX_CHARS_PER_TOKEN = 64      # no vocabulary entry is longer: more characters than this × the context cannot fit
 
 
