@@ -1,8 +1,9 @@
 """What the I/O thread hands the kernel loop: syscalls with the peer the kernel saw send them, and connection events.
 
 The inbox is ordered: a connection's syscalls and its ConnectionClosed arrive in the order they happened, so an agent
-record can never outlive its connection. Its depth is bounded by a semaphore (`slots`) that the I/O thread takes for
-each syscall it queues and the loop gives back once it has handled one; a full inbox answers `busy` at the socket.
+record can never outlive its connection. Its depth is bounded twice, both counted when the I/O thread queues a syscall
+and given back when the loop takes it: in all (DEFAULT_MAX_QUEUED) and per connection (DEFAULT_MAX_PER_CONNECTION), so
+one flooding client fills its own share and gets `busy`, while everyone else's calls still find room.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from ipc.codec import Envelope
 
 DEFAULT_MAX_QUEUED = 4096         # syscalls decoded but not yet handled by the loop, all agents together
+DEFAULT_MAX_PER_CONNECTION = 256  # ... of one connection
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,30 @@ class ConnectionStalled:
 class Inbox:
     """The loop's queue. put_stop() is safe in a signal handler (SimpleQueue.put is reentrant)."""
 
-    def __init__(self, max_queued: int = DEFAULT_MAX_QUEUED):
+    def __init__(self, max_queued: int = DEFAULT_MAX_QUEUED, max_per_connection: int = DEFAULT_MAX_PER_CONNECTION):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.slots = threading.BoundedSemaphore(max_queued)
+        self._free = max_queued
+        self._per_connection: dict[bytes, int] = {}
+        self._max_per_connection = max_per_connection
+        self._lock = threading.Lock()
 
-    def try_reserve(self) -> bool:
-        return self.slots.acquire(blocking=False)
+    def try_reserve(self, identity: bytes) -> bool:
+        """Room for one more syscall from this connection? Taken if so."""
+        with self._lock:
+            held = self._per_connection.get(identity, 0)
+            if self._free <= 0 or held >= self._max_per_connection:
+                return False
+            self._free -= 1
+            self._per_connection[identity] = held + 1
+            return True
+
+    def release(self, identity: bytes) -> None:
+        """Give back a syscall's room: the loop took it, or a thread answered it before it got there."""
+        with self._lock:
+            self._free += 1
+            held = self._per_connection.pop(identity) - 1
+            if held:
+                self._per_connection[identity] = held
 
     def put(self, item) -> None:
         """A syscall (after try_reserve) or a connection event (always accepted: they are few and must not be lost)."""
@@ -85,5 +105,5 @@ class Inbox:
         """The next item, or None for stop; queue.Empty after timeout (0 → do not wait)."""
         item = self._queue.get(timeout=timeout) if timeout != 0 else self._queue.get_nowait()
         if isinstance(item, Inbound):
-            self.slots.release()
+            self.release(item.identity)
         return item

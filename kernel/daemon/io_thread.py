@@ -40,6 +40,7 @@ LINGER_MS = 2000                 # how long final replies may take to leave at s
 SEND_HWM = 10_000                # messages queued to one peer: ~20 s of tokens for 16 streams; then it is stalled
 RECV_HWM = 1_000                 # messages queued from one peer before libzmq stops reading its connection
 MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+BATCH = 256                      # frames moved per direction per turn: a flood one way cannot starve the other
 
 
 class AddressInUse(RuntimeError):
@@ -106,8 +107,10 @@ class SocketServer:
     # -- outbound ------------------------------------------------------------------------------------------------
 
     def _forward_outbox(self) -> bool:
-        """Send everything the threads queued; False once the stop message is seen."""
-        while self._outbox.get(zmq.EVENTS) & zmq.POLLIN:      # cheaper than a non-blocking recv raising Again
+        """Send up to BATCH frames the threads queued; False once the stop message is seen."""
+        for _ in range(BATCH):
+            if not self._outbox.get(zmq.EVENTS) & zmq.POLLIN:   # cheaper than a non-blocking recv raising Again
+                break
             frames = self._outbox.recv_multipart()
             if frames == [b""]:
                 return False
@@ -143,7 +146,9 @@ class SocketServer:
             self._preprocessor.put(ConnectionClosed(identity))
 
     def _receive(self) -> None:
-        while self._router.get(zmq.EVENTS) & zmq.POLLIN:
+        for _ in range(BATCH):
+            if not self._router.get(zmq.EVENTS) & zmq.POLLIN:
+                break
             frames = self._router.recv_multipart(copy=False)
             try:
                 self._handle(frames[0].bytes, frames)
@@ -161,8 +166,9 @@ class SocketServer:
                 self._drain_monitor()        # brings the connection's state up to date before binding it
                 peer = Peer.from_zmq(_property(frames[1], "Peer-Address"), _property(frames[1], "User-Id"))
                 closed = self._connections.hello(frames[1].get(zmq.SRCFD), identity)
-            if not self._inbox.try_reserve():
-                raise ProtocolError(ErrorCode.BUSY, "the kernel's queue is full: retry later", req_id)
+            if not self._inbox.try_reserve(identity):
+                raise ProtocolError(ErrorCode.BUSY, "the kernel's queue is full for this connection: retry later",
+                                    req_id)
         except ProtocolError as error:
             log.warning("rejected frame from %s: %s", identity.hex(), error)
             self._send([identity, encode_error(error.req_id, error.code, error.message)])

@@ -98,5 +98,5 @@ class Preprocessor:
         except Exception:        # a tokenizer bug fails this call only
             log.exception("preparing %s failed", envelope.type)
             outbox.error(item.identity, envelope.req_id, ErrorCode.INTERNAL, f"{envelope.type} failed in the kernel")
-        self._inbox.slots.release()      # answered here: it never reaches the loop, which would release its slot
+        self._inbox.release(item.identity)     # answered here: it never reaches the loop, which would give it back
         return None

@@ -115,3 +115,13 @@ def test_a_client_that_stops_reading_has_its_calls_cancelled(tmp_path, monkeypat
             deaf.close(linger=0)
             context.term()
         _healthy(kernel)
+
+
+def test_one_connection_fills_only_its_own_share_of_the_inbox():
+    from kernel.daemon.inbound import Inbox
+    inbox = Inbox(max_queued=10, max_per_connection=3)
+    assert [inbox.try_reserve(b"flood") for _ in range(4)] == [True, True, True, False]
+    assert all(inbox.try_reserve(b"other") for _ in range(3))
+    inbox.release(b"flood")
+    assert inbox.try_reserve(b"flood") and not inbox.try_reserve(b"flood")
+    assert [inbox.try_reserve(bytes([i])) for i in range(5)] == [True, True, True, True, False]   # 10 in all
