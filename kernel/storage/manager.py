@@ -74,10 +74,10 @@ class StorageManager:
     # -- the syscalls -------------------------------------------------------------------------------------------
 
     def write(self, space: str, path: str, data: bytes) -> int:
+        name = self._space(space)
         parts = split_path(path)
         view = self._bytes(data)
         check_size(view.nbytes, self.limits)
-        name = self._space(space)
         usage = self._usage_of(name)
         with contextlib.ExitStack() as stack:
             node_fd = self._node(stack, name, parts, create=False)
@@ -85,10 +85,10 @@ class StorageManager:
             pruned = to_prune(node, self.limits.keep_versions - 1)
             freed = sum(info.size for info in pruned)
             check_write(usage, self.limits, size=view.nbytes, freed=freed, new_file=not node.versions)
-            if node_fd is None:
-                node_fd = self._node(stack, name, parts, create=True)
             number = node.highest + 1
             try:
+                if node_fd is None:
+                    node_fd = self._node(stack, name, parts, create=True)
                 fsops.write_new(node_fd, version_name(number), view)
             except OSError as error:
                 if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -98,6 +98,7 @@ class StorageManager:
         usage.bytes += view.nbytes - freed
         usage.versions += 1 - len(pruned)
         usage.files += 0 if node.versions else 1
+        self._usage[name] = usage                 # the space exists now, so its usage is kept from here on
         return number
 
     def read(self, space: str, path: str, version: int | None = None) -> tuple[bytes, int]:
@@ -129,8 +130,8 @@ class StorageManager:
         return sorted(found, key=lambda info: info.path)
 
     def delete(self, space: str, path: str) -> None:
-        parts = split_path(path)
         name = self._space(space)
+        parts = split_path(path)
         usage = self._usage_of(name)
         with contextlib.ExitStack() as stack:
             node_fd, node = self._existing(stack, space, path, parts)
@@ -185,7 +186,10 @@ class StorageManager:
     def _bytes(data: object) -> memoryview:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise bad_request(f"data must be bytes, not {type(data).__name__}")
-        return memoryview(data).cast("B")
+        try:
+            return memoryview(data).cast("B")
+        except (TypeError, ValueError):               # a non-contiguous or released memoryview
+            raise bad_request("data must be a contiguous bytes-like object") from None
 
     def _space(self, space: str) -> str:
         if self._root_fd is None:
@@ -208,7 +212,8 @@ class StorageManager:
         return node_fd, node
 
     def _usage_of(self, name: str) -> Usage:
-        """The space's usage; the first time in this run, by a scan that also clears what a crash left behind."""
+        """The space's usage; the first time in this run, by a scan that also clears what a crash left behind.
+        Only spaces that exist are remembered, so asking about arbitrary ids does not grow the table."""
         usage = self._usage.get(name)
         if usage is not None:
             return usage
@@ -227,7 +232,7 @@ class StorageManager:
             space_fd = self._node(stack, name, [], create=False)
             if space_fd is not None:
                 walk_nodes(space_fd, [], visit)
-        self._usage[name] = usage
+                self._usage[name] = usage
         return usage
 
     def _remove_empty_dirs(self, name: str, parts: list[str]) -> None:

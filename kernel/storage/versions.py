@@ -23,8 +23,8 @@ from kernel.storage.fsops import TEMP_PREFIX
 from kernel.storage.paths import RESERVED_PREFIX
 
 VERSION_PREFIX = RESERVED_PREFIX + "-v"
-_VERSION_RE = re.compile(re.escape(VERSION_PREFIX) + r"([0-9]{12})\Z")
-MAX_VERSION = 10 ** 12 - 1
+# 12 digits; more only past 10^12 - 1, so no two names (one zero-padded further) can claim the same version
+_VERSION_RE = re.compile(re.escape(VERSION_PREFIX) + r"([0-9]{12}|[1-9][0-9]{12,})\Z")
 
 
 @dataclasses.dataclass(frozen=True)

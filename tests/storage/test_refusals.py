@@ -116,9 +116,17 @@ def test_bad_space_ids_are_refused(store, space):
     assert refusal(store.list, space).code is ErrorCode.BAD_REQUEST
 
 
-@pytest.mark.parametrize("data", ["text", 5, None, [1, 2]])
-def test_data_must_be_bytes(store, data):
+@pytest.mark.parametrize("data", ["text", 5, None, [1, 2], memoryview(b"abcdef")[::2]])
+def test_data_must_be_contiguous_bytes(store, data):
     assert refusal(store.write, S, "f", data).code is ErrorCode.BAD_REQUEST
+
+
+def test_asking_about_unknown_spaces_creates_and_remembers_nothing(store, root):
+    before = tree(root)
+    for number in range(50):
+        assert store.usage(f"nobody-{number}")["bytes"] == 0
+        assert store.list(f"nobody-{number}") == []
+    assert tree(root) == before and store._usage == {}
 
 
 def test_bad_limits_are_refused_at_construction(root):
