@@ -20,11 +20,17 @@ Contract (the kernel's storage worker calls this from one thread; it is not thre
 - `close()`: releases the root; later calls raise ProtocolError(SHUTDOWN). Also a context manager.
 Refusals are ipc.errors.ProtocolError (kernel.storage.errors); "no such file" or "version not kept" is NOT_FOUND.
 
+Layout (versions are derived from these names alone, no index: see versions.py for why):
+    root/.aios-lock                                        flock held while a manager is open
+    root/spaces/s-<sha256(space)>/notes/today.txt/.aios-v000000000007   version 7 of "notes/today.txt"
+    root/spaces/s-<sha256(space)>/notes/today.txt/.aios-tmp-<random>    a write in progress (or a crash's leftover)
+    root/spaces/.aios-drop-<random>/                       a space being dropped
+
 Crash safety: a version becomes visible only by the rename of a fully written, fsync'd temporary, and the directory
-is fsync'd before write() returns, so every write that returned survives SIGKILL or power loss intact and no torn
-content is ever visible. Temporaries left by a crash are ignored by every read and removed (with versions beyond
-`keep_versions` that a crash kept) the first time a space is touched in the next run; that scan also computes the
-space's usage, so quotas are right after any crash.
+is fsync'd before write() returns, so every write that returned survives SIGKILL (and power loss, on a disk that
+honours fsync) intact and no torn content is ever visible. Temporaries left by a crash are ignored by every read and
+removed (with versions beyond `keep_versions` that a crash kept) the first time a space is touched in the next run;
+that scan also computes the space's usage, so quotas are right after any crash.
 """
 from __future__ import annotations
 

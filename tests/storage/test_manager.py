@@ -5,7 +5,6 @@ import os
 import pytest
 
 from ipc.errors import ErrorCode, ProtocolError
-from kernel.storage import StorageManager
 from tests.storage.conftest import space_dir, tree
 
 S = "uid:1000/notes"
