@@ -1,5 +1,6 @@
 """The demo: start aiosd on the default model, run several example agents as concurrent OS processes, print each
-one's answer and latency, stop the kernel.
+one's answer and latency, stop the kernel. The notes agent is told two facts in the first round (each a process of its
+own) and asked about them in a second round: its memory outlives its processes.
 
     python -m agents.demo [--dtype float32] [--scheduler rr]
 """
@@ -25,7 +26,10 @@ JOBS = [
     ("qa.py", "Why is the sky blue?"),
     ("qa.py", "What does a CPU do?"),
     ("react.py", "What is 17 * 23 + 4?"),
+    ("notes.py", "remember My sister Ada lives in Lyon and works as a pharmacist."),
+    ("notes.py", "remember The spare house key is under the blue flower pot."),
 ]
+LATER_JOBS = [("notes.py", "ask Where is the spare key?")]
 
 
 @dataclass
@@ -41,8 +45,9 @@ def run_agents(address: str, jobs: list[tuple[str, str]], timeout_s: float = 600
     """Start every agent at once, each its own process; wait for all."""
     env = {**os.environ, ADDRESS_ENV: address}
     started = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, str(AGENTS_DIR / program), question], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for program, question in jobs]
+    procs = [subprocess.Popen([sys.executable, str(AGENTS_DIR / program), *_split(program, question)], env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for program, question in jobs]
     finished: list[Finished | None] = [None] * len(jobs)
 
     def wait(index: int) -> None:       # one waiting thread per agent, so each is timed at its own exit
@@ -58,6 +63,11 @@ def run_agents(address: str, jobs: list[tuple[str, str]], timeout_s: float = 600
     return finished
 
 
+def _split(program: str, question: str) -> list[str]:
+    """The notes agent takes a command word first; the others take the question as one argument."""
+    return question.split(" ", 1) if program == "notes.py" else [question]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
@@ -66,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aios-demo-") as workdir:
         address = f"ipc://{workdir}/kernel.sock"
         print(f"starting aiosd ({args.dtype}, {args.scheduler}) ...", flush=True)
-        with KernelProcess(address, {"dtype": args.dtype, "scheduler": args.scheduler},
-                           Path(workdir) / "aiosd.log") as kernel:
+        with KernelProcess(address, {"dtype": args.dtype, "scheduler": args.scheduler, "memory": "on",
+                                     "storage": "on"}, Path(workdir) / "aiosd.log") as kernel:
             print(kernel.ready_line, flush=True)
             print(f"running {len(JOBS)} agents as concurrent processes ...\n", flush=True)
             results = run_agents(address, JOBS)
+            print(f"then {len(LATER_JOBS)} more, which use what the first round stored ...\n", flush=True)
+            results += run_agents(address, LATER_JOBS)
         print("kernel stopped\n")
     for result in results:
         print(f"--- {result.program} [{result.latency_s:.1f} s, exit {result.status}] {result.question}")
