@@ -15,7 +15,7 @@ KEEP, QUOTA_BYTES, MAX_FILE, MAX_FILES = 3, 200, 64, 3
 QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
 SPACES = st.sampled_from(["s1", "s2"])
 PATHS = st.sampled_from(["a", "b", "a/b", "a/b/c", "c/d"])
-DATA = st.one_of(st.binary(max_size=40), st.binary(min_size=60, max_size=80))   # some over MAX_FILE
+DATA = st.one_of(st.binary(max_size=MAX_FILE), st.binary(min_size=MAX_FILE - 8, max_size=MAX_FILE + 8))
 
 
 class StoreMachine(RuleBasedStateMachine):
