@@ -97,7 +97,7 @@ class MemoryManager:
         k = limits.check_int(k, 1, limits.MAX_K, "k")
         where = limits.check_filter(filter)
         sid = store.space_id(space)
-        if sid is None or store.usage(sid)[0] == 0:
+        if sid is None or (space not in self._indexes and store.usage(sid)[0] == 0):
             return []
         self._counts["searches"] += 1
         self._lru.reference(space)
