@@ -179,7 +179,7 @@ def bench_eviction(n: int, queries: int) -> list[list]:
     rows.append([f"resident search ({n})", p50, pct(resident, .99), 1.0])
     rows.append([f"reload evicted space + search ({evictions} evictions)", pct(loads, .5), pct(loads, .99),
                  pct(loads, .5) / p50])
-    rows.append([f"scan from SQLite (space > ram_entries)", pct(scans, .5), pct(scans, .99), pct(scans, .5) / p50])
+    rows.append(["scan from SQLite (space > ram_entries)", pct(scans, .5), pct(scans, .99), pct(scans, .5) / p50])
     return rows
 
 

@@ -79,7 +79,8 @@ class SpaceIndex:
         params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k)) if self.ann else faiss.SearchParameters()
         if self._dead:
             dead = faiss.IDSelectorBatch(np.nonzero(self._keys == DEAD)[0].astype(np.int64))
-            params.sel = keep = faiss.IDSelectorNot(dead)     # `keep`: faiss holds a raw pointer; keep it alive
+            keep = faiss.IDSelectorNot(dead)      # faiss holds raw pointers: `dead` and `keep` must outlive search
+            params.sel = keep
         scores, rows = self._index.search(query, k_eff, params=params)
         found = rows[0] >= 0
         return scores[0][found], self._keys[rows[0][found]]

@@ -147,15 +147,21 @@ class MemoryManager:
         if index is not None:
             self._cached(space, lambda: index.remove([key]))
 
-    def list(self, space: str, offset: int = 0, limit: int = 100) -> list[Record]:
+    def list(self, space: str, offset: int = 0, limit: int = 100, filter: dict | None = None) -> list[Record]:
+        """Records in id (insertion) order; with `filter`, only those whose metadata matches it exactly."""
         store, space = self._open(space)
         offset = limits.check_int(offset, 0, limits.MAX_OFFSET, "offset")
         limit = limits.check_int(limit, 1, limits.MAX_LIST, "limit")
+        where = limits.check_filter(filter)
         sid = store.space_id(space)
         if sid is None:
             return []
-        return [Record(format_id(key), text, meta, created, updated)
-                for key, text, meta, created, updated in store.page(sid, offset, limit)]
+        if where is None:
+            return [Record(format_id(key), text, meta, created, updated)
+                    for key, text, meta, created, updated in store.page(sid, offset, limit)]
+        keys = sorted(store.filter_keys(sid, where).tolist())[offset:offset + limit]
+        found = store.fetch(sid, keys)
+        return [Record(format_id(key), *found[key]) for key in keys if limits.matches(found[key][1], where)]
 
     def drop_space(self, space: str) -> None:
         store, space = self._open(space)

@@ -124,12 +124,14 @@ class Store:
 
     def fetch(self, sid: int, keys: list[int]) -> dict[int, tuple]:
         """key → (text, metadata dict, created, updated) for those of `keys` in the space."""
-        if not keys:
-            return {}
-        marks = ",".join("?" * len(keys))
-        rows = self._db.execute(f"SELECT key, text, metadata, created, updated FROM records "
-                                f"WHERE sid = ? AND key IN ({marks})", (sid, *keys))
-        return {key: (text, json.loads(meta), created, updated) for key, text, meta, created, updated in rows}
+        found = {}
+        for start in range(0, len(keys), 500):           # SQLite caps the number of bound parameters
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(f"SELECT key, text, metadata, created, updated FROM records "
+                                    f"WHERE sid = ? AND key IN ({','.join('?' * len(chunk))})", (sid, *chunk))
+            found.update((key, (text, json.loads(meta), created, updated))
+                         for key, text, meta, created, updated in rows)
+        return found
 
     def page(self, sid: int, offset: int, limit: int) -> list[tuple]:
         return [(key, text, json.loads(meta), created, updated) for key, text, meta, created, updated in

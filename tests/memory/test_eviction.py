@@ -49,7 +49,8 @@ def _populate(make, directory, spaces, per_space=4):
     ids = {}
     memory = make(directory)
     for space in spaces:
-        ids[space] = memory.add(space, [f"{space} fact {i}" for i in range(per_space)], [{"i": i} for i in range(per_space)])
+        ids[space] = memory.add(space, [f"{space} fact {i}" for i in range(per_space)],
+                                [{"i": i} for i in range(per_space)])
     memory.close()
     return ids
 

@@ -68,6 +68,8 @@ def test_filter_is_exact_on_value_and_type(make):
     assert found({"k": None, "z": "r"}) == set()
     assert found({"missing": 1}) == set()
     assert found({}) == set(ids)
+    assert [r.id for r in memory.list(S, 0, 10, filter={"k": True})] == [ids[1]]
+    assert [r.id for r in memory.list(S, 1, 10, filter={"z": "q"})] == []
     assert code_of(memory.search, S, "a", 3, {"k": [1]}) == ErrorCode.BAD_REQUEST
 
 
