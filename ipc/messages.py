@@ -17,7 +17,8 @@ from typing import Literal
 from ipc.schema import bounded
 from ipc.service_messages import (FsData, FsList, FsListing, FsPath, FsRollback, FsSearch, FsVersion, FsVersions,
                                   FsWrite, MemAdd, MemId, MemList, MemRecord, MemRecords, MemRef, MemSearch, MemUpdate,
-                                  Share)
+                                  PendingApprovals, PendingList, Share, ToolApprove, ToolCallRequest, ToolList,
+                                  ToolListing, ToolOutput)
 
 PROTOCOL_VERSION = 1
 
@@ -29,6 +30,7 @@ MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 128
 MAX_MESSAGES = 4096                   # chat messages per call (their text is bounded by the frame size)
 MAX_SECRET_CHARS = 256                # admin and grant tokens
 MAX_CAPABILITIES = 16
+MAX_TOOLS = 64                        # tools offered to the model in one chat call
 
 
 # ---- syscalls (agent → kernel) -------------------------------------------------------------------------------------
@@ -76,6 +78,10 @@ class ChatMessage:
 @dataclass(frozen=True, kw_only=True)
 class Chat(LLMCall):
     messages: list[ChatMessage] = bounded(max_items=MAX_MESSAGES)
+    # OpenAI-shaped: [{"type": "function", "function": {"name", "description", "parameters": <JSON schema>}}]
+    tools: list[dict] = bounded(factory=list, max_items=MAX_TOOLS)
+    # "auto" (text or a call), "required" (a call), "none", or {"type": "function", "function": {"name": ...}}
+    tool_choice: str | dict = "auto"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,11 +151,20 @@ class Timing:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolCall:
+    """A call the model made: arguments is a JSON object text that parses and validates against the tool's schema."""
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Completion:
-    text: str
-    finish_reason: str              # "eos" | "length" | "stop"
+    text: str                       # without the tool calls' markup when there are tool_calls
+    finish_reason: str              # "eos" | "length" | "stop" | "tool_calls"
     usage: Usage
     timing: Timing
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +238,10 @@ SYSCALLS: dict[str, tuple[type, type]] = {
     "fs.versions": (FsPath, FsVersions),
     "fs.rollback": (FsRollback, FsVersion),
     "fs.search": (FsSearch, MemRecords),
+    "tool.list": (ToolList, ToolListing),
+    "tool.call": (ToolCallRequest, ToolOutput),
+    "tool.approve": (ToolApprove, Ack),
+    "tool.pending": (PendingList, PendingApprovals),
     "kernel.stats": (Stats, KernelStats),
     "kernel.ping": (Ping, Ack),
 }

@@ -18,11 +18,13 @@ from typing import Any, Literal, Union
 from ipc.errors import ErrorCode, ProtocolError
 
 
-def bounded(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
-            max_len: int | None = None, max_items: int | None = None, printable: bool = False) -> Any:
+def bounded(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, lo: float | None = None,
+            hi: float | None = None, max_len: int | None = None, max_items: int | None = None,
+            printable: bool = False) -> Any:
     """A dataclass field with bounds: lo..hi for numbers, max_len characters for a string (or each string of a
-    list), max_items for a list, printable characters only."""
-    return dataclasses.field(default=default, metadata={"bounds": (lo, hi, max_len, max_items, printable)})
+    list), max_items for a list, printable characters only. factory: a default made per instance (a list)."""
+    return dataclasses.field(default=default, default_factory=factory,
+                             metadata={"bounds": (lo, hi, max_len, max_items, printable)})
 
 
 def to_wire(message: Any) -> dict:

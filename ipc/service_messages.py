@@ -159,3 +159,65 @@ class Share:
     grantee: str = bounded(max_len=MAX_SPACE_CHARS, printable=True)
     mode: Literal["r", "rw", "none"] = "r"
     prefix: str = bounded("", max_len=MAX_PATH_CHARS)
+
+
+# ---- tools ----------------------------------------------------------------------------------------------------------
+MAX_TOOL_NAME = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolList:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolInfo:
+    name: str
+    description: str
+    input_schema: dict
+    irreversible: bool = False     # a call waits for the operator's approval (aios approve ID) or a policy
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolListing:
+    tools: list[ToolInfo]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallRequest:
+    name: str = bounded(max_len=MAX_TOOL_NAME, printable=True)
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolOutput:
+    text: str
+    is_error: bool = False         # the tool ran and reported an error
+    truncated: bool = False        # cut at the kernel's output limit
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolApprove:
+    """The operator's decision on a held call of an irreversible tool."""
+    approval_id: str = bounded(max_len=64)
+    allow: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingList:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingApproval:
+    approval_id: str
+    agent_id: str
+    agent_name: str
+    tool: str
+    arguments: str                 # JSON, cut short
+    waiting_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingApprovals:
+    pending: list[PendingApproval]

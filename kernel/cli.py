@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help=f"kernel address (default: ${ADDRESS_ENV}, else the local kernel)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run an agent program as its own process, wired to the kernel")
-    run.add_argument("--grant", action="append", default=[], choices=[c.value for c in Capability],
-                     metavar="CAP", help="a capability for the agent, repeatable: "
-                                         + ", ".join(c.value for c in Capability))
+    run.add_argument("--grant", action="append", default=[], metavar="CAP",
+                     help="a capability for the agent, repeatable: " + ", ".join(c.value for c in Capability)
+                          + ", tool:NAME")
     run.add_argument("agent", help="the agent's Python file")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the agent")
     run.set_defaults(command=_run)

@@ -20,18 +20,23 @@ class Capability(str, enum.Enum):
     GRANT = "access.grant"           # mint grant tokens carrying a subset of one's own capabilities
     MEM_ANY = "mem.any"              # read and write any owner's memory space
     FS_ANY = "fs.any"                # read and write any owner's file space
+    TOOL_ANY = "tool.any"            # call every tool, restricted ones included ("tool:NAME" grants one)
+    TOOL_APPROVE = "tool.approve"    # list and decide calls of irreversible tools held for approval
 
 
 ALL = frozenset(Capability)
 
 
-def parse(names: list[str]) -> frozenset[Capability]:
-    """Capabilities by name; ValueError naming an unknown one."""
+TOOL_PREFIX = "tool:"      # "tool:NAME": the right to call one restricted tool
+
+
+def parse(names: list[str]) -> frozenset:
+    """Capabilities by name (Capability members, and "tool:NAME" strings); ValueError naming an unknown one."""
     known = {c.value: c for c in Capability}
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and not (n.startswith(TOOL_PREFIX) and len(n) > len(TOOL_PREFIX))]
     if unknown:
-        raise ValueError(f"unknown capability {unknown[0][:32]!r}; known: {', '.join(sorted(known))}")
-    return frozenset(known[n] for n in names)
+        raise ValueError(f"unknown capability {unknown[0][:32]!r}; known: {', '.join(sorted(known))}, tool:NAME")
+    return frozenset(known.get(n, n) for n in names)
 
 
 def parent_pid(pid: int) -> int | None:

@@ -122,7 +122,7 @@ class Syscalls:
         agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received)
         if granted:
             self.access.audit.record(agent=agent, syscall="hello", decision="allow",
-                                     reason="capabilities " + ",".join(sorted(c.value for c in granted)))
+                                     reason="capabilities " + ",".join(sorted(getattr(c, "value", c) for c in granted)))
         log.info("hello from %s (%s, %s, pid %s, priority %d)", agent.agent_id, agent.name, agent.principal, agent.pid,
                  agent.priority)
         return HelloResult(agent_id=agent.agent_id, model=self.model_id, scheduler=self.llm.scheduler.name)
@@ -164,10 +164,10 @@ class Syscalls:
         if Capability.GRANT not in held or not wanted <= held:
             reason = "lacks access.grant" if Capability.GRANT not in held else "cannot grant what it does not hold"
             self.access.audit.record(agent=call.agent, syscall="access.grant", decision="deny", reason=reason,
-                                     target=",".join(sorted(c.value for c in wanted)))
+                                     target=",".join(sorted(getattr(c, "value", c) for c in wanted)))
             raise ProtocolError(ErrorCode.DENIED, f"access.grant: the caller {reason}")
         self.access.audit.record(agent=call.agent, syscall="access.grant", decision="allow",
-                                 target=",".join(sorted(c.value for c in wanted)))
+                                 target=",".join(sorted(getattr(c, "value", c) for c in wanted)))
         return GrantResult(token=self.access.tokens.mint(wanted))
 
     def stats(self, call: Call, body) -> KernelStats:

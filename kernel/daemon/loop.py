@@ -41,6 +41,8 @@ class KernelLoop:
         """Serve until stop(); then every request still in flight gets a shutdown error."""
         while self._take_syscalls(block=not self.llm.busy()):
             self._reap_dead_agents()
+            if self.syscalls.services is not None:
+                self.syscalls.services.tick()
             try:
                 self.llm.schedule(self.step)
             except Exception:        # a policy or context-manager bug: the calls it was placing fail, the loop lives

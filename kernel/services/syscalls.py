@@ -31,11 +31,20 @@ def space_of(agent) -> str:
 
 
 class ServiceSyscalls:
-    def __init__(self, memory: ServiceWorker | None, storage: ServiceWorker | None, shares: ShareTable, audit):
+    def __init__(self, memory: ServiceWorker | None, storage: ServiceWorker | None, shares: ShareTable, audit,
+                 tools=None):
         self.memory, self.storage, self.shares, self.audit = memory, storage, shares, audit
+        self.tools = tools          # kernel/services/tools.py ToolService, or None
+
+    def tick(self) -> None:
+        """Periodic work on the loop: held tool calls whose approval timed out."""
+        if self.tools is not None:
+            self.tools.tick()
 
     def handlers(self) -> dict:
         table = {"access.share": self.share}
+        if self.tools is not None:
+            table |= self.tools.handlers()
         if self.memory is not None:
             table |= {name: self.mem for name in ("mem.add", "mem.search", "mem.get", "mem.update", "mem.delete",
                                                   "mem.list")}
@@ -45,7 +54,9 @@ class ServiceSyscalls:
         return table
 
     def agent_ended(self, agent) -> None:
-        """A throwaway agent's spaces go with it."""
+        """Its held tool calls are forgotten; a throwaway agent's spaces go with it."""
+        if self.tools is not None:
+            self.tools.agent_ended(agent)
         if not agent.ephemeral:
             return
         space = space_of(agent)

@@ -5,7 +5,7 @@ import pytest
 from ipc.codec import decode_reply, decode_request, encode, encode_error
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.service_messages import (FsPath, FsRollback, FsSearch, FsWrite, MemAdd, MemRef, MemSearch, MemUpdate,
-                                  Share)
+                                  Share, ToolApprove, ToolCallRequest)
 from ipc.messages import (PROTOCOL_VERSION, SYSCALLS, AgentInfo, Chat, ChatMessage, Grant, Completion, Generate, Hello,
                           HelloResult, ProcTable, RequestInfo, SetPriority, Timing, Token, Usage)
 
@@ -13,7 +13,9 @@ SAMPLE_SYSCALLS = {
     "hello": Hello(name="qa", priority=2, token="t"),
     "llm.generate": Generate(prompt="Once", max_tokens=7, temperature=0.5, top_p=0.9, top_k=40, seed=1,
                              stop=("\n",), stream=True, priority=-1, ignore_eos=True, predicted_tokens=7),
-    "llm.chat": Chat(messages=[ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]),
+    "llm.chat": Chat(messages=[ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")],
+                     tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                     tool_choice={"type": "function", "function": {"name": "f"}}),
     "proc.set_priority": SetPriority(agent_id="a3", priority=5),
     "access.grant": Grant(capabilities=["proc.kill"]),
     "access.share": Share(kind="fs", grantee="reader", mode="rw", prefix="notes"),
@@ -28,6 +30,8 @@ SAMPLE_SYSCALLS = {
     "fs.versions": FsPath(path="a/b.txt"),
     "fs.rollback": FsRollback(path="a/b.txt", version=2),
     "fs.search": FsSearch(query="budget", k=2),
+    "tool.call": ToolCallRequest(name="calculator", arguments={"expression": "2 + 2"}),
+    "tool.approve": ToolApprove(approval_id="p1", allow=True),
 }
 
 
