@@ -7,6 +7,7 @@ never the admin token).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -74,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("agent", help="an agent name (of this user) or a space \"<principal>/<name>\"")
     ls.add_argument("prefix", nargs="?", default="")
     ls.set_defaults(command=_fs_ls)
+    tools = commands.add_parser("tools", help="the kernel's tools: list them, or call one for testing")
+    tools.add_argument("name", nargs="?", help="a tool to call")
+    tools.add_argument("arguments", nargs="?", default="{}", help="its arguments as a JSON object")
+    tools.set_defaults(command=_tools)
+    commands.add_parser("approvals", help="tool calls waiting for the operator").set_defaults(command=_approvals)
+    for verb in ("approve", "deny"):
+        decide = commands.add_parser(verb, help=f"{verb} a held call of an irreversible tool")
+        decide.add_argument("approval_id")
+        decide.set_defaults(command=_decide, allow=verb == "approve")
     return parser
 
 
@@ -120,6 +130,37 @@ def _fs_ls(args) -> int:
     for info in files:
         print(f"{info.size:>10}  v{info.version:<5} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.modified))}"
               f"  {info.path}")
+    return 0
+
+
+def _tools(args) -> int:
+    with _operator(args, "aios tools") as kernel:
+        if args.name is None:
+            for tool in kernel.tools.list():
+                flag = " (irreversible: needs approval)" if tool.irreversible else ""
+                print(f"{tool.name:<20} {tool.description.splitlines()[0] if tool.description else ''}{flag}")
+                print(f"{'':<20} {json.dumps(tool.input_schema.get('properties', {}))}")
+            return 0
+        try:
+            arguments = json.loads(args.arguments)
+        except ValueError as error:
+            raise ValueError(f"arguments must be a JSON object: {error}") from None
+        output = kernel.tools.call(args.name, arguments)
+    print(output.text + ("\n[truncated]" if output.truncated else ""))
+    return 1 if output.is_error else 0
+
+
+def _approvals(args) -> int:
+    with _operator(args, "aios approvals") as kernel:
+        for held in kernel.tools.pending():
+            print(f"{held.approval_id:<6} {held.agent_id:<6} {held.agent_name[:16]:<17} {held.tool:<16} "
+                  f"{held.waiting_s:>6.0f}s  {held.arguments}")
+    return 0
+
+
+def _decide(args) -> int:
+    with _operator(args, "aios approve") as kernel:
+        kernel.tools.approve(args.approval_id, allow=args.allow)
     return 0
 
 

@@ -28,7 +28,7 @@ from ipc.messages import (REPLY_ERROR, REPLY_RESULT, AgentInfo, Cancel, Chat, Ch
                           Grant, Heartbeat, Hello, Ping, ProcKill, ProcList, SetPriority, Stats)
 from ipc.service_messages import Share
 from sdk.errors import KernelError, KernelTimeout, KernelUnavailable
-from sdk.services import Files, Memory
+from sdk.services import Files, Memory, Tools
 
 DEFAULT_TIMEOUT_S = 600.0
 HEARTBEAT_S = 5.0
@@ -56,6 +56,7 @@ class Kernel:
         self.ephemeral = ephemeral
         self.memory = Memory(self._call)        # k.memory.add(...), k.memory.search(...)
         self.fs = Files(self._call)             # k.fs.write(...), k.fs.read(...)
+        self.tools = Tools(self._call)          # k.tools.list(), k.tools.call(name, {...})
         self.timeout = timeout                  # default per-call timeout, seconds (None: wait forever)
         self._token = token or os.environ.get(TOKEN_ENV) or None
         self._ids = itertools.count(1)
@@ -81,7 +82,10 @@ class Kernel:
     def chat(self, messages: list[dict], *, full: bool = False, timeout: float | None = None, **options
              ) -> str | Completion:
         """The assistant's reply to a conversation ([{"role": ..., "content": ...}, ...]). Options: max_tokens,
-        temperature (0 = greedy), top_p, top_k, seed, stop, priority, ignore_eos, predicted_tokens.
+        temperature (0 = greedy), top_p, top_k, seed, stop, priority, ignore_eos, predicted_tokens, tools (OpenAI-
+        shaped, e.g. k.tools.as_openai()) and tool_choice ("auto", "required", "none" or {"type": "function",
+        "function": {"name": ...}}): the calls the model makes are in the Completion's tool_calls (full=True), their
+        arguments always valid JSON for the tool's schema.
         full=True returns a Completion with usage and kernel-side timing."""
         completion = self._call("llm.chat", _chat(messages, options), timeout)
         return completion if full else completion.text

@@ -1,4 +1,5 @@
-"""The agent's memory (`k.memory`) and files (`k.fs`): thin views over the kernel's mem.* and fs.* syscalls.
+"""The agent's memory (`k.memory`), files (`k.fs`) and tools (`k.tools`): thin views over the kernel's mem.*, fs.* and
+tool.* syscalls.
 
 Each call acts on the agent's own space (kept across runs under its name) unless `space=` names another owner's
 space that was shared with it (`k.share(...)`). Results are the protocol's typed records (ipc/service_messages.py).
@@ -6,7 +7,8 @@ space that was shared with it (`k.share(...)`). Results are the protocol's typed
 from __future__ import annotations
 
 from ipc.service_messages import (FileInfo, FsList, FsPath, FsRollback, FsSearch, FsWrite, MemAdd, MemList, MemRecord,
-                                  MemRef, MemSearch, MemUpdate, VersionInfo)
+                                  MemRef, MemSearch, MemUpdate, PendingApproval, PendingList, ToolApprove,
+                                  ToolCallRequest, ToolInfo, ToolList, ToolOutput, VersionInfo)
 
 
 class Memory:
@@ -60,3 +62,28 @@ class Files:
     def search(self, query: str, k: int = 5, *, space: str | None = None) -> list[MemRecord]:
         """Stored text files most like the query: each hit's metadata names its path and version."""
         return self._call("fs.search", FsSearch(query=query, k=k, space=space)).records
+
+
+class Tools:
+    def __init__(self, call):
+        self._call = call
+
+    def list(self) -> list[ToolInfo]:
+        """The tools this agent may call, with their JSON schemas."""
+        return self._call("tool.list", ToolList()).tools
+
+    def call(self, name: str, arguments: dict | None = None, *, timeout: float | None = None) -> ToolOutput:
+        """Run a tool in its sandboxed MCP server. An irreversible tool's call waits for the operator's approval."""
+        return self._call("tool.call", ToolCallRequest(name=name, arguments=arguments or {}), timeout)
+
+    def as_openai(self) -> list[dict]:
+        """This agent's tools in the shape chat(tools=...) takes."""
+        return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                  "parameters": t.input_schema}} for t in self.list()]
+
+    def pending(self) -> list[PendingApproval]:
+        """Held calls of irreversible tools (the operator's view: needs tool.approve)."""
+        return self._call("tool.pending", PendingList()).pending
+
+    def approve(self, approval_id: str, allow: bool = True) -> None:
+        self._call("tool.approve", ToolApprove(approval_id=approval_id, allow=allow))

@@ -153,7 +153,7 @@ class ServiceSyscalls:
 
 
 def _reindex(memory, index_space: str, path: str, version, text: str | None) -> None:
-    stale = [r.id for r in memory.list(index_space, 0, MAX_INDEXED) if r.metadata.get("path") == path]
+    stale = [r.id for r in memory.list(index_space, 0, MAX_INDEXED, filter={"path": path})]
     for record_id in stale:
         memory.delete(index_space, record_id)
     if text and text.strip():
