@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.kernel_proc import KernelProcess
+from bench.syscall_bench import timed
 from sdk import connect
 
 TEXTS = ["The {} meeting moved to room {}.", "Buy {} apples and {} pears.", "Ada's {} flight lands at gate {}.",
@@ -35,15 +36,6 @@ def _text(i: int) -> str:
 def _pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _timed(call, count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def populate(data_dir: Path, space: str, entries: int) -> None:
@@ -63,13 +55,13 @@ def in_process_baselines(entries: int, queries: list[str]) -> dict:
     import faiss
     embedder = MiniLMEmbedder()
     texts = [_text(i) for i in range(200)]
-    single = statistics.median(_timed(lambda: embedder.embed([texts[0]]), 50))
+    single = statistics.median(timed(lambda: embedder.embed([texts[0]]), 50))
     start = time.perf_counter()
     embedder.embed(texts)
     batched = (time.perf_counter() - start) / len(texts)
     index = faiss.IndexFlatIP(embedder.dim)
     index.add(np.random.default_rng(0).standard_normal((entries, embedder.dim)).astype(np.float32))
-    search = _timed(lambda: index.search(embedder.embed([queries[0]]), 5), 200)
+    search = timed(lambda: index.search(embedder.embed([queries[0]]), 5), 200)
     return {"embed_one_s": single, "embed_batched_s": batched, "search": search}
 
 
@@ -108,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         with KernelProcess(f"ipc://{workdir}/kernel.sock", options, work / "aiosd.log") as kernel, \
                 connect(kernel.address, name="bench") as k:
             k.memory.search("warm up", k=5)           # the model is loaded in the worker by now
-            add = _timed(lambda: k.memory.add(_text(7)), adds)
-            search = _timed(lambda: k.memory.search(queries[len(queries) - 1], k=5), searches)
+            add = timed(lambda: k.memory.add(_text(7)), adds)
+            search = timed(lambda: k.memory.search(queries[len(queries) - 1], k=5), searches)
             files = {}
             for size in (4 << 10, 256 << 10, 2 << 20):
                 data, count = os.urandom(size), max(4, (8 << 20) // size // (4 if args.quick else 1))
@@ -117,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(count):
                     k.fs.write(f"bench/{size}/f{i}", data)
                 write_mb = size * count / (time.perf_counter() - start) / 1e6
-                read = _timed(lambda: k.fs.read(f"bench/{size}/f0"), count)
+                read = timed(lambda: k.fs.read(f"bench/{size}/f0"), count)
                 plain_dir = work / f"plain{size}"
                 plain_dir.mkdir()
                 files[size] = (write_mb, size / statistics.median(read) / 1e6, file_baseline(plain_dir, size, count))

@@ -34,7 +34,8 @@ def _percentiles(samples_s: list[float]) -> dict[str, float]:
     return {"p50": pick(0.50), "p99": pick(0.99), "mean": statistics.fmean(ordered) * 1e6}
 
 
-def _timed(call, count: int, warmup: int) -> list[float]:
+def timed(call, count: int, warmup: int = 0) -> list[float]:
+    """Seconds per call of `call`, `count` times after `warmup` untimed calls."""
     for _ in range(warmup):
         call()
     samples = []
@@ -57,7 +58,7 @@ def raw_zmq_round_trips(address: str, count: int, warmup: int) -> list[float]:
             dealer.send(b"ping")
             dealer.recv()
 
-        samples = _timed(ping, count, warmup)
+        samples = timed(ping, count, warmup)
         dealer.close(linger=0)
         context.term()
         return samples
@@ -68,7 +69,7 @@ def raw_zmq_round_trips(address: str, count: int, warmup: int) -> list[float]:
 
 def sdk_round_trips(address: str, count: int, warmup: int) -> list[float]:
     with connect(address, name="syscall-bench") as kernel:
-        return _timed(kernel.ping, count, warmup)
+        return timed(kernel.ping, count, warmup)
 
 
 def main(argv: list[str] | None = None) -> int:
