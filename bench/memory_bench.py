@@ -83,24 +83,28 @@ def bench_add(items: int) -> None:
         memory = MemoryManager(d, model, max_entries=10 ** 6, max_bytes=1 << 30)
         for batch in (32, 1):
             n = items if batch == 32 else max(8, items // 4)
-            t = time.perf_counter()
-            for i in range(0, n, batch):
-                model.embed(texts[i:i + batch])
-            direct = n / (time.perf_counter() - t)
-            t = time.perf_counter()
-            for i in range(0, n, batch):
-                memory.add(f"bench/{batch}", texts[i:i + batch], [{"i": j} for j in range(i, min(n, i + batch))])
-            managed = n / (time.perf_counter() - t)
+            direct = managed = 0.0
+            for _ in range(3):              # alternate, best of 3: the 2 cores are shared, so single runs are noisy
+                t = time.perf_counter()
+                for i in range(0, n, batch):
+                    model.embed(texts[i:i + batch])
+                direct = max(direct, n / (time.perf_counter() - t))
+                t = time.perf_counter()
+                for i in range(0, n, batch):
+                    memory.add(f"bench/{batch}", texts[i:i + batch], [{"i": j} for j in range(i, min(n, i + batch))])
+                managed = max(managed, n / (time.perf_counter() - t))
             rows.append([f"MiniLM, batch {batch}", round(direct, 1), round(managed, 1), managed / direct])
         memory.close()
     for sync in ("FULL", "NORMAL"):
         with tempfile.TemporaryDirectory() as d:
             memory = MemoryManager(d, Free(), max_entries=10 ** 6, max_bytes=1 << 30, synchronous=sync)
-            n = 300
-            t = time.perf_counter()
-            for i in range(n):
-                memory.add("bench/storage", [texts[i % items]], [{"i": i}])
-            rows.append([f"storage only, batch 1, {sync}", "-", round(n / (time.perf_counter() - t), 1), "-"])
+            n, best = 300, 0.0
+            for _ in range(3):
+                t = time.perf_counter()
+                for i in range(n):
+                    memory.add("bench/storage", [texts[i % items]], [{"i": i}])
+                best = max(best, n / (time.perf_counter() - t))
+            rows.append([f"storage only, batch 1, {sync}", "-", round(best, 1), "-"])
             memory.close()
     table("add: items/s (model direct vs MemoryManager.add)", ["case", "direct/s", "manager/s", "ratio"], rows)
     samples = []
