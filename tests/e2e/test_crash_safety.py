@@ -1,5 +1,5 @@
 """aiosd killed with SIGKILL in the middle of a stream of acknowledged writes: after a restart every acknowledged
-fs.write (and mem.add) is there and intact, and nothing torn is visible. Repeated over several kill points."""
+fs.write and mem.add is there and intact, and nothing torn is visible. Repeated over several kill points."""
 import hashlib
 import os
 import re
@@ -13,7 +13,7 @@ from sdk import KernelError, connect
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until
 
-SERVICES = {**KERNEL_OPTIONS, "storage": "on", "memory": "off"}
+SERVICES = {**KERNEL_OPTIONS, "storage": "on", "memory": "on"}
 
 
 def _payload(i: int) -> bytes:
@@ -51,3 +51,32 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path, kill_after):
         for path in stored:                    # the write in flight at the kill is there whole or not at all
             assert k.fs.read(path) == _payload(int(path.rsplit("f", 1)[1]))
         assert set(stored) - {f"stream/f{i:05d}" for i in acked} <= {f"stream/f{len(acked):05d}"}
+
+
+def _memory_writer(address: str, acked: list[tuple[int, str]], failure: list) -> None:
+    try:
+        with connect(address, name="crash-memory", timeout=120) as k:
+            for i in range(100_000):
+                acked.append((i, k.memory.add(f"memory number {i}: {_payload(i)[:16].hex()}", {"i": i})))
+    except KernelError as error:
+        failure.append(error.code)
+
+
+@pytest.mark.parametrize("kill_after", [25])    # more kill points: tests/memory/test_crash.py, in-process
+def test_every_acknowledged_memory_survives_sigkill(tmp_path, kill_after):
+    address = f"ipc://{tmp_path}/kernel.sock"
+    options = {**SERVICES, "data-dir": str(tmp_path / "data")}
+    acked, failure = [], []
+    with KernelProcess(address, options, tmp_path / "killed.log") as kernel:
+        writer = threading.Thread(target=_memory_writer, args=(address, acked, failure))
+        writer.start()
+        wait_until(lambda: len(acked) >= kill_after, timeout_s=300, what=f"{kill_after} acknowledged memories")
+        os.kill(int(re.search(r"pid=(\d+)", kernel.ready_line).group(1)), signal.SIGKILL)
+        writer.join(120)
+        kernel.stop()
+    assert failure == ["disconnected"]
+    with KernelProcess(address, options, tmp_path / "restarted.log"), connect(address, name="crash-memory") as k:
+        for i, memory_id in acked:
+            record = k.memory.get(memory_id)
+            assert record.text == f"memory number {i}: {_payload(i)[:16].hex()}" and record.metadata == {"i": i}
+        assert len(k.memory.list(limit=1000)) in (len(acked), len(acked) + 1)      # + the add in flight, whole
