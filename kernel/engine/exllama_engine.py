@@ -32,6 +32,7 @@ import torch
 
 from kernel.engine.block_pool import BlockPool
 from kernel.engine.exllama_kv_copy import KVCopier
+from kernel.engine.grammar import grammar_compiler
 from kernel.engine.exllama_runtime import PagedRuntime, load_runtime
 from kernel.engine.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
 from kernel.engine.paged_engine import PagedEngine
@@ -55,7 +56,9 @@ class ExLlamaV2Engine(PagedEngine):
         self._copier = KVCopier(runtime.kv_tensors())
         self._table = SequenceTable(BlockPool(runtime.n_pages, runtime.page_size, caching=prefix_cache), max_batch,
                                     runtime.max_context, runtime.vocab_size,
-                                    tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids), tokenizer.decode)
+                                    tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids), tokenizer.decode,
+                                    grammar_compiler(tokenizer, runtime.vocab_size,
+                                                     tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids)))
 
     @classmethod
     def from_path(cls, model: str | os.PathLike | None, kv_budget_tokens: int = 16384, max_batch: int = 16,

@@ -29,7 +29,7 @@ class FinishReason(str, enum.Enum):
     encodes as its value wherever a string goes."""
     EOS = "eos"          # the model produced an end-of-sequence token
     LENGTH = "length"    # max_tokens or the context length reached
-    STOP = "stop"        # a stop string matched
+    STOP = "stop"        # a stop string matched, or the request's grammar is complete
     ERROR = "error"      # this sequence failed numerically (non-finite logits, sampling failed): see TokenEvent.error
 
     def __str__(self) -> str:
@@ -54,6 +54,11 @@ class SamplingParams:
     seed: int | None = None           # same seed → same output
     stop: tuple[str, ...] = ()        # stop strings (not included in the output)
     ignore_eos: bool = False          # benchmarks force an exact output length
+    # Constrained decoding: a grammar spec (kernel/engine/grammar.py builds them: json_schema_grammar, lark_grammar,
+    # regex_grammar). Every token is drawn from those the grammar allows next; the sequence ends with STOP once the
+    # grammar is complete (nothing but end-of-sequence may follow). Compiled at add(): one that does not compile is
+    # an EngineError there.
+    grammar: str | None = None
 
     def validate(self) -> None:
         """Raise EngineError naming the first bad field."""
@@ -67,6 +72,8 @@ class SamplingParams:
             raise EngineError(f"top_k must be a non-negative integer, got {self.top_k!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise EngineError("stop strings must be non-empty strings")
+        if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
+            raise EngineError("grammar must be a non-empty string (a grammar spec) or None")
 
 
 @dataclass

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kernel.engine.block_pool import ROOT_LINK, PrefixLink
+from kernel.engine.constraint import Constraint
 from kernel.engine.interface import SamplingParams
 from kernel.engine.text_stream import TextStream
 
@@ -24,6 +25,8 @@ class Sequence:
     num_registered: int = 0           # leading full blocks registered in the prefix cache
     # Where its registered prefix ends; None once it cannot register more (a hash collision, or caching off).
     prefix_link: PrefixLink | None = ROOT_LINK
+    # The grammar state of a constrained request (params.grammar), positioned after its output tokens; None if free.
+    constraint: Constraint | None = None
 
     @property
     def num_output(self) -> int:

@@ -11,6 +11,10 @@ Capacity has one owner: the caller's scheduler. capacity() and blocks_needed()/b
 the table really allocates, admissions it cannot take raise NoCapacity (holding nothing), and the sequences it preempts
 itself are handed over by take_preempted() for the caller to re-admit when its plan says so. A table whose preempted
 sequences are never taken (used alone) resumes them itself, oldest first.
+
+Constrained requests (params.grammar) get a Constraint at admission, rebuilt from their output ids when they resume
+(constraint.py); emit() masks their logits rows before sampling, advances them with the sampled token and ends them
+with STOP when their grammar is complete. Rows without a grammar take no part in any of it.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from typing import Callable, Sequence as Seq
 import torch
 
 from kernel.engine.block_pool import ROOT_LINK, BlockPool
+from kernel.engine.constraint import Constraint, MaskBuilder
+from kernel.engine.grammar import GrammarCompiler
 from kernel.engine.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, NoCapacity,
                                      SamplingParams, TokenEvent)
 from kernel.engine.sampler import SamplingError, generator_state, new_generator, sample
@@ -29,7 +35,8 @@ from kernel.engine.text_stream import TextStream
 
 class SequenceTable:
     def __init__(self, pool: BlockPool, max_batch: int, model_max_context: int, vocab_size: int,
-                 eos_ids: tuple[int, ...], decode: Callable[[Seq[int]], str]):
+                 eos_ids: tuple[int, ...], decode: Callable[[Seq[int]], str],
+                 grammars: GrammarCompiler | None = None):
         self.pool = pool
         self.block_size = pool.block_size
         self.max_batch = max_batch
@@ -43,6 +50,8 @@ class SequenceTable:
         # Preempted sequences handed over to the caller (take_preempted): the sampler state each resumes with.
         self._handed_over: dict[str, bytes] = {}
         self._admissions = itertools.count()
+        self._grammars = grammars                      # None: this engine refuses constrained requests
+        self._masks = MaskBuilder()
 
     # ---- queries -------------------------------------------------------------------------------------------------
     def capacity(self) -> Capacity:
@@ -144,8 +153,18 @@ class SequenceTable:
             raise EngineError(f"request already produced {len(req.output_ids)} of max_tokens={req.params.max_tokens}")
         if len(self._running) + len(self._preempted) >= self.max_batch:
             raise NoCapacity(f"batch full ({self.max_batch} sequences)")
+        constraint = self._constraint(req)
         return Sequence(req.req_id, req.params, tokens, len(req.prompt_ids), new_generator(req.params.seed, rng_state),
-                        TextStream(self._decode, req.params.stop, req.output_ids), next(self._admissions))
+                        TextStream(self._decode, req.params.stop, req.output_ids), next(self._admissions),
+                        constraint=constraint)
+
+    def _constraint(self, req: EngineRequest) -> Constraint | None:
+        """req's grammar compiled (or found in the cache) and replayed over its output so far."""
+        if req.params.grammar is None:
+            return None
+        if self._grammars is None:
+            raise EngineError("this engine does not support grammar-constrained requests")
+        return Constraint.start(self._grammars, req.params.grammar, req.output_ids)
 
     def _allocate(self, seq: Sequence, reuse_prefix: bool) -> None:
         """Give seq blocks for all its tokens: cached blocks holding its prefix (if reuse_prefix), then fresh ones.
@@ -201,8 +220,12 @@ class SequenceTable:
 
     def emit(self, seqs: list[Sequence], logits: torch.Tensor) -> list[TokenEvent]:
         """Sample each sequence's next token from its logits row ([len(seqs), vocab]) and append it. A sequence whose
-        row cannot be sampled ends alone with FinishReason.ERROR."""
+        row cannot be sampled ends alone with FinishReason.ERROR. Constrained rows are masked first (only those)."""
+        dead = self._masks.mask_logits(logits, [(i, s.constraint) for i, s in enumerate(seqs)
+                                                if s.constraint is not None])
         tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        for row, message in dead.items():
+            tokens[row] = SamplingError(message)
         return [self._fail(seq, str(token)) if isinstance(token, SamplingError) else self._append(seq, token)
                 for seq, token in zip(seqs, tokens)]
 
@@ -210,9 +233,13 @@ class SequenceTable:
         seq.token_ids.append(token)
         if token in self.eos_ids and not seq.params.ignore_eos:
             return self._finish(seq, token, seq.stream.flush(), FinishReason.EOS)
+        if seq.constraint is not None and not seq.constraint.advance(token):
+            return self._fail(seq, f"sampled token {token} breaks the grammar: {seq.constraint.error}")
         text, stopped = seq.stream.push(token)
         if stopped:
             return self._finish(seq, -1, text, FinishReason.STOP)
+        if seq.constraint is not None and seq.constraint.complete:
+            return self._finish(seq, token, text + seq.stream.flush(), FinishReason.STOP)
         if seq.num_output >= seq.params.max_tokens or len(seq.token_ids) >= self.max_context:
             return self._finish(seq, token, text + seq.stream.flush(), FinishReason.LENGTH)
         return TokenEvent(seq.req_id, token, text)

@@ -91,6 +91,10 @@ class TextTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
 
+    def to_json(self) -> str:
+        """The tokenizer serialized as tokenizer.json (what llguidance builds its token table from)."""
+        return self._tok.to_str()
+
     def apply_chat_template(self, messages: list[dict]) -> list[int]:
         if self._chat is None:
             raise ModelLoadError("this model carries no chat template")

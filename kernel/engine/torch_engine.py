@@ -14,6 +14,7 @@ import torch
 
 from kernel.engine.block_pool import BlockPool
 from kernel.engine.checkpoint import Checkpoint, load_checkpoint
+from kernel.engine.grammar import grammar_compiler
 from kernel.engine.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
 from kernel.engine.kv_cache import KVCache, slot_runs
 from kernel.engine.model import LlamaModel
@@ -46,7 +47,8 @@ class TorchEngine(PagedEngine):
         self.block_size = block_size
         self.prefill_chunk = prefill_chunk
         self._table = SequenceTable(BlockPool(n_blocks, block_size, caching=prefix_cache), max_batch, cfg.max_context,
-                                    cfg.vocab_size, tuple(checkpoint.tokenizer.eos_ids), self.tokenizer.decode)
+                                    cfg.vocab_size, tuple(checkpoint.tokenizer.eos_ids), self.tokenizer.decode,
+                                    grammar_compiler(self.tokenizer, cfg.vocab_size))
 
     @classmethod
     def from_path(cls, model: str | None = None, dtype: str = "float32", **options) -> "TorchEngine":
