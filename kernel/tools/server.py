@@ -241,6 +241,8 @@ def to_result(result, max_bytes: int) -> ToolResult:
 
 
 def _describe(error: BaseException) -> str:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:     # the session's task group wraps the cause
+        error = error.exceptions[0]
     if isinstance(error, FileNotFoundError):
         return f"command not found: {error.filename or error}"
     if isinstance(error, MCPError) and "closed" in str(error).lower():
