@@ -83,7 +83,6 @@ def build_env(pass_env: list[str], values: dict[str, str], home: str | None, pyt
         env["HOME"] = env["TMPDIR"] = home
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    env["PYTHONUNBUFFERED"] = "1"
     env.update(values)
     return env
 
