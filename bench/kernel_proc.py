@@ -21,9 +21,10 @@ class KernelProcess:
     def __init__(self, address: str, options: dict[str, str], log_path: Path, ready_timeout_s: float = 180.0):
         self.address = address
         self._argv = [sys.executable, "-m", "kernel.daemon", "--address", address]
-        # a data directory of its own beside the log, and the memory and file services only when asked for: their
-        # embedding model would load beside (and slow) the workloads measured here
-        options = {"data-dir": str(Path(log_path).parent / "data"), "memory": "off", "storage": "off", **options}
+        # a data directory of its own beside the log, and the memory, file and tool services only when asked for:
+        # their embedding model and server processes would load beside (and slow) the workloads measured here
+        options = {"data-dir": str(Path(log_path).parent / "data"), "memory": "off", "storage": "off", "tools": "off",
+                   **options}
         for flag, value in options.items():
             self._argv += [f"--{flag}", str(value)]
         self._log_path = log_path

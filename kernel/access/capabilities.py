@@ -39,6 +39,12 @@ def parse(names: list[str]) -> frozenset:
     return frozenset(known.get(n, n) for n in names)
 
 
+def holds(held: frozenset, capability) -> bool:
+    """Whether `held` includes `capability` (tool.any includes every "tool:NAME")."""
+    return capability in held or (isinstance(capability, str) and not isinstance(capability, Capability)
+                                  and capability.startswith(TOOL_PREFIX) and Capability.TOOL_ANY in held)
+
+
 def parent_pid(pid: int) -> int | None:
     """The parent of a live process on this host (from /proc), None if it is gone or unreadable."""
     try:

@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "~/.local/share/aios)")
     parser.add_argument("--memory", choices=("on", "off"), default="on", help="the memory service (mem.*)")
     parser.add_argument("--storage", choices=("on", "off"), default="on", help="the file service (fs.*)")
+    parser.add_argument("--tools", default="default", metavar="FILE|default|off",
+                        help="MCP tool servers: a TOML/JSON config, the built-in set (calculator, python, files, "
+                             "memory), or off")
+    parser.add_argument("--tool-approval", choices=("ask", "allow", "deny"), default="ask",
+                        help="calls of irreversible tools: wait for `aios approve ID` (ask), or a fixed policy")
+    parser.add_argument("--approval-timeout", type=_positive_float, default=300.0,
+                        help="seconds a held tool call waits for approval before it is denied")
     parser.add_argument("--audit-log", default=None, help="JSON-lines audit log of privileged calls and denials "
                                                            "(default: audit.jsonl beside the socket)")
     parser.add_argument("--allow-uid", type=int, action="append", default=[], metavar="UID",

@@ -161,7 +161,7 @@ class Syscalls:
         except ValueError as error:
             raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
         held = call.agent.capabilities
-        if Capability.GRANT not in held or not wanted <= held:
+        if Capability.GRANT not in held or not all(caps.holds(held, c) for c in wanted):
             reason = "lacks access.grant" if Capability.GRANT not in held else "cannot grant what it does not hold"
             self.access.audit.record(agent=call.agent, syscall="access.grant", decision="deny", reason=reason,
                                      target=",".join(sorted(getattr(c, "value", c) for c in wanted)))

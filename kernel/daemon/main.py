@@ -85,9 +85,12 @@ def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security:
         return 1
     try:
         services = build_services(zmq_context, args.data_dir, access.audit, memory=args.memory == "on",
-                                  storage=args.storage == "on")
-    except OSError as error:
-        log.error("cannot use the data directory %s: %s", args.data_dir, error)
+                                  storage=args.storage == "on", tools=None if args.tools == "off" else args.tools,
+                                  address=args.address, tokens=access.tokens, tool_approval=args.tool_approval,
+                                  approval_timeout_s=args.approval_timeout)
+    except (OSError, ValueError) as error:
+        log.error("cannot set up the kernel's services (data directory %s, tools %s): %s", args.data_dir, args.tools,
+                  error)
         return 1
     outbox = Outbox(zmq_context)
     loop = KernelLoop(engine, context, scheduler, inbox, outbox, access=access, lease_s=args.lease,
@@ -96,8 +99,8 @@ def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security:
                       services=services.syscalls)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())
+    server.start()                 # before the tool servers start: the files and memory servers call back in
     services.start()
-    server.start()
     print(f"aiosd ready address={args.address} model={engine.layout().model_id} scheduler={scheduler.name} "
           f"pid={os.getpid()}", flush=True)
     try:

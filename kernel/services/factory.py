@@ -3,6 +3,7 @@ the share table, and the syscalls that route to them. The managers are imported 
 threads, so aiosd starts serving LLM calls while the embedding model still loads."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -11,9 +12,14 @@ import zmq
 from ipc import runtime_dir
 from ipc.messages import Ack
 from ipc.service_messages import MAX_FILE_BYTES
+from kernel.access.capabilities import Capability
 from kernel.access.shares import ShareTable
 from kernel.services.syscalls import ServiceSyscalls
+from kernel.services.tools import ToolService
 from kernel.services.worker import ServiceWorker
+
+log = logging.getLogger("aiosd.services")
+KERNEL_LINKED_SERVERS = ("files", "memory")      # built-in tool servers that act on the caller's space via the SDK
 
 
 # per space (an agent's name under its principal): enough for an agent's notes and documents, not a disk
@@ -30,19 +36,28 @@ def default_data_dir() -> str:
 class Services:
     syscalls: ServiceSyscalls
     workers: list[ServiceWorker]
+    tool_manager: object = None
 
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
+        if self.tool_manager is not None:
+            for server, why in self.tool_manager.start().items():     # bounded by each server's startup timeout
+                log.error("tool server %s did not start: %s", server, why)
 
     def stop(self) -> None:
+        if self.tool_manager is not None:
+            self.tool_manager.stop()
         for worker in self.workers:
             worker.stop()
 
 
 def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool = True, storage: bool = True,
                    memory_options: dict | None = None, storage_options: dict | None = None,
-                   embedder=None) -> Services:
+                   embedder=None, tools: str | None = None, address: str | None = None, tokens=None,
+                   tool_approval: str = "ask", approval_timeout_s: float = 300.0) -> Services:
+    """tools: None (no tool manager), "default" (the built-in servers) or a TOML/JSON config file. The files and
+    memory tool servers reach back to this kernel at `address` with a grant (fs.any, mem.any) minted from `tokens`."""
     os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)
     runtime_dir.private_dir(data_dir)
     memory_worker = storage_worker = None
@@ -56,5 +71,20 @@ def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool =
             from kernel.storage.manager import StorageManager
             return StorageManager(os.path.join(data_dir, "files"), **(STORAGE_DEFAULTS | (storage_options or {})))
         storage_worker = ServiceWorker("storage", context, make_storage, ack=Ack())
-    syscalls = ServiceSyscalls(memory_worker, storage_worker, ShareTable(os.path.join(data_dir, "shares.json")), audit)
-    return Services(syscalls, [w for w in (memory_worker, storage_worker) if w is not None])
+    tool_service = manager = None
+    workers = [w for w in (memory_worker, storage_worker) if w is not None]
+    if tools is not None:
+        from kernel.tools import load_config, ToolManager
+        config = load_config(None if tools == "default" else tools)
+        link = {"AIOS_ADDRESS": address or "", "AIOS_TOKEN": tokens.mint(frozenset([Capability.FS_ANY,
+                                                                                    Capability.MEM_ANY]))}
+        for server in config.servers:
+            if server.name in KERNEL_LINKED_SERVERS:
+                server.env.update(link)
+        manager = ToolManager(config)
+        replies = ServiceWorker("tool-replies", context, lambda: None, ack=Ack())
+        workers.append(replies)
+        tool_service = ToolService(manager, replies, audit, tool_approval, approval_timeout_s)
+    syscalls = ServiceSyscalls(memory_worker, storage_worker, ShareTable(os.path.join(data_dir, "shares.json")), audit,
+                               tool_service)
+    return Services(syscalls, workers, manager)

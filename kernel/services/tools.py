@@ -1,7 +1,7 @@
 """tool.list, tool.call, tool.pending, tool.approve: the kernel's side of the tool manager (kernel/tools/).
 
-On the loop: which tools an agent may see and call (every tool not marked restricted, plus those granted to it as
-"tool:NAME", or all with tool.any), arguments handed over as given (the manager validates them against the tool's
+On the loop: which tools an agent may see and call (every tool but the restricted ones — by default run_python, which
+runs code — plus those granted to it as "tool:NAME" (`aios run --grant tool:run_python`), or all with tool.any), arguments handed over as given (the manager validates them against the tool's
 schema before its server sees them), and calls of irreversible tools held for the operator: `aios approve ID` /
 `aios deny ID` (tool.approve, needs tool.approve), denied when no decision comes within approval_timeout_s, or decided
 by a configured policy ("allow" or "deny" instead of "ask"). Every decision is audited. The manager runs calls on its
@@ -20,6 +20,7 @@ from kernel.access.capabilities import Capability
 from kernel.services.worker import Job, ServiceWorker
 
 APPROVAL_POLICIES = ("ask", "allow", "deny")
+DEFAULT_RESTRICTED = frozenset({"run_python"})
 MAX_PENDING = 256
 
 
@@ -37,11 +38,11 @@ class _Held:
 
 class ToolService:
     def __init__(self, manager, replies: ServiceWorker, audit, approval: str = "ask",
-                 approval_timeout_s: float = 300.0):
+                 approval_timeout_s: float = 300.0, restricted: frozenset[str] = DEFAULT_RESTRICTED):
         if approval not in APPROVAL_POLICIES:
             raise ValueError(f"tool approval policy must be one of {APPROVAL_POLICIES}, got {approval!r}")
         self.manager, self.replies, self.audit = manager, replies, audit
-        self.approval, self.approval_timeout_s = approval, approval_timeout_s
+        self.approval, self.approval_timeout_s, self.restricted = approval, approval_timeout_s, restricted
         self._held: dict[str, _Held] = {}
         self._ids = itertools.count(1)
 
@@ -138,8 +139,7 @@ class ToolService:
 
     def _may_use(self, agent, spec) -> bool:
         caps = agent.capabilities
-        return (not getattr(spec, "restricted", False) or Capability.TOOL_ANY in caps
-                or f"tool:{spec.name}" in caps)
+        return spec.name not in self.restricted or Capability.TOOL_ANY in caps or f"tool:{spec.name}" in caps
 
     def _require(self, call, syscall: str) -> None:
         if Capability.TOOL_APPROVE not in call.agent.capabilities:

@@ -36,7 +36,8 @@ class InProcessKernel:
                  lease_s: float = 30.0, max_frame_bytes: int = 1 << 20, security: ServerSecurity | None = None,
                  limits: AgentLimits | None = None, max_queued: int = DEFAULT_MAX_QUEUED, services: bool = False,
                  embedder=None, memory_options: dict | None = None, storage_options: dict | None = None,
-                 data_dir: str | None = None):
+                 data_dir: str | None = None, tools: str | None = None, tool_approval: str = "ask",
+                 approval_timeout_s: float = 300.0):
         self.address = address
         self.engine = engine or FakeEngine()
         self.security = security
@@ -50,7 +51,9 @@ class InProcessKernel:
                                    audit=AuditLog(self.audit_path), allowed_uids=frozenset([os.getuid()]))
         self.data_dir = data_dir or os.path.join(directory, "data")
         self.services = build_services(self.zmq, self.data_dir, self.access.audit, memory_options=memory_options,
-                                       storage_options=storage_options, embedder=embedder) if services else None
+                                       storage_options=storage_options, embedder=embedder, tools=tools,
+                                       address=address, tokens=self.access.tokens, tool_approval=tool_approval,
+                                       approval_timeout_s=approval_timeout_s) if services else None
         try:
             self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes, security=security,
                                        prepare=PromptPreparer(self.engine))
@@ -79,11 +82,11 @@ class InProcessKernel:
             outbox.stop_server()
 
     def __enter__(self) -> "InProcessKernel":
-        if self.services is not None:
-            self.services.start()
         self.server.start()
         self._thread.start()
         assert self._started.wait(30)
+        if self.services is not None:      # after the socket serves: tool servers may call back in
+            self.services.start()
         return self
 
     @property

@@ -1,0 +1,80 @@
+"""Tools through the syscall path with the built-in MCP servers as real processes: listing and calling, the
+calculator, the files tool acting on the caller's own space, restricted tools needing a grant, and irreversible
+calls held for the operator (approved, denied, timed out), every decision audited."""
+import json
+import threading
+
+import pytest
+
+from sdk import KernelError, connect
+from tests.kernel.harness import InProcessKernel, wait_until
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tools-kernel")
+    with InProcessKernel(f"ipc://{directory}/kernel.sock", services=True, tools="default",
+                         approval_timeout_s=3.0) as running:
+        yield running
+
+
+def test_agents_list_and_call_tools(kernel):
+    with connect(kernel.address, name="user") as k:
+        names = {t.name for t in k.tools.list()}
+        assert {"calculate", "read_file", "write_file", "search_memory"} <= names
+        assert "run_python" not in names                         # restricted: runs code
+        assert k.tools.call("calculate", {"expression": "17 * 23 + 4"}).text.strip() == "395"
+        with pytest.raises(KernelError) as bad:
+            k.tools.call("calculate", {"expression": 42})          # fails the schema: refused before running
+        assert bad.value.code == "bad_request"
+        with pytest.raises(KernelError) as restricted:
+            k.tools.call("run_python", {"code": "print(1)"})
+        assert restricted.value.code == "permission_denied"
+
+
+def test_a_grant_opens_a_restricted_tool(kernel):
+    with connect(kernel.address, token=kernel.admin_token) as operator:
+        token = operator.grant(["tool:run_python"])
+    with connect(kernel.address, name="coder", token=token) as coder:
+        assert "run_python" in {t.name for t in coder.tools.list()}
+        assert "42" in coder.tools.call("run_python", {"code": "print(6 * 7)"}).text
+
+
+def test_the_files_tool_acts_on_the_callers_own_space(kernel):
+    with connect(kernel.address, name="reader-agent") as k:
+        k.fs.write("notes/hello.txt", "hello from my space")
+        assert "hello from my space" in k.tools.call("read_file", {"path": "notes/hello.txt"}).text
+    with connect(kernel.address, name="someone-else") as other:
+        assert "hello from my space" not in other.tools.call("read_file", {"path": "notes/hello.txt"}).text
+
+
+def _call_in_thread(address, name, arguments, outcome):
+    def run():
+        try:
+            with connect(address, name="writer-agent") as k:
+                outcome["output"] = k.tools.call(name, arguments)
+        except KernelError as error:
+            outcome["error"] = error
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny", "timeout"])
+def test_irreversible_calls_wait_for_the_operator(kernel, decision):
+    outcome = {}
+    thread = _call_in_thread(kernel.address, "write_file", {"path": f"{decision}.txt", "content": "x"}, outcome)
+    with connect(kernel.address, token=kernel.admin_token) as operator:
+        held = wait_until(lambda: [p for p in operator.tools.pending() if f"{decision}.txt" in p.arguments],
+                          what="the call held for approval")[0]
+        assert held.tool == "write_file" and held.agent_name == "writer-agent"
+        if decision != "timeout":
+            operator.tools.approve(held.approval_id, allow=decision == "approve")
+        thread.join(120)
+    if decision == "approve":
+        assert "output" in outcome and not outcome["output"].is_error
+    else:
+        assert outcome["error"].code == "permission_denied"
+    with open(kernel.audit_path) as log:
+        decisions = [json.loads(line) for line in log if held.approval_id in line]
+    assert [d["decision"] for d in decisions] == ["allow" if decision == "approve" else "deny"]
