@@ -53,6 +53,8 @@ class Inbound:
     received: float               # time.monotonic() at receipt
     peer: Peer | None = None      # read for hello only: the one syscall that binds a connection to a principal
     prompt_ids: list[int] | None = None    # an LLM call's prompt, tokenized off the loop by the preprocessor
+    grammar: str | None = None             # ... the grammar its output must follow (a chat offering tools)
+    parse_tools: bool = False              # ... whether its output is parsed into tool calls
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import logging
 import time
 
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import Chat, Completion, Generate, Timing, Usage
+from ipc.messages import Chat, Completion, Generate, Timing, ToolCall, Usage
 from kernel.context.snapshot import SnapshotError
 from kernel.daemon.agents import AgentRecord, AgentTable
 from kernel.daemon.inbound import Inbound
@@ -20,6 +20,7 @@ from kernel.daemon.outbox import Outbox
 from kernel.daemon.requests import LLMRequest, RequestTable
 from kernel.engine.interface import (EngineError, EngineRequest, FinishReason, NoCapacity, SamplingParams,
                                      TokenEvent)
+from kernel.engine.tool_calls import parse_tool_calls
 from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView, Scheduler
 
@@ -51,7 +52,8 @@ class LLMService:
             raise ProtocolError(ErrorCode.INTERNAL, "the call reached the loop without its prompt tokens")
         self.limits.check(self.requests.of_agent(agent.agent_id), len(item.prompt_ids))
         params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature, top_p=call.top_p,
-                                top_k=call.top_k, seed=call.seed, stop=call.stop, ignore_eos=call.ignore_eos)
+                                top_k=call.top_k, seed=call.seed, stop=call.stop, ignore_eos=call.ignore_eos,
+                                grammar=item.grammar)
         try:
             params.validate()
         except EngineError as error:
@@ -60,7 +62,7 @@ class LLMService:
             req_id=req_id, client_id=client_id, agent_id=agent.agent_id, identity=item.identity,
             engine_request=EngineRequest(req_id=req_id, prompt_ids=item.prompt_ids, params=params),
             stream=call.stream, priority_hint=call.priority, predicted_tokens=call.predicted_tokens, arrival_step=now,
-            waiting_since=now, arrival_time=item.received))
+            waiting_since=now, arrival_time=item.received, parse_tools=item.parse_tools))
 
     # -- one loop iteration --------------------------------------------------------------------------------------
 
@@ -157,9 +159,13 @@ class LLMService:
                         else request.first_token_time - request.arrival_time,
                         total_s=done - request.arrival_time)
         usage = Usage(prompt_tokens=request.prompt_tokens, completion_tokens=len(request.output_ids))
+        text, calls = "".join(request.text_parts), []
+        if request.parse_tools:
+            text, parsed = parse_tool_calls(text)
+            calls = [ToolCall(id=c.id, name=c.name, arguments=c.arguments_json) for c in parsed]
         self.outbox.result(request.identity, request.client_id,
-                           Completion(text="".join(request.text_parts), finish_reason=finish_reason, usage=usage,
-                                      timing=timing))
+                           Completion(text=text, finish_reason="tool_calls" if calls else finish_reason, usage=usage,
+                                      timing=timing, tool_calls=calls))
 
     # -- endings other than finishing ----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 import zmq
@@ -20,6 +21,9 @@ from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Chat, Generate
 from kernel.daemon.inbound import Inbound, Inbox
 from kernel.daemon.outbox import Outbox
+from kernel.engine.interface import EngineError
+from kernel.engine.tool_calls import tool_call_grammar
+from kernel.engine.tool_prompt import render_tool_prompt
 
 log = logging.getLogger("aiosd.preprocess")
 
@@ -28,16 +32,24 @@ PREPROCESSED = (*LLM_CALLS, "llm.cancel")      # the I/O thread routes these her
 MAX_CHARS_PER_TOKEN = 64      # no vocabulary entry is longer: more characters than this × the context cannot fit
 
 
+@dataclass(frozen=True)
+class Prepared:
+    prompt_ids: list[int]
+    grammar: str | None = None       # tools offered: the call the model makes must follow it
+    parse_tools: bool = False
+
+
 class PromptPreparer:
-    """An LLM call's prompt as token ids, or ProtocolError. Safe off the loop thread: only the engine's tokenizer and
-    chat template are used (both thread-safe), and the context limits read once at start."""
+    """An LLM call's prompt as token ids (and, for a chat offering tools, the tools rendered into its messages and the
+    grammar its call must follow), or ProtocolError. Safe off the loop thread: only the engine's tokenizer and chat
+    template are used (both thread-safe), and the context limits read once at start."""
 
     def __init__(self, engine):
         capacity = engine.capacity()
         self._engine = engine
         self.limit = min(capacity.max_context, capacity.total_slots)
 
-    def __call__(self, call: Generate | Chat) -> list[int]:
+    def __call__(self, call: Generate | Chat) -> Prepared:
         if isinstance(call, Chat):
             if not call.messages:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "messages must not be empty")
@@ -47,8 +59,18 @@ class PromptPreparer:
         if chars > self.limit * MAX_CHARS_PER_TOKEN:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"a prompt of {chars} characters cannot fit the "
                                                      f"{self.limit}-token context")
+        grammar, parse_tools = None, False
         if isinstance(call, Chat):
-            ids = self._engine.apply_chat_template([{"role": m.role, "content": m.content} for m in call.messages])
+            messages = [_as_dict(m) for m in call.messages]
+            try:
+                if call.tools and call.tool_choice != "none":
+                    grammar = tool_call_grammar(call.tools, call.tool_choice)
+                    parse_tools = True
+                if parse_tools or any(m.role == "tool" or m.tool_calls for m in call.messages):
+                    messages = render_tool_prompt(messages, call.tools if parse_tools else None, call.tool_choice)
+            except EngineError as error:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
+            ids = self._engine.apply_chat_template(messages)
         else:
             ids = self._engine.tokenize(call.prompt)
         if not ids:
@@ -56,11 +78,11 @@ class PromptPreparer:
         if len(ids) + call.max_tokens > self.limit:
             raise ProtocolError(ErrorCode.ENGINE, f"prompt ({len(ids)} tokens) + max_tokens ({call.max_tokens}) "
                                                   f"exceeds the {self.limit} tokens a sequence may hold")
-        return ids
+        return Prepared(ids, grammar, parse_tools)
 
 
 class Preprocessor:
-    def __init__(self, context: zmq.Context, inbox: Inbox, prepare: Callable[[Generate | Chat], list[int]] | None):
+    def __init__(self, context: zmq.Context, inbox: Inbox, prepare: Callable[[Generate | Chat], Prepared] | None):
         self._context = context
         self._inbox = inbox
         self._prepare = prepare
@@ -92,7 +114,9 @@ class Preprocessor:
             return item
         envelope = item.envelope
         try:
-            return dataclasses.replace(item, prompt_ids=self._prepare(envelope.body))
+            prepared = self._prepare(envelope.body)
+            return dataclasses.replace(item, prompt_ids=prepared.prompt_ids, grammar=prepared.grammar,
+                                       parse_tools=prepared.parse_tools)
         except ProtocolError as error:
             outbox.error(item.identity, envelope.req_id, error.code, error.message)
         except Exception:        # a tokenizer bug fails this call only
@@ -100,3 +124,13 @@ class Preprocessor:
             outbox.error(item.identity, envelope.req_id, ErrorCode.INTERNAL, f"{envelope.type} failed in the kernel")
         self._inbox.release(item.identity)     # answered here: it never reaches the loop, which would give it back
         return None
+
+
+def _as_dict(message) -> dict:
+    """A chat message as the chat template (and render_tool_prompt) take it: only the fields it uses."""
+    out = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = message.tool_calls
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out

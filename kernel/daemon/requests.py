@@ -33,6 +33,7 @@ class LLMRequest:
     text_parts: list[str] = field(default_factory=list)
     admitted_time: float | None = None
     first_token_time: float | None = None
+    parse_tools: bool = False         # a chat that offered tools: its text is parsed into tool calls at the end
 
     @property
     def prompt_tokens(self) -> int:

@@ -9,6 +9,7 @@ import zmq
 
 from ipc.messages import PROTOCOL_VERSION, KernelStats
 from kernel.daemon.limits import AgentLimits
+from kernel.scheduler.base import ReqState
 from sdk import connect
 from tests.kernel.fake_engine import expected_output
 from tests.kernel.harness import InProcessKernel, wait_until
@@ -45,8 +46,15 @@ def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, mo
     elif phase == "encode":     # a result msgpack cannot carry
         monkeypatch.setitem(kernel.loop.syscalls.table, "kernel.stats", lambda call, body: KernelStats(
             values={"unencodable": object()}))
-    elif phase == "schedule":
-        monkeypatch.setattr(kernel.loop.llm, "schedule", once(kernel.loop.llm.schedule))
+    elif phase == "schedule":     # the loop plans every turn, idle or not: fail the first plan that has a call to place
+        real_schedule, llm = kernel.loop.llm.schedule, kernel.loop.llm
+
+        def faulty_schedule(now):
+            if not calls["n"] and llm.requests.in_state(ReqState.WAITING):
+                calls["n"] += 1
+                raise boom
+            return real_schedule(now)
+        monkeypatch.setattr(llm, "schedule", faulty_schedule)
     try:
         syscall, body = {"decode": ("kernel.ping", {}), "handler": ("kernel.stats", {}),
                          "encode": ("kernel.stats", {})}.get(phase, ("llm.generate", {"prompt": "x", "max_tokens": 2}))
