@@ -72,7 +72,7 @@ class Generate(LLMCall):
 @dataclass(frozen=True, kw_only=True)
 class ChatMessage:
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = ""
+    content: str                    # "" for an assistant turn that only made tool calls
     # an assistant turn's calls, OpenAI-shaped: [{"id", "type": "function", "function": {"name", "arguments"}}]
     tool_calls: list[dict] = bounded(factory=list, max_items=16)
     tool_call_id: str | None = bounded(None, max_len=64)     # a tool message: the call it answers
