@@ -26,7 +26,7 @@ from kernel.engine.interface import EngineError
 # schemas); 64 distinct tool sets in flight is far beyond what a kernel's agents use at once.
 CACHE_SIZE = 64
 
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 
 
 def json_schema_grammar(schema: dict | bool) -> str:

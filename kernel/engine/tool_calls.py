@@ -113,8 +113,8 @@ def tool_call_grammar(tools: list[dict], tool_choice: Any = "auto") -> str | Non
     rules = [f'tool_call: {_lit(CALL_OPEN + chr(10))} call {_lit(chr(10) + CALL_CLOSE)}',
              "call: " + " | ".join(f"call_{i}" for i in range(len(functions)))]
     for i, fn in enumerate(functions):
-        rules.append(f'call_{i}: {_lit("{" + chr(34) + "name" + chr(34) + ": " + json.dumps(fn["name"]) + ", ")}'
-                     f' {_lit(chr(34) + "arguments" + chr(34) + ": ")} args_{i} "}}"')
+        rules.append(f'call_{i}: {_lit("{" + chr(34) + "name" + chr(34) + ":" + json.dumps(fn["name"]) + ",")}'
+                     f' {_lit(chr(34) + "arguments" + chr(34) + ":")} args_{i} "}}"')
         rules.append(f"args_{i}: {json_schema_lark(fn['parameters'])}")
     if tool_choice == "auto":
         # Free text is any non-empty text without the call marker: once "<tool_call>" is written, the call rule is
@@ -136,7 +136,7 @@ def format_tool_call(name: str, arguments: dict | str) -> str:
     """One call block, exactly as the grammar makes the model write it (used to render an assistant's past calls)."""
     if isinstance(arguments, str):
         arguments = json.loads(arguments)
-    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False, separators=(",", ":"))
     return f"{CALL_OPEN}\n{body}\n{CALL_CLOSE}"
 
 
