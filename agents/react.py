@@ -1,70 +1,69 @@
-"""A ReAct agent (reason + act): the model writes Thought/Action lines, the agent runs the calculator tool for each
-Action and feeds back an Observation, until the model gives a Final Answer. The trace is printed as it unfolds.
+"""A ReAct agent (reason + act) on tool calls: the model calls the kernel's tools through constrained decoding (its
+calls always parse and fit the tool's schema), the agent runs each call with the tool.call syscall and feeds the result
+back as a tool message, until the model answers in text. Observations come only from tools. The trace is printed as it
+unfolds.
 
-    python agents/react.py "What is 17 * 23 + 4?"      (or: aios run agents/react.py "...")
+    python agents/react.py "What is 17 * 23 + 4?"          (or: aios run agents/react.py "...")
+    python agents/react.py --memory "Where is the spare key?"   (may also search this user's notes agent's memory)
 """
 from __future__ import annotations
 
 import argparse
-import re
+import json
 
-from agents.calculator import CalculatorError, calculate
 from sdk import Agent
 
-INSTRUCTIONS = """You answer questions step by step. You have one tool, a calculator for arithmetic.
-Write "Thought: ..." then "Action: calculator[expression]" and wait for the Observation; when you know the answer,
-write "Thought: ..." then "Final Answer: ..."."""
-
-# A worked example as earlier turns of the conversation: small models follow a format they have seen far better than
-# one they have only been told about.
+INSTRUCTIONS = ("You answer questions. Use the calculate tool for any arithmetic, with the whole expression at once; "
+                "when a tool has given you the result, answer in one short sentence that states it.")
+MEMORY_NOTE = " Use the search_memory tool to look up what the user told you before."
+TOOLS = ("calculate",)
+# A worked exchange as earlier turns: small models follow a format they have seen far better than one they were told.
 EXAMPLE = [
-    {"role": "user", "content": "Question: What is 3 * (4 + 5)?"},
-    {"role": "assistant", "content": "Thought: I need to compute 3 * (4 + 5).\nAction: calculator[3 * (4 + 5)]"},
-    {"role": "user", "content": "Observation: 27"},
-    {"role": "assistant", "content": "Thought: I know the answer.\nFinal Answer: 27"},
+    {"role": "user", "content": "What is 3 * (4 + 5)?"},
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "call_example", "type": "function", "function": {
+        "name": "calculate", "arguments": '{"expression": "3 * (4 + 5)"}'}}]},
+    {"role": "tool", "tool_call_id": "call_example", "content": "27"},
+    {"role": "assistant", "content": "3 * (4 + 5) = 27."},
 ]
-
-# calculator[expr] is the asked-for form; a bare "Action: 2 + 2 = 5" is how a small model often writes it anyway: take
-# the expression, drop its guessed result.
-ACTION = re.compile(r"Action:\s*(?:calculator\s*\[(?P<bracketed>.+?)\]|(?P<bare>[^=\n]+))")
-FINAL = re.compile(r"Final Answer:\s*(.+)")
 
 
 class ReActAgent(Agent):
     name = "react"
 
     def run(self, args: list[str]) -> int:
-        parser = argparse.ArgumentParser(prog="react", description="Answer with a calculator, ReAct style.")
+        parser = argparse.ArgumentParser(prog="react", description="Answer with the kernel's tools, ReAct style.")
         parser.add_argument("question", nargs="+")
         parser.add_argument("--max-steps", type=int, default=4)
+        parser.add_argument("--memory", action="store_true", help="also offer the search_memory tool")
         options = parser.parse_args(args)
-        question = " ".join(options.question)
-        messages = [{"role": "system", "content": INSTRUCTIONS}, *EXAMPLE,
-                    {"role": "user", "content": f"Question: {question}"}]
-        for _ in range(options.max_steps):
-            step = self.kernel.chat(messages, max_tokens=80, stop=["Observation:"]).strip()
-            print(step, flush=True)
-            final = FINAL.search(step)
-            action = ACTION.search(step)
-            if final and not (action and action.start() < final.start()):
-                print(f"=> {final.group(1).strip()}")
+        wanted = TOOLS + (("search_memory",) if options.memory else ())
+        tools = [t for t in self.kernel.tools.as_openai() if t["function"]["name"] in wanted]
+        messages = [{"role": "system", "content": INSTRUCTIONS + (MEMORY_NOTE if options.memory else "")}, *EXAMPLE,
+                    {"role": "user", "content": " ".join(options.question)}]
+        seen = set()
+        for step in range(options.max_steps):
+            # the first turn must act (a small model otherwise guesses the arithmetic); later turns may answer
+            choice = "required" if step == 0 else "auto" if step < options.max_steps - 1 else "none"
+            reply = self.kernel.chat(messages, tools=tools, tool_choice=choice, max_tokens=96, full=True)
+            if not reply.tool_calls:
+                print(f"=> {reply.text.strip()}")
                 return 0
-            if action is None:
-                print("=> (the model gave no action and no final answer)")
-                return 0
-            observation = _use_calculator(action.group("bracketed") or action.group("bare"))
-            print(f"Observation: {observation}", flush=True)
-            messages += [{"role": "assistant", "content": step[:action.end()]},
-                         {"role": "user", "content": f"Observation: {observation}"}]
+            messages.append({"role": "assistant", "content": reply.text,
+                             "tool_calls": [{"id": c.id, "type": "function",
+                                             "function": {"name": c.name, "arguments": c.arguments}}
+                                            for c in reply.tool_calls]})
+            for call in reply.tool_calls:
+                print(f"Action: {call.name} {call.arguments}", flush=True)
+                if (call.name, call.arguments) in seen:       # the same call again: the answer is already known
+                    observation = "You already have this result; answer now."
+                else:
+                    seen.add((call.name, call.arguments))
+                    output = self.kernel.tools.call(call.name, json.loads(call.arguments))
+                    observation = output.text if not output.is_error else f"error: {output.text}"
+                print(f"Observation: {observation}", flush=True)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": observation})
         print(f"=> (no final answer after {options.max_steps} steps)")
         return 0
-
-
-def _use_calculator(expression: str) -> str:
-    try:
-        return str(calculate(expression))
-    except CalculatorError as error:
-        return f"error: {error}"
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.kernel_proc import KernelProcess
 from ipc.address import ADDRESS_ENV
 from kernel.engine.factory import load_engine
 from kernel.engine.interface import EngineRequest, SamplingParams
 from sdk import connect
+from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until
 
 from agents.qa import SYSTEM_PROMPT
@@ -93,6 +95,11 @@ def test_aios_cli_against_the_running_kernel(aiosd):
     assert missing.returncode == 1 and "not_found" in missing.stderr
 
 
-def test_react_agent_runs_its_loop_end_to_end(aiosd):
-    out, err = _agent(aiosd.address, "agents/react.py", "--max-steps", "2", "What is 6 * 7?").communicate(timeout=600)
-    assert "Thought" in out and "=>" in out, err
+def test_react_agent_answers_from_its_tool_call(tmp_path):
+    """The demo's question: the model's constrained call runs the kernel's calculator; the answer is the tool's."""
+    address = f"ipc://{tmp_path}/kernel.sock"
+    with KernelProcess(address, {**KERNEL_OPTIONS, "tools": "default"}, tmp_path / "aiosd.log"):
+        out, err = _agent(address, "agents/react.py", "What is 17 * 23 + 4?").communicate(timeout=600)
+    lines = out.splitlines()
+    assert "Observation: 395" in lines, out + err
+    assert lines[-1].startswith("=> ") and "395" in lines[-1], out + err
