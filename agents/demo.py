@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aios-demo-") as workdir:
         address = f"ipc://{workdir}/kernel.sock"
         print(f"starting aiosd ({args.dtype}, {args.scheduler}) ...", flush=True)
-        with KernelProcess(address, {"dtype": args.dtype, "scheduler": args.scheduler, "memory": "on",
-                                     "storage": "on"}, Path(workdir) / "aiosd.log") as kernel:
+        # the demo's agents call no irreversible tool: nobody would be there to approve one
+        options = {"dtype": args.dtype, "scheduler": args.scheduler, "memory": "on", "storage": "on",
+                   "tools": "default", "tool-approval": "deny"}
+        with KernelProcess(address, options, Path(workdir) / "aiosd.log") as kernel:
             print(kernel.ready_line, flush=True)
             print(f"running {len(JOBS)} agents as concurrent processes ...\n", flush=True)
             results = run_agents(address, JOBS)
