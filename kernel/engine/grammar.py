@@ -5,9 +5,9 @@ sub-grammars, `&` and `~` on lexemes), or the JSON grammar the helpers below ret
 one; build it with json_schema_grammar / lark_grammar / regex_grammar rather than by hand, so the JSON whitespace
 policy is the same everywhere.
 
-JSON whitespace. Generated JSON uses exactly ", " and ": " between items and no other whitespace: a small model
-allowed free whitespace can emit newlines forever, and the single spaces are what models write anyway (so the
-constraint rarely fights the model's own preferences).
+JSON whitespace. Generated JSON is compact ("," and ":" with no whitespace): a small model allowed free whitespace can
+emit newlines forever, and with ": " the grammar split SmolLM2's canonical ' "' token into ' ' then '"', which
+derailed its arguments (commit 5069df1); compact JSON keeps the model's tokenization canonical.
 
 Compilation. GrammarCompiler owns the token table llguidance needs (built from the tokenizer on first use: ~0.4 s for
 a 49k vocabulary, paid only by engines that see a grammar) and a bounded LRU of compiled grammars keyed by spec: an

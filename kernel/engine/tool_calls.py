@@ -4,7 +4,7 @@ call well-formed, the model's text parsed back into calls.
 Wire format (Hermes / Qwen2.5 style, what tool_prompt.py teaches the model):
 
     <tool_call>
-    {"name": "get_weather", "arguments": {"city": "Paris"}}
+    {"name":"get_weather","arguments":{"city":"Paris"}}
     </tool_call>
 
 tool_call_grammar(tools, tool_choice) -> grammar spec for SamplingParams.grammar, or None:
