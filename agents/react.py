@@ -38,32 +38,42 @@ class ReActAgent(Agent):
         options = parser.parse_args(args)
         wanted = TOOLS + (("search_memory",) if options.memory else ())
         tools = [t for t in self.kernel.tools.as_openai() if t["function"]["name"] in wanted]
-        messages = [{"role": "system", "content": INSTRUCTIONS + (MEMORY_NOTE if options.memory else "")}, *EXAMPLE,
-                    {"role": "user", "content": " ".join(options.question)}]
-        seen = set()
-        for step in range(options.max_steps):
-            # the first turn must act (a small model otherwise guesses the arithmetic); later turns may answer
-            choice = "required" if step == 0 else "auto" if step < options.max_steps - 1 else "none"
-            reply = self.kernel.chat(messages, tools=tools, tool_choice=choice, max_tokens=96, full=True)
-            if not reply.tool_calls:
-                print(f"=> {reply.text.strip()}")
-                return 0
-            messages.append({"role": "assistant", "content": reply.text,
-                             "tool_calls": [{"id": c.id, "type": "function",
-                                             "function": {"name": c.name, "arguments": c.arguments}}
-                                            for c in reply.tool_calls]})
-            for call in reply.tool_calls:
-                print(f"Action: {call.name} {call.arguments}", flush=True)
-                if (call.name, call.arguments) in seen:       # the same call again: the answer is already known
-                    observation = "You already have this result; answer now."
-                else:
-                    seen.add((call.name, call.arguments))
-                    output = self.kernel.tools.call(call.name, json.loads(call.arguments))
-                    observation = output.text if not output.is_error else f"error: {output.text}"
-                print(f"Observation: {observation}", flush=True)
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": observation})
-        print(f"=> (no final answer after {options.max_steps} steps)")
+        answer = solve(self.kernel, " ".join(options.question), tools, options.max_steps,
+                       memory_note=options.memory)
+        print(f"=> {answer}" if answer is not None else f"=> (no final answer after {options.max_steps} steps)")
         return 0
+
+
+def solve(kernel, question: str, tools: list[dict], max_steps: int = 4, chat=None, memory_note: bool = False,
+          log=lambda line: print(line, flush=True)) -> str | None:
+    """The ReAct loop; the final answer, or None. chat(messages, tool_choice) → a Completion with tool_calls
+    (default: the kernel's constrained tool calling; bench/react_bench.py passes an unconstrained one to compare)."""
+    chat = chat or (lambda messages, choice: kernel.chat(messages, tools=tools, tool_choice=choice, max_tokens=96,
+                                                         full=True))
+    messages = [{"role": "system", "content": INSTRUCTIONS + (MEMORY_NOTE if memory_note else "")}, *EXAMPLE,
+                {"role": "user", "content": question}]
+    seen = set()
+    for step in range(max_steps):
+        # the first turn must act (a small model otherwise guesses the arithmetic); later turns may answer
+        choice = "required" if step == 0 else "auto" if step < max_steps - 1 else "none"
+        reply = chat(messages, choice)
+        if not reply.tool_calls:
+            return reply.text.strip()
+        messages.append({"role": "assistant", "content": reply.text,
+                         "tool_calls": [{"id": c.id, "type": "function",
+                                         "function": {"name": c.name, "arguments": c.arguments}}
+                                        for c in reply.tool_calls]})
+        for call in reply.tool_calls:
+            log(f"Action: {call.name} {call.arguments}")
+            if (call.name, call.arguments) in seen:       # the same call again: the answer is already known
+                observation = "You already have this result; answer now."
+            else:
+                seen.add((call.name, call.arguments))
+                output = kernel.tools.call(call.name, json.loads(call.arguments))
+                observation = output.text if not output.is_error else f"error: {output.text}"
+            log(f"Observation: {observation}")
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": observation})
+    return None
 
 
 if __name__ == "__main__":

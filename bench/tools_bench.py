@@ -66,12 +66,34 @@ def tool_call_manager(calls: int = 300) -> dict:
         manager.stop()
 
 
+def tool_call_syscall(calls: int = 300) -> dict:
+    """The same server through aiosd: an agent's tool.call syscall (I/O thread → loop → manager → reply worker)."""
+    import tempfile
+    from pathlib import Path
+
+    from bench.kernel_proc import KernelProcess
+    from sdk import connect
+    with tempfile.TemporaryDirectory(prefix="aios-tools-bench-") as workdir, \
+            KernelProcess(f"ipc://{workdir}/kernel.sock", {"dtype": "float32", "tools": "default"},
+                          Path(workdir) / "aiosd.log") as kernel, connect(kernel.address, name="tools-bench") as k:
+        samples = []
+        for index in range(WARMUP + calls):
+            began = time.perf_counter()
+            output = k.tools.call("calculate", EXPRESSION)
+            elapsed = time.perf_counter() - began
+            assert output.text == "395", output
+            if index >= WARMUP:
+                samples.append(elapsed)
+        return summarize(samples)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args(argv)
     rows = {"direct (mcp stdio client)": tool_call_direct(args.calls),
-            "ToolManager.call (in-process)": tool_call_manager(args.calls)}
+            "ToolManager.call (in-process)": tool_call_manager(args.calls),
+            "tool.call syscall via aiosd": tool_call_syscall(args.calls)}
     print(f"{'calculate round trip':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'calls':>6}")
     for name, row in rows.items():
         print(f"{name:32} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['mean_ms']:8.2f} {row['calls']:6d}")
