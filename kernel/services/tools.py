@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass
 
 from ipc.errors import ErrorCode, ProtocolError
+from ipc.messages import Ack
 from ipc.service_messages import PendingApproval, PendingApprovals, ToolInfo, ToolListing, ToolOutput
 from kernel.access.capabilities import Capability
+from kernel.services.syscalls import space_of
 from kernel.services.worker import Job, ServiceWorker
 
 APPROVAL_POLICIES = ("ask", "allow", "deny")
@@ -65,7 +67,6 @@ class ToolService:
                                   reason="tool not allowed for this agent")
                 raise ProtocolError(ErrorCode.DENIED, f"tool {body.name!r} is not allowed for this agent")
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool named {body.name!r}")
-        from kernel.services.syscalls import space_of
         context = {"space": space_of(call.agent), "agent_id": call.agent.agent_id}
         identity, req_id = call.item.identity, call.item.envelope.req_id
         if not spec.irreversible or self.approval == "allow":
@@ -92,13 +93,12 @@ class ToolService:
                             arguments=json.dumps(h.arguments)[:500], waiting_s=round(now - h.since, 1))
             for h in self._held.values()])
 
-    def approve(self, call, body) -> None:
+    def approve(self, call, body) -> Ack:
         self._require(call, "tool.approve")
         held = self._held.pop(body.approval_id, None)
         if held is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool call {body.approval_id!r} is waiting for approval")
         self._decide(held, body.allow, f"{'approved' if body.allow else 'denied'} by {call.agent.agent_id}")
-        from ipc.messages import Ack
         return Ack()
 
     # -- mechanism -------------------------------------------------------------------------------------------------
