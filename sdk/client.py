@@ -188,7 +188,7 @@ class Kernel:
 
     def _connection_events(self) -> list[int]:
         events = []
-        while self._monitor.poll(0):
+        while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:     # ~1 µs; poll(0) builds a Poller each time (~10 µs)
             events.append(parse_monitor_message(self._monitor.recv_multipart())["event"])
         return events
 
