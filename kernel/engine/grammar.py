@@ -107,5 +107,6 @@ class GrammarCompiler:
 def grammar_compiler(tokenizer, model_vocab_size: int, eos_ids: tuple[int, ...] | None = None) -> GrammarCompiler:
     """The compiler for an engine's TextTokenizer. Its masks span the larger of the model's and the tokenizer's
     vocabularies (a model may pad its output layer past the tokenizer's ids: those never get allowed)."""
-    return GrammarCompiler(tokenizer.to_json, max(model_vocab_size, tokenizer.vocab_size),
+    # to_json is looked up only when a grammar is first compiled: a tokenizer without it serves unconstrained requests
+    return GrammarCompiler(lambda: tokenizer.to_json(), max(model_vocab_size, getattr(tokenizer, "vocab_size", 0)),
                            tuple(tokenizer.eos_ids) if eos_ids is None else eos_ids)
