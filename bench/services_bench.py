@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'  in-process batched embedding items/s':<40}{'':>12}{1 / base['embed_batched_s']:>12.1f}")
     for q in (0.5, 0.99):
         ours, theirs = _pct(search, q) * 1e3, _pct(base["search"], q) * 1e3
-        print(f"{f'mem.search p{int(q * 100)} ms (embed + search)':<40}{ours:>12.2f}{theirs:>12.2f}{ours / theirs:>8.2f}")
+        label = f"mem.search p{int(q * 100)} ms (embed + search)"
+        print(f"{label:<40}{ours:>12.2f}{theirs:>12.2f}{ours / theirs:>8.2f}")
     print(f"\n{'file size':<12}{'fs.write MB/s':>15}{'fs.read MB/s':>14}{'plain write MB/s':>18}{'write ratio':>13}")
     for size, (write_mb, read_mb, plain_mb) in files.items():
         print(f"{size >> 10:>8} KiB{write_mb:>15.1f}{read_mb:>14.1f}{plain_mb:>18.1f}{write_mb / plain_mb:>13.2f}")

@@ -80,7 +80,8 @@ def _unpack_envelope(frame: bytes) -> dict:
         req_id = None
     if message.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.BAD_VERSION,
-                            f"protocol version {str(message.get('v'))[:20]!r} unsupported, the kernel speaks {PROTOCOL_VERSION}",
+                            f"protocol version {str(message.get('v'))[:20]!r} unsupported, the kernel speaks "
+                            f"{PROTOCOL_VERSION}",
                             req_id)
     missing = [key for key in ("type", "body") if key not in message]
     extra = [key for key in message if key not in ("v", "id", "type", "body")]

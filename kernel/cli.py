@@ -167,7 +167,8 @@ def _decide(args) -> int:
 def _ps(args) -> int:
     with _operator(args, "aios ps") as kernel:
         agents = kernel.ps()
-    print(f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  REQUESTS (id:state prio=P tokens=prompt+output)")
+    print(f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  "
+          "REQUESTS (id:state prio=P tokens=prompt+output)")
     for agent in agents:
         requests = " ".join(f"{r.request_id}:{r.state} prio={r.priority} tokens={r.prompt_tokens}+{r.output_tokens}"
                             for r in agent.requests) or "-"

@@ -7,5 +7,6 @@ from sdk.agent import Agent
 from sdk.client import Kernel, connect
 from sdk.errors import KernelError, KernelTimeout, KernelUnavailable
 
-__all__ = ["connect", "Kernel", "Agent", "KernelError", "KernelTimeout", "KernelUnavailable", "Completion", "Usage", "Timing",
+__all__ = ["connect", "Kernel", "Agent", "KernelError", "KernelTimeout", "KernelUnavailable", "Completion", "Usage",
+           "Timing",
            "AgentInfo", "RequestInfo"]

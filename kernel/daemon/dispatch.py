@@ -142,7 +142,8 @@ class Syscalls:
         return ProcTable(agents=[
             AgentInfo(agent_id=a.agent_id, name=a.name, pid=a.pid, priority=a.priority,
                       service_tokens=a.service_tokens,
-                      requests=list(a.recent_done) + [r.info(a.priority) for r in self.llm.requests.of_agent(a.agent_id)])
+                      requests=list(a.recent_done)
+                      + [r.info(a.priority) for r in self.llm.requests.of_agent(a.agent_id)])
             for a in self.agents if everyone or self._owns(call.agent, a)])
 
     def proc_kill(self, call: Call, body: ProcKill) -> Ack:

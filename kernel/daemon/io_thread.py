@@ -1,10 +1,11 @@
 """The kernel's socket I/O: one thread owns the ROUTER socket, so the kernel loop never blocks on the network.
 
-Inbound: recv → decode and validate (ipc/codec.py) → the loop's inbox, as Inbound items; LLM calls (and their
-cancels, and connection events, to keep their order) pass through the preprocessor, which tokenizes them. Malformed frames are answered with an error reply right here and never reach the loop. Every frame is
-handled under one guard: whatever a frame does, it is answered (or dropped, if it names no request) and logged, and
-this thread goes on. A hello carries the peer the kernel saw (SO_PEERCRED uid/pid on ipc://, the Curve key's name on
-tcp://); the socket monitor turns a closed connection into ConnectionClosed (kernel/daemon/connections.py).
+Inbound: recv → decode and validate (ipc/codec.py) → the loop's inbox, as Inbound items; LLM calls (and their cancels,
+and connection events, to keep their order) pass through the preprocessor, which tokenizes them. Malformed frames are
+answered with an error reply right here and never reach the loop. Every frame is handled under one guard: whatever a
+frame does, it is answered (or dropped, if it names no request) and logged, and this thread goes on. A hello carries
+the peer the kernel saw (SO_PEERCRED uid/pid on ipc://, the Curve key's name on tcp://); the socket monitor turns a
+closed connection into ConnectionClosed (kernel/daemon/connections.py).
 
 Outbound: threads push [routing id, frame] pairs into an inproc PUSH socket (their Outbox); this thread forwards them
 to the ROUTER. Each peer's send queue is bounded (SEND_HWM messages): a peer that stops reading fills it, its replies

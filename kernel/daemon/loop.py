@@ -101,4 +101,5 @@ class KernelLoop:
             except queue.Empty:
                 return
             if isinstance(item, Inbound) and item.envelope.type not in NOTIFICATIONS:
-                self._outbox.error(item.identity, item.envelope.req_id, ErrorCode.SHUTDOWN, "the kernel is shutting down")
+                self._outbox.error(item.identity, item.envelope.req_id, ErrorCode.SHUTDOWN,
+                                   "the kernel is shutting down")

@@ -1,11 +1,12 @@
 """tool.list, tool.call, tool.pending, tool.approve: the kernel's side of the tool manager (kernel/tools/).
 
 On the loop: which tools an agent may see and call (every tool but the restricted ones — by default run_python, which
-runs code — plus those granted to it as "tool:NAME" (`aios run --grant tool:run_python`), or all with tool.any), arguments handed over as given (the manager validates them against the tool's
-schema before its server sees them), and calls of irreversible tools held for the operator: `aios approve ID` /
-`aios deny ID` (tool.approve, needs tool.approve), denied when no decision comes within approval_timeout_s, or decided
-by a configured policy ("allow" or "deny" instead of "ask"). Every decision is audited. The manager runs calls on its
-own thread; their results come back through a reply worker with its own outbox, never through the loop.
+runs code — plus those granted to it as "tool:NAME" (`aios run --grant tool:run_python`), or all with tool.any),
+arguments handed over as given (the manager validates them against the tool's schema before its server sees them), and
+calls of irreversible tools held for the operator: `aios approve ID` / `aios deny ID` (tool.approve, needs
+tool.approve), denied when no decision comes within approval_timeout_s, or decided by a configured policy ("allow" or
+"deny" instead of "ask"). Every decision is audited. The manager runs calls on its own thread; their results come back
+through a reply worker with its own outbox, never through the loop.
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ class ToolService:
         if self.approval == "deny":
             self.audit.record(agent=call.agent, syscall="tool.call", decision="deny", target=body.name,
                               reason="irreversible tool; approval policy deny")
-            raise ProtocolError(ErrorCode.DENIED, f"tool {body.name!r} is irreversible and the kernel's policy denies it")
+            raise ProtocolError(ErrorCode.DENIED,
+                                f"tool {body.name!r} is irreversible and the kernel's policy denies it")
         if len(self._held) >= MAX_PENDING:
             raise ProtocolError(ErrorCode.BUSY, "too many tool calls are waiting for approval")
         approval_id = f"p{next(self._ids)}"

@@ -5,7 +5,6 @@ import logging
 import os
 import socket
 import stat
-from types import SimpleNamespace
 
 import msgpack
 import pytest

@@ -42,7 +42,8 @@ def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, mo
     elif phase == "preprocess":
         monkeypatch.setattr(kernel.engine, "tokenize", once(kernel.engine.tokenize))
     elif phase == "handler":
-        monkeypatch.setitem(kernel.loop.syscalls.table, "kernel.stats", once(kernel.loop.syscalls.table["kernel.stats"]))
+        table = kernel.loop.syscalls.table
+        monkeypatch.setitem(table, "kernel.stats", once(table["kernel.stats"]))
     elif phase == "encode":     # a result msgpack cannot carry
         monkeypatch.setitem(kernel.loop.syscalls.table, "kernel.stats", lambda call, body: KernelStats(
             values={"unencodable": object()}))
