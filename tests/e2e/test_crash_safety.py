@@ -13,9 +13,6 @@ from sdk import KernelError, connect
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until
 
-SERVICES = {**KERNEL_OPTIONS, "storage": "on", "memory": "on"}
-
-
 def _payload(i: int) -> bytes:
     return hashlib.sha256(str(i).encode()).digest() * (64 + 97 * (i % 50))     # 2 KiB .. 152 KiB
 
@@ -30,21 +27,28 @@ def _writer(address: str, acked: list[int], failure: list) -> None:
         failure.append(error.code)
 
 
-@pytest.mark.parametrize("kill_after", [3, 40, 150])
-def test_every_acknowledged_write_survives_sigkill(tmp_path, kill_after):
+def _kill_during(tmp_path, options: dict, writer, kill_after: int) -> list:
+    """Start aiosd, stream acknowledged writes from writer(address, acked, failure) in a thread, SIGKILL aiosd once
+    kill_after of them were acknowledged; the acknowledged ones, after checking the writer saw the kernel go."""
     address = f"ipc://{tmp_path}/kernel.sock"
-    options = {**SERVICES, "data-dir": str(tmp_path / "data")}
     acked, failure = [], []
     with KernelProcess(address, options, tmp_path / "killed.log") as kernel:
-        writer = threading.Thread(target=_writer, args=(address, acked, failure))
-        writer.start()
+        thread = threading.Thread(target=writer, args=(address, acked, failure))
+        thread.start()
         wait_until(lambda: len(acked) >= kill_after, timeout_s=300, what=f"{kill_after} acknowledged writes")
         os.kill(int(re.search(r"pid=(\d+)", kernel.ready_line).group(1)), signal.SIGKILL)
-        writer.join(120)
+        thread.join(120)
         kernel.stop()
     assert failure == ["disconnected"] and len(acked) >= kill_after
-    with KernelProcess(address, options, tmp_path / "restarted.log"), \
-            connect(address, name="crash-writer") as k:
+    return acked
+
+
+@pytest.mark.parametrize("kill_after", [3, 40, 150])
+def test_every_acknowledged_write_survives_sigkill(tmp_path, kill_after):
+    options = {**KERNEL_OPTIONS, "storage": "on", "data-dir": str(tmp_path / "data")}
+    acked = _kill_during(tmp_path, options, _writer, kill_after)
+    address = f"ipc://{tmp_path}/kernel.sock"
+    with KernelProcess(address, options, tmp_path / "restarted.log"), connect(address, name="crash-writer") as k:
         stored = {f.path: f.version for f in k.fs.list("stream")}
         for i in acked:
             assert k.fs.read(f"stream/f{i:05d}") == _payload(i)
@@ -64,17 +68,9 @@ def _memory_writer(address: str, acked: list[tuple[int, str]], failure: list) ->
 
 @pytest.mark.parametrize("kill_after", [25])    # more kill points: tests/memory/test_crash.py, in-process
 def test_every_acknowledged_memory_survives_sigkill(tmp_path, kill_after):
+    options = {**KERNEL_OPTIONS, "memory": "on", "data-dir": str(tmp_path / "data")}
+    acked = _kill_during(tmp_path, options, _memory_writer, kill_after)
     address = f"ipc://{tmp_path}/kernel.sock"
-    options = {**SERVICES, "data-dir": str(tmp_path / "data")}
-    acked, failure = [], []
-    with KernelProcess(address, options, tmp_path / "killed.log") as kernel:
-        writer = threading.Thread(target=_memory_writer, args=(address, acked, failure))
-        writer.start()
-        wait_until(lambda: len(acked) >= kill_after, timeout_s=300, what=f"{kill_after} acknowledged memories")
-        os.kill(int(re.search(r"pid=(\d+)", kernel.ready_line).group(1)), signal.SIGKILL)
-        writer.join(120)
-        kernel.stop()
-    assert failure == ["disconnected"]
     with KernelProcess(address, options, tmp_path / "restarted.log"), connect(address, name="crash-memory") as k:
         for i, memory_id in acked:
             record = k.memory.get(memory_id)
