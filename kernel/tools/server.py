@@ -92,6 +92,8 @@ class ServerSupervisor:
         await self._end_run()                   # a crashed run's remains (its task, its directory)
         loop = asyncio.get_running_loop()
         run = _Run(loop.create_future(), loop.create_future())
+        # after a startup timeout nobody awaits `ready` any more: mark its exception seen, or asyncio logs it at exit
+        run.ready.add_done_callback(lambda done: done.cancelled() or done.exception())
         run.task = asyncio.create_task(self._lifetime(run))
         self._run = run
         try:
