@@ -18,14 +18,19 @@ def drain(engine, results: dict[str, Result] | None = None, max_steps: int = 100
     for _ in range(max_steps):
         if not engine.has_work():
             return results
-        for event in engine.step():
-            result = results.setdefault(event.req_id, Result())
-            if event.token_id >= 0:
-                result.tokens.append(event.token_id)
-            result.text += event.text
-            if event.finished:
-                result.reason = event.finish_reason
+        record(engine.step(), results)
     raise AssertionError("engine did not finish")
+
+
+def record(events, results: dict[str, Result]) -> None:
+    """Add one step's events to the per-request results."""
+    for event in events:
+        result = results.setdefault(event.req_id, Result())
+        if event.token_id >= 0:
+            result.tokens.append(event.token_id)
+        result.text += event.text
+        if event.finished:
+            result.reason = event.finish_reason
 
 
 def generate(engine, prompts: dict[str, list[int]], **params) -> dict[str, Result]:

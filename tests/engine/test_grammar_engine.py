@@ -11,7 +11,7 @@ import pytest
 
 from kernel.engine.grammar import json_schema_grammar, lark_grammar, regex_grammar
 from kernel.engine.interface import EngineError, EngineRequest, FinishReason, SamplingParams
-from tests.engine.helpers import Result, drain, generate
+from tests.engine.helpers import Result, drain, generate, record
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["name", "age", "pet"],
           "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "maximum": 120},
@@ -24,13 +24,7 @@ def _prompt(engine, text="Describe a person as a JSON object with name, age and 
 
 def _steps(engine, n: int, results: dict[str, Result]) -> None:
     for _ in range(n):
-        for event in engine.step():
-            result = results.setdefault(event.req_id, Result())
-            if event.token_id >= 0:
-                result.tokens.append(event.token_id)
-            result.text += event.text
-            if event.finished:
-                result.reason = event.finish_reason
+        record(engine.step(), results)
 
 
 def test_grammar_json_schema_output_validates_and_ends_with_stop(engine):
