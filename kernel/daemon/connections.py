@@ -34,6 +34,3 @@ class ConnectionTracker:
         previous = self._identity_of.get(fd)
         self._identity_of[fd] = identity
         return [previous] if previous is not None and previous != identity else []
-
-    def __len__(self) -> int:
-        return len(self._identity_of)
