@@ -56,7 +56,7 @@ class LocalEngineBackend:
         self._ids = itertools.count()
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
-        from kernel.engine.interface import EngineRequest, SamplingParams
+        from kernel.engine.core.interface import EngineRequest, SamplingParams
         started = time.monotonic()
         prompt_ids = self._engine.tokenize(prompt)
         req_id = f"call-{next(self._ids)}"

@@ -13,7 +13,7 @@ PROMPT_TOKENS, WARM_STEPS, TIMED_STEPS = 200, 4, 16
 
 def step_seconds(engine, batch: int) -> float:
     """Mean seconds of a decode step with `batch` sequences of PROMPT_TOKENS context."""
-    from kernel.engine.interface import EngineRequest, SamplingParams
+    from kernel.engine.core.interface import EngineRequest, SamplingParams
     rng = random.Random(batch)
     params = SamplingParams(max_tokens=WARM_STEPS + TIMED_STEPS + 64, ignore_eos=True)
     ids = [f"b{batch}-{i}" for i in range(batch)]

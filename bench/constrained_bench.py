@@ -16,10 +16,10 @@ import argparse
 import statistics
 import time
 
-from kernel.engine.interface import EngineRequest, SamplingParams
-from kernel.engine.tool_calls import tool_call_grammar
-from kernel.engine.tool_prompt import render_tool_prompt
-from kernel.engine.torch_engine import TorchEngine
+from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.structured.tool_calls import tool_call_grammar
+from kernel.engine.structured.tool_prompt import render_tool_prompt
+from kernel.engine.cpu.torch_engine import TorchEngine
 
 TARGET_RATIO = 1.10
 TOOLS = [{"type": "function", "function": {

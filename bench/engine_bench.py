@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from kernel.engine.checkpoint import default_model_path, load_checkpoint
-from kernel.engine.interface import EngineRequest, SamplingParams
-from kernel.engine.torch_engine import DTYPES, TorchEngine
+from kernel.engine.loading.checkpoint import default_model_path, load_checkpoint
+from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
 
 PREFILL_TOKENS = 512
 BATCH = 8

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from agents.react import solve
 from bench.kernel_proc import KernelProcess
-from kernel.engine.tool_calls import CALL_OPEN, parse_tool_calls
-from kernel.engine.tool_prompt import render_tool_prompt
+from kernel.engine.structured.tool_calls import CALL_OPEN, parse_tool_calls
+from kernel.engine.structured.tool_prompt import render_tool_prompt
 from sdk import connect
 
 FACTS = [("Ada's flight number", "AF{}"), ("the locker code", "{}"), ("the room of the budget meeting", "B{}"),

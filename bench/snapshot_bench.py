@@ -19,7 +19,7 @@ import time
 from kernel.context.arena import Arena
 from kernel.context.manager import ContextManager
 from kernel.engine.factory import load_engine
-from kernel.engine.interface import EngineRequest, SamplingParams
+from kernel.engine.core.interface import EngineRequest, SamplingParams
 
 TARGET_SPEEDUP_AT_1K = 50.0
 TARGET_GBPS = 5.0

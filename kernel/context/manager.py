@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from kernel.context.arena import Arena
 from kernel.context.retention import Kind, Resident, RetentionPolicy
 from kernel.context.snapshot import SnapshotError, check_restorable, header_reserve, read_header, write_header
-from kernel.engine.interface import Engine, EngineRequest, KVMeta
+from kernel.engine.core.interface import Engine, EngineRequest, KVMeta
 
 PREEMPT_MODES = ("snapshot", "recompute")
 _COUNTERS = ("preemptions", "resumes", "snapshot_bytes_saved", "snapshot_bytes_loaded", "recomputed_tokens",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from array import array
 
-from kernel.engine.interface import KVLayout, KVMeta
+from kernel.engine.core.interface import KVLayout, KVMeta
 
 MAGIC = b"AIOSKV\r\n"
 VERSION = 1

@@ -18,9 +18,9 @@ from kernel.daemon.inbound import Inbound
 from kernel.daemon.limits import AgentLimits
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.requests import LLMRequest, RequestTable
-from kernel.engine.interface import (EngineError, EngineRequest, FinishReason, NoCapacity, SamplingParams,
+from kernel.engine.core.interface import (EngineError, EngineRequest, FinishReason, NoCapacity, SamplingParams,
                                      TokenEvent)
-from kernel.engine.tool_calls import parse_tool_calls
+from kernel.engine.structured.tool_calls import parse_tool_calls
 from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView, Scheduler
 

@@ -21,9 +21,9 @@ from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Chat, Generate
 from kernel.daemon.inbound import Inbound, Inbox
 from kernel.daemon.outbox import Outbox
-from kernel.engine.interface import EngineError
-from kernel.engine.tool_calls import tool_call_grammar
-from kernel.engine.tool_prompt import render_tool_prompt
+from kernel.engine.core.interface import EngineError
+from kernel.engine.structured.tool_calls import tool_call_grammar
+from kernel.engine.structured.tool_prompt import render_tool_prompt
 
 log = logging.getLogger("aiosd.preprocess")
 

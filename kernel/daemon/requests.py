@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, RequestInfo
-from kernel.engine.interface import EngineRequest
+from kernel.engine.core.interface import EngineRequest
 from kernel.scheduler.base import ReqState, RequestView
 
 

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 
 
 class ReqState(str, enum.Enum):

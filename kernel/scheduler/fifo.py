@@ -1,7 +1,7 @@
 """First come, first served: admit in arrival order while capacity lasts; never preempt."""
 from __future__ import annotations
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView, fits_in_order
 
 

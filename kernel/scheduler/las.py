@@ -10,7 +10,7 @@ the top level, as Autellix does, so old programs are not starved by a stream of 
 """
 from __future__ import annotations
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView
 from kernel.scheduler.preemption import plan_preemptive
 

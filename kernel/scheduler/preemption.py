@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView
 
 MayPreempt = Callable[[RequestView, RequestView], bool]

@@ -10,7 +10,7 @@ may lose it again: it advances by at least min_slice tokens per aging period.
 """
 from __future__ import annotations
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView
 from kernel.scheduler.preemption import plan_preemptive
 

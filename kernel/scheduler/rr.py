@@ -7,7 +7,7 @@ first, so a fresh admission always runs a full quantum.
 """
 from __future__ import annotations
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView
 from kernel.scheduler.preemption import plan_preemptive
 

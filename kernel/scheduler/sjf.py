@@ -8,7 +8,7 @@ Long jobs can wait as long as shorter ones keep arriving: that is SJF's trade, u
 """
 from __future__ import annotations
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView
 from kernel.scheduler.preemption import plan_preemptive
 

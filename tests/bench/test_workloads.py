@@ -31,9 +31,9 @@ def test_call_texts_have_their_stated_word_counts():
 
 
 def test_every_word_is_one_token_of_the_default_model():
-    from kernel.engine.checkpoint import default_model_path
-    from kernel.engine.gguf_loader import gguf_metadata, read_gguf
-    from kernel.engine.tokenizer import TextTokenizer
+    from kernel.engine.loading.checkpoint import default_model_path
+    from kernel.engine.loading.gguf_loader import gguf_metadata, read_gguf
+    from kernel.engine.loading.tokenizer import TextTokenizer
     tokenizer = TextTokenizer.from_gguf_metadata(gguf_metadata(read_gguf(default_model_path())))
     text = words_text(random.Random(0), 300)
     assert len(tokenizer.encode(text)) == 300

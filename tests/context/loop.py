@@ -3,7 +3,7 @@ engine, collect each request's tokens, report finished requests, and preempt/res
 from __future__ import annotations
 
 from kernel.context.manager import ContextManager
-from kernel.engine.interface import Engine, EngineRequest, SamplingParams
+from kernel.engine.core.interface import Engine, EngineRequest, SamplingParams
 
 
 class MiniLoop:

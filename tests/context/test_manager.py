@@ -7,7 +7,7 @@ import pytest
 
 from kernel.context.manager import ContextManager
 from kernel.context.retention import RetentionPolicy
-from kernel.engine.interface import SamplingParams
+from kernel.engine.core.interface import SamplingParams
 
 from tests.context.loop import MiniLoop
 
@@ -116,7 +116,7 @@ def test_recompute_resumes_token_identical(engine, manager, reference, arena_byt
 
 def evict_engine_prefix_cache(engine):
     """Admit a request that takes every KV block, then drop it: the engine's cached prefixes are evicted."""
-    from kernel.engine.interface import EngineRequest
+    from kernel.engine.core.interface import EngineRequest
     capacity = engine.capacity()
     filler = EngineRequest("filler", [17] * (capacity.max_context - 1), SamplingParams(max_tokens=1))
     engine.add(filler)
@@ -210,7 +210,7 @@ def test_bad_preempt_mode_is_refused(engine):
 
 def test_resuming_with_tokens_that_do_not_extend_the_snapshot_is_refused(engine, manager):
     from kernel.context.snapshot import SnapshotError
-    from kernel.engine.interface import EngineRequest
+    from kernel.engine.core.interface import EngineRequest
     cm = manager(retention=False)
     loop = MiniLoop(engine, cm)
     prompt = chat(engine, PROMPT)

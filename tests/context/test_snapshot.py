@@ -2,7 +2,7 @@ import pytest
 
 from kernel.context.snapshot import (MAGIC, SnapshotError, check_restorable, header_reserve, read_header,
                                      write_header)
-from kernel.engine.interface import KVLayout, KVMeta
+from kernel.engine.core.interface import KVLayout, KVMeta
 
 LAYOUT = KVLayout(model_id="SmolLM2-135M-Instruct", n_layers=30, n_kv_heads=3, head_dim=64, dtype="float32")
 

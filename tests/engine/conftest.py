@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel.engine.checkpoint import default_model_path, load_checkpoint
-from kernel.engine.torch_engine import TorchEngine
+from kernel.engine.loading.checkpoint import default_model_path, load_checkpoint
+from kernel.engine.cpu.torch_engine import TorchEngine
 from tests.engine import tiny_llama
 
 

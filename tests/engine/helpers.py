@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kernel.engine.interface import EngineRequest, SamplingParams
+from kernel.engine.core.interface import EngineRequest, SamplingParams
 
 
 @dataclass

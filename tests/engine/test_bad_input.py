@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.engine.interface import EngineError, EngineRequest, SamplingParams
+from kernel.engine.core.interface import EngineError, EngineRequest, SamplingParams
 from tests.engine.helpers import greedy
 
 

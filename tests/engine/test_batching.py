@@ -1,8 +1,8 @@
 """Continuous batching changes nothing: sequences run together (and joining mid-flight) match their solo runs."""
 from __future__ import annotations
 
-from kernel.engine.interface import EngineRequest, SamplingParams
-from kernel.engine.torch_engine import TorchEngine
+from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.cpu.torch_engine import TorchEngine
 from tests.engine.helpers import drain, greedy
 
 MAX_TOKENS = 8

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.engine import block_pool
-from kernel.engine.block_pool import ROOT_LINK, BlockPool
+from kernel.engine.core import block_pool
+from kernel.engine.core.block_pool import ROOT_LINK, BlockPool
 
 
 def _register_all(pool: BlockPool, blocks: list[int], tokens: list[int]) -> None:

@@ -9,8 +9,8 @@ import re
 import jsonschema
 import pytest
 
-from kernel.engine.grammar import json_schema_grammar, lark_grammar, regex_grammar
-from kernel.engine.interface import EngineError, EngineRequest, FinishReason, SamplingParams
+from kernel.engine.structured.grammar import json_schema_grammar, lark_grammar, regex_grammar
+from kernel.engine.core.interface import EngineError, EngineRequest, FinishReason, SamplingParams
 from tests.engine.helpers import Result, drain, generate, record
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["name", "age", "pet"],

@@ -11,10 +11,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from kernel.engine.checkpoint import load_checkpoint
-from kernel.engine.interface import EngineRequest, FinishReason, SamplingParams
-from kernel.engine.tool_calls import parse_tool_calls, tool_call_grammar
-from kernel.engine.torch_engine import TorchEngine
+from kernel.engine.loading.checkpoint import load_checkpoint
+from kernel.engine.core.interface import EngineRequest, FinishReason, SamplingParams
+from kernel.engine.structured.tool_calls import parse_tool_calls, tool_call_grammar
+from kernel.engine.cpu.torch_engine import TorchEngine
 from tests.engine.helpers import Result, drain
 
 # A second tool "required" may pick instead; bounded too (a free-form object is unbounded under a random model).

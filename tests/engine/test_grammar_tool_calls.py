@@ -7,9 +7,9 @@ import json
 import jsonschema
 import pytest
 
-from kernel.engine.interface import EngineError, FinishReason
-from kernel.engine.tool_calls import ToolCall, format_tool_call, parse_tool_calls, tool_call_grammar
-from kernel.engine.tool_prompt import render_tool_prompt
+from kernel.engine.core.interface import EngineError, FinishReason
+from kernel.engine.structured.tool_calls import ToolCall, format_tool_call, parse_tool_calls, tool_call_grammar
+from kernel.engine.structured.tool_prompt import render_tool_prompt
 from tests.engine.helpers import generate
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},

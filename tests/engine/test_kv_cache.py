@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernel.engine.kv_cache import KVCache, SlotRun, slot_runs
+from kernel.engine.cpu.kv_cache import KVCache, SlotRun, slot_runs
 
 BLOCK = 4
 

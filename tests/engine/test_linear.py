@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernel.engine.linear import Linear
+from kernel.engine.cpu.linear import Linear
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 40])

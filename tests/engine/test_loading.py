@@ -7,11 +7,11 @@ import shutil
 import pytest
 import torch
 
-from kernel.engine.checkpoint import load_checkpoint
+from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.factory import load_engine
-from kernel.engine.interface import EngineError
-from kernel.engine.model_config import ModelLoadError
-from kernel.engine.torch_engine import TorchEngine
+from kernel.engine.core.interface import EngineError
+from kernel.engine.loading.model_config import ModelLoadError
+from kernel.engine.cpu.torch_engine import TorchEngine
 from tests.engine.helpers import generate, greedy
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kernel.engine.interface import MIN_TEMPERATURE, EngineRequest, FinishReason, SamplingParams
-from kernel.engine.sampler import SamplingError, new_generator, sample
+from kernel.engine.core.interface import MIN_TEMPERATURE, EngineRequest, FinishReason, SamplingParams
+from kernel.engine.core.sampler import SamplingError, new_generator, sample
 from tests.engine.helpers import drain, generate, greedy
 
 

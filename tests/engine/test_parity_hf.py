@@ -11,7 +11,7 @@ NEW_TOKENS = 16
 
 
 def _long_prompt(engine) -> list[int]:
-    source = (Path(__file__).parents[2] / "kernel" / "engine" / "torch_engine.py").read_text()
+    source = (Path(__file__).parents[2] / "kernel" / "engine" / "cpu" / "torch_engine.py").read_text()
     ids = engine.tokenize("Summarise this code:\n" + source)
     assert len(ids) >= 1000
     return ids[:1000]

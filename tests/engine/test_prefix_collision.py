@@ -2,8 +2,8 @@
 differ from the cached ones is prefilled and answers exactly as without the cache."""
 from __future__ import annotations
 
-from kernel.engine import block_pool
-from kernel.engine.interface import EngineRequest, SamplingParams
+from kernel.engine.core import block_pool
+from kernel.engine.core.interface import EngineRequest, SamplingParams
 from tests.engine.helpers import drain, greedy
 
 

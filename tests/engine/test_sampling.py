@@ -1,7 +1,7 @@
 """Sampling controls: seeds, top-k/top-p, stop strings, EOS and max_tokens."""
 from __future__ import annotations
 
-from kernel.engine.interface import EngineRequest, SamplingParams
+from kernel.engine.core.interface import EngineRequest, SamplingParams
 from tests.engine.helpers import Result, drain, generate, greedy
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.engine.text_stream import TextStream
+from kernel.engine.core.text_stream import TextStream
 from tests.engine.tiny_llama import build_tokenizer
 
 

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kernel.engine.exllama_engine import ExLlamaV2Engine
-from kernel.engine.interface import EngineError, EngineRequest, KVMeta, SamplingParams
+from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine
+from kernel.engine.core.interface import EngineError, EngineRequest, KVMeta, SamplingParams
 from tests.engine_gpu.toy_paged_runtime import ByteTokenizer, ToyPagedRuntime
 
 PAGE = ToyPagedRuntime.page_size

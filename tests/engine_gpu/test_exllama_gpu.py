@@ -13,8 +13,8 @@ MODEL = os.environ.get("AIOS_EXL2_MODEL")
 if not MODEL:
     pytest.skip("set AIOS_EXL2_MODEL to an EXL2 model folder", allow_module_level=True)
 
-from kernel.engine.exllama_engine import ExLlamaV2Engine  # noqa: E402
-from kernel.engine.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine  # noqa: E402
+from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
 
 GREEDY = SamplingParams(max_tokens=24, ignore_eos=True)
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,",

@@ -8,14 +8,14 @@ import sys
 import pytest
 import torch
 
-from kernel.engine.exllama_engine import ExLlamaV2Engine
-from kernel.engine.exllama_runtime import ExLlamaUnavailable
-from kernel.engine.interface import EngineError
+from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine
+from kernel.engine.gpu.exllama_runtime import ExLlamaUnavailable
+from kernel.engine.core.interface import EngineError
 
 
 def test_module_imports_without_loading_exllamav2_or_cuda():
     # A fresh interpreter, so nothing else has imported exllamav2 or initialised CUDA before.
-    code = ("import sys, torch, kernel.engine.exllama_engine; "
+    code = ("import sys, torch, kernel.engine.gpu.exllama_engine; "
             "assert 'exllamav2' not in sys.modules and 'flash_attn' not in sys.modules; "
             "assert not torch.cuda.is_initialized()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kernel.engine.interface import KVLayout
+from kernel.engine.core.interface import KVLayout
 
 ASCII = 128
 EOS = 128

@@ -15,7 +15,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
-from kernel.engine.interface import (Capacity, EngineError, EngineRequest, KVLayout, KVMeta, NoCapacity, TokenEvent)
+from kernel.engine.core.interface import (Capacity, EngineError, EngineRequest, KVLayout, KVMeta, NoCapacity, TokenEvent)
 
 LAYOUT = KVLayout(model_id="fake-bytes", n_layers=1, n_kv_heads=1, head_dim=1, dtype="float32")   # 8 bytes/token
 EOS = 0

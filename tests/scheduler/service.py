@@ -9,7 +9,7 @@ import types
 from kernel.context.manager import ContextManager
 from kernel.daemon.llm import LLMService
 from kernel.daemon.requests import LLMRequest
-from kernel.engine.interface import EngineRequest, SamplingParams
+from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.scheduler.base import ReqState
 from kernel.scheduler.registry import make_scheduler
 

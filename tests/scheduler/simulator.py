@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView, Scheduler
 

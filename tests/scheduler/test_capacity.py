@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from kernel.engine.interface import Capacity
+from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import ReqState, RequestView
 from kernel.scheduler.preemption import plan_preemptive
 from kernel.scheduler.registry import make_scheduler

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel.engine.block_pool import BlockPool
-from kernel.engine.interface import EngineError, EngineRequest, NoCapacity, SamplingParams
-from kernel.engine.sequence_table import SequenceTable
+from kernel.engine.core.block_pool import BlockPool
+from kernel.engine.core.interface import EngineError, EngineRequest, NoCapacity, SamplingParams
+from kernel.engine.core.sequence_table import SequenceTable
 
 BLOCK = 4
 VOCAB = 50

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ipc.errors import ErrorCode
-from kernel.engine.interface import SamplingParams
+from kernel.engine.core.interface import SamplingParams
 from kernel.scheduler.base import ReqState
 from tests.kernel.fake_engine import FakeEngine, expected_output
 from tests.scheduler.service import DrivenService

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.engine.interface import SamplingParams
+from kernel.engine.core.interface import SamplingParams
 from kernel.scheduler.base import ReqState
 from tests.scheduler.service import DrivenService
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kernel.engine.interface import MIN_TEMPERATURE, SamplingParams
+from kernel.engine.core.interface import MIN_TEMPERATURE, SamplingParams
 
 
 class SamplingError(Exception):

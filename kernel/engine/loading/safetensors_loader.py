@@ -8,7 +8,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from kernel.engine.model_config import LlamaConfig, ModelLoadError, check_weights
+from kernel.engine.loading.model_config import LlamaConfig, ModelLoadError, check_weights
 
 _LAYER_NAMES = {"input_layernorm": "attn_norm", "self_attn.q_proj": "q", "self_attn.k_proj": "k",
                 "self_attn.v_proj": "v", "self_attn.o_proj": "o", "post_attention_layernorm": "mlp_norm",

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernel.engine.kv_cache import KVCache
-from kernel.engine.linear import Linear
-from kernel.engine.model_config import LlamaConfig
-from kernel.engine.step_batch import StepBatch
+from kernel.engine.cpu.kv_cache import KVCache
+from kernel.engine.cpu.linear import Linear
+from kernel.engine.loading.model_config import LlamaConfig
+from kernel.engine.cpu.step_batch import StepBatch
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,14 @@ from typing import Callable, Sequence as Seq
 
 import torch
 
-from kernel.engine.block_pool import ROOT_LINK, BlockPool
-from kernel.engine.constraint import Constraint, MaskBuilder
-from kernel.engine.grammar import GrammarCompiler
-from kernel.engine.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, NoCapacity,
+from kernel.engine.core.block_pool import ROOT_LINK, BlockPool
+from kernel.engine.structured.constraint import Constraint, MaskBuilder
+from kernel.engine.structured.grammar import GrammarCompiler
+from kernel.engine.core.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, NoCapacity,
                                      SamplingParams, TokenEvent)
-from kernel.engine.sampler import SamplingError, generator_state, new_generator, sample
-from kernel.engine.sequence import Sequence
-from kernel.engine.text_stream import TextStream
+from kernel.engine.core.sampler import SamplingError, generator_state, new_generator, sample
+from kernel.engine.core.sequence import Sequence
+from kernel.engine.core.text_stream import TextStream
 
 
 class SequenceTable:

@@ -12,17 +12,17 @@ from typing import Sequence as Seq
 
 import torch
 
-from kernel.engine.block_pool import BlockPool
-from kernel.engine.checkpoint import Checkpoint, load_checkpoint
-from kernel.engine.grammar import grammar_compiler
-from kernel.engine.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
-from kernel.engine.kv_cache import KVCache, slot_runs
-from kernel.engine.model import LlamaModel
-from kernel.engine.paged_engine import PagedEngine
-from kernel.engine.sequence import Sequence
-from kernel.engine.sequence_table import SequenceTable
-from kernel.engine.snapshot_rules import check_destination, check_snapshot, snapshot_meta
-from kernel.engine.step_batch import ScheduledChunk, build_step_batch
+from kernel.engine.core.block_pool import BlockPool
+from kernel.engine.loading.checkpoint import Checkpoint, load_checkpoint
+from kernel.engine.structured.grammar import grammar_compiler
+from kernel.engine.core.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
+from kernel.engine.cpu.kv_cache import KVCache, slot_runs
+from kernel.engine.cpu.model import LlamaModel
+from kernel.engine.core.paged_engine import PagedEngine
+from kernel.engine.core.sequence import Sequence
+from kernel.engine.core.sequence_table import SequenceTable
+from kernel.engine.core.snapshot_rules import check_destination, check_snapshot, snapshot_meta
+from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 

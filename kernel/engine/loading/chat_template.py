@@ -4,7 +4,7 @@ from __future__ import annotations
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from kernel.engine.interface import EngineError
+from kernel.engine.core.interface import EngineError
 
 
 def _raise_exception(message: str):

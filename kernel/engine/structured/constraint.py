@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from kernel.engine.grammar import GrammarCompiler
-from kernel.engine.interface import EngineError
+from kernel.engine.structured.grammar import GrammarCompiler
+from kernel.engine.core.interface import EngineError
 
 _BITS = torch.arange(32, dtype=torch.int32)
 

@@ -3,8 +3,8 @@ full it is (in blocks) and the sequences it preempted on its own. Each engine su
 what is its own: the model, the text, step() and the K/V copies behind save_kv / load_kv."""
 from __future__ import annotations
 
-from kernel.engine.interface import Capacity, EngineRequest
-from kernel.engine.sequence_table import SequenceTable
+from kernel.engine.core.interface import Capacity, EngineRequest
+from kernel.engine.core.sequence_table import SequenceTable
 
 
 class PagedEngine:

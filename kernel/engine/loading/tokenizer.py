@@ -13,9 +13,9 @@ from typing import Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from kernel.engine.chat_encoding import ChatEncoder
-from kernel.engine.chat_template import ChatTemplate
-from kernel.engine.model_config import ModelLoadError
+from kernel.engine.loading.chat_encoding import ChatEncoder
+from kernel.engine.loading.chat_template import ChatTemplate
+from kernel.engine.loading.model_config import ModelLoadError
 
 # llama.cpp names the pre-tokenizer (the regex split before BPE) of each GPT-2-style vocabulary: these are the ones we
 # can rebuild exactly. Each entry reproduces the model's original tokenizer.json pre_tokenizer.

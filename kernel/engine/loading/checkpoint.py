@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from kernel.engine import gguf_loader, safetensors_loader
-from kernel.engine.model_config import LlamaConfig, ModelLoadError
-from kernel.engine.tokenizer import TextTokenizer
+from kernel.engine.loading import gguf_loader, safetensors_loader
+from kernel.engine.loading.model_config import LlamaConfig, ModelLoadError
+from kernel.engine.loading.tokenizer import TextTokenizer
 
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _ID_SAMPLE_BYTES = 1 << 20

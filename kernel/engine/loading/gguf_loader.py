@@ -8,7 +8,7 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
-from kernel.engine.model_config import LlamaConfig, ModelLoadError, check_weights
+from kernel.engine.loading.model_config import LlamaConfig, ModelLoadError, check_weights
 
 _LAYER_NAMES = {"attn_norm": "attn_norm", "attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o",
                 "ffn_norm": "mlp_norm", "ffn_gate": "gate", "ffn_up": "up", "ffn_down": "down"}

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kernel.engine.interface import EngineError
-from kernel.engine.tool_calls import CALL_CLOSE, CALL_OPEN, chosen_tool, format_tool_call, selected_tools
+from kernel.engine.core.interface import EngineError
+from kernel.engine.structured.tool_calls import CALL_CLOSE, CALL_OPEN, chosen_tool, format_tool_call, selected_tools
 
 _INTRO = ("You are a function calling AI model. You are provided with function signatures within <tools></tools> XML "
           "tags. Don't make assumptions about what values to plug into functions. Here are the available tools:")

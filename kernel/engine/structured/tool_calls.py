@@ -28,8 +28,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from kernel.engine.grammar import json_schema_lark, lark_grammar
-from kernel.engine.interface import EngineError
+from kernel.engine.structured.grammar import json_schema_lark, lark_grammar
+from kernel.engine.core.interface import EngineError
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 TOOL_CHOICES = ("auto", "required", "none")

@@ -1,7 +1,7 @@
 """ExLlamaV2 behind the small surface the engine drives: one paged forward pass and the cache's K/V tensors.
 
 Text is not ExLlamaV2's business here: an EXL2 folder is a Hugging Face folder, so the engine reads its tokenizer.json
-and chat template with kernel/engine/tokenizer.py, exactly as the CPU engine does for a safetensors folder.
+and chat template with kernel/engine/loading/tokenizer.py, exactly as the CPU engine does for a safetensors folder.
 
 exllamav2 is imported only inside load_runtime() and forward(), and CUDA is touched only there, so this module imports
 on a machine without either; load_runtime() then raises ExLlamaUnavailable saying what is missing.
@@ -30,7 +30,7 @@ from typing import Protocol
 
 import torch
 
-from kernel.engine.interface import EngineError, KVLayout
+from kernel.engine.core.interface import EngineError, KVLayout
 
 PAGE_SIZE = 256
 

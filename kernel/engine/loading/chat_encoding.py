@@ -15,7 +15,7 @@ import re
 
 from tokenizers import Tokenizer
 
-from kernel.engine.chat_template import ChatTemplate
+from kernel.engine.loading.chat_template import ChatTemplate
 
 # Private-use characters, tried in order, for the sentinel's delimiter: one that occurs nowhere in the messages or the
 # template, so every delimiter in the rendered text is ours.

@@ -20,7 +20,7 @@ import json
 from collections import OrderedDict
 from typing import Any, Callable
 
-from kernel.engine.interface import EngineError
+from kernel.engine.core.interface import EngineError
 
 # Compiled grammars kept per engine. Each holds the grammar's lexer/parser tables (kilobytes to a few MiB for big
 # schemas); 64 distinct tool sets in flight is far beyond what a kernel's agents use at once.

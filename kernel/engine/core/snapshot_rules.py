@@ -5,9 +5,9 @@ before any byte is read, and give every engine's save_kv the same metadata.
 """
 from __future__ import annotations
 
-from kernel.engine.interface import EngineError, EngineRequest, KVLayout, KVMeta
-from kernel.engine.sampler import generator_state
-from kernel.engine.sequence import Sequence
+from kernel.engine.core.interface import EngineError, EngineRequest, KVLayout, KVMeta
+from kernel.engine.core.sampler import generator_state
+from kernel.engine.core.sequence import Sequence
 
 
 def check_snapshot(req: EngineRequest, meta: KVMeta, src: memoryview, layout: KVLayout, bytes_per_token: int) -> None:

@@ -30,16 +30,16 @@ from typing import Sequence as Seq
 
 import torch
 
-from kernel.engine.block_pool import BlockPool
-from kernel.engine.exllama_kv_copy import KVCopier
-from kernel.engine.grammar import grammar_compiler
-from kernel.engine.exllama_runtime import PagedRuntime, load_runtime
-from kernel.engine.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
-from kernel.engine.paged_engine import PagedEngine
-from kernel.engine.sequence import Sequence
-from kernel.engine.sequence_table import SequenceTable
-from kernel.engine.snapshot_rules import check_destination, check_snapshot, snapshot_meta
-from kernel.engine.tokenizer import TextTokenizer
+from kernel.engine.core.block_pool import BlockPool
+from kernel.engine.gpu.exllama_kv_copy import KVCopier
+from kernel.engine.structured.grammar import grammar_compiler
+from kernel.engine.gpu.exllama_runtime import PagedRuntime, load_runtime
+from kernel.engine.core.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
+from kernel.engine.core.paged_engine import PagedEngine
+from kernel.engine.core.sequence import Sequence
+from kernel.engine.core.sequence_table import SequenceTable
+from kernel.engine.core.snapshot_rules import check_destination, check_snapshot, snapshot_meta
+from kernel.engine.loading.tokenizer import TextTokenizer
 
 
 class ExLlamaV2Engine(PagedEngine):

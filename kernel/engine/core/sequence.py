@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernel.engine.block_pool import ROOT_LINK, PrefixLink
-from kernel.engine.constraint import Constraint
-from kernel.engine.interface import SamplingParams
-from kernel.engine.text_stream import TextStream
+from kernel.engine.core.block_pool import ROOT_LINK, PrefixLink
+from kernel.engine.structured.constraint import Constraint
+from kernel.engine.core.interface import SamplingParams
+from kernel.engine.core.text_stream import TextStream
 
 
 @dataclass(eq=False)

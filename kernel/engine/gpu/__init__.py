@@ -1,0 +1,1 @@
+"""The ExLlamaV2 GPU engine (imports exllamav2 lazily: importing this package needs no GPU)."""

@@ -1,0 +1,1 @@
+"""Model files to engines: GGUF and safetensors weights, config, tokenizer, chat template."""
