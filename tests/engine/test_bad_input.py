@@ -30,6 +30,16 @@ def test_bad_prompts(engine):
         engine.add(EngineRequest("bad", [1, 2], SamplingParams(max_tokens=2), output_ids=[3, 4]))
 
 
+def test_bad_text_and_ids(engine):
+    """Checked once for every paged engine (core/paged_engine.py): the CPU engine as the GPU one."""
+    with pytest.raises(EngineError, match="string"):
+        engine.tokenize(b"bytes, not text")
+    for ids in ([1, -1], [10 ** 9], [1.5], [True]):
+        with pytest.raises(EngineError, match="token ids"):
+            engine.detokenize(ids)
+    assert engine.detokenize(engine.tokenize("still works")) == "still works"
+
+
 def test_duplicate_id_and_engine_still_works(engine):
     prompt = engine.tokenize("Hello there")
     engine.add(EngineRequest("dup", prompt, SamplingParams(max_tokens=2)))

@@ -1,14 +1,30 @@
-"""The part of the Engine interface a paged engine answers from its SequenceTable alone: admission, removal, how
-full it is (in blocks) and the sequences it preempted on its own. Each engine subclasses it, sets self._table, and adds
-what is its own: the model, the text, step() and the K/V copies behind save_kv / load_kv."""
+"""What every paged engine does the same way, written once: admission, removal and capacity (in blocks) from its
+SequenceTable; text in and out with input checks; KV snapshots in and out with their checks and metadata.
+
+A device engine (cpu/torch_engine.py, gpu/exllama_engine.py) subclasses it, sets `self._table`, `self.tokenizer` and
+`self._layout`, implements step() and the three hooks below that move K/V between its cache and a snapshot buffer:
+  _kv_bytes(n_tokens)                         bytes of n_tokens tokens' K/V across all layers
+  _copy_in(seq, n_kv, src, src_tokens)        seq's first n_kv tokens' K/V from src (a snapshot of src_tokens tokens)
+  _copy_out(seq, n_tokens, dst)               seq's first n_tokens tokens' K/V into dst
+"""
 from __future__ import annotations
 
-from kernel.engine.core.interface import Capacity, EngineRequest
+from typing import Sequence as Seq
+
+from kernel.engine.core.interface import Capacity, EngineError, EngineRequest, KVLayout, KVMeta
+from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
+from kernel.engine.core.snapshot_rules import check_destination, check_snapshot, snapshot_meta
 
 
 class PagedEngine:
     _table: SequenceTable
+    _layout: KVLayout
+    tokenizer: object            # loading.tokenizer.TextTokenizer: encode, decode, apply_chat_template
+
+    # ---- description -------------------------------------------------------------------------------------------
+    def layout(self) -> KVLayout:
+        return self._layout
 
     def capacity(self) -> Capacity:
         return self._table.capacity()
@@ -29,6 +45,20 @@ class PagedEngine:
     def blocks_held(self, req_id: str) -> int:
         return self._table.blocks_held(req_id)
 
+    # ---- text --------------------------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise EngineError(f"text must be a string, got {type(text).__name__}")
+        return self.tokenizer.encode(text)
+
+    def detokenize(self, ids: Seq[int]) -> str:
+        self._table.check_ids(ids)
+        return self.tokenizer.decode(ids)
+
+    def apply_chat_template(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages)
+
+    # ---- requests ----------------------------------------------------------------------------------------------
     def take_preempted(self) -> list[str]:
         return self._table.take_preempted()
 
@@ -37,3 +67,34 @@ class PagedEngine:
 
     def abort(self, req_id: str) -> None:
         self._table.abort(req_id)
+
+    # ---- snapshots in and out ----------------------------------------------------------------------------------
+    def load_kv(self, req: EngineRequest, meta: KVMeta, src: memoryview) -> None:
+        check_snapshot(req, meta, src, self._layout, self._kv_bytes(1))
+
+        def copy_in(seq: Sequence, n_kv: int) -> None:
+            # rows past n_kv are K/V of tokens recomputed anyway: not copied
+            self._copy_in(seq, n_kv, src, meta.n_kv_tokens)
+
+        self._table.admit_snapshot(req, meta, copy_in)
+
+    def kv_nbytes(self, req_id: str) -> int:
+        return self._kv_bytes(self._table.lookup(req_id).num_computed)
+
+    def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
+        seq = self._table.lookup(req_id)
+        nbytes = self._kv_bytes(seq.num_computed)
+        check_destination(dst, nbytes)
+        if nbytes:
+            self._copy_out(seq, seq.num_computed, dst)
+        return snapshot_meta(self._layout, seq, nbytes)
+
+    # ---- device hooks ------------------------------------------------------------------------------------------
+    def _kv_bytes(self, n_tokens: int) -> int:
+        raise NotImplementedError
+
+    def _copy_in(self, seq: Sequence, n_kv: int, src: memoryview, src_tokens: int) -> None:
+        raise NotImplementedError
+
+    def _copy_out(self, seq: Sequence, n_tokens: int, dst: memoryview) -> None:
+        raise NotImplementedError

@@ -8,20 +8,18 @@ the SequenceTable's (shared with the GPU engine); this module owns the model, it
 from __future__ import annotations
 
 import os
-from typing import Sequence as Seq
 
 import torch
 
 from kernel.engine.core.block_pool import BlockPool
 from kernel.engine.loading.checkpoint import Checkpoint, load_checkpoint
 from kernel.engine.structured.grammar import grammar_compiler
-from kernel.engine.core.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
+from kernel.engine.core.interface import EngineError, KVLayout, TokenEvent
 from kernel.engine.cpu.kv_cache import KVCache, slot_runs
 from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
-from kernel.engine.core.snapshot_rules import check_destination, check_snapshot, snapshot_meta
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
@@ -56,38 +54,15 @@ class TorchEngine(PagedEngine):
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         return cls(load_checkpoint(model, DTYPES[dtype]), dtype, **options)
 
-    # ---- description -------------------------------------------------------------------------------------------
-    def layout(self) -> KVLayout:
-        return self._layout
+    # ---- K/V between the cache and a snapshot (PagedEngine's hooks) ------------------------------------------------
+    def _kv_bytes(self, n_tokens: int) -> int:
+        return n_tokens * self.kv.bytes_per_token
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+    def _copy_in(self, seq: Sequence, n_kv: int, src: memoryview, src_tokens: int) -> None:
+        self.kv.load(slot_runs(seq.block_table, self.block_size, n_kv), src, src_tokens)
 
-    def detokenize(self, ids: Seq[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    def apply_chat_template(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages)
-
-    # ---- snapshots in and out -----------------------------------------------------------------------------------
-    def load_kv(self, req: EngineRequest, meta: KVMeta, src: memoryview) -> None:
-        check_snapshot(req, meta, src, self._layout, self.kv.bytes_per_token)
-
-        def copy_in(seq: Sequence, n_kv: int) -> None:
-            self.kv.load(slot_runs(seq.block_table, self.block_size, n_kv), src, meta.n_kv_tokens)
-
-        self._table.admit_snapshot(req, meta, copy_in)
-
-    def kv_nbytes(self, req_id: str) -> int:
-        return self._table.lookup(req_id).num_computed * self.kv.bytes_per_token
-
-    def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
-        seq = self._table.lookup(req_id)
-        nbytes = seq.num_computed * self.kv.bytes_per_token
-        check_destination(dst, nbytes)
-        if nbytes:
-            self.kv.save(slot_runs(seq.block_table, self.block_size, seq.num_computed), seq.num_computed, dst)
-        return snapshot_meta(self._layout, seq, nbytes)
+    def _copy_out(self, seq: Sequence, n_tokens: int, dst: memoryview) -> None:
+        self.kv.save(slot_runs(seq.block_table, self.block_size, n_tokens), n_tokens, dst)
 
     # ---- the step ------------------------------------------------------------------------------------------------
     def step(self) -> list[TokenEvent]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence as Seq
 
 import torch
 
@@ -34,11 +33,10 @@ from kernel.engine.core.block_pool import BlockPool
 from kernel.engine.gpu.exllama_kv_copy import KVCopier
 from kernel.engine.structured.grammar import grammar_compiler
 from kernel.engine.gpu.exllama_runtime import PagedRuntime, load_runtime
-from kernel.engine.core.interface import EngineError, EngineRequest, KVLayout, KVMeta, TokenEvent
+from kernel.engine.core.interface import EngineError, TokenEvent
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
-from kernel.engine.core.snapshot_rules import check_destination, check_snapshot, snapshot_meta
 from kernel.engine.loading.tokenizer import TextTokenizer
 
 
@@ -50,7 +48,8 @@ class ExLlamaV2Engine(PagedEngine):
         if prefill_chunk < 1:
             raise EngineError(f"prefill_chunk must be positive, got {prefill_chunk}")
         self._runtime = runtime
-        self._tokenizer = tokenizer
+        self.tokenizer = tokenizer
+        self._layout = runtime.layout()
         self._prefill_chunk = min(prefill_chunk, runtime.max_chunk)
         self._page = runtime.page_size
         self._copier = KVCopier(runtime.kv_tensors())
@@ -71,42 +70,15 @@ class ExLlamaV2Engine(PagedEngine):
         tokenizer = TextTokenizer.from_folder(Path(model_dir), runtime.eos_token_ids())
         return cls(runtime, tokenizer, max_batch=max_batch, prefill_chunk=prefill_chunk, prefix_cache=prefix_cache)
 
-    # ---- description -------------------------------------------------------------------------------------------
-    def layout(self) -> KVLayout:
-        return self._runtime.layout()
+    # ---- K/V between the cache and a snapshot (PagedEngine's hooks) ------------------------------------------------
+    def _kv_bytes(self, n_tokens: int) -> int:
+        return self._copier.nbytes(n_tokens)
 
-    # ---- text --------------------------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        if not isinstance(text, str):
-            raise EngineError(f"text must be a string, got {type(text).__name__}")
-        return self._tokenizer.encode(text)
+    def _copy_in(self, seq: Sequence, n_kv: int, src: memoryview, src_tokens: int) -> None:
+        self._copier.load(self._slots(seq, n_kv), src, src_tokens)
 
-    def detokenize(self, ids: Seq[int]) -> str:
-        self._table.check_ids(ids)
-        return self._tokenizer.decode(ids)
-
-    def apply_chat_template(self, messages: list[dict]) -> list[int]:
-        return self._tokenizer.apply_chat_template(messages)
-
-    # ---- snapshots in and out ---------------------------------------------------------------------------------
-    def load_kv(self, req: EngineRequest, meta: KVMeta, src: memoryview) -> None:
-        check_snapshot(req, meta, src, self.layout(), self._copier.nbytes(1))
-
-        def copy_in(seq: Sequence, n_kv: int) -> None:
-            # The rows past n_kv in the snapshot are K/V of tokens we recompute anyway; they are not copied.
-            self._copier.load(self._slots(seq, n_kv), src, meta.n_kv_tokens)
-
-        self._table.admit_snapshot(req, meta, copy_in)
-
-    def kv_nbytes(self, req_id: str) -> int:
-        return self._copier.nbytes(self._table.lookup(req_id).num_computed)
-
-    def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
-        seq = self._table.lookup(req_id)
-        nbytes = self._copier.nbytes(seq.num_computed)
-        check_destination(dst, nbytes)
-        self._copier.save(self._slots(seq, seq.num_computed), dst)
-        return snapshot_meta(self.layout(), seq, nbytes)
+    def _copy_out(self, seq: Sequence, n_tokens: int, dst: memoryview) -> None:
+        self._copier.save(self._slots(seq, n_tokens), dst)
 
     def _slots(self, seq: Sequence, n_tokens: int) -> list[int]:
         """Flat cache row of each of seq's first n_tokens tokens: page * page_size + offset in the page."""
