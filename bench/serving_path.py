@@ -1,0 +1,119 @@
+"""python -m bench.serving_path: what the kernel path costs a decoding sequence, against the bare engine.
+
+    python -m bench.serving_path [--batches 1,4,8] [--new-tokens 64] [--repeats 3] [--dtype bfloat16]
+
+For each batch size N: the bare engine in this process steps N sequences (200-token prompts, ignore_eos) and the
+median decode step time is its ms/token; then aiosd (its own process, same engine options) serves N agent processes
+(each its own OS process, streaming one generate call with the same prompt and length) and each agent's ms/token is
+the time between its first and last streamed token over the tokens between. Overhead = kernel ms/token over bare
+ms/token − 1, medians over sequences and --repeats runs. Both runs happen here, one after the other, on the same cores.
+"""
+from __future__ import annotations
+
+import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.kernel_proc import KernelProcess
+from bench.text import words_text
+
+PROMPT_WORDS = 200
+
+
+def _prompt(index: int) -> str:
+    return words_text(random.Random(index), PROMPT_WORDS)
+
+
+def bare_ms_per_token(engine, batch: int, new_tokens: int) -> float:
+    """Median decode step time with `batch` sequences, once all have their first token."""
+    from kernel.engine.core.interface import EngineRequest, SamplingParams
+    params = SamplingParams(max_tokens=new_tokens, ignore_eos=True)
+    for i in range(batch):
+        engine.add(EngineRequest(req_id=f"bare{batch}-{i}", prompt_ids=engine.tokenize(_prompt(i)), params=params))
+    started: set[str] = set()
+    while len(started) < batch:
+        started.update(event.req_id for event in engine.step())
+    steps = []
+    while engine.has_work():
+        start = time.perf_counter()
+        if not engine.step():
+            break
+        steps.append(time.perf_counter() - start)
+    return 1000 * statistics.median(steps)
+
+
+def agent_main(address: str, index: int, new_tokens: int, start_at: float) -> None:
+    """One agent process: stream one call, print the seconds between its first and last token and the count."""
+    import sdk
+    with sdk.connect(address, name=f"serving-{index}", timeout=600) as kernel:
+        while time.time() < start_at:      # every agent sends at once, so their decodes overlap
+            time.sleep(min(0.01, max(0.0, start_at - time.time())))
+        stamps = [time.perf_counter() for _ in kernel.stream(prompt=_prompt(index), max_tokens=new_tokens,
+                                                             ignore_eos=True)]
+    print(json.dumps({"seconds": stamps[-1] - stamps[0], "tokens": len(stamps) - 1}))
+
+
+def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> float:
+    start_at = time.time() + 3.0          # time for every agent process to start and connect
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.serving_path", "--agent", str(i), "--address", address,
+                               "--new-tokens", str(new_tokens), "--start-at", str(start_at)],
+                              stdout=subprocess.PIPE, text=True) for i in range(batch)]
+    rates = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"agent process failed with exit code {proc.returncode}")
+        result = json.loads(out.strip().splitlines()[-1])
+        # streamed deltas may merge tokens (text held back at a UTF-8 or stop boundary): count what arrived
+        rates.append(1000 * result["seconds"] / max(1, result["tokens"]))
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving_path", description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--agent", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--address", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.agent is not None:
+        agent_main(args.address, args.agent, args.new_tokens, args.start_at)
+        return 0
+    batches = [int(b) for b in args.batches.split(",")]
+    threads = len(os.sched_getaffinity(0))      # aiosd's engine uses every core too
+    from kernel.engine.factory import load_engine
+    bare: dict[int, list[float]] = {b: [] for b in batches}
+    served: dict[int, list[float]] = {b: [] for b in batches}
+    engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192)
+    with tempfile.TemporaryDirectory(prefix="aios-serving-") as tmp:
+        address = f"ipc://{tmp}/kernel.sock"
+        options = {"dtype": args.dtype, "kv-budget": 8192, "retention": "off", "prefix-cache": "off"}
+        with KernelProcess(address, options, Path(tmp) / "aiosd.log") as kernel_proc:
+            del kernel_proc
+            for _ in range(args.repeats):          # alternate the two, so drift on a shared machine hits both
+                for batch in batches:
+                    bare[batch].append(bare_ms_per_token(engine, batch, args.new_tokens))
+                    served[batch].append(kernel_ms_per_token(address, batch, args.new_tokens))
+    print(f"decode ms/token per sequence, {args.dtype}, {threads} threads, {args.new_tokens} new tokens, "
+          f"median of {args.repeats} runs")
+    print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9}")
+    for batch in batches:
+        b, k = statistics.median(bare[batch]), statistics.median(served[batch])
+        print(f"{batch:>5} {b:>12.1f} {k:>14.1f} {k / b - 1:>+9.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
