@@ -1,0 +1,89 @@
+"""The syscalls an agent makes, written once for both clients: sdk.Kernel (sync) and sdk.AsyncKernel (asyncio).
+
+Each method builds its Request (sdk/protocol.py) and hands it to the client's `_run`, which sends it and returns the
+result: a value on Kernel, an awaitable on AsyncKernel (so `k.ps()` there is `await k.ps()`). Only streaming and the
+connection itself differ between the two clients and live in their own modules.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ipc.messages import Grant, Ping, ProcKill, ProcList, SetPriority, Stats
+from ipc.service_messages import Share
+from sdk.protocol import Request, chat_body, generate_body
+from sdk.services import Files, Memory, Tools
+
+
+class Syscalls:
+    """chat, generate, ps, kill, renice, stats, ping, share, grant, and the memory, fs and tools services."""
+
+    def _init_services(self) -> None:
+        self.memory = Memory(self._run)        # k.memory.add(...), k.memory.search(...)
+        self.fs = Files(self._run)             # k.fs.write(...), k.fs.read(...)
+        self.tools = Tools(self._run)          # k.tools.list(), k.tools.call(name, {...})
+
+    def _run(self, request: Request, timeout: float | None = None) -> Any:
+        raise NotImplementedError
+
+    # -- LLM syscalls ----------------------------------------------------------------------------------------------
+
+    def chat(self, messages: list[dict], *, full: bool = False, timeout: float | None = None, **options):
+        """The assistant's reply to a conversation ([{"role": ..., "content": ...}, ...]). Options: max_tokens,
+        temperature (0 = greedy), top_p, top_k, seed, stop, priority, ignore_eos, predicted_tokens, tools (OpenAI-
+        shaped, e.g. k.tools.as_openai()) and tool_choice ("auto", "required", "none" or {"type": "function",
+        "function": {"name": ...}}): the calls the model makes are in the Completion's tool_calls (full=True), their
+        arguments always valid JSON for the tool's schema.
+        full=True returns a Completion with usage and kernel-side timing."""
+        return self._run(Request("llm.chat", chat_body(messages, options), None if full else _text), timeout)
+
+    def generate(self, prompt: str, *, full: bool = False, timeout: float | None = None, **options):
+        """Raw completion of prompt (no chat template); same options as chat()."""
+        return self._run(Request("llm.generate", generate_body(prompt, options), None if full else _text), timeout)
+
+    # -- process and kernel syscalls ---------------------------------------------------------------------------------
+
+    def ps(self):
+        """Agents and their requests (list[AgentInfo]): this agent's own, or every agent's with proc.view."""
+        return self._run(Request("proc.list", ProcList(), _agents))
+
+    def kill(self, agent_id: str):
+        return self._run(Request("proc.kill", ProcKill(agent_id=agent_id), _none))
+
+    def renice(self, agent_id: str, priority: int):
+        return self._run(Request("proc.set_priority", SetPriority(agent_id=agent_id, priority=priority), _none))
+
+    def stats(self):
+        """dict[str, Any]: engine capacity, scheduler, counts, context manager stats."""
+        return self._run(Request("kernel.stats", Stats(), _values))
+
+    def ping(self):
+        return self._run(Request("kernel.ping", Ping(), _none))
+
+    def share(self, kind: str, grantee: str, mode: str = "r", prefix: str = ""):
+        """Let grantee (an agent name of this user, or "<principal>/<name>") read ("r") or read and write ("rw") this
+        agent's memory (kind "mem") or files under prefix (kind "fs"); mode "none" revokes."""
+        return self._run(Request("access.share", Share(kind=kind, grantee=grantee, mode=mode, prefix=prefix), _none))
+
+    def grant(self, capabilities: list[str]):
+        """A token (str) carrying capabilities this agent holds, for another agent to present (needs access.grant)."""
+        return self._run(Request("access.grant", Grant(capabilities=list(capabilities)), _token))
+
+
+def _text(completion):
+    return completion.text
+
+
+def _agents(table):
+    return table.agents
+
+
+def _values(stats):
+    return stats.values
+
+
+def _token(result):
+    return result.token
+
+
+def _none(_ack):
+    return None
