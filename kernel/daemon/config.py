@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ipc://PATH or tcp://HOST:PORT (default: $AIOS_ADDRESS, else a socket in the runtime "
                              "directory)")
     parser.add_argument("--model", default=None, help="model file (default: SmolLM2-135M-Instruct GGUF)")
-    parser.add_argument("--engine", default="torch", help="engine kind (default: torch)")
+    parser.add_argument("--engine", default="torch", help="engine kind: torch, exllamav2, openai (default: torch)")
+    parser.add_argument("--engine-url", action="append", default=[], metavar="URL",
+                        help="--engine openai: an OpenAI-compatible server's base URL, http://HOST:PORT/v1 "
+                             "(vLLM, SGLang, llama.cpp's server); repeat for a pool of replicas")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--scheduler", default="fifo", help="scheduling policy: fifo, rr, priority, sjf, las")
     parser.add_argument("--quantum", type=_positive_int, default=None, help="round-robin time slice, in tokens")
@@ -104,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.address = args.address or check_address(default_address())
     args.data_dir = args.data_dir or default_data_dir()
+    if (args.engine == "openai") != bool(args.engine_url):
+        parser.error("--engine openai needs at least one --engine-url, and --engine-url needs --engine openai")
     if is_tcp(args.address) and not args.insecure_tcp and not zmq.has("curve"):
         # never fall back to plain tcp: it would expose the kernel to anyone who can reach the port
         parser.error(f"{args.address} needs CurveZMQ, which this libzmq lacks: use ipc:// or --insecure-tcp")

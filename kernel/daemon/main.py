@@ -22,6 +22,7 @@ from kernel.daemon.limits import AgentLimits
 from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
+from kernel.engine.core.interface import EngineError
 from kernel.scheduler.registry import make_scheduler
 from kernel.services.factory import build_services
 
@@ -44,18 +45,28 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot secure %s with CurveZMQ: %s", args.address, error)
         return 2
     from kernel.engine.factory import load_engine      # imports torch: only once the arguments are known good
-    engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
-                         max_batch=args.max_batch, prefill_chunk=args.prefill_chunk,
-                         prefix_cache=args.prefix_cache == "on")
+    try:
+        engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
+                             max_batch=args.max_batch, prefill_chunk=args.prefill_chunk,
+                             prefix_cache=args.prefix_cache == "on", engine_urls=args.engine_url)
+    except EngineError as error:       # e.g. no --engine-url answered, or a tokenizer that does not match the server's
+        log.error("cannot start the %s engine: %s", args.engine, error)
+        return 1
     for path in remove_stale_segments():       # left by a kernel that was killed before it could clean up
         log.info("removed stale KV arena %s", path)
-    context = ContextManager(engine, arena_bytes=args.arena_mb << 20, retention=args.retention == "on",
-                             preempt_mode=args.preempt_mode)
+    snapshots = engine.layout().snapshots
+    if not snapshots:       # a remote engine's KV is out of reach: preempt by recompute, retain nothing, a token arena
+        log.info("engine %s keeps no KV here: preemption by recompute, no context retention", args.engine)
+    context = ContextManager(engine, arena_bytes=args.arena_mb << 20 if snapshots else 1 << 20,
+                             retention=args.retention == "on" and snapshots,
+                             preempt_mode=args.preempt_mode if snapshots else "recompute")
     zmq_context = zmq.Context()
     try:
         return _serve(args, engine, context, scheduler, zmq_context, security)
     finally:
         context.close()
+        if hasattr(engine, "close"):      # the remote engine's streams and health prober
+            engine.close()
         if security is not None:       # its ZAP socket would keep the context from terminating
             security.close()
         zmq_context.term()

@@ -112,6 +112,9 @@ class KVLayout:
     n_kv_heads: int
     head_dim: int
     dtype: str                        # "bfloat16" | "float32" | "float16"
+    # False: the engine holds no KV the kernel can reach (a remote server's): kv_nbytes is 0, save_kv/load_kv refuse,
+    # and the kernel preempts it by recompute (abort, then add with the output so far) and retains no contexts.
+    snapshots: bool = True
 
     def bytes_per_token(self) -> int:
         itemsize = {"bfloat16": 2, "float16": 2, "float32": 4}[self.dtype]
