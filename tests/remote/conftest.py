@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from bench.kernel_proc import KernelProcess
 from bench.llama_server import LlamaServer
 from kernel.engine.core.interface import TokenEvent
 from kernel.engine.remote.tokenizer import load_tokenizer
@@ -13,15 +14,15 @@ from kernel.engine.remote.tokenizer import load_tokenizer
 pytest.importorskip("xllamacpp")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pair(tmp_path_factory):
-    """Two replicas of two slots each, kept for the module (tests must not kill them)."""
+    """Two replicas of two slots each, shared by every test here (tests must not kill them)."""
     workdir = tmp_path_factory.mktemp("llama")
     with LlamaServer(workdir / "a.log", slots=2) as a, LlamaServer(workdir / "b.log", slots=2) as b:
         yield a, b
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tokenizer():
     """The served model's tokenizer, loaded once (reading the GGUF's vocabulary takes seconds)."""
     return load_tokenizer(None, "")[0]
@@ -56,3 +57,12 @@ def finished(*req_ids):
 
 def tokens(events: list[TokenEvent]) -> list[int]:
     return [e.token_id for e in events if e.token_id >= 0]
+
+
+class RemoteKernel(KernelProcess):
+    """aiosd on --engine openai over the given replicas (KernelProcess takes one value per flag; --engine-url repeats)."""
+
+    def __init__(self, address: str, urls: list[str], options: dict[str, str], log_path):
+        super().__init__(address, {"engine": "openai", **options}, log_path)
+        for url in urls:
+            self._argv += ["--engine-url", url]
