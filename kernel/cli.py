@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         command=_stats)
     commands.add_parser("bench", help="run the benchmark suite (python -m bench --help)")
     _add_keys_parser(commands)
+    _add_gateway_parser(commands)
     mem = commands.add_parser("mem", help="an agent's memory, as the operator").add_subparsers(required=True,
                                                                                                 metavar="ACTION")
     search = mem.add_parser("search", help="memories of AGENT most like QUERY")
@@ -239,6 +240,75 @@ def _keys_server(args) -> int:
     store = KeyStore(args.keys_dir)
     public_key, _ = store.server_keys()      # made now if no tcp:// kernel has started yet: the kernel will use it
     print(f"{store.server_public}\n{SERVER_KEY_ENV}={public_key.decode('ascii')}")
+    return 0
+
+
+def _add_gateway_parser(commands) -> None:
+    gateway = commands.add_parser("gateway", help="an OpenAI-compatible HTTP gateway to the kernel (its own process)")
+    gateway.add_argument("--listen", default="127.0.0.1:8000", metavar="HOST:PORT", help="where to serve HTTP (port "
+                         "0: any free port, named in the ready line)")
+    gateway.add_argument("--keys", default=None, metavar="FILE", help="API keys file (default: "
+                         "~/.config/aios/gateway-keys.json if it exists; without one: no authentication, loopback only)")
+    gateway.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    gateway.set_defaults(command=_gateway)
+    keys = gateway.add_subparsers(metavar="keys").add_parser("keys", help="API keys: add, list, revoke")
+    actions = keys.add_subparsers(required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="make a key for an agent (the key is shown once)")
+    add.add_argument("agent", help="the kernel agent name requests with this key run as")
+    add.add_argument("--priority", type=int, default=0, help="the agent's priority")
+    add.add_argument("--max-priority", type=int, default=None, help="the highest x-aios-priority the key may ask "
+                                                                    "for (default: --priority)")
+    add.add_argument("--grant", action="append", default=[], metavar="CAP", help="a capability for the agent")
+    add.set_defaults(command=_gateway_keys_add)
+    actions.add_parser("list", help="the keys (ids, agents, priorities; never the keys)").set_defaults(
+        command=_gateway_keys_list)
+    revoke = actions.add_parser("revoke", help="remove a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(command=_gateway_keys_revoke)
+    for action in (add, revoke, actions.choices["list"]):
+        action.add_argument("--file", default=None, metavar="FILE", help="the keys file (default: --keys, else "
+                                                                         "~/.config/aios/gateway-keys.json)")
+
+
+def _gateway_keys_path(args) -> str:
+    from sdk.gateway.server import default_keys_path
+    return getattr(args, "file", None) or args.keys or default_keys_path()
+
+
+def _gateway(args) -> int:
+    from sdk.gateway.server import default_keys_path, serve
+    keys = args.keys or (default_keys_path() if os.path.exists(default_keys_path()) else None)
+    try:
+        return serve(args.address, args.listen, keys, args.log_level)
+    except OSError as error:
+        print(f"aios gateway: cannot listen on {args.listen}: {error.strerror}", file=sys.stderr)
+        return 1
+
+
+def _gateway_keys_add(args) -> int:
+    from sdk.gateway import keys
+    path = _gateway_keys_path(args)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    key = keys.add(path, args.agent, args.priority, args.max_priority, args.grant)
+    print(f"{key}\n(agent {args.agent!r}, priority {args.priority}; kept hashed in {path}: this is the only time the "
+          f"key is shown)")
+    return 0
+
+
+def _gateway_keys_list(args) -> int:
+    from sdk.gateway import keys
+    for entry in keys.load(_gateway_keys_path(args)):
+        print(f"{entry.id:<10} {entry.agent[:24]:<25} priority={entry.priority} max={entry.max_priority} "
+              f"grants={','.join(entry.grants) or '-'}  {time.strftime('%Y-%m-%d', time.localtime(entry.created))}")
+    return 0
+
+
+def _gateway_keys_revoke(args) -> int:
+    from sdk.gateway import keys
+    if not keys.revoke(_gateway_keys_path(args), args.key_id):
+        print(f"aios: no key with id {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id}: a running gateway refuses it from its next request")
     return 0
 
 

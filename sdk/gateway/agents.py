@@ -1,0 +1,57 @@
+"""The kernel agents behind the gateway: one AsyncKernel connection per API key, opened on the key's first call.
+
+Each key is its own agent in the kernel (its name, its priority at hello, a grant token carrying its capabilities),
+so the kernel's per-agent limits, scheduling, `aios ps` and the audit log see API clients as the agents they are.
+A connection that cannot be opened (no kernel) is not kept: the next call tries again. One that drops stays: the
+SDK fails its calls in flight, refuses new ones at once while nobody listens, and says hello again once a kernel is
+back. Grant tokens are minted through the operator's admin token (read like `aios` reads it), once per key.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from ipc import runtime_dir
+from ipc.address import admin_token_path
+from sdk.aio import AsyncKernel, aconnect
+from sdk.gateway.errors import APIError
+from sdk.gateway.keys import KeyEntry
+
+OPEN_AGENT = KeyEntry(id="open", sha256="", agent="gateway")    # the one agent of a gateway run without keys
+CALL_TIMEOUT_S = 600.0
+
+
+class AgentPool:
+    def __init__(self, address: str):
+        self.address = address
+        self._kernels: dict[tuple, AsyncKernel] = {}
+        self._locks: dict[tuple, asyncio.Lock] = {}
+
+    async def kernel(self, entry: KeyEntry) -> AsyncKernel:
+        """The connection of entry's agent (an entry edited in the keys file is a new agent)."""
+        slot = (entry.id, entry.agent, entry.priority, entry.grants)
+        kernel = self._kernels.get(slot)
+        if kernel is not None:
+            return kernel
+        lock = self._locks.setdefault(slot, asyncio.Lock())
+        async with lock:
+            if slot not in self._kernels:
+                token = await self._grant_token(entry.grants) if entry.grants else None
+                self._kernels[slot] = await aconnect(self.address, name=entry.agent, priority=entry.priority,
+                                                     timeout=CALL_TIMEOUT_S, token=token)
+        return self._kernels[slot]
+
+    async def model(self, entry: KeyEntry) -> str:
+        return (await self.kernel(entry)).model
+
+    async def _grant_token(self, grants: tuple[str, ...]) -> str:
+        try:
+            admin = runtime_dir.read_secret(admin_token_path(self.address)).decode()
+        except (OSError, ValueError) as error:
+            raise APIError(503, f"this key's grants need the operator's admin token, which the gateway cannot read "
+                                f"({error})", "server_error", "grants_unavailable") from None
+        async with await aconnect(self.address, name="aios gateway", token=admin) as operator:
+            return await operator.grant(list(grants))
+
+    async def close(self) -> None:
+        kernels, self._kernels = list(self._kernels.values()), {}
+        await asyncio.gather(*(k.close() for k in kernels), return_exceptions=True)

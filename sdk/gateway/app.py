@@ -1,0 +1,191 @@
+"""The gateway's HTTP API, OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
+
+create_app(address, keys_path) builds a FastAPI app (no module state: everything it holds hangs off the app).
+Each request: its API key (Authorization: Bearer) names the kernel agent it runs as (sdk/gateway/keys.py; without a
+keys file every request is the one agent "gateway"); an x-aios-priority header asks for a priority within the key's
+allowance, sent as the call's priority hint relative to the agent's own. The body is parsed strictly
+(sdk/gateway/schemas.py), the model checked against the kernel's, and the call made through that agent's AsyncKernel
+connection; the kernel's errors become HTTP errors (sdk/gateway/errors.py). A client that disconnects before its
+answer, streamed or not, has its call cancelled in the kernel (sdk/gateway/streaming.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, Completion
+from sdk.gateway import errors
+from sdk.gateway.agents import OPEN_AGENT, AgentPool
+from sdk.gateway.errors import APIError, bad_request
+from sdk.gateway.keys import KeyEntry, KeyRing
+from sdk.gateway.schemas import MAX_BODY_BYTES, ChatRequest, CompletionRequest, parse
+from sdk.gateway.streaming import (FINISH_REASONS, DisconnectAware, sse, tool_calls, until_disconnected, usage)
+
+PRIORITY_HEADER = "x-aios-priority"
+
+
+def create_app(address: str, keys_path: str | None = None) -> FastAPI:
+    keyring = KeyRing(keys_path) if keys_path else None      # KeyFileError now, not at the first request
+    pool = AgentPool(address)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await pool.close()
+
+    app = FastAPI(title="AIOS gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.pool = pool
+    errors.install(app)
+
+    def authenticate(request: Request) -> KeyEntry:
+        if keyring is None:
+            return OPEN_AGENT
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        entry = keyring.lookup(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+        if entry is None:
+            raise APIError(401, "unknown API key: pass a key from `aios gateway keys add` as a Bearer token",
+                           "authentication_error", "invalid_api_key")
+        return entry
+
+    async def agent_for(request: Request, model: str | None = None):
+        entry = authenticate(request)
+        kernel = await pool.kernel(entry)
+        if model is not None and model != kernel.model:
+            raise APIError(404, f"the model {model[:80]!r} does not exist: this kernel serves {kernel.model!r}",
+                           "invalid_request_error", "model_not_found", "model")
+        return entry, kernel
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        _, kernel = await agent_for(request)
+        return JSONResponse({"object": "list", "data": [_model_card(kernel.model)]})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(request: Request, model_id: str) -> JSONResponse:
+        _, kernel = await agent_for(request, model_id)
+        return JSONResponse(_model_card(kernel.model))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = parse(ChatRequest, await _read_body(request))
+        entry, kernel = await agent_for(request, body.model)
+        options = {**body.kernel_options(), **_priority(request, entry)}
+        messages = body.kernel_messages()
+        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if not body.stream:
+            completion = await until_disconnected(request, kernel.chat(messages, full=True, **options))
+            return JSONResponse(_chat_body(completion, reply_id, created, kernel.model))
+
+        def chunk(delta: dict, finish_reason: str | None = None) -> dict:
+            return {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": kernel.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+
+        def finish(completion: Completion) -> list[dict]:
+            closing = []
+            if body.parses_tools and completion.text:
+                closing.append(chunk({"content": completion.text}))
+            if completion.tool_calls:
+                closing.append(chunk({"tool_calls": [{"index": i, **call}
+                                                     for i, call in enumerate(tool_calls(completion))]}))
+            return closing + [chunk({}, FINISH_REASONS.get(completion.finish_reason, "stop"))]
+
+        def usage_chunk(completion: Completion) -> dict:
+            return {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": kernel.model,
+                    "choices": [], "usage": usage(completion)}
+
+        stream = kernel.stream(messages, full=True, **options)
+        first = await _first(request, stream)
+        return DisconnectAware(sse(first, stream, lambda text: chunk({"content": text}), finish,
+                                   usage_chunk if body.include_usage else None, buffer_text=body.parses_tools,
+                                   opening=chunk({"role": "assistant", "content": ""})))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = parse(CompletionRequest, await _read_body(request))
+        entry, kernel = await agent_for(request, body.model)
+        options = {**body.kernel_options(), **_priority(request, entry)}
+        reply_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        if not body.stream:
+            completion = await until_disconnected(request, kernel.generate(body.kernel_prompt(), full=True,
+                                                                           **options))
+            return JSONResponse({"id": reply_id, "object": "text_completion", "created": created,
+                                 "model": kernel.model, "system_fingerprint": None,
+                                 "choices": [{"index": 0, "text": completion.text, "logprobs": None,
+                                              "finish_reason": FINISH_REASONS.get(completion.finish_reason, "stop")}],
+                                 "usage": usage(completion)})
+
+        def chunk(text: str, finish_reason: str | None = None) -> dict:
+            return {"id": reply_id, "object": "text_completion", "created": created, "model": kernel.model,
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+
+        def usage_chunk(completion: Completion) -> dict:
+            return {"id": reply_id, "object": "text_completion", "created": created, "model": kernel.model,
+                    "choices": [], "usage": usage(completion)}
+
+        stream = kernel.stream(prompt=body.kernel_prompt(), full=True, **options)
+        first = await _first(request, stream)
+        events = sse(first, stream, chunk, lambda c: [chunk("", FINISH_REASONS.get(c.finish_reason, "stop"))],
+                     usage_chunk if body.include_usage else None, buffer_text=False)
+        return DisconnectAware(events)
+
+    return app
+
+
+async def _first(request: Request, stream):
+    """The stream's first item (a text delta, or the Completion of an empty answer), so that errors before it are
+    HTTP errors; the stream is closed (the call cancelled) if that fails or the client leaves."""
+    try:
+        return await until_disconnected(request, anext(stream))
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
+def _priority(request: Request, entry: KeyEntry) -> dict:
+    """The call's priority hint: the header's priority relative to the agent's own, if the key allows it."""
+    header = request.headers.get(PRIORITY_HEADER)
+    if header is None:
+        return {}
+    try:
+        wanted = int(header)
+    except ValueError:
+        raise bad_request(f"{PRIORITY_HEADER} must be an integer, got {header[:20]!r}", PRIORITY_HEADER) from None
+    if not entry.allows(wanted):
+        raise APIError(403, f"{PRIORITY_HEADER} {wanted} is outside this key's allowance "
+                            f"[{PRIORITY_MIN}, {entry.max_priority}]", "permission_error", "priority_not_allowed")
+    return {"priority": max(PRIORITY_MIN, min(PRIORITY_MAX, wanted)) - entry.priority}
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 past MAX_BODY_BYTES before it is all held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise APIError(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error", "too_large")
+    chunks, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise APIError(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error", "too_large")
+        chunks.append(part)
+    return b"".join(chunks)
+
+
+def _model_card(model: str) -> dict:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "aios"}
+
+
+def _chat_body(completion: Completion, reply_id: str, created: int, model: str) -> dict:
+    message = {"role": "assistant", "content": completion.text if completion.text or not completion.tool_calls
+               else None}
+    if completion.tool_calls:
+        message["tool_calls"] = tool_calls(completion)
+    return {"id": reply_id, "object": "chat.completion", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": FINISH_REASONS.get(completion.finish_reason, "stop")}],
+            "usage": usage(completion)}
+
