@@ -5,7 +5,8 @@ Each request: its API key (Authorization: Bearer) names the kernel agent it runs
 keys file every request is the one agent "gateway"); an x-aios-priority header asks for a priority within the key's
 allowance, sent as the call's priority hint relative to the agent's own. The body is parsed strictly
 (sdk/gateway/schemas.py), the model checked against the kernel's, and the call made through that agent's AsyncKernel
-connection; the kernel's errors become HTTP errors (sdk/gateway/errors.py). A client that disconnects before its
+connection; the kernel's errors become HTTP errors (sdk/gateway/errors.py). Unstreamed answers carry the kernel's
+own time for the call in x-aios-kernel-ms. A client that disconnects before its
 answer, streamed or not, has its call cancelled in the kernel (sdk/gateway/streaming.py).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sdk.gateway.schemas import MAX_BODY_BYTES, ChatRequest, CompletionRequest, 
 from sdk.gateway.streaming import (FINISH_REASONS, DisconnectAware, sse, tool_calls, until_disconnected, usage)
 
 PRIORITY_HEADER = "x-aios-priority"
+KERNEL_TIME_HEADER = "x-aios-kernel-ms"      # unstreamed answers: the kernel's time from arrival to reply
 
 
 def create_app(address: str, keys_path: str | None = None) -> FastAPI:
@@ -78,7 +80,7 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
             completion = await until_disconnected(request, kernel.chat(messages, full=True, **options))
-            return JSONResponse(_chat_body(completion, reply_id, created, kernel.model))
+            return JSONResponse(_chat_body(completion, reply_id, created, kernel.model), headers=_timing(completion))
 
         def chunk(delta: dict, finish_reason: str | None = None) -> dict:
             return {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": kernel.model,
@@ -116,7 +118,7 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
                                  "model": kernel.model, "system_fingerprint": None,
                                  "choices": [{"index": 0, "text": completion.text, "logprobs": None,
                                               "finish_reason": FINISH_REASONS.get(completion.finish_reason, "stop")}],
-                                 "usage": usage(completion)})
+                                 "usage": usage(completion)}, headers=_timing(completion))
 
         def chunk(text: str, finish_reason: str | None = None) -> dict:
             return {"id": reply_id, "object": "text_completion", "created": created, "model": kernel.model,
@@ -172,6 +174,11 @@ async def _read_body(request: Request) -> bytes:
             raise APIError(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error", "too_large")
         chunks.append(part)
     return b"".join(chunks)
+
+
+def _timing(completion: Completion) -> dict:
+    """The kernel's own time for the call: what the HTTP path adds is the client's wall time minus this."""
+    return {KERNEL_TIME_HEADER: f"{completion.timing.total_s * 1e3:.3f}"}
 
 
 def _model_card(model: str) -> dict:

@@ -1,5 +1,5 @@
-"""One real aiosd and one real gateway process (uvicorn on a free 127.0.0.1 port) per test module, with a keys file
-of a few agents. The kernel's per-agent queued-token limit is low so a long prompt is a deterministic 429."""
+"""One real aiosd and one real gateway process (uvicorn on a free 127.0.0.1 port) for the tests/gateway package (its
+modules share them: starting a kernel costs more than all their calls), with a keys file of a few agents. The kernel's per-agent queued-token limit is low so a long prompt is a deterministic 429."""
 from dataclasses import dataclass
 
 import pytest
@@ -20,7 +20,7 @@ class Stack:
     keys: dict          # agent name → plain key
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("gateway")
     keys_path = str(workdir / "keys.json")

@@ -1,0 +1,160 @@
+"""The OpenAI-compatible gateway's cost: what HTTP adds over the SDK, measured against the SDK in the same run.
+
+1. Added latency: a short chat (max_tokens 1, the same prompt each time, so the kernel's retained context makes the
+   LLM part small and steady) through the gateway with the official openai client, with plain httpx (keep-alive),
+   and through the SDK directly, calls interleaved so machine load hits all paths alike; medians of --count calls
+   each. Also /v1/models against the SDK's kernel.ping: the HTTP path with no LLM work at all. Target: added p50 of
+   the short chat <= 1 ms.
+2. 8 streaming clients at once: 8 AsyncOpenAI clients (8 API keys, so 8 kernel agents) streaming completions of the
+   same prompts, against 8 SDK agents (AsyncKernel connections) streaming the same calls; every call runs to
+   max_tokens (a counting prompt: greedy never stops early), total tokens / wall time, median of --rounds rounds,
+   the two paths alternated.
+
+    python -m bench.gateway_bench [--count 200] [--rounds 3] [--max-tokens 64]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2
+import openai
+
+import sdk
+from bench.kernel_proc import KernelProcess
+from sdk.gateway import keys
+from sdk.gateway.app import KERNEL_TIME_HEADER
+from sdk.gateway.process import GatewayProcess
+
+KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 8192, "max-batch": 16, "arena-mb": 128}
+SHORT_CHAT = [{"role": "user", "content": "Say yes."}]
+STREAM_PROMPTS = [f"{i}, {i + 1}, {i + 2}, {i + 3}," for i in range(1, 9)]    # counting: runs to max_tokens
+
+
+def latency(kernel: sdk.Kernel, gateway_url: str, key: str, count: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall seconds, kernel seconds) per call and path; the kernel's own time comes from the Completion (SDK) or the
+    gateway's x-aios-kernel-ms header, so wall minus kernel is the path's overhead without the LLM's noise."""
+    client = openai.OpenAI(base_url=gateway_url, api_key=key, max_retries=0)
+    http = httpx2.Client(base_url=gateway_url, headers={"authorization": f"Bearer {key}"}, timeout=60)
+    body = {"model": kernel.model, "messages": SHORT_CHAT, "max_tokens": 1}
+
+    def sdk_chat() -> float:
+        return kernel.chat(SHORT_CHAT, max_tokens=1, full=True).timing.total_s
+
+    def openai_chat() -> float:
+        raw = client.chat.completions.with_raw_response.create(**body)
+        raw.parse()
+        return float(raw.headers[KERNEL_TIME_HEADER]) / 1e3
+
+    def httpx_chat() -> float:
+        response = http.post("/chat/completions", json=body)
+        response.raise_for_status()
+        response.json()
+        return float(response.headers[KERNEL_TIME_HEADER]) / 1e3
+
+    paths = {"sdk chat": sdk_chat, "openai chat": openai_chat, "httpx chat": httpx_chat,
+             "sdk ping": lambda: kernel.ping() or 0.0, "openai models": lambda: client.models.list() and 0.0}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    for round_ in range(count + 10):            # 10 warm-up rounds
+        for name, call in paths.items():
+            start = time.perf_counter()
+            kernel_s = call()
+            if round_ >= 10:
+                samples[name].append((time.perf_counter() - start, kernel_s))
+    http.close()
+    client.close()
+    return samples
+
+
+async def sdk_streams(address: str, max_tokens: int) -> tuple[int, float]:
+    kernels = [await sdk.aconnect(address, name=f"bench-sdk-{i}") for i in range(len(STREAM_PROMPTS))]
+
+    async def one(kernel, prompt) -> int:
+        async for item in kernel.stream(prompt=prompt, max_tokens=max_tokens, full=True):
+            if isinstance(item, sdk.Completion):
+                return item.usage.completion_tokens
+        return 0
+
+    try:
+        start = time.perf_counter()
+        tokens = await asyncio.gather(*(one(k, p) for k, p in zip(kernels, STREAM_PROMPTS)))
+        wall = time.perf_counter() - start
+    finally:
+        await asyncio.gather(*(k.close() for k in kernels))
+    return sum(tokens), wall
+
+
+async def gateway_streams(url: str, plain_keys: list[str], model: str, max_tokens: int) -> tuple[int, float]:
+    clients = [openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=600) for key in plain_keys]
+
+    async def one(client, prompt) -> int:
+        stream = await client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, stream=True,
+                                                 stream_options={"include_usage": True})
+        used = 0
+        async for chunk in stream:
+            if chunk.usage is not None:
+                used = chunk.usage.completion_tokens
+        return used
+
+    try:
+        start = time.perf_counter()
+        tokens = await asyncio.gather(*(one(c, p) for c, p in zip(clients, STREAM_PROMPTS)))
+        wall = time.perf_counter() - start
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    return sum(tokens), wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200, help="calls per path for the latency medians")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the 8-stream comparison")
+    parser.add_argument("--max-tokens", type=int, default=64, help="tokens per streamed call")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="aios-gateway-bench-") as workdir:
+        keys_path = f"{workdir}/keys.json"
+        plain = [keys.add(keys_path, f"bench-http-{i}") for i in range(len(STREAM_PROMPTS))]
+        with KernelProcess(f"ipc://{workdir}/kernel.sock", KERNEL_OPTIONS, Path(workdir) / "aiosd.log") as proc, \
+                GatewayProcess(proc.address, keys_path, Path(workdir) / "gateway.log") as gateway, \
+                sdk.connect(proc.address, name="bench-sdk") as kernel:
+            samples = latency(kernel, gateway.url, plain[0], args.count)
+            sdk_rates, http_rates = [], []
+            for _ in range(args.rounds):
+                tokens, wall = asyncio.run(sdk_streams(proc.address, args.max_tokens))
+                assert tokens == args.max_tokens * len(STREAM_PROMPTS), tokens
+                sdk_rates.append(tokens / wall)
+                tokens, wall = asyncio.run(gateway_streams(gateway.url, plain, kernel.model, args.max_tokens))
+                assert tokens == args.max_tokens * len(STREAM_PROMPTS), tokens
+                http_rates.append(tokens / wall)
+    wall = {name: statistics.median(w for w, _ in values) * 1e3 for name, values in samples.items()}
+    over = {name: statistics.median(w - k for w, k in values) * 1e3 for name, values in samples.items()}
+    print(f"gateway vs SDK, same run: median of {args.count} interleaved calls per path; 'outside kernel' is each "
+          f"call's wall time minus the kernel's own time for it")
+    print(f"{'path':<36}{'p50 ms':>9}{'ratio':>8}{'outside kernel ms':>19}{'added ms':>10}")
+    rows = [("short chat, SDK (baseline)", "sdk chat", "sdk chat"),
+            ("short chat, gateway, openai client", "openai chat", "sdk chat"),
+            ("short chat, gateway, httpx", "httpx chat", "sdk chat"),
+            ("no-op, SDK kernel.ping (baseline)", "sdk ping", "sdk ping"),
+            ("no-op, gateway /v1/models, openai", "openai models", "sdk ping")]
+    for label, name, base in rows:
+        print(f"{label:<36}{wall[name]:>9.2f}{wall[name] / wall[base]:>7.2f}x{over[name]:>19.2f}"
+              f"{over[name] - over[base]:>10.2f}")
+    added = over["httpx chat"] - over["sdk chat"]
+    print(f"target: added p50 of a short chat <= 1 ms -> {added:.2f} ms (httpx), "
+          f"{over['openai chat'] - over['sdk chat']:.2f} ms (openai client): {'met' if added <= 1 else 'NOT met'}")
+    sdk_rate, http_rate = statistics.median(sdk_rates), statistics.median(http_rates)
+    print(f"\n8 streaming clients at once, {args.max_tokens} tokens each, median of {args.rounds} rounds (tok/s)")
+    print(f"{'path':<34}{'tok/s':>10}{'ratio':>8}")
+    print(f"{'8 SDK agents (baseline)':<34}{sdk_rate:>10.1f}{1.0:>7.2f}x")
+    print(f"{'8 openai clients via gateway':<34}{http_rate:>10.1f}{http_rate / sdk_rate:>7.2f}x")
+    print(f"rounds: sdk {[round(r, 1) for r in sdk_rates]} gateway {[round(r, 1) for r in http_rates]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
