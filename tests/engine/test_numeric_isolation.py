@@ -15,20 +15,20 @@ def _prompt(engine, text: str) -> list[int]:
 
 def _poison_logits_of(engine, monkeypatch, req_id: str, after_samples: int) -> None:
     """From its (after_samples+1)-th sample on, req_id's logits row is NaN, as a model overflow would leave it."""
-    table = engine._table
-    real_emit = table.emit
+    chooser = engine._chooser
+    real_choose = chooser.choose
     seen = {"n": 0}
 
-    def emit(seqs, logits):
+    def choose(seqs, logits):
         logits = logits.clone()
         for row, seq in enumerate(seqs):
             if seq.req_id == req_id:
                 seen["n"] += 1
                 if seen["n"] > after_samples:
                     logits[row] = float("nan")
-        return real_emit(seqs, logits)
+        return real_choose(seqs, logits)
 
-    monkeypatch.setattr(table, "emit", emit)
+    monkeypatch.setattr(chooser, "choose", choose)
 
 
 def test_nan_logits_end_only_their_sequence(engine, monkeypatch):

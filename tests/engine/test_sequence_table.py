@@ -3,7 +3,6 @@ advance() and picks each next token with one-hot logits."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from kernel.engine.core.block_pool import BlockPool
 from kernel.engine.core.interface import EngineError, EngineRequest, SamplingParams
@@ -24,10 +23,6 @@ def run_pending(table: SequenceTable) -> None:
     """What a forward pass does to the table: every running sequence's pending tokens now have K/V."""
     for seq in table.running():
         table.advance(seq, seq.pending)
-
-
-def one_hot(tokens: list[int]) -> torch.Tensor:
-    return torch.nn.functional.one_hot(torch.tensor(tokens), VOCAB).float()     # [len(tokens), VOCAB]
 
 
 def test_full_blocks_are_shared_by_a_later_request_with_the_same_prefix():
@@ -57,7 +52,7 @@ def test_out_of_blocks_preempts_the_youngest_and_resumes_it_when_blocks_free():
     table.admit(EngineRequest("young", list(range(20, 20 + BLOCK - 1)), PARAMS))
     run_pending(table)
     old, young = table.lookup("old"), table.lookup("young")
-    table.emit([old, young], one_hot([7, 8]))
+    table.emit([old, young], [7, 8])
     assert table.ensure_decode_block(old)
     assert not table.is_running(young) and young.block_table == [] and young.num_computed == 0
     assert table.capacity().running == 2 and table.has_work()
@@ -70,7 +65,7 @@ def test_eos_finishes_and_the_sequence_stays_savable_until_the_next_step():
     table = make_table()
     table.admit(EngineRequest("a", [1, 2, 3], PARAMS))
     run_pending(table)
-    [event] = table.emit([table.lookup("a")], one_hot([EOS]))
+    [event] = table.emit([table.lookup("a")], [EOS])
     assert event.finished and event.finish_reason == "eos" and not table.has_work()
     assert table.lookup("a").num_computed == 3 and table.request_ids() == ["a"]
     table.begin_step()

@@ -27,7 +27,7 @@ def run_pending(table: SequenceTable) -> None:
 
 
 def emit(table: SequenceTable, tokens: list[int]) -> None:
-    table.emit(table.running(), torch.nn.functional.one_hot(torch.tensor(tokens), VOCAB).float())
+    table.emit(table.running(), tokens)
 
 
 def taken_by_admission(table: SequenceTable, req: EngineRequest) -> int:

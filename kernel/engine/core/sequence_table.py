@@ -13,22 +13,20 @@ itself are handed over by take_preempted() for the caller to re-admit when its p
 sequences are never taken (used alone) resumes them itself, oldest first.
 
 Constrained requests (params.grammar) get a Constraint at admission, rebuilt from their output ids when they resume
-(constraint.py); emit() masks their logits rows before sampling, advances them with the sampled token and ends them
-with STOP when their grammar is complete. Rows without a grammar take no part in any of it.
+(constraint.py); the engine's TokenChooser masks their logits rows before sampling; emit() advances them with the
+sampled token and ends them with STOP when their grammar is complete. Rows without a grammar take no part in any of it.
 """
 from __future__ import annotations
 
 import itertools
 from typing import Callable, Sequence as Seq
 
-import torch
-
 from kernel.engine.core.block_pool import ROOT_LINK, BlockPool
-from kernel.engine.structured.constraint import Constraint, MaskBuilder
+from kernel.engine.structured.constraint import Constraint
 from kernel.engine.structured.grammar import GrammarCompiler
 from kernel.engine.core.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, NoCapacity,
                                      SamplingParams, TokenEvent)
-from kernel.engine.core.sampler import SamplingError, generator_state, new_generator, sample
+from kernel.engine.core.sampler import SamplingError, generator_state, new_generator
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.text_stream import TextStream
 
@@ -51,7 +49,6 @@ class SequenceTable:
         self._handed_over: dict[str, bytes] = {}
         self._admissions = itertools.count()
         self._grammars = grammars                      # None: this engine refuses constrained requests
-        self._masks = MaskBuilder()
 
     # ---- queries -------------------------------------------------------------------------------------------------
     def capacity(self) -> Capacity:
@@ -218,14 +215,10 @@ class SequenceTable:
                                                  seq.token_ids[index * bs:(index + 1) * bs])
         seq.num_registered = max(seq.num_registered, seq.num_computed // bs)
 
-    def emit(self, seqs: list[Sequence], logits: torch.Tensor) -> list[TokenEvent]:
-        """Sample each sequence's next token from its logits row ([len(seqs), vocab]) and append it. A sequence whose
-        row cannot be sampled ends alone with FinishReason.ERROR. Constrained rows are masked first (only those)."""
-        dead = self._masks.mask_logits(logits, [(i, s.constraint) for i, s in enumerate(seqs)
-                                                if s.constraint is not None])
-        tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
-        for row, message in dead.items():
-            tokens[row] = SamplingError(message)
+    def emit(self, seqs: list[Sequence], tokens: list[int | SamplingError]) -> list[TokenEvent]:
+        """Append each sequence's next token (token_choice.py chose them from the step's logits) and turn it into an
+        event. A sequence whose row could not be sampled (a SamplingError in its place) ends alone with
+        FinishReason.ERROR."""
         return [self._fail(seq, str(token)) if isinstance(token, SamplingError) else self._append(seq, token)
                 for seq, token in zip(seqs, tokens)]
 

@@ -37,6 +37,7 @@ from kernel.engine.core.interface import EngineError, TokenEvent
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
+from kernel.engine.core.token_choice import TokenChooser
 from kernel.engine.loading.tokenizer import TextTokenizer
 
 
@@ -53,6 +54,7 @@ class ExLlamaV2Engine(PagedEngine):
         self._prefill_chunk = min(prefill_chunk, runtime.max_chunk)
         self._page = runtime.page_size
         self._copier = KVCopier(runtime.kv_tensors())
+        self._chooser = TokenChooser()
         self._table = SequenceTable(BlockPool(runtime.n_pages, runtime.page_size, caching=prefix_cache), max_batch,
                                     runtime.max_context, runtime.vocab_size,
                                     tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids), tokenizer.decode,
@@ -104,7 +106,8 @@ class ExLlamaV2Engine(PagedEngine):
             sampled += zip(decoding, self._forward(decoding, 1, want_logits=True))
         if not sampled:
             return []
-        return self._table.emit([seq for seq, _ in sampled], torch.stack([row for _, row in sampled]))
+        seqs = [seq for seq, _ in sampled]
+        return self._table.emit(seqs, self._chooser.choose(seqs, torch.stack([row for _, row in sampled])))
 
     def _forward(self, seqs: list[Sequence], n: int, want_logits: bool) -> torch.Tensor | None:
         """Run each sequence's next n tokens (its K/V appended to its pages); logits [batch, vocab] if asked."""
