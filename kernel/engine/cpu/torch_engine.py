@@ -20,6 +20,7 @@ from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
+from kernel.engine.core.token_choice import TokenChooser
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
@@ -44,6 +45,7 @@ class TorchEngine(PagedEngine):
         self.kv = KVCache(cfg.n_layers, n_blocks * block_size, cfg.n_kv_heads, cfg.head_dim, DTYPES[dtype])
         self.block_size = block_size
         self.prefill_chunk = prefill_chunk
+        self._chooser = TokenChooser()
         self._table = SequenceTable(BlockPool(n_blocks, block_size, caching=prefix_cache), max_batch, cfg.max_context,
                                     cfg.vocab_size, tuple(checkpoint.tokenizer.eos_ids), self.tokenizer.decode,
                                     grammar_compiler(self.tokenizer, cfg.vocab_size))
@@ -75,7 +77,8 @@ class TorchEngine(PagedEngine):
             logits = self.model.forward(batch, self.kv)
         for seq, chunk in scheduled:
             self._table.advance(seq, len(chunk.token_ids))
-        return self._table.emit([scheduled[i][0] for i in sampled], logits)
+        seqs = [scheduled[i][0] for i in sampled]
+        return self._table.emit(seqs, self._chooser.choose(seqs, logits))
 
     def _schedule(self) -> list[tuple[Sequence, ScheduledChunk]]:
         """Decodes for every running sequence that has one; prompt chunks within the prefill budget."""
