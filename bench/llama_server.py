@@ -31,10 +31,10 @@ class LlamaServer:
     """One llama.cpp server child. Its output goes to log_path."""
 
     def __init__(self, log_path: Path, slots: int = 4, threads: int = 1, ctx_per_slot: int = 1024,
-                 model: str | None = None, ready_timeout_s: float = 120.0):
+                 model: str | None = None, ready_timeout_s: float = 120.0, port: int | None = None):
         from kernel.engine.loading.checkpoint import default_model_path    # here: the child need not import torch
         model = model or str(default_model_path())
-        self.port = free_port()
+        self.port = port or free_port()          # a port of its own, or a killed server's to stand in for it
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._argv = [sys.executable, "-m", "bench.llama_server", "--port", str(self.port), "--slots", str(slots),
                       "--threads", str(threads), "--ctx", str(ctx_per_slot), "--model", model]

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from bench.kernel_proc import KernelProcess
 from bench.llama_server import LlamaServer
 from kernel.engine.core.interface import TokenEvent
 from kernel.engine.remote.tokenizer import load_tokenizer
@@ -58,11 +57,3 @@ def finished(*req_ids):
 def tokens(events: list[TokenEvent]) -> list[int]:
     return [e.token_id for e in events if e.token_id >= 0]
 
-
-class RemoteKernel(KernelProcess):
-    """aiosd on --engine openai over the given replicas (KernelProcess takes one value per flag; --engine-url repeats)."""
-
-    def __init__(self, address: str, urls: list[str], options: dict[str, str], log_path):
-        super().__init__(address, {"engine": "openai", **options}, log_path)
-        for url in urls:
-            self._argv += ["--engine-url", url]

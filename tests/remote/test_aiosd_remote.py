@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 
 from bench.llama_server import LlamaServer
+from bench.remote_bench import RemoteKernel
 from sdk import connect
 from tests.kernel.harness import wait_until
-from tests.remote.conftest import RemoteKernel
 
 OPTIONS = {"scheduler": "priority", "sched-opt": "aging_steps=1000000"}   # no aging: the order is the priority's
 
@@ -29,7 +29,6 @@ def pool(tmp_path_factory, victim, pair):
     workdir = tmp_path_factory.mktemp("aiosd-pool")
     with RemoteKernel(f"ipc://{workdir}/kernel.sock", [victim.url, pair[1].url], OPTIONS,
                       workdir / "aiosd.log") as kernel:
-        kernel.log_path = workdir / "aiosd.log"
         yield kernel
 
 

@@ -180,7 +180,8 @@ class RemoteEngine:
         return []              # the engine never gives a call up on its own: a dead replica's calls fail over
 
     def has_work(self) -> bool:
-        return bool(self._calls or self._ready)
+        # pending reports count: an idle kernel loop then still steps (within its idle wait) to take a health change
+        return bool(self._calls or self._ready) or not self._reports.empty()
 
     def abort(self, req_id: str) -> None:
         call = self._calls.pop(req_id, None)
