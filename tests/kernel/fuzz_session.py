@@ -11,12 +11,20 @@ import time
 import msgpack
 import pytest
 import zmq
+from hypothesis import HealthCheck, Phase, settings
 
 from ipc.messages import NOTIFICATIONS, PROTOCOL_VERSION
 from tests.kernel.harness import InProcessKernel
 
 MAX_FRAME_BYTES = 1 << 20        # the harnesses' limit: frames over it are refused unread
 REPLY_TIMEOUT_S = 60.0           # generous: a loop that died is detected by this running out
+
+
+def session_settings(max_examples: int) -> settings:
+    """Hypothesis settings for a property served by one kernel: reproducible, no deadline, no shrinking (the kernel's
+    state spans examples, so a shrunk example would not fail the same way)."""
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                    phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
 
 
 class FuzzSession:

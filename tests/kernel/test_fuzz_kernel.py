@@ -22,14 +22,14 @@ import socket
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import sdk
 from ipc.messages import NOTIFICATIONS, SYSCALLS
 from tests.ipc.test_fuzz_codec import typed_bodies, wire_values
 from tests.kernel.fake_engine import expected_output
-from tests.kernel.fuzz_session import MAX_FRAME_BYTES, REPLY_TIMEOUT_S, FuzzSession
+from tests.kernel.fuzz_session import MAX_FRAME_BYTES, REPLY_TIMEOUT_S, FuzzSession, session_settings
 from tests.kernel.harness import InProcessKernel
 
 EXTREME_INTS = [0, 1, -1, 2**31 - 1, 2**31, 2**53 + 1, 2**63 - 1, -2**63, 2**64 - 1]
@@ -90,9 +90,7 @@ def session(fuzz_kernel):
     return FuzzSession(fuzz_kernel)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate],      # no shrinking: the kernel's state spans examples
-          suppress_health_check=list(HealthCheck))
+@session_settings(max_examples=100)
 @given(hello_priority=st.none() | st.just(0) | st.sampled_from(EXTREME_INTS), batch=frames)
 # found by reading the code (issue 8): priority = agent priority + call hint passes 2**64 and then fails to encode
 @example(hello_priority=2**64 - 1, batch=[("env", "llm.generate", {"prompt": "a", "max_tokens": 2, "priority": 1}),

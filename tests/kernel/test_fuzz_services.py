@@ -12,13 +12,13 @@ files still work.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import sdk
 from kernel.memory.embedder import HashEmbedder
 from tests.ipc.test_fuzz_codec import typed_bodies, wire_values
-from tests.kernel.fuzz_session import MAX_FRAME_BYTES, REPLY_TIMEOUT_S, FuzzSession
+from tests.kernel.fuzz_session import MAX_FRAME_BYTES, REPLY_TIMEOUT_S, FuzzSession, session_settings
 from tests.kernel.harness import InProcessKernel
 
 SERVICE_CALLS = ["mem.add", "mem.search", "mem.get", "mem.update", "mem.delete", "mem.list", "fs.write", "fs.read",
@@ -80,9 +80,7 @@ def session(services_kernel):
     return FuzzSession(services_kernel)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate],      # no shrinking: the kernel's state spans examples
-          suppress_health_check=list(HealthCheck))
+@session_settings(max_examples=150)
 @given(hello_priority=st.none() | st.just(0), batch=batches)
 def test_hostile_service_calls_each_get_one_reply(session, hello_priority, batch):
     session.run(hello_priority, batch)
