@@ -5,6 +5,9 @@ step multiplies a few rows by every weight of the model, and the prepacked produ
 than F.linear, which hands oneDNN a plain layout each call. It also keeps each row's result independent of how many rows
 are multiplied together. float32 and float16 keep F.linear, which is as fast or faster for them, and so does bfloat16
 on a CPU without oneDNN's bf16 path (AVX-512 or AVX-NE-CONVERT): there the reorder itself refuses to run.
+
+The weights may be stored in another float dtype than the activations (aiosd --weights bf16 with --dtype float32):
+the input is then cast to the weights' dtype for the product and the result cast back.
 """
 from __future__ import annotations
 
@@ -24,12 +27,18 @@ class Linear:
         """weight: [out, in]."""
         self.out_features, self.in_features = weight.shape
         self.nbytes = weight.numel() * weight.element_size()
+        self.dtype = weight.dtype
         self._packed = weight.dtype == torch.bfloat16 and _packing_available()
         # Reordered for one-row inputs, the decode case; correct for any number of rows.
         self._weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1) if self._packed else weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [T, in] → [T, out]."""
+        """x: [T, in] → [T, out], in x's dtype."""
+        if x.dtype != self.dtype:
+            return self._product(x.to(self.dtype)).to(x.dtype)
+        return self._product(x)
+
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed:
             return torch.ops.mkldnn._linear_pointwise(x, self._weight, None, "none", [], "")
         return F.linear(x, self._weight)

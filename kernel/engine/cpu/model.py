@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from kernel.engine.cpu.kv_cache import KVCache
-from kernel.engine.cpu.linear import Linear
+from kernel.engine.cpu.quant_weights import (Product, Weight, build_embedding, build_product, lm_head_mode,
+                                              natural_mode)
 from kernel.engine.loading.model_config import LlamaConfig
 from kernel.engine.cpu.step_batch import StepBatch
 
@@ -19,11 +20,11 @@ from kernel.engine.cpu.step_batch import StepBatch
 @dataclass(frozen=True)
 class LayerWeights:
     attn_norm: torch.Tensor   # [E]
-    qkv: Linear               # E → (H + 2 Hkv) D: q, k, v projections fused into one matmul
-    o: Linear                 # H D → E
+    qkv: Product              # E → (H + 2 Hkv) D: q, k, v projections fused into one matmul
+    o: Product                # H D → E
     mlp_norm: torch.Tensor    # [E]
-    gate_up: Linear           # E → 2 F: gate and up fused
-    down: Linear              # F → E
+    gate_up: Product          # E → 2 F: gate and up fused
+    down: Product             # F → E
 
     def nbytes(self) -> int:
         norms = (self.attn_norm.numel() + self.mlp_norm.numel()) * self.attn_norm.element_size()
@@ -31,20 +32,24 @@ class LayerWeights:
 
 
 class LlamaModel:
-    def __init__(self, cfg: LlamaConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype):
+    def __init__(self, cfg: LlamaConfig, weights: dict[str, Weight], dtype: torch.dtype, mode: str | None = None):
+        """dtype: activations, norms and KV; mode: how the matrices are stored and multiplied (quant_weights.py),
+        None → the compute dtype's own float (weights: float tensors or GGUF-quantized GroupQuantized)."""
         self.cfg = cfg
         self.dtype = dtype
-        w = {name: t.to(dtype) for name, t in weights.items()}
-        self.embed = w["embed"]                                   # [V, E]
-        self.norm = w["norm"]                                     # [E]
-        self.lm_head = Linear(w["embed"] if cfg.tie_embeddings else w["lm_head"])   # E → V
+        self.mode = mode = mode or natural_mode(dtype)
+        w = weights
+        self.norm = w["norm"].to(dtype)                                                     # [E]
+        head = w["embed"] if cfg.tie_embeddings else w["lm_head"]
+        self.lm_head = build_product([head], lm_head_mode(mode, head))                                  # E → V
+        self.embed = build_embedding(w["embed"], self.lm_head if cfg.tie_embeddings else None, mode, dtype)  # [V, E]
         self.layers = [LayerWeights(
-            attn_norm=w[f"layers.{i}.attn_norm"],
-            qkv=Linear(torch.cat([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]])),
-            o=Linear(w[f"layers.{i}.o"]),
-            mlp_norm=w[f"layers.{i}.mlp_norm"],
-            gate_up=Linear(torch.cat([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]])),
-            down=Linear(w[f"layers.{i}.down"])) for i in range(cfg.n_layers)]
+            attn_norm=w[f"layers.{i}.attn_norm"].to(dtype),
+            qkv=build_product([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]], mode),
+            o=build_product([w[f"layers.{i}.o"]], mode),
+            mlp_norm=w[f"layers.{i}.mlp_norm"].to(dtype),
+            gate_up=build_product([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]], mode),
+            down=build_product([w[f"layers.{i}.down"]], mode)) for i in range(cfg.n_layers)]
         # Rotary tables for every position, computed in float32 as the reference implementation does.
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
         angles = torch.outer(torch.arange(cfg.max_context, dtype=torch.float32), inv_freq)   # [P, D/2]

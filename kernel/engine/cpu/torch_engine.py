@@ -17,6 +17,8 @@ from kernel.engine.structured.grammar import grammar_compiler
 from kernel.engine.core.interface import EngineError, KVLayout, TokenEvent
 from kernel.engine.cpu.kv_cache import KVCache, slot_runs
 from kernel.engine.cpu.model import LlamaModel
+from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, choose_mode
+from kernel.engine.cpu.quant_weights import QUANT_MODES, WEIGHT_MODES, natural_mode
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
@@ -29,9 +31,15 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch
 class TorchEngine(PagedEngine):
     def __init__(self, checkpoint: Checkpoint, dtype: str = "float32", kv_budget_tokens: int = 16384,
                  max_batch: int = 32, prefill_chunk: int = 256, block_size: int = 16, threads: int | None = None,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, weights: str | None = None):
+        """dtype: activations, norms and the KV cache. weights: how the matrices are stored and multiplied —
+        "int4", "int8", "bf16", "fp32", or "auto" (the fastest whose measured perplexity holds: quant_select.py);
+        None → the compute dtype's own float, as before weights modes. int4/int8 read a quantized GGUF's codes
+        directly when the checkpoint was loaded with quantized=True (from_path does); otherwise they quantize."""
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if weights is not None and weights not in WEIGHT_MODES:
+            raise EngineError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
         if kv_budget_tokens < block_size or max_batch <= 0 or prefill_chunk <= 0:
             raise EngineError("kv_budget_tokens must hold one block; max_batch and prefill_chunk must be positive")
         # All cores by default. With other busy processes on the same cores every parallel region waits for a
@@ -39,8 +47,18 @@ class TorchEngine(PagedEngine):
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         cfg = checkpoint.config
         self.tokenizer = checkpoint.tokenizer
-        self.model = LlamaModel(cfg, checkpoint.weights, DTYPES[dtype])
-        self._layout = KVLayout(checkpoint.model_id, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, dtype)
+        self.weight_ratios: dict[str, float] = {}     # auto: each mode's perplexity / fp32's, as measured
+        if weights == "auto":
+            calibration = checkpoint.tokenizer.encode(CALIBRATION_TEXT)
+            weights, self.weight_ratios = choose_mode(cfg, checkpoint.weights, DTYPES[dtype], calibration)
+        self.model = LlamaModel(cfg, checkpoint.weights, DTYPES[dtype], weights)
+        self.weights = self.model.mode
+        # The K/V a step writes depends on the weights that computed it: a snapshot taken under int4 must not resume
+        # under bf16. The compute dtype's own float keeps the checkpoint's id; other modes are named in it.
+        model_id = checkpoint.model_id
+        if self.weights != natural_mode(DTYPES[dtype]):
+            model_id += f"+weights={self.weights}"
+        self._layout = KVLayout(model_id, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, dtype)
         n_blocks = kv_budget_tokens // block_size
         self.kv = KVCache(cfg.n_layers, n_blocks * block_size, cfg.n_kv_heads, cfg.head_dim, DTYPES[dtype])
         self.block_size = block_size
@@ -51,10 +69,18 @@ class TorchEngine(PagedEngine):
                                     grammar_compiler(self.tokenizer, cfg.vocab_size))
 
     @classmethod
-    def from_path(cls, model: str | None = None, dtype: str = "float32", **options) -> "TorchEngine":
+    def from_path(cls, model: str | None = None, dtype: str = "float32", weights: str | None = None,
+                  **options) -> "TorchEngine":
+        """weights: see __init__. The int modes and auto load a GGUF's quantized matrices as stored (no float copy
+        of the model; auto's check builds its fp32 reference from them and frees it)."""
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        return cls(load_checkpoint(model, DTYPES[dtype]), dtype, **options)
+        if weights is not None and weights not in WEIGHT_MODES:
+            raise EngineError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
+        quantized = weights in QUANT_MODES or weights == "auto"
+        # auto's fp32 reference needs the float tensors (norms, unquantized matrices) at full precision.
+        checkpoint = load_checkpoint(model, torch.float32 if weights == "auto" else DTYPES[dtype], quantized)
+        return cls(checkpoint, dtype, weights=weights, **options)
 
     # ---- K/V between the cache and a snapshot (PagedEngine's hooks) ------------------------------------------------
     def _kv_bytes(self, n_tokens: int) -> int:

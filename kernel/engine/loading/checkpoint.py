@@ -1,4 +1,8 @@
-"""One entry point for model files: a .gguf file or a Hugging Face safetensors folder → config, weights, tokenizer."""
+"""One entry point for model files: a .gguf file or a Hugging Face safetensors folder → config, weights, tokenizer.
+
+quantized=True keeps a GGUF file's Q4_0/Q4_1/Q8_0 matrices as GroupQuantized (quant_tensor.py) for the int4/int8
+weights modes; otherwise, and for safetensors folders, every weight is a float tensor of the requested dtype.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +15,7 @@ import torch
 
 from kernel.engine.loading import gguf_loader, safetensors_loader
 from kernel.engine.loading.model_config import LlamaConfig, ModelLoadError
+from kernel.engine.loading.quant_tensor import GroupQuantized
 from kernel.engine.loading.tokenizer import TextTokenizer
 
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -29,11 +34,11 @@ def default_model_path() -> Path:
 class Checkpoint:
     model_id: str                 # names the weights: a KV snapshot restores only into the same model
     config: LlamaConfig
-    weights: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor | GroupQuantized]
     tokenizer: TextTokenizer
 
 
-def load_checkpoint(path: str | os.PathLike | None, dtype: torch.dtype) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike | None, dtype: torch.dtype, quantized: bool = False) -> Checkpoint:
     path = Path(path) if path is not None else default_model_path()
     if path.is_dir():
         return _load_folder(path, dtype)
@@ -45,7 +50,7 @@ def load_checkpoint(path: str | os.PathLike | None, dtype: torch.dtype) -> Check
     meta = gguf_loader.gguf_metadata(reader)
     cfg = gguf_loader.config_from_metadata(meta, path)
     tokenizer = TextTokenizer.from_gguf_metadata(meta)
-    cfg, weights = gguf_loader.load_gguf_weights(reader, cfg, dtype, path)
+    cfg, weights = gguf_loader.load_gguf_weights(reader, cfg, dtype, path, quantized)
     return Checkpoint(_model_id(path), cfg, weights, tokenizer)
 
 

@@ -1,4 +1,10 @@
-"""GGUF file → LlamaConfig, canonical weights (dequantized to the chosen dtype) and tokenizer metadata."""
+"""GGUF file → LlamaConfig, canonical weights and tokenizer metadata.
+
+Weights come dequantized to the chosen dtype (gguf's reference dequantizer, what Hugging Face transformers reads too,
+so the fp32 path can match it token for token), or with quantized=True the Q4_0, Q4_1 and Q8_0 matrices as
+GroupQuantized — their stored codes and scales, never expanded to floats — for the int4/int8 kernels. Other types
+(F16, K-quants, ...) are always dequantized. Either way q and k rows are unpermuted (unpermute_rotary_rows).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +15,13 @@ from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from kernel.engine.loading.model_config import LlamaConfig, ModelLoadError, check_weights
+from kernel.engine.loading.quant_tensor import GroupQuantized, from_q4_0, from_q4_1, from_q8_0
 
 _LAYER_NAMES = {"attn_norm": "attn_norm", "attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o",
                 "ffn_norm": "mlp_norm", "ffn_gate": "gate", "ffn_up": "up", "ffn_down": "down"}
 _GLOBAL_NAMES = {"token_embd": "embed", "output_norm": "norm", "output": "lm_head"}
+_GROUP_DECODERS = {GGMLQuantizationType.Q4_0: from_q4_0, GGMLQuantizationType.Q4_1: from_q4_1,
+                   GGMLQuantizationType.Q8_0: from_q8_0}
 
 
 def read_gguf(path: Path) -> GGUFReader:
@@ -75,21 +84,25 @@ def _dequantized(tensor) -> np.ndarray:
     return data.reshape(shape)
 
 
-def load_gguf_weights(reader: GGUFReader, cfg: LlamaConfig, dtype: torch.dtype, path: Path
-                      ) -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
-    weights: dict[str, torch.Tensor] = {}
+def load_gguf_weights(reader: GGUFReader, cfg: LlamaConfig, dtype: torch.dtype, path: Path, quantized: bool = False
+                      ) -> tuple[LlamaConfig, dict[str, torch.Tensor | GroupQuantized]]:
+    weights: dict[str, torch.Tensor | GroupQuantized] = {}
     for tensor in reader.tensors:
         name = _canonical_name(tensor.name)
         if name is None:
+            continue
+        qtype = GGMLQuantizationType(tensor.tensor_type)
+        heads = cfg.n_heads if name.endswith(".q") else cfg.n_kv_heads if name.endswith(".k") else None
+        if quantized and qtype in _GROUP_DECODERS and len(tensor.shape) == 2:
+            weight = _GROUP_DECODERS[qtype](tensor.data)
+            weights[name] = weight if heads is None else weight.permute_rows(lambda a: unpermute_rotary_rows(a, heads))
             continue
         try:
             data = _dequantized(tensor)
         except (NotImplementedError, ValueError) as exc:
             raise ModelLoadError(f"{path}: cannot dequantize {tensor.name} ({exc})") from exc
-        if name.endswith(".q"):
-            data = unpermute_rotary_rows(data, cfg.n_heads)
-        elif name.endswith(".k"):
-            data = unpermute_rotary_rows(data, cfg.n_kv_heads)
+        if heads is not None:
+            data = unpermute_rotary_rows(data, heads)
         weights[name] = torch.from_numpy(np.ascontiguousarray(data)).to(dtype)
     cfg = LlamaConfig(**{**cfg.__dict__, "tie_embeddings": "lm_head" not in weights})
     cfg.validate()

@@ -1,0 +1,93 @@
+"""Weights modes: how a checkpoint's matrices become the model's products and its embedding table.
+
+    fp32, bf16 (fp16)  float weights in that dtype, through Linear (dequantized from GGUF with gguf's reference code)
+    int8               symmetric 8-bit codes, one scale per output row, through Int8Linear
+    int4               asymmetric 4-bit codes, one scale and zero per 32 inputs, through Int4Linear
+
+A checkpoint weight is a float tensor or a GroupQuantized (GGUF Q4_0/Q4_1/Q8_0 decoded as stored). A quantized weight
+whose format the mode's kernel reads exactly goes straight in (Q4_0/Q4_1 into int4); any other is dequantized to fp32
+one matrix at a time and quantized for the mode (Q8_0 and Q4_x into int8 rows, Q8_0 into int4, floats into either) —
+never the whole model as floats at once.
+
+Q8_0 (one scale per 32 inputs) has no exact int8 counterpart in torch: _weight_int8pack_mm takes one scale per row,
+and a per-block product (K/32 small matmuls, or dequantizing each step) would lose the point of 8 bits. Requantizing a
+row to its own absmax/127 scale costs up to half a row step per weight; bench/quality_bench.py measures what that does
+to perplexity (see bench/RESULTS.md).
+
+The lm_head follows the mode, except that int4 mode multiplies it in int8 unless its source already is 4-bit codes
+(lm_head_mode): its errors land straight on the logits. Measured on SmolLM2 (Q8_0 table), perplexity vs fp32 on the
+calibration text: int4 body + int4 lm_head 1.060, int4 body + int8 lm_head 1.013, int4 body + bf16 lm_head 1.000 (the
+Q4_1 body maps exactly) — so the int8 head keeps int4 within the +3% target for the price of 49152 × 576 more bytes.
+The embedding lookup keeps the source's quantized codes when it has them (a Q8_0 table is read exactly), otherwise
+the lm_head's int8 codes, dequantizing only the looked-up rows.
+"""
+from __future__ import annotations
+
+import torch
+
+from kernel.engine.cpu.linear import Linear
+from kernel.engine.cpu.quant_embedding import QuantizedEmbedding
+from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
+from kernel.engine.loading.quant_tensor import (INT4_GROUP, GroupQuantized, concat_rows, quantize_int4,
+                                                quantize_int8_rows)
+
+FLOAT_MODES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+QUANT_MODES = ("int4", "int8")
+WEIGHT_MODES = ("auto", "int4", "int8", "bf16", "fp32")     # what aiosd offers; fp16 is reachable through dtype only
+_DTYPE_MODES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+Weight = torch.Tensor | GroupQuantized
+Product = Linear | Int4Linear | Int8Linear
+
+
+def natural_mode(dtype: torch.dtype) -> str:
+    """The mode that stores weights in the compute dtype itself (what the engine did before weights modes existed)."""
+    return _DTYPE_MODES[dtype]
+
+
+def as_float(weight: Weight, dtype: torch.dtype) -> torch.Tensor:
+    return (weight.dequantize() if isinstance(weight, GroupQuantized) else weight).to(dtype)
+
+
+def as_int4(weight: Weight) -> GroupQuantized:
+    if isinstance(weight, GroupQuantized) and weight.bits == 4 and weight.group == INT4_GROUP:
+        return weight                                      # Q4_0 / Q4_1: the stored codes, exactly
+    return quantize_int4(as_float(weight, torch.float32))
+
+
+def as_int8_rows(weight: Weight) -> GroupQuantized:
+    if (isinstance(weight, GroupQuantized) and weight.bits == 8 and weight.group == weight.shape[1]
+            and not weight.offset.any()):
+        return weight
+    return quantize_int8_rows(as_float(weight, torch.float32))
+
+
+def lm_head_mode(mode: str, source: Weight) -> str:
+    """The mode of the lm_head product (see the module docstring)."""
+    exact_int4 = isinstance(source, GroupQuantized) and source.bits == 4 and source.group == INT4_GROUP
+    return "int8" if mode == "int4" and not exact_int4 else mode
+
+
+def build_product(parts: list[Weight], mode: str) -> Product:
+    """One product for the row-concatenation of parts (q, k, v or gate, up fused), [sum of outs, in]."""
+    if mode in FLOAT_MODES:
+        dtype = FLOAT_MODES[mode]
+        return Linear(torch.cat([as_float(p, dtype) for p in parts]) if len(parts) > 1 else as_float(parts[0], dtype))
+    if mode == "int4":
+        return Int4Linear(concat_rows([as_int4(p) for p in parts]))
+    if mode == "int8":
+        return Int8Linear(concat_rows([as_int8_rows(p) for p in parts]))
+    raise ValueError(f"unknown weights mode {mode!r}")
+
+
+def build_embedding(table: Weight, lm_head: Product, mode: str, dtype: torch.dtype):
+    """The embedding lookup: a float tensor in float modes, else a QuantizedEmbedding (see the module docstring)."""
+    if mode in FLOAT_MODES:
+        # Rounded as the mode's weights are, stored in the compute dtype: the forward pass casts nothing, the
+        # residual stream starts in dtype.
+        return as_float(table, FLOAT_MODES[mode]).to(dtype)
+    if isinstance(table, GroupQuantized):
+        return QuantizedEmbedding(table, dtype)
+    if isinstance(lm_head, Int8Linear):                   # tied: share the lm_head's codes, no second copy
+        return QuantizedEmbedding(lm_head.weight, dtype)
+    return QuantizedEmbedding(quantize_int8_rows(table.float()), dtype)
