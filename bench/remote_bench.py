@@ -15,6 +15,8 @@ import argparse
 import http.client
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -84,6 +86,37 @@ def run_agents(n: int, calls: int, work) -> tuple[int, float]:
     return sum(totals), time.perf_counter() - start
 
 
+PINGER = """
+import sys, time
+from sdk import connect
+with connect(sys.argv[1], name="pinger") as k:
+    k.ping()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    end, n = time.monotonic() + float(sys.argv[2]), 0
+    while time.monotonic() < end:
+        k.ping()
+        n += 1
+    print(n, flush=True)
+"""
+
+
+def syscall_rate(address: str, processes: int, seconds: float) -> float:
+    """kernel.ping syscalls/s answered by one aiosd for `processes` agent processes pinging back to back at once."""
+    procs = [subprocess.Popen([sys.executable, "-c", PINGER, address, str(seconds)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready"
+        for proc in procs:                  # all connected: start them together
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        return sum(int(proc.stdout.readline()) for proc in procs) / seconds
+    finally:
+        for proc in procs:
+            proc.wait()
+
+
 def throughput(args, workdir: Path) -> dict:
     rows = {"direct": [], "aiosd": []}
     with LlamaServer(workdir / "server.log", slots=args.agents, threads=args.threads) as server, \
@@ -109,6 +142,9 @@ def throughput(args, workdir: Path) -> dict:
         finally:
             for client in clients:
                 client.close()
+        for processes in args.pingers:
+            rows.setdefault("syscalls", []).append((processes, syscall_rate(kernel.address, processes, 3.0)))
+            print(f"  {processes:3d} agent processes pinging: {rows['syscalls'][-1][1]:,.0f} syscalls/s", flush=True)
     return rows
 
 
@@ -119,40 +155,46 @@ def failover(args, workdir: Path) -> tuple[list[float], list[float]]:
     with LlamaServer(workdir / "survivor.log", slots=n, threads=args.threads) as survivor:
         victim = LlamaServer(workdir / "victim.log", slots=n, threads=args.threads)
         victim.start()
-        with RemoteKernel(f"ipc://{workdir}/kernel-fo.sock", [victim.url, survivor.url], {"max-batch": str(n)},
-                          workdir / "aiosd-fo.log") as kernel:
-            for run in range(args.failover_runs):
-                stamps: dict[int, list[float]] = {i: [] for i in range(n)}
-                started = [threading.Event() for _ in range(n)]
-
-                def agent(i: int) -> None:
-                    with connect(kernel.address, name=f"fo{i}") as k:
-                        for _ in k.stream(prompt=prompt(i, 0, 500 + run), max_tokens=64, ignore_eos=True):
-                            stamps[i].append(time.monotonic())
-                            if len(stamps[i]) >= 3:
-                                started[i].set()
-
-                threads = [threading.Thread(target=agent, args=(i,)) for i in range(n)]
-                for t in threads:
-                    t.start()
-                for event in started:
-                    assert event.wait(300), "a call got no tokens"
-                killed, killed_wall = time.monotonic(), time.time()
-                victim.kill()
-                for t in threads:
-                    t.join()
-                gaps = [next(s for s in stamps[i] if s > killed) - killed for i in range(n)
-                        if stamps[i][-1] > killed]
-                times.append(max(gaps))
-                detections.append(_logged_down(kernel.log_path.read_text(), victim.url) - killed_wall)
-                print(f"  run {run + 1}: slowest call resumed {max(gaps) * 1e3:.0f} ms after the kill, replica found "
-                      f"down after {detections[-1] * 1e3:.0f} ms", flush=True)
-                rejoined = kernel.log_path.read_text().count("is healthy again")
-                victim = LlamaServer(workdir / "victim.log", slots=n, threads=args.threads, port=victim.port)
-                victim.start()
-                _wait_for(lambda: kernel.log_path.read_text().count("is healthy again") > rejoined, 120)
-        victim.kill()
+        try:
+            _failover_runs(args, workdir, survivor, victim, n, times, detections)
+        finally:
+            victim.kill()              # the last restarted one (an earlier one was killed by its run)
     return times, detections
+
+
+def _failover_runs(args, workdir: Path, survivor: LlamaServer, victim: LlamaServer, n: int, times: list[float],
+                   detections: list[float]) -> None:
+    with RemoteKernel(f"ipc://{workdir}/kernel-fo.sock", [victim.url, survivor.url], {"max-batch": str(n)},
+                      workdir / "aiosd-fo.log") as kernel:
+        for run in range(args.failover_runs):
+            stamps: dict[int, list[float]] = {i: [] for i in range(n)}
+            started = [threading.Event() for _ in range(n)]
+
+            def agent(i: int) -> None:
+                with connect(kernel.address, name=f"fo{i}") as k:
+                    for _ in k.stream(prompt=prompt(i, 0, 500 + run), max_tokens=64, ignore_eos=True):
+                        stamps[i].append(time.monotonic())
+                        if len(stamps[i]) >= 3:
+                            started[i].set()
+
+            threads = [threading.Thread(target=agent, args=(i,)) for i in range(n)]
+            for t in threads:
+                t.start()
+            for event in started:
+                assert event.wait(300), "a call got no tokens"
+            killed, killed_wall = time.monotonic(), time.time()
+            victim.kill()
+            for t in threads:
+                t.join()
+            gaps = [next(s for s in stamps[i] if s > killed) - killed for i in range(n)
+                    if stamps[i][-1] > killed]
+            times.append(max(gaps))
+            detections.append(_logged_down(kernel.log_path.read_text(), victim.url) - killed_wall)
+            print(f"  run {run + 1}: slowest call resumed {max(gaps) * 1e3:.0f} ms after the kill, replica found "
+                  f"down after {detections[-1] * 1e3:.0f} ms", flush=True)
+            rejoined = kernel.log_path.read_text().count("is healthy again")
+            victim.start()            # on its port again: the kernel's health check lets it rejoin
+            _wait_for(lambda: kernel.log_path.read_text().count("is healthy again") > rejoined, 120)
 
 
 def _logged_down(log: str, url: str) -> float:
@@ -178,24 +220,35 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--failover-runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per server")
+    parser.add_argument("--pingers", type=int, nargs="*", default=[1, 4, 16],
+                        help="agent processes pinging at once, for the kernel's syscalls/s (one 3-s run each)")
+    parser.add_argument("--only", choices=("all", "throughput", "failover"), default="all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aios-remote-bench-") as tmp:
         workdir = Path(tmp)
-        print(f"throughput: {args.agents} agents × {args.calls} calls × {args.max_tokens} tokens", flush=True)
-        rows = throughput(args, workdir)
-        print("failover: 4 streaming calls over 2 replicas, one SIGKILLed mid-stream", flush=True)
-        fo, detected = failover(args, workdir)
-    direct, kernel = statistics.median(rows["direct"]), statistics.median(rows["aiosd"])
+        rows, fo = {}, []
+        if args.only in ("all", "throughput"):
+            print(f"throughput: {args.agents} agents × {args.calls} calls × {args.max_tokens} tokens", flush=True)
+            rows = throughput(args, workdir)
+        if args.only in ("all", "failover"):
+            print("failover: 4 streaming calls over 2 replicas, one SIGKILLed mid-stream", flush=True)
+            fo, detected = failover(args, workdir)
     print()
     print("| measure | through aiosd | direct to the server | ratio |")
     print("|---|---|---|---|")
-    print(f"| tok/s, {args.agents} agents (median of {args.runs}) | {kernel:.1f} | {direct:.1f} | {kernel / direct:.2f} |")
-    for run, (k, d) in enumerate(zip(rows["aiosd"], rows["direct"]), start=1):
-        print(f"| run {run} | {k:.1f} | {d:.1f} | {k / d:.2f} |")
-    print(f"| fail-over time, median of {len(fo)} (min–max) | {statistics.median(fo) * 1e3:.0f} ms "
-          f"({min(fo) * 1e3:.0f}–{max(fo) * 1e3:.0f}) | – | – |")
-    print(f"| of which: the kill until aiosd found the replica down, median | "
-          f"{statistics.median(detected) * 1e3:.0f} ms | – | – |")
+    if rows.get("aiosd"):
+        direct, kernel = statistics.median(rows["direct"]), statistics.median(rows["aiosd"])
+        print(f"| tok/s, {args.agents} agents (median of {args.runs}) | {kernel:.1f} | {direct:.1f} | "
+              f"{kernel / direct:.2f} |")
+        for run, (k, d) in enumerate(zip(rows["aiosd"], rows["direct"]), start=1):
+            print(f"| run {run} | {k:.1f} | {d:.1f} | {k / d:.2f} |")
+    for processes, rate in rows.get("syscalls", []):
+        print(f"| kernel.ping syscalls/s, {processes} agent processes at once | {rate:,.0f} | – | – |")
+    if fo:
+        print(f"| fail-over time, median of {len(fo)} (min–max) | {statistics.median(fo) * 1e3:.0f} ms "
+              f"({min(fo) * 1e3:.0f}–{max(fo) * 1e3:.0f}) | – | – |")
+        print(f"| of which: the kill until aiosd found the replica down, median | "
+              f"{statistics.median(detected) * 1e3:.0f} ms | – | – |")
 
 
 if __name__ == "__main__":

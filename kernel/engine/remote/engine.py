@@ -18,10 +18,9 @@ the server cached for the first attempt usually makes that prefill cheap. A seed
 seed stream, so its output after the switch differs from an uninterrupted run's; a greedy call's does not, up to the
 server's numerics (a prefill and a decode of the same token may round differently).
 
-Failover. A replica found dead — a call's connection refused or cut, 502/503/504, or the health prober's verdict — has
-every call it held resumed on another healthy replica the same way (prompt + what was already streamed), over that
-replica's bound if need be: these calls were already admitted. With none left, each fails with FinishReason.ERROR and
-a message naming the dead replica. Calls are not resumed more than len(replicas) + 1 times.
+Failover. A replica found dead (a call's connection refused or cut, 502/503/504, or the health prober's verdict) has
+each call it held resumed on another healthy replica the same way, over that replica's bound if need be (the calls
+were admitted already); with none left, or after len(replicas) + 1 resumptions, the call fails (FinishReason.ERROR).
 
 Not supported: constrained decoding (SamplingParams.grammar: tool calls, JSON schemas) — add() refuses it.
 """
@@ -38,8 +37,8 @@ from kernel.engine.loading.tokenizer import TextTokenizer
 from kernel.engine.remote.call import Attempt, Ended, Failed, Streamed
 from kernel.engine.remote.chunks import request_body
 from kernel.engine.remote.health import HealthChange, HealthProber
-from kernel.engine.remote.http import Endpoint, HTTPFailure
-from kernel.engine.remote.replica import Replica, ServerInfo, describe
+from kernel.engine.remote.http import HTTPFailure
+from kernel.engine.remote.replica import Replica, ServerInfo, describe, endpoints_of
 from kernel.engine.remote.router import Router
 from kernel.engine.remote.tokenizer import check_against, load_tokenizer
 
@@ -63,14 +62,7 @@ class RemoteEngine:
                  health_interval_s: float = 1.0, health_timeout_s: float = 2.0, tokenizer: TextTokenizer | None = None):
         """tokenizer: one already loaded for the served model (tests and benches share one: reading a GGUF's
         vocabulary takes seconds); None → load_tokenizer(model, served model)."""
-        if not urls:
-            raise EngineError("the openai engine needs at least one --engine-url")
-        try:
-            endpoints = {url: Endpoint(url) for url in urls}
-        except ValueError as error:
-            raise EngineError(str(error)) from None
-        if len(endpoints) != len(urls):
-            raise EngineError("each --engine-url must be given once")
+        endpoints = endpoints_of(urls)
         infos: dict[str, ServerInfo] = {}
         for url, endpoint in endpoints.items():
             try:
@@ -119,8 +111,7 @@ class RemoteEngine:
     def replicas(self) -> list[Replica]:
         return list(self._replicas)
 
-    def replica_of(self, req_id: str) -> str | None:
-        """The replica serving a call now (tests, aios stats), None if it is not streaming."""
+    def replica_of(self, req_id: str) -> str | None:     # where a call streams now (None: it does not)
         call = self._calls.get(req_id)
         return call.attempt.replica.name if call is not None and call.attempt is not None else None
 
@@ -189,7 +180,7 @@ class RemoteEngine:
             self._detach(call)
 
     def kv_nbytes(self, req_id: str) -> int:
-        return 0
+        return 0                # nothing to snapshot: the context manager's save path stops here
 
     def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
         raise EngineError("the openai engine keeps no KV here to save: preempt it by recompute")
@@ -235,8 +226,7 @@ class RemoteEngine:
 
     def _handle(self, report, events: list[TokenEvent]) -> None:
         if isinstance(report, HealthChange):
-            self._health(report)
-            return
+            return self._health(report)
         call = self._calls.get(report.attempt.req_id)
         if call is None or call.attempt is not report.attempt:
             return                  # from an attempt cancelled since (abort, preemption, failover)

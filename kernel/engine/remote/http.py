@@ -90,7 +90,8 @@ class EventStream:
                                   f"{_error_text(resp.read())}", resp.status)
             while True:
                 line = resp.readline()
-                if not line:
+                # a cancel that came while the socket was being opened could not shut it down: it is seen here
+                if not line or self.cancelled:
                     return
                 line = line.strip()
                 if not line.startswith(b"data:"):

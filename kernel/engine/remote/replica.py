@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Sequence
+
+from kernel.engine.core.interface import EngineError
 from kernel.engine.remote.http import Endpoint, HTTPFailure
 
 
@@ -33,6 +36,19 @@ class Replica:
     @property
     def free(self) -> int:
         return max(0, self.slots - len(self.in_flight)) if self.healthy else 0
+
+
+def endpoints_of(urls: Sequence[str]) -> dict[str, Endpoint]:
+    """Each --engine-url's endpoint, in order; EngineError if there are none, one is malformed or one repeats."""
+    if not urls:
+        raise EngineError("the openai engine needs at least one --engine-url")
+    try:
+        endpoints = {url: Endpoint(url) for url in urls}
+    except ValueError as error:
+        raise EngineError(str(error)) from None
+    if len(endpoints) != len(urls):
+        raise EngineError("each --engine-url must be given once")
+    return endpoints
 
 
 def describe(endpoint: Endpoint, timeout_s: float = 5.0) -> ServerInfo:
