@@ -52,22 +52,26 @@ def bare_ms_per_token(engine, batch: int, new_tokens: int) -> float:
 
 
 def agent_main(address: str, index: int, new_tokens: int, start_at: float) -> None:
-    """One agent process: stream one call, print the seconds between its first and last token and the count."""
+    """One agent process: stream one call, print the seconds between its first and last token, the count, and the CPU
+    time this process spent receiving them (time the engine's threads could not have on shared cores)."""
     import sdk
     with sdk.connect(address, name=f"serving-{index}", timeout=600) as kernel:
         while time.time() < start_at:      # every agent sends at once, so their decodes overlap
             time.sleep(min(0.01, max(0.0, start_at - time.time())))
+        cpu_before = time.process_time()
         stamps = [time.perf_counter() for _ in kernel.stream(prompt=_prompt(index), max_tokens=new_tokens,
                                                              ignore_eos=True)]
-    print(json.dumps({"seconds": stamps[-1] - stamps[0], "tokens": len(stamps) - 1}))
+        cpu = time.process_time() - cpu_before
+    print(json.dumps({"seconds": stamps[-1] - stamps[0], "tokens": len(stamps) - 1, "cpu_seconds": cpu}))
 
 
-def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> float:
+def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> tuple[float, float]:
+    """Median ms/token of the agents, and their total CPU ms per decode step (all agents, one token each)."""
     start_at = time.time() + 3.0          # time for every agent process to start and connect
     procs = [subprocess.Popen([sys.executable, "-m", "bench.serving_path", "--agent", str(i), "--address", address,
                                "--new-tokens", str(new_tokens), "--start-at", str(start_at)],
                               stdout=subprocess.PIPE, text=True) for i in range(batch)]
-    rates = []
+    rates, cpu_ms = [], 0.0
     for proc in procs:
         out, _ = proc.communicate(timeout=900)
         if proc.returncode != 0:
@@ -75,7 +79,8 @@ def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> float:
         result = json.loads(out.strip().splitlines()[-1])
         # streamed deltas may merge tokens (text held back at a UTF-8 or stop boundary): count what arrived
         rates.append(1000 * result["seconds"] / max(1, result["tokens"]))
-    return statistics.median(rates)
+        cpu_ms += 1000 * result["cpu_seconds"] / max(1, result["tokens"] + 1)
+    return statistics.median(rates), cpu_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from kernel.engine.factory import load_engine
     bare: dict[int, list[float]] = {b: [] for b in batches}
     served: dict[int, list[float]] = {b: [] for b in batches}
+    agent_cpu: dict[int, list[float]] = {b: [] for b in batches}
     engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192)
     with tempfile.TemporaryDirectory(prefix="aios-serving-") as tmp:
         address = f"ipc://{tmp}/kernel.sock"
@@ -105,13 +111,15 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):          # alternate the two, so drift on a shared machine hits both
                 for batch in batches:
                     bare[batch].append(bare_ms_per_token(engine, batch, args.new_tokens))
-                    served[batch].append(kernel_ms_per_token(address, batch, args.new_tokens))
+                    rate, cpu = kernel_ms_per_token(address, batch, args.new_tokens)
+                    served[batch].append(rate)
+                    agent_cpu[batch].append(cpu)
     print(f"decode ms/token per sequence, {args.dtype}, {threads} threads, {args.new_tokens} new tokens, "
           f"median of {args.repeats} runs")
-    print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9}")
+    print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9} {'agents CPU ms/step':>19}")
     for batch in batches:
         b, k = statistics.median(bare[batch]), statistics.median(served[batch])
-        print(f"{batch:>5} {b:>12.1f} {k:>14.1f} {k / b - 1:>+9.1%}")
+        print(f"{batch:>5} {b:>12.1f} {k:>14.1f} {k / b - 1:>+9.1%} {statistics.median(agent_cpu[batch]):>19.2f}")
     return 0
 
 
