@@ -48,10 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
                              max_batch=args.max_batch, prefill_chunk=args.prefill_chunk,
-                             prefix_cache=args.prefix_cache == "on", engine_urls=args.engine_url)
+                             prefix_cache=args.prefix_cache == "on", engine_urls=args.engine_url,
+                             weights=_weights_mode(args) if args.engine == "torch" else None)
     except EngineError as error:       # e.g. no --engine-url answered, or a tokenizer that does not match the server's
         log.error("cannot start the %s engine: %s", args.engine, error)
         return 1
+    if getattr(engine, "weight_ratios", None):      # the torch engine's auto weights mode: what it measured
+        log.info("weights auto -> %s (perplexity / fp32: %s)", engine.weights,
+                 ", ".join(f"{mode} {ratio:.3f}" for mode, ratio in engine.weight_ratios.items()))
     for path in remove_stale_segments():       # left by a kernel that was killed before it could clean up
         log.info("removed stale KV arena %s", path)
     snapshots = engine.layout().snapshots
@@ -70,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         if security is not None:       # its ZAP socket would keep the context from terminating
             security.close()
         zmq_context.term()
+
+
+def _weights_mode(args) -> str:
+    """--weights, else auto for the bfloat16 (speed) setting and fp32 for float32, the reference path that stays
+    token-identical to Hugging Face transformers."""
+    return args.weights or ("fp32" if args.dtype == "float32" else "auto")
 
 
 def _transport_security(args) -> ServerSecurity | None:
