@@ -1,5 +1,6 @@
 """Real llama.cpp servers (xllamacpp, bench/llama_server.py) on 127.0.0.1 with the bundled SmolLM2 GGUF, one thread
-each, started once per module; and a helper that steps a RemoteEngine until its calls finish."""
+each: a pair started once per session, a victim of its own for each test that kills one; and a helper that steps a
+RemoteEngine until its calls finish."""
 from __future__ import annotations
 
 import time
