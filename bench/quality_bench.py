@@ -1,0 +1,137 @@
+"""Quality and speed of the torch engine's weights modes (int4, int8, bf16) against fp32 weights, in one run.
+    python -m bench.quality_bench [--model PATH] [--modes int4,int8,bf16] [--dtype bfloat16] [--repeats 3]
+                                  [--new-tokens 64] [--agree-tokens 48] [--threads N]
+Quality, against fp32 weights computing in float32 (the path token-identical to transformers):
+- perplexity on bench/texts/kernel_notes.txt (project prose, ~1,900 SmolLM2 tokens), each mode's ratio to fp32's
+  (target <= 1.03);
+- greedy agreement: for each of several chat prompts, the position of the first generated token that differs from
+  fp32's (--agree-tokens when none does).
+Speed: decode tokens/s at batch 1 and 8 (timed from each sequence's first sampled token, prefill excluded; 32-token
+prompts, --new-tokens each, ignore_eos), the median of --repeats runs in which the modes alternate, and the ratio to
+the bf16 mode measured in the same run. The modes other than fp32 compute in --dtype (activations and KV).
+"""
+from __future__ import annotations
+
+import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.cpu.quant_select import MAX_PPL_RATIO, perplexity
+from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
+from kernel.engine.loading.checkpoint import load_checkpoint
+
+TEXT = Path(__file__).parent / "texts" / "kernel_notes.txt"
+BATCH = 8
+PROMPT_TOKENS = 32
+AGREEMENT_PROMPTS = (
+    "What is the capital of France?",
+    "Write a short story about a robot who learns to paint.",
+    "Explain what an operating system kernel does, in two sentences.",
+    "List three ways to save memory when running a language model.",
+    "Write a Python function that reverses a linked list.",
+    "Why do agents need a scheduler when they share one model?",
+)
+
+
+def greedy(engine: TorchEngine, prompts: list[list[int]], n: int) -> list[list[int]]:
+    for i, prompt in enumerate(prompts):
+        engine.add(EngineRequest(f"g{i}", prompt, SamplingParams(max_tokens=n)))
+    out: dict[str, list[int]] = {f"g{i}": [] for i in range(len(prompts))}
+    while engine.has_work():
+        for event in engine.step():
+            if event.token_id >= 0:
+                out[event.req_id].append(event.token_id)
+    return [out[f"g{i}"] for i in range(len(prompts))]
+
+
+def first_divergence(ours: list[int], reference: list[int]) -> int:
+    for position, (a, b) in enumerate(zip(ours, reference)):
+        if a != b:
+            return position
+    return min(len(ours), len(reference))
+
+
+def decode_speed(engine: TorchEngine, prompts: list[list[int]], new_tokens: int) -> float:
+    """Decode tokens/s over all sequences, from the step after every sequence sampled its first token."""
+    for i, prompt in enumerate(prompts):
+        engine.add(EngineRequest(f"d{i}", prompt, SamplingParams(max_tokens=new_tokens, ignore_eos=True)))
+    started: set[str] = set()
+    while len(started) < len(prompts):
+        started.update(event.req_id for event in engine.step())
+    start, produced = time.perf_counter(), 0
+    while engine.has_work():
+        produced += len(engine.step())
+    return produced / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="GGUF file or HF folder (default: bundled SmolLM2 Q4_1 GGUF)")
+    parser.add_argument("--modes", default="int4,int8,bf16")
+    parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--agree-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if "bf16" not in modes:
+        modes.append("bf16")      # the speed baseline
+
+    checkpoint = load_checkpoint(args.model, torch.float32, quantized=True)
+    engines = {"fp32": TorchEngine(checkpoint, "float32", weights="fp32", kv_budget_tokens=8192, max_batch=BATCH,
+                                   threads=args.threads)}
+    for mode in modes:
+        start = time.perf_counter()
+        engines[mode] = TorchEngine(checkpoint, args.dtype, weights=mode, kv_budget_tokens=8192, max_batch=BATCH,
+                                    threads=args.threads)
+        print(f"built {mode} in {time.perf_counter() - start:.1f} s, {engines[mode].model.weight_nbytes() / 1e6:.0f} "
+              f"MB of weights read per step", flush=True)
+    reference = engines["fp32"]
+    text_ids = reference.tokenize(TEXT.read_text())
+    chats = [reference.apply_chat_template([{"role": "user", "content": p}]) for p in AGREEMENT_PROMPTS]
+    filler = reference.tokenize(" ".join(f"Agent {i} asks the kernel to schedule tool calls, memory and files."
+                                         for i in range(60)))
+    one, eight = [filler[:PROMPT_TOKENS]], [filler[i * 7:i * 7 + PROMPT_TOKENS] for i in range(BATCH)]
+
+    ppl = {name: perplexity(engine.model, text_ids) for name, engine in engines.items()}
+    ref_out = greedy(reference, chats, args.agree_tokens)
+    agreement = {name: [first_divergence(out, ref) for out, ref in zip(greedy(engine, chats, args.agree_tokens),
+                                                                        ref_out)]
+                 for name, engine in engines.items() if name != "fp32"}
+
+    speed: dict[tuple[str, int], list[float]] = {}
+    with torch.inference_mode():
+        for name in engines:                       # warm-up: one-off allocations and kernel selection
+            decode_speed(engines[name], one, 4)
+        for _ in range(args.repeats):
+            for prompts in (one, eight):
+                for name in engines:               # alternated, so drift on a shared machine hits every mode alike
+                    speed.setdefault((name, len(prompts)), []).append(decode_speed(engines[name], prompts,
+                                                                                   args.new_tokens))
+    med = {key: statistics.median(values) for key, values in speed.items()}
+
+    print(f"\n{len(text_ids)} tokens of {TEXT.name}; greedy agreement over {len(chats)} prompts x "
+          f"{args.agree_tokens} tokens; decode medians of {args.repeats} runs, {args.new_tokens} new tokens; "
+          f"threads {torch.get_num_threads()}; modes other than fp32 compute in {args.dtype}")
+    header = (f"{'mode':<6} {'weights MB':>10} {'ppl':>8} {'ppl/fp32':>9} {'ok':>3}  {'first divergence':<24} "
+              f"{'tok/s b1':>9} {'vs bf16':>7} {'tok/s b8':>9} {'vs bf16':>7}")
+    print(header)
+    print("-" * len(header))
+    for name, engine in engines.items():
+        ratio = ppl[name] / ppl["fp32"]
+        diverge = "identical (reference)" if name == "fp32" else " ".join(str(p) for p in agreement[name])
+        print(f"{name:<6} {engine.model.weight_nbytes() / 1e6:>10.0f} {ppl[name]:>8.3f} {ratio:>9.4f} "
+              f"{'yes' if ratio <= MAX_PPL_RATIO else 'no':>3}  {diverge:<24} "
+              f"{med[name, 1]:>9.1f} {med[name, 1] / med['bf16', 1]:>6.2f}x "
+              f"{med[name, BATCH]:>9.1f} {med[name, BATCH] / med['bf16', BATCH]:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
