@@ -7,7 +7,7 @@ import torch
 
 from kernel.engine.core.interface import EngineError, EngineRequest, SamplingParams
 from kernel.engine.cpu.model import LlamaModel
-from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, perplexity
+from kernel.engine.cpu.quant_select import AUTO_ORDER, CALIBRATION_TEXT, MAX_PPL_RATIO, perplexity
 from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.factory import load_engine
 from kernel.engine.loading.checkpoint import load_checkpoint
@@ -72,6 +72,18 @@ def test_int_modes_generate_from_float_weights(tiny_folder):
         engine = TorchEngine.from_path(str(tiny_folder), "float32", weights=mode, kv_budget_tokens=256, max_batch=2)
         out = generate(engine, {"a": engine.tokenize("Agents call tools")}, max_tokens=6, ignore_eos=True)
         assert len(out["a"].tokens) == 6, mode
+
+
+def test_auto_takes_the_fastest_mode_whose_measured_perplexity_holds(tiny_folder):
+    engine = TorchEngine.from_path(str(tiny_folder), "float32", weights="auto", kv_budget_tokens=256, max_batch=2)
+    tried = list(engine.weight_ratios)
+    assert tried == list(AUTO_ORDER[:len(tried)])                   # fastest first, stopping at the first that holds
+    assert all(ratio > MAX_PPL_RATIO for ratio in list(engine.weight_ratios.values())[:-1])
+    if engine.weights != "fp32":
+        assert engine.weights == tried[-1] and engine.weight_ratios[engine.weights] <= MAX_PPL_RATIO
+        assert engine.layout().model_id.endswith(f"+weights={engine.weights}")
+    else:
+        assert tried == list(AUTO_ORDER)
 
 
 @pytest.mark.parametrize("weights", ["int3", "q4_1", "", "FP32"])

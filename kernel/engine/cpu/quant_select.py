@@ -63,13 +63,14 @@ def perplexity(model: LlamaModel, token_ids: list[int], chunk: int = 256) -> flo
 
 
 def choose_mode(cfg: LlamaConfig, weights: dict, dtype: torch.dtype, token_ids: list[int]
-                ) -> tuple[str, dict[str, float]]:
+                ) -> tuple[str, dict[str, float], LlamaModel | None]:
     """The fastest mode whose perplexity on token_ids, computing in dtype, is within MAX_PPL_RATIO of fp32's (fp32
-    weights and compute); and the ratios measured."""
+    weights and compute); the ratios measured; and that mode's model, already built (None for the fp32 fallback)."""
     reference = perplexity(LlamaModel(cfg, weights, torch.float32, "fp32"), token_ids)
     ratios: dict[str, float] = {}
     for mode in AUTO_ORDER:
-        ratios[mode] = perplexity(LlamaModel(cfg, weights, dtype, mode), token_ids) / reference
+        model = LlamaModel(cfg, weights, dtype, mode)
+        ratios[mode] = perplexity(model, token_ids) / reference
         if ratios[mode] <= MAX_PPL_RATIO:
-            return mode, ratios
-    return "fp32", ratios
+            return mode, ratios, model
+    return "fp32", ratios, None

@@ -48,10 +48,11 @@ class TorchEngine(PagedEngine):
         cfg = checkpoint.config
         self.tokenizer = checkpoint.tokenizer
         self.weight_ratios: dict[str, float] = {}     # auto: each mode's perplexity / fp32's, as measured
+        model = None
         if weights == "auto":
-            calibration = checkpoint.tokenizer.encode(CALIBRATION_TEXT)
-            weights, self.weight_ratios = choose_mode(cfg, checkpoint.weights, DTYPES[dtype], calibration)
-        self.model = LlamaModel(cfg, checkpoint.weights, DTYPES[dtype], weights)
+            calibration = checkpoint.tokenizer.encode(CALIBRATION_TEXT)[:cfg.max_context]
+            weights, self.weight_ratios, model = choose_mode(cfg, checkpoint.weights, DTYPES[dtype], calibration)
+        self.model = model or LlamaModel(cfg, checkpoint.weights, DTYPES[dtype], weights)
         self.weights = self.model.mode
         # The K/V a step writes depends on the weights that computed it: a snapshot taken under int4 must not resume
         # under bf16. The compute dtype's own float keeps the checkpoint's id; other modes are named in it.
