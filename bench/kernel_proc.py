@@ -18,7 +18,9 @@ class KernelStartError(RuntimeError):
 class KernelProcess:
     """One aiosd. Its stdout and stderr go to log_path; a reader thread watches stdout for the ready line."""
 
-    def __init__(self, address: str, options: dict[str, str], log_path: Path, ready_timeout_s: float = 180.0):
+    def __init__(self, address: str, options: dict[str, str | list[str]], log_path: Path,
+                 ready_timeout_s: float = 180.0):
+        """options: flag → value; a list value repeats the flag (--engine-url A --engine-url B)."""
         self.address = address
         self._argv = [sys.executable, "-m", "kernel.daemon", "--address", address]
         # a data directory of its own beside the log, and the memory, file and tool services only when asked for:
@@ -26,7 +28,8 @@ class KernelProcess:
         options = {"data-dir": str(Path(log_path).parent / "data"), "memory": "off", "storage": "off", "tools": "off",
                    **options}
         for flag, value in options.items():
-            self._argv += [f"--{flag}", str(value)]
+            for one in value if isinstance(value, list) else [value]:
+                self._argv += [f"--{flag}", str(one)]
         self._log_path = log_path
         self._ready_timeout_s = ready_timeout_s
         self._proc: subprocess.Popen | None = None

@@ -28,13 +28,11 @@ from sdk import connect
 
 
 class RemoteKernel(KernelProcess):
-    """aiosd on --engine openai over the given replicas (KernelProcess takes one value per flag; --engine-url repeats)."""
+    """aiosd on --engine openai over the given replicas."""
 
     def __init__(self, address: str, urls: list[str], options: dict[str, str], log_path: Path):
-        super().__init__(address, {"engine": "openai", **options}, log_path)
+        super().__init__(address, {"engine": "openai", "engine-url": urls, **options}, log_path)
         self.log_path = log_path
-        for url in urls:
-            self._argv += ["--engine-url", url]
 
 
 def prompt(agent: int, call: int, session: int = 0) -> str:
