@@ -247,8 +247,8 @@ def _add_gateway_parser(commands) -> None:
     gateway = commands.add_parser("gateway", help="an OpenAI-compatible HTTP gateway to the kernel (its own process)")
     gateway.add_argument("--listen", default="127.0.0.1:8000", metavar="HOST:PORT", help="where to serve HTTP (port "
                          "0: any free port, named in the ready line)")
-    gateway.add_argument("--keys", default=None, metavar="FILE", help="API keys file (default: "
-                         "~/.config/aios/gateway-keys.json if it exists; without one: no authentication, loopback only)")
+    gateway.add_argument("--keys", default=None, metavar="FILE", help="API keys file (default: ~/.config/aios/"
+                         "gateway-keys.json if it exists; without one: no authentication, loopback only)")
     gateway.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     gateway.set_defaults(command=_gateway)
     keys = gateway.add_subparsers(metavar="keys").add_parser("keys", help="API keys: add, list, revoke")

@@ -8,7 +8,8 @@ Contract:
 - A call that times out, a task cancelled mid-call, or a stream left early (break, aclose) cancels the call in the
   kernel (llm.* calls), as the sync client does.
 - When the connection drops (the kernel stopped or restarted; the socket monitor reports it), every call in flight
-  fails at once with KernelError("disconnected"); a later call on an ipc:// address with nobody listening fails at
+  fails at once with KernelError("disconnected") (on ipc://, within HEARTBEAT_S with KernelUnavailable when the
+  kernel is gone but the monitor missed it); a later call on an ipc:// address with nobody listening fails at
   once with KernelUnavailable; once a kernel is back, the next call says hello again (transparently, once).
 - close() (or `async with`) ends the connection; calls still in flight fail with "disconnected".
 Requests are built and replies typed by sdk/protocol.py, the syscall methods are sdk/calls.py's: the same code as the
@@ -236,11 +237,20 @@ class AsyncKernel(Syscalls):
                 self._fail_pending(error)
 
     async def _heartbeat(self) -> None:
-        """While calls wait, tell the kernel this agent is alive (a tcp:// agent silent past its lease is reaped)."""
+        """While calls wait, tell the kernel this agent is alive (a tcp:// agent silent past its lease is reaped), and
+        check that a kernel still listens on an ipc:// address: one that died as ZeroMQ reconnected into its closing
+        socket leaves no DISCONNECTED event behind, and the calls would otherwise wait out their timeouts."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            if self._pending:
-                self._send(protocol.HEARTBEAT_FRAME)
+            if not self._pending:
+                continue
+            try:
+                protocol.check_listening(self.address)
+            except KernelError as error:
+                self._connected = False
+                self._fail_pending(error)
+                continue
+            self._send(protocol.HEARTBEAT_FRAME)
 
 
 def _retrieve(future: asyncio.Future) -> None:

@@ -152,6 +152,7 @@ class Kernel(Syscalls):
                     raise error
             if self._socket not in ready:
                 if not ready:
+                    protocol.check_listening(self.address)     # a kernel gone unnoticed by the monitor: fail now
                     self._socket.send(protocol.HEARTBEAT_FRAME)
                 continue
             message = protocol.unpack(self._socket.recv())

@@ -4,8 +4,9 @@ process of its own that is an aiosd client.
 The listening socket is bound before the server starts, so port 0 works: the ready line on stdout,
 "aios gateway ready url=http://HOST:PORT/v1 ...", names the port actually bound (tests and scripts wait for it).
 The keys file is --keys, else the default one (default_keys_path()) if it exists; without one every request runs as
-one agent, "gateway", with no authentication: allowed on a loopback address only. SIGINT/SIGTERM stop it (uvicorn's handlers): open connections are given a few seconds, then the
-kernel connections close, which cancels their calls in the kernel.
+one agent, "gateway", with no authentication: allowed on a loopback address only. SIGINT/SIGTERM stop it (uvicorn's
+handlers): open connections are given a few seconds, then the kernel connections close, which cancels their calls in
+the kernel.
 """
 from __future__ import annotations
 

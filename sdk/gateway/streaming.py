@@ -43,18 +43,18 @@ def tool_calls(completion: Completion) -> list[dict]:
 
 async def until_disconnected(request: Request, work: Awaitable) -> Any:
     """work's result; if the client disconnects first, work is cancelled (and with it the kernel call) and
-    CancelledError raised."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnect(request))
+    CancelledError raised. work runs in this task (one watcher task per request, not two: this is the latency path)."""
+    handler = asyncio.current_task()
+
+    async def watch() -> None:
+        await _disconnect(request)
+        handler.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise asyncio.CancelledError("the client disconnected")
-    return task.result()
 
 
 async def _disconnect(request: Request) -> None:

@@ -1,5 +1,6 @@
 """One real aiosd and one real gateway process (uvicorn on a free 127.0.0.1 port) for the tests/gateway package (its
-modules share them: starting a kernel costs more than all their calls), with a keys file of a few agents. The kernel's per-agent queued-token limit is low so a long prompt is a deterministic 429."""
+modules share them: starting a kernel costs more than all their calls), with a keys file of a few agents. The
+kernel's per-agent queued-token limit is low so a long prompt is a deterministic 429."""
 from dataclasses import dataclass
 
 import pytest

@@ -187,6 +187,11 @@ def test_each_key_is_its_own_agent_and_revoked_keys_stop_at_once(stack, model):
     assert agents["bob"].priority == 2 and agents["alice"].priority == 0
     assert agents["bob"].pid == agents["alice"].pid == stack.gateway.pid
 
+    # a key with grants: the gateway mints the agent's grant token with the operator's admin token
+    granted = keys.add(stack.keys_path, "granted", grants=["proc.view"])
+    assert openai.OpenAI(base_url=stack.gateway.url, api_key=granted, max_retries=0).chat.completions.create(
+        model=model, messages=chat_of("hi"), max_tokens=1).choices
+
     late = keys.add(stack.keys_path, "late")
     late_client = openai.OpenAI(base_url=stack.gateway.url, api_key=late, max_retries=0)
     assert late_client.models.list().data
