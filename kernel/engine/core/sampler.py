@@ -33,36 +33,59 @@ def generator_state(generator: torch.Generator) -> bytes:
 
 def sample(logits: torch.Tensor, params: list[SamplingParams],
            generators: list[torch.Generator]) -> list[int | SamplingError]:
-    """logits: [S, V] float32, one row per sequence. Greedy rows share one argmax; sampled rows draw one by one so each
-    consumes only its own generator (same seed → same output, whatever else is in the batch). A row that cannot be
-    sampled gets a SamplingError in its place."""
+    """logits: [S, V] float32, one row per sequence. Greedy rows share one argmax; the sampled rows are scaled, cut to
+    their top-k / top-p and normalized together (row-wise ops: each row's probabilities are what it would get alone),
+    then each draws from its own generator (same seed → same output, whatever else is in the batch). A row that cannot
+    be sampled gets a SamplingError in its place."""
     # -inf is a legitimate logit (a masked token); NaN and +inf are not, and argmax would happily pick them.
     broken = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=-1) | ~torch.isfinite(logits).any(dim=-1)
     tokens: list[int | SamplingError] = logits.argmax(dim=-1).tolist()
     for row in broken.nonzero().flatten().tolist():
         tokens[row] = SamplingError("the model produced non-finite logits")
-    for row, (p, generator) in enumerate(zip(params, generators)):
-        if p.temperature >= MIN_TEMPERATURE and not isinstance(tokens[row], SamplingError):
-            try:
-                tokens[row] = _draw(logits[row] / p.temperature, p.top_k, p.top_p, generator)
-            except SamplingError as exc:
-                tokens[row] = exc
-            except Exception as exc:    # whatever torch raises on this row is this request's failure, not the batch's
-                tokens[row] = SamplingError(f"sampling failed: {type(exc).__name__}")
+    rows = [row for row, p in enumerate(params)
+            if p.temperature >= MIN_TEMPERATURE and not isinstance(tokens[row], SamplingError)]
+    if not rows:
+        return tokens
+    try:
+        probs = _distributions(logits[rows], [params[row] for row in rows])
+    except Exception as exc:   # whatever torch raises here is these requests' failure, not the batch's
+        for row in rows:
+            tokens[row] = SamplingError(f"sampling failed: {type(exc).__name__}")
+        return tokens
+    usable = (torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)).tolist()
+    for i, row in enumerate(rows):
+        if not usable[i]:
+            tokens[row] = SamplingError("the sampling distribution is not finite")
+            continue
+        try:
+            tokens[row] = int(torch.multinomial(probs[i], 1, generator=generators[row]))
+        except Exception as exc:
+            tokens[row] = SamplingError(f"sampling failed: {type(exc).__name__}")
     return tokens
 
 
-def _draw(scaled: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator) -> int:
-    """scaled: [V] logits already divided by the temperature."""
-    if 0 < top_k < scaled.numel():
-        kth = torch.topk(scaled, top_k).values[-1]
+def _distributions(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """[R, V] logits of the sampled rows → their (unnormalized) sampling weights: temperature, top-k, softmax, top-p."""
+    n_vocab = logits.shape[-1]
+    # Times the float32 reciprocal: what torch computes for a tensor divided by a Python scalar, so a row's values
+    # are bit for bit those it had when rows were sampled one by one.
+    inverse = torch.tensor([p.temperature for p in params], dtype=logits.dtype).reciprocal()
+    scaled = logits * inverse[:, None]
+    ks = [p.top_k if 0 < p.top_k < n_vocab else 0 for p in params]
+    if any(ks):
+        # Each row's k-th largest value (rows without top-k: -inf, which masks nothing).
+        top = torch.topk(scaled, max(ks), dim=-1).values                                      # [R, k_max]
+        kth = top.gather(1, torch.tensor([max(k, 1) - 1 for k in ks])[:, None])              # [R, 1]
+        kth[torch.tensor([k == 0 for k in ks])] = float("-inf")
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        # Keep the smallest head of the distribution whose mass reaches top_p (the first token always stays).
-        outside = sorted_probs.cumsum(0) - sorted_probs >= top_p
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs.masked_fill(outside, 0.0))
-    if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0.0:
-        raise SamplingError("the sampling distribution is not finite")
-    return int(torch.multinomial(probs, 1, generator=generator))
+    nucleus = [i for i, p in enumerate(params) if p.top_p < 1.0]
+    if nucleus:
+        # Keep the smallest head of each distribution whose mass reaches its top_p (the first token always stays).
+        # Only the rows that ask for it: a top_p of 1.0 must not drop a tail that cumsum rounding puts at >= 1.0.
+        index = torch.tensor(nucleus)
+        sorted_probs, order = probs[index].sort(dim=-1, descending=True)
+        top_p = torch.tensor([params[i].top_p for i in nucleus], dtype=probs.dtype)[:, None]
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        probs[index] = torch.zeros_like(sorted_probs).scatter_(1, order, sorted_probs.masked_fill(outside, 0.0))
+    return probs

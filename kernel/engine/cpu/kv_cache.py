@@ -50,6 +50,10 @@ class KVCache:
         rows = layer.flatten(2).index_select(1, slots.flatten())       # [2, |S|, Hkv D]
         return rows.view(2, *slots.shape, *layer.shape[2:])
 
+    def span(self, index: int, start: int, stop: int) -> torch.Tensor:
+        """Layer index's K and V in the consecutive slots [start, stop), as a view: [2, stop - start, Hkv, D]."""
+        return self.data[index, :, start:stop]
+
     def _snapshot_view(self, buffer: memoryview, n_tokens: int) -> np.ndarray:
         """buffer as the bytes of a snapshot of n_tokens tokens: [L, 2, n_tokens, Hkv, D * itemsize]."""
         nbytes = n_tokens * self.bytes_per_token

@@ -33,8 +33,9 @@ class StepBatch:
     positions: torch.Tensor           # [T] long
     slot_mapping: torch.Tensor        # [T] long: the KV slot each row's K/V is written to
     n_decode: int                     # rows [0, n_decode) are single-token chunks
-    decode_slots: torch.Tensor        # [n_decode, L_max] long: each one's context slots, padded with slot 0
-    decode_mask: torch.Tensor         # [n_decode, 1, 1, L_max] bool, False on padding
+    # Each decode's context (its earlier tokens and itself): the consecutive slots (start, stop), read in place as a
+    # view of the cache (blocks allocated together usually are consecutive), else its [n_ctx] slots, gathered.
+    decode_contexts: tuple[tuple[int, int] | torch.Tensor, ...]
     prefills: tuple[PrefillChunk, ...]
     logit_rows: torch.Tensor          # [S] long: rows whose next-token logits are sampled
 
@@ -75,16 +76,12 @@ def build_step_batch(chunks: list[ScheduledChunk], block_size: int) -> tuple[Ste
             logit_rows.append(row - 1)
             sampled.append(index)
 
-    l_max = max((len(s) for s in decode_ctx), default=0)
-    decode_slots = torch.zeros(len(decodes), l_max, dtype=torch.long)
-    for i, slots in enumerate(decode_ctx):
-        decode_slots[i, :len(slots)] = slots
-    lengths = torch.tensor([len(s) for s in decode_ctx], dtype=torch.long)
-    decode_mask = (torch.arange(l_max)[None, :] < lengths[:, None])[:, None, None, :]
+    decode_contexts = tuple((int(slots[0]), int(slots[-1]) + 1) if bool((slots.diff() == 1).all()) else slots
+                            for slots in decode_ctx)
     batch = StepBatch(
         input_ids=torch.tensor(input_ids, dtype=torch.long),
         positions=torch.tensor(positions, dtype=torch.long),
         slot_mapping=torch.cat(slot_pieces),
-        n_decode=len(decodes), decode_slots=decode_slots, decode_mask=decode_mask,
+        n_decode=len(decodes), decode_contexts=decode_contexts,
         prefills=tuple(prefills), logit_rows=torch.tensor(logit_rows, dtype=torch.long))
     return batch, sampled
