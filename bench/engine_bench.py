@@ -1,23 +1,35 @@
-"""Torch engine speed next to HF transformers generate() and the memory-bandwidth floor, on the same weights.
+"""Torch engine speed next to a peer on the same weights: HF transformers generate(), or llama.cpp's server.
 
-    python -m bench.engine_bench [--model PATH] [--dtypes bfloat16,float32] [--repeats 3] [--new-tokens 48] [--threads N]
+    python -m bench.engine_bench [--model PATH] [--dtypes bfloat16,float32] [--weights int4,int8,bf16,fp32]
+                                 [--peer hf|llamacpp] [--repeats 3] [--new-tokens 48] [--threads N]
 
-Decode tokens/s at batch 1 and 8, prefill tokens/s, KV bytes/token and KV snapshot copy speed; every number is the
-median of --repeats runs, and every ratio is against a baseline measured in this same run. --threads sets the thread
-count of everything measured (ours, HF, the bandwidth copy); on cores shared with other busy processes one thread can
-beat two.
+Decode tokens/s at batch 1 and 8, prefill tokens/s, KV bytes/token and KV snapshot copy speed, for every dtype x
+weights mode (--weights: TorchEngine's weights modes; absent, the dtype's own float); every number is the median of
+--repeats runs, and every ratio is against the peer measured in this same run, each of its measurements right after
+ours. --peer llamacpp runs llama.cpp's HTTP server (bench/llama_server.py: xllamacpp in a child process, as a user
+would run llama-server) on the same GGUF with the same thread count and 8 slots; its speeds are its own timings
+(server side, so HTTP is not counted against it): decode = predicted tokens / predicted time, 8 streams = the 8
+concurrent requests' predicted tokens / the longest predicted time, prefill = prompt tokens / prompt time with the
+prompt cache off. --threads sets the thread count of everything measured (ours, the peer, the bandwidth copy); on
+cores shared with other busy processes one thread can beat two.
 """
 from __future__ import annotations
 
 import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 
 import argparse
+import json
 import statistics
+import tempfile
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
-from kernel.engine.loading.checkpoint import default_model_path, load_checkpoint
+from bench.llama_server import LlamaServer
+from kernel.engine.loading.checkpoint import default_model_path
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
 
@@ -104,33 +116,73 @@ def median(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
-def bench_dtype(dtype: str, args, bandwidth: float) -> list[tuple[str, str, str, str, str]]:
-    from transformers import AutoModelForCausalLM   # the baseline only
-    path = default_model_path() if args.model is None else args.model
-    checkpoint = load_checkpoint(path, DTYPES[dtype])
-    engine = TorchEngine(checkpoint, dtype, kv_budget_tokens=16384, max_batch=32, prefill_chunk=PREFILL_TOKENS,
-                         threads=args.threads)
-    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[dtype]).eval()
+class HFPeer:
+    name = "HF generate"
+
+    def __init__(self, path: Path, dtype: str):
+        from transformers import AutoModelForCausalLM   # the baseline only
+        self._model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                           dtype=DTYPES[dtype]).eval()
+
+    def decode(self, prompts: list[list[int]], new_tokens: int) -> float:
+        return hf_decode(self._model, prompts, new_tokens)
+
+    def prefill(self, prompt: list[int]) -> float:
+        return hf_prefill(self._model, prompt)
+
+
+class LlamaCppPeer:
+    """llama.cpp's server on the same GGUF, driven through its native /completion endpoint with token-id prompts."""
+    name = "llama.cpp"
+
+    def __init__(self, server: LlamaServer):
+        self._url = server.url.removesuffix("/v1") + "/completion"
+
+    def _complete(self, prompt: list[int], n_predict: int) -> dict:
+        body = json.dumps({"prompt": prompt, "n_predict": n_predict, "temperature": 0, "ignore_eos": True,
+                           "cache_prompt": False}).encode()
+        request = urllib.request.Request(self._url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.load(response)["timings"]
+
+    def decode(self, prompts: list[list[int]], new_tokens: int) -> float:
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            timings = list(pool.map(lambda p: self._complete(p, new_tokens), prompts))
+        return sum(t["predicted_n"] for t in timings) / (max(t["predicted_ms"] for t in timings) / 1000)
+
+    def prefill(self, prompt: list[int]) -> float:
+        timings = self._complete(prompt, 1)
+        return timings["prompt_n"] / (timings["prompt_ms"] / 1000)
+
+
+def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) -> list[tuple[str, ...]]:
+    options = {} if weights is None else {"weights": weights}
+    engine = TorchEngine.from_path(args.model, dtype, kv_budget_tokens=16384, max_batch=32,
+                                   prefill_chunk=PREFILL_TOKENS, threads=args.threads, **options)
+    tag = f"[{dtype}, weights {getattr(engine, 'weights', weights or dtype)}]"
     one, eight = _prompts(engine, 1, 32), _prompts(engine, BATCH, 32)
     long_prompt = _prompts(engine, 1, PREFILL_TOKENS)[0]
     floor = bandwidth / engine.model.weight_nbytes()
     rows = []
     with torch.inference_mode():
         ours_prefill(engine, long_prompt)   # warm-up: first calls pay one-off allocation and kernel selection
+        peer.prefill(long_prompt)
         for label, prompts in (("decode tok/s, batch 1", one), (f"decode tok/s, batch {BATCH}", eight)):
-            ours = median(lambda: ours_decode(engine, prompts, args.new_tokens), args.repeats)
-            ref = median(lambda: hf_decode(hf, prompts, args.new_tokens), args.repeats)
-            rows.append((f"{label} [{dtype}]", f"{ours:.1f}", f"{ref:.1f}", f"{ours / ref:.2f}x",
+            pairs = [(ours_decode(engine, prompts, args.new_tokens), peer.decode(prompts, args.new_tokens))
+                     for _ in range(args.repeats)]
+            ours, ref = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+            ratio = statistics.median(a / b for a, b in pairs)
+            rows.append((f"{label} {tag}", f"{ours:.1f}", f"{ref:.1f}", f"{ratio:.2f}x",
                          f"{floor:.1f} ({ours / floor:.2f}x)" if prompts is one else "–"))
-        ours = median(lambda: ours_prefill(engine, long_prompt), args.repeats)
-        ref = median(lambda: hf_prefill(hf, long_prompt), args.repeats)
-        rows.append((f"prefill tok/s, {PREFILL_TOKENS} tokens [{dtype}]", f"{ours:.0f}", f"{ref:.0f}",
-                     f"{ours / ref:.2f}x", "–"))
+        pairs = [(ours_prefill(engine, long_prompt), peer.prefill(long_prompt)) for _ in range(args.repeats)]
+        ours, ref = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+        rows.append((f"prefill tok/s, {PREFILL_TOKENS} tokens {tag}", f"{ours:.0f}", f"{ref:.0f}",
+                     f"{statistics.median(a / b for a, b in pairs):.2f}x", "–"))
         kv = engine.layout().bytes_per_token()
-        rows.append((f"KV bytes/token [{dtype}]", str(kv), str(kv), "1.00x", "–"))
+        rows.append((f"KV bytes/token {tag}", str(kv), "–", "–", "–"))
         copies = [kv_copy_speed(engine, long_prompt * 8) for _ in range(args.repeats)]
         save, load = (statistics.median(c[i] for c in copies) for i in (0, 1))
-        rows.append((f"save_kv / load_kv GB/s, 4096 tokens [{dtype}]", f"{save / 1e9:.1f} / {load / 1e9:.1f}",
+        rows.append((f"save_kv / load_kv GB/s, 4096 tokens {tag}", f"{save / 1e9:.1f} / {load / 1e9:.1f}",
                      "–", "–", f"copy {bandwidth / 1e9:.1f}"))
     return rows
 
@@ -139,6 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="GGUF file (default: bundled SmolLM2-135M-Instruct)")
     parser.add_argument("--dtypes", default="bfloat16,float32")
+    parser.add_argument("--weights", default=None, help="comma-separated weights modes (default: the dtype's own)")
+    parser.add_argument("--peer", choices=("hf", "llamacpp"), default="hf")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
@@ -147,11 +201,24 @@ def main() -> None:
         if args.threads <= 0:
             parser.error("--threads must be positive")
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    path = default_model_path() if args.model is None else Path(args.model)
     bandwidth = memory_bandwidth()
-    rows = [row for dtype in args.dtypes.split(",") for row in bench_dtype(dtype, args, bandwidth)]
-    header = ("metric", "ours", "HF generate", "ours/HF", "floor (ours/floor)")
+    configs = [(dtype, weights) for dtype in args.dtypes.split(",")
+               for weights in (args.weights.split(",") if args.weights else [None])]
+    rows = []
+    if args.peer == "llamacpp":
+        log = Path(tempfile.gettempdir()) / "engine_bench_llama_server.log"
+        with LlamaServer(log, slots=BATCH, threads=threads, ctx_per_slot=1024, model=str(path)) as server:
+            peer = LlamaCppPeer(server)
+            rows = [row for dtype, weights in configs for row in bench_config(dtype, weights, peer, args, bandwidth)]
+    else:
+        for dtype, weights in configs:
+            rows += bench_config(dtype, weights, HFPeer(path, dtype), args, bandwidth)
+    name = LlamaCppPeer.name if args.peer == "llamacpp" else HFPeer.name
+    header = ("metric", "ours", name, f"ours/{name}", "floor (ours/floor)")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    print(f"threads={torch.get_num_threads()}  memory bandwidth={bandwidth / 1e9:.1f} GB/s (copy, read+write)")
+    print(f"threads={threads}  memory bandwidth={bandwidth / 1e9:.1f} GB/s (copy, read+write)  model={path.name}")
     for row in [header, tuple("-" * w for w in widths)] + rows:
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 
