@@ -108,13 +108,12 @@ def main() -> None:
 
     speed: dict[tuple[str, int], list[float]] = {}
     with torch.inference_mode():
-        for name in engines:                       # warm-up: one-off allocations and kernel selection
-            decode_speed(engines[name], one, 4)
+        for engine in engines.values():            # warm-up: one-off allocations and kernel selection
+            decode_speed(engine, one, 4)
         for _ in range(args.repeats):
             for prompts in (one, eight):
-                for name in engines:               # alternated, so drift on a shared machine hits every mode alike
-                    speed.setdefault((name, len(prompts)), []).append(decode_speed(engines[name], prompts,
-                                                                                   args.new_tokens))
+                for name, engine in engines.items():   # alternated: drift on a shared machine hits every mode
+                    speed.setdefault((name, len(prompts)), []).append(decode_speed(engine, prompts, args.new_tokens))
     med = {key: statistics.median(values) for key, values in speed.items()}
 
     print(f"\n{len(text_ids)} tokens of {TEXT.name}; greedy agreement over {len(chats)} prompts x "

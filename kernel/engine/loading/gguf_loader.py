@@ -95,7 +95,9 @@ def load_gguf_weights(reader: GGUFReader, cfg: LlamaConfig, dtype: torch.dtype, 
         heads = cfg.n_heads if name.endswith(".q") else cfg.n_kv_heads if name.endswith(".k") else None
         if quantized and qtype in _GROUP_DECODERS and len(tensor.shape) == 2:
             weight = _GROUP_DECODERS[qtype](tensor.data)
-            weights[name] = weight if heads is None else weight.permute_rows(lambda a: unpermute_rotary_rows(a, heads))
+            if heads is not None:
+                weight = weight.permute_rows(lambda rows, h=heads: unpermute_rotary_rows(rows, h))
+            weights[name] = weight
             continue
         try:
             data = _dequantized(tensor)

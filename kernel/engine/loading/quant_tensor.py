@@ -42,7 +42,7 @@ class GroupQuantized:
         grouped = codes.view(n, k // self.group, self.group).float()
         return (grouped * self.scale[rows][..., None] + self.offset[rows][..., None]).view(n, k)
 
-    def permute_rows(self, permute) -> "GroupQuantized":
+    def permute_rows(self, permute) -> GroupQuantized:
         """The same weights with rows reordered by permute (a function of a [N, x] numpy array) — the rotary unpermute
         moves whole rows, and a row's scales travel with it."""
         def apply(t: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def quantize_int4(w: torch.Tensor, group: int = INT4_GROUP) -> GroupQuantized:
 
 def quantize_int8_rows(w: torch.Tensor) -> GroupQuantized:
     """Symmetric 8-bit, one scale per output row (absmax / 127): the layout torch's _weight_int8pack_mm reads."""
-    n, k = w.shape
+    k = w.shape[1]
     w = w.float()
     scale = w.abs().amax(-1, keepdim=True) / 127
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
