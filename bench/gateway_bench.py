@@ -11,12 +11,17 @@
    max_tokens (a counting prompt: greedy never stops early), total tokens / wall time, median of --rounds rounds,
    the two paths alternated.
 
-    python -m bench.gateway_bench [--count 200] [--rounds 3] [--max-tokens 64]
+--compare-stack starts a second gateway on the asyncio loop and h11 (AIOS_GATEWAY_LOOP / AIOS_GATEWAY_HTTP) next to
+the default one (uvloop and httptools when installed) and interleaves its calls with the others: before and after
+in the same run.
+
+    python -m bench.gateway_bench [--count 200] [--rounds 3] [--max-tokens 64] [--compare-stack]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
@@ -33,42 +38,51 @@ from bench.kernel_proc import KernelProcess
 from sdk.gateway import keys
 from sdk.gateway.app import KERNEL_TIME_HEADER
 from sdk.gateway.process import GatewayProcess
+from sdk.gateway.server import HTTP_ENV, LOOP_ENV, server_stack
 
 KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 8192, "max-batch": 16, "arena-mb": 128}
 SHORT_CHAT = [{"role": "user", "content": "Say yes."}]
+BASE = " (asyncio+h11)"      # --compare-stack: the second gateway's paths
 STREAM_PROMPTS = [f"{i}, {i + 1}, {i + 2}, {i + 3}," for i in range(1, 9)]    # counting: runs to max_tokens
 
 
-def latency(kernel: sdk.Kernel, gateway_url: str, key: str, count: int) -> dict[str, list[tuple[float, float]]]:
+def latency(kernel: sdk.Kernel, gateways: dict[str, tuple[str, str]], count: int
+            ) -> dict[str, list[tuple[float, float]]]:
     """(wall seconds, kernel seconds) per call and path; the kernel's own time comes from the Completion (SDK) or the
-    gateway's x-aios-kernel-ms header, so wall minus kernel is the path's overhead without the LLM's noise."""
-    client = openai.OpenAI(base_url=gateway_url, api_key=key, max_retries=0)
-    host, port = gateway_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    lean = http.client.HTTPConnection(host, int(port), timeout=60)
-    lean.connect()
-    # the request goes out in one write (bytes body); no Nagle: a lean client, so what is measured is the gateway
-    lean.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    gateway's x-aios-kernel-ms header, so wall minus kernel is the path's overhead without the LLM's noise.
+    gateways: suffix -> (url, key); each gateway gets its own openai and lean paths ("openai chat" + suffix, ...)."""
     body = {"model": kernel.model, "messages": SHORT_CHAT, "max_tokens": 1}
     raw_body = json.dumps(body).encode()
 
     def sdk_chat() -> float:
         return kernel.chat(SHORT_CHAT, max_tokens=1, full=True).timing.total_s
 
-    def openai_chat() -> float:
+    def openai_chat(client: openai.OpenAI) -> float:
         raw = client.chat.completions.with_raw_response.create(**body)
         raw.parse()
         return float(raw.headers[KERNEL_TIME_HEADER]) / 1e3
 
-    def lean_chat() -> float:
+    def lean_chat(lean: http.client.HTTPConnection, headers: dict) -> float:
         lean.request("POST", "/v1/chat/completions", body=raw_body, headers=headers)
         response = lean.getresponse()
         assert response.status == 200, response.status
         json.loads(response.read())
         return float(response.getheader(KERNEL_TIME_HEADER)) / 1e3
 
-    paths = {"sdk chat": sdk_chat, "openai chat": openai_chat, "lean chat": lean_chat,
-             "sdk ping": lambda: kernel.ping() or 0.0, "openai models": lambda: client.models.list() and 0.0}
+    paths = {"sdk chat": sdk_chat, "sdk ping": lambda: kernel.ping() or 0.0}
+    closers = []
+    for suffix, (url, key) in gateways.items():
+        client = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
+        host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        lean = http.client.HTTPConnection(host, int(port), timeout=60)
+        lean.connect()
+        # the request goes out in one write (bytes body); no Nagle: a lean client, so what is measured is the gateway
+        lean.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+        paths["openai chat" + suffix] = lambda client=client: openai_chat(client)
+        paths["lean chat" + suffix] = lambda lean=lean, headers=headers: lean_chat(lean, headers)
+        paths["openai models" + suffix] = lambda client=client: client.models.list() and 0.0
+        closers += [lean.close, client.close]
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
     for round_ in range(count + 10):            # 10 warm-up rounds
         for name, call in paths.items():
@@ -76,8 +90,8 @@ def latency(kernel: sdk.Kernel, gateway_url: str, key: str, count: int) -> dict[
             kernel_s = call()
             if round_ >= 10:
                 samples[name].append((time.perf_counter() - start, kernel_s))
-    lean.close()
-    client.close()
+    for close in closers:
+        close()
     return samples
 
 
@@ -125,14 +139,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200, help="calls per path for the latency medians")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the 8-stream comparison")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per streamed call")
+    parser.add_argument("--compare-stack", action="store_true", help="also a second gateway on the asyncio loop and "
+                        "h11 (AIOS_GATEWAY_LOOP/HTTP), its calls interleaved with the first's")
     args = parser.parse_args(argv)
+    stack = "+".join(server_stack())
     with tempfile.TemporaryDirectory(prefix="aios-gateway-bench-") as workdir:
         keys_path = f"{workdir}/keys.json"
         plain = [keys.add(keys_path, f"bench-http-{i}") for i in range(len(STREAM_PROMPTS))]
-        with KernelProcess(f"ipc://{workdir}/kernel.sock", KERNEL_OPTIONS, Path(workdir) / "aiosd.log") as proc, \
-                GatewayProcess(proc.address, keys_path, Path(workdir) / "gateway.log") as gateway, \
-                sdk.connect(proc.address, name="bench-sdk") as kernel:
-            samples = latency(kernel, gateway.url, plain[0], args.count)
+        plain_base = keys.add(keys_path, "bench-http-base")
+        with contextlib.ExitStack() as stack_:
+            proc = stack_.enter_context(KernelProcess(f"ipc://{workdir}/kernel.sock", KERNEL_OPTIONS,
+                                                      Path(workdir) / "aiosd.log"))
+            gateway = stack_.enter_context(GatewayProcess(proc.address, keys_path, Path(workdir) / "gateway.log"))
+            gateways = {"": (gateway.url, plain[0])}
+            if args.compare_stack:
+                base = stack_.enter_context(GatewayProcess(proc.address, keys_path, Path(workdir) / "gateway-base.log",
+                                                           env={LOOP_ENV: "asyncio", HTTP_ENV: "h11"}))
+                gateways[BASE] = (base.url, plain_base)
+            kernel = stack_.enter_context(sdk.connect(proc.address, name="bench-sdk"))
+            samples = latency(kernel, gateways, args.count)
             sdk_rates, http_rates = [], []
             for _ in range(args.rounds):
                 tokens, wall = asyncio.run(sdk_streams(proc.address, args.max_tokens))
@@ -145,18 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     over = {name: statistics.median(w - k for w, k in values) * 1e3 for name, values in samples.items()}
     print(f"gateway vs SDK, same run: median of {args.count} interleaved calls per path; 'outside kernel' is each "
           f"call's wall time minus the kernel's own time for it")
-    print(f"{'path':<36}{'p50 ms':>9}{'ratio':>8}{'outside kernel ms':>19}{'added ms':>10}")
-    rows = [("short chat, SDK (baseline)", "sdk chat", "sdk chat"),
-            ("short chat, gateway, openai client", "openai chat", "sdk chat"),
-            ("short chat, gateway, http.client", "lean chat", "sdk chat"),
-            ("no-op, SDK kernel.ping (baseline)", "sdk ping", "sdk ping"),
-            ("no-op, gateway /v1/models, openai", "openai models", "sdk ping")]
+    print(f"gateway: {stack}" + ("; second gateway: asyncio+h11" if args.compare_stack else ""))
+    print(f"{'path':<42}{'p50 ms':>9}{'ratio':>8}{'outside kernel ms':>19}{'added ms':>10}")
+    rows = [("short chat, SDK (baseline)", "sdk chat", "sdk chat")]
+    for suffix in ("", BASE) if args.compare_stack else ("",):
+        rows += [(f"short chat, gw{suffix}, openai client", "openai chat" + suffix, "sdk chat"),
+                 (f"short chat, gw{suffix}, http.client", "lean chat" + suffix, "sdk chat")]
+    rows.append(("no-op, SDK kernel.ping (baseline)", "sdk ping", "sdk ping"))
+    for suffix in ("", BASE) if args.compare_stack else ("",):
+        rows.append((f"no-op, gw{suffix} /v1/models, openai", "openai models" + suffix, "sdk ping"))
     for label, name, base in rows:
-        print(f"{label:<36}{wall[name]:>9.2f}{wall[name] / wall[base]:>7.2f}x{over[name]:>19.2f}"
+        print(f"{label:<42}{wall[name]:>9.2f}{wall[name] / wall[base]:>7.2f}x{over[name]:>19.2f}"
               f"{over[name] - over[base]:>10.2f}")
     added = over["lean chat"] - over["sdk chat"]
     print(f"target: added p50 of a short chat <= 1 ms -> {added:.2f} ms (http.client), "
           f"{over['openai chat'] - over['sdk chat']:.2f} ms (openai client): {'met' if added <= 1 else 'NOT met'}")
+    if not args.rounds:
+        return 0
     sdk_rate, http_rate = statistics.median(sdk_rates), statistics.median(http_rates)
     print(f"\n8 streaming clients at once, {args.max_tokens} tokens each, median of {args.rounds} rounds (tok/s)")
     print(f"{'path':<34}{'tok/s':>10}{'ratio':>8}")

@@ -7,10 +7,15 @@ The keys file is --keys, else the default one (default_keys_path()) if it exists
 one agent, "gateway", with no authentication: allowed on a loopback address only. SIGINT/SIGTERM stop it (uvicorn's
 handlers): open connections are given a few seconds, then the kernel connections close, which cancels their calls in
 the kernel.
+
+The event loop and HTTP parser: uvloop and httptools (C, both) when they are installed, else the asyncio loop and
+h11; AIOS_GATEWAY_LOOP (uvloop | asyncio) and AIOS_GATEWAY_HTTP (httptools | h11) choose one explicitly (benches
+compare them). Both cut the gateway's own per-request cost (bench/RESULTS.md, "Gateway").
 """
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import os
 import socket
@@ -43,6 +48,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+LOOP_ENV, HTTP_ENV = "AIOS_GATEWAY_LOOP", "AIOS_GATEWAY_HTTP"
+
+
+def _installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def server_stack() -> tuple[str, str]:
+    """(loop, http) for uvicorn: the environment's choice, else the C implementations when installed."""
+    loop = os.environ.get(LOOP_ENV) or ("uvloop" if _installed("uvloop") else "asyncio")
+    http = os.environ.get(HTTP_ENV) or ("httptools" if _installed("httptools") else "h11")
+    if loop not in ("uvloop", "asyncio") or http not in ("httptools", "h11"):
+        raise ValueError(f"{LOOP_ENV} takes uvloop or asyncio, {HTTP_ENV} httptools or h11; got {loop!r}, {http!r}")
+    return loop, http
+
+
 def serve(address: str, listen: str, keys_path: str | None, log_level: str = "warning") -> int:
     host, port = parse_listen(listen)
     if keys_path is None and not is_loopback(host):
@@ -55,8 +80,8 @@ def serve(address: str, listen: str, keys_path: str | None, log_level: str = "wa
     sock.bind((host, port))
     sock.listen(1024)
     bound = sock.getsockname()[1]
-    # the asyncio loop (not uvloop): the SDK's zmq.asyncio sockets are known to work on it
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, loop="asyncio", lifespan="on",
+    loop, http = server_stack()
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, loop=loop, http=http, lifespan="on",
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
 
@@ -68,12 +93,13 @@ def serve(address: str, listen: str, keys_path: str | None, log_level: str = "wa
                 await asyncio.sleep(0.01)
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             print(f"{READY_PREFIX} url=http://{shown}:{bound}/v1 kernel={address} "
-                  f"keys={keys_path or 'none (one open agent)'}", flush=True)
+                  f"keys={keys_path or 'none (one open agent)'} loop={loop} http={http}", flush=True)
         announcer = asyncio.create_task(announce())
         try:
             await server.serve(sockets=[sock])
         finally:
             announcer.cancel()
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:     # the loop uvicorn's "loop" names
+        runner.run(run())
     return 0 if server.started else 1
