@@ -1,11 +1,11 @@
 """python -m bench.serving_path: what the kernel path costs a decoding sequence, against the bare engine.
 
-    python -m bench.serving_path [--batches 1,4,8] [--new-tokens 64] [--repeats 3] [--dtype bfloat16]
+    python -m bench.serving_path [--batches 1,4,8] [--new-tokens 64] [--repeats 3] [--dtype bfloat16] [--weights int4]
 
-For each batch size N: the bare engine in this process steps N sequences (200-token prompts, ignore_eos) and the
-median decode step time is its ms/token; then aiosd (its own process, same engine options) serves N agent processes
-(each its own OS process, streaming one generate call with the same prompt and length) and each agent's ms/token is
-the time between its first and last streamed token over the tokens between. Overhead = kernel ms/token over bare
+For each batch size N: the bare engine in this process is given N sequences at once (200-word prompts, ignore_eos)
+and each sequence's ms/token is the time between its first and last token over the tokens between; then aiosd (its
+own process, same engine options) serves N agent processes (each its own OS process, streaming one generate call with
+the same prompt and length) and each agent's ms/token is measured the same way, from its streamed tokens. Overhead = kernel ms/token over bare
 ms/token − 1, medians over sequences and --repeats runs. Both runs happen here, one after the other, on the same cores.
 """
 from __future__ import annotations
@@ -34,21 +34,24 @@ def _prompt(index: int) -> str:
 
 
 def bare_ms_per_token(engine, batch: int, new_tokens: int) -> float:
-    """Median decode step time with `batch` sequences, once all have their first token."""
+    """The bare engine given the same arrivals (every prompt at once) and measured the same way as the agents: each
+    sequence's time from its first to its last token over the tokens between, median over sequences. Early starters'
+    decode steps share the engine with the others' prefill chunks, here as in aiosd."""
     from kernel.engine.core.interface import EngineRequest, SamplingParams
     params = SamplingParams(max_tokens=new_tokens, ignore_eos=True)
     for i in range(batch):
         engine.add(EngineRequest(req_id=f"bare{batch}-{i}", prompt_ids=engine.tokenize(_prompt(i)), params=params))
-    started: set[str] = set()
-    while len(started) < batch:
-        started.update(event.req_id for event in engine.step())
-    steps = []
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    count: dict[str, int] = {}
     while engine.has_work():
-        start = time.perf_counter()
-        if not engine.step():
-            break
-        steps.append(time.perf_counter() - start)
-    return 1000 * statistics.median(steps)
+        events = engine.step()
+        now = time.perf_counter()
+        for event in events:
+            first.setdefault(event.req_id, now)
+            last[event.req_id] = now
+            count[event.req_id] = count.get(event.req_id, 0) + 1
+    return statistics.median(1000 * (last[r] - first[r]) / max(1, count[r] - 1) for r in first)
 
 
 def agent_main(address: str, index: int, new_tokens: int, start_at: float) -> None:
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--weights", default="int4", help="weights mode of both engines (aiosd --weights)")
     parser.add_argument("--agent", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--address", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -102,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     bare: dict[int, list[float]] = {b: [] for b in batches}
     served: dict[int, list[float]] = {b: [] for b in batches}
     agent_cpu: dict[int, list[float]] = {b: [] for b in batches}
-    engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192)
+    engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192, weights=args.weights)
     with tempfile.TemporaryDirectory(prefix="aios-serving-") as tmp:
         address = f"ipc://{tmp}/kernel.sock"
-        options = {"dtype": args.dtype, "kv-budget": 8192, "retention": "off", "prefix-cache": "off"}
+        options = {"dtype": args.dtype, "weights": args.weights, "kv-budget": 8192, "retention": "off",
+                   "prefix-cache": "off"}
         with KernelProcess(address, options, Path(tmp) / "aiosd.log") as kernel_proc:
             del kernel_proc
             for _ in range(args.repeats):          # alternate the two, so drift on a shared machine hits both
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     rate, cpu = kernel_ms_per_token(address, batch, args.new_tokens)
                     served[batch].append(rate)
                     agent_cpu[batch].append(cpu)
-    print(f"decode ms/token per sequence, {args.dtype}, {threads} threads, {args.new_tokens} new tokens, "
+    print(f"decode ms/token per sequence, {args.dtype} activations, {args.weights} weights, {threads} threads, {args.new_tokens} new tokens, "
           f"median of {args.repeats} runs")
     print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9} {'agents CPU ms/step':>19}")
     for batch in batches:
