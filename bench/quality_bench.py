@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from bench.engine_bench import ours_decode
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.quant_select import MAX_PPL_RATIO, perplexity
 from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
@@ -55,19 +56,6 @@ def first_divergence(ours: list[int], reference: list[int]) -> int:
         if a != b:
             return position
     return min(len(ours), len(reference))
-
-
-def decode_speed(engine: TorchEngine, prompts: list[list[int]], new_tokens: int) -> float:
-    """Decode tokens/s over all sequences, from the step after every sequence sampled its first token."""
-    for i, prompt in enumerate(prompts):
-        engine.add(EngineRequest(f"d{i}", prompt, SamplingParams(max_tokens=new_tokens, ignore_eos=True)))
-    started: set[str] = set()
-    while len(started) < len(prompts):
-        started.update(event.req_id for event in engine.step())
-    start, produced = time.perf_counter(), 0
-    while engine.has_work():
-        produced += len(engine.step())
-    return produced / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -109,11 +97,11 @@ def main() -> None:
     speed: dict[tuple[str, int], list[float]] = {}
     with torch.inference_mode():
         for engine in engines.values():            # warm-up: one-off allocations and kernel selection
-            decode_speed(engine, one, 4)
+            ours_decode(engine, one, 4)
         for _ in range(args.repeats):
             for prompts in (one, eight):
                 for name, engine in engines.items():   # alternated: drift on a shared machine hits every mode
-                    speed.setdefault((name, len(prompts)), []).append(decode_speed(engine, prompts, args.new_tokens))
+                    speed.setdefault((name, len(prompts)), []).append(ours_decode(engine, prompts, args.new_tokens))
     med = {key: statistics.median(values) for key, values in speed.items()}
 
     print(f"\n{len(text_ids)} tokens of {TEXT.name}; greedy agreement over {len(chats)} prompts x "

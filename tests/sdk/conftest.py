@@ -1,13 +1,2 @@
-"""A real aiosd per test module (float32: a sequence's greedy output does not depend on what it is batched with)."""
-import pytest
-
-from bench.kernel_proc import KernelProcess
-
-KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 4096, "max-batch": 16, "arena-mb": 64}
-
-
-@pytest.fixture(scope="module")
-def aiosd(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("aiosd")
-    with KernelProcess(f"ipc://{workdir}/kernel.sock", KERNEL_OPTIONS, workdir / "aiosd.log") as kernel:
-        yield kernel
+"""The SDK tests use the end-to-end tests' aiosd: a real kernel process per test module (float32)."""
+from tests.e2e.conftest import KERNEL_OPTIONS, aiosd  # noqa: F401  (pytest finds the fixture by name here)
