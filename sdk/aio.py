@@ -19,24 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
-import sys
 from typing import Any, AsyncIterator
 
 import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from ipc.address import check_address, default_address
 from ipc.curve import secure_client
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import REPLY_ERROR
 from sdk import protocol
 from sdk.calls import Syscalls
 from sdk.errors import KernelError, KernelTimeout
-from sdk.protocol import DEFAULT_TIMEOUT_S, HEARTBEAT_S, HELLO_TIMEOUT_S, TOKEN_ENV, Request
+from sdk.protocol import DEFAULT_TIMEOUT_S, HEARTBEAT_S, HELLO_TIMEOUT_S, Request
 
 log = logging.getLogger("sdk.aio")
 
@@ -60,14 +56,7 @@ class AsyncKernel(Syscalls):
     def __init__(self, address: str | None = None, name: str | None = None, priority: int = 0,
                  timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None, ephemeral: bool = False):
         """Use aconnect(): the connection opens (and says hello) in a coroutine."""
-        self.address = check_address(address or default_address())
-        self.name = name or os.path.basename(sys.argv[0] or "agent") or "agent"
-        self.priority = priority
-        self.ephemeral = ephemeral
-        self.timeout = timeout                  # default per-call timeout, seconds (None: wait forever)
-        self._init_services()
-        self._token = token or os.environ.get(TOKEN_ENV) or None
-        self._ids = itertools.count(1)
+        self._init_agent(address, name, priority, timeout, token, ephemeral)
         self._pending: dict[int, asyncio.Queue] = {}     # call id → its replies (raw envelopes, or a KernelError)
         self._tasks: list[asyncio.Task] = []
         self._zmq = self._socket = self._monitor = None

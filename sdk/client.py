@@ -11,16 +11,12 @@ sdk/protocol.py, the syscall methods themselves are sdk/calls.py's, shared with 
 """
 from __future__ import annotations
 
-import itertools
-import os
-import sys
 import time
 from typing import Iterator
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ipc.address import check_address, default_address
 from ipc.curve import secure_client
 from ipc.errors import ErrorCode
 from sdk import protocol
@@ -43,14 +39,7 @@ def connect(address: str | None = None, name: str | None = None, priority: int =
 class Kernel(Syscalls):
     def __init__(self, address: str | None = None, name: str | None = None, priority: int = 0,
                  timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None, ephemeral: bool = False):
-        self.address = check_address(address or default_address())
-        self.name = name or os.path.basename(sys.argv[0] or "agent") or "agent"
-        self.priority = priority
-        self.ephemeral = ephemeral
-        self._init_services()
-        self.timeout = timeout                  # default per-call timeout, seconds (None: wait forever)
-        self._token = token or os.environ.get(TOKEN_ENV) or None
-        self._ids = itertools.count(1)
+        self._init_agent(address, name, priority, timeout, token, ephemeral)
         protocol.check_listening(self.address)
         self._zmq = zmq.Context()
         self._socket = self._zmq.socket(zmq.DEALER)
