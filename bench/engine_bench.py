@@ -161,12 +161,13 @@ def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) 
                                    prefill_chunk=PREFILL_TOKENS, threads=args.threads, **options)
     tag = f"[{dtype}, weights {getattr(engine, 'weights', weights or dtype)}]"
     one, eight = _prompts(engine, 1, 32), _prompts(engine, BATCH, 32)
-    long_prompt = _prompts(engine, 1, PREFILL_TOKENS)[0]
+    # A fresh prompt for every prefill (ours and the peer's): a repeated one would be served from our prefix cache.
+    long_prompts = iter(_prompts(engine, 2 * args.repeats + 2, PREFILL_TOKENS))
     floor = bandwidth / engine.model.weight_nbytes()
     rows = []
     with torch.inference_mode():
-        ours_prefill(engine, long_prompt)   # warm-up: first calls pay one-off allocation and kernel selection
-        peer.prefill(long_prompt)
+        ours_prefill(engine, next(long_prompts))   # warm-up: first calls pay one-off allocation and kernel selection
+        peer.prefill(next(long_prompts))
         for label, prompts in (("decode tok/s, batch 1", one), (f"decode tok/s, batch {BATCH}", eight)):
             pairs = [(ours_decode(engine, prompts, args.new_tokens), peer.decode(prompts, args.new_tokens))
                      for _ in range(args.repeats)]
@@ -174,13 +175,15 @@ def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) 
             ratio = statistics.median(a / b for a, b in pairs)
             rows.append((f"{label} {tag}", f"{ours:.1f}", f"{ref:.1f}", f"{ratio:.2f}x",
                          f"{floor:.1f} ({ours / floor:.2f}x)" if prompts is one else "–"))
-        pairs = [(ours_prefill(engine, long_prompt), peer.prefill(long_prompt)) for _ in range(args.repeats)]
+        pairs = [(ours_prefill(engine, next(long_prompts)), peer.prefill(next(long_prompts)))
+                 for _ in range(args.repeats)]
         ours, ref = (statistics.median(p[i] for p in pairs) for i in (0, 1))
         rows.append((f"prefill tok/s, {PREFILL_TOKENS} tokens {tag}", f"{ours:.0f}", f"{ref:.0f}",
                      f"{statistics.median(a / b for a, b in pairs):.2f}x", "–"))
         kv = engine.layout().bytes_per_token()
         rows.append((f"KV bytes/token {tag}", str(kv), "–", "–", "–"))
-        copies = [kv_copy_speed(engine, long_prompt * 8) for _ in range(args.repeats)]
+        kv_prompt = _prompts(engine, 1, PREFILL_TOKENS)[0] * 8
+        copies = [kv_copy_speed(engine, kv_prompt) for _ in range(args.repeats)]
         save, load = (statistics.median(c[i] for c in copies) for i in (0, 1))
         rows.append((f"save_kv / load_kv GB/s, 4096 tokens {tag}", f"{save / 1e9:.1f} / {load / 1e9:.1f}",
                      "–", "–", f"copy {bandwidth / 1e9:.1f}"))
