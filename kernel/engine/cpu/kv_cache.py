@@ -38,10 +38,9 @@ class KVCache:
         # small runs, and bytes need no numpy counterpart of bfloat16. [L, 2, slots, Hkv, D * itemsize]
         self._bytes = self.data.view(torch.uint8).numpy()
 
-    def write(self, index: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """slots: [T]; k, v: [T, Hkv, D]."""
-        self.data[index, 0].index_copy_(0, slots, k)
-        self.data[index, 1].index_copy_(0, slots, v)
+    def layer(self, index: int) -> torch.Tensor:
+        """Layer index's K and V for every slot, as a view: [2, slots, Hkv, D]."""
+        return self.data[index]
 
     def gather(self, index: int, slots: torch.Tensor) -> torch.Tensor:
         """Layer index's K and V at slots [*S]: [2, *S, Hkv, D]. An index_select of whole Hkv*D rows, several times
@@ -49,10 +48,6 @@ class KVCache:
         layer = self.data[index]                                       # [2, slots, Hkv, D]
         rows = layer.flatten(2).index_select(1, slots.flatten())       # [2, |S|, Hkv D]
         return rows.view(2, *slots.shape, *layer.shape[2:])
-
-    def span(self, index: int, start: int, stop: int) -> torch.Tensor:
-        """Layer index's K and V in the consecutive slots [start, stop), as a view: [2, stop - start, Hkv, D]."""
-        return self.data[index, :, start:stop]
 
     def _snapshot_view(self, buffer: memoryview, n_tokens: int) -> np.ndarray:
         """buffer as the bytes of a snapshot of n_tokens tokens: [L, 2, n_tokens, Hkv, D * itemsize]."""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kernel.engine.cpu.kv_cache import KVCache
+from kernel.engine.cpu.layer_ops import layer_ops
 from kernel.engine.cpu.quant_weights import (Product, Weight, build_embedding, build_product, lm_head_mode,
                                               natural_mode)
 from kernel.engine.loading.model_config import LlamaConfig
@@ -32,10 +33,13 @@ class LayerWeights:
 
 
 class LlamaModel:
-    def __init__(self, cfg: LlamaConfig, weights: dict[str, Weight], dtype: torch.dtype, mode: str | None = None):
+    def __init__(self, cfg: LlamaConfig, weights: dict[str, Weight], dtype: torch.dtype, mode: str | None = None,
+                 native: bool = True):
         """dtype: activations, norms and KV; mode: how the matrices are stored and multiplied (quant_weights.py),
-        None → the compute dtype's own float (weights: float tensors or GGUF-quantized GroupQuantized)."""
+        None → the compute dtype's own float (weights: float tensors or GGUF-quantized GroupQuantized). native: the
+        steps between products as fused native ops where they build (layer_ops.py), else torch ops."""
         self.cfg = cfg
+        self.ops = layer_ops(native)
         self.dtype = dtype
         self.mode = mode = mode or natural_mode(dtype)
         w = weights
@@ -64,43 +68,39 @@ class LlamaModel:
 
     def forward(self, batch: StepBatch, kv: KVCache) -> torch.Tensor:
         """Runs every row of the batch, writes their K/V into kv, returns float32 logits [S, V] for batch.logit_rows."""
-        cfg = self.cfg
+        cfg, ops = self.cfg, self.ops
+        n_heads, n_kv_heads, head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        # x is this step's own tensor (the embedding rows were copied out by the lookup): residuals are added in place,
+        # each fused with the norm that reads the sum.
         x = self.embed[batch.input_ids]                                   # [T, E]
-        cos = self._cos[batch.positions].unsqueeze(1)                     # [T, 1, D]
-        signed_sin = self._signed_sin[batch.positions].unsqueeze(1)       # [T, 1, D]
-        q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        h = ops.add_rms_norm(x, None, self.layers[0].attn_norm, cfg.rms_eps)
         for index, layer in enumerate(self.layers):
-            h = F.rms_norm(x, (cfg.hidden_size,), layer.attn_norm, cfg.rms_eps)
-            qk, v = layer.qkv(h).split([q_size + kv_size, kv_size], dim=-1)
-            qk = _rotate(qk.view(-1, cfg.n_heads + cfg.n_kv_heads, cfg.head_dim), cos, signed_sin)  # [T, H + Hkv, D]
-            q, k = qk.split([cfg.n_heads, cfg.n_kv_heads], dim=1)                # [T, H, D], [T, Hkv, D]
-            v = v.view(-1, cfg.n_kv_heads, cfg.head_dim)                        # [T, Hkv, D]
-            kv.write(index, batch.slot_mapping, k, v)
-            attn = _attention(q, k, v, kv, index, batch)                        # [T, H, D]
-            # In place: x is this step's own tensor (the embedding rows were copied out by the lookup).
-            x.add_(layer.o(attn.flatten(1)))
-            h = F.rms_norm(x, (cfg.hidden_size,), layer.mlp_norm, cfg.rms_eps)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)                        # [T, F] each
-            x.add_(layer.down(F.silu(gate).mul_(up)))
+            cache = kv.layer(index)                                       # [2, slots, Hkv, D]
+            qkv = layer.qkv(h)                                            # [T, (H + 2 Hkv) D]
+            q, k = ops.rope_write(qkv, self._cos, self._signed_sin, batch.positions, cache, batch.slot_mapping,
+                                  n_heads, n_kv_heads)                    # [T, H, D], [T, Hkv, D]
+            v = qkv[:, (n_heads + n_kv_heads) * head_dim:].view(-1, n_kv_heads, head_dim)
+            attn = _attention(ops, q, k, v, kv, index, batch)            # [T, H, D]
+            h = ops.add_rms_norm(x, layer.o(attn.flatten(1)), layer.mlp_norm, cfg.rms_eps)
+            mlp = layer.down(ops.silu_mul(layer.gate_up(h)))
+            if index + 1 < len(self.layers):
+                h = ops.add_rms_norm(x, mlp, self.layers[index + 1].attn_norm, cfg.rms_eps)
+            else:
+                x.add_(mlp)
         h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)   # [S, E]
         return self.lm_head(h).float()                                                   # [S, V]
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, rotate-half convention: x * cos + [-x2, x1] * sin, with the sign folded into the table (exact:
-    (-a) * b == a * (-b)) so the half swap is one roll. x: [T, heads, D]; cos, signed_sin: [T, 1, D]."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
-
-
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch
+def _attention(ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch
                ) -> torch.Tensor:
-    """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in layer index of the cache)."""
+    """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in layer index of the cache). Decode rows through the
+    layer ops; each prefill chunk through one SDPA (torch's flash kernel is the fast one for many query rows)."""
     n = batch.n_decode
     if not batch.prefills:            # a pure decode step, the common case: the result needs no assembly
-        return _decode_attention(q, kv, index, batch)
+        return ops.decode_attention(q, kv.layer(index), batch)
     out = torch.empty_like(q)
     if n:
-        out[:n] = _decode_attention(q[:n], kv, index, batch)
+        out[:n] = ops.decode_attention(q[:n], kv.layer(index), batch)
     for chunk in batch.prefills:
         query = q[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)       # [1, H, n, D]
         if chunk.context_slots is None:   # first chunk: attends to itself only
@@ -112,22 +112,4 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, i
             result = F.scaled_dot_product_attention(query, context[0:1], context[1:2], attn_mask=chunk.mask,
                                                     enable_gqa=True)
         out[chunk.start:chunk.end] = result.squeeze(0).transpose(0, 1)
-    return out
-
-
-def _decode_attention(q: torch.Tensor, kv: KVCache, index: int, batch: StepBatch) -> torch.Tensor:
-    """The single-token rows, each over its own context. q: [n_decode, H, D] → [n_decode, H, D].
-
-    One attention per sequence over a view of its slots, not one over a padded gather of every context: the gather
-    copied each layer's whole context and the padding needed a mask, 1.7x (200 tokens) to 4x (1k tokens) slower at 8
-    sequences than these views (bench/RESULTS.md, "Engine speed vs llama.cpp")."""
-    out = q if len(batch.decode_contexts) == 1 else torch.empty_like(q)
-    for row, context in enumerate(batch.decode_contexts):
-        keys_values = kv.span(index, *context) if isinstance(context, tuple) else kv.gather(index, context)
-        keys_values = keys_values.transpose(1, 2).unsqueeze(1)                  # [2, 1, Hkv, n_ctx, D]
-        result = F.scaled_dot_product_attention(q[row:row + 1].unsqueeze(2), keys_values[0], keys_values[1],
-                                                enable_gqa=True)               # [1, H, 1, D]
-        if out is q:
-            return result.view_as(q)
-        out[row] = result.view(q.shape[1:])
     return out

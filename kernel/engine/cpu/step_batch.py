@@ -6,6 +6,7 @@ layer, so per-layer work loops over prefill chunks only, never over decoding seq
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -33,11 +34,24 @@ class StepBatch:
     positions: torch.Tensor           # [T] long
     slot_mapping: torch.Tensor        # [T] long: the KV slot each row's K/V is written to
     n_decode: int                     # rows [0, n_decode) are single-token chunks
-    # Each decode's context (its earlier tokens and itself): the consecutive slots (start, stop), read in place as a
-    # view of the cache (blocks allocated together usually are consecutive), else its [n_ctx] slots, gathered.
-    decode_contexts: tuple[tuple[int, int] | torch.Tensor, ...]
+    # Each decode's context (its earlier tokens and itself) as the paged cache holds it: its blocks (rows padded with
+    # block 0 past its own) and its length.
+    decode_block_tables: torch.Tensor  # [n_decode, max blocks] long
+    decode_lens: torch.Tensor          # [n_decode] long
+    block_size: int
     prefills: tuple[PrefillChunk, ...]
     logit_rows: torch.Tensor          # [S] long: rows whose next-token logits are sampled
+
+    @cached_property
+    def decode_contexts(self) -> tuple[tuple[int, int] | torch.Tensor, ...]:
+        """Each decode's context for the torch ops (layer_ops.TorchOps): the consecutive slots (start, stop), read in
+        place as a view of the cache (blocks allocated together usually are consecutive), else its [n_ctx] slots."""
+        offsets = torch.arange(self.block_size)
+        contexts = []
+        for blocks, n_ctx in zip(self.decode_block_tables, self.decode_lens.tolist()):
+            slots = (blocks[:, None] * self.block_size + offsets).flatten()[:n_ctx]
+            contexts.append((int(slots[0]), int(slots[-1]) + 1) if bool((slots.diff() == 1).all()) else slots)
+        return tuple(contexts)
 
 
 def build_step_batch(chunks: list[ScheduledChunk], block_size: int) -> tuple[StepBatch, list[int]]:
@@ -53,7 +67,10 @@ def build_step_batch(chunks: list[ScheduledChunk], block_size: int) -> tuple[Ste
 
     input_ids, positions, slot_pieces, logit_rows, sampled = [], [], [], [], []
     prefills: list[PrefillChunk] = []
-    decode_ctx = [context_slots(c) for c in decodes]
+    decode_lens = [c.start_pos + 1 for c in decodes]
+    width = max((-(-n // block_size) for n in decode_lens), default=0)
+    decode_tables = [c.block_table[:width] + [0] * (width - len(c.block_table[:width])) for c in decodes]
+    decode_slots: list[int] = []
     row = 0
     for index in order:
         chunk = chunks[index]
@@ -61,7 +78,8 @@ def build_step_batch(chunks: list[ScheduledChunk], block_size: int) -> tuple[Ste
         input_ids += chunk.token_ids
         positions += range(chunk.start_pos, chunk.start_pos + n)
         if n == 1:
-            slot_pieces.append(decode_ctx[row][-1:])
+            pos = chunk.start_pos
+            decode_slots.append(chunk.block_table[pos // block_size] * block_size + pos % block_size)
         else:
             slots = context_slots(chunk)
             slot_pieces.append(slots[chunk.start_pos:])
@@ -76,12 +94,11 @@ def build_step_batch(chunks: list[ScheduledChunk], block_size: int) -> tuple[Ste
             logit_rows.append(row - 1)
             sampled.append(index)
 
-    decode_contexts = tuple((int(slots[0]), int(slots[-1]) + 1) if bool((slots.diff() == 1).all()) else slots
-                            for slots in decode_ctx)
     batch = StepBatch(
         input_ids=torch.tensor(input_ids, dtype=torch.long),
         positions=torch.tensor(positions, dtype=torch.long),
-        slot_mapping=torch.cat(slot_pieces),
-        n_decode=len(decodes), decode_contexts=decode_contexts,
+        slot_mapping=torch.cat([torch.tensor(decode_slots, dtype=torch.long)] + slot_pieces),
+        n_decode=len(decodes), decode_block_tables=torch.tensor(decode_tables, dtype=torch.long).view(len(decodes), width),
+        decode_lens=torch.tensor(decode_lens, dtype=torch.long), block_size=block_size,
         prefills=tuple(prefills), logit_rows=torch.tensor(logit_rows, dtype=torch.long))
     return batch, sampled

@@ -1,0 +1,59 @@
+"""The decode step's small ops in C++ (ops.cpp), built for this CPU at first use and cached; None where they cannot be.
+
+Why native code: at the few rows of a decode step the torch ops between the weight products cost more in dispatch than
+in arithmetic. Measured on SmolLM2-135M, batch 1, 200-token context (bench/step_profile.py, bench/RESULTS.md): a
+decode attention of 6-8 torch ops per sequence per layer took 5.7 ms of a 17.9 ms step at batch 1 and 49.5 ms of 85 ms
+at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each op here replaces one such run:
+
+    add_rms_norm      x += delta; rms_norm(x) * w                      (2 ops → 1)
+    rope_write        rotary on q and k, k and v into the paged cache   (~10 ops → 1)
+    decode_attention  every single-token row over its own paged context (6-8 ops per sequence → 1 per step)
+    silu_mul          silu(gate) * up                                  (3 ops → 1)
+
+torch.utils.cpp_extension builds ops.cpp with the machine's C++ compiler (and ninja) into torch's extension cache
+(TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), under a name that includes a digest of the source and of this
+CPU's instruction-set flags, since it is compiled with -march=native: a cache shared by different CPUs never runs code
+built for another. The first build takes ~30 s (`make install` does it); later loads take milliseconds. Where it cannot
+be built (no compiler), or with AIOS_NATIVE_OPS=0, load() returns None and the model runs the same steps as torch ops
+(kernel/engine/cpu/layer_ops.py), which tests/engine/test_native_ops.py holds the native ops to.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("ops.cpp")
+FLAGS = ["-O3", "-march=native", "-fopenmp"]
+log = logging.getLogger(__name__)
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+@functools.cache     # one build or load per process: torch.ops registers the library process-wide anyway
+def load():
+    """torch.ops.aios_cpu, or None (see the module docstring)."""
+    if os.environ.get("AIOS_NATIVE_OPS", "1") == "0":
+        return None
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_flags().encode()).hexdigest()[:12]
+    try:
+        from torch.utils.cpp_extension import load
+        load(f"aios_cpu_ops_{digest}", [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+             is_python_module=False, verbose=False)
+    except Exception as error:     # noqa: BLE001 - no compiler, no ninja, a failed build: the torch ops serve instead
+        log.warning("native CPU ops unavailable, using torch ops: %s", str(error).splitlines()[0] if str(error) else error)
+        return None
+    return torch.ops.aios_cpu
+

@@ -1,0 +1,114 @@
+"""The native layer ops (kernel/engine/cpu/native/ops.cpp) against the torch ops they replace (layer_ops.TorchOps), on
+random inputs in each dtype, with paged contexts whose blocks are scattered and of different lengths; bad tables are
+errors, not reads out of bounds."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel.engine.cpu.layer_ops import NativeOps, TorchOps
+from kernel.engine.cpu.native import load
+from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
+
+library = load()
+pytestmark = pytest.mark.skipif(library is None, reason="the native ops did not build on this machine")
+
+H, HKV, D, BLOCK, SLOTS = 6, 2, 32, 4, 256
+# float32 agrees to rounding; bfloat16/float16 results are one rounding of a float32 value in both, bar the torch ops'
+# intermediate roundings, so they agree to a few units in their last place
+TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
+DTYPES = list(TOLERANCE)
+
+
+@pytest.fixture
+def native():
+    return NativeOps(library)
+
+
+def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> bool:
+    scale = max(1.0, float(b.float().abs().max()))
+    return float((a.float() - b.float()).abs().max()) <= TOLERANCE[dtype] * scale
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_delta", [False, True])
+def test_add_rms_norm(native, dtype, with_delta):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 48, generator=g).to(dtype)
+    delta = torch.randn(5, 48, generator=g).to(dtype) if with_delta else None
+    w = torch.rand(48, generator=g).to(dtype)
+    x_ref = x.clone()
+    expected = TorchOps.add_rms_norm(x_ref, delta, w, 1e-5)
+    got = native.add_rms_norm(x, delta, w, 1e-5)
+    assert torch.equal(x, x_ref)                        # the residual sum, rounded to dtype as add_ does
+    assert got.shape == expected.shape and got.dtype == dtype and close(got, expected, dtype)
+
+
+def _tables(g: torch.Generator, positions: list[int]) -> list[list[int]]:
+    """A block table per sequence, from one random permutation of the cache's blocks: scattered, never shared."""
+    blocks = torch.randperm(SLOTS // BLOCK, generator=g).tolist()
+    tables = []
+    for pos in positions:
+        n = pos // BLOCK + 1
+        tables.append(blocks[:n])
+        blocks = blocks[n:]
+    return tables
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rope_write_rotates_and_fills_the_cache(native, dtype):
+    g = torch.Generator().manual_seed(2)
+    rows = 7
+    qkv = torch.randn(rows, (H + 2 * HKV) * D, generator=g).to(dtype)
+    angles = torch.outer(torch.arange(64, dtype=torch.float32), torch.rand(D // 2, generator=g))
+    cos = torch.cat([angles.cos()] * 2, -1).to(dtype)
+    signed_sin = torch.cat([-angles.sin(), angles.sin()], -1).to(dtype)
+    positions = torch.randint(0, 64, (rows,), generator=g)
+    slots = torch.randperm(SLOTS, generator=g)[:rows]
+    caches = [torch.zeros(2, SLOTS, HKV, D, dtype=dtype) for _ in range(2)]
+    q_ref, k_ref = TorchOps.rope_write(qkv, cos, signed_sin, positions, caches[0], slots, H, HKV)
+    q, k = native.rope_write(qkv, cos, signed_sin, positions, caches[1], slots, H, HKV)
+    assert q.shape == (rows, H, D) and k.shape == (rows, HKV, D)
+    assert close(q, q_ref, dtype) and close(k, k_ref, dtype)
+    assert torch.equal(caches[1][1], caches[0][1])              # v copied as is
+    assert close(caches[1][0], caches[0][0], dtype)
+    untouched = torch.ones(SLOTS, dtype=torch.bool)
+    untouched[slots] = False
+    assert not caches[1][:, untouched].any()                     # nothing written beyond the rows' slots
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_attention_over_scattered_blocks(native, dtype):
+    g = torch.Generator().manual_seed(3)
+    positions = [0, 5, 17, 40, 3]                  # each sequence's new token position: contexts of 1..41 tokens
+    tables = _tables(g, positions)
+    chunks = [ScheduledChunk([7], pos, table, True) for pos, table in zip(positions, tables)]
+    batch, _ = build_step_batch(chunks, BLOCK)
+    cache = torch.randn(2, SLOTS, HKV, D, generator=g).to(dtype)
+    q = torch.randn(len(positions), H, D, generator=g).to(dtype)
+    expected = TorchOps.decode_attention(q, cache, batch)
+    got = native.decode_attention(q, cache, batch)
+    assert got.shape == q.shape and close(got, expected, dtype)
+    # each row is its own sequence's: the same row alone in a batch gives the same bits
+    alone, _ = build_step_batch(chunks[2:3], BLOCK)
+    assert torch.equal(native.decode_attention(q[2:3].contiguous(), cache, alone), got[2:3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_mul(native, dtype):
+    gate_up = torch.randn(4, 2 * 40, generator=torch.Generator().manual_seed(4)).to(dtype)
+    assert close(native.silu_mul(gate_up), TorchOps.silu_mul(gate_up), dtype)
+
+
+def test_out_of_range_tables_are_errors():
+    cache = torch.zeros(2, SLOTS, HKV, D)
+    q = torch.zeros(1, H, D)
+    lens = torch.tensor([3])
+    with pytest.raises(RuntimeError, match="block out of range"):
+        library.decode_attention(q, cache, torch.tensor([[SLOTS // BLOCK]]), lens, BLOCK, 1.0)
+    with pytest.raises(RuntimeError, match="context length out of range"):
+        library.decode_attention(q, cache, torch.tensor([[0]]), torch.tensor([BLOCK + 1]), BLOCK, 1.0)
+    qkv = torch.zeros(1, (H + 2 * HKV) * D)
+    table = torch.zeros(8, D)
+    with pytest.raises(RuntimeError, match="out of range"):
+        library.rope_write(qkv, table, table, torch.tensor([0]), cache, torch.tensor([SLOTS]), H, HKV)
