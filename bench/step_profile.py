@@ -34,16 +34,17 @@ from kernel.engine.cpu.torch_engine import TorchEngine
 
 CONTEXT = 200
 
-# aten op name → kind. Composite ops (linear → mm) have no self time of their own, so mapping both is harmless.
+# op name (aten, mkldnn, or the engine's native aios_cpu ops) → kind. Composite ops (linear → mm) have no self time of their own, so mapping both is harmless.
 KINDS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "aten::bmm", "mkldnn::_linear_pointwise",
                "aten::_weight_int4pack_mm_for_cpu", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm"),
     "attention": ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
                   "aten::_scaled_dot_product_attention_math", "aten::index_select", "aten::index_copy_",
-                  "aten::softmax", "aten::_softmax", "aten::baddbmm"),
+                  "aten::softmax", "aten::_softmax", "aten::baddbmm", "aios_cpu::decode_attention"),
     "norms/rotary/act": ("aten::rms_norm", "aten::_fused_rms_norm", "aten::mul", "aten::add", "aten::roll",
                          "aten::silu", "aten::neg", "aten::pow", "aten::mean", "aten::rsqrt", "aten::add_",
-                         "aten::mul_", "aten::addcmul", "aten::_fused_rms_norm"),
+                         "aten::mul_", "aten::addcmul", "aios_cpu::add_rms_norm", "aios_cpu::rope_write",
+                         "aios_cpu::silu_mul"),
 }
 KIND_OF = {op: kind for kind, ops in KINDS.items() for op in ops}
 
@@ -115,7 +116,7 @@ def profiled_run(engine: TorchEngine, clock: PhaseClock, batch: int, steps: int,
                 engine.step()
     kinds: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
-        if event.key.startswith(("aten::", "mkldnn::")):
+        if event.key.startswith(("aten::", "mkldnn::", "aios_cpu::")):
             kinds[KIND_OF.get(event.key, "other ops")] += event.self_cpu_time_total / 1000 / steps
             kinds["ops"] += event.count / steps
     kinds["forward wall"] = 1000 * clock.seconds["forward"] / steps

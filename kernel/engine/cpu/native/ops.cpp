@@ -14,6 +14,17 @@ namespace {
 
 template <typename T> inline float f32(T v) { return static_cast<float>(v); }
 
+// A row as float32 into out: bfloat16 widened by a shift (what the compiler vectorizes; c10's conversion it does not).
+template <typename T> inline void widen(const T* in, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f32(in[i]);
+}
+template <> inline void widen(const c10::BFloat16* in, float* out, int64_t n) {
+  const uint16_t* bits = reinterpret_cast<const uint16_t*>(in);
+  uint32_t* wide = reinterpret_cast<uint32_t*>(out);
+  _Pragma("omp simd")
+  for (int64_t i = 0; i < n; ++i) wide[i] = static_cast<uint32_t>(bits[i]) << 16;
+}
+
 void check_rows(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 2 && t.stride(1) == 1, name, " must be [rows, n] with unit stride along n");
 }
@@ -136,21 +147,27 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const 
     const scalar_t* vc = kc + S * Hkv * D;
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> query(G * D), acc(G * D), scores;
+      std::vector<float> query(G * D), acc(G * D), row(D), scores;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / Hkv, g = task % Hkv, n = lp[b];
         const int64_t* table = tp + b * max_blocks;
         for (int64_t i = 0; i < G * D; ++i) query[i] = f32(qp[(b * H + g * G) * D + i]) * static_cast<float>(scale);
         scores.resize(G * n);
-        for (int64_t t = 0; t < n; ++t) {
-          const scalar_t* key = kc + ((table[t / block_size] * block_size + t % block_size) * Hkv + g) * D;
+        // block by block: the slot of token t is table[t / block_size] * block_size + t % block_size, without a
+        // division per token
+        for (int64_t t0 = 0; t0 < n; t0 += block_size) {
+         const int64_t base = table[t0 / block_size] * block_size - t0;
+         for (int64_t t = t0; t < std::min(n, t0 + block_size); ++t) {
+          widen(kc + ((base + t) * Hkv + g) * D, row.data(), D);
           for (int64_t h = 0; h < G; ++h) {
             const float* qh = query.data() + h * D;
+            const float* key = row.data();
             float dot = 0.f;
-        _Pragma("omp simd reduction(+ : dot)")
-            for (int64_t i = 0; i < D; ++i) dot += qh[i] * f32(key[i]);
+            _Pragma("omp simd reduction(+ : dot)")
+            for (int64_t i = 0; i < D; ++i) dot += qh[i] * key[i];
             scores[h * n + t] = dot;
           }
+         }
         }
         for (int64_t h = 0; h < G; ++h) {
           float* s = scores.data() + h * n;
@@ -165,14 +182,18 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const 
           for (int64_t t = 0; t < n; ++t) s[t] *= norm;
         }
         std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t t = 0; t < n; ++t) {
-          const scalar_t* value = vc + ((table[t / block_size] * block_size + t % block_size) * Hkv + g) * D;
+        for (int64_t t0 = 0; t0 < n; t0 += block_size) {
+         const int64_t base = table[t0 / block_size] * block_size - t0;
+         for (int64_t t = t0; t < std::min(n, t0 + block_size); ++t) {
+          widen(vc + ((base + t) * Hkv + g) * D, row.data(), D);
+          const float* value = row.data();
           for (int64_t h = 0; h < G; ++h) {
             const float p = scores[h * n + t];
             float* a = acc.data() + h * D;
             _Pragma("omp simd")
-            for (int64_t i = 0; i < D; ++i) a[i] += p * f32(value[i]);
+            for (int64_t i = 0; i < D; ++i) a[i] += p * value[i];
           }
+         }
         }
         scalar_t* o = op + (b * H + g * G) * D;
         for (int64_t i = 0; i < G * D; ++i) o[i] = static_cast<scalar_t>(acc[i]);
