@@ -138,7 +138,8 @@ class LlamaCppPeer:
     def __init__(self, server: LlamaServer):
         self._url = server.url.removesuffix("/v1") + "/completion"
 
-    def _complete(self, prompt: list[int], n_predict: int) -> dict:
+    def complete(self, prompt: list[int], n_predict: int) -> dict:
+        """One greedy completion of n_predict tokens (end of text ignored), uncached; its server-side timings."""
         body = json.dumps({"prompt": prompt, "n_predict": n_predict, "temperature": 0, "ignore_eos": True,
                            "cache_prompt": False}).encode()
         request = urllib.request.Request(self._url, body, {"Content-Type": "application/json"})
@@ -147,11 +148,11 @@ class LlamaCppPeer:
 
     def decode(self, prompts: list[list[int]], new_tokens: int) -> float:
         with ThreadPoolExecutor(len(prompts)) as pool:
-            timings = list(pool.map(lambda p: self._complete(p, new_tokens), prompts))
+            timings = list(pool.map(lambda p: self.complete(p, new_tokens), prompts))
         return sum(t["predicted_n"] for t in timings) / (max(t["predicted_ms"] for t in timings) / 1000)
 
     def prefill(self, prompt: list[int]) -> float:
-        timings = self._complete(prompt, 1)
+        timings = self.complete(prompt, 1)
         return timings["prompt_n"] / (timings["prompt_ms"] / 1000)
 
 

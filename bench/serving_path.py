@@ -1,12 +1,18 @@
 """python -m bench.serving_path: what the kernel path costs a decoding sequence, against the bare engine.
 
     python -m bench.serving_path [--batches 1,4,8] [--new-tokens 64] [--repeats 3] [--dtype bfloat16] [--weights int4]
+                                 [--peer llamacpp]
 
 For each batch size N: the bare engine in this process is given N sequences at once (200-word prompts, ignore_eos)
 and each sequence's ms/token is the time between its first and last token over the tokens between; then aiosd (its
 own process, same engine options) serves N agent processes (each its own OS process, streaming one generate call with
 the same prompt and length) and each agent's ms/token is measured the same way, from its streamed tokens. Overhead = kernel ms/token over bare
 ms/token − 1, medians over sequences and --repeats runs. Both runs happen here, one after the other, on the same cores.
+
+--peer llamacpp adds llama.cpp's server (bench/llama_server.py, same GGUF, same threads, one slot per agent of the
+largest batch) given the same N prompts (as token ids) at once: its ms/token per sequence is its own server-side
+predicted_per_token_ms (no HTTP counted against it), measured right after the agents in each round, and the table
+gains the aggregate tokens/s of N agents through aiosd over llama.cpp's N parallel slots.
 """
 from __future__ import annotations
 
@@ -21,9 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
+from bench.engine_bench import LlamaCppPeer
 from bench.kernel_proc import KernelProcess
+from bench.llama_server import LlamaServer
 from bench.text import words_text
 
 PROMPT_WORDS = 200
@@ -86,6 +96,13 @@ def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> tuple[floa
     return statistics.median(rates), cpu_ms
 
 
+def llamacpp_ms_per_token(peer, prompts: list[list[int]], new_tokens: int) -> float:
+    """Median over the concurrent requests of llama.cpp's own decode ms/token."""
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        timings = list(pool.map(lambda p: peer.complete(p, new_tokens), prompts))
+    return statistics.median(t["predicted_per_token_ms"] for t in timings)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving_path", description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,4,8")
@@ -93,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--weights", default="int4", help="weights mode of both engines (aiosd --weights)")
+    parser.add_argument("--peer", choices=("llamacpp",), default=None, help="also measure llama.cpp's server")
     parser.add_argument("--agent", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--address", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -107,24 +125,39 @@ def main(argv: list[str] | None = None) -> int:
     served: dict[int, list[float]] = {b: [] for b in batches}
     agent_cpu: dict[int, list[float]] = {b: [] for b in batches}
     engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192, weights=args.weights)
-    with tempfile.TemporaryDirectory(prefix="aios-serving-") as tmp:
+    peer_ms: dict[int, list[float]] = {b: [] for b in batches}
+    with tempfile.TemporaryDirectory(prefix="aios-serving-") as tmp, ExitStack() as stack:
         address = f"ipc://{tmp}/kernel.sock"
         options = {"dtype": args.dtype, "weights": args.weights, "kv-budget": 8192, "retention": "off",
                    "prefix-cache": "off"}
-        with KernelProcess(address, options, Path(tmp) / "aiosd.log") as kernel_proc:
-            del kernel_proc
-            for _ in range(args.repeats):          # alternate the two, so drift on a shared machine hits both
-                for batch in batches:
-                    bare[batch].append(bare_ms_per_token(engine, batch, args.new_tokens))
-                    rate, cpu = kernel_ms_per_token(address, batch, args.new_tokens)
-                    served[batch].append(rate)
-                    agent_cpu[batch].append(cpu)
+        stack.enter_context(KernelProcess(address, options, Path(tmp) / "aiosd.log"))
+        peer = None
+        if args.peer == "llamacpp":
+            server = stack.enter_context(LlamaServer(Path(tmp) / "llama-server.log", slots=max(batches),
+                                                     threads=threads, ctx_per_slot=1024))
+            peer = LlamaCppPeer(server)
+            peer.complete(engine.tokenize(_prompt(-1)), 8)                    # warm-up
+        for _ in range(args.repeats):          # alternate them, so drift on a shared machine hits each
+            for batch in batches:
+                bare[batch].append(bare_ms_per_token(engine, batch, args.new_tokens))
+                rate, cpu = kernel_ms_per_token(address, batch, args.new_tokens)
+                served[batch].append(rate)
+                agent_cpu[batch].append(cpu)
+                if peer is not None:
+                    prompts = [engine.tokenize(_prompt(i)) for i in range(batch)]
+                    peer_ms[batch].append(llamacpp_ms_per_token(peer, prompts, args.new_tokens))
     print(f"decode ms/token per sequence, {args.dtype} activations, {args.weights} weights, {threads} threads, {args.new_tokens} new tokens, "
           f"median of {args.repeats} runs")
-    print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9} {'agents CPU ms/step':>19}")
+    peer_header = f" {'llama.cpp':>10} {'aiosd tok/s':>12} {'llama.cpp tok/s':>16} {'ratio':>6}" if args.peer else ""
+    print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9} {'agents CPU ms/step':>19}"
+          + peer_header)
     for batch in batches:
         b, k = statistics.median(bare[batch]), statistics.median(served[batch])
-        print(f"{batch:>5} {b:>12.1f} {k:>14.1f} {k / b - 1:>+9.1%} {statistics.median(agent_cpu[batch]):>19.2f}")
+        line = f"{batch:>5} {b:>12.1f} {k:>14.1f} {k / b - 1:>+9.1%} {statistics.median(agent_cpu[batch]):>19.2f}"
+        if args.peer:
+            ref = statistics.median(peer_ms[batch])
+            line += f" {ref:>10.1f} {1000 * batch / k:>12.1f} {1000 * batch / ref:>16.1f} {ref / k:>5.2f}x"
+        print(line)
     return 0
 
 

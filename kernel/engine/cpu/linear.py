@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _packing_available() -> bool:
+def packing_available() -> bool:
     ops = torch.ops.mkldnn
     return (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
             and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_is_mkldnn_bf16_supported")
@@ -28,7 +28,7 @@ class Linear:
         self.out_features, self.in_features = weight.shape
         self.nbytes = weight.numel() * weight.element_size()
         self.dtype = weight.dtype
-        self._packed = weight.dtype == torch.bfloat16 and _packing_available()
+        self._packed = weight.dtype == torch.bfloat16 and packing_available()
         # Reordered for one-row inputs, the decode case; correct for any number of rows.
         self._weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1) if self._packed else weight
 

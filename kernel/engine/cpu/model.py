@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from kernel.engine.cpu.kv_cache import KVCache
 from kernel.engine.cpu.layer_ops import layer_ops
 from kernel.engine.cpu.quant_weights import (Product, Weight, build_embedding, build_product, lm_head_mode,
-                                              natural_mode)
+                                              multiply, natural_mode)
 from kernel.engine.loading.model_config import LlamaConfig
 from kernel.engine.cpu.step_batch import StepBatch
 
@@ -47,13 +47,16 @@ class LlamaModel:
         head = w["embed"] if cfg.tie_embeddings else w["lm_head"]
         self.lm_head = build_product([head], lm_head_mode(mode, head))                                  # E → V
         self.embed = build_embedding(w["embed"], self.lm_head if cfg.tie_embeddings else None, mode, dtype)  # [V, E]
+        # Int modes computing in bfloat16 keep a bfloat16 copy of the layers' matrices for prompt rows
+        # (quant_weights.SplitProduct); the lm_head only multiplies the rows that sample, so it keeps one path.
+        wide = dtype == torch.bfloat16
         self.layers = [LayerWeights(
             attn_norm=w[f"layers.{i}.attn_norm"].to(dtype),
-            qkv=build_product([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]], mode),
-            o=build_product([w[f"layers.{i}.o"]], mode),
+            qkv=build_product([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]], mode, wide),
+            o=build_product([w[f"layers.{i}.o"]], mode, wide),
             mlp_norm=w[f"layers.{i}.mlp_norm"].to(dtype),
-            gate_up=build_product([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]], mode),
-            down=build_product([w[f"layers.{i}.down"]], mode)) for i in range(cfg.n_layers)]
+            gate_up=build_product([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]], mode, wide),
+            down=build_product([w[f"layers.{i}.down"]], mode, wide)) for i in range(cfg.n_layers)]
         # Rotary tables for every position, computed in float32 as the reference implementation does.
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
         angles = torch.outer(torch.arange(cfg.max_context, dtype=torch.float32), inv_freq)   # [P, D/2]
@@ -70,19 +73,20 @@ class LlamaModel:
         """Runs every row of the batch, writes their K/V into kv, returns float32 logits [S, V] for batch.logit_rows."""
         cfg, ops = self.cfg, self.ops
         n_heads, n_kv_heads, head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        narrow = batch.narrow_rows
         # x is this step's own tensor (the embedding rows were copied out by the lookup): residuals are added in place,
         # each fused with the norm that reads the sum.
         x = self.embed[batch.input_ids]                                   # [T, E]
         h = ops.add_rms_norm(x, None, self.layers[0].attn_norm, cfg.rms_eps)
         for index, layer in enumerate(self.layers):
             cache = kv.layer(index)                                       # [2, slots, Hkv, D]
-            qkv = layer.qkv(h)                                            # [T, (H + 2 Hkv) D]
+            qkv = multiply(layer.qkv, h, narrow)                          # [T, (H + 2 Hkv) D]
             q, k = ops.rope_write(qkv, self._cos, self._signed_sin, batch.positions, cache, batch.slot_mapping,
                                   n_heads, n_kv_heads)                    # [T, H, D], [T, Hkv, D]
             v = qkv[:, (n_heads + n_kv_heads) * head_dim:].view(-1, n_kv_heads, head_dim)
             attn = _attention(ops, q, k, v, kv, index, batch)            # [T, H, D]
-            h = ops.add_rms_norm(x, layer.o(attn.flatten(1)), layer.mlp_norm, cfg.rms_eps)
-            mlp = layer.down(ops.silu_mul(layer.gate_up(h)))
+            h = ops.add_rms_norm(x, multiply(layer.o, attn.flatten(1), narrow), layer.mlp_norm, cfg.rms_eps)
+            mlp = multiply(layer.down, ops.silu_mul(multiply(layer.gate_up, h, narrow)), narrow)
             if index + 1 < len(self.layers):
                 h = ops.add_rms_norm(x, mlp, self.layers[index + 1].attn_norm, cfg.rms_eps)
             else:

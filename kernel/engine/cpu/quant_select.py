@@ -56,7 +56,8 @@ def perplexity(model: LlamaModel, token_ids: list[int], chunk: int = 256) -> flo
         for start in range(0, len(token_ids) - 1, chunk):
             piece = token_ids[start:min(start + chunk, len(token_ids) - 1)]
             batch, _ = build_step_batch([ScheduledChunk(piece, start, block_table, True)], _BLOCK)
-            batch = replace(batch, logit_rows=torch.arange(len(piece)))
+            # every row on the integer path: that is what decodes, and so what generates the tokens
+            batch = replace(batch, logit_rows=torch.arange(len(piece)), narrow_rows=len(piece))
             logits = model.forward(batch, kv)
             nll += F.cross_entropy(logits, targets[start:start + len(piece)], reduction="sum").item()
     return math.exp(nll / (len(token_ids) - 1))

@@ -34,6 +34,9 @@ class StepBatch:
     positions: torch.Tensor           # [T] long
     slot_mapping: torch.Tensor        # [T] long: the KV slot each row's K/V is written to
     n_decode: int                     # rows [0, n_decode) are single-token chunks
+    # rows [0, narrow_rows) multiply on an int product's integer path, the rest on its bfloat16 copy
+    # (quant_weights.SplitProduct): the decodes, unless a caller measuring the integer path asks for every row
+    narrow_rows: int
     # Each decode's context (its earlier tokens and itself) as the paged cache holds it: its blocks (rows padded with
     # block 0 past its own) and its length.
     decode_block_tables: torch.Tensor  # [n_decode, max blocks] long
@@ -98,7 +101,7 @@ def build_step_batch(chunks: list[ScheduledChunk], block_size: int) -> tuple[Ste
         input_ids=torch.tensor(input_ids, dtype=torch.long),
         positions=torch.tensor(positions, dtype=torch.long),
         slot_mapping=torch.cat([torch.tensor(decode_slots, dtype=torch.long)] + slot_pieces),
-        n_decode=len(decodes), decode_block_tables=torch.tensor(decode_tables, dtype=torch.long).view(len(decodes), width),
+        n_decode=len(decodes), narrow_rows=len(decodes), decode_block_tables=torch.tensor(decode_tables, dtype=torch.long).view(len(decodes), width),
         decode_lens=torch.tensor(decode_lens, dtype=torch.long), block_size=block_size,
         prefills=tuple(prefills), logit_rows=torch.tensor(logit_rows, dtype=torch.long))
     return batch, sampled
