@@ -9,7 +9,7 @@ import os
 # slower steps) when agent processes share the cores with the engine. A bounded spin covers the gaps between one step's
 # ops and yields the cores between steps.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = os.environ.get("AIOS_OMP_SPIN", "100000")
+    os.environ["GOMP_SPINCOUNT"] = "100000"
 # Large tensors (the weights, the KV cache) on transparent huge pages: a decode step streams every weight once, and with
 # 4 KiB pages its TLB misses cost about a tenth of a batch-1 step.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
