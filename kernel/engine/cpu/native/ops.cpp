@@ -118,6 +118,56 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
   return {q, k};
 }
 
+// One sequence's G query heads (sharing KV head g) over its n-token paged context: scores, softmax, weighted values.
+// query: [G, D] float32, pre-scaled; scores: room for G * n floats; acc: [G, D] float32 result. DC is the head size
+// when known at compile time (the common 64 and 128: loops the compiler unrolls into whole-register FMAs), else 0.
+template <typename T, int64_t DC>
+void attend(const float* query, int64_t G, int64_t d_runtime, const T* kc, const T* vc, int64_t Hkv, int64_t g,
+            const int64_t* table, int64_t n, int64_t block_size, float* scores, float* acc) {
+  const int64_t D = DC ? DC : d_runtime;
+  alignas(64) float row[DC ? DC : 512];
+  // block by block: the slot of token t is table[t / block_size] * block_size + t % block_size, without a division
+  // per token
+  for (int64_t t0 = 0; t0 < n; t0 += block_size) {
+    const int64_t base = table[t0 / block_size] * block_size - t0, stop = std::min(n, t0 + block_size);
+    for (int64_t t = t0; t < stop; ++t) {
+      widen(kc + ((base + t) * Hkv + g) * D, row, D);
+      for (int64_t h = 0; h < G; ++h) {
+        const float* qh = query + h * D;
+        float dot = 0.f;
+        _Pragma("omp simd reduction(+ : dot)")
+        for (int64_t i = 0; i < D; ++i) dot += qh[i] * row[i];
+        scores[h * n + t] = dot;
+      }
+    }
+  }
+  for (int64_t h = 0; h < G; ++h) {
+    float* s = scores + h * n;
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t]);
+    float sum = 0.f;
+    for (int64_t t = 0; t < n; ++t) {
+      s[t] = std::exp(s[t] - top);
+      sum += s[t];
+    }
+    const float norm = 1.f / sum;
+    for (int64_t t = 0; t < n; ++t) s[t] *= norm;
+  }
+  std::fill(acc, acc + G * D, 0.f);
+  for (int64_t t0 = 0; t0 < n; t0 += block_size) {
+    const int64_t base = table[t0 / block_size] * block_size - t0, stop = std::min(n, t0 + block_size);
+    for (int64_t t = t0; t < stop; ++t) {
+      widen(vc + ((base + t) * Hkv + g) * D, row, D);
+      for (int64_t h = 0; h < G; ++h) {
+        const float p = scores[h * n + t];
+        float* a = acc + h * D;
+        _Pragma("omp simd")
+        for (int64_t i = 0; i < D; ++i) a[i] += p * row[i];
+      }
+    }
+  }
+}
+
 // Single-token queries over paged contexts. q [B, H, D]; cache [2, S, Hkv, D]; block_tables [B, max_blocks] int64;
 // context_lens [B] int64 (the context includes the query's own token, already written). Returns [B, H, D]. Grouped-
 // query attention: the H / Hkv query heads of a KV head share one pass over its keys and values.
@@ -127,7 +177,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const 
   TORCH_CHECK(cache.dim() == 4 && cache.size(0) == 2 && cache.is_contiguous(), "cache must be [2, S, Hkv, D]");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && context_lens.scalar_type() == at::kLong, "int64 tables");
   const int64_t B = q.size(0), H = q.size(1), D = q.size(2), S = cache.size(1), Hkv = cache.size(2);
-  TORCH_CHECK(cache.size(3) == D && H % Hkv == 0 && q.scalar_type() == cache.scalar_type(), "q/cache shapes");
+  TORCH_CHECK(cache.size(3) == D && D <= 512 && H % Hkv == 0 && q.scalar_type() == cache.scalar_type(),
+              "q/cache shapes (head size at most 512)");
   auto tables = block_tables.contiguous();
   auto lens = context_lens.contiguous();
   TORCH_CHECK(tables.dim() == 2 && tables.size(0) == B && lens.numel() == B, "one table and length per query");
@@ -147,53 +198,18 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const 
     const scalar_t* vc = kc + S * Hkv * D;
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> query(G * D), acc(G * D), row(D), scores;
+      std::vector<float> query(G * D), acc(G * D), scores;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / Hkv, g = task % Hkv, n = lp[b];
         const int64_t* table = tp + b * max_blocks;
         for (int64_t i = 0; i < G * D; ++i) query[i] = f32(qp[(b * H + g * G) * D + i]) * static_cast<float>(scale);
         scores.resize(G * n);
-        // block by block: the slot of token t is table[t / block_size] * block_size + t % block_size, without a
-        // division per token
-        for (int64_t t0 = 0; t0 < n; t0 += block_size) {
-         const int64_t base = table[t0 / block_size] * block_size - t0;
-         for (int64_t t = t0; t < std::min(n, t0 + block_size); ++t) {
-          widen(kc + ((base + t) * Hkv + g) * D, row.data(), D);
-          for (int64_t h = 0; h < G; ++h) {
-            const float* qh = query.data() + h * D;
-            const float* key = row.data();
-            float dot = 0.f;
-            _Pragma("omp simd reduction(+ : dot)")
-            for (int64_t i = 0; i < D; ++i) dot += qh[i] * key[i];
-            scores[h * n + t] = dot;
-          }
-         }
-        }
-        for (int64_t h = 0; h < G; ++h) {
-          float* s = scores.data() + h * n;
-          float top = -std::numeric_limits<float>::infinity();
-          for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t]);
-          float sum = 0.f;
-          for (int64_t t = 0; t < n; ++t) {
-            s[t] = std::exp(s[t] - top);
-            sum += s[t];
-          }
-          const float norm = 1.f / sum;
-          for (int64_t t = 0; t < n; ++t) s[t] *= norm;
-        }
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t t0 = 0; t0 < n; t0 += block_size) {
-         const int64_t base = table[t0 / block_size] * block_size - t0;
-         for (int64_t t = t0; t < std::min(n, t0 + block_size); ++t) {
-          widen(vc + ((base + t) * Hkv + g) * D, row.data(), D);
-          const float* value = row.data();
-          for (int64_t h = 0; h < G; ++h) {
-            const float p = scores[h * n + t];
-            float* a = acc.data() + h * D;
-            _Pragma("omp simd")
-            for (int64_t i = 0; i < D; ++i) a[i] += p * value[i];
-          }
-         }
+        if (D == 64) {
+          attend<scalar_t, 64>(query.data(), G, D, kc, vc, Hkv, g, table, n, block_size, scores.data(), acc.data());
+        } else if (D == 128) {
+          attend<scalar_t, 128>(query.data(), G, D, kc, vc, Hkv, g, table, n, block_size, scores.data(), acc.data());
+        } else {
+          attend<scalar_t, 0>(query.data(), G, D, kc, vc, Hkv, g, table, n, block_size, scores.data(), acc.data());
         }
         scalar_t* o = op + (b * H + g * G) * D;
         for (int64_t i = 0; i < G * D; ++i) o[i] = static_cast<scalar_t>(acc[i]);
