@@ -112,3 +112,27 @@ def test_out_of_range_tables_are_errors():
     table = torch.zeros(8, D)
     with pytest.raises(RuntimeError, match="out of range"):
         library.rope_write(qkv, table, table, torch.tensor([0]), cache, torch.tensor([SLOTS]), H, HKV)
+
+
+@pytest.mark.parametrize("dtype, weights", [("float32", "fp32"), ("bfloat16", "int4"), ("float32", "int8")])
+def test_the_native_layer_loop_is_the_python_loop(tiny_folder, dtype, weights):
+    """A pure-decode step through native/decode_layers.cpp: the same logits and the same K/V, bit for bit, as the
+    model's Python loop over the same native ops."""
+    from kernel.engine.cpu.torch_engine import TorchEngine
+    engine = TorchEngine.from_path(str(tiny_folder), dtype, weights=weights, kv_budget_tokens=256, max_batch=4)
+    model, kv = engine.model, engine.kv
+    assert model._native_stack is not None
+    prompts = [engine.tokenize(text)[:n] for text, n in (("the kernel schedules agents", 5),
+                                                           ("another agent asks for a tool call now", 11))]
+    with torch.inference_mode():
+        model.forward(build_step_batch([ScheduledChunk(p, 0, [i], False) for i, p in enumerate(prompts)], BLOCK * 4)[0],
+                      kv)
+        decodes = [ScheduledChunk([3], len(p), [i], True) for i, p in enumerate(prompts)]
+        batch, _ = build_step_batch(decodes, BLOCK * 4)
+        before = kv.data.clone()
+        native = model.forward(batch, kv)
+        after_native, kv.data[:] = kv.data.clone(), before
+        stack, model._native_stack = model._native_stack, None
+        python = model.forward(batch, kv)
+        model._native_stack = stack
+    assert torch.equal(native, python) and torch.equal(after_native, kv.data)

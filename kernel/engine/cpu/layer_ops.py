@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kernel.engine.cpu.native import load
+from kernel.engine.loading.quant_tensor import INT4_GROUP
 from kernel.engine.cpu.step_batch import StepBatch
 
 
@@ -86,6 +87,30 @@ class NativeOps:
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         return self._ops.silu_mul(gate_up)
+
+    @staticmethod
+    def stack(layers) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor]] | None:
+        """The layers' norms, product kinds and product weights as decode_layers takes them; None when a product has
+        no native kind (the prepacked oneDNN product)."""
+        norms, kinds, weights = [], [], []
+        for layer in layers:
+            norms += [layer.attn_norm, layer.mlp_norm]
+            for product in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                kind = product.native_kind()
+                if kind is None:
+                    return None
+                kinds.append(kind[0])
+                weights += kind[1:]
+        return norms, kinds, weights
+
+    def decode_layers(self, x: torch.Tensor, stack, cos: torch.Tensor, signed_sin: torch.Tensor, batch: StepBatch,
+                      kv: torch.Tensor, n_heads: int, n_kv_heads: int, eps: float) -> None:
+        """Every layer of a pure-decode step in one native call: x [T, E] advanced in place, K/V written to kv
+        [L, 2, slots, Hkv, D]."""
+        norms, kinds, weights = stack
+        self._ops.decode_layers(x, norms, kinds, weights, cos, signed_sin, batch.positions, kv, batch.slot_mapping,
+                                batch.decode_block_tables, batch.decode_lens, batch.block_size, n_heads, n_kv_heads,
+                                INT4_GROUP, eps)
 
 
 def layer_ops(native: bool = True) -> TorchOps | NativeOps:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kernel.engine.cpu.kv_cache import KVCache
-from kernel.engine.cpu.layer_ops import layer_ops
+from kernel.engine.cpu.layer_ops import NativeOps, layer_ops
 from kernel.engine.cpu.quant_weights import (Product, Weight, build_embedding, build_product, lm_head_mode,
                                               multiply, natural_mode)
 from kernel.engine.loading.model_config import LlamaConfig
@@ -63,6 +63,8 @@ class LlamaModel:
         cos, sin = angles.cos(), angles.sin()
         self._cos = torch.cat([cos, cos], dim=-1).to(dtype)                                   # [P, D]
         self._signed_sin = torch.cat([-sin, sin], dim=-1).to(dtype)                           # [P, D]
+        # the layers as native/decode_layers.cpp takes them, when the native ops loaded and it can call every product
+        self._native_stack = self.ops.stack(self.layers) if isinstance(self.ops, NativeOps) else None
 
     def weight_nbytes(self) -> int:
         """Bytes read per forward step (the tied embedding is read once, as the lm_head)."""
@@ -71,12 +73,24 @@ class LlamaModel:
 
     def forward(self, batch: StepBatch, kv: KVCache) -> torch.Tensor:
         """Runs every row of the batch, writes their K/V into kv, returns float32 logits [S, V] for batch.logit_rows."""
+        cfg = self.cfg
+        n_heads, n_kv_heads = cfg.n_heads, cfg.n_kv_heads
+        # x is this step's own tensor (the embedding rows were copied out by the lookup): the layers add to it in place
+        x = self.embed[batch.input_ids]                                   # [T, E]
+        if self._native_stack is not None and not batch.prefills:
+            self.ops.decode_layers(x, self._native_stack, self._cos, self._signed_sin, batch, kv.data, n_heads,
+                                   n_kv_heads, cfg.rms_eps)
+        else:
+            self._layers(x, batch, kv)
+        h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)   # [S, E]
+        return self.lm_head(h).float()                                                   # [S, V]
+
+    def _layers(self, x: torch.Tensor, batch: StepBatch, kv: KVCache) -> None:
+        """Every layer, advancing the residual stream x [T, E] in place; each residual add is fused with the norm
+        that reads the sum. (A pure-decode step runs the same ops in native/decode_layers.cpp where it can.)"""
         cfg, ops = self.cfg, self.ops
         n_heads, n_kv_heads, head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         narrow = batch.narrow_rows
-        # x is this step's own tensor (the embedding rows were copied out by the lookup): residuals are added in place,
-        # each fused with the norm that reads the sum.
-        x = self.embed[batch.input_ids]                                   # [T, E]
         h = ops.add_rms_norm(x, None, self.layers[0].attn_norm, cfg.rms_eps)
         for index, layer in enumerate(self.layers):
             cache = kv.layer(index)                                       # [2, slots, Hkv, D]
@@ -91,9 +105,6 @@ class LlamaModel:
                 h = ops.add_rms_norm(x, mlp, self.layers[index + 1].attn_norm, cfg.rms_eps)
             else:
                 x.add_(mlp)
-        h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)   # [S, E]
-        return self.lm_head(h).float()                                                   # [S, V]
-
 
 def _attention(ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch
                ) -> torch.Tensor:

@@ -44,6 +44,10 @@ class Int4Linear:
         self._scales_zeros = torch.stack([weight.scale.t(), zero.t()], dim=-1).to(KERNEL_DTYPE).contiguous()
         self.nbytes = self._packed.numel() + self._scales_zeros.numel() * self._scales_zeros.element_size()
 
+    def native_kind(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """How native/decode_layers.cpp multiplies by this (its Kind INT4, the packed codes, scales and zeros)."""
+        return 0, self._packed, self._scales_zeros
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, in] → [T, out]."""
         return _bf16_call(x, lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(
@@ -60,6 +64,10 @@ class Int8Linear:
         self._codes = weight.codes.contiguous()                               # int8 [N, K]
         self._scales = weight.scale[:, 0].to(KERNEL_DTYPE).contiguous()       # [N]
         self.nbytes = self._codes.numel() + self._scales.numel() * self._scales.element_size()
+
+    def native_kind(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """How native/decode_layers.cpp multiplies by this (its Kind INT8, the codes and row scales)."""
+        return 1, self._codes, self._scales
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, in] → [T, out]."""

@@ -57,6 +57,10 @@ class SplitProduct:
         self.nbytes = narrow.nbytes                 # bytes a decode step reads
         self.out_features = narrow.out_features
 
+    def native_kind(self):
+        """A pure-decode step's rows are all narrow: the integer kernel's."""
+        return self.narrow.native_kind()
+
     def __call__(self, x: torch.Tensor, narrow_rows: int) -> torch.Tensor:
         if narrow_rows >= x.shape[0]:
             return self.narrow(x)

@@ -9,6 +9,8 @@ at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each 
     rope_write        rotary on q and k, k and v into the paged cache   (~10 ops → 1)
     decode_attention  every single-token row over its own paged context (6-8 ops per sequence → 1 per step)
     silu_mul          silu(gate) * up                                  (3 ops → 1)
+    decode_layers     every layer of a pure-decode step, these ops and the weight products called from C++
+                      (decode_layers.cpp): ~300 Python-level calls per step → 1
 
 torch.utils.cpp_extension builds ops.cpp with the machine's C++ compiler (and ninja) into torch's extension cache
 (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), under a name that includes a digest of the source and of this
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("ops.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("ops.h", "ops.cpp", "decode_layers.cpp")]
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,12 @@ def load():
     """torch.ops.aios_cpu, or None (see the module docstring)."""
     if os.environ.get("AIOS_NATIVE_OPS", "1") == "0":
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_flags().encode()).hexdigest()[:12]
+    source = b"".join(path.read_bytes() for path in SOURCES)
+    digest = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu_flags().encode()).hexdigest()[:12]
     try:
         from torch.utils.cpp_extension import load
-        load(f"aios_cpu_ops_{digest}", [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
-             is_python_module=False, verbose=False)
+        load(f"aios_cpu_ops_{digest}", [str(path) for path in SOURCES if path.suffix == ".cpp"], extra_cflags=FLAGS,
+             extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     except Exception as error:     # noqa: BLE001 - no compiler, no ninja, a failed build: the torch ops serve instead
         log.warning("native CPU ops unavailable, using torch ops: %s", str(error).splitlines()[0] if str(error) else error)
         return None

@@ -3,13 +3,15 @@
 // float32 and rounds its result once to the tensors' dtype (float32, bfloat16 or float16). Each row (and each
 // sequence in decode_attention) is computed alone in a fixed order, so a row's result never depends on what else is
 // in the batch.
-#include <torch/extension.h>
+#include "ops.h"
+
 #include <ATen/Parallel.h>
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
+namespace aios {
 namespace {
 
 template <typename T> inline float f32(T v) { return static_cast<float>(v); }
@@ -28,6 +30,8 @@ template <> inline void widen(const c10::BFloat16* in, float* out, int64_t n) {
 void check_rows(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 2 && t.stride(1) == 1, name, " must be [rows, n] with unit stride along n");
 }
+
+}  // namespace
 
 // x [T, E] (in place: x += delta when delta is given); returns rms_norm(x) * w as a new [T, E].
 at::Tensor add_rms_norm(at::Tensor x, const c10::optional<at::Tensor>& delta, const at::Tensor& w, double eps) {
@@ -118,6 +122,8 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
   return {q, k};
 }
 
+namespace {
+
 // One sequence's G query heads (sharing KV head g) over its n-token paged context: scores, softmax, weighted values.
 // query: [G, D] float32, pre-scaled; scores: room for G * n floats; acc: [G, D] float32 result. DC is the head size
 // when known at compile time (the common 64 and 128: loops the compiler unrolls into whole-register FMAs), else 0.
@@ -167,6 +173,8 @@ void attend(const float* query, int64_t G, int64_t d_runtime, const T* kc, const
     }
   }
 }
+
+}  // namespace
 
 // Single-token queries over paged contexts. q [B, H, D]; cache [2, S, Hkv, D]; block_tables [B, max_blocks] int64;
 // context_lens [B] int64 (the context includes the query's own token, already written). Returns [B, H, D]. Grouped-
@@ -243,13 +251,17 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
   return out;
 }
 
-}  // namespace
+}  // namespace aios
 
 TORCH_LIBRARY(aios_cpu, m) {
+  using namespace aios;
   m.def("add_rms_norm(Tensor(a!) x, Tensor? delta, Tensor w, float eps) -> Tensor", &add_rms_norm);
   m.def("rope_write(Tensor qkv, Tensor cos, Tensor signed_sin, Tensor positions, Tensor(a!) cache, Tensor slots, "
         "int n_heads, int n_kv_heads) -> Tensor[]", &rope_write);
   m.def("decode_attention(Tensor q, Tensor cache, Tensor block_tables, Tensor context_lens, int block_size, "
         "float scale) -> Tensor", &decode_attention);
   m.def("silu_mul(Tensor gate_up) -> Tensor", &silu_mul);
+  m.def("decode_layers(Tensor(a!) x, Tensor[] norms, int[] kinds, Tensor[] weights, Tensor cos, Tensor signed_sin, "
+        "Tensor positions, Tensor(a!) kv, Tensor slots, Tensor block_tables, Tensor context_lens, int block_size, "
+        "int n_heads, int n_kv_heads, int int4_group, float eps) -> ()", &decode_layers);
 }

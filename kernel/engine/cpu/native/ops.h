@@ -1,0 +1,23 @@
+// The native ops (ops.cpp) and the decode layer loop built on them (decode_layers.cpp); registered as torch.ops.aios_cpu.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace aios {
+
+at::Tensor add_rms_norm(at::Tensor x, const c10::optional<at::Tensor>& delta, const at::Tensor& w, double eps);
+std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& signed_sin,
+                                   const at::Tensor& positions, at::Tensor cache, const at::Tensor& slots,
+                                   int64_t n_heads, int64_t n_kv_heads);
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const at::Tensor& block_tables,
+                            const at::Tensor& context_lens, int64_t block_size, double scale);
+at::Tensor silu_mul(const at::Tensor& gate_up);
+void decode_layers(at::Tensor x, const std::vector<at::Tensor>& norms, const std::vector<int64_t>& kinds,
+                   const std::vector<at::Tensor>& weights, const at::Tensor& cos, const at::Tensor& signed_sin,
+                   const at::Tensor& positions, at::Tensor kv, const at::Tensor& slots, const at::Tensor& block_tables,
+                   const at::Tensor& context_lens, int64_t block_size, int64_t n_heads, int64_t n_kv_heads,
+                   int64_t int4_group, double eps);
+
+}  // namespace aios
