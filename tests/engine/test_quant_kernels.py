@@ -11,6 +11,7 @@ from gguf.quants import dequantize, quantize
 
 from kernel.engine.cpu.quant_embedding import QuantizedEmbedding
 from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
+from kernel.engine.cpu.linear import packing_available
 from kernel.engine.cpu.quant_weights import as_int4, as_int8_rows, build_product, lm_head_mode
 from kernel.engine.loading.gguf_loader import unpermute_rotary_rows
 from kernel.engine.loading.quant_tensor import (GroupQuantized, concat_rows, from_q4_0, from_q4_1, from_q8_0,
@@ -88,6 +89,11 @@ def test_q8_0_becomes_per_row_int8_and_int4_by_requantizing():
     assert as_int4(q8).bits == 4 and as_int4(q8).group == 32
     assert lm_head_mode("int4", q8) == "int8" and lm_head_mode("int4", as_int4(q8)) == "int4"
     assert lm_head_mode("bf16", q8) == "bf16"
+    # bfloat16 activations with oneDNN's bfloat16 product: the head is bfloat16 in the int modes, faster than int8
+    expected = "bf16" if packing_available() else "int8"
+    assert lm_head_mode("int4", q8, torch.bfloat16) == expected and lm_head_mode("int8", q8, torch.bfloat16) in (
+        "bf16", "int8")
+    assert lm_head_mode("int4", q8, torch.float32) == "int8"
 
 
 def test_row_unpermute_moves_codes_and_scales_together():

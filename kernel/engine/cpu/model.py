@@ -45,7 +45,7 @@ class LlamaModel:
         w = weights
         self.norm = w["norm"].to(dtype)                                                     # [E]
         head = w["embed"] if cfg.tie_embeddings else w["lm_head"]
-        self.lm_head = build_product([head], lm_head_mode(mode, head))                                  # E → V
+        self.lm_head = build_product([head], lm_head_mode(mode, head, dtype))                           # E → V
         self.embed = build_embedding(w["embed"], self.lm_head if cfg.tie_embeddings else None, mode, dtype)  # [V, E]
         # Int modes computing in bfloat16 keep a bfloat16 copy of the layers' matrices for prompt rows
         # (quant_weights.SplitProduct); the lm_head only multiplies the rows that sample, so it keeps one path.
