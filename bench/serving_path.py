@@ -31,9 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.engine_bench import LlamaCppPeer
 from bench.kernel_proc import KernelProcess
-from bench.llama_server import LlamaServer
 from bench.text import words_text
 
 PROMPT_WORDS = 200
@@ -118,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent is not None:
         agent_main(args.address, args.agent, args.new_tokens, args.start_at)
         return 0
+    # here, not at the top: every agent process runs this module, and should import no more than an agent does
+    from bench.engine_bench import LlamaCppPeer
+    from bench.llama_server import LlamaServer
     batches = [int(b) for b in args.batches.split(",")]
     threads = len(os.sched_getaffinity(0))      # aiosd's engine uses every core too
     from kernel.engine.factory import load_engine
