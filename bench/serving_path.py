@@ -11,8 +11,10 @@ ms/token − 1, medians over sequences and --repeats runs. Both runs happen here
 
 --peer llamacpp adds llama.cpp's server (bench/llama_server.py, same GGUF, same threads, one slot per agent of the
 largest batch) given the same N prompts (as token ids) at once: its ms/token per sequence is its own server-side
-predicted_per_token_ms (no HTTP counted against it), measured right after the agents in each round, and the table
-gains the aggregate tokens/s of N agents through aiosd over llama.cpp's N parallel slots.
+predicted_per_token_ms (no HTTP counted against it), measured right after the agents in each round. A second table
+gives the aggregate tokens/s of N agents at once (all their tokens over the time from the common send to the last
+token, prompt processing included), through aiosd and through llama.cpp's N parallel slots, and their ratio (the
+median of each round's ratio).
 """
 from __future__ import annotations
 
@@ -73,16 +75,18 @@ def agent_main(address: str, index: int, new_tokens: int, start_at: float) -> No
         stamps = [time.perf_counter() for _ in kernel.stream(prompt=_prompt(index), max_tokens=new_tokens,
                                                              ignore_eos=True)]
         cpu = time.process_time() - cpu_before
-    print(json.dumps({"seconds": stamps[-1] - stamps[0], "tokens": len(stamps) - 1, "cpu_seconds": cpu}))
+    print(json.dumps({"seconds": stamps[-1] - stamps[0], "tokens": len(stamps) - 1, "cpu_seconds": cpu,
+                      "last_token_at": time.time()}))
 
 
-def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> tuple[float, float]:
-    """Median ms/token of the agents, and their total CPU ms per decode step (all agents, one token each)."""
+def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> tuple[float, float, float]:
+    """Median ms/token of the agents, their total CPU ms per decode step (all agents, one token each), and the
+    aggregate tokens/s: every agent's tokens over the time from the common send to the last agent's last token."""
     start_at = time.time() + 3.0          # time for every agent process to start and connect
     procs = [subprocess.Popen([sys.executable, "-m", "bench.serving_path", "--agent", str(i), "--address", address,
                                "--new-tokens", str(new_tokens), "--start-at", str(start_at)],
                               stdout=subprocess.PIPE, text=True) for i in range(batch)]
-    rates, cpu_ms = [], 0.0
+    rates, cpu_ms, last = [], 0.0, start_at
     for proc in procs:
         out, _ = proc.communicate(timeout=900)
         if proc.returncode != 0:
@@ -91,14 +95,19 @@ def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> tuple[floa
         # streamed deltas may merge tokens (text held back at a UTF-8 or stop boundary): count what arrived
         rates.append(1000 * result["seconds"] / max(1, result["tokens"]))
         cpu_ms += 1000 * result["cpu_seconds"] / max(1, result["tokens"] + 1)
-    return statistics.median(rates), cpu_ms
+        last = max(last, result["last_token_at"])
+    return statistics.median(rates), cpu_ms, batch * new_tokens / (last - start_at)
 
 
-def llamacpp_ms_per_token(peer, prompts: list[list[int]], new_tokens: int) -> float:
-    """Median over the concurrent requests of llama.cpp's own decode ms/token."""
+def llamacpp_ms_per_token(peer, prompts: list[list[int]], new_tokens: int) -> tuple[float, float]:
+    """Median over the concurrent requests of llama.cpp's own decode ms/token, and the aggregate tokens/s: every
+    request's tokens over the time from sending them all to the last answer (HTTP included, as the agents' frames
+    are)."""
+    start = time.time()
     with ThreadPoolExecutor(len(prompts)) as pool:
         timings = list(pool.map(lambda p: peer.complete(p, new_tokens), prompts))
-    return statistics.median(t["predicted_per_token_ms"] for t in timings)
+    aggregate = sum(t["predicted_n"] for t in timings) / (time.time() - start)
+    return statistics.median(t["predicted_per_token_ms"] for t in timings), aggregate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     agent_cpu: dict[int, list[float]] = {b: [] for b in batches}
     engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192, weights=args.weights)
     peer_ms: dict[int, list[float]] = {b: [] for b in batches}
+    served_total: dict[int, list[float]] = {b: [] for b in batches}
+    peer_total: dict[int, list[float]] = {b: [] for b in batches}
     with tempfile.TemporaryDirectory(prefix="aios-serving-") as tmp, ExitStack() as stack:
         address = f"ipc://{tmp}/kernel.sock"
         options = {"dtype": args.dtype, "weights": args.weights, "kv-budget": 8192, "retention": "off",
@@ -141,23 +152,34 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):          # alternate them, so drift on a shared machine hits each
             for batch in batches:
                 bare[batch].append(bare_ms_per_token(engine, batch, args.new_tokens))
-                rate, cpu = kernel_ms_per_token(address, batch, args.new_tokens)
+                rate, cpu, aggregate = kernel_ms_per_token(address, batch, args.new_tokens)
                 served[batch].append(rate)
                 agent_cpu[batch].append(cpu)
+                served_total[batch].append(aggregate)
                 if peer is not None:
                     prompts = [engine.tokenize(_prompt(i)) for i in range(batch)]
-                    peer_ms[batch].append(llamacpp_ms_per_token(peer, prompts, args.new_tokens))
+                    ms, aggregate = llamacpp_ms_per_token(peer, prompts, args.new_tokens)
+                    peer_ms[batch].append(ms)
+                    peer_total[batch].append(aggregate)
     print(f"decode ms/token per sequence, {args.dtype} activations, {args.weights} weights, {threads} threads, {args.new_tokens} new tokens, "
           f"median of {args.repeats} runs")
-    peer_header = f" {'llama.cpp':>10} {'aiosd tok/s':>12} {'llama.cpp tok/s':>16} {'ratio':>6}" if args.peer else ""
+    peer_header = f" {'llama.cpp':>10}" if args.peer else ""
     print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9} {'agents CPU ms/step':>19}"
           + peer_header)
     for batch in batches:
         b, k = statistics.median(bare[batch]), statistics.median(served[batch])
         line = f"{batch:>5} {b:>12.1f} {k:>14.1f} {k / b - 1:>+9.1%} {statistics.median(agent_cpu[batch]):>19.2f}"
+        print(line + (f" {statistics.median(peer_ms[batch]):>10.1f}" if args.peer else ""))
+    print("\naggregate tokens/s of N agents at once (every token over the time from the common send to the last one,"
+          " prompts included)")
+    print(f"{'batch':>5} {'through aiosd':>14}" + (f" {'llama.cpp':>10} {'ratio':>6}" if args.peer else ""))
+    for batch in batches:
+        k = statistics.median(served_total[batch])
+        line = f"{batch:>5} {k:>14.1f}"
         if args.peer:
-            ref = statistics.median(peer_ms[batch])
-            line += f" {ref:>10.1f} {1000 * batch / k:>12.1f} {1000 * batch / ref:>16.1f} {ref / k:>5.2f}x"
+            ref = statistics.median(peer_total[batch])
+            ratio = statistics.median(a / r for a, r in zip(served_total[batch], peer_total[batch]))
+            line += f" {ref:>10.1f} {ratio:>5.2f}x"
         print(line)
     return 0
 

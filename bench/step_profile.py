@@ -34,7 +34,8 @@ from kernel.engine.cpu.torch_engine import TorchEngine
 
 CONTEXT = 200
 
-# op name (aten, mkldnn, or the engine's native aios_cpu ops) → kind. Composite ops (linear → mm) have no self time of their own, so mapping both is harmless.
+# op name (aten, mkldnn, or the engine's native aios_cpu ops) → kind. Composite ops (linear → mm) have no self time of
+# their own, so mapping both is harmless.
 KINDS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "aten::bmm", "mkldnn::_linear_pointwise",
                "aten::_weight_int4pack_mm_for_cpu", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm"),

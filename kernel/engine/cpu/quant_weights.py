@@ -20,8 +20,8 @@ calibration text: int4 body + int4 lm_head 1.060, int4 body + int8 lm_head 1.013
 Q4_1 body maps exactly) — so the int8 head keeps int4 within the +3% target for the price of 49152 × 576 more bytes.
 Where oneDNN's prepacked bfloat16 product runs and the activations are bfloat16, an int mode's lm_head is bfloat16
 instead: it is faster than the int8 kernel at every row count (SmolLM2's head, 2 threads: 1.49 vs 1.64 ms at 1 row,
-2.16 vs 5.48 ms at 8) and closer to fp32. The embedding lookup keeps the source's quantized codes when it has them (a Q8_0 table is read exactly), otherwise
-the lm_head's int8 codes, dequantizing only the looked-up rows.
+2.16 vs 5.48 ms at 8) and closer to fp32. The embedding lookup keeps the source's quantized codes when it has them
+(a Q8_0 table is read exactly), otherwise the lm_head's int8 codes, dequantizing only the looked-up rows.
 """
 from __future__ import annotations
 

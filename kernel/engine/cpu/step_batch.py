@@ -101,7 +101,8 @@ def build_step_batch(chunks: list[ScheduledChunk], block_size: int) -> tuple[Ste
         input_ids=torch.tensor(input_ids, dtype=torch.long),
         positions=torch.tensor(positions, dtype=torch.long),
         slot_mapping=torch.cat([torch.tensor(decode_slots, dtype=torch.long)] + slot_pieces),
-        n_decode=len(decodes), narrow_rows=len(decodes), decode_block_tables=torch.tensor(decode_tables, dtype=torch.long).view(len(decodes), width),
+        n_decode=len(decodes), narrow_rows=len(decodes),
+        decode_block_tables=torch.tensor(decode_tables, dtype=torch.long).view(len(decodes), width),
         decode_lens=torch.tensor(decode_lens, dtype=torch.long), block_size=block_size,
         prefills=tuple(prefills), logit_rows=torch.tensor(logit_rows, dtype=torch.long))
     return batch, sampled

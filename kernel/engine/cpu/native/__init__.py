@@ -56,7 +56,8 @@ def load():
         load(f"aios_cpu_ops_{digest}", [str(path) for path in SOURCES if path.suffix == ".cpp"], extra_cflags=FLAGS,
              extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     except Exception as error:     # noqa: BLE001 - no compiler, no ninja, a failed build: the torch ops serve instead
-        log.warning("native CPU ops unavailable, using torch ops: %s", str(error).splitlines()[0] if str(error) else error)
+        first_line = str(error).splitlines()[0] if str(error) else repr(error)
+        log.warning("native CPU ops unavailable, using torch ops: %s", first_line)
         return None
     return torch.ops.aios_cpu
 

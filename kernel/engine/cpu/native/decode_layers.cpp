@@ -11,7 +11,8 @@ enum Kind : int64_t { INT4 = 0, INT8 = 1, FLOAT = 2 };
 
 at::Tensor product(const at::Tensor& x, int64_t kind, const at::Tensor& a, const at::Tensor& b, int64_t int4_group) {
   if (kind == FLOAT) {
-    return a.scalar_type() == x.scalar_type() ? at::linear(x, a) : at::linear(x.to(a.scalar_type()), a).to(x.scalar_type());
+    if (a.scalar_type() == x.scalar_type()) return at::linear(x, a);
+    return at::linear(x.to(a.scalar_type()), a).to(x.scalar_type());
   }
   const at::Tensor input = x.scalar_type() == at::kBFloat16 ? x : x.to(at::kBFloat16);
   at::Tensor y = kind == INT4 ? at::_weight_int4pack_mm_for_cpu(input, a, int4_group, b)

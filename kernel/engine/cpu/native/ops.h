@@ -1,4 +1,5 @@
-// The native ops (ops.cpp) and the decode layer loop built on them (decode_layers.cpp); registered as torch.ops.aios_cpu.
+// The native ops (ops.cpp) and the decode layer loop built on them (decode_layers.cpp), registered as
+// torch.ops.aios_cpu.
 #pragma once
 
 #include <torch/extension.h>
