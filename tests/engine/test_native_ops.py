@@ -136,3 +136,24 @@ def test_the_native_layer_loop_is_the_python_loop(tiny_folder, dtype, weights):
         python = model.forward(batch, kv)
         model._native_stack = stack
     assert torch.equal(native, python) and torch.equal(after_native, kv.data)
+
+
+def test_the_torch_ops_fallback_computes_the_same_model(tiny_folder):
+    """Where the native ops cannot be built the model runs its steps as torch ops: the same logits, to rounding, for
+    prompt chunks and decodes alike."""
+    from kernel.engine.cpu.model import LlamaModel
+    from kernel.engine.cpu.kv_cache import KVCache
+    from kernel.engine.loading.checkpoint import load_checkpoint
+    checkpoint = load_checkpoint(str(tiny_folder), torch.float32)
+    cfg = checkpoint.config
+    models = [LlamaModel(cfg, checkpoint.weights, torch.float32, native=native) for native in (True, False)]
+    assert models[0].ops.name == "native" and models[1].ops.name == "torch"
+    caches = [KVCache(cfg.n_layers, 64, cfg.n_kv_heads, cfg.head_dim, torch.float32) for _ in models]
+    prompt = ScheduledChunk(list(range(5, 25)), 0, [0, 1], True)
+    decode = ScheduledChunk([7], 20, [0, 1], True)
+    with torch.inference_mode():
+        for step in ([prompt], [decode]):
+            batch, _ = build_step_batch(step, 16)
+            native, fallback = (model.forward(batch, kv) for model, kv in zip(models, caches))
+            assert torch.allclose(native, fallback, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(caches[0].data, caches[1].data, atol=1e-5)
