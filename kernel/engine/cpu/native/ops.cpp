@@ -7,7 +7,9 @@
 
 #include <ATen/Parallel.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -25,6 +27,25 @@ template <> inline void widen(const c10::BFloat16* in, float* out, int64_t n) {
   uint32_t* wide = reinterpret_cast<uint32_t*>(out);
   _Pragma("omp simd")
   for (int64_t i = 0; i < n; ++i) wide[i] = static_cast<uint32_t>(bits[i]) << 16;
+}
+
+// exp(x) in float32 within a few ulp (Cephes' expf): x = k ln2 + r with |r| <= ln2 / 2, e^r by a degree-7 polynomial,
+// 2^k from exponent bits. Plain arithmetic and a bit cast, so a simd loop vectorizes it: glibc's expf is a scalar call
+// (its vector form needs -ffast-math, which would also let the compiler assume no NaN or infinity anywhere).
+inline float exp_f32(float x) {
+  x = std::min(std::max(x, -87.3f), 88.7f);                   // NaN passes through both
+  const float shift = 12582912.f;                             // 1.5 * 2^23: adding it rounds to an integer
+  const float k = (x * 1.44269504088896341f + shift) - shift;
+  float r = x - k * 0.693359375f;                             // ln 2 in two parts (Cody-Waite)
+  r = r - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.f;
+  return y * std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
 }
 
 void check_rows(const at::Tensor& t, const char* name) {
@@ -152,8 +173,9 @@ void attend(const float* query, int64_t G, int64_t d_runtime, const T* kc, const
     float top = -std::numeric_limits<float>::infinity();
     for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t]);
     float sum = 0.f;
+    _Pragma("omp simd reduction(+ : sum)")
     for (int64_t t = 0; t < n; ++t) {
-      s[t] = std::exp(s[t] - top);
+      s[t] = exp_f32(s[t] - top);
       sum += s[t];
     }
     const float norm = 1.f / sum;
@@ -236,15 +258,17 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
     const scalar_t* in = gate_up.data_ptr<scalar_t>();
     const int64_t stride = gate_up.stride(0);
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
+      std::vector<float> gate(F), up(F);
       for (int64_t r = begin; r < end; ++r) {
-        const scalar_t* gate = in + r * stride;
-        const scalar_t* up = gate + F;
+        widen(in + r * stride, gate.data(), F);
+        widen(in + r * stride + F, up.data(), F);
+        float* g = gate.data();
+        const float* u = up.data();
+        _Pragma("omp simd")
+        for (int64_t i = 0; i < F; ++i) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
         scalar_t* o = op + r * F;
-        for (int64_t i = 0; i < F; ++i) {
-          const float x = f32(gate[i]);
-          o[i] = static_cast<scalar_t>(x / (1.f + std::exp(-x)) * f32(up[i]));
-        }
+        for (int64_t i = 0; i < F; ++i) o[i] = static_cast<scalar_t>(g[i]);
       }
     });
   });
