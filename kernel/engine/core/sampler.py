@@ -37,9 +37,12 @@ def sample(logits: torch.Tensor, params: list[SamplingParams],
     their top-k / top-p and normalized together (row-wise ops: each row's probabilities are what it would get alone),
     then each draws from its own generator (same seed → same output, whatever else is in the batch). A row that cannot
     be sampled gets a SamplingError in its place."""
-    # -inf is a legitimate logit (a masked token); NaN and +inf are not, and argmax would happily pick them.
-    broken = (torch.isnan(logits) | torch.isposinf(logits)).any(dim=-1) | ~torch.isfinite(logits).any(dim=-1)
-    tokens: list[int | SamplingError] = logits.argmax(dim=-1).tolist()
+    # -inf is a legitimate logit (a masked token); NaN and +inf are not, and argmax would happily pick them. One pass
+    # finds both: a row's max is NaN if it holds a NaN (max propagates it), +inf if it holds +inf, -inf if nothing in
+    # it is finite, and finite exactly when the row is usable; its index is argmax's (the first maximal value).
+    best, argmax = logits.max(dim=-1)
+    broken = ~torch.isfinite(best)
+    tokens: list[int | SamplingError] = argmax.tolist()
     for row in broken.nonzero().flatten().tolist():
         tokens[row] = SamplingError("the model produced non-finite logits")
     rows = [row for row, p in enumerate(params)
