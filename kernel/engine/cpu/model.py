@@ -106,6 +106,7 @@ class LlamaModel:
             else:
                 x.add_(mlp)
 
+
 def _attention(ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch
                ) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in layer index of the cache). Decode rows through the

@@ -12,12 +12,13 @@ at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each 
     decode_layers     every layer of a pure-decode step, these ops and the weight products called from C++
                       (decode_layers.cpp): ~300 Python-level calls per step → 1
 
-torch.utils.cpp_extension builds ops.cpp with the machine's C++ compiler (and ninja) into torch's extension cache
-(TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), under a name that includes a digest of the source and of this
-CPU's instruction-set flags, since it is compiled with -march=native: a cache shared by different CPUs never runs code
-built for another. The first build takes ~30 s (`make install` does it); later loads take milliseconds. Where it cannot
-be built (no compiler), or with AIOS_NATIVE_OPS=0, load() returns None and the model runs the same steps as torch ops
-(kernel/engine/cpu/layer_ops.py), which tests/engine/test_native_ops.py holds the native ops to.
+torch.utils.cpp_extension builds ops.cpp and decode_layers.cpp with the machine's C++ compiler (and ninja) into torch's
+extension cache (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), under a name that includes a digest of the
+sources, of their folder (two checkouts do not rebuild over each other) and of this CPU's instruction-set flags, since
+it is compiled with -march=native: a cache shared by different CPUs never runs code built for another. The first build
+takes ~30 s (`make install` does it); later loads take milliseconds. Where it cannot be built (no compiler), or with
+AIOS_NATIVE_OPS=0, load() returns None and the model runs the same steps as torch ops (kernel/engine/cpu/layer_ops.py),
+which tests/engine/test_native_ops.py holds the native ops to.
 """
 from __future__ import annotations
 
@@ -49,12 +50,14 @@ def load():
     """torch.ops.aios_cpu, or None (see the module docstring)."""
     if os.environ.get("AIOS_NATIVE_OPS", "1") == "0":
         return None
-    source = b"".join(path.read_bytes() for path in SOURCES)
-    digest = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu_flags().encode()).hexdigest()[:12]
+    identity = [path.read_bytes() for path in SOURCES] + [str(SOURCES[0].parent).encode(), " ".join(FLAGS).encode(),
+                                                          _cpu_flags().encode()]
+    digest = hashlib.sha256(b"\0".join(identity)).hexdigest()[:12]
     try:
-        from torch.utils.cpp_extension import load
-        load(f"aios_cpu_ops_{digest}", [str(path) for path in SOURCES if path.suffix == ".cpp"], extra_cflags=FLAGS,
-             extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+        from torch.utils.cpp_extension import load as build_extension
+        sources = [str(path) for path in SOURCES if path.suffix == ".cpp"]
+        build_extension(f"aios_cpu_ops_{digest}", sources, extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+                        is_python_module=False, verbose=False)
     except Exception as error:     # noqa: BLE001 - no compiler, no ninja, a failed build: the torch ops serve instead
         first_line = str(error).splitlines()[0] if str(error) else repr(error)
         log.warning("native CPU ops unavailable, using torch ops: %s", first_line)
