@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     bare: dict[int, list[float]] = {b: [] for b in batches}
     served: dict[int, list[float]] = {b: [] for b in batches}
     agent_cpu: dict[int, list[float]] = {b: [] for b in batches}
-    engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192, weights=args.weights)
+    # the options aiosd gets below: the same prompts every round must not be served from a prefix cache in one of
+    # them (with it on, the bare engine skipped every prompt after the first round)
+    engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192, weights=args.weights,
+                         prefix_cache=False)
     peer_ms: dict[int, list[float]] = {b: [] for b in batches}
     served_total: dict[int, list[float]] = {b: [] for b in batches}
     peer_total: dict[int, list[float]] = {b: [] for b in batches}
