@@ -99,7 +99,7 @@ class NativeOps:
                 kind = product.native_kind()
                 if kind is None:
                     return None
-                kinds.append(kind[0])
+                kinds.append(int(kind[0]))
                 weights += kind[1:]
         return norms, kinds, weights
 

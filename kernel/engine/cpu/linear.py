@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernel.engine.cpu.native import ProductKind
+
 
 def packing_available() -> bool:
     ops = torch.ops.mkldnn
@@ -32,10 +34,10 @@ class Linear:
         # Reordered for one-row inputs, the decode case; correct for any number of rows.
         self._weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1) if self._packed else weight
 
-    def native_kind(self) -> tuple[int, torch.Tensor, torch.Tensor] | None:
-        """How native/decode_layers.cpp multiplies by this (its Kind FLOAT: F.linear), or None for the prepacked
-        oneDNN product, which that loop does not call."""
-        return None if self._packed else (2, self._weight, torch.empty(0))
+    def native_kind(self) -> tuple[ProductKind, torch.Tensor, torch.Tensor] | None:
+        """How native/decode_layers.cpp multiplies by this (F.linear), or None for the prepacked oneDNN product,
+        which that loop does not call."""
+        return None if self._packed else (ProductKind.FLOAT, self._weight, torch.empty(0))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, in] → [T, out], in x's dtype."""

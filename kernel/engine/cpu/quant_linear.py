@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from kernel.engine.cpu.native import ProductKind
 from kernel.engine.loading.quant_tensor import INT4_GROUP, GroupQuantized
 
 KERNEL_DTYPE = torch.bfloat16
@@ -44,9 +45,9 @@ class Int4Linear:
         self._scales_zeros = torch.stack([weight.scale.t(), zero.t()], dim=-1).to(KERNEL_DTYPE).contiguous()
         self.nbytes = self._packed.numel() + self._scales_zeros.numel() * self._scales_zeros.element_size()
 
-    def native_kind(self) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """How native/decode_layers.cpp multiplies by this (its Kind INT4, the packed codes, scales and zeros)."""
-        return 0, self._packed, self._scales_zeros
+    def native_kind(self) -> tuple[ProductKind, torch.Tensor, torch.Tensor]:
+        """How native/decode_layers.cpp multiplies by this: the packed codes, scales and zeros."""
+        return ProductKind.INT4, self._packed, self._scales_zeros
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, in] → [T, out]."""
@@ -65,9 +66,9 @@ class Int8Linear:
         self._scales = weight.scale[:, 0].to(KERNEL_DTYPE).contiguous()       # [N]
         self.nbytes = self._codes.numel() + self._scales.numel() * self._scales.element_size()
 
-    def native_kind(self) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """How native/decode_layers.cpp multiplies by this (its Kind INT8, the codes and row scales)."""
-        return 1, self._codes, self._scales
+    def native_kind(self) -> tuple[ProductKind, torch.Tensor, torch.Tensor]:
+        """How native/decode_layers.cpp multiplies by this: the codes and row scales."""
+        return ProductKind.INT8, self._codes, self._scales
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, in] → [T, out]."""

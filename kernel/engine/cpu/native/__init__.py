@@ -26,6 +26,7 @@ import functools
 import hashlib
 import logging
 import os
+from enum import IntEnum
 from pathlib import Path
 
 import torch
@@ -33,6 +34,13 @@ import torch
 SOURCES = [Path(__file__).with_name(name) for name in ("ops.h", "ops.cpp", "decode_layers.cpp")]
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
 log = logging.getLogger(__name__)
+
+
+class ProductKind(IntEnum):
+    """How decode_layers.cpp multiplies by a layer's weight (its enum Kind): the product's native_kind() names it."""
+    INT4 = 0         # aten._weight_int4pack_mm_for_cpu(x, packed codes, group, scales and zeros)
+    INT8 = 1         # aten._weight_int8pack_mm(x, codes, row scales)
+    FLOAT = 2        # F.linear(x, weight)
 
 
 def _cpu_flags() -> str:

@@ -6,7 +6,7 @@
 namespace aios {
 namespace {
 
-// How a layer's product multiplies (model.py, native_product): the integer kernels take bfloat16 inputs.
+// How a layer's product multiplies (native/__init__.py, ProductKind): the integer kernels take bfloat16 inputs.
 enum Kind : int64_t { INT4 = 0, INT8 = 1, FLOAT = 2 };
 
 at::Tensor product(const at::Tensor& x, int64_t kind, const at::Tensor& a, const at::Tensor& b, int64_t int4_group) {
