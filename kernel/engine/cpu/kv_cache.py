@@ -30,6 +30,13 @@ def slot_runs(block_table: Sequence[int], block_size: int, n_tokens: int) -> lis
     return runs
 
 
+def gather_slots(layer: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """One layer's K and V ([2, slots, Hkv, D]) at slots [*S]: [2, *S, Hkv, D]. An index_select of whole Hkv*D rows,
+    several times faster than advanced indexing over the slot dimension."""
+    rows = layer.flatten(2).index_select(1, slots.flatten())          # [2, |S|, Hkv D]
+    return rows.view(2, *slots.shape, *layer.shape[2:])
+
+
 class KVCache:
     def __init__(self, n_layers: int, n_slots: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
         self.data = torch.zeros(n_layers, 2, n_slots, n_kv_heads, head_dim, dtype=dtype)   # [L, 2, slots, Hkv, D]
@@ -43,11 +50,8 @@ class KVCache:
         return self.data[index]
 
     def gather(self, index: int, slots: torch.Tensor) -> torch.Tensor:
-        """Layer index's K and V at slots [*S]: [2, *S, Hkv, D]. An index_select of whole Hkv*D rows, several times
-        faster than advanced indexing over the slot dimension."""
-        layer = self.data[index]                                       # [2, slots, Hkv, D]
-        rows = layer.flatten(2).index_select(1, slots.flatten())       # [2, |S|, Hkv D]
-        return rows.view(2, *slots.shape, *layer.shape[2:])
+        """Layer index's K and V at slots [*S]: [2, *S, Hkv, D]."""
+        return gather_slots(self.data[index], slots)
 
     def _snapshot_view(self, buffer: memoryview, n_tokens: int) -> np.ndarray:
         """buffer as the bytes of a snapshot of n_tokens tokens: [L, 2, n_tokens, Hkv, D * itemsize]."""

@@ -9,12 +9,16 @@ tests/engine/test_native_ops.py holds the native ops to. Both take and return th
                                     returns q [T, H, D], k [T, Hkv, D]
     decode_attention(q, cache, batch) rows [0, n_decode) of a step, each over its own context: [n_decode, H, D]
     silu_mul(gate_up)               [T, 2F] → silu(gate) * up, [T, F]
+
+NativeOps alone also runs every layer of a pure-decode step in one call (decode_layers, over the layers as stack()
+lays them out), which the model uses when every product has a native kind.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from kernel.engine.cpu.kv_cache import gather_slots
 from kernel.engine.cpu.native import load
 from kernel.engine.loading.quant_tensor import INT4_GROUP
 from kernel.engine.cpu.step_batch import StepBatch
@@ -53,7 +57,7 @@ class TorchOps:
             if isinstance(context, tuple):
                 keys_values = cache[:, context[0]:context[1]]                             # [2, n_ctx, Hkv, D]
             else:
-                keys_values = cache.flatten(2).index_select(1, context).view(2, len(context), *cache.shape[2:])
+                keys_values = gather_slots(cache, context)
             keys_values = keys_values.transpose(1, 2).unsqueeze(1)                       # [2, 1, Hkv, n_ctx, D]
             result = F.scaled_dot_product_attention(q[row:row + 1].unsqueeze(2), keys_values[0], keys_values[1],
                                                     enable_gqa=True)                    # [1, H, 1, D]

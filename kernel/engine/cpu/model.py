@@ -1,4 +1,7 @@
-"""Our llama forward pass in torch: RMSNorm, rotary embeddings, grouped-query attention over a paged KV cache, SwiGLU.
+"""Our llama forward pass: RMSNorm, rotary embeddings, grouped-query attention over a paged KV cache, SwiGLU.
+
+The weight products are torch's kernels (quant_weights.py); the steps between them are the layer ops (layer_ops.py:
+fused native ops where they build, else torch ops), and a pure-decode step runs all its layers in one native call.
 
 Shapes: T = rows in the step (all sequences' tokens flattened), H = attention heads, Hkv = KV heads, D = head_dim,
 E = hidden size, F = MLP size, V = vocabulary.
