@@ -2,7 +2,8 @@
 
 Which space a call acts on: the caller's own ("<principal>/<agent name>", or a throwaway one for an ephemeral agent)
 unless `space` names another owner's, which needs that owner's share (access.share) for the access asked (read, or
-write) or the operator's capability (mem.any, fs.any). Denials answer `permission_denied` and are audited, as are uses
+write) or the operator's capability (mem.any, fs.any). A listing through a share matches its prefix by whole path
+components, so a share of "notes" never lists "notes-private/...". Denials answer `permission_denied` and are audited, as are uses
 of the capability. The loop only checks and queues; the work and the reply happen on the worker.
 
 Files are searchable (fs.search) through the memory service: each text file written is indexed, after its write
@@ -11,6 +12,8 @@ index of its earlier version; a delete drops it.
 """
 from __future__ import annotations
 
+import enum
+
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Ack
 from ipc.service_messages import (MAX_MEMORY_CHARS, FileInfo, FsData, FsListing, FsVersion, FsVersions, MemId,
@@ -18,12 +21,20 @@ from ipc.service_messages import (MAX_MEMORY_CHARS, FileInfo, FsData, FsListing,
 from kernel.access.capabilities import Capability
 from kernel.access.shares import ShareTable
 from kernel.services.worker import Job, ServiceWorker
+from kernel.storage.paths import PrefixMatch
 
 FILE_INDEX_SUFFIX = "#files"
 MAX_INDEXED = 100_000                 # entries scanned when a file's old index entries are replaced
 
 MEM_WRITES = ("mem.add", "mem.update", "mem.delete")
 FS_WRITES = ("fs.write", "fs.delete", "fs.rollback")
+
+
+class Access(enum.Enum):
+    """How a call reached the space it acts on."""
+    OWN = "own"
+    CAPABILITY = "capability"
+    SHARE = "share"
 
 
 def space_of(agent) -> str:
@@ -81,7 +92,7 @@ class ServiceSyscalls:
 
     def mem(self, call, body) -> None:
         syscall = call.item.envelope.type
-        space = self._space(call, body.space, "mem", syscall in MEM_WRITES)
+        space, _ = self._space(call, body.space, "mem", syscall in MEM_WRITES)
         run = {
             "mem.add": lambda m: MemId(id=m.add(space, [body.text], [body.metadata])[0]),
             "mem.search": lambda m: MemRecords(records=[_record(h) for h in m.search(space, body.query, body.k,
@@ -96,7 +107,9 @@ class ServiceSyscalls:
     def fs(self, call, body) -> None:
         syscall = call.item.envelope.type
         path = getattr(body, "path", getattr(body, "prefix", ""))
-        space = self._space(call, body.space, "fs", syscall in FS_WRITES, path)
+        space, access = self._space(call, body.space, "fs", syscall in FS_WRITES, path)
+        # a share opens a prefix by whole components: a string-prefix listing would show names beside it
+        match = PrefixMatch.COMPONENTS if access is Access.SHARE else PrefixMatch.TEXT
         if syscall == "fs.search":
             run = lambda m: MemRecords(records=[_record(h) for h in m.search(space + FILE_INDEX_SUFFIX, body.query,
                                                                               body.k, None)])
@@ -105,7 +118,7 @@ class ServiceSyscalls:
         run = {
             "fs.write": lambda s: self._indexed(space, body.path, s.write(space, body.path, body.data), body.data),
             "fs.read": lambda s: FsData(**dict(zip(("data", "version"), s.read(space, body.path, body.version)))),
-            "fs.list": lambda s: FsListing(files=[_file_info(f) for f in s.list(space, body.prefix)]),
+            "fs.list": lambda s: FsListing(files=[_file_info(f) for f in s.list(space, body.prefix, match)]),
             "fs.delete": lambda s: self._indexed(space, body.path, s.delete(space, body.path), None),
             "fs.versions": lambda s: FsVersions(versions=[_version_info(v) for v in s.versions(space, body.path)]),
             "fs.rollback": lambda s: self._rolled_back(s, space, body.path, body.version),
@@ -114,17 +127,17 @@ class ServiceSyscalls:
 
     # -- mechanism -------------------------------------------------------------------------------------------------
 
-    def _space(self, call, named: str | None, kind: str, write: bool, path: str = "") -> str:
+    def _space(self, call, named: str | None, kind: str, write: bool, path: str = "") -> tuple[str, Access]:
         own = space_of(call.agent)
         if named is None or named == own:
-            return own
+            return own, Access.OWN
         capability = Capability.MEM_ANY if kind == "mem" else Capability.FS_ANY
         if capability in call.agent.capabilities:
             self.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="allow", target=named,
                               reason=f"holds {capability.value}")
-            return named
+            return named, Access.CAPABILITY
         if self.shares.allows(kind, named, own, write, path.strip("/")):
-            return named
+            return named, Access.SHARE
         self.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="deny", target=named,
                           reason="no share" + (" for writing" if write else ""))
         raise ProtocolError(ErrorCode.DENIED, f"{named!r} has not shared its {kind} space with {own!r}"

@@ -10,8 +10,9 @@ Contract (the kernel's storage worker calls this from one thread; it is not thre
   published atomically (fsops.write_new); the versions beyond the newest `keep_versions` are then removed. Refused
   before anything is written: TOO_LARGE over max_file_bytes, the quota error over quota_bytes or max_files.
 - `read(space, path, version=None) -> (data, version)`: the latest version, or the given one while it is kept.
-- `list(space, prefix="") -> [FileInfo]`: files whose path starts with `prefix` (a string prefix: "no" matches
-  "notes/a"), sorted by path. `versions(space, path) -> [VersionInfo]`, oldest first.
+- `list(space, prefix="", match=PrefixMatch.TEXT) -> [FileInfo]`: files whose path starts with `prefix`, sorted by
+  path: by string prefix ("no" matches "notes/a"), or with PrefixMatch.COMPONENTS by whole components ("notes" is
+  "notes" and "notes/...", never "notes-private/..."; the kernel lists a shared space this way). `versions(space, path) -> [VersionInfo]`, oldest first.
 - `delete(space, path)`: removes every version (the room is freed; a later write starts again at version 1).
 - `rollback(space, path, version) -> version`: writes the kept `version`'s content as a new version (quota applies).
 - `usage(space) -> dict`: bytes, files, versions in use and the limits. `drop_space(space) -> bool`: removes the
@@ -44,7 +45,8 @@ import stat
 
 from kernel.storage import fsops
 from kernel.storage.errors import bad_request, closed, not_found, over_quota
-from kernel.storage.paths import RESERVED_PREFIX, space_dirname, split_path, split_prefix
+from kernel.storage.paths import (RESERVED_PREFIX, PrefixMatch, space_dirname, split_path, split_prefix,
+                                  split_whole_prefix)
 from kernel.storage.quota import Limits, Usage, check_size, check_version, check_write
 from kernel.storage.tree import walk_nodes
 from kernel.storage.versions import FileInfo, Node, VersionInfo, remove_names, scan_node, to_prune, version_name
@@ -120,13 +122,18 @@ class StorageManager:
                                 f"(kept: {kept[0].version}..{kept[-1].version})")
             return fsops.read_regular(node_fd, version_name(number), self.limits.max_file_bytes), number
 
-    def list(self, space: str, prefix: str = "") -> list[FileInfo]:
-        dirs, partial = split_prefix(prefix)
+    def list(self, space: str, prefix: str = "", match: PrefixMatch = PrefixMatch.TEXT) -> list[FileInfo]:
+        if match is PrefixMatch.COMPONENTS:
+            dirs, partial = split_whole_prefix(prefix), None       # the base node and everything below it
+        else:
+            dirs, partial = split_prefix(prefix)
         found: list[FileInfo] = []
 
         def visit(fd: int, parts: list[str], node: Node) -> None:
             latest = node.latest()
-            if latest is not None and len(parts) > len(dirs) and parts[len(dirs)].startswith(partial):
+            if latest is None:
+                return
+            if partial is None or (len(parts) > len(dirs) and parts[len(dirs)].startswith(partial)):
                 found.append(FileInfo("/".join(parts), latest.size, latest.version, latest.time))
 
         with contextlib.ExitStack() as stack:

@@ -7,6 +7,9 @@ Contract:
   character anywhere (C0, DEL, C1 — NUL included). Strings that cannot be UTF-8 encoded (lone surrogates) are refused.
 - `split_prefix(prefix)` is the same for a list prefix, except that "" is allowed (everything), a trailing "/" is
   allowed, and the last component may be any partial name (".", ".ai"), since it only filters by string prefix.
+- `PrefixMatch` says how a list prefix selects paths: TEXT by string prefix ("no" matches "notes/a"), COMPONENTS by
+  whole components ("notes" matches "notes" and "notes/..." only, never "notes-private/..."): what a share of a
+  prefix opens, so a grantee's listing never shows a name outside it.
 - `space_dirname(space)` maps an opaque namespace id to the name of its directory: "s-" + sha256 hex of the id. The id
   never reaches the file system, so nothing in it ("..", "/", NUL) can pick the directory.
 - Every name the store itself makes inside a space starts with RESERVED_PREFIX (version files, temporaries), which is
@@ -17,6 +20,7 @@ the whole on-disk path well under PATH_MAX (4096) whatever the root.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
 
@@ -26,6 +30,11 @@ MAX_PATH_BYTES = 1024
 MAX_NAME_BYTES = 255
 MAX_SPACE_BYTES = 1024
 RESERVED_PREFIX = ".aios"
+
+
+class PrefixMatch(enum.Enum):
+    TEXT = "text"
+    COMPONENTS = "components"
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")     # C0, DEL, C1: one regex scan, not a Python loop per char
@@ -85,6 +94,14 @@ def split_prefix(prefix: object) -> tuple[list[str], str]:
     if len(partial.encode("utf-8")) > MAX_NAME_BYTES:
         raise bad_request(f"the last component of prefix {prefix[:40]!r}... is over {MAX_NAME_BYTES} bytes")
     return dirs, partial
+
+
+def split_whole_prefix(prefix: object) -> list[str]:
+    """The components of a COMPONENTS list prefix ("" or a valid path, "/" trimmed at either end); BAD_REQUEST."""
+    _encoded(prefix, "prefix", MAX_PATH_BYTES)
+    assert isinstance(prefix, str)
+    trimmed = prefix.strip("/")
+    return split_path(trimmed) if trimmed else []
 
 
 def space_dirname(space: object) -> str:
