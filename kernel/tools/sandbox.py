@@ -1,44 +1,66 @@
-"""Confinement for tool servers that run code: a launcher that sets limits on itself, then execs the server.
+"""Confinement for tool servers that run code: a launcher that builds a jail for itself, then execs the server.
 
-Parent side (the manager): `launcher_argv(limits, workdir, argv)` wraps a command; `make_workdir()` /
+Parent side (the manager): `launcher_argv(limits, workdir, argv, hide)` wraps a command; `make_workdir()` /
 `remove_workdir()` give each sandboxed server a private temporary directory; `build_env()` makes an environment from an
 allowlist only. The manager spawns the result in a new session (process group), so stop() kills the whole tree.
 
-Child side: `python -I kernel/tools/sandbox.py [options] -- argv...` (run by path, stdlib only, so it works before
-anything else is importable and costs one interpreter start). In order:
-1. as root: real uid → the sandbox uid (`--uid`, default 65534), effective uid stays 0 so the interpreter under
-   /root stays readable. RLIMIT_NPROC is never enforced for real uid 0, so this is what makes it count;
-2. `unshare(CLONE_NEWUSER | CLONE_NEWNET)` (ctypes: os.unshare is 3.12+). In a user namespace of its own the process
-   has no capability over the host (so RLIMIT_NPROC holds, CAP_SYS_RESOURCE cannot lift it), the process count is kept
-   per namespace (so the limit is per sandbox, not per uid system-wide), and the new network namespace has only a
-   down loopback: no network at all. If unshare fails, a note goes to stderr and the launcher carries on: with root it
-   tries CLONE_NEWNET alone; without root, RLIMIT_NPROC is set to the uid's current count plus the budget;
-3. rlimits (after the unshare, so the namespace's parent-level cap stays the host's): RLIMIT_CPU (seconds, SIGXCPU
-   then SIGKILL), RLIMIT_AS (address space: a 10 GB allocation fails with MemoryError), RLIMIT_NOFILE, RLIMIT_NPROC
-   (tasks, i.e. threads too), RLIMIT_FSIZE, RLIMIT_CORE = 0;
-4. chdir to the private directory, umask 077, exec.
+Child side: `python -I kernel/tools/sandbox.py [options] -- argv...` (run by path, stdlib only). The launcher P:
+1. unshares a mount, network and PID namespace — as root directly (these namespaces belong to the host's user
+   namespace, so nothing in the jail can undo them); as a normal user inside a new user namespace mapping only its own
+   uid (so it has CAP_SYS_ADMIN over its mounts and nothing else);
+2. builds the view: mounts private; an empty read-only tmpfs over each `--hide` path (the kernel's runtime directory
+   with its socket, admin token and audit log; the data directory with every agent's space: a file is covered by
+   /dev/null); as root also over each directory on the way to the interpreter, the venv or the project that the
+   sandbox uid cannot traverse (/root, 0700), with those trees bound back read-only (so /root/.ssh and the rest stay
+   hidden); then the whole tree read-only (mount_setattr AT_RECURSIVE), except the private directory, bound writable;
+3. forks I, pid 1 of the new PID namespace: it mounts a fresh /proc (the kernel and other sandboxes are not even
+   visible: no kill, no ptrace, no /proc/<pid>/root), drops to the sandbox uid — as root: setgroups([]) then real,
+   effective and saved gid and uid = `--uid` (65534), so no root is left, never setresuid(uid, 0, 0) — then (root)
+   unshares a user namespace so the task budget is counted per sandbox, clears its capabilities, and forks S; it reaps
+   every orphan (zombies would eat the task budget) and exits with S's status. P waits for I, exits with its status;
+4. S sets rlimits: RLIMIT_CPU (SIGXCPU then SIGKILL), RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_NPROC (tasks, counted per user
+   namespace), RLIMIT_FSIZE, RLIMIT_CORE = 0; chdir to the private directory, umask 077, exec. execve as a uid that is
+   not 0 in its user namespace leaves the server with no capabilities.
+Why mounts and not "import as root, then drop": every snippet is a fresh interpreter exec'd by the unprivileged
+server, which must be able to open the interpreter; binding the needed trees into the jail serves both at once and
+keeps the rest of /root out of view.
 
-What it cannot enforce without privileges or cgroups: filesystem reads/writes outside the directory (the process keeps
-the kernel's effective uid; the directory is a convention, not a jail), memory as resident set (RLIMIT_AS bounds
-address space per process, not the tree's sum), total CPU of the tree (RLIMIT_CPU is per process), and processes
-that call setsid() escape the process-group kill (their fork budget still holds).
-`--nested` skips 1 and 2: the python runner uses it for each snippet, which inherits the server's namespaces.
+Enforced, root with namespaces (this machine, CI): uid/gid 65534 with no groups and no capabilities; no view of the
+hidden paths, of anything under untraversable directories but the bound trees, of other processes; no network (a down
+loopback; abstract unix sockets are per network namespace); writes only in the private directory (/tmp, /var/tmp,
+/dev/shm are read-only: multiprocessing's semaphores do not work); /etc/shadow and other root-only files unreadable
+by uid. Normal user with user namespaces: the same, except the uid is the kernel's own (mapped to itself), so files
+are protected only by being out of view (the hidden paths) — keep secrets under them; and files readable by that uid
+elsewhere remain readable. Without namespaces (a note goes to stderr for each missing one): as root the uid drop still
+happens (the interpreter under /root then cannot start: fail closed) but the hidden paths, network and other processes
+are reachable; as a normal user nothing but the rlimits and the environment holds (RLIMIT_NPROC is then set to the
+uid's current count plus the budget). Never enforced: memory as resident set (RLIMIT_AS is per process), the tree's
+total CPU (RLIMIT_CPU is per process); processes of one sandbox (a runner's snippets) share its uid and directory.
+`--nested` does only step 4: the python runner uses it for each snippet, which inherits the server's jail.
 """
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import resource
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 NOBODY_UID = 65534
 # What a sandboxed server's environment is made from; everything else of the kernel's is dropped.
 BASE_ENV = ("PATH", "LANG", "LC_ALL")
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# mount(2) / mount_setattr(2) constants (x86_64 and aarch64 share the syscall number).
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
+SYS_MOUNT_SETATTR, AT_RECURSIVE, MOUNT_ATTR_RDONLY, AT_FDCWD = 442, 0x8000, 1, -100
 
 
 @dataclass(frozen=True)
@@ -49,10 +71,11 @@ class SandboxLimits:
     processes: int | None = 128         # tasks (processes and threads) in the sandbox
     file_size_mb: int | None = 64
     network: bool = False
-    uid: int = NOBODY_UID               # real uid when the kernel runs as root
+    uid: int = NOBODY_UID               # the sandbox's uid and gid when the kernel runs as root
 
 
-def launcher_argv(limits: SandboxLimits, workdir: str, argv: list[str], nested: bool = False) -> list[str]:
+def launcher_argv(limits: SandboxLimits, workdir: str, argv: list[str], nested: bool = False,
+                  hide: tuple[str, ...] = ()) -> list[str]:
     """argv wrapped by the launcher (this file, run by path with the same interpreter)."""
     options = [f"--cwd={workdir}", f"--uid={limits.uid}"]
     for flag, value in (("--cpu", limits.cpu_seconds), ("--as-mb", limits.memory_mb), ("--nofile", limits.open_files),
@@ -63,6 +86,8 @@ def launcher_argv(limits: SandboxLimits, workdir: str, argv: list[str], nested: 
         options.append("--no-network")
     if nested:
         options.append("--nested")
+    if hide:
+        options.append(f"--hide={json.dumps([os.path.abspath(path) for path in hide])}")
     return [sys.executable, "-I", os.path.abspath(__file__), *options, "--", *argv]
 
 
@@ -89,15 +114,140 @@ def build_env(pass_env: list[str], values: dict[str, str], home: str | None, pyt
 
 # ---------------------------------------------------------------------------------------------------- child side
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _note(text: str) -> None:
     # One line on stderr: the manager keeps a server's last stderr lines and logs them.
     sys.stderr.write(f"aios-sandbox: {text}\n")
     sys.stderr.flush()
 
 
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
 def _unshare(flags: int) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return 0 if libc.unshare(flags) == 0 else ctypes.get_errno()
+    return 0 if _LIBC.unshare(flags) == 0 else ctypes.get_errno()
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    encode = (lambda text: None if text is None else text.encode())
+    _check(_LIBC.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data)),
+           f"mount {target}")
+
+
+def _set_readonly(path: str, readonly: bool, recursive: bool) -> None:
+    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else MOUNT_ATTR_RDONLY, 0, 0)
+    _check(_LIBC.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0, attr,
+                         ctypes.sizeof(attr)), f"mount_setattr {path}")
+
+
+def _inside(path: str, tops) -> bool:
+    return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
+
+
+def _kept_trees(argv: list[str]) -> list[str]:
+    """What the jail needs to read: the interpreter (base and venv), its import path, the project, the command."""
+    paths = [sys.base_prefix, sys.prefix, PROJECT_ROOT, os.path.dirname(os.path.realpath(sys.executable)),
+             *(entry for entry in sys.path if entry)]
+    command = shutil.which(argv[0]) if argv else None
+    if command:
+        paths.append(os.path.dirname(os.path.realpath(command)))
+    trees = sorted({os.path.realpath(path) for path in paths if os.path.isdir(path)})
+    return [tree for tree in trees if not _inside(tree, [other for other in trees if other != tree])]
+
+
+def _untraversable(trees: list[str]) -> list[str]:
+    """The topmost directory on each tree's path that others cannot search (the sandbox uid is such an other)."""
+    blocked = []
+    for tree in trees:
+        parts = tree.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            ancestor = "/" + "/".join(parts[:depth])
+            if not os.stat(ancestor).st_mode & stat.S_IXOTH:
+                blocked.append(ancestor)
+                break
+    return blocked
+
+
+def _build_view(hide: list[str], workdir: str | None, argv: list[str], root: bool) -> None:
+    """Step 2, inside the new mount namespace."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    hidden = [os.path.realpath(path) for path in hide if os.path.lexists(path)]
+    trees = [tree for tree in _kept_trees(argv) if not _inside(tree, hidden)] if root else []
+    covers = sorted(set(hidden + _untraversable(trees)))
+    covers = [cover for cover in covers if not _inside(cover, [other for other in covers if other != cover])]
+    binds = {tree: False for tree in trees if _inside(tree, covers)}          # path -> writable
+    if workdir:
+        binds[os.path.realpath(workdir)] = True
+    # Handles on what goes back in, taken before anything is covered (a bind source must be in this namespace).
+    handles = {path: os.open(path, os.O_PATH) for path in sorted(binds)}
+    for cover in covers:
+        if os.path.isdir(cover):
+            _mount("aios-hidden", cover, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
+        else:
+            _mount("/dev/null", cover, None, MS_BIND)
+    for path, handle in handles.items():
+        os.makedirs(path, exist_ok=True)
+        _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | (0 if binds[path] else MS_REC))
+        os.close(handle)
+    try:
+        _set_readonly("/", True, recursive=True)
+        for path in (path for path, writable in binds.items() if writable):
+            _set_readonly(path, False, recursive=False)
+    except OSError as error:
+        _note(f"{error}: the file system stays writable where the uid may write")
+
+
+def _drop(uid: int) -> None:
+    """No root left: groups, then gid, then uid (real, effective, saved); a uid of 0 is refused."""
+    if uid == 0:
+        raise SystemExit("aios-sandbox: refusing to run a sandbox as uid 0")
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
+def _clear_capabilities() -> None:
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)          # _LINUX_CAPABILITY_VERSION_3, this process
+    _check(_LIBC.capset(header, (ctypes.c_uint32 * 6)()), "capset")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as file:
+        file.write(text)
+
+
+def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, int | None]:
+    """Steps 1-2: (whether children of this process start a new PID namespace, the RLIMIT_NPROC value to set)."""
+    nproc = int(options["nproc"]) if "nproc" in options else None
+    net = CLONE_NEWNET if "no-network" in options else 0
+    hide, workdir = json.loads(options.get("hide", "[]")), options.get("cwd")
+    root, uid, gid = os.getuid() == 0, os.getuid(), os.getgid()
+    if root and workdir:
+        sandbox_uid = int(options.get("uid", NOBODY_UID))
+        os.chown(workdir, sandbox_uid, sandbox_uid)
+    error = _unshare(CLONE_NEWNS | CLONE_NEWPID | net | (0 if root else CLONE_NEWUSER))
+    if error == 0:
+        if not root:         # map only ourselves: our files keep their owner and we hold no other uid
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1")
+            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        _build_view(hide, workdir, argv, root)
+        return True, nproc
+    _note(f"unshare(mount and PID namespaces) failed ({os.strerror(error)}): the hidden paths and other processes "
+          f"stay reachable")
+    if not root and _unshare(CLONE_NEWUSER | net) == 0:
+        return False, nproc                                  # tasks counted per namespace; network cut
+    if net and (not root or _unshare(net) != 0):
+        _note("network not cut (no network namespace)")
+    if root or nproc is None:
+        return False, nproc
+    # Without a user namespace the kernel counts every process of our uid against the limit.
+    return False, _uid_task_count(uid) + nproc
 
 
 def _uid_task_count(uid: int) -> int:
@@ -115,35 +265,35 @@ def _uid_task_count(uid: int) -> int:
     return count
 
 
-def _confine(options: dict[str, str], nested: bool) -> int | None:
-    """Steps 1-2; the RLIMIT_NPROC value to set (None: the requested one)."""
-    no_network = "no-network" in options
-    nproc = int(options["nproc"]) if "nproc" in options else None
-    if nested:
-        return nproc
-    root = os.getuid() == 0
-    if root:
-        os.setresuid(int(options.get("uid", NOBODY_UID)), 0, 0)
-    error = _unshare(CLONE_NEWUSER | (CLONE_NEWNET if no_network else 0))
-    if error == 0:
-        return nproc
-    _note(f"unshare(CLONE_NEWUSER) failed ({os.strerror(error)}): per-sandbox process count not enforced as such")
-    if no_network and (not root or _unshare(CLONE_NEWNET) != 0):
-        _note("network not cut (no network namespace)")
-    if root:
-        _note("running with root capabilities: RLIMIT_NPROC is not enforced")
-        return nproc
-    # Without a namespace the kernel counts every process of our uid against the limit.
-    return None if nproc is None else _uid_task_count(os.getuid()) + nproc
+def _wait_exit(pid: int) -> None:
+    """Reap until `pid` ends (as pid 1, every orphan of the namespace is ours to reap), then exit with its status."""
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if done == pid:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)
 
 
-def main(args: list[str]) -> None:
-    if "--" not in args:
-        raise SystemExit("usage: sandbox.py [--option=value ...] -- command ...")
-    split = args.index("--")
-    options = dict((arg[2:].split("=", 1) + [""])[:2] for arg in args[:split])
-    argv = args[split + 1:]
-    nproc = _confine(options, nested="nested" in options)
+def _init(options: dict[str, str], new_pid_ns: bool) -> None:
+    """Step 3 in I (or in P itself without a PID namespace): /proc, drop privileges, count tasks per sandbox."""
+    if new_pid_ns:
+        try:
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+        except OSError as error:
+            _note(f"{error}: /proc hidden instead")
+            _mount("aios-hidden", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
+    if os.getuid() == 0:
+        _drop(int(options.get("uid", NOBODY_UID)))
+        error = _unshare(CLONE_NEWUSER)
+        if error:
+            _note(f"unshare(CLONE_NEWUSER) failed ({os.strerror(error)}): RLIMIT_NPROC counts the uid system-wide")
+    _clear_capabilities()
+
+
+def _set_limits(options: dict[str, str], nproc: int | None) -> None:
     limits = [(resource.RLIMIT_CORE, 0)]
     for key, which, scale in (("cpu", resource.RLIMIT_CPU, 1), ("as-mb", resource.RLIMIT_AS, 1 << 20),
                               ("nofile", resource.RLIMIT_NOFILE, 1), ("fsize-mb", resource.RLIMIT_FSIZE, 1 << 20)):
@@ -156,6 +306,29 @@ def main(args: list[str]) -> None:
         capped = (lambda v: v) if hard == resource.RLIM_INFINITY else (lambda v: min(v, hard))
         # CPU: a soft limit below the hard one sends SIGXCPU first (catchable), then SIGKILL a second later.
         resource.setrlimit(which, (capped(value), capped(value + 1 if which == resource.RLIMIT_CPU else value)))
+
+
+def main(args: list[str]) -> None:
+    if "--" not in args:
+        raise SystemExit("usage: sandbox.py [--option=value ...] -- command ...")
+    split = args.index("--")
+    options = dict((arg[2:].split("=", 1) + [""])[:2] for arg in args[:split])
+    argv = args[split + 1:]
+    nproc = int(options["nproc"]) if "nproc" in options else None
+    if "nested" not in options:
+        new_pid_ns, nproc = _enter_namespaces(options, argv)
+        if new_pid_ns:
+            init = os.fork()
+            if init:                                         # P: outside the jail, unprivileged too, only waits
+                if os.getuid() == 0:
+                    _drop(int(options.get("uid", NOBODY_UID)))
+                _wait_exit(init)
+        _init(options, new_pid_ns)
+        if new_pid_ns:
+            server = os.fork()
+            if server:                                       # I: pid 1 of the jail, reaps its orphans
+                _wait_exit(server)
+    _set_limits(options, nproc)
     if "cwd" in options:
         os.chdir(options["cwd"])
     os.umask(0o077)
