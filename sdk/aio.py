@@ -11,7 +11,9 @@ Contract:
   fails at once with KernelError("disconnected") (on ipc://, within HEARTBEAT_S with KernelUnavailable when the
   kernel is gone but the monitor missed it); a later call on an ipc:// address with nobody listening fails at
   once with KernelUnavailable; once a kernel is back, the next call says hello again (transparently, once).
-- close() (or `async with`) ends the connection; calls still in flight fail with "disconnected".
+- close() (or `async with`) ends the connection; calls still in flight fail with "disconnected". A connection
+  dropped without close() closes its sockets and context when collected (a weakref finalizer), so gc and the
+  interpreter's exit never hang on it.
 Requests are built and replies typed by sdk/protocol.py, the syscall methods are sdk/calls.py's: the same code as the
 sync client's. Not thread-safe: use it from the loop it was made on.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from typing import Any, AsyncIterator
 
 import zmq
@@ -60,6 +63,7 @@ class AsyncKernel(Syscalls):
         self._pending: dict[int, asyncio.Queue] = {}     # call id → its replies (raw envelopes, or a KernelError)
         self._tasks: list[asyncio.Task] = []
         self._zmq = self._socket = self._monitor = None
+        self._release = None             # the finalizer that closes the sockets, once they exist
         self._connected = False          # the monitor's view; False until the first CONNECTED event
         self._closed = False
         self._hellos = 0                 # hellos said: a call that saw hello_required re-says it only once per hello
@@ -90,11 +94,8 @@ class AsyncKernel(Syscalls):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._socket is not None:
-            self._socket.disable_monitor()
-            self._monitor.close(linger=0)
-            self._socket.close(linger=0)
-            self._zmq.term()
+        if self._release is not None:
+            self._release()
 
     async def __aenter__(self) -> "AsyncKernel":
         return self
@@ -111,6 +112,7 @@ class AsyncKernel(Syscalls):
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)
         self._monitor = self._socket.get_monitor_socket(protocol.MONITORED_EVENTS | zmq.EVENT_CONNECTED)
+        self._release = weakref.finalize(self, protocol.release, self._zmq, self._socket, self._monitor)
         secure_client(self._socket, self.address)     # tcp:// only; raises CurveKeyError with no usable key
         self._socket.connect(self.address)
         self._connected = True           # ZeroMQ queues what is sent until the connection is up

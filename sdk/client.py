@@ -6,12 +6,14 @@ Calls are synchronous; while one waits, the connection sends heartbeats so the k
 A call fails at once, never hangs, when there is no kernel at the address (ipc://: the socket is probed before the
 first hello), when the connection to the kernel drops (the socket monitor reports it), or when the kernel answers
 that it does not know this connection (it restarted: a heartbeat's `hello_required`); the next call says hello again.
-Replies to calls given up on are dropped by id before they are decoded. Requests are built and replies typed by
-sdk/protocol.py, the syscall methods themselves are sdk/calls.py's, shared with the asyncio client.
+Replies to calls given up on are dropped by id before they are decoded. A connection dropped without close() closes
+itself when collected (a weakref finalizer), so neither gc nor the interpreter's exit hangs on it. Requests are built
+and replies typed by sdk/protocol.py, the syscall methods themselves are sdk/calls.py's, shared with the asyncio client.
 """
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Iterator
 
 import zmq
@@ -46,6 +48,9 @@ class Kernel(Syscalls):
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, 0)
         self._monitor = self._socket.get_monitor_socket(protocol.MONITORED_EVENTS)
+        # a connection dropped without close() releases its sockets when collected: holding them (not self) here
+        # keeps them out of the garbage cycle, so the context is never collected, and term()ed, before they close
+        self._release = weakref.finalize(self, protocol.release, self._zmq, self._socket, self._monitor)
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
@@ -74,10 +79,7 @@ class Kernel(Syscalls):
             raise
 
     def close(self) -> None:
-        self._socket.disable_monitor()
-        self._monitor.close(linger=0)
-        self._socket.close(linger=0)
-        self._zmq.term()
+        self._release()          # once: later calls do nothing
 
     def __enter__(self) -> "Kernel":
         return self

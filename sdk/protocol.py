@@ -5,9 +5,12 @@ Neither client builds a frame or reads one any other way, so both speak exactly 
 client, then typed against the syscall it answers (typed), error replies becoming KernelError. The connection-level
 errors (no kernel, dropped connection, refused credentials, timeout) are made here too, so their codes and wording
 match whichever client raises them.
+release() is how both clients let go of their sockets, from close() or from a weakref finalizer when a connection is
+dropped unclosed (without it, collecting the context would block in term() on the still-open sockets).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from dataclasses import dataclass
@@ -137,3 +140,16 @@ def check_listening(address: str) -> None:
                                 ) from None
     finally:
         probe.close()
+
+
+def release(context: zmq.Context, socket: zmq.Socket, monitor: zmq.Socket | None) -> None:
+    """Close a client's sockets (linger 0: nothing queued is worth waiting for) and then its context. Run at most once,
+    by close() or by the finalizer of a connection dropped unclosed, on whatever thread collects it: each step is
+    guarded, so a socket already closed, or an event loop gone, cannot stop the context from terminating."""
+    with contextlib.suppress(zmq.ZMQError, ValueError):     # ValueError: the monitor was never enabled
+        socket.disable_monitor()
+    for each in (monitor, socket):
+        if each is not None:
+            with contextlib.suppress(Exception):     # an asyncio socket whose loop is closed still closes its handle
+                each.close(linger=0)
+    context.term()
