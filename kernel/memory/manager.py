@@ -18,6 +18,8 @@ others; a space larger than ram_entries on its own is never loaded but scanned f
 
 Spaces whose name starts with one of `ephemeral_prefixes` ("eph:" by default: the kernel's throwaway agents) live in
 an in-memory database: never written to disk, gone at close. directory=None makes every space ephemeral.
+`drop_ephemeral()` drops every space with such a name, in RAM and on disk (how many); the manager calls it when it
+opens, so a database written by a build that kept such spaces on disk holds none of them once opened.
 Bytes are counted as UTF-8 text plus encoded metadata (what the agent stored; the vector's 1.5 KB is not charged).
 """
 from __future__ import annotations
@@ -67,6 +69,7 @@ class MemoryManager:
         self._lru = LRUK(k=2)
         self._counts = dict(loads=0, loaded_entries=0, evictions=0, scans=0, searches=0, adds=0)
         self._closed = False
+        self.drop_ephemeral()
 
     # -- the API -------------------------------------------------------------------------------------------------
 
@@ -168,6 +171,18 @@ class MemoryManager:
         store.drop(space)
         self._indexes.pop(space, None)
         self._lru.forget(space)
+
+    def drop_ephemeral(self) -> int:
+        """Drop every space whose name starts with an ephemeral prefix, wherever it lives; how many were dropped."""
+        self._check_open()
+        dropped = 0
+        for store in self._stores():
+            for name, _, _ in store.spaces():
+                if name.startswith(self.ephemeral_prefixes) and store.drop(name):
+                    self._indexes.pop(name, None)
+                    self._lru.forget(name)
+                    dropped += 1
+        return dropped
 
     def stats(self) -> dict:
         self._check_open()

@@ -6,6 +6,13 @@ write) or the operator's capability (mem.any, fs.any). A listing through a share
 components, so a share of "notes" never lists "notes-private/...". Denials answer `permission_denied` and are audited, as are uses
 of the capability. The loop only checks and queues; the work and the reply happen on the worker.
 
+Ephemeral agents' spaces are "eph:<boot>/<principal digest>/<agent id>": <boot> is random, made once per
+ServiceSyscalls (one kernel lifetime), so a name is never reused across restarts even though agent ids restart at a1;
+the principal digest keeps each principal's throwaway spaces apart (and counted apart, kernel/storage/quota.py). They
+are removed at the agent's end (its memory, its "#files" index, its files, and every share it gave or received), at
+a clean shutdown (the managers drop "eph:" spaces when they close; drop_ephemeral_shares for shares) and at the next
+start (the managers sweep them when they open, before any job runs; the share table is swept when this is made).
+
 Files are searchable (fs.search) through the memory service: each text file written is indexed, after its write
 returned, in the memory space "<space>#files" under its path (the first MAX_MEMORY_CHARS characters), replacing the
 index of its earlier version; a delete drops it.
@@ -13,6 +20,9 @@ index of its earlier version; a delete drops it.
 from __future__ import annotations
 
 import enum
+import hashlib
+import logging
+import secrets
 
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Ack
@@ -23,6 +33,9 @@ from kernel.access.shares import ShareTable
 from kernel.services.worker import Job, ServiceWorker
 from kernel.storage.paths import PrefixMatch
 
+log = logging.getLogger("aiosd.services")
+
+EPHEMERAL_PREFIX = "eph:"             # kernel/memory and kernel/storage keep spaces so named apart and sweep them
 FILE_INDEX_SUFFIX = "#files"
 MAX_INDEXED = 100_000                 # entries scanned when a file's old index entries are replaced
 
@@ -37,8 +50,15 @@ class Access(enum.Enum):
     SHARE = "share"
 
 
-def space_of(agent) -> str:
-    return f"eph:{agent.agent_id}" if agent.ephemeral else f"{agent.principal}/{agent.name}"
+def space_of(agent, boot: str | None = None) -> str:
+    """The agent's own space. `boot` is ServiceSyscalls.boot; without it (a caller not yet given it) an ephemeral
+    agent gets the per-run name "eph:<agent id>", which ServiceSyscalls also drops at the agent's end."""
+    if not agent.ephemeral:
+        return f"{agent.principal}/{agent.name}"
+    if boot is None:
+        return f"{EPHEMERAL_PREFIX}{agent.agent_id}"
+    digest = hashlib.sha256(agent.principal.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{EPHEMERAL_PREFIX}{boot}/{digest}/{agent.agent_id}"
 
 
 class ServiceSyscalls:
@@ -46,6 +66,11 @@ class ServiceSyscalls:
                  tools=None):
         self.memory, self.storage, self.shares, self.audit = memory, storage, shares, audit
         self.tools = tools          # kernel/services/tools.py ToolService, or None
+        self.boot = secrets.token_hex(8)          # this kernel lifetime's part of every ephemeral space name
+        self.drop_ephemeral_shares()
+
+    def space_of(self, agent) -> str:
+        return space_of(agent, self.boot)
 
     def tick(self) -> None:
         """Periodic work on the loop: held tool calls whose approval timed out."""
@@ -65,25 +90,41 @@ class ServiceSyscalls:
         return table
 
     def agent_ended(self, agent) -> None:
-        """Its held tool calls are forgotten; a throwaway agent's spaces go with it."""
+        """Its held tool calls are forgotten; a throwaway agent's spaces and shares go with it."""
         if self.tools is not None:
             self.tools.agent_ended(agent)
         if not agent.ephemeral:
             return
-        space = space_of(agent)
-        for worker, drop in ((self.memory, (space, space + FILE_INDEX_SUFFIX)), (self.storage, (space,))):
-            for name in drop if worker is not None else ():
-                try:
-                    worker.submit(Job(None, None, lambda service, name=name: service.drop_space(name)))
-                except ProtocolError:
-                    pass          # a full queue: the space stays until the operator drops it
+        spaces = (self.space_of(agent), space_of(agent))          # and the boot-less name tools.py may have used
+        drop_owner = getattr(self.shares, "drop_owner", None)
+        for space in spaces:
+            if drop_owner is not None:
+                drop_owner(space)
+            for worker, drop in ((self.memory, (space, space + FILE_INDEX_SUFFIX)), (self.storage, (space,))):
+                for name in drop if worker is not None else ():
+                    try:
+                        worker.submit(Job(None, None, lambda service, name=name: service.drop_space(name)))
+                    except ProtocolError:
+                        # a full queue: the space stays until the manager closes (shutdown) or next opens (sweep)
+                        log.warning("%s service busy: ephemeral space %r dropped at shutdown", worker.name, name)
+
+    def drop_ephemeral_shares(self) -> None:
+        """Drop every share an ephemeral space gives or receives: at start (an earlier lifetime's spaces are gone)
+        and, called by whoever stops the services, at shutdown (this lifetime's go when the managers close)."""
+        drop_owner, entries = getattr(self.shares, "drop_owner", None), getattr(self.shares, "entries", None)
+        if drop_owner is None or entries is None:
+            return
+        stale = {name for entry in entries() for name in (entry.owner, entry.grantee)
+                 if name.startswith(EPHEMERAL_PREFIX)}
+        for name in stale:
+            drop_owner(name)
 
     # -- handlers (call: kernel.daemon.dispatch.Call) --------------------------------------------------------------
 
     def share(self, call, body) -> Ack:
         grantee = body.grantee if "/" in body.grantee else f"{call.agent.principal}/{body.grantee}"
         try:
-            self.shares.set(body.kind, space_of(call.agent), grantee, body.mode, body.prefix.strip("/"))
+            self.shares.set(body.kind, self.space_of(call.agent), grantee, body.mode, body.prefix.strip("/"))
         except ValueError as error:
             raise ProtocolError(ErrorCode.QUOTA, str(error)) from None
         self.audit.record(agent=call.agent, syscall="access.share", decision="allow",
@@ -128,7 +169,7 @@ class ServiceSyscalls:
     # -- mechanism -------------------------------------------------------------------------------------------------
 
     def _space(self, call, named: str | None, kind: str, write: bool, path: str = "") -> tuple[str, Access]:
-        own = space_of(call.agent)
+        own = self.space_of(call.agent)
         if named is None or named == own:
             return own, Access.OWN
         capability = Capability.MEM_ANY if kind == "mem" else Capability.FS_ANY

@@ -18,13 +18,18 @@ Contract (the kernel's storage worker calls this from one thread; it is not thre
 - `usage(space) -> dict`: bytes, files, versions in use and the limits. `drop_space(space) -> bool`: removes the
   space and everything in it (False when there was none); the directory is first renamed to a `.aios-drop-*` name,
   so a crash mid-removal leaves nothing half-visible, and the leftover is removed when the next manager opens.
-- `close()`: releases the root; later calls raise ProtocolError(SHUTDOWN). Also a context manager.
+- Ephemeral spaces (ids starting with "eph:", paths.EPHEMERAL_PREFIX) never outlive the manager that made them:
+  `drop_ephemeral() -> int` drops every one on disk (how many), and the manager calls it when it opens (what a crash
+  left) and when it closes (a clean shutdown).
+- `close()`: drops the ephemeral spaces, releases the root; later calls raise ProtocolError(SHUTDOWN). Also a context
+  manager.
 Refusals are ipc.errors.ProtocolError (kernel.storage.errors); "no such file" or "version not kept" is NOT_FOUND.
 
 Layout (versions are derived from these names alone, no index: see versions.py for why):
     root/.aios-lock                                        flock held while a manager is open
     root/spaces/s-<sha256(space)>/notes/today.txt/.aios-v000000000007   version 7 of "notes/today.txt"
     root/spaces/s-<sha256(space)>/notes/today.txt/.aios-tmp-<random>    a write in progress (or a crash's leftover)
+    root/spaces/e-<sha256(space)>/...                      an ephemeral space ("eph:..."), same layout
     root/spaces/.aios-drop-<random>/                       a space being dropped
 
 Crash safety: a version becomes visible only by the rename of a fully written, fsync'd temporary, and the directory
@@ -45,7 +50,7 @@ import stat
 
 from kernel.storage import fsops
 from kernel.storage.errors import bad_request, closed, not_found, over_quota
-from kernel.storage.paths import (RESERVED_PREFIX, PrefixMatch, space_dirname, split_path, split_prefix,
+from kernel.storage.paths import (EPHEMERAL_DIR_PREFIX, RESERVED_PREFIX, PrefixMatch, space_dirname, split_path, split_prefix,
                                   split_whole_prefix)
 from kernel.storage.quota import Limits, Usage, check_size, check_version, check_write
 from kernel.storage.tree import walk_nodes
@@ -78,6 +83,7 @@ class StorageManager:
             os.close(self._root_fd)
             raise
         self._remove_dropped()
+        self.drop_ephemeral()
 
     # -- the syscalls -------------------------------------------------------------------------------------------
 
@@ -168,7 +174,17 @@ class StorageManager:
         return self._usage_of(self._space(space)).as_dict(self.limits)
 
     def drop_space(self, space: str) -> bool:
-        name = self._space(space)
+        return self._drop_dir(self._space(space))
+
+    def drop_ephemeral(self) -> int:
+        """Drop every ephemeral space on disk; how many there were."""
+        if self._root_fd is None:
+            raise closed()
+        with os.scandir(self._spaces_fd) as entries:
+            names = [entry.name for entry in entries if entry.name.startswith(EPHEMERAL_DIR_PREFIX)]
+        return sum(self._drop_dir(name) for name in names)
+
+    def _drop_dir(self, name: str) -> bool:
         self._usage.pop(name, None)
         doomed = _DROP_PREFIX + secrets.token_hex(8)
         try:
@@ -182,6 +198,10 @@ class StorageManager:
     def close(self) -> None:
         if self._root_fd is None:
             return
+        try:
+            self.drop_ephemeral()
+        except OSError:                           # a failing disk: the next open sweeps them
+            pass
         for fd in (self._spaces_fd, self._lock_fd, self._root_fd):
             os.close(fd)                          # closing the lock descriptor releases the flock
         self._root_fd = None

@@ -10,8 +10,10 @@ Contract:
 - `PrefixMatch` says how a list prefix selects paths: TEXT by string prefix ("no" matches "notes/a"), COMPONENTS by
   whole components ("notes" matches "notes" and "notes/..." only, never "notes-private/..."): what a share of a
   prefix opens, so a grantee's listing never shows a name outside it.
-- `space_dirname(space)` maps an opaque namespace id to the name of its directory: "s-" + sha256 hex of the id. The id
-  never reaches the file system, so nothing in it ("..", "/", NUL) can pick the directory.
+- `space_dirname(space)` maps an opaque namespace id to the name of its directory: "s-" + sha256 hex of the id, or
+  "e-" + sha256 hex for an ephemeral space (an id starting with EPHEMERAL_PREFIX), so ephemeral spaces can be found
+  and swept on disk without knowing their ids. The id never reaches the file system, so nothing in it ("..", "/",
+  NUL) can pick the directory.
 - Every name the store itself makes inside a space starts with RESERVED_PREFIX (version files, temporaries), which is
   why user components may not: a user name can never be mistaken for, or collide with, one of ours.
 
@@ -30,6 +32,9 @@ MAX_PATH_BYTES = 1024
 MAX_NAME_BYTES = 255
 MAX_SPACE_BYTES = 1024
 RESERVED_PREFIX = ".aios"
+EPHEMERAL_PREFIX = "eph:"          # the kernel's throwaway agents' spaces: never outlive the manager that made them
+SPACE_DIR_PREFIX = "s-"
+EPHEMERAL_DIR_PREFIX = "e-"
 
 
 class PrefixMatch(enum.Enum):
@@ -114,4 +119,5 @@ def space_dirname(space: object) -> str:
         raise bad_request("space is not valid Unicode (lone surrogate)") from None
     if not raw or len(raw) > MAX_SPACE_BYTES:
         raise bad_request(f"space must be 1..{MAX_SPACE_BYTES} bytes, not {len(raw)}")
-    return "s-" + hashlib.sha256(raw).hexdigest()
+    kind = EPHEMERAL_DIR_PREFIX if space.startswith(EPHEMERAL_PREFIX) else SPACE_DIR_PREFIX
+    return kind + hashlib.sha256(raw).hexdigest()
