@@ -6,6 +6,10 @@ an unauthorized client never gets a connection, so nothing it sends reaches the 
 message of an authorized client carries the ZAP User-Id = its key's name (`frame.get("User-Id")` on a frame received
 with copy=False); the kernel makes that the principal "key:<name>". Keys added to or removed from the folder count
 from the next handshake, without a restart; a revoked client's connection already made stays up until it ends.
+The authenticator keeps the folder's keys in memory (AuthorizedKeys) and reads them again only when the folder itself
+changed (its inode, mtime or ctime), so a flood of handshakes costs no disk scan each; adding and revoking
+(`aios keys`, or any create / rename / unlink in the folder) change it. A key file rewritten in place, which changes
+no directory entry, counts once the folder next changes.
 
 Key directory: --keys-dir, else $AIOS_KEYS_DIR, else $XDG_CONFIG_HOME/aios/keys, else ~/.config/aios/keys. It is
 under the config directory, not the runtime directory, so that the kernel's public key, which clients pin, survives a
@@ -28,6 +32,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from typing import Mapping
 
 import zmq
@@ -209,21 +214,62 @@ def _load_certificate(path: str) -> tuple[bytes, bytes | None]:
     return public, secret
 
 
+# A folder changed this recently may change again within its mtime's granularity (coarse on some file systems) without
+# its signature changing: read it again at each handshake until it has been still for this long.
+RACY_S = 2.0
+
+
+class AuthorizedKeys:
+    """The authorized folder's keys, as z85 public key → names, read again only when the folder changed. Used from the
+    ZAP thread only. A failed read is never cached: the next handshake tries again (and is refused meanwhile)."""
+
+    def __init__(self, store: KeyStore):
+        self._store = store
+        self._signature: tuple | None = None
+        self._names: dict[bytes, list[str]] = {}
+        self.reads = 0                 # folder scans so far: what the cache saves
+
+    def names(self, z85_key: bytes) -> list[str]:
+        """The names a key is authorized under (one, normally); raises OSError when the folder cannot be read."""
+        signature = self._folder_signature()
+        if signature is None or signature != self._signature:
+            self._signature = None          # until the read below succeeds
+            keys = self._store.authorized()
+            self.reads += 1
+            names: dict[bytes, list[str]] = {}
+            for name, key in keys.items():
+                names.setdefault(key, []).append(name)
+            self._names = names
+            fresh = signature is not None and time.time() - signature[2] / 1e9 > RACY_S
+            self._signature = signature if fresh else None
+        return self._names.get(z85_key, [])
+
+    def _folder_signature(self) -> tuple | None:
+        """What changes whenever an entry is added, removed or renamed in the folder (or the folder is replaced)."""
+        try:
+            info = os.stat(self._store.authorized_dir)
+        except FileNotFoundError:
+            return None
+        return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_mode)
+
+
 class _Authenticator(ThreadAuthenticator):
     """ZAP handler: admits a CURVE client whose public key is authorized, and names it after its key file.
 
-    It is its own credentials provider: callback() reads the authorized folder at each handshake (so keys added or
-    revoked count without a restart) and remembers the name it found, which curve_user_id() — called right after, on
-    the same thread, for an allowed key — hands to libzmq as the User-Id."""
+    It is its own credentials provider: callback() looks the key up in the authorized folder (AuthorizedKeys: read
+    again only when the folder changed, so keys added or revoked count without a restart) and remembers the name it
+    found, which curve_user_id() — called right after, on the same thread, for an allowed key — hands to libzmq as the
+    User-Id."""
 
     def __init__(self, store: KeyStore, context: zmq.Context):
         super().__init__(context=context, log=log)
         self._store = store
+        self.keys = AuthorizedKeys(store)
         self._admitted: dict[bytes, str] = {}      # z85 key → name, between callback() and curve_user_id()
 
     def callback(self, domain: str, z85_key: bytes) -> bool:
         try:
-            names = [name for name, key in self._store.authorized().items() if key == z85_key]
+            names = self.keys.names(z85_key)
         except Exception:        # an exception here would end the ZAP thread: no tcp client could connect again
             log.exception("refused a tcp client: cannot read the authorized keys in %s", self._store.authorized_dir)
             return False
@@ -262,6 +308,11 @@ class ServerSecurity:
         router.zap_domain = ZAP_DOMAIN
         # fail closed: without this, libzmq admits every CURVE client when no ZAP handler answers
         router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+    @property
+    def key_reads(self) -> int:
+        """How many times the authorized folder has been read for handshakes."""
+        return 0 if self._authenticator is None else self._authenticator.keys.reads
 
     def close(self) -> None:
         if self._authenticator is not None:
