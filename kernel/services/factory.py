@@ -1,10 +1,16 @@
 """Build the kernel's services from its options: the data directory (private, 0700), the memory and storage workers,
-the share table, and the syscalls that route to them. The managers are imported and built inside their worker
-threads, so aiosd starts serving LLM calls while the embedding model still loads."""
+the share table, and the syscalls that route to them.
+
+The managers are imported and built inside their worker threads (SQLite connections belong to the thread that made
+them), and a built service is a warm one: the memory worker's build ends with one embedding, so the model's first
+forward (its lazy allocations and kernel choices) is paid before, not by, the first call. Services.start() returns
+only once every worker is built (or failed to be, logged; its calls are answered with an error) or `ready_timeout_s`
+passed, so the ready line aiosd prints after it means ready: nothing loads beside the engine's first calls."""
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import zmq
@@ -20,6 +26,10 @@ from kernel.services.worker import ServiceWorker
 
 log = logging.getLogger("aiosd.services")
 KERNEL_LINKED_SERVERS = ("files", "memory")      # built-in tool servers that act on the caller's space via the SDK
+# the embedding model loads in ~5-15 s on 2 busy cores; past this bound aiosd serves anyway, and the late service's
+# calls wait in its queue until it is built
+READY_TIMEOUT_S = 180.0
+WARM_UP_TEXT = "The kernel warms its embedding model up before it says it is ready."
 
 
 # per space (an agent's name under its principal): enough for an agent's notes and documents, not a disk
@@ -37,13 +47,24 @@ class Services:
     syscalls: ServiceSyscalls
     workers: list[ServiceWorker]
     tool_manager: object = None
+    ready_timeout_s: float = READY_TIMEOUT_S
 
     def start(self) -> None:
+        """Start every service and return once each is built (or failed to be), within ready_timeout_s."""
+        started = time.monotonic()
         for worker in self.workers:
             worker.start()
-        if self.tool_manager is not None:
+        if self.tool_manager is not None:         # its servers start while the workers build: separate processes
             for server, why in self.tool_manager.start().items():     # bounded by each server's startup timeout
                 log.error("tool server %s did not start: %s", server, why)
+        deadline = started + self.ready_timeout_s
+        for worker in self.workers:
+            if not worker.ready.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("the %s service is still loading after %.0f s: its calls wait in its queue", worker.name,
+                            self.ready_timeout_s)
+            elif worker.broken is not None:
+                log.error("%s: its calls are answered with an error", worker.broken)
+        log.info("services ready in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
         if self.tool_manager is not None:
@@ -64,7 +85,13 @@ def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool =
     if memory:
         def make_memory():
             from kernel.memory.manager import MemoryManager      # torch and the embedding model: in the worker
-            return MemoryManager(os.path.join(data_dir, "memory"), embedder, **(memory_options or {}))
+            manager = MemoryManager(os.path.join(data_dir, "memory"), embedder, **(memory_options or {}))
+            try:
+                manager.embedder.embed([WARM_UP_TEXT])
+            except Exception:
+                manager.close()
+                raise
+            return manager
         memory_worker = ServiceWorker("memory", context, make_memory, ack=Ack())
     if storage:
         def make_storage():
