@@ -23,6 +23,7 @@ from ipc.service_messages import (FsData, FsList, FsListing, FsPath, FsRollback,
 PROTOCOL_VERSION = 1
 
 PRIORITY_MIN, PRIORITY_MAX = -20, 20
+DEFAULT_PRIORITY = 0                  # above it needs the proc.renice capability (kernel/daemon/dispatch.py)
 MAX_NAME_CHARS = 64                   # agent names: printable
 MAX_ID_CHARS = 64                     # request and agent ids
 MAX_TOKENS_LIMIT = 1 << 20            # far past any context window; the engine refuses what its context cannot hold
@@ -39,7 +40,7 @@ class Hello:
     """Who the agent is comes from its connection (the peer's uid and pid on ipc://, its Curve key on tcp://), never
     from this body; the body only names the agent and may present a token for capabilities (admin or a grant)."""
     name: str = bounded(max_len=MAX_NAME_CHARS, printable=True)
-    priority: int = bounded(0, lo=PRIORITY_MIN, hi=PRIORITY_MAX)
+    priority: int = bounded(DEFAULT_PRIORITY, lo=PRIORITY_MIN, hi=PRIORITY_MAX)
     token: str | None = bounded(None, max_len=MAX_SECRET_CHARS)
     ephemeral: bool = False         # memory and files in a throwaway space, dropped when the agent ends
 

@@ -12,7 +12,7 @@ import os
 import select
 from dataclasses import dataclass, field
 
-from ipc.messages import Hello, RequestInfo
+from ipc.messages import DEFAULT_PRIORITY, Hello, RequestInfo
 from kernel.access.capabilities import Capability
 from kernel.daemon.inbound import Peer
 
@@ -26,6 +26,7 @@ class AgentRecord:
     name: str
     identity: bytes                  # ZeroMQ routing id of its connection
     priority: int
+    priority_ceiling: int            # the highest priority it may give itself without proc.renice (dispatch.py)
     principal: str                   # made by the kernel from the connection: "uid:N", "key:NAME", "net:ADDR"
     pid: int | None                  # from the operating system (ipc://), None on tcp://
     pidfd: int | None                # open while the kernel watches the process
@@ -48,7 +49,8 @@ class AgentTable:
     def register(self, identity: bytes, hello: Hello, peer: Peer, capabilities: frozenset[Capability],
                  now: float) -> AgentRecord:
         agent = AgentRecord(agent_id=f"a{self._next_number}", name=hello.name, identity=identity,
-                            priority=hello.priority, principal=peer.principal, pid=peer.pid, pidfd=_watch(peer.pid),
+                            priority=hello.priority, priority_ceiling=max(DEFAULT_PRIORITY, hello.priority),
+                            principal=peer.principal, pid=peer.pid, pidfd=_watch(peer.pid),
                             last_seen=now, capabilities=capabilities, ephemeral=hello.ephemeral)
         self._next_number += 1
         self._by_id[agent.agent_id] = agent

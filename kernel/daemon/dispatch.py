@@ -7,6 +7,14 @@ handler's exception answers its own call (`internal`), never anyone else's.
 Authorization (kernel/access/): hello binds the connection to the principal its peer credentials name and to the
 capabilities of the token it presents; then an agent acts on its own requests and on the agents it owns, and needs a
 capability for anyone else's. Denials answer `permission_denied`; they and every use of a capability are audited.
+
+Priority is a privilege, as at the gateway: an agent may lower its priority freely, but a priority above
+DEFAULT_PRIORITY needs proc.renice (held by the operator). Without it, a hello asking for more is refused (not
+clamped: the agent learns why it will not run as it asked); proc.set_priority without it may raise an agent (itself,
+or one it owns) up to the agent's ceiling only: DEFAULT_PRIORITY, or whatever a holder of proc.renice last set (the
+operator's `aios renice`), as Unix lets an unprivileged user only lower a process's nice value. A call's priority
+hint counts too: the agent's priority plus the hint of each of its calls stays within the ceiling, at submission and
+when the agent later raises its own priority.
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import (NOTIFICATIONS, Ack, AgentInfo, Cancel, Grant, GrantResult, Hello, HelloResult, KernelStats,
+from ipc.messages import (DEFAULT_PRIORITY, NOTIFICATIONS, Ack, AgentInfo, Cancel, Grant, GrantResult, Hello, HelloResult, KernelStats,
                           ProcKill, ProcList, ProcTable, SetPriority)
 from kernel.access import capabilities as caps
 from kernel.access.audit import AuditLog
@@ -117,6 +125,12 @@ class Syscalls:
         if granted is None:
             log.warning("hello refused: %s (pid %s) presented an unknown token", peer.principal, peer.pid)
             raise ProtocolError(ErrorCode.DENIED, "the token presented is not valid for this kernel")
+        if body.priority > DEFAULT_PRIORITY and Capability.PROC_RENICE not in granted:
+            log.warning("hello refused: %s (pid %s) asked for priority %d without proc.renice", peer.principal,
+                        peer.pid, body.priority)
+            raise ProtocolError(ErrorCode.DENIED, f"priority {body.priority} is above the default "
+                                                  f"{DEFAULT_PRIORITY}: it needs the {Capability.PROC_RENICE.value} "
+                                                  "capability (or the operator's `aios renice`)")
         if len(self.agents) >= MAX_AGENTS:
             raise ProtocolError(ErrorCode.BUSY, f"the kernel holds {MAX_AGENTS} agents already")
         agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received)
@@ -128,7 +142,12 @@ class Syscalls:
         return HelloResult(agent_id=agent.agent_id, model=self.model_id, scheduler=self.llm.scheduler.name)
 
     def llm_call(self, call: Call, body) -> None:
-        self.llm.submit(call.agent, call.item, body, call.now)
+        agent = call.agent
+        if (body.priority > 0 and agent.priority + body.priority > agent.priority_ceiling
+                and Capability.PROC_RENICE not in agent.capabilities):
+            self._deny_priority(call, f"{call.item.envelope.type} with priority hint +{body.priority}",
+                                agent.priority + body.priority, agent)
+        self.llm.submit(agent, call.item, body, call.now)
 
     def cancel(self, call: Call, body: Cancel) -> Ack:
         req_id = f"{call.agent.agent_id}/{body.request_id}"        # an agent names only its own requests
@@ -153,7 +172,17 @@ class Syscalls:
         return Ack()
 
     def set_priority(self, call: Call, body: SetPriority) -> Ack:
-        self._authorize(call, "proc.set_priority", Capability.PROC_RENICE, body.agent_id).priority = body.priority
+        target = self._authorize(call, "proc.set_priority", Capability.PROC_RENICE, body.agent_id)
+        if Capability.PROC_RENICE in call.agent.capabilities:
+            target.priority_ceiling = body.priority       # as the operator set it: lowered, it stays lowered
+        elif body.priority > target.priority:
+            # its calls in flight run at its priority plus their hints: the highest of them must stay in bounds too
+            hints = [r.priority_hint for r in self.llm.requests.of_agent(target.agent_id)]
+            highest = body.priority + max([0, *hints])
+            if highest > target.priority_ceiling:
+                self._deny_priority(call, f"proc.set_priority {body.priority} on agent {target.agent_id}", highest,
+                                    target)
+        target.priority = body.priority
         return Ack()
 
     def grant(self, call: Call, body: Grant) -> GrantResult:
@@ -187,6 +216,14 @@ class Syscalls:
         if caller.principal != target.principal or caller.pid is None or target.pid is None:
             return False
         return caps.is_same_or_descendant(target.pid, caller.pid)
+
+    def _deny_priority(self, call: Call, what: str, wanted: int, target: AgentRecord) -> None:
+        reason = f"priority {wanted} is above {target.agent_id}'s ceiling {target.priority_ceiling}"
+        self.access.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="deny",
+                                 target=target.agent_id, reason=reason)
+        raise ProtocolError(ErrorCode.DENIED, f"{what}: {reason}; raising it needs the "
+                                              f"{Capability.PROC_RENICE.value} capability (or the operator's "
+                                              "`aios renice`)")
 
     def _authorize(self, call: Call, syscall: str, capability: Capability, agent_id: str) -> AgentRecord:
         """The target agent if the caller owns it or holds the capability; permission_denied (audited) otherwise.
