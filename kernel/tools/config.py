@@ -27,6 +27,15 @@ memory). Unknown keys and wrong types raise ValueError naming the key, so a typo
     file_size_mb = 64
     network = false
 
+    [sandbox]                  # what no sandboxed server may see (kernel/tools/sandbox.py covers each with an
+    hide = ["/srv/secrets"]    # empty read-only tmpfs); added to the kernel's runtime and data directories
+
+What sandboxed servers never see: `ToolsConfig.hidden_paths()` = `hide`, then the paths in $AIOS_SANDBOX_HIDE
+(os.pathsep-separated), then the defaults derived as aiosd derives them: the directory of the admin token of
+`default_address()` (the socket's directory for ipc://), `ipc.runtime_dir.default_path()` and
+`kernel.services.factory.default_data_dir()`. A kernel started with another address or data directory must put them
+in `hide` (or the environment) before building the ToolManager.
+
 The environment a server gets: PATH, LANG, LC_ALL, HOME (its private directory when sandboxed), PYTHONPATH (the
 project root, so built-in `-m kernel.tools.servers.X` resolve), then `pass_env` names, then `env` values. Nothing else
 of the kernel's environment (AIOS_TOKEN, keys, credentials) reaches a server unless named here.
@@ -34,6 +43,7 @@ of the kernel's environment (AIOS_TOKEN, keys, credentials) reaches a server unl
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -75,15 +85,32 @@ class ServerConfig:
         return list(self.command)
 
 
+HIDE_ENV = "AIOS_SANDBOX_HIDE"
+
+
 @dataclass
 class ToolsConfig:
     servers: list[ServerConfig] = field(default_factory=list)
+    hide: list[str] = field(default_factory=list)       # paths no sandboxed server sees, beyond the defaults
+
+    def hidden_paths(self) -> tuple[str, ...]:
+        """Absolute, without duplicates, in order: `hide`, $AIOS_SANDBOX_HIDE, the kernel's default directories."""
+        listed = [*self.hide, *os.environ.get(HIDE_ENV, "").split(os.pathsep), *default_hidden_paths()]
+        return tuple(dict.fromkeys(os.path.abspath(path) for path in listed if path))
 
     def server(self, name: str) -> ServerConfig:
         for server in self.servers:
             if server.name == name:
                 return server
         raise KeyError(name)
+
+
+def default_hidden_paths() -> list[str]:
+    """The runtime directory (socket, admin token, audit log) and data directory that aiosd uses by default."""
+    from ipc import runtime_dir
+    from ipc.address import admin_token_path, default_address
+    from kernel.services.factory import default_data_dir       # here: the factory imports this package
+    return [os.path.dirname(admin_token_path(default_address())), runtime_dir.default_path(), default_data_dir()]
 
 
 def default_config() -> ToolsConfig:
@@ -112,7 +139,7 @@ def load_config(path: str | Path | None) -> ToolsConfig:
 
 def parse_config(raw: dict) -> ToolsConfig:
     _expect(raw, dict, "config")
-    unknown = set(raw) - {"defaults", "servers"}
+    unknown = set(raw) - {"defaults", "servers", "sandbox"}
     if unknown:
         raise ValueError(f"unknown top-level keys: {sorted(unknown)}")
     defaults = raw.get("defaults", {})
@@ -121,7 +148,15 @@ def parse_config(raw: dict) -> ToolsConfig:
         raise ValueError(f"unknown keys in defaults: {sorted(set(defaults) - _DEFAULT_KEYS)}")
     servers = raw.get("servers", {})
     _expect(servers, dict, "servers")
-    return ToolsConfig(servers=[_parse_server(name, {**defaults, **body}) for name, body in servers.items()])
+    sandbox = raw.get("sandbox", {})
+    _expect(sandbox, dict, "sandbox")
+    if set(sandbox) - {"hide"}:
+        raise ValueError(f"unknown keys in sandbox: {sorted(set(sandbox) - {'hide'})}")
+    hide = _expect(sandbox.get("hide", []), list, "sandbox.hide")
+    if not all(isinstance(path, str) and os.path.isabs(path) for path in hide):
+        raise ValueError("sandbox.hide must be a list of absolute paths")
+    return ToolsConfig(servers=[_parse_server(name, {**defaults, **body}) for name, body in servers.items()],
+                       hide=list(hide))
 
 
 def _parse_server(name: str, body: dict) -> ServerConfig:

@@ -25,6 +25,9 @@ Context: `context` is what the kernel knows of the caller, e.g. {"space": "uid:0
 manager copies keys into arguments of tools that declare them (`x-aios-context`, see kernel/tools/schema.py) and whose
 server's config grants them (`context = ["space"]`). Nothing else of it reaches a server.
 
+Sandboxed servers (kernel/tools/sandbox.py) get `config.hidden_paths()` to cover: the kernel's runtime directory
+(socket, admin token, audit log) and data directory (every agent's space), whatever else the config names.
+
 Names: a tool is exposed under its own name; if two servers offer the same name, the later server's (config order)
 is exposed as "<server>_<name>". `call()` also accepts "<server>.<name>", which reaches a server even while it is down
 (so a server that failed at start answers its real error).
@@ -52,7 +55,8 @@ class ToolManager:
         if len(set(names)) != len(names):
             raise ValueError(f"tool server names must be unique: {names}")
         self.config = config
-        self._servers = {server.name: ServerSupervisor(server) for server in config.servers}
+        hide = config.hidden_paths() if any(server.sandbox for server in config.servers) else ()
+        self._servers = {server.name: ServerSupervisor(server, hide) for server in config.servers}
         self._index: dict[str, tuple[ServerSupervisor, Tool]] = {}    # exposed name → where it lives (loop only)
         self._specs: tuple[ToolSpec, ...] = ()                        # replaced whole; read from any thread
         self._calls: set[asyncio.Task] = set()                        # calls in flight (loop only), for stop()

@@ -61,8 +61,9 @@ class _Run:
 
 
 class ServerSupervisor:
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, hide: tuple[str, ...] = ()):
         self.config = config
+        self.hide = hide                        # paths the sandbox covers (ToolsConfig.hidden_paths())
         self.tools: dict[str, Tool] = {}
         self.error = ""                         # why the last start failed ("" when up or never tried)
         self._run: _Run | None = None
@@ -122,7 +123,8 @@ class ServerSupervisor:
         """Owns the process and session for one life; returns when the process exits or stop is asked."""
         config = self.config
         workdir = make_workdir(config.name) if config.sandbox else None
-        argv = launcher_argv(config.limits, workdir, config.argv()) if config.sandbox else config.argv()
+        argv = (launcher_argv(config.limits, workdir, config.argv(), hide=self.hide) if config.sandbox
+                else config.argv())
         env = build_env(config.pass_env, config.env, workdir, PROJECT_ROOT)
         try:
             # Generous room for JSON escaping and a structured copy of the text; the text is cut to the limit later.

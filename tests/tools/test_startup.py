@@ -6,7 +6,7 @@ import os
 
 from ipc.errors import ErrorCode
 from kernel.tools import ServerConfig, ToolManager, ToolsConfig
-from tests.tools.helpers import WAIT_S, error_of, misc_server, result
+from tests.tools.helpers import WAIT_S, error_of, misc_server, process_tree, result
 
 
 def _alive(pid: int) -> bool:
@@ -50,9 +50,10 @@ def test_stop_kills_and_reaps_every_server_process():
     pid = json.loads(result(manager.call("a.info", {}, {})).text)["pid"]
     sandboxed = json.loads(result(manager.call("b.info", {}, {})).text)
     hung = manager.call("a.hang", {}, {})
-    assert _alive(pid) and _alive(sandboxed["pid"]) and os.path.isdir(sandboxed["cwd"])
+    boxed = process_tree(manager._servers["b"]._run.pipes.process.pid)      # launcher, jail init, server
+    assert _alive(pid) and all(map(_alive, boxed)) and os.path.isdir(sandboxed["cwd"])
     manager.stop()
     assert hung.cancelled()
-    assert not _alive(pid) and not _alive(sandboxed["pid"])
+    assert not _alive(pid) and not any(map(_alive, boxed))
     assert not os.path.exists(sandboxed["cwd"]), "the sandbox directory outlived stop()"
     assert error_of(manager.call("a.strict", {"n": 1}, {})).code == ErrorCode.SHUTDOWN

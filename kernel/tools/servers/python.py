@@ -1,7 +1,9 @@
 """The python runner as an MCP server: `run_python(code, timeout)` runs a snippet and returns its exit code and output.
 
-The server itself runs inside the sandbox (kernel/tools/sandbox.py: its own user and network namespaces, no network,
-a private directory, a task budget, an allowlisted environment). Each snippet is a fresh `python -I -c CODE` process
+The server itself runs inside the sandbox (kernel/tools/sandbox.py: as root, uid/gid 65534 with no groups or
+capabilities; mount, PID, network and user namespaces: the kernel's runtime and data directories covered, the rest of
+the tree read-only but its private directory, no other process in sight, no network; a task budget; an allowlisted
+environment). Each snippet is a fresh `python -I -c CODE` process
 started through the same launcher (`--nested`) with tighter limits of its own: CPU seconds (timeout + 1), 1 GiB of
 address space (a 10 GB allocation raises MemoryError), 64 open files, 16 MiB per written file; it runs in a new
 temporary directory (removed after), in a process group of its own that is SIGKILLed when the timeout passes, with an
