@@ -1,14 +1,16 @@
 """The storage manager: per-space versioned files on local disk, written atomically, bounded by quotas.
 
 Contract (the kernel's storage worker calls this from one thread; it is not thread-safe and takes no locks inside):
-- `StorageManager(root, *, keep_versions=10, quota_bytes, max_file_bytes, max_files)` owns `root` (made 0700 if
+- `StorageManager(root, *, keep_versions=10, quota_bytes, max_file_bytes, max_files, dir_bytes=4096,
+  max_depth=16)` owns `root` (made 0700 if
   missing) for as long as it is open: it holds an exclusive flock on `root/.aios-lock`, and a second manager on the
   same root (this process or another) fails with RuntimeError instead of racing the first on versions and quotas.
 - Every method takes `space`, an opaque namespace id ("uid:0/notes"); its files live in `root/spaces/s-<sha256 of
   the id>` (paths.space_dirname), so no id can name another directory. Paths are validated by paths.split_path.
 - `write(space, path, data) -> version`: a new version (previous latest + 1; 1 for a new file or one that was deleted)
   published atomically (fsops.write_new); the versions beyond the newest `keep_versions` are then removed. Refused
-  before anything is written: TOO_LARGE over max_file_bytes, the quota error over quota_bytes or max_files.
+  before anything is written: BAD_REQUEST deeper than max_depth, TOO_LARGE over max_file_bytes, the quota error over
+  quota_bytes or max_files, directories counted (quota.py: each costs dir_bytes and an inode).
 - `read(space, path, version=None) -> (data, version)`: the latest version, or the given one while it is kept.
 - `list(space, prefix="", match=PrefixMatch.TEXT) -> [FileInfo]`: files whose path starts with `prefix`, sorted by
   path: by string prefix ("no" matches "notes/a"), or with PrefixMatch.COMPONENTS by whole components ("notes" is
@@ -52,8 +54,9 @@ from kernel.storage import fsops
 from kernel.storage.errors import bad_request, closed, not_found, over_quota
 from kernel.storage.paths import (EPHEMERAL_DIR_PREFIX, RESERVED_PREFIX, PrefixMatch, space_dirname, split_path, split_prefix,
                                   split_whole_prefix)
-from kernel.storage.quota import Limits, Usage, check_size, check_version, check_write
-from kernel.storage.tree import walk_nodes
+from kernel.storage.quota import (DIR_BYTES, MAX_DEPTH, Limits, Usage, check_depth, check_size, check_version,
+                                  check_write)
+from kernel.storage.tree import charged, probe, walk_nodes
 from kernel.storage.versions import FileInfo, Node, VersionInfo, remove_names, scan_node, to_prune, version_name
 
 _LOCK_NAME = RESERVED_PREFIX + "-lock"
@@ -63,9 +66,9 @@ _DROP_PREFIX = RESERVED_PREFIX + "-drop-"
 
 class StorageManager:
     def __init__(self, root: str, *, keep_versions: int = 10, quota_bytes: int, max_file_bytes: int,
-                 max_files: int):
+                 max_files: int, dir_bytes: int = DIR_BYTES, max_depth: int = MAX_DEPTH):
         self.limits = Limits(keep_versions=keep_versions, quota_bytes=quota_bytes, max_files=max_files,
-                             max_file_bytes=max_file_bytes)
+                             max_file_bytes=max_file_bytes, dir_bytes=dir_bytes, max_depth=max_depth)
         self.root = os.fspath(root)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._usage: dict[str, Usage] = {}       # per space directory, filled the first time a space is touched
@@ -90,28 +93,34 @@ class StorageManager:
     def write(self, space: str, path: str, data: bytes) -> int:
         name = self._space(space)
         parts = split_path(path)
+        check_depth(parts, path, self.limits)
         view = self._bytes(data)
         check_size(view.nbytes, self.limits)
         usage = self._usage_of(name)
         with contextlib.ExitStack() as stack:
             node_fd = self._node(stack, name, parts, create=False)
             node = scan_node(node_fd) if node_fd is not None else Node()
+            new_dirs = self._new_dirs(name, parts) if node_fd is None else -1 if charged(node) and not \
+                node.children else 0          # an empty plain directory becoming a file: it is the file now
             pruned = to_prune(node, self.limits.keep_versions - 1)
             freed = sum(info.size for info in pruned)
-            check_write(usage, self.limits, size=view.nbytes, freed=freed, new_file=not node.versions)
+            check_write(usage, self.limits, size=view.nbytes, freed=freed, new_file=not node.versions,
+                        new_dirs=new_dirs)
             number = node.highest + 1
             try:
                 if node_fd is None:
                     node_fd = self._node(stack, name, parts, create=True)
                 fsops.write_new(node_fd, version_name(number), view)
-            except OSError as error:
-                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            except BaseException as error:
+                self._usage.pop(name, None)       # directories may have been made: the next touch rescans
+                if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise over_quota("the disk holding the store is full") from None
                 raise
             remove_names(node_fd, [version_name(info.version) for info in pruned])
         usage.bytes += view.nbytes - freed
         usage.versions += 1 - len(pruned)
         usage.files += 0 if node.versions else 1
+        usage.dirs += new_dirs
         self._usage[name] = usage                 # the space exists now, so its usage is kept from here on
         return number
 
@@ -159,7 +168,9 @@ class StorageManager:
         usage.bytes -= node.stored_bytes()
         usage.versions -= len(node.versions)
         usage.files -= 1
-        self._remove_empty_dirs(name, parts)
+        if not node.children:                     # a leaf file: its node and emptied parents go
+            usage.dirs -= self._remove_empty_dirs(name, parts)
+        # a node with subdirectories stays, charged as a directory as it already was
 
     def versions(self, space: str, path: str) -> list[VersionInfo]:
         parts = split_path(path)
@@ -260,6 +271,7 @@ class StorageManager:
             usage.bytes += node.stored_bytes()
             usage.versions += len(node.versions)
             usage.files += 1 if node.versions else 0
+            usage.dirs += 1 if parts and charged(node) else 0
 
         with contextlib.ExitStack() as stack:
             space_fd = self._node(stack, name, [], create=False)
@@ -268,18 +280,40 @@ class StorageManager:
                 self._usage[name] = usage
         return usage
 
-    def _remove_empty_dirs(self, name: str, parts: list[str]) -> None:
-        """rmdir the node of a deleted file and then its parents, up to the first one that still holds something."""
+    def _new_dirs(self, name: str, parts: list[str]) -> int:
+        """The charged directories a write of a new node `parts` adds (quota.py): the missing ones but its own node,
+        plus the deepest existing one when it is a file that gains its first subdirectory."""
+        with contextlib.ExitStack() as stack:
+            space_fd = self._node(stack, name, [], create=False)
+            depth, deepest = probe(space_fd, parts) if space_fd is not None else (0, None)
+        gains_child = deepest is not None and not charged(deepest)
+        return len(parts) - depth - 1 + (1 if gains_child else 0)
+
+    def _remove_empty_dirs(self, name: str, parts: list[str]) -> int:
+        """rmdir the (leaf) node of a deleted file and then its parents, up to the first one that still holds
+        something; how many charged directories that uncharged (quota.py): every parent removed, and the one it
+        stops at when that is a file left without subdirectories. The deleted node itself was its file, uncharged,
+        unless it cannot be removed (something of ours still in it): then it is a plain directory, charged."""
+        uncharged = 0
         for depth in range(len(parts), 0, -1):
             with contextlib.ExitStack() as stack:
                 parent = self._node(stack, name, parts[:depth - 1], create=False)
                 if parent is None:
-                    return
+                    return uncharged
                 try:
                     os.rmdir(parts[depth - 1], dir_fd=parent)
-                except OSError:
-                    return                        # not empty (other files or versions below), or already gone
+                except OSError:                   # not empty (other files or versions below), or already gone
+                    if depth == len(parts):
+                        return -1                 # the emptied node stays: a plain directory now
+                    child = fsops.open_dir(parent, parts[depth - 1])
+                    if child is not None:
+                        stack.callback(os.close, child)
+                        if not charged(scan_node(child)):
+                            uncharged += 1        # a file that lost its last subdirectory
+                    return uncharged
                 fsops.fsync_dir(parent)
+                uncharged += 1 if depth < len(parts) else 0
+        return uncharged
 
     def _remove_dropped(self) -> None:
         """Finish removing spaces whose drop a crash interrupted."""

@@ -5,15 +5,31 @@ Contract:
   every file: old versions take room too), files per space (paths with at least one version), bytes per file.
 - `Usage` is a space's current use. The manager computes it by scanning the space the first time it touches it in a
   run (so it is right after a crash, whatever the last run did) and keeps it in step with each change after that.
-- `check_write` raises TOO_LARGE or the quota error, with the numbers, when a write of `size` bytes would pass a
-  limit once the versions it pushes out (`freed` bytes) are gone, and does nothing otherwise. Directories are not
-  counted: each file has at most MAX_PATH_BYTES / 2 of them, so max_files bounds them too.
+- Directories are charged: a directory below the space costs `dir_bytes` of quota_bytes and one inode of max_files
+  unless it is a file's own node with no subdirectory (then it *is* that file, counted once as the file). So a flat
+  space is charged its file bytes only, while "a/b/c/f" also pays for "a", "a/b" and "a/b/c", and a file "a" that
+  gains "a/x" pays for "a" as a directory too. `Usage.dirs` counts the charged directories; `Usage.bytes` is the
+  bytes of kept versions (what usage() reports as "bytes"); `charged_bytes` is bytes + dirs x dir_bytes, and
+  files + dirs is the inode count.
+- `check_write` raises TOO_LARGE or the quota error, with the numbers, when a write of `size` bytes that adds
+  `new_dirs` charged directories (negative when it turns an empty directory into a file) would pass a limit once the
+  versions it pushes out (`freed` bytes) are gone, and does nothing otherwise. Deletes only ever lower the charge.
+- Paths are at most `max_depth` components deep (BAD_REQUEST past it), so one write adds at most max_depth charged
+  directories, checked before any is made.
+
+The disk a space can hold is bounded: charged_bytes <= quota_bytes and files + dirs <= max_files, so besides the
+quota the disk holds at most max_files file nodes (one directory each) and keep_versions x max_files version inodes:
+about quota_bytes + max_files x (keep_versions + 1) x 4 KiB (block rounding). A principal holds at most
+MAX_SPACES_PER_PRINCIPAL file spaces (kernel/storage/manager.py), so its disk is bounded by that many times this.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from kernel.storage.errors import bad_request, over_quota, too_large
+
+DIR_BYTES = 4096               # what one directory takes on ext4/xfs: its block
+MAX_DEPTH = 16                 # components in a path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,12 +38,15 @@ class Limits:
     quota_bytes: int
     max_files: int
     max_file_bytes: int
+    dir_bytes: int = DIR_BYTES
+    max_depth: int = MAX_DEPTH
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field.name} must be a positive int, not {value!r}")
+            least = 0 if field.name == "dir_bytes" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{field.name} must be an int >= {least}, not {value!r}")
 
 
 @dataclasses.dataclass
@@ -35,6 +54,10 @@ class Usage:
     bytes: int = 0
     files: int = 0
     versions: int = 0
+    dirs: int = 0                # charged directories (see the contract)
+
+    def charged_bytes(self, limits: Limits) -> int:
+        return self.bytes + self.dirs * limits.dir_bytes
 
     def as_dict(self, limits: Limits) -> dict:
         return {"bytes": self.bytes, "files": self.files, "versions": self.versions,
@@ -54,12 +77,24 @@ def check_version(version: object) -> int:
     return version
 
 
-def check_write(usage: Usage, limits: Limits, *, size: int, freed: int, new_file: bool) -> None:
-    """Refuse (before writing) a write of `size` bytes that frees `freed` bytes of old versions; see the contract."""
+def check_depth(parts: list[str], path: str, limits: Limits) -> None:
+    if len(parts) > limits.max_depth:
+        raise bad_request(f"path {path[:60]!r} is {len(parts)} components deep; the limit is {limits.max_depth}")
+
+
+def check_write(usage: Usage, limits: Limits, *, size: int, freed: int, new_file: bool, new_dirs: int = 0) -> None:
+    """Refuse (before writing) a write of `size` bytes that frees `freed` bytes of old versions and adds `new_dirs`
+    charged directories; see the contract."""
     check_size(size, limits)
-    if new_file and usage.files + 1 > limits.max_files:
-        raise over_quota(f"the space already holds {usage.files} files; the limit is {limits.max_files}")
-    after = usage.bytes - freed + size
+    inodes = usage.files + usage.dirs + (1 if new_file else 0) + new_dirs
+    if (new_file or new_dirs > 0) and inodes > limits.max_files:
+        raise over_quota(f"the space already holds {usage.files} files and {usage.dirs} directories; this write "
+                         f"needs {inodes} and the limit is {limits.max_files} (files and directories)")
+    data_after = usage.bytes - freed + size
+    after = data_after + (usage.dirs + new_dirs) * limits.dir_bytes
     if after > limits.quota_bytes:
-        raise over_quota(f"writing {size} bytes would use {after} bytes of the space's quota of "
-                         f"{limits.quota_bytes} (kept versions count; delete files or old versions to free room)")
+        raise over_quota(f"writing {size} bytes would use {data_after} bytes of files"
+                         + (f" and {usage.dirs + new_dirs} directories ({limits.dir_bytes} bytes each), {after} "
+                            f"bytes in all," if usage.dirs + new_dirs else "")
+                         + f" of the space's quota of {limits.quota_bytes} (kept versions count; delete files, "
+                           f"directories or old versions to free room)")
