@@ -214,7 +214,7 @@ class PendingApproval:
     agent_id: str
     agent_name: str
     tool: str
-    arguments: str                 # JSON, cut short
+    arguments: str                 # every argument as name=value, each value cut short (built when held)
     waiting_s: float
 
 

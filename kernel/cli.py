@@ -154,7 +154,7 @@ def _tools(args) -> int:
 def _approvals(args) -> int:
     with _operator(args, "aios approvals") as kernel:
         for held in kernel.tools.pending():
-            print(f"{held.approval_id:<6} {held.agent_id:<6} {held.agent_name[:16]:<17} {held.tool:<16} "
+            print(f"{held.approval_id:<12} {held.agent_id:<6} {held.agent_name[:16]:<17} {held.tool:<16} "
                   f"{held.waiting_s:>6.0f}s  {held.arguments}")
     return 0
 
