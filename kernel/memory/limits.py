@@ -24,6 +24,7 @@ MAX_BATCH = 256                 # texts in one add
 MAX_K = 100
 MAX_FILTER_KEYS = 16
 MAX_OFFSET = 1 << 40
+MAX_SPACES_PER_PRINCIPAL = 128   # an agent's space and its "#files" index are two: 64 agents' worth
 MAX_LIST = 100_000              # the kernel's file index lists a whole space to replace a path's entries
 
 SCALARS = (str, int, float, bool, type(None))
@@ -47,6 +48,11 @@ def check_space(space) -> str:
         raise bad(f"space must be 1..{MAX_SPACE_CHARS} printable characters")
     _utf8(space, "space")
     return space
+
+
+def principal_of(space: str) -> str:
+    """Who owns a space for the per-principal bound: the part of its name before the last "/"."""
+    return space.rpartition("/")[0]
 
 
 def check_text(text, what: str = "text", limit: int = MAX_TEXT_CHARS) -> str:

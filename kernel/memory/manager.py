@@ -5,7 +5,9 @@ authorization and replies. Every method takes `space`, an opaque namespace id su
 printable characters), and answers with a value or raises ipc.errors.ProtocolError:
   bad_request     an argument out of its bounds (kernel/memory/limits.py)
   not_found       an id that is not in that space
-  quota_exceeded  (ErrorCode.QUOTA; BUSY on a kernel without it) the space would pass max_entries or max_bytes
+  quota_exceeded  (ErrorCode.QUOTA; BUSY on a kernel without it) the space would pass max_entries or max_bytes, or
+                  a new space would pass max_spaces per principal (the part of its name before the last "/"), so a
+                  principal holds at most max_spaces x max_bytes of text and metadata
   internal        the embedder failed on a valid text
   shutdown        the manager is closed
 update, delete and drop_space return None (the kernel answers Ack). Unknown spaces read as empty.
@@ -47,13 +49,15 @@ class MemoryManager:
     def __init__(self, directory: str | os.PathLike | None, embedder=None, *, max_entries: int = 100_000,
                  max_bytes: int = 64 << 20, ram_entries: int = 500_000, ann_threshold: int = DEFAULT_ANN_THRESHOLD,
                  ephemeral_prefixes: tuple[str, ...] = ("eph:",), synchronous: str = "FULL",
-                 scan_batch: int = 8192, faiss_threads: int | None = 1):
+                 scan_batch: int = 8192, faiss_threads: int | None = 1,
+                 max_spaces: int = limits.MAX_SPACES_PER_PRINCIPAL):
         if embedder is None:
             from kernel.memory.embedder import MiniLMEmbedder
             embedder = MiniLMEmbedder()
         self.embedder = embedder
         self.dim = int(embedder.dim)
         self.max_entries, self.max_bytes, self.ram_entries = max_entries, max_bytes, ram_entries
+        self.max_spaces = max_spaces
         self.ann_threshold, self.scan_batch = ann_threshold, scan_batch
         self.ephemeral_prefixes = tuple(ephemeral_prefixes)
         if faiss_threads is not None:
@@ -78,6 +82,8 @@ class MemoryManager:
         batch = limits.check_batch(texts, metadatas)
         rows = [(text, meta, len(text.encode("utf-8")) + len(meta.encode("utf-8"))) for text, meta, _ in batch]
         sid = store.space_id(space)
+        if sid is None:
+            self._check_new_space(store, space)
         entries, used = store.usage(sid) if sid is not None else (0, 0)
         if entries + len(rows) > self.max_entries:
             raise ProtocolError(QUOTA, f"space holds {entries} of {self.max_entries} entries: "
@@ -233,6 +239,13 @@ class MemoryManager:
         if self._disk_store is None or space.startswith(self.ephemeral_prefixes):
             return self._ram_store, space
         return self._disk_store, space
+
+    def _check_new_space(self, store: Store, space: str) -> None:
+        principal = limits.principal_of(space)
+        held = sum(1 for name, _, _ in store.spaces() if limits.principal_of(name) == principal)
+        if held >= self.max_spaces:
+            raise ProtocolError(QUOTA, f"{principal!r} already holds {held} memory spaces; the limit is "
+                                       f"{self.max_spaces} (drop one to make another)")
 
     def _find(self, store: Store, space: str, id) -> tuple[int, int, tuple]:
         key = parse_id(id)

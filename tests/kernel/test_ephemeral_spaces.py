@@ -8,6 +8,7 @@ import subprocess
 import sys
 import types
 
+from ipc.errors import ErrorCode
 from sdk import connect
 from kernel.access.shares import ShareTable
 from kernel.memory.manager import MemoryManager
@@ -113,3 +114,19 @@ def test_memory_and_shares_of_an_old_lifetime_are_swept(tmp_path):
     ServiceSyscalls(None, None, table, audit=None)
     assert [(e.owner, e.grantee) for e in table.entries()] == [("uid:1/owner", "uid:1/reader")]
     table.close()
+
+
+def test_memory_spaces_are_bounded_per_principal(tmp_path):
+    with MemoryManager(tmp_path / "mem", HashEmbedder(), max_spaces=3) as memory:
+        for name in ("a", "b", "c"):
+            memory.add(f"uid:1/{name}", ["x"])
+        memory.add("uid:1/a", ["more in an existing space"])
+        try:
+            memory.add("uid:1/d", ["one too many"])
+        except Exception as error:
+            assert getattr(error, "code", None) is getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
+        else:
+            raise AssertionError("a fourth space of one principal was made")
+        memory.add("uid:2/a", ["another principal has its own"])
+        memory.drop_space("uid:1/c")
+        memory.add("uid:1/d", ["room again"])
