@@ -19,8 +19,9 @@ Contract:
 
 The disk a space can hold is bounded: charged_bytes <= quota_bytes and files + dirs <= max_files, so besides the
 quota the disk holds at most max_files file nodes (one directory each) and keep_versions x max_files version inodes:
-about quota_bytes + max_files x (keep_versions + 1) x 4 KiB (block rounding). A principal holds at most
-MAX_SPACES_PER_PRINCIPAL file spaces (kernel/storage/manager.py), so its disk is bounded by that many times this.
+about quota_bytes + max_files x (keep_versions + 1) x 4 KiB (block rounding). The number of file spaces per
+principal is not bounded here yet (space directories are named by a hash of the id, so the principal of an existing
+one is unknown after a restart); a principal's disk is this bound times the spaces it holds.
 """
 from __future__ import annotations
 
