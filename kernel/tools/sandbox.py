@@ -12,7 +12,8 @@ Child side: `python -I kernel/tools/sandbox.py [options] -- argv...` (run by pat
    with its socket, admin token and audit log; the data directory with every agent's space: a file is covered by
    /dev/null); as root also over each directory on the way to the interpreter, the venv or the project that the
    sandbox uid cannot traverse (/root, 0700), with those trees bound back read-only (so /root/.ssh and the rest stay
-   hidden); then the whole tree read-only (mount_setattr AT_RECURSIVE), except the private directory, bound writable;
+   hidden); then the whole tree read-only (mount_setattr AT_RECURSIVE, Linux 5.12+; before that a note, and places
+   the uid may write, such as /tmp, stay writable), except the private directory, bound writable;
 3. forks I, pid 1 of the new PID namespace: it mounts a fresh /proc (the kernel and other sandboxes are not even
    visible: no kill, no ptrace, no /proc/<pid>/root), drops to the sandbox uid — as root: setgroups([]) then real,
    effective and saved gid and uid = `--uid` (65534), so no root is left, never setresuid(uid, 0, 0) — then (root)
@@ -216,11 +217,6 @@ def _clear_capabilities() -> None:
     _check(_LIBC.capset(header, (ctypes.c_uint32 * 6)()), "capset")
 
 
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as file:
-        file.write(text)
-
-
 def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, int | None]:
     """Steps 1-2: (whether children of this process start a new PID namespace, the RLIMIT_NPROC value to set)."""
     nproc = int(options["nproc"]) if "nproc" in options else None
@@ -233,9 +229,9 @@ def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, i
     error = _unshare(CLONE_NEWNS | CLONE_NEWPID | net | (0 if root else CLONE_NEWUSER))
     if error == 0:
         if not root:         # map only ourselves: our files keep their owner and we hold no other uid
-            _write("/proc/self/setgroups", "deny")
-            _write("/proc/self/uid_map", f"{uid} {uid} 1")
-            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as file:
+                    file.write(text)
         _build_view(hide, workdir, argv, root)
         return True, nproc
     _note(f"unshare(mount and PID namespaces) failed ({os.strerror(error)}): the hidden paths and other processes "

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 import uuid
@@ -19,7 +20,8 @@ from hypothesis import given, settings, strategies as st
 
 from kernel.tools import ToolManager, ToolsConfig, load_config
 from kernel.tools.config import HIDE_ENV, default_hidden_paths, parse_config
-from kernel.tools.sandbox import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER
+from kernel.tools.sandbox import (CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, SandboxLimits,
+                                  launcher_argv)
 from tests.tools.helpers import WAIT_S, misc_server, process_tree, result
 
 ROOT = os.getuid() == 0
@@ -155,6 +157,7 @@ print(json.dumps({{"shadow": attempt(lambda: open("/etc/shadow").read()),
 @needs_jail
 def test_runtime_and_data_dirs_are_hidden(manager, kernel_dirs):
     runtime, data = kernel_dirs["runtime"], kernel_dirs["data"]
+    other = os.path.join(data, "files", "uid:0", "other", "secret.txt")
     seen = probe(manager, ATTEMPT + f'''
 def connect():
     sock = socket.socket(socket.AF_UNIX)
@@ -162,7 +165,7 @@ def connect():
 print(json.dumps({{"runtime": attempt(lambda: os.listdir({runtime!r})),
                   "data": attempt(lambda: os.listdir({data!r})),
                   "token": attempt(lambda: open({os.path.join(runtime, "admin.token")!r}).read()),
-                  "other": attempt(lambda: open({os.path.join(data, "files", "uid:0", "other", "secret.txt")!r}).read()),
+                  "other": attempt(lambda: open({other!r}).read()),
                   "socket": attempt(connect)}}))''')
     assert seen["runtime"] == ["done", "[]"] and seen["data"] == ["done", "[]"]
     assert seen["token"][0] == seen["other"][0] == seen["socket"][0] == "failed"
@@ -228,3 +231,49 @@ def test_hidden_paths_are_absolute_unique_and_keep_every_given_path(extra):
     paths = ToolsConfig(hide=["/" + path for path in extra]).hidden_paths()
     assert all(os.path.isabs(path) for path in paths) and len(set(paths)) == len(paths)
     assert {os.path.abspath("/" + path) for path in extra} <= set(paths)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"      # stdlib only, readable by any uid (the venv's interpreter is under /root)
+SETPRIV = shutil.which("setpriv")
+
+
+@pytest.mark.skipif(not (ROOT and SETPRIV and os.access(SYSTEM_PYTHON, os.X_OK)),
+                    reason="needs root, setpriv and a system python to play a kernel that runs as a normal user")
+def test_as_a_normal_user_the_kernels_own_secrets_and_processes_are_out_of_reach(tmp_path):
+    """The non-root path: the launcher run as uid 65534 (the "kernel" user here) with its own 0600 token beside a
+    listening socket; the jail keeps that uid, so only the user, mount and PID namespaces can keep it out."""
+    user = 65534
+    base = tempfile.mkdtemp(prefix="aios-isolation-user-")
+    try:
+        runtime, work = os.path.join(base, "run"), os.path.join(base, "work")
+        os.mkdir(runtime, 0o700)
+        os.mkdir(work, 0o700)
+        with open(os.open(os.path.join(runtime, "admin.token"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
+            file.write("kernel-secret")
+        for path in (base, runtime, work, os.path.join(runtime, "admin.token")):
+            os.chown(path, user, user)
+        os.chmod(base, 0o755)
+        # a process of the same uid outside the jail: the "kernel" the snippet would like to signal
+        kernel = subprocess.Popen([SETPRIV, f"--reuid={user}", f"--regid={user}", "--clear-groups", SYSTEM_PYTHON,
+                                   "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        code = ATTEMPT + f'''
+print(json.dumps({{"uid": os.getuid(), "token": attempt(lambda: open({os.path.join(runtime, "admin.token")!r}).read()),
+                  "runtime": attempt(lambda: os.listdir({runtime!r})),
+                  "kill": attempt(lambda: os.kill({kernel.pid}, 0)),
+                  "outside": attempt(lambda: open({os.path.join(base, "escaped")!r}, "w"))}}))'''
+        limits = SandboxLimits(uid=user)
+        argv = launcher_argv(limits, work, [SYSTEM_PYTHON, "-I", "-c", code], hide=(runtime,))
+        argv[0] = SYSTEM_PYTHON
+        done = subprocess.run([SETPRIV, f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv], cwd="/",
+                              capture_output=True, text=True, timeout=WAIT_S, env={"PATH": os.defpath})
+        kernel.communicate(b"", timeout=WAIT_S)
+        if "unshare(mount and PID namespaces) failed" in done.stderr:
+            pytest.skip(f"no user namespaces for a normal user here: {done.stderr.strip()}")
+        assert done.returncode == 0, done.stderr
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        assert seen["uid"] == user                            # same uid as the "kernel": only hiding protects
+        assert seen["token"][0] == "failed" and seen["runtime"] == ["done", "[]"]
+        assert seen["kill"][0] == "failed" and seen["outside"][0] == "failed"
+        assert not os.path.exists(os.path.join(base, "escaped"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
