@@ -1,8 +1,9 @@
 """The gateway's HTTP API, OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
 
 create_app(address, keys_path) builds a FastAPI app (no module state: everything it holds hangs off the app).
-Each request: its API key (Authorization: Bearer) names the kernel agent it runs as (sdk/gateway/keys.py; without a
-keys file every request is the one agent "gateway"); an x-aios-priority header asks for a priority within the key's
+Each request passes RequestGuard (sdk/gateway/guard.py) before its body is read: its API key (Authorization: Bearer)
+names the kernel agent it runs as (sdk/gateway/keys.py; without a keys file every request is the one agent
+"gateway", and must come from a local program, not a web page); an x-aios-priority header asks for a priority within the key's
 allowance, sent as the call's priority hint relative to the agent's own. The body is parsed strictly
 (sdk/gateway/schemas.py), the model checked against the kernel's, and the call made through that agent's AsyncKernel
 connection; the kernel's errors become HTTP errors (sdk/gateway/errors.py). Unstreamed answers carry the kernel's
@@ -20,8 +21,9 @@ from fastapi.responses import JSONResponse
 
 from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, Completion
 from sdk.gateway import errors
-from sdk.gateway.agents import OPEN_AGENT, AgentPool
+from sdk.gateway.agents import AgentPool
 from sdk.gateway.errors import APIError, bad_request
+from sdk.gateway.guard import KEY_STATE, RequestGuard
 from sdk.gateway.keys import KeyEntry, KeyRing
 from sdk.gateway.schemas import MAX_BODY_BYTES, ChatRequest, CompletionRequest, parse
 from sdk.gateway.streaming import (FINISH_REASONS, DisconnectAware, sse, tool_calls, until_disconnected, usage)
@@ -42,19 +44,10 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
     app = FastAPI(title="AIOS gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pool = pool
     errors.install(app)
-
-    def authenticate(request: Request) -> KeyEntry:
-        if keyring is None:
-            return OPEN_AGENT
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        entry = keyring.lookup(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
-        if entry is None:
-            raise APIError(401, "unknown API key: pass a key from `aios gateway keys add` as a Bearer token",
-                           "authentication_error", "invalid_api_key")
-        return entry
+    app.add_middleware(RequestGuard, keyring=keyring)         # the key (or keyless origin) before any body byte
 
     async def agent_for(request: Request, model: str | None = None):
-        entry = authenticate(request)
+        entry = request.scope["state"][KEY_STATE]
         kernel = await pool.kernel(entry)
         if model is not None and model != kernel.model:
             raise APIError(404, f"the model {model[:80]!r} does not exist: this kernel serves {kernel.model!r}",

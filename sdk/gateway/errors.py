@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from sdk.errors import KernelError
 
@@ -76,6 +77,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(KernelError)
     async def kernel_error(_request: Request, error: KernelError) -> JSONResponse:
         return from_kernel(error).response()
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(_request: Request, _error: ClientDisconnect) -> JSONResponse:
+        # the client left (or was cut at its body's deadline, sdk/gateway/connections.py) mid-body: nobody reads this
+        return APIError(400, "the client disconnected before its request body ended").response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

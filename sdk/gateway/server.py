@@ -11,18 +11,28 @@ the kernel.
 The event loop and HTTP parser: uvloop and httptools (C, both) when they are installed, else the asyncio loop and
 h11; AIOS_GATEWAY_LOOP (uvloop | asyncio) and AIOS_GATEWAY_HTTP (httptools | h11) choose one explicitly (benches
 compare them). Both cut the gateway's own per-request cost (bench/RESULTS.md, "Gateway").
+
+Hostile clients: uvicorn's protocol runs with the deadlines and connection caps of sdk/gateway/connections.py
+(AIOS_GATEWAY_* overrides), h11's incomplete-event cap set to the same header limit, and the open-file soft limit
+raised to the hard one so the connection cap, not the descriptor table, is what refuses. uvicorn's own
+limit_concurrency stays off: it counts idle connections and would answer every request 503 once they filled it.
+Requests are checked before their bodies are read by sdk/gateway/guard.py.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import ipaddress
 import os
+import resource
 import socket
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sdk.gateway.app import create_app
+from sdk.gateway.connections import ConnectionGuard, ConnectionLimits, guarded
 
 READY_PREFIX = "aios gateway ready"
 
@@ -68,12 +78,29 @@ def server_stack() -> tuple[str, str]:
     return loop, http
 
 
+def _protocol(http: str) -> type:
+    if http == "h11":
+        return H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol      # needs httptools installed
+    return HttpToolsProtocol
+
+
+def raise_fd_limit() -> None:
+    """Soft open-file limit up to the hard one (the connection cap is derived from it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(address: str, listen: str, keys_path: str | None, log_level: str = "warning") -> int:
     host, port = parse_listen(listen)
     if keys_path is None and not is_loopback(host):
         raise ValueError(f"without --keys the gateway has no authentication: listen on a loopback address, not "
                          f"{host!r}")
     app = create_app(address, keys_path)
+    raise_fd_limit()
+    limits = ConnectionLimits.from_env(os.environ).within_fd_limit()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -81,8 +108,9 @@ def serve(address: str, listen: str, keys_path: str | None, log_level: str = "wa
     sock.listen(1024)
     bound = sock.getsockname()[1]
     loop, http = server_stack()
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, loop=loop, http=http, lifespan="on",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, loop=loop, lifespan="on",
+                            http=guarded(_protocol(http), ConnectionGuard(limits)),
+                            h11_max_incomplete_event_size=limits.max_header_bytes, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
 
     async def run() -> None:
@@ -93,7 +121,8 @@ def serve(address: str, listen: str, keys_path: str | None, log_level: str = "wa
                 await asyncio.sleep(0.01)
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             print(f"{READY_PREFIX} url=http://{shown}:{bound}/v1 kernel={address} "
-                  f"keys={keys_path or 'none (one open agent)'} loop={loop} http={http}", flush=True)
+                  f"keys={keys_path or 'none (one open agent)'} loop={loop} http={http} "
+                  f"max_connections={limits.max_connections} max_per_client={limits.max_per_client}", flush=True)
         announcer = asyncio.create_task(announce())
         try:
             await server.serve(sockets=[sock])
