@@ -36,8 +36,10 @@ change = st.one_of(
 
 
 def _model_allows(model: dict, kind, owner, grantee, write, path) -> bool:
+    def under(prefix: str) -> bool:
+        return not prefix or path == prefix or path.startswith(prefix + "/")
     return any(mode == "rw" or not write for (k, o, g, prefix), mode in model.items()
-               if (k, o, g) == (kind, owner, grantee) and (not prefix or path == prefix or path.startswith(prefix + "/")))
+               if (k, o, g) == (kind, owner, grantee) and under(prefix))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
