@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 
-from kernel.access.shares import RateLimiter
+from kernel.access.rate import RateLimiter
 
 log = logging.getLogger("aiosd.audit")
 

@@ -23,11 +23,11 @@ import json
 import logging
 import os
 import threading
-import time
 import weakref
 from dataclasses import asdict, dataclass
 
 from ipc.errors import ErrorCode, ProtocolError
+from kernel.access.rate import RateLimiter
 
 log = logging.getLogger("aiosd.access")
 
@@ -36,7 +36,6 @@ MAX_SHARES_TOTAL = 16_384          # ~1.6 MB of JSON: one write stays well under
 CHANGES_PER_S = 10.0
 CHANGE_BURST = 20
 MIN_WRITE_INTERVAL_S = 0.2         # coalescing window: a toggling owner costs at most 5 writes a second
-MAX_RATE_KEYS = 4096               # buckets remembered before full (idle) ones are forgotten
 
 
 class ShareKind(str, enum.Enum):
@@ -57,32 +56,6 @@ class ShareEntry:
     grantee: str
     mode: ShareMode                # READ or READ_WRITE
     prefix: str = ""               # fs only: the paths under it ("" = all)
-
-
-class RateLimiter:
-    """Token buckets by key (rate per second, burst). A full bucket is the same as none, so when more than max_keys
-    are held the full ones are forgotten: memory stays bounded by the keys active within burst / rate seconds."""
-
-    def __init__(self, rate: float, burst: float, max_keys: int = MAX_RATE_KEYS, clock=time.monotonic):
-        self.rate, self.burst, self.max_keys, self._clock = rate, burst, max_keys, clock
-        self._buckets: dict[object, tuple[float, float]] = {}       # key -> (tokens, at)
-
-    def take(self, key) -> bool:
-        now = self._clock()
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > self.max_keys:
-            self._forget_full(now)
-        return True
-
-    def _forget_full(self, now: float) -> None:
-        for key, (tokens, at) in list(self._buckets.items()):
-            if tokens + (now - at) * self.rate >= self.burst:
-                del self._buckets[key]
 
 
 class ShareTable:
