@@ -1,6 +1,8 @@
 """Stateful hypothesis test: the store against a plain in-memory model of the contract (versions numbered up from
 the latest kept, the last N kept, delete forgets all, rollback is a write, quotas checked in the order size, files,
-bytes), including closing and reopening the manager on the same root between any two steps."""
+bytes), including closing and reopening the manager on the same root between any two steps. Directories are charged
+as quota.py says: every proper prefix of a stored path ("a" and "a/b" of "a/b/c") is a plain directory, or a file that
+has a subdirectory, and costs DIR_BYTES of the byte quota and one inode of max_files; a file's own node does not."""
 import shutil
 import tempfile
 
@@ -10,8 +12,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ipc.errors import ErrorCode, ProtocolError
 from kernel.storage import StorageManager
+from kernel.storage.quota import DIR_BYTES
 
-KEEP, QUOTA_BYTES, MAX_FILE, MAX_FILES = 3, 200, 64, 3
+# two directories fit beside 200 bytes of files, a third does not; four inodes (files and directories)
+KEEP, QUOTA_BYTES, MAX_FILE, MAX_FILES = 3, 2 * DIR_BYTES + 200, 64, 4
 QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
 SPACES = st.sampled_from(["s1", "s2"])
 PATHS = st.sampled_from(["a", "b", "a/b", "a/b/c", "c/d"])
@@ -36,17 +40,24 @@ class StoreMachine(RuleBasedStateMachine):
     def _space_files(self, space):
         return {path: kept for (owner, path), kept in self.model.items() if owner == space and kept}
 
+    @staticmethod
+    def _dirs(paths) -> set[str]:
+        """The charged directories of a space holding `paths`: every proper prefix of one."""
+        return {"/".join(parts[:depth]) for parts in (path.split("/") for path in paths)
+                for depth in range(1, len(parts))}
+
     def _expected_write(self, space, path, data):
         """The version the model gives the write, or the error code it expects."""
         files = self._space_files(space)
         kept = files.get(path, [])
         if len(data) > MAX_FILE:
             return ErrorCode.TOO_LARGE
-        if not kept and len(files) >= MAX_FILES:
+        dirs_before, dirs_after = len(self._dirs(files)), len(self._dirs(set(files) | {path}))
+        if (not kept or dirs_after > dirs_before) and len(files) + (0 if kept else 1) + dirs_after > MAX_FILES:
             return QUOTA
         used = sum(len(blob) for versions in files.values() for _, blob in versions)
         freed = sum(len(blob) for _, blob in kept[:max(0, len(kept) - (KEEP - 1))])
-        if used - freed + len(data) > QUOTA_BYTES:
+        if used - freed + len(data) + dirs_after * DIR_BYTES > QUOTA_BYTES:
             return QUOTA
         return (kept[-1][0] if kept else 0) + 1
 
