@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import tempfile
@@ -99,6 +100,12 @@ class InProcessKernel:
         if self.services is not None:
             self.services.stop()
         self.server.join(30)
+
+    def audit_records(self) -> list[dict]:
+        """The main audit log's records, once every record made so far is written (the log writes on a thread)."""
+        self.access.audit.flush()
+        with open(self.audit_path) as log:
+            return [json.loads(line) for line in log]
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -1,6 +1,5 @@
 """Authorization: an agent acts on itself and the agents it owns; anyone else's needs a capability (admin token or a
 grant), and every denial and use of a capability is in the audit log. Identity comes from the connection."""
-import json
 import os
 
 import pytest
@@ -8,11 +7,6 @@ import pytest
 from sdk import KernelError, connect
 from tests.kernel.other_process import OtherProcessAgent
 from tests.kernel.raw_agent import RawAgent
-
-
-def _audit(kernel) -> list[dict]:
-    with open(kernel.audit_path) as log:
-        return [json.loads(line) for line in log]
 
 
 def test_an_agent_cannot_kill_renice_or_see_another_processes_agent(kernel):
@@ -25,7 +19,7 @@ def test_an_agent_cannot_kill_renice_or_see_another_processes_agent(kernel):
         with connect(kernel.address, token=kernel.admin_token) as operator:
             assert victim.agent_id in {a.agent_id for a in operator.ps()}     # the victim is alive and well
             assert {a.agent_id: a.priority for a in operator.ps()}[victim.agent_id] == 0
-    denials = [e for e in _audit(kernel) if e["decision"] == "deny"]
+    denials = [e for e in kernel.audit_records() if e["decision"] == "deny"]
     assert [(e["syscall"], e["target"], e["agent"]) for e in denials] == [
         ("proc.kill", victim.agent_id, hostile.agent_id), ("proc.set_priority", victim.agent_id, hostile.agent_id)]
     assert denials[0]["pid"] == os.getpid() and denials[0]["principal"] == f"uid:{os.getuid()}"
@@ -36,7 +30,7 @@ def test_the_operator_kills_any_agent_and_it_is_audited(kernel):
         with connect(kernel.address, token=kernel.admin_token) as operator:
             operator.kill(victim.agent_id)
             assert victim.agent_id not in {a.agent_id for a in operator.ps()}
-    allowed = [e for e in _audit(kernel) if e["syscall"] == "proc.kill"]
+    allowed = [e for e in kernel.audit_records() if e["syscall"] == "proc.kill"]
     assert [(e["decision"], e["target"]) for e in allowed] == [("allow", victim.agent_id)]
 
 
