@@ -2,15 +2,17 @@
 
 Contract (the kernel's storage worker calls this from one thread; it is not thread-safe and takes no locks inside):
 - `StorageManager(root, *, keep_versions=10, quota_bytes, max_file_bytes, max_files, dir_bytes=4096,
-  max_depth=16)` owns `root` (made 0700 if
-  missing) for as long as it is open: it holds an exclusive flock on `root/.aios-lock`, and a second manager on the
-  same root (this process or another) fails with RuntimeError instead of racing the first on versions and quotas.
+  max_depth=16, max_spaces=64)` owns `root` (made 0700 if missing) for as long as it is open: it holds an exclusive
+  flock on `root/.aios-lock`, and a second manager on the same root (this process or another) fails with
+  RuntimeError instead of racing the first on versions and quotas.
 - Every method takes `space`, an opaque namespace id ("uid:0/notes"); its files live in `root/spaces/s-<sha256 of
   the id>` (paths.space_dirname), so no id can name another directory. Paths are validated by paths.split_path.
 - `write(space, path, data) -> version`: a new version (previous latest + 1; 1 for a new file or one that was deleted)
   published atomically (fsops.write_new); the versions beyond the newest `keep_versions` are then removed. Refused
   before anything is written: BAD_REQUEST deeper than max_depth, TOO_LARGE over max_file_bytes, the quota error over
-  quota_bytes or max_files, directories counted (quota.py: each costs dir_bytes and an inode).
+  quota_bytes or max_files, directories counted (quota.py: each costs dir_bytes and an inode), or, for the first
+  write of a space that is not on disk yet, when its principal already holds max_spaces file spaces (owners.py:
+  counted from disk at open, ephemeral spaces included while they exist).
 - `read(space, path, version=None) -> (data, version)`: the latest version, or the given one while it is kept.
 - `list(space, prefix="", match=PrefixMatch.TEXT) -> [FileInfo]`: files whose path starts with `prefix`, sorted by
   path: by string prefix ("no" matches "notes/a"), or with PrefixMatch.COMPONENTS by whole components ("notes" is
@@ -29,10 +31,12 @@ Refusals are ipc.errors.ProtocolError (kernel.storage.errors); "no such file" or
 
 Layout (versions are derived from these names alone, no index: see versions.py for why):
     root/.aios-lock                                        flock held while a manager is open
+    root/spaces/s-<sha256(space)>/.aios-space              the space id: whose it is (owners.py)
     root/spaces/s-<sha256(space)>/notes/today.txt/.aios-v000000000007   version 7 of "notes/today.txt"
     root/spaces/s-<sha256(space)>/notes/today.txt/.aios-tmp-<random>    a write in progress (or a crash's leftover)
     root/spaces/e-<sha256(space)>/...                      an ephemeral space ("eph:..."), same layout
     root/spaces/.aios-drop-<random>/                       a space being dropped
+    root/spaces/.aios-new-<random>/                        a space being made (renamed once its marker is written)
 
 Crash safety: a version becomes visible only by the rename of a fully written, fsync'd temporary, and the directory
 is fsync'd before write() returns, so every write that returned survives SIGKILL (and power loss, on a disk that
@@ -52,10 +56,11 @@ import stat
 
 from kernel.storage import fsops
 from kernel.storage.errors import bad_request, closed, not_found, over_quota
+from kernel.storage.owners import NEW_PREFIX, SpaceOwners
 from kernel.storage.paths import (EPHEMERAL_DIR_PREFIX, RESERVED_PREFIX, PrefixMatch, space_dirname, split_path, split_prefix,
                                   split_whole_prefix)
-from kernel.storage.quota import (DIR_BYTES, MAX_DEPTH, Limits, Usage, check_depth, check_size, check_version,
-                                  check_write)
+from kernel.storage.quota import (DIR_BYTES, MAX_DEPTH, MAX_SPACES, Limits, Usage, check_depth, check_size,
+                                  check_version, check_write)
 from kernel.storage.tree import charged, probe, walk_nodes
 from kernel.storage.versions import FileInfo, Node, VersionInfo, remove_names, scan_node, to_prune, version_name
 
@@ -66,9 +71,12 @@ _DROP_PREFIX = RESERVED_PREFIX + "-drop-"
 
 class StorageManager:
     def __init__(self, root: str, *, keep_versions: int = 10, quota_bytes: int, max_file_bytes: int,
-                 max_files: int, dir_bytes: int = DIR_BYTES, max_depth: int = MAX_DEPTH):
+                 max_files: int, dir_bytes: int = DIR_BYTES, max_depth: int = MAX_DEPTH,
+                 max_spaces: int = MAX_SPACES):
         self.limits = Limits(keep_versions=keep_versions, quota_bytes=quota_bytes, max_files=max_files,
-                             max_file_bytes=max_file_bytes, dir_bytes=dir_bytes, max_depth=max_depth)
+                             max_file_bytes=max_file_bytes, dir_bytes=dir_bytes, max_depth=max_depth,
+                             max_spaces=max_spaces)
+        self._owners = SpaceOwners(max_spaces)
         self.root = os.fspath(root)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._usage: dict[str, Usage] = {}       # per space directory, filled the first time a space is touched
@@ -87,6 +95,7 @@ class StorageManager:
             raise
         self._remove_dropped()
         self.drop_ephemeral()
+        self._owners.scan(self._spaces_fd)        # after the sweeps: what is left is what each principal holds
 
     # -- the syscalls -------------------------------------------------------------------------------------------
 
@@ -108,6 +117,8 @@ class StorageManager:
                         new_dirs=new_dirs)
             number = node.highest + 1
             try:
+                if not self._owners.known(name):  # a new space (or one not marked yet): bounded per principal
+                    self._make_space(space, name)
                 if node_fd is None:
                     node_fd = self._node(stack, name, parts, create=True)
                 fsops.write_new(node_fd, version_name(number), view)
@@ -202,6 +213,7 @@ class StorageManager:
             os.rename(name, doomed, src_dir_fd=self._spaces_fd, dst_dir_fd=self._spaces_fd)
         except FileNotFoundError:
             return False
+        self._owners.forget(name)
         fsops.fsync_dir(self._spaces_fd)
         self._remove_tree(doomed)
         return True
@@ -315,10 +327,19 @@ class StorageManager:
                 uncharged += 1 if depth < len(parts) else 0
         return uncharged
 
+    def _make_space(self, space: str, name: str) -> None:
+        """Make (or mark, when it exists unmarked) the directory of `space`; the quota error over max_spaces."""
+        existing = fsops.open_dir(self._spaces_fd, name)
+        if existing is None:
+            self._owners.create(self._spaces_fd, space, name)
+            return
+        os.close(existing)
+        self._owners.adopt(self._spaces_fd, space, name)
+
     def _remove_dropped(self) -> None:
-        """Finish removing spaces whose drop a crash interrupted."""
+        """Finish removing spaces whose drop (or creation: owners.py) a crash interrupted."""
         with os.scandir(self._spaces_fd) as entries:
-            doomed = [entry.name for entry in entries if entry.name.startswith(_DROP_PREFIX)]
+            doomed = [entry.name for entry in entries if entry.name.startswith((_DROP_PREFIX, NEW_PREFIX))]
         for name in doomed:
             self._remove_tree(name)
 

@@ -17,11 +17,18 @@ Contract:
 - Paths are at most `max_depth` components deep (BAD_REQUEST past it), so one write adds at most max_depth charged
   directories, checked before any is made.
 
+- `max_spaces` bounds the file spaces per principal (owners.py says whose a space is: ephemeral ones count with
+  their principal's while they exist): the first write of a space not on disk yet is refused with the quota error
+  when its principal already holds max_spaces. It is counted from disk (each space directory holds its id), so it
+  holds across restarts.
+
 The disk a space can hold is bounded: charged_bytes <= quota_bytes and files + dirs <= max_files, so besides the
 quota the disk holds at most max_files file nodes (one directory each) and keep_versions x max_files version inodes:
-about quota_bytes + max_files x (keep_versions + 1) x 4 KiB (block rounding). The number of file spaces per
-principal is not bounded here yet (space directories are named by a hash of the id, so the principal of an existing
-one is unknown after a restart); a principal's disk is this bound times the spaces it holds.
+about quota_bytes + max_files x (keep_versions + 1) x 4 KiB (block rounding), plus 8 KiB for the space's directory
+and its marker. A principal's disk is bounded by max_spaces times that: with the kernel's defaults
+(kernel/services/factory.py: quota_bytes 256 MiB, max_files 10,000, keep_versions 10; max_spaces 64) at most
+64 x (256 MiB + 10,000 x 11 x 4 KiB + 8 KiB) = 64 x ~686 MiB, about 43 GiB. Spaces made by a build before markers
+count only once a write names them (owners.py), so an upgraded store may hold more until those are dropped.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from kernel.storage.errors import bad_request, over_quota, too_large
 
 DIR_BYTES = 4096               # what one directory takes on ext4/xfs: its block
 MAX_DEPTH = 16                 # components in a path
+MAX_SPACES = 64                # file spaces per principal: the 64 agents the memory bound holds (kernel/memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Limits:
     max_file_bytes: int
     dir_bytes: int = DIR_BYTES
     max_depth: int = MAX_DEPTH
+    max_spaces: int = MAX_SPACES
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

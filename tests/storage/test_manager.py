@@ -86,7 +86,7 @@ def test_delete_removes_every_version_and_its_directories(store, root):
     store.delete(S, "deep/er/file")
     for call in (store.read, store.versions, store.delete):
         assert code_of(call, S, "deep/er/file") is ErrorCode.NOT_FOUND
-    assert tree(space_dir(root, S)) == ["keep", "keep/me", "keep/me/.aios-v000000000001"]
+    assert tree(space_dir(root, S)) == [".aios-space", "keep", "keep/me", "keep/me/.aios-v000000000001"]
     assert store.usage(S)["bytes"] == 1 and store.usage(S)["files"] == 1
     assert store.write(S, "deep/er/file", b"new") == 1     # numbering starts again after a delete
     assert code_of(store.delete, S, "keep") is ErrorCode.NOT_FOUND   # a directory of other files is no file
