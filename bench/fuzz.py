@@ -2,6 +2,7 @@
 valid calls with extreme values, from several connections (some never read their replies).
 
     python -m bench.fuzz --frames 100000 [--seed N] [--kernel-src PATH]
+    python -m bench.fuzz --mode services [--floods fs_write,mem_add,...] [--rounds 3]   (bench/service_flood.py)
 
 Reports frames sent, replies received, answerable frames (a single frame with a readable request id of its own, on a
 connection that reads) against those answered, kernel crashes (the process exited, or a health ping got no answer:
@@ -215,7 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-s", type=float, default=60.0, help="wait this long without a reply at the end")
     parser.add_argument("--max-crashes", type=int, default=10, help="stop after this many kernel restarts")
     parser.add_argument("--kernel-src", default=None, help="run aiosd from this source tree (a clone of main)")
+    parser.add_argument("--mode", choices=("frames", "services"), default="frames",
+                        help="services: one agent floods each service beside a victim agent (bench/service_flood.py)")
+    parser.add_argument("--floods", default=None, help="services mode: which floods, comma-separated (default: all)")
+    parser.add_argument("--rounds", type=int, default=3, help="services mode: victim measurements per flood")
+    parser.add_argument("--model", default=None, help="services mode: aiosd's --model")
     args = parser.parse_args(argv)
+    if args.mode == "services":
+        from bench import service_flood        # it builds on ObservedKernel, defined here
+        floods = args.floods.split(",") if args.floods else list(service_flood.FLOODS)
+        service_flood.report(service_flood.run(floods, args.rounds, args.model))
+        return 0
     rng = random.Random(args.seed)
     stats = {"sent": 0, "replies": 0, "answerable": 0, "answered": 0, "answerable_silent": 0}
     crashes, rss = [], []
