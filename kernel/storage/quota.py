@@ -16,7 +16,6 @@ Contract:
   versions it pushes out (`freed` bytes) are gone, and does nothing otherwise. Deletes only ever lower the charge.
 - Paths are at most `max_depth` components deep (BAD_REQUEST past it), so one write adds at most max_depth charged
   directories, checked before any is made.
-
 - `max_spaces` bounds the file spaces per principal (owners.py says whose a space is: ephemeral ones count with
   their principal's while they exist): the first write of a space not on disk yet is refused with the quota error
   when its principal already holds max_spaces. It is counted from disk (each space directory holds its id), so it
