@@ -42,6 +42,7 @@ class AgentTable:
     def __init__(self):
         self._by_id: dict[str, AgentRecord] = {}
         self._by_identity: dict[bytes, AgentRecord] = {}
+        self._of_principal: collections.Counter[str] = collections.Counter()
         # connections whose agent was killed get KILLED, not a new hello; forgotten when the connection closes
         self._killed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._next_number = 1
@@ -55,7 +56,12 @@ class AgentTable:
         self._next_number += 1
         self._by_id[agent.agent_id] = agent
         self._by_identity[identity] = agent
+        self._of_principal[agent.principal] += 1
         return agent
+
+    def count_of(self, principal: str) -> int:
+        """Agents of one principal (the connection limits cap them: kernel/daemon/limits.py)."""
+        return self._of_principal[principal]
 
     def get(self, agent_id: str) -> AgentRecord | None:
         return self._by_id.get(agent_id)
@@ -74,6 +80,9 @@ class AgentTable:
         if agent is None:
             return None
         del self._by_identity[agent.identity]
+        self._of_principal[agent.principal] -= 1
+        if not self._of_principal[agent.principal]:
+            del self._of_principal[agent.principal]
         if killed:
             self._killed[agent.identity] = None
             if len(self._killed) > MAX_KILLED_REMEMBERED:

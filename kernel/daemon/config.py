@@ -6,7 +6,7 @@ import argparse
 import zmq
 
 from ipc.address import check_address, default_address
-from kernel.daemon.limits import DEFAULT_MAX_CALLS, DEFAULT_MAX_QUEUED_TOKENS
+from kernel.daemon.limits import DEFAULT_HELLO_TIMEOUT_S, DEFAULT_MAX_CALLS, DEFAULT_MAX_QUEUED_TOKENS
 from kernel.services.factory import default_data_dir
 from ipc.curve import is_tcp
 
@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="LLM calls one agent may have in flight")
     parser.add_argument("--max-queued-tokens-per-agent", type=_positive_int, default=DEFAULT_MAX_QUEUED_TOKENS,
                         help="prompt tokens one agent may have waiting for admission")
+    parser.add_argument("--hello-timeout", type=_positive_float, default=DEFAULT_HELLO_TIMEOUT_S,
+                        help="seconds a connection may stay open without saying hello before it is dropped")
+    parser.add_argument("--max-connections-per-principal", type=_positive_int, default=None,
+                        help="connections one uid (ipc://) or address (tcp://) may hold (default: 3/4 of what the "
+                             "descriptor limit allows, which aiosd raises to the hard limit at start)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     parser.add_argument("--insecure-tcp", action="store_true",
                         help="serve a tcp:// address without CurveZMQ: anyone who can reach the port can use the "

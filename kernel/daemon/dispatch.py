@@ -31,6 +31,7 @@ from kernel.access.capabilities import Capability
 from kernel.access.tokens import TokenRegistry
 from kernel.daemon.agents import AgentRecord, AgentTable
 from kernel.daemon.inbound import Inbound, Peer
+from kernel.daemon.limits import ConnectionBudget
 from kernel.daemon.llm import LLMService
 from kernel.daemon.outbox import Outbox
 from kernel.services.syscalls import ServiceSyscalls
@@ -38,7 +39,6 @@ from kernel.services.syscalls import ServiceSyscalls
 log = logging.getLogger("aiosd.dispatch")
 
 OPEN_SYSCALLS = ("hello", "kernel.ping")      # allowed before hello
-MAX_AGENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class AccessPolicy:
     tokens: TokenRegistry
     audit: AuditLog
     allowed_uids: frozenset[int]          # ipc:// peers of other uids are refused at hello
+    budget: ConnectionBudget | None = None    # agents in all and per principal (default: this process's fd limit)
 
 
 class Syscalls:
@@ -65,6 +66,7 @@ class Syscalls:
         self.model_id = model_id
         self.access = access
         self.services = services
+        self.budget = access.budget or ConnectionBudget.for_process()
         self.table: dict[str, Callable[[Call, Any], Any]] = {
             "hello": self.hello, "llm.generate": self.llm_call, "llm.chat": self.llm_call, "llm.cancel": self.cancel,
             "proc.list": self.proc_list, "proc.kill": self.proc_kill, "proc.set_priority": self.set_priority,
@@ -131,8 +133,14 @@ class Syscalls:
             raise ProtocolError(ErrorCode.DENIED, f"priority {body.priority} is above the default "
                                                   f"{DEFAULT_PRIORITY}: it needs the {Capability.PROC_RENICE.value} "
                                                   "capability (or the operator's `aios renice`)")
-        if len(self.agents) >= MAX_AGENTS:
-            raise ProtocolError(ErrorCode.BUSY, f"the kernel holds {MAX_AGENTS} agents already")
+        if len(self.agents) >= self.budget.max_agents:
+            raise ProtocolError(ErrorCode.BUSY, f"the kernel holds {len(self.agents)} agents, its limit of "
+                                                f"{self.budget.max_agents} (from its descriptor limit, "
+                                                f"{self.budget.fd_limit}): retry later")
+        if self.agents.count_of(peer.principal) >= self.budget.max_agents_per_principal:
+            raise ProtocolError(ErrorCode.BUSY, f"{peer.principal} holds {self.agents.count_of(peer.principal)} "
+                                                f"agents, the limit per principal "
+                                                f"({self.budget.max_agents_per_principal}): close some, or retry later")
         agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received)
         if granted:
             self.access.audit.record(agent=agent, syscall="hello", decision="allow",

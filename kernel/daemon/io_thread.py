@@ -5,7 +5,10 @@ and connection events, to keep their order) pass through the preprocessor, which
 answered with an error reply right here and never reach the loop. Every frame is handled under one guard: whatever a
 frame does, it is answered (or dropped, if it names no request) and logged, and this thread goes on. A hello carries
 the peer the kernel saw (SO_PEERCRED uid/pid on ipc://, the Curve key's name on tcp://); the socket monitor turns a
-closed connection into ConnectionClosed (kernel/daemon/connections.py).
+closed connection into ConnectionClosed (kernel/daemon/connections.py). Connections are bounded per principal and in
+all by the descriptor budget (kernel/daemon/limits.py ConnectionBudget): over it, and when silent past the hello
+deadline, this thread drops them (ConnectionTracker says which, shut_down does it); drops are logged at most once per
+DROP_LOG_S, with their count, so a flood cannot flood the log.
 
 Outbound: threads push [routing id, frame] pairs into an inproc PUSH socket (their Outbox); this thread forwards them
 to the ROUTER. Each peer's send queue is bounded (SEND_HWM messages): a peer that stops reading fills it, its replies
@@ -29,8 +32,9 @@ from ipc.address import ipc_path
 from ipc.codec import DEFAULT_MAX_FRAME_BYTES, decode_request, encode_error
 from ipc.curve import ServerSecurity
 from ipc.errors import ErrorCode, ProtocolError
-from kernel.daemon.connections import ConnectionTracker
+from kernel.daemon.connections import ConnectionTracker, FdPressure, shut_down
 from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox, Peer
+from kernel.daemon.limits import ConnectionBudget
 from kernel.daemon.outbox import OUTBOX_ADDRESS
 from kernel.daemon.preprocess import PREPROCESSED, Preprocessor
 
@@ -40,8 +44,11 @@ HARD_FRAME_FACTOR = 4            # frames this far over the limit drop the conne
 LINGER_MS = 2000                 # how long final replies may take to leave at shutdown
 SEND_HWM = 10_000                # messages queued to one peer: ~20 s of tokens for 16 streams; then it is stalled
 RECV_HWM = 1_000                 # messages queued from one peer before libzmq stops reading its connection
-MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+PAUSED_POLL_MS = 50              # how often a kernel that stopped listening looks whether it may listen again
+PRESSURE_EVERY = 8               # monitor events handled between two looks at the descriptor table
 BATCH = 256                      # frames moved per direction per turn: a flood one way cannot starve the other
+DROP_LOG_S = 1.0                 # at most one warning per second about dropped connections
 
 
 class AddressInUse(RuntimeError):
@@ -50,7 +57,7 @@ class AddressInUse(RuntimeError):
 
 class SocketServer:
     def __init__(self, context: zmq.Context, address: str, inbox: Inbox, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 security: ServerSecurity | None = None, prepare=None):
+                 security: ServerSecurity | None = None, prepare=None, budget: ConnectionBudget | None = None):
         self.address = address
         self._inbox = inbox
         self._max_frame_bytes = max_frame_bytes
@@ -66,11 +73,15 @@ class SocketServer:
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)      # a full or vanished peer raises instead of silence
         if security is not None:     # CURVE options count only if set before bind
             security.secure(self._router)
-        self._monitor = self._router.get_monitor_socket(MONITOR_EVENTS)
+        self._monitor = _monitor_socket(self._router)
         self._router.bind(address)
         self._outbox = context.socket(zmq.PULL)
         self._outbox.bind(OUTBOX_ADDRESS)
-        self._connections = ConnectionTracker()
+        self._connections = ConnectionTracker(budget)
+        self._pressure = FdPressure(self._connections.budget.fd_limit, self._connections.budget.reserve)
+        self._listening = True           # False while the brake is on (unbound), until the count is back down
+        self._listener_closed = False    # the unbound listener's CLOSED event seen: binding again is safe
+        self._drops_logged = (0, 0.0)        # (tracker.dropped, time) at the last warning about drops
         self._stalled: set[bytes] = set()
         self._preprocessor = Preprocessor(context, inbox, prepare)
         self._thread = threading.Thread(target=self._serve, name="aiosd-io", daemon=True)
@@ -88,13 +99,15 @@ class SocketServer:
             poller.register(sock, zmq.POLLIN)
         try:
             while True:
-                ready = dict(poller.poll())
+                ready = dict(poller.poll(self._poll_timeout_ms()))
                 if self._outbox in ready and not self._forward_outbox():
                     break
                 if self._monitor in ready:
                     self._drain_monitor()
                 if self._router in ready:
                     self._receive()
+                self._reap_silent()
+                self._check_pressure()
         finally:
             self._preprocessor.stop()
             self._router.disable_monitor()
@@ -134,12 +147,65 @@ class SocketServer:
     # -- inbound -------------------------------------------------------------------------------------------------
 
     def _drain_monitor(self) -> None:
+        handled = 0
         while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:
             event = parse_monitor_message(self._monitor.recv_multipart())
             if event["event"] == zmq.EVENT_ACCEPTED:
-                self._connections.accepted(event["value"])
+                self._shut_down(self._connections.accepted(event["value"], time.monotonic()))
+                handled += 1
+                if handled % PRESSURE_EVERY == 0:     # the events lag the accepts: look at the table itself
+                    self._check_pressure()
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._closed(self._connections.disconnected(event["value"]))
+            elif event["event"] == zmq.EVENT_CLOSED:
+                self._listener_closed = True
+
+    # -- connection limits ---------------------------------------------------------------------------------------
+
+    def _poll_timeout_ms(self) -> int | None:
+        if not self._listening:          # look again soon: nothing else wakes this thread when the count drops
+            return PAUSED_POLL_MS
+        deadline = self._connections.next_deadline()
+        return None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
+
+    def _check_pressure(self) -> None:
+        """Stop listening near the descriptor limit (libzmq would abort on EMFILE), listen again once back down."""
+        if self._listening and self._pressure.pressed():
+            self._router.unbind(self.address)
+            self._listening, self._listener_closed = False, False
+            log.error("%d or more descriptors open, near the limit of %d: not accepting connections until below %d",
+                      self._pressure.high, self._connections.budget.fd_limit, self._pressure.low)
+        elif not self._listening and self._listener_closed and self._pressure.relieved():
+            # only after the old listener closed: closing, an ipc:// listener unlinks its path, the new one's too
+            try:
+                self._router.bind(self.address)
+            except zmq.ZMQError as error:        # e.g. the address taken meanwhile: try again at the next look
+                log.error("cannot listen on %s again: %s", self.address, error)
+                return
+            self._listening = True
+            log.warning("accepting connections again")
+
+    def _reap_silent(self) -> None:
+        """Drop the connections that have not said hello by their deadline."""
+        deadline = self._connections.next_deadline()
+        if deadline is None or deadline > time.monotonic():
+            return
+        self._drain_monitor()        # a descriptor's state up to date before acting on it
+        self._shut_down(self._connections.expired(time.monotonic()))
+
+    def _shut_down(self, victims: list[tuple[int, int | None]]) -> None:
+        for fd, inode in victims:
+            shut_down(fd, inode)
+        if victims:
+            dropped, logged_at = self._drops_logged
+            now = time.monotonic()
+            if now - logged_at >= DROP_LOG_S:
+                budget = self._connections.budget
+                log.warning("dropped %d connections (over %d per principal or %d in all, or silent for %.1f s "
+                            "without hello); %d held", self._connections.dropped - dropped,
+                            budget.max_connections_per_principal, budget.max_connections, budget.hello_timeout_s,
+                            len(self._connections))
+                self._drops_logged = (self._connections.dropped, now)
 
     def _closed(self, identity: bytes | None) -> None:
         if identity is not None:
@@ -183,6 +249,17 @@ class SocketServer:
             (self._preprocessor.put if envelope.type in PREPROCESSED else self._inbox.put)(item)
         for gone in closed:          # after the hello: a record made for a connection already gone ends at once
             self._closed(gone)
+
+
+def _monitor_socket(router: zmq.Socket) -> zmq.Socket:
+    """The ROUTER's monitor, unbounded: a full monitor queue (1,000 events by default) would drop events silently,
+    and a lost DISCONNECTED would leave an agent record and a connection count behind forever."""
+    address = f"inproc://aiosd-monitor-{id(router):x}"
+    router.monitor(address, MONITOR_EVENTS)
+    monitor = router.context.socket(zmq.PAIR)
+    monitor.setsockopt(zmq.RCVHWM, 0)      # inproc: either side's 0 makes the pipe unbounded
+    monitor.connect(address)
+    return monitor
 
 
 def _property(frame: zmq.Frame, name: str) -> str | None:

@@ -1,4 +1,5 @@
-"""aiosd's entry point: build the engine, the context manager and the scheduler, open the socket, run the loop."""
+"""aiosd's entry point: raise the descriptor limit, build the engine, the context manager and the scheduler, open the
+socket, run the loop."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ from kernel.daemon.config import parse_args
 from kernel.daemon.dispatch import AccessPolicy
 from kernel.daemon.inbound import Inbox
 from kernel.daemon.io_thread import AddressInUse, SocketServer
-from kernel.daemon.limits import AgentLimits
+from kernel.daemon.limits import AgentLimits, ConnectionBudget, raise_fd_limit
 from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    before, after = raise_fd_limit()      # before anything opens a descriptor the budget must leave room for
+    budget = ConnectionBudget.from_fd_limit(after, hello_timeout_s=args.hello_timeout,
+                                            max_connections_per_principal=args.max_connections_per_principal)
+    log.info("descriptor limit %d (was %d): up to %d connections (%d per principal), %d agents (%d per principal); "
+             "hello within %.1f s", after, before, budget.max_connections, budget.max_connections_per_principal,
+             budget.max_agents, budget.max_agents_per_principal, budget.hello_timeout_s)
     try:
         options = dict(args.sched_opt) | ({} if args.quantum is None else {"quantum": args.quantum})
         scheduler = make_scheduler(args.scheduler, **options)
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                              preempt_mode=args.preempt_mode if snapshots else "recompute")
     zmq_context = zmq.Context()
     try:
-        return _serve(args, engine, context, scheduler, zmq_context, security)
+        return _serve(args, engine, context, scheduler, zmq_context, security, budget)
     finally:
         context.close()
         if hasattr(engine, "close"):      # the remote engine's streams and health prober
@@ -96,11 +103,13 @@ def _transport_security(args) -> ServerSecurity | None:
     return security
 
 
-def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security: ServerSecurity | None) -> int:
+def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security: ServerSecurity | None,
+           budget: ConnectionBudget) -> int:
     inbox = Inbox()
     try:
-        server = SocketServer(zmq_context, args.address, inbox, security=security, prepare=PromptPreparer(engine))
-        access = _access_policy(args)
+        server = SocketServer(zmq_context, args.address, inbox, security=security, prepare=PromptPreparer(engine),
+                              budget=budget)
+        access = _access_policy(args, budget)
     except (AddressInUse, zmq.ZMQError, OSError) as error:
         log.error("cannot listen on %s: %s", args.address, error)
         return 1
@@ -136,9 +145,9 @@ def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security:
     return 0
 
 
-def _access_policy(args) -> AccessPolicy:
+def _access_policy(args, budget: ConnectionBudget) -> AccessPolicy:
     """The admin token (made afresh, beside the socket), the audit log, and which uids may connect over ipc://."""
     token_path = admin_token_path(args.address)
     audit_path = args.audit_log or os.path.join(os.path.dirname(token_path), "audit.jsonl")
     return AccessPolicy(tokens=TokenRegistry(token_path), audit=AuditLog(audit_path),
-                        allowed_uids=frozenset([os.getuid(), *args.allow_uid]))
+                        allowed_uids=frozenset([os.getuid(), *args.allow_uid]), budget=budget)
