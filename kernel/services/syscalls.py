@@ -20,7 +20,6 @@ index of its earlier version; a delete drops it.
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 import secrets
 
@@ -31,6 +30,7 @@ from ipc.service_messages import (MAX_MEMORY_CHARS, FileInfo, FsData, FsListing,
 from kernel.access.capabilities import Capability
 from kernel.access.shares import ShareTable
 from kernel.services.worker import Job, ServiceWorker
+from kernel.storage.owners import principal_digest
 from kernel.storage.paths import PrefixMatch
 
 log = logging.getLogger("aiosd.services")
@@ -50,15 +50,11 @@ class Access(enum.Enum):
     SHARE = "share"
 
 
-def space_of(agent, boot: str | None = None) -> str:
-    """The agent's own space. `boot` is ServiceSyscalls.boot; without it (a caller not yet given it) an ephemeral
-    agent gets the per-run name "eph:<agent id>", which ServiceSyscalls also drops at the agent's end."""
+def space_of(agent, boot: str) -> str:
+    """The agent's own space; `boot` is ServiceSyscalls.boot, this kernel lifetime's part of ephemeral names."""
     if not agent.ephemeral:
         return f"{agent.principal}/{agent.name}"
-    if boot is None:
-        return f"{EPHEMERAL_PREFIX}{agent.agent_id}"
-    digest = hashlib.sha256(agent.principal.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{EPHEMERAL_PREFIX}{boot}/{digest}/{agent.agent_id}"
+    return f"{EPHEMERAL_PREFIX}{boot}/{principal_digest(agent.principal)}/{agent.agent_id}"
 
 
 class ServiceSyscalls:
@@ -67,6 +63,8 @@ class ServiceSyscalls:
         self.memory, self.storage, self.shares, self.audit = memory, storage, shares, audit
         self.tools = tools          # kernel/services/tools.py ToolService, or None
         self.boot = secrets.token_hex(8)          # this kernel lifetime's part of every ephemeral space name
+        if tools is not None:       # the files and memory tools act on the caller's space, named here only
+            tools.space_of = self.space_of
         self.drop_ephemeral_shares()
 
     def space_of(self, agent) -> str:
@@ -95,29 +93,23 @@ class ServiceSyscalls:
             self.tools.agent_ended(agent)
         if not agent.ephemeral:
             return
-        spaces = (self.space_of(agent), space_of(agent))          # and the boot-less name tools.py may have used
-        drop_owner = getattr(self.shares, "drop_owner", None)
-        for space in spaces:
-            if drop_owner is not None:
-                drop_owner(space)
-            for worker, drop in ((self.memory, (space, space + FILE_INDEX_SUFFIX)), (self.storage, (space,))):
-                for name in drop if worker is not None else ():
-                    try:
-                        worker.submit(Job(None, None, lambda service, name=name: service.drop_space(name)))
-                    except ProtocolError:
-                        # a full queue: the space stays until the manager closes (shutdown) or next opens (sweep)
-                        log.warning("%s service busy: ephemeral space %r dropped at shutdown", worker.name, name)
+        space = self.space_of(agent)
+        self.shares.drop_owner(space)
+        for worker, drop in ((self.memory, (space, space + FILE_INDEX_SUFFIX)), (self.storage, (space,))):
+            for name in drop if worker is not None else ():
+                try:
+                    worker.submit(Job(None, None, lambda service, name=name: service.drop_space(name)))
+                except ProtocolError:
+                    # a full queue: the space stays until the manager closes (shutdown) or next opens (sweep)
+                    log.warning("%s service busy: ephemeral space %r dropped at shutdown", worker.name, name)
 
     def drop_ephemeral_shares(self) -> None:
         """Drop every share an ephemeral space gives or receives: at start (an earlier lifetime's spaces are gone)
         and, called by whoever stops the services, at shutdown (this lifetime's go when the managers close)."""
-        drop_owner, entries = getattr(self.shares, "drop_owner", None), getattr(self.shares, "entries", None)
-        if drop_owner is None or entries is None:
-            return
-        stale = {name for entry in entries() for name in (entry.owner, entry.grantee)
+        stale = {name for entry in self.shares.entries() for name in (entry.owner, entry.grantee)
                  if name.startswith(EPHEMERAL_PREFIX)}
         for name in stale:
-            drop_owner(name)
+            self.shares.drop_owner(name)
 
     # -- handlers (call: kernel.daemon.dispatch.Call) --------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Ack
 from ipc.service_messages import PendingApproval, PendingApprovals, ToolInfo, ToolListing, ToolOutput
 from kernel.access.capabilities import Capability
-from kernel.services.syscalls import space_of
 from kernel.services.worker import Job, ServiceWorker
 
 APPROVAL_POLICIES = ("ask", "allow", "deny")
@@ -75,6 +74,7 @@ class ToolService:
         self._held_bytes = 0
         self._boot = secrets.token_hex(4)            # ids of this kernel's run never collide with an earlier run's
         self._ids = itertools.count(1)
+        self.space_of = None                         # agent -> its own space: set by ServiceSyscalls, which names them
 
     def handlers(self) -> dict:
         return {"tool.list": self.list, "tool.call": self.call, "tool.pending": self.pending,
@@ -95,7 +95,7 @@ class ToolService:
                                   reason="tool not allowed for this agent")
                 raise ProtocolError(ErrorCode.DENIED, f"tool {body.name!r} is not allowed for this agent")
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool named {body.name!r}")
-        context = {"space": space_of(call.agent), "agent_id": call.agent.agent_id}
+        context = {"space": self.space_of(call.agent), "agent_id": call.agent.agent_id}
         identity, req_id = call.item.identity, call.item.envelope.req_id
         if not spec.irreversible or self.approval == "allow":
             if spec.irreversible:

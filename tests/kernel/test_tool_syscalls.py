@@ -48,6 +48,15 @@ def test_the_files_tool_acts_on_the_callers_own_space(kernel):
         assert "hello from my space" not in other.tools.call("read_file", {"path": "notes/hello.txt"}).text
 
 
+def test_an_ephemeral_agents_files_tool_acts_on_its_throwaway_space(kernel):
+    with connect(kernel.address, name="scratch", ephemeral=True) as k:
+        k.fs.write("draft.txt", "throwaway words")
+        assert "throwaway words" in k.tools.call("read_file", {"path": "draft.txt"}).text
+        assert "draft.txt" in k.tools.call("list_files", {}).text
+    with connect(kernel.address, name="scratch", ephemeral=True) as again:      # a new throwaway space
+        assert "throwaway words" not in again.tools.call("read_file", {"path": "draft.txt"}).text
+
+
 def _call_in_thread(address, name, arguments, outcome):
     def run():
         try:

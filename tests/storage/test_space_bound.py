@@ -91,11 +91,11 @@ TestSpaceBound.settings = settings(max_examples=100, stateful_step_count=30, dea
 @given(principal=st.text(min_size=1, max_size=40), name=st.text(max_size=20).filter(lambda n: "/" not in n),
        boot=st.text(alphabet="0123456789abcdef", min_size=16, max_size=16), number=st.integers(1, 999))
 def test_an_ephemeral_space_is_charged_to_its_principal(principal, name, boot, number):
-    lasting = space_of(types.SimpleNamespace(principal=principal, name=name, ephemeral=False))
+    lasting = space_of(types.SimpleNamespace(principal=principal, name=name, ephemeral=False), boot)
     ephemeral = space_of(types.SimpleNamespace(principal=principal, agent_id=f"a{number}", ephemeral=True), boot)
     assert owner_of(lasting) == owner_of(ephemeral)
     assert owner_of(lasting) != owner_of(space_of(types.SimpleNamespace(principal=principal + "x", name=name,
-                                                                        ephemeral=False)))
+                                                                        ephemeral=False), boot))
 
 
 def test_the_bound_holds_across_a_reopen_and_a_drop_makes_room(make_store, root):
