@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 
 import zmq
 
 from ipc import runtime_dir
+from ipc.address import admin_token_path
 from ipc.messages import Ack
 from ipc.service_messages import MAX_FILE_BYTES
 from kernel.access.capabilities import Capability
@@ -34,7 +36,7 @@ WARM_UP_TEXT = "The kernel warms its embedding model up before it says it is rea
 
 # per space (an agent's name under its principal): enough for an agent's notes and documents, not a disk
 STORAGE_DEFAULTS = {"quota_bytes": 256 << 20, "max_file_bytes": MAX_FILE_BYTES, "max_files": 10_000,
-                    "keep_versions": 10}
+                    "keep_versions": 10, "max_spaces": 64}      # max_spaces: file spaces per principal
 
 
 def default_data_dir() -> str:
@@ -67,10 +69,32 @@ class Services:
         log.info("services ready in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
+        """Tool servers first, then each worker (its queued calls answered shutdown; the managers drop ephemeral
+        spaces as they close), then this lifetime's ephemeral shares, and the share table's last state to disk."""
         if self.tool_manager is not None:
             self.tool_manager.stop()
         for worker in self.workers:
             worker.stop()
+        if self.syscalls is not None:
+            self.syscalls.drop_ephemeral_shares()
+            self.syscalls.shares.close()
+
+
+def _runtime_dir(address: str | None) -> str | None:
+    """The directory of the kernel's socket and admin token."""
+    return os.path.dirname(admin_token_path(address)) if address else None
+
+
+def _hideable(path: str) -> bool:
+    """A path a sandbox can be built without: not the interpreter's or the project's tree or one above them (a
+    kernel whose socket sits in its source folder, say); such a path is left in view, with a warning."""
+    from kernel.tools.sandbox import PROJECT_ROOT
+    path = os.path.abspath(path)
+    needed = [PROJECT_ROOT, sys.prefix, sys.base_prefix]
+    if any(os.path.commonpath([path, tree]) == path for tree in needed):
+        log.warning("%s holds the interpreter or the project: sandboxed tool servers are not kept from it", path)
+        return False
+    return True
 
 
 def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool = True, storage: bool = True,
@@ -103,11 +127,16 @@ def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool =
     if tools is not None:
         from kernel.tools import load_config, ToolManager
         config = load_config(None if tools == "default" else tools)
-        link = {"AIOS_ADDRESS": address or "", "AIOS_TOKEN": tokens.mint(frozenset([Capability.FS_ANY,
-                                                                                    Capability.MEM_ANY]))}
+        # the kernel's own token: pinned, so no number of agents' grants can evict it and break these tools
+        link = {"AIOS_ADDRESS": address or "",
+                "AIOS_TOKEN": tokens.mint(frozenset([Capability.FS_ANY, Capability.MEM_ANY]), pinned=True)}
         for server in config.servers:
             if server.name in KERNEL_LINKED_SERVERS:
                 server.env.update(link)
+        # sandboxed servers see neither this kernel's runtime directory (socket, admin token), its audit log, nor
+        # its data (every agent's spaces), wherever the options put them
+        config.hide += [path for path in (_runtime_dir(address), getattr(audit, "path", None), data_dir)
+                        if path and _hideable(path)]
         manager = ToolManager(config)
         replies = ServiceWorker("tool-replies", context, lambda: None, ack=Ack())
         workers.append(replies)

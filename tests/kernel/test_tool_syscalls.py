@@ -2,6 +2,9 @@
 calculator, the files tool acting on the caller's own space, restricted tools needing a grant, and irreversible
 calls held for the operator (approved, denied, timed out), every decision audited."""
 import json
+import os
+import shutil
+import tempfile
 import threading
 
 import pytest
@@ -38,6 +41,27 @@ def test_a_grant_opens_a_restricted_tool(kernel):
     with connect(kernel.address, name="coder", token=token) as coder:
         assert "run_python" in {t.name for t in coder.tools.list()}
         assert "42" in coder.tools.call("run_python", {"code": "print(6 * 7)"}).text
+
+
+def test_run_python_sees_nothing_of_this_kernels_runtime_and_data_directories():
+    """Not the default paths: the kernel's own, wherever its options put them. The runtime directory here is
+    world-readable (an operator's choice the kernel does not re-mode), so only the sandbox's view keeps it out."""
+    runtime = tempfile.mkdtemp(prefix="aios-open-runtime-")
+    os.chmod(runtime, 0o755)
+    try:
+        with InProcessKernel(f"ipc://{runtime}/kernel.sock", services=True, tools="default") as kernel:
+            with connect(kernel.address, token=kernel.admin_token) as operator:
+                token = operator.grant(["tool:run_python"])
+            code = (f"import os\nfor d in ({runtime!r}, {kernel.data_dir!r}):\n    try:\n"
+                    f"        print(d, sorted(os.listdir(d)))\n    except OSError as e:\n"
+                    f"        print(d, 'refused', e.errno)\n")
+            with connect(kernel.address, name="coder", token=token) as coder:
+                seen = coder.tools.call("run_python", {"code": code}).text
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    assert f"{runtime} " in seen and f"{kernel.data_dir} " in seen          # the snippet ran
+    for name in ("kernel.sock", "admin.token", "audit.jsonl", "files", "memory", "shares.json"):
+        assert name not in seen.replace(runtime, "").replace(kernel.data_dir, "")
 
 
 def test_the_files_tool_acts_on_the_callers_own_space(kernel):
