@@ -148,13 +148,15 @@ class ServiceSyscalls:
                                                                               body.k, None)])
             self.memory.submit(Job(call.item.identity, call.item.envelope.req_id, run))
             return
+        owner = call.item.identity        # the file index's follow-up work waits in the caller's own lane
         run = {
-            "fs.write": lambda s: self._indexed(space, body.path, s.write(space, body.path, body.data), body.data),
+            "fs.write": lambda s: self._indexed(owner, space, body.path, s.write(space, body.path, body.data),
+                                                body.data),
             "fs.read": lambda s: FsData(**dict(zip(("data", "version"), s.read(space, body.path, body.version)))),
             "fs.list": lambda s: FsListing(files=[_file_info(f) for f in s.list(space, body.prefix, match)]),
-            "fs.delete": lambda s: self._indexed(space, body.path, s.delete(space, body.path), None),
+            "fs.delete": lambda s: self._indexed(owner, space, body.path, s.delete(space, body.path), None),
             "fs.versions": lambda s: FsVersions(versions=[_version_info(v) for v in s.versions(space, body.path)]),
-            "fs.rollback": lambda s: self._rolled_back(s, space, body.path, body.version),
+            "fs.rollback": lambda s: self._rolled_back(owner, s, space, body.path, body.version),
         }[syscall]
         self.storage.submit(Job(call.item.identity, call.item.envelope.req_id, run))
 
@@ -176,12 +178,12 @@ class ServiceSyscalls:
         raise ProtocolError(ErrorCode.DENIED, f"{named!r} has not shared its {kind} space with {own!r}"
                                               + (" for writing" if write else ""))
 
-    def _rolled_back(self, storage, space: str, path: str, version: int) -> FsVersion:
+    def _rolled_back(self, owner: bytes, storage, space: str, path: str, version: int) -> FsVersion:
         new_version = storage.rollback(space, path, version)
         data, _ = storage.read(space, path, new_version)
-        return self._indexed(space, path, new_version, data)
+        return self._indexed(owner, space, path, new_version, data)
 
-    def _indexed(self, space: str, path: str, version, data: bytes | None):
+    def _indexed(self, owner: bytes, space: str, path: str, version, data: bytes | None):
         """After a write (or a delete: data None) returned, replace the path's entries in the file index."""
         text = None
         if data is not None:
@@ -192,7 +194,7 @@ class ServiceSyscalls:
         if self.memory is not None:
             try:
                 self.memory.submit(Job(None, None, lambda m: _reindex(m, space + FILE_INDEX_SUFFIX, path, version,
-                                                                      text)))
+                                                                      text), owner=owner))
             except ProtocolError:
                 pass                 # the memory service is saturated: the file is stored, just not indexed now
         return FsVersion(version=version) if version is not None else None
