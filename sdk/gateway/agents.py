@@ -5,6 +5,11 @@ so the kernel's per-agent limits, scheduling, `aios ps` and the audit log see AP
 A connection that cannot be opened (no kernel) is not kept: the next call tries again. One that drops stays: the
 SDK fails its calls in flight, refuses new ones at once while nobody listens, and says hello again once a kernel is
 back. Grant tokens are minted through the operator's admin token (read like `aios` reads it), once per key.
+
+A key whose priority or allowance goes above the default gets proc.renice in its token too: the kernel refuses a
+hello, or a call's priority hint, above the default without it (kernel/daemon/dispatch.py), and the keys file, the
+operator's, is what allows it. The gateway exposes no renice, so the capability reaches no further than the key's
+allowance, which the gateway checks per request (sdk/gateway/app.py).
 """
 from __future__ import annotations
 
@@ -12,12 +17,21 @@ import asyncio
 
 from ipc import runtime_dir
 from ipc.address import admin_token_path
+from ipc.messages import DEFAULT_PRIORITY
 from sdk.aio import AsyncKernel, aconnect
 from sdk.gateway.errors import APIError
 from sdk.gateway.keys import KeyEntry
 
 OPEN_AGENT = KeyEntry(id="open", sha256="", agent="gateway")    # the one agent of a gateway run without keys
 CALL_TIMEOUT_S = 600.0
+RENICE = "proc.renice"
+
+
+def capabilities(entry: KeyEntry) -> tuple[str, ...]:
+    """What entry's agent holds: its grants, and proc.renice if its priority may go above the default."""
+    if max(entry.priority, entry.max_priority) > DEFAULT_PRIORITY and RENICE not in entry.grants:
+        return entry.grants + (RENICE,)
+    return entry.grants
 
 
 class AgentPool:
@@ -28,14 +42,15 @@ class AgentPool:
 
     async def kernel(self, entry: KeyEntry) -> AsyncKernel:
         """The connection of entry's agent (an entry edited in the keys file is a new agent)."""
-        slot = (entry.id, entry.agent, entry.priority, entry.grants)
+        slot = (entry.id, entry.agent, entry.priority, entry.max_priority, entry.grants)
         kernel = self._kernels.get(slot)
         if kernel is not None:
             return kernel
         lock = self._locks.setdefault(slot, asyncio.Lock())
         async with lock:
             if slot not in self._kernels:
-                token = await self._grant_token(entry.grants) if entry.grants else None
+                granted = capabilities(entry)
+                token = await self._grant_token(granted) if granted else None
                 self._kernels[slot] = await aconnect(self.address, name=entry.agent, priority=entry.priority,
                                                      timeout=CALL_TIMEOUT_S, token=token)
         return self._kernels[slot]
