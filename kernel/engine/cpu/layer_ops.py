@@ -7,7 +7,8 @@ tests/engine/test_native_ops.py holds the native ops to. Both take and return th
     add_rms_norm(x, delta, w, eps)  x [T, E] += delta (in place, when given); returns rms_norm(x) * w, [T, E]
     rope_write(qkv, ..., cache, slots) rotary on q and k; k, v written to cache [2, slots, Hkv, D] at slots;
                                     returns q [T, H, D], k [T, Hkv, D]
-    decode_attention(q, cache, batch) rows [0, n_decode) of a step, each over its own context: [n_decode, H, D]
+    decode_attention(q, cache, batch[, scale, window]) rows [0, n_decode) of a step, each over its own context (its
+                                    last `window` positions where given; torch ops only): [n_decode, H, D]
     silu_mul(gate_up)               [T, 2F] → silu(gate) * up, [T, F]
 
 NativeOps alone also runs every layer of a pure-decode step in one call (decode_layers, over the layers as stack()
@@ -49,18 +50,22 @@ class TorchOps:
         return q, k
 
     @staticmethod
-    def decode_attention(q: torch.Tensor, cache: torch.Tensor, batch: StepBatch) -> torch.Tensor:
+    def decode_attention(q: torch.Tensor, cache: torch.Tensor, batch: StepBatch, scale: float | None = None,
+                         window: int | None = None) -> torch.Tensor:
         """One SDPA per sequence over a view of its consecutive slots (gathered when its blocks are not consecutive):
-        1.7x (200 tokens) to 4x (1k tokens) faster at 8 sequences than one SDPA over a padded, masked gather."""
+        1.7x (200 tokens) to 4x (1k tokens) faster at 8 sequences than one SDPA over a padded, masked gather.
+        scale: None → D ** -0.5; window: attend to the last `window` positions of the context only (a context's slots
+        are in position order, so that is its tail)."""
         out = torch.empty_like(q)
         for row, context in enumerate(batch.decode_contexts):
             if isinstance(context, tuple):
-                keys_values = cache[:, context[0]:context[1]]                             # [2, n_ctx, Hkv, D]
+                start = context[0] if window is None else max(context[0], context[1] - window)
+                keys_values = cache[:, start:context[1]]                                  # [2, n_ctx, Hkv, D]
             else:
-                keys_values = gather_slots(cache, context)
+                keys_values = gather_slots(cache, context if window is None else context[-window:])
             keys_values = keys_values.transpose(1, 2).unsqueeze(1)                       # [2, 1, Hkv, n_ctx, D]
             result = F.scaled_dot_product_attention(q[row:row + 1].unsqueeze(2), keys_values[0], keys_values[1],
-                                                    enable_gqa=True)                    # [1, H, 1, D]
+                                                    enable_gqa=True, scale=scale)       # [1, H, 1, D]
             out[row] = result.view(q.shape[1:])
         return out
 
@@ -85,7 +90,10 @@ class NativeOps:
         q, k = self._ops.rope_write(qkv, cos, signed_sin, positions, cache, slots, n_heads, n_kv_heads)
         return q, k
 
-    def decode_attention(self, q: torch.Tensor, cache: torch.Tensor, batch: StepBatch) -> torch.Tensor:
+    def decode_attention(self, q: torch.Tensor, cache: torch.Tensor, batch: StepBatch, scale: float | None = None,
+                         window: int | None = None) -> torch.Tensor:
+        if scale is not None or window is not None:   # the model never asks (ModelConfig.native_gaps): be loud if so
+            raise NotImplementedError("native decode attention has no query scale or sliding window")
         return self._ops.decode_attention(q, cache, batch.decode_block_tables, batch.decode_lens, batch.block_size,
                                           q.shape[-1] ** -0.5)
 

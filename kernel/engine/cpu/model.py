@@ -1,13 +1,19 @@
-"""Our llama forward pass: RMSNorm, rotary embeddings, grouped-query attention over a paged KV cache, SwiGLU.
+"""Our decoder forward pass for every family ModelConfig describes (llama, mistral, qwen2, qwen3, gemma3): RMSNorm,
+rotary embeddings, grouped-query attention over a paged KV cache (a sliding window where a layer has one), gated MLP.
 
-The weight products are torch's kernels (quant_weights.py); the steps between them are the layer ops (layer_ops.py:
-fused native ops where they build, else torch ops), and a pure-decode step runs all its layers in one native call.
+The family's differences are data in the config (kernel/engine/loading/model_config.py): q/k/v biases, per-head q/k
+norms, norms after attention and MLP, Gemma's (1 + w) norms (folded into the weights here), the activation, the
+embedding scale, the query scale, per-layer windows and rotary tables. The weight products are torch's kernels
+(quant_weights.py); the steps between them are the layer ops (layer_ops.py: fused native ops where they build, else
+torch ops), and a pure-decode step runs all its layers in one native call. The native ops compute plain llama layers
+only: a model that needs anything else (ModelConfig.native_gaps()) runs the torch ops, decided here at load and logged.
 
 Shapes: T = rows in the step (all sequences' tokens flattened), H = attention heads, Hkv = KV heads, D = head_dim,
 E = hidden size, F = MLP size, V = vocabulary.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +23,11 @@ from kernel.engine.cpu.kv_cache import KVCache
 from kernel.engine.cpu.layer_ops import NativeOps, layer_ops
 from kernel.engine.cpu.quant_weights import (Product, Weight, build_embedding, build_product, lm_head_mode,
                                               multiply, natural_mode)
-from kernel.engine.loading.model_config import LlamaConfig
+from kernel.engine.loading.model_config import Activation, ModelConfig
+from kernel.engine.loading.rope import Rope, inverse_frequencies
 from kernel.engine.cpu.step_batch import StepBatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,43 +38,67 @@ class LayerWeights:
     mlp_norm: torch.Tensor    # [E]
     gate_up: Product          # E → 2 F: gate and up fused
     down: Product             # F → E
+    qkv_bias: torch.Tensor | None = None        # [(H + 2 Hkv) D]   (qwen2)
+    q_norm: torch.Tensor | None = None          # [D]               (qwen3, gemma3)
+    k_norm: torch.Tensor | None = None          # [D]
+    post_attn_norm: torch.Tensor | None = None  # [E]               (gemma3)
+    post_mlp_norm: torch.Tensor | None = None   # [E]
 
     def nbytes(self) -> int:
-        norms = (self.attn_norm.numel() + self.mlp_norm.numel()) * self.attn_norm.element_size()
-        return norms + sum(linear.nbytes for linear in (self.qkv, self.o, self.gate_up, self.down))
+        small = [t for t in (self.attn_norm, self.mlp_norm, self.qkv_bias, self.q_norm, self.k_norm,
+                             self.post_attn_norm, self.post_mlp_norm) if t is not None]
+        return (sum(t.numel() * t.element_size() for t in small)
+                + sum(linear.nbytes for linear in (self.qkv, self.o, self.gate_up, self.down)))
 
 
 class LlamaModel:
-    def __init__(self, cfg: LlamaConfig, weights: dict[str, Weight], dtype: torch.dtype, mode: str | None = None,
+    def __init__(self, cfg: ModelConfig, weights: dict[str, Weight], dtype: torch.dtype, mode: str | None = None,
                  native: bool = True):
         """dtype: activations, norms and KV; mode: how the matrices are stored and multiplied (quant_weights.py),
         None → the compute dtype's own float (weights: float tensors or GGUF-quantized GroupQuantized). native: the
-        steps between products as fused native ops where they build (layer_ops.py), else torch ops."""
+        steps between products as fused native ops where they build and the model needs nothing they lack
+        (layer_ops.py), else torch ops."""
         self.cfg = cfg
-        self.ops = layer_ops(native)
+        gaps = cfg.native_gaps()
+        if native and gaps:
+            log.info("native layer ops and layer loop off for this %s model (%s): torch ops", cfg.family.value,
+                     ", ".join(gaps))
+        self.ops = layer_ops(native and not gaps)
         self.dtype = dtype
         self.mode = mode = mode or natural_mode(dtype)
         w = weights
-        self.norm = w["norm"].to(dtype)                                                     # [E]
+        norm = lambda name: (w[name].float() + cfg.norm_offset).to(dtype)     # Gemma's (1 + w), folded once
+        optional = lambda name, make: make(name) if name in w else None
+        self.norm = norm("norm")                                                          # [E]
         head = w["embed"] if cfg.tie_embeddings else w["lm_head"]
         self.lm_head = build_product([head], lm_head_mode(mode, head, dtype))                           # E → V
         self.embed = build_embedding(w["embed"], self.lm_head if cfg.tie_embeddings else None, mode, dtype)  # [V, E]
         # Int modes computing in bfloat16 keep a bfloat16 copy of the layers' matrices for prompt rows
         # (quant_weights.SplitProduct); the lm_head only multiplies the rows that sample, so it keeps one path.
         wide = dtype == torch.bfloat16
-        self.layers = [LayerWeights(
-            attn_norm=w[f"layers.{i}.attn_norm"].to(dtype),
-            qkv=build_product([w[f"layers.{i}.q"], w[f"layers.{i}.k"], w[f"layers.{i}.v"]], mode, wide),
-            o=build_product([w[f"layers.{i}.o"]], mode, wide),
-            mlp_norm=w[f"layers.{i}.mlp_norm"].to(dtype),
-            gate_up=build_product([w[f"layers.{i}.gate"], w[f"layers.{i}.up"]], mode, wide),
-            down=build_product([w[f"layers.{i}.down"]], mode, wide)) for i in range(cfg.n_layers)]
-        # Rotary tables for every position, computed in float32 as the reference implementation does.
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
-        angles = torch.outer(torch.arange(cfg.max_context, dtype=torch.float32), inv_freq)   # [P, D/2]
-        cos, sin = angles.cos(), angles.sin()
-        self._cos = torch.cat([cos, cos], dim=-1).to(dtype)                                   # [P, D]
-        self._signed_sin = torch.cat([-sin, sin], dim=-1).to(dtype)                           # [P, D]
+        self.layers = []
+        for i in range(cfg.n_layers):
+            p = f"layers.{i}."
+            bias = (torch.cat([w[p + "q_bias"], w[p + "k_bias"], w[p + "v_bias"]]).to(dtype) if cfg.qkv_bias
+                    else None)
+            self.layers.append(LayerWeights(
+                attn_norm=norm(p + "attn_norm"),
+                qkv=build_product([w[p + "q"], w[p + "k"], w[p + "v"]], mode, wide),
+                o=build_product([w[p + "o"]], mode, wide),
+                mlp_norm=norm(p + "mlp_norm"),
+                gate_up=build_product([w[p + "gate"], w[p + "up"]], mode, wide),
+                down=build_product([w[p + "down"]], mode, wide), qkv_bias=bias,
+                q_norm=optional(p + "q_norm", norm), k_norm=optional(p + "k_norm", norm),
+                post_attn_norm=optional(p + "post_attn_norm", norm),
+                post_mlp_norm=optional(p + "post_mlp_norm", norm)))
+        # Rotary tables for every position, one pair per distinct rope (Gemma 3's local layers have their own)
+        tables: dict[Rope, tuple[torch.Tensor, torch.Tensor]] = {}
+        for i in range(cfg.n_layers):
+            rope = cfg.layer_rope(i)
+            if rope not in tables:
+                tables[rope] = _rotary_tables(rope, cfg.head_dim, cfg.max_context, dtype)
+        self._rotary = [tables[cfg.layer_rope(i)] for i in range(cfg.n_layers)]
+        self._cos, self._signed_sin = self._rotary[0]
         # the layers as native/decode_layers.cpp takes them, when the native ops loaded and it can call every product
         self._native_stack = self.ops.stack(self.layers) if isinstance(self.ops, NativeOps) else None
 
@@ -80,6 +113,8 @@ class LlamaModel:
         n_heads, n_kv_heads = cfg.n_heads, cfg.n_kv_heads
         # x is this step's own tensor (the embedding rows were copied out by the lookup): the layers add to it in place
         x = self.embed[batch.input_ids]                                   # [T, E]
+        if cfg.embed_scale != 1.0:
+            x.mul_(cfg.embed_scale)
         if self._native_stack is not None and not batch.prefills:
             self.ops.decode_layers(x, self._native_stack, self._cos, self._signed_sin, batch, kv.data, n_heads,
                                    n_kv_heads, cfg.rms_eps)
@@ -91,44 +126,98 @@ class LlamaModel:
     def _layers(self, x: torch.Tensor, batch: StepBatch, kv: KVCache) -> None:
         """Every layer, advancing the residual stream x [T, E] in place; each residual add is fused with the norm
         that reads the sum. (A pure-decode step runs the same ops in native/decode_layers.cpp where it can.)"""
-        cfg, ops = self.cfg, self.ops
+        cfg, ops, eps = self.cfg, self.ops, self.cfg.rms_eps
         n_heads, n_kv_heads, head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         narrow = batch.narrow_rows
-        h = ops.add_rms_norm(x, None, self.layers[0].attn_norm, cfg.rms_eps)
+        h = ops.add_rms_norm(x, None, self.layers[0].attn_norm, eps)
         for index, layer in enumerate(self.layers):
             cache = kv.layer(index)                                       # [2, slots, Hkv, D]
             qkv = multiply(layer.qkv, h, narrow)                          # [T, (H + 2 Hkv) D]
-            q, k = ops.rope_write(qkv, self._cos, self._signed_sin, batch.positions, cache, batch.slot_mapping,
+            if layer.qkv_bias is not None:
+                qkv = qkv + layer.qkv_bias
+            if layer.q_norm is not None:
+                qkv = _norm_heads(qkv, layer, n_heads, n_kv_heads, head_dim, eps)
+            cos, signed_sin = self._rotary[index]
+            q, k = ops.rope_write(qkv, cos, signed_sin, batch.positions, cache, batch.slot_mapping,
                                   n_heads, n_kv_heads)                    # [T, H, D], [T, Hkv, D]
             v = qkv[:, (n_heads + n_kv_heads) * head_dim:].view(-1, n_kv_heads, head_dim)
-            attn = _attention(ops, q, k, v, kv, index, batch)            # [T, H, D]
-            h = ops.add_rms_norm(x, multiply(layer.o, attn.flatten(1), narrow), layer.mlp_norm, cfg.rms_eps)
-            mlp = multiply(layer.down, ops.silu_mul(multiply(layer.gate_up, h, narrow)), narrow)
+            attn = _attention(ops, q, k, v, kv, index, batch, cfg.window(index), cfg.query_scale)   # [T, H, D]
+            out = multiply(layer.o, attn.flatten(1), narrow)
+            if layer.post_attn_norm is not None:
+                out = F.rms_norm(out, (cfg.hidden_size,), layer.post_attn_norm, eps)
+            h = ops.add_rms_norm(x, out, layer.mlp_norm, eps)
+            gate_up = multiply(layer.gate_up, h, narrow)
+            if cfg.activation is Activation.SILU:
+                act = ops.silu_mul(gate_up)
+            else:
+                gate, up = gate_up.chunk(2, dim=-1)
+                act = F.gelu(gate, approximate="tanh").mul_(up)
+            mlp = multiply(layer.down, act, narrow)
+            if layer.post_mlp_norm is not None:
+                mlp = F.rms_norm(mlp, (cfg.hidden_size,), layer.post_mlp_norm, eps)
             if index + 1 < len(self.layers):
-                h = ops.add_rms_norm(x, mlp, self.layers[index + 1].attn_norm, cfg.rms_eps)
+                h = ops.add_rms_norm(x, mlp, self.layers[index + 1].attn_norm, eps)
             else:
                 x.add_(mlp)
 
 
-def _attention(ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch
-               ) -> torch.Tensor:
+def _rotary_tables(rope: Rope, head_dim: int, max_context: int, dtype: torch.dtype
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sign-folded sin for every position [P, D], computed in float32 as the reference implementation does."""
+    angles = torch.outer(torch.arange(max_context, dtype=torch.float32), inverse_frequencies(rope, head_dim))
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
+
+
+def _norm_heads(qkv: torch.Tensor, layer: LayerWeights, n_heads: int, n_kv_heads: int, head_dim: int, eps: float
+                ) -> torch.Tensor:
+    """RMSNorm over each head of q and of k (before rotary, as Qwen3 and Gemma 3 do); v untouched."""
+    q_dim, kv_dim = n_heads * head_dim, n_kv_heads * head_dim
+    q = F.rms_norm(qkv[:, :q_dim].view(-1, n_heads, head_dim), (head_dim,), layer.q_norm, eps)
+    k = F.rms_norm(qkv[:, q_dim:q_dim + kv_dim].view(-1, n_kv_heads, head_dim), (head_dim,), layer.k_norm, eps)
+    return torch.cat([q.flatten(1), k.flatten(1), qkv[:, q_dim + kv_dim:]], dim=1)
+
+
+def _attention(ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch,
+               window: int | None = None, scale: float | None = None) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in layer index of the cache). Decode rows through the
-    layer ops; each prefill chunk through one SDPA (torch's flash kernel is the fast one for many query rows)."""
+    layer ops; each prefill chunk through one SDPA (torch's flash kernel is the fast one for many query rows).
+    window: each query sees the last `window` positions only (itself included), by masking on positions: the cache
+    keeps every token, which is the simplest correct way. scale: None → D ** -0.5."""
     n = batch.n_decode
+    plain = window is None and scale is None
     if not batch.prefills:            # a pure decode step, the common case: the result needs no assembly
-        return ops.decode_attention(q, kv.layer(index), batch)
+        return ops.decode_attention(q, kv.layer(index), batch) if plain else \
+            ops.decode_attention(q, kv.layer(index), batch, scale, window)
     out = torch.empty_like(q)
     if n:
-        out[:n] = ops.decode_attention(q[:n], kv.layer(index), batch)
+        out[:n] = ops.decode_attention(q[:n], kv.layer(index), batch) if plain else \
+            ops.decode_attention(q[:n], kv.layer(index), batch, scale, window)
     for chunk in batch.prefills:
         query = q[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)       # [1, H, n, D]
         if chunk.context_slots is None:   # first chunk: attends to itself only
             keys = k[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)    # [1, Hkv, n, D]
             values = v[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)
-            result = F.scaled_dot_product_attention(query, keys, values, is_causal=True, enable_gqa=True)
+            if window is None:
+                result = F.scaled_dot_product_attention(query, keys, values, is_causal=True, enable_gqa=True,
+                                                        scale=scale)
+            else:
+                pos = torch.arange(chunk.end - chunk.start)
+                mask = _window_mask(pos, pos, window)
+                result = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, enable_gqa=True,
+                                                        scale=scale)
         else:
             context = kv.gather(index, chunk.context_slots).transpose(1, 2)    # [2, Hkv, n_ctx, D]
-            result = F.scaled_dot_product_attention(query, context[0:1], context[1:2], attn_mask=chunk.mask,
-                                                    enable_gqa=True)
+            mask = chunk.mask
+            if window is not None:
+                mask = _window_mask(batch.positions[chunk.start:chunk.end], torch.arange(mask.shape[1]), window)
+            result = F.scaled_dot_product_attention(query, context[0:1], context[1:2], attn_mask=mask,
+                                                    enable_gqa=True, scale=scale)
         out[chunk.start:chunk.end] = result.squeeze(0).transpose(0, 1)
     return out
+
+
+def _window_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """[n_q, n_k] bool, True = may attend: causal, and within the last `window` positions (HF: q - k < window)."""
+    distance = query_pos[:, None] - key_pos[None, :]
+    return (distance >= 0) & (distance < window)

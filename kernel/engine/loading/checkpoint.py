@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from kernel.engine.loading import gguf_loader, safetensors_loader
-from kernel.engine.loading.model_config import LlamaConfig, ModelLoadError
+from kernel.engine.loading.model_config import ModelConfig, ModelLoadError
 from kernel.engine.loading.quant_tensor import GroupQuantized
 from kernel.engine.loading.tokenizer import TextTokenizer
 
@@ -33,7 +33,7 @@ def default_model_path() -> Path:
 @dataclass
 class Checkpoint:
     model_id: str                 # names the weights: a KV snapshot restores only into the same model
-    config: LlamaConfig
+    config: ModelConfig
     weights: dict[str, torch.Tensor | GroupQuantized]
     tokenizer: TextTokenizer
 

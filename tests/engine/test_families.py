@@ -1,0 +1,207 @@
+"""Each family ModelConfig describes, built tiny by transformers and loaded by us from safetensors and from GGUF: fp32
+greedy tokens identical to transformers and max |Δlogit| bounded, with prompts past Llama 3's rope-scaling wavelength
+bands and past the sliding window; every refusal path names what it refuses."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bench.logit_parity import compare
+from kernel.engine.cpu.layer_ops import TorchOps
+from kernel.engine.cpu.model import LlamaModel
+from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.loading.checkpoint import load_checkpoint
+from kernel.engine.loading.model_config import Family, ModelLoadError
+from tests.engine import families
+from tests.engine.helpers import greedy
+from tests.engine.tiny_llama import CORPUS
+
+# float32 rounding in another summation order over 2-3 tiny layers is ~1e-6 on logits of magnitude ~1-10; a wrong
+# rotary frequency, window or norm moves them by 1e-2 or more (measured: see the commit messages)
+MAX_DELTA = 1e-3
+NEW_TOKENS = 12
+FORMATS = ("safetensors", "gguf")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """family → (HF folder, GGUF path), built on first use."""
+    cache: dict[str, tuple] = {}
+
+    def get(family: str):
+        if family not in cache:
+            root = tmp_path_factory.mktemp(family)
+            folder = families.save_family(family, root / "hf")
+            cache[family] = (folder, families.save_family_gguf(family, folder, root / f"{family}.gguf"))
+        return cache[family]
+    return get
+
+
+def _reference(folder):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def _prompt(checkpoint, n_tokens: int = 100) -> list[int]:
+    ids = checkpoint.tokenizer.encode(" ".join(CORPUS[:8]))
+    assert len(ids) >= n_tokens
+    return ids[:n_tokens]
+
+
+def _path(built, family, fmt):
+    folder, gguf = built(family)
+    return folder if fmt == "safetensors" else gguf
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("family", families.FAMILIES)
+def test_logits_match_transformers(built, family, fmt):
+    checkpoint = load_checkpoint(_path(built, family, fmt), torch.float32)
+    model = LlamaModel(checkpoint.config, checkpoint.weights, torch.float32)
+    tokens = _prompt(checkpoint)
+    # chunks of 16 then decode steps: windows and rotary over the paged cache, prefill and decode alike
+    result = compare(model, _reference(built(family)[0]), tokens, len(tokens) - 8, chunk=16)
+    assert result["prompt_end"] <= MAX_DELTA and result["decode"] <= MAX_DELTA, result
+    assert result["argmax_agree"], result
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("family", families.FAMILIES)
+def test_greedy_matches_transformers(built, family, fmt):
+    engine = TorchEngine.from_path(str(_path(built, family, fmt)), dtype="float32", kv_budget_tokens=512,
+                                   max_batch=2, prefill_chunk=16)
+    prompt = _prompt(engine, 70)
+    with torch.inference_mode():
+        out = _reference(built(family)[0]).generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS,
+                                                    min_new_tokens=NEW_TOKENS, do_sample=False,
+                                                    attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+    assert greedy(engine, prompt, NEW_TOKENS) == out[0, len(prompt):].tolist()
+
+
+def test_llama3_gguf_without_its_rope_freqs_is_wrong(built, tmp_path):
+    """The failure this fixes: the same Llama 3 weights with plain rotary frequencies (rope_freqs skipped, as the
+    loader used to) drift from transformers past the scaling's wavelength band, so the test above can see it."""
+    folder, _ = built("llama3")
+    plain = families.save_family_gguf("llama3", folder, tmp_path / "plain.gguf", with_rope_freqs=False)
+    checkpoint = load_checkpoint(plain, torch.float32)
+    model = LlamaModel(checkpoint.config, checkpoint.weights, torch.float32)
+    tokens = _prompt(checkpoint)
+    result = compare(model, _reference(folder), tokens, len(tokens) - 8, chunk=16)
+    assert result["prompt_end"] > 10 * MAX_DELTA, result
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma3"])
+def test_the_window_matters(built, family):
+    """Without its sliding window the model drifts from transformers on these prompts: the window is exercised."""
+    import dataclasses
+    checkpoint = load_checkpoint(built(family)[0], torch.float32)
+    unwindowed = dataclasses.replace(checkpoint.config, sliding_window=None)
+    model = LlamaModel(unwindowed, checkpoint.weights, torch.float32)
+    tokens = _prompt(checkpoint)
+    result = compare(model, _reference(built(family)[0]), tokens, len(tokens) - 8, chunk=16)
+    assert result["prompt_end"] > 10 * MAX_DELTA, result
+
+
+def test_configs_carry_the_family_features(built):
+    expect = {"llama3": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3,
+              "gemma3": Family.GEMMA3}
+    for family, kind in expect.items():
+        folder, gguf = built(family)
+        from_folder, from_gguf = (load_checkpoint(p, torch.float32).config for p in (folder, gguf))
+        assert from_folder.family is kind
+        assert from_gguf.family is (Family.LLAMA if kind is Family.MISTRAL else kind)
+        for field in ("qkv_bias", "qk_norm", "post_norms", "activation", "sliding_window", "sliding_layers",
+                      "n_layers", "head_dim"):
+            assert getattr(from_folder, field) == getattr(from_gguf, field), (family, field)
+    assert load_checkpoint(built("gemma3")[0], torch.float32).config.sliding_layers == (True, False, True)
+
+
+def test_native_path_only_for_what_it_computes(built):
+    checkpoint = load_checkpoint(built("qwen2")[0], torch.float32)
+    assert checkpoint.config.native_gaps() == ["qkv bias"]
+    assert isinstance(LlamaModel(checkpoint.config, checkpoint.weights, torch.float32).ops, TorchOps)
+    gemma = load_checkpoint(built("gemma3")[0], torch.float32).config
+    assert {"q/k norm", "post norms", "gelu activation", "sliding window", "per-layer rope"} <= set(gemma.native_gaps())
+    assert load_checkpoint(built("llama3")[0], torch.float32).config.native_gaps() == []
+
+
+# ---- refusals ---------------------------------------------------------------------------------------------------
+
+def _edit_config(src, dst, **changes):
+    folder = shutil.copytree(src, dst)
+    raw = json.loads((folder / "config.json").read_text())
+    raw.update(changes)
+    (folder / "config.json").write_text(json.dumps(raw))
+    return folder
+
+
+def test_refuses_unknown_architecture(built, tmp_path):
+    folder, _ = built("qwen2")
+    with pytest.raises(ModelLoadError, match="unsupported architecture 'phi3'"):
+        load_checkpoint(_edit_config(folder, tmp_path / "phi3", model_type="phi3"), torch.float32)
+    with pytest.raises(ModelLoadError, match="unsupported architecture 'Qwen2MoeForCausalLM'"):
+        load_checkpoint(_edit_config(folder, tmp_path / "moe", architectures=["Qwen2MoeForCausalLM"]),
+                        torch.float32)
+    gguf = families.save_family_gguf("qwen2", folder, tmp_path / "x.gguf")
+    data = gguf.read_bytes().replace(b"qwen2", b"qwenX")   # the architecture and every key's prefix
+    (tmp_path / "y.gguf").write_bytes(data)
+    with pytest.raises(ModelLoadError, match="unsupported architecture 'qwenX'"):
+        load_checkpoint(tmp_path / "y.gguf", torch.float32)
+
+
+@pytest.mark.parametrize("scaling", [{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+                                     {"rope_type": "dynamic", "factor": 2.0},
+                                     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
+                                      "beta_fast": 32}])
+def test_refuses_unknown_rope_scaling(built, tmp_path, scaling):
+    folder, _ = built("llama3")
+    edited = _edit_config(folder, tmp_path / "rope", rope_parameters={"rope_theta": 10000.0, **scaling})
+    with pytest.raises(ModelLoadError, match="rope"):
+        load_checkpoint(edited, torch.float32)
+
+
+def test_refuses_gguf_yarn(built, tmp_path):
+    from gguf import RopeScalingType
+
+    def yarn(writer):
+        writer.add_rope_scaling_type(RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(4.0)
+    path = families.save_family_gguf("qwen3", built("qwen3")[0], tmp_path / "yarn.gguf", extra=yarn)
+    with pytest.raises(ModelLoadError, match="rope scaling 'yarn'"):
+        load_checkpoint(path, torch.float32)
+
+
+def test_refuses_math_changing_keys(built, tmp_path):
+    folder, _ = built("gemma3")
+    with pytest.raises(ModelLoadError, match="final_logit_softcapping"):
+        load_checkpoint(_edit_config(folder, tmp_path / "cap", final_logit_softcapping=30.0), torch.float32)
+    with pytest.raises(ModelLoadError, match="activation 'gelu'"):
+        load_checkpoint(_edit_config(folder, tmp_path / "act", hidden_activation="gelu"), torch.float32)
+    with pytest.raises(ModelLoadError, match="attention_bias"):
+        load_checkpoint(_edit_config(built("llama3")[0], tmp_path / "bias", attention_bias=True), torch.float32)
+
+
+def test_refuses_unknown_tensor(built, tmp_path):
+    from safetensors.torch import load_file, save_file
+    folder = shutil.copytree(built("qwen3")[0], tmp_path / "extra")
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["model.layers.0.self_attn.o_proj.bias"] = torch.zeros(64)
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match="unknown tensor 'model.layers.0.self_attn.o_proj.bias'"):
+        load_checkpoint(folder, torch.float32)
+    # a qwen2 tensor in a llama GGUF: the llama map does not name q biases
+    bias = lambda writer: writer.add_tensor("blk.0.attn_q.bias", np.zeros(64, dtype=np.float32))
+    path = families.save_family_gguf("llama3", built("llama3")[0], tmp_path / "bias.gguf", extra=bias)
+    with pytest.raises(ModelLoadError, match="unknown tensor 'blk.0.attn_q.bias'"):
+        load_checkpoint(path, torch.float32)
+
+
+def test_gguf_rope_freqs_become_the_rope(built):
+    config = load_checkpoint(built("llama3")[1], torch.float32).config
+    expected = families.llama3_rope_freqs(families.LLAMA3_ROPE, 16)
+    assert np.allclose(config.rope.divisors, expected)
