@@ -3,8 +3,8 @@
 create_app(address, keys_path) builds a FastAPI app (no module state: everything it holds hangs off the app).
 Each request passes RequestGuard (sdk/gateway/guard.py) before its body is read: its API key (Authorization: Bearer)
 names the kernel agent it runs as (sdk/gateway/keys.py; without a keys file every request is the one agent
-"gateway", and must come from a local program, not a web page); an x-aios-priority header asks for a priority within the key's
-allowance, sent as the call's priority hint relative to the agent's own. The body is parsed strictly
+"gateway", and must come from a local program, not a web page); an x-aios-priority header asks for a priority
+within the key's allowance, sent as the call's priority hint relative to the agent's own. The body is parsed strictly
 (sdk/gateway/schemas.py), the model checked against the kernel's, and the call made through that agent's AsyncKernel
 connection; the kernel's errors become HTTP errors (sdk/gateway/errors.py). Unstreamed answers carry the kernel's
 own time for the call in x-aios-kernel-ms. A client that disconnects before its

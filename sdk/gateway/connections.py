@@ -41,7 +41,7 @@ class ConnectionLimits:
     max_header_bytes: int = 64 << 10
 
     @classmethod
-    def from_env(cls, environ) -> "ConnectionLimits":
+    def from_env(cls, environ) -> ConnectionLimits:
         """Defaults, overridden by AIOS_GATEWAY_<FIELD> (e.g. AIOS_GATEWAY_MAX_PER_CLIENT); ValueError if invalid."""
         values = {}
         for spec in fields(cls):
@@ -57,7 +57,7 @@ class ConnectionLimits:
                 raise ValueError(f"{ENV_PREFIX}{spec.name.upper()} must be positive, got {raw!r}")
         return cls(**values)
 
-    def within_fd_limit(self) -> "ConnectionLimits":
+    def within_fd_limit(self) -> ConnectionLimits:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return self

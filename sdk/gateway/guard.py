@@ -113,8 +113,9 @@ class RequestGuard:
         entry, refusal = self._admit(scope, headers)
         if refusal is not None:
             response = refusal.error().response()
-            declared = headers.get("content-length", "")
-            if not (declared.isdigit() and int(declared) <= DRAIN_BYTES) or "transfer-encoding" in headers:
+            declared = headers.get("content-length")
+            if ((declared is not None and not (declared.isdigit() and int(declared) <= DRAIN_BYTES))
+                    or "transfer-encoding" in headers):
                 response.headers["connection"] = "close"
             await response(scope, receive, send)
             return

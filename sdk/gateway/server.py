@@ -13,8 +13,9 @@ h11; AIOS_GATEWAY_LOOP (uvloop | asyncio) and AIOS_GATEWAY_HTTP (httptools | h11
 compare them). Both cut the gateway's own per-request cost (bench/RESULTS.md, "Gateway").
 
 Hostile clients: uvicorn's protocol runs with the deadlines and connection caps of sdk/gateway/connections.py
-(AIOS_GATEWAY_* overrides), h11's incomplete-event cap at twice its header limit (a backstop: the guard's 431 comes first), and the open-file soft limit
-raised to the hard one so the connection cap, not the descriptor table, is what refuses. uvicorn's own
+(AIOS_GATEWAY_* overrides), h11's incomplete-event cap at twice its header limit (a backstop: the guard's 431 comes
+first), and the open-file soft limit raised to the hard one so the connection cap, not the descriptor table, is what
+refuses. uvicorn's own
 limit_concurrency stays off: it counts idle connections and would answer every request 503 once they filled it.
 Requests are checked before their bodies are read by sdk/gateway/guard.py.
 """

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 import sdk
-from tests.gateway.raw_clients import (closed_by_server, connect, gateway, host_port, read_response, request,
-                                       rss_kib, status, still_open)
+from tests.gateway.raw_clients import (closed_by_server, connect, gateway, host_port, read_response, request, rss_kib,
+                                       status, still_open)
 
 UPLOAD = 8 << 20
 
