@@ -11,7 +11,12 @@ import numpy as np
 import torch
 from gguf import GGUFWriter
 
-from tests.engine.tiny_llama import CHATML, SPECIALS, _llama_cpp_permute, build_tokenizer
+from tests.engine.tiny_llama import (
+    CHATML,
+    SPECIALS,
+    _llama_cpp_permute,
+    build_tokenizer,
+)
 
 WINDOW = 24       # sliding window of the mistral and gemma3 builds: the tests' prompts are longer
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
@@ -20,7 +25,7 @@ FAMILIES = ("llama3", "mistral", "qwen2", "qwen3", "gemma3")
 
 
 def hf_model(family: str, vocab: int, eos: int, bos: int):
-    import transformers as tf   # test-only dependency
+    import transformers as tf  # test-only dependency
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=16, max_position_embeddings=512, rms_norm_eps=1e-5,
                   eos_token_id=eos, bos_token_id=bos, initializer_range=0.1)

@@ -205,3 +205,21 @@ def test_gguf_rope_freqs_become_the_rope(built):
     config = load_checkpoint(built("llama3")[1], torch.float32).config
     expected = families.llama3_rope_freqs(families.LLAMA3_ROPE, 16)
     assert np.allclose(config.rope.divisors, expected)
+
+
+def test_snapshot_never_restores_into_another_family(built):
+    """Two families of the same KV shape (2 layers, 2 KV heads of 16): the layout names the family, so a snapshot of
+    one is refused by the other before any byte is read."""
+    from kernel.engine.core.interface import EngineError, EngineRequest, SamplingParams
+    engines = {family: TorchEngine.from_path(str(built(family)[0]), dtype="float32", kv_budget_tokens=256,
+                                             max_batch=2, prefill_chunk=16) for family in ("qwen2", "qwen3")}
+    source, target = engines["qwen2"], engines["qwen3"]
+    assert "qwen2" in source.layout().model_id and source.layout().n_layers == target.layout().n_layers
+    prompt = source.tokenize("Agents call tools")
+    source.add(EngineRequest("a", prompt, SamplingParams(max_tokens=50, ignore_eos=True)))
+    source.step()                                    # the prompt's K/V computed, the request still running
+    buffer = bytearray(source.kv_nbytes("a"))
+    meta = source.save_kv("a", memoryview(buffer))
+    assert meta.nbytes > 0
+    with pytest.raises(EngineError, match="layout"):
+        target.load_kv(EngineRequest("a", prompt, SamplingParams(max_tokens=2)), meta, memoryview(buffer))

@@ -21,11 +21,18 @@ import torch.nn.functional as F
 
 from kernel.engine.cpu.kv_cache import KVCache
 from kernel.engine.cpu.layer_ops import NativeOps, layer_ops
-from kernel.engine.cpu.quant_weights import (Product, Weight, build_embedding, build_product, lm_head_mode,
-                                              multiply, natural_mode)
+from kernel.engine.cpu.quant_weights import (
+    Product,
+    Weight,
+    build_embedding,
+    build_product,
+    lm_head_mode,
+    multiply,
+    natural_mode,
+)
+from kernel.engine.cpu.step_batch import StepBatch
 from kernel.engine.loading.model_config import Activation, ModelConfig
 from kernel.engine.loading.rope import Rope, inverse_frequencies
-from kernel.engine.cpu.step_batch import StepBatch
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,19 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
-from kernel.engine.loading.model_config import Activation, Family, ModelConfig, ModelLoadError, check_weights
-from kernel.engine.loading.quant_tensor import GroupQuantized, from_q4_0, from_q4_1, from_q8_0
+from kernel.engine.loading.model_config import (
+    Activation,
+    Family,
+    ModelConfig,
+    ModelLoadError,
+    check_weights,
+)
+from kernel.engine.loading.quant_tensor import (
+    GroupQuantized,
+    from_q4_0,
+    from_q4_1,
+    from_q8_0,
+)
 from kernel.engine.loading.rope import Rope, RopeKind
 
 _ARCHITECTURES = {"llama": Family.LLAMA, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3, "gemma3": Family.GEMMA3}

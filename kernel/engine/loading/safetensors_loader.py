@@ -14,7 +14,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from kernel.engine.loading.model_config import Activation, Family, ModelConfig, ModelLoadError, check_weights
+from kernel.engine.loading.model_config import (
+    Activation,
+    Family,
+    ModelConfig,
+    ModelLoadError,
+    check_weights,
+)
 from kernel.engine.loading.rope import Rope, rope_from_hf
 
 _FAMILIES = {"llama": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3,
