@@ -223,3 +223,15 @@ def test_snapshot_never_restores_into_another_family(built):
     assert meta.nbytes > 0
     with pytest.raises(EngineError, match="layout"):
         target.load_kv(EngineRequest("a", prompt, SamplingParams(max_tokens=2)), meta, memoryview(buffer))
+
+
+def test_aiosd_exits_with_the_refusal(built, tmp_path):
+    """aiosd on an unsupported model: one clear line naming what is refused, a non-zero exit, no traceback."""
+    import subprocess
+    import sys
+    folder = _edit_config(built("qwen2")[0], tmp_path / "phi3", model_type="phi3")
+    start = "import sys; from kernel.daemon.main import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", start, "--model", str(folder),
+                          "--address", f"ipc://{tmp_path}/k.sock"], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "unsupported architecture 'phi3'" in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -57,7 +57,7 @@ class TorchEngine(PagedEngine):
         # The K/V a step writes depends on the weights that computed it: a snapshot taken under int4 must not resume
         # under bf16. The compute dtype's own float keeps the checkpoint's id; other modes are named in it.
         # The family is named too (the layout records the shape): a snapshot never restores into another model.
-        model_id = f"{checkpoint.model_id}/{cfg.family.value}"
+        model_id = f"{checkpoint.model_id}+family={cfg.family.value}"
         if self.weights != natural_mode(DTYPES[dtype]):
             model_id += f"+weights={self.weights}"
         self._layout = KVLayout(model_id, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, dtype)
