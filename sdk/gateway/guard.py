@@ -29,7 +29,8 @@ from sdk.gateway.keys import KeyEntry, KeyRing
 from sdk.gateway.schemas import MAX_BODY_BYTES
 
 KEY_STATE = "gateway_key"
-DRAIN_BYTES = 64 << 10          # uvicorn reads this far ahead of the application: a body this small is already in
+DRAIN_BYTES = 16 << 10          # uvicorn reads 64 KiB ahead of the application: a body this small is already in,
+                                # and what is left of it counts toward the next request's header bytes
 BODYLESS_METHODS = frozenset({"GET", "HEAD"})
 JSON_MEDIA_TYPE = "application/json"
 
