@@ -8,6 +8,10 @@ by a copy of the tokenizer that does not recognize special tokens. Stretches wit
 chat without special-token text encodes exactly as rendering then encoding the whole text always did; and re-encoding
 a whole stretch (template text and content together, as the tokenizer splits at special tokens anyway) keeps the
 pre-tokenizer's view of the boundary between them unchanged.
+
+With tools (a template that renders its own tools section and past tool calls), every string the caller wrote is
+defanged the same way: tool names, descriptions and schemas, a past call's arguments, a tool's result. The sentinel
+survives the template's tojson (non-ASCII is kept as is), so a special token's text anywhere in them stays plain text.
 """
 from __future__ import annotations
 
@@ -34,13 +38,13 @@ class ChatEncoder:
         self._index_of = {text: i for i, text in enumerate(self._specials)}
         self._special_re = re.compile("|".join(map(re.escape, self._specials))) if specials else None
 
-    def encode(self, messages: list[dict]) -> list[int]:
+    def encode(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         if self._special_re is None or not isinstance(messages, list):
-            return self._encode(self._template.render(messages))
-        seen = self._template.source + "".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+            return self._encode(self._template.render(messages, tools=tools))
+        seen = self._template.source + "".join(_strings([messages, tools]))
         mark = next(chr(c) for c in _PRIVATE_USE if chr(c) not in seen)
         defanged = [self._defang(m, mark) for m in messages]
-        rendered = self._template.render(defanged)
+        rendered = self._template.render(defanged, tools=self._defang_value(tools, mark))
         if mark not in rendered:
             return self._encode(rendered)
         restore = re.compile(re.escape(mark) + r"(\d+)" + re.escape(mark))
@@ -62,12 +66,33 @@ class ChatEncoder:
         return ids
 
     def _defang(self, message, mark: str):
-        """message with each special token's text in its content replaced by mark + index + mark."""
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+        """message with each special token's text in its strings replaced by mark + index + mark; its role is kept
+        (the template compares it to the role names; a role holding special-token text is refused there)."""
+        if not isinstance(message, dict):
             return message                                   # the template's checks reject it
-        content = self._special_re.sub(lambda m: f"{mark}{self._index_of[m.group(0)]}{mark}",
-                                       message["content"])
-        return {**message, "content": content}
+        return {k: v if k == "role" else self._defang_value(v, mark) for k, v in message.items()}
+
+    def _defang_value(self, value, mark: str):
+        if isinstance(value, str):
+            return self._special_re.sub(lambda m: f"{mark}{self._index_of[m.group(0)]}{mark}", value)
+        if isinstance(value, dict):
+            return {self._defang_value(k, mark): self._defang_value(v, mark) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._defang_value(v, mark) for v in value]
+        return value
 
     def _encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+
+def _strings(value):
+    """Every string in a JSON-like value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)

@@ -4,10 +4,15 @@ Special tokens. A chat (apply_chat_template) gets control tokens only where its 
 text inside a message's content is encoded as plain text (chat_encoding.py), so an agent cannot forge a turn. Raw text
 (encode, behind llm.generate) still recognizes special-token text: a raw completion prompt is the caller's whole
 context, written by them in the model's format, and has no template to tell control from content.
+
+Tools. tool_format is the tool-call format of the model's template (structured/tool_formats.py), decided once here and
+logged at load: the template's own tools section where it has one we know, the generic tool prompt otherwise.
+apply_chat_template(messages, tools) passes tools to a template that renders them.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +21,9 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from kernel.engine.loading.chat_encoding import ChatEncoder
 from kernel.engine.loading.chat_template import ChatTemplate
 from kernel.engine.loading.model_config import ModelLoadError
+from kernel.engine.structured.tool_formats import tool_format_for
+
+log = logging.getLogger("aiosd.engine")
 
 # llama.cpp names the pre-tokenizer (the regex split before BPE) of each GPT-2-style vocabulary: these are the ones we
 # can rebuild exactly. Each entry reproduces the model's original tokenizer.json pre_tokenizer.
@@ -45,6 +53,14 @@ class TextTokenizer:
         self.chat_template = chat_template
         self._chat = ChatEncoder(tokenizer, chat_template) if chat_template is not None else None
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self.tool_format = tool_format_for(chat_template)
+        if self.tool_format.native:
+            log.info("tool calls: the model's chat template renders the tools (%s format)", self.tool_format.style.value)
+        elif chat_template is not None and chat_template.takes_tools:
+            log.info("tool calls: the chat template's tools section is in a format we do not know: generic "
+                     "(Hermes-style) tool prompt instead")
+        else:
+            log.info("tool calls: the chat template has no tools section: generic (Hermes-style) tool prompt")
 
     @classmethod
     def from_gguf_metadata(cls, meta: dict) -> "TextTokenizer":
@@ -95,10 +111,10 @@ class TextTokenizer:
         """The tokenizer serialized as tokenizer.json (what llguidance builds its token table from)."""
         return self._tok.to_str()
 
-    def apply_chat_template(self, messages: list[dict]) -> list[int]:
+    def apply_chat_template(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         if self._chat is None:
             raise ModelLoadError("this model carries no chat template")
-        return self._chat.encode(messages)
+        return self._chat.encode(messages, tools)
 
 
 def _token(tokens: list[str], token_id) -> str:

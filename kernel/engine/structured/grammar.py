@@ -38,10 +38,12 @@ def json_schema_grammar(schema: dict | bool) -> str:
         raise EngineError(f"not a JSON schema: {exc}") from exc
 
 
-def json_schema_lark(schema: dict | bool) -> str:
-    """schema as a `%json {...}` Lark rule body (for embedding in a larger Lark grammar), same whitespace policy."""
+def json_schema_lark(schema: dict | bool, item_separator: str = ",", key_separator: str = ":") -> str:
+    """schema as a `%json {...}` Lark rule body (for embedding in a larger Lark grammar), same whitespace policy;
+    the separators may be a model's own (", " and ": " where its chat template writes past tool calls so)."""
     if isinstance(schema, dict):
-        schema = {**schema, "x-guidance": {**schema.get("x-guidance", {}), **JSON_OPTIONS}}
+        options = {**JSON_OPTIONS, "item_separator": item_separator, "key_separator": key_separator}
+        schema = {**schema, "x-guidance": {**schema.get("x-guidance", {}), **options}}
     return "%json " + _as_json(schema)
 
 

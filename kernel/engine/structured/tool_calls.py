@@ -1,7 +1,9 @@
 """OpenAI-style tool calls on the engine side: the tools and tool_choice checked, the grammar that makes the model's
 call well-formed, the model's text parsed back into calls.
 
-Wire format (Hermes / Qwen2.5 style, what tool_prompt.py teaches the model):
+The functions below speak the generic format (tool_formats.GENERIC); a model whose chat template has its own tools
+section has its own format (tool_formats.py; tool_chat.prepare_chat picks it). Generic wire format (Hermes / Qwen2.5
+style, what tool_prompt.py teaches the model):
 
     <tool_call>
     {"name":"get_weather","arguments":{"city":"Paris"}}
@@ -17,41 +19,25 @@ tool_call_grammar(tools, tool_choice) -> grammar spec for SamplingParams.grammar
 A constrained sequence ends (STOP) right after "</tool_call>". It can still end early at max_tokens: the caller
 should allow enough tokens for the arguments it expects.
 
-parse_tool_calls(text) -> (content, [ToolCall]): every call block whose JSON has a string "name" and an object
+parse_tool_calls(text, tool_format) -> (content, [ToolCall]): every call block whose JSON has a string "name" and an object
 "arguments" becomes a ToolCall (arguments re-serialized, so they always parse); anything else stays in the content.
+tool_format is the model's (default GENERIC).
 """
 from __future__ import annotations
 
-import json
 import re
-import secrets
-from dataclasses import dataclass
 from typing import Any
 
-from kernel.engine.structured.grammar import json_schema_lark, lark_grammar
 from kernel.engine.core.interface import EngineError
+from kernel.engine.structured.tool_call import ToolCall, new_call_id
+from kernel.engine.structured.tool_formats import GENERIC, ToolFormat
+
+__all__ = ["CALL_OPEN", "CALL_CLOSE", "TOOL_CHOICES", "ToolCall", "new_call_id", "check_tools", "chosen_tool",
+           "selected_tools", "tool_call_grammar", "format_tool_call", "parse_tool_calls"]
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 TOOL_CHOICES = ("auto", "required", "none")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")                 # OpenAI's rule for function names
-_BLOCK = re.compile(re.escape(CALL_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(CALL_CLOSE) + r"|\Z)", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments_json: str               # a JSON object, serialized
-
-    def arguments(self) -> dict:
-        return json.loads(self.arguments_json)
-
-    def to_openai(self) -> dict:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments_json}}
-
-
-def new_call_id() -> str:
-    return "call_" + secrets.token_hex(12)
 
 
 # ---- checking what the caller sent -----------------------------------------------------------------------------------
@@ -105,69 +91,18 @@ def selected_tools(tools: list[dict], tool_choice: Any) -> list[dict]:
     return named
 
 
-# ---- the grammar ---------------------------------------------------------------------------------------------------
-def tool_call_grammar(tools: list[dict], tool_choice: Any = "auto") -> str | None:
-    functions = selected_tools(tools, tool_choice)
-    if not functions:
-        return None
-    rules = [f'tool_call: {_lit(CALL_OPEN + chr(10))} call {_lit(chr(10) + CALL_CLOSE)}',
-             "call: " + " | ".join(f"call_{i}" for i in range(len(functions)))]
-    for i, fn in enumerate(functions):
-        rules.append(f'call_{i}: {_lit("{" + chr(34) + "name" + chr(34) + ":" + json.dumps(fn["name"]) + ",")}'
-                     f' {_lit(chr(34) + "arguments" + chr(34) + ":")} args_{i} "}}"')
-        rules.append(f"args_{i}: {json_schema_lark(fn['parameters'])}")
-    if tool_choice == "auto":
-        # Free text is any non-empty text without the call marker: once "<tool_call>" is written, the call rule is
-        # the only way on, and it is constrained.
-        start = ["start: tool_call | TEXT",
-                 "TEXT: /(.|\\n)+/ & ~/(.|\\n)*" + re.escape(CALL_OPEN).replace("/", "\\/") + "(.|\\n)*/"]
-    else:
-        start = ["start: tool_call"]
-    return lark_grammar("\n".join(start + rules) + "\n")
+# ---- the grammar and the parser (generic format) ------------------------------------------------------------------
+def tool_call_grammar(tools: list[dict], tool_choice: Any = "auto", parallel_tool_calls: bool = False,
+                      tool_format: ToolFormat = GENERIC) -> str | None:
+    """The grammar for tools under tool_choice: one call (several in a row with parallel_tool_calls where the format
+    allows them), or free text under "auto"; None for "none"."""
+    return tool_format.grammar(selected_tools(tools, tool_choice), tool_choice, parallel_tool_calls)
 
 
-def _lit(text: str) -> str:
-    """text as a Lark string literal (JSON's escapes are Lark's)."""
-    return json.dumps(text)
-
-
-# ---- parsing -------------------------------------------------------------------------------------------------------
-def format_tool_call(name: str, arguments: dict | str) -> str:
+def format_tool_call(name: str, arguments: dict | str, tool_format: ToolFormat = GENERIC) -> str:
     """One call block, exactly as the grammar makes the model write it (used to render an assistant's past calls)."""
-    if isinstance(arguments, str):
-        arguments = json.loads(arguments)
-    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False, separators=(",", ":"))
-    return f"{CALL_OPEN}\n{body}\n{CALL_CLOSE}"
+    return tool_format.format_call(name, arguments)
 
 
-def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
-    calls: list[ToolCall] = []
-    kept: list[str] = []
-    last = 0
-    for match in _BLOCK.finditer(text):
-        call = _parse_call(match.group(1))
-        if call is None:
-            continue                                     # not a call: stays in the content as written
-        kept.append(text[last:match.start()])
-        last = match.end()
-        calls.append(call)
-    kept.append(text[last:])
-    return "".join(kept).strip(), calls
-
-
-def _parse_call(body: str) -> ToolCall | None:
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return None
-    arguments = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(arguments, str):                       # some models send the arguments already serialized
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            return None
-    if not isinstance(arguments, dict):
-        return None
-    return ToolCall(new_call_id(), obj["name"], json.dumps(arguments, ensure_ascii=False))
+def parse_tool_calls(text: str, tool_format: ToolFormat | None = None) -> tuple[str, list[ToolCall]]:
+    return (tool_format if isinstance(tool_format, ToolFormat) else GENERIC).parse(text)

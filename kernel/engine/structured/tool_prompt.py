@@ -54,7 +54,7 @@ def _rewrite_history(messages: list[dict]) -> list[dict]:
         if not isinstance(message, dict):
             raise EngineError(f"each message must be a dict, got {message!r}")
         if message.get("role") == "tool":
-            responses.append(f"<tool_response>\n{_text(message.get('content'))}\n</tool_response>")
+            responses.append(f"<tool_response>\n{message_text(message.get('content'))}\n</tool_response>")
             continue
         if responses:
             out.append({"role": "user", "content": "\n".join(responses)})
@@ -62,11 +62,11 @@ def _rewrite_history(messages: list[dict]) -> list[dict]:
         calls = message.get("tool_calls")
         if message.get("role") == "assistant" and calls:
             blocks = [_call_block(call) for call in calls]
-            content = "\n".join(filter(None, [_text(message.get("content")), *blocks]))
+            content = "\n".join(filter(None, [message_text(message.get("content")), *blocks]))
             out.append({"role": "assistant", "content": content})
         else:
             out.append({k: v for k, v in message.items() if k != "tool_calls"}
-                       | {"content": _text(message.get("content"))})
+                       | {"content": message_text(message.get("content"))})
     if responses:
         out.append({"role": "user", "content": "\n".join(responses)})
     return out
@@ -82,7 +82,7 @@ def _call_block(call: Any) -> str:
         raise EngineError(f"tool call {fn['name']!r}: arguments are not JSON: {exc}") from exc
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
     """Message content as the template's string: None → "", OpenAI's [{"type": "text", "text"}] parts joined."""
     if content is None:
         return ""
