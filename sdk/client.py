@@ -95,6 +95,10 @@ class Kernel(Syscalls):
             result = self._run(hello, timeout=HELLO_TIMEOUT_S, retry_hello=False)
         except KernelTimeout:
             raise protocol.hello_timed_out(self.address) from None
+        except KernelError as error:
+            if error.code != "disconnected":
+                raise
+            raise protocol.hello_dropped(self.address) from None
         self.agent_id, self.model, self.scheduler = result.agent_id, result.model, result.scheduler
 
     def _run(self, request: Request, timeout: float | None = None, retry_hello: bool = True):

@@ -116,10 +116,26 @@ def hello_timed_out(address: str) -> KernelUnavailable:
                              f"`aiosd --address {address}`")
 
 
+def over_limit(address: str) -> KernelError:
+    return KernelError("busy", f"the kernel at {address} dropped the connection before its hello: it holds as many "
+                               "connections of this user as it allows (or is near its descriptor limit); retry later")
+
+
+def hello_dropped(address: str) -> KernelError:
+    """What a hello whose connection dropped fails with: KernelUnavailable if nobody listens any more, else the kernel
+    dropped this connection, as it does over its connection limits."""
+    check_listening(address)
+    return over_limit(address)
+
+
 def drop_error(events: list[int], address: str) -> KernelError | None:
-    """The error a pending call fails with for these socket monitor events, None if they do not end it."""
-    if any(event & HANDSHAKE_FAILED for event in events):
+    """The error a pending call fails with for these socket monitor events, None if they do not end it. On ipc://
+    there are no credentials to refuse: a handshake cut short is the kernel dropping a connection over its limits."""
+    if any(event & zmq.EVENT_HANDSHAKE_FAILED_AUTH for event in events) or (
+            ipc_path(address) is None and any(event & HANDSHAKE_FAILED for event in events)):
         return unauthorized(address)
+    if any(event & HANDSHAKE_FAILED for event in events):
+        return over_limit(address)
     if zmq.EVENT_DISCONNECTED in events:
         return disconnected()
     return None

@@ -137,7 +137,9 @@ class Syscalls:
             raise ProtocolError(ErrorCode.BUSY, f"the kernel holds {len(self.agents)} agents, its limit of "
                                                 f"{self.budget.max_agents} (from its descriptor limit, "
                                                 f"{self.budget.fd_limit}): retry later")
-        if self.agents.count_of(peer.principal) >= self.budget.max_agents_per_principal:
+        # the operator (proc.kill) must still get in to clean up after its own user's runaway agents
+        if (self.agents.count_of(peer.principal) >= self.budget.max_agents_per_principal
+                and Capability.PROC_KILL not in granted):
             raise ProtocolError(ErrorCode.BUSY, f"{peer.principal} holds {self.agents.count_of(peer.principal)} "
                                                 f"agents, the limit per principal "
                                                 f"({self.budget.max_agents_per_principal}): close some, or retry later")

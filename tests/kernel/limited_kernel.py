@@ -1,7 +1,7 @@
 """A kernel process for the connection-limit tests: the real I/O thread, loop and sockets around a FakeEngine, in a
 process of its own whose descriptor limit the test sets (preexec_fn), so running out of descriptors costs this process
 only. Usage: python -m tests.kernel.limited_kernel ADDRESS HELLO_TIMEOUT_S [--raise] [--per-principal N].
-Prints one JSON line when serving (pid and budget), then obeys stdin: "ballast N" holds N more descriptors (open
+Prints one JSON line when serving (pid, admin token path, budget), then obeys stdin: "ballast N" holds N more descriptors (open
 /dev/null), "release" closes them, each answered "ok"; end of input stops it."""
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def main(argv: list[str]) -> None:
     server.start()
     loop_thread.start()
     ready.wait(30)
-    print(json.dumps({"pid": os.getpid(), **dataclasses.asdict(budget)}), flush=True)
+    print(json.dumps({"pid": os.getpid(), "admin_token": access.tokens.admin_token_path, **dataclasses.asdict(budget)}),
+          flush=True)
     ballast: list[int] = []
     for line in sys.stdin:
         command = line.split()

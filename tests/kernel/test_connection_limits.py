@@ -15,9 +15,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sdk
+from ipc import runtime_dir
 from kernel.daemon.connections import ConnectionTracker
 from kernel.daemon.limits import FD_RESERVE_MIN, ConnectionBudget, raise_fd_limit, reserve_of
 from tests.kernel.harness import wait_until
+from tests.kernel.raw_agent import RawAgent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_LIMIT = 1024             # the limit the issue's kernel aborted at
@@ -38,7 +40,7 @@ class LimitedKernel:
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp_path / "kernel.log", "w"),
             text=True, preexec_fn=limit)
         self.info = json.loads(self.process.stdout.readline())
-        self.budget = ConnectionBudget(**{k: v for k, v in self.info.items() if k != "pid"})
+        self.budget = ConnectionBudget(**{k: v for k, v in self.info.items() if k not in ("pid", "admin_token")})
         self.base_fds = self.fds()
 
     def fds(self) -> int:
@@ -116,6 +118,9 @@ def test_a_hello_over_the_agent_cap_is_busy_naming_the_limit(tmp_path):
         with pytest.raises(sdk.KernelError) as refused:
             sdk.connect(kernel.address, name="one-too-many", timeout=EOF_TIMEOUT_S)
         assert refused.value.code == "busy" and f"limit per principal ({cap})" in refused.value.message
+        admin = runtime_dir.read_secret(kernel.info["admin_token"]).decode()
+        with sdk.connect(kernel.address, name="operator", token=admin, timeout=EOF_TIMEOUT_S) as operator:
+            assert len(operator.ps()) == cap + 1       # the operator still gets in, to clean up
         agents.pop().close()          # room again once one leaves
         wait_until(lambda: _connects(kernel.address), what="a freed agent slot")
         for agent in agents:
@@ -244,3 +249,23 @@ def test_the_tracker_keeps_every_principal_within_its_caps(ops):
         for pair in pairs.values():
             for sock in pair:
                 sock.close()
+
+
+def test_a_connection_dropped_over_the_cap_tells_the_sdk_why(tmp_path):
+    """Every connection of the uid busy (an agent, and one whose hello was refused but which stays open): the next is
+    dropped at accept, with nothing to answer; the SDK says the kernel is at its limit, not that credentials failed."""
+    kernel = LimitedKernel(tmp_path, SMALL_LIMIT, SMALL_LIMIT, "--per-principal", "2")
+    try:
+        assert kernel.budget.max_agents_per_principal == 1
+        agent = sdk.connect(kernel.address, name="the-one", timeout=EOF_TIMEOUT_S)
+        stubborn = RawAgent(kernel.address)
+        assert stubborn.call("hello", 1, {"name": "stubborn"})["body"]["code"] == "busy"
+        with pytest.raises(sdk.KernelError) as dropped:
+            sdk.connect(kernel.address, name="third", timeout=EOF_TIMEOUT_S)
+        assert dropped.value.code == "busy" and "connections of this user" in dropped.value.message
+        stubborn.close()
+        agent.ping()
+        agent.close()
+        assert kernel.alive()
+    finally:
+        assert kernel.close() == 0
