@@ -55,7 +55,8 @@ class TextTokenizer:
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.tool_format = tool_format_for(chat_template)
         if self.tool_format.native:
-            log.info("tool calls: the model's chat template renders the tools (%s format)", self.tool_format.style.value)
+            log.info("tool calls: the model's chat template renders the tools (%s format)",
+                     self.tool_format.style.value)
         elif chat_template is not None and chat_template.takes_tools:
             log.info("tool calls: the chat template's tools section is in a format we do not know: generic "
                      "(Hermes-style) tool prompt instead")

@@ -19,9 +19,9 @@ tool_call_grammar(tools, tool_choice) -> grammar spec for SamplingParams.grammar
 A constrained sequence ends (STOP) right after "</tool_call>". It can still end early at max_tokens: the caller
 should allow enough tokens for the arguments it expects.
 
-parse_tool_calls(text, tool_format) -> (content, [ToolCall]): every call block whose JSON has a string "name" and an object
-"arguments" becomes a ToolCall (arguments re-serialized, so they always parse); anything else stays in the content.
-tool_format is the model's (default GENERIC).
+parse_tool_calls(text, tool_format) -> (content, [ToolCall]): every call block whose JSON has a string "name" and an
+object "arguments" becomes a ToolCall (arguments re-serialized, so they always parse); anything else stays in the
+content. tool_format is the model's (default GENERIC).
 """
 from __future__ import annotations
 
