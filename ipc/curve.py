@@ -258,8 +258,8 @@ class _Authenticator(ThreadAuthenticator):
 
     It is its own credentials provider: callback() looks the key up in the authorized folder (AuthorizedKeys: read
     again only when the folder changed, so keys added or revoked count without a restart) and remembers the name it
-    found, which curve_user_id() — called right after, on the same thread, for an allowed key — hands to libzmq as the
-    User-Id."""
+    found, which curve_user_id() (called right after, on the same thread, for an allowed key) hands to libzmq as
+    the User-Id."""
 
     def __init__(self, store: KeyStore, context: zmq.Context):
         super().__init__(context=context, log=log)

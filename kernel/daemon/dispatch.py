@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import (DEFAULT_PRIORITY, NOTIFICATIONS, Ack, AgentInfo, Cancel, Grant, GrantResult, Hello, HelloResult, KernelStats,
-                          ProcKill, ProcList, ProcTable, SetPriority)
+from ipc.messages import (DEFAULT_PRIORITY, NOTIFICATIONS, Ack, AgentInfo, Cancel, Grant, GrantResult, Hello,
+                          HelloResult, KernelStats, ProcKill, ProcList, ProcTable, SetPriority)
 from kernel.access import capabilities as caps
 from kernel.access.audit import AuditLog
 from kernel.access.capabilities import Capability

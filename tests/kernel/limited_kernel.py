@@ -1,8 +1,8 @@
 """A kernel process for the connection-limit tests: the real I/O thread, loop and sockets around a FakeEngine, in a
 process of its own whose descriptor limit the test sets (preexec_fn), so running out of descriptors costs this process
 only. Usage: python -m tests.kernel.limited_kernel ADDRESS HELLO_TIMEOUT_S [--raise] [--per-principal N].
-Prints one JSON line when serving (pid, admin token path, budget), then obeys stdin: "ballast N" holds N more descriptors (open
-/dev/null), "release" closes them, each answered "ok"; end of input stops it."""
+Prints one JSON line when serving (pid, admin token path, budget), then obeys stdin: "ballast N" holds N more
+descriptors (open /dev/null), "release" closes them, each answered "ok"; end of input stops it."""
 from __future__ import annotations
 
 import dataclasses
