@@ -21,9 +21,14 @@ exllamav2 APIs relied on (v0.2/0.3 source):
                    preprocess_only, last_id_only) -> {"logits": [batch, q, padded vocab]}
 - generator/       PAGED_PAGE_SIZE = 256, the page size the dynamic generator (and flash-attn's paged kernel) uses
   dynamic.py
+- attn.py          forward_paged() calls the module global flash_attn_with_kvcache, bound only when flash-attn >= 2.5.7
+                   imports. Without flash-attn (no wheel for the machine's torch / CUDA) we bind paged_attention.py's
+                   torch version there instead: same results, slower; runtime.attention says which one runs. Models
+                   that need a sliding window or soft-capping are refused then (ExLlamaV2 would not pass those on).
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 from typing import Protocol
@@ -36,7 +41,12 @@ PAGE_SIZE = 256
 
 
 class ExLlamaUnavailable(RuntimeError):
-    """The ExLlamaV2 engine cannot run here: no CUDA device, or exllamav2 / flash-attn missing."""
+    """The ExLlamaV2 engine cannot run here: no CUDA device, or exllamav2 missing."""
+
+
+class Attention(enum.Enum):
+    FLASH_ATTN = "flash-attn"          # flash-attn's paged kernel
+    TORCH = "torch"                    # paged_attention.py: the same contract in plain torch (SDPA per sequence)
 
 
 class PagedRuntime(Protocol):
@@ -70,9 +80,14 @@ def _require_cuda_and_exllamav2():
     except ImportError as exc:
         raise ExLlamaUnavailable(f"the ExLlamaV2 engine needs the exllamav2 package (pip install 'aios[gpu]'): {exc}"
                                  ) from exc
-    if not has_flash_attn_with_paged:
-        raise ExLlamaUnavailable("the ExLlamaV2 engine runs the cache in paged mode, which needs flash-attn >= 2.5.7")
-    return exllamav2
+    if has_flash_attn_with_paged:
+        return exllamav2, Attention.FLASH_ATTN
+    # forward_paged() looks the name up in its module at each call, so binding it there is enough.
+    import exllamav2.attn as exllama_attn
+    from kernel.engine.gpu.paged_attention import paged_attention
+    exllama_attn.flash_attn_with_kvcache = paged_attention
+    exllama_attn.has_flash_attn_with_paged = True
+    return exllamav2, Attention.TORCH
 
 
 def load_runtime(model_dir: str, kv_budget_tokens: int, max_batch: int, max_chunk: int) -> "ExLlamaRuntime":
@@ -84,7 +99,7 @@ def load_runtime(model_dir: str, kv_budget_tokens: int, max_batch: int, max_chun
     if kv_budget_tokens < PAGE_SIZE or max_batch < 1 or max_chunk < 1:
         raise EngineError(f"need kv_budget_tokens >= {PAGE_SIZE}, max_batch >= 1 and max_chunk >= 1, got "
                           f"{kv_budget_tokens}, {max_batch}, {max_chunk}")
-    exllamav2 = _require_cuda_and_exllamav2()
+    exllamav2, attention = _require_cuda_and_exllamav2()
     try:
         config = exllamav2.ExLlamaV2Config(model_dir)
         config.arch_compat_overrides(quiet=True)
@@ -92,6 +107,10 @@ def load_runtime(model_dir: str, kv_budget_tokens: int, max_batch: int, max_chun
         raise EngineError(f"cannot read the model in {model_dir!r}: {exc}") from exc
     if config.no_flash_attn:
         raise ExLlamaUnavailable(f"{config.architecture} cannot use flash-attn here, and paged mode needs it")
+    if attention is Attention.TORCH and (config.arch.lm.swa or config.arch.lm.alternating_swa
+                                         or config.attn_logit_softcapping):
+        raise ExLlamaUnavailable(f"{config.architecture} needs a sliding window or soft-capping, which only "
+                                 "flash-attn's paged kernel provides, and flash-attn >= 2.5.7 is not installed")
     # Scratch buffers hold max_batch_size * max_input_len rows: one prefill chunk, or one decode row per sequence.
     config.max_batch_size = 1
     config.max_input_len = max(max_chunk, max_batch)
@@ -103,7 +122,7 @@ def load_runtime(model_dir: str, kv_budget_tokens: int, max_batch: int, max_chun
         model.load_autosplit(cache)    # weights and cache layer by layer over the GPUs, in turn
     except RuntimeError as exc:        # "Insufficient VRAM for model and cache", CUDA out of memory
         raise EngineError(f"cannot load {model_dir!r} with a {n_pages * PAGE_SIZE}-token KV cache: {exc}") from exc
-    return ExLlamaRuntime(model_dir, config, model, cache, n_pages)
+    return ExLlamaRuntime(model_dir, config, model, cache, n_pages, attention)
 
 
 def _model_id(model_dir: str) -> str:
@@ -117,7 +136,8 @@ def _model_id(model_dir: str) -> str:
 class ExLlamaRuntime:
     page_size = PAGE_SIZE
 
-    def __init__(self, model_dir, config, model, cache, n_pages: int):
+    def __init__(self, model_dir, config, model, cache, n_pages: int, attention: Attention):
+        self.attention = attention
         self._config = config
         self._model = model
         self._cache = cache
