@@ -7,8 +7,6 @@ the SequenceTable's (shared with the GPU engine); this module owns the model, it
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from kernel.engine.core.block_pool import BlockPool
@@ -24,6 +22,7 @@ from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
 from kernel.engine.core.token_choice import TokenChooser
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
+from kernel.engine.factory import default_threads
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
@@ -42,9 +41,13 @@ class TorchEngine(PagedEngine):
             raise EngineError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
         if kv_budget_tokens < block_size or max_batch <= 0 or prefill_chunk <= 0:
             raise EngineError("kv_budget_tokens must hold one block; max_batch and prefill_chunk must be positive")
-        # All cores by default. With other busy processes on the same cores every parallel region waits for a
-        # descheduled thread, so a shared machine may be better served by fewer threads.
-        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+        # The physical cores this process may use by default (factory.default_threads: SMT siblings count once). With
+        # other busy processes on the same cores every parallel region waits for a descheduled thread, so a shared
+        # machine may be better served by fewer threads: threads (or $AIOS_THREADS) says so.
+        if threads is not None and threads <= 0:
+            raise EngineError(f"threads must be positive, got {threads}")
+        self.threads = threads or default_threads()
+        torch.set_num_threads(self.threads)
         cfg = checkpoint.config
         self.tokenizer = checkpoint.tokenizer
         self.weight_ratios: dict[str, float] = {}     # auto: each mode's perplexity / fp32's, as measured
