@@ -9,10 +9,12 @@ at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each 
     rope_write        rotary on q and k, k and v into the paged cache   (~10 ops → 1)
     decode_attention  every single-token row over its own paged context (6-8 ops per sequence → 1 per step)
     silu_mul          silu(gate) * up                                  (3 ops → 1)
+    qgemm             products with GGUF Q8_0/Q4_0/Q4_1 blocks and int8 activations (qgemm.cpp, qgemm_kernels.cpp:
+                      AVX2 / AVX-512 VNNI / scalar, picked at run time; kernel/engine/cpu/block_weights.py packs them)
     decode_layers     every layer of a pure-decode step, these ops and the weight products called from C++
                       (decode_layers.cpp): ~300 Python-level calls per step → 1
 
-torch.utils.cpp_extension builds ops.cpp and decode_layers.cpp with the machine's C++ compiler (and ninja) into torch's
+torch.utils.cpp_extension builds the .cpp sources with the machine's C++ compiler (and ninja) into torch's
 extension cache (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), under a name that includes a digest of the
 sources, of their folder (two checkouts do not rebuild over each other) and of this CPU's instruction-set flags, since
 it is compiled with -march=native: a cache shared by different CPUs never runs code built for another. The first build
@@ -31,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("ops.h", "ops.cpp", "decode_layers.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("ops.h", "ops.cpp", "decode_layers.cpp", "qgemm.h",
+                                                       "qgemm_kernels.cpp", "qgemm.cpp")]
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ class ProductKind(IntEnum):
     INT4 = 0         # aten._weight_int4pack_mm_for_cpu(x, packed codes, group, scales and zeros)
     INT8 = 1         # aten._weight_int8pack_mm(x, codes, row scales)
     FLOAT = 2        # F.linear(x, weight)
+    Q8_0 = 3         # aios_cpu.qgemm(x, codes, scales, format): GGUF blocks (qgemm.h), format = kind - Q8_0
+    Q4_0 = 4
+    Q4_1 = 5
 
 
 def _cpu_flags() -> str:

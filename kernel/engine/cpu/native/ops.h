@@ -1,5 +1,5 @@
-// The native ops (ops.cpp) and the decode layer loop built on them (decode_layers.cpp), registered as
-// torch.ops.aios_cpu.
+// The native ops (ops.cpp), the block-quantized products (qgemm.cpp) and the decode layer loop built on them
+// (decode_layers.cpp), registered as torch.ops.aios_cpu.
 #pragma once
 
 #include <torch/extension.h>
@@ -20,5 +20,6 @@ void decode_layers(at::Tensor x, const std::vector<at::Tensor>& norms, const std
                    const at::Tensor& positions, at::Tensor kv, const at::Tensor& slots, const at::Tensor& block_tables,
                    const at::Tensor& context_lens, int64_t block_size, int64_t n_heads, int64_t n_kv_heads,
                    int64_t int4_group, double eps);
+at::Tensor qgemm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, int64_t format, int64_t isa);
 
 }  // namespace aios
