@@ -1,16 +1,35 @@
 """Perplexity of a model on a text, and the weights mode `auto` resolves to: measured at load, never assumed.
 
-auto tries the modes fastest first — int4, int8, bf16 (the order bench/quality_bench.py measures for decode at batch 1
-and 8) — and takes the first whose perplexity on CALIBRATION_TEXT is within MAX_PPL_RATIO of the fp32 weights' on the
-same checkpoint, falling back to fp32. The check builds the fp32 model and each candidate it tries from the checkpoint
-once, at load, and runs the text through each (a few seconds for SmolLM2 on 2 cores); the models it discards are freed.
+auto measures quality and speed on the machine it runs on. Each candidate in AUTO_ORDER (int4, int8, bf16) is built
+from the checkpoint and its perplexity on CALIBRATION_TEXT compared with the fp32 weights' on the same tokens; each
+whose ratio is within MAX_PPL_RATIO is then timed over SPEED_STEPS batch-1 decode steps (median step, after warm-up
+steps), and the fastest of those is chosen (pick(); a tie goes to the earlier candidate, the fewer bytes); if none
+holds, fp32. Which mode is fastest is not a constant: it depends on the CPU's instructions, the model's size and the
+kernels of this build (measured: batch 1 on an AVX2 laptop-class CPU, 1.7B: int8 8.8 vs int4 6.7 tok/s; 135M: bf16
+75.5 vs int4 69.9), so it is measured, and the choice is logged with its table (candidate / perplexity ratio / tok/s).
+
 A short text gives a noisy absolute perplexity, but both sides read the same tokens, so the ratio compares the weights
-alone; bench/quality_bench.py measures the ratio on a longer text, and both are in bench/RESULTS.md.
+alone; bench/quality_bench.py measures the ratio on a longer text. The models a check discards are freed as it goes
+(only the fastest passing one so far is kept, and handed to the engine).
+
+The measurement costs a few seconds for SmolLM2 and more for large models, so its result is cached (WeightsCache) in
+the user's cache directory ($AIOS_CACHE_DIR, else $XDG_CACHE_HOME/aios, else ~/.cache/aios), one JSON file per key:
+the CPU (model name and flags), the model's id (file name + content digest), the compute dtype, the thread count, the
+torch version, a digest of this engine's CPU code (kernels that change make their old speeds stale) and the rule
+(AUTO_ORDER, MAX_PPL_RATIO). A cache that cannot be read or written is ignored: auto then measures, as without one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
-from dataclasses import replace
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +39,15 @@ from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.loading.model_config import LlamaConfig
 
-AUTO_ORDER = ("int4", "int8", "bf16")      # fastest first
+AUTO_ORDER = ("int4", "int8", "bf16")      # the candidates, in the order built; ties in speed go to the earlier
 MAX_PPL_RATIO = 1.03                        # quality target: perplexity within +3% of fp32
+FALLBACK = "fp32"
+SPEED_STEPS = 8                             # timed batch-1 decode steps per candidate (median step)
+WARMUP_STEPS = 2                            # first calls pay one-off allocation and kernel selection
 _BLOCK = 16
+_CPU_CODE = Path(__file__).resolve().parent
+
+log = logging.getLogger(__name__)
 
 # Project prose, written for this check: plain English of the kind the agents exchange, about 300 tokens.
 CALIBRATION_TEXT = (
@@ -39,6 +64,42 @@ CALIBRATION_TEXT = (
     "step reads. If a change makes the answers worse, the tests should notice before a person does, and if it makes "
     "them faster, the benchmark should say by how much and on which machine."
 )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    mode: str
+    ppl_ratio: float               # perplexity / fp32's on the calibration tokens
+    tok_s: float | None            # batch-1 decode tokens/s; None when it missed the quality bar (not timed)
+
+    @property
+    def passes(self) -> bool:
+        return self.ppl_ratio <= MAX_PPL_RATIO and self.tok_s is not None
+
+
+def _rank(candidate: Candidate) -> tuple[float, int]:
+    """Higher is better: speed, then the earlier place in AUTO_ORDER (fewer bytes per weight)."""
+    return candidate.tok_s or 0.0, -AUTO_ORDER.index(candidate.mode)
+
+
+def pick(candidates: list[Candidate]) -> tuple[str, str]:
+    """The chosen mode and why, from measured candidates: the fastest that passes, else fp32."""
+    passing = [c for c in candidates if c.mode in AUTO_ORDER and c.passes]
+    if not passing:
+        return FALLBACK, f"no candidate within {MAX_PPL_RATIO:.2f}x fp32's perplexity"
+    best = max(passing, key=_rank)
+    others = [c for c in passing if c is not best]
+    why = f"fastest of {len(passing)} within {MAX_PPL_RATIO:.2f}x fp32's perplexity"
+    if others:
+        runner = max(others, key=_rank)
+        why += f" ({best.tok_s:.1f} vs {runner.mode} {runner.tok_s:.1f} tok/s)"
+    return best.mode, why
+
+
+def table(candidates: list[Candidate]) -> str:
+    rows = [f"{c.mode:>5} | {c.ppl_ratio:.4f} | " + (f"{c.tok_s:.1f}" if c.tok_s is not None else "not timed")
+            for c in candidates]
+    return "\n".join(["mode  | ppl/fp32 | tok/s (batch 1)"] + rows)
 
 
 def perplexity(model: LlamaModel, token_ids: list[int], chunk: int = 256) -> float:
@@ -63,15 +124,108 @@ def perplexity(model: LlamaModel, token_ids: list[int], chunk: int = 256) -> flo
     return math.exp(nll / (len(token_ids) - 1))
 
 
-def choose_mode(cfg: LlamaConfig, weights: dict, dtype: torch.dtype, token_ids: list[int]
-                ) -> tuple[str, dict[str, float], LlamaModel | None]:
-    """The fastest mode whose perplexity on token_ids, computing in dtype, is within MAX_PPL_RATIO of fp32's (fp32
-    weights and compute); the ratios measured; and that mode's model, already built (None for the fp32 fallback)."""
-    reference = perplexity(LlamaModel(cfg, weights, torch.float32, "fp32"), token_ids)
-    ratios: dict[str, float] = {}
+def decode_speed(model: LlamaModel, token_ids: list[int], steps: int = SPEED_STEPS) -> float:
+    """Batch-1 decode tokens/s: the median of `steps` timed single-token steps after a short prompt and WARMUP_STEPS
+    untimed ones (the engine's own step: build the batch, forward, one row of logits)."""
+    cfg: LlamaConfig = model.cfg
+    prompt = token_ids[:16] or [0]
+    total = len(prompt) + WARMUP_STEPS + steps
+    n_blocks = -(-total // _BLOCK)
+    kv = KVCache(cfg.n_layers, n_blocks * _BLOCK, cfg.n_kv_heads, cfg.head_dim, model.dtype)
+    block_table = list(range(n_blocks))
+    times = []
+    with torch.inference_mode():
+        batch, _ = build_step_batch([ScheduledChunk(prompt, 0, block_table, True)], _BLOCK)
+        model.forward(batch, kv)
+        for i in range(WARMUP_STEPS + steps):
+            token = token_ids[(len(prompt) + i) % len(token_ids)] if token_ids else 0
+            start = time.perf_counter()
+            batch, _ = build_step_batch([ScheduledChunk([token], len(prompt) + i, block_table, True)], _BLOCK)
+            model.forward(batch, kv)
+            if i >= WARMUP_STEPS:
+                times.append(time.perf_counter() - start)
+    return 1.0 / statistics.median(times)
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("AIOS_CACHE_DIR"):
+        return Path(os.environ["AIOS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aios"
+
+
+def _cpu_identity() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.split(":")[0].strip() in ("model name", "flags")]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return os.uname().machine
+
+
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(_CPU_CODE.rglob("*")):
+        if path.suffix in (".py", ".cpp", ".h"):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+class WeightsCache:
+    """auto's measured candidates per (CPU, model, dtype, threads, code, rule): see the module docstring."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = (folder or default_cache_dir()) / "weights-auto"
+
+    @staticmethod
+    def key(model_id: str, dtype: torch.dtype, threads: int) -> str:
+        parts = [_cpu_identity(), model_id, str(dtype), str(threads), torch.__version__, _code_digest(),
+                 ",".join(AUTO_ORDER), str(MAX_PPL_RATIO)]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+    def load(self, key: str) -> list[Candidate] | None:
+        try:
+            records = json.loads((self.folder / f"{key}.json").read_text())
+            return [Candidate(str(r["mode"]), float(r["ppl_ratio"]),
+                              None if r["tok_s"] is None else float(r["tok_s"])) for r in records]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None        # absent or unreadable: measure instead
+
+    def store(self, key: str, candidates: list[Candidate]) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{key}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps([asdict(c) for c in candidates]))
+            os.replace(tmp, self.folder / f"{key}.json")     # whole or not at all, for a concurrent reader
+        except OSError as exc:
+            log.warning("weights auto: result not cached (%s)", exc)
+
+
+Measure = Callable[[LlamaModel, list[int]], float]
+
+
+def choose_mode(cfg: LlamaConfig, weights: dict, dtype: torch.dtype, token_ids: list[int],
+                cache: WeightsCache | None = None, cache_key: str | None = None, measure: Measure = decode_speed,
+                ) -> tuple[str, list[Candidate], LlamaModel | None]:
+    """The chosen mode (see the module docstring), the candidates measured (or cached), and the chosen mode's model
+    when it was built here (None for fp32, or when the choice came from the cache: the caller builds it)."""
+    cached = cache.load(cache_key) if cache is not None and cache_key else None
+    if cached is not None:
+        mode, why = pick(cached)
+        log.info("weights auto: %s, %s (cached result for this CPU and model)\n%s", mode, why, table(cached))
+        return mode, cached, None
+    reference = perplexity(LlamaModel(cfg, weights, torch.float32, FALLBACK), token_ids)
+    candidates: list[Candidate] = []
+    kept: tuple[Candidate, LlamaModel] | None = None
     for mode in AUTO_ORDER:
         model = LlamaModel(cfg, weights, dtype, mode)
-        ratios[mode] = perplexity(model, token_ids) / reference
-        if ratios[mode] <= MAX_PPL_RATIO:
-            return mode, ratios, model
-    return "fp32", ratios, None
+        ratio = perplexity(model, token_ids) / reference
+        candidate = Candidate(mode, ratio, measure(model, token_ids) if ratio <= MAX_PPL_RATIO else None)
+        candidates.append(candidate)
+        if candidate.passes and (kept is None or _rank(candidate) > _rank(kept[0])):
+            kept = (candidate, model)         # the previous best is dropped here: one spare model at a time
+        del model
+    mode, why = pick(candidates)
+    log.info("weights auto: %s, %s\n%s", mode, why, table(candidates))
+    if cache is not None and cache_key:
+        cache.store(cache_key, candidates)
+    return mode, candidates, kept[1] if kept is not None and kept[0].mode == mode else None

@@ -15,7 +15,7 @@ from kernel.engine.structured.grammar import grammar_compiler
 from kernel.engine.core.interface import EngineError, KVLayout, TokenEvent
 from kernel.engine.cpu.kv_cache import KVCache, slot_runs
 from kernel.engine.cpu.model import LlamaModel
-from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, choose_mode
+from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, Candidate, WeightsCache, choose_mode
 from kernel.engine.cpu.quant_weights import QUANT_MODES, WEIGHT_MODES, natural_mode
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
@@ -32,7 +32,8 @@ class TorchEngine(PagedEngine):
                  max_batch: int = 32, prefill_chunk: int = 256, block_size: int = 16, threads: int | None = None,
                  prefix_cache: bool = True, weights: str | None = None):
         """dtype: activations, norms and the KV cache. weights: how the matrices are stored and multiplied —
-        "int4", "int8", "bf16", "fp32", or "auto" (the fastest whose measured perplexity holds: quant_select.py);
+        "int4", "int8", "bf16", "fp32", or "auto" (the fastest, timed here, of those whose measured perplexity
+        holds: quant_select.py; cached per CPU and model);
         None → the compute dtype's own float, as before weights modes. int4/int8 read a quantized GGUF's codes
         directly when the checkpoint was loaded with quantized=True (from_path does); otherwise they quantize."""
         if dtype not in DTYPES:
@@ -51,10 +52,15 @@ class TorchEngine(PagedEngine):
         cfg = checkpoint.config
         self.tokenizer = checkpoint.tokenizer
         self.weight_ratios: dict[str, float] = {}     # auto: each mode's perplexity / fp32's, as measured
+        self.weight_choice: list[Candidate] = []       # auto: each mode's perplexity ratio and batch-1 tok/s
         model = None
         if weights == "auto":
+            # measured at this thread count, on this CPU, or reused from the cache keyed by them (quant_select.py)
             calibration = checkpoint.tokenizer.encode(CALIBRATION_TEXT)[:cfg.max_context]
-            weights, self.weight_ratios, model = choose_mode(cfg, checkpoint.weights, DTYPES[dtype], calibration)
+            key = WeightsCache.key(checkpoint.model_id, DTYPES[dtype], self.threads)
+            weights, self.weight_choice, model = choose_mode(cfg, checkpoint.weights, DTYPES[dtype], calibration,
+                                                             WeightsCache(), key)
+            self.weight_ratios = {c.mode: c.ppl_ratio for c in self.weight_choice}
         self.model = model or LlamaModel(cfg, checkpoint.weights, DTYPES[dtype], weights)
         self.weights = self.model.mode
         # The K/V a step writes depends on the weights that computed it: a snapshot taken under int4 must not resume
