@@ -68,14 +68,17 @@ def block_format(weight: GroupQuantized) -> BlockFormat | None:
 
 
 def quantize_q8_0(w: torch.Tensor) -> GroupQuantized:
-    """llama.cpp's Q8_0 reference quantizer: per block of 32, d = amax / 127 stored as fp16, q = round(x / d)."""
+    """llama.cpp's Q8_0 reference quantizer (gguf.quants' too): per block of 32, d = amax / 127, q = x / d rounded half
+    away from zero, d stored as fp16."""
     n, k = w.shape
     if k % BLOCK:
         raise ValueError(f"input size {k} is not a multiple of {BLOCK}")
     grouped = w.float().reshape(n, k // BLOCK, BLOCK)
-    d = (grouped.abs().amax(-1) / 127).to(torch.float16).float()
+    d = grouped.abs().amax(-1) / 127
     inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
-    codes = (grouped * inv[..., None]).round_().clamp_(-127, 127).to(torch.int8)
+    scaled = grouped * inv[..., None]
+    codes = (scaled.sign() * (scaled.abs() + 0.5).floor()).to(torch.int8)
+    d = d.to(torch.float16).float()
     return GroupQuantized(codes.reshape(n, k), d, torch.zeros_like(d), BLOCK, 8, -128)
 
 
