@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.engine.core.interface import EngineError, FinishReason
+from kernel.engine.core.interface import EngineError, EngineRequest, FinishReason, SamplingParams
 from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.loading.tokenizer import TextTokenizer
@@ -24,7 +24,7 @@ from kernel.engine.structured.tool_chat import _native, prepare_chat
 from kernel.engine.structured.tool_formats import GENERIC, LLAMA3_JSON, QWEN, ToolStyle
 from kernel.engine.structured.tool_prompt import render_tool_prompt
 from tests.engine import families
-from tests.engine.helpers import generate
+from tests.engine.helpers import drain
 from tests.engine.tiny_llama import CHATML, build_tokenizer
 
 DATA = Path(__file__).parent / "data"
@@ -206,6 +206,14 @@ def test_grammar_accepts_valid_calls_and_refuses_malformed_ones(compiler, case, 
     foreign = (QWEN if fmt is LLAMA3_JSON else LLAMA3_JSON).format_call("f_1", args)
     assert _accepts(compiler, spec, foreign) == (choice == "auto")    # another family's call is only free text
     assert _accepts(compiler, spec, "Sure, here you go.") == (choice == "auto")
+    # Text then a call: Qwen's (constrained after its marker); for Llama's JSON only free text; not in the generic one
+    lead = "Let me check <b>that</b>.\n"
+    assert _accepts(compiler, spec, lead + call) == (choice == "auto" and fmt is not GENERIC)
+    if fmt.open:
+        assert not _accepts(compiler, spec, lead + fmt.format_call("f_2", args))
+    if fmt is QWEN:
+        content, calls = fmt.parse(lead + call)
+        assert content == lead.strip() and [(c.name, c.arguments()) for c in calls] == [("f_1", args)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -243,9 +251,10 @@ def test_tiny_model_makes_valid_calls_in_its_format(tmp_path, family, template):
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
     for choice, parallel in [("required", False), ({"name": "calc"}, False), ("required", True)]:
         chat = prepare_chat(engine.tokenizer, HISTORY[:2], TOOLS, choice, parallel_tool_calls=parallel)
-        for seed in range(3):
-            result = generate(engine, {"t": chat.prompt_ids}, max_tokens=160, temperature=1.0, seed=seed,
-                              grammar=chat.grammar)["t"]
+        for seed in range(3):      # sampled: three different calls per case, decoded side by side
+            engine.add(EngineRequest(f"s{seed}", list(chat.prompt_ids), SamplingParams(
+                max_tokens=160, temperature=1.0, seed=seed, grammar=chat.grammar)))
+        for result in drain(engine).values():
             content, calls = chat.tool_format.parse(result.text)
             assert calls, result.text
             for call in calls:

@@ -15,7 +15,9 @@ sees one consistent format, ours, rather than its own tools section with a gramm
 
 grammar(functions, tool_choice, parallel): a call's "name" is one of functions and its arguments validate against that
 function's schema (one alternative per function: name literal, then the schema's %json rule). "auto" also allows free
-text that cannot start a call (no call marker; for LLAMA3_JSON, text that does not begin with "{"). parallel allows
+text that cannot start a call (no call marker; for LLAMA3_JSON, text that does not begin with "{"), and for QWEN text
+followed by calls (the text ends at the first "<tool_call>": Qwen models often say a line first, Qwen3 thinks first;
+the generic format keeps one or the other, which suits the small default model better). parallel allows
 several calls where the format does (parallel_tool_calls); otherwise exactly one.
 parse(text) -> (content, [ToolCall]): each well-formed call becomes a ToolCall; anything else stays in the content.
 """
@@ -48,6 +50,7 @@ class ToolFormat:
     item_separator: str       # JSON separators of the call, as the model writes them
     key_separator: str
     parallel: bool            # several calls in one answer
+    text_before_calls: bool = False     # under "auto", text may come before the calls (Qwen writes so; Qwen3 thinks)
 
     # ---- writing ---------------------------------------------------------------------------------------------------
     def format_call(self, name: str, arguments: dict | str) -> str:
@@ -78,6 +81,13 @@ class ToolFormat:
             # Free text is any non-empty text that cannot begin a call: once a call starts, only the call rule goes
             # on, and it is constrained.
             start = ["start: calls | TEXT", f"TEXT: /(.|\\n)+/ & ~/{self._call_start_regex()}/"]
+            if self.text_before_calls:
+                # Or text, then calls: the text is lazy and ends at the first call marker (its suffix, which the
+                # model writes), after which the calls are constrained as above.
+                start[0] += " | lead calls_after"
+                start += [f"lead[suffix={_lit(self.open)}]: /(.|\\n)*/",
+                          "calls_after: call " + _lit(self.close) + (f" ({_lit(self.between)} tool_call)*"
+                                                                     if several else "")]
         else:
             start = ["start: calls"]
         return lark_grammar("\n".join(start + rules) + "\n")
@@ -110,7 +120,8 @@ class ToolFormat:
 GENERIC = ToolFormat(ToolStyle.GENERIC, native=False, open="<tool_call>\n", close="\n</tool_call>", between="\n",
                      arguments_key="arguments", item_separator=",", key_separator=":", parallel=True)
 QWEN = ToolFormat(ToolStyle.QWEN, native=True, open="<tool_call>\n", close="\n</tool_call>", between="\n",
-                  arguments_key="arguments", item_separator=", ", key_separator=": ", parallel=True)
+                  arguments_key="arguments", item_separator=", ", key_separator=": ", parallel=True,
+                  text_before_calls=True)
 LLAMA3_JSON = ToolFormat(ToolStyle.LLAMA3_JSON, native=True, open="", close="", between="",
                          arguments_key="parameters", item_separator=", ", key_separator=": ", parallel=False)
 FORMATS = {f.style: f for f in (GENERIC, QWEN, LLAMA3_JSON)}
