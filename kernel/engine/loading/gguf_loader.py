@@ -7,9 +7,11 @@ ModelLoadError naming it. Llama 3.x files carry their rope scaling as the `rope_
 frequency (llama.cpp's freq_factors): it becomes the config's rope (rope.py), never skipped.
 
 Weights come dequantized to the chosen dtype (gguf's reference dequantizer, what Hugging Face transformers reads too,
-so the fp32 path can match it token for token), or with quantized=True the Q4_0, Q4_1 and Q8_0 matrices as
+so the fp32 path can match it token for token), or with quantized=True the Q4_0, Q4_1, Q4_K and Q8_0 matrices as
 GroupQuantized — their stored codes and scales, never expanded to floats — for the int4/int8 kernels. Other types
-(F16, K-quants, ...) are always dequantized. llama-arch q and k rows are unpermuted (unpermute_rotary_rows): llama.cpp's
+(F16, Q5_0/Q5_1, Q5_K, Q6_K, ...) are always dequantized, once, and the weights mode quantizes them for its kernels
+(quant_weights.py); bench/perplexity_peer.py measures what that costs against the file's own fp32 weights and
+llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where Q5_0/Q6_K become 4 bits). llama-arch q and k rows are unpermuted (unpermute_rotary_rows): llama.cpp's
 converter interleaves them for that architecture only.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kernel.engine.loading.quant_tensor import (
     GroupQuantized,
     from_q4_0,
     from_q4_1,
+    from_q4_k,
     from_q8_0,
 )
 from kernel.engine.loading.rope import Rope, RopeKind
@@ -51,7 +54,7 @@ _LAYER_NAMES = {
 }
 _GLOBAL_NAMES = {"token_embd.weight": "embed", "output_norm.weight": "norm", "output.weight": "lm_head"}
 _GROUP_DECODERS = {GGMLQuantizationType.Q4_0: from_q4_0, GGMLQuantizationType.Q4_1: from_q4_1,
-                   GGMLQuantizationType.Q8_0: from_q8_0}
+                   GGMLQuantizationType.Q4_K: from_q4_k, GGMLQuantizationType.Q8_0: from_q8_0}
 # metadata (after the architecture's prefix) that changes the computation in ways ModelConfig does not express
 _REFUSED_KEYS = ("attn_logit_softcapping", "final_logit_softcapping", "expert_count", "attention.clamp_kqv",
                  "embedding_scale", "logit_scale", "residual_scale", "attention.output_scale",

@@ -3,8 +3,9 @@
     w[n, k] = codes[n, k] * scale[n, k // group] + offset[n, k // group]
 
 GGUF's Q4_0, Q4_1 and Q8_0 blocks decode into this form exactly (no float rounding: codes are the stored integers,
-scale and offset the stored fp16 numbers widened to fp32), so a quantized model reaches the packed int4/int8 kernels
-without a float copy of its weights. Other sources (float tensors, other GGUF types) are quantized into it:
+scale and offset the stored fp16 numbers widened to fp32), and so does Q4_K (super-blocks of 256 = 8 groups of 32,
+each with its 6-bit scale and min: scale = d * sc, offset = -(dmin * m), products gguf's dequantizer rounds the same
+way), so a quantized model reaches the packed int4/int8 kernels without a float copy of its weights. Other sources (float tensors, other GGUF types) are quantized into it:
 quantize_int4 (asymmetric, min/max per group of 32, like Q4_1) and quantize_int8_rows (symmetric, one scale per row,
 what torch's int8 kernel reads). Dequantizing gives fp32.
 """
@@ -115,6 +116,21 @@ def from_q4_1(raw: np.ndarray) -> GroupQuantized:
     """Q4_1 block: fp16 d, fp16 m, 16 bytes of nibbles q; w = q d + m."""
     blocks = _blocks(raw, 20)
     return _gq(_nibbles(blocks[..., 4:]).astype(np.int8), _fp16(blocks, 0), _fp16(blocks, 2), 4, 0)
+
+
+def from_q4_k(raw: np.ndarray) -> GroupQuantized:
+    """Q4_K super-block (256 weights, 144 bytes): fp16 d, fp16 dmin, 12 bytes of eight 6-bit (scale, min) pairs,
+    128 bytes of nibbles; group j of 32: w = q (d sc_j) - dmin m_j. Byte chunk c (32 bytes) holds group 2c in its low
+    nibbles and group 2c + 1 in its high ones."""
+    from gguf.quants import Q4_K     # its scale unpacking, the reference's own
+    blocks = _blocks(raw, 144)
+    n, g = blocks.shape[:2]
+    sc, m = Q4_K.get_scale_min(np.ascontiguousarray(blocks[..., 4:16]).reshape(n * g, 12))
+    scale = _fp16(blocks, 0)[..., None] * torch.from_numpy(sc.reshape(n, g, 8).astype(np.float32))
+    offset = -(_fp16(blocks, 2)[..., None] * torch.from_numpy(m.reshape(n, g, 8).astype(np.float32)))
+    qs = blocks[..., 16:].reshape(n, g, 4, 1, 32)
+    codes = ((qs >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 1, 2, 1)) & 0x0F).astype(np.int8)
+    return _gq(codes, scale.reshape(n, g * 8), offset.reshape(n, g * 8), 4, 0)
 
 
 def from_q8_0(raw: np.ndarray) -> GroupQuantized:
