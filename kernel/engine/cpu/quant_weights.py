@@ -1,15 +1,26 @@
 """Weights modes: how a checkpoint's matrices become the model's products and its embedding table.
 
     fp32, bf16 (fp16)  float weights in that dtype, through Linear (dequantized from GGUF with gguf's reference code)
-    int8               symmetric 8-bit codes, one scale per output row, through Int8Linear
-    int4               asymmetric 4-bit codes, one scale and zero per 32 inputs, through Int4Linear
+    int8               GGUF Q8_0 blocks (one fp16 scale per 32 inputs) through BlockLinear; without the native ops,
+                       symmetric 8-bit codes with one scale per output row through Int8Linear
+    int4               GGUF Q4_0 / Q4_1 blocks through BlockLinear; without the native ops, 4-bit codes with a scale
+                       and zero per 32 inputs through Int4Linear
+
+A product whose matrices all come from a GGUF file in block formats (GroupQuantized: Q4_0, Q4_1, Q8_0) is a
+BlockLinear (block_weights.py: native kernels reading the file's bytes per weight, with int8 activations per block,
+as llama.cpp does): int4 mode keeps Q4_0/Q4_1 exactly as stored, int8 mode keeps Q8_0 exactly; a block matrix of the
+other width is dequantized and quantized for the mode (Q4_1 for int4 as before, llama.cpp's Q8_0 for int8). This
+rather than a separate "gguf" mode: the modes aiosd and `auto` choose between keep their meaning (bits per weight),
+and int8 gets Q8_0's per-block scales instead of a requantization to one scale per row. Float checkpoints keep
+torch's kernels (Int4Linear / Int8Linear), as does everything with AIOS_QGEMM=0 (the old path, kept for comparison
+and for machines where the native ops do not build).
 
 A checkpoint weight is a float tensor or a GroupQuantized (GGUF Q4_0/Q4_1/Q8_0 decoded as stored). A quantized weight
 whose format the mode's kernel reads exactly goes straight in (Q4_0/Q4_1 into int4); any other is dequantized to fp32
 one matrix at a time and quantized for the mode (Q8_0 and Q4_x into int8 rows, Q8_0 into int4, floats into either) —
 never the whole model as floats at once.
 
-Q8_0 (one scale per 32 inputs) has no exact int8 counterpart in torch: _weight_int8pack_mm takes one scale per row,
+With torch's kernels (AIOS_QGEMM=0), Q8_0 (one scale per 32 inputs) has no exact int8 counterpart: _weight_int8pack_mm takes one scale per row,
 and a per-block product (K/32 small matmuls, or dequantizing each step) would lose the point of 8 bits. Requantizing a
 row to its own absmax/127 scale costs up to half a row step per weight; bench/quality_bench.py measures what that does
 to perplexity (see bench/RESULTS.md).
@@ -25,8 +36,12 @@ instead: it is faster than the int8 kernel at every row count (SmolLM2's head, 2
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
+from kernel.engine.cpu import block_weights
+from kernel.engine.cpu.block_weights import BlockFormat, BlockLinear, block_format, quantize_q8_0
 from kernel.engine.cpu.linear import Linear, packing_available
 from kernel.engine.cpu.quant_embedding import QuantizedEmbedding
 from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
@@ -44,6 +59,9 @@ Weight = torch.Tensor | GroupQuantized
 class SplitProduct:
     """An int4/int8 product for decode rows beside a bfloat16 copy of the same codes for prompt rows.
 
+    With torch's integer kernels the model makes one whenever it computes in bfloat16; with BlockLinear (whose blocked
+    product serves prompt rows from the same weights) only on request, AIOS_PREFILL_COPY=1, at 2 more bytes per weight.
+
     A decode row reads every weight for one row of arithmetic, so its time follows the weights' bytes and the integer
     kernels win; a prompt chunk does hundreds of rows of arithmetic per weight read, where the integer kernels
     dequantize as they go and oneDNN's prepacked bfloat16 product is 2.4x faster (measured: 512 rows of SmolLM2's
@@ -54,7 +72,7 @@ class SplitProduct:
     tokens do not depend on its neighbours.
     """
 
-    def __init__(self, narrow: "Int4Linear | Int8Linear", wide: Linear):
+    def __init__(self, narrow: "Int4Linear | Int8Linear | BlockLinear", wide: Linear):
         self.narrow, self.wide = narrow, wide
         self.nbytes = narrow.nbytes                 # bytes a decode step reads
         self.out_features = narrow.out_features
@@ -71,7 +89,7 @@ class SplitProduct:
         return torch.cat([self.narrow(x[:narrow_rows]), self.wide(x[narrow_rows:])])
 
 
-Product = Linear | Int4Linear | Int8Linear | SplitProduct
+Product = Linear | Int4Linear | Int8Linear | BlockLinear | SplitProduct
 
 
 def multiply(product: Product, x: torch.Tensor, narrow_rows: int) -> torch.Tensor:
@@ -101,6 +119,35 @@ def as_int8_rows(weight: Weight) -> GroupQuantized:
     return quantize_int8_rows(as_float(weight, torch.float32))
 
 
+def block_products() -> bool:
+    """Whether the int modes multiply with BlockLinear (the native ops built, AIOS_QGEMM is not 0)."""
+    return os.environ.get("AIOS_QGEMM", "1") != "0" and block_weights.available()
+
+
+def as_q8_0(weight: Weight) -> GroupQuantized:
+    if isinstance(weight, GroupQuantized) and block_format(weight) is BlockFormat.Q8_0:
+        return weight                                      # Q8_0: the stored blocks, exactly
+    return quantize_q8_0(as_float(weight, torch.float32))
+
+
+def _as_q4_1(weight: GroupQuantized) -> GroupQuantized:
+    """4-bit codes shifted to 0..15 with the offset absorbing the shift (Q4_0's w = d (q - 8) as d q + (-8 d)), so that
+    parts of both formats can share one product; exact."""
+    if weight.low == 0:
+        return weight
+    return GroupQuantized((weight.codes - weight.low).to(torch.int8), weight.scale,
+                          weight.offset + weight.low * weight.scale, weight.group, weight.bits, 0)
+
+
+def _block_codes(parts: list[Weight], mode: str) -> GroupQuantized:
+    if mode == "int8":
+        return concat_rows([as_q8_0(p) for p in parts])
+    codes = [as_int4(p) for p in parts]
+    if len({c.low for c in codes}) > 1:
+        codes = [_as_q4_1(c) for c in codes]
+    return concat_rows(codes)
+
+
 def lm_head_mode(mode: str, source: Weight, dtype: torch.dtype = torch.float32) -> str:
     """The mode of the lm_head product (see the module docstring)."""
     if mode in QUANT_MODES and dtype == torch.bfloat16 and packing_available():
@@ -112,11 +159,16 @@ def lm_head_mode(mode: str, source: Weight, dtype: torch.dtype = torch.float32) 
 def build_product(parts: list[Weight], mode: str, wide_copy: bool = False) -> Product:
     """One product for the row-concatenation of parts (q, k, v or gate, up fused), [sum of outs, in]. wide_copy: an
     int mode's product is a SplitProduct (a bfloat16 copy for prompt rows) where oneDNN's prepacked bfloat16 product
-    runs; elsewhere the copy would be no faster than the integer kernel and is not made."""
+    runs; elsewhere the copy would be no faster than the integer kernel and is not made. With BlockLinear the copy is
+    opt-in (AIOS_PREFILL_COPY=1, SplitProduct)."""
     if mode in FLOAT_MODES:
         dtype = FLOAT_MODES[mode]
         return Linear(torch.cat([as_float(p, dtype) for p in parts]) if len(parts) > 1 else as_float(parts[0], dtype))
-    if mode == "int4":
+    if mode in QUANT_MODES and block_products() and all(isinstance(p, GroupQuantized) for p in parts):
+        codes = _block_codes(parts, mode)
+        narrow = BlockLinear(codes)
+        wide_copy = wide_copy and os.environ.get("AIOS_PREFILL_COPY", "0") == "1"
+    elif mode == "int4":
         codes = concat_rows([as_int4(p) for p in parts])
         narrow = Int4Linear(codes)
     elif mode == "int8":
