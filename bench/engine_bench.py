@@ -1,17 +1,24 @@
 """Torch engine speed next to a peer on the same weights: HF transformers generate(), or llama.cpp's server.
 
-    python -m bench.engine_bench [--model PATH] [--dtypes bfloat16,float32] [--weights int4,int8,bf16,fp32]
+    python -m bench.engine_bench [--model PATH] [--dtypes bfloat16,float32] [--weights auto,int4,int8,bf16,fp32]
                                  [--peer hf|llamacpp] [--repeats 3] [--new-tokens 48] [--threads N]
 
 Decode tokens/s at batch 1 and 8, prefill tokens/s, KV bytes/token and KV snapshot copy speed, for every dtype x
 weights mode (--weights: TorchEngine's weights modes; absent, the dtype's own float); every number is the median of
 --repeats runs, and every ratio is against the peer measured in this same run, each of its measurements right after
 ours. --peer llamacpp runs llama.cpp's HTTP server (bench/llama_server.py: xllamacpp in a child process, as a user
-would run llama-server) on the same GGUF with the same thread count and 8 slots; its speeds are its own timings
-(server side, so HTTP is not counted against it): decode = predicted tokens / predicted time, 8 streams = the 8
-concurrent requests' predicted tokens / the longest predicted time, prefill = prompt tokens / prompt time with the
-prompt cache off. --threads sets the thread count of everything measured (ours, the peer, the bandwidth copy); on
-cores shared with other busy processes one thread can beat two.
+would run llama-server, with OpenMP's default wait policy, not ours) on the same GGUF with the same thread count and 8
+slots; its speeds are its own timings (server side, so HTTP is not counted against it): decode = predicted tokens /
+predicted time, 8 streams = the 8 concurrent requests' predicted tokens / the longest predicted time, prefill = prompt
+tokens / prompt time with the prompt cache off.
+
+Batch-1 decode is also given as a fraction of the machine's read bandwidth (bench/bandwidth.py: the better of the
+median 1 GiB tensor sums at 1 thread and at --threads): bytes read per token / time per token, where ours reads the
+model's weight_nbytes() and llama.cpp the GGUF's tensor bytes (token_embd once, as the tied output). Resident memory:
+our process's RSS growth over its pre-load baseline after the runs (weights + KV cache + scratch; the KV cache's own
+bytes are given) and the llama.cpp server's RSS, beside the file's size. The first line names the CPU and its SIMD
+flags, the threads and the bandwidth. --threads defaults to the engine's own default (the physical cores usable,
+kernel/engine/factory.py); on cores shared with other busy processes one thread can beat two.
 """
 from __future__ import annotations
 
@@ -26,26 +33,33 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gguf
+import psutil
 import torch
 
+from bench.bandwidth import cpu_line, read_bandwidth
 from bench.llama_server import LlamaServer
+from kernel.engine.factory import default_threads
 from kernel.engine.loading.checkpoint import default_model_path
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
 
 PREFILL_TOKENS = 512
 BATCH = 8
+KV_BUDGET = 8192        # tokens: the 4096-token KV copy, 8 decodes and a prefill; KV bytes grow with it, so not more
 
 
-def memory_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
-    """Bytes/s moved by a large tensor copy (read + write), best of several."""
-    src, dst = torch.ones(nbytes // 4), torch.empty(nbytes // 4)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        dst.copy_(src)
-        best = min(best, time.perf_counter() - start)
-    return 2 * nbytes / best
+def gguf_read_bytes(path: Path) -> int:
+    """Bytes llama.cpp reads per decode step of this GGUF: every tensor, but the embedding table only when it is also
+    the output (tied; a separate output.weight makes token_embd a lookup of a few rows)."""
+    tensors = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(path).tensors}
+    if "output.weight" in tensors:
+        tensors.pop("token_embd.weight", None)
+    return sum(tensors.values())
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    return psutil.Process(pid).memory_info().rss
 
 
 def _prompts(engine: TorchEngine, n: int, length: int) -> list[list[int]]:
@@ -135,8 +149,14 @@ class LlamaCppPeer:
     """llama.cpp's server on the same GGUF, driven through its native /completion endpoint with token-id prompts."""
     name = "llama.cpp"
 
-    def __init__(self, server: LlamaServer):
+    def __init__(self, server: LlamaServer, model: Path | None = None):
         self._url = server.url.removesuffix("/v1") + "/completion"
+        self._pid = server.pid
+        self.read_bytes = gguf_read_bytes(model or default_model_path())
+
+    def rss(self) -> int:
+        """The server process's resident memory (its mapped file's touched pages included)."""
+        return rss_bytes(self._pid)
 
     def complete(self, prompt: list[int], n_predict: int) -> dict:
         """One greedy completion of n_predict tokens (end of text ignored), uncached; its server-side timings."""
@@ -158,14 +178,19 @@ class LlamaCppPeer:
 
 def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) -> list[tuple[str, ...]]:
     options = {} if weights is None else {"weights": weights}
-    engine = TorchEngine.from_path(args.model, dtype, kv_budget_tokens=16384, max_batch=32,
+    baseline = rss_bytes()
+    engine = TorchEngine.from_path(args.model, dtype, kv_budget_tokens=KV_BUDGET, max_batch=32,
                                    prefill_chunk=PREFILL_TOKENS, threads=args.threads, **options)
     tag = f"[{dtype}, weights {getattr(engine, 'weights', weights or dtype)}]"
     one, eight = _prompts(engine, 1, 32), _prompts(engine, BATCH, 32)
     # A fresh prompt for every prefill (ours and the peer's): a repeated one would be served from our prefix cache.
     long_prompts = iter(_prompts(engine, 2 * args.repeats + 2, PREFILL_TOKENS))
-    floor = bandwidth / engine.model.weight_nbytes()
+    ours_bytes, peer_bytes = engine.model.weight_nbytes(), getattr(peer, "read_bytes", None)
     rows = []
+    for c in getattr(engine, "weight_choice", []):     # what auto measured at load, and so why it chose
+        rows.append((f"weights auto candidate {c.mode} [{dtype}]", "–" if c.tok_s is None else f"{c.tok_s:.1f}",
+                     "–", "–", f"perplexity {c.ppl_ratio:.4f}x fp32's" + (" (chosen)" if c.mode == engine.weights
+                                                                           else "")))
     with torch.inference_mode():
         ours_prefill(engine, next(long_prompts))   # warm-up: first calls pay one-off allocation and kernel selection
         peer.prefill(next(long_prompts))
@@ -174,8 +199,12 @@ def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) 
                      for _ in range(args.repeats)]
             ours, ref = (statistics.median(p[i] for p in pairs) for i in (0, 1))
             ratio = statistics.median(a / b for a, b in pairs)
-            rows.append((f"{label} {tag}", f"{ours:.1f}", f"{ref:.1f}", f"{ratio:.2f}x",
-                         f"{floor:.1f} ({ours / floor:.2f}x)" if prompts is one else "–"))
+            note = "–"
+            if prompts is one:
+                note = f"ours {ours * ours_bytes / bandwidth:.0%} of read bw ({ours_bytes / 1e6:.0f} MB/token)"
+                if peer_bytes:
+                    note += f", peer {ref * peer_bytes / bandwidth:.0%} ({peer_bytes / 1e6:.0f} MB/token)"
+            rows.append((f"{label} {tag}", f"{ours:.1f}", f"{ref:.1f}", f"{ratio:.2f}x", note))
         pairs = [(ours_prefill(engine, next(long_prompts)), peer.prefill(next(long_prompts)))
                  for _ in range(args.repeats)]
         ours, ref = (statistics.median(p[i] for p in pairs) for i in (0, 1))
@@ -187,7 +216,16 @@ def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) 
         copies = [kv_copy_speed(engine, kv_prompt) for _ in range(args.repeats)]
         save, load = (statistics.median(c[i] for c in copies) for i in (0, 1))
         rows.append((f"save_kv / load_kv GB/s, 4096 tokens {tag}", f"{save / 1e9:.1f} / {load / 1e9:.1f}",
-                     "–", "–", f"copy {bandwidth / 1e9:.1f}"))
+                     "–", "–", f"read bw {bandwidth / 1e9:.1f}"))
+    file_bytes = Path(args.model).stat().st_size
+    grown = rss_bytes() - baseline
+    peer_rss = peer.rss() if hasattr(peer, "rss") else None
+    kv_bytes = engine.kv.bytes_per_token * KV_BUDGET
+    rows.append((f"resident memory GB (file {file_bytes / 1e9:.2f}) {tag}", f"{grown / 1e9:.2f}",
+                 "–" if peer_rss is None else f"{peer_rss / 1e9:.2f}",
+                 "–" if peer_rss is None else f"{grown / peer_rss:.2f}x",
+                 f"ours {grown / file_bytes:.2f}x file; our KV cache {kv_bytes / 1e9:.2f} GB, "
+                 f"{(grown - kv_bytes) / file_bytes:.2f}x file without it"))
     return rows
 
 
@@ -199,30 +237,34 @@ def main() -> None:
     parser.add_argument("--peer", choices=("hf", "llamacpp"), default="hf")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--threads", type=int, default=None, help="default: the engine's (physical cores usable)")
     args = parser.parse_args()
-    if args.threads is not None:
-        if args.threads <= 0:
-            parser.error("--threads must be positive")
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
+    if args.threads is not None and args.threads <= 0:
+        parser.error("--threads must be positive")
+    threads = args.threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
     path = default_model_path() if args.model is None else Path(args.model)
-    bandwidth = memory_bandwidth()
+    args.model = str(path)
+    bandwidths = {n: read_bandwidth(n) for n in sorted({1, threads})}
+    bandwidth = max(bandwidths.values())
     configs = [(dtype, weights) for dtype in args.dtypes.split(",")
                for weights in (args.weights.split(",") if args.weights else [None])]
     rows = []
     if args.peer == "llamacpp":
         log = Path(tempfile.gettempdir()) / "engine_bench_llama_server.log"
         with LlamaServer(log, slots=BATCH, threads=threads, ctx_per_slot=1024, model=str(path)) as server:
-            peer = LlamaCppPeer(server)
+            peer = LlamaCppPeer(server, path)
             rows = [row for dtype, weights in configs for row in bench_config(dtype, weights, peer, args, bandwidth)]
     else:
         for dtype, weights in configs:
             rows += bench_config(dtype, weights, HFPeer(path, dtype), args, bandwidth)
     name = LlamaCppPeer.name if args.peer == "llamacpp" else HFPeer.name
-    header = ("metric", "ours", name, f"ours/{name}", "floor (ours/floor)")
+    header = ("metric", "ours", name, f"ours/{name}", "notes")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    print(f"threads={threads}  memory bandwidth={bandwidth / 1e9:.1f} GB/s (copy, read+write)  model={path.name}")
+    print(cpu_line())
+    print(f"threads={threads}  read bandwidth " + ", ".join(f"{n} thread(s) {b / 1e9:.1f} GB/s" for n, b in
+          bandwidths.items()) + f" (median 1 GiB sums; using {bandwidth / 1e9:.1f})  model={path.name} "
+          f"({path.stat().st_size / 1e9:.2f} GB)  load avg {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
     for row in [header, tuple("-" * w for w in widths)] + rows:
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 

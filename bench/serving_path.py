@@ -1,13 +1,15 @@
 """python -m bench.serving_path: what the kernel path costs a decoding sequence, against the bare engine.
 
     python -m bench.serving_path [--batches 1,4,8] [--new-tokens 64] [--repeats 3] [--dtype bfloat16] [--weights int4]
-                                 [--peer llamacpp]
+                                 [--peer llamacpp] [--model PATH.gguf] [--threads N]
 
 For each batch size N: the bare engine in this process is given N sequences at once (200-word prompts, ignore_eos)
 and each sequence's ms/token is the time between its first and last token over the tokens between; then aiosd (its
 own process, same engine options) serves N agent processes (each its own OS process, streaming one generate call with
 the same prompt and length) and each agent's ms/token is measured the same way, from its streamed tokens. Overhead = kernel ms/token over bare
 ms/token − 1, medians over sequences and --repeats runs. Both runs happen here, one after the other, on the same cores.
+--model: a GGUF other than the bundled one (e.g. bench/make_gguf.py's); --threads: the thread count of the bare engine,
+aiosd's (through $AIOS_THREADS) and the peer, by default the engine's default (physical cores usable).
 
 --peer llamacpp adds llama.cpp's server (bench/llama_server.py, same GGUF, same threads, one slot per agent of the
 largest batch) given the same N prompts (as token ids) at once: its ms/token per sequence is its own server-side
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--weights", default="int4", help="weights mode of both engines (aiosd --weights)")
     parser.add_argument("--peer", choices=("llamacpp",), default=None, help="also measure llama.cpp's server")
+    parser.add_argument("--model", default=None, help="GGUF file (default: the bundled SmolLM2)")
+    parser.add_argument("--threads", type=int, default=None, help="default: the engine's (physical cores usable)")
     parser.add_argument("--agent", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--address", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -129,15 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     from bench.engine_bench import LlamaCppPeer
     from bench.llama_server import LlamaServer
     batches = [int(b) for b in args.batches.split(",")]
-    threads = len(os.sched_getaffinity(0))      # aiosd's engine uses every core too
-    from kernel.engine.factory import load_engine
+    from kernel.engine.factory import THREADS_ENV, default_threads, load_engine
+    threads = args.threads or default_threads()
+    os.environ[THREADS_ENV] = str(threads)     # aiosd (a child) takes the same count
     bare: dict[int, list[float]] = {b: [] for b in batches}
     served: dict[int, list[float]] = {b: [] for b in batches}
     agent_cpu: dict[int, list[float]] = {b: [] for b in batches}
     # the options aiosd gets below: the same prompts every round must not be served from a prefix cache in one of
     # them (with it on, the bare engine skipped every prompt after the first round)
-    engine = load_engine("torch", dtype=args.dtype, threads=threads, kv_budget_tokens=8192, weights=args.weights,
-                         prefix_cache=False)
+    engine = load_engine("torch", model=args.model, dtype=args.dtype, threads=threads, kv_budget_tokens=8192,
+                         weights=args.weights, prefix_cache=False)
     peer_ms: dict[int, list[float]] = {b: [] for b in batches}
     served_total: dict[int, list[float]] = {b: [] for b in batches}
     peer_total: dict[int, list[float]] = {b: [] for b in batches}
@@ -145,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         address = f"ipc://{tmp}/kernel.sock"
         options = {"dtype": args.dtype, "weights": args.weights, "kv-budget": 8192, "retention": "off",
                    "prefix-cache": "off"}
+        if args.model:
+            options["model"] = args.model
         stack.enter_context(KernelProcess(address, options, Path(tmp) / "aiosd.log"))
         peer = None
         if args.peer == "llamacpp":
             server = stack.enter_context(LlamaServer(Path(tmp) / "llama-server.log", slots=max(batches),
-                                                     threads=threads, ctx_per_slot=1024))
-            peer = LlamaCppPeer(server)
+                                                     threads=threads, ctx_per_slot=1024, model=args.model))
+            peer = LlamaCppPeer(server, Path(args.model) if args.model else None)
             peer.complete(engine.tokenize(_prompt(-1)), 8)                    # warm-up
         for _ in range(args.repeats):          # alternate them, so drift on a shared machine hits each
             for batch in batches:
