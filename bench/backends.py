@@ -24,12 +24,21 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def _operator_token(address: str) -> str:
+    from ipc import runtime_dir
+    from ipc.address import admin_token_path
+    return runtime_dir.read_secret(admin_token_path(address)).decode()
+
+
 class KernelBackend:
     """LLM calls as syscalls to a running aiosd."""
 
     def __init__(self, address: str, name: str, priority: int):
         from sdk import connect
-        self._kernel = connect(address, name=name, priority=priority)
+        # above the default a priority is the operator's to give (proc.renice): the bench started this kernel and
+        # holds its admin token, as `aios run` would hold a grant
+        token = _operator_token(address) if priority > 0 else None
+        self._kernel = connect(address, name=name, priority=priority, token=token)
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
         completion = self._kernel.generate(prompt, full=True, max_tokens=max_tokens, temperature=0.0,

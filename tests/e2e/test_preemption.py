@@ -31,12 +31,12 @@ def test_high_priority_call_preempts_and_the_victim_resumes_token_identical(tmp_
         finished, results = [], {}
 
         def background():
-            with connect(address, name="background", priority=0) as low:
+            with connect(address, name="background", priority=-5) as low:
                 results["low"] = low.generate(PROMPT, max_tokens=LONG, ignore_eos=True)
             finished.append("low")
 
         thread = threading.Thread(target=background)
-        with connect(address, name="interactive", priority=5) as high:
+        with connect(address, name="interactive", priority=0) as high:
             thread.start()
             wait_until(lambda: high.stats()["requests_running"] == 1, timeout_s=300, what="background call running")
             results["high"] = high.generate("The capital of France is", max_tokens=SHORT, ignore_eos=True)
@@ -55,7 +55,7 @@ def test_high_priority_call_preempts_and_the_victim_resumes_token_identical(tmp_
 LOW_AGENT = f"""
 import sys
 from sdk import connect
-with connect(sys.argv[1], name="victim", priority=0) as k:
+with connect(sys.argv[1], name="victim", priority=-5) as k:
     for _ in k.stream(prompt={PROMPT!r}, max_tokens=1000, ignore_eos=True):
         pass
 """
@@ -85,7 +85,7 @@ def test_agent_killed_while_its_snapshot_sits_in_the_arena_has_it_freed(tmp_path
 
 
 def _generate(address, prompt, max_tokens, served):
-    with connect(address, name="interactive", priority=5) as high:
+    with connect(address, name="interactive", priority=0) as high:
         served.append(high.generate(prompt, max_tokens=max_tokens, ignore_eos=True, full=True).usage.completion_tokens)
 
 

@@ -71,7 +71,7 @@ def test_the_pid_is_the_connections_not_the_one_claimed(kernel):
 
 def test_own_agents_include_another_connection_of_the_same_process(kernel):
     with connect(kernel.address, name="one") as one, connect(kernel.address, name="two") as two:
-        two.renice(one.agent_id, 5)
+        two.renice(one.agent_id, -5)
         assert {a.name for a in two.ps()} == {"one", "two"}
         two.kill(one.agent_id)
         with pytest.raises(KernelError) as killed:

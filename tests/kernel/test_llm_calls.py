@@ -108,7 +108,7 @@ class RecordingScheduler(FifoScheduler):
 def test_scheduler_sees_true_request_views(tmp_path):
     scheduler = RecordingScheduler()
     with InProcessKernel(f"ipc://{tmp_path}/k.sock", FakeEngine(max_batch=1), scheduler) as kernel:
-        first, second = connect(kernel.address, priority=2), connect(kernel.address)
+        first, second = connect(kernel.address, priority=-8), connect(kernel.address)
         kernel.engine.stalled = True      # "first" holds the only batch slot until "second" waits behind it
         calls = [threading.Thread(target=first.generate, args=("first",), kwargs={"max_tokens": 40, "priority": 3}),
                  threading.Thread(target=second.generate, args=("second",), kwargs={"max_tokens": 3})]
@@ -123,7 +123,7 @@ def test_scheduler_sees_true_request_views(tmp_path):
             call.join(60)
         first.close(), second.close()
     mine = [v for v in scheduler.views if v.agent_id == first.agent_id]
-    assert mine and all(v.priority == 5 and v.prompt_tokens == 5 and v.max_tokens == 40 for v in mine)
+    assert mine and all(v.priority == -5 and v.prompt_tokens == 5 and v.max_tokens == 40 for v in mine)
     running = [v for v in mine if v.state.value == "running"]
     assert running and all(v.slice_tokens == v.output_tokens for v in running)
     assert all(v.agent_service == v.prompt_tokens + v.output_tokens for v in running)

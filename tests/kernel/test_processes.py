@@ -31,11 +31,11 @@ def test_cancel_ends_the_call_with_an_error_and_frees_its_kv(kernel):
 
 
 def test_ps_and_renice(kernel):
-    with connect(kernel.address, name="one", priority=1) as one, connect(kernel.address, name="two") as two:
+    with connect(kernel.address, name="one", priority=-1) as one, connect(kernel.address, name="two") as two:
         one.generate("x", max_tokens=3)
-        two.renice(one.agent_id, 7)
+        two.renice(one.agent_id, -7)      # lowering its own agent needs no capability
         table = {a.name: a for a in two.ps()}
-        assert table["one"].priority == 7 and table["one"].pid == os.getpid()
+        assert table["one"].priority == -7 and table["one"].pid == os.getpid()
         assert table["one"].service_tokens == 1 + 3
         assert [(r.state, r.prompt_tokens, r.output_tokens) for r in table["one"].requests] == [("done", 1, 3)]
         with pytest.raises(KernelError) as caught:

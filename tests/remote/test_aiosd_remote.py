@@ -84,9 +84,9 @@ def _call(address: str, name: str, priority: int, max_tokens: int, order: list, 
 def test_calls_beyond_the_replica_slots_wait_in_the_kernel_and_run_in_priority_order(one_slot):
     order, results = [], {}
     with connect(one_slot.address, name="watcher") as watcher:
-        threads = [_call(one_slot.address, "first", 10, 24, order, results)]     # outranks all: never preempted
+        threads = [_call(one_slot.address, "first", 0, 24, order, results)]     # outranks all: never preempted
         wait_until(lambda: watcher.stats()["requests_running"] == 1, timeout_s=60, what="the first call running")
-        for n, (name, priority) in enumerate((("p1", 1), ("p3", 3), ("p5", 5)), start=1):   # lowest arrives first
+        for n, (name, priority) in enumerate((("p1", -5), ("p3", -3), ("p5", -1)), start=1):   # lowest arrives first
             threads.append(_call(one_slot.address, name, priority, 4, order, results))
             wait_until(lambda: watcher.stats()["requests_waiting"] == n, timeout_s=60, what=f"{name} queued")
         for t in threads:
