@@ -265,3 +265,28 @@ def test_tiny_model_makes_valid_calls_in_its_format(tmp_path, family, template):
                 assert len(calls) == 1 and result.reason == FinishReason.STOP
             if isinstance(choice, dict):
                 assert {c.name for c in calls} == {"calc"}
+
+
+# ---- a GGUF's tokenizer: Qwen's call markers are whole tokens, Llama's turn ends stop a sequence ----------------------
+def _gguf_meta(extra_tokens: list[tuple[str, int]], template: str, **ids) -> dict:
+    vocab = json.loads(build_tokenizer().to_str())["model"]
+    tokens = [t for t, _ in sorted(vocab["vocab"].items(), key=lambda kv: kv[1])]
+    types = [3 if t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>") else 1 for t in tokens]
+    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens + [t for t, _ in extra_tokens],
+            "tokenizer.ggml.token_type": types + [k for _, k in extra_tokens],
+            "tokenizer.ggml.merges": [m if isinstance(m, str) else " ".join(m) for m in vocab["merges"]],
+            "tokenizer.chat_template": template, **{f"tokenizer.ggml.{k}": v for k, v in ids.items()}}
+
+
+def test_gguf_user_defined_tokens_are_whole_and_turn_ends_stop():
+    meta = _gguf_meta([("<tool_call>", 4), ("</tool_call>", 4), ("<|eot_id|>", 3), ("<|eom_id|>", 3)],
+                      TEMPLATES["qwen2.5"], eos_token_id=2, eot_token_id=400, eom_token_id=401)
+    tok = TextTokenizer.from_gguf_metadata(meta)
+    call_open, call_close = (meta["tokenizer.ggml.tokens"].index(t) for t in ("<tool_call>", "</tool_call>"))
+    assert tok.tool_format is QWEN and tok.eos_ids == (2, 400, 401)
+    ids = prepare_chat(tok, HISTORY, TOOLS, "auto").prompt_ids
+    rendered = tok.decode(ids)
+    # every marker the template writes (instructions and the past call) is the single token the model knows
+    assert ids.count(call_open) == rendered.count("<tool_call>") == 3
+    assert ids.count(call_close) == rendered.count("</tool_call>") == 3
+    assert tok.decode([call_open]) == "<tool_call>"       # not special: the reply keeps it, so its calls parse

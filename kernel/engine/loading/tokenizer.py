@@ -74,14 +74,23 @@ class TextTokenizer:
         tok = Tokenizer(bpe)
         tok.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
         tok.decoder = decoders.ByteLevel()
-        # Control tokens (<|im_start|>...) must match as whole tokens in text, never be split by BPE.
-        control = 3
+        # Control tokens (<|im_start|>...) must match as whole tokens in text, never be split by BPE. User-defined
+        # ones (the file's added tokens that are not special: Qwen's <tool_call> and </tool_call>) are whole tokens too,
+        # as HF's tokenizer matches them: its tools prompt and past calls must encode as the model saw them.
+        control, user_defined = 3, 4
         types = meta.get("tokenizer.ggml.token_type", [])
         tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
                                 for i, t in enumerate(types) if t == control])
+        tok.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
+                        for i, t in enumerate(types) if t == user_defined])
         eos = meta.get("tokenizer.ggml.eos_token_id")
+        # Llama 3.x ends a turn with <|eot_id|> (and a tool call of its built-in tools with <|eom_id|>), which files
+        # converted from the base model's config name apart from eos: every one of them ends a sequence.
+        ends = [meta.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                                      "tokenizer.ggml.eom_token_id")]
+        eos_ids = tuple(dict.fromkeys(int(i) for i in ends if i is not None))
         template = meta.get("tokenizer.chat_template")
-        return cls(tok, (int(eos),) if eos is not None else (),
+        return cls(tok, eos_ids,
                    ChatTemplate(template, bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
                                 eos_token=_token(tokens, eos)) if template else None)
 
