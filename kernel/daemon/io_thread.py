@@ -127,9 +127,19 @@ class SocketServer:
                 break
             frames = self._outbox.recv_multipart()
             if frames == [b""]:
+                self._drain_outbox()
                 return False
             self._send(frames)
         return True
+
+    def _drain_outbox(self) -> None:
+        """At stop: send what the other threads queued before it. The stop comes from the loop's own outbox after the
+        service workers stopped, but each thread pushes through its own socket and the PULL side takes them fairly, not
+        in time order, so a worker's last replies can still wait behind the stop; they are all queued by then."""
+        while self._outbox.get(zmq.EVENTS) & zmq.POLLIN:
+            frames = self._outbox.recv_multipart()
+            if frames != [b""]:
+                self._send(frames)
 
     def _send(self, frames: list[bytes]) -> None:
         identity = frames[0]

@@ -136,7 +136,7 @@ def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security:
     try:
         loop.run()
     finally:
-        services.stop()            # queued memory and file calls finish and are answered first
+        services.stop()            # calls in flight finish; queued ones are answered `shutdown` at once
         outbox.stop_server()
         server.join()
         access.tokens.close()
