@@ -18,7 +18,8 @@ Each line of the table is the median over --rounds measurements; ratios are agai
 The last column is the CPU the flooder's own process and aiosd used during the measurement (cores): on 2 cores a
 flooder that keeps one core busy by itself leaves the engine's two threads one core, whatever the kernel does.
 Targets (issue 17): decode >= 0.8x solo and service calls within the victim's fair share with one flooder on 2 cores.
-The kernel's shutdown time with full queues (SIGTERM to exit, while a flooder keeps its queues full) ends the table.
+These flooders are hostile (a new call for every answer, busy or not, from a process of their own);
+bench/service_fairness.py measures a polite one that keeps its lane full, and shutdown with full queues.
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ from bench.fuzz import ObservedKernel
 FLOODS = ("fs_write", "mem_add", "share", "denials", "dirs", "conns")
 WINDOW = 1500                    # calls a flooder keeps in flight
 VICTIM_TOKENS = 48
-SHUTDOWN_WAIT_S = 120.0
 SERVICE_KERNEL = {"memory": "on", "storage": "on", "tools": "off", "log-level": "warning"}
 
 
@@ -152,7 +152,6 @@ def run(floods: list[str], rounds: int, model: str | None = None) -> list[tuple]
                     rows.append((kind, loaded, solo))
                     print(f"  {kind}: decode {loaded['decode']:.1f} tok/s, read {loaded['read'] * 1e3:.1f} ms, "
                           f"search {loaded['search'] * 1e3:.1f} ms; kernel alive: {aiosd.alive()}", flush=True)
-            rows.append(("shutdown", {"s": _shutdown_with_full_queues(aiosd, victim_space)}, None))
     return rows
 
 
@@ -163,30 +162,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _shutdown_with_full_queues(aiosd: ObservedKernel, victim_space: str) -> float:
-    spawn = multiprocessing.get_context("spawn")
-    flooding, stop = spawn.Event(), spawn.Event()
-    process = spawn.Process(target=flooder, args=(aiosd.address, "mem_add", victim_space, flooding, stop))
-    process.start()
-    flooding.wait(300)
-    start = time.perf_counter()
-    aiosd.stop(timeout_s=SHUTDOWN_WAIT_S)       # killed past it: reported as not stopped
-    elapsed = time.perf_counter() - start
-    stop.set()
-    process.join(60)
-    return elapsed
-
-
 def report(rows: list[tuple]) -> None:
     print("\n| flood | victim decode tok/s | x solo | fs.read ms | x solo | mem.search ms | x solo | cores: flooder "
           "process / aiosd |")
     print("|---|---|---|---|---|---|---|---|")
     for kind, values, solo in rows:
-        if kind == "shutdown":
-            stopped = values["s"] < SHUTDOWN_WAIT_S
-            print("\nshutdown with full memory queues (SIGTERM to exit): "
-                  + (f"{values['s']:.1f} s" if stopped else f"not within {SHUTDOWN_WAIT_S:.0f} s (killed)"))
-            continue
         ratio = (lambda key: f"{values[key] / solo[key]:.2f}") if solo else (lambda key: "1.00")
         print(f"| {kind} | {values['decode']:.1f} | {ratio('decode')} | {values['read'] * 1e3:.1f} | {ratio('read')} "
               f"| {values['search'] * 1e3:.1f} | {ratio('search')} | "
