@@ -9,7 +9,8 @@ Three aiosd runs (each its own daemon: the checks need different batch limits), 
    if the victim's text equals the uninterrupted one, the kernel counts a preemption and a resume, bytes were loaded
    from the arena and no token was recomputed.
 2. preemption (--max-batch 4): 6 priority-0 agents (4 run, 2 wait), then 2 priority-5 agents. Holds if both priority-5
-   calls finish before any priority-0 one, every call returns its full length, the kernel preempted at least twice and
+   calls are among the first 4 to finish (of the 4 slots, they take 2 by preemption; only the 2 priority-0 calls left
+   running beside them may end first), every call returns its full length, the kernel preempted at least twice and
    restored from the arena. Reported, not required: how many priority-0 texts equal their solo runs (a GPU's kernels
    may round differently at another batch size, so a near-tie token may flip; the snapshot phase is the exact check).
 3. decode (--max-batch 8): one agent, then 8 at once, --decode-tokens each; per call decode rate from the kernel's own
@@ -36,6 +37,7 @@ LOW_PROMPTS = ["The history of the printing press begins", "Rivers carve valleys
                "In the harbour the ships", "Photosynthesis turns light into", "The rules of chess say"]
 HIGH_PROMPTS = ["The capital of France is", "Two plus two equals"]
 HIGH_PRIORITY = 5
+HIGH_TOKENS = 8
 TIMEOUT_S = 300.0
 
 
@@ -99,14 +101,14 @@ def preemption_phase(args) -> dict:
         with connect(address, name="observer") as observer, ThreadPoolExecutor(8) as pool:
             lows = [pool.submit(call, f"low{i}", p, args.tokens, 0) for i, p in enumerate(LOW_PROMPTS)]
             wait_until(lambda: observer.stats()["requests_running"] == 4, TIMEOUT_S, "4 priority-0 calls running")
-            highs = [pool.submit(call, f"high{i}", p, 16, HIGH_PRIORITY) for i, p in enumerate(HIGH_PROMPTS)]
+            highs = [pool.submit(call, f"high{i}", p, HIGH_TOKENS, HIGH_PRIORITY) for i, p in enumerate(HIGH_PROMPTS)]
             low_out = [f.result(timeout=TIMEOUT_S) for f in lows]
             high_out = [f.result(timeout=TIMEOUT_S) for f in highs]
             stats = observer.stats()
     order = [name for name, _ in sorted(finished, key=lambda item: item[1])]
-    checks = {"priority_5_first": set(order[:2]) == {"high0", "high1"},
+    checks = {"priority_5_within_first_4": {"high0", "high1"} <= set(order[:4]),
               "full_lengths": all(c.usage.completion_tokens == args.tokens for c in low_out)
-              and all(c.usage.completion_tokens == 16 for c in high_out),
+              and all(c.usage.completion_tokens == HIGH_TOKENS for c in high_out),
               "preempted_twice": stats["preemptions"] >= 2,
               "restored_from_arena": stats["snapshot_bytes_loaded"] > 0}
     return {"ok": all(checks.values()), **checks, "finish_order": order, "preemptions": stats["preemptions"],
