@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import gguf
@@ -251,22 +252,26 @@ def main() -> None:
     bandwidth = max(bandwidths.values())
     configs = [(dtype, weights) for dtype in args.dtypes.split(",")
                for weights in (args.weights.split(",") if args.weights else [None])]
-    rows = []
-    if args.peer == "llamacpp":
-        log = Path(tempfile.gettempdir()) / "engine_bench_llama_server.log"
-        with LlamaServer(log, slots=BATCH, threads=threads, ctx_per_slot=1024, model=str(path)) as server:
-            peer = LlamaCppPeer(server, path)
-            rows = [row for dtype, weights in configs for row in bench_config(dtype, weights, peer, args, bandwidth)]
-    else:
-        for dtype, weights in configs:
-            rows += bench_config(dtype, weights, HFPeer(path, dtype), args, bandwidth)
-    name = LlamaCppPeer.name if args.peer == "llamacpp" else HFPeer.name
-    header = ("metric", "ours", name, f"ours/{name}", "notes")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     print(cpu_line())
     print(f"threads={threads}  read bandwidth " + ", ".join(f"{n} thread(s) {b / 1e9:.1f} GB/s" for n, b in
           bandwidths.items()) + f" (median 1 GiB sums; using {bandwidth / 1e9:.1f})  model={path.name} "
-          f"({path.stat().st_size / 1e9:.2f} GB)  load avg {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
+          f"({path.stat().st_size / 1e9:.2f} GB)", flush=True)
+    name = LlamaCppPeer.name if args.peer == "llamacpp" else HFPeer.name
+    with ExitStack() as stack:
+        if args.peer == "llamacpp":
+            log = Path(tempfile.gettempdir()) / "engine_bench_llama_server.log"
+            server = stack.enter_context(LlamaServer(log, slots=BATCH, threads=threads, ctx_per_slot=1024,
+                                                     model=str(path)))
+            peer = LlamaCppPeer(server, path)
+        for dtype, weights in configs:     # each config's table as soon as it is measured (large models: minutes)
+            rows = bench_config(dtype, weights, peer if args.peer == "llamacpp" else HFPeer(path, dtype), args,
+                                bandwidth)
+            print_table(("metric", "ours", name, f"ours/{name}", "notes"), rows)
+            print("load average " + " ".join(f"{x:.1f}" for x in psutil.getloadavg()), flush=True)
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths)] + rows:
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 
