@@ -44,6 +44,9 @@ class RequestView:
     # admission takes (Engine.blocks_needed: prompt + output + the next token, less shared prefix blocks); for a
     # running one, the blocks preempting it frees (Engine.blocks_held). Required by the capacity arithmetic below.
     kv_blocks: int | None = None
+    # Kernel step at which the agent's program made its first call (plas orders a level by program start); None when
+    # the kernel does not track it, and policies fall back to the call's arrival.
+    program_arrival: int | None = None
 
     @property
     def blocks(self) -> int:

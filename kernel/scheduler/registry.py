@@ -4,12 +4,13 @@ from __future__ import annotations
 from kernel.scheduler.base import Scheduler
 from kernel.scheduler.fifo import FifoScheduler
 from kernel.scheduler.las import LeastAttainedServiceScheduler
+from kernel.scheduler.plas import ProgramLASScheduler
 from kernel.scheduler.priority import PriorityScheduler
 from kernel.scheduler.rr import RoundRobinScheduler
 from kernel.scheduler.sjf import ShortestJobScheduler
 
 SCHEDULERS = {cls.name: cls for cls in (FifoScheduler, RoundRobinScheduler, PriorityScheduler, ShortestJobScheduler,
-                                        LeastAttainedServiceScheduler)}
+                                        LeastAttainedServiceScheduler, ProgramLASScheduler)}
 
 
 def make_scheduler(name: str, **options) -> Scheduler:

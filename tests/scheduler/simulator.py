@@ -53,6 +53,7 @@ class Simulation:
     now: int = 0
     requests: dict[str, SimRequest] = field(default_factory=dict)
     agent_service: dict[str, int] = field(default_factory=dict)
+    program_start: dict[str, int] = field(default_factory=dict)   # agent -> arrival of its first call (plas)
     preemptions: int = 0              # planned by the policy
     engine_preemptions: int = 0       # made by the engine, out of blocks for a decode
     trace: list[list[str]] = field(default_factory=list)       # running ids after each plan
@@ -66,6 +67,7 @@ class Simulation:
     def submit(self, req: SimRequest) -> None:
         req.waiting_since = req.arrival
         self.requests[req.req_id] = req
+        self.program_start[req.agent_id] = min(req.arrival, self.program_start.get(req.agent_id, req.arrival))
 
     def view(self, req: SimRequest) -> RequestView:
         # What the kernel asks the engine: blocks held if running, else blocks its admission and first decode take.
@@ -74,7 +76,8 @@ class Simulation:
                            arrival=req.arrival, prompt_tokens=req.prompt_tokens, max_tokens=req.max_tokens,
                            output_tokens=req.output_tokens, slice_tokens=req.slice_tokens,
                            waiting_since=req.waiting_since, agent_service=self.agent_service.get(req.agent_id, 0),
-                           predicted_tokens=req.predicted_tokens, kv_blocks=kv_blocks)
+                           predicted_tokens=req.predicted_tokens, kv_blocks=kv_blocks,
+                           program_arrival=self.program_start.get(req.agent_id))
 
     def _in(self, *states: ReqState) -> list[SimRequest]:
         return [r for r in self.requests.values() if r.state in states and r.arrival <= self.now]
