@@ -12,6 +12,7 @@ engine's floor is greedy, a stop list holds at most MAX_STOP_STRINGS strings of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
 from ipc.schema import bounded
@@ -79,6 +80,22 @@ class ChatMessage:
     tool_call_id: str | None = bounded(None, max_len=64)     # a tool message: the call it answers
 
 
+class ResponseFormatType(str, Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"         # any JSON object
+    JSON_SCHEMA = "json_schema"         # a JSON document valid against schema
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponseFormat:
+    """What the answer's text must be (OpenAI's response_format, flattened): enforced by the constrained decoder, so
+    the text parses and validates (unless cut short at max_tokens). A schema's size is bounded by the frame's."""
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict | None = None          # json_schema only: the JSON schema
+    name: str = bounded("response", max_len=MAX_NAME_CHARS)
+    strict: bool = True
+
+
 @dataclass(frozen=True, kw_only=True)
 class Chat(LLMCall):
     messages: list[ChatMessage] = bounded(max_items=MAX_MESSAGES)
@@ -86,6 +103,8 @@ class Chat(LLMCall):
     tools: list[dict] = bounded(factory=list, max_items=MAX_TOOLS)
     # "auto" (text or a call), "required" (a call), "none", or {"type": "function", "function": {"name": ...}}
     tool_choice: str | dict = "auto"
+    parallel_tool_calls: bool = False   # the model may make several calls in one answer (where its format allows)
+    response_format: ResponseFormat | None = None     # the text answer's shape (tool calls keep theirs)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,8 @@ import zmq
 
 from ipc.address import default_address, ipc_path
 from ipc.codec import Envelope, encode, type_reply, unpack_reply
-from ipc.messages import REPLY_ERROR, REPLY_RESULT, Cancel, Chat, ChatMessage, Generate, Heartbeat, Hello
+from ipc.messages import (REPLY_ERROR, REPLY_RESULT, Cancel, Chat, ChatMessage, Generate, Heartbeat, Hello,
+                          ResponseFormat)
 from sdk.errors import KernelError, KernelTimeout, KernelUnavailable
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -59,7 +60,23 @@ def hello_body(name: str, priority: int, token: str | None, ephemeral: bool) -> 
 def chat_body(messages: list[dict], options: dict) -> Chat:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    if isinstance(options.get("response_format"), dict):
+        options = {**options, "response_format": response_format(options["response_format"])}
     return Chat(messages=[ChatMessage(**m) for m in messages], **options)
+
+
+def response_format(spec: dict) -> ResponseFormat:
+    """OpenAI's response_format ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name", "schema",
+    "strict"}}, {"type": "text"}) as the protocol's ResponseFormat; ValueError if it is none of those."""
+    kind = spec.get("type")
+    if kind in ("text", "json_object"):
+        return ResponseFormat(type=kind)
+    inner = spec.get("json_schema")
+    if kind != "json_schema" or not isinstance(inner, dict) or not isinstance(inner.get("schema", {}), (dict, bool)):
+        raise ValueError('response_format must be {"type": "text" | "json_object"} or {"type": "json_schema", '
+                         '"json_schema": {"name": ..., "schema": {...}}}')
+    return ResponseFormat(type=kind, schema=inner.get("schema", {}), name=str(inner.get("name") or "response"),
+                          strict=bool(inner.get("strict", True)))
 
 
 def generate_body(prompt: str, options: dict) -> Generate:

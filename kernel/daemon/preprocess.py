@@ -22,6 +22,7 @@ from ipc.messages import Chat, Generate
 from kernel.daemon.inbound import Inbound, Inbox
 from kernel.daemon.outbox import Outbox
 from kernel.engine.core.interface import EngineError
+from kernel.engine.structured.response_format import response_format_grammar, response_schema
 from kernel.engine.structured.tool_calls import tool_call_grammar
 from kernel.engine.structured.tool_prompt import render_tool_prompt
 
@@ -35,7 +36,7 @@ MAX_CHARS_PER_TOKEN = 64      # no vocabulary entry is longer: more characters t
 @dataclass(frozen=True)
 class Prepared:
     prompt_ids: list[int]
-    grammar: str | None = None       # tools offered: the call the model makes must follow it
+    grammar: str | None = None       # tools offered or a response format: the answer must follow it
     parse_tools: bool = False
 
 
@@ -63,9 +64,14 @@ class PromptPreparer:
         if isinstance(call, Chat):
             messages = [_as_dict(m) for m in call.messages]
             try:
+                structured = response_schema(call.response_format) is not None
                 if call.tools and call.tool_choice != "none":
-                    grammar = tool_call_grammar(call.tools, call.tool_choice)
+                    # with a response format, "auto" is a call or the structured answer (response_format.py)
+                    choice = "required" if structured and call.tool_choice == "auto" else call.tool_choice
+                    grammar = tool_call_grammar(call.tools, choice, call.parallel_tool_calls)
                     parse_tools = True
+                if structured:
+                    grammar = response_format_grammar(call.response_format, grammar)
                 if parse_tools or any(m.role == "tool" or m.tool_calls for m in call.messages):
                     messages = render_tool_prompt(messages, call.tools if parse_tools else None, call.tool_choice)
             except EngineError as error:

@@ -4,7 +4,8 @@ Strict types (a string is not a number, a number not a bool), non-finite floats 
 protocol bounds it (ipc/messages.py) or tighter where OpenAI's own range is tighter (temperature 0..2): whatever a
 client sends, a bad value is a 400 naming the field, never a frame the SDK cannot encode. Unknown fields are ignored
 (clients send many optional ones); known ones the kernel cannot honour (n > 1, logprobs, echo, suffix, best_of,
-non-text content, response_format other than text) are refused with a 400 rather than silently ignored.
+non-text content) are refused with a 400 rather than silently ignored. response_format (json_object, json_schema)
+goes to the kernel's constrained decoder, which refuses the schema keywords it cannot enforce (a 400 naming them).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ipc.messages import MAX_MESSAGES, MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TOKENS_LIMIT, MAX_TOOLS
+from ipc.messages import ResponseFormat
 from sdk.gateway.errors import bad_request
+from sdk.protocol import response_format
 
 MAX_BODY_BYTES = 8 << 20      # twice the kernel's frame limit: a larger body cannot be a call the kernel takes
 
@@ -107,6 +110,7 @@ class ChatRequest(Sampling):
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
     logprobs: Literal[False] | None = None
     response_format: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None       # several calls in one answer only when asked for (see app.py)
 
     def kernel_messages(self) -> list[dict]:
         out = []
@@ -121,13 +125,15 @@ class ChatRequest(Sampling):
         return out
 
     def kernel_options(self) -> dict:
-        if self.response_format not in (None, {"type": "text"}):
-            raise bad_request("response_format: only {\"type\": \"text\"} is supported", "response_format")
         options = self.options(self.max_completion_tokens or self.max_tokens)
         if self.tools:
             options["tools"] = [t.model_dump(exclude_none=True) for t in self.tools]
         if self.tool_choice is not None:
             options["tool_choice"] = self.tool_choice
+        if self.parallel_tool_calls and self.tools:
+            options["parallel_tool_calls"] = True
+        if self.response_format is not None:
+            options["response_format"] = kernel_response_format(self.response_format)
         return options
 
     @property
@@ -149,6 +155,15 @@ class CompletionRequest(Sampling):
 
     def kernel_options(self) -> dict:
         return self.options(self.max_tokens)
+
+
+def kernel_response_format(spec: dict) -> ResponseFormat:
+    """OpenAI's response_format as the kernel's, or a 400 (the kernel refuses schemas it cannot enforce, naming
+    what it cannot, also a 400)."""
+    try:
+        return response_format(spec)
+    except (ValueError, TypeError) as error:
+        raise bad_request(f"response_format: {error}"[:300], "response_format") from None
 
 
 def parse(model: type[BaseModel], body: bytes):
