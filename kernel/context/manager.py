@@ -107,6 +107,15 @@ class ContextManager:
         for req_id in [r for r, agent in self._agent_of.items() if agent == agent_id]:
             self.drop_request(req_id)
         self._free(Kind.RETAINED, agent_id)
+        self._policy.agent_gone(agent_id)
+
+    def tool_started(self, agent_id: str, tool: str) -> None:
+        """The kernel started a tool call for agent_id (its retained context is then expected back after it)."""
+        self._policy.tool_started(agent_id, tool)
+
+    def tool_finished(self, agent_id: str, tool: str) -> None:
+        """The kernel's tool call for agent_id answered."""
+        self._policy.tool_finished(agent_id, tool)
 
     def stats(self) -> dict:
         kinds = [kind for kind, _ in self._records]

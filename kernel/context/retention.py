@@ -35,6 +35,16 @@ class RetentionPolicy:
     def should_retain(self, nbytes: int, arena_bytes: int) -> bool:
         return nbytes <= self.max_share * arena_bytes
 
+    # An agent's program going in and out of tool calls: LRU ignores it (kernel/context/tool_retention.py does not).
+    def tool_started(self, agent_id: str, tool: str) -> None:
+        pass
+
+    def tool_finished(self, agent_id: str, tool: str) -> None:
+        pass
+
+    def agent_gone(self, agent_id: str) -> None:
+        pass
+
     def victims(self, residents: list[Resident]) -> list[Resident]:
         """Residents to evict, in order, until an incoming record fits (the caller stops as soon as it does)."""
         retained = [r for r in residents if r.kind is Kind.RETAINED]
