@@ -9,7 +9,7 @@ The format is the model's (tokenizer.tool_format, chosen from its chat template 
 - GENERIC: tool_prompt.py puts the tools in a system message and rewrites the tool traffic into plain turns.
 tool_choice "none" offers no tools (no tools section, no grammar) and the reply is not parsed for calls; "required"
 or a named function is enforced by the grammar (a native template gets only the selected tools). parallel_tool_calls
-lets a format that allows several calls in a row take them (QWEN, GENERIC); LLAMA3_JSON makes one call.
+lets a format that allows several calls in a row take them (QWEN); GENERIC and LLAMA3_JSON make one call.
 """
 from __future__ import annotations
 

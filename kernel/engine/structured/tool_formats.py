@@ -3,7 +3,9 @@ parser that reads it back. One format per model, chosen from its chat template a
 
 - GENERIC (Hermes style; any template without a tools section, e.g. SmolLM2's ChatML): the kernel's own tool prompt
   (tool_prompt.py) teaches it; a call is `<tool_call>\\n{"name":"f","arguments":{...}}\\n</tool_call>`, compact JSON
-  (see grammar.py on why compact for small models).
+  (see grammar.py on why compact for small models). One call per answer: allowed several under "required" (4
+  questions, 2 asking two things), SmolLM2 (the default model) called twice for a one-city question and ran into
+  max_tokens inside a second call once; allowed one, all 4 answers end right after their call.
 - QWEN (a template with a tools section that speaks `<tool_call>`: Qwen2.5, Qwen3, Hermes 2/3): the template renders
   the tools; a call is `<tool_call>\\n{"name": "f", "arguments": {...}}\\n</tool_call>` spaced as the template's tojson
   renders past calls, which is the text the model was trained on. Several calls in a row, one per line.
@@ -118,7 +120,7 @@ class ToolFormat:
 
 
 GENERIC = ToolFormat(ToolStyle.GENERIC, native=False, open="<tool_call>\n", close="\n</tool_call>", between="\n",
-                     arguments_key="arguments", item_separator=",", key_separator=":", parallel=True)
+                     arguments_key="arguments", item_separator=",", key_separator=":", parallel=False)
 QWEN = ToolFormat(ToolStyle.QWEN, native=True, open="<tool_call>\n", close="\n</tool_call>", between="\n",
                   arguments_key="arguments", item_separator=", ", key_separator=": ", parallel=True,
                   text_before_calls=True)
