@@ -122,6 +122,15 @@ def test_llama_history_with_a_tool_result_matches_transformers(tokenizers):
         prepare_chat(tok, two_calls, TOOLS, "auto")
 
 
+def test_grammar_choice_apart_from_the_prompts(tokenizers):
+    """A response format asks for a call or its JSON: tools offered as under "auto", the grammar built as "required"
+    (response_format.py extends a grammar that starts with the calls)."""
+    tok = tokenizers["qwen2.5"]
+    chat = prepare_chat(tok, HISTORY[:2], TOOLS, "auto", grammar_choice="required")
+    assert chat.prompt_ids == prepare_chat(tok, HISTORY[:2], TOOLS, "auto").prompt_ids
+    assert chat.grammar.startswith("start: calls\n") and "TEXT" not in chat.grammar
+
+
 def test_generic_format_keeps_the_tool_prompt(tokenizers):
     tok = tokenizers["chatml"]
     chat = prepare_chat(tok, HISTORY, TOOLS, "auto")

@@ -31,15 +31,18 @@ class ToolChat:
 
 
 def prepare_chat(tokenizer, messages: list[dict], tools: list[dict] | None, tool_choice: Any = "auto",
-                 parallel_tool_calls: bool = True) -> ToolChat:
-    """tokenizer: a TextTokenizer (apply_chat_template(messages, tools=...), tool_format). EngineError on a malformed
-    chat, tools or tool_choice (the caller's BAD_REQUEST)."""
+                 parallel_tool_calls: bool = True, grammar_choice: Any = None) -> ToolChat:
+    """tokenizer: a TextTokenizer (apply_chat_template(messages, tools=...), tool_format), or anything with
+    apply_chat_template(messages) (GENERIC then). grammar_choice: the tool_choice the grammar is built for when it is
+    not the prompt's (a response format turns "auto" into "required" plus its JSON: response_format.py). EngineError
+    on a malformed chat, tools or tool_choice (the caller's BAD_REQUEST)."""
     if not isinstance(messages, list) or not messages:
         raise EngineError("messages must be a non-empty list")
     fmt = getattr(tokenizer, "tool_format", GENERIC)
     offered = bool(tools) and tool_choice != "none"
     functions = selected_tools(tools, tool_choice) if offered else []
-    grammar = fmt.grammar(functions, tool_choice, parallel_tool_calls) if functions else None
+    choice = tool_choice if grammar_choice is None else grammar_choice
+    grammar = fmt.grammar(selected_tools(tools, choice), choice, parallel_tool_calls) if functions else None
     if fmt.native:
         specs = [{"type": "function", "function": f} for f in functions]
         ids = tokenizer.apply_chat_template([_native(m) for m in messages], tools=specs or None)
