@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
+from bench.agent_traces import AGENTIC_MIXES
 from bench.text import words_text
 from bench.trace import AgentProgram, Call, ToolGap, Trace, load_trace
 
@@ -95,6 +96,7 @@ MIXES: dict[str, Callable[[random.Random], tuple[str, dict, list[AgentProgram]]]
     "shared_system_prompt": shared_system_prompt,
     "multi_call_history": multi_call_history,
     "smoke": smoke,
+    **AGENTIC_MIXES,         # drawn from agent-trace distributions (bench/agent_traces.py)
 }
 
 
