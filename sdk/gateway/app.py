@@ -27,6 +27,7 @@ from sdk.gateway.guard import KEY_STATE, RequestGuard
 from sdk.gateway.keys import KeyEntry, KeyRing
 from sdk.gateway.schemas import MAX_BODY_BYTES, ChatRequest, CompletionRequest, parse
 from sdk.gateway.streaming import (FINISH_REASONS, DisconnectAware, sse, tool_calls, until_disconnected, usage)
+from sdk.gateway.tool_stream import ArgumentsDelta, CallStart, ContentDelta, Delta, ToolDeltas
 
 PRIORITY_HEADER = "x-aios-priority"
 KERNEL_TIME_HEADER = "x-aios-kernel-ms"      # unstreamed answers: the kernel's time from arrival to reply
@@ -79,14 +80,19 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
             return {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": kernel.model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
 
+        # a chat offering tools: its raw text becomes content or call deltas as it comes (tool_stream.py)
+        deltas = ToolDeltas() if body.parses_tools else None
+
+        def text_chunks(text: str) -> list[dict]:
+            if deltas is None:
+                return [chunk({"content": text})]
+            return [chunk(chat_delta(d)) for d in deltas.feed(text)]
+
         def finish(completion: Completion) -> list[dict]:
-            closing = []
-            if body.parses_tools and completion.text:
-                closing.append(chunk({"content": completion.text}))
-            if completion.tool_calls:
-                closing.append(chunk({"tool_calls": [{"index": i, **call}
-                                                     for i, call in enumerate(tool_calls(completion))]}))
-            return closing + [chunk({}, FINISH_REASONS.get(completion.finish_reason, "stop"))]
+            closing = [] if deltas is None else [chunk(chat_delta(d)) for d in deltas.finish(completion)]
+            reason = "tool_calls" if deltas is not None and deltas.calls else \
+                FINISH_REASONS.get(completion.finish_reason, "stop")
+            return closing + [chunk({}, reason)]
 
         def usage_chunk(completion: Completion) -> dict:
             return {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": kernel.model,
@@ -94,9 +100,8 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
 
         stream = kernel.stream(messages, full=True, **options)
         first = await _first(request, stream)
-        return DisconnectAware(sse(first, stream, lambda text: chunk({"content": text}), finish,
-                                   usage_chunk if body.include_usage else None, buffer_text=body.parses_tools,
-                                   opening=chunk({"role": "assistant", "content": ""})))
+        return DisconnectAware(sse(first, stream, text_chunks, finish, usage_chunk if body.include_usage else None,
+                                   buffer_text=False, opening=chunk({"role": "assistant", "content": ""})))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -176,6 +181,18 @@ def _timing(completion: Completion) -> dict:
 
 def _model_card(model: str) -> dict:
     return {"id": model, "object": "model", "created": 0, "owned_by": "aios"}
+
+
+def chat_delta(delta: Delta) -> dict:
+    """A tool-stream delta as a chat.completion.chunk's delta, as OpenAI sends them: the call's id, type and name
+    with empty arguments first, then argument fragments under the same index."""
+    if isinstance(delta, ContentDelta):
+        return {"content": delta.text}
+    if isinstance(delta, CallStart):
+        return {"tool_calls": [{"index": delta.index, "id": delta.id, "type": "function",
+                                "function": {"name": delta.name, "arguments": ""}}]}
+    assert isinstance(delta, ArgumentsDelta)
+    return {"tool_calls": [{"index": delta.index, "function": {"arguments": delta.text}}]}
 
 
 def _chat_body(completion: Completion, reply_id: str, created: int, model: str) -> dict:

@@ -89,11 +89,12 @@ class DisconnectAware(StreamingResponse):
             await self.body_iterator.aclose()
 
 
-async def sse(first: Any, rest: AsyncIterator, chunk: Callable[[str], dict], finish: Callable[[Completion], list],
-              usage_chunk: Callable[[Completion], dict] | None, buffer_text: bool, opening: dict | None = None
-              ) -> AsyncIterator[bytes]:
+async def sse(first: Any, rest: AsyncIterator, chunk: Callable[[str], dict | list[dict]],
+              finish: Callable[[Completion], list], usage_chunk: Callable[[Completion], dict] | None,
+              buffer_text: bool, opening: dict | None = None) -> AsyncIterator[bytes]:
     """Events from a kernel stream (text deltas, then the Completion), first already read. chunk(text) makes a text
-    delta's chunk; finish(completion) the closing chunks; usage_chunk, if given, a final usage-only chunk.
+    delta's chunk (or chunks: none while a tool call's text is held back); finish(completion) the closing chunks;
+    usage_chunk, if given, a final usage-only chunk.
     buffer_text: hold the text back for finish (a tool-call stream, whose raw text carries the calls' markup).
     opening: a chunk sent before anything else (chat's role delta)."""
     try:
@@ -109,7 +110,9 @@ async def sse(first: Any, rest: AsyncIterator, chunk: Callable[[str], dict], fin
                 yield DONE
                 return
             if not buffer_text:
-                yield event(chunk(item))
+                made = chunk(item)
+                for payload in made if isinstance(made, list) else (made,):
+                    yield event(payload)
             item = await anext(rest)
     except KernelError as error:
         yield event(from_kernel(error).body())
