@@ -188,6 +188,8 @@ class Replay:
         """Prompt tokens the admission prefills, after what retention or the prefix cache holds."""
         self.service[req.agent_id] = self.service.get(req.agent_id, 0) + req.prompt
         found = self.retained.pop(req.agent_id, None)
+        if self.keep is not None:
+            self.keep.call_started(req.agent_id)
         if found is not None:
             have = found[0]
         elif self.keep is not None and self.programs[req.agent_id].prefix:

@@ -59,6 +59,7 @@ class ContextManager:
             self._counts["retained_hits"] += 1
             self._counts["retained_tokens_reused"] += reused.n_kv_tokens
         self._agent_of[req.req_id] = agent_id
+        self._policy.call_started(agent_id)
         return reused.n_kv_tokens if reused else 0
 
     def preempt(self, req_id: str) -> str:

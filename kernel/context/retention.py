@@ -42,6 +42,9 @@ class RetentionPolicy:
     def tool_finished(self, agent_id: str, tool: str) -> None:
         pass
 
+    def call_started(self, agent_id: str) -> None:
+        pass
+
     def agent_gone(self, agent_id: str) -> None:
         pass
 

@@ -9,6 +9,8 @@ context by when it is expected to be needed again:
   latencies, ToolLatency). Its context has a time-to-live of ttl_factor x that latency from the tool's start: within
   it the context is kept in preference to any idle agent's; past it the agent is treated as idle (the tool hung, or the
   agent went elsewhere).
+- An agent whose tool answered is due now (0 seconds to reuse) until its next call is admitted: it may wait in the
+  queue, and its context is then the surest to be needed; after due_ttl_s without an admission it counts as idle.
 - An agent not in a tool call (its last call ended with an answer, or its TTL passed) has no expected return: its
   context goes first, least recently used first, as under LRU.
 - Among agents in tools, eviction weighs reuse time and size: the context holding the most byte-seconds until its
@@ -48,17 +50,17 @@ class ToolLatency:
 
 @dataclass(frozen=True)
 class _InTool:
-    tool: str
+    tool: str | None               # None: the tool answered, the agent's next call is due (queued, not yet admitted)
     started: float
 
 
 class ToolAwareRetention(RetentionPolicy):
-    def __init__(self, max_share: float = 0.5, ttl_factor: float = 3.0, min_ttl_s: float = 1.0,
+    def __init__(self, max_share: float = 0.5, ttl_factor: float = 3.0, min_ttl_s: float = 1.0, due_ttl_s: float = 30.0,
                  latency: ToolLatency | None = None, clock: Callable[[], float] = time.monotonic):
         super().__init__(max_share)
         if not ttl_factor >= 1.0:
             raise ValueError(f"ttl_factor must be >= 1, got {ttl_factor!r}")
-        self.ttl_factor, self.min_ttl_s = ttl_factor, min_ttl_s
+        self.ttl_factor, self.min_ttl_s, self.due_ttl_s = ttl_factor, min_ttl_s, due_ttl_s
         self.latency = latency or ToolLatency()
         self.clock = clock
         self._in_tool: dict[str, _InTool] = {}        # agent id -> the tool call it waits on
@@ -70,10 +72,17 @@ class ToolAwareRetention(RetentionPolicy):
         self._in_tool[agent_id] = _InTool(tool, self.clock())
 
     def tool_finished(self, agent_id: str, tool: str) -> None:
-        """The tool call answered: its latency feeds the tool's EWMA; the agent's next call is due now."""
-        call = self._in_tool.pop(agent_id, None)
+        """The tool call answered: its latency feeds the tool's EWMA, and the agent's next call is due now (it may
+        queue behind others before it is admitted: its context is then the one most surely needed next)."""
+        call = self._in_tool.get(agent_id)
         if call is not None and call.tool == tool:
             self.latency.observe(tool, self.clock() - call.started)
+        self._in_tool[agent_id] = _InTool(None, self.clock())
+
+    def call_started(self, agent_id: str) -> None:
+        """The agent's call was admitted (its retained context, if any, was consumed): no reuse is expected until
+        its next tool call."""
+        self._in_tool.pop(agent_id, None)
 
     def agent_gone(self, agent_id: str) -> None:
         self._in_tool.pop(agent_id, None)
@@ -85,8 +94,10 @@ class ToolAwareRetention(RetentionPolicy):
         call = self._in_tool.get(agent_id)
         if call is None:
             return None
-        expected = self.latency.expected(call.tool)
         waited = self.clock() - call.started
+        if call.tool is None:
+            return 0.0 if waited <= self.due_ttl_s else None
+        expected = self.latency.expected(call.tool)
         if waited > max(self.min_ttl_s, self.ttl_factor * expected):
             return None
         return max(0.0, expected - waited)

@@ -48,10 +48,12 @@ def test_victims_idle_first_by_recency_then_most_byte_seconds_to_reuse_and_never
     policy.latency.observe("compile", 20.0)
     policy.tool_started("soon-big", "search")            # back in ~2 s, 1000 bytes: 2000 byte-seconds
     policy.tool_started("late-small", "compile")         # back in ~20 s, 300 bytes: 6000 byte-seconds
+    policy.tool_started("queued", "compile")
+    policy.tool_finished("queued", "compile")             # answered; its next call waits for admission
     residents = [retained("soon-big", 1000, 1), retained("late-small", 300, 2), retained("idle-new", 10, 9),
-                 retained("idle-old", 10, 3), Resident("live", Kind.REQUEST, 10, 0)]
-    assert [r.key for r in policy.victims(residents)] == ["idle-old", "idle-new", "late-small", "soon-big"]
-    assert [r.key for r in RetentionPolicy().victims(residents)] == ["soon-big", "late-small", "idle-old",
+                 retained("idle-old", 10, 3), retained("queued", 5000, 0), Resident("live", Kind.REQUEST, 10, 0)]
+    assert [r.key for r in policy.victims(residents)] == ["idle-old", "idle-new", "late-small", "soon-big", "queued"]
+    assert [r.key for r in RetentionPolicy().victims(residents)] == ["queued", "soon-big", "late-small", "idle-old",
                                                                        "idle-new"]
 
 
@@ -67,7 +69,12 @@ def test_a_context_past_its_ttl_is_idle_and_a_finished_tool_feeds_the_ewma():
     assert policy.seconds_to_reuse("a") is None
     policy.tool_finished("a", "api")
     assert policy.latency.expected("api") == pytest.approx(3.25)    # the first observation replaces the prior
-    assert policy.seconds_to_reuse("a") is None           # no longer in a tool
+    assert policy.seconds_to_reuse("a") == 0.0            # answered: its next call is due, maybe queued
+    clock.now += policy.due_ttl_s + 0.1
+    assert policy.seconds_to_reuse("a") is None           # due too long without an admission: idle
+    policy.tool_finished("a", "api")
+    policy.call_started("a")                              # admitted: nothing expected until its next tool call
+    assert policy.seconds_to_reuse("a") is None
     policy.tool_started("b", "api")
     policy.agent_gone("b")
     assert policy.seconds_to_reuse("b") is None
