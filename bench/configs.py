@@ -39,6 +39,7 @@ ROUND_ROBIN = RunConfig("rr", scheduler="rr")
 SJF = RunConfig("sjf", scheduler="sjf")
 LAS = RunConfig("las", scheduler="las")
 LAS_RECOMPUTE = RunConfig("las-recompute", scheduler="las", preempt_mode="recompute")
+PLAS = RunConfig("plas", scheduler="plas")
 NO_KERNEL_BASELINE = RunConfig(NO_KERNEL)
 
 
@@ -57,6 +58,14 @@ FULL = (
     Experiment("multi_call_history", (FIFO, FIFO_DROP, NO_KERNEL_BASELINE)),
 )
 SMOKE = (Experiment("smoke", (FIFO, PRIORITY, NO_KERNEL_BASELINE)),)
+# The agentic mixes (bench/agent_traces.py), run when named with --workload: program-level scheduling against FIFO and
+# LAS, and retention against dropping the KV. aiosd cannot select tool-aware retention yet, and the bench's agents run
+# their tools themselves (the kernel does not see them): bench/agentic.py compares the retention policies on a model.
+AGENTIC = (
+    Experiment("agentic", (FIFO, LAS, PLAS, FIFO_DROP)),
+    Experiment("agentic_heavy_tailed", (FIFO, LAS, PLAS, FIFO_DROP)),
+    Experiment("agentic_interactive", (FIFO, PRIORITY, PLAS)),
+)
 
 # Engine options every kernel configuration shares. The batch cap is a latency bound: on 2 CPU cores a decode step of
 # 8 sequences costs 1.34x a lone sequence's, of 32 about 2.65x (python -m bench.batch_scaling; RESULTS.md), so 8 keeps
@@ -69,6 +78,7 @@ DEFAULT_ENGINE_OPTIONS = {"max-batch": "8", "kv-budget": "16384", "arena-mb": "1
 def experiments(smoke: bool, workloads: list[str] | None = None) -> tuple[Experiment, ...]:
     chosen = SMOKE if smoke else FULL
     if workloads:
+        chosen = chosen if smoke else FULL + AGENTIC
         unknown = set(workloads) - {e.workload for e in chosen}
         if unknown:
             raise ValueError(f"unknown workload(s) {sorted(unknown)}; choose from {[e.workload for e in chosen]}")
