@@ -23,14 +23,20 @@ def files(tmp_path_factory):
             for t in WeightType}
 
 
+@pytest.fixture(scope="module")
+def reference():
+    """The bundled model's vocabulary size and tokenizer (loaded once: parsing a 49k vocabulary takes seconds)."""
+    source = gguf.GGUFReader(default_model_path())
+    return len(source.fields["tokenizer.ggml.tokens"].data), load_checkpoint(None, torch.float32, True).tokenizer
+
+
 @pytest.mark.parametrize("weight_type", list(WeightType))
-def test_tiny_file_loads_with_its_shape_tokenizer_and_format(files, weight_type):
+def test_tiny_file_loads_with_its_shape_tokenizer_and_format(files, reference, weight_type):
     path, size = files[weight_type]
     assert path.stat().st_size == size
     reader = gguf.GGUFReader(path)
     names = {t.name: t for t in reader.tensors}
-    source = gguf.GGUFReader(default_model_path())
-    vocab = len(source.fields["tokenizer.ggml.tokens"].data)
+    vocab, tokenizer = reference
     assert list(names) == [name for name, _ in tensor_plan(TINY, vocab)]
     assert names["blk.0.ffn_up.weight"].tensor_type == weight_type.ggml
     assert names["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
@@ -41,9 +47,8 @@ def test_tiny_file_loads_with_its_shape_tokenizer_and_format(files, weight_type)
     assert (cfg.n_layers, cfg.hidden_size, cfg.ffn_size, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (
         TINY.n_layers, TINY.hidden, TINY.ffn, TINY.n_heads, TINY.n_kv_heads, vocab)
     assert cfg.tie_embeddings
-    reference = load_checkpoint(default_model_path(), torch.float32, quantized=True).tokenizer
     text = "The kernel schedules agents."
-    assert checkpoint.tokenizer.encode(text) == reference.encode(text)
+    assert checkpoint.tokenizer.encode(text) == tokenizer.encode(text)
     up = checkpoint.weights["layers.0.up"]
     if quantized:
         assert isinstance(up, GroupQuantized) and (up.bits, up.low) == CODES[weight_type]
