@@ -1,4 +1,5 @@
-"""The gateway's HTTP API, OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
+"""The gateway's HTTP API, OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
+POST /v1/responses (sdk/gateway/responses.py).
 
 create_app(address, keys_path) builds a FastAPI app (no module state: everything it holds hangs off the app).
 Each request passes RequestGuard (sdk/gateway/guard.py) before its body is read: its API key (Authorization: Bearer)
@@ -20,13 +21,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, Completion
-from sdk.gateway import errors
+from sdk.gateway import errors, responses
 from sdk.gateway.agents import AgentPool
 from sdk.gateway.errors import APIError, bad_request
 from sdk.gateway.guard import KEY_STATE, RequestGuard
 from sdk.gateway.keys import KeyEntry, KeyRing
+from sdk.gateway.response_store import ResponseStore
 from sdk.gateway.schemas import MAX_BODY_BYTES, ChatRequest, CompletionRequest, parse
-from sdk.gateway.streaming import (FINISH_REASONS, DisconnectAware, sse, tool_calls, until_disconnected, usage)
+from sdk.gateway.streaming import (FINISH_REASONS, DisconnectAware, first_event, sse, tool_calls, until_disconnected,
+                                   usage)
 from sdk.gateway.tool_stream import ArgumentsDelta, CallStart, ContentDelta, Delta, ToolDeltas
 
 PRIORITY_HEADER = "x-aios-priority"
@@ -99,9 +102,12 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
                     "choices": [], "usage": usage(completion)}
 
         stream = kernel.stream(messages, full=True, **options)
-        first = await _first(request, stream)
+        first = await first_event(request, stream)
         return DisconnectAware(sse(first, stream, text_chunks, finish, usage_chunk if body.include_usage else None,
                                    buffer_text=False, opening=chunk({"role": "assistant", "content": ""})))
+
+    app.state.responses = ResponseStore()
+    responses.install(app, agent_for, _priority, _read_body, app.state.responses)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -127,22 +133,12 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
                     "choices": [], "usage": usage(completion)}
 
         stream = kernel.stream(prompt=body.kernel_prompt(), full=True, **options)
-        first = await _first(request, stream)
+        first = await first_event(request, stream)
         events = sse(first, stream, chunk, lambda c: [chunk("", FINISH_REASONS.get(c.finish_reason, "stop"))],
                      usage_chunk if body.include_usage else None, buffer_text=False)
         return DisconnectAware(events)
 
     return app
-
-
-async def _first(request: Request, stream):
-    """The stream's first item (a text delta, or the Completion of an empty answer), so that errors before it are
-    HTTP errors; the stream is closed (the call cancelled) if that fails or the client leaves."""
-    try:
-        return await until_disconnected(request, anext(stream))
-    except BaseException:
-        await stream.aclose()
-        raise
 
 
 def _priority(request: Request, entry: KeyEntry) -> dict:

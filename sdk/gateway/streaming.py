@@ -57,6 +57,16 @@ async def until_disconnected(request: Request, work: Awaitable) -> Any:
         watcher.cancel()
 
 
+async def first_event(request: Request, stream: AsyncIterator) -> Any:
+    """The stream's first item (a text delta, or the Completion of an empty answer), so that errors before it are
+    HTTP errors; the stream is closed (the call cancelled) if that fails or the client leaves."""
+    try:
+        return await until_disconnected(request, anext(stream))
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
 async def _disconnect(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
