@@ -21,6 +21,7 @@ injectable so tests and simulations drive it); the context manager's operation c
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -64,40 +65,47 @@ class ToolAwareRetention(RetentionPolicy):
         self.latency = latency or ToolLatency()
         self.clock = clock
         self._in_tool: dict[str, _InTool] = {}        # agent id -> the tool call it waits on
+        # The tool manager's thread reports tool ends while the loop ranks victims: one lock over the table and EWMA.
+        self._lock = threading.Lock()
 
     # -- what the kernel tells it (named transitions of an agent's program) ------------------------------------------
 
     def tool_started(self, agent_id: str, tool: str) -> None:
         """The kernel started a tool call for agent_id: its next LLM call is expected after the tool's latency."""
-        self._in_tool[agent_id] = _InTool(tool, self.clock())
+        with self._lock:
+            self._in_tool[agent_id] = _InTool(tool, self.clock())
 
     def tool_finished(self, agent_id: str, tool: str) -> None:
         """The tool call answered: its latency feeds the tool's EWMA, and the agent's next call is due now (it may
         queue behind others before it is admitted: its context is then the one most surely needed next)."""
-        call = self._in_tool.get(agent_id)
-        if call is not None and call.tool == tool:
-            self.latency.observe(tool, self.clock() - call.started)
-        self._in_tool[agent_id] = _InTool(None, self.clock())
+        with self._lock:
+            call = self._in_tool.get(agent_id)
+            if call is not None and call.tool == tool:
+                self.latency.observe(tool, self.clock() - call.started)
+            self._in_tool[agent_id] = _InTool(None, self.clock())
 
     def call_started(self, agent_id: str) -> None:
         """The agent's call was admitted (its retained context, if any, was consumed): no reuse is expected until
         its next tool call."""
-        self._in_tool.pop(agent_id, None)
+        with self._lock:
+            self._in_tool.pop(agent_id, None)
 
     def agent_gone(self, agent_id: str) -> None:
-        self._in_tool.pop(agent_id, None)
+        with self._lock:
+            self._in_tool.pop(agent_id, None)
 
     # -- the ranking --------------------------------------------------------------------------------------------------
 
     def seconds_to_reuse(self, agent_id: str) -> float | None:
         """Expected seconds until agent_id's next call (0 when overdue but within its TTL); None: not expected."""
-        call = self._in_tool.get(agent_id)
+        with self._lock:
+            call = self._in_tool.get(agent_id)
+            expected = None if call is None or call.tool is None else self.latency.expected(call.tool)
         if call is None:
             return None
         waited = self.clock() - call.started
         if call.tool is None:
             return 0.0 if waited <= self.due_ttl_s else None
-        expected = self.latency.expected(call.tool)
         if waited > max(self.min_ttl_s, self.ttl_factor * expected):
             return None
         return max(0.0, expected - waited)

@@ -80,6 +80,33 @@ def test_a_context_past_its_ttl_is_idle_and_a_finished_tool_feeds_the_ewma():
     assert policy.seconds_to_reuse("b") is None
 
 
+def test_tool_ends_reported_from_another_thread_while_the_loop_ranks_victims():
+    """The tool manager's thread reports tool starts and ends while the loop ranks the arena's residents."""
+    import threading
+    policy = ToolAwareRetention()
+    residents = [retained(f"a{i}", 100 + i, i) for i in range(50)]
+    stop, errors = threading.Event(), []
+
+    def tools():
+        try:
+            for n in range(3000):
+                agent = f"a{n % 50}"
+                policy.tool_started(agent, f"tool{n % 3}")
+                policy.tool_finished(agent, f"tool{n % 3}")
+                policy.call_started(agent)
+        except Exception as error:       # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            stop.set()
+    worker = threading.Thread(target=tools)
+    worker.start()
+    while not stop.is_set():
+        assert sorted(r.key for r in policy.victims(residents)) == sorted(r.key for r in residents)
+    worker.join(timeout=60)
+    assert not errors and all(policy.seconds_to_reuse(r.key) is None for r in residents)
+    assert set(policy.latency._mean) == {"tool0", "tool1", "tool2"}
+
+
 GREEDY = SamplingParams(max_tokens=6, ignore_eos=True)
 
 
