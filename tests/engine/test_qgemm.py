@@ -168,3 +168,28 @@ def test_isa_cap_and_bad_input(monkeypatch):
     with pytest.raises(RuntimeError, match="format"):
         ops.qgemm(torch.ones(1, 64), product._codes, product._scales, 7, -1)
     assert product(torch.ones(0, 64)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("mode", ["int4", "int8"])
+def test_a_gguf_models_layers_decode_in_one_native_call_as_in_the_python_loop(mode):
+    """The default SmolLM2 GGUF in an int mode: its layers are block products that decode_layers.cpp calls by kind;
+    the one-call decode and the per-layer Python loop run the same products and give the same tokens."""
+    from kernel.engine.cpu.quant_weights import block_products
+    from kernel.engine.cpu.torch_engine import TorchEngine
+    from tests.engine.helpers import generate
+
+    if not block_products():
+        pytest.skip("AIOS_QGEMM=0")
+    engine = TorchEngine.from_path(None, "bfloat16", weights=mode, kv_budget_tokens=512, max_batch=2,
+                                   prefix_cache=False)
+    model = engine.model
+    assert all(isinstance(getattr(layer, name), BlockLinear)
+               for layer in model.layers for name in ("qkv", "o", "gate_up", "down"))
+    assert model._native_stack is not None
+    kinds = set(model._native_stack[1])
+    assert kinds <= {3, 4, 5} and (kinds & {4, 5} if mode == "int4" else kinds == {3})
+    prompt = engine.tokenize("Agents speak to the kernel in small typed messages")
+    one_call = generate(engine, {"a": prompt}, max_tokens=12, ignore_eos=True)["a"].tokens
+    model._native_stack = None
+    loop = generate(engine, {"b": prompt}, max_tokens=12, ignore_eos=True)["b"].tokens
+    assert one_call == loop and len(one_call) == 12
