@@ -38,6 +38,7 @@ class LLMService:
         self.outbox = outbox
         self.requests = RequestTable()
         self.tokens_generated = 0
+        self.program_start: dict[str, int] = {}     # agent -> step of its program's first call (plas ranks by it)
 
     # -- arrivals ------------------------------------------------------------------------------------------------
 
@@ -63,6 +64,7 @@ class LLMService:
             engine_request=EngineRequest(req_id=req_id, prompt_ids=item.prompt_ids, params=params),
             stream=call.stream, priority_hint=call.priority, predicted_tokens=call.predicted_tokens, arrival_step=now,
             waiting_since=now, arrival_time=item.received, parse_tools=item.parse_tools))
+        self.program_start.setdefault(agent.agent_id, now)
 
     # -- one loop iteration --------------------------------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class LLMService:
         for request in self.requests.of_agent(agent_id):
             self.cancel(request.req_id, code, message)
         self.context.drop_agent(agent_id)
+        self.program_start.pop(agent_id, None)
 
     def fail_all(self, code: ErrorCode, message: str) -> None:
         for request in self.requests:
@@ -195,7 +198,8 @@ class LLMService:
         agent = self.agents.get(request.agent_id)
         blocks = (self.engine.blocks_held(request.req_id) if request.state is ReqState.RUNNING
                   else self.engine.blocks_needed(request.resumable()))
-        return dataclasses.replace(request.view(agent.priority, agent.service_tokens), kv_blocks=blocks)
+        return dataclasses.replace(request.view(agent.priority, agent.service_tokens), kv_blocks=blocks,
+                                   program_arrival=self.program_start.get(request.agent_id))
 
     def _planned(self, req_id: str, *states: ReqState) -> LLMRequest | None:
         """The request a plan names, if the plan is consistent with the table (a policy bug is logged, not fatal)."""
