@@ -30,6 +30,7 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PAYLOAD=${PAYLOAD:-$REPO/bench/gpu/payload}
 OUT=${OUT:-$REPO/gpu-check-out}
 BUDGET=${BUDGET:-$( ((DRY)) && echo 1200 || echo 480)}
+if ((DRY)) && [[ -x $REPO/.venv/bin/python ]]; then PYTHON=${PYTHON:-$REPO/.venv/bin/python}; fi
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)

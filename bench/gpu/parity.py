@@ -11,7 +11,8 @@ prompt parts at a step that is not a near tie. Reported: tokens agreed per promp
 Decode rate: batch b of distinct prompts of the same length (no padding on the HF side), --decode-tokens new tokens
 each. Engine: steps are timed from the step after every sequence has its first token to the last one, rate =
 b * (n - 1) / time. HF: generate(n) - generate(1) timed on the same inputs (warmed up once), rate = b * (n - 1) / that.
-Exit status 0 only if parity holds; the JSON is written either way.
+Exit status 0 only if parity holds; the JSON is written either way. HF must be able to load the folder: an fp16 (or
+bf16) safetensors llama, not an EXL2-quantised one.
 """
 from __future__ import annotations
 
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                          max_batch=8, prefill_chunk=256, prefix_cache=False)
     runtime = getattr(engine, "_runtime", None)
     result["attention"] = getattr(getattr(runtime, "attention", None), "value", "n/a")
-    hf = LlamaForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
+    # loaded in its default dtype, then cast: the dtype keyword of from_pretrained differs between transformers 4 and 5
+    hf = LlamaForCausalLM.from_pretrained(args.model).to(device=args.device, dtype=dtype).eval()
     result["load_s"] = time.perf_counter() - start
     print(f"parity: engines loaded in {result['load_s']:.1f} s (attention: {result['attention']})", flush=True)
     try:
