@@ -213,3 +213,16 @@ def test_dry_run_stops_at_the_first_failing_step(tmp_path):
                                                               ("model", False)]
     assert "parity" not in report and "kernel" not in report
     assert "no config.json" in (tmp_path / "out" / "check.log").read_text()
+
+
+def test_dry_run_goes_on_after_a_failed_measuring_step(tmp_path):
+    broken = tmp_path / "weightless"                     # passes the model step, fails every engine load
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    done = run_check(tmp_path, tmp_path / "no-payload", MODEL=str(broken))
+    report = json.loads((tmp_path / "out" / "check.json").read_text())
+    assert done.returncode != 0 and not report["ok"]
+    assert [(s["name"], s["ok"]) for s in report["steps"]] == [
+        ("env", True), ("wheels", True), ("ext", True), ("model", True), ("tests", True), ("parity", False),
+        ("kernel", False)]
+    assert "error" in report["kernel"]["snapshot"]       # the daemon did not start: recorded, and the phases stopped
