@@ -139,6 +139,9 @@ ext_step() {
   export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$("$PYTHON" -c \
     'import torch; print("%d.%d" % torch.cuda.get_device_capability(0))')}
   echo "building with MAX_JOBS=$MAX_JOBS TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
+  # a build cut by the deadline leaves torch's lock file behind, and the next run would wait on it forever; nothing
+  # else builds in this run's own extensions folder, so a lock there is stale
+  find "$TORCH_EXTENSIONS_DIR" -maxdepth 3 -name lock -type f -delete 2>/dev/null || true
   "$PYTHON" -c 'import exllamav2, exllamav2.ext; print("exllamav2", exllamav2.__version__, "extension loaded")'
 }
 
