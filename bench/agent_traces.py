@@ -10,11 +10,14 @@ committed, no trace data):
 - Tool schemas in the system prompt, 400-800 tokens for 10 functions
   (https://lyceum.technology/magazine/tool-calling-latency-llm-inference/); a tool call's JSON, 30-50 tokens
   (https://www.generalcompute.com/blog/tool-calling-latency-the-bottleneck-no-one-talks-about).
-- InferCept (Abhyankar et al. 2024, arXiv 2402.01869): the kinds of interceptions (arithmetic, API question answering,
-  code environments) and that a plain serving engine discards the KV at each one; the tool latencies themselves are
-  the bench's existing shapes, not fitted (the JSON says which).
-- Autellix (Luo et al. 2025, arXiv 2502.13965): program lengths in agentic workloads are heavy-tailed, the case
-  program-level scheduling is for.
+- InferCept (Abhyankar et al. 2024, arXiv 2402.01869; lecture summary at
+  https://aaronwu.dev/Infra-LLMs-+-AI-Agents/Lec-13-InferCept): an LLM call is intercepted by tools, other models
+  or humans, and serving engines discard its KV at each interception (37-40% of end-to-end latency then goes to
+  recomputation); the tool latencies themselves are the bench's existing shapes or our choice, not fitted (the
+  JSON says which).
+- Autellix (Luo et al. 2025, arXiv 2502.13965): programs wait on head-of-line blocking at the call and the program
+  level, which program-level scheduling is for; the Pareto tail of the heavy-tailed mix (alpha 1.1) is our choice,
+  in line with the 5-to-60+ turn spread of the sessions above.
 
 Mixes (sizes scaled for a 135M model on 2 CPU cores, fixed before any result was seen):
 - agentic: 16 tool-using agents sharing one tool-schema system prompt, lognormal calls per program.

@@ -73,6 +73,7 @@ class Replay:
     scheduler: str
     retention: str
     arena_bytes: int
+    max_batch: int = MAX_BATCH
     clock: float = 0.0
     step: int = 0
     calls: dict[str, SimCall] = field(default_factory=dict)
@@ -144,7 +145,8 @@ class Replay:
     # -- the loop ----------------------------------------------------------------------------------------------------
 
     def _view(self, req: SimCall) -> RequestView:
-        blocks = -(-(req.prompt + req.max_tokens + 1) // BLOCK)       # reserved whole at admission: no engine preemption
+        # reserved whole at admission: the engine never preempts on its own here
+        blocks = -(-(req.prompt + req.max_tokens + 1) // BLOCK)
         return RequestView(req_id=req.req_id, agent_id=req.agent_id, state=req.state, priority=req.priority,
                            arrival=req.arrival_step, prompt_tokens=req.prompt, max_tokens=req.max_tokens,
                            output_tokens=req.output, slice_tokens=req.slice_tokens, waiting_since=req.waiting_since,
@@ -162,7 +164,7 @@ class Replay:
             used_blocks = sum(self._view(c).blocks for c in running)
             capacity = Capacity(free_blocks=KV_BUDGET_TOKENS // BLOCK - used_blocks,
                                 total_blocks=KV_BUDGET_TOKENS // BLOCK, block_size=BLOCK, running=len(running),
-                                max_batch=MAX_BATCH, max_context=KV_BUDGET_TOKENS)
+                                max_batch=self.max_batch, max_context=KV_BUDGET_TOKENS)
             plan = self.policy.plan([self._view(c) for c in running], [self._view(c) for c in waiting], capacity,
                                     self.step)
             prefill = 0
@@ -201,8 +203,8 @@ class Replay:
         return req.prompt - have
 
 
-def one(mix: str, seed: int, scheduler: str, retention: str, arena_mb: int) -> dict:
-    replay = Replay(generate(mix, seed), scheduler, retention, arena_mb << 20)
+def one(mix: str, seed: int, scheduler: str, retention: str, arena_mb: int, max_batch: int = MAX_BATCH) -> dict:
+    replay = Replay(generate(mix, seed), scheduler, retention, arena_mb << 20, max_batch)
     completion = list(replay.run().values())
     return {"mean": statistics.fmean(completion), "p99": percentile(completion, 99),
             "prefilled_tokens": replay.prefilled, "reused_tokens": replay.reused}
@@ -212,29 +214,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arena-mb", type=int, default=256)
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH, help="the engine's batch cap (aiosd --max-batch)")
     parser.add_argument("--out", default=None, help="write every run's numbers as JSON here")
     args = parser.parse_args(argv)
     results: dict = {}
     for mix in MIXES:
         for scheduler in SCHEDULERS:
             for retention in RETENTIONS:
-                runs = [one(mix, seed, scheduler, retention, args.arena_mb) for seed in args.seeds]
+                runs = [one(mix, seed, scheduler, retention, args.arena_mb, args.max_batch) for seed in args.seeds]
                 results[f"{mix}/{scheduler}/{retention}"] = {
                     key: statistics.median(r[key] for r in runs) for key in runs[0]} | {"runs": runs}
-    print(f"median over seeds {args.seeds}; agent completion in model seconds; arena {args.arena_mb} MiB")
+    print(f"median over seeds {args.seeds}; agent completion in model seconds; arena {args.arena_mb} MiB; "
+          f"max batch {args.max_batch}")
     print("| mix | scheduler | retention | mean | p99 | prefilled tokens | reused tokens |")
     print("|---|---|---|---|---|---|---|")
     for key, r in results.items():
         print(f"| {' | '.join(key.split('/'))} | {r['mean']:.2f} | {r['p99']:.2f} | {r['prefilled_tokens']:.0f} | "
               f"{r['reused_tokens']:.0f} |")
-    print("\n| mix | fifo/plas mean (lru) | fifo/las mean (lru) | off/tool-aware mean (plas) | lru/tool-aware mean (plas) |")
-    print("|---|---|---|---|---|")
+    ratios = (("fifo/plas (lru)", ("fifo", "lru"), ("plas", "lru")),
+              ("fifo/las (lru)", ("fifo", "lru"), ("las", "lru")),
+              ("off/tool-aware (fifo)", ("fifo", "off"), ("fifo", "tool-aware")),
+              ("lru/tool-aware (fifo)", ("fifo", "lru"), ("fifo", "tool-aware")))
+    print("\n| mix | " + " | ".join(f"{name}, mean / p99" for name, _, _ in ratios) + " |")
+    print("|---|" + "---|" * len(ratios))
     for mix in MIXES:
-        def mean(s, r):
-            return results[f"{mix}/{s}/{r}"]["mean"]
-        print(f"| {mix} | {mean('fifo', 'lru') / mean('plas', 'lru'):.2f} | {mean('fifo', 'lru') / mean('las', 'lru'):.2f} | "
-              f"{mean('plas', 'off') / mean('plas', 'tool-aware'):.2f} | "
-              f"{mean('plas', 'lru') / mean('plas', 'tool-aware'):.2f} |")
+        cells = []
+        for _, (s1, r1), (s2, r2) in ratios:
+            a, b = results[f"{mix}/{s1}/{r1}"], results[f"{mix}/{s2}/{r2}"]
+            cells.append(f"{a['mean'] / b['mean']:.2f} / {a['p99'] / b['p99']:.2f}")
+        print(f"| {mix} | " + " | ".join(cells) + " |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
