@@ -1,5 +1,5 @@
 """The gateway's HTTP API, OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
-POST /v1/responses (sdk/gateway/responses.py).
+POST /v1/responses (sdk/gateway/responses.py), and the AIOS SDK's POST /query (sdk/gateway/cerebrum.py).
 
 create_app(address, keys_path) builds a FastAPI app (no module state: everything it holds hangs off the app).
 Each request passes RequestGuard (sdk/gateway/guard.py) before its body is read: its API key (Authorization: Bearer)
@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, Completion
-from sdk.gateway import errors, responses
+from sdk.gateway import cerebrum, errors, responses
 from sdk.gateway.agents import AgentPool
 from sdk.gateway.errors import APIError, bad_request
 from sdk.gateway.guard import KEY_STATE, RequestGuard
@@ -108,6 +108,7 @@ def create_app(address: str, keys_path: str | None = None) -> FastAPI:
 
     app.state.responses = ResponseStore()
     responses.install(app, agent_for, _priority, _read_body, app.state.responses)
+    cerebrum.install(app, agent_for, _priority, _read_body)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
