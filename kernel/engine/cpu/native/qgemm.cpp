@@ -78,50 +78,71 @@ Format check_format(int64_t format) {
   return static_cast<Format>(format);
 }
 
+// Row t of x [T, K] (any float dtype, unit stride along K) into its int8 blocks, padded to gp blocks (qgemm.h):
+// q [gp*32], d [gp], s [gp], d8 [gp*8]. Per block: d = amax / 127, q = round-half-even(x * (1 / d)), llama.cpp's q8_0.
+template <typename T>
+void quantize_row(const T* v, int64_t G, int64_t gp, int8_t* q, float* d, float* s, float* d8) {
+  for (int64_t b = 0; b < G; ++b, v += kBlock) {
+    float x[kBlock], amax = 0.f;
+    for (int64_t j = 0; j < kBlock; ++j) {
+      x[j] = static_cast<float>(v[j]);
+      amax = std::max(amax, std::fabs(x[j]));
+    }
+    const float scale = amax / 127.f, inv = scale != 0.f ? 1.f / scale : 0.f;
+    int32_t sum = 0;
+    for (int64_t j = 0; j < kBlock; ++j) {
+      const float r = std::nearbyint(x[j] * inv);
+      q[b * kBlock + j] = static_cast<int8_t>(r);
+      sum += static_cast<int32_t>(r);
+    }
+    d[b] = scale;
+    s[b] = scale * static_cast<float>(sum);
+    std::fill(d8 + b * 8, d8 + (b + 1) * 8, scale);
+  }
+  std::fill(q + G * kBlock, q + gp * kBlock, int8_t{0});      // padding blocks add nothing
+  std::fill(d + G, d + gp, 0.f);
+  std::fill(s + G, s + gp, 0.f);
+  std::fill(d8 + G * 8, d8 + gp * 8, 0.f);
+}
+
+void quantize_rows(const at::Tensor& x, int64_t gp, int8_t* q, float* d, float* s, float* d8) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) % kBlock == 0 && x.stride(1) == 1,
+              "x must be [T, K], K a multiple of 32, unit stride along K");
+  const int64_t T = x.size(0), G = x.size(1) / kBlock, stride = x.stride(0);
+  TORCH_CHECK(gp >= G, "padding below the input's blocks");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "qgemm_quantize", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        quantize_row(xp + t * stride, G, gp, q + t * gp * kBlock, d + t * gp, s + t * gp, d8 + t * gp * 8);
+      }
+    });
+  });
+}
+
 }  // namespace
 
-// x [T, K] (K a multiple of 32) → its int8 blocks padded to gp blocks: {q int8 [T, gp*32], d [T, gp], s [T, gp],
-// d8 [T, gp*8]} (qgemm.h). Per block: d = amax / 127, q = round-half-even(x / d) as x * (1 / d), llama.cpp's q8_0.
+// x [T, K] → {q int8 [T, gp*32], d [T, gp], s [T, gp], d8 [T, gp*8]}: what qgemm multiplies (exposed for tests).
 std::vector<at::Tensor> qgemm_quantize(const at::Tensor& x, int64_t gp) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) % kBlock == 0, "x must be [T, K] with K a multiple of 32");
-  const int64_t T = x.size(0), G = x.size(1) / kBlock;
-  TORCH_CHECK(gp >= G, "padding below the input's blocks");
-  const at::Tensor xf = x.to(at::kFloat).contiguous();
-  auto q = at::zeros({T, gp * kBlock}, x.options().dtype(at::kChar));
-  auto d = at::zeros({T, gp}, x.options().dtype(at::kFloat));
-  auto s = at::zeros({T, gp}, x.options().dtype(at::kFloat));
-  auto d8 = at::zeros({T, gp * 8}, x.options().dtype(at::kFloat));
-  const float* xp = xf.data_ptr<float>();
-  int8_t* qp = q.data_ptr<int8_t>();
-  float *dp = d.data_ptr<float>(), *sp = s.data_ptr<float>(), *d8p = d8.data_ptr<float>();
-  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      for (int64_t b = 0; b < G; ++b) {
-        const float* v = xp + t * G * kBlock + b * kBlock;
-        float amax = 0.f;
-        for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(v[j]));
-        const float scale = amax / 127.f, inv = scale != 0.f ? 1.f / scale : 0.f;
-        int8_t* out = qp + t * gp * kBlock + b * kBlock;
-        int32_t sum = 0;
-        for (int64_t j = 0; j < kBlock; ++j) {
-          const float r = std::nearbyint(v[j] * inv);
-          out[j] = static_cast<int8_t>(r);
-          sum += static_cast<int32_t>(r);
-        }
-        dp[t * gp + b] = scale;
-        sp[t * gp + b] = scale * static_cast<float>(sum);
-        std::fill(d8p + (t * gp + b) * 8, d8p + (t * gp + b + 1) * 8, scale);
-      }
-    }
-  });
+  const at::Tensor xc = x.dim() == 2 && x.stride(1) == 1 ? x : x.contiguous();
+  const int64_t T = x.size(0);
+  auto q = at::empty({T, gp * kBlock}, x.options().dtype(at::kChar));
+  auto d = at::empty({T, gp}, x.options().dtype(at::kFloat));
+  auto s = at::empty({T, gp}, x.options().dtype(at::kFloat));
+  auto d8 = at::empty({T, gp * 8}, x.options().dtype(at::kFloat));
+  quantize_rows(xc, gp, q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>(), d8.data_ptr<float>());
   return {q, d, s, d8};
 }
 
 // x [T, K] float32/bfloat16/float16; codes and scales as block_weights.py packs them (qgemm.h); format: Format;
-// isa: Isa (-1: the best this CPU has, under AIOS_QGEMM_ISA). Returns [T, N] in x's dtype.
-at::Tensor qgemm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, int64_t format, int64_t isa) {
+// isa: Isa (-1: the best this CPU has, under AIOS_QGEMM_ISA). Returns [T, N] in x's dtype, each value rounded once.
+// One workspace holds the quantized activations: a decode step makes ~4 of these calls per layer, so allocations
+// and dtype conversions around the product are a visible part of a small model's step.
+at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tensor& scales, int64_t format,
+                 int64_t isa) {
   const Format f = check_format(format);
-  TORCH_CHECK(x.dim() == 2, "x must be [T, K]");
+  TORCH_CHECK(x_in.dim() == 2, "x must be [T, K]");
+  const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
   TORCH_CHECK(codes.dim() == 2 && codes.is_contiguous() && codes.scalar_type() == at::kByte, "codes: [N, bytes] uint8");
   TORCH_CHECK(scales.dim() == 3 && scales.is_contiguous() && scales.scalar_type() == at::kHalf &&
               scales.size(0) == (f == Format::Q4_1 ? 2 : 1) && scales.size(1) == codes.size(0),
@@ -132,28 +153,35 @@ at::Tensor qgemm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor&
   TORCH_CHECK(K % kBlock == 0 && K / kBlock <= gp && K / kBlock > gp - 2, "x has ", K, " inputs, the weights ",
               gp * kBlock, " (padded)");
   const blocks::RowKernel kernel = kernel_for(resolve(isa), f);
-  auto y = at::empty({T, N}, x.options().dtype(at::kFloat));
-  if (T == 0 || N == 0) return y.to(x.scalar_type());
-  const std::vector<at::Tensor> acts = qgemm_quantize(x, gp);
-  const Acts a{acts[0].data_ptr<int8_t>(), acts[1].data_ptr<float>(), acts[2].data_ptr<float>(),
-               acts[3].data_ptr<float>(), gp};
+  auto y = at::empty({T, N}, x.options());
+  if (T == 0 || N == 0) return y;
+  const int64_t q_bytes = T * gp * kBlock;                      // a multiple of 64: the floats after it stay aligned
+  auto workspace = at::empty({q_bytes + T * gp * 10 * static_cast<int64_t>(sizeof(float))},
+                             x.options().dtype(at::kByte));
+  int8_t* q = reinterpret_cast<int8_t*>(workspace.data_ptr<uint8_t>());
+  float* d = reinterpret_cast<float*>(workspace.data_ptr<uint8_t>() + q_bytes);
+  float *s = d + T * gp, *d8 = s + T * gp;
+  quantize_rows(x, gp, q, d, s, d8);
+  const Acts a{q, d, s, d8, gp};
   const uint16_t* sc = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
   const blocks::Weights w{codes.data_ptr<uint8_t>(), sc, f == Format::Q4_1 ? sc + N * gp : nullptr, gp, row_bytes};
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
-    float out[kMaxRows];
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t n0 = tile * kTile, n1 = std::min(N, n0 + kTile);
-      for (int64_t t0 = 0; t0 < T; t0 += kMaxRows) {
-        const int64_t rows = std::min(kMaxRows, T - t0);
-        for (int64_t n = n0; n < n1; ++n) {
-          kernel(w, n, a, t0, rows, out);
-          for (int64_t r = 0; r < rows; ++r) yp[(t0 + r) * N + n] = out[r];
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "qgemm", [&] {
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
+      float out[kMaxRows];
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t n0 = tile * kTile, n1 = std::min(N, n0 + kTile);
+        for (int64_t t0 = 0; t0 < T; t0 += kMaxRows) {
+          const int64_t rows = std::min(kMaxRows, T - t0);
+          for (int64_t n = n0; n < n1; ++n) {
+            kernel(w, n, a, t0, rows, out);
+            for (int64_t r = 0; r < rows; ++r) yp[(t0 + r) * N + n] = static_cast<scalar_t>(out[r]);
+          }
         }
       }
-    }
+    });
   });
-  return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+  return y;
 }
 
 // The instruction set qgemm would use for `requested` (-1: automatic), or -1 when this CPU lacks it.
