@@ -26,6 +26,8 @@ from bench.workloads import TRACES_DIR, load_or_generate
 
 # Seconds granted before t0 for the agent processes to start (Python + pyzmq imports, on a busy 2-core machine).
 LAUNCH_MARGIN_S, LAUNCH_MARGIN_PER_AGENT_S = 1.0, 0.3
+# Seconds aiosd may take to load and measure its model: over 3 minutes when other work shares the 2 cores (load ~17).
+KERNEL_READY_S = 900.0
 
 
 class Suite:
@@ -68,7 +70,7 @@ class Suite:
         if config.uses_kernel:
             address = f"ipc://{self._socket_dir}/kernel.sock"
             options = {**config.kernel_options(), **self.engine_options}
-            with KernelProcess(address, options, records_dir / "aiosd.log") as kernel:
+            with KernelProcess(address, options, records_dir / "aiosd.log", ready_timeout_s=KERNEL_READY_S) as kernel:
                 harness = KernelBackend(address, name="bench-harness", priority=0)
                 try:
                     if self.cost is None:
