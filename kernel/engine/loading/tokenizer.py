@@ -1,5 +1,8 @@
 """Text ↔ token ids, built with the `tokenizers` library from a GGUF's metadata or a model folder's tokenizer.json.
 
+GGUF vocabularies: GPT-2 style byte-level BPE ('gpt2', rebuilt here) and SentencePiece BPE ('llama': Gemma, Llama 1/2,
+Mistral; spm_vocab.py).
+
 Special tokens. A chat (apply_chat_template) gets control tokens only where its template puts them: special-token
 text inside a message's content is encoded as plain text (chat_encoding.py), so an agent cannot forge a turn. Raw text
 (encode, behind llm.generate) still recognizes special-token text: a raw completion prompt is the caller's whole
@@ -21,6 +24,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from kernel.engine.loading.chat_encoding import ChatEncoder
 from kernel.engine.loading.chat_template import ChatTemplate
 from kernel.engine.loading.model_config import ModelLoadError
+from kernel.engine.loading.spm_vocab import default_chat_template, end_of_turn_ids, spm_tokenizer
 from kernel.engine.structured.tool_formats import tool_format_for
 
 log = logging.getLogger("aiosd.engine")
@@ -66,8 +70,11 @@ class TextTokenizer:
     @classmethod
     def from_gguf_metadata(cls, meta: dict) -> "TextTokenizer":
         kind = meta.get("tokenizer.ggml.model")
+        if kind == "llama":
+            return cls._from_spm_metadata(meta)
         if kind != "gpt2":
-            raise ModelLoadError(f"unsupported GGUF tokenizer model {kind!r}: only GPT-2 style byte-level BPE ('gpt2')")
+            raise ModelLoadError(f"unsupported GGUF tokenizer model {kind!r}: byte-level BPE ('gpt2') and "
+                                 "SentencePiece BPE ('llama') only")
         tokens: list[str] = meta["tokenizer.ggml.tokens"]
         merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
         bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)
@@ -93,6 +100,20 @@ class TextTokenizer:
         return cls(tok, eos_ids,
                    ChatTemplate(template, bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
                                 eos_token=_token(tokens, eos)) if template else None)
+
+    @classmethod
+    def _from_spm_metadata(cls, meta: dict) -> "TextTokenizer":
+        tok = spm_tokenizer(meta)
+        tokens = meta["tokenizer.ggml.tokens"]
+        ends = [meta.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                                      "tokenizer.ggml.eom_token_id")]
+        ends += end_of_turn_ids(tokens, meta.get("tokenizer.ggml.token_type") or ())
+        eos_ids = tuple(dict.fromkeys(int(i) for i in ends if i is not None))
+        template = default_chat_template(meta)
+        return cls(tok, eos_ids,
+                   ChatTemplate(template, bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
+                                eos_token=_token(tokens, meta.get("tokenizer.ggml.eos_token_id")))
+                   if template else None)
 
     @classmethod
     def from_folder(cls, folder: Path, eos_ids: tuple[int, ...]) -> "TextTokenizer":
