@@ -75,7 +75,7 @@ def test_agent_killed_while_its_snapshot_sits_in_the_arena_has_it_freed(tmp_path
         ps = subprocess.run([sys.executable, "-m", "kernel.cli", "ps"], env={**os.environ, ADDRESS_ENV: address},
                             capture_output=True, text=True, timeout=120).stdout
         victim_line = next(line for line in ps.splitlines() if " victim " in line)
-        assert ":preempted prio=0 tokens=" in victim_line and ":running prio=5 " in ps
+        assert ":preempted prio=-5 tokens=" in victim_line and ":running prio=0 " in ps
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         stats = wait_until(lambda: _freed(observer.stats()), timeout_s=120, what="snapshot freed")
