@@ -2,6 +2,7 @@
 SDK's for the same call, options reach the kernel, errors are the right HTTP statuses, keys are agents, and a client
 that leaves cancels its call in the kernel."""
 import asyncio
+import json
 import time
 
 import httpx2
@@ -119,9 +120,13 @@ def test_tools_come_back_as_the_kernel_returns_them(stack, reference, model):
     assert (message.content or "") == expected.text
     streamed = list(client(stack).chat.completions.create(model=model, messages=messages, tools=tools,
                                                           tool_choice="required", max_tokens=40, stream=True))
-    calls = [call for c in streamed for call in (c.choices[0].delta.tool_calls or [])]
-    assert [(c.function.name, c.function.arguments) for c in calls] == [(c.name, c.arguments)
-                                                                        for c in expected.tool_calls]
+    # streamed as generated (id and name first, then argument fragments): joined per index, the kernel's calls
+    joined: dict[int, list] = {}
+    for call in (call for c in streamed for call in (c.choices[0].delta.tool_calls or [])):
+        entry = joined.setdefault(call.index, [call.function.name, ""])
+        entry[1] += call.function.arguments or ""
+    assert [(name, json.loads(arguments)) for name, arguments in joined.values()] == [
+        (c.name, json.loads(c.arguments)) for c in expected.tool_calls]
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == expected.text
 
 
