@@ -114,7 +114,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     SHAPES[:] = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
-    print("load:", open("/proc/loadavg").read().split()[:3])
+    print("load:", open("/proc/loadavg").read().split()[:3], flush=True)
     if args.products:
         product_cases(args.repeats)
     if args.engine:
