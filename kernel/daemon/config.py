@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the torch engine stores and multiplies weights; auto: the fastest whose perplexity "
                              "is within 3%% of fp32's, measured at load (default: auto with --dtype bfloat16, fp32 "
                              "with --dtype float32, the reference path)")
-    parser.add_argument("--scheduler", default="fifo", help="scheduling policy: fifo, rr, priority, sjf, las")
+    parser.add_argument("--scheduler", default="fifo",
+                        help="scheduling policy: fifo, rr, priority, sjf, las, plas (LAS over each agent's program)")
     parser.add_argument("--quantum", type=_positive_int, default=None, help="round-robin time slice, in tokens")
     parser.add_argument("--sched-opt", type=_scheduler_option, action="append", default=[], metavar="KEY=VALUE",
                         help="a policy option, repeatable: priority aging_steps/margin/min_slice, sjf ratio/min_slice, "
@@ -70,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                  "per step")
     parser.add_argument("--arena-mb", type=_positive_int, default=256,
                         help="shared-memory arena for KV snapshots, in MiB")
-    parser.add_argument("--retention", choices=("on", "off"), default="on",
-                        help="keep each agent's last context for its next call")
+    parser.add_argument("--retention", choices=("on", "tool-aware", "off"), default="on",
+                        help="keep each agent's last context for its next call: on (least recently used evicted "
+                             "first), tool-aware (an agent waiting on a kernel-run tool keeps its context for about "
+                             "that tool's observed latency; kernel/context/tool_retention.py), off")
     parser.add_argument("--prefix-cache", choices=("on", "off"), default="on",
                         help="let the engine reuse finished sequences' KV for requests that extend them")
     parser.add_argument("--preempt-mode", choices=("snapshot", "recompute"), default="snapshot")

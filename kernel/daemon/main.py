@@ -15,6 +15,7 @@ from kernel.access.audit import AuditLog
 from kernel.access.tokens import TokenRegistry
 from kernel.context.arena import remove_stale_segments
 from kernel.context.manager import ContextManager
+from kernel.context.tool_retention import ToolAwareRetention
 from kernel.daemon.config import parse_args
 from kernel.daemon.dispatch import AccessPolicy
 from kernel.daemon.inbound import Inbox
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if not snapshots:       # a remote engine's KV is out of reach: preempt by recompute, retain nothing, a token arena
         log.info("engine %s keeps no KV here: preemption by recompute, no context retention", args.engine)
     context = ContextManager(engine, arena_bytes=args.arena_mb << 20 if snapshots else 1 << 20,
-                             retention=args.retention == "on" and snapshots,
+                             retention=args.retention != "off" and snapshots,
+                             policy=ToolAwareRetention() if args.retention == "tool-aware" else None,
                              preempt_mode=args.preempt_mode if snapshots else "recompute")
     zmq_context = zmq.Context()
     try:
@@ -117,7 +119,7 @@ def _serve(args, engine, context, scheduler, zmq_context: zmq.Context, security:
         services = build_services(zmq_context, args.data_dir, access.audit, memory=args.memory == "on",
                                   storage=args.storage == "on", tools=None if args.tools == "off" else args.tools,
                                   address=args.address, tokens=access.tokens, tool_approval=args.tool_approval,
-                                  approval_timeout_s=args.approval_timeout)
+                                  approval_timeout_s=args.approval_timeout, tool_observer=context)
     except (OSError, ValueError) as error:
         log.error("cannot set up the kernel's services (data directory %s, tools %s): %s", args.data_dir, args.tools,
                   error)

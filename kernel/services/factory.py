@@ -100,7 +100,7 @@ def _hideable(path: str) -> bool:
 def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool = True, storage: bool = True,
                    memory_options: dict | None = None, storage_options: dict | None = None,
                    embedder=None, tools: str | None = None, address: str | None = None, tokens=None,
-                   tool_approval: str = "ask", approval_timeout_s: float = 300.0) -> Services:
+                   tool_approval: str = "ask", approval_timeout_s: float = 300.0, tool_observer=None) -> Services:
     """tools: None (no tool manager), "default" (the built-in servers) or a TOML/JSON config file. The files and
     memory tool servers reach back to this kernel at `address` with a grant (fs.any, mem.any) minted from `tokens`."""
     os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)
@@ -140,7 +140,7 @@ def build_services(context: zmq.Context, data_dir: str, audit, *, memory: bool =
         manager = ToolManager(config)
         replies = ServiceWorker("tool-replies", context, lambda: None, ack=Ack())
         workers.append(replies)
-        tool_service = ToolService(manager, replies, audit, tool_approval, approval_timeout_s)
+        tool_service = ToolService(manager, replies, audit, tool_approval, approval_timeout_s, observer=tool_observer)
     syscalls = ServiceSyscalls(memory_worker, storage_worker, ShareTable(os.path.join(data_dir, "shares.json")), audit,
                                tool_service)
     return Services(syscalls, workers, manager)

@@ -62,7 +62,8 @@ class ToolService:
     def __init__(self, manager, replies: ServiceWorker, audit, approval: str = "ask",
                  approval_timeout_s: float = 300.0, restricted: frozenset[str] = DEFAULT_RESTRICTED, *,
                  max_pending: int = MAX_PENDING, max_pending_per_agent: int = MAX_PENDING_PER_AGENT,
-                 max_held_bytes: int = MAX_HELD_BYTES, max_held_bytes_per_agent: int = MAX_HELD_BYTES_PER_AGENT):
+                 max_held_bytes: int = MAX_HELD_BYTES, max_held_bytes_per_agent: int = MAX_HELD_BYTES_PER_AGENT,
+                 observer=None):
         if approval not in APPROVAL_POLICIES:
             raise ValueError(f"tool approval policy must be one of {APPROVAL_POLICIES}, got {approval!r}")
         self.manager, self.replies, self.audit = manager, replies, audit
@@ -75,6 +76,9 @@ class ToolService:
         self._boot = secrets.token_hex(4)            # ids of this kernel's run never collide with an earlier run's
         self._ids = itertools.count(1)
         self.space_of = None                         # agent -> its own space: set by ServiceSyscalls, which names them
+        # told when an agent starts and stops waiting on a tool (the context manager: a waiting agent's KV is kept
+        # for its return); tool_finished comes from the tool manager's thread
+        self.observer = observer
 
     def handlers(self) -> dict:
         return {"tool.list": self.list, "tool.call": self.call, "tool.pending": self.pending,
@@ -191,9 +195,17 @@ class ToolService:
             self.replies.submit(Job(held.identity, held.req_id, lambda _: _raise(error)))
 
     def _run(self, identity: bytes, req_id, tool: str, arguments: dict, context: dict) -> None:
+        agent_id = context["agent_id"]
+        if self.observer is not None:
+            self.observer.tool_started(agent_id, tool)
         future = self.manager.call(tool, arguments, context)
         # runs on the manager's thread: hand the outcome to the reply worker, whose outbox answers the agent
-        future.add_done_callback(lambda done: self._reply(identity, req_id, done))
+        future.add_done_callback(lambda done: self._done(agent_id, tool, identity, req_id, done))
+
+    def _done(self, agent_id: str, tool: str, identity: bytes, req_id, done) -> None:
+        if self.observer is not None:
+            self.observer.tool_finished(agent_id, tool)
+        self._reply(identity, req_id, done)
 
     def _reply(self, identity: bytes, req_id, done) -> None:
         def answer(_):

@@ -38,7 +38,7 @@ class InProcessKernel:
                  limits: AgentLimits | None = None, max_queued: int = DEFAULT_MAX_QUEUED, services: bool = False,
                  embedder=None, memory_options: dict | None = None, storage_options: dict | None = None,
                  data_dir: str | None = None, tools: str | None = None, tool_approval: str = "ask",
-                 approval_timeout_s: float = 300.0):
+                 approval_timeout_s: float = 300.0, retention_policy=None):
         self.address = address
         self.engine = engine or FakeEngine()
         self.security = security
@@ -51,10 +51,13 @@ class InProcessKernel:
         self.access = AccessPolicy(tokens=TokenRegistry(os.path.join(directory, "admin.token")),
                                    audit=AuditLog(self.audit_path), allowed_uids=frozenset([os.getuid()]))
         self.data_dir = data_dir or os.path.join(directory, "data")
+        self.context = ContextManager(self.engine, arena_bytes=1 << 20, policy=retention_policy,
+                                      kernel_id=f"{os.getpid()}.test{next(_arena_numbers)}")
         self.services = build_services(self.zmq, self.data_dir, self.access.audit, memory_options=memory_options,
                                        storage_options=storage_options, embedder=embedder, tools=tools,
                                        address=address, tokens=self.access.tokens, tool_approval=tool_approval,
-                                       approval_timeout_s=approval_timeout_s) if services else None
+                                       approval_timeout_s=approval_timeout_s,
+                                       tool_observer=self.context) if services else None
         try:
             self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes, security=security,
                                        prepare=PromptPreparer(self.engine))
@@ -63,8 +66,6 @@ class InProcessKernel:
                 security.close()
             self.zmq.term()
             raise
-        self.context = ContextManager(self.engine, arena_bytes=1 << 20,
-                                      kernel_id=f"{os.getpid()}.test{next(_arena_numbers)}")
         self._scheduler = scheduler or make_scheduler("fifo")
         self._lease_s = lease_s
         self._started = threading.Event()

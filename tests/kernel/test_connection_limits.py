@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 import sdk
 from ipc import runtime_dir
 from kernel.daemon.connections import ConnectionTracker
-from kernel.daemon.limits import FD_RESERVE_MIN, ConnectionBudget, raise_fd_limit, reserve_of
+from kernel.daemon.limits import FD_RESERVE_MIN, ConnectionBudget, reserve_of
 from tests.kernel.harness import wait_until
 from tests.kernel.raw_agent import RawAgent
 

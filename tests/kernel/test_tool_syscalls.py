@@ -6,10 +6,12 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 
 import pytest
 
 from sdk import KernelError, connect
+from kernel.context.tool_retention import ToolAwareRetention
 from tests.kernel.harness import InProcessKernel, wait_until
 
 
@@ -110,3 +112,16 @@ def test_irreversible_calls_wait_for_the_operator(kernel, decision):
         assert outcome["error"].code == "permission_denied"
     decisions = [d for d in kernel.audit_records() if held.approval_id in json.dumps(d)]
     assert [d["decision"] for d in decisions] == ["allow" if decision == "approve" else "deny"]
+
+
+def test_a_tool_call_tells_the_retention_policy_when_its_agent_waits_and_returns(tmp_path):
+    """--retention tool-aware: the kernel runs the tool, so the context manager hears its start and end (and learns
+    the tool's latency) without the agent saying anything."""
+    policy = ToolAwareRetention(clock=time.monotonic)
+    with InProcessKernel(f"ipc://{tmp_path}/kernel.sock", services=True, tools="default",
+                         retention_policy=policy) as kernel:
+        assert policy.latency.expected("calculate") == policy.latency.prior_s
+        with connect(kernel.address, name="asker") as k:
+            assert k.tools.call("calculate", {"expression": "6 * 7"}).text.strip() == "42"
+            wait_until(lambda: policy.latency.expected("calculate") != policy.latency.prior_s, timeout_s=60,
+                       what="the tool's latency observed")
