@@ -1,6 +1,6 @@
 """Agent frameworks through a real gateway and aiosd, knowing only its base_url and a key: the OpenAI Agents SDK in its
-default (Responses API) mode, streamed and not, and pydantic-ai (chat completions: tools, tool-output mode, native
-structured output). What is asserted is the plumbing, not the small default model's wisdom: a tool is called with
+default (Responses API) mode, streamed and not, pydantic-ai (chat completions: tools, tool-output mode, native
+structured output) and a LangGraph ReAct agent on langchain-openai (streamed chat, tool calls assembled from deltas). What is asserted is the plumbing, not the small default model's wisdom: a tool is called with
 arguments valid for its schema (tool_choice required), its result reaches the model, and the framework returns an
 answer of the declared type."""
 import json
@@ -96,3 +96,33 @@ def test_pydantic_ai_native_structured_output(stack, model):
     result = agent.run_sync("Is it sunny in Paris? Answer with the city and whether it is sunny.")
     assert isinstance(result.output, Weather)
     assert not tool_calls_of(result)      # response_format json_schema, no tool
+
+
+# ---- LangGraph (a ReAct agent on langchain-openai's ChatOpenAI, streamed: it assembles tool calls from deltas) --------
+def test_langgraph_react_agent_calls_its_tool_and_answers(stack, model):
+    langgraph_prebuilt = pytest.importorskip("langgraph.prebuilt")
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    seen = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The current weather of a city."""
+        seen.append(city)
+        return f"It is sunny and 21 C in {city}."
+
+    llm = ChatOpenAI(model=model, base_url=stack.gateway.url, api_key=stack.keys["alice"], max_tokens=48,
+                     temperature=0, streaming=True, max_retries=0, timeout=WAIT_S)
+    required, free = llm.bind_tools([get_weather], tool_choice="required"), llm.bind_tools([get_weather])
+
+    def pick(state, _runtime):
+        # a call is required until the tool answered; then the model may answer in text
+        return free if any(isinstance(m, ToolMessage) for m in state["messages"]) else required
+
+    agent = langgraph_prebuilt.create_react_agent(pick, [get_weather])
+    result = agent.invoke({"messages": [("user", "What is the weather in Paris?")]}, {"recursion_limit": 8})
+    calls = [c for m in result["messages"] for c in getattr(m, "tool_calls", None) or ()]
+    assert seen and calls[0]["name"] == "get_weather" and isinstance(calls[0]["args"]["city"], str)
+    assert isinstance(result["messages"][-1].content, str)
