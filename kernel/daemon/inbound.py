@@ -10,8 +10,12 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ipc.codec import Envelope
+
+if TYPE_CHECKING:
+    from kernel.engine.structured.tool_formats import ToolFormat
 
 DEFAULT_MAX_QUEUED = 4096         # syscalls decoded but not yet handled by the loop, all agents together
 DEFAULT_MAX_PER_CONNECTION = 256  # ... of one connection
@@ -54,7 +58,7 @@ class Inbound:
     peer: Peer | None = None      # read for hello only: the one syscall that binds a connection to a principal
     prompt_ids: list[int] | None = None    # an LLM call's prompt, tokenized off the loop by the preprocessor
     grammar: str | None = None             # ... the grammar its output must follow (a chat offering tools)
-    parse_tools: bool = False              # ... whether its output is parsed into tool calls
+    tool_format: ToolFormat | None = None  # ... the format its output is parsed into tool calls with
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class LLMService:
             req_id=req_id, client_id=client_id, agent_id=agent.agent_id, identity=item.identity,
             engine_request=EngineRequest(req_id=req_id, prompt_ids=item.prompt_ids, params=params),
             stream=call.stream, priority_hint=call.priority, predicted_tokens=call.predicted_tokens, arrival_step=now,
-            waiting_since=now, arrival_time=item.received, parse_tools=item.parse_tools))
+            waiting_since=now, arrival_time=item.received, tool_format=item.tool_format))
         self.program_start.setdefault(agent.agent_id, now)
 
     # -- one loop iteration --------------------------------------------------------------------------------------
@@ -162,8 +162,8 @@ class LLMService:
                         total_s=done - request.arrival_time)
         usage = Usage(prompt_tokens=request.prompt_tokens, completion_tokens=len(request.output_ids))
         text, calls = "".join(request.text_parts), []
-        if request.parse_tools:
-            text, parsed = parse_tool_calls(text)
+        if request.tool_format is not None:
+            text, parsed = parse_tool_calls(text, request.tool_format)
             calls = [ToolCall(id=c.id, name=c.name, arguments=c.arguments_json) for c in parsed]
         self.outbox.result(request.identity, request.client_id,
                            Completion(text=text, finish_reason="tool_calls" if calls else finish_reason, usage=usage,

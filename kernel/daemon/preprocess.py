@@ -23,8 +23,8 @@ from kernel.daemon.inbound import Inbound, Inbox
 from kernel.daemon.outbox import Outbox
 from kernel.engine.core.interface import EngineError
 from kernel.engine.structured.response_format import response_format_grammar, response_schema
-from kernel.engine.structured.tool_calls import tool_call_grammar
-from kernel.engine.structured.tool_prompt import render_tool_prompt
+from kernel.engine.structured.tool_chat import prepare_chat
+from kernel.engine.structured.tool_formats import ToolFormat
 
 log = logging.getLogger("aiosd.preprocess")
 
@@ -37,7 +37,7 @@ MAX_CHARS_PER_TOKEN = 64      # no vocabulary entry is longer: more characters t
 class Prepared:
     prompt_ids: list[int]
     grammar: str | None = None       # tools offered or a response format: the answer must follow it
-    parse_tools: bool = False
+    tool_format: ToolFormat | None = None   # tools offered: the reply is parsed into calls in this format
 
 
 class PromptPreparer:
@@ -60,23 +60,21 @@ class PromptPreparer:
         if chars > self.limit * MAX_CHARS_PER_TOKEN:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"a prompt of {chars} characters cannot fit the "
                                                      f"{self.limit}-token context")
-        grammar, parse_tools = None, False
+        grammar, tool_format = None, None
         if isinstance(call, Chat):
             messages = [_as_dict(m) for m in call.messages]
             try:
                 structured = response_schema(call.response_format) is not None
-                if call.tools and call.tool_choice != "none":
-                    # with a response format, "auto" is a call or the structured answer (response_format.py)
-                    choice = "required" if structured and call.tool_choice == "auto" else call.tool_choice
-                    grammar = tool_call_grammar(call.tools, choice, call.parallel_tool_calls)
-                    parse_tools = True
+                # with a response format, "auto" is a call or the structured answer (response_format.py)
+                choice = "required" if structured and call.tool_choice == "auto" else call.tool_choice
+                # the model's own tools section and call format where its template has one (tool_formats.py)
+                chat = prepare_chat(getattr(self._engine, "tokenizer", self._engine), messages, call.tools or None,
+                                    call.tool_choice, call.parallel_tool_calls, grammar_choice=choice)
+                ids, grammar, tool_format = chat.prompt_ids, chat.grammar, chat.tool_format
                 if structured:
                     grammar = response_format_grammar(call.response_format, grammar)
-                if parse_tools or any(m.role == "tool" or m.tool_calls for m in call.messages):
-                    messages = render_tool_prompt(messages, call.tools if parse_tools else None, call.tool_choice)
             except EngineError as error:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
-            ids = self._engine.apply_chat_template(messages)
         else:
             ids = self._engine.tokenize(call.prompt)
         if not ids:
@@ -84,7 +82,7 @@ class PromptPreparer:
         if len(ids) + call.max_tokens > self.limit:
             raise ProtocolError(ErrorCode.ENGINE, f"prompt ({len(ids)} tokens) + max_tokens ({call.max_tokens}) "
                                                   f"exceeds the {self.limit} tokens a sequence may hold")
-        return Prepared(ids, grammar, parse_tools)
+        return Prepared(ids, grammar, tool_format)
 
 
 class Preprocessor:
@@ -122,7 +120,7 @@ class Preprocessor:
         try:
             prepared = self._prepare(envelope.body)
             return dataclasses.replace(item, prompt_ids=prepared.prompt_ids, grammar=prepared.grammar,
-                                       parse_tools=prepared.parse_tools)
+                                       tool_format=prepared.tool_format)
         except ProtocolError as error:
             outbox.error(item.identity, envelope.req_id, error.code, error.message)
         except Exception:        # a tokenizer bug fails this call only

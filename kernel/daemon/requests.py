@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, RequestInfo
 from kernel.engine.core.interface import EngineRequest
+
+if TYPE_CHECKING:
+    from kernel.engine.structured.tool_formats import ToolFormat
 from kernel.scheduler.base import ReqState, RequestView
 
 
@@ -33,7 +37,7 @@ class LLMRequest:
     text_parts: list[str] = field(default_factory=list)
     admitted_time: float | None = None
     first_token_time: float | None = None
-    parse_tools: bool = False         # a chat that offered tools: its text is parsed into tool calls at the end
+    tool_format: ToolFormat | None = None   # a chat that offered tools: its text is parsed into calls at the end
 
     @property
     def prompt_tokens(self) -> int:
