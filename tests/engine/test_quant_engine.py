@@ -74,16 +74,16 @@ def test_int_modes_generate_from_float_weights(tiny_folder):
         assert len(out["a"].tokens) == 6, mode
 
 
-def test_auto_takes_the_fastest_mode_whose_measured_perplexity_holds(tiny_folder):
+def test_auto_takes_a_mode_whose_measured_perplexity_holds(tiny_folder):
+    """Which passing mode is fastest is measured (tests/engine/test_auto_weights.py injects the speeds); here: every
+    candidate's ratio is measured, and the mode chosen holds the bar (or fp32, when none does) and names the layout."""
     engine = TorchEngine.from_path(str(tiny_folder), "float32", weights="auto", kv_budget_tokens=256, max_batch=2)
-    tried = list(engine.weight_ratios)
-    assert tried == list(AUTO_ORDER[:len(tried)])                   # fastest first, stopping at the first that holds
-    assert all(ratio > MAX_PPL_RATIO for ratio in list(engine.weight_ratios.values())[:-1])
+    assert list(engine.weight_ratios) == list(AUTO_ORDER)
     if engine.weights != "fp32":
-        assert engine.weights == tried[-1] and engine.weight_ratios[engine.weights] <= MAX_PPL_RATIO
+        assert engine.weight_ratios[engine.weights] <= MAX_PPL_RATIO
         assert engine.layout().model_id.endswith(f"+weights={engine.weights}")
     else:
-        assert tried == list(AUTO_ORDER)
+        assert all(ratio > MAX_PPL_RATIO for ratio in engine.weight_ratios.values())
 
 
 @pytest.mark.parametrize("weights", ["int3", "q4_1", "", "FP32"])
