@@ -9,6 +9,15 @@ from kernel.engine.cpu.torch_engine import TorchEngine
 from tests.engine import tiny_llama
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_auto_cache(tmp_path_factory):
+    """--weights auto caches what it measured per CPU and model: the tests measure afresh, in a folder of their own,
+    never reading (or leaving) a user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIOS_CACHE_DIR", str(tmp_path_factory.mktemp("aios-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def smollm_checkpoint():
     # float32: argmax ties that bfloat16 rounding creates would make token-identity comparisons meaningless
