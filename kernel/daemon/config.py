@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the torch engine stores and multiplies weights; auto: the fastest whose perplexity "
                              "is within 3%% of fp32's, measured at load (default: auto with --dtype bfloat16, fp32 "
                              "with --dtype float32, the reference path)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="the CPU engine's threads (default: $AIOS_THREADS, else the physical cores aiosd may use)")
     parser.add_argument("--scheduler", default="fifo",
                         help="scheduling policy: fifo, rr, priority, sjf, las, plas (LAS over each agent's program)")
     parser.add_argument("--quantum", type=_positive_int, default=None, help="round-robin time slice, in tokens")

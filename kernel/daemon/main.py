@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from kernel.engine.factory import load_engine      # imports torch: only once the arguments are known good
     try:
         engine = load_engine(kind=args.engine, model=args.model, dtype=args.dtype, kv_budget_tokens=args.kv_budget,
-                             max_batch=args.max_batch, prefill_chunk=args.prefill_chunk,
+                             max_batch=args.max_batch, prefill_chunk=args.prefill_chunk, threads=args.threads,
                              prefix_cache=args.prefix_cache == "on", engine_urls=args.engine_url,
                              weights=_weights_mode(args) if args.engine == "torch" else None)
     except EngineError as error:       # e.g. no --engine-url answered, or a tokenizer that does not match the server's
