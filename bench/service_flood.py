@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -38,6 +39,7 @@ from bench.fuzz import ObservedKernel
 
 FLOODS = ("fs_write", "mem_add", "share", "denials", "dirs", "conns")
 WINDOW = 1500                    # calls a flooder keeps in flight
+MAX_FLOOD_CONNECTIONS = 4000
 VICTIM_TOKENS = 48
 SERVICE_KERNEL = {"memory": "on", "storage": "on", "tools": "off", "log-level": "warning"}
 
@@ -64,8 +66,14 @@ def flooder(address: str, kind: str, victim_space: str, flooding, stop) -> None:
     sockets = []
     try:
         if kind == "conns":
-            while not stop.is_set() and len(sockets) < 4000:
-                sock = context.socket(zmq.DEALER)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            context.set(zmq.MAX_SOCKETS, MAX_FLOOD_CONNECTIONS + 16)
+            while not stop.is_set() and len(sockets) < MAX_FLOOD_CONNECTIONS:
+                try:
+                    sock = context.socket(zmq.DEALER)
+                except zmq.ZMQError:         # this process's own descriptors ran out: hold what it has
+                    break
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(address)
                 sockets.append(sock)
