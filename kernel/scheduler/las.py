@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView
+from kernel.scheduler.levels import service_level
 from kernel.scheduler.preemption import plan_preemptive
 
 
@@ -28,12 +29,8 @@ class LeastAttainedServiceScheduler:
         self.starvation_steps, self.min_slice = starvation_steps, min_slice
 
     def level(self, service: int) -> int:
-        """0 for service below first_level, then one more each time the service is multiplied by growth."""
-        level, threshold = 0, self.first_level
-        while service >= threshold and level < self.levels - 1:
-            level += 1
-            threshold *= self.growth
-        return level
+        """The queue level of a program's service (kernel/scheduler/levels.py)."""
+        return service_level(service, self.first_level, self.growth, self.levels)
 
     def _waiting_level(self, view: RequestView, now: int) -> int:
         return 0 if now - view.waiting_since >= self.starvation_steps else self.level(view.agent_service)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import Plan, RequestView
+from kernel.scheduler.levels import service_level
 from kernel.scheduler.preemption import plan_preemptive
 
 
@@ -39,12 +40,8 @@ class ProgramLASScheduler:
         self.aging_steps, self.min_slice = aging_steps, min_slice
 
     def level(self, service: int) -> int:
-        """0 below first_level tokens of program service, then one more each time it is multiplied by growth."""
-        level, threshold = 0, self.first_level
-        while service >= threshold and level < self.levels - 1:
-            level += 1
-            threshold *= self.growth
-        return level
+        """The queue level of a program's service (kernel/scheduler/levels.py)."""
+        return service_level(service, self.first_level, self.growth, self.levels)
 
     def effective_level(self, view: RequestView, now: int) -> int:
         """A waiting call's level less one per aging_steps waited (never below 0)."""
