@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ from kernel.daemon.outbox import Outbox
 
 log = logging.getLogger("aiosd.services")
 
+# A service thread (and the threads it starts: the embedder's OpenMP team inherits it) runs at this nice value: an
+# agent flooding a service makes the kernel do CPU work (embeddings) on the cores the engine decodes on, and the
+# engine's step, shared by every agent, goes first when they compete. Per thread on Linux; raising it needs no right.
+SERVICE_NICE = 10
 DEFAULT_MAX_QUEUED = 1024          # jobs queued on one service, all owners together
 DEFAULT_MAX_PER_LANE = 64          # ... of one owner: the same depth as an agent's calls in flight (--max-calls-per-agent)
 
@@ -139,8 +144,10 @@ class FairQueue:
 
 class ServiceWorker:
     def __init__(self, name: str, context: zmq.Context, factory: Callable[[], Any],
-                 max_queued: int = DEFAULT_MAX_QUEUED, ack: Any = None, max_per_lane: int = DEFAULT_MAX_PER_LANE):
+                 max_queued: int = DEFAULT_MAX_QUEUED, ack: Any = None, max_per_lane: int = DEFAULT_MAX_PER_LANE,
+                 nice: int = SERVICE_NICE):
         self.name = name
+        self._nice = nice
         self._context = context
         self._factory = factory
         self._ack = ack
@@ -177,6 +184,7 @@ class ServiceWorker:
             self._jobs.drain()
 
     def _run(self) -> None:
+        _lower_priority(self._nice)        # before the service is built: its threads are started from this one
         outbox = Outbox(self._context)
         service = None
         try:
@@ -216,3 +224,14 @@ class ServiceWorker:
             return
         if job.identity is not None:
             outbox.result(job.identity, job.req_id, self._ack if result is None else result)
+
+
+def _lower_priority(nice: int) -> None:
+    """This thread's nice value raised to `nice` (never lowered: that would need a privilege)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+    except OSError as error:            # e.g. a sandbox without the call: the service runs at the kernel's priority
+        log.warning("cannot lower the service thread's priority: %s", error)

@@ -220,3 +220,28 @@ def test_a_jobs_lane_is_its_owner_then_its_identity_then_the_kernels():
     assert Job(None, None, lambda s: None, owner=b"y").lane == b"y"
     assert Job(b"x", 1, lambda s: None, owner=b"y").lane == b"y"
     assert Job(None, None, lambda s: None).lane is Lane.KERNEL
+
+
+def test_a_service_runs_below_the_engines_priority():
+    """The worker (and what its service starts) yields the cores to the engine's step when they compete."""
+    import os
+    import threading
+
+    import zmq
+
+    from kernel.services.worker import SERVICE_NICE, ServiceWorker
+    seen = {}
+
+    def build():
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return object()
+
+    context = zmq.Context()
+    worker = ServiceWorker("probe", context, build)
+    worker.start()
+    try:
+        assert worker.ready.wait(60)
+        assert seen["nice"] >= SERVICE_NICE > os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        worker.stop()
+        context.term()
