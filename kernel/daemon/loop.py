@@ -22,6 +22,8 @@ from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.loop")
 
+SYSCALL_BUDGET_S = 0.002         # syscall handling per engine step while the engine has work (~15% of a 15 ms step)
+
 
 class KernelLoop:
     def __init__(self, engine, context, scheduler: Scheduler, inbox: Inbox, outbox: Outbox,
@@ -61,13 +63,18 @@ class KernelLoop:
         self._inbox.put_stop()
 
     def _take_syscalls(self, block: bool) -> bool:
-        """Handle every queued item; False once stop() was called."""
+        """Handle the queued items, False once stop() was called. While the engine has work, only for
+        SYSCALL_BUDGET_S per iteration: the rest waits for the next one, so a flood of calls (each answered on this
+        thread, if only with `busy`) delays every agent's decode step by at most that much."""
         try:
             item = self._inbox.get(timeout=self._idle_wait_s if block else 0)
         except queue.Empty:
             return True
+        deadline = None if block else time.monotonic() + SYSCALL_BUDGET_S
         while item is not None:
             self._handle(item)
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
             try:
                 item = self._inbox.get(timeout=0)
             except queue.Empty:
