@@ -98,9 +98,9 @@ def test_a_preempted_call_is_resubmitted_with_its_output_and_loses_nothing(one_s
     order, results = [], {}
     with connect(one_slot.address, name="watcher") as watcher:
         before = watcher.stats()
-        low = _call(one_slot.address, "low", 0, 60, order, results)
+        low = _call(one_slot.address, "low", -5, 60, order, results)
         wait_until(lambda: watcher.stats()["requests_running"] == 1, timeout_s=60, what="the low call running")
-        high = _call(one_slot.address, "high", 5, 4, order, results)
+        high = _call(one_slot.address, "high", 0, 4, order, results)
         for t in (low, high):
             t.join(timeout=180)
         stats = watcher.stats()
