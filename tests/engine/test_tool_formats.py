@@ -299,3 +299,14 @@ def test_gguf_user_defined_tokens_are_whole_and_turn_ends_stop():
     assert ids.count(call_open) == rendered.count("<tool_call>") == 3
     assert ids.count(call_close) == rendered.count("</tool_call>") == 3
     assert tok.decode([call_open]) == "<tool_call>"       # not special: the reply keeps it, so its calls parse
+
+
+def test_a_schema_nested_past_recursion_is_a_clear_refusal():
+    from ipc.messages import ResponseFormat
+    from kernel.engine.core.interface import EngineError
+    from kernel.engine.structured.response_format import response_format_grammar
+    schema = {"type": "object"}
+    for _ in range(50_000):
+        schema = {"type": "object", "properties": {"a": schema}}
+    with pytest.raises(EngineError, match="nested too deeply"):
+        response_format_grammar(ResponseFormat(type="json_schema", schema=schema), None)

@@ -40,6 +40,8 @@ def response_schema(fmt: ResponseFormat | None) -> dict | bool | None:
         size = len(json.dumps(fmt.schema, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise EngineError(f"response_format schema is not JSON: {exc}") from None
+    except RecursionError:       # a hostile nesting depth: the caller's bad request, not a kernel failure
+        raise EngineError("response_format schema is nested too deeply") from None
     if size > MAX_SCHEMA_BYTES:
         raise EngineError(f"response_format schema is {size} bytes, over {MAX_SCHEMA_BYTES}")
     return fmt.schema
