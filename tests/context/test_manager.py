@@ -1,6 +1,5 @@
 """The context manager with the real torch engine: preempted and restored generations are token-identical to
 uninterrupted ones, through snapshots and through recompute, and retained contexts are reused."""
-import itertools
 import os
 
 import pytest
@@ -14,22 +13,10 @@ from tests.context.loop import MiniLoop
 GREEDY = SamplingParams(max_tokens=8, ignore_eos=True)
 # Few distinct prompts: each needs one uninterrupted reference run.
 PROMPT, OTHER = "Name three colours.", "What is a cat?"
+
+
 def chat(engine, text):
     return engine.apply_chat_template([{"role": "user", "content": text}])
-
-
-@pytest.fixture
-def manager(engine):
-    managers, numbers = [], itertools.count()
-
-    def make(arena_bytes=64 << 20, **options):
-        cm = ContextManager(engine, arena_bytes, kernel_id=f"{os.getpid()}.t{next(numbers)}", **options)
-        managers.append(cm)
-        return cm
-    yield make
-    for cm in managers:
-        cm.close()
-    assert not engine.has_work()
 
 
 @pytest.fixture(scope="module")

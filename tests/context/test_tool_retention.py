@@ -1,13 +1,10 @@
 """Tool-aware retention (kernel/context/tool_retention.py): the tool latency EWMA, the eviction order (idle agents
 first, then most byte-seconds until reuse, TTL expiry), and, with the real engine and arena, an agent in a tool call
 keeping its context where LRU retention loses it."""
-import itertools
-import os
 
 import pytest
 from hypothesis import given, strategies as st
 
-from kernel.context.manager import ContextManager
 from kernel.context.retention import Kind, Resident, RetentionPolicy
 from kernel.context.tool_retention import ToolAwareRetention, ToolLatency
 from kernel.engine.core.interface import SamplingParams
@@ -108,20 +105,6 @@ def test_tool_ends_reported_from_another_thread_while_the_loop_ranks_victims():
 
 
 GREEDY = SamplingParams(max_tokens=6, ignore_eos=True)
-
-
-@pytest.fixture
-def manager(engine):
-    managers, numbers = [], itertools.count()
-
-    def make(arena_bytes, **options):
-        cm = ContextManager(engine, arena_bytes, kernel_id=f"{os.getpid()}.tr{next(numbers)}", **options)
-        managers.append(cm)
-        return cm
-    yield make
-    for cm in managers:
-        cm.close()
-    assert not engine.has_work()
 
 
 @pytest.mark.parametrize("policy_name, hit_expected", [("lru", False), ("tool-aware", True)])
