@@ -31,15 +31,6 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def address():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return f"tcp://127.0.0.1:{port}"
-
-
-@pytest.fixture
 def secured_kernel(store, address):
     with InProcessKernel(address, security=ServerSecurity(store)) as running:
         yield running

@@ -2,9 +2,7 @@
 unchanged, and any change to it (a key added, revoked, the folder replaced) is seen at the next handshake. The cache
 always answers what a fresh read of the folder would (property-based over sequences of changes)."""
 import os
-import socket
 
-import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -19,15 +17,6 @@ OLD = 1_000_000_000          # seconds since the epoch: a folder last changed lo
 def _age(path: str) -> None:
     """Make the folder look unchanged for a long time, as it is on a kernel serving for a while."""
     os.utime(path, (OLD, OLD))
-
-
-@pytest.fixture
-def address():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return f"tcp://127.0.0.1:{port}"
 
 
 def _handshake(address: str, store: KeyStore, secret) -> int:
