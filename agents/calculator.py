@@ -12,6 +12,7 @@ the model; nothing else escapes, whatever the text (model output is untrusted). 
 - ZeroDivisionError, OverflowError, ValueError, RecursionError and MemoryError from parsing or arithmetic become
   CalculatorError.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,12 +20,19 @@ import math
 import operator
 
 MAX_CHARS = 200
-MAX_DEPTH = 100                     # tree levels: a sum of 100 one-digit terms fits; ~199 unary signs do not
+MAX_DEPTH = 100  # tree levels: a sum of 100 one-digit terms fits; ~199 unary signs do not
 MAX_EXPONENT = 1000
-MAX_INT_BITS = 4096                 # ~1233 decimal digits: 2**1000 * 2**1000 works, and the result always prints
+MAX_INT_BITS = 4096  # ~1233 decimal digits: 2**1000 * 2**1000 works, and the result always prints
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
@@ -42,26 +50,26 @@ def calculate(expression: str) -> int | float:
         tree = ast.parse(expression.strip().replace("^", "**"), mode="eval")
     except (SyntaxError, ValueError):
         raise CalculatorError(f"not an arithmetic expression: {expression!r}") from None
-    except (RecursionError, MemoryError):          # the parser's own nesting limits
+    except (RecursionError, MemoryError):  # the parser's own nesting limits
         raise CalculatorError(f"expression nested too deeply: {expression!r}") from None
     try:
         return _evaluate(tree.body, depth=0)
     except ZeroDivisionError:
         raise CalculatorError("division by zero") from None
-    except OverflowError:                           # float range, or an int too large to convert to float
+    except OverflowError:  # float range, or an int too large to convert to float
         raise CalculatorError("number too large for a float") from None
     except (ValueError, ArithmeticError) as error:  # CalculatorError is a ValueError: keep its message
         if isinstance(error, CalculatorError):
             raise
         raise CalculatorError(f"cannot compute: {error}") from None
-    except (RecursionError, MemoryError):           # MAX_DEPTH should prevent these; never let them end the agent
+    except (RecursionError, MemoryError):  # MAX_DEPTH should prevent these; never let them end the agent
         raise CalculatorError("expression too complex") from None
 
 
 def _evaluate(node: ast.AST, depth: int) -> int | float:
     if depth > MAX_DEPTH:
         raise CalculatorError(f"expression nested deeper than {MAX_DEPTH} levels")
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):   # type(): bool and complex excluded
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):  # type(): bool and complex excluded
         return _checked(node.value)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _checked(_UNARY[type(node.op)](_evaluate(node.operand, depth + 1)))
@@ -78,8 +86,7 @@ def _check_cost(op: ast.operator, left: int | float, right: int | float) -> None
         if abs(right) > MAX_EXPONENT:
             raise CalculatorError(f"exponent above {MAX_EXPONENT}")
         # An int power grows to about bits(base) * exponent bits; float powers are bounded by the float range.
-        if isinstance(left, int) and isinstance(right, int) and right > 0 \
-                and left.bit_length() * right > MAX_INT_BITS:
+        if isinstance(left, int) and isinstance(right, int) and right > 0 and left.bit_length() * right > MAX_INT_BITS:
             raise CalculatorError(f"result larger than {MAX_INT_BITS} bits")
     elif isinstance(op, ast.Mult) and isinstance(left, int) and isinstance(right, int):
         if left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:
@@ -96,4 +103,4 @@ def _checked(value: object) -> int | float:
         if not math.isfinite(value):
             raise CalculatorError("result too large" if math.isinf(value) else "result is not a number")
         return value
-    raise CalculatorError("no real-valued result")     # complex, e.g. a negative number to a fractional power
+    raise CalculatorError("no real-valued result")  # complex, e.g. a negative number to a fractional power

@@ -4,6 +4,7 @@ own) and asked about them in a second round: its memory outlives its processes.
 
     python -m agents.demo [--dtype float32] [--scheduler rr]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,12 +46,19 @@ def run_agents(address: str, jobs: list[tuple[str, str]], timeout_s: float = 600
     """Start every agent at once, each its own process; wait for all."""
     env = {**os.environ, ADDRESS_ENV: address}
     started = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, str(AGENTS_DIR / program), *_split(program, question)], env=env,
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for program, question in jobs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(AGENTS_DIR / program), *_split(program, question)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for program, question in jobs
+    ]
     finished: list[Finished | None] = [None] * len(jobs)
 
-    def wait(index: int) -> None:       # one waiting thread per agent, so each is timed at its own exit
+    def wait(index: int) -> None:  # one waiting thread per agent, so each is timed at its own exit
         (program, question), proc = jobs[index], procs[index]
         output, _ = proc.communicate(timeout=timeout_s)
         finished[index] = Finished(program, question, output.strip(), proc.returncode, time.monotonic() - started)
@@ -77,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         address = f"ipc://{workdir}/kernel.sock"
         print(f"starting aiosd ({args.dtype}, {args.scheduler}) ...", flush=True)
         # the demo's agents call no irreversible tool: nobody would be there to approve one
-        options = {"dtype": args.dtype, "scheduler": args.scheduler, "memory": "on", "storage": "on",
-                   "tools": "default", "tool-approval": "deny"}
+        options = {
+            "dtype": args.dtype,
+            "scheduler": args.scheduler,
+            "memory": "on",
+            "storage": "on",
+            "tools": "default",
+            "tool-approval": "deny",
+        }
         with KernelProcess(address, options, Path(workdir) / "aiosd.log") as kernel:
             print(kernel.ready_line, flush=True)
             print(f"running {len(JOBS)} agents as concurrent processes ...\n", flush=True)

@@ -8,15 +8,18 @@ Each run is a new process; the memories live in the kernel's memory service unde
 (even after aiosd restarts) finds them. Answers are grounded in the closest notes (mem.search), which are put into the
 prompt and printed with their similarity.
 """
+
 from __future__ import annotations
 
 import argparse
 
 from sdk import Agent
 
-SYSTEM_PROMPT = ("You answer questions using only the user's notes below. If the notes do not contain the answer, say "
-                 "you do not know. Answer in one sentence.")
-MIN_SCORE = 0.2          # cosine similarity under which a note is not about the question at all
+SYSTEM_PROMPT = (
+    "You answer questions using only the user's notes below. If the notes do not contain the answer, say "
+    "you do not know. Answer in one sentence."
+)
+MIN_SCORE = 0.2  # cosine similarity under which a note is not about the question at all
 
 
 class NotesAgent(Agent):
@@ -50,8 +53,13 @@ class NotesAgent(Agent):
         for hit in notes:
             print(f"[note {hit.score:.2f}] {hit.text}")
         context = "\n".join(f"- {hit.text}" for hit in notes) or "(no notes)"
-        reply = self.kernel.chat([{"role": "system", "content": f"{SYSTEM_PROMPT}\n\nNotes:\n{context}"},
-                                  {"role": "user", "content": question}], max_tokens=64)
+        reply = self.kernel.chat(
+            [
+                {"role": "system", "content": f"{SYSTEM_PROMPT}\n\nNotes:\n{context}"},
+                {"role": "user", "content": question},
+            ],
+            max_tokens=64,
+        )
         print(reply.strip())
         return 0
 

@@ -1,7 +1,8 @@
 """A question-answering agent: one chat syscall, the answer on stdout.
 
-    python agents/qa.py "What is the capital of France?"      (or: aios run agents/qa.py "...")
+python agents/qa.py "What is the capital of France?"      (or: aios run agents/qa.py "...")
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ class QuestionAnswerer(Agent):
         parser.add_argument("--max-tokens", type=int, default=64)
         options = parser.parse_args(args)
         question = " ".join(options.question)
-        answer = self.kernel.chat([{"role": "system", "content": SYSTEM_PROMPT},
-                                   {"role": "user", "content": question}], max_tokens=options.max_tokens)
+        answer = self.kernel.chat(
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
+            max_tokens=options.max_tokens,
+        )
         print(answer.strip())
         return 0
 

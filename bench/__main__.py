@@ -1,5 +1,6 @@
 """python -m bench [--smoke]: compare kernel configurations and baselines on agent workloads; write results, a
 Markdown report and plots under bench/results/<run>/ and print the report."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,12 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {err}", file=sys.stderr)
         return 1
     # Load averages show whether other work shared the cores during the run.
-    results = {"run": run_dir.name, "mode": mode, "seed": args.seed, "machine": report.describe_machine(),
-               "load_average_before": load_before, "load_average_after": os.getloadavg(),
-               "engine_options": engine_options, "cost_model": cost_dict(suite.cost),
-               "wall_s": time.monotonic() - started, "workloads": workloads}
-    measured = targets.evaluate({w: {label: run["metrics"] for label, run in entry["configs"].items()}
-                                 for w, entry in workloads.items()})
+    results = {
+        "run": run_dir.name,
+        "mode": mode,
+        "seed": args.seed,
+        "machine": report.describe_machine(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "engine_options": engine_options,
+        "cost_model": cost_dict(suite.cost),
+        "wall_s": time.monotonic() - started,
+        "workloads": workloads,
+    }
+    measured = targets.evaluate(
+        {w: {label: run["metrics"] for label, run in entry["configs"].items()} for w, entry in workloads.items()}
+    )
     text = report.write(results, measured, run_dir)
     plots.plot_all(workloads, run_dir)
     print(text)

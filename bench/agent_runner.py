@@ -5,6 +5,7 @@
 Every call sets ignore_eos, so outputs have exactly the trace's lengths. The runner waits for its arrival time
 (t0 + arrival), then runs the calls in order, appending one RequestRecord per call and one AgentRecord at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ KV_MARGIN_TOKENS = 64
 
 def kv_tokens_needed(trace: Trace, program: AgentProgram) -> int:
     """An upper bound on the longest sequence the program builds (its whole history when it grows)."""
-    prefix = len(trace.prefixes[program.prefix].split()) if program.prefix else 0   # one token per word (bench.text)
+    prefix = len(trace.prefixes[program.prefix].split()) if program.prefix else 0  # one token per word (bench.text)
     if program.history:
         longest = sum(call.text_tokens + call.max_tokens for call in program.calls)
     else:
@@ -31,8 +32,15 @@ def kv_tokens_needed(trace: Trace, program: AgentProgram) -> int:
     return prefix + longest + KV_MARGIN_TOKENS
 
 
-def run_program(trace: Trace, program: AgentProgram, backend: Backend, out: Path, t0: float, load_seconds: float = 0.0,
-                ready_at: float | None = None) -> bool:
+def run_program(
+    trace: Trace,
+    program: AgentProgram,
+    backend: Backend,
+    out: Path,
+    t0: float,
+    load_seconds: float = 0.0,
+    ready_at: float | None = None,
+) -> bool:
     """Run every call; True when all succeeded. ready_at (seconds since t0) is when the agent could first run."""
     prefix = trace.prefixes[program.prefix] if program.prefix else ""
     prompt = prefix
@@ -42,23 +50,62 @@ def run_program(trace: Trace, program: AgentProgram, backend: Backend, out: Path
         submitted = time.time() - t0
         try:
             outcome = backend.generate(prompt, call.max_tokens)
-        except Exception as err:   # a kernel error or a dead engine: record it and stop this agent's program
+        except Exception as err:  # a kernel error or a dead engine: record it and stop this agent's program
             error = f"{type(err).__name__}: {err}"
-            write_record(out, RequestRecord(program.agent_id, program.kind, program.priority, index, submitted, None,
-                                            time.time() - t0, 0, 0, call.max_tokens, 0.0, error))
+            write_record(
+                out,
+                RequestRecord(
+                    program.agent_id,
+                    program.kind,
+                    program.priority,
+                    index,
+                    submitted,
+                    None,
+                    time.time() - t0,
+                    0,
+                    0,
+                    call.max_tokens,
+                    0.0,
+                    error,
+                ),
+            )
             break
         finished = time.time() - t0
         # A call that had to wait for the agent's process to get a CPU slot (no-kernel baseline) waited that long too.
         waited = outcome.queue_s + (max(0.0, ready_at - program.arrival_s) if index == 0 and ready_at else 0.0)
-        write_record(out, RequestRecord(
-            program.agent_id, program.kind, program.priority, index, submitted,
-            None if outcome.ttft_s is None else submitted + outcome.ttft_s, finished, outcome.prompt_tokens,
-            outcome.completion_tokens, call.max_tokens, waited))
+        write_record(
+            out,
+            RequestRecord(
+                program.agent_id,
+                program.kind,
+                program.priority,
+                index,
+                submitted,
+                None if outcome.ttft_s is None else submitted + outcome.ttft_s,
+                finished,
+                outcome.prompt_tokens,
+                outcome.completion_tokens,
+                call.max_tokens,
+                waited,
+            ),
+        )
         prompt += outcome.text
         if call.tool_after is not None:
             tool_seconds += run_tool(call.tool_after)
-    write_record(out, AgentRecord(program.agent_id, program.kind, program.priority, program.arrival_s,
-                                  time.time() - t0, tool_seconds, load_seconds, len(program.calls), error))
+    write_record(
+        out,
+        AgentRecord(
+            program.agent_id,
+            program.kind,
+            program.priority,
+            program.arrival_s,
+            time.time() - t0,
+            tool_seconds,
+            load_seconds,
+            len(program.calls),
+            error,
+        ),
+    )
     return error is None
 
 

@@ -24,6 +24,7 @@ Mixes (sizes scaled for a 135M model on 2 CPU cores, fixed before any result was
 - agentic_heavy_tailed: 16 agents whose number of calls is Pareto (most make 1-3 calls, a few make 20+).
 - agentic_interactive: 4 short interactive agents (priority 10) beside 6 long background agents.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,18 +65,38 @@ def draw_tool(rng: random.Random) -> ToolGap:
     return ToolGap(kind=kind, seconds=round(seconds, 3))
 
 
-def agent(rng: random.Random, agent_id: str, kind: str, n_calls: int, arrival: tuple[float, float],
-          priority: int = 0, prefix: str | None = "tools") -> AgentProgram:
+def agent(
+    rng: random.Random,
+    agent_id: str,
+    kind: str,
+    n_calls: int,
+    arrival: tuple[float, float],
+    priority: int = 0,
+    prefix: str | None = "tools",
+) -> AgentProgram:
     """A tool-using agent: a task, then per step a tool call's JSON, the tool, its observation; a final answer."""
     calls = []
     for index in range(n_calls):
         last = index == n_calls - 1
         n_text = draw(rng, "task_tokens") if index == 0 else draw(rng, "observation_tokens")
         out = draw(rng, "final_output_tokens") if last else draw(rng, "step_output_tokens")
-        calls.append(Call(text=words_text(rng, n_text), text_tokens=n_text, max_tokens=out,
-                          tool_after=None if last else draw_tool(rng)))
-    return AgentProgram(agent_id=agent_id, kind=kind, priority=priority, arrival_s=round(rng.uniform(*arrival), 3),
-                        history=True, prefix=prefix, calls=tuple(calls))
+        calls.append(
+            Call(
+                text=words_text(rng, n_text),
+                text_tokens=n_text,
+                max_tokens=out,
+                tool_after=None if last else draw_tool(rng),
+            )
+        )
+    return AgentProgram(
+        agent_id=agent_id,
+        kind=kind,
+        priority=priority,
+        arrival_s=round(rng.uniform(*arrival), 3),
+        history=True,
+        prefix=prefix,
+        calls=tuple(calls),
+    )
 
 
 def system_prompt(rng: random.Random) -> dict[str, str]:
@@ -84,10 +105,17 @@ def system_prompt(rng: random.Random) -> dict[str, str]:
 
 def agentic(rng: random.Random) -> tuple[str, dict, list[AgentProgram]]:
     prefixes = system_prompt(rng)
-    agents = [agent(rng, f"agent-{i:02d}", "agent", draw(rng, "calls_per_program"), arrival=(0.0, 10.0))
-              for i in range(16)]
-    return ("16 tool-using agents sharing a tool-schema system prompt; calls, observations, outputs and tool latencies "
-            "from agent-trace distributions"), prefixes, agents
+    agents = [
+        agent(rng, f"agent-{i:02d}", "agent", draw(rng, "calls_per_program"), arrival=(0.0, 10.0)) for i in range(16)
+    ]
+    return (
+        (
+            "16 tool-using agents sharing a tool-schema system prompt; calls, observations, outputs and tool latencies "
+            "from agent-trace distributions"
+        ),
+        prefixes,
+        agents,
+    )
 
 
 def agentic_heavy_tailed(rng: random.Random) -> tuple[str, dict, list[AgentProgram]]:
@@ -102,12 +130,19 @@ def agentic_heavy_tailed(rng: random.Random) -> tuple[str, dict, list[AgentProgr
 
 def agentic_interactive(rng: random.Random) -> tuple[str, dict, list[AgentProgram]]:
     prefixes = system_prompt(rng)
-    agents = [agent(rng, f"background-{i}", "background", 2 * draw(rng, "calls_per_program"), arrival=(0.0, 1.0))
-              for i in range(6)]
-    agents += [agent(rng, f"interactive-{i}", "interactive", rng.randint(2, 3), arrival=(2.0, 8.0), priority=10)
-               for i in range(4)]
+    agents = [
+        agent(rng, f"background-{i}", "background", 2 * draw(rng, "calls_per_program"), arrival=(0.0, 1.0))
+        for i in range(6)
+    ]
+    agents += [
+        agent(rng, f"interactive-{i}", "interactive", rng.randint(2, 3), arrival=(2.0, 8.0), priority=10)
+        for i in range(4)
+    ]
     return "4 interactive tool-using agents (priority 10) beside 6 long background agents", prefixes, agents
 
 
-AGENTIC_MIXES = {"agentic": agentic, "agentic_heavy_tailed": agentic_heavy_tailed,
-                 "agentic_interactive": agentic_interactive}
+AGENTIC_MIXES = {
+    "agentic": agentic,
+    "agentic_heavy_tailed": agentic_heavy_tailed,
+    "agentic_interactive": agentic_interactive,
+}

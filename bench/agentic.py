@@ -17,6 +17,7 @@ in bfloat16); a preempted call's KV is assumed restored at no cost, and the aren
 (about 7 ms per 2k tokens at 7 GB/s) are not charged. A call's tool runs for the trace's seconds after it
 finishes; the agent's next call arrives then. Agent completion = last call's end - first call's arrival.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView
 from kernel.scheduler.registry import make_scheduler
 
-STEP_S = {1: 0.0321, 2: 0.0370, 4: 0.0394, 8: 0.0429, 12: 0.0493, 16: 0.0574}   # decode step by batch (RESULTS.md)
+STEP_S = {1: 0.0321, 2: 0.0370, 4: 0.0394, 8: 0.0429, 12: 0.0493, 16: 0.0574}  # decode step by batch (RESULTS.md)
 PREFILL_S_PER_TOKEN = 0.00046
 BYTES_PER_TOKEN = 23 * 1024
 BLOCK, KV_BUDGET_TOKENS, MAX_BATCH = 16, 16384, 8
@@ -79,8 +80,8 @@ class Replay:
     step: int = 0
     calls: dict[str, SimCall] = field(default_factory=dict)
     service: dict[str, int] = field(default_factory=dict)
-    history: dict[str, int] = field(default_factory=dict)          # agent -> tokens of its conversation so far
-    retained: dict[str, tuple[int, int]] = field(default_factory=dict)   # agent -> (tokens, last_used)
+    history: dict[str, int] = field(default_factory=dict)  # agent -> tokens of its conversation so far
+    retained: dict[str, tuple[int, int]] = field(default_factory=dict)  # agent -> (tokens, last_used)
     pending: list[tuple[float, str, int]] = field(default_factory=list)  # (time, agent, call index) to submit
     done_at: dict[str, float] = field(default_factory=dict)
     prefilled: int = 0
@@ -88,8 +89,13 @@ class Replay:
 
     def __post_init__(self):
         self.policy = make_scheduler(self.scheduler)
-        self.keep = (None if self.retention == "off" else RetentionPolicy() if self.retention == "lru"
-                     else ToolAwareRetention(clock=lambda: self.clock))
+        self.keep = (
+            None
+            if self.retention == "off"
+            else RetentionPolicy()
+            if self.retention == "lru"
+            else ToolAwareRetention(clock=lambda: self.clock)
+        )
         self.programs = {a.agent_id: a for a in self.trace.agents}
         self.prefix = {p: len(text.split()) for p, text in self.trace.prefixes.items()}
         self.first_step: dict[str, int] = {}
@@ -109,8 +115,17 @@ class Replay:
             call = program.calls[index]
             self.history[agent_id] += call.text_tokens
             self.first_step.setdefault(agent_id, self.step)
-            req = SimCall(f"{agent_id}/{index}", agent_id, index, self.history[agent_id], call.max_tokens, self.step,
-                          self.first_step[agent_id], program.priority, waiting_since=self.step)
+            req = SimCall(
+                f"{agent_id}/{index}",
+                agent_id,
+                index,
+                self.history[agent_id],
+                call.max_tokens,
+                self.step,
+                self.first_step[agent_id],
+                program.priority,
+                waiting_since=self.step,
+            )
             self.calls[req.req_id] = req
 
     def _finish(self, req: SimCall) -> None:
@@ -148,11 +163,21 @@ class Replay:
     def _view(self, req: SimCall) -> RequestView:
         # reserved whole at admission: the engine never preempts on its own here
         blocks = -(-(req.prompt + req.max_tokens + 1) // BLOCK)
-        return RequestView(req_id=req.req_id, agent_id=req.agent_id, state=req.state, priority=req.priority,
-                           arrival=req.arrival_step, prompt_tokens=req.prompt, max_tokens=req.max_tokens,
-                           output_tokens=req.output, slice_tokens=req.slice_tokens, waiting_since=req.waiting_since,
-                           agent_service=self.service.get(req.agent_id, 0), kv_blocks=blocks,
-                           program_arrival=req.program_arrival)
+        return RequestView(
+            req_id=req.req_id,
+            agent_id=req.agent_id,
+            state=req.state,
+            priority=req.priority,
+            arrival=req.arrival_step,
+            prompt_tokens=req.prompt,
+            max_tokens=req.max_tokens,
+            output_tokens=req.output,
+            slice_tokens=req.slice_tokens,
+            waiting_since=req.waiting_since,
+            agent_service=self.service.get(req.agent_id, 0),
+            kv_blocks=blocks,
+            program_arrival=req.program_arrival,
+        )
 
     def run(self) -> dict[str, float]:
         while self.pending or self.calls:
@@ -163,11 +188,17 @@ class Replay:
                 self.clock = min(p[0] for p in self.pending)
                 continue
             used_blocks = sum(self._view(c).blocks for c in running)
-            capacity = Capacity(free_blocks=KV_BUDGET_TOKENS // BLOCK - used_blocks,
-                                total_blocks=KV_BUDGET_TOKENS // BLOCK, block_size=BLOCK, running=len(running),
-                                max_batch=self.max_batch, max_context=KV_BUDGET_TOKENS)
-            plan = self.policy.plan([self._view(c) for c in running], [self._view(c) for c in waiting], capacity,
-                                    self.step)
+            capacity = Capacity(
+                free_blocks=KV_BUDGET_TOKENS // BLOCK - used_blocks,
+                total_blocks=KV_BUDGET_TOKENS // BLOCK,
+                block_size=BLOCK,
+                running=len(running),
+                max_batch=self.max_batch,
+                max_context=KV_BUDGET_TOKENS,
+            )
+            plan = self.policy.plan(
+                [self._view(c) for c in running], [self._view(c) for c in waiting], capacity, self.step
+            )
             prefill = 0
             for req_id in plan.preempt:
                 transitions.preempt(self.calls[req_id], self.step)
@@ -207,8 +238,12 @@ class Replay:
 def one(mix: str, seed: int, scheduler: str, retention: str, arena_mb: int, max_batch: int = MAX_BATCH) -> dict:
     replay = Replay(generate(mix, seed), scheduler, retention, arena_mb << 20, max_batch)
     completion = list(replay.run().values())
-    return {"mean": statistics.fmean(completion), "p99": percentile(completion, 99),
-            "prefilled_tokens": replay.prefilled, "reused_tokens": replay.reused}
+    return {
+        "mean": statistics.fmean(completion),
+        "p99": percentile(completion, 99),
+        "prefilled_tokens": replay.prefilled,
+        "reused_tokens": replay.reused,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,18 +259,25 @@ def main(argv: list[str] | None = None) -> int:
             for retention in RETENTIONS:
                 runs = [one(mix, seed, scheduler, retention, args.arena_mb, args.max_batch) for seed in args.seeds]
                 results[f"{mix}/{scheduler}/{retention}"] = {
-                    key: statistics.median(r[key] for r in runs) for key in runs[0]} | {"runs": runs}
-    print(f"median over seeds {args.seeds}; agent completion in model seconds; arena {args.arena_mb} MiB; "
-          f"max batch {args.max_batch}")
+                    key: statistics.median(r[key] for r in runs) for key in runs[0]
+                } | {"runs": runs}
+    print(
+        f"median over seeds {args.seeds}; agent completion in model seconds; arena {args.arena_mb} MiB; "
+        f"max batch {args.max_batch}"
+    )
     print("| mix | scheduler | retention | mean | p99 | prefilled tokens | reused tokens |")
     print("|---|---|---|---|---|---|---|")
     for key, r in results.items():
-        print(f"| {' | '.join(key.split('/'))} | {r['mean']:.2f} | {r['p99']:.2f} | {r['prefilled_tokens']:.0f} | "
-              f"{r['reused_tokens']:.0f} |")
-    ratios = (("fifo/plas (lru)", ("fifo", "lru"), ("plas", "lru")),
-              ("fifo/las (lru)", ("fifo", "lru"), ("las", "lru")),
-              ("off/tool-aware (fifo)", ("fifo", "off"), ("fifo", "tool-aware")),
-              ("lru/tool-aware (fifo)", ("fifo", "lru"), ("fifo", "tool-aware")))
+        print(
+            f"| {' | '.join(key.split('/'))} | {r['mean']:.2f} | {r['p99']:.2f} | {r['prefilled_tokens']:.0f} | "
+            f"{r['reused_tokens']:.0f} |"
+        )
+    ratios = (
+        ("fifo/plas (lru)", ("fifo", "lru"), ("plas", "lru")),
+        ("fifo/las (lru)", ("fifo", "lru"), ("las", "lru")),
+        ("off/tool-aware (fifo)", ("fifo", "off"), ("fifo", "tool-aware")),
+        ("lru/tool-aware (fifo)", ("fifo", "lru"), ("fifo", "tool-aware")),
+    )
     print("\n| mix | " + " | ".join(f"{name}, mean / p99" for name, _, _ in ratios) + " |")
     print("|---|" + "---|" * len(ratios))
     for mix in MIXES:

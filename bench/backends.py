@@ -2,6 +2,7 @@
 
 Both answer generate(prompt, max_tokens) with the same CallOutcome, so one runner replays a trace against either.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -15,8 +16,8 @@ class CallOutcome:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    ttft_s: float | None     # seconds from the call to its first token
-    queue_s: float           # seconds before the call was first served
+    ttft_s: float | None  # seconds from the call to its first token
+    queue_s: float  # seconds before the call was first served
 
 
 class Backend(Protocol):
@@ -27,6 +28,7 @@ class Backend(Protocol):
 def _operator_token(address: str) -> str:
     from ipc import runtime_dir
     from ipc.address import admin_token_path
+
     return runtime_dir.read_secret(admin_token_path(address)).decode()
 
 
@@ -35,17 +37,21 @@ class KernelBackend:
 
     def __init__(self, address: str, name: str, priority: int):
         from sdk import connect
+
         # above the default a priority is the operator's to give (proc.renice): the bench started this kernel and
         # holds its admin token, as `aios run` would hold a grant
         token = _operator_token(address) if priority > 0 else None
         self._kernel = connect(address, name=name, priority=priority, token=token)
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
-        completion = self._kernel.generate(prompt, full=True, max_tokens=max_tokens, temperature=0.0,
-                                           ignore_eos=True)
-        return CallOutcome(text=completion.text, prompt_tokens=completion.usage.prompt_tokens,
-                           completion_tokens=completion.usage.completion_tokens, ttft_s=completion.timing.ttft_s,
-                           queue_s=completion.timing.queue_s)
+        completion = self._kernel.generate(prompt, full=True, max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        return CallOutcome(
+            text=completion.text,
+            prompt_tokens=completion.usage.prompt_tokens,
+            completion_tokens=completion.usage.completion_tokens,
+            ttft_s=completion.timing.ttft_s,
+            queue_s=completion.timing.queue_s,
+        )
 
     def stats(self) -> dict:
         """The kernel's flat counters (preemptions, snapshot bytes, recomputed tokens...)."""
@@ -60,17 +66,24 @@ class LocalEngineBackend:
 
     def __init__(self, threads: int, kv_budget_tokens: int):
         from kernel.engine.factory import load_engine
+
         # threads: several agents each spinning a pool over every core would slow all of them many times over.
         self._engine = load_engine(kind="torch", kv_budget_tokens=kv_budget_tokens, max_batch=1, threads=threads)
         self._ids = itertools.count()
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
         from kernel.engine.core.interface import EngineRequest, SamplingParams
+
         started = time.monotonic()
         prompt_ids = self._engine.tokenize(prompt)
         req_id = f"call-{next(self._ids)}"
-        self._engine.add(EngineRequest(req_id=req_id, prompt_ids=prompt_ids,
-                                       params=SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)))
+        self._engine.add(
+            EngineRequest(
+                req_id=req_id,
+                prompt_ids=prompt_ids,
+                params=SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True),
+            )
+        )
         pieces: list[str] = []
         generated, first_token_at = 0, None
         while self._engine.has_work():
@@ -82,9 +95,13 @@ class LocalEngineBackend:
                     first_token_at = first_token_at or time.monotonic()
                 pieces.append(event.text)
                 if event.finished:
-                    return CallOutcome(text="".join(pieces), prompt_tokens=len(prompt_ids),
-                                       completion_tokens=generated, ttft_s=first_token_at - started
-                                       if first_token_at else None, queue_s=0.0)
+                    return CallOutcome(
+                        text="".join(pieces),
+                        prompt_tokens=len(prompt_ids),
+                        completion_tokens=generated,
+                        ttft_s=first_token_at - started if first_token_at else None,
+                        queue_s=0.0,
+                    )
         raise RuntimeError(f"engine went idle before finishing {req_id}")
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ and writes nothing, like a weight-streaming product (a copy also writes, and is 
 before, counting read + write). Medians, not bests: on a shared machine a best-of hides the load the engine also sees.
 cpu_line() names the CPU and the SIMD flags that matter for the kernels, for every result printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,18 @@ import time
 import torch
 
 GIB = 1 << 30
-_SIMD_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
-               "amx_tile")
+_SIMD_FLAGS = (
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+)
 
 
 def read_bandwidth(threads: int, nbytes: int = GIB, repeats: int = 5) -> float:
@@ -29,7 +40,7 @@ def read_bandwidth(threads: int, nbytes: int = GIB, repeats: int = 5) -> float:
     torch.set_num_threads(threads)
     try:
         data = torch.ones(nbytes // 4)
-        data.sum()     # first touch and thread start-up outside the timing
+        data.sum()  # first touch and thread start-up outside the timing
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -68,8 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", default=None, help="comma-separated (default: 1 and all usable cores)")
     args = parser.parse_args()
-    counts = ([int(n) for n in args.threads.split(",")] if args.threads
-              else sorted({1, len(os.sched_getaffinity(0))}))
+    counts = [int(n) for n in args.threads.split(",")] if args.threads else sorted({1, len(os.sched_getaffinity(0))})
     print(cpu_line())
     for n, rate in bandwidth_table(counts, int(args.gib * GIB), args.repeats).items():
         print(f"read bandwidth, {n} thread(s): {rate / 1e9:.1f} GB/s (median of {args.repeats} sums)")

@@ -1,4 +1,5 @@
 """Measure the machine's solo service cost (the CostModel behind slowdowns) on a freshly started, idle kernel."""
+
 from __future__ import annotations
 
 import random
@@ -34,5 +35,8 @@ def calibrate(backend) -> CostModel:
     base = seconds(SHORT_PROMPT, 1)
     prefill = max(0.0, (seconds(LONG_PROMPT, 1) - base) / (LONG_PROMPT - SHORT_PROMPT))
     decode = max(0.0, (seconds(SHORT_PROMPT, LONG_OUTPUT) - base) / (LONG_OUTPUT - 1))
-    return CostModel(overhead_s=max(0.0, base - SHORT_PROMPT * prefill - decode), prefill_s_per_token=prefill,
-                     decode_s_per_token=decode)
+    return CostModel(
+        overhead_s=max(0.0, base - SHORT_PROMPT * prefill - decode),
+        prefill_s_per_token=prefill,
+        decode_s_per_token=decode,
+    )

@@ -5,6 +5,7 @@ the policy under test. Baselines: "no-kernel" (each agent loads the model itself
 dropped between an agent's calls, as a plain serving engine does), and "...-recompute" (preempted work is re-prefilled
 from its text on resume instead of restored from a snapshot).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,12 @@ class RunConfig:
         return self.label != NO_KERNEL
 
     def kernel_options(self) -> dict[str, str]:
-        return {"scheduler": self.scheduler, "retention": self.retention, "preempt-mode": self.preempt_mode,
-                "prefix-cache": self.prefix_cache}
+        return {
+            "scheduler": self.scheduler,
+            "retention": self.retention,
+            "preempt-mode": self.preempt_mode,
+            "prefix-cache": self.prefix_cache,
+        }
 
 
 FIFO = RunConfig("fifo")

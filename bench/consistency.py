@@ -1,4 +1,5 @@
 """Checks that a run's records account for its trace: every call answered exactly once, with the exact output length."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -23,8 +24,10 @@ def problems(trace: Trace, requests: list[RequestRecord], agents: list[AgentReco
         if req.error is not None:
             found.append(f"call {req.call} of {req.agent_id} failed: {req.error}")
         elif req.completion_tokens != expected.get((req.agent_id, req.call), req.completion_tokens):
-            found.append(f"call {req.call} of {req.agent_id} generated {req.completion_tokens} tokens, "
-                         f"asked for {expected[(req.agent_id, req.call)]}")
+            found.append(
+                f"call {req.call} of {req.agent_id} generated {req.completion_tokens} tokens, "
+                f"asked for {expected[(req.agent_id, req.call)]}"
+            )
         elif req.first_token is None or not req.submitted <= req.first_token <= req.finished:
             found.append(f"call {req.call} of {req.agent_id} has times out of order")
     agent_counts = Counter(a.agent_id for a in agents)

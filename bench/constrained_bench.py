@@ -10,6 +10,7 @@ The engine prefills every prompt in the first step (prefill_chunk large); only t
 alternate constrained / unconstrained; the table shows medians, the ratio is constrained / unconstrained, the target
 is at most 1.10. A warm-up pass first pays the one-time costs (llguidance's token table, grammar compilation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,23 +18,52 @@ import statistics
 import time
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.structured.tool_calls import tool_call_grammar
 from kernel.engine.structured.tool_prompt import render_tool_prompt
-from kernel.engine.cpu.torch_engine import TorchEngine
 
 TARGET_RATIO = 1.10
-TOOLS = [{"type": "function", "function": {
-             "name": "get_weather", "description": "Current weather in a city",
-             "parameters": {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
-                            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]},
-                                           "days": {"type": "integer", "minimum": 1, "maximum": 14}}}}},
-         {"type": "function", "function": {
-             "name": "calculator", "description": "Evaluate an arithmetic expression",
-             "parameters": {"type": "object", "required": ["expression"],
-                            "properties": {"expression": {"type": "string"}}}}}]
-QUESTIONS = ["What is the weather in Paris?", "What is 17 * 23 + 4?", "Will it rain in Tokyo tomorrow?",
-             "Compute 2 to the power of 10.", "How warm is it in Cairo in fahrenheit?", "What is 144 / 12?",
-             "Weather forecast for Berlin for 3 days?", "What is 3.5 * 7?"]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["city", "unit"],
+                "properties": {
+                    "city": {"type": "string"},
+                    "unit": {"enum": ["celsius", "fahrenheit"]},
+                    "days": {"type": "integer", "minimum": 1, "maximum": 14},
+                },
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate an arithmetic expression",
+            "parameters": {
+                "type": "object",
+                "required": ["expression"],
+                "properties": {"expression": {"type": "string"}},
+            },
+        },
+    },
+]
+QUESTIONS = [
+    "What is the weather in Paris?",
+    "What is 17 * 23 + 4?",
+    "Will it rain in Tokyo tomorrow?",
+    "Compute 2 to the power of 10.",
+    "How warm is it in Cairo in fahrenheit?",
+    "What is 144 / 12?",
+    "Weather forecast for Berlin for 3 days?",
+    "What is 3.5 * 7?",
+]
 
 
 def decode(engine, prompts: list[list[int]], params: list[SamplingParams]) -> tuple[float, int, list[int]]:
@@ -49,7 +79,7 @@ def decode(engine, prompts: list[list[int]], params: list[SamplingParams]) -> tu
         produced = [e for e in events if e.token_id >= 0]
         for event in produced:
             lengths[int(event.req_id[1:])] += 1
-        if step > 0:                                   # step 0 prefills every prompt
+        if step > 0:  # step 0 prefills every prompt
             elapsed += took
             timed_tokens += len(produced)
         step += 1
@@ -57,8 +87,12 @@ def decode(engine, prompts: list[list[int]], params: list[SamplingParams]) -> tu
 
 
 def measure(engine, batch: int, runs: int, max_tokens: int) -> dict:
-    prompts = [engine.apply_chat_template(render_tool_prompt([{"role": "user", "content": QUESTIONS[i % 8]}],
-                                                             TOOLS, "required")) for i in range(batch)]
+    prompts = [
+        engine.apply_chat_template(
+            render_tool_prompt([{"role": "user", "content": QUESTIONS[i % 8]}], TOOLS, "required")
+        )
+        for i in range(batch)
+    ]
     grammar = tool_call_grammar(TOOLS, "required")
     constrained = [SamplingParams(max_tokens=max_tokens, grammar=grammar)] * batch
     c_times, u_times, lengths = [], [], []
@@ -69,8 +103,13 @@ def measure(engine, batch: int, runs: int, max_tokens: int) -> dict:
         seconds, tokens, _ = decode(engine, prompts, free)
         u_times.append(seconds / max(tokens, 1))
     c, u = statistics.median(c_times), statistics.median(u_times)
-    return {"batch": batch, "tokens": sum(lengths), "unconstrained_ms": 1e3 * u, "constrained_ms": 1e3 * c,
-            "ratio": c / u}
+    return {
+        "batch": batch,
+        "tokens": sum(lengths),
+        "unconstrained_ms": 1e3 * u,
+        "constrained_ms": 1e3 * c,
+        "ratio": c / u,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -81,16 +120,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
-    engine = TorchEngine.from_path(args.model, args.dtype, kv_budget_tokens=16384, max_batch=max(args.batches),
-                                   prefill_chunk=8192)
-    measure(engine, 1, 1, 8)                            # warm-up: token table, grammar compilation, kernels
+    engine = TorchEngine.from_path(
+        args.model, args.dtype, kv_budget_tokens=16384, max_batch=max(args.batches), prefill_chunk=8192
+    )
+    measure(engine, 1, 1, 8)  # warm-up: token table, grammar compilation, kernels
     rows = [measure(engine, b, args.runs, args.max_tokens) for b in args.batches]
-    print(f"{'batch':>5} {'tokens':>6} {'free ms/tok':>12} {'constrained ms/tok':>19} {'ratio':>6}  target <= "
-          f"{TARGET_RATIO:.2f}")
+    print(
+        f"{'batch':>5} {'tokens':>6} {'free ms/tok':>12} {'constrained ms/tok':>19} {'ratio':>6}  target <= "
+        f"{TARGET_RATIO:.2f}"
+    )
     for r in rows:
         verdict = "ok" if r["ratio"] <= TARGET_RATIO else "OVER"
-        print(f"{r['batch']:>5} {r['tokens']:>6} {r['unconstrained_ms']:>12.2f} {r['constrained_ms']:>19.2f} "
-              f"{r['ratio']:>6.3f}  {verdict}")
+        print(
+            f"{r['batch']:>5} {r['tokens']:>6} {r['unconstrained_ms']:>12.2f} {r['constrained_ms']:>19.2f} "
+            f"{r['ratio']:>6.3f}  {verdict}"
+        )
     return rows
 
 

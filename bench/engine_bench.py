@@ -20,9 +20,8 @@ bytes are given) and the llama.cpp server's RSS, beside the file's size. The fir
 flags, the threads and the bandwidth. --threads defaults to the engine's own default (the physical cores usable,
 kernel/engine/factory.py); on cores shared with other busy processes one thread can beat two.
 """
-from __future__ import annotations
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+from __future__ import annotations
 
 import argparse
 import json
@@ -38,16 +37,17 @@ import gguf
 import psutil
 import torch
 
+import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 from bench.bandwidth import cpu_line, read_bandwidth
 from bench.llama_server import LlamaServer
-from kernel.engine.factory import default_threads
-from kernel.engine.loading.checkpoint import default_model_path
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
+from kernel.engine.factory import default_threads
+from kernel.engine.loading.checkpoint import default_model_path
 
 PREFILL_TOKENS = 512
 BATCH = 8
-KV_BUDGET = 8192        # tokens: the 4096-token KV copy, 8 decodes and a prefill; KV bytes grow with it, so not more
+KV_BUDGET = 8192  # tokens: the 4096-token KV copy, 8 decodes and a prefill; KV bytes grow with it, so not more
 
 
 def gguf_read_bytes(path: Path) -> int:
@@ -66,7 +66,7 @@ def rss_bytes(pid: int | None = None) -> int:
 def _prompts(engine: TorchEngine, n: int, length: int) -> list[list[int]]:
     text = " ".join(f"Agent {i} asks the kernel to schedule tool calls, memory and files." for i in range(400))
     ids = engine.tokenize(text)
-    return [ids[i * 7:i * 7 + length] for i in range(n)]
+    return [ids[i * 7 : i * 7 + length] for i in range(n)]
 
 
 def ours_decode(engine: TorchEngine, prompts: list[list[int]], new_tokens: int) -> float:
@@ -99,6 +99,7 @@ def hf_decode(model, prompts: list[list[int]], new_tokens: int) -> float:
         start = time.perf_counter()
         model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False)
         return time.perf_counter() - start
+
     return len(prompts) * (new_tokens - 1) / (timed(new_tokens) - timed(1))
 
 
@@ -112,7 +113,7 @@ def hf_prefill(model, prompt: list[int]) -> float:
 def kv_copy_speed(engine: TorchEngine, prompt: list[int]) -> tuple[float, float]:
     """save_kv and load_kv bytes/s for one long sequence."""
     engine.add(EngineRequest("kv", prompt, SamplingParams(max_tokens=2)))
-    while not engine.step():   # until the prompt is prefilled
+    while not engine.step():  # until the prompt is prefilled
         pass
     buffer = memoryview(bytearray(engine.kv_nbytes("kv")))
     start = time.perf_counter()
@@ -120,7 +121,7 @@ def kv_copy_speed(engine: TorchEngine, prompt: list[int]) -> tuple[float, float]
     saved = time.perf_counter() - start
     engine.abort("kv")
     start = time.perf_counter()
-    resumed = EngineRequest("kv", prompt, SamplingParams(max_tokens=2), list(meta.token_ids[len(prompt):]))
+    resumed = EngineRequest("kv", prompt, SamplingParams(max_tokens=2), list(meta.token_ids[len(prompt) :]))
     engine.load_kv(resumed, meta, buffer)
     loaded = time.perf_counter() - start
     engine.abort("kv")
@@ -135,9 +136,9 @@ class HFPeer:
     name = "HF generate"
 
     def __init__(self, path: Path, dtype: str):
-        from transformers import AutoModelForCausalLM   # the baseline only
-        self._model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                           dtype=DTYPES[dtype]).eval()
+        from transformers import AutoModelForCausalLM  # the baseline only
+
+        self._model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[dtype]).eval()
 
     def decode(self, prompts: list[list[int]], new_tokens: int) -> float:
         return hf_decode(self._model, prompts, new_tokens)
@@ -148,6 +149,7 @@ class HFPeer:
 
 class LlamaCppPeer:
     """llama.cpp's server on the same GGUF, driven through its native /completion endpoint with token-id prompts."""
+
     name = "llama.cpp"
 
     def __init__(self, server: LlamaServer, model: Path | None = None):
@@ -161,8 +163,9 @@ class LlamaCppPeer:
 
     def complete(self, prompt: list[int], n_predict: int) -> dict:
         """One greedy completion of n_predict tokens (end of text ignored), uncached; its server-side timings."""
-        body = json.dumps({"prompt": prompt, "n_predict": n_predict, "temperature": 0, "ignore_eos": True,
-                           "cache_prompt": False}).encode()
+        body = json.dumps(
+            {"prompt": prompt, "n_predict": n_predict, "temperature": 0, "ignore_eos": True, "cache_prompt": False}
+        ).encode()
         request = urllib.request.Request(self._url, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=600) as response:
             return json.load(response)["timings"]
@@ -180,24 +183,39 @@ class LlamaCppPeer:
 def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) -> list[tuple[str, ...]]:
     options = {} if weights is None else {"weights": weights}
     baseline = rss_bytes()
-    engine = TorchEngine.from_path(args.model, dtype, kv_budget_tokens=KV_BUDGET, max_batch=32,
-                                   prefill_chunk=PREFILL_TOKENS, threads=args.threads, **options)
+    engine = TorchEngine.from_path(
+        args.model,
+        dtype,
+        kv_budget_tokens=KV_BUDGET,
+        max_batch=32,
+        prefill_chunk=PREFILL_TOKENS,
+        threads=args.threads,
+        **options,
+    )
     tag = f"[{dtype}, weights {getattr(engine, 'weights', weights or dtype)}]"
     one, eight = _prompts(engine, 1, 32), _prompts(engine, BATCH, 32)
     # A fresh prompt for every prefill (ours and the peer's): a repeated one would be served from our prefix cache.
     long_prompts = iter(_prompts(engine, 2 * args.repeats + 2, PREFILL_TOKENS))
     ours_bytes, peer_bytes = engine.model.weight_nbytes(), getattr(peer, "read_bytes", None)
     rows = []
-    for c in getattr(engine, "weight_choice", []):     # what auto measured at load, and so why it chose
-        rows.append((f"weights auto candidate {c.mode} [{dtype}]", "–" if c.tok_s is None else f"{c.tok_s:.1f}",
-                     "–", "–", f"perplexity {c.ppl_ratio:.4f}x fp32's" + (" (chosen)" if c.mode == engine.weights
-                                                                           else "")))
+    for c in getattr(engine, "weight_choice", []):  # what auto measured at load, and so why it chose
+        rows.append(
+            (
+                f"weights auto candidate {c.mode} [{dtype}]",
+                "–" if c.tok_s is None else f"{c.tok_s:.1f}",
+                "–",
+                "–",
+                f"perplexity {c.ppl_ratio:.4f}x fp32's" + (" (chosen)" if c.mode == engine.weights else ""),
+            )
+        )
     with torch.inference_mode():
-        ours_prefill(engine, next(long_prompts))   # warm-up: first calls pay one-off allocation and kernel selection
+        ours_prefill(engine, next(long_prompts))  # warm-up: first calls pay one-off allocation and kernel selection
         peer.prefill(next(long_prompts))
         for label, prompts in (("decode tok/s, batch 1", one), (f"decode tok/s, batch {BATCH}", eight)):
-            pairs = [(ours_decode(engine, prompts, args.new_tokens), peer.decode(prompts, args.new_tokens))
-                     for _ in range(args.repeats)]
+            pairs = [
+                (ours_decode(engine, prompts, args.new_tokens), peer.decode(prompts, args.new_tokens))
+                for _ in range(args.repeats)
+            ]
             ours, ref = (statistics.median(p[i] for p in pairs) for i in (0, 1))
             ratio = statistics.median(a / b for a, b in pairs)
             note = "–"
@@ -206,28 +224,48 @@ def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) 
                 if peer_bytes:
                     note += f", peer {ref * peer_bytes / bandwidth:.0%} ({peer_bytes / 1e6:.0f} MB/token)"
             rows.append((f"{label} {tag}", f"{ours:.1f}", f"{ref:.1f}", f"{ratio:.2f}x", note))
-        pairs = [(ours_prefill(engine, next(long_prompts)), peer.prefill(next(long_prompts)))
-                 for _ in range(args.repeats)]
+        pairs = [
+            (ours_prefill(engine, next(long_prompts)), peer.prefill(next(long_prompts))) for _ in range(args.repeats)
+        ]
         ours, ref = (statistics.median(p[i] for p in pairs) for i in (0, 1))
-        rows.append((f"prefill tok/s, {PREFILL_TOKENS} tokens {tag}", f"{ours:.0f}", f"{ref:.0f}",
-                     f"{statistics.median(a / b for a, b in pairs):.2f}x", "–"))
+        rows.append(
+            (
+                f"prefill tok/s, {PREFILL_TOKENS} tokens {tag}",
+                f"{ours:.0f}",
+                f"{ref:.0f}",
+                f"{statistics.median(a / b for a, b in pairs):.2f}x",
+                "–",
+            )
+        )
         kv = engine.layout().bytes_per_token()
         rows.append((f"KV bytes/token {tag}", str(kv), "–", "–", "–"))
-        if not args.no_kv_copy:       # a 4096-token prefill per repeat: minutes on a 1-3B model
+        if not args.no_kv_copy:  # a 4096-token prefill per repeat: minutes on a 1-3B model
             kv_prompt = _prompts(engine, 1, PREFILL_TOKENS)[0] * 8
             copies = [kv_copy_speed(engine, kv_prompt) for _ in range(args.repeats)]
             save, load = (statistics.median(c[i] for c in copies) for i in (0, 1))
-            rows.append((f"save_kv / load_kv GB/s, 4096 tokens {tag}", f"{save / 1e9:.1f} / {load / 1e9:.1f}",
-                         "–", "–", f"read bw {bandwidth / 1e9:.1f}"))
+            rows.append(
+                (
+                    f"save_kv / load_kv GB/s, 4096 tokens {tag}",
+                    f"{save / 1e9:.1f} / {load / 1e9:.1f}",
+                    "–",
+                    "–",
+                    f"read bw {bandwidth / 1e9:.1f}",
+                )
+            )
     file_bytes = Path(args.model).stat().st_size
     grown = rss_bytes() - baseline
     peer_rss = peer.rss() if hasattr(peer, "rss") else None
     kv_bytes = engine.kv.bytes_per_token * KV_BUDGET
-    rows.append((f"resident memory GB (file {file_bytes / 1e9:.2f}) {tag}", f"{grown / 1e9:.2f}",
-                 "–" if peer_rss is None else f"{peer_rss / 1e9:.2f}",
-                 "–" if peer_rss is None else f"{grown / peer_rss:.2f}x",
-                 f"ours {grown / file_bytes:.2f}x file; our KV cache {kv_bytes / 1e9:.2f} GB, "
-                 f"{(grown - kv_bytes) / file_bytes:.2f}x file without it"))
+    rows.append(
+        (
+            f"resident memory GB (file {file_bytes / 1e9:.2f}) {tag}",
+            f"{grown / 1e9:.2f}",
+            "–" if peer_rss is None else f"{peer_rss / 1e9:.2f}",
+            "–" if peer_rss is None else f"{grown / peer_rss:.2f}x",
+            f"ours {grown / file_bytes:.2f}x file; our KV cache {kv_bytes / 1e9:.2f} GB, "
+            f"{(grown - kv_bytes) / file_bytes:.2f}x file without it",
+        )
+    )
     return rows
 
 
@@ -250,22 +288,31 @@ def main() -> None:
     args.model = str(path)
     bandwidths = {n: read_bandwidth(n) for n in sorted({1, threads})}
     bandwidth = max(bandwidths.values())
-    configs = [(dtype, weights) for dtype in args.dtypes.split(",")
-               for weights in (args.weights.split(",") if args.weights else [None])]
+    configs = [
+        (dtype, weights)
+        for dtype in args.dtypes.split(",")
+        for weights in (args.weights.split(",") if args.weights else [None])
+    ]
     print(cpu_line())
-    print(f"threads={threads}  read bandwidth " + ", ".join(f"{n} thread(s) {b / 1e9:.1f} GB/s" for n, b in
-          bandwidths.items()) + f" (median 1 GiB sums; using {bandwidth / 1e9:.1f})  model={path.name} "
-          f"({path.stat().st_size / 1e9:.2f} GB)", flush=True)
+    print(
+        f"threads={threads}  read bandwidth "
+        + ", ".join(f"{n} thread(s) {b / 1e9:.1f} GB/s" for n, b in bandwidths.items())
+        + f" (median 1 GiB sums; using {bandwidth / 1e9:.1f})  model={path.name} "
+        f"({path.stat().st_size / 1e9:.2f} GB)",
+        flush=True,
+    )
     name = LlamaCppPeer.name if args.peer == "llamacpp" else HFPeer.name
     with ExitStack() as stack:
         if args.peer == "llamacpp":
             log = Path(tempfile.gettempdir()) / "engine_bench_llama_server.log"
-            server = stack.enter_context(LlamaServer(log, slots=BATCH, threads=threads, ctx_per_slot=1024,
-                                                     model=str(path)))
+            server = stack.enter_context(
+                LlamaServer(log, slots=BATCH, threads=threads, ctx_per_slot=1024, model=str(path))
+            )
             peer = LlamaCppPeer(server, path)
-        for dtype, weights in configs:     # each config's table as soon as it is measured (large models: minutes)
-            rows = bench_config(dtype, weights, peer if args.peer == "llamacpp" else HFPeer(path, dtype), args,
-                                bandwidth)
+        for dtype, weights in configs:  # each config's table as soon as it is measured (large models: minutes)
+            rows = bench_config(
+                dtype, weights, peer if args.peer == "llamacpp" else HFPeer(path, dtype), args, bandwidth
+            )
             print_table(("metric", "ours", name, f"ours/{name}", "notes"), rows)
             print("load average " + " ".join(f"{x:.1f}" for x in psutil.getloadavg()), flush=True)
 

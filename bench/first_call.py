@@ -7,6 +7,7 @@ services on), a fresh kernel per run.
 Prints a table: per run the time to ready, the first call's decode rate, the steady rate (median of a few calls after
 `settle` seconds) and their ratio; then the medians. Target (issue 17): first / steady >= 0.9.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ def one_run(workdir: Path, options: dict, tokens: int, settle_s: float) -> dict:
         ready_s = time.monotonic() - started
         with connect(kernel.address, name="first") as k:
             first = decode_rate(k, tokens)
-            time.sleep(settle_s)        # not synchronization: the time anything loading in the background would take
+            time.sleep(settle_s)  # not synchronization: the time anything loading in the background would take
             steady = statistics.median(decode_rate(k, tokens) for _ in range(STEADY_CALLS))
     return {"ready_s": ready_s, "first": first, "steady": steady, "ratio": first / steady}
 
@@ -58,11 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="aios-first-call-") as workdir:
             row = one_run(Path(workdir), options, args.tokens, args.settle)
         rows.append(row)
-        print(f"{run:>3} {row['ready_s']:>8.1f} {row['first']:>12.1f} {row['steady']:>13.1f} {row['ratio']:>13.2f}",
-              flush=True)
+        print(
+            f"{run:>3} {row['ready_s']:>8.1f} {row['first']:>12.1f} {row['steady']:>13.1f} {row['ratio']:>13.2f}",
+            flush=True,
+        )
     median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
-    print(f"{'med':>3} {median['ready_s']:>8.1f} {median['first']:>12.1f} {median['steady']:>13.1f} "
-          f"{median['ratio']:>13.2f}")
+    print(
+        f"{'med':>3} {median['ready_s']:>8.1f} {median['first']:>12.1f} {median['steady']:>13.1f} "
+        f"{median['ratio']:>13.2f}"
+    )
     return 0
 
 

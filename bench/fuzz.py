@@ -9,6 +9,7 @@ connection that reads) against those answered, kernel crashes (the process exite
 the kernel is then restarted and the run goes on), kernel RSS before/after, and a final health check (an SDK chat call
 answers). Also home of ObservedKernel, the aiosd child process bench/protection.py uses too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,15 @@ import sdk
 from bench.kernel_proc import KernelProcess
 from ipc.messages import SYSCALLS
 
-EXTREME_INTS = [0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -2**63, 2**64 - 1]
+EXTREME_INTS = [0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1]
 EXTREME_FLOATS = [0.0, 5e-324, 1e-300, 1e-30, 100.0, 1e300, math.inf, -math.inf, math.nan]
 # float32: the default bfloat16 path needs AVX-512 or AVX-NE-CONVERT in oneDNN and fails to start on AVX2-only CPUs
 SMALL_KERNEL = {"kv-budget": 1024, "max-batch": 8, "arena-mb": 16, "log-level": "warning", "dtype": "float32"}
 # runs aiosd from another source tree (a clone of an earlier commit): its own cwd and sys.path, this interpreter
-LAUNCH_FROM_SOURCE = ("import os, runpy, sys; src = sys.argv.pop(1); os.chdir(src); sys.path.insert(0, src); "
-                      "runpy.run_module('kernel.daemon', run_name='__main__', alter_sys=True)")
+LAUNCH_FROM_SOURCE = (
+    "import os, runpy, sys; src = sys.argv.pop(1); os.chdir(src); sys.path.insert(0, src); "
+    "runpy.run_module('kernel.daemon', run_name='__main__', alter_sys=True)"
+)
 
 
 class ObservedKernel(KernelProcess):
@@ -43,8 +46,15 @@ class ObservedKernel(KernelProcess):
         super().__init__(address, options, log_path)
         if kernel_src:
             flags = [arg for flag, value in options.items() for arg in (f"--{flag}", str(value))]
-            self._argv = [sys.executable, "-c", LAUNCH_FROM_SOURCE, os.path.abspath(kernel_src),
-                          "--address", address, *flags]
+            self._argv = [
+                sys.executable,
+                "-c",
+                LAUNCH_FROM_SOURCE,
+                os.path.abspath(kernel_src),
+                "--address",
+                address,
+                *flags,
+            ]
 
     @property
     def pid(self) -> int:
@@ -68,19 +78,20 @@ def healthy(address: str, timeout_s: float = 30.0, generate: bool = False) -> bo
         with sdk.connect(address, name="health", timeout=timeout_s) as kernel:
             kernel.ping()
             return not generate or isinstance(kernel.chat([{"role": "user", "content": "Hi"}], max_tokens=4), str)
-    except Exception as error:       # any failure to answer is what this check reports, not a crash of the bench
+    except Exception as error:  # any failure to answer is what this check reports, not a crash of the bench
         print(f"  health check failed: {type(error).__name__}: {str(error)[:200]}", file=sys.stderr)
         return False
 
 
 # ---- frames ----------------------------------------------------------------------------------------------------------
 
+
 def random_value(rng: random.Random, depth: int = 0):
     kind = rng.randrange(10 if depth < 3 else 8)
     if kind == 0:
         return rng.choice([None, True, False])
     if kind == 1:
-        return rng.choice(EXTREME_INTS) if rng.random() < 0.5 else rng.randint(-2**63, 2**64 - 1)
+        return rng.choice(EXTREME_INTS) if rng.random() < 0.5 else rng.randint(-(2**63), 2**64 - 1)
     if kind == 2:
         return rng.choice(EXTREME_FLOATS) if rng.random() < 0.5 else rng.uniform(-1e9, 1e9)
     if kind in (3, 4):
@@ -98,8 +109,11 @@ def random_value(rng: random.Random, depth: int = 0):
 
 
 def random_key(rng: random.Random):
-    return rng.choice(["name", "prompt", "messages", "priority", "max_tokens", "x", "", "id"]) \
-        if rng.random() < 0.9 else rng.choice([None, 1, 1.5, b"k"])       # non-string keys: unreadable frames
+    return (
+        rng.choice(["name", "prompt", "messages", "priority", "max_tokens", "x", "", "id"])
+        if rng.random() < 0.9
+        else rng.choice([None, 1, 1.5, b"k"])
+    )  # non-string keys: unreadable frames
 
 
 def wrong_body(rng: random.Random, syscall: str) -> dict:
@@ -113,14 +127,26 @@ def wrong_body(rng: random.Random, syscall: str) -> dict:
 
 def extreme_call(rng: random.Random, agent_id: str) -> tuple[str, dict]:
     """A call valid but for one extreme value that passes the type check (what handlers and the engine then see)."""
-    field, value = rng.choice([("priority", rng.choice(EXTREME_INTS)), ("temperature", rng.choice(EXTREME_FLOATS)),
-                               ("top_p", rng.choice(EXTREME_FLOATS)), ("top_k", rng.choice(EXTREME_INTS)),
-                               ("seed", rng.choice(EXTREME_INTS)), ("max_tokens", rng.choice(EXTREME_INTS)),
-                               ("stop", ["x"] * rng.choice([1, 100, 10_000])),
-                               ("predicted_tokens", rng.choice(EXTREME_INTS))])
-    return rng.choice([("llm.generate", {"prompt": "Hi", "max_tokens": 2, field: value}),
-                       ("proc.set_priority", {"agent_id": agent_id, "priority": rng.choice(EXTREME_INTS)}),
-                       ("proc.list", {}), ("kernel.stats", {})])
+    field, value = rng.choice(
+        [
+            ("priority", rng.choice(EXTREME_INTS)),
+            ("temperature", rng.choice(EXTREME_FLOATS)),
+            ("top_p", rng.choice(EXTREME_FLOATS)),
+            ("top_k", rng.choice(EXTREME_INTS)),
+            ("seed", rng.choice(EXTREME_INTS)),
+            ("max_tokens", rng.choice(EXTREME_INTS)),
+            ("stop", ["x"] * rng.choice([1, 100, 10_000])),
+            ("predicted_tokens", rng.choice(EXTREME_INTS)),
+        ]
+    )
+    return rng.choice(
+        [
+            ("llm.generate", {"prompt": "Hi", "max_tokens": 2, field: value}),
+            ("proc.set_priority", {"agent_id": agent_id, "priority": rng.choice(EXTREME_INTS)}),
+            ("proc.list", {}),
+            ("kernel.stats", {}),
+        ]
+    )
 
 
 def next_frame(rng: random.Random, agent_id: str, req_id: str) -> tuple[list[bytes], bool]:
@@ -131,18 +157,22 @@ def next_frame(rng: random.Random, agent_id: str, req_id: str) -> tuple[list[byt
     if roll < 0.45:
         return [msgpack.packb(random_value(rng), use_bin_type=True)], False
     if roll < 0.48:
-        return [rng.randbytes(rng.randrange(16)) for _ in range(rng.randrange(2, 5))], False      # multipart
-    syscall, body = (extreme_call(rng, agent_id) if roll < 0.6 else
-                     (rng.choice(sorted(SYSCALLS)), wrong_body(rng, rng.choice(sorted(SYSCALLS)))))
+        return [rng.randbytes(rng.randrange(16)) for _ in range(rng.randrange(2, 5))], False  # multipart
+    syscall, body = (
+        extreme_call(rng, agent_id)
+        if roll < 0.6
+        else (rng.choice(sorted(SYSCALLS)), wrong_body(rng, rng.choice(sorted(SYSCALLS))))
+    )
     packed = msgpack.packb({"v": 1, "id": req_id, "type": syscall, "body": body}, use_bin_type=True)
     try:
         msgpack.unpackb(packed)
-    except ValueError:       # a non-string key: the kernel cannot read the id to answer under
+    except ValueError:  # a non-string key: the kernel cannot read the id to answer under
         return [packed], False
     return [packed], True
 
 
 # ---- the run -----------------------------------------------------------------------------------------------------------
+
 
 class Connection:
     """A DEALER that said hello; a silent one has a 1-message receive queue and never reads, so replies back up."""
@@ -190,8 +220,11 @@ def fuzz_epoch(kernel: ObservedKernel, rng: random.Random, budget: int, args, st
                     reader.drain(stats)
             if sent % args.check_every == 0:
                 survived = kernel.alive() and healthy(kernel.address)
-                print(f"  {stats['sent']} frames, {stats['answered']}/{stats['answerable']} answered, "
-                      f"RSS {kernel.rss_mib() if kernel.alive() else float('nan'):.0f} MiB", flush=True)
+                print(
+                    f"  {stats['sent']} frames, {stats['answered']}/{stats['answerable']} answered, "
+                    f"RSS {kernel.rss_mib() if kernel.alive() else float('nan'):.0f} MiB",
+                    flush=True,
+                )
         last_progress, answered = time.monotonic(), -1
         while survived and time.monotonic() - last_progress < args.drain_s and any(c.pending for c in conns):
             for reader in conns:
@@ -216,14 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-s", type=float, default=60.0, help="wait this long without a reply at the end")
     parser.add_argument("--max-crashes", type=int, default=10, help="stop after this many kernel restarts")
     parser.add_argument("--kernel-src", default=None, help="run aiosd from this source tree (a clone of main)")
-    parser.add_argument("--mode", choices=("frames", "services"), default="frames",
-                        help="services: one agent floods each service beside a victim agent (bench/service_flood.py)")
+    parser.add_argument(
+        "--mode",
+        choices=("frames", "services"),
+        default="frames",
+        help="services: one agent floods each service beside a victim agent (bench/service_flood.py)",
+    )
     parser.add_argument("--floods", default=None, help="services mode: which floods, comma-separated (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="services mode: victim measurements per flood")
     parser.add_argument("--model", default=None, help="services mode: aiosd's --model")
     args = parser.parse_args(argv)
     if args.mode == "services":
-        from bench import service_flood        # it builds on ObservedKernel, defined here
+        from bench import service_flood  # it builds on ObservedKernel, defined here
+
         floods = args.floods.split(",") if args.floods else list(service_flood.FLOODS)
         service_flood.report(service_flood.run(floods, args.rounds, args.model))
         return 0
@@ -240,23 +278,33 @@ def main(argv: list[str] | None = None) -> int:
                 rss.append((rss_before, kernel.rss_mib() if kernel.alive() else float("nan")))
                 final_health = survived and healthy(kernel.address, generate=True)
                 if not survived:
-                    crashes.append(f"between frames {start} and {stats['sent']}: "
-                                   f"{'process exited' if not kernel.alive() else 'ping unanswered'}; "
-                                   f"log tail: {log_path.read_text()[-600:]!r}")
+                    crashes.append(
+                        f"between frames {start} and {stats['sent']}: "
+                        f"{'process exited' if not kernel.alive() else 'ping unanswered'}; "
+                        f"log tail: {log_path.read_text()[-600:]!r}"
+                    )
     _report(args, stats, crashes, rss, final_health)
     return 0 if not crashes and stats["answered"] == stats["answerable"] and final_health else 1
 
 
 def _report(args, stats: dict, crashes: list[str], rss: list[tuple], final_health: bool) -> None:
-    print(f"\nbench.fuzz: {args.frames} frames, seed {args.seed}, {args.connections} connections "
-          f"({args.silent} never read), kernel from {args.kernel_src or 'this tree'}")
-    rows = [("frames sent", stats["sent"]), ("replies received (reading connections)", stats["replies"]),
-            ("answerable frames (reading connections)", stats["answerable"]),
-            ("  answered", stats["answered"]), ("answerable frames on silent connections", stats["answerable_silent"]),
-            ("kernel crashes", len(crashes)),
-            ("kernel RSS before/after, MiB (per kernel run)",
-             ", ".join(f"{before:.0f} -> {after:.0f}" for before, after in rss)),
-            ("final health check (SDK chat call)", "answered" if final_health else "FAILED")]
+    print(
+        f"\nbench.fuzz: {args.frames} frames, seed {args.seed}, {args.connections} connections "
+        f"({args.silent} never read), kernel from {args.kernel_src or 'this tree'}"
+    )
+    rows = [
+        ("frames sent", stats["sent"]),
+        ("replies received (reading connections)", stats["replies"]),
+        ("answerable frames (reading connections)", stats["answerable"]),
+        ("  answered", stats["answered"]),
+        ("answerable frames on silent connections", stats["answerable_silent"]),
+        ("kernel crashes", len(crashes)),
+        (
+            "kernel RSS before/after, MiB (per kernel run)",
+            ", ".join(f"{before:.0f} -> {after:.0f}" for before, after in rss),
+        ),
+        ("final health check (SDK chat call)", "answered" if final_health else "FAILED"),
+    ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"| {name:<{width}} | {value} |" for name, value in rows))
     for crash in crashes:

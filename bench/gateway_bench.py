@@ -17,6 +17,7 @@ in the same run.
 
     python -m bench.gateway_bench [--count 200] [--rounds 3] [--max-tokens 64] [--compare-stack]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,20 @@ import openai
 
 import sdk
 from bench.kernel_proc import KernelProcess
-from sdk.gateway import keys
-from sdk.gateway.app import KERNEL_TIME_HEADER
-from sdk.gateway.process import GatewayProcess
-from sdk.gateway.server import HTTP_ENV, LOOP_ENV, server_stack
+from kernel.gateway import keys
+from kernel.gateway.app import KERNEL_TIME_HEADER
+from kernel.gateway.process import GatewayProcess
+from kernel.gateway.server import HTTP_ENV, LOOP_ENV, server_stack
 
 KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 8192, "max-batch": 16, "arena-mb": 128}
 SHORT_CHAT = [{"role": "user", "content": "Say yes."}]
-BASE = " (asyncio+h11)"      # --compare-stack: the second gateway's paths
-STREAM_PROMPTS = [f"{i}, {i + 1}, {i + 2}, {i + 3}," for i in range(1, 9)]    # counting: runs to max_tokens
+BASE = " (asyncio+h11)"  # --compare-stack: the second gateway's paths
+STREAM_PROMPTS = [f"{i}, {i + 1}, {i + 2}, {i + 3}," for i in range(1, 9)]  # counting: runs to max_tokens
 
 
-def latency(kernel: sdk.Kernel, gateways: dict[str, tuple[str, str]], count: int
-            ) -> dict[str, list[tuple[float, float]]]:
+def latency(
+    kernel: sdk.Kernel, gateways: dict[str, tuple[str, str]], count: int
+) -> dict[str, list[tuple[float, float]]]:
     """(wall seconds, kernel seconds) per call and path; the kernel's own time comes from the Completion (SDK) or the
     gateway's x-aios-kernel-ms header, so wall minus kernel is the path's overhead without the LLM's noise.
     gateways: suffix -> (url, key); each gateway gets its own openai and lean paths ("openai chat" + suffix, ...)."""
@@ -84,7 +86,7 @@ def latency(kernel: sdk.Kernel, gateways: dict[str, tuple[str, str]], count: int
         paths["openai models" + suffix] = lambda client=client: client.models.list() and 0.0
         closers += [lean.close, client.close]
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
-    for round_ in range(count + 10):            # 10 warm-up rounds
+    for round_ in range(count + 10):  # 10 warm-up rounds
         for name, call in paths.items():
             start = time.perf_counter()
             kernel_s = call()
@@ -117,8 +119,9 @@ async def gateway_streams(url: str, plain_keys: list[str], model: str, max_token
     clients = [openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=600) for key in plain_keys]
 
     async def one(client, prompt) -> int:
-        stream = await client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, stream=True,
-                                                 stream_options={"include_usage": True})
+        stream = await client.completions.create(
+            model=model, prompt=prompt, max_tokens=max_tokens, stream=True, stream_options={"include_usage": True}
+        )
         used = 0
         async for chunk in stream:
             if chunk.usage is not None:
@@ -139,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200, help="calls per path for the latency medians")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the 8-stream comparison")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per streamed call")
-    parser.add_argument("--compare-stack", action="store_true", help="also a second gateway on the asyncio loop and "
-                        "h11 (AIOS_GATEWAY_LOOP/HTTP), its calls interleaved with the first's")
+    parser.add_argument(
+        "--compare-stack",
+        action="store_true",
+        help="also a second gateway on the asyncio loop and "
+        "h11 (AIOS_GATEWAY_LOOP/HTTP), its calls interleaved with the first's",
+    )
     args = parser.parse_args(argv)
     stack = "+".join(server_stack())
     with tempfile.TemporaryDirectory(prefix="aios-gateway-bench-") as workdir:
@@ -148,13 +155,20 @@ def main(argv: list[str] | None = None) -> int:
         plain = [keys.add(keys_path, f"bench-http-{i}") for i in range(len(STREAM_PROMPTS))]
         plain_base = keys.add(keys_path, "bench-http-base")
         with contextlib.ExitStack() as stack_:
-            proc = stack_.enter_context(KernelProcess(f"ipc://{workdir}/kernel.sock", KERNEL_OPTIONS,
-                                                      Path(workdir) / "aiosd.log"))
+            proc = stack_.enter_context(
+                KernelProcess(f"ipc://{workdir}/kernel.sock", KERNEL_OPTIONS, Path(workdir) / "aiosd.log")
+            )
             gateway = stack_.enter_context(GatewayProcess(proc.address, keys_path, Path(workdir) / "gateway.log"))
             gateways = {"": (gateway.url, plain[0])}
             if args.compare_stack:
-                base = stack_.enter_context(GatewayProcess(proc.address, keys_path, Path(workdir) / "gateway-base.log",
-                                                           env={LOOP_ENV: "asyncio", HTTP_ENV: "h11"}))
+                base = stack_.enter_context(
+                    GatewayProcess(
+                        proc.address,
+                        keys_path,
+                        Path(workdir) / "gateway-base.log",
+                        env={LOOP_ENV: "asyncio", HTTP_ENV: "h11"},
+                    )
+                )
                 gateways[BASE] = (base.url, plain_base)
             kernel = stack_.enter_context(sdk.connect(proc.address, name="bench-sdk"))
             samples = latency(kernel, gateways, args.count)
@@ -168,23 +182,31 @@ def main(argv: list[str] | None = None) -> int:
                 http_rates.append(tokens / wall)
     wall = {name: statistics.median(w for w, _ in values) * 1e3 for name, values in samples.items()}
     over = {name: statistics.median(w - k for w, k in values) * 1e3 for name, values in samples.items()}
-    print(f"gateway vs SDK, same run: median of {args.count} interleaved calls per path; 'outside kernel' is each "
-          f"call's wall time minus the kernel's own time for it")
+    print(
+        f"gateway vs SDK, same run: median of {args.count} interleaved calls per path; 'outside kernel' is each "
+        f"call's wall time minus the kernel's own time for it"
+    )
     print(f"gateway: {stack}" + ("; second gateway: asyncio+h11" if args.compare_stack else ""))
     print(f"{'path':<42}{'p50 ms':>9}{'ratio':>8}{'outside kernel ms':>19}{'added ms':>10}")
     rows = [("short chat, SDK (baseline)", "sdk chat", "sdk chat")]
     for suffix in ("", BASE) if args.compare_stack else ("",):
-        rows += [(f"short chat, gw{suffix}, openai client", "openai chat" + suffix, "sdk chat"),
-                 (f"short chat, gw{suffix}, http.client", "lean chat" + suffix, "sdk chat")]
+        rows += [
+            (f"short chat, gw{suffix}, openai client", "openai chat" + suffix, "sdk chat"),
+            (f"short chat, gw{suffix}, http.client", "lean chat" + suffix, "sdk chat"),
+        ]
     rows.append(("no-op, SDK kernel.ping (baseline)", "sdk ping", "sdk ping"))
     for suffix in ("", BASE) if args.compare_stack else ("",):
         rows.append((f"no-op, gw{suffix} /v1/models, openai", "openai models" + suffix, "sdk ping"))
     for label, name, base in rows:
-        print(f"{label:<42}{wall[name]:>9.2f}{wall[name] / wall[base]:>7.2f}x{over[name]:>19.2f}"
-              f"{over[name] - over[base]:>10.2f}")
+        print(
+            f"{label:<42}{wall[name]:>9.2f}{wall[name] / wall[base]:>7.2f}x{over[name]:>19.2f}"
+            f"{over[name] - over[base]:>10.2f}"
+        )
     added = over["lean chat"] - over["sdk chat"]
-    print(f"target: added p50 of a short chat <= 1 ms -> {added:.2f} ms (http.client), "
-          f"{over['openai chat'] - over['sdk chat']:.2f} ms (openai client): {'met' if added <= 1 else 'NOT met'}")
+    print(
+        f"target: added p50 of a short chat <= 1 ms -> {added:.2f} ms (http.client), "
+        f"{over['openai chat'] - over['sdk chat']:.2f} ms (openai client): {'met' if added <= 1 else 'NOT met'}"
+    )
     if not args.rounds:
         return 0
     sdk_rate, http_rate = statistics.median(sdk_rates), statistics.median(http_rates)

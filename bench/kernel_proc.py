@@ -1,4 +1,5 @@
 """aiosd as a child process: start it with a configuration, wait for its ready line, stop it with SIGTERM."""
+
 from __future__ import annotations
 
 import queue
@@ -18,15 +19,21 @@ class KernelStartError(RuntimeError):
 class KernelProcess:
     """One aiosd. Its stdout and stderr go to log_path; a reader thread watches stdout for the ready line."""
 
-    def __init__(self, address: str, options: dict[str, str | list[str]], log_path: Path,
-                 ready_timeout_s: float = 180.0):
+    def __init__(
+        self, address: str, options: dict[str, str | list[str]], log_path: Path, ready_timeout_s: float = 180.0
+    ):
         """options: flag → value; a list value repeats the flag (--engine-url A --engine-url B)."""
         self.address = address
         self._argv = [sys.executable, "-m", "kernel.daemon", "--address", address]
         # a data directory of its own beside the log, and the memory, file and tool services only when asked for:
         # their embedding model and server processes would load beside (and slow) the workloads measured here
-        options = {"data-dir": str(Path(log_path).parent / "data"), "memory": "off", "storage": "off", "tools": "off",
-                   **options}
+        options = {
+            "data-dir": str(Path(log_path).parent / "data"),
+            "memory": "off",
+            "storage": "off",
+            "tools": "off",
+            **options,
+        }
         for flag, value in options.items():
             for one in value if isinstance(value, list) else [value]:
                 self._argv += [f"--{flag}", str(one)]
@@ -36,7 +43,7 @@ class KernelProcess:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.ready_line = ""
 
-    def __enter__(self) -> "KernelProcess":
+    def __enter__(self) -> KernelProcess:
         self.start()
         return self
 
@@ -63,8 +70,9 @@ class KernelProcess:
             except queue.Empty:
                 raise KernelStartError(f"aiosd not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}")
             if line is None:
-                raise KernelStartError(f"aiosd exited with {self._proc.wait()} before it was ready; see "
-                                       f"{self._log_path}")
+                raise KernelStartError(
+                    f"aiosd exited with {self._proc.wait()} before it was ready; see {self._log_path}"
+                )
             if line.startswith(READY_PREFIX):
                 return line.strip()
 

@@ -7,6 +7,7 @@ replica (SIGKILL) without taking the caller down.
 prints "llama-server ready http://127.0.0.1:PORT/v1" once the model is loaded and the port listens, then serves until
 killed. LlamaServer starts one and waits for that line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,41 @@ def free_port() -> int:
 class LlamaServer:
     """One llama.cpp server child. Its output goes to log_path."""
 
-    def __init__(self, log_path: Path, slots: int = 4, threads: int = 1, ctx_per_slot: int = 1024,
-                 model: str | None = None, ready_timeout_s: float = 120.0, port: int | None = None):
-        from kernel.engine.loading.checkpoint import default_model_path    # here: the child need not import torch
+    def __init__(
+        self,
+        log_path: Path,
+        slots: int = 4,
+        threads: int = 1,
+        ctx_per_slot: int = 1024,
+        model: str | None = None,
+        ready_timeout_s: float = 120.0,
+        port: int | None = None,
+    ):
+        from kernel.engine.loading.checkpoint import default_model_path  # here: the child need not import torch
+
         model = model or str(default_model_path())
-        self.port = port or free_port()          # a port of its own, or a killed server's to stand in for it
+        self.port = port or free_port()  # a port of its own, or a killed server's to stand in for it
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._argv = [sys.executable, "-m", "bench.llama_server", "--port", str(self.port), "--slots", str(slots),
-                      "--threads", str(threads), "--ctx", str(ctx_per_slot), "--model", model]
+        self._argv = [
+            sys.executable,
+            "-m",
+            "bench.llama_server",
+            "--port",
+            str(self.port),
+            "--slots",
+            str(slots),
+            "--threads",
+            str(threads),
+            "--ctx",
+            str(ctx_per_slot),
+            "--model",
+            model,
+        ]
         self._log_path = log_path
         self._ready_timeout_s = ready_timeout_s
         self._proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self) -> LlamaServer:
         self.start()
         return self
 
@@ -57,8 +80,15 @@ class LlamaServer:
     def start(self) -> None:
         self._log = open(self._log_path, "a")
         env = {k: v for k, v in os.environ.items() if k not in _OUR_OPENMP_SETTINGS}
-        self._proc = subprocess.Popen(self._argv, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
-                                      cwd=Path(__file__).resolve().parents[1], env=env)
+        self._proc = subprocess.Popen(
+            self._argv,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+        )
         lines: queue.Queue[str | None] = queue.Queue()
 
         def copy() -> None:
@@ -74,8 +104,9 @@ class LlamaServer:
                 line = lines.get(timeout=self._ready_timeout_s)
             except queue.Empty:
                 self.kill()
-                raise RuntimeError(f"llama.cpp server not ready after {self._ready_timeout_s:.0f} s; see "
-                                   f"{self._log_path}") from None
+                raise RuntimeError(
+                    f"llama.cpp server not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}"
+                ) from None
             if line is None:
                 raise RuntimeError(f"llama.cpp server exited with {self._proc.wait()}; see {self._log_path}")
             if line.startswith(READY):
@@ -107,6 +138,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a GGUF file")
     args = parser.parse_args()
     import xllamacpp
+
     params = xllamacpp.CommonParams()
     params.model.path = args.model
     params.n_parallel = args.slots
@@ -115,7 +147,7 @@ def main() -> None:
     params.cpuparams_batch.n_threads = args.threads
     params.hostnames = ["127.0.0.1"]
     params.port = args.port
-    server = xllamacpp.Server(params)       # loads the model and starts listening; serves on its own threads
+    server = xllamacpp.Server(params)  # loads the model and starts listening; serves on its own threads
     print(f"{READY}{server.listening_address}/v1", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 

@@ -9,15 +9,15 @@ HF runs the n + decodes tokens in one forward. Printed: max |Δlogit| over the v
 and over the decode steps, and HF's smallest top-2 margin among those positions (a greedy choice can only flip where
 the margin is below Δ).
 """
-from __future__ import annotations
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 import torch
 
+import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 from kernel.engine.cpu.kv_cache import KVCache
 from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
@@ -35,7 +35,7 @@ def our_logits(model: LlamaModel, tokens: list[int], n_prompt: int, chunk: int) 
     rows = []
     with torch.inference_mode():
         for start in range(0, n_prompt, chunk):
-            ids = tokens[start:min(start + chunk, n_prompt)]
+            ids = tokens[start : min(start + chunk, n_prompt)]
             batch, _ = build_step_batch([ScheduledChunk(ids, start, blocks, True)], BLOCK)
             logits = model.forward(batch, kv)
         rows.append(logits[0])
@@ -48,16 +48,19 @@ def our_logits(model: LlamaModel, tokens: list[int], n_prompt: int, chunk: int) 
 def hf_logits(hf, tokens: list[int], n_prompt: int) -> torch.Tensor:
     """The same positions' logits from one HF forward over all of tokens."""
     with torch.inference_mode():
-        return hf(torch.tensor([tokens])).logits[0, n_prompt - 1:len(tokens) - 1].float()
+        return hf(torch.tensor([tokens])).logits[0, n_prompt - 1 : len(tokens) - 1].float()
 
 
 def compare(model: LlamaModel, hf, tokens: list[int], n_prompt: int, chunk: int) -> dict[str, float]:
     ours, ref = our_logits(model, tokens, n_prompt, chunk), hf_logits(hf, tokens, n_prompt)
     delta = (ours - ref).abs().amax(dim=-1)
     top2 = ref.topk(2, dim=-1).values
-    return {"prompt_end": float(delta[0]), "decode": float(delta[1:].max()) if len(delta) > 1 else 0.0,
-            "min_margin": float((top2[:, 0] - top2[:, 1]).min()),
-            "argmax_agree": bool((ours.argmax(-1) == ref.argmax(-1)).all())}
+    return {
+        "prompt_end": float(delta[0]),
+        "decode": float(delta[1:].max()) if len(delta) > 1 else 0.0,
+        "min_margin": float((top2[:, 0] - top2[:, 1]).min()),
+        "argmax_agree": bool((ours.argmax(-1) == ref.argmax(-1)).all()),
+    }
 
 
 def main() -> None:
@@ -67,9 +70,11 @@ def main() -> None:
     parser.add_argument("--decodes", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    from transformers import AutoModelForCausalLM   # the reference only
+    from transformers import AutoModelForCausalLM  # the reference only
+
     from kernel.engine.cpu.torch_engine import TorchEngine
     from kernel.engine.loading.checkpoint import default_model_path
+
     engine = TorchEngine.from_path(None, "float32", kv_budget_tokens=256, threads=args.threads)
     path = default_model_path()
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
@@ -77,9 +82,11 @@ def main() -> None:
     print(f"threads={torch.get_num_threads()} chunk={args.chunk} decodes={args.decodes} text={len(text)} tokens")
     print("tokens | max|Δlogit| prompt end | max|Δlogit| decodes | HF min top-2 margin | argmax agree")
     for n in (int(x) for x in args.lengths.split(",")):
-        result = compare(engine.model, hf, text[:n + args.decodes], n, args.chunk)
-        print(f"{n} | {result['prompt_end']:.2e} | {result['decode']:.2e} | {result['min_margin']:.3f} | "
-              f"{result['argmax_agree']}")
+        result = compare(engine.model, hf, text[: n + args.decodes], n, args.chunk)
+        print(
+            f"{n} | {result['prompt_end']:.2e} | {result['decode']:.2e} | {result['min_margin']:.3f} | "
+            f"{result['argmax_agree']}"
+        )
 
 
 if __name__ == "__main__":

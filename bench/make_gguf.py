@@ -13,6 +13,7 @@ Streamed: the header and tensor table are written first, then one tensor at a ti
 generator), quantized and appended, so peak memory is one matrix (fp32) and its codes, never the model. A 1 GB file
 takes about half a minute on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,9 @@ class Shape:
 
 SHAPES = {
     "tiny": Shape(2, 64, 128, 4, 2, 10000.0, 2048),
-    "1b": Shape(16, 2048, 8192, 32, 8, 500000.0),      # Llama-3.2-1B
-    "1.7b": Shape(24, 2048, 8192, 32, 32, 130000.0),   # SmolLM2-1.7B
-    "3b": Shape(28, 3072, 8192, 24, 8, 500000.0),      # Llama-3.2-3B
+    "1b": Shape(16, 2048, 8192, 32, 8, 500000.0),  # Llama-3.2-1B
+    "1.7b": Shape(24, 2048, 8192, 32, 32, 130000.0),  # SmolLM2-1.7B
+    "3b": Shape(28, 3072, 8192, 24, 8, 500000.0),  # Llama-3.2-3B
 }
 
 
@@ -65,8 +66,12 @@ class WeightType(Enum):
 
     @property
     def file_type(self) -> gguf.LlamaFileType:
-        return {"Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
-                "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "F16": gguf.LlamaFileType.MOSTLY_F16}[self.name]
+        return {
+            "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+            "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
+            "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+            "F16": gguf.LlamaFileType.MOSTLY_F16,
+        }[self.name]
 
 
 def tensor_plan(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -74,15 +79,17 @@ def tensor_plan(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
     kv = shape.n_kv_heads * shape.head_dim
     plan: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (vocab, shape.hidden))]
     for i in range(shape.n_layers):
-        plan += [(f"blk.{i}.attn_norm.weight", (shape.hidden,)),
-                 (f"blk.{i}.attn_q.weight", (shape.hidden, shape.hidden)),
-                 (f"blk.{i}.attn_k.weight", (kv, shape.hidden)),
-                 (f"blk.{i}.attn_v.weight", (kv, shape.hidden)),
-                 (f"blk.{i}.attn_output.weight", (shape.hidden, shape.hidden)),
-                 (f"blk.{i}.ffn_norm.weight", (shape.hidden,)),
-                 (f"blk.{i}.ffn_gate.weight", (shape.ffn, shape.hidden)),
-                 (f"blk.{i}.ffn_up.weight", (shape.ffn, shape.hidden)),
-                 (f"blk.{i}.ffn_down.weight", (shape.hidden, shape.ffn))]
+        plan += [
+            (f"blk.{i}.attn_norm.weight", (shape.hidden,)),
+            (f"blk.{i}.attn_q.weight", (shape.hidden, shape.hidden)),
+            (f"blk.{i}.attn_k.weight", (kv, shape.hidden)),
+            (f"blk.{i}.attn_v.weight", (kv, shape.hidden)),
+            (f"blk.{i}.attn_output.weight", (shape.hidden, shape.hidden)),
+            (f"blk.{i}.ffn_norm.weight", (shape.hidden,)),
+            (f"blk.{i}.ffn_gate.weight", (shape.ffn, shape.hidden)),
+            (f"blk.{i}.ffn_up.weight", (shape.ffn, shape.hidden)),
+            (f"blk.{i}.ffn_down.weight", (shape.hidden, shape.ffn)),
+        ]
     return plan + [("output_norm.weight", (shape.hidden,))]
 
 
@@ -99,8 +106,9 @@ def _copy_tokenizer(writer: gguf.GGUFWriter, source: gguf.GGUFReader) -> int:
     return len(source.fields["tokenizer.ggml.tokens"].data)
 
 
-def write_gguf(path: Path, shape: Shape, weight_type: WeightType, seed: int = 0,
-               tokenizer_source: Path | None = None) -> int:
+def write_gguf(
+    path: Path, shape: Shape, weight_type: WeightType, seed: int = 0, tokenizer_source: Path | None = None
+) -> int:
     """Writes the file; returns its size in bytes."""
     source = gguf.GGUFReader(tokenizer_source or default_model_path())
     writer = gguf.GGUFWriter(path, "llama")

@@ -15,6 +15,7 @@ need no hour of embedding; the query cost of the real model is measured on its o
 
     python -m bench.memory_bench [--quick]       (quick: 2k and 25k entries, fewer items; full: 10k and 100k)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,21 @@ import numpy as np
 from kernel.memory import MemoryManager
 from kernel.memory.embedder import MiniLMEmbedder
 
-SENTENCES = ["The meeting moved to Thursday at ten.", "Buy oat milk, eggs and two lemons.",
-             "The server in rack 4 needs a new power supply.", "Anna prefers tea without sugar.",
-             "The invoice for March was paid late.", "Our flight lands in Oslo at 18:05.",
-             "The cat sleeps on the warm laptop.", "Remember to renew the domain before May."]
+SENTENCES = [
+    "The meeting moved to Thursday at ten.",
+    "Buy oat milk, eggs and two lemons.",
+    "The server in rack 4 needs a new power supply.",
+    "Anna prefers tea without sugar.",
+    "The invoice for March was paid late.",
+    "Our flight lands in Oslo at 18:05.",
+    "The cat sleeps on the warm laptop.",
+    "Remember to renew the domain before May.",
+]
 
 
 class TableEmbedder:
     """'v<i>' → row i of a fixed matrix: lets the manager hold 100k known vectors without a model."""
+
     name = "table"
 
     def __init__(self, table: np.ndarray):
@@ -46,6 +54,7 @@ class TableEmbedder:
 
 class Free:
     """A zero-cost embedder: isolates storage cost."""
+
     name, dim = "free", 384
 
     def embed(self, texts):
@@ -56,7 +65,7 @@ class Free:
 
 def clustered(n: int, seed: int = 0, dim: int = 384, centres: int = 1000) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)   # noqa: E731
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
     c = unit(rng.standard_normal((centres, dim)))
     return unit(c[rng.integers(0, centres, n)] + 0.08 * rng.standard_normal((n, dim)))
 
@@ -77,27 +86,27 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 def bench_add(items: int) -> None:
     model = MiniLMEmbedder()
     texts = [f"{SENTENCES[i % len(SENTENCES)]} (note {i})" for i in range(items)]
-    model.embed(texts[:8])                                           # warm up
+    model.embed(texts[:8])  # warm up
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        memory = MemoryManager(d, model, max_entries=10 ** 6, max_bytes=1 << 30)
+        memory = MemoryManager(d, model, max_entries=10**6, max_bytes=1 << 30)
         for batch in (32, 1):
             n = items if batch == 32 else max(8, items // 4)
             direct = managed = 0.0
-            for _ in range(3):              # alternate, best of 3: the 2 cores are shared, so single runs are noisy
+            for _ in range(3):  # alternate, best of 3: the 2 cores are shared, so single runs are noisy
                 t = time.perf_counter()
                 for i in range(0, n, batch):
-                    model.embed(texts[i:i + batch])
+                    model.embed(texts[i : i + batch])
                 direct = max(direct, n / (time.perf_counter() - t))
                 t = time.perf_counter()
                 for i in range(0, n, batch):
-                    memory.add(f"bench/{batch}", texts[i:i + batch], [{"i": j} for j in range(i, min(n, i + batch))])
+                    memory.add(f"bench/{batch}", texts[i : i + batch], [{"i": j} for j in range(i, min(n, i + batch))])
                 managed = max(managed, n / (time.perf_counter() - t))
             rows.append([f"MiniLM, batch {batch}", round(direct, 1), round(managed, 1), managed / direct])
         memory.close()
     for sync in ("FULL", "NORMAL"):
         with tempfile.TemporaryDirectory() as d:
-            memory = MemoryManager(d, Free(), max_entries=10 ** 6, max_bytes=1 << 30, synchronous=sync)
+            memory = MemoryManager(d, Free(), max_entries=10**6, max_bytes=1 << 30, synchronous=sync)
             n, best = 300, 0.0
             for _ in range(3):
                 t = time.perf_counter()
@@ -112,8 +121,10 @@ def bench_add(items: int) -> None:
         t = time.perf_counter()
         model.embed([f"what did I note about {SENTENCES[i % 8].split()[1]}?"])
         samples.append(time.perf_counter() - t)
-    print(f"  real-model query embedding: p50 {pct(samples, .5):.2f} ms, p99 {pct(samples, .99):.2f} ms "
-          f"(paid by every real search on top of the numbers below)")
+    print(
+        f"  real-model query embedding: p50 {pct(samples, 0.5):.2f} ms, p99 {pct(samples, 0.99):.2f} ms "
+        f"(paid by every real search on top of the numbers below)"
+    )
 
 
 def bench_size(n: int, queries: int) -> dict:
@@ -126,7 +137,7 @@ def bench_size(n: int, queries: int) -> dict:
             memory.add("bench", [f"v{j}" for j in range(i, min(n, i + 256))], None)
         fill = time.perf_counter() - t
         t = time.perf_counter()
-        memory.search("bench", f"v{n}", k=10)                           # loads the space (and builds HNSW if ann)
+        memory.search("bench", f"v{n}", k=10)  # loads the space (and builds HNSW if ann)
         load = time.perf_counter() - t
         index = memory._indexes["bench"]
         raw = index._index
@@ -135,7 +146,7 @@ def bench_size(n: int, queries: int) -> dict:
         managed, plain, flat, recall = [], [], [], []
         params = faiss.SearchParametersHNSW(efSearch=index.ef_search) if index.ann else None
         for q in range(n, n + queries):
-            vector = data[q:q + 1]
+            vector = data[q : q + 1]
             t = time.perf_counter()
             hits = memory.search("bench", f"v{q}", k=10)
             managed.append(time.perf_counter() - t)
@@ -145,11 +156,12 @@ def bench_size(n: int, queries: int) -> dict:
             t = time.perf_counter()
             _, truth = exact.search(vector, 10)
             flat.append(time.perf_counter() - t)
-            truth_keys = {int(k) + 1 for k in truth[0]}                 # keys are 1-based rows here
+            truth_keys = {int(k) + 1 for k in truth[0]}  # keys are 1-based rows here
             recall.append(len(truth_keys & {int(h.id[1:]) for h in hits}) / 10)
         memory.close()
-    return dict(n=n, ann=index.ann, fill=fill, load=load, managed=managed, plain=plain, flat=flat,
-                recall=float(np.mean(recall)))
+    return dict(
+        n=n, ann=index.ann, fill=fill, load=load, managed=managed, plain=plain, flat=flat, recall=float(np.mean(recall))
+    )
 
 
 def bench_eviction(n: int, queries: int) -> list[list]:
@@ -161,7 +173,7 @@ def bench_eviction(n: int, queries: int) -> list[list]:
             for i in range(0, n, 256):
                 memory.add(space, [f"v{j}" for j in range(i, min(n, i + 256))], None)
         loads, resident = [], []
-        for q in range(queries):                                       # a and b alternate: each search evicts the other
+        for q in range(queries):  # a and b alternate: each search evicts the other
             space = "ab"[q % 2]
             t = time.perf_counter()
             memory.search(space, f"v{n + q}", k=10)
@@ -179,11 +191,17 @@ def bench_eviction(n: int, queries: int) -> list[list]:
             scans.append(time.perf_counter() - t)
         assert scan.stats()["scans"] == queries
         scan.close()
-    p50 = pct(resident, .5)
-    rows.append([f"resident search ({n})", p50, pct(resident, .99), 1.0])
-    rows.append([f"reload evicted space + search ({evictions} evictions)", pct(loads, .5), pct(loads, .99),
-                 pct(loads, .5) / p50])
-    rows.append(["scan from SQLite (space > ram_entries)", pct(scans, .5), pct(scans, .99), pct(scans, .5) / p50])
+    p50 = pct(resident, 0.5)
+    rows.append([f"resident search ({n})", p50, pct(resident, 0.99), 1.0])
+    rows.append(
+        [
+            f"reload evicted space + search ({evictions} evictions)",
+            pct(loads, 0.5),
+            pct(loads, 0.99),
+            pct(loads, 0.5) / p50,
+        ]
+    )
+    rows.append(["scan from SQLite (space > ram_entries)", pct(scans, 0.5), pct(scans, 0.99), pct(scans, 0.5) / p50])
     return rows
 
 
@@ -192,17 +210,35 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in about a minute")
     args = parser.parse_args(argv)
     sizes, queries, items = ((2_000, 25_000), 50, 64) if args.quick else ((10_000, 100_000), 200, 256)
-    print(f"memory bench ({'quick' if args.quick else 'full'}): sizes {sizes}, {queries} queries each; "
-          f"MemoryManager runs faiss on 1 thread (faiss_threads=1)")
+    print(
+        f"memory bench ({'quick' if args.quick else 'full'}): sizes {sizes}, {queries} queries each; "
+        f"MemoryManager runs faiss on 1 thread (faiss_threads=1)"
+    )
     bench_add(items)
     results = [bench_size(n, queries) for n in sizes]
-    table("search p50/p99 ms, k=10 (MemoryManager.search vs the same faiss index directly; exact flat for scale)",
-          ["entries", "index", "manager p50", "p99", "faiss p50", "p99", "ratio p50", "flat p50", "recall@10"],
-          [[r["n"], "hnsw" if r["ann"] else "flat", pct(r["managed"], .5), pct(r["managed"], .99),
-            pct(r["plain"], .5), pct(r["plain"], .99), pct(r["managed"], .5) / pct(r["plain"], .5),
-            pct(r["flat"], .5), r["recall"]] for r in results])
-    table("filling and loading a space (s)", ["entries", "add all (SQLite)", "first search (load + index build)"],
-          [[r["n"], r["fill"], r["load"]] for r in results])
+    table(
+        "search p50/p99 ms, k=10 (MemoryManager.search vs the same faiss index directly; exact flat for scale)",
+        ["entries", "index", "manager p50", "p99", "faiss p50", "p99", "ratio p50", "flat p50", "recall@10"],
+        [
+            [
+                r["n"],
+                "hnsw" if r["ann"] else "flat",
+                pct(r["managed"], 0.5),
+                pct(r["managed"], 0.99),
+                pct(r["plain"], 0.5),
+                pct(r["plain"], 0.99),
+                pct(r["managed"], 0.5) / pct(r["plain"], 0.5),
+                pct(r["flat"], 0.5),
+                r["recall"],
+            ]
+            for r in results
+        ],
+    )
+    table(
+        "filling and loading a space (s)",
+        ["entries", "add all (SQLite)", "first search (load + index build)"],
+        [[r["n"], r["fill"], r["load"]] for r in results],
+    )
     table("eviction cost, ms", ["case", "p50", "p99", "x resident"], bench_eviction(sizes[0], min(queries, 40)))
 
 

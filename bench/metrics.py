@@ -3,11 +3,12 @@
 Slowdown (for fairness) compares an agent's completion time with what it would take alone: its measured tool time
 plus, for each call, the solo service time predicted by a CostModel calibrated on the same machine in the same run.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from bench.records import AgentRecord, RequestRecord
 
@@ -15,13 +16,13 @@ from bench.records import AgentRecord, RequestRecord
 @dataclass(frozen=True)
 class CostModel:
     """Solo service time of one call: a fixed overhead, plus a cost per prompt token and per generated token."""
+
     overhead_s: float
     prefill_s_per_token: float
     decode_s_per_token: float
 
     def solo_seconds(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (self.overhead_s + self.prefill_s_per_token * prompt_tokens
-                + self.decode_s_per_token * completion_tokens)
+        return self.overhead_s + self.prefill_s_per_token * prompt_tokens + self.decode_s_per_token * completion_tokens
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -40,8 +41,12 @@ def summary(values: Iterable[float]) -> dict:
     values = list(values)
     if not values:
         return {"n": 0, "mean": None, "p50": None, "p99": None}
-    return {"n": len(values), "mean": sum(values) / len(values), "p50": percentile(values, 50),
-            "p99": percentile(values, 99)}
+    return {
+        "n": len(values),
+        "mean": sum(values) / len(values),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+    }
 
 
 def jain_index(values: Iterable[float]) -> float:
@@ -57,10 +62,14 @@ def slowdowns(agents: list[AgentRecord], requests: list[RequestRecord], cost: Co
     """Per agent: completion time / (tool time + solo service time of its calls)."""
     service: dict[str, float] = {}
     for req in requests:
-        service[req.agent_id] = service.get(req.agent_id, 0.0) + cost.solo_seconds(req.prompt_tokens,
-                                                                                   req.completion_tokens)
-    return {a.agent_id: a.completion / (a.tool_seconds + service.get(a.agent_id, 0.0)) for a in agents
-            if a.tool_seconds + service.get(a.agent_id, 0.0) > 0}
+        service[req.agent_id] = service.get(req.agent_id, 0.0) + cost.solo_seconds(
+            req.prompt_tokens, req.completion_tokens
+        )
+    return {
+        a.agent_id: a.completion / (a.tool_seconds + service.get(a.agent_id, 0.0))
+        for a in agents
+        if a.tool_seconds + service.get(a.agent_id, 0.0) > 0
+    }
 
 
 def throughput(agents: list[AgentRecord], requests: list[RequestRecord]) -> dict:
@@ -69,8 +78,11 @@ def throughput(agents: list[AgentRecord], requests: list[RequestRecord]) -> dict
         return {"makespan_s": 0.0, "tokens_per_s": 0.0, "agents_per_min": 0.0}
     makespan = max(a.finished for a in agents) - min(a.arrival for a in agents)
     tokens = sum(r.completion_tokens for r in requests)
-    return {"makespan_s": makespan, "tokens_per_s": tokens / makespan if makespan > 0 else 0.0,
-            "agents_per_min": 60 * len(agents) / makespan if makespan > 0 else 0.0}
+    return {
+        "makespan_s": makespan,
+        "tokens_per_s": tokens / makespan if makespan > 0 else 0.0,
+        "agents_per_min": 60 * len(agents) / makespan if makespan > 0 else 0.0,
+    }
 
 
 def context_counters(kernel_stats: dict | None) -> dict:
@@ -80,14 +92,19 @@ def context_counters(kernel_stats: dict | None) -> dict:
 
     def count(key: str) -> int:
         return int(stats.get(key, 0))
-    return {"preemptions": count("preemptions"),
-            "snapshot_bytes": count("snapshot_bytes_saved") + count("snapshot_bytes_loaded"),
-            "recomputed_tokens": count("recomputed_tokens"), "retained_hits": count("retained_hits"),
-            "retained_tokens_reused": count("retained_tokens_reused")}
+
+    return {
+        "preemptions": count("preemptions"),
+        "snapshot_bytes": count("snapshot_bytes_saved") + count("snapshot_bytes_loaded"),
+        "recomputed_tokens": count("recomputed_tokens"),
+        "retained_hits": count("retained_hits"),
+        "retained_tokens_reused": count("retained_tokens_reused"),
+    }
 
 
-def config_metrics(agents: list[AgentRecord], requests: list[RequestRecord], cost: CostModel,
-                   kernel_stats: dict | None = None) -> dict:
+def config_metrics(
+    agents: list[AgentRecord], requests: list[RequestRecord], cost: CostModel, kernel_stats: dict | None = None
+) -> dict:
     """Everything the report shows for one configuration on one workload."""
     ok = [r for r in requests if r.error is None]
     per_agent_slowdown = slowdowns(agents, ok, cost)
@@ -95,7 +112,7 @@ def config_metrics(agents: list[AgentRecord], requests: list[RequestRecord], cos
     return {
         "agents": len(agents),
         "requests": len(requests),
-        "errors": len(requests) - len(ok),   # an agent stops at its first failed call: one error each
+        "errors": len(requests) - len(ok),  # an agent stops at its first failed call: one error each
         "completion_tokens": sum(r.completion_tokens for r in ok),
         "agent_completion": summary(a.completion for a in agents),
         "latency": summary(r.latency for r in ok),

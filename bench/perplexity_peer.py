@@ -20,6 +20,7 @@ the raw logits before sampling (post_sampling_probs false); a cached prefix make
 The text's tokens come from the file's tokenizer as HF transformers reads it (our TextTokenizer does not read
 SentencePiece-style GGUF vocabularies yet); every reader is fed the same ids.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ from pathlib import Path
 TEXT = Path(__file__).parent / "texts" / "kernel_notes.txt"
 OURS_MODES = ("fp32", "bf16", "int8", "int4")
 _OUR_OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-_LOGIT_FORCE = 1000.0           # far above any logit gap: the forced token is the sampled one
+_LOGIT_FORCE = 1000.0  # far above any logit gap: the forced token is the sampled one
 
 
 def memory_mib() -> tuple[float, float]:
@@ -46,17 +47,20 @@ def memory_mib() -> tuple[float, float]:
 def text_token_ids(path: Path, n_tokens: int, text: str | None = None) -> list[int]:
     """BOS + the text's first n_tokens - 1 tokens, by the file's own tokenizer as transformers reads it."""
     from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     ids = tok(text if text is not None else TEXT.read_text(), add_special_tokens=False)["input_ids"]
-    return [tok.bos_token_id, *ids[:n_tokens - 1]]
+    return [tok.bos_token_id, *ids[: n_tokens - 1]]
 
 
 def load_ours(path: Path, mode: str):
     """(model, seconds) for one weights mode: the loader and model build aiosd runs, tokenizer aside."""
-    import kernel.engine  # noqa: F401  (our OpenMP wait policy, set before torch loads)
     import torch
+
+    import kernel.engine  # noqa: F401  (our OpenMP wait policy, set before torch loads)
     from kernel.engine.cpu.model import LlamaModel
     from kernel.engine.loading import gguf_loader
+
     dtype = torch.float32 if mode == "fp32" else torch.bfloat16
     start = time.perf_counter()
     reader = gguf_loader.read_gguf(path)
@@ -71,6 +75,7 @@ def run_ours(path: Path, mode: str, ids: list[int]) -> dict:
     import gc
 
     from kernel.engine.cpu.quant_select import perplexity
+
     model, seconds = load_ours(path, mode)
     gc.collect()
     rss = memory_mib()[0]
@@ -80,12 +85,14 @@ def run_ours(path: Path, mode: str, ids: list[int]) -> dict:
 def hf_model(path: Path):
     import torch
     from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
 
 
 def run_hf(path: Path, ids: list[int]) -> dict:
     import torch
     import torch.nn.functional as F
+
     start = time.perf_counter()
     model = hf_model(path)
     seconds = time.perf_counter() - start
@@ -98,6 +105,7 @@ def run_hf(path: Path, ids: list[int]) -> dict:
 
 def run_llamacpp(path: Path, ids: list[int], threads: int) -> dict:
     import xllamacpp
+
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.n_ctx = max(512, len(ids) + 16)
@@ -110,9 +118,17 @@ def run_llamacpp(path: Path, ids: list[int], threads: int) -> dict:
     rss = memory_mib()[0]
     nll = 0.0
     for i in range(1, len(ids)):
-        reply = server.handle_completions({
-            "prompt": ids[:i], "n_predict": 1, "n_probs": 1, "temperature": 0, "cache_prompt": True,
-            "post_sampling_probs": False, "logit_bias": [[ids[i], _LOGIT_FORCE]]})
+        reply = server.handle_completions(
+            {
+                "prompt": ids[:i],
+                "n_predict": 1,
+                "n_probs": 1,
+                "temperature": 0,
+                "cache_prompt": True,
+                "post_sampling_probs": False,
+                "logit_bias": [[ids[i], _LOGIT_FORCE]],
+            }
+        )
         if "error" in reply:
             raise RuntimeError(f"llama.cpp: {reply['error']}")
         entry = reply["choices"][0]["logprobs"]["content"][0]
@@ -141,8 +157,18 @@ def measure(path: Path, reader: str, ids_file: Path, threads: int) -> dict:
         env = {k: v for k, v in env.items() if k not in _OUR_OPENMP_SETTINGS}
     else:
         env.setdefault("OMP_NUM_THREADS", str(threads))
-    argv = [sys.executable, "-m", "bench.perplexity_peer", str(path), "--child", reader, "--ids", str(ids_file),
-            "--threads", str(threads)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.perplexity_peer",
+        str(path),
+        "--child",
+        reader,
+        "--ids",
+        str(ids_file),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -161,10 +187,11 @@ def main() -> None:
     if args.child:
         return child(args)
     import tempfile
+
     path = Path(args.path).resolve()
     ids = text_token_ids(path, args.tokens)
     readers = [f"ours:{m}" for m in args.modes.split(",") if m] + ["hf", "llama.cpp"]
-    size_mib = path.stat().st_size / 2 ** 20
+    size_mib = path.stat().st_size / 2**20
     print(f"{path.name}: {size_mib:.1f} MiB, {len(ids)} tokens of {TEXT.name}, {args.threads} threads")
     print(f"{'reader':<12} {'load s':>7} {'RSS MiB':>8} {'peak MiB':>9} {'ppl':>9} {'vs fp32':>8} {'vs llama.cpp':>12}")
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
@@ -177,8 +204,10 @@ def main() -> None:
             print(f"{reader:<12} failed: {row['error']}")
             continue
         ratio = lambda base: f"{row['ppl'] / base:.4f}" if base else "-"
-        print(f"{reader:<12} {row['load_s']:>7.2f} {row['rss_mib']:>8.0f} {row['peak_mib']:>9.0f} {row['ppl']:>9.3f} "
-              f"{ratio(ref):>8} {ratio(peer):>12}")
+        print(
+            f"{reader:<12} {row['load_s']:>7.2f} {row['rss_mib']:>8.0f} {row['peak_mib']:>9.0f} {row['ppl']:>9.3f} "
+            f"{ratio(ref):>8} {ratio(peer):>12}"
+        )
 
 
 if __name__ == "__main__":

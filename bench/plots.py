@@ -1,11 +1,12 @@
 """One PNG per workload: agent completion times per configuration, and each configuration's request latency CDF."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")   # files only, no display
+matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from bench.records import read_records  # noqa: E402

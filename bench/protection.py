@@ -11,6 +11,7 @@
 
 Raw msgpack frames (hello with a name only) are used wherever the tool must also drive an older kernel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ class Raw:
     def __init__(self, context: zmq.Context, address: str, name: str | None = "bench", rcvhwm: int | None = None):
         self.socket = context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        if rcvhwm is not None:        # a client that stops reading: tiny queue, so replies back up into the kernel
+        if rcvhwm is not None:  # a client that stops reading: tiny queue, so replies back up into the kernel
             self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
             self.socket.setsockopt(zmq.RCVBUF, 4096)
         self.socket.connect(address)
@@ -74,7 +75,7 @@ class Raw:
 
     def call(self, syscall: str, body: dict, timeout_s: float = 120.0) -> dict:
         reply = self._call_once(syscall, body, timeout_s)
-        if self.name and reply.get("body", {}).get("code") == "hello_required":   # reaped while silent (lease)
+        if self.name and reply.get("body", {}).get("code") == "hello_required":  # reaped while silent (lease)
             self._call_once("hello", {"name": self.name}, timeout_s)
             reply = self._call_once(syscall, body, timeout_s)
         return reply
@@ -117,46 +118,62 @@ def orphan_segments(kernel_pid: int) -> tuple[list[str], list[str]]:
     """/dev/shm/aios-* segments: those of processes other than the kernel (other engineers' kernels share this
     machine), and among them the orphans, whose process is gone."""
     others = [s for s in sorted(glob.glob("/dev/shm/aios-*")) if not s.startswith(f"/dev/shm/aios-{kernel_pid}-")]
-    pid_of = lambda path: path[len("/dev/shm/aios-"):].split("-")[0].split(".")[0]      # noqa: E731
+    pid_of = lambda path: path[len("/dev/shm/aios-") :].split("-")[0].split(".")[0]  # noqa: E731
     return others, [s for s in others if not (pid_of(s).isdigit() and os.path.exists(f"/proc/{pid_of(s)}"))]
 
 
 def spawn_agents(address: str, count: int, mode: str, workdir: str) -> tuple[list[subprocess.Popen], str]:
     start_file = os.path.join(workdir, f"start-{mode}-{time.monotonic_ns()}")
-    procs = [subprocess.Popen([sys.executable, "-c", AGENT, address, start_file, mode], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, cwd=os.getcwd()) for _ in range(count)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", AGENT, address, start_file, mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=os.getcwd(),
+        )
+        for _ in range(count)
+    ]
     return procs, start_file
 
 
 # ---- scenarios ---------------------------------------------------------------------------------------------------------
 
+
 def scenario_many_agents(kernel: ObservedKernel, args, workdir: str) -> None:
     procs, start_file = spawn_agents(kernel.address, args.agents, "three", workdir)
-    time.sleep(2.0)          # let the interpreters start, so the calls go out together
+    time.sleep(2.0)  # let the interpreters start, so the calls go out together
     Path(start_file).touch()
     begin = time.monotonic()
     outputs = [proc.communicate(timeout=900)[0] for proc in procs]
-    answered = {name: sum(name in out.split("ok", 1)[-1].split() for out in outputs)
-                for name in ("ping", "proc.list", "llm.generate")}
+    answered = {
+        name: sum(name in out.split("ok", 1)[-1].split() for out in outputs)
+        for name in ("ping", "proc.list", "llm.generate")
+    }
     errors = sorted({line for out in outputs for line in out.splitlines() if line.startswith("error")})[:3]
-    table(f"(a) {args.agents} agent processes x 3 syscalls at once", [
-        *((f"{name} answered", f"{n}/{args.agents}") for name, n in answered.items()),
-        ("all answered", all(n == args.agents for n in answered.values())),
-        ("wall time after the start signal", f"{time.monotonic() - begin:.1f} s"),
-        ("first errors", errors or "none"), ("kernel alive", kernel.alive())])
+    table(
+        f"(a) {args.agents} agent processes x 3 syscalls at once",
+        [
+            *((f"{name} answered", f"{n}/{args.agents}") for name, n in answered.items()),
+            ("all answered", all(n == args.agents for n in answered.values())),
+            ("wall time after the start signal", f"{time.monotonic() - begin:.1f} s"),
+            ("first errors", errors or "none"),
+            ("kernel alive", kernel.alive()),
+        ],
+    )
 
 
 def scenario_sigkill(kernel: ObservedKernel, args, workdir: str) -> None:
     procs, start_file = spawn_agents(kernel.address, args.killed, "long", workdir)
     Path(start_file).touch()
-    for proc in procs:                       # each prints "generating" just before its long call goes out
+    for proc in procs:  # each prints "generating" just before its long call goes out
         proc.stdout.readline()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and stats_of(args.observer).get("tokens_generated", 0) < 2 * args.killed:
         time.sleep(0.2)
     running = stats_of(args.observer)
     killed = {f"p{proc.pid}" for proc in procs}
-    seen_before = len(killed & set(proc_names(args.observer)[0]))   # 0 would make "none left" meaningless
+    seen_before = len(killed & set(proc_names(args.observer)[0]))  # 0 would make "none left" meaningless
     for proc in procs:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -169,16 +186,23 @@ def scenario_sigkill(kernel: ObservedKernel, args, workdir: str) -> None:
         time.sleep(0.5)
     after = stats_of(args.observer)
     others, orphans = orphan_segments(kernel.pid)
-    table(f"(b) {args.killed} agents killed with SIGKILL mid-generation", [
-        ("requests running+waiting before the kill",
-         f"{running.get('requests_running')}+{running.get('requests_waiting')}"),
-        ("of them in proc.list before the kill", f"{seen_before}/{args.killed}"),
-        ("killed agents still in proc.list after 30 s", len(left)), ("proc.list visibility", visibility),
-        ("requests running+waiting after", f"{after.get('requests_running')}+{after.get('requests_waiting')}"),
-        ("agents in kernel.stats after", after.get("agents")),
-        ("/dev/shm/aios-* segments of other live processes", len(others) - len(orphans)),
-        ("orphaned /dev/shm/aios-* segments (process gone)", orphans or "none"),
-        ("kernel alive", kernel.alive())])
+    table(
+        f"(b) {args.killed} agents killed with SIGKILL mid-generation",
+        [
+            (
+                "requests running+waiting before the kill",
+                f"{running.get('requests_running')}+{running.get('requests_waiting')}",
+            ),
+            ("of them in proc.list before the kill", f"{seen_before}/{args.killed}"),
+            ("killed agents still in proc.list after 30 s", len(left)),
+            ("proc.list visibility", visibility),
+            ("requests running+waiting after", f"{after.get('requests_running')}+{after.get('requests_waiting')}"),
+            ("agents in kernel.stats after", after.get("agents")),
+            ("/dev/shm/aios-* segments of other live processes", len(others) - len(orphans)),
+            ("orphaned /dev/shm/aios-* segments (process gone)", orphans or "none"),
+            ("kernel alive", kernel.alive()),
+        ],
+    )
 
 
 def scenario_connect_cycles(kernel: ObservedKernel, args, workdir: str) -> None:
@@ -187,18 +211,24 @@ def scenario_connect_cycles(kernel: ObservedKernel, args, workdir: str) -> None:
     failures, first_failure, begin = 0, "none", time.monotonic()
     for i in range(args.cycles):
         raw = Raw(context, kernel.address, name=None)
-        reply = raw.call("hello", {"name": f"c{i}"}, 30)      # name only: what old and new kernels both accept
+        reply = raw.call("hello", {"name": f"c{i}"}, 30)  # name only: what old and new kernels both accept
         if reply.get("type") != "result":
             failures, first_failure = failures + 1, first_failure if failures else str(reply)[:200]
         raw.close()
     elapsed = time.monotonic() - begin
-    time.sleep(2.0)           # let the kernel see the last disconnects
+    time.sleep(2.0)  # let the kernel see the last disconnects
     context.term()
-    table(f"(c) {args.cycles} connect/hello/close cycles from one process", [
-        ("kernel fds before -> after", f"{fds_before} -> {kernel.fd_count() if kernel.alive() else 'dead'}"),
-        ("agents before -> after (kernel.stats)", f"{agents_before} -> {stats_of(args.observer).get('agents')}"),
-        ("hellos not answered with a result", failures), ("first such reply", first_failure), ("cycles/s", f"{args.cycles / elapsed:.0f}"),
-        ("kernel alive and answering", kernel.alive() and healthy(kernel.address))])
+    table(
+        f"(c) {args.cycles} connect/hello/close cycles from one process",
+        [
+            ("kernel fds before -> after", f"{fds_before} -> {kernel.fd_count() if kernel.alive() else 'dead'}"),
+            ("agents before -> after (kernel.stats)", f"{agents_before} -> {stats_of(args.observer).get('agents')}"),
+            ("hellos not answered with a result", failures),
+            ("first such reply", first_failure),
+            ("cycles/s", f"{args.cycles / elapsed:.0f}"),
+            ("kernel alive and answering", kernel.alive() and healthy(kernel.address)),
+        ],
+    )
 
 
 def scenario_never_reads(kernel: ObservedKernel, args, workdir: str) -> None:
@@ -208,7 +238,7 @@ def scenario_never_reads(kernel: ObservedKernel, args, workdir: str) -> None:
     begin = time.monotonic()
     for _ in range(args.streams):
         silent.send("llm.generate", {"prompt": "Count to a thousand:", "max_tokens": 64, "stream": True})
-    for second in range(1, args.flood_s + 1):        # then pings, whose replies it never reads either
+    for second in range(1, args.flood_s + 1):  # then pings, whose replies it never reads either
         while time.monotonic() - begin < second:
             for _ in range(200):
                 silent.send("kernel.ping", {})
@@ -220,13 +250,20 @@ def scenario_never_reads(kernel: ObservedKernel, args, workdir: str) -> None:
     rss.append((time.monotonic() - begin, kernel.rss_mib() if kernel.alive() else float("nan")))
     silent.close()
     context.term()
-    table(f"(d) a client sends {args.streams} streaming calls and {args.flood_s} s of pings, never reads", [
-        ("kernel RSS over time (s: MiB)", ", ".join(f"{t:.0f}: {m:.0f}" for t, m in rss)),
-        ("requests running+waiting at the end (its calls cancelled if 0+0)",
-         f"{after.get('requests_running')}+{after.get('requests_waiting')}" if "error" not in after
-         else after["error"]),
-        ("another agent's kernel.stats answered after the flood in", f"{answer_s:.1f} s"),
-        ("kernel alive and answering others", kernel.alive() and healthy(kernel.address))])
+    table(
+        f"(d) a client sends {args.streams} streaming calls and {args.flood_s} s of pings, never reads",
+        [
+            ("kernel RSS over time (s: MiB)", ", ".join(f"{t:.0f}: {m:.0f}" for t, m in rss)),
+            (
+                "requests running+waiting at the end (its calls cancelled if 0+0)",
+                f"{after.get('requests_running')}+{after.get('requests_waiting')}"
+                if "error" not in after
+                else after["error"],
+            ),
+            ("another agent's kernel.stats answered after the flood in", f"{answer_s:.1f} s"),
+            ("kernel alive and answering others", kernel.alive() and healthy(kernel.address)),
+        ],
+    )
 
 
 def scenario_cost(kernel: ObservedKernel, args, workdir: str) -> None:
@@ -241,23 +278,37 @@ def scenario_cost(kernel: ObservedKernel, args, workdir: str) -> None:
         samples.append(time.perf_counter() - start)
     rates = []
     for _ in range(3):
-        reply = raw.call("llm.generate", {"prompt": "Once upon a time", "max_tokens": args.decode_tokens,
-                                          "ignore_eos": True}, timeout_s=600)
+        reply = raw.call(
+            "llm.generate",
+            {"prompt": "Once upon a time", "max_tokens": args.decode_tokens, "ignore_eos": True},
+            timeout_s=600,
+        )
         body = reply.get("body", {})
         if reply.get("type") == "result" and body["timing"]["ttft_s"] is not None:
             decode_s = body["timing"]["total_s"] - body["timing"]["ttft_s"]
             rates.append((body["usage"]["completion_tokens"] - 1) / decode_s)
     raw.close()
     context.term()
-    table(f"(e) cost of the checks (kernel from {args.kernel_src or 'this tree'})", [
-        (f"no-op syscall round trip, median of {args.pings} (µs)", f"{statistics.median(samples) * 1e6:.0f}"),
-        (f"batch-1 decode tok/s, median of 3 x {args.decode_tokens} tokens",
-         f"{statistics.median(rates):.1f}" if rates else "no completion"),
-        ("compare with", "the same command with --kernel-src <clone of eaa7213>, same machine, same run")])
+    table(
+        f"(e) cost of the checks (kernel from {args.kernel_src or 'this tree'})",
+        [
+            (f"no-op syscall round trip, median of {args.pings} (µs)", f"{statistics.median(samples) * 1e6:.0f}"),
+            (
+                f"batch-1 decode tok/s, median of 3 x {args.decode_tokens} tokens",
+                f"{statistics.median(rates):.1f}" if rates else "no completion",
+            ),
+            ("compare with", "the same command with --kernel-src <clone of eaa7213>, same machine, same run"),
+        ],
+    )
 
 
-SCENARIOS = {"e": scenario_cost, "a": scenario_many_agents, "b": scenario_sigkill, "c": scenario_connect_cycles,
-             "d": scenario_never_reads}
+SCENARIOS = {
+    "e": scenario_cost,
+    "a": scenario_many_agents,
+    "b": scenario_sigkill,
+    "c": scenario_connect_cycles,
+    "d": scenario_never_reads,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="e,a,b,c,d", help="scenarios to run, in order")
     parser.add_argument("--kernel-src", default=None, help="run aiosd from this source tree (a clone of main)")
     args = parser.parse_args(argv)
-    sizes = dict(agents=20, killed=4, cycles=300, streams=20, flood_s=6, pings=500, decode_tokens=32) if args.quick \
+    sizes = (
+        dict(agents=20, killed=4, cycles=300, streams=20, flood_s=6, pings=500, decode_tokens=32)
+        if args.quick
         else dict(agents=200, killed=20, cycles=10_000, streams=200, flood_s=60, pings=5000, decode_tokens=128)
+    )
     vars(args).update(sizes)
     observer_context = zmq.Context()
     with tempfile.TemporaryDirectory(prefix="aios-protection-") as workdir:
@@ -278,10 +332,14 @@ def main(argv: list[str] | None = None) -> int:
                     if kernel is not None:
                         print(f"\n(kernel died during the previous scenario: restarted for ({key}))")
                         kernel.stop()
-                    kernel = ObservedKernel(f"ipc://{workdir}/kernel.sock", KERNEL_OPTIONS,
-                                            Path(workdir) / f"aiosd-{key}.log", args.kernel_src)
+                    kernel = ObservedKernel(
+                        f"ipc://{workdir}/kernel.sock",
+                        KERNEL_OPTIONS,
+                        Path(workdir) / f"aiosd-{key}.log",
+                        args.kernel_src,
+                    )
                     kernel.start()
-                    args.observer = Raw(observer_context, kernel.address, "observer")   # one, so it leaks nothing
+                    args.observer = Raw(observer_context, kernel.address, "observer")  # one, so it leaks nothing
                 SCENARIOS[key](kernel, args, workdir)
         finally:
             if kernel is not None:

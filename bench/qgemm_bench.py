@@ -10,6 +10,7 @@ int8 modes, torch's kernels (AIOS_QGEMM=0) vs the block products, interleaved th
 llama.cpp's own matrix products are not reachable from Python here (xllamacpp runs a whole server), so its numbers
 come from the engine comparison (bench.engine_bench --peer llamacpp), not from this file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,18 @@ import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import quantize
 
-from kernel.engine.cpu.block_weights import BlockFormat, BlockLinear, Isa, supported_isas
+from kernel.engine.cpu.block_weights import BlockFormat, BlockLinear, supported_isas
 from kernel.engine.cpu.linear import Linear
 from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
 from kernel.engine.loading.quant_tensor import from_q4_0, from_q4_1, from_q8_0, quantize_int8_rows
 
 SHAPES = [(2048, 2048), (8192, 2048)]
 ROWS = [1, 8, 256]
-FORMATS = {BlockFormat.Q8_0: (GGMLQuantizationType.Q8_0, from_q8_0),
-           BlockFormat.Q4_0: (GGMLQuantizationType.Q4_0, from_q4_0),
-           BlockFormat.Q4_1: (GGMLQuantizationType.Q4_1, from_q4_1)}
+FORMATS = {
+    BlockFormat.Q8_0: (GGMLQuantizationType.Q8_0, from_q8_0),
+    BlockFormat.Q4_0: (GGMLQuantizationType.Q4_0, from_q4_0),
+    BlockFormat.Q4_1: (GGMLQuantizationType.Q4_1, from_q4_1),
+}
 
 
 def _time(fn, x, min_seconds: float = 0.15) -> float:
@@ -81,7 +84,7 @@ def engine_cases(repeats: int, tokens: int = 48) -> None:
         prompt = engine.tokenize("The kernel schedules agents and their calls, one step at a time.")
         for i in range(batch):
             engine.add(EngineRequest(f"r{i}", list(prompt), SamplingParams(max_tokens=tokens, ignore_eos=True)))
-        engine.step()                                   # the prompts' prefill
+        engine.step()  # the prompts' prefill
         produced, start = 0, time.perf_counter()
         while engine.has_work():
             produced += sum(1 for event in engine.step() if event.token_id >= 0)
@@ -91,16 +94,20 @@ def engine_cases(repeats: int, tokens: int = 48) -> None:
     for mode in ("int4", "int8"):
         for path in ("torch", "qgemm"):
             os.environ["AIOS_QGEMM"] = "0" if path == "torch" else "1"
-            engines[f"{mode}-{path}"] = TorchEngine.from_path(None, "bfloat16", weights=mode, kv_budget_tokens=4096,
-                                                              max_batch=8)
+            engines[f"{mode}-{path}"] = TorchEngine.from_path(
+                None, "bfloat16", weights=mode, kv_budget_tokens=4096, max_batch=8
+            )
     os.environ.pop("AIOS_QGEMM")
     for batch in (1, 8):
         rates = {name: [] for name in engines}
         for _ in range(repeats):
             for name, engine in engines.items():
                 rates[name].append(decode_rate(engine, batch))
-        print(f"decode batch {batch}: " + "  ".join(f"{name} {statistics.median(r):.1f} tok/s"
-                                                   for name, r in rates.items()), flush=True)
+        print(
+            f"decode batch {batch}: "
+            + "  ".join(f"{name} {statistics.median(r):.1f} tok/s" for name, r in rates.items()),
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -10,9 +10,8 @@ Speed: decode tokens/s at batch 1 and 8 (timed from each sequence's first sample
 prompts, --new-tokens each, ignore_eos), the median of --repeats runs in which the modes alternate, and the ratio to
 the bf16 mode measured in the same run. The modes other than fp32 compute in --dtype (activations and KV).
 """
-from __future__ import annotations
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+from __future__ import annotations
 
 import argparse
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 from bench.engine_bench import ours_decode
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.quant_select import MAX_PPL_RATIO, perplexity
@@ -70,54 +70,70 @@ def main() -> None:
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     if "bf16" not in modes:
-        modes.append("bf16")      # the speed baseline
+        modes.append("bf16")  # the speed baseline
 
     checkpoint = load_checkpoint(args.model, torch.float32, quantized=True)
-    engines = {"fp32": TorchEngine(checkpoint, "float32", weights="fp32", kv_budget_tokens=8192, max_batch=BATCH,
-                                   threads=args.threads)}
+    engines = {
+        "fp32": TorchEngine(
+            checkpoint, "float32", weights="fp32", kv_budget_tokens=8192, max_batch=BATCH, threads=args.threads
+        )
+    }
     for mode in modes:
         start = time.perf_counter()
-        engines[mode] = TorchEngine(checkpoint, args.dtype, weights=mode, kv_budget_tokens=8192, max_batch=BATCH,
-                                    threads=args.threads)
-        print(f"built {mode} in {time.perf_counter() - start:.1f} s, {engines[mode].model.weight_nbytes() / 1e6:.0f} "
-              f"MB of weights read per step", flush=True)
+        engines[mode] = TorchEngine(
+            checkpoint, args.dtype, weights=mode, kv_budget_tokens=8192, max_batch=BATCH, threads=args.threads
+        )
+        print(
+            f"built {mode} in {time.perf_counter() - start:.1f} s, {engines[mode].model.weight_nbytes() / 1e6:.0f} "
+            f"MB of weights read per step",
+            flush=True,
+        )
     reference = engines["fp32"]
     text_ids = reference.tokenize(TEXT.read_text())
     chats = [reference.apply_chat_template([{"role": "user", "content": p}]) for p in AGREEMENT_PROMPTS]
-    filler = reference.tokenize(" ".join(f"Agent {i} asks the kernel to schedule tool calls, memory and files."
-                                         for i in range(60)))
-    one, eight = [filler[:PROMPT_TOKENS]], [filler[i * 7:i * 7 + PROMPT_TOKENS] for i in range(BATCH)]
+    filler = reference.tokenize(
+        " ".join(f"Agent {i} asks the kernel to schedule tool calls, memory and files." for i in range(60))
+    )
+    one, eight = [filler[:PROMPT_TOKENS]], [filler[i * 7 : i * 7 + PROMPT_TOKENS] for i in range(BATCH)]
 
     ppl = {name: perplexity(engine.model, text_ids) for name, engine in engines.items()}
     ref_out = greedy(reference, chats, args.agree_tokens)
-    agreement = {name: [first_divergence(out, ref) for out, ref in zip(greedy(engine, chats, args.agree_tokens),
-                                                                        ref_out)]
-                 for name, engine in engines.items() if name != "fp32"}
+    agreement = {
+        name: [first_divergence(out, ref) for out, ref in zip(greedy(engine, chats, args.agree_tokens), ref_out)]
+        for name, engine in engines.items()
+        if name != "fp32"
+    }
 
     speed: dict[tuple[str, int], list[float]] = {}
     with torch.inference_mode():
-        for engine in engines.values():            # warm-up: one-off allocations and kernel selection
+        for engine in engines.values():  # warm-up: one-off allocations and kernel selection
             ours_decode(engine, one, 4)
         for _ in range(args.repeats):
             for prompts in (one, eight):
-                for name, engine in engines.items():   # alternated: drift on a shared machine hits every mode
+                for name, engine in engines.items():  # alternated: drift on a shared machine hits every mode
                     speed.setdefault((name, len(prompts)), []).append(ours_decode(engine, prompts, args.new_tokens))
     med = {key: statistics.median(values) for key, values in speed.items()}
 
-    print(f"\n{len(text_ids)} tokens of {TEXT.name}; greedy agreement over {len(chats)} prompts x "
-          f"{args.agree_tokens} tokens; decode medians of {args.repeats} runs, {args.new_tokens} new tokens; "
-          f"threads {torch.get_num_threads()}; modes other than fp32 compute in {args.dtype}")
-    header = (f"{'mode':<6} {'weights MB':>10} {'ppl':>8} {'ppl/fp32':>9} {'ok':>3}  {'first divergence':<24} "
-              f"{'tok/s b1':>9} {'vs bf16':>7} {'tok/s b8':>9} {'vs bf16':>7}")
+    print(
+        f"\n{len(text_ids)} tokens of {TEXT.name}; greedy agreement over {len(chats)} prompts x "
+        f"{args.agree_tokens} tokens; decode medians of {args.repeats} runs, {args.new_tokens} new tokens; "
+        f"threads {torch.get_num_threads()}; modes other than fp32 compute in {args.dtype}"
+    )
+    header = (
+        f"{'mode':<6} {'weights MB':>10} {'ppl':>8} {'ppl/fp32':>9} {'ok':>3}  {'first divergence':<24} "
+        f"{'tok/s b1':>9} {'vs bf16':>7} {'tok/s b8':>9} {'vs bf16':>7}"
+    )
     print(header)
     print("-" * len(header))
     for name, engine in engines.items():
         ratio = ppl[name] / ppl["fp32"]
         diverge = "identical (reference)" if name == "fp32" else " ".join(str(p) for p in agreement[name])
-        print(f"{name:<6} {engine.model.weight_nbytes() / 1e6:>10.0f} {ppl[name]:>8.3f} {ratio:>9.4f} "
-              f"{'yes' if ratio <= MAX_PPL_RATIO else 'no':>3}  {diverge:<24} "
-              f"{med[name, 1]:>9.1f} {med[name, 1] / med['bf16', 1]:>6.2f}x "
-              f"{med[name, BATCH]:>9.1f} {med[name, BATCH] / med['bf16', BATCH]:>6.2f}x")
+        print(
+            f"{name:<6} {engine.model.weight_nbytes() / 1e6:>10.0f} {ppl[name]:>8.3f} {ratio:>9.4f} "
+            f"{'yes' if ratio <= MAX_PPL_RATIO else 'no':>3}  {diverge:<24} "
+            f"{med[name, 1]:>9.1f} {med[name, 1] / med['bf16', 1]:>6.2f}x "
+            f"{med[name, BATCH]:>9.1f} {med[name, BATCH] / med['bf16', BATCH]:>6.2f}x"
+        )
 
 
 if __name__ == "__main__":

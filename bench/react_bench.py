@@ -5,6 +5,7 @@ rate (the final answer contains the expected value).
 
     python -m bench.react_bench [--tasks 50] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,19 @@ from kernel.engine.structured.tool_calls import CALL_OPEN, parse_tool_calls
 from kernel.engine.structured.tool_prompt import render_tool_prompt
 from sdk import connect
 
-FACTS = [("Ada's flight number", "AF{}"), ("the locker code", "{}"), ("the room of the budget meeting", "B{}"),
-         ("Tom's phone extension", "{}"), ("the parking spot", "P{}")]
+FACTS = [
+    ("Ada's flight number", "AF{}"),
+    ("the locker code", "{}"),
+    ("the room of the budget meeting", "B{}"),
+    ("Tom's phone extension", "{}"),
+    ("the parking spot", "P{}"),
+]
 
 
 @dataclass
 class Counts:
-    blocks: int = 0          # tool-call blocks the model wrote
-    parsed: int = 0          # ... that parsed into a valid call
+    blocks: int = 0  # tool-call blocks the model wrote
+    parsed: int = 0  # ... that parsed into a valid call
     correct: int = 0
     tasks: int = 0
 
@@ -79,6 +85,7 @@ class _Reply:
 
 def _valid(call, tools) -> bool:
     import jsonschema
+
     schema = next(t["function"]["parameters"] for t in tools if t["function"]["name"] == call.name)
     try:
         jsonschema.validate(json.loads(call.arguments_json), schema)
@@ -90,17 +97,22 @@ def _valid(call, tools) -> bool:
 def run(kernel, tools, items, constrained: bool) -> Counts:
     counts = Counts()
     for question, expected, needs_memory in items:
-        offered = [t for t in tools if t["function"]["name"] in (("calculate", "search_memory") if needs_memory
-                                                                 else ("calculate",))]
+        offered = [
+            t
+            for t in tools
+            if t["function"]["name"] in (("calculate", "search_memory") if needs_memory else ("calculate",))
+        ]
         chat = None
         if not constrained:
             chat = Unconstrained(kernel, offered, counts)
         else:
+
             def chat(messages, choice, offered=offered):
                 reply = kernel.chat(messages, tools=offered, tool_choice=choice, max_tokens=96, full=True)
                 counts.blocks += len(reply.tool_calls)
-                counts.parsed += len(reply.tool_calls)     # constrained: every call parses and validates
+                counts.parsed += len(reply.tool_calls)  # constrained: every call parses and validates
                 return reply
+
         answer = solve(kernel, question, offered, chat=chat, memory_note=needs_memory, log=lambda line: None)
         counts.tasks += 1
         counts.correct += answer is not None and expected in answer
@@ -114,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     items = tasks(args.tasks, args.seed)
     with tempfile.TemporaryDirectory(prefix="aios-react-bench-") as workdir:
-        options = {"dtype": "float32", "tools": "default", "memory": "on", "storage": "on",
-                   "data-dir": f"{workdir}/data"}
-        with KernelProcess(f"ipc://{workdir}/kernel.sock", options, Path(workdir) / "aiosd.log") as kernel, \
-                connect(kernel.address, name="react") as k:
-            for question, expected, needs_memory in items:      # the lookups' facts, in the agent's memory
+        options = {
+            "dtype": "float32",
+            "tools": "default",
+            "memory": "on",
+            "storage": "on",
+            "data-dir": f"{workdir}/data",
+        }
+        with (
+            KernelProcess(f"ipc://{workdir}/kernel.sock", options, Path(workdir) / "aiosd.log") as kernel,
+            connect(kernel.address, name="react") as k,
+        ):
+            for question, expected, needs_memory in items:  # the lookups' facts, in the agent's memory
                 if needs_memory:
                     k.memory.add(f"{question[8:-1].capitalize()} is {expected}.")
             tools = k.tools.as_openai()

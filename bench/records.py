@@ -3,6 +3,7 @@
 Times are seconds since the run's common start (the harness hands every runner the same wall-clock origin), so
 records written by different processes compare directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,14 @@ class RequestRecord:
     agent_id: str
     kind: str
     priority: int
-    call: int                  # index of the call in the agent's program
+    call: int  # index of the call in the agent's program
     submitted: float
     first_token: float | None  # None when the call failed before any token
     finished: float
     prompt_tokens: int
     completion_tokens: int
-    max_tokens: int            # requested (exact, with ignore_eos) output length
-    queue_wait: float          # seconds before the request was first served (kernel timing, or a free CPU slot)
+    max_tokens: int  # requested (exact, with ignore_eos) output length
+    queue_wait: float  # seconds before the request was first served (kernel timing, or a free CPU slot)
     error: str | None = None
 
     @property
@@ -39,10 +40,10 @@ class AgentRecord:
     agent_id: str
     kind: str
     priority: int
-    arrival: float             # scheduled arrival from the trace
+    arrival: float  # scheduled arrival from the trace
     finished: float
-    tool_seconds: float        # time spent in tool gaps, measured
-    load_seconds: float        # model load time (no-kernel baseline only; 0 with a kernel)
+    tool_seconds: float  # time spent in tool gaps, measured
+    load_seconds: float  # model load time (no-kernel baseline only; 0 with a kernel)
     n_calls: int
     error: str | None = None
 

@@ -9,6 +9,7 @@ Every agent streams `calls` completions one after the other, greedy with ignore_
 clients send the same prompts as text to /v1/completions; the SDK agents send llm.generate. Agents are threads of this
 process in both cases, so both pay the same client-side cost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ class RemoteKernel(KernelProcess):
 
 def prompt(agent: int, call: int, session: int = 0) -> str:
     """A prompt no earlier run sent (session first): neither path finds the other's prompts in the server's cache."""
-    return f"Session {session:03d}. Agent {agent}, note {call}: a short story about the sea and a lighthouse keeper named"
+    return (
+        f"Session {session:03d}. Agent {agent}, note {call}: a short story about the sea and a lighthouse keeper named"
+    )
 
 
 def direct_call(url: str, text: str, max_tokens: int) -> int:
@@ -45,8 +48,15 @@ def direct_call(url: str, text: str, max_tokens: int) -> int:
     host_port = url.split("//", 1)[1].split("/", 1)[0]
     conn = http.client.HTTPConnection(host_port, timeout=300)
     # the sampling the remote engine asks for (greedy; top_k and min_p off), without its token-id extras
-    body = {"prompt": text, "max_tokens": max_tokens, "stream": True, "temperature": 0, "ignore_eos": True,
-            "top_k": -1, "min_p": 0.0}
+    body = {
+        "prompt": text,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "temperature": 0,
+        "ignore_eos": True,
+        "top_k": -1,
+        "min_p": 0.0,
+    }
     conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     resp, tokens = conn.getresponse(), 0
     for line in resp:
@@ -101,12 +111,19 @@ with connect(sys.argv[1], name="pinger") as k:
 
 def syscall_rate(address: str, processes: int, seconds: float) -> float:
     """kernel.ping syscalls/s answered by one aiosd for `processes` agent processes pinging back to back at once."""
-    procs = [subprocess.Popen([sys.executable, "-c", PINGER, address, str(seconds)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PINGER, address, str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "ready"
-        for proc in procs:                  # all connected: start them together
+        for proc in procs:  # all connected: start them together
             proc.stdin.write("go\n")
             proc.stdin.flush()
         return sum(int(proc.stdout.readline()) for proc in procs) / seconds
@@ -117,26 +134,33 @@ def syscall_rate(address: str, processes: int, seconds: float) -> float:
 
 def throughput(args, workdir: Path) -> dict:
     rows = {"direct": [], "aiosd": []}
-    with LlamaServer(workdir / "server.log", slots=args.agents, threads=args.threads) as server, \
-            RemoteKernel(f"ipc://{workdir}/kernel.sock", [server.url], {"max-batch": str(args.agents)},
-                         workdir / "aiosd.log") as kernel:
+    with (
+        LlamaServer(workdir / "server.log", slots=args.agents, threads=args.threads) as server,
+        RemoteKernel(
+            f"ipc://{workdir}/kernel.sock", [server.url], {"max-batch": str(args.agents)}, workdir / "aiosd.log"
+        ) as kernel,
+    ):
         clients = [connect(kernel.address, name=f"agent{i}") for i in range(args.agents)]
         try:
             session = iter(range(1000))
-            modes = {"direct": lambda i, c, k: direct_call(server.url, prompt(i, c, k), args.max_tokens),
-                     "aiosd": lambda i, c, k: kernel_call(clients[i], prompt(i, c, k), args.max_tokens)}
-            for mode in modes:                                     # warm both paths
+            modes = {
+                "direct": lambda i, c, k: direct_call(server.url, prompt(i, c, k), args.max_tokens),
+                "aiosd": lambda i, c, k: kernel_call(clients[i], prompt(i, c, k), args.max_tokens),
+            }
+            for mode in modes:  # warm both paths
                 k = next(session)
                 run_agents(args.agents, 1, lambda i, c, m=modes[mode], k=k: m(i, c, k))
             for run in range(args.runs):
-                for mode in (("direct", "aiosd") if run % 2 == 0 else ("aiosd", "direct")):
+                for mode in ("direct", "aiosd") if run % 2 == 0 else ("aiosd", "direct"):
                     k = next(session)
                     tokens, wall = run_agents(args.agents, args.calls, lambda i, c, m=modes[mode], k=k: m(i, c, k))
                     expected = args.agents * args.calls * args.max_tokens
                     assert tokens == expected, f"{mode}: {tokens} tokens, expected {expected}"
                     rows[mode].append(tokens / wall)
-                    print(f"  run {run + 1} {mode:6s} {tokens / wall:7.1f} tok/s ({tokens} tokens in {wall:.2f} s)",
-                          flush=True)
+                    print(
+                        f"  run {run + 1} {mode:6s} {tokens / wall:7.1f} tok/s ({tokens} tokens in {wall:.2f} s)",
+                        flush=True,
+                    )
         finally:
             for client in clients:
                 client.close()
@@ -156,14 +180,16 @@ def failover(args, workdir: Path) -> tuple[list[float], list[float]]:
         try:
             _failover_runs(args, workdir, survivor, victim, n, times, detections)
         finally:
-            victim.kill()              # the last restarted one (an earlier one was killed by its run)
+            victim.kill()  # the last restarted one (an earlier one was killed by its run)
     return times, detections
 
 
-def _failover_runs(args, workdir: Path, survivor: LlamaServer, victim: LlamaServer, n: int, times: list[float],
-                   detections: list[float]) -> None:
-    with RemoteKernel(f"ipc://{workdir}/kernel-fo.sock", [victim.url, survivor.url], {"max-batch": str(n)},
-                      workdir / "aiosd-fo.log") as kernel:
+def _failover_runs(
+    args, workdir: Path, survivor: LlamaServer, victim: LlamaServer, n: int, times: list[float], detections: list[float]
+) -> None:
+    with RemoteKernel(
+        f"ipc://{workdir}/kernel-fo.sock", [victim.url, survivor.url], {"max-batch": str(n)}, workdir / "aiosd-fo.log"
+    ) as kernel:
         for run in range(args.failover_runs):
             stamps: dict[int, list[float]] = {i: [] for i in range(n)}
             started = [threading.Event() for _ in range(n)]
@@ -184,14 +210,16 @@ def _failover_runs(args, workdir: Path, survivor: LlamaServer, victim: LlamaServ
             victim.kill()
             for t in threads:
                 t.join()
-            gaps = [next(s for s in stamps[i] if s > killed) - killed for i in range(n)
-                    if stamps[i][-1] > killed]
+            gaps = [next(s for s in stamps[i] if s > killed) - killed for i in range(n) if stamps[i][-1] > killed]
             times.append(max(gaps))
             detections.append(_logged_down(kernel.log_path.read_text(), victim.url) - killed_wall)
-            print(f"  run {run + 1}: slowest call resumed {max(gaps) * 1e3:.0f} ms after the kill, replica found "
-                  f"down after {detections[-1] * 1e3:.0f} ms", flush=True)
+            print(
+                f"  run {run + 1}: slowest call resumed {max(gaps) * 1e3:.0f} ms after the kill, replica found "
+                f"down after {detections[-1] * 1e3:.0f} ms",
+                flush=True,
+            )
             rejoined = kernel.log_path.read_text().count("is healthy again")
-            victim.start()            # on its port again: the kernel's health check lets it rejoin
+            victim.start()  # on its port again: the kernel's health check lets it rejoin
             _wait_for(lambda: kernel.log_path.read_text().count("is healthy again") > rejoined, 120)
 
 
@@ -218,8 +246,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--failover-runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per server")
-    parser.add_argument("--pingers", type=int, nargs="*", default=[1, 4, 16],
-                        help="agent processes pinging at once, for the kernel's syscalls/s (one 3-s run each)")
+    parser.add_argument(
+        "--pingers",
+        type=int,
+        nargs="*",
+        default=[1, 4, 16],
+        help="agent processes pinging at once, for the kernel's syscalls/s (one 3-s run each)",
+    )
     parser.add_argument("--only", choices=("all", "throughput", "failover"), default="all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aios-remote-bench-") as tmp:
@@ -236,17 +269,23 @@ def main() -> None:
     print("|---|---|---|---|")
     if rows.get("aiosd"):
         direct, kernel = statistics.median(rows["direct"]), statistics.median(rows["aiosd"])
-        print(f"| tok/s, {args.agents} agents (median of {args.runs}) | {kernel:.1f} | {direct:.1f} | "
-              f"{kernel / direct:.2f} |")
+        print(
+            f"| tok/s, {args.agents} agents (median of {args.runs}) | {kernel:.1f} | {direct:.1f} | "
+            f"{kernel / direct:.2f} |"
+        )
         for run, (k, d) in enumerate(zip(rows["aiosd"], rows["direct"]), start=1):
             print(f"| run {run} | {k:.1f} | {d:.1f} | {k / d:.2f} |")
     for processes, rate in rows.get("syscalls", []):
         print(f"| kernel.ping syscalls/s, {processes} agent processes at once | {rate:,.0f} | – | – |")
     if fo:
-        print(f"| fail-over time, median of {len(fo)} (min–max) | {statistics.median(fo) * 1e3:.0f} ms "
-              f"({min(fo) * 1e3:.0f}–{max(fo) * 1e3:.0f}) | – | – |")
-        print(f"| of which: the kill until aiosd found the replica down, median | "
-              f"{statistics.median(detected) * 1e3:.0f} ms | – | – |")
+        print(
+            f"| fail-over time, median of {len(fo)} (min–max) | {statistics.median(fo) * 1e3:.0f} ms "
+            f"({min(fo) * 1e3:.0f}–{max(fo) * 1e3:.0f}) | – | – |"
+        )
+        print(
+            f"| of which: the kill until aiosd found the replica down, median | "
+            f"{statistics.median(detected) * 1e3:.0f} ms | – | – |"
+        )
 
 
 if __name__ == "__main__":

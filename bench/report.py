@@ -1,4 +1,5 @@
 """Write a run's results: results.json, report.md (Markdown tables, targets) and the same tables on stdout."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ def describe_machine() -> dict:
         pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import torch
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_gib, 1),
-            "python": platform.python_version(), "torch": torch.__version__}
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_gib, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def _seconds(value: float | None) -> str:
@@ -59,50 +66,80 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def workload_table(configs: dict) -> str:
     header = ["config"] + [name for name, _ in CONFIG_COLUMNS]
-    return _table(header, [[label] + [cell(run["metrics"]) for _, cell in CONFIG_COLUMNS]
-                           for label, run in configs.items()])
+    return _table(
+        header, [[label] + [cell(run["metrics"]) for _, cell in CONFIG_COLUMNS] for label, run in configs.items()]
+    )
 
 
 def by_kind_table(configs: dict) -> str:
     kinds = sorted({k for run in configs.values() for k in run["metrics"]["latency_by_kind"]})
     header = ["config"] + [f"{k} latency p50 (s)" for k in kinds] + [f"{k} completion mean (s)" for k in kinds]
-    rows = [[label] + [_seconds(run["metrics"]["latency_by_kind"].get(k, {}).get("p50")) for k in kinds]
-            + [_seconds(run["metrics"]["completion_by_kind"].get(k, {}).get("mean")) for k in kinds]
-            for label, run in configs.items()]
+    rows = [
+        [label]
+        + [_seconds(run["metrics"]["latency_by_kind"].get(k, {}).get("p50")) for k in kinds]
+        + [_seconds(run["metrics"]["completion_by_kind"].get(k, {}).get("mean")) for k in kinds]
+        for label, run in configs.items()
+    ]
     return _table(header, rows)
 
 
 def targets_table(targets: list[TargetResult]) -> str:
     def status(t: TargetResult) -> str:
         return {None: "not measured", True: "met", False: "missed"}[t.met]
-    rows = [[t.name, t.workload, "–" if t.measured is None else f"{t.measured:.2f}×", f"{t.comparison} {t.target}×",
-             status(t)] for t in targets]
+
+    rows = [
+        [
+            t.name,
+            t.workload,
+            "–" if t.measured is None else f"{t.measured:.2f}×",
+            f"{t.comparison} {t.target}×",
+            status(t),
+        ]
+        for t in targets
+    ]
     return _table(["target", "workload", "measured", "target", "status"], rows)
 
 
 def markdown(results: dict) -> str:
-    out = [f"# Bench run {results['run']}", "",
-           f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
-           f"{results['machine']['memory_gib']} GiB; torch {results['machine']['torch']}. "
-           f"Mode: {results['mode']}, seed {results['seed']}, engine options {results['engine_options']}, "
-           f"wall time {results['wall_s']:.0f} s; 1-minute load average {results['load_average_before'][0]:.1f} "
-           f"before, {results['load_average_after'][0]:.1f} after.", ""]
+    out = [
+        f"# Bench run {results['run']}",
+        "",
+        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
+        f"{results['machine']['memory_gib']} GiB; torch {results['machine']['torch']}. "
+        f"Mode: {results['mode']}, seed {results['seed']}, engine options {results['engine_options']}, "
+        f"wall time {results['wall_s']:.0f} s; 1-minute load average {results['load_average_before'][0]:.1f} "
+        f"before, {results['load_average_after'][0]:.1f} after.",
+        "",
+    ]
     cost = results["cost_model"]
     if cost:
-        out += [f"Solo cost model (calibrated in this run): {cost['overhead_s'] * 1000:.1f} ms per call + "
-                f"{cost['prefill_s_per_token'] * 1000:.2f} ms per prompt token + "
-                f"{cost['decode_s_per_token'] * 1000:.1f} ms per output token.", ""]
+        out += [
+            f"Solo cost model (calibrated in this run): {cost['overhead_s'] * 1000:.1f} ms per call + "
+            f"{cost['prefill_s_per_token'] * 1000:.2f} ms per prompt token + "
+            f"{cost['decode_s_per_token'] * 1000:.1f} ms per output token.",
+            "",
+        ]
     out += ["## Targets", "", targets_table([TargetResult(**t) for t in results["targets"]]), ""]
     for workload, entry in results["workloads"].items():
-        out += [f"## {workload}", "", entry["description"] + f" (trace `{Path(entry['trace']).name}`).", "",
-                workload_table(entry["configs"]), "", by_kind_table(entry["configs"]), ""]
+        out += [
+            f"## {workload}",
+            "",
+            entry["description"] + f" (trace `{Path(entry['trace']).name}`).",
+            "",
+            workload_table(entry["configs"]),
+            "",
+            by_kind_table(entry["configs"]),
+            "",
+        ]
         for label, run in entry["configs"].items():
             for problem in run["problems"]:
                 out.append(f"- **{label}**: {problem}")
             if run.get("no_kernel"):
-                out.append(f"- {label}: {run['no_kernel']['concurrent_processes']} agent processes at once, "
-                           f"{run['no_kernel']['threads_each']} torch thread(s) each; each loads the model "
-                           f"(mean {run['metrics']['model_load_s']['mean']:.1f} s, counted in completion time).")
+                out.append(
+                    f"- {label}: {run['no_kernel']['concurrent_processes']} agent processes at once, "
+                    f"{run['no_kernel']['threads_each']} torch thread(s) each; each loads the model "
+                    f"(mean {run['metrics']['model_load_s']['mean']:.1f} s, counted in completion time)."
+                )
         out += [f"![{workload}]({workload}.png)", ""]
     return "\n".join(out) + "\n"
 

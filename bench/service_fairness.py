@@ -7,6 +7,7 @@ until aiosd has exited, and what the queued calls were answered.
 
     python -m bench.service_fairness [--calls 20] [--depth 64] [--agents 6]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from ipc.messages import Hello, Ping
 from ipc.service_messages import FsWrite, MemAdd
 from sdk import connect
 
-TEXT = "The spare key is under the blue pot near the door. " * 600       # ~31k chars: a slow embedding each
+TEXT = "The spare key is under the blue pot near the door. " * 600  # ~31k chars: a slow embedding each
 POLL_MS = 100
 
 
@@ -38,7 +39,7 @@ class Flooder(threading.Thread):
         self.address, self.name, self.syscall, self.body, self.depth = address, name, syscall, body, depth
         self.stopping = threading.Event()
         self.outcomes: Counter = Counter()
-        self.ready = threading.Event()       # its first `depth` calls are queued in the kernel
+        self.ready = threading.Event()  # its first `depth` calls are queued in the kernel
 
     def run(self) -> None:
         context = zmq.Context()
@@ -52,7 +53,7 @@ class Flooder(threading.Thread):
             for _ in range(self.depth):
                 sock.send(encode(self.syscall, sent, self.body(sent)))
                 sent += 1
-            sock.send(encode("kernel.ping", "sync", Ping()))      # answered once the loop queued the calls above
+            sock.send(encode("kernel.ping", "sync", Ping()))  # answered once the loop queued the calls above
             outstanding = self.depth
             while outstanding and sock.poll(600_000):
                 reply = unpack_reply(sock.recv())
@@ -90,12 +91,16 @@ def victim_rows(address: str, calls: int, depth: int) -> list[tuple]:
     with connect(address, name="victim") as k:
         k.memory.add("Ada lives in Lyon.")
         k.fs.write("notes.txt", "buy milk")
-        victims = {"mem.search": lambda: k.memory.search("where does Ada live?", k=3),
-                   "fs.read": lambda: k.fs.read("notes.txt"),
-                   "decode tok/s": lambda: decode_rate(k)}
-        floods = {"mem.search": ("mem.add", lambda n: MemAdd(text=f"{n} {TEXT}")),
-                  "fs.read": ("fs.write", lambda n: FsWrite(path=f"f{n % 50}.txt", data=(f"{n} " + TEXT).encode())),
-                  "decode tok/s": ("mem.add", lambda n: MemAdd(text=f"{n} {TEXT}"))}
+        victims = {
+            "mem.search": lambda: k.memory.search("where does Ada live?", k=3),
+            "fs.read": lambda: k.fs.read("notes.txt"),
+            "decode tok/s": lambda: decode_rate(k),
+        }
+        floods = {
+            "mem.search": ("mem.add", lambda n: MemAdd(text=f"{n} {TEXT}")),
+            "fs.read": ("fs.write", lambda n: FsWrite(path=f"f{n % 50}.txt", data=(f"{n} " + TEXT).encode())),
+            "decode tok/s": ("mem.add", lambda n: MemAdd(text=f"{n} {TEXT}")),
+        }
         for what, call in victims.items():
             alone = timed_calls(call, calls) if what != "decode tok/s" else [call() for _ in range(3)]
             flooder = Flooder(address, f"flooder-{what.split()[0]}", *floods[what], depth)
@@ -104,16 +109,26 @@ def victim_rows(address: str, calls: int, depth: int) -> list[tuple]:
             beside = timed_calls(call, calls) if what != "decode tok/s" else [call() for _ in range(3)]
             flooder.stopping.set()
             flooder.join(600)
-            rows.append((what, floods[what][0], statistics.median(alone), max(alone), statistics.median(beside),
-                         max(beside), dict(flooder.outcomes)))
+            rows.append(
+                (
+                    what,
+                    floods[what][0],
+                    statistics.median(alone),
+                    max(alone),
+                    statistics.median(beside),
+                    max(beside),
+                    dict(flooder.outcomes),
+                )
+            )
     return rows
 
 
 def shutdown_row(address: str, kernel: KernelProcess, agents: int, depth: int) -> tuple:
-    flooders = [Flooder(address, f"flooder{n}", "mem.add", lambda n: MemAdd(text=f"{n} {TEXT}"), depth)
-                for n in range(agents)]
+    flooders = [
+        Flooder(address, f"flooder{n}", "mem.add", lambda n: MemAdd(text=f"{n} {TEXT}"), depth) for n in range(agents)
+    ]
     for flooder in flooders:
-        flooder.stopping.set()           # send the first `depth` only: the lanes are full, nothing more follows
+        flooder.stopping.set()  # send the first `depth` only: the lanes are full, nothing more follows
         flooder.start()
     for flooder in flooders:
         flooder.ready.wait(600)
@@ -137,18 +152,24 @@ def main(argv: list[str] | None = None) -> int:
         address = f"ipc://{workdir}/kernel.sock"
         with KernelProcess(address, options, Path(workdir) / "aiosd.log") as kernel:
             rows = victim_rows(address, args.calls, args.depth)
-        print(f"{'victim call':<13} {'flooder':<9} {'alone p50':>10} {'alone max':>10} {'flood p50':>10} "
-              f"{'flood max':>10}  flooder's answers")
+        print(
+            f"{'victim call':<13} {'flooder':<9} {'alone p50':>10} {'alone max':>10} {'flood p50':>10} "
+            f"{'flood max':>10}  flooder's answers"
+        )
         for what, flood, a50, amax, b50, bmax, outcomes in rows:
-            unit = 1.0 if what == "decode tok/s" else 1e3          # tok/s as is, latencies in ms
-            print(f"{what:<13} {flood:<9} {a50 * unit:>10.1f} {amax * unit:>10.1f} {b50 * unit:>10.1f} "
-                  f"{bmax * unit:>10.1f}  {outcomes}")
+            unit = 1.0 if what == "decode tok/s" else 1e3  # tok/s as is, latencies in ms
+            print(
+                f"{what:<13} {flood:<9} {a50 * unit:>10.1f} {amax * unit:>10.1f} {b50 * unit:>10.1f} "
+                f"{bmax * unit:>10.1f}  {outcomes}"
+            )
         address = f"ipc://{workdir}/kernel2.sock"
         kernel = KernelProcess(address, options, Path(workdir) / "aiosd2.log")
         kernel.start()
         queued, exit_s, code, outcomes = shutdown_row(address, kernel, args.agents, args.depth)
-        print(f"shutdown: {queued} mem.adds queued by {args.agents} agents; SIGTERM -> exit {exit_s:.2f} s "
-              f"(code {code}); answers {outcomes}")
+        print(
+            f"shutdown: {queued} mem.adds queued by {args.agents} agents; SIGTERM -> exit {exit_s:.2f} s "
+            f"(code {code}); answers {outcomes}"
+        )
     return 0
 
 

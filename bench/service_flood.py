@@ -21,6 +21,7 @@ Targets (issue 17): decode >= 0.8x solo and service calls within the victim's fa
 These flooders are hostile (a new call for every answer, busy or not, from a process of their own);
 bench/service_fairness.py measures a polite one that keeps its lane full, and shutdown with full queues.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -38,13 +39,14 @@ import sdk
 from bench.fuzz import ObservedKernel
 
 FLOODS = ("fs_write", "mem_add", "share", "denials", "dirs", "conns")
-WINDOW = 1500                    # calls a flooder keeps in flight
+WINDOW = 1500  # calls a flooder keeps in flight
 MAX_FLOOD_CONNECTIONS = 4000
 VICTIM_TOKENS = 48
 SERVICE_KERNEL = {"memory": "on", "storage": "on", "tools": "off", "log-level": "warning"}
 
 
 # ---- the flooder (a process of its own) -----------------------------------------------------------------------------
+
 
 def _flood_call(kind: str, n: int, victim_space: str) -> tuple[str, dict]:
     if kind == "fs_write":
@@ -72,7 +74,7 @@ def flooder(address: str, kind: str, victim_space: str, flooding, stop) -> None:
             while not stop.is_set() and len(sockets) < MAX_FLOOD_CONNECTIONS:
                 try:
                     sock = context.socket(zmq.DEALER)
-                except zmq.ZMQError:         # this process's own descriptors ran out: hold what it has
+                except zmq.ZMQError:  # this process's own descriptors ran out: hold what it has
                     break
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(address)
@@ -105,9 +107,15 @@ def flooder(address: str, kind: str, victim_space: str, flooding, stop) -> None:
 
 # ---- the victim ------------------------------------------------------------------------------------------------------
 
+
 def decode_rate(kernel: sdk.Kernel) -> float:
-    completion = kernel.chat([{"role": "user", "content": "Count slowly from one to one hundred."}],
-                             max_tokens=VICTIM_TOKENS, ignore_eos=True, full=True, timeout=600)
+    completion = kernel.chat(
+        [{"role": "user", "content": "Count slowly from one to one hundred."}],
+        max_tokens=VICTIM_TOKENS,
+        ignore_eos=True,
+        full=True,
+        timeout=600,
+    )
     timing = completion.timing
     return (completion.usage.completion_tokens - 1) / max(timing.total_s - (timing.ttft_s or 0.0), 1e-9)
 
@@ -128,8 +136,7 @@ def measure(kernel: sdk.Kernel, rounds: int) -> dict:
         read, search = service_latency(kernel)
         reads.append(read)
         searches.append(search)
-    return {"decode": statistics.median(rates), "read": statistics.median(reads),
-            "search": statistics.median(searches)}
+    return {"decode": statistics.median(rates), "read": statistics.median(reads), "search": statistics.median(searches)}
 
 
 def run(floods: list[str], rounds: int, model: str | None = None) -> list[tuple]:
@@ -142,7 +149,7 @@ def run(floods: list[str], rounds: int, model: str | None = None) -> list[tuple]
                 victim.fs.write("victim.txt", "the key is under the blue pot")
                 victim.memory.add("The spare key is under the blue pot.")
                 victim_space = f"uid:{os.getuid()}/victim"
-                decode_rate(victim)              # one warm-up call, not counted
+                decode_rate(victim)  # one warm-up call, not counted
                 solo = measure(victim, rounds)
                 rows.append(("solo", solo, None))
                 for kind in floods:
@@ -158,8 +165,11 @@ def run(floods: list[str], rounds: int, model: str | None = None) -> list[tuple]
                     stop.set()
                     process.join(120)
                     rows.append((kind, loaded, solo))
-                    print(f"  {kind}: decode {loaded['decode']:.1f} tok/s, read {loaded['read'] * 1e3:.1f} ms, "
-                          f"search {loaded['search'] * 1e3:.1f} ms; kernel alive: {aiosd.alive()}", flush=True)
+                    print(
+                        f"  {kind}: decode {loaded['decode']:.1f} tok/s, read {loaded['read'] * 1e3:.1f} ms, "
+                        f"search {loaded['search'] * 1e3:.1f} ms; kernel alive: {aiosd.alive()}",
+                        flush=True,
+                    )
     return rows
 
 
@@ -171,11 +181,15 @@ def _cpu_s(pid: int) -> float:
 
 
 def report(rows: list[tuple]) -> None:
-    print("\n| flood | victim decode tok/s | x solo | fs.read ms | x solo | mem.search ms | x solo | cores: flooder "
-          "process / aiosd |")
+    print(
+        "\n| flood | victim decode tok/s | x solo | fs.read ms | x solo | mem.search ms | x solo | cores: flooder "
+        "process / aiosd |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for kind, values, solo in rows:
         ratio = (lambda key: f"{values[key] / solo[key]:.2f}") if solo else (lambda key: "1.00")
-        print(f"| {kind} | {values['decode']:.1f} | {ratio('decode')} | {values['read'] * 1e3:.1f} | {ratio('read')} "
-              f"| {values['search'] * 1e3:.1f} | {ratio('search')} | "
-              + (f"{values['flooder_cores']:.2f} / {values['kernel_cores']:.2f} |" if solo else "- |"))
+        print(
+            f"| {kind} | {values['decode']:.1f} | {ratio('decode')} | {values['read'] * 1e3:.1f} | {ratio('read')} "
+            f"| {values['search'] * 1e3:.1f} | {ratio('search')} | "
+            + (f"{values['flooder_cores']:.2f} / {values['kernel_cores']:.2f} |" if solo else "- |")
+        )

@@ -1,13 +1,14 @@
 """The memory and file services through the syscall path, each next to its in-process baseline in the same run:
 
-  mem.add       items/s, one syscall per memory, vs the embedding model called directly (one text, and batched)
-  mem.search    p50/p99 at N entries in the agent's space, vs embedding the query + faiss search in-process
-  fs.write/read MB/s per file size, vs plain write + fsync + rename of the same bytes
-  decode        tok/s of a generation alone, and while another agent adds memories (the memory worker's cost to the
-                LLM loop on 2 shared cores)
+mem.add       items/s, one syscall per memory, vs the embedding model called directly (one text, and batched)
+mem.search    p50/p99 at N entries in the agent's space, vs embedding the query + faiss search in-process
+fs.write/read MB/s per file size, vs plain write + fsync + rename of the same bytes
+decode        tok/s of a generation alone, and while another agent adds memories (the memory worker's cost to the
+              LLM loop on 2 shared cores)
 
-    python -m bench.services_bench [--quick]
+  python -m bench.services_bench [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,13 @@ from bench.kernel_proc import KernelProcess
 from bench.syscall_bench import timed
 from sdk import connect
 
-TEXTS = ["The {} meeting moved to room {}.", "Buy {} apples and {} pears.", "Ada's {} flight lands at gate {}.",
-         "Remember the {} password hint: {}.", "The {} report is due on day {}."]
+TEXTS = [
+    "The {} meeting moved to room {}.",
+    "Buy {} apples and {} pears.",
+    "Ada's {} flight lands at gate {}.",
+    "Remember the {} password hint: {}.",
+    "The {} report is due on day {}.",
+]
 
 
 def _text(i: int) -> str:
@@ -41,6 +47,7 @@ def _pct(samples: list[float], q: float) -> float:
 def populate(data_dir: Path, space: str, entries: int) -> None:
     """Fill a space before aiosd starts, in batches (adding 10k through single syscalls would take minutes)."""
     from kernel.memory.manager import MemoryManager
+
     manager = MemoryManager(data_dir / "memory")
     try:
         for start in range(0, entries, 256):
@@ -51,8 +58,10 @@ def populate(data_dir: Path, space: str, entries: int) -> None:
 
 
 def in_process_baselines(entries: int, queries: list[str]) -> dict:
-    from kernel.memory.embedder import MiniLMEmbedder
     import faiss
+
+    from kernel.memory.embedder import MiniLMEmbedder
+
     embedder = MiniLMEmbedder()
     texts = [_text(i) for i in range(200)]
     single = statistics.median(timed(lambda: embedder.embed([texts[0]]), 50))
@@ -97,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         populate(work / "data", space, entries)
         base = in_process_baselines(entries, queries)
         options = {"dtype": "float32", "memory": "on", "storage": "on", "data-dir": str(work / "data")}
-        with KernelProcess(f"ipc://{workdir}/kernel.sock", options, work / "aiosd.log") as kernel, \
-                connect(kernel.address, name="bench") as k:
-            k.memory.search("warm up", k=5)           # the model is loaded in the worker by now
+        with (
+            KernelProcess(f"ipc://{workdir}/kernel.sock", options, work / "aiosd.log") as kernel,
+            connect(kernel.address, name="bench") as k,
+        ):
+            k.memory.search("warm up", k=5)  # the model is loaded in the worker by now
             add = timed(lambda: k.memory.add(_text(7)), adds)
             search = timed(lambda: k.memory.search(queries[len(queries) - 1], k=5), searches)
             files = {}
@@ -131,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"memory service via syscalls ({entries} entries in the space; float32 aiosd, 2 shared cores)")
     print(f"{'measure':<40}{'syscall':>12}{'in-process':>12}{'ratio':>8}")
     add_rate = 1 / statistics.median(add)
-    print(f"{'mem.add items/s (one per call)':<40}{add_rate:>12.1f}{1 / base['embed_one_s']:>12.1f}"
-          f"{add_rate * base['embed_one_s']:>8.2f}")
+    print(
+        f"{'mem.add items/s (one per call)':<40}{add_rate:>12.1f}{1 / base['embed_one_s']:>12.1f}"
+        f"{add_rate * base['embed_one_s']:>8.2f}"
+    )
     print(f"{'  in-process batched embedding items/s':<40}{'':>12}{1 / base['embed_batched_s']:>12.1f}")
     for q in (0.5, 0.99):
         ours, theirs = _pct(search, q) * 1e3, _pct(base["search"], q) * 1e3

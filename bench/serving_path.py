@@ -18,9 +18,8 @@ gives the aggregate tokens/s of N agents at once (all their tokens over the time
 token, prompt processing included), through aiosd and through llama.cpp's N parallel slots, and their ratio (the
 median of each round's ratio).
 """
-from __future__ import annotations
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+from __future__ import annotations
 
 import argparse
 import json
@@ -35,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
+import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 from bench.kernel_proc import KernelProcess
 from bench.text import words_text
 
@@ -50,6 +50,7 @@ def bare_ms_per_token(engine, batch: int, new_tokens: int) -> float:
     sequence's time from its first to its last token over the tokens between, median over sequences. Early starters'
     decode steps share the engine with the others' prefill chunks, here as in aiosd."""
     from kernel.engine.core.interface import EngineRequest, SamplingParams
+
     params = SamplingParams(max_tokens=new_tokens, ignore_eos=True)
     for i in range(batch):
         engine.add(EngineRequest(req_id=f"bare{batch}-{i}", prompt_ids=engine.tokenize(_prompt(i)), params=params))
@@ -70,24 +71,51 @@ def agent_main(address: str, index: int, new_tokens: int, start_at: float) -> No
     """One agent process: stream one call, print the seconds between its first and last token, the count, and the CPU
     time this process spent receiving them (time the engine's threads could not have on shared cores)."""
     import sdk
+
     with sdk.connect(address, name=f"serving-{index}", timeout=600) as kernel:
-        while time.time() < start_at:      # every agent sends at once, so their decodes overlap
+        while time.time() < start_at:  # every agent sends at once, so their decodes overlap
             time.sleep(min(0.01, max(0.0, start_at - time.time())))
         cpu_before = time.process_time()
-        stamps = [time.perf_counter() for _ in kernel.stream(prompt=_prompt(index), max_tokens=new_tokens,
-                                                             ignore_eos=True)]
+        stamps = [
+            time.perf_counter() for _ in kernel.stream(prompt=_prompt(index), max_tokens=new_tokens, ignore_eos=True)
+        ]
         cpu = time.process_time() - cpu_before
-    print(json.dumps({"seconds": stamps[-1] - stamps[0], "tokens": len(stamps) - 1, "cpu_seconds": cpu,
-                      "last_token_at": time.time()}))
+    print(
+        json.dumps(
+            {
+                "seconds": stamps[-1] - stamps[0],
+                "tokens": len(stamps) - 1,
+                "cpu_seconds": cpu,
+                "last_token_at": time.time(),
+            }
+        )
+    )
 
 
 def kernel_ms_per_token(address: str, batch: int, new_tokens: int) -> tuple[float, float, float]:
     """Median ms/token of the agents, their total CPU ms per decode step (all agents, one token each), and the
     aggregate tokens/s: every agent's tokens over the time from the common send to the last agent's last token."""
-    start_at = time.time() + 3.0          # time for every agent process to start and connect
-    procs = [subprocess.Popen([sys.executable, "-m", "bench.serving_path", "--agent", str(i), "--address", address,
-                               "--new-tokens", str(new_tokens), "--start-at", str(start_at)],
-                              stdout=subprocess.PIPE, text=True) for i in range(batch)]
+    start_at = time.time() + 3.0  # time for every agent process to start and connect
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.serving_path",
+                "--agent",
+                str(i),
+                "--address",
+                address,
+                "--new-tokens",
+                str(new_tokens),
+                "--start-at",
+                str(start_at),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(batch)
+    ]
     rates, cpu_ms, last = [], 0.0, start_at
     for proc in procs:
         out, _ = proc.communicate(timeout=900)
@@ -132,34 +160,55 @@ def main(argv: list[str] | None = None) -> int:
     # here, not at the top: every agent process runs this module, and should import no more than an agent does
     from bench.engine_bench import LlamaCppPeer
     from bench.llama_server import LlamaServer
+
     batches = [int(b) for b in args.batches.split(",")]
     from kernel.engine.factory import THREADS_ENV, default_threads, load_engine
+
     threads = args.threads or default_threads()
-    os.environ[THREADS_ENV] = str(threads)     # aiosd (a child) takes the same count
+    os.environ[THREADS_ENV] = str(threads)  # aiosd (a child) takes the same count
     bare: dict[int, list[float]] = {b: [] for b in batches}
     served: dict[int, list[float]] = {b: [] for b in batches}
     agent_cpu: dict[int, list[float]] = {b: [] for b in batches}
     # the options aiosd gets below: the same prompts every round must not be served from a prefix cache in one of
     # them (with it on, the bare engine skipped every prompt after the first round)
-    engine = load_engine("torch", model=args.model, dtype=args.dtype, threads=threads, kv_budget_tokens=8192,
-                         weights=args.weights, prefix_cache=False)
+    engine = load_engine(
+        "torch",
+        model=args.model,
+        dtype=args.dtype,
+        threads=threads,
+        kv_budget_tokens=8192,
+        weights=args.weights,
+        prefix_cache=False,
+    )
     peer_ms: dict[int, list[float]] = {b: [] for b in batches}
     served_total: dict[int, list[float]] = {b: [] for b in batches}
     peer_total: dict[int, list[float]] = {b: [] for b in batches}
     with tempfile.TemporaryDirectory(prefix="aios-serving-") as tmp, ExitStack() as stack:
         address = f"ipc://{tmp}/kernel.sock"
-        options = {"dtype": args.dtype, "weights": args.weights, "kv-budget": 8192, "retention": "off",
-                   "prefix-cache": "off"}
+        options = {
+            "dtype": args.dtype,
+            "weights": args.weights,
+            "kv-budget": 8192,
+            "retention": "off",
+            "prefix-cache": "off",
+        }
         if args.model:
             options["model"] = args.model
         stack.enter_context(KernelProcess(address, options, Path(tmp) / "aiosd.log"))
         peer = None
         if args.peer == "llamacpp":
-            server = stack.enter_context(LlamaServer(Path(tmp) / "llama-server.log", slots=max(batches),
-                                                     threads=threads, ctx_per_slot=1024, model=args.model))
+            server = stack.enter_context(
+                LlamaServer(
+                    Path(tmp) / "llama-server.log",
+                    slots=max(batches),
+                    threads=threads,
+                    ctx_per_slot=1024,
+                    model=args.model,
+                )
+            )
             peer = LlamaCppPeer(server, Path(args.model) if args.model else None)
-            peer.complete(engine.tokenize(_prompt(-1)), 8)                    # warm-up
-        for _ in range(args.repeats):          # alternate them, so drift on a shared machine hits each
+            peer.complete(engine.tokenize(_prompt(-1)), 8)  # warm-up
+        for _ in range(args.repeats):  # alternate them, so drift on a shared machine hits each
             for batch in batches:
                 bare[batch].append(bare_ms_per_token(engine, batch, args.new_tokens))
                 rate, cpu, aggregate = kernel_ms_per_token(address, batch, args.new_tokens)
@@ -171,17 +220,23 @@ def main(argv: list[str] | None = None) -> int:
                     ms, aggregate = llamacpp_ms_per_token(peer, prompts, args.new_tokens)
                     peer_ms[batch].append(ms)
                     peer_total[batch].append(aggregate)
-    print(f"decode ms/token per sequence, {args.dtype} activations, {args.weights} weights, {threads} threads, {args.new_tokens} new tokens, "
-          f"median of {args.repeats} runs")
+    print(
+        f"decode ms/token per sequence, {args.dtype} activations, {args.weights} weights, {threads} threads, {args.new_tokens} new tokens, "
+        f"median of {args.repeats} runs"
+    )
     peer_header = f" {'llama.cpp':>10}" if args.peer else ""
-    print(f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9} {'agents CPU ms/step':>19}"
-          + peer_header)
+    print(
+        f"{'batch':>5} {'bare engine':>12} {'through aiosd':>14} {'overhead':>9} {'agents CPU ms/step':>19}"
+        + peer_header
+    )
     for batch in batches:
         b, k = statistics.median(bare[batch]), statistics.median(served[batch])
         line = f"{batch:>5} {b:>12.1f} {k:>14.1f} {k / b - 1:>+9.1%} {statistics.median(agent_cpu[batch]):>19.2f}"
         print(line + (f" {statistics.median(peer_ms[batch]):>10.1f}" if args.peer else ""))
-    print("\naggregate tokens/s of N agents at once (every token over the time from the common send to the last one,"
-          " prompts included)")
+    print(
+        "\naggregate tokens/s of N agents at once (every token over the time from the common send to the last one,"
+        " prompts included)"
+    )
     print(f"{'batch':>5} {'through aiosd':>14}" + (f" {'llama.cpp':>10} {'ratio':>6}" if args.peer else ""))
     for batch in batches:
         k = statistics.median(served_total[batch])

@@ -8,6 +8,7 @@ recompute = admission until the first sampled token; snapshot = ContextManager.p
 restore = ContextManager.resume (copy back in). Medians over the runs; ratios are against recompute from the same run.
 The memcpy column is the machine's ceiling for the same bytes: a plain copy from process memory into the arena.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import time
 
 from kernel.context.arena import Arena
 from kernel.context.manager import ContextManager
-from kernel.engine.factory import load_engine
 from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.factory import load_engine
 
 TARGET_SPEEDUP_AT_1K = 50.0
 TARGET_GBPS = 5.0
@@ -45,7 +46,7 @@ def one_run(engine, context: ContextManager, req_id: str, prompt: list[int]) -> 
     start = time.perf_counter()
     context.resume(EngineRequest(req_id, prompt, params, output))
     restore = time.perf_counter() - start
-    engine.step()                                   # the restored sequence carries on
+    engine.step()  # the restored sequence carries on
     context.drop_request(req_id)
     return recompute, snapshot, restore, kv_bytes
 
@@ -86,27 +87,67 @@ def main(argv: list[str] | None = None) -> int:
     with ContextManager(engine, args.arena_mb << 20, retention=False, kernel_id=f"{os.getpid()}.bench") as context:
         one_run(engine, context, "warmup", [rng.randrange(1000, 40000) for _ in range(min(args.sizes))])
         for size in args.sizes:
-            runs = [one_run(engine, context, f"n{size}-{i}", [rng.randrange(1000, 40000) for _ in range(size)])
-                    for i in range(args.runs)]
+            runs = [
+                one_run(engine, context, f"n{size}-{i}", [rng.randrange(1000, 40000) for _ in range(size)])
+                for i in range(args.runs)
+            ]
             recompute, snapshot, restore = (statistics.median(r[k] for r in runs) for k in range(3))
             kv_bytes = runs[0][3]
             speedup, restore_gbps = recompute / restore, kv_bytes / restore / 1e9
-            rows.append([str(size), f"{kv_bytes / 2**20:.1f}", f"{recompute * 1e3:.1f}", f"{snapshot * 1e3:.2f}",
-                         f"{kv_bytes / snapshot / 1e9:.2f}", f"{restore * 1e3:.2f}", f"{restore_gbps:.2f}",
-                         f"{kv_bytes / memcpy_seconds(kv_bytes, args.runs) / 1e9:.2f}",
-                         f"{recompute / snapshot:.0f}x", f"{speedup:.0f}x"])
+            rows.append(
+                [
+                    str(size),
+                    f"{kv_bytes / 2**20:.1f}",
+                    f"{recompute * 1e3:.1f}",
+                    f"{snapshot * 1e3:.2f}",
+                    f"{kv_bytes / snapshot / 1e9:.2f}",
+                    f"{restore * 1e3:.2f}",
+                    f"{restore_gbps:.2f}",
+                    f"{kv_bytes / memcpy_seconds(kv_bytes, args.runs) / 1e9:.2f}",
+                    f"{recompute / snapshot:.0f}x",
+                    f"{speedup:.0f}x",
+                ]
+            )
             if size == 1024:
-                checks.append((f"restore >= {TARGET_SPEEDUP_AT_1K:.0f}x faster than recompute at 1k tokens",
-                               speedup >= TARGET_SPEEDUP_AT_1K, f"{speedup:.0f}x"))
-            checks.append((f"restore >= {TARGET_GBPS:.0f} GB/s at {size} tokens", restore_gbps >= TARGET_GBPS,
-                           f"{restore_gbps:.2f} GB/s"))
-    print(f"model {engine.layout().model_id}, {args.dtype}, {engine.layout().bytes_per_token()} KV bytes/token, "
-          f"median of {args.runs} runs, {os.cpu_count()} cores\n")
-    print(table(["tokens", "KV MiB", "recompute ms", "snapshot ms", "snapshot GB/s", "restore ms", "restore GB/s",
-                 "memcpy GB/s", "recompute/snapshot", "recompute/restore"], rows))
+                checks.append(
+                    (
+                        f"restore >= {TARGET_SPEEDUP_AT_1K:.0f}x faster than recompute at 1k tokens",
+                        speedup >= TARGET_SPEEDUP_AT_1K,
+                        f"{speedup:.0f}x",
+                    )
+                )
+            checks.append(
+                (
+                    f"restore >= {TARGET_GBPS:.0f} GB/s at {size} tokens",
+                    restore_gbps >= TARGET_GBPS,
+                    f"{restore_gbps:.2f} GB/s",
+                )
+            )
+    print(
+        f"model {engine.layout().model_id}, {args.dtype}, {engine.layout().bytes_per_token()} KV bytes/token, "
+        f"median of {args.runs} runs, {os.cpu_count()} cores\n"
+    )
+    print(
+        table(
+            [
+                "tokens",
+                "KV MiB",
+                "recompute ms",
+                "snapshot ms",
+                "snapshot GB/s",
+                "restore ms",
+                "restore GB/s",
+                "memcpy GB/s",
+                "recompute/snapshot",
+                "recompute/restore",
+            ],
+            rows,
+        )
+    )
     print()
-    print(table(["target", "result", "measured"], [[name, "PASS" if ok else "FAIL", value]
-                                                   for name, ok, value in checks]))
+    print(
+        table(["target", "result", "measured"], [[name, "PASS" if ok else "FAIL", value] for name, ok, value in checks])
+    )
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 

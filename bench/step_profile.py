@@ -14,9 +14,8 @@ dispatch" the share of the profiled wall time that no op accounts for (the inter
 kernels, and the profiler's own per-op cost, which this estimate cannot separate: read it as an upper bound). "ops"
 is the number of aten ops the forward dispatches per step. Every number is the median of --repeats runs.
 """
-from __future__ import annotations
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
+from __future__ import annotations
 
 import argparse
 import random
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 from bench.text import words_text
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.torch_engine import TorchEngine
@@ -37,15 +37,46 @@ CONTEXT = 200
 # op name (aten, mkldnn, or the engine's native aios_cpu ops) → kind. Composite ops (linear → mm) have no self time of
 # their own, so mapping both is harmless.
 KINDS = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "aten::bmm", "mkldnn::_linear_pointwise",
-               "aten::_weight_int4pack_mm_for_cpu", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm"),
-    "attention": ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
-                  "aten::_scaled_dot_product_attention_math", "aten::index_select", "aten::index_copy_",
-                  "aten::softmax", "aten::_softmax", "aten::baddbmm", "aios_cpu::decode_attention"),
-    "norms/rotary/act": ("aten::rms_norm", "aten::_fused_rms_norm", "aten::mul", "aten::add", "aten::roll",
-                         "aten::silu", "aten::neg", "aten::pow", "aten::mean", "aten::rsqrt", "aten::add_",
-                         "aten::mul_", "aten::addcmul", "aios_cpu::add_rms_norm", "aios_cpu::rope_write",
-                         "aios_cpu::silu_mul"),
+    "matmul": (
+        "aten::mm",
+        "aten::addmm",
+        "aten::linear",
+        "aten::matmul",
+        "aten::bmm",
+        "mkldnn::_linear_pointwise",
+        "aten::_weight_int4pack_mm_for_cpu",
+        "aten::_weight_int8pack_mm",
+        "aten::_weight_int4pack_mm",
+    ),
+    "attention": (
+        "aten::scaled_dot_product_attention",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_attention_math",
+        "aten::index_select",
+        "aten::index_copy_",
+        "aten::softmax",
+        "aten::_softmax",
+        "aten::baddbmm",
+        "aios_cpu::decode_attention",
+    ),
+    "norms/rotary/act": (
+        "aten::rms_norm",
+        "aten::_fused_rms_norm",
+        "aten::mul",
+        "aten::add",
+        "aten::roll",
+        "aten::silu",
+        "aten::neg",
+        "aten::pow",
+        "aten::mean",
+        "aten::rsqrt",
+        "aten::add_",
+        "aten::mul_",
+        "aten::addcmul",
+        "aios_cpu::add_rms_norm",
+        "aios_cpu::rope_write",
+        "aios_cpu::silu_mul",
+    ),
     # a pure-decode step's layers in one native call: its own attention, norms, rotary and activations, whose
     # parts the profiler does not see (the weight products it calls are counted as matmul)
     "native layer loop": ("aios_cpu::decode_layers",),
@@ -70,6 +101,7 @@ class PhaseClock:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[name] += time.perf_counter() - start
+
         return wrapper
 
 
@@ -77,12 +109,13 @@ def _admit(engine: TorchEngine, batch: int, steps: int, temperature: float) -> l
     rng = random.Random(batch)
     ids = [f"p{batch}-{i}" for i in range(batch)]
     for i, req_id in enumerate(ids):
-        params = SamplingParams(max_tokens=steps + 8, ignore_eos=True, temperature=temperature, top_p=0.9,
-                                top_k=50, seed=i)
+        params = SamplingParams(
+            max_tokens=steps + 8, ignore_eos=True, temperature=temperature, top_p=0.9, top_k=50, seed=i
+        )
         engine.add(EngineRequest(req_id, engine.tokenize(words_text(rng, CONTEXT)), params))
-    while len(engine.step()) < batch:     # prefill until every sequence has its first token
+    while len(engine.step()) < batch:  # prefill until every sequence has its first token
         pass
-    engine.step()                         # one decode step to warm up
+    engine.step()  # one decode step to warm up
     return ids
 
 
@@ -109,8 +142,9 @@ def plain_run(engine: TorchEngine, clock: PhaseClock, batch: int, steps: int, te
     return phases
 
 
-def profiled_run(engine: TorchEngine, clock: PhaseClock, batch: int, steps: int,
-                 temperature: float) -> dict[str, float]:
+def profiled_run(
+    engine: TorchEngine, clock: PhaseClock, batch: int, steps: int, temperature: float
+) -> dict[str, float]:
     """ms per step of aten self time by kind (the sampler's ops included), the forward's and choose()'s wall time
     under the profiler, and the number of ops per step."""
     with _decoding(engine, batch, steps, temperature):
@@ -161,13 +195,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     options = {} if args.weights is None else {"weights": args.weights}
-    engine = TorchEngine.from_path(args.model, args.dtype, kv_budget_tokens=8192, max_batch=32, prefill_chunk=512,
-                                   threads=args.threads, **options)
+    engine = TorchEngine.from_path(
+        args.model, args.dtype, kv_budget_tokens=8192, max_batch=32, prefill_chunk=512, threads=args.threads, **options
+    )
     clock = PhaseClock(engine)
     batches = [int(b) for b in args.batches.split(",")]
     results = {batch: breakdown(engine, clock, batch, args) for batch in batches}
-    print(f"threads={torch.get_num_threads()} dtype={args.dtype} weights={getattr(engine, 'weights', '-')} "
-          f"context={CONTEXT} temperature={args.temperature}  (ms per decode step, medians of {args.repeats})")
+    print(
+        f"threads={torch.get_num_threads()} dtype={args.dtype} weights={getattr(engine, 'weights', '-')} "
+        f"context={CONTEXT} temperature={args.temperature}  (ms per decode step, medians of {args.repeats})"
+    )
     labels = [label for label, _ in results[batches[0]]]
     header = ["phase"] + [f"batch {b}" for b in batches]
     rows = [[label] + [f"{dict(results[b])[label]:.2f}" for b in batches] for label in labels]

@@ -12,6 +12,7 @@ For each size (4 KiB, 256 KiB, 4 MiB) a run writes N distinct files of random by
 Each run uses fresh directories; reported numbers are medians over the runs, MB = 10^6 bytes. Reads come from the
 page cache (the files were just written), so read MB/s measures the code path, not the disk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ SPACE = "uid:0/bench"
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def plain_write(directory: str, name: str, data: bytes) -> None:
@@ -60,14 +61,19 @@ def plain_read(directory: str, name: str) -> bytes:
 
 def one_run(base: str, size: int, count: int) -> dict[str, tuple[float, float]]:
     """{kind: (write seconds, read seconds)} for `count` files of `size` bytes, each kind in fresh directories."""
-    blobs = [os.urandom(size) for _ in range(min(count, 8))]    # a few distinct payloads, reused round-robin
+    blobs = [os.urandom(size) for _ in range(min(count, 8))]  # a few distinct payloads, reused round-robin
     names = [f"f{i:05d}" for i in range(count)]
     results = {}
 
     root = tempfile.mkdtemp(dir=base)
     # the files plus their one directory "bench" (4 KiB and an inode: directories are charged, quota.py)
-    with StorageManager(os.path.join(root, "store"), keep_versions=2, quota_bytes=size * count * 2 + DIR_BYTES,
-                        max_file_bytes=size, max_files=count + 1) as store:
+    with StorageManager(
+        os.path.join(root, "store"),
+        keep_versions=2,
+        quota_bytes=size * count * 2 + DIR_BYTES,
+        max_file_bytes=size,
+        max_files=count + 1,
+    ) as store:
         start = time.perf_counter()
         for i, name in enumerate(names):
             store.write(SPACE, "bench/" + name, blobs[i % len(blobs)])
@@ -120,20 +126,46 @@ def main(argv: list[str] | None = None) -> int:
         for size, label in SIZES:
             count = counts[size]
             measured = [one_run(base, size, count) for _ in range(runs)]
-            mbps = {kind: tuple(size * count / 1e6 / statistics.median(run[kind][k] for run in measured)
-                                for k in (0, 1))
-                    for kind in ("store", "plain", "atomic")}
+            mbps = {
+                kind: tuple(size * count / 1e6 / statistics.median(run[kind][k] for run in measured) for k in (0, 1))
+                for kind in ("store", "plain", "atomic")
+            }
             store_w, store_r = mbps["store"]
             plain_w, plain_r = mbps["plain"]
-            rows.append([label, str(count), f"{store_w:.1f}", f"{plain_w:.1f}", f"{store_w / plain_w:.2f}",
-                         f"{mbps['atomic'][0]:.1f}", f"{store_w / mbps['atomic'][0]:.2f}",
-                         f"{store_r:.0f}", f"{plain_r:.0f}", f"{store_r / plain_r:.2f}"])
+            rows.append(
+                [
+                    label,
+                    str(count),
+                    f"{store_w:.1f}",
+                    f"{plain_w:.1f}",
+                    f"{store_w / plain_w:.2f}",
+                    f"{mbps['atomic'][0]:.1f}",
+                    f"{store_w / mbps['atomic'][0]:.2f}",
+                    f"{store_r:.0f}",
+                    f"{plain_r:.0f}",
+                    f"{store_r / plain_r:.2f}",
+                ]
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(f"storage manager vs plain files, median of {runs} run(s), {os.cpu_count()} cores, under {base}\n")
-    print(table(["size", "files", "store write MB/s", "plain fsync write MB/s", "store/plain write",
-                 "atomic write MB/s", "store/atomic write", "store read MB/s", "plain read MB/s",
-                 "store/plain read"], rows))
+    print(
+        table(
+            [
+                "size",
+                "files",
+                "store write MB/s",
+                "plain fsync write MB/s",
+                "store/plain write",
+                "atomic write MB/s",
+                "store/atomic write",
+                "store read MB/s",
+                "plain read MB/s",
+                "store/plain read",
+            ],
+            rows,
+        )
+    )
     return 0
 
 

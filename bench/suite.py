@@ -1,5 +1,6 @@
 """Run experiments: for each configuration, start aiosd (or not), launch every agent of the trace as its own process,
 collect their records, stop the kernel, and compute the metrics."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,14 @@ KERNEL_READY_S = 900.0
 
 
 class Suite:
-    def __init__(self, out_dir: Path, seed: int, engine_options: dict[str, str], agent_timeout_s: float,
-                 traces_dir: Path = TRACES_DIR):
+    def __init__(
+        self,
+        out_dir: Path,
+        seed: int,
+        engine_options: dict[str, str],
+        agent_timeout_s: float,
+        traces_dir: Path = TRACES_DIR,
+    ):
         self.out_dir = out_dir
         self.seed = seed
         self.engine_options = engine_options
@@ -54,8 +61,11 @@ class Suite:
                     for config in experiment.configs:
                         bar.set_description(f"{experiment.workload}/{config.label}")
                         runs[config.label] = self.run_config(trace, path, config, bar)
-                    results[experiment.workload] = {"trace": str(path), "description": trace.description,
-                                                    "configs": runs}
+                    results[experiment.workload] = {
+                        "trace": str(path),
+                        "description": trace.description,
+                        "configs": runs,
+                    }
         finally:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         return results
@@ -77,8 +87,9 @@ class Suite:
                         self.cost = calibrate(harness)
                     else:
                         warm_up(harness)
-                    exit_codes = self.run_agents(trace, trace_path, records_dir, ["--address", address],
-                                                 len(trace.agents), bar)
+                    exit_codes = self.run_agents(
+                        trace, trace_path, records_dir, ["--address", address], len(trace.agents), bar
+                    )
                     result["kernel_stats"] = harness.stats()
                 finally:
                     harness.close()
@@ -90,8 +101,9 @@ class Suite:
             # for memory on a machine that cannot hold one model copy per agent.
             slots = min(len(trace.agents), os.cpu_count() or 1)
             threads = max(1, (os.cpu_count() or 1) // slots)
-            exit_codes = self.run_agents(trace, trace_path, records_dir, ["--no-kernel", "--threads", str(threads)],
-                                         slots, bar)
+            exit_codes = self.run_agents(
+                trace, trace_path, records_dir, ["--no-kernel", "--threads", str(threads)], slots, bar
+            )
             result["no_kernel"] = {"concurrent_processes": slots, "threads_each": threads}
         requests, agents = read_records(sorted(records_dir.glob("*.jsonl")))
         result["exit_codes"] = exit_codes
@@ -100,16 +112,29 @@ class Suite:
         result["records"] = str(records_dir)
         return result
 
-    def run_agents(self, trace: Trace, trace_path: Path, records_dir: Path, target_args: list[str], concurrency: int,
-                   bar: tqdm) -> dict[str, int]:
+    def run_agents(
+        self, trace: Trace, trace_path: Path, records_dir: Path, target_args: list[str], concurrency: int, bar: tqdm
+    ) -> dict[str, int]:
         """Launch one runner process per agent (at most `concurrency` alive at once, in arrival order) and wait for
         all of them. Returns each agent's exit code (-9 when it timed out and was killed)."""
         t0 = time.time() + LAUNCH_MARGIN_S + LAUNCH_MARGIN_PER_AGENT_S * min(concurrency, len(trace.agents))
         programs = sorted(trace.agents, key=lambda a: (a.arrival_s, a.agent_id))
 
         def run_one(agent_id: str) -> int:
-            argv = [sys.executable, "-m", "bench.agent_runner", "--trace", str(trace_path), "--agent", agent_id,
-                    "--out", str(records_dir / f"{agent_id}.jsonl"), "--t0", repr(t0), *target_args]
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.agent_runner",
+                "--trace",
+                str(trace_path),
+                "--agent",
+                agent_id,
+                "--out",
+                str(records_dir / f"{agent_id}.jsonl"),
+                "--t0",
+                repr(t0),
+                *target_args,
+            ]
             with open(records_dir / f"{agent_id}.log", "w") as log:
                 try:
                     return subprocess.run(argv, stdout=log, stderr=log, timeout=self.agent_timeout_s).returncode

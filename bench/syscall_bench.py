@@ -3,6 +3,7 @@ echo between two processes, measured in the same run. Target: SDK p50 at most 2x
 
     python -m bench.syscall_bench [--count 5000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ while True:
 
 def _percentiles(samples_s: list[float]) -> dict[str, float]:
     ordered = sorted(samples_s)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6   # noqa: E731  (µs)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6  # noqa: E731  (µs)
     return {"p50": pick(0.50), "p99": pick(0.99), "mean": statistics.fmean(ordered) * 1e6}
 
 

@@ -1,4 +1,5 @@
 """The tool gaps an agent spends between LLM calls: real arithmetic for the calculator, real sleeps for I/O tools."""
+
 from __future__ import annotations
 
 import ast
@@ -7,12 +8,19 @@ import time
 
 from bench.trace import ToolGap
 
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Mod: operator.mod,
-              ast.FloorDiv: operator.floordiv, ast.USub: operator.neg}
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Mod: operator.mod,
+    ast.FloorDiv: operator.floordiv,
+    ast.USub: operator.neg,
+}
 
 
 def calculate(expression: str) -> int:
     """Evaluate integer arithmetic (+ - * % //, parentheses); anything else is a ValueError."""
+
     def evaluate(node: ast.AST) -> int:
         if isinstance(node, ast.Constant) and isinstance(node.value, int):
             return node.value
@@ -21,6 +29,7 @@ def calculate(expression: str) -> int:
         if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
             return _OPERATORS[type(node.op)](evaluate(node.operand))
         raise ValueError(f"not integer arithmetic: {ast.dump(node)}")
+
     try:
         return evaluate(ast.parse(expression, mode="eval").body)
     except (SyntaxError, ZeroDivisionError) as err:
@@ -34,5 +43,5 @@ def run_tool(gap: ToolGap) -> float:
     if gap.kind == "calculator":
         calculate(gap.expression)
     else:
-        time.sleep(gap.seconds)   # an API or a slow tool: the agent waits on I/O, the CPU is free for the kernel
+        time.sleep(gap.seconds)  # an API or a slow tool: the agent waits on I/O, the CPU is free for the kernel
     return time.monotonic() - start

@@ -1,4 +1,5 @@
 """Where the kernel listens: AIOS_ADDRESS, else a Unix socket in the user's runtime directory."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ def admin_token_path(address: str) -> str:
 
 def ipc_path(address: str) -> str | None:
     """The socket file behind an ipc:// address, None for other transports."""
-    return address[len("ipc://"):] if address.startswith("ipc://") else None
+    return address[len("ipc://") :] if address.startswith("ipc://") else None
 
 
 def check_address(address: str) -> str:
@@ -37,7 +38,7 @@ def check_address(address: str) -> str:
         if not ipc_path(address):
             raise ValueError(f"ipc address without a path: {address!r}")
     elif address.startswith("tcp://"):
-        host, _, port = address[len("tcp://"):].rpartition(":")
+        host, _, port = address[len("tcp://") :].rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"tcp address must be tcp://host:port, got {address!r}")
     else:

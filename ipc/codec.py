@@ -1,4 +1,5 @@
 """Frames to typed messages and back: msgpack only, size-checked, version-checked, schema-validated."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,24 +8,35 @@ from typing import Any
 import msgpack
 
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import (MAX_ID_CHARS, NOTIFICATIONS, PROTOCOL_VERSION, REPLY_ERROR, REPLY_RESULT, REPLY_TOKEN,
-                          SYSCALLS, Error, Token)
+from ipc.messages import (
+    MAX_ID_CHARS,
+    NOTIFICATIONS,
+    PROTOCOL_VERSION,
+    REPLY_ERROR,
+    REPLY_RESULT,
+    REPLY_TOKEN,
+    SYSCALLS,
+    Error,
+    Token,
+)
 from ipc.schema import from_wire, to_wire
 
-DEFAULT_MAX_FRAME_BYTES = 4 << 20      # a 4 MiB prompt is ~1M tokens: far past any context window
+DEFAULT_MAX_FRAME_BYTES = 4 << 20  # a 4 MiB prompt is ~1M tokens: far past any context window
 
 
 @dataclass(frozen=True)
 class Envelope:
     """A decoded frame: who it answers or asks (req_id), what it is (type), and its typed body."""
+
     req_id: int | str | None
     type: str
     body: Any
 
 
 def encode(msg_type: str, req_id: int | str | None, body: Any) -> bytes:
-    return msgpack.packb({"v": PROTOCOL_VERSION, "id": req_id, "type": msg_type, "body": to_wire(body)},
-                         use_bin_type=True)
+    return msgpack.packb(
+        {"v": PROTOCOL_VERSION, "id": req_id, "type": msg_type, "body": to_wire(body)}, use_bin_type=True
+    )
 
 
 def encode_error(req_id: int | str | None, code: ErrorCode, message: str) -> bytes:
@@ -71,7 +83,7 @@ def type_reply(envelope: dict, syscall: str) -> Envelope:
 def _unpack_envelope(frame: bytes) -> dict:
     try:
         message = msgpack.unpackb(frame, raw=False, use_list=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as error:   # garbage bytes, bad UTF-8, trailing data
+    except (ValueError, TypeError, msgpack.UnpackException) as error:  # garbage bytes, bad UTF-8, trailing data
         raise ProtocolError(ErrorCode.BAD_FRAME, f"not a msgpack frame: {error}") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame must be a msgpack map, got {type(message).__name__}")
@@ -79,15 +91,21 @@ def _unpack_envelope(frame: bytes) -> dict:
     if not _valid_req_id(req_id):
         req_id = None
     if message.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(ErrorCode.BAD_VERSION,
-                            f"protocol version {str(message.get('v'))[:20]!r} unsupported, the kernel speaks "
-                            f"{PROTOCOL_VERSION}",
-                            req_id)
+        raise ProtocolError(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {str(message.get('v'))[:20]!r} unsupported, the kernel speaks {PROTOCOL_VERSION}",
+            req_id,
+        )
     missing = [key for key in ("type", "body") if key not in message]
     extra = [key for key in message if key not in ("v", "id", "type", "body")]
     if missing or extra or not isinstance(message["type"], str):
-        detail = (f"missing {missing[0]!r}" if missing else f"unknown key {str(extra[0])[:40]!r}" if extra
-                  else "type not a string")
+        detail = (
+            f"missing {missing[0]!r}"
+            if missing
+            else f"unknown key {str(extra[0])[:40]!r}"
+            if extra
+            else "type not a string"
+        )
         raise ProtocolError(ErrorCode.BAD_FRAME, f"bad envelope: {detail}", req_id)
     return message
 
@@ -102,5 +120,7 @@ def _valid_req_id(req_id: Any) -> bool:
 
 def _check_req_id(req_id: Any) -> None:
     if not _valid_req_id(req_id):
-        raise ProtocolError(ErrorCode.BAD_FRAME,
-                            f"request id must be a non-negative integer or a string of 1..{MAX_ID_CHARS} characters")
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME,
+            f"request id must be a non-negative integer or a string of 1..{MAX_ID_CHARS} characters",
+        )

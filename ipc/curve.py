@@ -24,6 +24,7 @@ public key, as its 40-character z85 text or a certificate file (default: server.
 kernel on the same machine). AIOS_INSECURE_TCP=1 connects without CURVE, to a kernel started with --insecure-tcp.
 Certificates are zmq.auth's files (zmq.auth.create_certificates / load_certificate).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,7 @@ import shutil
 import stat
 import tempfile
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import zmq
 import zmq.auth
@@ -46,9 +47,9 @@ SERVER_KEY_ENV = "AIOS_SERVER_KEY"
 INSECURE_TCP_ENV = "AIOS_INSECURE_TCP"
 ZAP_DOMAIN = b"aios"
 SERVER_NAME = "server"
-PUBLIC_SUFFIX = ".key"                     # zmq.auth's names: NAME.key public, NAME.key_secret secret
+PUBLIC_SUFFIX = ".key"  # zmq.auth's names: NAME.key public, NAME.key_secret secret
 SECRET_SUFFIX = ".key_secret"
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")   # a file name and a principal: no path, no spaces
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name and a principal: no path, no spaces
 
 log = logging.getLogger("aios.curve")
 
@@ -70,14 +71,18 @@ def is_tcp(address: str) -> bool:
 
 def require_curve() -> None:
     if not zmq.has("curve"):
-        raise CurveKeyError(f"this libzmq ({zmq.zmq_version()}) was built without CURVE support: tcp:// cannot be "
-                            f"secured; use an ipc:// address")
+        raise CurveKeyError(
+            f"this libzmq ({zmq.zmq_version()}) was built without CURVE support: tcp:// cannot be "
+            f"secured; use an ipc:// address"
+        )
 
 
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name) or name == SERVER_NAME:
-        raise CurveKeyError(f"bad key name {name!r}: 1-64 letters, digits, '_', '.', '-', starting with a letter or "
-                            f"digit, and not {SERVER_NAME!r}")
+        raise CurveKeyError(
+            f"bad key name {name!r}: 1-64 letters, digits, '_', '.', '-', starting with a letter or "
+            f"digit, and not {SERVER_NAME!r}"
+        )
     return name
 
 
@@ -121,7 +126,7 @@ class KeyStore:
         except FileNotFoundError:
             return keys
         for entry in entries:
-            name = entry[:-len(PUBLIC_SUFFIX)]
+            name = entry[: -len(PUBLIC_SUFFIX)]
             if not entry.endswith(PUBLIC_SUFFIX) or not NAME_PATTERN.fullmatch(name):
                 continue
             try:
@@ -227,13 +232,13 @@ class AuthorizedKeys:
         self._store = store
         self._signature: tuple | None = None
         self._names: dict[bytes, list[str]] = {}
-        self.reads = 0                 # folder scans so far: what the cache saves
+        self.reads = 0  # folder scans so far: what the cache saves
 
     def names(self, z85_key: bytes) -> list[str]:
         """The names a key is authorized under (one, normally); raises OSError when the folder cannot be read."""
         signature = self._folder_signature()
         if signature is None or signature != self._signature:
-            self._signature = None          # until the read below succeeds
+            self._signature = None  # until the read below succeeds
             keys = self._store.authorized()
             self.reads += 1
             names: dict[bytes, list[str]] = {}
@@ -265,17 +270,20 @@ class _Authenticator(ThreadAuthenticator):
         super().__init__(context=context, log=log)
         self._store = store
         self.keys = AuthorizedKeys(store)
-        self._admitted: dict[bytes, str] = {}      # z85 key → name, between callback() and curve_user_id()
+        self._admitted: dict[bytes, str] = {}  # z85 key → name, between callback() and curve_user_id()
 
     def callback(self, domain: str, z85_key: bytes) -> bool:
         try:
             names = self.keys.names(z85_key)
-        except Exception:        # an exception here would end the ZAP thread: no tcp client could connect again
+        except Exception:  # an exception here would end the ZAP thread: no tcp client could connect again
             log.exception("refused a tcp client: cannot read the authorized keys in %s", self._store.authorized_dir)
             return False
         if len(names) != 1:
-            log.warning("refused a tcp client with key %s: %s", z85_key.decode("ascii", "replace"),
-                        "not authorized" if not names else f"the key is authorized under several names {names}")
+            log.warning(
+                "refused a tcp client with key %s: %s",
+                z85_key.decode("ascii", "replace"),
+                "not authorized" if not names else f"the key is authorized under several names {names}",
+            )
             return False
         self._admitted[z85_key] = names[0]
         return True
@@ -328,14 +336,18 @@ def secure_client(socket: zmq.Socket, address: str, environ: Mapping[str, str] =
     require_curve()
     client_key = environ.get(CLIENT_KEY_ENV)
     if not client_key:
-        raise CurveKeyError(f"{address} is tcp://, which needs a client key: set {CLIENT_KEY_ENV} to a secret "
-                            f"certificate made by `aios keys new NAME` on the kernel's host (or {INSECURE_TCP_ENV}=1 "
-                            f"for a kernel started with --insecure-tcp)")
+        raise CurveKeyError(
+            f"{address} is tcp://, which needs a client key: set {CLIENT_KEY_ENV} to a secret "
+            f"certificate made by `aios keys new NAME` on the kernel's host (or {INSECURE_TCP_ENV}=1 "
+            f"for a kernel started with --insecure-tcp)"
+        )
     public, secret = load_secret(client_key)
     server_key = environ.get(SERVER_KEY_ENV) or KeyStore(default_keys_dir(environ)).server_public
     if not environ.get(SERVER_KEY_ENV) and not os.path.exists(server_key):
-        raise CurveKeyError(f"no kernel public key at {server_key}: set {SERVER_KEY_ENV} to the output of "
-                            f"`aios keys server` on the kernel's host")
+        raise CurveKeyError(
+            f"no kernel public key at {server_key}: set {SERVER_KEY_ENV} to the output of "
+            f"`aios keys server` on the kernel's host"
+        )
     socket.curve_secretkey = secret
     socket.curve_publickey = public
     socket.curve_serverkey = load_public(server_key)

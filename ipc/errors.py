@@ -3,6 +3,7 @@
 Error messages are cut to MAX_MESSAGE_CHARS where the exception is made, so no reply ever echoes a large hostile value
 back (and so no caller has to remember to cut).
 """
+
 from __future__ import annotations
 
 import enum
@@ -11,22 +12,22 @@ MAX_MESSAGE_CHARS = 300
 
 
 class ErrorCode(str, enum.Enum):
-    BAD_FRAME = "bad_frame"            # not a msgpack map, or not a single frame
-    BAD_VERSION = "bad_version"        # protocol version the kernel does not speak
-    UNKNOWN_TYPE = "unknown_type"      # no such syscall
-    BAD_REQUEST = "bad_request"        # missing field, wrong field type, unknown field, value out of its bounds
-    TOO_LARGE = "too_large"            # frame over the kernel's size limit
+    BAD_FRAME = "bad_frame"  # not a msgpack map, or not a single frame
+    BAD_VERSION = "bad_version"  # protocol version the kernel does not speak
+    UNKNOWN_TYPE = "unknown_type"  # no such syscall
+    BAD_REQUEST = "bad_request"  # missing field, wrong field type, unknown field, value out of its bounds
+    TOO_LARGE = "too_large"  # frame over the kernel's size limit
     HELLO_REQUIRED = "hello_required"  # syscall before hello, or from a connection the kernel does not know
-    DUPLICATE_ID = "duplicate_id"      # request id already in flight on this connection
-    NOT_FOUND = "not_found"            # unknown agent or request id
-    DENIED = "permission_denied"       # the caller lacks the capability (audited)
-    BUSY = "busy"                      # a per-agent limit or a kernel queue is full: retry later
-    QUOTA = "quota_exceeded"           # a memory space or file space is full (entries, bytes, files)
-    ENGINE = "engine_error"            # the engine refused or failed the request (prompt too long, numeric failure)
-    CANCELLED = "cancelled"            # llm.cancel, or the client gave up waiting, or stopped reading its replies
-    KILLED = "killed"                  # proc.kill on the agent, or its process died
-    SHUTDOWN = "shutdown"              # the kernel is stopping
-    INTERNAL = "internal"              # a kernel bug: logged, the kernel keeps serving
+    DUPLICATE_ID = "duplicate_id"  # request id already in flight on this connection
+    NOT_FOUND = "not_found"  # unknown agent or request id
+    DENIED = "permission_denied"  # the caller lacks the capability (audited)
+    BUSY = "busy"  # a per-agent limit or a kernel queue is full: retry later
+    QUOTA = "quota_exceeded"  # a memory space or file space is full (entries, bytes, files)
+    ENGINE = "engine_error"  # the engine refused or failed the request (prompt too long, numeric failure)
+    CANCELLED = "cancelled"  # llm.cancel, or the client gave up waiting, or stopped reading its replies
+    KILLED = "killed"  # proc.kill on the agent, or its process died
+    SHUTDOWN = "shutdown"  # the kernel is stopping
+    INTERNAL = "internal"  # a kernel bug: logged, the kernel keeps serving
 
 
 class ProtocolError(Exception):
@@ -37,8 +38,8 @@ class ProtocolError(Exception):
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
-        self.req_id = req_id      # the request to answer, when the frame got far enough to name it
+        self.req_id = req_id  # the request to answer, when the frame got far enough to name it
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit - 15] + f"... ({len(text)} chars)"
+    return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text)} chars)"

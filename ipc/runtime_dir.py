@@ -22,6 +22,7 @@ The parent of the runtime directory is trusted to keep others from renaming our 
 $XDG_RUNTIME_DIR is the user's own. Checks are made on the opened file (fstat), not only on the name, so swapping the
 name between check and use gains nothing.
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,7 +31,7 @@ import os
 import secrets
 import stat
 
-MAX_SECRET_BYTES = 64 << 10                 # admin tokens and keys are tiny; bounded so a planted file cannot be huge
+MAX_SECRET_BYTES = 64 << 10  # admin tokens and keys are tiny; bounded so a planted file cannot be huge
 _PRIVATE_DIR_MODE = 0o700
 _SECRET_MODE = 0o600
 _GROUP_OTHER = 0o077
@@ -78,11 +79,12 @@ def private_dir(path: str | os.PathLike, *, fix_mode: bool = True) -> str:
     if stat.S_ISLNK(named.st_mode):
         raise RuntimeDirError(path, "is a symlink; refusing to use it as the runtime directory (remove it)")
     if not stat.S_ISDIR(named.st_mode):
-        raise RuntimeDirError(path, "exists and is not a directory; refusing to use it as the runtime directory "
-                                    "(remove it)")
+        raise RuntimeDirError(
+            path, "exists and is not a directory; refusing to use it as the runtime directory (remove it)"
+        )
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as error:                # replaced by a symlink or a file since the lstat
+    except OSError as error:  # replaced by a symlink or a file since the lstat
         raise RuntimeDirError(path, f"changed while being checked: {error.strerror}") from error
     try:
         opened = os.fstat(fd)
@@ -90,17 +92,19 @@ def private_dir(path: str | os.PathLike, *, fix_mode: bool = True) -> str:
             raise RuntimeDirError(path, "changed while being checked")
         problem = _ownership_problem(opened)
         if problem:
-            raise RuntimeDirError(path, f"{problem}; refusing to use it as the runtime directory "
-                                        f"(someone else made it)")
+            raise RuntimeDirError(
+                path, f"{problem}; refusing to use it as the runtime directory (someone else made it)"
+            )
         mode = stat.S_IMODE(opened.st_mode)
         if created and mode != _PRIVATE_DIR_MODE:
-            os.fchmod(fd, _PRIVATE_DIR_MODE)    # the umask may have taken owner bits away; ours, just made: no log
+            os.fchmod(fd, _PRIVATE_DIR_MODE)  # the umask may have taken owner bits away; ours, just made: no log
         elif mode & _GROUP_OTHER:
             if not fix_mode:
                 raise RuntimeDirError(path, f"is accessible to group or other (mode {mode:04o}); run: chmod 700 {path}")
             os.fchmod(fd, _PRIVATE_DIR_MODE)
-            log.warning("runtime directory %s was accessible to group or other (mode %04o); changed it to 0700",
-                        path, mode)
+            log.warning(
+                "runtime directory %s was accessible to group or other (mode %04o); changed it to 0700", path, mode
+            )
     finally:
         os.close(fd)
     return path
@@ -122,14 +126,14 @@ def write_secret(path: str | os.PathLike, data: bytes | str) -> None:
         raise RuntimeDirError(path, f"cannot be written: {error.strerror}") from error
     try:
         try:
-            os.fchmod(fd, _SECRET_MODE)         # exactly 0600 whatever the umask
+            os.fchmod(fd, _SECRET_MODE)  # exactly 0600 whatever the umask
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temporary, path)             # rename(2) replaces a symlink at `path` itself, never its target
+        os.replace(temporary, path)  # rename(2) replaces a symlink at `path` itself, never its target
     except OSError as error:
         try:
             os.unlink(temporary)
@@ -159,12 +163,15 @@ def read_secret(path: str | os.PathLike) -> bytes:
             raise RuntimeDirError(path, f"{problem}; refusing to trust a secret someone else wrote (remove it)")
         mode = stat.S_IMODE(st.st_mode)
         if mode & _GROUP_OTHER:
-            raise RuntimeDirError(path, f"is accessible to group or other (mode {mode:04o}), so it may have "
-                                        f"leaked; remove it and make a new one")
+            raise RuntimeDirError(
+                path,
+                f"is accessible to group or other (mode {mode:04o}), so it may have "
+                f"leaked; remove it and make a new one",
+            )
         if st.st_size > MAX_SECRET_BYTES:
             raise RuntimeDirError(path, f"is larger than a secret can be ({st.st_size} > {MAX_SECRET_BYTES} bytes)")
         chunks, total = [], 0
-        while total <= MAX_SECRET_BYTES:        # reads to the real end: the size in fstat may be stale
+        while total <= MAX_SECRET_BYTES:  # reads to the real end: the size in fstat may be stale
             chunk = os.read(fd, MAX_SECRET_BYTES + 1 - total)
             if not chunk:
                 break

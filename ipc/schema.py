@@ -6,6 +6,7 @@ so a kernel handler only ever sees well-typed values. A field made with bounded(
 range, string length and charset, item count), checked here too: a handler only ever sees values within them. Floats
 must be finite everywhere.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,13 +19,21 @@ from typing import Any, Literal, Union
 from ipc.errors import ErrorCode, ProtocolError
 
 
-def bounded(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, lo: float | None = None,
-            hi: float | None = None, max_len: int | None = None, max_items: int | None = None,
-            printable: bool = False) -> Any:
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    lo: float | None = None,
+    hi: float | None = None,
+    max_len: int | None = None,
+    max_items: int | None = None,
+    printable: bool = False,
+) -> Any:
     """A dataclass field with bounds: lo..hi for numbers, max_len characters for a string (or each string of a
     list), max_items for a list, printable characters only. factory: a default made per instance (a list)."""
-    return dataclasses.field(default=default, default_factory=factory,
-                             metadata={"bounds": (lo, hi, max_len, max_items, printable)})
+    return dataclasses.field(
+        default=default, default_factory=factory, metadata={"bounds": (lo, hi, max_len, max_items, printable)}
+    )
 
 
 def to_wire(message: Any) -> dict:
@@ -65,8 +74,14 @@ def _fields(cls: type) -> dict[str, tuple[Any, bool, tuple | None]]:
     """name → (resolved annotation, required, bounds) for a dataclass; cached because messages are decoded per
     syscall."""
     hints = typing.get_type_hints(cls)
-    return {f.name: (hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-                     f.metadata.get("bounds")) for f in dataclasses.fields(cls)}
+    return {
+        f.name: (
+            hints[f.name],
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            f.metadata.get("bounds"),
+        )
+        for f in dataclasses.fields(cls)
+    }
 
 
 def _check_bounds(value: Any, bounds: tuple, path: str) -> None:
@@ -111,7 +126,7 @@ def _check(annotation: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise _bad(path, "an array", value)
         return [_check(args[0], item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if origin is tuple:   # only homogeneous tuple[T, ...] appear in messages
+    if origin is tuple:  # only homogeneous tuple[T, ...] appear in messages
         if not isinstance(value, (list, tuple)):
             raise _bad(path, "an array", value)
         return tuple(_check(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
@@ -130,7 +145,7 @@ def _check(annotation: Any, value: Any, path: str) -> Any:
     elif annotation is float:
         if isinstance(value, float) and math.isfinite(value):
             return value
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1 << 64:   # msgpack's range
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1 << 64:  # msgpack's range
             return float(value)
     elif annotation is str:
         if isinstance(value, str):

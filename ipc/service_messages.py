@@ -5,6 +5,7 @@ again gets the same space back. Every call acts on the caller's own space unless
 needs a share from its owner (access.share) or the operator's capability. Sizes are bounded here; the services bound
 the rest (entries, bytes and files per space).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,11 +14,11 @@ from typing import Literal
 from ipc.schema import bounded
 
 MAX_SPACE_CHARS = 160
-MAX_MEMORY_CHARS = 32_768          # one memory's text
+MAX_MEMORY_CHARS = 32_768  # one memory's text
 MAX_QUERY_CHARS = 4_096
 MAX_K = 100
 MAX_PATH_CHARS = 1_024
-MAX_FILE_BYTES = 2 << 20           # one fs.write: files are small documents, not bulk data (the frame limit is 4 MiB)
+MAX_FILE_BYTES = 2 << 20  # one fs.write: files are small documents, not bulk data (the frame limit is 4 MiB)
 MAX_LIST = 1_000
 
 
@@ -33,13 +34,14 @@ class MemAdd:
 class MemSearch:
     query: str = bounded(max_len=MAX_QUERY_CHARS)
     k: int = bounded(5, lo=1, hi=MAX_K)
-    filter: dict | None = None     # exact match on metadata keys
+    filter: dict | None = None  # exact match on metadata keys
     space: str | None = bounded(None, max_len=MAX_SPACE_CHARS, printable=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class MemRef:
     """mem.get and mem.delete."""
+
     id: str = bounded(max_len=64)
     space: str | None = bounded(None, max_len=MAX_SPACE_CHARS, printable=True)
 
@@ -69,7 +71,7 @@ class MemRecord:
     id: str
     text: str
     metadata: dict
-    score: float | None = None     # set by search: cosine similarity
+    score: float | None = None  # set by search: cosine similarity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +90,7 @@ class FsWrite:
 @dataclass(frozen=True, kw_only=True)
 class FsPath:
     """fs.read (version None: the latest), fs.delete, fs.versions."""
+
     path: str = bounded(max_len=MAX_PATH_CHARS)
     version: int | None = bounded(None, lo=1, hi=1 << 62)
     space: str | None = bounded(None, max_len=MAX_SPACE_CHARS, printable=True)
@@ -129,7 +132,7 @@ class FileInfo:
     path: str
     size: int
     version: int
-    modified: float                # seconds since the epoch
+    modified: float  # seconds since the epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +158,7 @@ class Share:
     """Grant (mode "r" or "rw") or revoke (mode "none") another owner's access to the caller's memory space or to a
     path prefix of its file space. grantee: an owner name "<principal>/<agent name>", or an agent name of the
     caller's own principal."""
+
     kind: Literal["mem", "fs"]
     grantee: str = bounded(max_len=MAX_SPACE_CHARS, printable=True)
     mode: Literal["r", "rw", "none"] = "r"
@@ -175,7 +179,7 @@ class ToolInfo:
     name: str
     description: str
     input_schema: dict
-    irreversible: bool = False     # a call waits for the operator's approval (aios approve ID) or a policy
+    irreversible: bool = False  # a call waits for the operator's approval (aios approve ID) or a policy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,13 +196,14 @@ class ToolCallRequest:
 @dataclass(frozen=True, kw_only=True)
 class ToolOutput:
     text: str
-    is_error: bool = False         # the tool ran and reported an error
-    truncated: bool = False        # cut at the kernel's output limit
+    is_error: bool = False  # the tool ran and reported an error
+    truncated: bool = False  # cut at the kernel's output limit
 
 
 @dataclass(frozen=True, kw_only=True)
 class ToolApprove:
     """The operator's decision on a held call of an irreversible tool."""
+
     approval_id: str = bounded(max_len=64)
     allow: bool
 
@@ -214,7 +219,7 @@ class PendingApproval:
     agent_id: str
     agent_name: str
     tool: str
-    arguments: str                 # every argument as name=value, each value cut short (built when held)
+    arguments: str  # every argument as name=value, each value cut short (built when held)
     waiting_s: float
 
 

@@ -4,6 +4,7 @@ The CLI is the operator's: it presents the admin token the kernel left in its pr
 every agent and kill/renice act on any. `aios run --grant CAP` hands the agent it starts a grant token instead (and
 never the admin token).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ from sdk.client import TOKEN_ENV
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:             # the bench suite has its own options
+    if argv[:1] == ["bench"]:  # the bench suite has its own options
         from bench.__main__ import main as bench_main
+
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
@@ -44,9 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help=f"kernel address (default: ${ADDRESS_ENV}, else the local kernel)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run an agent program as its own process, wired to the kernel")
-    run.add_argument("--grant", action="append", default=[], metavar="CAP",
-                     help="a capability for the agent, repeatable: " + ", ".join(c.value for c in Capability)
-                          + ", tool:NAME")
+    run.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="CAP",
+        help="a capability for the agent, repeatable: " + ", ".join(c.value for c in Capability) + ", tool:NAME",
+    )
     run.add_argument("agent", help="the agent's Python file")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the agent")
     run.set_defaults(command=_run)
@@ -59,21 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     renice.add_argument("priority", type=int)
     renice.set_defaults(command=_renice)
     commands.add_parser("stats", help="engine capacity, scheduler, counts, context manager").set_defaults(
-        command=_stats)
+        command=_stats
+    )
     commands.add_parser("bench", help="run the benchmark suite (python -m bench --help)")
     _add_keys_parser(commands)
     _add_gateway_parser(commands)
-    mem = commands.add_parser("mem", help="an agent's memory, as the operator").add_subparsers(required=True,
-                                                                                                metavar="ACTION")
+    mem = commands.add_parser("mem", help="an agent's memory, as the operator").add_subparsers(
+        required=True, metavar="ACTION"
+    )
     search = mem.add_parser("search", help="memories of AGENT most like QUERY")
-    search.add_argument("agent", help="an agent name (of this user) or a space \"<principal>/<name>\"")
+    search.add_argument("agent", help='an agent name (of this user) or a space "<principal>/<name>"')
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5)
     search.set_defaults(command=_mem_search)
-    fs = commands.add_parser("fs", help="an agent's files, as the operator").add_subparsers(required=True,
-                                                                                             metavar="ACTION")
+    fs = commands.add_parser("fs", help="an agent's files, as the operator").add_subparsers(
+        required=True, metavar="ACTION"
+    )
     ls = fs.add_parser("ls", help="AGENT's files (latest versions)")
-    ls.add_argument("agent", help="an agent name (of this user) or a space \"<principal>/<name>\"")
+    ls.add_argument("agent", help='an agent name (of this user) or a space "<principal>/<name>"')
     ls.add_argument("prefix", nargs="?", default="")
     ls.set_defaults(command=_fs_ls)
     tools = commands.add_parser("tools", help="the kernel's tools: list them, or call one for testing")
@@ -91,12 +100,12 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     if not os.path.isfile(args.agent):
         raise ValueError(f"no agent file {args.agent!r}")
-    env = {key: value for key, value in os.environ.items() if key != TOKEN_ENV}     # never pass a token on unasked
+    env = {key: value for key, value in os.environ.items() if key != TOKEN_ENV}  # never pass a token on unasked
     if args.grant:
         with _operator(args, "aios run") as kernel:
             env[TOKEN_ENV] = kernel.grant(args.grant)
     child = subprocess.Popen([sys.executable, args.agent, *args.args], env={**env, ADDRESS_ENV: args.address})
-    for signum in (signal.SIGINT, signal.SIGTERM):       # the agent decides how to stop; we wait for it
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the agent decides how to stop; we wait for it
         signal.signal(signum, lambda number, _frame: child.send_signal(number))
     return child.wait()
 
@@ -107,7 +116,7 @@ def _operator(args, name: str):
         token = runtime_dir.read_secret(admin_token_path(args.address)).decode()
     except FileNotFoundError:
         token = None
-    except OSError as error:         # unsafe (not ours, readable by others): refuse to use it, say why
+    except OSError as error:  # unsafe (not ours, readable by others): refuse to use it, say why
         print(f"aios: not using the admin token: {error}", file=sys.stderr)
         token = None
     return connect(args.address, name=name, token=token)
@@ -129,8 +138,10 @@ def _fs_ls(args) -> int:
     with _operator(args, "aios fs") as kernel:
         files = kernel.fs.list(args.prefix, space=_space(args.agent))
     for info in files:
-        print(f"{info.size:>10}  v{info.version:<5} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.modified))}"
-              f"  {info.path}")
+        print(
+            f"{info.size:>10}  v{info.version:<5} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.modified))}"
+            f"  {info.path}"
+        )
     return 0
 
 
@@ -154,8 +165,10 @@ def _tools(args) -> int:
 def _approvals(args) -> int:
     with _operator(args, "aios approvals") as kernel:
         for held in kernel.tools.pending():
-            print(f"{held.approval_id:<12} {held.agent_id:<6} {held.agent_name[:16]:<17} {held.tool:<16} "
-                  f"{held.waiting_s:>6.0f}s  {held.arguments}")
+            print(
+                f"{held.approval_id:<12} {held.agent_id:<6} {held.agent_name[:16]:<17} {held.tool:<16} "
+                f"{held.waiting_s:>6.0f}s  {held.arguments}"
+            )
     return 0
 
 
@@ -168,13 +181,21 @@ def _decide(args) -> int:
 def _ps(args) -> int:
     with _operator(args, "aios ps") as kernel:
         agents = kernel.ps()
-    print(f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  "
-          "REQUESTS (id:state prio=P tokens=prompt+output)")
+    print(
+        f"{'AGENT':<8}{'NAME':<20}{'PID':>8}{'PRIO':>6}{'SERVED':>9}  REQUESTS (id:state prio=P tokens=prompt+output)"
+    )
     for agent in agents:
-        requests = " ".join(f"{r.request_id}:{r.state} prio={r.priority} tokens={r.prompt_tokens}+{r.output_tokens}"
-                            for r in agent.requests) or "-"
-        print(f"{agent.agent_id:<8}{agent.name[:19]:<20}{agent.pid or '-':>8}{agent.priority:>6}"
-              f"{agent.service_tokens:>9}  {requests}")
+        requests = (
+            " ".join(
+                f"{r.request_id}:{r.state} prio={r.priority} tokens={r.prompt_tokens}+{r.output_tokens}"
+                for r in agent.requests
+            )
+            or "-"
+        )
+        print(
+            f"{agent.agent_id:<8}{agent.name[:19]:<20}{agent.pid or '-':>8}{agent.priority:>6}"
+            f"{agent.service_tokens:>9}  {requests}"
+        )
     return 0
 
 
@@ -201,8 +222,11 @@ def _stats(args) -> int:
 
 def _add_keys_parser(commands) -> None:
     keys = commands.add_parser("keys", help="CurveZMQ keys for tcp:// kernels: make, list, revoke client keys")
-    keys.add_argument("--keys-dir", default=None, help="key directory (default: $AIOS_KEYS_DIR, else "
-                                                       "~/.config/aios/keys; the same as aiosd's)")
+    keys.add_argument(
+        "--keys-dir",
+        default=None,
+        help="key directory (default: $AIOS_KEYS_DIR, else ~/.config/aios/keys; the same as aiosd's)",
+    )
     actions = keys.add_subparsers(required=True, metavar="ACTION")
     new = actions.add_parser("new", help="make a client key pair and authorize its public key")
     new.add_argument("name", help="the client's name: its identity at the kernel is key:NAME")
@@ -212,7 +236,8 @@ def _add_keys_parser(commands) -> None:
     revoke.add_argument("name")
     revoke.set_defaults(command=_keys_revoke)
     actions.add_parser("server", help="the kernel's public key, for AIOS_SERVER_KEY on other hosts").set_defaults(
-        command=_keys_server)
+        command=_keys_server
+    )
 
 
 def _keys_new(args) -> int:
@@ -238,17 +263,26 @@ def _keys_revoke(args) -> int:
 
 def _keys_server(args) -> int:
     store = KeyStore(args.keys_dir)
-    public_key, _ = store.server_keys()      # made now if no tcp:// kernel has started yet: the kernel will use it
+    public_key, _ = store.server_keys()  # made now if no tcp:// kernel has started yet: the kernel will use it
     print(f"{store.server_public}\n{SERVER_KEY_ENV}={public_key.decode('ascii')}")
     return 0
 
 
 def _add_gateway_parser(commands) -> None:
     gateway = commands.add_parser("gateway", help="an OpenAI-compatible HTTP gateway to the kernel (its own process)")
-    gateway.add_argument("--listen", default="127.0.0.1:8000", metavar="HOST:PORT", help="where to serve HTTP (port "
-                         "0: any free port, named in the ready line)")
-    gateway.add_argument("--keys", default=None, metavar="FILE", help="API keys file (default: ~/.config/aios/"
-                         "gateway-keys.json if it exists; without one: no authentication, loopback only)")
+    gateway.add_argument(
+        "--listen",
+        default="127.0.0.1:8000",
+        metavar="HOST:PORT",
+        help="where to serve HTTP (port 0: any free port, named in the ready line)",
+    )
+    gateway.add_argument(
+        "--keys",
+        default=None,
+        metavar="FILE",
+        help="API keys file (default: ~/.config/aios/"
+        "gateway-keys.json if it exists; without one: no authentication, loopback only)",
+    )
     gateway.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     gateway.set_defaults(command=_gateway)
     keys = gateway.add_subparsers(metavar="keys").add_parser("keys", help="API keys: add, list, revoke")
@@ -256,27 +290,38 @@ def _add_gateway_parser(commands) -> None:
     add = actions.add_parser("add", help="make a key for an agent (the key is shown once)")
     add.add_argument("agent", help="the kernel agent name requests with this key run as")
     add.add_argument("--priority", type=int, default=0, help="the agent's priority")
-    add.add_argument("--max-priority", type=int, default=None, help="the highest x-aios-priority the key may ask "
-                                                                    "for (default: --priority)")
+    add.add_argument(
+        "--max-priority",
+        type=int,
+        default=None,
+        help="the highest x-aios-priority the key may ask for (default: --priority)",
+    )
     add.add_argument("--grant", action="append", default=[], metavar="CAP", help="a capability for the agent")
     add.set_defaults(command=_gateway_keys_add)
     actions.add_parser("list", help="the keys (ids, agents, priorities; never the keys)").set_defaults(
-        command=_gateway_keys_list)
+        command=_gateway_keys_list
+    )
     revoke = actions.add_parser("revoke", help="remove a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(command=_gateway_keys_revoke)
     for action in (add, revoke, actions.choices["list"]):
-        action.add_argument("--file", default=None, metavar="FILE", help="the keys file (default: --keys, else "
-                                                                         "~/.config/aios/gateway-keys.json)")
+        action.add_argument(
+            "--file",
+            default=None,
+            metavar="FILE",
+            help="the keys file (default: --keys, else ~/.config/aios/gateway-keys.json)",
+        )
 
 
 def _gateway_keys_path(args) -> str:
-    from sdk.gateway.server import default_keys_path
+    from kernel.gateway.server import default_keys_path
+
     return getattr(args, "file", None) or args.keys or default_keys_path()
 
 
 def _gateway(args) -> int:
-    from sdk.gateway.server import default_keys_path, serve
+    from kernel.gateway.server import default_keys_path, serve
+
     keys = args.keys or (default_keys_path() if os.path.exists(default_keys_path()) else None)
     try:
         return serve(args.address, args.listen, keys, args.log_level)
@@ -286,25 +331,32 @@ def _gateway(args) -> int:
 
 
 def _gateway_keys_add(args) -> int:
-    from sdk.gateway import keys
+    from kernel.gateway import keys
+
     path = _gateway_keys_path(args)
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     key = keys.add(path, args.agent, args.priority, args.max_priority, args.grant)
-    print(f"{key}\n(agent {args.agent!r}, priority {args.priority}; kept hashed in {path}: this is the only time the "
-          f"key is shown)")
+    print(
+        f"{key}\n(agent {args.agent!r}, priority {args.priority}; kept hashed in {path}: this is the only time the "
+        f"key is shown)"
+    )
     return 0
 
 
 def _gateway_keys_list(args) -> int:
-    from sdk.gateway import keys
+    from kernel.gateway import keys
+
     for entry in keys.load(_gateway_keys_path(args)):
-        print(f"{entry.id:<10} {entry.agent[:24]:<25} priority={entry.priority} max={entry.max_priority} "
-              f"grants={','.join(entry.grants) or '-'}  {time.strftime('%Y-%m-%d', time.localtime(entry.created))}")
+        print(
+            f"{entry.id:<10} {entry.agent[:24]:<25} priority={entry.priority} max={entry.max_priority} "
+            f"grants={','.join(entry.grants) or '-'}  {time.strftime('%Y-%m-%d', time.localtime(entry.created))}"
+        )
     return 0
 
 
 def _gateway_keys_revoke(args) -> int:
-    from sdk.gateway import keys
+    from kernel.gateway import keys
+
     if not keys.revoke(_gateway_keys_path(args), args.key_id):
         print(f"aios: no key with id {args.key_id!r}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 The program then runs as `python my_agent.py ARGS` or `aios run my_agent.py ARGS`, as its own OS process, with
 `self.kernel` connected to the kernel at $AIOS_ADDRESS.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,8 +13,8 @@ from sdk.errors import KernelError
 
 
 class Agent:
-    name: str | None = None          # shown by `aios ps`; defaults to the class name
-    priority: int = 0                # higher runs first under the priority scheduler
+    name: str | None = None  # shown by `aios ps`; defaults to the class name
+    priority: int = 0  # higher runs first under the priority scheduler
 
     def __init__(self, kernel: Kernel | None = None):
         self.kernel = kernel or connect(name=self.name or type(self).__name__, priority=self.priority)

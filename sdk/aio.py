@@ -17,13 +17,15 @@ Contract:
 Requests are built and replies typed by sdk/protocol.py, the syscall methods are sdk/calls.py's: the same code as the
 sync client's. Not thread-safe: use it from the loop it was made on.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
 import weakref
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -42,9 +44,14 @@ log = logging.getLogger("sdk.aio")
 __all__ = ["aconnect", "AsyncKernel"]
 
 
-async def aconnect(address: str | None = None, name: str | None = None, priority: int = 0,
-                   timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None,
-                   ephemeral: bool = False) -> "AsyncKernel":
+async def aconnect(
+    address: str | None = None,
+    name: str | None = None,
+    priority: int = 0,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    token: str | None = None,
+    ephemeral: bool = False,
+) -> AsyncKernel:
     """connect()'s asyncio twin: the same arguments, an AsyncKernel that has said hello."""
     kernel = AsyncKernel(address, name, priority, timeout, token, ephemeral)
     try:
@@ -56,23 +63,37 @@ async def aconnect(address: str | None = None, name: str | None = None, priority
 
 
 class AsyncKernel(Syscalls):
-    def __init__(self, address: str | None = None, name: str | None = None, priority: int = 0,
-                 timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None, ephemeral: bool = False):
+    def __init__(
+        self,
+        address: str | None = None,
+        name: str | None = None,
+        priority: int = 0,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        token: str | None = None,
+        ephemeral: bool = False,
+    ):
         """Use aconnect(): the connection opens (and says hello) in a coroutine."""
         self._init_agent(address, name, priority, timeout, token, ephemeral)
-        self._pending: dict[int, asyncio.Queue] = {}     # call id → its replies (raw envelopes, or a KernelError)
+        self._pending: dict[int, asyncio.Queue] = {}  # call id → its replies (raw envelopes, or a KernelError)
         self._tasks: list[asyncio.Task] = []
         self._zmq = self._socket = self._monitor = None
-        self._release = None             # the finalizer that closes the sockets, once they exist
-        self._connected = False          # the monitor's view; False until the first CONNECTED event
+        self._release = None  # the finalizer that closes the sockets, once they exist
+        self._connected = False  # the monitor's view; False until the first CONNECTED event
         self._closed = False
-        self._hellos = 0                 # hellos said: a call that saw hello_required re-says it only once per hello
+        self._hellos = 0  # hellos said: a call that saw hello_required re-says it only once per hello
         self._hello_lock = asyncio.Lock()
 
     # -- streaming ---------------------------------------------------------------------------------------------------
 
-    async def stream(self, messages: list[dict] | None = None, *, prompt: str | None = None,
-                     timeout: float | None = None, full: bool = False, **options) -> AsyncIterator[Any]:
+    async def stream(
+        self,
+        messages: list[dict] | None = None,
+        *,
+        prompt: str | None = None,
+        timeout: float | None = None,
+        full: bool = False,
+        **options,
+    ) -> AsyncIterator[Any]:
         """Text deltas as the kernel generates them, for chat messages or a raw prompt; full=True also yields the
         final Completion (usage, finish_reason, tool_calls) last. Leaving early (break, aclose, task cancelled)
         cancels the call in the kernel."""
@@ -97,7 +118,7 @@ class AsyncKernel(Syscalls):
         if self._release is not None:
             self._release()
 
-    async def __aenter__(self) -> "AsyncKernel":
+    async def __aenter__(self) -> AsyncKernel:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -113,11 +134,13 @@ class AsyncKernel(Syscalls):
         self._socket.setsockopt(zmq.RCVHWM, 0)
         self._monitor = self._socket.get_monitor_socket(protocol.MONITORED_EVENTS | zmq.EVENT_CONNECTED)
         self._release = weakref.finalize(self, protocol.release, self._zmq, self._socket, self._monitor)
-        secure_client(self._socket, self.address)     # tcp:// only; raises CurveKeyError with no usable key
+        secure_client(self._socket, self.address)  # tcp:// only; raises CurveKeyError with no usable key
         self._socket.connect(self.address)
-        self._connected = True           # ZeroMQ queues what is sent until the connection is up
-        self._tasks = [asyncio.create_task(coro, name=f"aios-{what}") for what, coro in
-                       (("reader", self._read()), ("monitor", self._watch()), ("heartbeat", self._heartbeat()))]
+        self._connected = True  # ZeroMQ queues what is sent until the connection is up
+        self._tasks = [
+            asyncio.create_task(coro, name=f"aios-{what}")
+            for what, coro in (("reader", self._read()), ("monitor", self._watch()), ("heartbeat", self._heartbeat()))
+        ]
         await self._hello()
 
     async def _hello(self) -> None:
@@ -159,14 +182,14 @@ class AsyncKernel(Syscalls):
         timeout. The call is cancelled in the kernel if it ends here before the kernel ended it."""
         if self._closed:
             raise KernelError("disconnected", "the connection was closed")
-        if not self._connected:          # dropped earlier: fail now if nobody listens, not after the timeout
+        if not self._connected:  # dropped earlier: fail now if nobody listens, not after the timeout
             protocol.check_listening(self.address)
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         req_id = next(self._ids)
         replies: asyncio.Queue = asyncio.Queue()
         self._pending[req_id] = replies
-        ended = False                    # the kernel holds nothing more of this call
+        ended = False  # the kernel holds nothing more of this call
         try:
             self._send(protocol.encode_request(syscall, req_id, body))
             while True:
@@ -175,7 +198,7 @@ class AsyncKernel(Syscalls):
                         item = await replies.get()
                 except TimeoutError:
                     raise protocol.timed_out(syscall, timeout) from None
-                if isinstance(item, KernelError):      # the connection dropped or was closed
+                if isinstance(item, KernelError):  # the connection dropped or was closed
                     ended = True
                     raise item
                 ended = item.get("type") == REPLY_ERROR
@@ -250,4 +273,4 @@ class AsyncKernel(Syscalls):
 
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():
-        future.exception()       # a send that failed as the socket closed: nothing waits on it
+        future.exception()  # a send that failed as the socket closed: nothing waits on it

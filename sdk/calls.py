@@ -4,6 +4,7 @@ Each method builds its Request (sdk/protocol.py) and hands it to the client's `_
 result: a value on Kernel, an awaitable on AsyncKernel (so `k.ps()` there is `await k.ps()`). Only streaming and the
 connection itself differ between the two clients and live in their own modules.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -21,19 +22,26 @@ from sdk.services import Files, Memory, Tools
 class Syscalls:
     """chat, generate, ps, kill, renice, stats, ping, share, grant, and the memory, fs and tools services."""
 
-    def _init_agent(self, address: str | None, name: str | None, priority: int, timeout: float | None,
-                    token: str | None, ephemeral: bool) -> None:
+    def _init_agent(
+        self,
+        address: str | None,
+        name: str | None,
+        priority: int,
+        timeout: float | None,
+        token: str | None,
+        ephemeral: bool,
+    ) -> None:
         """Who this client is to the kernel, and its services; the same for both clients."""
         self.address = check_address(address or default_address())
         self.name = name or os.path.basename(sys.argv[0] or "agent") or "agent"
         self.priority = priority
         self.ephemeral = ephemeral
-        self.timeout = timeout                  # default per-call timeout, seconds (None: wait forever)
+        self.timeout = timeout  # default per-call timeout, seconds (None: wait forever)
         self._token = token or os.environ.get(TOKEN_ENV) or None
         self._ids = itertools.count(1)
-        self.memory = Memory(self._run)        # k.memory.add(...), k.memory.search(...)
-        self.fs = Files(self._run)             # k.fs.write(...), k.fs.read(...)
-        self.tools = Tools(self._run)          # k.tools.list(), k.tools.call(name, {...})
+        self.memory = Memory(self._run)  # k.memory.add(...), k.memory.search(...)
+        self.fs = Files(self._run)  # k.fs.write(...), k.fs.read(...)
+        self.tools = Tools(self._run)  # k.tools.list(), k.tools.call(name, {...})
 
     def _run(self, request: Request, timeout: float | None = None) -> Any:
         raise NotImplementedError

@@ -10,11 +10,12 @@ Replies to calls given up on are dropped by id before they are decoded. A connec
 itself when collected (a weakref finalizer), so neither gc nor the interpreter's exit hangs on it. Requests are built
 and replies typed by sdk/protocol.py, the syscall methods themselves are sdk/calls.py's, shared with the asyncio client.
 """
+
 from __future__ import annotations
 
 import time
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -29,8 +30,14 @@ from sdk.protocol import DEFAULT_TIMEOUT_S, HEARTBEAT_S, HELLO_TIMEOUT_S, TOKEN_
 __all__ = ["connect", "Kernel", "DEFAULT_TIMEOUT_S", "TOKEN_ENV"]
 
 
-def connect(address: str | None = None, name: str | None = None, priority: int = 0,
-            timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None, ephemeral: bool = False) -> "Kernel":
+def connect(
+    address: str | None = None,
+    name: str | None = None,
+    priority: int = 0,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    token: str | None = None,
+    ephemeral: bool = False,
+) -> Kernel:
     """Connect to the kernel at address (default: $AIOS_ADDRESS, else the local kernel) and say hello. token: the
     admin token or a grant token (default: $AIOS_TOKEN), for capabilities over other agents. The agent's memory and
     files live in a space named after its principal and name, so a later run of the same agent finds them;
@@ -39,8 +46,15 @@ def connect(address: str | None = None, name: str | None = None, priority: int =
 
 
 class Kernel(Syscalls):
-    def __init__(self, address: str | None = None, name: str | None = None, priority: int = 0,
-                 timeout: float | None = DEFAULT_TIMEOUT_S, token: str | None = None, ephemeral: bool = False):
+    def __init__(
+        self,
+        address: str | None = None,
+        name: str | None = None,
+        priority: int = 0,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        token: str | None = None,
+        ephemeral: bool = False,
+    ):
         self._init_agent(address, name, priority, timeout, token, ephemeral)
         protocol.check_listening(self.address)
         self._zmq = zmq.Context()
@@ -55,15 +69,22 @@ class Kernel(Syscalls):
         self._poller.register(self._socket, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
         try:
-            secure_client(self._socket, self.address)     # tcp:// only; raises CurveKeyError with no usable key
+            secure_client(self._socket, self.address)  # tcp:// only; raises CurveKeyError with no usable key
             self._socket.connect(self.address)
             self._hello()
         except BaseException:
             self.close()
             raise
 
-    def stream(self, messages: list[dict] | None = None, *, prompt: str | None = None, timeout: float | None = None,
-               full: bool = False, **options) -> Iterator:
+    def stream(
+        self,
+        messages: list[dict] | None = None,
+        *,
+        prompt: str | None = None,
+        timeout: float | None = None,
+        full: bool = False,
+        **options,
+    ) -> Iterator:
         """Text deltas as the kernel generates them, for chat messages or a raw prompt; full=True also yields the
         final Completion (usage, finish_reason, tool_calls) last. Leaving the loop early cancels the call."""
         syscall, body = protocol.stream_request(messages, prompt, options)
@@ -74,14 +95,14 @@ class Kernel(Syscalls):
                     yield text
                 elif full and protocol.is_final(envelope):
                     yield envelope.body
-        except GeneratorExit:      # the caller stopped reading: free the kernel's work
+        except GeneratorExit:  # the caller stopped reading: free the kernel's work
             self._cancel(req_id)
             raise
 
     def close(self) -> None:
-        self._release()          # once: later calls do nothing
+        self._release()  # once: later calls do nothing
 
-    def __enter__(self) -> "Kernel":
+    def __enter__(self) -> Kernel:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -119,14 +140,14 @@ class Kernel(Syscalls):
         raise AssertionError("unreachable: _replies ends with a result or raises")
 
     def _send(self, syscall: str, body) -> int:
-        self._connection_events()     # a drop before this call is past: this call goes out on the new connection
+        self._connection_events()  # a drop before this call is past: this call goes out on the new connection
         req_id = next(self._ids)
         self._socket.send(protocol.encode_request(syscall, req_id, body))
         return req_id
 
     def _connection_events(self) -> list[int]:
         events = []
-        while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:     # ~1 µs; poll(0) builds a Poller each time (~10 µs)
+        while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:  # ~1 µs; poll(0) builds a Poller each time (~10 µs)
             events.append(parse_monitor_message(self._monitor.recv_multipart())["event"])
         return events
 
@@ -147,11 +168,11 @@ class Kernel(Syscalls):
                     raise error
             if self._socket not in ready:
                 if not ready:
-                    protocol.check_listening(self.address)     # a kernel gone unnoticed by the monitor: fail now
+                    protocol.check_listening(self.address)  # a kernel gone unnoticed by the monitor: fail now
                     self._socket.send(protocol.HEARTBEAT_FRAME)
                 continue
             message = protocol.unpack(self._socket.recv())
-            if message.get("id") not in (req_id, None):      # a late reply to a call given up on: not ours
+            if message.get("id") not in (req_id, None):  # a late reply to a call given up on: not ours
                 continue
             envelope = protocol.typed(message, syscall)
             yield envelope

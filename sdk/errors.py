@@ -1,4 +1,5 @@
 """What the SDK raises: the kernel's error replies, carrying their code."""
+
 from __future__ import annotations
 
 

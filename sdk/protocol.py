@@ -8,28 +8,40 @@ match whichever client raises them.
 release() is how both clients let go of their sockets, from close() or from a weakref finalizer when a connection is
 dropped unclosed (without it, collecting the context would block in term() on the still-open sockets).
 """
+
 from __future__ import annotations
 
 import contextlib
 import errno
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
 from ipc.address import default_address, ipc_path
 from ipc.codec import Envelope, encode, type_reply, unpack_reply
-from ipc.messages import (REPLY_ERROR, REPLY_RESULT, Cancel, Chat, ChatMessage, Generate, Heartbeat, Hello,
-                          ResponseFormat)
+from ipc.messages import (
+    REPLY_ERROR,
+    REPLY_RESULT,
+    Cancel,
+    Chat,
+    ChatMessage,
+    Generate,
+    Heartbeat,
+    Hello,
+    ResponseFormat,
+)
 from sdk.errors import KernelError, KernelTimeout, KernelUnavailable
 
 DEFAULT_TIMEOUT_S = 600.0
 HEARTBEAT_S = 5.0
-HELLO_TIMEOUT_S = 30.0           # a kernel that accepts the connection answers hello in milliseconds
-TOKEN_ENV = "AIOS_TOKEN"         # a grant token handed to an agent by `aios run --grant`
-HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+HELLO_TIMEOUT_S = 30.0  # a kernel that accepts the connection answers hello in milliseconds
+TOKEN_ENV = "AIOS_TOKEN"  # a grant token handed to an agent by `aios run --grant`
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 MONITORED_EVENTS = zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED
 HEARTBEAT_FRAME = encode("agent.heartbeat", None, Heartbeat())
 
@@ -37,6 +49,7 @@ HEARTBEAT_FRAME = encode("agent.heartbeat", None, Heartbeat())
 @dataclass(frozen=True)
 class Request:
     """One syscall as a client sends it, and how its result body becomes what the caller gets back."""
+
     syscall: str
     body: Any
     extract: Callable[[Any], Any] | None = None
@@ -73,10 +86,16 @@ def response_format(spec: dict) -> ResponseFormat:
         return ResponseFormat(type=kind)
     inner = spec.get("json_schema")
     if kind != "json_schema" or not isinstance(inner, dict) or not isinstance(inner.get("schema", {}), (dict, bool)):
-        raise ValueError('response_format must be {"type": "text" | "json_object"} or {"type": "json_schema", '
-                         '"json_schema": {"name": ..., "schema": {...}}}')
-    return ResponseFormat(type=kind, schema=inner.get("schema", {}), name=str(inner.get("name") or "response"),
-                          strict=bool(inner.get("strict", True)))
+        raise ValueError(
+            'response_format must be {"type": "text" | "json_object"} or {"type": "json_schema", '
+            '"json_schema": {"name": ..., "schema": {...}}}'
+        )
+    return ResponseFormat(
+        type=kind,
+        schema=inner.get("schema", {}),
+        name=str(inner.get("name") or "response"),
+        strict=bool(inner.get("strict", True)),
+    )
 
 
 def generate_body(prompt: str, options: dict) -> Generate:
@@ -116,8 +135,9 @@ def token_text(envelope: Envelope) -> str:
 
 
 def disconnected() -> KernelError:
-    return KernelError("disconnected", "the connection to the kernel dropped (it stopped or restarted): the call is "
-                                       "lost")
+    return KernelError(
+        "disconnected", "the connection to the kernel dropped (it stopped or restarted): the call is lost"
+    )
 
 
 def unauthorized(address: str) -> KernelError:
@@ -129,13 +149,17 @@ def timed_out(syscall: str, timeout: float) -> KernelTimeout:
 
 
 def hello_timed_out(address: str) -> KernelUnavailable:
-    return KernelUnavailable(f"no kernel answered at {address} within {HELLO_TIMEOUT_S:.0f} s; start one with "
-                             f"`aiosd --address {address}`")
+    return KernelUnavailable(
+        f"no kernel answered at {address} within {HELLO_TIMEOUT_S:.0f} s; start one with `aiosd --address {address}`"
+    )
 
 
 def over_limit(address: str) -> KernelError:
-    return KernelError("busy", f"the kernel at {address} dropped the connection before its hello: it holds as many "
-                               "connections of this user as it allows (or is near its descriptor limit); retry later")
+    return KernelError(
+        "busy",
+        f"the kernel at {address} dropped the connection before its hello: it holds as many "
+        "connections of this user as it allows (or is near its descriptor limit); retry later",
+    )
 
 
 def hello_dropped(address: str) -> KernelError:
@@ -149,7 +173,8 @@ def drop_error(events: list[int], address: str) -> KernelError | None:
     """The error a pending call fails with for these socket monitor events, None if they do not end it. On ipc://
     there are no credentials to refuse: a handshake cut short is the kernel dropping a connection over its limits."""
     if any(event & zmq.EVENT_HANDSHAKE_FAILED_AUTH for event in events) or (
-            ipc_path(address) is None and any(event & HANDSHAKE_FAILED for event in events)):
+        ipc_path(address) is None and any(event & HANDSHAKE_FAILED for event in events)
+    ):
         return unauthorized(address)
     if any(event & HANDSHAKE_FAILED for event in events):
         return over_limit(address)
@@ -168,9 +193,10 @@ def check_listening(address: str) -> None:
         probe.connect(path)
     except OSError as error:
         why = "no socket file" if error.errno == errno.ENOENT else "nobody listens on it"
-        raise KernelUnavailable(f"no kernel is running at {address} ({why}); start one with `aiosd &`"
-                                + (f" or `aiosd --address {address}`" if address != default_address() else "")
-                                ) from None
+        raise KernelUnavailable(
+            f"no kernel is running at {address} ({why}); start one with `aiosd &`"
+            + (f" or `aiosd --address {address}`" if address != default_address() else "")
+        ) from None
     finally:
         probe.close()
 
@@ -179,10 +205,10 @@ def release(context: zmq.Context, socket: zmq.Socket, monitor: zmq.Socket | None
     """Close a client's sockets (linger 0: nothing queued is worth waiting for) and then its context. Run at most once,
     by close() or by the finalizer of a connection dropped unclosed, on whatever thread collects it: each step is
     guarded, so a socket already closed, or an event loop gone, cannot stop the context from terminating."""
-    with contextlib.suppress(zmq.ZMQError, ValueError):     # ValueError: the monitor was never enabled
+    with contextlib.suppress(zmq.ZMQError, ValueError):  # ValueError: the monitor was never enabled
         socket.disable_monitor()
     for each in (monitor, socket):
         if each is not None:
-            with contextlib.suppress(Exception):     # an asyncio socket whose loop is closed still closes its handle
+            with contextlib.suppress(Exception):  # an asyncio socket whose loop is closed still closes its handle
                 each.close(linger=0)
     context.term()

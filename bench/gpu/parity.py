@@ -14,6 +14,7 @@ b * (n - 1) / time. HF: generate(n) - generate(1) timed on the same inputs (warm
 Exit status 0 only if parity holds; the JSON is written either way. HF must be able to load the folder: an fp16 (or
 bf16) safetensors llama, not an EXL2-quantised one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,15 @@ import torch
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.factory import load_engine
 
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,",
-           "List three primary colours:"]
-TEXT = ("An operating system schedules processes, pages memory in and out, and keeps one program's faults from "
-        "another. ") * 40
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a land far away,",
+    "List three primary colours:",
+]
+TEXT = (
+    "An operating system schedules processes, pages memory in and out, and keeps one program's faults from another. "
+) * 40
 BATCHES = (1, 8)
 
 
@@ -41,9 +47,16 @@ def _sync(device: str) -> None:
 
 def hf_greedy(hf, ids: list[int], n: int, device: str) -> tuple[list[int], list[float]]:
     """HF's greedy continuation and, per step, the gap between its top two logits."""
-    out = hf.generate(torch.tensor([ids], device=device), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                      output_logits=True, return_dict_in_generate=True, pad_token_id=0)
-    tokens = out.sequences[0, len(ids):].tolist()
+    out = hf.generate(
+        torch.tensor([ids], device=device),
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=0,
+    )
+    tokens = out.sequences[0, len(ids) :].tolist()
     margins = []
     for logits in out.logits:
         top = torch.topk(logits[0].float(), 2).values
@@ -88,13 +101,13 @@ def decode_rates(engine, hf, device: str, n: int) -> dict:
     length = 64
     rates: dict[str, dict[str, float]] = {"engine": {}, "hf": {}}
     for batch in BATCHES:
-        prompts = {f"d{batch}-{i}": tokens[7 * i:7 * i + length] for i in range(batch)}   # distinct, same length
+        prompts = {f"d{batch}-{i}": tokens[7 * i : 7 * i + length] for i in range(batch)}  # distinct, same length
         engine_run(engine, {f"warm{batch}-{i}": ids for i, ids in enumerate(prompts.values())}, 4)
         _, seconds = engine_run(engine, prompts, n)
         rates["engine"][str(batch)] = batch * (n - 1) / seconds
         inputs = torch.tensor(list(prompts.values()), device=device)
         timed = {}
-        for new in (1, n, 1, n):               # the first pair warms up; the second is kept
+        for new in (1, n, 1, n):  # the first pair warms up; the second is kept
             _sync(device)
             start = time.perf_counter()
             hf.generate(inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
@@ -115,13 +128,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tie", type=float, default=None, help="near-tie logit gap (default 0.05 fp16, 1e-4 fp32)")
     args = parser.parse_args(argv)
     from transformers import LlamaForCausalLM
+
     half = args.device.startswith("cuda")
     dtype = torch.float16 if half else torch.float32
     tie = args.tie if args.tie is not None else (0.05 if half else 1e-4)
     result: dict = {"engine": args.engine, "device": args.device, "model": str(args.model)}
     start = time.perf_counter()
-    engine = load_engine(args.engine, str(args.model), dtype="float16" if half else "float32", kv_budget_tokens=8192,
-                         max_batch=8, prefill_chunk=256, prefix_cache=False)
+    engine = load_engine(
+        args.engine,
+        str(args.model),
+        dtype="float16" if half else "float32",
+        kv_budget_tokens=8192,
+        max_batch=8,
+        prefill_chunk=256,
+        prefix_cache=False,
+    )
     runtime = getattr(engine, "_runtime", None)
     result["attention"] = getattr(getattr(runtime, "attention", None), "value", "n/a")
     # loaded in its default dtype, then cast: the dtype keyword of from_pretrained differs between transformers 4 and 5
@@ -131,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with torch.inference_mode():
             result["parity"] = parity(engine, hf, args.device, args.tokens, tie)
-            print(f"parity: {'ok' if result['parity']['ok'] else 'FAILED'} "
-                  f"{[r['agreed'] for r in result['parity']['prompts']]} of {args.tokens}", flush=True)
+            print(
+                f"parity: {'ok' if result['parity']['ok'] else 'FAILED'} "
+                f"{[r['agreed'] for r in result['parity']['prompts']]} of {args.tokens}",
+                flush=True,
+            )
             result["decode_tok_s"] = decode_rates(engine, hf, args.device, args.decode_tokens)
             print(f"parity: decode tok/s {result['decode_tok_s']}", flush=True)
     finally:

@@ -14,6 +14,7 @@ pandas, fastparquet and websockets for its converter and server, which `import e
 ninja, which the machine has. On the machine, a wheel whose distribution is already installed is not installed again
 (missing_there): a second numpy or pyzmq ahead of the machine's own on PYTHONPATH could break what works there.
 """
+
 from __future__ import annotations
 
 import email.parser
@@ -24,40 +25,96 @@ import subprocess
 import sys
 import zipfile
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from packaging.requirements import Requirement
 
-ROOTS = ("exllamav2==0.3.2", "pyzmq==27.3.0", "gguf==0.19.0", "llguidance==1.9.1", "pytest==9.2.0",
-         "hypothesis==6.170.27")
-MACHINE_HAS = ("torch", "transformers", "safetensors", "tokenizers", "msgpack", "ninja")   # its published description
-PRESENT = frozenset({
-    *MACHINE_HAS,
-    # torch's requirements
-    "filelock", "typing-extensions", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "fsspec", "setuptools",
-    # transformers' (5.x: requests is no longer among them, so a wheel that needs it brings it; missing_there skips
-    # it where an older transformers did install it)
-    "numpy", "huggingface-hub", "packaging", "pyyaml", "regex", "tqdm", "hf-xet"})
+ROOTS = (
+    "exllamav2==0.3.2",
+    "pyzmq==27.3.0",
+    "gguf==0.19.0",
+    "llguidance==1.9.1",
+    "pytest==9.2.0",
+    "hypothesis==6.170.27",
+)
+MACHINE_HAS = ("torch", "transformers", "safetensors", "tokenizers", "msgpack", "ninja")  # its published description
+PRESENT = frozenset(
+    {
+        *MACHINE_HAS,
+        # torch's requirements
+        "filelock",
+        "typing-extensions",
+        "sympy",
+        "mpmath",
+        "networkx",
+        "jinja2",
+        "markupsafe",
+        "fsspec",
+        "setuptools",
+        # transformers' (5.x: requests is no longer among them, so a wheel that needs it brings it; missing_there skips
+        # it where an older transformers did install it)
+        "numpy",
+        "huggingface-hub",
+        "packaging",
+        "pyyaml",
+        "regex",
+        "tqdm",
+        "hf-xet",
+    }
+)
 SKIPPED = {"exllamav2": frozenset({"pandas", "fastparquet", "websockets", "ninja"})}
 # The GPU machine, for requirement markers.
-MACHINE = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+MACHINE = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "extra": "",
+}
 # glibc up to 2.31 (llguidance 1.9 is built for manylinux_2_31): a CUDA 13 machine has at least that.
-PLATFORMS = ("manylinux_2_31_x86_64", "manylinux_2_28_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64", "any")
-PIP_TARGET = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp", "--abi", "cp312",
-              "--abi", "abi3", "--abi", "none", *(arg for p in PLATFORMS for arg in ("--platform", p))]
-SIZE_LIMIT = 48 << 20        # the working tree may carry 64 MiB of extra files: keep room for the tokenizer and logs
+PLATFORMS = (
+    "manylinux_2_31_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_26_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "linux_x86_64",
+    "any",
+)
+PIP_TARGET = [
+    "--only-binary=:all:",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp312",
+    "--abi",
+    "abi3",
+    "--abi",
+    "none",
+    *(arg for p in PLATFORMS for arg in ("--platform", p)),
+]
+SIZE_LIMIT = 48 << 20  # the working tree may carry 64 MiB of extra files: keep room for the tokenizer and logs
 
 
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def resolve(roots: Iterable[str], requires: Callable[[str], list[str]], present: Iterable[str] = PRESENT,
-            skipped: Mapping[str, Iterable[str]] = SKIPPED, env: Mapping[str, str] = MACHINE) -> list[str]:
+def resolve(
+    roots: Iterable[str],
+    requires: Callable[[str], list[str]],
+    present: Iterable[str] = PRESENT,
+    skipped: Mapping[str, Iterable[str]] = SKIPPED,
+    env: Mapping[str, str] = MACHINE,
+) -> list[str]:
     """The normalized names of the distributions to ship, roots first, then breadth-first. requires(name) gives a
     distribution's Requires-Dist lines; it is asked once per shipped distribution."""
     have = {normalize(n) for n in present}
@@ -96,8 +153,21 @@ def fetch(dest: Path) -> list[dict]:
 
     def requires(name: str) -> list[str]:
         before = set(dest.glob("*.whl"))
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), *PIP_TARGET,
-                        pins.get(name, name)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "-d",
+                str(dest),
+                *PIP_TARGET,
+                pins.get(name, name),
+            ],
+            check=True,
+        )
         new = set(dest.glob("*.whl")) - before
         path = next((p for p in new | before if wheel_metadata(p)[0] == name), None)
         if path is None:
@@ -107,9 +177,16 @@ def fetch(dest: Path) -> list[dict]:
         return wheel_metadata(path)[2]
 
     names = resolve(ROOTS, requires)
-    manifest = [{"name": n, "version": wheel_metadata(files[n])[1], "file": files[n].name,
-                 "size": files[n].stat().st_size, "sha256": hashlib.sha256(files[n].read_bytes()).hexdigest()}
-                for n in names]
+    manifest = [
+        {
+            "name": n,
+            "version": wheel_metadata(files[n])[1],
+            "file": files[n].name,
+            "size": files[n].stat().st_size,
+            "sha256": hashlib.sha256(files[n].read_bytes()).hexdigest(),
+        }
+        for n in names
+    ]
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -133,6 +210,7 @@ def missing_there(manifest: list[dict], installed: Callable[[str], bool]) -> lis
 
 def _installed(name: str) -> bool:
     from importlib import metadata
+
     try:
         metadata.distribution(name)
         return True

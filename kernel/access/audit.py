@@ -14,6 +14,7 @@ Contract:
 - The queue is bounded (MAX_QUEUED_DENIALS, and MAX_QUEUED in all, the rest reserved for privileged records): a record
   that does not fit is counted, and the count written as one "audit.dropped" line when there is room.
 """
+
 from __future__ import annotations
 
 import enum
@@ -38,24 +39,32 @@ MAX_QUEUED = 16_384
 
 
 class Decision(str, enum.Enum):
-    ALLOW = "allow"        # a capability was used, or an irreversible call approved
+    ALLOW = "allow"  # a capability was used, or an irreversible call approved
     DENY = "deny"
 
 
 class AuditLog:
-    def __init__(self, path: str | None, max_bytes: int = DEFAULT_MAX_BYTES, *,
-                 privileged_max_bytes: int = DEFAULT_PRIVILEGED_MAX_BYTES, denials_per_s: float = DENIALS_PER_S,
-                 denial_burst: int = DENIAL_BURST, summary_interval_s: float = SUMMARY_INTERVAL_S,
-                 max_queued_denials: int = MAX_QUEUED_DENIALS, max_queued: int = MAX_QUEUED):
+    def __init__(
+        self,
+        path: str | None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        privileged_max_bytes: int = DEFAULT_PRIVILEGED_MAX_BYTES,
+        denials_per_s: float = DENIALS_PER_S,
+        denial_burst: int = DENIAL_BURST,
+        summary_interval_s: float = SUMMARY_INTERVAL_S,
+        max_queued_denials: int = MAX_QUEUED_DENIALS,
+        max_queued: int = MAX_QUEUED,
+    ):
         self.path = path
         self.privileged_path = f"{os.path.splitext(path)[0]}.privileged.jsonl" if path else None
         self._denials = RateLimiter(denials_per_s, denial_burst)
         self._summary_interval_s = summary_interval_s
         self._max_queued_denials, self._max_queued = max_queued_denials, max_queued
         self._cond = threading.Condition()
-        self._queue: deque[tuple[dict, bool]] = deque()       # (entry, privileged)
+        self._queue: deque[tuple[dict, bool]] = deque()  # (entry, privileged)
         self._queued_denials = 0
-        self._suppressed: dict[str, int] = {}                 # principal -> denials not written since last summary
+        self._suppressed: dict[str, int] = {}  # principal -> denials not written since last summary
         self._dropped = 0
         self._recorded = self._written = 0
         self._closing = False
@@ -65,8 +74,16 @@ class AuditLog:
             self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
             self._thread.start()
 
-    def record(self, *, agent, syscall: str, decision: str, target: str | None = None, reason: str = "",
-               privileged: bool | None = None) -> None:
+    def record(
+        self,
+        *,
+        agent,
+        syscall: str,
+        decision: str,
+        target: str | None = None,
+        reason: str = "",
+        privileged: bool | None = None,
+    ) -> None:
         """decision: "allow" (a capability was used) or "deny". privileged (default: decision is allow): also kept in
         the privileged log and never rate-limited (an approval decision is privileged whatever it decided)."""
         if self._thread is None:
@@ -77,11 +94,20 @@ class AuditLog:
             if not privileged and not self._denials.take(agent.principal):
                 self._suppressed[agent.principal] = self._suppressed.get(agent.principal, 0) + 1
                 return
-            entry = {"time": round(time.time(), 6), "agent": agent.agent_id, "name": agent.name,
-                     "principal": agent.principal, "pid": agent.pid, "syscall": syscall, "target": target,
-                     "decision": decision.value, "reason": reason}
-            if len(self._queue) >= self._max_queued or (not privileged
-                                                        and self._queued_denials >= self._max_queued_denials):
+            entry = {
+                "time": round(time.time(), 6),
+                "agent": agent.agent_id,
+                "name": agent.name,
+                "principal": agent.principal,
+                "pid": agent.pid,
+                "syscall": syscall,
+                "target": target,
+                "decision": decision.value,
+                "reason": reason,
+            }
+            if len(self._queue) >= self._max_queued or (
+                not privileged and self._queued_denials >= self._max_queued_denials
+            ):
                 self._dropped += 1
                 return
             self._queue.append((entry, privileged))
@@ -96,8 +122,10 @@ class AuditLog:
         with self._cond:
             target = self._recorded
             self._cond.notify()
-            return self._cond.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout_s) \
+            return (
+                self._cond.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout_s)
                 and self._written >= target
+            )
 
     def close(self) -> None:
         """Write what is queued and the pending summaries, stop the writer, close the files (idempotent)."""
@@ -115,8 +143,9 @@ class AuditLog:
         next_summary = time.monotonic() + self._summary_interval_s
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._queue or self._closing or self._dropped,
-                                    max(0.0, next_summary - time.monotonic()))
+                self._cond.wait_for(
+                    lambda: self._queue or self._closing or self._dropped, max(0.0, next_summary - time.monotonic())
+                )
                 batch, self._queue = list(self._queue), deque()
                 self._queued_denials = 0
                 dropped, self._dropped = self._dropped, 0
@@ -128,10 +157,21 @@ class AuditLog:
                     next_summary = time.monotonic() + self._summary_interval_s
                 recorded = self._recorded
             if dropped:
-                batch.append((_summary("audit.dropped", None, f"{dropped} records dropped: the audit queue was full",
-                                       dropped), True))
-            batch += [(_summary("audit.suppressed", principal, f"{count} denials not written: over the rate limit",
-                                count), False) for principal, count in suppressed.items()]
+                batch.append(
+                    (
+                        _summary(
+                            "audit.dropped", None, f"{dropped} records dropped: the audit queue was full", dropped
+                        ),
+                        True,
+                    )
+                )
+            batch += [
+                (
+                    _summary("audit.suppressed", principal, f"{count} denials not written: over the rate limit", count),
+                    False,
+                )
+                for principal, count in suppressed.items()
+            ]
             self._write(batch)
             with self._cond:
                 self._written = recorded
@@ -151,8 +191,18 @@ class AuditLog:
 
 
 def _summary(syscall: str, principal: str | None, reason: str, count: int) -> dict:
-    return {"time": round(time.time(), 6), "agent": None, "name": None, "principal": principal, "pid": None,
-            "syscall": syscall, "target": None, "decision": Decision.DENY.value, "reason": reason, "count": count}
+    return {
+        "time": round(time.time(), 6),
+        "agent": None,
+        "name": None,
+        "principal": principal,
+        "pid": None,
+        "syscall": syscall,
+        "target": None,
+        "decision": Decision.DENY.value,
+        "reason": reason,
+        "count": count,
+    }
 
 
 class _RotatingFile:

@@ -6,28 +6,29 @@ the same principal. Everything else needs a capability, held by the operator (th
 directory, which the `aios` CLI presents) or granted at launch (`aios run --grant CAP`: a grant token minted by a
 holder of access.grant, carrying a subset of the granter's own capabilities).
 """
+
 from __future__ import annotations
 
 import enum
 
-MAX_ANCESTRY = 64        # process tree depth searched for ownership
+MAX_ANCESTRY = 64  # process tree depth searched for ownership
 
 
 class Capability(str, enum.Enum):
-    PROC_VIEW = "proc.view"          # list every agent and its requests
-    PROC_KILL = "proc.kill"          # kill any agent
-    PROC_RENICE = "proc.renice"      # set any agent's priority
-    GRANT = "access.grant"           # mint grant tokens carrying a subset of one's own capabilities
-    MEM_ANY = "mem.any"              # read and write any owner's memory space
-    FS_ANY = "fs.any"                # read and write any owner's file space
-    TOOL_ANY = "tool.any"            # call every tool, restricted ones included ("tool:NAME" grants one)
-    TOOL_APPROVE = "tool.approve"    # list and decide calls of irreversible tools held for approval
+    PROC_VIEW = "proc.view"  # list every agent and its requests
+    PROC_KILL = "proc.kill"  # kill any agent
+    PROC_RENICE = "proc.renice"  # set any agent's priority
+    GRANT = "access.grant"  # mint grant tokens carrying a subset of one's own capabilities
+    MEM_ANY = "mem.any"  # read and write any owner's memory space
+    FS_ANY = "fs.any"  # read and write any owner's file space
+    TOOL_ANY = "tool.any"  # call every tool, restricted ones included ("tool:NAME" grants one)
+    TOOL_APPROVE = "tool.approve"  # list and decide calls of irreversible tools held for approval
 
 
 ALL = frozenset(Capability)
 
 
-TOOL_PREFIX = "tool:"      # "tool:NAME": the right to call one restricted tool
+TOOL_PREFIX = "tool:"  # "tool:NAME": the right to call one restricted tool
 
 
 def parse(names: list[str]) -> frozenset:
@@ -41,8 +42,12 @@ def parse(names: list[str]) -> frozenset:
 
 def holds(held: frozenset, capability) -> bool:
     """Whether `held` includes `capability` (tool.any includes every "tool:NAME")."""
-    return capability in held or (isinstance(capability, str) and not isinstance(capability, Capability)
-                                  and capability.startswith(TOOL_PREFIX) and Capability.TOOL_ANY in held)
+    return capability in held or (
+        isinstance(capability, str)
+        and not isinstance(capability, Capability)
+        and capability.startswith(TOOL_PREFIX)
+        and Capability.TOOL_ANY in held
+    )
 
 
 def parent_pid(pid: int) -> int | None:

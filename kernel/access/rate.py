@@ -1,10 +1,11 @@
 """Token buckets by key: how often a principal (or an owner) may do something, e.g. change shares or be audited for a
 denial. Pure bookkeeping with an injectable clock; callers decide what refusal means (busy, a suppressed record)."""
+
 from __future__ import annotations
 
 import time
 
-MAX_RATE_KEYS = 4096               # buckets remembered before full (idle) ones are forgotten
+MAX_RATE_KEYS = 4096  # buckets remembered before full (idle) ones are forgotten
 
 
 class RateLimiter:
@@ -13,7 +14,7 @@ class RateLimiter:
 
     def __init__(self, rate: float, burst: float, max_keys: int = MAX_RATE_KEYS, clock=time.monotonic):
         self.rate, self.burst, self.max_keys, self._clock = rate, burst, max_keys, clock
-        self._buckets: dict[object, tuple[float, float]] = {}       # key -> (tokens, at)
+        self._buckets: dict[object, tuple[float, float]] = {}  # key -> (tokens, at)
 
     def take(self, key) -> bool:
         now = self._clock()

@@ -16,6 +16,7 @@ Contract:
 - A table file that cannot be read is kept aside and the kernel starts with no shares (deny); invalid entries in it are
   skipped, and entries over the bounds are not loaded.
 """
+
 from __future__ import annotations
 
 import enum
@@ -32,10 +33,10 @@ from kernel.access.rate import RateLimiter
 log = logging.getLogger("aiosd.access")
 
 MAX_SHARES_PER_OWNER = 256
-MAX_SHARES_TOTAL = 16_384          # ~1.6 MB of JSON: one write stays well under a second even on a slow disk
+MAX_SHARES_TOTAL = 16_384  # ~1.6 MB of JSON: one write stays well under a second even on a slow disk
 CHANGES_PER_S = 10.0
 CHANGE_BURST = 20
-MIN_WRITE_INTERVAL_S = 0.2         # coalescing window: a toggling owner costs at most 5 writes a second
+MIN_WRITE_INTERVAL_S = 0.2  # coalescing window: a toggling owner costs at most 5 writes a second
 
 
 class ShareKind(str, enum.Enum):
@@ -46,7 +47,7 @@ class ShareKind(str, enum.Enum):
 class ShareMode(str, enum.Enum):
     READ = "r"
     READ_WRITE = "rw"
-    NONE = "none"                  # a revoke
+    NONE = "none"  # a revoke
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,21 @@ class ShareEntry:
     kind: ShareKind
     owner: str
     grantee: str
-    mode: ShareMode                # READ or READ_WRITE
-    prefix: str = ""               # fs only: the paths under it ("" = all)
+    mode: ShareMode  # READ or READ_WRITE
+    prefix: str = ""  # fs only: the paths under it ("" = all)
 
 
 class ShareTable:
-    def __init__(self, path: str | None, *, max_per_owner: int = MAX_SHARES_PER_OWNER,
-                 max_total: int = MAX_SHARES_TOTAL, changes_per_s: float = CHANGES_PER_S,
-                 change_burst: int = CHANGE_BURST, min_write_interval_s: float = MIN_WRITE_INTERVAL_S):
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        max_per_owner: int = MAX_SHARES_PER_OWNER,
+        max_total: int = MAX_SHARES_TOTAL,
+        changes_per_s: float = CHANGES_PER_S,
+        change_burst: int = CHANGE_BURST,
+        min_write_interval_s: float = MIN_WRITE_INTERVAL_S,
+    ):
         self._path = path
         self._max_per_owner, self._max_total = max_per_owner, max_total
         self._rate = RateLimiter(changes_per_s, change_burst)
@@ -77,7 +85,7 @@ class ShareTable:
         if path:
             for entry in _load(path):
                 self._load_one(entry)
-            self._finalizer = weakref.finalize(self, self._writer.close)     # a table never closed still saves
+            self._finalizer = weakref.finalize(self, self._writer.close)  # a table never closed still saves
 
     def __len__(self) -> int:
         return self._total
@@ -85,7 +93,7 @@ class ShareTable:
     def set(self, kind: str, owner: str, grantee: str, mode: str, prefix: str = "") -> None:
         """Grant mode ("r", "rw") or revoke ("none") grantee's access to owner's space (or prefix of it)."""
         kind, mode, prefix = ShareKind(kind), ShareMode(mode), prefix.strip("/")
-        pair = (kind.value, owner, grantee)     # plain strings: a str enum hashes by its name, not its value
+        pair = (kind.value, owner, grantee)  # plain strings: a str enum hashes by its name, not its value
         current = self._pairs.get(pair, {}).get(prefix)
         if mode == ShareMode.NONE:
             if current is not None:
@@ -101,8 +109,10 @@ class ShareTable:
             if self._total >= self._max_total:
                 raise ValueError(f"the kernel holds its limit of {self._max_total} shares")
         if not self._rate.take(owner):
-            raise ProtocolError(ErrorCode.BUSY, f"too many share changes by {owner!r}: at most "
-                                                f"{self._rate.rate:g} a second; retry later")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"too many share changes by {owner!r}: at most {self._rate.rate:g} a second; retry later",
+            )
         with self._lock:
             self._put(pair, prefix, mode)
         self._changed()
@@ -111,8 +121,9 @@ class ShareTable:
         prefixes = self._pairs.get((getattr(kind, "value", kind), owner, grantee))
         if not prefixes:
             return False
-        return any((mode == ShareMode.READ_WRITE or not write) and _under(path, prefix)
-                   for prefix, mode in prefixes.items())
+        return any(
+            (mode == ShareMode.READ_WRITE or not write) and _under(path, prefix) for prefix, mode in prefixes.items()
+        )
 
     def drop_owner(self, owner: str) -> int:
         """Remove every share owner gives and every share it receives; how many were removed."""
@@ -174,13 +185,17 @@ class ShareTable:
         elif self._per_owner.get(entry.owner, 0) < self._max_per_owner and self._total < self._max_total:
             self._put(pair, entry.prefix, entry.mode)
         else:
-            log.warning("share table %s: share of %s to %s over the limits, not loaded", self._path, entry.owner,
-                        entry.grantee)
+            log.warning(
+                "share table %s: share of %s to %s over the limits, not loaded", self._path, entry.owner, entry.grantee
+            )
 
     def _snapshot(self) -> list[ShareEntry]:
         """Every entry (call with the lock held)."""
-        return [ShareEntry(ShareKind(kind), owner, grantee, mode, prefix)
-                for (kind, owner, grantee), prefixes in self._pairs.items() for prefix, mode in prefixes.items()]
+        return [
+            ShareEntry(ShareKind(kind), owner, grantee, mode, prefix)
+            for (kind, owner, grantee), prefixes in self._pairs.items()
+            for prefix, mode in prefixes.items()
+        ]
 
     def _changed(self) -> None:
         if self._writer is not None:
@@ -192,7 +207,7 @@ class _Writer:
 
     def __init__(self, path: str, snapshot, min_interval_s: float):
         self._path, self._min_interval_s = path, min_interval_s
-        self._snapshot = snapshot          # ShareTable.entries: a copy taken under the table's lock
+        self._snapshot = snapshot  # ShareTable.entries: a copy taken under the table's lock
         self._cond = threading.Condition()
         self._version = self._written = 0
         self._closing = False
@@ -208,8 +223,10 @@ class _Writer:
     def flush(self, timeout_s: float) -> bool:
         with self._cond:
             target = self._version
-            return self._cond.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout_s) \
+            return (
+                self._cond.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout_s)
                 and self._written >= target
+            )
 
     def close(self) -> None:
         with self._cond:
@@ -222,21 +239,21 @@ class _Writer:
             with self._cond:
                 self._cond.wait_for(lambda: self._version > self._written or self._closing)
                 if self._version == self._written:
-                    return                         # closing, and nothing left to write
+                    return  # closing, and nothing left to write
                 version = self._version
             entries = self._snapshot()
             self._write(entries)
             with self._cond:
                 self._written = version
                 self._cond.notify_all()
-                if not self._closing:              # coalesce: changes in the interval go out in the next write
+                if not self._closing:  # coalesce: changes in the interval go out in the next write
                     self._cond.wait(self._min_interval_s)
 
     def _write(self, entries: list[ShareEntry]) -> None:
         try:
             _save(self._path, entries)
             self._failed = False
-        except OSError as error:                   # memory stays authoritative; the next change tries again
+        except OSError as error:  # memory stays authoritative; the next change tries again
             if not self._failed:
                 log.error("cannot write the share table %s: %s", self._path, error)
             self._failed = True
@@ -250,7 +267,7 @@ def _load(path: str) -> list[ShareEntry]:
             raise ValueError("not a list")
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as error:      # unreadable: start empty (deny), keep the file aside
+    except (OSError, ValueError) as error:  # unreadable: start empty (deny), keep the file aside
         log.error("cannot read the share table %s (%s): no shares are in force", path, error)
         try:
             os.replace(path, f"{path}.unreadable")
@@ -260,8 +277,13 @@ def _load(path: str) -> list[ShareEntry]:
     entries = []
     for item in raw:
         try:
-            entry = ShareEntry(ShareKind(item["kind"]), str(item["owner"]), str(item["grantee"]),
-                               ShareMode(item["mode"]), str(item.get("prefix", "")).strip("/"))
+            entry = ShareEntry(
+                ShareKind(item["kind"]),
+                str(item["owner"]),
+                str(item["grantee"]),
+                ShareMode(item["mode"]),
+                str(item.get("prefix", "")).strip("/"),
+            )
         except (KeyError, TypeError, ValueError, AttributeError):
             log.warning("share table %s: skipping an invalid entry", path)
             continue

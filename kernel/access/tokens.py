@@ -10,6 +10,7 @@ evict its own); in all at most MAX_GRANTS, past which mint answers BUSY: a full 
 eviction of another principal's grant. Grants are found by the SHA-256 of the token (no scan); the admin token is
 compared in constant time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,12 +39,17 @@ class _Grant:
 
 
 class TokenRegistry:
-    def __init__(self, admin_token_path: str | None, *, max_grants: int = MAX_GRANTS,
-                 max_per_granter: int = MAX_GRANTS_PER_GRANTER):
+    def __init__(
+        self,
+        admin_token_path: str | None,
+        *,
+        max_grants: int = MAX_GRANTS,
+        max_per_granter: int = MAX_GRANTS_PER_GRANTER,
+    ):
         self._admin = secrets.token_hex(32)
-        self._grants: dict[bytes, _Grant] = {}                     # sha256(token) -> grant
+        self._grants: dict[bytes, _Grant] = {}  # sha256(token) -> grant
         self._by_granter: dict[str, OrderedDict[bytes, None]] = {}  # granter -> its grants, oldest first
-        self._counted = 0                                           # grants not pinned
+        self._counted = 0  # grants not pinned
         self._max_grants, self._max_per_granter = max_grants, max_per_granter
         self.admin_token_path = admin_token_path
         if admin_token_path:
@@ -64,7 +70,7 @@ class TokenRegistry:
         if not pinned:
             mine = self._by_granter.get(granter) if granter is not None else None
             if mine is not None and len(mine) >= self._max_per_granter:
-                self._evict(next(iter(mine)))                      # the granter's own oldest grant goes first
+                self._evict(next(iter(mine)))  # the granter's own oldest grant goes first
             if self._counted >= self._max_grants:
                 raise ProtocolError(ErrorCode.BUSY, f"the kernel holds its limit of {self._max_grants} grant tokens")
         token = secrets.token_hex(24)

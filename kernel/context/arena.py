@@ -8,6 +8,7 @@ freed as soon as their request resumes or ends, and the context manager evicts r
 The startup sweep (`remove_stale_segments`, which the daemon imports from here) removes only what stale.py judges a
 dead kernel's own segment; it never blocks or raises for what it finds in the world-writable /dev/shm.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -19,7 +20,7 @@ from kernel.context.stale import foreign_reason, remove_if_stale
 
 __all__ = ["ALIGN", "Arena", "ArenaError", "remove_stale_segments", "segment_path"]
 
-ALIGN = 64                          # record alignment: a cache line, so payload copies start aligned
+ALIGN = 64  # record alignment: a cache line, so payload copies start aligned
 
 log = logging.getLogger("aiosd.arena")
 
@@ -46,8 +47,8 @@ class Arena:
         self.path = segment_path(kernel_id if kernel_id is not None else str(os.getpid()), shm_dir)
         self._refuse_foreign_name()
         self._segment = Segment(self.path, self.size)
-        self._free: list[tuple[int, int]] = [(0, self.size)]     # (offset, size), sorted by offset
-        self._used: dict[int, int] = {}                           # offset -> size of each live block
+        self._free: list[tuple[int, int]] = [(0, self.size)]  # (offset, size), sorted by offset
+        self._used: dict[int, int] = {}  # offset -> size of each live block
 
     def _refuse_foreign_name(self) -> None:
         """ArenaError if our segment's name is taken by something not ours (a FIFO, symlink, another user's file).
@@ -110,13 +111,13 @@ class Arena:
         size = self._used.get(block)
         if size is None or begin < 0 or nbytes < 0 or begin + nbytes > size:
             raise ValueError(f"bytes [{begin}, {begin + nbytes}) are not inside an allocated block at {block}")
-        return self._segment.buf[block + begin:block + begin + nbytes]
+        return self._segment.buf[block + begin : block + begin + nbytes]
 
     def close(self) -> None:
         """Unlink the segment. Idempotent."""
         self._segment.close()
 
-    def __enter__(self) -> "Arena":
+    def __enter__(self) -> Arena:
         return self
 
     def __exit__(self, *exc) -> None:

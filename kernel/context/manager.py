@@ -9,6 +9,7 @@ Where a preempted request's KV goes: into the arena as a snapshot record (kernel
 has no room even after evicting retained contexts (kernel/context/retention.py), or in preempt_mode "recompute" (the
 text-based baseline), it is dropped and resume() re-prefills prompt + output from the token ids.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,20 +20,36 @@ from kernel.context.snapshot import SnapshotError, check_restorable, header_rese
 from kernel.engine.core.interface import Engine, EngineRequest, KVMeta
 
 PREEMPT_MODES = ("snapshot", "recompute")
-_COUNTERS = ("preemptions", "resumes", "snapshot_bytes_saved", "snapshot_bytes_loaded", "recomputed_tokens",
-             "recompute_fallbacks", "retained_hits", "retained_tokens_reused", "evictions")
+_COUNTERS = (
+    "preemptions",
+    "resumes",
+    "snapshot_bytes_saved",
+    "snapshot_bytes_loaded",
+    "recomputed_tokens",
+    "recompute_fallbacks",
+    "retained_hits",
+    "retained_tokens_reused",
+    "evictions",
+)
 
 
 @dataclass
 class _Record:
-    block: int                     # arena offset of the record (header, then payload)
-    nbytes: int                    # whole record
+    block: int  # arena offset of the record (header, then payload)
+    nbytes: int  # whole record
     last_used: int
 
 
 class ContextManager:
-    def __init__(self, engine: Engine, arena_bytes: int, retention: bool = True, preempt_mode: str = "snapshot",
-                 kernel_id: str | None = None, policy: RetentionPolicy | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        arena_bytes: int,
+        retention: bool = True,
+        preempt_mode: str = "snapshot",
+        kernel_id: str | None = None,
+        policy: RetentionPolicy | None = None,
+    ):
         if preempt_mode not in PREEMPT_MODES:
             raise ValueError(f"preempt_mode must be one of {PREEMPT_MODES}, got {preempt_mode!r}")
         self._engine = engine
@@ -41,9 +58,9 @@ class ContextManager:
         self._preempt_mode = preempt_mode
         self._policy = policy or RetentionPolicy()
         self._arena = Arena(arena_bytes, kernel_id)
-        self._agent_of: dict[str, str] = {}                 # live request id -> agent id
+        self._agent_of: dict[str, str] = {}  # live request id -> agent id
         self._records: dict[tuple[Kind, str], _Record] = {}
-        self._clock = 0                                     # operation counter for LRU
+        self._clock = 0  # operation counter for LRU
         self._counts = dict.fromkeys(_COUNTERS, 0)
 
     # -- the kernel loop's calls ---------------------------------------------------------------------------------
@@ -120,17 +137,22 @@ class ContextManager:
 
     def stats(self) -> dict:
         kinds = [kind for kind, _ in self._records]
-        return {**self._counts,
-                "snapshots": kinds.count(Kind.REQUEST), "retained_contexts": kinds.count(Kind.RETAINED),
-                "arena_bytes": self._arena.size, "arena_used": self._arena.used_bytes,
-                "arena_free": self._arena.free_bytes, "arena_path": self._arena.path}
+        return {
+            **self._counts,
+            "snapshots": kinds.count(Kind.REQUEST),
+            "retained_contexts": kinds.count(Kind.RETAINED),
+            "arena_bytes": self._arena.size,
+            "arena_used": self._arena.used_bytes,
+            "arena_free": self._arena.free_bytes,
+            "arena_path": self._arena.path,
+        }
 
     def close(self) -> None:
         """Unlink the arena. The engine is not touched: the caller owns it."""
         self._records.clear()
         self._arena.close()
 
-    def __enter__(self) -> "ContextManager":
+    def __enter__(self) -> ContextManager:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -176,7 +198,7 @@ class ContextManager:
             if strict:
                 raise
             return None
-        self._engine.load_kv(req, meta, whole[payload_offset:payload_offset + meta.nbytes])
+        self._engine.load_kv(req, meta, whole[payload_offset : payload_offset + meta.nbytes])
         self._counts["snapshot_bytes_loaded"] += meta.nbytes
         return meta
 
@@ -184,8 +206,10 @@ class ContextManager:
         block = self._arena.alloc(nbytes)
         if block is not None:
             return block
-        residents = [Resident(key=key, kind=kind, nbytes=rec.nbytes, last_used=rec.last_used)
-                     for (kind, key), rec in self._records.items()]
+        residents = [
+            Resident(key=key, kind=kind, nbytes=rec.nbytes, last_used=rec.last_used)
+            for (kind, key), rec in self._records.items()
+        ]
         for victim in self._policy.victims(residents):
             self._free(victim.kind, victim.key)
             self._counts["evictions"] += 1

@@ -7,6 +7,7 @@ recently used first (the agent idle longest is the least likely to return soon),
 too large for its share of the arena is not retained at all, so that one long conversation cannot flush every other
 agent's context.
 """
+
 from __future__ import annotations
 
 import enum
@@ -14,16 +15,16 @@ from dataclasses import dataclass
 
 
 class Kind(str, enum.Enum):
-    REQUEST = "request"            # a preempted request's KV
-    RETAINED = "retained"          # an agent's last finished call, kept for its next call
+    REQUEST = "request"  # a preempted request's KV
+    RETAINED = "retained"  # an agent's last finished call, kept for its next call
 
 
 @dataclass(frozen=True)
 class Resident:
-    key: str                       # request id (REQUEST) or agent id (RETAINED)
+    key: str  # request id (REQUEST) or agent id (RETAINED)
     kind: Kind
     nbytes: int
-    last_used: int                 # the context manager's operation counter: LRU without a wall clock
+    last_used: int  # the context manager's operation counter: LRU without a wall clock
 
 
 class RetentionPolicy:

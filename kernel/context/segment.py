@@ -12,6 +12,7 @@ other process can ever see it half made or unlocked.
 Pre-faulting: the first touch of a fresh tmpfs page costs far more than a warm copy; paying it at start keeps it off
 the first preemptions.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -45,7 +46,7 @@ class Segment:
         self._fd = os.open(os.path.dirname(path), os.O_TMPFILE | os.O_RDWR, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
-            os.posix_fallocate(self._fd, 0, size)   # ENOSPC now rather than SIGBUS on a later page touch
+            os.posix_fallocate(self._fd, 0, size)  # ENOSPC now rather than SIGBUS on a later page touch
             self._map = mmap.mmap(self._fd, size)
         except OSError as exc:
             os.close(self._fd)
@@ -58,7 +59,7 @@ class Segment:
         zeros = bytes(_PREFAULT_CHUNK)
         for start in range(0, self.size, _PREFAULT_CHUNK):
             end = min(start + _PREFAULT_CHUNK, self.size)
-            self.buf[start:end] = zeros[:end - start]
+            self.buf[start:end] = zeros[: end - start]
 
     def _publish(self) -> None:
         """Give the segment its name; a stale segment holding the name (a dead kernel's, same pid) is replaced."""
@@ -67,8 +68,12 @@ class Segment:
         try:
             for _ in range(2):
                 try:
-                    os.link(f"/proc/self/fd/{self._fd}", os.path.basename(self.path), dst_dir_fd=directory,
-                            follow_symlinks=True)
+                    os.link(
+                        f"/proc/self/fd/{self._fd}",
+                        os.path.basename(self.path),
+                        dst_dir_fd=directory,
+                        follow_symlinks=True,
+                    )
                     self._published = True
                     return
                 except FileExistsError:
@@ -89,6 +94,6 @@ class Segment:
             os.unlink(self.path)
         try:
             self._map.close()
-        except BufferError:                         # an outstanding view keeps the mapping until it is collected
+        except BufferError:  # an outstanding view keeps the mapping until it is collected
             pass
         os.close(self._fd)

@@ -7,6 +7,7 @@ free (see segment.py): a live kernel holds it from before the name exists until 
 right even when the pid in the name was reused or belongs to another pid namespace, where a pid check would be wrong in
 both directions. Used by the startup sweep (arena.py) and when a new segment finds its name taken (segment.py).
 """
+
 from __future__ import annotations
 
 import errno
@@ -34,7 +35,7 @@ def foreign_reason(st: os.stat_result) -> str | None:
 def remove_if_stale(path: str) -> bool:
     try:
         before = os.lstat(path)
-    except FileNotFoundError:                       # removed since the listing
+    except FileNotFoundError:  # removed since the listing
         return False
     except OSError as error:
         log.warning("skipping %s at the KV arena sweep: %s", path, error)
@@ -45,7 +46,7 @@ def remove_if_stale(path: str) -> bool:
         return False
     try:
         fd = os.open(path, _SAFE_OPEN)
-    except OSError as error:                        # gone, or swapped for a symlink (ELOOP) since the lstat
+    except OSError as error:  # gone, or swapped for a symlink (ELOOP) since the lstat
         if error.errno != errno.ENOENT:
             log.warning("skipping %s at the KV arena sweep: %s", path, error)
         return False
@@ -56,7 +57,7 @@ def remove_if_stale(path: str) -> bool:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:                     # its kernel is alive
+        except BlockingIOError:  # its kernel is alive
             return False
         except OSError as error:
             log.warning("skipping %s at the KV arena sweep: cannot lock it: %s", path, error)
@@ -71,7 +72,7 @@ def remove_if_stale(path: str) -> bool:
             return False
         try:
             os.unlink(path)
-        except FileNotFoundError:                   # another kernel starting now removed it first
+        except FileNotFoundError:  # another kernel starting now removed it first
             return False
         except OSError as error:
             log.warning("cannot remove stale KV arena %s: %s", path, error)

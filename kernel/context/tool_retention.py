@@ -19,12 +19,13 @@ context by when it is expected to be needed again:
 Request snapshots (paused live work) are never victims, as under LRU. Times are the policy's clock (monotonic seconds,
 injectable so tests and simulations drive it); the context manager's operation counter still orders idle contexts.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from kernel.context.retention import Kind, Resident, RetentionPolicy
 
@@ -51,20 +52,27 @@ class ToolLatency:
 
 @dataclass(frozen=True)
 class _InTool:
-    tool: str | None               # None: the tool answered, the agent's next call is due (queued, not yet admitted)
+    tool: str | None  # None: the tool answered, the agent's next call is due (queued, not yet admitted)
     started: float
 
 
 class ToolAwareRetention(RetentionPolicy):
-    def __init__(self, max_share: float = 0.5, ttl_factor: float = 3.0, min_ttl_s: float = 1.0, due_ttl_s: float = 30.0,
-                 latency: ToolLatency | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_share: float = 0.5,
+        ttl_factor: float = 3.0,
+        min_ttl_s: float = 1.0,
+        due_ttl_s: float = 30.0,
+        latency: ToolLatency | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         super().__init__(max_share)
         if not ttl_factor >= 1.0:
             raise ValueError(f"ttl_factor must be >= 1, got {ttl_factor!r}")
         self.ttl_factor, self.min_ttl_s, self.due_ttl_s = ttl_factor, min_ttl_s, due_ttl_s
         self.latency = latency or ToolLatency()
         self.clock = clock
-        self._in_tool: dict[str, _InTool] = {}        # agent id -> the tool call it waits on
+        self._in_tool: dict[str, _InTool] = {}  # agent id -> the tool call it waits on
         # The tool manager's thread reports tool ends while the loop ranks victims: one lock over the table and EWMA.
         self._lock = threading.Lock()
 

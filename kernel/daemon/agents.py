@@ -5,6 +5,7 @@ and on ipc:// the pid the operating system reports for the peer. An agent ends w
 thread's monitor), when that process exits (the kernel holds a pidfd to it and notices at once, kill -9 included), or,
 on tcp://, when it stays silent past its lease (every message renews it; the SDK heartbeats while it waits).
 """
+
 from __future__ import annotations
 
 import collections
@@ -16,7 +17,7 @@ from ipc.messages import DEFAULT_PRIORITY, Hello, RequestInfo
 from kernel.access.capabilities import Capability
 from kernel.daemon.inbound import Peer
 
-RECENT_DONE = 8          # finished requests kept per agent for proc.list
+RECENT_DONE = 8  # finished requests kept per agent for proc.list
 MAX_KILLED_REMEMBERED = 4096
 
 
@@ -24,18 +25,17 @@ MAX_KILLED_REMEMBERED = 4096
 class AgentRecord:
     agent_id: str
     name: str
-    identity: bytes                  # ZeroMQ routing id of its connection
+    identity: bytes  # ZeroMQ routing id of its connection
     priority: int
-    priority_ceiling: int            # the highest priority it may give itself without proc.renice (dispatch.py)
-    principal: str                   # made by the kernel from the connection: "uid:N", "key:NAME", "net:ADDR"
-    pid: int | None                  # from the operating system (ipc://), None on tcp://
-    pidfd: int | None                # open while the kernel watches the process
-    last_seen: float                 # monotonic seconds of its last message
+    priority_ceiling: int  # the highest priority it may give itself without proc.renice (dispatch.py)
+    principal: str  # made by the kernel from the connection: "uid:N", "key:NAME", "net:ADDR"
+    pid: int | None  # from the operating system (ipc://), None on tcp://
+    pidfd: int | None  # open while the kernel watches the process
+    last_seen: float  # monotonic seconds of its last message
     capabilities: frozenset[Capability] = frozenset()
-    ephemeral: bool = False          # its memory and files are dropped when it ends
-    service_tokens: int = 0          # prompt + output tokens served across all its calls
-    recent_done: collections.deque[RequestInfo] = field(
-        default_factory=lambda: collections.deque(maxlen=RECENT_DONE))
+    ephemeral: bool = False  # its memory and files are dropped when it ends
+    service_tokens: int = 0  # prompt + output tokens served across all its calls
+    recent_done: collections.deque[RequestInfo] = field(default_factory=lambda: collections.deque(maxlen=RECENT_DONE))
 
 
 class AgentTable:
@@ -47,12 +47,22 @@ class AgentTable:
         self._killed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._next_number = 1
 
-    def register(self, identity: bytes, hello: Hello, peer: Peer, capabilities: frozenset[Capability],
-                 now: float) -> AgentRecord:
-        agent = AgentRecord(agent_id=f"a{self._next_number}", name=hello.name, identity=identity,
-                            priority=hello.priority, priority_ceiling=max(DEFAULT_PRIORITY, hello.priority),
-                            principal=peer.principal, pid=peer.pid, pidfd=_watch(peer.pid),
-                            last_seen=now, capabilities=capabilities, ephemeral=hello.ephemeral)
+    def register(
+        self, identity: bytes, hello: Hello, peer: Peer, capabilities: frozenset[Capability], now: float
+    ) -> AgentRecord:
+        agent = AgentRecord(
+            agent_id=f"a{self._next_number}",
+            name=hello.name,
+            identity=identity,
+            priority=hello.priority,
+            priority_ceiling=max(DEFAULT_PRIORITY, hello.priority),
+            principal=peer.principal,
+            pid=peer.pid,
+            pidfd=_watch(peer.pid),
+            last_seen=now,
+            capabilities=capabilities,
+            ephemeral=hello.ephemeral,
+        )
         self._next_number += 1
         self._by_id[agent.agent_id] = agent
         self._by_identity[identity] = agent
@@ -97,7 +107,7 @@ class AgentTable:
         watched = {a.pidfd: a for a in self._by_id.values() if a.pidfd is not None}
         exited = []
         if watched:
-            poller = select.poll()       # not select(): it cannot watch a descriptor numbered 1024 or more
+            poller = select.poll()  # not select(): it cannot watch a descriptor numbered 1024 or more
             for fd in watched:
                 poller.register(fd, select.POLLIN)
             exited = [fd for fd, _ in poller.poll(0)]
@@ -122,5 +132,5 @@ def _watch(pid: int | None) -> int | None:
         return None
     try:
         return os.pidfd_open(pid)
-    except OSError:          # gone already, or another pid namespace: fall back to the lease
+    except OSError:  # gone already, or another pid namespace: fall back to the lease
         return None

@@ -1,4 +1,5 @@
 """aiosd's command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,9 +7,9 @@ import argparse
 import zmq
 
 from ipc.address import check_address, default_address
+from ipc.curve import is_tcp
 from kernel.daemon.limits import DEFAULT_HELLO_TIMEOUT_S, DEFAULT_MAX_CALLS, DEFAULT_MAX_QUEUED_TOKENS
 from kernel.services.factory import default_data_dir
-from ipc.curve import is_tcp
 
 
 def _positive_int(text: str) -> int:
@@ -43,77 +44,161 @@ def _scheduler_option(text: str) -> tuple[str, int | float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiosd", description="The AIOS kernel: serves LLM syscalls to agent "
-                                                               "processes over ZeroMQ.")
-    parser.add_argument("--address", type=_address, default=None,
-                        help="ipc://PATH or tcp://HOST:PORT (default: $AIOS_ADDRESS, else a socket in the runtime "
-                             "directory)")
+    parser = argparse.ArgumentParser(
+        prog="aiosd", description="The AIOS kernel: serves LLM syscalls to agent processes over ZeroMQ."
+    )
+    parser.add_argument(
+        "--address",
+        type=_address,
+        default=None,
+        help="ipc://PATH or tcp://HOST:PORT (default: $AIOS_ADDRESS, else a socket in the runtime directory)",
+    )
     parser.add_argument("--model", default=None, help="model file (default: SmolLM2-135M-Instruct GGUF)")
     parser.add_argument("--engine", default="torch", help="engine kind: torch, exllamav2, openai (default: torch)")
-    parser.add_argument("--engine-url", action="append", default=[], metavar="URL",
-                        help="--engine openai: an OpenAI-compatible server's base URL, http://HOST:PORT/v1 "
-                             "(vLLM, SGLang, llama.cpp's server); repeat for a pool of replicas")
-    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
-                        help="activations and KV cache (torch engine)")
-    parser.add_argument("--weights", choices=("auto", "int4", "int8", "bf16", "fp32"), default=None,
-                        help="how the torch engine stores and multiplies weights; auto: the fastest whose perplexity "
-                             "is within 3%% of fp32's, measured at load (default: auto with --dtype bfloat16, fp32 "
-                             "with --dtype float32, the reference path)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="the CPU engine's threads (default: $AIOS_THREADS, else the physical cores aiosd may use)")
-    parser.add_argument("--scheduler", default="fifo",
-                        help="scheduling policy: fifo, rr, priority, sjf, las, plas (LAS over each agent's program)")
+    parser.add_argument(
+        "--engine-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="--engine openai: an OpenAI-compatible server's base URL, http://HOST:PORT/v1 "
+        "(vLLM, SGLang, llama.cpp's server); repeat for a pool of replicas",
+    )
+    parser.add_argument(
+        "--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="activations and KV cache (torch engine)"
+    )
+    parser.add_argument(
+        "--weights",
+        choices=("auto", "int4", "int8", "bf16", "fp32"),
+        default=None,
+        help="how the torch engine stores and multiplies weights; auto: the fastest whose perplexity "
+        "is within 3%% of fp32's, measured at load (default: auto with --dtype bfloat16, fp32 "
+        "with --dtype float32, the reference path)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="the CPU engine's threads (default: $AIOS_THREADS, else the physical cores aiosd may use)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default="fifo",
+        help="scheduling policy: fifo, rr, priority, sjf, las, plas (LAS over each agent's program)",
+    )
     parser.add_argument("--quantum", type=_positive_int, default=None, help="round-robin time slice, in tokens")
-    parser.add_argument("--sched-opt", type=_scheduler_option, action="append", default=[], metavar="KEY=VALUE",
-                        help="a policy option, repeatable: priority aging_steps/margin/min_slice, sjf ratio/min_slice, "
-                             "las first_level/growth/levels/starvation_steps")
+    parser.add_argument(
+        "--sched-opt",
+        type=_scheduler_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a policy option, repeatable: priority aging_steps/margin/min_slice, sjf ratio/min_slice, "
+        "las first_level/growth/levels/starvation_steps",
+    )
     parser.add_argument("--kv-budget", type=_positive_int, default=16384, help="KV cache size, in tokens")
     parser.add_argument("--max-batch", type=_positive_int, default=32, help="most sequences per engine step")
-    parser.add_argument("--prefill-chunk", type=_positive_int, default=256, help="most prompt tokens per sequence "
-                                                                                 "per step")
-    parser.add_argument("--arena-mb", type=_positive_int, default=256,
-                        help="shared-memory arena for KV snapshots, in MiB")
-    parser.add_argument("--retention", choices=("on", "tool-aware", "off"), default="on",
-                        help="keep each agent's last context for its next call: on (least recently used evicted "
-                             "first), tool-aware (an agent waiting on a kernel-run tool keeps its context for about "
-                             "that tool's observed latency; kernel/context/tool_retention.py), off")
-    parser.add_argument("--prefix-cache", choices=("on", "off"), default="on",
-                        help="let the engine reuse finished sequences' KV for requests that extend them")
+    parser.add_argument(
+        "--prefill-chunk", type=_positive_int, default=256, help="most prompt tokens per sequence per step"
+    )
+    parser.add_argument(
+        "--arena-mb", type=_positive_int, default=256, help="shared-memory arena for KV snapshots, in MiB"
+    )
+    parser.add_argument(
+        "--retention",
+        choices=("on", "tool-aware", "off"),
+        default="on",
+        help="keep each agent's last context for its next call: on (least recently used evicted "
+        "first), tool-aware (an agent waiting on a kernel-run tool keeps its context for about "
+        "that tool's observed latency; kernel/context/tool_retention.py), off",
+    )
+    parser.add_argument(
+        "--prefix-cache",
+        choices=("on", "off"),
+        default="on",
+        help="let the engine reuse finished sequences' KV for requests that extend them",
+    )
     parser.add_argument("--preempt-mode", choices=("snapshot", "recompute"), default="snapshot")
-    parser.add_argument("--lease", type=_positive_float, default=30.0,
-                        help="seconds of silence after which an agent on another host is reaped")
-    parser.add_argument("--data-dir", default=None,
-                        help="agents' memory and files, kept across restarts (default: $XDG_DATA_HOME/aios, else "
-                             "~/.local/share/aios)")
+    parser.add_argument(
+        "--lease",
+        type=_positive_float,
+        default=30.0,
+        help="seconds of silence after which an agent on another host is reaped",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="agents' memory and files, kept across restarts (default: $XDG_DATA_HOME/aios, else ~/.local/share/aios)",
+    )
     parser.add_argument("--memory", choices=("on", "off"), default="on", help="the memory service (mem.*)")
     parser.add_argument("--storage", choices=("on", "off"), default="on", help="the file service (fs.*)")
-    parser.add_argument("--tools", default="default", metavar="FILE|default|off",
-                        help="MCP tool servers: a TOML/JSON config, the built-in set (calculator, python, files, "
-                             "memory), or off")
-    parser.add_argument("--tool-approval", choices=("ask", "allow", "deny"), default="ask",
-                        help="calls of irreversible tools: wait for `aios approve ID` (ask), or a fixed policy")
-    parser.add_argument("--approval-timeout", type=_positive_float, default=300.0,
-                        help="seconds a held tool call waits for approval before it is denied")
-    parser.add_argument("--audit-log", default=None, help="JSON-lines audit log of privileged calls and denials "
-                                                           "(default: audit.jsonl beside the socket)")
-    parser.add_argument("--allow-uid", type=int, action="append", default=[], metavar="UID",
-                        help="also accept ipc:// agents of this uid (the socket's directory must let them reach it)")
-    parser.add_argument("--max-calls-per-agent", type=_positive_int, default=DEFAULT_MAX_CALLS,
-                        help="LLM calls one agent may have in flight")
-    parser.add_argument("--max-queued-tokens-per-agent", type=_positive_int, default=DEFAULT_MAX_QUEUED_TOKENS,
-                        help="prompt tokens one agent may have waiting for admission")
-    parser.add_argument("--hello-timeout", type=_positive_float, default=DEFAULT_HELLO_TIMEOUT_S,
-                        help="seconds a connection may stay open without saying hello before it is dropped")
-    parser.add_argument("--max-connections-per-principal", type=_positive_int, default=None,
-                        help="connections one uid (ipc://) or address (tcp://) may hold (default: 3/4 of what the "
-                             "descriptor limit allows, which aiosd raises to the hard limit at start)")
+    parser.add_argument(
+        "--tools",
+        default="default",
+        metavar="FILE|default|off",
+        help="MCP tool servers: a TOML/JSON config, the built-in set (calculator, python, files, memory), or off",
+    )
+    parser.add_argument(
+        "--tool-approval",
+        choices=("ask", "allow", "deny"),
+        default="ask",
+        help="calls of irreversible tools: wait for `aios approve ID` (ask), or a fixed policy",
+    )
+    parser.add_argument(
+        "--approval-timeout",
+        type=_positive_float,
+        default=300.0,
+        help="seconds a held tool call waits for approval before it is denied",
+    )
+    parser.add_argument(
+        "--audit-log",
+        default=None,
+        help="JSON-lines audit log of privileged calls and denials (default: audit.jsonl beside the socket)",
+    )
+    parser.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also accept ipc:// agents of this uid (the socket's directory must let them reach it)",
+    )
+    parser.add_argument(
+        "--max-calls-per-agent",
+        type=_positive_int,
+        default=DEFAULT_MAX_CALLS,
+        help="LLM calls one agent may have in flight",
+    )
+    parser.add_argument(
+        "--max-queued-tokens-per-agent",
+        type=_positive_int,
+        default=DEFAULT_MAX_QUEUED_TOKENS,
+        help="prompt tokens one agent may have waiting for admission",
+    )
+    parser.add_argument(
+        "--hello-timeout",
+        type=_positive_float,
+        default=DEFAULT_HELLO_TIMEOUT_S,
+        help="seconds a connection may stay open without saying hello before it is dropped",
+    )
+    parser.add_argument(
+        "--max-connections-per-principal",
+        type=_positive_int,
+        default=None,
+        help="connections one uid (ipc://) or address (tcp://) may hold (default: 3/4 of what the "
+        "descriptor limit allows, which aiosd raises to the hard limit at start)",
+    )
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    parser.add_argument("--insecure-tcp", action="store_true",
-                        help="serve a tcp:// address without CurveZMQ: anyone who can reach the port can use the "
-                             "kernel (default: tcp:// is CURVE-encrypted and only authorized client keys connect)")
-    parser.add_argument("--keys-dir", default=None,
-                        help="CURVE key directory for tcp:// (default: $AIOS_KEYS_DIR, else ~/.config/aios/keys; "
-                             "see `aios keys`)")
+    parser.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        help="serve a tcp:// address without CurveZMQ: anyone who can reach the port can use the "
+        "kernel (default: tcp:// is CURVE-encrypted and only authorized client keys connect)",
+    )
+    parser.add_argument(
+        "--keys-dir",
+        default=None,
+        help="CURVE key directory for tcp:// (default: $AIOS_KEYS_DIR, else ~/.config/aios/keys; see `aios keys`)",
+    )
     return parser
 
 

@@ -26,6 +26,7 @@ connections behind at 14,000 connects/s), and libzmq aborts the process if an ip
 thread also watches the descriptors themselves (FdPressure): when the process nears its limit it stops listening
 (unbind) until the count is back within the budget, and a connect in the meantime is refused by the operating system.
 """
+
 from __future__ import annotations
 
 import collections
@@ -38,27 +39,27 @@ from dataclasses import dataclass
 
 from kernel.daemon.limits import ConnectionBudget
 
-UNKNOWN_PRINCIPAL = "unknown"       # a connection closed before the tracker could look at its descriptor
-_PEERCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
+UNKNOWN_PRINCIPAL = "unknown"  # a connection closed before the tracker could look at its descriptor
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 @dataclass
 class _Connection:
     principal: str
-    inode: int | None               # the socket's inode: a descriptor reused by another socket is never shut down
-    deadline: float | None          # when it is dropped if it has not said hello; None once it has
+    inode: int | None  # the socket's inode: a descriptor reused by another socket is never shut down
+    deadline: float | None  # when it is dropped if it has not said hello; None once it has
     identity: bytes | None = None
-    dropped: bool = False           # shut down here: uncounted now, forgotten at its DISCONNECTED
+    dropped: bool = False  # shut down here: uncounted now, forgotten at its DISCONNECTED
 
 
 class ConnectionTracker:
     def __init__(self, budget: ConnectionBudget | None = None):
         self.budget = budget or ConnectionBudget.for_process()
         self._by_fd: dict[int, _Connection] = {}
-        self._silent: collections.OrderedDict[int, None] = collections.OrderedDict()   # no hello yet, oldest first
+        self._silent: collections.OrderedDict[int, None] = collections.OrderedDict()  # no hello yet, oldest first
         self._silent_of: dict[str, collections.OrderedDict[int, None]] = {}
         self._held: collections.Counter[str] = collections.Counter()
-        self.dropped = 0                # connections dropped so far (over a cap or silent too long)
+        self.dropped = 0  # connections dropped so far (over a cap or silent too long)
 
     def __len__(self) -> int:
         """Connections held (not dropped)."""
@@ -148,8 +149,8 @@ class FdPressure:
         # the budget keeps connections and agents under fd_limit - reserve; the first quarter of the reserve is for
         # the kernel's own descriptors, the second for connections the caps have not caught up with yet, the last
         # half for what libzmq accepts between two looks (measured: 84 in 1.7 ms) and before it stops listening
-        self.high = max(3, fd_limit - reserve // 2)      # stop listening at this many open descriptors
-        self.low = max(2, fd_limit - reserve * 3 // 4)   # listen again below this many
+        self.high = max(3, fd_limit - reserve // 2)  # stop listening at this many open descriptors
+        self.low = max(2, fd_limit - reserve * 3 // 4)  # listen again below this many
 
     def pressed(self) -> bool:
         return _is_open(self.high) and open_fds() >= self.high
@@ -168,8 +169,8 @@ def _is_open(fd: int) -> bool:
 
 def open_fds() -> int:
     try:
-        return len(os.listdir("/proc/self/fd")) - 1      # less the descriptor listdir itself held
-    except OSError:         # no /proc: assume the worst only where the cheap sign says so
+        return len(os.listdir("/proc/self/fd")) - 1  # less the descriptor listdir itself held
+    except OSError:  # no /proc: assume the worst only where the cheap sign says so
         return 0
 
 
@@ -184,10 +185,11 @@ def inspect(fd: int) -> tuple[str, int | None]:
         if not stat.S_ISSOCK(info.st_mode):
             return UNKNOWN_PRINCIPAL, None
         with socket.socket(fileno=dup) as sock:
-            dup = None                              # the socket object closes it
+            dup = None  # the socket object closes it
             if sock.family == socket.AF_UNIX:
-                _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                                   _PEERCRED.size))
+                _pid, uid, _gid = _PEERCRED.unpack(
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+                )
                 return f"uid:{uid}", info.st_ino
             return f"net:{sock.getpeername()[0]}", info.st_ino
     except OSError:
@@ -202,7 +204,7 @@ def shut_down(fd: int, inode: int | None) -> bool:
     still holds the socket the tracker saw (inode), so a descriptor reused since is never touched."""
     try:
         dup = os.dup(fd)
-    except OSError:          # closed already
+    except OSError:  # closed already
         return False
     try:
         info = os.fstat(dup)

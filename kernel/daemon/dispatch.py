@@ -16,15 +16,31 @@ operator's `aios renice`), as Unix lets an unprivileged user only lower a proces
 hint counts too: the agent's priority plus the hint of each of its calls stays within the ceiling, at submission and
 when the agent later raises its own priority.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ipc.errors import ErrorCode, ProtocolError
-from ipc.messages import (DEFAULT_PRIORITY, NOTIFICATIONS, Ack, AgentInfo, Cancel, Grant, GrantResult, Hello,
-                          HelloResult, KernelStats, ProcKill, ProcList, ProcTable, SetPriority)
+from ipc.messages import (
+    DEFAULT_PRIORITY,
+    NOTIFICATIONS,
+    Ack,
+    AgentInfo,
+    Cancel,
+    Grant,
+    GrantResult,
+    Hello,
+    HelloResult,
+    KernelStats,
+    ProcKill,
+    ProcList,
+    ProcTable,
+    SetPriority,
+)
 from kernel.access import capabilities as caps
 from kernel.access.audit import AuditLog
 from kernel.access.capabilities import Capability
@@ -38,12 +54,13 @@ from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.dispatch")
 
-OPEN_SYSCALLS = ("hello", "kernel.ping")      # allowed before hello
+OPEN_SYSCALLS = ("hello", "kernel.ping")  # allowed before hello
 
 
 @dataclass(frozen=True)
 class Call:
     """One syscall in the loop: who sent it (agent is None before hello) and the kernel step it arrived at."""
+
     item: Inbound
     agent: AgentRecord | None
     now: int
@@ -53,13 +70,20 @@ class Call:
 class AccessPolicy:
     tokens: TokenRegistry
     audit: AuditLog
-    allowed_uids: frozenset[int]          # ipc:// peers of other uids are refused at hello
-    budget: ConnectionBudget | None = None    # agents in all and per principal (default: this process's fd limit)
+    allowed_uids: frozenset[int]  # ipc:// peers of other uids are refused at hello
+    budget: ConnectionBudget | None = None  # agents in all and per principal (default: this process's fd limit)
 
 
 class Syscalls:
-    def __init__(self, agents: AgentTable, llm: LLMService, outbox: Outbox, model_id: str, access: AccessPolicy,
-                 services: ServiceSyscalls | None = None):
+    def __init__(
+        self,
+        agents: AgentTable,
+        llm: LLMService,
+        outbox: Outbox,
+        model_id: str,
+        access: AccessPolicy,
+        services: ServiceSyscalls | None = None,
+    ):
         self.agents = agents
         self.llm = llm
         self.outbox = outbox
@@ -68,9 +92,16 @@ class Syscalls:
         self.services = services
         self.budget = access.budget or ConnectionBudget.for_process()
         self.table: dict[str, Callable[[Call, Any], Any]] = {
-            "hello": self.hello, "llm.generate": self.llm_call, "llm.chat": self.llm_call, "llm.cancel": self.cancel,
-            "proc.list": self.proc_list, "proc.kill": self.proc_kill, "proc.set_priority": self.set_priority,
-            "access.grant": self.grant, "kernel.stats": self.stats, "kernel.ping": self.ping,
+            "hello": self.hello,
+            "llm.generate": self.llm_call,
+            "llm.chat": self.llm_call,
+            "llm.cancel": self.cancel,
+            "proc.list": self.proc_list,
+            "proc.kill": self.proc_kill,
+            "proc.set_priority": self.set_priority,
+            "access.grant": self.grant,
+            "kernel.stats": self.stats,
+            "kernel.ping": self.ping,
         }
         if services is not None:
             self.table |= services.handlers()
@@ -92,18 +123,20 @@ class Syscalls:
                 # a heartbeat too: an agent waiting on a kernel that restarted learns at once that its call is lost
                 if self.agents.was_killed(identity):
                     raise ProtocolError(ErrorCode.KILLED, "this agent was killed")
-                raise ProtocolError(ErrorCode.HELLO_REQUIRED, "this connection is not known to the kernel (it may "
-                                                              "have restarted): say hello first")
-            if envelope.type in NOTIFICATIONS:      # heartbeat: renewing the lease above was all it asked
+                raise ProtocolError(
+                    ErrorCode.HELLO_REQUIRED,
+                    "this connection is not known to the kernel (it may have restarted): say hello first",
+                )
+            if envelope.type in NOTIFICATIONS:  # heartbeat: renewing the lease above was all it asked
                 return
             handler = self.table.get(envelope.type)
-            if handler is None:        # a syscall of a service this kernel runs without
+            if handler is None:  # a syscall of a service this kernel runs without
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"this kernel does not serve {envelope.type}")
             result = handler(Call(item, agent, now), envelope.body)
         except ProtocolError as error:
             self.outbox.error(identity, envelope.req_id, error.code, error.message)
             return
-        except Exception:       # a kernel bug answers this syscall with an error; the kernel keeps serving
+        except Exception:  # a kernel bug answers this syscall with an error; the kernel keeps serving
             log.exception("syscall %s failed", envelope.type)
             self.outbox.error(identity, envelope.req_id, ErrorCode.INTERNAL, f"{envelope.type} failed in the kernel")
             return
@@ -128,39 +161,71 @@ class Syscalls:
             log.warning("hello refused: %s (pid %s) presented an unknown token", peer.principal, peer.pid)
             raise ProtocolError(ErrorCode.DENIED, "the token presented is not valid for this kernel")
         if body.priority > DEFAULT_PRIORITY and Capability.PROC_RENICE not in granted:
-            log.warning("hello refused: %s (pid %s) asked for priority %d without proc.renice", peer.principal,
-                        peer.pid, body.priority)
-            raise ProtocolError(ErrorCode.DENIED, f"priority {body.priority} is above the default "
-                                                  f"{DEFAULT_PRIORITY}: it needs the {Capability.PROC_RENICE.value} "
-                                                  "capability (or the operator's `aios renice`)")
+            log.warning(
+                "hello refused: %s (pid %s) asked for priority %d without proc.renice",
+                peer.principal,
+                peer.pid,
+                body.priority,
+            )
+            raise ProtocolError(
+                ErrorCode.DENIED,
+                f"priority {body.priority} is above the default "
+                f"{DEFAULT_PRIORITY}: it needs the {Capability.PROC_RENICE.value} "
+                "capability (or the operator's `aios renice`)",
+            )
         if len(self.agents) >= self.budget.max_agents:
-            raise ProtocolError(ErrorCode.BUSY, f"the kernel holds {len(self.agents)} agents, its limit of "
-                                                f"{self.budget.max_agents} (from its descriptor limit, "
-                                                f"{self.budget.fd_limit}): retry later")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"the kernel holds {len(self.agents)} agents, its limit of "
+                f"{self.budget.max_agents} (from its descriptor limit, "
+                f"{self.budget.fd_limit}): retry later",
+            )
         # the operator (proc.kill) must still get in to clean up after its own user's runaway agents
-        if (self.agents.count_of(peer.principal) >= self.budget.max_agents_per_principal
-                and Capability.PROC_KILL not in granted):
-            raise ProtocolError(ErrorCode.BUSY, f"{peer.principal} holds {self.agents.count_of(peer.principal)} "
-                                                f"agents, the limit per principal "
-                                                f"({self.budget.max_agents_per_principal}): close some, or retry later")
+        if (
+            self.agents.count_of(peer.principal) >= self.budget.max_agents_per_principal
+            and Capability.PROC_KILL not in granted
+        ):
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"{peer.principal} holds {self.agents.count_of(peer.principal)} "
+                f"agents, the limit per principal "
+                f"({self.budget.max_agents_per_principal}): close some, or retry later",
+            )
         agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received)
         if granted:
-            self.access.audit.record(agent=agent, syscall="hello", decision="allow",
-                                     reason="capabilities " + ",".join(sorted(getattr(c, "value", c) for c in granted)))
-        log.info("hello from %s (%s, %s, pid %s, priority %d)", agent.agent_id, agent.name, agent.principal, agent.pid,
-                 agent.priority)
+            self.access.audit.record(
+                agent=agent,
+                syscall="hello",
+                decision="allow",
+                reason="capabilities " + ",".join(sorted(getattr(c, "value", c) for c in granted)),
+            )
+        log.info(
+            "hello from %s (%s, %s, pid %s, priority %d)",
+            agent.agent_id,
+            agent.name,
+            agent.principal,
+            agent.pid,
+            agent.priority,
+        )
         return HelloResult(agent_id=agent.agent_id, model=self.model_id, scheduler=self.llm.scheduler.name)
 
     def llm_call(self, call: Call, body) -> None:
         agent = call.agent
-        if (body.priority > 0 and agent.priority + body.priority > agent.priority_ceiling
-                and Capability.PROC_RENICE not in agent.capabilities):
-            self._deny_priority(call, f"{call.item.envelope.type} with priority hint +{body.priority}",
-                                agent.priority + body.priority, agent)
+        if (
+            body.priority > 0
+            and agent.priority + body.priority > agent.priority_ceiling
+            and Capability.PROC_RENICE not in agent.capabilities
+        ):
+            self._deny_priority(
+                call,
+                f"{call.item.envelope.type} with priority hint +{body.priority}",
+                agent.priority + body.priority,
+                agent,
+            )
         self.llm.submit(agent, call.item, body, call.now)
 
     def cancel(self, call: Call, body: Cancel) -> Ack:
-        req_id = f"{call.agent.agent_id}/{body.request_id}"        # an agent names only its own requests
+        req_id = f"{call.agent.agent_id}/{body.request_id}"  # an agent names only its own requests
         if req_id not in self.llm.requests:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no request {body.request_id!r} in flight")
         self.llm.cancel(req_id, ErrorCode.CANCELLED, "cancelled by the agent")
@@ -168,12 +233,20 @@ class Syscalls:
 
     def proc_list(self, call: Call, body: ProcList) -> ProcTable:
         everyone = Capability.PROC_VIEW in call.agent.capabilities
-        return ProcTable(agents=[
-            AgentInfo(agent_id=a.agent_id, name=a.name, pid=a.pid, priority=a.priority,
-                      service_tokens=a.service_tokens,
-                      requests=list(a.recent_done)
-                      + [r.info(a.priority) for r in self.llm.requests.of_agent(a.agent_id)])
-            for a in self.agents if everyone or self._owns(call.agent, a)])
+        return ProcTable(
+            agents=[
+                AgentInfo(
+                    agent_id=a.agent_id,
+                    name=a.name,
+                    pid=a.pid,
+                    priority=a.priority,
+                    service_tokens=a.service_tokens,
+                    requests=list(a.recent_done) + [r.info(a.priority) for r in self.llm.requests.of_agent(a.agent_id)],
+                )
+                for a in self.agents
+                if everyone or self._owns(call.agent, a)
+            ]
+        )
 
     def proc_kill(self, call: Call, body: ProcKill) -> Ack:
         self._authorize(call, "proc.kill", Capability.PROC_KILL, body.agent_id)
@@ -184,14 +257,15 @@ class Syscalls:
     def set_priority(self, call: Call, body: SetPriority) -> Ack:
         target = self._authorize(call, "proc.set_priority", Capability.PROC_RENICE, body.agent_id)
         if Capability.PROC_RENICE in call.agent.capabilities:
-            target.priority_ceiling = body.priority       # as the operator set it: lowered, it stays lowered
+            target.priority_ceiling = body.priority  # as the operator set it: lowered, it stays lowered
         elif body.priority > target.priority:
             # its calls in flight run at its priority plus their hints: the highest of them must stay in bounds too
             hints = [r.priority_hint for r in self.llm.requests.of_agent(target.agent_id)]
             highest = body.priority + max([0, *hints])
             if highest > target.priority_ceiling:
-                self._deny_priority(call, f"proc.set_priority {body.priority} on agent {target.agent_id}", highest,
-                                    target)
+                self._deny_priority(
+                    call, f"proc.set_priority {body.priority} on agent {target.agent_id}", highest, target
+                )
         target.priority = body.priority
         return Ack()
 
@@ -203,16 +277,32 @@ class Syscalls:
         held = call.agent.capabilities
         if Capability.GRANT not in held or not all(caps.holds(held, c) for c in wanted):
             reason = "lacks access.grant" if Capability.GRANT not in held else "cannot grant what it does not hold"
-            self.access.audit.record(agent=call.agent, syscall="access.grant", decision="deny", reason=reason,
-                                     target=",".join(sorted(getattr(c, "value", c) for c in wanted)))
+            self.access.audit.record(
+                agent=call.agent,
+                syscall="access.grant",
+                decision="deny",
+                reason=reason,
+                target=",".join(sorted(getattr(c, "value", c) for c in wanted)),
+            )
             raise ProtocolError(ErrorCode.DENIED, f"access.grant: the caller {reason}")
-        self.access.audit.record(agent=call.agent, syscall="access.grant", decision="allow",
-                                 target=",".join(sorted(getattr(c, "value", c) for c in wanted)))
+        self.access.audit.record(
+            agent=call.agent,
+            syscall="access.grant",
+            decision="allow",
+            target=",".join(sorted(getattr(c, "value", c) for c in wanted)),
+        )
         return GrantResult(token=self.access.tokens.mint(wanted))
 
     def stats(self, call: Call, body) -> KernelStats:
-        return KernelStats(values={"model": self.model_id, "scheduler": self.llm.scheduler.name, "steps": call.now,
-                                   "agents": len(self.agents), **self.llm.stats()})
+        return KernelStats(
+            values={
+                "model": self.model_id,
+                "scheduler": self.llm.scheduler.name,
+                "steps": call.now,
+                "agents": len(self.agents),
+                **self.llm.stats(),
+            }
+        )
 
     def ping(self, call: Call, body) -> Ack:
         return Ack()
@@ -229,11 +319,15 @@ class Syscalls:
 
     def _deny_priority(self, call: Call, what: str, wanted: int, target: AgentRecord) -> None:
         reason = f"priority {wanted} is above {target.agent_id}'s ceiling {target.priority_ceiling}"
-        self.access.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="deny",
-                                 target=target.agent_id, reason=reason)
-        raise ProtocolError(ErrorCode.DENIED, f"{what}: {reason}; raising it needs the "
-                                              f"{Capability.PROC_RENICE.value} capability (or the operator's "
-                                              "`aios renice`)")
+        self.access.audit.record(
+            agent=call.agent, syscall=call.item.envelope.type, decision="deny", target=target.agent_id, reason=reason
+        )
+        raise ProtocolError(
+            ErrorCode.DENIED,
+            f"{what}: {reason}; raising it needs the "
+            f"{Capability.PROC_RENICE.value} capability (or the operator's "
+            "`aios renice`)",
+        )
 
     def _authorize(self, call: Call, syscall: str, capability: Capability, agent_id: str) -> AgentRecord:
         """The target agent if the caller owns it or holds the capability; permission_denied (audited) otherwise.
@@ -242,12 +336,16 @@ class Syscalls:
         if target is not None and self._owns(call.agent, target):
             return target
         if capability not in call.agent.capabilities:
-            self.access.audit.record(agent=call.agent, syscall=syscall, decision="deny", target=agent_id,
-                                     reason=f"lacks {capability.value}")
-            raise ProtocolError(ErrorCode.DENIED, f"{syscall} on agent {agent_id!r} needs the {capability.value} "
-                                                  "capability (or owning the agent)")
+            self.access.audit.record(
+                agent=call.agent, syscall=syscall, decision="deny", target=agent_id, reason=f"lacks {capability.value}"
+            )
+            raise ProtocolError(
+                ErrorCode.DENIED,
+                f"{syscall} on agent {agent_id!r} needs the {capability.value} capability (or owning the agent)",
+            )
         if target is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent {agent_id!r}")
-        self.access.audit.record(agent=call.agent, syscall=syscall, decision="allow", target=agent_id,
-                                 reason=f"holds {capability.value}")
+        self.access.audit.record(
+            agent=call.agent, syscall=syscall, decision="allow", target=agent_id, reason=f"holds {capability.value}"
+        )
         return target

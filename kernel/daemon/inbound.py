@@ -5,6 +5,7 @@ record can never outlive its connection. Its depth is bounded twice, both counte
 and given back when the loop takes it: in all (DEFAULT_MAX_QUEUED) and per connection (DEFAULT_MAX_PER_CONNECTION), so
 one flooding client fills its own share and gets `busy`, while everyone else's calls still find room.
 """
+
 from __future__ import annotations
 
 import queue
@@ -17,7 +18,7 @@ from ipc.codec import Envelope
 if TYPE_CHECKING:
     from kernel.engine.structured.tool_formats import ToolFormat
 
-DEFAULT_MAX_QUEUED = 4096         # syscalls decoded but not yet handled by the loop, all agents together
+DEFAULT_MAX_QUEUED = 4096  # syscalls decoded but not yet handled by the loop, all agents together
 DEFAULT_MAX_PER_CONNECTION = 256  # ... of one connection
 
 
@@ -26,13 +27,14 @@ class Peer:
     """Who is on the other end of a connection, as the operating system or the Curve handshake says: never taken from
     what the agent writes. uid and pid come from SO_PEERCRED on ipc://; key is the name of an authorized Curve key on
     tcp://."""
+
     address: str
     uid: int | None = None
     pid: int | None = None
     key: str | None = None
 
     @classmethod
-    def from_zmq(cls, peer_address: str | None, user_id: str | None) -> "Peer":
+    def from_zmq(cls, peer_address: str | None, user_id: str | None) -> Peer:
         # libzmq writes an ipc:// peer's credentials as "host:uid:gid:pid" (SO_PEERCRED at accept)
         address = peer_address or ""
         parts = address.rsplit(":", 3)
@@ -52,12 +54,12 @@ class Peer:
 
 @dataclass(frozen=True)
 class Inbound:
-    identity: bytes               # the sender's routing id
+    identity: bytes  # the sender's routing id
     envelope: Envelope
-    received: float               # time.monotonic() at receipt
-    peer: Peer | None = None      # read for hello only: the one syscall that binds a connection to a principal
-    prompt_ids: list[int] | None = None    # an LLM call's prompt, tokenized off the loop by the preprocessor
-    grammar: str | None = None             # ... the grammar its output must follow (a chat offering tools)
+    received: float  # time.monotonic() at receipt
+    peer: Peer | None = None  # read for hello only: the one syscall that binds a connection to a principal
+    prompt_ids: list[int] | None = None  # an LLM call's prompt, tokenized off the loop by the preprocessor
+    grammar: str | None = None  # ... the grammar its output must follow (a chat offering tools)
     tool_format: ToolFormat | None = None  # ... the format its output is parsed into tool calls with
 
 
@@ -69,6 +71,7 @@ class ConnectionClosed:
 @dataclass(frozen=True)
 class ConnectionStalled:
     """The peer stopped reading: its send queue is full and replies to it are being dropped."""
+
     identity: bytes
 
 

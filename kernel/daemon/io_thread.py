@@ -15,6 +15,7 @@ to the ROUTER. Each peer's send queue is bounded (SEND_HWM messages): a peer tha
 are dropped from then on and the loop hears ConnectionStalled once, to cancel its calls, so kernel memory stays
 bounded. An empty message on the outbox means stop: everything queued before it is still sent.
 """
+
 from __future__ import annotations
 
 import errno
@@ -40,15 +41,15 @@ from kernel.daemon.preprocess import PREPROCESSED, Preprocessor
 
 log = logging.getLogger("aiosd.io")
 
-HARD_FRAME_FACTOR = 4            # frames this far over the limit drop the connection (zmq.MAXMSGSIZE)
-LINGER_MS = 2000                 # how long final replies may take to leave at shutdown
-SEND_HWM = 10_000                # messages queued to one peer: ~20 s of tokens for 16 streams; then it is stalled
-RECV_HWM = 1_000                 # messages queued from one peer before libzmq stops reading its connection
+HARD_FRAME_FACTOR = 4  # frames this far over the limit drop the connection (zmq.MAXMSGSIZE)
+LINGER_MS = 2000  # how long final replies may take to leave at shutdown
+SEND_HWM = 10_000  # messages queued to one peer: ~20 s of tokens for 16 streams; then it is stalled
+RECV_HWM = 1_000  # messages queued from one peer before libzmq stops reading its connection
 MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-PAUSED_POLL_MS = 50              # how often a kernel that stopped listening looks whether it may listen again
-PRESSURE_EVERY = 8               # monitor events handled between two looks at the descriptor table
-BATCH = 256                      # frames moved per direction per turn: a flood one way cannot starve the other
-DROP_LOG_S = 1.0                 # at most one warning per second about dropped connections
+PAUSED_POLL_MS = 50  # how often a kernel that stopped listening looks whether it may listen again
+PRESSURE_EVERY = 8  # monitor events handled between two looks at the descriptor table
+BATCH = 256  # frames moved per direction per turn: a flood one way cannot starve the other
+DROP_LOG_S = 1.0  # at most one warning per second about dropped connections
 
 
 class AddressInUse(RuntimeError):
@@ -56,8 +57,16 @@ class AddressInUse(RuntimeError):
 
 
 class SocketServer:
-    def __init__(self, context: zmq.Context, address: str, inbox: Inbox, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 security: ServerSecurity | None = None, prepare=None, budget: ConnectionBudget | None = None):
+    def __init__(
+        self,
+        context: zmq.Context,
+        address: str,
+        inbox: Inbox,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        security: ServerSecurity | None = None,
+        prepare=None,
+        budget: ConnectionBudget | None = None,
+    ):
         self.address = address
         self._inbox = inbox
         self._max_frame_bytes = max_frame_bytes
@@ -70,8 +79,8 @@ class SocketServer:
         self._router.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes * HARD_FRAME_FACTOR)
         self._router.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._router.setsockopt(zmq.RCVHWM, RECV_HWM)
-        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)      # a full or vanished peer raises instead of silence
-        if security is not None:     # CURVE options count only if set before bind
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full or vanished peer raises instead of silence
+        if security is not None:  # CURVE options count only if set before bind
             security.secure(self._router)
         self._monitor = _monitor_socket(self._router)
         self._router.bind(address)
@@ -79,9 +88,9 @@ class SocketServer:
         self._outbox.bind(OUTBOX_ADDRESS)
         self._connections = ConnectionTracker(budget)
         self._pressure = FdPressure(self._connections.budget.fd_limit, self._connections.budget.reserve)
-        self._listening = True           # False while the brake is on (unbound), until the count is back down
-        self._listener_closed = False    # the unbound listener's CLOSED event seen: binding again is safe
-        self._drops_logged = (0, 0.0)        # (tracker.dropped, time) at the last warning about drops
+        self._listening = True  # False while the brake is on (unbound), until the count is back down
+        self._listener_closed = False  # the unbound listener's CLOSED event seen: binding again is safe
+        self._drops_logged = (0, 0.0)  # (tracker.dropped, time) at the last warning about drops
         self._stalled: set[bytes] = set()
         self._preprocessor = Preprocessor(context, inbox, prepare)
         self._thread = threading.Thread(target=self._serve, name="aiosd-io", daemon=True)
@@ -123,7 +132,7 @@ class SocketServer:
     def _forward_outbox(self) -> bool:
         """Send up to BATCH frames the threads queued; False once the stop message is seen."""
         for _ in range(BATCH):
-            if not self._outbox.get(zmq.EVENTS) & zmq.POLLIN:   # cheaper than a non-blocking recv raising Again
+            if not self._outbox.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a non-blocking recv raising Again
                 break
             frames = self._outbox.recv_multipart()
             if frames == [b""]:
@@ -145,13 +154,13 @@ class SocketServer:
         identity = frames[0]
         try:
             self._router.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:            # the peer's queue is full: it stopped reading
+        except zmq.Again:  # the peer's queue is full: it stopped reading
             if identity not in self._stalled:
                 self._stalled.add(identity)
                 log.warning("peer %s stopped reading; dropping its replies and cancelling its calls", identity.hex())
                 self._preprocessor.put(ConnectionStalled(identity))
         except zmq.ZMQError as error:
-            if error.errno != errno.EHOSTUNREACH:       # a peer gone before its reply: nothing to deliver to
+            if error.errno != errno.EHOSTUNREACH:  # a peer gone before its reply: nothing to deliver to
                 log.error("send to %s failed: %s", identity.hex(), error)
 
     # -- inbound -------------------------------------------------------------------------------------------------
@@ -163,7 +172,7 @@ class SocketServer:
             if event["event"] == zmq.EVENT_ACCEPTED:
                 self._shut_down(self._connections.accepted(event["value"], time.monotonic()))
                 handled += 1
-                if handled % PRESSURE_EVERY == 0:     # the events lag the accepts: look at the table itself
+                if handled % PRESSURE_EVERY == 0:  # the events lag the accepts: look at the table itself
                     self._check_pressure()
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._closed(self._connections.disconnected(event["value"]))
@@ -173,7 +182,7 @@ class SocketServer:
     # -- connection limits ---------------------------------------------------------------------------------------
 
     def _poll_timeout_ms(self) -> int | None:
-        if not self._listening:          # look again soon: nothing else wakes this thread when the count drops
+        if not self._listening:  # look again soon: nothing else wakes this thread when the count drops
             return PAUSED_POLL_MS
         deadline = self._connections.next_deadline()
         return None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
@@ -183,13 +192,17 @@ class SocketServer:
         if self._listening and self._pressure.pressed():
             self._router.unbind(self.address)
             self._listening, self._listener_closed = False, False
-            log.error("%d or more descriptors open, near the limit of %d: not accepting connections until below %d",
-                      self._pressure.high, self._connections.budget.fd_limit, self._pressure.low)
+            log.error(
+                "%d or more descriptors open, near the limit of %d: not accepting connections until below %d",
+                self._pressure.high,
+                self._connections.budget.fd_limit,
+                self._pressure.low,
+            )
         elif not self._listening and self._listener_closed and self._pressure.relieved():
             # only after the old listener closed: closing, an ipc:// listener unlinks its path, the new one's too
             try:
                 self._router.bind(self.address)
-            except zmq.ZMQError as error:        # e.g. the address taken meanwhile: try again at the next look
+            except zmq.ZMQError as error:  # e.g. the address taken meanwhile: try again at the next look
                 log.error("cannot listen on %s again: %s", self.address, error)
                 return
             self._listening = True
@@ -200,7 +213,7 @@ class SocketServer:
         deadline = self._connections.next_deadline()
         if deadline is None or deadline > time.monotonic():
             return
-        self._drain_monitor()        # a descriptor's state up to date before acting on it
+        self._drain_monitor()  # a descriptor's state up to date before acting on it
         self._shut_down(self._connections.expired(time.monotonic()))
 
     def _shut_down(self, victims: list[tuple[int, int | None]]) -> None:
@@ -211,10 +224,15 @@ class SocketServer:
             now = time.monotonic()
             if now - logged_at >= DROP_LOG_S:
                 budget = self._connections.budget
-                log.warning("dropped %d connections (over %d per principal or %d in all, or silent for %.1f s "
-                            "without hello); %d held", self._connections.dropped - dropped,
-                            budget.max_connections_per_principal, budget.max_connections, budget.hello_timeout_s,
-                            len(self._connections))
+                log.warning(
+                    "dropped %d connections (over %d per principal or %d in all, or silent for %.1f s "
+                    "without hello); %d held",
+                    self._connections.dropped - dropped,
+                    budget.max_connections_per_principal,
+                    budget.max_connections,
+                    budget.hello_timeout_s,
+                    len(self._connections),
+                )
                 self._drops_logged = (self._connections.dropped, now)
 
     def _closed(self, identity: bytes | None) -> None:
@@ -229,7 +247,7 @@ class SocketServer:
             frames = self._router.recv_multipart(copy=False)
             try:
                 self._handle(frames[0].bytes, frames)
-            except Exception:        # a bug here must cost one frame, never the thread that serves every agent
+            except Exception:  # a bug here must cost one frame, never the thread that serves every agent
                 log.exception("frame from %s crashed its handling", frames[0].bytes.hex())
 
     def _handle(self, identity: bytes, frames: list[zmq.Frame]) -> None:
@@ -240,12 +258,13 @@ class SocketServer:
             envelope = decode_request(frames[1].bytes, self._max_frame_bytes)
             req_id = envelope.req_id
             if envelope.type == "hello":
-                self._drain_monitor()        # brings the connection's state up to date before binding it
+                self._drain_monitor()  # brings the connection's state up to date before binding it
                 peer = Peer.from_zmq(_property(frames[1], "Peer-Address"), _property(frames[1], "User-Id"))
                 closed = self._connections.hello(frames[1].get(zmq.SRCFD), identity)
             if not self._inbox.try_reserve(identity):
-                raise ProtocolError(ErrorCode.BUSY, "the kernel's queue is full for this connection: retry later",
-                                    req_id)
+                raise ProtocolError(
+                    ErrorCode.BUSY, "the kernel's queue is full for this connection: retry later", req_id
+                )
         except ProtocolError as error:
             log.warning("rejected frame from %s: %s", identity.hex(), error)
             self._send([identity, encode_error(error.req_id, error.code, error.message)])
@@ -257,7 +276,7 @@ class SocketServer:
             # only what needs preprocessing takes the extra thread hop (tens of µs on a busy 2-core machine);
             # a call's cancel and its connection's end follow it through the same queue, so they stay in order
             (self._preprocessor.put if envelope.type in PREPROCESSED else self._inbox.put)(item)
-        for gone in closed:          # after the hello: a record made for a connection already gone ends at once
+        for gone in closed:  # after the hello: a record made for a connection already gone ends at once
             self._closed(gone)
 
 
@@ -267,7 +286,7 @@ def _monitor_socket(router: zmq.Socket) -> zmq.Socket:
     address = f"inproc://aiosd-monitor-{id(router):x}"
     router.monitor(address, MONITOR_EVENTS)
     monitor = router.context.socket(zmq.PAIR)
-    monitor.setsockopt(zmq.RCVHWM, 0)      # inproc: either side's 0 makes the pipe unbounded
+    monitor.setsockopt(zmq.RCVHWM, 0)  # inproc: either side's 0 makes the pipe unbounded
     monitor.connect(address)
     return monitor
 
@@ -286,7 +305,7 @@ def _claim_socket_file(path: str) -> None:
     directory = os.path.dirname(path) or "."
     if os.path.abspath(directory) == os.path.abspath(runtime_dir.default_path()):
         runtime_dir.private_dir(directory)
-    else:       # a directory the operator chose: made if missing, never re-moded (it may be shared on purpose)
+    else:  # a directory the operator chose: made if missing, never re-moded (it may be shared on purpose)
         os.makedirs(directory, mode=0o700, exist_ok=True)
     if not os.path.exists(path):
         return
@@ -296,7 +315,7 @@ def _claim_socket_file(path: str) -> None:
     except OSError as error:
         if error.errno not in (errno.ECONNREFUSED, errno.ENOENT):
             raise
-        os.unlink(path)          # left behind by a kernel that died: nobody is listening
+        os.unlink(path)  # left behind by a kernel that died: nobody is listening
         return
     finally:
         probe.close()

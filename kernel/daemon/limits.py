@@ -11,6 +11,7 @@ fatal). So aiosd first raises its soft RLIMIT_NOFILE to the hard one (raise_fd_l
 agents within the limit less a reserve for the kernel's own files, sockets, threads and tool servers. The reserve also
 absorbs connections libzmq accepts before the I/O thread hears of them and drops the excess.
 """
+
 from __future__ import annotations
 
 import resource
@@ -22,12 +23,12 @@ from kernel.scheduler.base import ReqState
 DEFAULT_MAX_CALLS = 64
 DEFAULT_MAX_QUEUED_TOKENS = 1 << 17
 
-DEFAULT_HELLO_TIMEOUT_S = 5.0    # a connection that has not said hello by then is dropped (the SDK says it at once)
-FD_RESERVE_MIN = 512             # descriptors kept for the kernel itself: arena, data files, tool servers' pipes, ...
-FD_RESERVE_FRACTION = 8          # ... and at least 1/8 of the limit, for connections accepted before they are seen
-MAX_AGENTS = 10_000              # memory and scheduling cost bound agents even where descriptors are plenty
+DEFAULT_HELLO_TIMEOUT_S = 5.0  # a connection that has not said hello by then is dropped (the SDK says it at once)
+FD_RESERVE_MIN = 512  # descriptors kept for the kernel itself: arena, data files, tool servers' pipes, ...
+FD_RESERVE_FRACTION = 8  # ... and at least 1/8 of the limit, for connections accepted before they are seen
+MAX_AGENTS = 10_000  # memory and scheduling cost bound agents even where descriptors are plenty
 MAX_CONNECTIONS = 2 * MAX_AGENTS
-PRINCIPAL_SHARE = (3, 4)         # one principal may hold 3/4 of the connections and of the agents: others still fit
+PRINCIPAL_SHARE = (3, 4)  # one principal may hold 3/4 of the connections and of the agents: others still fit
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class AgentLimits:
             raise ProtocolError(ErrorCode.BUSY, f"this agent has {len(held)} calls in flight, the most it may hold")
         queued = sum(r.prompt_tokens for r in held if r.state is ReqState.WAITING) + prompt_tokens
         if queued > self.max_queued_tokens:
-            raise ProtocolError(ErrorCode.BUSY, f"this agent would have {queued} prompt tokens waiting, over its "
-                                                f"limit of {self.max_queued_tokens}")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"this agent would have {queued} prompt tokens waiting, over its limit of {self.max_queued_tokens}",
+            )
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ConnectionBudget:
     """How many connections (said hello or not) and agents the kernel holds, per principal and in all; and how long
     a connection may stay silent before saying hello. max_connections + max_agents + the reserve fit in fd_limit
     (for any limit of at least twice FD_RESERVE_MIN; below that, one agent still fits)."""
+
     fd_limit: int
     max_connections: int
     max_connections_per_principal: int
@@ -62,9 +66,13 @@ class ConnectionBudget:
         return reserve_of(self.fd_limit)
 
     @classmethod
-    def from_fd_limit(cls, fd_limit: int, hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S,
-                      max_connections_per_principal: int | None = None) -> "ConnectionBudget":
-        usable = max(2, fd_limit - reserve_of(fd_limit))       # a limit below the reserve still lets one agent in
+    def from_fd_limit(
+        cls,
+        fd_limit: int,
+        hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S,
+        max_connections_per_principal: int | None = None,
+    ) -> ConnectionBudget:
+        usable = max(2, fd_limit - reserve_of(fd_limit))  # a limit below the reserve still lets one agent in
         agents = max(1, min(MAX_AGENTS, usable // 3))
         connections = max(agents, min(MAX_CONNECTIONS, usable - agents))
         share, whole = PRINCIPAL_SHARE
@@ -74,11 +82,17 @@ class ConnectionBudget:
         # a principal's agents leave some of its connections free: for its `aios` commands, and for a hello over the
         # agent cap, which can then be answered `busy` instead of its connection being dropped unanswered
         agents_per_principal = max(1, min(per_principal * share // whole, agents * share // whole))
-        return cls(fd_limit=fd_limit, max_connections=connections, max_connections_per_principal=per_principal,
-                   max_agents=agents, max_agents_per_principal=agents_per_principal, hello_timeout_s=hello_timeout_s)
+        return cls(
+            fd_limit=fd_limit,
+            max_connections=connections,
+            max_connections_per_principal=per_principal,
+            max_agents=agents,
+            max_agents_per_principal=agents_per_principal,
+            hello_timeout_s=hello_timeout_s,
+        )
 
     @classmethod
-    def for_process(cls, **options) -> "ConnectionBudget":
+    def for_process(cls, **options) -> ConnectionBudget:
         """The budget of this process's current soft descriptor limit."""
         return cls.from_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0], **options)
 
@@ -96,6 +110,6 @@ def raise_fd_limit() -> tuple[int, int]:
     if target > soft:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):       # a sandbox may refuse: keep the soft limit, the budget follows it
+        except (ValueError, OSError):  # a sandbox may refuse: keep the soft limit, the budget follows it
             return soft, soft
     return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]

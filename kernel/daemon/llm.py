@@ -4,6 +4,7 @@ manager, one engine step, and the token events routed back to their agents.
 The scheduler decides (kernel/scheduler/), the context manager moves KV (kernel/context/), the engine computes
 (kernel/engine/); this module only keeps the request table true and talks to agents through the outbox.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,14 @@ from kernel.daemon.inbound import Inbound
 from kernel.daemon.limits import AgentLimits
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.requests import LLMRequest, RequestTable
-from kernel.engine.core.interface import (EngineError, EngineRequest, FinishReason, NoCapacity, SamplingParams,
-                                     TokenEvent)
+from kernel.engine.core.interface import (
+    EngineError,
+    EngineRequest,
+    FinishReason,
+    NoCapacity,
+    SamplingParams,
+    TokenEvent,
+)
 from kernel.engine.structured.tool_calls import parse_tool_calls
 from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView, Scheduler
@@ -28,8 +35,15 @@ log = logging.getLogger("aiosd.llm")
 
 
 class LLMService:
-    def __init__(self, engine, context, scheduler: Scheduler, agents: AgentTable, outbox: Outbox,
-                 limits: AgentLimits | None = None):
+    def __init__(
+        self,
+        engine,
+        context,
+        scheduler: Scheduler,
+        agents: AgentTable,
+        outbox: Outbox,
+        limits: AgentLimits | None = None,
+    ):
         self.limits = limits or AgentLimits()
         self.engine = engine
         self.context = context
@@ -38,7 +52,7 @@ class LLMService:
         self.outbox = outbox
         self.requests = RequestTable()
         self.tokens_generated = 0
-        self.program_start: dict[str, int] = {}     # agent -> step of its program's first call (plas ranks by it)
+        self.program_start: dict[str, int] = {}  # agent -> step of its program's first call (plas ranks by it)
 
     # -- arrivals ------------------------------------------------------------------------------------------------
 
@@ -52,18 +66,36 @@ class LLMService:
         if item.prompt_ids is None:
             raise ProtocolError(ErrorCode.INTERNAL, "the call reached the loop without its prompt tokens")
         self.limits.check(self.requests.of_agent(agent.agent_id), len(item.prompt_ids))
-        params = SamplingParams(max_tokens=call.max_tokens, temperature=call.temperature, top_p=call.top_p,
-                                top_k=call.top_k, seed=call.seed, stop=call.stop, ignore_eos=call.ignore_eos,
-                                grammar=item.grammar)
+        params = SamplingParams(
+            max_tokens=call.max_tokens,
+            temperature=call.temperature,
+            top_p=call.top_p,
+            top_k=call.top_k,
+            seed=call.seed,
+            stop=call.stop,
+            ignore_eos=call.ignore_eos,
+            grammar=item.grammar,
+        )
         try:
             params.validate()
         except EngineError as error:
             raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
-        self.requests.add(LLMRequest(
-            req_id=req_id, client_id=client_id, agent_id=agent.agent_id, identity=item.identity,
-            engine_request=EngineRequest(req_id=req_id, prompt_ids=item.prompt_ids, params=params),
-            stream=call.stream, priority_hint=call.priority, predicted_tokens=call.predicted_tokens, arrival_step=now,
-            waiting_since=now, arrival_time=item.received, tool_format=item.tool_format))
+        self.requests.add(
+            LLMRequest(
+                req_id=req_id,
+                client_id=client_id,
+                agent_id=agent.agent_id,
+                identity=item.identity,
+                engine_request=EngineRequest(req_id=req_id, prompt_ids=item.prompt_ids, params=params),
+                stream=call.stream,
+                priority_hint=call.priority,
+                predicted_tokens=call.predicted_tokens,
+                arrival_step=now,
+                waiting_since=now,
+                arrival_time=item.received,
+                tool_format=item.tool_format,
+            )
+        )
         self.program_start.setdefault(agent.agent_id, now)
 
     # -- one loop iteration --------------------------------------------------------------------------------------
@@ -86,8 +118,9 @@ class LLMService:
         if not waiting:
             return
         running = self.requests.in_state(ReqState.RUNNING)
-        plan = self.scheduler.plan([self._view(r) for r in running], [self._view(r) for r in waiting],
-                                   self.engine.capacity(), now)
+        plan = self.scheduler.plan(
+            [self._view(r) for r in running], [self._view(r) for r in waiting], self.engine.capacity(), now
+        )
         for req_id in plan.preempt:
             request = self._planned(req_id, ReqState.RUNNING)
             if request is not None:
@@ -122,7 +155,7 @@ class LLMService:
         """One engine forward over the batch; its token events go to their agents."""
         try:
             events = self.engine.step()
-        except Exception:      # an engine bug must not take every agent down with it: fail the batch, keep serving
+        except Exception:  # an engine bug must not take every agent down with it: fail the batch, keep serving
             log.exception("engine step failed")
             for request in self.requests.in_state(ReqState.RUNNING):
                 self.cancel(request.req_id, ErrorCode.INTERNAL, "the engine failed on this batch")
@@ -132,7 +165,7 @@ class LLMService:
 
     def _route(self, event: TokenEvent) -> None:
         request = self.requests.get(event.req_id)
-        if request is None:        # cancelled while its step was running
+        if request is None:  # cancelled while its step was running
             return
         if event.token_id >= 0:
             request.output_ids.append(event.token_id)
@@ -141,7 +174,7 @@ class LLMService:
             self.tokens_generated += 1
             if request.first_token_time is None:
                 request.first_token_time = time.monotonic()
-        if event.finish_reason is FinishReason.ERROR:     # this sequence alone failed (numerics): the rest go on
+        if event.finish_reason is FinishReason.ERROR:  # this sequence alone failed (numerics): the rest go on
             self.cancel(request.req_id, ErrorCode.ENGINE, f"generation failed: {event.error}")
             return
         request.text_parts.append(event.text)
@@ -156,18 +189,27 @@ class LLMService:
         agent = self.agents.get(request.agent_id)
         agent.recent_done.append(request.info(agent.priority, ReqState.DONE))
         done = time.monotonic()
-        timing = Timing(queue_s=(request.admitted_time or done) - request.arrival_time,
-                        ttft_s=None if request.first_token_time is None
-                        else request.first_token_time - request.arrival_time,
-                        total_s=done - request.arrival_time)
+        timing = Timing(
+            queue_s=(request.admitted_time or done) - request.arrival_time,
+            ttft_s=None if request.first_token_time is None else request.first_token_time - request.arrival_time,
+            total_s=done - request.arrival_time,
+        )
         usage = Usage(prompt_tokens=request.prompt_tokens, completion_tokens=len(request.output_ids))
         text, calls = "".join(request.text_parts), []
         if request.tool_format is not None:
             text, parsed = parse_tool_calls(text, request.tool_format)
             calls = [ToolCall(id=c.id, name=c.name, arguments=c.arguments_json) for c in parsed]
-        self.outbox.result(request.identity, request.client_id,
-                           Completion(text=text, finish_reason="tool_calls" if calls else finish_reason, usage=usage,
-                                      timing=timing, tool_calls=calls))
+        self.outbox.result(
+            request.identity,
+            request.client_id,
+            Completion(
+                text=text,
+                finish_reason="tool_calls" if calls else finish_reason,
+                usage=usage,
+                timing=timing,
+                tool_calls=calls,
+            ),
+        )
 
     # -- endings other than finishing ----------------------------------------------------------------------------
 
@@ -196,26 +238,45 @@ class LLMService:
         """The request as the scheduler sees it, with its KV in blocks as the engine counts them (the engine is the one
         owner of that arithmetic: block rounding, shared prefix blocks)."""
         agent = self.agents.get(request.agent_id)
-        blocks = (self.engine.blocks_held(request.req_id) if request.state is ReqState.RUNNING
-                  else self.engine.blocks_needed(request.resumable()))
-        return dataclasses.replace(request.view(agent.priority, agent.service_tokens), kv_blocks=blocks,
-                                   program_arrival=self.program_start.get(request.agent_id))
+        blocks = (
+            self.engine.blocks_held(request.req_id)
+            if request.state is ReqState.RUNNING
+            else self.engine.blocks_needed(request.resumable())
+        )
+        return dataclasses.replace(
+            request.view(agent.priority, agent.service_tokens),
+            kv_blocks=blocks,
+            program_arrival=self.program_start.get(request.agent_id),
+        )
 
     def _planned(self, req_id: str, *states: ReqState) -> LLMRequest | None:
         """The request a plan names, if the plan is consistent with the table (a policy bug is logged, not fatal)."""
         request = self.requests.get(req_id)
         if request is None or request.state not in states:
-            log.error("scheduler %s planned %s, which is not %s", self.scheduler.name, req_id,
-                      "/".join(s.value for s in states))
+            log.error(
+                "scheduler %s planned %s, which is not %s",
+                self.scheduler.name,
+                req_id,
+                "/".join(s.value for s in states),
+            )
             return None
         return request
 
     def stats(self) -> dict:
         capacity = self.engine.capacity()
-        counts = {state.value: len(self.requests.in_state(state))
-                  for state in (ReqState.WAITING, ReqState.RUNNING, ReqState.PREEMPTED)}
-        return {"free_slots": capacity.free_slots, "total_slots": capacity.total_slots,
-                "engine_running": capacity.running, "max_batch": capacity.max_batch,
-                "max_context": capacity.max_context, "requests_waiting": counts["waiting"],
-                "requests_running": counts["running"], "requests_preempted": counts["preempted"],
-                "tokens_generated": self.tokens_generated, **self.context.stats()}
+        counts = {
+            state.value: len(self.requests.in_state(state))
+            for state in (ReqState.WAITING, ReqState.RUNNING, ReqState.PREEMPTED)
+        }
+        return {
+            "free_slots": capacity.free_slots,
+            "total_slots": capacity.total_slots,
+            "engine_running": capacity.running,
+            "max_batch": capacity.max_batch,
+            "max_context": capacity.max_context,
+            "requests_waiting": counts["waiting"],
+            "requests_running": counts["running"],
+            "requests_preempted": counts["preempted"],
+            "tokens_generated": self.tokens_generated,
+            **self.context.stats(),
+        }

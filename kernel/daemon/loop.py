@@ -1,6 +1,7 @@
 """The kernel loop: one thread that owns the engine. Each iteration: take the syscalls and connection events that
 arrived, reap agents that died, let the scheduler plan, step the engine once. It sleeps on the inbox only when the
 engine is idle. A failure in one phase is logged and costs the calls it concerns, never the loop."""
+
 from __future__ import annotations
 
 import logging
@@ -22,22 +23,32 @@ from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.loop")
 
-SYSCALL_BUDGET_S = 0.002         # syscall handling per engine step while the engine has work (~15% of a 15 ms step)
+SYSCALL_BUDGET_S = 0.002  # syscall handling per engine step while the engine has work (~15% of a 15 ms step)
 
 
 class KernelLoop:
-    def __init__(self, engine, context, scheduler: Scheduler, inbox: Inbox, outbox: Outbox,
-                 access: AccessPolicy | None = None, lease_s: float = 30.0, idle_wait_s: float = 0.25,
-                 limits: AgentLimits | None = None, services: ServiceSyscalls | None = None):
+    def __init__(
+        self,
+        engine,
+        context,
+        scheduler: Scheduler,
+        inbox: Inbox,
+        outbox: Outbox,
+        access: AccessPolicy | None = None,
+        lease_s: float = 30.0,
+        idle_wait_s: float = 0.25,
+        limits: AgentLimits | None = None,
+        services: ServiceSyscalls | None = None,
+    ):
         self.agents = AgentTable()
         self.llm = LLMService(engine, context, scheduler, self.agents, outbox, limits)
         self.access = access or AccessPolicy(tokens=TokenRegistry(None), audit=AuditLog(None), allowed_uids=frozenset())
         self.syscalls = Syscalls(self.agents, self.llm, outbox, engine.layout().model_id, self.access, services)
-        self.step = 0                        # engine steps so far: the scheduler's clock
+        self.step = 0  # engine steps so far: the scheduler's clock
         self._inbox = inbox
         self._outbox = outbox
         self._lease_s = lease_s
-        self._idle_wait_s = idle_wait_s      # how often an idle kernel still checks for dead agents
+        self._idle_wait_s = idle_wait_s  # how often an idle kernel still checks for dead agents
 
     def run(self) -> None:
         """Serve until stop(); then every request still in flight gets a shutdown error."""
@@ -47,7 +58,7 @@ class KernelLoop:
                 self.syscalls.services.tick()
             try:
                 self.llm.schedule(self.step)
-            except Exception:        # a policy or context-manager bug: the calls it was placing fail, the loop lives
+            except Exception:  # a policy or context-manager bug: the calls it was placing fail, the loop lives
                 log.exception("scheduling failed")
                 for request in self.llm.requests.in_state(ReqState.WAITING, ReqState.PREEMPTED):
                     self.llm.cancel(request.req_id, ErrorCode.INTERNAL, "the kernel failed to schedule this call")
@@ -108,5 +119,6 @@ class KernelLoop:
             except queue.Empty:
                 return
             if isinstance(item, Inbound) and item.envelope.type not in NOTIFICATIONS:
-                self._outbox.error(item.identity, item.envelope.req_id, ErrorCode.SHUTDOWN,
-                                   "the kernel is shutting down")
+                self._outbox.error(
+                    item.identity, item.envelope.req_id, ErrorCode.SHUTDOWN, "the kernel is shutting down"
+                )

@@ -4,6 +4,7 @@ Each thread that answers syscalls (the kernel loop, the preprocessor) owns one O
 one thread only. A reply that cannot be encoded (a kernel bug: a value msgpack cannot carry) is replaced by an
 `internal` error for that call, so a bad reply never ends the thread that sends it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ OUTBOX_ADDRESS = "inproc://aiosd-outbox"
 class Outbox:
     def __init__(self, context: zmq.Context):
         self._socket = context.socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.SNDHWM, 0)   # inproc to the I/O thread, which drains it; per-peer limits are there
+        self._socket.setsockopt(zmq.SNDHWM, 0)  # inproc to the I/O thread, which drains it; per-peer limits are there
         self._socket.connect(OUTBOX_ADDRESS)
 
     def result(self, identity: bytes, req_id: int | str | None, body) -> None:

@@ -6,14 +6,15 @@ input-processing thread). Cheap checks come first: a prompt longer than any cont
 is refused before it is tokenized. Items pass through in arrival order, so a connection's LLM calls, their cancels and
 its ConnectionClosed keep their order; a call refused here is answered here, through this thread's own outbox.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import zmq
 
@@ -29,15 +30,15 @@ from kernel.engine.structured.tool_formats import ToolFormat
 log = logging.getLogger("aiosd.preprocess")
 
 LLM_CALLS = ("llm.generate", "llm.chat")
-PREPROCESSED = (*LLM_CALLS, "llm.cancel")      # the I/O thread routes these here; other syscalls go to the inbox
-MAX_CHARS_PER_TOKEN = 64      # no vocabulary entry is longer: more characters than this × the context cannot fit
+PREPROCESSED = (*LLM_CALLS, "llm.cancel")  # the I/O thread routes these here; other syscalls go to the inbox
+MAX_CHARS_PER_TOKEN = 64  # no vocabulary entry is longer: more characters than this × the context cannot fit
 
 
 @dataclass(frozen=True)
 class Prepared:
     prompt_ids: list[int]
-    grammar: str | None = None       # tools offered or a response format: the answer must follow it
-    tool_format: ToolFormat | None = None   # tools offered: the reply is parsed into calls in this format
+    grammar: str | None = None  # tools offered or a response format: the answer must follow it
+    tool_format: ToolFormat | None = None  # tools offered: the reply is parsed into calls in this format
 
 
 class PromptPreparer:
@@ -58,8 +59,9 @@ class PromptPreparer:
         else:
             chars = len(call.prompt)
         if chars > self.limit * MAX_CHARS_PER_TOKEN:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"a prompt of {chars} characters cannot fit the "
-                                                     f"{self.limit}-token context")
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"a prompt of {chars} characters cannot fit the {self.limit}-token context"
+            )
         grammar, tool_format = None, None
         if isinstance(call, Chat):
             messages = [_as_dict(m) for m in call.messages]
@@ -68,8 +70,14 @@ class PromptPreparer:
                 # with a response format, "auto" is a call or the structured answer (response_format.py)
                 choice = "required" if structured and call.tool_choice == "auto" else call.tool_choice
                 # the model's own tools section and call format where its template has one (tool_formats.py)
-                chat = prepare_chat(getattr(self._engine, "tokenizer", self._engine), messages, call.tools or None,
-                                    call.tool_choice, call.parallel_tool_calls, grammar_choice=choice)
+                chat = prepare_chat(
+                    getattr(self._engine, "tokenizer", self._engine),
+                    messages,
+                    call.tools or None,
+                    call.tool_choice,
+                    call.parallel_tool_calls,
+                    grammar_choice=choice,
+                )
                 ids, grammar, tool_format = chat.prompt_ids, chat.grammar, chat.tool_format
                 if structured:
                     grammar = response_format_grammar(call.response_format, grammar)
@@ -80,8 +88,11 @@ class PromptPreparer:
         if not ids:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "the prompt is empty")
         if len(ids) + call.max_tokens > self.limit:
-            raise ProtocolError(ErrorCode.ENGINE, f"prompt ({len(ids)} tokens) + max_tokens ({call.max_tokens}) "
-                                                  f"exceeds the {self.limit} tokens a sequence may hold")
+            raise ProtocolError(
+                ErrorCode.ENGINE,
+                f"prompt ({len(ids)} tokens) + max_tokens ({call.max_tokens}) "
+                f"exceeds the {self.limit} tokens a sequence may hold",
+            )
         return Prepared(ids, grammar, tool_format)
 
 
@@ -119,14 +130,15 @@ class Preprocessor:
         envelope = item.envelope
         try:
             prepared = self._prepare(envelope.body)
-            return dataclasses.replace(item, prompt_ids=prepared.prompt_ids, grammar=prepared.grammar,
-                                       tool_format=prepared.tool_format)
+            return dataclasses.replace(
+                item, prompt_ids=prepared.prompt_ids, grammar=prepared.grammar, tool_format=prepared.tool_format
+            )
         except ProtocolError as error:
             outbox.error(item.identity, envelope.req_id, error.code, error.message)
-        except Exception:        # a tokenizer bug fails this call only
+        except Exception:  # a tokenizer bug fails this call only
             log.exception("preparing %s failed", envelope.type)
             outbox.error(item.identity, envelope.req_id, ErrorCode.INTERNAL, f"{envelope.type} failed in the kernel")
-        self._inbox.release(item.identity)     # answered here: it never reaches the loop, which would give it back
+        self._inbox.release(item.identity)  # answered here: it never reaches the loop, which would give it back
         return None
 
 

@@ -4,6 +4,7 @@ The table is the source of truth for what the scheduler sees (RequestView) and f
 (the tokens generated so far). Time for the scheduler is counted in kernel steps; wall-clock times are kept only to
 report queue wait, time to first token and total latency back to the agent.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,11 +21,11 @@ from kernel.scheduler.base import ReqState, RequestView
 
 @dataclass
 class LLMRequest:
-    req_id: str                       # kernel-wide id: "<agent id>/<client id>"
-    client_id: int | str              # the id the agent chose, echoed in every reply frame
+    req_id: str  # kernel-wide id: "<agent id>/<client id>"
+    client_id: int | str  # the id the agent chose, echoed in every reply frame
     agent_id: str
-    identity: bytes                   # where replies go
-    engine_request: EngineRequest     # as first submitted (prompt, sampling); output_ids below
+    identity: bytes  # where replies go
+    engine_request: EngineRequest  # as first submitted (prompt, sampling); output_ids below
     stream: bool
     priority_hint: int
     predicted_tokens: int | None
@@ -32,12 +33,12 @@ class LLMRequest:
     arrival_time: float
     state: ReqState = ReqState.WAITING
     waiting_since: int = 0
-    slice_tokens: int = 0             # tokens generated since the last admit/resume
+    slice_tokens: int = 0  # tokens generated since the last admit/resume
     output_ids: list[int] = field(default_factory=list)
     text_parts: list[str] = field(default_factory=list)
     admitted_time: float | None = None
     first_token_time: float | None = None
-    tool_format: ToolFormat | None = None   # a chat that offered tools: its text is parsed into calls at the end
+    tool_format: ToolFormat | None = None  # a chat that offered tools: its text is parsed into calls at the end
 
     @property
     def prompt_tokens(self) -> int:
@@ -52,22 +53,34 @@ class LLMRequest:
         return max(PRIORITY_MIN, min(PRIORITY_MAX, agent_priority + self.priority_hint))
 
     def view(self, agent_priority: int, agent_service: int) -> RequestView:
-        return RequestView(req_id=self.req_id, agent_id=self.agent_id, state=self.state,
-                           priority=self.priority(agent_priority), arrival=self.arrival_step,
-                           prompt_tokens=self.prompt_tokens, max_tokens=self.engine_request.params.max_tokens,
-                           output_tokens=len(self.output_ids), slice_tokens=self.slice_tokens,
-                           waiting_since=self.waiting_since, agent_service=agent_service,
-                           predicted_tokens=self.predicted_tokens)
+        return RequestView(
+            req_id=self.req_id,
+            agent_id=self.agent_id,
+            state=self.state,
+            priority=self.priority(agent_priority),
+            arrival=self.arrival_step,
+            prompt_tokens=self.prompt_tokens,
+            max_tokens=self.engine_request.params.max_tokens,
+            output_tokens=len(self.output_ids),
+            slice_tokens=self.slice_tokens,
+            waiting_since=self.waiting_since,
+            agent_service=agent_service,
+            predicted_tokens=self.predicted_tokens,
+        )
 
     def info(self, agent_priority: int, state: ReqState | None = None) -> RequestInfo:
-        return RequestInfo(request_id=self.client_id, state=(state or self.state).value,
-                           priority=self.priority(agent_priority), prompt_tokens=self.prompt_tokens,
-                           output_tokens=len(self.output_ids))
+        return RequestInfo(
+            request_id=self.client_id,
+            state=(state or self.state).value,
+            priority=self.priority(agent_priority),
+            prompt_tokens=self.prompt_tokens,
+            output_tokens=len(self.output_ids),
+        )
 
 
 class RequestTable:
     def __init__(self):
-        self._requests: dict[str, LLMRequest] = {}     # insertion order = arrival order
+        self._requests: dict[str, LLMRequest] = {}  # insertion order = arrival order
 
     def add(self, request: LLMRequest) -> None:
         self._requests[request.req_id] = request

@@ -1,4 +1,5 @@
 """LLM engines behind one interface (interface.py): the torch CPU engine and the ExLlamaV2 GPU engine."""
+
 import os
 
 # Both are read once, when torch loads its runtimes or first allocates, so they are set before any torch import: entry

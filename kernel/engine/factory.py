@@ -7,12 +7,13 @@ the weights: two hyperthreads of one core share its load ports and caches and ad
 waits for its slowest thread, so a sibling that an agent process also wants slows the whole step. Without the sysfs
 topology (not Linux, masked /sys) every allowed CPU counts. The choice and its reason are logged.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from kernel.engine.core.interface import Engine, EngineError
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def _parse_cpu_list(text: str) -> set[int]:
-    """"0-3,8,10-11" → {0, 1, 2, 3, 8, 10, 11} (the kernel's cpulist format)."""
+    """ "0-3,8,10-11" → {0, 1, 2, 3, 8, 10, 11} (the kernel's cpulist format)."""
     cpus: set[int] = set()
     for part in text.strip().split(","):
         if part:
@@ -59,9 +60,18 @@ def default_threads() -> int:
     return count
 
 
-def load_engine(kind: str = "torch", model: str | None = None, dtype: str = "bfloat16", kv_budget_tokens: int = 16384,
-                max_batch: int = 32, prefill_chunk: int = 256, threads: int | None = None, prefix_cache: bool = True,
-                engine_urls: Sequence[str] = (), weights: str | None = None) -> Engine:
+def load_engine(
+    kind: str = "torch",
+    model: str | None = None,
+    dtype: str = "bfloat16",
+    kv_budget_tokens: int = 16384,
+    max_batch: int = 32,
+    prefill_chunk: int = 256,
+    threads: int | None = None,
+    prefix_cache: bool = True,
+    engine_urls: Sequence[str] = (),
+    weights: str | None = None,
+) -> Engine:
     """kind "torch": the CPU engine (model None → the bundled SmolLM2 GGUF; threads None → default_threads());
     "exllamav2": the GPU engine (dtype and threads do not apply: its weights and cache are fp16 on the GPU).
     prefix_cache False: finished sequences' KV is not kept for reuse by later requests.
@@ -72,14 +82,29 @@ def load_engine(kind: str = "torch", model: str | None = None, dtype: str = "bfl
     bounds each replica's calls in flight where the server does not report its slots; the rest do not apply."""
     if kind == "torch":
         from kernel.engine.cpu.torch_engine import TorchEngine
-        return TorchEngine.from_path(model, dtype=dtype, kv_budget_tokens=kv_budget_tokens, max_batch=max_batch,
-                                     prefill_chunk=prefill_chunk, threads=threads, prefix_cache=prefix_cache,
-                                     weights=weights)
+
+        return TorchEngine.from_path(
+            model,
+            dtype=dtype,
+            kv_budget_tokens=kv_budget_tokens,
+            max_batch=max_batch,
+            prefill_chunk=prefill_chunk,
+            threads=threads,
+            prefix_cache=prefix_cache,
+            weights=weights,
+        )
     if kind == "exllamav2":
-        from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine   # needs a GPU and the exllamav2 package
-        return ExLlamaV2Engine.from_path(model, kv_budget_tokens=kv_budget_tokens, max_batch=max_batch,
-                                         prefill_chunk=prefill_chunk, prefix_cache=prefix_cache)
+        from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine  # needs a GPU and the exllamav2 package
+
+        return ExLlamaV2Engine.from_path(
+            model,
+            kv_budget_tokens=kv_budget_tokens,
+            max_batch=max_batch,
+            prefill_chunk=prefill_chunk,
+            prefix_cache=prefix_cache,
+        )
     if kind == "openai":
         from kernel.engine.remote import RemoteEngine
+
         return RemoteEngine(engine_urls, model=model, max_batch=max_batch)
     raise EngineError(f"unknown engine kind {kind!r} (expected one of {', '.join(ENGINE_KINDS)})")

@@ -11,6 +11,7 @@ never downloaded: HF_HUB_OFFLINE is set before sentence-transformers is imported
 path). It encodes in batches of `batch_size`; a text is embedded by its first 256 word pieces (the model's limit).
 It does not change torch's thread count: that is process-wide and the LLM engine in the same process owns it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,19 +39,24 @@ class MiniLMEmbedder:
     dim = MINILM_DIM
 
     def __init__(self, folder: str | os.PathLike | None = None, batch_size: int = 32, device: str = "cpu"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")       # a local folder needs no hub; make sure none is asked
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub; make sure none is asked
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         self.folder = Path(folder) if folder is not None else model_path()
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(self.folder), device=device, local_files_only=True)
-        dimension = getattr(self._model, "get_embedding_dimension", None)    # the newer name; the old one warns
+        dimension = getattr(self._model, "get_embedding_dimension", None)  # the newer name; the old one warns
         self.dim = int(dimension() if dimension else self._model.get_sentence_embedding_dimension())
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        vectors = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
 

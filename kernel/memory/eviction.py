@@ -13,6 +13,7 @@ evicted spaces too (it is what lets a space that comes back regain its rank), an
 logical clock (one tick per reference), so the order is deterministic. Not done: LRU-K's correlated-reference
 period (two references in one burst counting as one).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,14 +25,14 @@ class LRUK:
             raise ValueError("k must be at least 1")
         self.k = k
         self._clock = 0
-        self._history: dict[str, list[int]] = {}    # space → its last k reference times, oldest first
-        self._resident: dict[str, int] = {}         # space → vectors it holds in RAM
+        self._history: dict[str, list[int]] = {}  # space → its last k reference times, oldest first
+        self._resident: dict[str, int] = {}  # space → vectors it holds in RAM
 
     def reference(self, space: str) -> None:
         self._clock += 1
         times = self._history.setdefault(space, [])
         times.append(self._clock)
-        del times[:-self.k]
+        del times[: -self.k]
 
     def admit(self, space: str, size: int) -> None:
         self._resident[space] = size
@@ -69,5 +70,6 @@ class LRUK:
 
         def rank(space: str):
             times = self._history.get(space) or [0]
-            return (-self.backward_distance(space), times[-1])     # farthest K-th reference first, then LRU
+            return (-self.backward_distance(space), times[-1])  # farthest K-th reference first, then LRU
+
         return min(candidates, key=rank)

@@ -13,6 +13,7 @@ both modes, searches exclude dead rows with an IDSelector, and the index is comp
 once a quarter of its rows are dead. The vectors themselves are read back from faiss's own storage, never copied
 twice in RAM.
 """
+
 from __future__ import annotations
 
 import faiss
@@ -26,13 +27,19 @@ DEAD = -1
 
 
 class SpaceIndex:
-    def __init__(self, dim: int, ann_threshold: int = DEFAULT_ANN_THRESHOLD, ef_search: int = EF_SEARCH,
-                 hnsw_m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION):
+    def __init__(
+        self,
+        dim: int,
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        ef_search: int = EF_SEARCH,
+        hnsw_m: int = HNSW_M,
+        ef_construction: int = EF_CONSTRUCTION,
+    ):
         self.dim = dim
         self.ann_threshold = ann_threshold
         self.ef_search, self.hnsw_m, self.ef_construction = ef_search, hnsw_m, ef_construction
-        self._keys = np.empty(0, dtype=np.int64)     # row → record key, DEAD once removed
-        self._row: dict[int, int] = {}               # live record key → row
+        self._keys = np.empty(0, dtype=np.int64)  # row → record key, DEAD once removed
+        self._row: dict[int, int] = {}  # live record key → row
         self._dead = 0
         self._index = self._new_index(ann=False)
 
@@ -51,7 +58,7 @@ class SpaceIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
         if not len(keys):
             return
-        self.remove([key for key in keys.tolist() if key in self._row])    # re-adding a key replaces its vector
+        self.remove([key for key in keys.tolist() if key in self._row])  # re-adding a key replaces its vector
         if not self.ann and len(self) + len(keys) >= self.ann_threshold:
             self._rebuild(ann=True, extra=(keys, vectors))
             return
@@ -79,7 +86,7 @@ class SpaceIndex:
         params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k)) if self.ann else faiss.SearchParameters()
         if self._dead:
             dead = faiss.IDSelectorBatch(np.nonzero(self._keys == DEAD)[0].astype(np.int64))
-            keep = faiss.IDSelectorNot(dead)      # faiss holds raw pointers: `dead` and `keep` must outlive search
+            keep = faiss.IDSelectorNot(dead)  # faiss holds raw pointers: `dead` and `keep` must outlive search
             params.sel = keep
         scores, rows = self._index.search(query, k_eff, params=params)
         found = rows[0] >= 0

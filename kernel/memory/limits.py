@@ -9,6 +9,7 @@ Metadata is a JSON object of at most MAX_METADATA_BYTES encoded; it is stored an
 (tuples come back as lists). A filter maps metadata keys to scalar values (str, int, float, bool, None) and matches
 records whose metadata has every key with exactly that value and JSON type (True does not match 1, 1 not 1.0).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,12 @@ MAX_SPACE_CHARS = 200
 MAX_TEXT_CHARS = 32_768
 MAX_QUERY_CHARS = 4_096
 MAX_METADATA_BYTES = 4_096
-MAX_BATCH = 256                 # texts in one add
+MAX_BATCH = 256  # texts in one add
 MAX_K = 100
 MAX_FILTER_KEYS = 16
 MAX_OFFSET = 1 << 40
-MAX_SPACES_PER_PRINCIPAL = 128   # an agent's space and its "#files" index are two: 64 agents' worth
-MAX_LIST = 100_000              # the kernel's file index lists a whole space to replace a path's entries
+MAX_SPACES_PER_PRINCIPAL = 128  # an agent's space and its "#files" index are two: 64 agents' worth
+MAX_LIST = 100_000  # the kernel's file index lists a whole space to replace a path's entries
 
 SCALARS = (str, int, float, bool, type(None))
 

@@ -24,6 +24,7 @@ an in-memory database: never written to disk, gone at close. directory=None make
 opens, so a database written by a build that kept such spaces on disk holds none of them once opened.
 Bytes are counted as UTF-8 text plus encoded metadata (what the agent stored; the vector's 1.5 KB is not charged).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,13 +47,24 @@ QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
 
 
 class MemoryManager:
-    def __init__(self, directory: str | os.PathLike | None, embedder=None, *, max_entries: int = 100_000,
-                 max_bytes: int = 64 << 20, ram_entries: int = 500_000, ann_threshold: int = DEFAULT_ANN_THRESHOLD,
-                 ephemeral_prefixes: tuple[str, ...] = ("eph:",), synchronous: str = "FULL",
-                 scan_batch: int = 8192, faiss_threads: int | None = 1,
-                 max_spaces: int = limits.MAX_SPACES_PER_PRINCIPAL):
+    def __init__(
+        self,
+        directory: str | os.PathLike | None,
+        embedder=None,
+        *,
+        max_entries: int = 100_000,
+        max_bytes: int = 64 << 20,
+        ram_entries: int = 500_000,
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        ephemeral_prefixes: tuple[str, ...] = ("eph:",),
+        synchronous: str = "FULL",
+        scan_batch: int = 8192,
+        faiss_threads: int | None = 1,
+        max_spaces: int = limits.MAX_SPACES_PER_PRINCIPAL,
+    ):
         if embedder is None:
             from kernel.memory.embedder import MiniLMEmbedder
+
             embedder = MiniLMEmbedder()
         self.embedder = embedder
         self.dim = int(embedder.dim)
@@ -86,8 +98,9 @@ class MemoryManager:
             self._check_new_space(store, space)
         entries, used = store.usage(sid) if sid is not None else (0, 0)
         if entries + len(rows) > self.max_entries:
-            raise ProtocolError(QUOTA, f"space holds {entries} of {self.max_entries} entries: "
-                                       f"{len(rows)} more do not fit")
+            raise ProtocolError(
+                QUOTA, f"space holds {entries} of {self.max_entries} entries: {len(rows)} more do not fit"
+            )
         added = sum(size for _, _, size in rows)
         if used + added > self.max_bytes:
             raise ProtocolError(QUOTA, f"space holds {used} of {self.max_bytes} bytes: {added} more do not fit")
@@ -120,9 +133,11 @@ class MemoryManager:
         else:
             scores, keys = self._scan(store, sid, vector, k, allowed)
         found = store.fetch(sid, keys.tolist())
-        return [Hit(format_id(key), found[key][0], float(score), found[key][1])
-                for score, key in zip(scores.tolist(), keys.tolist())
-                if key in found and limits.matches(found[key][1], where)]
+        return [
+            Hit(format_id(key), found[key][0], float(score), found[key][1])
+            for score, key in zip(scores.tolist(), keys.tolist())
+            if key in found and limits.matches(found[key][1], where)
+        ]
 
     def get(self, space: str, id: str) -> Record:
         store, space = self._open(space)
@@ -166,9 +181,11 @@ class MemoryManager:
         if sid is None:
             return []
         if where is None:
-            return [Record(format_id(key), text, meta, created, updated)
-                    for key, text, meta, created, updated in store.page(sid, offset, limit)]
-        keys = sorted(store.filter_keys(sid, where).tolist())[offset:offset + limit]
+            return [
+                Record(format_id(key), text, meta, created, updated)
+                for key, text, meta, created, updated in store.page(sid, offset, limit)
+            ]
+        keys = sorted(store.filter_keys(sid, where).tolist())[offset : offset + limit]
         found = store.fetch(sid, keys)
         return [Record(format_id(key), *found[key]) for key in keys if limits.matches(found[key][1], where)]
 
@@ -192,8 +209,9 @@ class MemoryManager:
 
     def stats(self) -> dict:
         self._check_open()
-        spaces = [(name, entries, size, store.ephemeral) for store in self._stores()
-                  for name, entries, size in store.spaces()]
+        spaces = [
+            (name, entries, size, store.ephemeral) for store in self._stores() for name, entries, size in store.spaces()
+        ]
         return {
             "spaces": len(spaces),
             "entries": sum(entries for _, entries, _, _ in spaces),
@@ -244,8 +262,11 @@ class MemoryManager:
         principal = limits.principal_of(space)
         held = sum(1 for name, _, _ in store.spaces() if limits.principal_of(name) == principal)
         if held >= self.max_spaces:
-            raise ProtocolError(QUOTA, f"{principal!r} already holds {held} memory spaces; the limit is "
-                                       f"{self.max_spaces} (drop one to make another)")
+            raise ProtocolError(
+                QUOTA,
+                f"{principal!r} already holds {held} memory spaces; the limit is "
+                f"{self.max_spaces} (drop one to make another)",
+            )
 
     def _find(self, store: Store, space: str, id) -> tuple[int, int, tuple]:
         key = parse_id(id)
@@ -262,8 +283,9 @@ class MemoryManager:
             log.exception("the embedder failed on %d texts", len(texts))
             raise ProtocolError(ErrorCode.INTERNAL, f"embedding failed: {type(error).__name__}") from None
         if vectors.shape != (len(texts), self.dim) or not np.isfinite(vectors).all():
-            raise ProtocolError(ErrorCode.INTERNAL, f"the embedder returned {vectors.shape}, not finite "
-                                                    f"({len(texts)}, {self.dim})")
+            raise ProtocolError(
+                ErrorCode.INTERNAL, f"the embedder returned {vectors.shape}, not finite ({len(texts)}, {self.dim})"
+            )
         return vectors
 
     def _resident(self, space: str, store: Store, sid: int) -> SpaceIndex | None:
@@ -320,6 +342,5 @@ class MemoryManager:
                 mask = np.isin(keys, allowed)
                 keys, vectors = keys[mask], vectors[mask]
             scores = vectors @ vector
-            best_scores, best_keys = top_k(np.concatenate([best_scores, scores]),
-                                           np.concatenate([best_keys, keys]), k)
+            best_scores, best_keys = top_k(np.concatenate([best_scores, scores]), np.concatenate([best_keys, keys]), k)
         return best_scores, best_keys

@@ -4,6 +4,7 @@ An id is "m" followed by the record's decimal key, e.g. "m42". Keys come from SQ
 reused within its store, even after a delete. Ids are scoped to their space: the same id asked of another space is
 not found. parse_id returns None for anything that is not an id of that form (the caller answers not_found).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ class Record:
     id: str
     text: str
     metadata: dict = field(default_factory=dict)
-    created: float = 0.0      # seconds since the epoch
+    created: float = 0.0  # seconds since the epoch
     updated: float = 0.0
 
 
@@ -25,7 +26,7 @@ class Record:
 class Hit:
     id: str
     text: str
-    score: float              # cosine similarity (vectors are normalized), higher is nearer
+    score: float  # cosine similarity (vectors are normalized), higher is nearer
     metadata: dict = field(default_factory=dict)
 
 
@@ -36,7 +37,7 @@ def format_id(key: int) -> str:
 def parse_id(value) -> int | None:
     if not isinstance(value, str) or not value.startswith(ID_PREFIX):
         return None
-    digits = value[len(ID_PREFIX):]
+    digits = value[len(ID_PREFIX) :]
     # isdecimal admits other scripts' digits ("m٣"); ids are ASCII only, so check that as well
     if not (0 < len(digits) <= 19 and digits.isascii() and digits.isdecimal()) or digits[0] == "0":
         return None

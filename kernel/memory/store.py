@@ -14,13 +14,14 @@ An ephemeral store (path None) is an in-memory database with the same schema: no
 close. Vectors are stored as little-endian float32 bytes, `dim` per row; the store records the embedder's dim and
 name and refuses to open a database made by another embedder (its vectors would be meaningless to this one).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -89,22 +90,33 @@ class Store:
         now = time.time()
         blobs = self._blobs(vectors)
         with self._transaction():
-            keys = [self._db.execute("INSERT INTO records(sid, text, metadata, vector, size, created, updated) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", (sid, text, meta, blob, size, now, now)).lastrowid
-                    for (text, meta, size), blob in zip(rows, blobs)]
-            self._db.execute("UPDATE spaces SET entries = entries + ?, bytes = bytes + ? WHERE sid = ?",
-                             (len(rows), sum(size for _, _, size in rows), sid))
+            keys = [
+                self._db.execute(
+                    "INSERT INTO records(sid, text, metadata, vector, size, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sid, text, meta, blob, size, now, now),
+                ).lastrowid
+                for (text, meta, size), blob in zip(rows, blobs)
+            ]
+            self._db.execute(
+                "UPDATE spaces SET entries = entries + ?, bytes = bytes + ? WHERE sid = ?",
+                (len(rows), sum(size for _, _, size in rows), sid),
+            )
         return keys
 
     def update(self, sid: int, key: int, text: str, meta: str, size: int, vector: np.ndarray | None) -> None:
         with self._transaction():
             old = self._db.execute("SELECT size FROM records WHERE sid = ? AND key = ?", (sid, key)).fetchone()
             if vector is None:
-                self._db.execute("UPDATE records SET text = ?, metadata = ?, size = ?, updated = ? WHERE key = ?",
-                                 (text, meta, size, time.time(), key))
+                self._db.execute(
+                    "UPDATE records SET text = ?, metadata = ?, size = ?, updated = ? WHERE key = ?",
+                    (text, meta, size, time.time(), key),
+                )
             else:
-                self._db.execute("UPDATE records SET text = ?, metadata = ?, size = ?, vector = ?, updated = ? "
-                                 "WHERE key = ?", (text, meta, size, self._blobs(vector)[0], time.time(), key))
+                self._db.execute(
+                    "UPDATE records SET text = ?, metadata = ?, size = ?, vector = ?, updated = ? WHERE key = ?",
+                    (text, meta, size, self._blobs(vector)[0], time.time(), key),
+                )
             self._db.execute("UPDATE spaces SET bytes = bytes + ? WHERE sid = ?", (size - old[0], sid))
 
     def delete(self, sid: int, key: int) -> bool:
@@ -118,25 +130,34 @@ class Store:
 
     def get(self, sid: int, key: int) -> tuple | None:
         """(key, text, metadata dict, created, updated, size) or None."""
-        row = self._db.execute("SELECT key, text, metadata, created, updated, size FROM records "
-                               "WHERE sid = ? AND key = ?", (sid, key)).fetchone()
+        row = self._db.execute(
+            "SELECT key, text, metadata, created, updated, size FROM records WHERE sid = ? AND key = ?", (sid, key)
+        ).fetchone()
         return None if row is None else (row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
 
     def fetch(self, sid: int, keys: list[int]) -> dict[int, tuple]:
         """key → (text, metadata dict, created, updated) for those of `keys` in the space."""
         found = {}
-        for start in range(0, len(keys), 500):           # SQLite caps the number of bound parameters
-            chunk = keys[start:start + 500]
-            rows = self._db.execute(f"SELECT key, text, metadata, created, updated FROM records "
-                                    f"WHERE sid = ? AND key IN ({','.join('?' * len(chunk))})", (sid, *chunk))
-            found.update((key, (text, json.loads(meta), created, updated))
-                         for key, text, meta, created, updated in rows)
+        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT key, text, metadata, created, updated FROM records "
+                f"WHERE sid = ? AND key IN ({','.join('?' * len(chunk))})",
+                (sid, *chunk),
+            )
+            found.update(
+                (key, (text, json.loads(meta), created, updated)) for key, text, meta, created, updated in rows
+            )
         return found
 
     def page(self, sid: int, offset: int, limit: int) -> list[tuple]:
-        return [(key, text, json.loads(meta), created, updated) for key, text, meta, created, updated in
-                self._db.execute("SELECT key, text, metadata, created, updated FROM records WHERE sid = ? "
-                                 "ORDER BY key LIMIT ? OFFSET ?", (sid, limit, offset))]
+        return [
+            (key, text, json.loads(meta), created, updated)
+            for key, text, meta, created, updated in self._db.execute(
+                "SELECT key, text, metadata, created, updated FROM records WHERE sid = ? ORDER BY key LIMIT ? OFFSET ?",
+                (sid, limit, offset),
+            )
+        ]
 
     def vectors(self, sid: int) -> tuple[np.ndarray, np.ndarray]:
         """Every (key, vector) of a space, keys ascending."""
@@ -147,8 +168,9 @@ class Store:
         """The space's (keys, vectors) in batches, by key ranges (no OFFSET rescans)."""
         last = 0
         while True:
-            rows = self._db.execute("SELECT key, vector FROM records WHERE sid = ? AND key > ? ORDER BY key LIMIT ?",
-                                    (sid, last, batch)).fetchall()
+            rows = self._db.execute(
+                "SELECT key, vector FROM records WHERE sid = ? AND key > ? ORDER BY key LIMIT ?", (sid, last, batch)
+            ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -165,8 +187,9 @@ class Store:
                 clauses.append("EXISTS (SELECT 1 FROM json_each(r.metadata) j WHERE j.key = ? AND j.type = 'null')")
                 params.append(name)
             else:
-                clauses.append("EXISTS (SELECT 1 FROM json_each(r.metadata) j WHERE j.key = ? AND j.type = ? "
-                               "AND j.atom = ?)")
+                clauses.append(
+                    "EXISTS (SELECT 1 FROM json_each(r.metadata) j WHERE j.key = ? AND j.type = ? AND j.atom = ?)"
+                )
                 params += [name, _JSON_TYPES[type(value)], value]
         sql = f"SELECT key FROM records r WHERE sid = ? AND {' AND '.join(clauses)}"
         return np.array([key for (key,) in self._db.execute(sql, (sid, *params))], dtype=np.int64)
@@ -189,11 +212,14 @@ class Store:
         with self._transaction():
             stored = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
             if not stored:
-                self._db.executemany("INSERT INTO meta(name, value) VALUES (?, ?)",
-                                     [("dim", str(self.dim)), ("embedder", name)])
+                self._db.executemany(
+                    "INSERT INTO meta(name, value) VALUES (?, ?)", [("dim", str(self.dim)), ("embedder", name)]
+                )
             elif stored.get("dim") != str(self.dim) or stored.get("embedder") != name:
-                raise StoreError(f"{self.path} holds {stored.get('embedder')} vectors of dim {stored.get('dim')}, "
-                                 f"not {name} of dim {self.dim}")
+                raise StoreError(
+                    f"{self.path} holds {stored.get('embedder')} vectors of dim {stored.get('dim')}, "
+                    f"not {name} of dim {self.dim}"
+                )
 
 
 class _Transaction:

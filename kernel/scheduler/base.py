@@ -10,6 +10,7 @@ Capacity is counted in the engine's unit, KV blocks, and only from numbers the e
 each view's kv_blocks (what admitting it takes, what preempting it frees). A policy never converts tokens to blocks
 itself, so a plan never admits what the engine would refuse for want of blocks.
 """
+
 from __future__ import annotations
 
 import enum
@@ -20,9 +21,9 @@ from kernel.engine.core.interface import Capacity
 
 
 class ReqState(str, enum.Enum):
-    WAITING = "waiting"          # never ran
-    RUNNING = "running"          # in the engine's batch
-    PREEMPTED = "preempted"      # KV in the arena (or dropped, to recompute), waiting to resume
+    WAITING = "waiting"  # never ran
+    RUNNING = "running"  # in the engine's batch
+    PREEMPTED = "preempted"  # KV in the arena (or dropped, to recompute), waiting to resume
     DONE = "done"
 
 
@@ -31,14 +32,14 @@ class RequestView:
     req_id: str
     agent_id: str
     state: ReqState
-    priority: int                # effective priority: agent's + request's hint; higher runs first
-    arrival: int                 # kernel step at which the request arrived (ties broken by req order)
+    priority: int  # effective priority: agent's + request's hint; higher runs first
+    arrival: int  # kernel step at which the request arrived (ties broken by req order)
     prompt_tokens: int
-    max_tokens: int              # requested output budget (sjf's job length when no prediction)
-    output_tokens: int           # tokens generated so far
-    slice_tokens: int            # tokens generated since it was last admitted or resumed (round robin's quantum)
-    waiting_since: int           # kernel step at which it last entered WAITING/PREEMPTED (aging)
-    agent_service: int           # tokens (prompt + output) served to this agent's program across all its calls (las)
+    max_tokens: int  # requested output budget (sjf's job length when no prediction)
+    output_tokens: int  # tokens generated so far
+    slice_tokens: int  # tokens generated since it was last admitted or resumed (round robin's quantum)
+    waiting_since: int  # kernel step at which it last entered WAITING/PREEMPTED (aging)
+    agent_service: int  # tokens (prompt + output) served to this agent's program across all its calls (las)
     predicted_tokens: int | None = None
     # KV blocks the request moves, as the engine counts them: for a waiting or preempted request, the free blocks its
     # admission takes (Engine.blocks_needed: prompt + output + the next token, less shared prefix blocks); for a
@@ -57,8 +58,8 @@ class RequestView:
 
 @dataclass
 class Plan:
-    preempt: list[str] = field(default_factory=list)   # running req ids to pause
-    admit: list[str] = field(default_factory=list)     # waiting/preempted req ids to (re)start, in order
+    preempt: list[str] = field(default_factory=list)  # running req ids to pause
+    admit: list[str] = field(default_factory=list)  # waiting/preempted req ids to (re)start, in order
 
     def __bool__(self) -> bool:
         return bool(self.preempt or self.admit)
@@ -70,8 +71,9 @@ class Scheduler(Protocol):
     def plan(self, running: list[RequestView], waiting: list[RequestView], capacity: Capacity, now: int) -> Plan: ...
 
 
-def fits_in_order(candidates: list[RequestView], capacity: Capacity, freed_blocks: int = 0, freed_batch: int = 0
-                  ) -> list[str]:
+def fits_in_order(
+    candidates: list[RequestView], capacity: Capacity, freed_blocks: int = 0, freed_batch: int = 0
+) -> list[str]:
     """Ids of the longest prefix of candidates that fits the free KV blocks and batch size (shared by the policies)."""
     blocks = capacity.free_blocks + freed_blocks
     batch = capacity.max_batch - capacity.running + freed_batch

@@ -1,4 +1,5 @@
 """First come, first served: admit in arrival order while capacity lasts; never preempt."""
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity

@@ -8,6 +8,7 @@ preempt each other, so small differences in service do not cause swaps. A waitin
 strictly higher level (once it has had min_slice tokens). A request waiting for more than starvation_steps is promoted to
 the top level, as Autellix does, so old programs are not starved by a stream of fresh ones.
 """
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity
@@ -19,10 +20,16 @@ from kernel.scheduler.preemption import plan_preemptive
 class LeastAttainedServiceScheduler:
     name = "las"
 
-    def __init__(self, first_level: int = 256, growth: int = 4, levels: int = 8, starvation_steps: int = 2048,
-                 min_slice: int = 8):
-        for option, value, least in (("first_level", first_level, 1), ("growth", growth, 2), ("levels", levels, 1),
-                                     ("starvation_steps", starvation_steps, 1), ("min_slice", min_slice, 0)):
+    def __init__(
+        self, first_level: int = 256, growth: int = 4, levels: int = 8, starvation_steps: int = 2048, min_slice: int = 8
+    ):
+        for option, value, least in (
+            ("first_level", first_level, 1),
+            ("growth", growth, 2),
+            ("levels", levels, 1),
+            ("starvation_steps", starvation_steps, 1),
+            ("min_slice", min_slice, 0),
+        ):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"las {option} must be an integer >= {least}, got {value!r}")
         self.first_level, self.growth, self.levels = first_level, growth, levels
@@ -40,7 +47,8 @@ class LeastAttainedServiceScheduler:
         victims = sorted(running, key=lambda v: (-self.level(v.agent_service), -v.arrival, v.req_id))
 
         def may_preempt(candidate: RequestView, victim: RequestView) -> bool:
-            return (victim.slice_tokens >= self.min_slice
-                    and self._waiting_level(candidate, now) < self.level(victim.agent_service))
+            return victim.slice_tokens >= self.min_slice and self._waiting_level(candidate, now) < self.level(
+                victim.agent_service
+            )
 
         return plan_preemptive(queue, victims, capacity, may_preempt)

@@ -19,6 +19,7 @@ Differences from `las` (kernel/scheduler/las.py), which ranks by the same servic
   the agentic replay (bench/agentic.py, batch 2-4: 0.81-0.94x FIFO with min_slice 64, 1.00-1.02x with no preemption):
   a preempted call's program waits again while the newcomer's, of about the same size, gains what it loses.
 """
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity
@@ -30,10 +31,16 @@ from kernel.scheduler.preemption import plan_preemptive
 class ProgramLASScheduler:
     name = "plas"
 
-    def __init__(self, first_level: int = 256, growth: int = 4, levels: int = 6, aging_steps: int = 256,
-                 min_slice: int = 256):
-        for option, value, least in (("first_level", first_level, 1), ("growth", growth, 2), ("levels", levels, 1),
-                                     ("aging_steps", aging_steps, 1), ("min_slice", min_slice, 0)):
+    def __init__(
+        self, first_level: int = 256, growth: int = 4, levels: int = 6, aging_steps: int = 256, min_slice: int = 256
+    ):
+        for option, value, least in (
+            ("first_level", first_level, 1),
+            ("growth", growth, 2),
+            ("levels", levels, 1),
+            ("aging_steps", aging_steps, 1),
+            ("min_slice", min_slice, 0),
+        ):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"plas {option} must be an integer >= {least}, got {value!r}")
         self.first_level, self.growth, self.levels = first_level, growth, levels
@@ -58,11 +65,11 @@ class ProgramLASScheduler:
 
     def plan(self, running: list[RequestView], waiting: list[RequestView], capacity: Capacity, now: int) -> Plan:
         queue = sorted(waiting, key=lambda v: (self.effective_level(v, now), self._started(v), v.arrival, v.req_id))
-        victims = sorted(running, key=lambda v: (-self.level(v.agent_service), -self._started(v), -v.arrival,
-                                                 v.req_id))
+        victims = sorted(running, key=lambda v: (-self.level(v.agent_service), -self._started(v), -v.arrival, v.req_id))
 
         def may_preempt(candidate: RequestView, victim: RequestView) -> bool:
-            return (victim.slice_tokens >= self.min_slice
-                    and self.effective_level(candidate, now) < self.level(victim.agent_service))
+            return victim.slice_tokens >= self.min_slice and self.effective_level(candidate, now) < self.level(
+                victim.agent_service
+            )
 
         return plan_preemptive(queue, victims, capacity, may_preempt)

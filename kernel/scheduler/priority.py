@@ -8,6 +8,7 @@ pair of requests of close priority would swap on every step. A running request i
 aging ended when it was admitted), so an aged request that won its place keeps it for at least min_slice tokens, then
 may lose it again: it advances by at least min_slice tokens per aging period.
 """
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity
@@ -35,7 +36,9 @@ class PriorityScheduler:
         victims = sorted(running, key=lambda v: (v.priority, -v.arrival, v.req_id))
 
         def may_preempt(candidate: RequestView, victim: RequestView) -> bool:
-            return (victim.slice_tokens >= self.min_slice
-                    and self.effective(candidate, now) >= victim.priority + self.margin)
+            return (
+                victim.slice_tokens >= self.min_slice
+                and self.effective(candidate, now) >= victim.priority + self.margin
+            )
 
         return plan_preemptive(queue, victims, capacity, may_preempt)

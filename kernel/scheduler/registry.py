@@ -1,4 +1,5 @@
 """Scheduler names, as given to `aiosd --scheduler NAME`, and their construction with options."""
+
 from __future__ import annotations
 
 from kernel.scheduler.base import Scheduler
@@ -9,8 +10,17 @@ from kernel.scheduler.priority import PriorityScheduler
 from kernel.scheduler.rr import RoundRobinScheduler
 from kernel.scheduler.sjf import ShortestJobScheduler
 
-SCHEDULERS = {cls.name: cls for cls in (FifoScheduler, RoundRobinScheduler, PriorityScheduler, ShortestJobScheduler,
-                                        LeastAttainedServiceScheduler, ProgramLASScheduler)}
+SCHEDULERS = {
+    cls.name: cls
+    for cls in (
+        FifoScheduler,
+        RoundRobinScheduler,
+        PriorityScheduler,
+        ShortestJobScheduler,
+        LeastAttainedServiceScheduler,
+        ProgramLASScheduler,
+    )
+}
 
 
 def make_scheduler(name: str, **options) -> Scheduler:

@@ -5,6 +5,7 @@ The queue is ordered by when each request last started waiting: a preempted requ
 was paused, so it lines up behind everyone already waiting. Only requests past their quantum give way, longest slice
 first, so a fresh admission always runs a full quantum.
 """
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity

@@ -6,6 +6,7 @@ job when capacity is short and its remaining work is at most `ratio` times the r
 running one has had `min_slice` tokens since admission: two jobs of similar length do not swap back and forth.
 Long jobs can wait as long as shorter ones keep arriving: that is SJF's trade, use priority or las to bound it.
 """
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import Capacity
@@ -33,7 +34,8 @@ class ShortestJobScheduler:
         victims = sorted(running, key=lambda v: (-remaining_tokens(v), v.arrival, v.req_id))
 
         def may_preempt(candidate: RequestView, victim: RequestView) -> bool:
-            return (victim.slice_tokens >= self.min_slice
-                    and remaining_tokens(candidate) <= self.ratio * remaining_tokens(victim))
+            return victim.slice_tokens >= self.min_slice and remaining_tokens(
+                candidate
+            ) <= self.ratio * remaining_tokens(victim)
 
         return plan_preemptive(queue, victims, capacity, may_preempt)

@@ -7,6 +7,7 @@ preempt covers both a planned preemption and one the engine made on its own (out
 way the request queues again from that step and the scheduler decides when it resumes. An admission the engine refuses
 for capacity (NoCapacity) is no transition: the request stays WAITING or PREEMPTED with its place in line unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -16,8 +17,8 @@ from kernel.scheduler.base import ReqState
 
 class Tracked(Protocol):
     state: ReqState
-    waiting_since: int       # step it last entered WAITING/PREEMPTED: round robin's queue order, priority's aging
-    slice_tokens: int        # tokens since it last started: round robin's quantum, the policies' min_slice
+    waiting_since: int  # step it last entered WAITING/PREEMPTED: round robin's queue order, priority's aging
+    slice_tokens: int  # tokens since it last started: round robin's quantum, the policies' min_slice
 
 
 def start(request: Tracked) -> None:

@@ -17,6 +17,7 @@ Files are searchable (fs.search) through the memory service: each text file writ
 returned, in the memory space "<space>#files" under its path (the first MAX_MEMORY_CHARS characters), replacing the
 index of its earlier version; a delete drops it.
 """
+
 from __future__ import annotations
 
 import enum
@@ -25,8 +26,18 @@ import secrets
 
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Ack
-from ipc.service_messages import (MAX_MEMORY_CHARS, FileInfo, FsData, FsListing, FsVersion, FsVersions, MemId,
-                                  MemRecord, MemRecords, VersionInfo)
+from ipc.service_messages import (
+    MAX_MEMORY_CHARS,
+    FileInfo,
+    FsData,
+    FsListing,
+    FsVersion,
+    FsVersions,
+    MemId,
+    MemRecord,
+    MemRecords,
+    VersionInfo,
+)
 from kernel.access.capabilities import Capability
 from kernel.access.shares import ShareTable
 from kernel.services.worker import Job, ServiceWorker
@@ -35,9 +46,9 @@ from kernel.storage.paths import PrefixMatch
 
 log = logging.getLogger("aiosd.services")
 
-EPHEMERAL_PREFIX = "eph:"             # kernel/memory and kernel/storage keep spaces so named apart and sweep them
+EPHEMERAL_PREFIX = "eph:"  # kernel/memory and kernel/storage keep spaces so named apart and sweep them
 FILE_INDEX_SUFFIX = "#files"
-MAX_INDEXED = 100_000                 # entries scanned when a file's old index entries are replaced
+MAX_INDEXED = 100_000  # entries scanned when a file's old index entries are replaced
 
 MEM_WRITES = ("mem.add", "mem.update", "mem.delete")
 FS_WRITES = ("fs.write", "fs.delete", "fs.rollback")
@@ -45,6 +56,7 @@ FS_WRITES = ("fs.write", "fs.delete", "fs.rollback")
 
 class Access(enum.Enum):
     """How a call reached the space it acts on."""
+
     OWN = "own"
     CAPABILITY = "capability"
     SHARE = "share"
@@ -58,12 +70,13 @@ def space_of(agent, boot: str) -> str:
 
 
 class ServiceSyscalls:
-    def __init__(self, memory: ServiceWorker | None, storage: ServiceWorker | None, shares: ShareTable, audit,
-                 tools=None):
+    def __init__(
+        self, memory: ServiceWorker | None, storage: ServiceWorker | None, shares: ShareTable, audit, tools=None
+    ):
         self.memory, self.storage, self.shares, self.audit = memory, storage, shares, audit
-        self.tools = tools          # kernel/services/tools.py ToolService, or None
-        self.boot = secrets.token_hex(8)          # this kernel lifetime's part of every ephemeral space name
-        if tools is not None:       # the files and memory tools act on the caller's space, named here only
+        self.tools = tools  # kernel/services/tools.py ToolService, or None
+        self.boot = secrets.token_hex(8)  # this kernel lifetime's part of every ephemeral space name
+        if tools is not None:  # the files and memory tools act on the caller's space, named here only
             tools.space_of = self.space_of
         self.drop_ephemeral_shares()
 
@@ -80,11 +93,14 @@ class ServiceSyscalls:
         if self.tools is not None:
             table |= self.tools.handlers()
         if self.memory is not None:
-            table |= {name: self.mem for name in ("mem.add", "mem.search", "mem.get", "mem.update", "mem.delete",
-                                                  "mem.list")}
+            table |= {
+                name: self.mem for name in ("mem.add", "mem.search", "mem.get", "mem.update", "mem.delete", "mem.list")
+            }
         if self.storage is not None:
-            table |= {name: self.fs for name in ("fs.write", "fs.read", "fs.list", "fs.delete", "fs.versions",
-                                                 "fs.rollback", "fs.search")}
+            table |= {
+                name: self.fs
+                for name in ("fs.write", "fs.read", "fs.list", "fs.delete", "fs.versions", "fs.rollback", "fs.search")
+            }
         return table
 
     def agent_ended(self, agent) -> None:
@@ -106,8 +122,12 @@ class ServiceSyscalls:
     def drop_ephemeral_shares(self) -> None:
         """Drop every share an ephemeral space gives or receives: at start (an earlier lifetime's spaces are gone)
         and, called by whoever stops the services, at shutdown (this lifetime's go when the managers close)."""
-        stale = {name for entry in self.shares.entries() for name in (entry.owner, entry.grantee)
-                 if name.startswith(EPHEMERAL_PREFIX)}
+        stale = {
+            name
+            for entry in self.shares.entries()
+            for name in (entry.owner, entry.grantee)
+            if name.startswith(EPHEMERAL_PREFIX)
+        }
         for name in stale:
             self.shares.drop_owner(name)
 
@@ -119,8 +139,12 @@ class ServiceSyscalls:
             self.shares.set(body.kind, self.space_of(call.agent), grantee, body.mode, body.prefix.strip("/"))
         except ValueError as error:
             raise ProtocolError(ErrorCode.QUOTA, str(error)) from None
-        self.audit.record(agent=call.agent, syscall="access.share", decision="allow",
-                          target=f"{body.kind}:{grantee}:{body.mode}:{body.prefix}")
+        self.audit.record(
+            agent=call.agent,
+            syscall="access.share",
+            decision="allow",
+            target=f"{body.kind}:{grantee}:{body.mode}:{body.prefix}",
+        )
         return Ack()
 
     def mem(self, call, body) -> None:
@@ -128,8 +152,9 @@ class ServiceSyscalls:
         space, _ = self._space(call, body.space, "mem", syscall in MEM_WRITES)
         run = {
             "mem.add": lambda m: MemId(id=m.add(space, [body.text], [body.metadata])[0]),
-            "mem.search": lambda m: MemRecords(records=[_record(h) for h in m.search(space, body.query, body.k,
-                                                                                      body.filter)]),
+            "mem.search": lambda m: MemRecords(
+                records=[_record(h) for h in m.search(space, body.query, body.k, body.filter)]
+            ),
             "mem.get": lambda m: _record(m.get(space, body.id)),
             "mem.update": lambda m: m.update(space, body.id, text=body.text, metadata=body.metadata),
             "mem.delete": lambda m: m.delete(space, body.id),
@@ -144,14 +169,16 @@ class ServiceSyscalls:
         # a share opens a prefix by whole components: a string-prefix listing would show names beside it
         match = PrefixMatch.COMPONENTS if access is Access.SHARE else PrefixMatch.TEXT
         if syscall == "fs.search":
-            run = lambda m: MemRecords(records=[_record(h) for h in m.search(space + FILE_INDEX_SUFFIX, body.query,
-                                                                              body.k, None)])
+            run = lambda m: MemRecords(
+                records=[_record(h) for h in m.search(space + FILE_INDEX_SUFFIX, body.query, body.k, None)]
+            )
             self.memory.submit(Job(call.item.identity, call.item.envelope.req_id, run))
             return
-        owner = call.item.identity        # the file index's follow-up work waits in the caller's own lane
+        owner = call.item.identity  # the file index's follow-up work waits in the caller's own lane
         run = {
-            "fs.write": lambda s: self._indexed(owner, space, body.path, s.write(space, body.path, body.data),
-                                                body.data),
+            "fs.write": lambda s: self._indexed(
+                owner, space, body.path, s.write(space, body.path, body.data), body.data
+            ),
             "fs.read": lambda s: FsData(**dict(zip(("data", "version"), s.read(space, body.path, body.version)))),
             "fs.list": lambda s: FsListing(files=[_file_info(f) for f in s.list(space, body.prefix, match)]),
             "fs.delete": lambda s: self._indexed(owner, space, body.path, s.delete(space, body.path), None),
@@ -168,15 +195,27 @@ class ServiceSyscalls:
             return own, Access.OWN
         capability = Capability.MEM_ANY if kind == "mem" else Capability.FS_ANY
         if capability in call.agent.capabilities:
-            self.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="allow", target=named,
-                              reason=f"holds {capability.value}")
+            self.audit.record(
+                agent=call.agent,
+                syscall=call.item.envelope.type,
+                decision="allow",
+                target=named,
+                reason=f"holds {capability.value}",
+            )
             return named, Access.CAPABILITY
         if self.shares.allows(kind, named, own, write, path.strip("/")):
             return named, Access.SHARE
-        self.audit.record(agent=call.agent, syscall=call.item.envelope.type, decision="deny", target=named,
-                          reason="no share" + (" for writing" if write else ""))
-        raise ProtocolError(ErrorCode.DENIED, f"{named!r} has not shared its {kind} space with {own!r}"
-                                              + (" for writing" if write else ""))
+        self.audit.record(
+            agent=call.agent,
+            syscall=call.item.envelope.type,
+            decision="deny",
+            target=named,
+            reason="no share" + (" for writing" if write else ""),
+        )
+        raise ProtocolError(
+            ErrorCode.DENIED,
+            f"{named!r} has not shared its {kind} space with {own!r}" + (" for writing" if write else ""),
+        )
 
     def _rolled_back(self, owner: bytes, storage, space: str, path: str, version: int) -> FsVersion:
         new_version = storage.rollback(space, path, version)
@@ -190,13 +229,14 @@ class ServiceSyscalls:
             try:
                 text = data.decode("utf-8")[:MAX_MEMORY_CHARS]
             except UnicodeDecodeError:
-                text = None          # not text: nothing to search, but its old index entries still go
+                text = None  # not text: nothing to search, but its old index entries still go
         if self.memory is not None:
             try:
-                self.memory.submit(Job(None, None, lambda m: _reindex(m, space + FILE_INDEX_SUFFIX, path, version,
-                                                                      text), owner=owner))
+                self.memory.submit(
+                    Job(None, None, lambda m: _reindex(m, space + FILE_INDEX_SUFFIX, path, version, text), owner=owner)
+                )
             except ProtocolError:
-                pass                 # the memory service is saturated: the file is stored, just not indexed now
+                pass  # the memory service is saturated: the file is stored, just not indexed now
         return FsVersion(version=version) if version is not None else None
 
 
@@ -217,5 +257,6 @@ def _file_info(info) -> FileInfo:
 
 
 def _version_info(info) -> VersionInfo:
-    return VersionInfo(version=info.version, size=info.size,
-                       modified=float(getattr(info, "modified", getattr(info, "time", 0.0))))
+    return VersionInfo(
+        version=info.version, size=info.size, modified=float(getattr(info, "modified", getattr(info, "time", 0.0)))
+    )

@@ -16,6 +16,7 @@ values. The operator's view is built once at hold time: every argument name with
 order of the tool's schema, so `tool.pending` only copies bounded strings. Approval ids are "p<8 random hex of this
 boot>-<n>": never reused across restarts.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -38,9 +39,9 @@ MAX_HELD_BYTES = 16 << 20
 MAX_HELD_BYTES_PER_AGENT = 4 << 20
 MAX_HELD_ARGUMENTS = 32
 MAX_NAME_CHARS = 64
-MAX_HELD_VALUES = 4096            # values in a held call's arguments: bounds the loop's walk to measure them
-VALUE_CHARS = 240                 # of each argument value in the operator's view
-NODE_BYTES = 64                   # what the kernel holds per decoded value beyond its characters (a Python object)
+MAX_HELD_VALUES = 4096  # values in a held call's arguments: bounds the loop's walk to measure them
+VALUE_CHARS = 240  # of each argument value in the operator's view
+NODE_BYTES = 64  # what the kernel holds per decoded value beyond its characters (a Python object)
 MAX_DISPLAY_DEPTH = 4
 
 
@@ -54,73 +55,121 @@ class _Held:
     arguments: dict
     context: dict
     since: float
-    size: int                     # estimated bytes its arguments hold
-    display: str                  # the operator's view of its arguments, built once
+    size: int  # estimated bytes its arguments hold
+    display: str  # the operator's view of its arguments, built once
 
 
 class ToolService:
-    def __init__(self, manager, replies: ServiceWorker, audit, approval: str = "ask",
-                 approval_timeout_s: float = 300.0, restricted: frozenset[str] = DEFAULT_RESTRICTED, *,
-                 max_pending: int = MAX_PENDING, max_pending_per_agent: int = MAX_PENDING_PER_AGENT,
-                 max_held_bytes: int = MAX_HELD_BYTES, max_held_bytes_per_agent: int = MAX_HELD_BYTES_PER_AGENT,
-                 observer=None):
+    def __init__(
+        self,
+        manager,
+        replies: ServiceWorker,
+        audit,
+        approval: str = "ask",
+        approval_timeout_s: float = 300.0,
+        restricted: frozenset[str] = DEFAULT_RESTRICTED,
+        *,
+        max_pending: int = MAX_PENDING,
+        max_pending_per_agent: int = MAX_PENDING_PER_AGENT,
+        max_held_bytes: int = MAX_HELD_BYTES,
+        max_held_bytes_per_agent: int = MAX_HELD_BYTES_PER_AGENT,
+        observer=None,
+    ):
         if approval not in APPROVAL_POLICIES:
             raise ValueError(f"tool approval policy must be one of {APPROVAL_POLICIES}, got {approval!r}")
         self.manager, self.replies, self.audit = manager, replies, audit
         self.approval, self.approval_timeout_s, self.restricted = approval, approval_timeout_s, restricted
         self.max_pending, self.max_pending_per_agent = max_pending, max_pending_per_agent
         self.max_held_bytes, self.max_held_bytes_per_agent = max_held_bytes, max_held_bytes_per_agent
-        self._held: dict[str, _Held] = {}            # in the order held: the oldest first (timeouts check the front)
-        self._by_agent: dict[str, list[int]] = {}    # agent id -> [calls held, bytes held]
+        self._held: dict[str, _Held] = {}  # in the order held: the oldest first (timeouts check the front)
+        self._by_agent: dict[str, list[int]] = {}  # agent id -> [calls held, bytes held]
         self._held_bytes = 0
-        self._boot = secrets.token_hex(4)            # ids of this kernel's run never collide with an earlier run's
+        self._boot = secrets.token_hex(4)  # ids of this kernel's run never collide with an earlier run's
         self._ids = itertools.count(1)
-        self.space_of = None                         # agent -> its own space: set by ServiceSyscalls, which names them
+        self.space_of = None  # agent -> its own space: set by ServiceSyscalls, which names them
         # told when an agent starts and stops waiting on a tool (the context manager: a waiting agent's KV is kept
         # for its return); tool_finished comes from the tool manager's thread
         self.observer = observer
 
     def handlers(self) -> dict:
-        return {"tool.list": self.list, "tool.call": self.call, "tool.pending": self.pending,
-                "tool.approve": self.approve}
+        return {
+            "tool.list": self.list,
+            "tool.call": self.call,
+            "tool.pending": self.pending,
+            "tool.approve": self.approve,
+        }
 
     # -- handlers (call: kernel.daemon.dispatch.Call) --------------------------------------------------------------
 
     def list(self, call, body) -> ToolListing:
-        return ToolListing(tools=[ToolInfo(name=t.name, description=t.description or "", input_schema=t.input_schema,
-                                           irreversible=bool(t.irreversible))
-                                  for t in self.manager.list_tools() if self._may_use(call.agent, t)])
+        return ToolListing(
+            tools=[
+                ToolInfo(
+                    name=t.name,
+                    description=t.description or "",
+                    input_schema=t.input_schema,
+                    irreversible=bool(t.irreversible),
+                )
+                for t in self.manager.list_tools()
+                if self._may_use(call.agent, t)
+            ]
+        )
 
     def call(self, call, body) -> None:
         spec = next((t for t in self.manager.list_tools() if t.name == body.name), None)
         if spec is None or not self._may_use(call.agent, spec):
             if spec is not None:
-                self.audit.record(agent=call.agent, syscall="tool.call", decision="deny", target=body.name,
-                                  reason="tool not allowed for this agent")
+                self.audit.record(
+                    agent=call.agent,
+                    syscall="tool.call",
+                    decision="deny",
+                    target=body.name,
+                    reason="tool not allowed for this agent",
+                )
                 raise ProtocolError(ErrorCode.DENIED, f"tool {body.name!r} is not allowed for this agent")
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool named {body.name!r}")
         context = {"space": self.space_of(call.agent), "agent_id": call.agent.agent_id}
         identity, req_id = call.item.identity, call.item.envelope.req_id
         if not spec.irreversible or self.approval == "allow":
             if spec.irreversible:
-                self.audit.record(agent=call.agent, syscall="tool.call", decision="allow", target=body.name,
-                                  reason="irreversible tool; approval policy allow")
+                self.audit.record(
+                    agent=call.agent,
+                    syscall="tool.call",
+                    decision="allow",
+                    target=body.name,
+                    reason="irreversible tool; approval policy allow",
+                )
             self._run(identity, req_id, body.name, body.arguments, context)
             return
         if self.approval == "deny":
-            self.audit.record(agent=call.agent, syscall="tool.call", decision="deny", target=body.name,
-                              reason="irreversible tool; approval policy deny")
-            raise ProtocolError(ErrorCode.DENIED,
-                                f"tool {body.name!r} is irreversible and the kernel's policy denies it")
+            self.audit.record(
+                agent=call.agent,
+                syscall="tool.call",
+                decision="deny",
+                target=body.name,
+                reason="irreversible tool; approval policy deny",
+            )
+            raise ProtocolError(
+                ErrorCode.DENIED, f"tool {body.name!r} is irreversible and the kernel's policy denies it"
+            )
         self._hold(call.agent, identity, req_id, spec, body.arguments, context)
 
     def pending(self, call, body) -> PendingApprovals:
         self._require(call, "tool.pending")
         now = time.monotonic()
-        return PendingApprovals(pending=[
-            PendingApproval(approval_id=h.approval_id, agent_id=h.agent.agent_id, agent_name=h.agent.name, tool=h.tool,
-                            arguments=h.display, waiting_s=round(now - h.since, 1))
-            for h in self._held.values()])
+        return PendingApprovals(
+            pending=[
+                PendingApproval(
+                    approval_id=h.approval_id,
+                    agent_id=h.agent.agent_id,
+                    agent_name=h.agent.name,
+                    tool=h.tool,
+                    arguments=h.display,
+                    waiting_s=round(now - h.since, 1),
+                )
+                for h in self._held.values()
+            ]
+        )
 
     def approve(self, call, body) -> Ack:
         self._require(call, "tool.approve")
@@ -151,27 +200,49 @@ class ToolService:
 
     def _hold(self, agent, identity: bytes, req_id, spec, arguments: dict, context: dict) -> None:
         """Hold a call for the operator, or BUSY past a bound (BAD_REQUEST for arguments the view cannot show)."""
-        if len(arguments) > MAX_HELD_ARGUMENTS or any(not isinstance(name, str) or len(name) > MAX_NAME_CHARS
-                                                      for name in arguments):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"a call held for approval takes at most {MAX_HELD_ARGUMENTS} "
-                                                       f"arguments, with names of at most {MAX_NAME_CHARS} characters")
+        if len(arguments) > MAX_HELD_ARGUMENTS or any(
+            not isinstance(name, str) or len(name) > MAX_NAME_CHARS for name in arguments
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"a call held for approval takes at most {MAX_HELD_ARGUMENTS} "
+                f"arguments, with names of at most {MAX_NAME_CHARS} characters",
+            )
         calls, held_bytes = self._by_agent.get(agent.agent_id, (0, 0))
         if len(self._held) >= self.max_pending or calls >= self.max_pending_per_agent:
-            raise ProtocolError(ErrorCode.BUSY, f"too many tool calls are waiting for approval (at most "
-                                                f"{self.max_pending_per_agent} per agent, {self.max_pending} in all)")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"too many tool calls are waiting for approval (at most "
+                f"{self.max_pending_per_agent} per agent, {self.max_pending} in all)",
+            )
         room = min(self.max_held_bytes_per_agent - held_bytes, self.max_held_bytes - self._held_bytes)
         size, values = held_size(arguments, room)
         if values > MAX_HELD_VALUES:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"a call held for approval takes at most {MAX_HELD_VALUES} "
-                                                       "values in its arguments")
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"a call held for approval takes at most {MAX_HELD_VALUES} values in its arguments",
+            )
         if size > room:
-            raise ProtocolError(ErrorCode.BUSY, f"the arguments of calls waiting for approval would pass "
-                                                f"{self.max_held_bytes_per_agent >> 20} MiB per agent or "
-                                                f"{self.max_held_bytes >> 20} MiB in all")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"the arguments of calls waiting for approval would pass "
+                f"{self.max_held_bytes_per_agent >> 20} MiB per agent or "
+                f"{self.max_held_bytes >> 20} MiB in all",
+            )
         approval_id = f"p{self._boot}-{next(self._ids)}"
         order = list(spec.input_schema.get("properties", {})) if isinstance(spec.input_schema, dict) else []
-        self._held[approval_id] = _Held(approval_id, agent, identity, req_id, spec.name, arguments, context,
-                                        time.monotonic(), size, display(arguments, order))
+        self._held[approval_id] = _Held(
+            approval_id,
+            agent,
+            identity,
+            req_id,
+            spec.name,
+            arguments,
+            context,
+            time.monotonic(),
+            size,
+            display(arguments, order),
+        )
         self._by_agent[agent.agent_id] = [calls + 1, held_bytes + size]
         self._held_bytes += size
 
@@ -185,9 +256,14 @@ class ToolService:
             del self._by_agent[held.agent.agent_id]
 
     def _decide(self, held: _Held, allow: bool, reason: str) -> None:
-        self.audit.record(agent=held.agent, syscall="tool.call", decision="allow" if allow else "deny",
-                          target=held.tool, reason=f"irreversible tool {reason} ({held.approval_id})",
-                          privileged=True)        # the operator's decision (or its timeout): kept whatever it was
+        self.audit.record(
+            agent=held.agent,
+            syscall="tool.call",
+            decision="allow" if allow else "deny",
+            target=held.tool,
+            reason=f"irreversible tool {reason} ({held.approval_id})",
+            privileged=True,
+        )  # the operator's decision (or its timeout): kept whatever it was
         if allow:
             self._run(held.identity, held.req_id, held.tool, held.arguments, held.context)
         else:
@@ -209,11 +285,12 @@ class ToolService:
 
     def _reply(self, identity: bytes, req_id, done) -> None:
         def answer(_):
-            result = done.result()            # re-raises the call's ProtocolError for the worker to answer
+            result = done.result()  # re-raises the call's ProtocolError for the worker to answer
             return ToolOutput(text=result.text, is_error=bool(result.is_error), truncated=bool(result.truncated))
+
         try:
             self.replies.submit(Job(identity, req_id, answer))
-        except ProtocolError:                 # the reply worker's queue is full: the agent's call times out
+        except ProtocolError:  # the reply worker's queue is full: the agent's call times out
             pass
 
     def _may_use(self, agent, spec) -> bool:
@@ -276,9 +353,12 @@ def _brief(value, budget: int, depth: int) -> str:
         if used >= budget:
             parts.append(f"... ({len(value) - index} more)")
             break
-        part = (f"{_brief(item[0], min(MAX_NAME_CHARS, budget - used), depth + 1)}: "
-                f"{_brief(item[1], budget - used, depth + 1)}"
-                if is_map else _brief(item, budget - used, depth + 1))
+        part = (
+            f"{_brief(item[0], min(MAX_NAME_CHARS, budget - used), depth + 1)}: "
+            f"{_brief(item[1], budget - used, depth + 1)}"
+            if is_map
+            else _brief(item, budget - used, depth + 1)
+        )
         parts.append(part)
         used += len(part) + 2
     return ("{" if is_map else "[") + ", ".join(parts) + ("}" if is_map else "]")

@@ -16,6 +16,7 @@ Shutdown: stop() lets the job in flight finish, then every queued job is answere
 reply are dropped) and the service is closed: a kernel with full queues stops within one job's time, not after
 draining them.
 """
+
 from __future__ import annotations
 
 import enum
@@ -23,8 +24,9 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import zmq
 
@@ -37,12 +39,12 @@ log = logging.getLogger("aiosd.services")
 # agent flooding a service makes the kernel do CPU work (embeddings) on the cores the engine decodes on, and the
 # engine's step, shared by every agent, goes first when they compete. Per thread on Linux; raising it needs no right.
 SERVICE_NICE = 10
-DEFAULT_MAX_QUEUED = 1024          # jobs queued on one service, all owners together
-DEFAULT_MAX_PER_LANE = 64          # ... of one owner: the same depth as an agent's calls in flight (--max-calls-per-agent)
+DEFAULT_MAX_QUEUED = 1024  # jobs queued on one service, all owners together
+DEFAULT_MAX_PER_LANE = 64  # ... of one owner: the same depth as an agent's calls in flight (--max-calls-per-agent)
 
 
 class Lane(enum.Enum):
-    KERNEL = "kernel"              # the kernel's own follow-up work that belongs to no agent
+    KERNEL = "kernel"  # the kernel's own follow-up work that belongs to no agent
 
 
 class Refusal(enum.Enum):
@@ -53,10 +55,10 @@ class Refusal(enum.Enum):
 
 @dataclass(frozen=True)
 class Job:
-    identity: bytes | None           # where the reply goes; None for the kernel's own follow-up work (no reply)
+    identity: bytes | None  # where the reply goes; None for the kernel's own follow-up work (no reply)
     req_id: int | str | None
-    run: Callable[[Any], Any]        # run(service) → the result body (None: the reply is Ack())
-    owner: bytes | None = None       # whose lane it waits in, when that is not `identity` (an agent's follow-up work)
+    run: Callable[[Any], Any]  # run(service) → the result body (None: the reply is Ack())
+    owner: bytes | None = None  # whose lane it waits in, when that is not `identity` (an agent's follow-up work)
 
     @property
     def lane(self) -> Hashable:
@@ -75,7 +77,7 @@ class FairQueue:
         self.max_per_lane = max_per_lane
         self.max_total = max_total
         self._lanes: dict[Hashable, deque[Job]] = {}
-        self._turns: deque[Hashable] = deque()      # the lanes with jobs queued, in the order they are served
+        self._turns: deque[Hashable] = deque()  # the lanes with jobs queued, in the order they are served
         self._total = 0
         self._closed = False
         self._changed = threading.Condition()
@@ -93,7 +95,7 @@ class FairQueue:
                 return Refusal.TOTAL_FULL
             if lane is None:
                 lane = self._lanes[job.lane] = deque()
-                self._turns.append(job.lane)        # a newly busy lane takes its turn after the lanes already waiting
+                self._turns.append(job.lane)  # a newly busy lane takes its turn after the lanes already waiting
             lane.append(job)
             self._total += 1
             self._changed.notify()
@@ -143,9 +145,16 @@ class FairQueue:
 
 
 class ServiceWorker:
-    def __init__(self, name: str, context: zmq.Context, factory: Callable[[], Any],
-                 max_queued: int = DEFAULT_MAX_QUEUED, ack: Any = None, max_per_lane: int = DEFAULT_MAX_PER_LANE,
-                 nice: int = SERVICE_NICE):
+    def __init__(
+        self,
+        name: str,
+        context: zmq.Context,
+        factory: Callable[[], Any],
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        ack: Any = None,
+        max_per_lane: int = DEFAULT_MAX_PER_LANE,
+        nice: int = SERVICE_NICE,
+    ):
         self.name = name
         self._nice = nice
         self._context = context
@@ -153,8 +162,8 @@ class ServiceWorker:
         self._ack = ack
         self._jobs = FairQueue(min(max_per_lane, max_queued), max_queued)
         self._thread = threading.Thread(target=self._run, name=f"aiosd-{name}", daemon=True)
-        self.ready = threading.Event()       # set once the service is built (or failed to be)
-        self.broken: str | None = None       # why the service could not be built, once ready
+        self.ready = threading.Event()  # set once the service is built (or failed to be)
+        self.broken: str | None = None  # why the service could not be built, once ready
 
     def start(self) -> None:
         self._thread.start()
@@ -164,11 +173,16 @@ class ServiceWorker:
         stopping."""
         refusal = self._jobs.put(job)
         if refusal is Refusal.LANE_FULL:
-            raise ProtocolError(ErrorCode.BUSY, f"{self._jobs.max_per_lane} of your calls are queued on the {self.name} "
-                                                f"service, its limit per agent: retry once some are answered")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"{self._jobs.max_per_lane} of your calls are queued on the {self.name} "
+                f"service, its limit per agent: retry once some are answered",
+            )
         if refusal is Refusal.TOTAL_FULL:
-            raise ProtocolError(ErrorCode.BUSY, f"the {self.name} service is busy ({self._jobs.max_total} calls "
-                                                f"queued, its limit): retry later")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"the {self.name} service is busy ({self._jobs.max_total} calls queued, its limit): retry later",
+            )
         if refusal is Refusal.CLOSED:
             raise ProtocolError(ErrorCode.SHUTDOWN, f"the kernel is stopping: the {self.name} service takes no calls")
 
@@ -180,16 +194,16 @@ class ServiceWorker:
         self._jobs.close()
         if self._thread.is_alive():
             self._thread.join()
-        elif self._thread.ident is None:     # never started: nothing will answer, so nothing is owed an answer
+        elif self._thread.ident is None:  # never started: nothing will answer, so nothing is owed an answer
             self._jobs.drain()
 
     def _run(self) -> None:
-        _lower_priority(self._nice)        # before the service is built: its threads are started from this one
+        _lower_priority(self._nice)  # before the service is built: its threads are started from this one
         outbox = Outbox(self._context)
         service = None
         try:
             service = self._factory()
-        except Exception as error:       # e.g. an unreadable data directory: calls get an error, the kernel lives
+        except Exception as error:  # e.g. an unreadable data directory: calls get an error, the kernel lives
             log.exception("the %s service could not start", self.name)
             self.broken = f"the {self.name} service is unavailable: {error}"
         self.ready.set()
@@ -199,8 +213,12 @@ class ServiceWorker:
             dropped = self._jobs.drain()
             for job in dropped:
                 if job.identity is not None:
-                    outbox.error(job.identity, job.req_id, ErrorCode.SHUTDOWN,
-                                 f"the kernel is stopping: this {self.name} call was not run")
+                    outbox.error(
+                        job.identity,
+                        job.req_id,
+                        ErrorCode.SHUTDOWN,
+                        f"the kernel is stopping: this {self.name} call was not run",
+                    )
             if dropped:
                 log.info("%s: %d queued calls answered shutdown", self.name, len(dropped))
         finally:
@@ -233,5 +251,5 @@ def _lower_priority(nice: int) -> None:
     tid = threading.get_native_id()
     try:
         os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-    except OSError as error:            # e.g. a sandbox without the call: the service runs at the kernel's priority
+    except OSError as error:  # e.g. a sandbox without the call: the service runs at the kernel's priority
         log.warning("cannot lower the service thread's priority: %s", error)

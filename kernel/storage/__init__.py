@@ -4,6 +4,7 @@ Modules: paths (what a path may be), fsops (symlink-proof, atomic file operation
 its node's names), tree (walking a space), quota (limits and usage), owners (whose each space is, for the bound on
 spaces per principal), errors (the refusals), manager (the API).
 """
+
 from kernel.storage.manager import StorageManager
 from kernel.storage.paths import PrefixMatch
 from kernel.storage.versions import FileInfo, VersionInfo

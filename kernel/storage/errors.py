@@ -8,6 +8,7 @@ a refusal, and the caller answers it as `internal`.
 QUOTA is ErrorCode.QUOTA ("quota_exceeded") once the protocol has it, ErrorCode.BUSY until then; it is looked up when
 an error is made, not at import, so whichever ipc/errors.py is loaded decides.
 """
+
 from __future__ import annotations
 
 from ipc.errors import ErrorCode, ProtocolError

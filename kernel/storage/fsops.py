@@ -15,6 +15,7 @@ Contract:
 - `read_regular(dir_fd, name, limit)` returns the content of a regular file, refusing (TOO_LARGE) one over `limit`
   bytes before reading it, so a read never buffers more than the limit. O_NONBLOCK keeps a planted FIFO from blocking.
 """
+
 from __future__ import annotations
 
 import errno
@@ -71,9 +72,9 @@ def walk(base_fd: int, parts: list[str], *, create: bool) -> int | None:
                 try:
                     os.mkdir(name, _DIR_MODE, dir_fd=fd)
                 except FileExistsError:
-                    pass                       # made between our open and mkdir: open whatever is there now
+                    pass  # made between our open and mkdir: open whatever is there now
                 else:
-                    fsync_dir(fd)              # the new entry must outlive a crash like the file inside it
+                    fsync_dir(fd)  # the new entry must outlive a crash like the file inside it
                 child = open_dir(fd, name)
                 if child is None:
                     raise not_found(f"directory {name!r} vanished while it was being made")
@@ -94,8 +95,7 @@ def _write_all(fd: int, data: memoryview) -> None:
 def write_new(dir_fd: int, name: str, data: memoryview) -> None:
     """Publish `data` as `name` in `dir_fd`: temp, write, fsync, rename, fsync the directory."""
     temp = TEMP_PREFIX + secrets.token_hex(8)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE,
-                 dir_fd=dir_fd)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE, dir_fd=dir_fd)
     try:
         try:
             _write_all(fd, data)
@@ -133,7 +133,7 @@ def read_regular(dir_fd: int, name: str, limit: int) -> bytes:
         while remaining > 0:
             chunk = os.read(fd, remaining)
             if not chunk:
-                break                          # shrunk under us (it never is: versions are written once)
+                break  # shrunk under us (it never is: versions are written once)
             chunks.append(chunk)
             remaining -= len(chunk)
         return b"".join(chunks)

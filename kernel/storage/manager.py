@@ -44,6 +44,7 @@ honours fsync) intact and no torn content is ever visible. Temporaries left by a
 removed (with versions beyond `keep_versions` that a crash kept) the first time a space is touched in the next run;
 that scan also computes the space's usage, so quotas are right after any crash.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,10 +58,26 @@ import stat
 from kernel.storage import fsops
 from kernel.storage.errors import bad_request, closed, not_found, over_quota
 from kernel.storage.owners import NEW_PREFIX, SpaceOwners
-from kernel.storage.paths import (EPHEMERAL_DIR_PREFIX, RESERVED_PREFIX, PrefixMatch, space_dirname, split_path, split_prefix,
-                                  split_whole_prefix)
-from kernel.storage.quota import (DIR_BYTES, MAX_DEPTH, MAX_SPACES, Limits, Usage, check_depth, check_size,
-                                  check_version, check_write)
+from kernel.storage.paths import (
+    EPHEMERAL_DIR_PREFIX,
+    RESERVED_PREFIX,
+    PrefixMatch,
+    space_dirname,
+    split_path,
+    split_prefix,
+    split_whole_prefix,
+)
+from kernel.storage.quota import (
+    DIR_BYTES,
+    MAX_DEPTH,
+    MAX_SPACES,
+    Limits,
+    Usage,
+    check_depth,
+    check_size,
+    check_version,
+    check_write,
+)
 from kernel.storage.tree import charged, probe, walk_nodes
 from kernel.storage.versions import FileInfo, Node, VersionInfo, remove_names, scan_node, to_prune, version_name
 
@@ -70,20 +87,36 @@ _DROP_PREFIX = RESERVED_PREFIX + "-drop-"
 
 
 class StorageManager:
-    def __init__(self, root: str, *, keep_versions: int = 10, quota_bytes: int, max_file_bytes: int,
-                 max_files: int, dir_bytes: int = DIR_BYTES, max_depth: int = MAX_DEPTH,
-                 max_spaces: int = MAX_SPACES):
-        self.limits = Limits(keep_versions=keep_versions, quota_bytes=quota_bytes, max_files=max_files,
-                             max_file_bytes=max_file_bytes, dir_bytes=dir_bytes, max_depth=max_depth,
-                             max_spaces=max_spaces)
+    def __init__(
+        self,
+        root: str,
+        *,
+        keep_versions: int = 10,
+        quota_bytes: int,
+        max_file_bytes: int,
+        max_files: int,
+        dir_bytes: int = DIR_BYTES,
+        max_depth: int = MAX_DEPTH,
+        max_spaces: int = MAX_SPACES,
+    ):
+        self.limits = Limits(
+            keep_versions=keep_versions,
+            quota_bytes=quota_bytes,
+            max_files=max_files,
+            max_file_bytes=max_file_bytes,
+            dir_bytes=dir_bytes,
+            max_depth=max_depth,
+            max_spaces=max_spaces,
+        )
         self._owners = SpaceOwners(max_spaces)
         self.root = os.fspath(root)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        self._usage: dict[str, Usage] = {}       # per space directory, filled the first time a space is touched
+        self._usage: dict[str, Usage] = {}  # per space directory, filled the first time a space is touched
         self._root_fd: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self._lock_fd = os.open(_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                                    dir_fd=self._root_fd)
+            self._lock_fd = os.open(
+                _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._root_fd
+            )
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -95,7 +128,7 @@ class StorageManager:
             raise
         self._remove_dropped()
         self.drop_ephemeral()
-        self._owners.scan(self._spaces_fd)        # after the sweeps: what is left is what each principal holds
+        self._owners.scan(self._spaces_fd)  # after the sweeps: what is left is what each principal holds
 
     # -- the syscalls -------------------------------------------------------------------------------------------
 
@@ -109,12 +142,14 @@ class StorageManager:
         with contextlib.ExitStack() as stack:
             node_fd = self._node(stack, name, parts, create=False)
             node = scan_node(node_fd) if node_fd is not None else Node()
-            new_dirs = self._new_dirs(name, parts) if node_fd is None else -1 if charged(node) and not \
-                node.children else 0          # an empty plain directory becoming a file: it is the file now
+            new_dirs = (
+                self._new_dirs(name, parts) if node_fd is None else -1 if charged(node) and not node.children else 0
+            )  # an empty plain directory becoming a file: it is the file now
             pruned = to_prune(node, self.limits.keep_versions - 1)
             freed = sum(info.size for info in pruned)
-            check_write(usage, self.limits, size=view.nbytes, freed=freed, new_file=not node.versions,
-                        new_dirs=new_dirs)
+            check_write(
+                usage, self.limits, size=view.nbytes, freed=freed, new_file=not node.versions, new_dirs=new_dirs
+            )
             number = node.highest + 1
             try:
                 if not self._owners.known(name):  # a new space (or one not marked yet): bounded per principal
@@ -123,7 +158,7 @@ class StorageManager:
                     node_fd = self._node(stack, name, parts, create=True)
                 fsops.write_new(node_fd, version_name(number), view)
             except BaseException as error:
-                self._usage.pop(name, None)       # directories may have been made: the next touch rescans
+                self._usage.pop(name, None)  # directories may have been made: the next touch rescans
                 if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise over_quota("the disk holding the store is full") from None
                 raise
@@ -132,7 +167,7 @@ class StorageManager:
         usage.versions += 1 - len(pruned)
         usage.files += 0 if node.versions else 1
         usage.dirs += new_dirs
-        self._usage[name] = usage                 # the space exists now, so its usage is kept from here on
+        self._usage[name] = usage  # the space exists now, so its usage is kept from here on
         return number
 
     def read(self, space: str, path: str, version: int | None = None) -> tuple[bytes, int]:
@@ -144,13 +179,14 @@ class StorageManager:
             number = max(node.versions) if version is None else version
             if number not in node.versions:
                 kept = node.ordered()
-                raise not_found(f"version {number} of {path!r} is not kept "
-                                f"(kept: {kept[0].version}..{kept[-1].version})")
+                raise not_found(
+                    f"version {number} of {path!r} is not kept (kept: {kept[0].version}..{kept[-1].version})"
+                )
             return fsops.read_regular(node_fd, version_name(number), self.limits.max_file_bytes), number
 
     def list(self, space: str, prefix: str = "", match: PrefixMatch = PrefixMatch.TEXT) -> list[FileInfo]:
         if match is PrefixMatch.COMPONENTS:
-            dirs, partial = split_whole_prefix(prefix), None       # the base node and everything below it
+            dirs, partial = split_whole_prefix(prefix), None  # the base node and everything below it
         else:
             dirs, partial = split_prefix(prefix)
         found: list[FileInfo] = []
@@ -179,7 +215,7 @@ class StorageManager:
         usage.bytes -= node.stored_bytes()
         usage.versions -= len(node.versions)
         usage.files -= 1
-        if not node.children:                     # a leaf file: its node and emptied parents go
+        if not node.children:  # a leaf file: its node and emptied parents go
             usage.dirs -= self._remove_empty_dirs(name, parts)
         # a node with subdirectories stays, charged as a directory as it already was
 
@@ -223,14 +259,14 @@ class StorageManager:
             return
         try:
             self.drop_ephemeral()
-        except OSError:                           # a failing disk: the next open sweeps them
+        except OSError:  # a failing disk: the next open sweeps them
             pass
         for fd in (self._spaces_fd, self._lock_fd, self._root_fd):
-            os.close(fd)                          # closing the lock descriptor releases the flock
+            os.close(fd)  # closing the lock descriptor releases the flock
         self._root_fd = None
         self._usage.clear()
 
-    def __enter__(self) -> "StorageManager":
+    def __enter__(self) -> StorageManager:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -244,7 +280,7 @@ class StorageManager:
             raise bad_request(f"data must be bytes, not {type(data).__name__}")
         try:
             return memoryview(data).cast("B")
-        except (TypeError, ValueError):               # a non-contiguous or released memoryview
+        except (TypeError, ValueError):  # a non-contiguous or released memoryview
             raise bad_request("data must be a contiguous bytes-like object") from None
 
     def _space(self, space: str) -> str:
@@ -309,19 +345,19 @@ class StorageManager:
         uncharged = 0
         for depth in range(len(parts), 0, -1):
             with contextlib.ExitStack() as stack:
-                parent = self._node(stack, name, parts[:depth - 1], create=False)
+                parent = self._node(stack, name, parts[: depth - 1], create=False)
                 if parent is None:
                     return uncharged
                 try:
                     os.rmdir(parts[depth - 1], dir_fd=parent)
-                except OSError:                   # not empty (other files or versions below), or already gone
+                except OSError:  # not empty (other files or versions below), or already gone
                     if depth == len(parts):
-                        return -1                 # the emptied node stays: a plain directory now
+                        return -1  # the emptied node stays: a plain directory now
                     child = fsops.open_dir(parent, parts[depth - 1])
                     if child is not None:
                         stack.callback(os.close, child)
                         if not charged(scan_node(child)):
-                            uncharged += 1        # a file that lost its last subdirectory
+                            uncharged += 1  # a file that lost its last subdirectory
                     return uncharged
                 fsops.fsync_dir(parent)
                 uncharged += 1 if depth < len(parts) else 0

@@ -16,6 +16,7 @@ Contract:
   (a drop); `create` raises the quota error, before anything is made, when the owner already holds `limit` spaces.
 The manager is single-threaded (manager.py), so a count and the create that follows it cannot interleave.
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,8 +29,14 @@ import shutil
 from ipc.errors import ProtocolError
 from kernel.storage import fsops
 from kernel.storage.errors import over_quota
-from kernel.storage.paths import (EPHEMERAL_DIR_PREFIX, EPHEMERAL_PREFIX, MAX_SPACE_BYTES, RESERVED_PREFIX,
-                                  SPACE_DIR_PREFIX, space_dirname)
+from kernel.storage.paths import (
+    EPHEMERAL_DIR_PREFIX,
+    EPHEMERAL_PREFIX,
+    MAX_SPACE_BYTES,
+    RESERVED_PREFIX,
+    SPACE_DIR_PREFIX,
+    space_dirname,
+)
 
 MARKER = RESERVED_PREFIX + "-space"
 NEW_PREFIX = RESERVED_PREFIX + "-new-"
@@ -43,7 +50,7 @@ def principal_digest(principal: str) -> str:
 
 def owner_of(space: str) -> str:
     if space.startswith(EPHEMERAL_PREFIX):
-        parts = space[len(EPHEMERAL_PREFIX):].split("/")
+        parts = space[len(EPHEMERAL_PREFIX) :].split("/")
         if len(parts) == 3 and _DIGEST.match(parts[1]):
             return parts[1]
     head, slash, _ = space.rpartition("/")
@@ -53,7 +60,7 @@ def owner_of(space: str) -> str:
 class SpaceOwners:
     def __init__(self, limit: int):
         self.limit = limit
-        self._owner: dict[str, str] = {}                  # space directory name -> owner key
+        self._owner: dict[str, str] = {}  # space directory name -> owner key
         self._held: collections.Counter[str] = collections.Counter()
 
     def known(self, name: str) -> bool:
@@ -78,8 +85,10 @@ class SpaceOwners:
         """Make the space directory `name` for `space` with its marker; the quota error over the bound."""
         held = self.held(space)
         if held >= self.limit:
-            raise over_quota(f"this space's principal already holds {held} file spaces; the limit is {self.limit} "
-                             f"(drop one of them to make another)")
+            raise over_quota(
+                f"this space's principal already holds {held} file spaces; the limit is {self.limit} "
+                f"(drop one of them to make another)"
+            )
         temp = NEW_PREFIX + secrets.token_hex(8)
         os.mkdir(temp, 0o700, dir_fd=spaces_fd)
         try:
@@ -125,7 +134,7 @@ def _read_marker(spaces_fd: int, name: str) -> str | None:
     try:
         fd = fsops.open_dir(spaces_fd, name)
     except ProtocolError:
-        return None                                       # not a real directory (a planted symlink)
+        return None  # not a real directory (a planted symlink)
     if fd is None:
         return None
     try:
@@ -133,6 +142,6 @@ def _read_marker(spaces_fd: int, name: str) -> str | None:
         space = raw.decode("utf-8")
         return space if space_dirname(space) == name else None
     except (ProtocolError, UnicodeDecodeError):
-        return None                                       # missing, not a regular file, oversized, or not this id
+        return None  # missing, not a regular file, oversized, or not this id
     finally:
         os.close(fd)

@@ -20,6 +20,7 @@ Contract:
 Limits are the usual Linux ones (NAME_MAX 255) so that every component can be one directory name; the path limit keeps
 the whole on-disk path well under PATH_MAX (4096) whatever the root.
 """
+
 from __future__ import annotations
 
 import enum
@@ -32,7 +33,7 @@ MAX_PATH_BYTES = 1024
 MAX_NAME_BYTES = 255
 MAX_SPACE_BYTES = 1024
 RESERVED_PREFIX = ".aios"
-EPHEMERAL_PREFIX = "eph:"          # the kernel's throwaway agents' spaces: never outlive the manager that made them
+EPHEMERAL_PREFIX = "eph:"  # the kernel's throwaway agents' spaces: never outlive the manager that made them
 SPACE_DIR_PREFIX = "s-"
 EPHEMERAL_DIR_PREFIX = "e-"
 
@@ -42,7 +43,7 @@ class PrefixMatch(enum.Enum):
     COMPONENTS = "components"
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")     # C0, DEL, C1: one regex scan, not a Python loop per char
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1: one regex scan, not a Python loop per char
 
 
 def _encoded(text: object, what: str, limit: int) -> bytes:

@@ -29,15 +29,16 @@ and its marker. A principal's disk is bounded by max_spaces times that: with the
 64 x (256 MiB + 10,000 x 11 x 4 KiB + 8 KiB) = 64 x ~686 MiB, about 43 GiB. Spaces made by a build before markers
 count only once a write names them (owners.py), so an upgraded store may hold more until those are dropped.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 from kernel.storage.errors import bad_request, over_quota, too_large
 
-DIR_BYTES = 4096               # what one directory takes on ext4/xfs: its block
-MAX_DEPTH = 16                 # components in a path
-MAX_SPACES = 64                # file spaces per principal: the 64 agents the memory bound holds (kernel/memory)
+DIR_BYTES = 4096  # what one directory takes on ext4/xfs: its block
+MAX_DEPTH = 16  # components in a path
+MAX_SPACES = 64  # file spaces per principal: the 64 agents the memory bound holds (kernel/memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,15 +64,21 @@ class Usage:
     bytes: int = 0
     files: int = 0
     versions: int = 0
-    dirs: int = 0                # charged directories (see the contract)
+    dirs: int = 0  # charged directories (see the contract)
 
     def charged_bytes(self, limits: Limits) -> int:
         return self.bytes + self.dirs * limits.dir_bytes
 
     def as_dict(self, limits: Limits) -> dict:
-        return {"bytes": self.bytes, "files": self.files, "versions": self.versions,
-                "quota_bytes": limits.quota_bytes, "max_files": limits.max_files,
-                "max_file_bytes": limits.max_file_bytes, "keep_versions": limits.keep_versions}
+        return {
+            "bytes": self.bytes,
+            "files": self.files,
+            "versions": self.versions,
+            "quota_bytes": limits.quota_bytes,
+            "max_files": limits.max_files,
+            "max_file_bytes": limits.max_file_bytes,
+            "keep_versions": limits.keep_versions,
+        }
 
 
 def check_size(size: int, limits: Limits) -> None:
@@ -97,13 +104,20 @@ def check_write(usage: Usage, limits: Limits, *, size: int, freed: int, new_file
     check_size(size, limits)
     inodes = usage.files + usage.dirs + (1 if new_file else 0) + new_dirs
     if (new_file or new_dirs > 0) and inodes > limits.max_files:
-        raise over_quota(f"the space already holds {usage.files} files and {usage.dirs} directories; this write "
-                         f"needs {inodes} and the limit is {limits.max_files} (files and directories)")
+        raise over_quota(
+            f"the space already holds {usage.files} files and {usage.dirs} directories; this write "
+            f"needs {inodes} and the limit is {limits.max_files} (files and directories)"
+        )
     data_after = usage.bytes - freed + size
     after = data_after + (usage.dirs + new_dirs) * limits.dir_bytes
     if after > limits.quota_bytes:
-        raise over_quota(f"writing {size} bytes would use {data_after} bytes of files"
-                         + (f" and {usage.dirs + new_dirs} directories ({limits.dir_bytes} bytes each), {after} "
-                            f"bytes in all," if usage.dirs + new_dirs else "")
-                         + f" of the space's quota of {limits.quota_bytes} (kept versions count; delete files, "
-                           f"directories or old versions to free room)")
+        raise over_quota(
+            f"writing {size} bytes would use {data_after} bytes of files"
+            + (
+                f" and {usage.dirs + new_dirs} directories ({limits.dir_bytes} bytes each), {after} bytes in all,"
+                if usage.dirs + new_dirs
+                else ""
+            )
+            + f" of the space's quota of {limits.quota_bytes} (kept versions count; delete files, "
+            f"directories or old versions to free room)"
+        )

@@ -11,10 +11,11 @@ else between the listing and the open is skipped, not an error: a walk reports t
 node of the deepest of them or None when not even the first does), what a write needs to know to charge the
 directories it will make (quota.py) before making any.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ipc.errors import ProtocolError
 from kernel.storage.fsops import open_dir
@@ -49,7 +50,7 @@ def walk_nodes(fd: int, parts: list[str], visit: Visit) -> None:
         try:
             child = open_dir(fd, name)
         except ProtocolError:
-            continue                              # replaced by a symlink or a file since the listing
+            continue  # replaced by a symlink or a file since the listing
         if child is None:
             continue
         try:

@@ -12,6 +12,7 @@ never a version whose index entry and content disagree. Subdirectories of a node
 claims (so a new version never reuses a name, even one held by a non-file someone planted), its leftover
 temporaries and its child nodes (real directories with non-reserved names; symlinks and other types are skipped).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,15 +32,15 @@ _VERSION_RE = re.compile(re.escape(VERSION_PREFIX) + r"([0-9]{12}|[1-9][0-9]{12,
 class VersionInfo:
     version: int
     size: int
-    time: float             # when it was written (mtime of its file), seconds since the epoch
+    time: float  # when it was written (mtime of its file), seconds since the epoch
 
 
 @dataclasses.dataclass(frozen=True)
 class FileInfo:
     path: str
-    size: int               # of the latest version
-    version: int            # the latest version
-    modified: float         # when the latest version was written, seconds since the epoch
+    size: int  # of the latest version
+    version: int  # the latest version
+    modified: float  # when the latest version was written, seconds since the epoch
 
 
 @dataclasses.dataclass
@@ -86,7 +87,7 @@ def scan_node(fd: int) -> Node:
 def to_prune(node: Node, keep: int) -> list[VersionInfo]:
     """The versions beyond the newest `keep`, oldest first."""
     ordered = node.ordered()
-    return ordered[:max(0, len(ordered) - keep)]
+    return ordered[: max(0, len(ordered) - keep)]
 
 
 def remove_names(fd: int, names: list[str]) -> None:

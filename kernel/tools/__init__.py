@@ -11,6 +11,7 @@ Modules: config (what to run), sandbox (the launcher that confines a server), tr
 server (one supervised server: start, restart, per-tool limits), schema (argument checks and kernel-injected
 arguments), manager (the thread and loop that own it all), specs (the values crossing the API).
 """
+
 from kernel.tools.config import ServerConfig, ToolsConfig, load_config
 from kernel.tools.manager import ToolManager
 from kernel.tools.sandbox import SandboxLimits

@@ -40,6 +40,7 @@ The environment a server gets: PATH, LANG, LC_ALL, HOME (its private directory w
 project root, so built-in `-m kernel.tools.servers.X` resolve), then `pass_env` names, then `env` values. Nothing else
 of the kernel's environment (AIOS_TOKEN, keys, credentials) reaches a server unless named here.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,21 @@ from kernel.tools.sandbox import SandboxLimits
 from kernel.tools.specs import DEFAULT_MAX_OUTPUT_BYTES
 
 # The keys a server's config may carry; anything else in a file is a mistake worth refusing.
-_SERVER_KEYS = {"command", "env", "pass_env", "timeout", "tool_timeouts", "concurrency", "queue", "max_output_bytes",
-                "startup_timeout", "irreversible", "context", "sandbox", "limits"}
+_SERVER_KEYS = {
+    "command",
+    "env",
+    "pass_env",
+    "timeout",
+    "tool_timeouts",
+    "concurrency",
+    "queue",
+    "max_output_bytes",
+    "startup_timeout",
+    "irreversible",
+    "context",
+    "sandbox",
+    "limits",
+}
 _DEFAULT_KEYS = {"timeout", "concurrency", "queue", "max_output_bytes", "startup_timeout"}
 
 
@@ -91,7 +105,7 @@ HIDE_ENV = "AIOS_SANDBOX_HIDE"
 @dataclass
 class ToolsConfig:
     servers: list[ServerConfig] = field(default_factory=list)
-    hide: list[str] = field(default_factory=list)       # paths no sandboxed server sees, beyond the defaults
+    hide: list[str] = field(default_factory=list)  # paths no sandboxed server sees, beyond the defaults
 
     def hidden_paths(self) -> tuple[str, ...]:
         """Absolute, without duplicates, in order: `hide`, $AIOS_SANDBOX_HIDE, the kernel's default directories."""
@@ -109,7 +123,8 @@ def default_hidden_paths() -> list[str]:
     """The runtime directory (socket, admin token, audit log) and data directory that aiosd uses by default."""
     from ipc import runtime_dir
     from ipc.address import admin_token_path, default_address
-    from kernel.services.factory import default_data_dir       # here: the factory imports this package
+    from kernel.services.factory import default_data_dir  # here: the factory imports this package
+
     return [os.path.dirname(admin_token_path(default_address())), runtime_dir.default_path(), default_data_dir()]
 
 
@@ -117,15 +132,19 @@ def default_config() -> ToolsConfig:
     """The built-in servers. files and memory act on the calling agent's space through the SDK: the kernel must put
     AIOS_ADDRESS and AIOS_TOKEN (a grant with fs.any / mem.any) into their `env` before start(); they run unsandboxed
     (they need the kernel's socket and are project code, not agent code)."""
+
     def builtin(name: str, **options) -> ServerConfig:
         return ServerConfig(name=name, command=["python", "-m", f"kernel.tools.servers.{name}"], **options)
-    return ToolsConfig(servers=[
-        builtin("calculator", timeout=10.0, sandbox=True),
-        # The runner bounds each snippet itself (its own timeout and limits); the call timeout leaves it room.
-        builtin("python", timeout=60.0, concurrency=2, queue=4, sandbox=True),
-        builtin("files", context=["space"], irreversible=["write_file", "delete_file"]),
-        builtin("memory", context=["space"]),
-    ])
+
+    return ToolsConfig(
+        servers=[
+            builtin("calculator", timeout=10.0, sandbox=True),
+            # The runner bounds each snippet itself (its own timeout and limits); the call timeout leaves it room.
+            builtin("python", timeout=60.0, concurrency=2, queue=4, sandbox=True),
+            builtin("files", context=["space"], irreversible=["write_file", "delete_file"]),
+            builtin("memory", context=["space"]),
+        ]
+    )
 
 
 def load_config(path: str | Path | None) -> ToolsConfig:
@@ -155,8 +174,9 @@ def parse_config(raw: dict) -> ToolsConfig:
     hide = _expect(sandbox.get("hide", []), list, "sandbox.hide")
     if not all(isinstance(path, str) and os.path.isabs(path) for path in hide):
         raise ValueError("sandbox.hide must be a list of absolute paths")
-    return ToolsConfig(servers=[_parse_server(name, {**defaults, **body}) for name, body in servers.items()],
-                       hide=list(hide))
+    return ToolsConfig(
+        servers=[_parse_server(name, {**defaults, **body}) for name, body in servers.items()], hide=list(hide)
+    )
 
 
 def _parse_server(name: str, body: dict) -> ServerConfig:
@@ -169,8 +189,14 @@ def _parse_server(name: str, body: dict) -> ServerConfig:
     if not isinstance(command, list) or not command or not all(isinstance(part, str) for part in command):
         raise ValueError(f"{where}.command must be a non-empty list of strings")
     options: dict = {"name": name, "command": command}
-    for key, kind in (("timeout", (int, float)), ("startup_timeout", (int, float)), ("concurrency", int),
-                      ("queue", int), ("max_output_bytes", int), ("sandbox", bool)):
+    for key, kind in (
+        ("timeout", (int, float)),
+        ("startup_timeout", (int, float)),
+        ("concurrency", int),
+        ("queue", int),
+        ("max_output_bytes", int),
+        ("sandbox", bool),
+    ):
         if key in body:
             value = _expect(body[key], kind, f"{where}.{key}")
             if kind is not bool and value <= 0 and not (key == "queue" and value == 0):

@@ -32,6 +32,7 @@ Names: a tool is exposed under its own name; if two servers offer the same name,
 is exposed as "<server>_<name>". `call()` also accepts "<server>.<name>", which reaches a server even while it is down
 (so a server that failed at start answers its real error).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,13 +58,13 @@ class ToolManager:
         self.config = config
         hide = config.hidden_paths() if any(server.sandbox for server in config.servers) else ()
         self._servers = {server.name: ServerSupervisor(server, hide) for server in config.servers}
-        self._index: dict[str, tuple[ServerSupervisor, Tool]] = {}    # exposed name → where it lives (loop only)
-        self._specs: tuple[ToolSpec, ...] = ()                        # replaced whole; read from any thread
-        self._calls: set[asyncio.Task] = set()                        # calls in flight (loop only), for stop()
+        self._index: dict[str, tuple[ServerSupervisor, Tool]] = {}  # exposed name → where it lives (loop only)
+        self._specs: tuple[ToolSpec, ...] = ()  # replaced whole; read from any thread
+        self._calls: set[asyncio.Task] = set()  # calls in flight (loop only), for stop()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="aios-tools", daemon=True)
         self._state = "new"
-        self._state_lock = threading.Lock()                          # start/stop from different threads
+        self._state_lock = threading.Lock()  # start/stop from different threads
 
     # ------------------------------------------------------------------------------------------------ thread API
 
@@ -82,8 +83,12 @@ class ToolManager:
     def call(self, name: str, arguments: dict, context: dict | None = None) -> concurrent.futures.Future:
         if self._state != "running":
             future: concurrent.futures.Future = concurrent.futures.Future()
-            future.set_exception(ProtocolError(ErrorCode.SHUTDOWN if self._state == "stopped" else ErrorCode.INTERNAL,
-                                               f"tool manager is {self._state}"))
+            future.set_exception(
+                ProtocolError(
+                    ErrorCode.SHUTDOWN if self._state == "stopped" else ErrorCode.INTERNAL,
+                    f"tool manager is {self._state}",
+                )
+            )
             return future
         return self._submit(self._call(name, arguments, dict(context or {})))
 
@@ -101,7 +106,7 @@ class ToolManager:
             if not self._thread.is_alive():
                 self._loop.close()
 
-    def __enter__(self) -> "ToolManager":
+    def __enter__(self) -> ToolManager:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -116,12 +121,15 @@ class ToolManager:
         servers = list(self._servers.values())
         outcomes = await asyncio.gather(*(server.ensure_started() for server in servers), return_exceptions=True)
         self._reindex()
-        return {server.name: getattr(outcome, "message", str(outcome))
-                for server, outcome in zip(servers, outcomes) if isinstance(outcome, BaseException)}
+        return {
+            server.name: getattr(outcome, "message", str(outcome))
+            for server, outcome in zip(servers, outcomes)
+            if isinstance(outcome, BaseException)
+        }
 
     async def _stop_all(self) -> None:
         calls = list(self._calls)
-        for task in calls:                  # calls in flight end with CancelledError on their Futures
+        for task in calls:  # calls in flight end with CancelledError on their Futures
             task.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
         await asyncio.gather(*(server.stop() for server in self._servers.values()), return_exceptions=True)
@@ -140,7 +148,7 @@ class ToolManager:
         full = tool.schema.inject(name, arguments, context, server.config.context)
         result = await server.call(tool, full, server.config.timeout_for(tool.spec.name))
         if server.tools.get(tool.spec.name) is not tool:
-            self._reindex()                 # it restarted during the call and may offer other tools now
+            self._reindex()  # it restarted during the call and may offer other tools now
         return result
 
     async def _resolve(self, name: str) -> tuple[ServerSupervisor, Tool]:
@@ -156,8 +164,10 @@ class ToolManager:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool {remote!r} in server {server_name!r}")
         if name not in self._index or not self._index[name][0].is_up():
             # Start what is down (a crashed server, or one that failed at start and may work now), then look again.
-            await asyncio.gather(*(server.ensure_started() for server in self._servers.values()
-                                   if not server.is_up()), return_exceptions=True)
+            await asyncio.gather(
+                *(server.ensure_started() for server in self._servers.values() if not server.is_up()),
+                return_exceptions=True,
+            )
             self._reindex()
         if name in self._index:
             server, tool = self._index[name]

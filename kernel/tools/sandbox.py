@@ -39,6 +39,7 @@ uid's current count plus the budget). Never enforced: memory as resident set (RL
 total CPU (RLIMIT_CPU is per process); processes of one sandbox (a runner's snippets) share its uid and directory.
 `--nested` does only step 4: the python runner uses it for each snippet, which inherits the server's jail.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -66,21 +67,27 @@ SYS_MOUNT_SETATTR, AT_RECURSIVE, MOUNT_ATTR_RDONLY, AT_FDCWD = 442, 0x8000, 1, -
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    cpu_seconds: int | None = 600       # per process; a runaway server is killed and restarted on the next call
-    memory_mb: int | None = 2048        # address space per process
+    cpu_seconds: int | None = 600  # per process; a runaway server is killed and restarted on the next call
+    memory_mb: int | None = 2048  # address space per process
     open_files: int | None = 256
-    processes: int | None = 128         # tasks (processes and threads) in the sandbox
+    processes: int | None = 128  # tasks (processes and threads) in the sandbox
     file_size_mb: int | None = 64
     network: bool = False
-    uid: int = NOBODY_UID               # the sandbox's uid and gid when the kernel runs as root
+    uid: int = NOBODY_UID  # the sandbox's uid and gid when the kernel runs as root
 
 
-def launcher_argv(limits: SandboxLimits, workdir: str, argv: list[str], nested: bool = False,
-                  hide: tuple[str, ...] = ()) -> list[str]:
+def launcher_argv(
+    limits: SandboxLimits, workdir: str, argv: list[str], nested: bool = False, hide: tuple[str, ...] = ()
+) -> list[str]:
     """argv wrapped by the launcher (this file, run by path with the same interpreter)."""
     options = [f"--cwd={workdir}", f"--uid={limits.uid}"]
-    for flag, value in (("--cpu", limits.cpu_seconds), ("--as-mb", limits.memory_mb), ("--nofile", limits.open_files),
-                        ("--nproc", limits.processes), ("--fsize-mb", limits.file_size_mb)):
+    for flag, value in (
+        ("--cpu", limits.cpu_seconds),
+        ("--as-mb", limits.memory_mb),
+        ("--nofile", limits.open_files),
+        ("--nproc", limits.processes),
+        ("--fsize-mb", limits.file_size_mb),
+    ):
         if value is not None:
             options.append(f"{flag}={int(value)}")
     if not limits.network:
@@ -135,15 +142,21 @@ def _unshare(flags: int) -> int:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    encode = (lambda text: None if text is None else text.encode())
-    _check(_LIBC.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data)),
-           f"mount {target}")
+    encode = lambda text: None if text is None else text.encode()
+    _check(
+        _LIBC.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data)),
+        f"mount {target}",
+    )
 
 
 def _set_readonly(path: str, readonly: bool, recursive: bool) -> None:
     attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else MOUNT_ATTR_RDONLY, 0, 0)
-    _check(_LIBC.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0, attr,
-                         ctypes.sizeof(attr)), f"mount_setattr {path}")
+    _check(
+        _LIBC.syscall(
+            SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0, attr, ctypes.sizeof(attr)
+        ),
+        f"mount_setattr {path}",
+    )
 
 
 def _inside(path: str, tops) -> bool:
@@ -152,8 +165,13 @@ def _inside(path: str, tops) -> bool:
 
 def _kept_trees(argv: list[str]) -> list[str]:
     """What the jail needs to read: the interpreter (base and venv), its import path, the project, the command."""
-    paths = [sys.base_prefix, sys.prefix, PROJECT_ROOT, os.path.dirname(os.path.realpath(sys.executable)),
-             *(entry for entry in sys.path if entry)]
+    paths = [
+        sys.base_prefix,
+        sys.prefix,
+        PROJECT_ROOT,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        *(entry for entry in sys.path if entry),
+    ]
     command = shutil.which(argv[0]) if argv else None
     if command:
         paths.append(os.path.dirname(os.path.realpath(command)))
@@ -181,7 +199,7 @@ def _build_view(hide: list[str], workdir: str | None, argv: list[str], root: boo
     trees = [tree for tree in _kept_trees(argv) if not _inside(tree, hidden)] if root else []
     covers = sorted(set(hidden + _untraversable(trees)))
     covers = [cover for cover in covers if not _inside(cover, [other for other in covers if other != cover])]
-    binds = {tree: False for tree in trees if _inside(tree, covers)}          # path -> writable
+    binds = {tree: False for tree in trees if _inside(tree, covers)}  # path -> writable
     if workdir:
         binds[os.path.realpath(workdir)] = True
     # Handles on what goes back in, taken before anything is covered (a bind source must be in this namespace).
@@ -213,7 +231,7 @@ def _drop(uid: int) -> None:
 
 
 def _clear_capabilities() -> None:
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)          # _LINUX_CAPABILITY_VERSION_3, this process
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     _check(_LIBC.capset(header, (ctypes.c_uint32 * 6)()), "capset")
 
 
@@ -228,16 +246,18 @@ def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, i
         os.chown(workdir, sandbox_uid, sandbox_uid)
     error = _unshare(CLONE_NEWNS | CLONE_NEWPID | net | (0 if root else CLONE_NEWUSER))
     if error == 0:
-        if not root:         # map only ourselves: our files keep their owner and we hold no other uid
+        if not root:  # map only ourselves: our files keep their owner and we hold no other uid
             for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as file:
                     file.write(text)
         _build_view(hide, workdir, argv, root)
         return True, nproc
-    _note(f"unshare(mount and PID namespaces) failed ({os.strerror(error)}): the hidden paths and other processes "
-          f"stay reachable")
+    _note(
+        f"unshare(mount and PID namespaces) failed ({os.strerror(error)}): the hidden paths and other processes "
+        f"stay reachable"
+    )
     if not root and _unshare(CLONE_NEWUSER | net) == 0:
-        return False, nproc                                  # tasks counted per namespace; network cut
+        return False, nproc  # tasks counted per namespace; network cut
     if net and (not root or _unshare(net) != 0):
         _note("network not cut (no network namespace)")
     if root or nproc is None:
@@ -291,8 +311,12 @@ def _init(options: dict[str, str], new_pid_ns: bool) -> None:
 
 def _set_limits(options: dict[str, str], nproc: int | None) -> None:
     limits = [(resource.RLIMIT_CORE, 0)]
-    for key, which, scale in (("cpu", resource.RLIMIT_CPU, 1), ("as-mb", resource.RLIMIT_AS, 1 << 20),
-                              ("nofile", resource.RLIMIT_NOFILE, 1), ("fsize-mb", resource.RLIMIT_FSIZE, 1 << 20)):
+    for key, which, scale in (
+        ("cpu", resource.RLIMIT_CPU, 1),
+        ("as-mb", resource.RLIMIT_AS, 1 << 20),
+        ("nofile", resource.RLIMIT_NOFILE, 1),
+        ("fsize-mb", resource.RLIMIT_FSIZE, 1 << 20),
+    ):
         if key in options:
             limits.append((which, int(options[key]) * scale))
     if nproc is not None:
@@ -309,20 +333,20 @@ def main(args: list[str]) -> None:
         raise SystemExit("usage: sandbox.py [--option=value ...] -- command ...")
     split = args.index("--")
     options = dict((arg[2:].split("=", 1) + [""])[:2] for arg in args[:split])
-    argv = args[split + 1:]
+    argv = args[split + 1 :]
     nproc = int(options["nproc"]) if "nproc" in options else None
     if "nested" not in options:
         new_pid_ns, nproc = _enter_namespaces(options, argv)
         if new_pid_ns:
             init = os.fork()
-            if init:                                         # P: outside the jail, unprivileged too, only waits
+            if init:  # P: outside the jail, unprivileged too, only waits
                 if os.getuid() == 0:
                     _drop(int(options.get("uid", NOBODY_UID)))
                 _wait_exit(init)
         _init(options, new_pid_ns)
         if new_pid_ns:
             server = os.fork()
-            if server:                                       # I: pid 1 of the jail, reaps its orphans
+            if server:  # I: pid 1 of the jail, reaps its orphans
                 _wait_exit(server)
     _set_limits(options, nproc)
     if "cwd" in options:

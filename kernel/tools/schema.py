@@ -12,6 +12,7 @@ the input schema with `"x-aios-context": "<key>"` (with FastMCP/MCPServer:
 Validation uses the `jsonschema` library (a dependency of `mcp`) with the schema's own draft (2020-12 by default), on
 the visible schema, before the server sees the call.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,9 +27,9 @@ CONTEXT_MARK = "x-aios-context"
 
 @dataclass(frozen=True)
 class ToolSchema:
-    visible: dict                   # what agents see and what arguments are checked against
-    injected: dict[str, str]        # argument name → context key
-    validator: object | None        # None: the server's schema was itself invalid (every call refused)
+    visible: dict  # what agents see and what arguments are checked against
+    injected: dict[str, str]  # argument name → context key
+    validator: object | None  # None: the server's schema was itself invalid (every call refused)
     problem: str = ""
 
     def check(self, tool: str, arguments: dict) -> None:
@@ -62,8 +63,11 @@ class ToolSchema:
 def compile_schema(input_schema: dict | None) -> ToolSchema:
     schema = copy.deepcopy(input_schema) if isinstance(input_schema, dict) else {"type": "object"}
     properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-    injected = {name: prop[CONTEXT_MARK] for name, prop in properties.items()
-                if isinstance(prop, dict) and isinstance(prop.get(CONTEXT_MARK), str)}
+    injected = {
+        name: prop[CONTEXT_MARK]
+        for name, prop in properties.items()
+        if isinstance(prop, dict) and isinstance(prop.get(CONTEXT_MARK), str)
+    }
     for name in injected:
         del properties[name]
     if injected and isinstance(schema.get("required"), list):

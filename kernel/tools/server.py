@@ -12,6 +12,7 @@ Runs entirely on the manager's event loop (no locks: one thread). `ServerSupervi
 - `stop()`: ends the session, closes stdin, then kills the process group (transport.open_stdio) and removes the
   sandbox directory.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 @dataclass
 class Tool:
-    spec: ToolSpec                  # name as the server calls it; the manager may expose it under another
+    spec: ToolSpec  # name as the server calls it; the manager may expose it under another
     schema: ToolSchema
     semaphore: asyncio.Semaphore
     waiting: int = 0
@@ -53,6 +54,7 @@ class Tool:
 @dataclass
 class _Run:
     """One life of the server process."""
+
     ready: asyncio.Future
     stop: asyncio.Future
     pipes: Pipes | None = None
@@ -63,9 +65,9 @@ class _Run:
 class ServerSupervisor:
     def __init__(self, config: ServerConfig, hide: tuple[str, ...] = ()):
         self.config = config
-        self.hide = hide                        # paths the sandbox covers (ToolsConfig.hidden_paths())
+        self.hide = hide  # paths the sandbox covers (ToolsConfig.hidden_paths())
         self.tools: dict[str, Tool] = {}
-        self.error = ""                         # why the last start failed ("" when up or never tried)
+        self.error = ""  # why the last start failed ("" when up or never tried)
         self._run: _Run | None = None
         self._starting: asyncio.Future | None = None
         self._failed_at = -RETRY_AFTER
@@ -86,11 +88,11 @@ class ServerSupervisor:
                 raise ProtocolError(ErrorCode.INTERNAL, self.error)
             self._starting = asyncio.ensure_future(self._start())
             self._starting.add_done_callback(lambda _: setattr(self, "_starting", None))
-        await asyncio.shield(self._starting)     # a caller's timeout must not cancel the start others wait on
+        await asyncio.shield(self._starting)  # a caller's timeout must not cancel the start others wait on
         return self._run.session
 
     async def _start(self) -> None:
-        await self._end_run()                   # a crashed run's remains (its task, its directory)
+        await self._end_run()  # a crashed run's remains (its task, its directory)
         loop = asyncio.get_running_loop()
         run = _Run(loop.create_future(), loop.create_future())
         # after a startup timeout nobody awaits `ready` any more: mark its exception seen, or asyncio logs it at exit
@@ -99,7 +101,7 @@ class ServerSupervisor:
         self._run = run
         try:
             listing = await asyncio.wait_for(asyncio.shield(run.ready), self.config.startup_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._kill(run)
             await asyncio.gather(run.task, return_exceptions=True)
             self._fail(f"tool server {self.name!r} did not start within {self.config.startup_timeout:g}s", run)
@@ -123,8 +125,7 @@ class ServerSupervisor:
         """Owns the process and session for one life; returns when the process exits or stop is asked."""
         config = self.config
         workdir = make_workdir(config.name) if config.sandbox else None
-        argv = (launcher_argv(config.limits, workdir, config.argv(), hide=self.hide) if config.sandbox
-                else config.argv())
+        argv = launcher_argv(config.limits, workdir, config.argv(), hide=self.hide) if config.sandbox else config.argv()
         env = build_env(config.pass_env, config.env, workdir, PROJECT_ROOT)
         try:
             # Generous room for JSON escaping and a structured copy of the text; the text is cut to the limit later.
@@ -152,7 +153,8 @@ class ServerSupervisor:
         for tool in listing:
             schema = compile_schema(tool.input_schema)
             irreversible = tool.name in self.config.irreversible or bool(
-                tool.annotations is not None and tool.annotations.destructive_hint is True)
+                tool.annotations is not None and tool.annotations.destructive_hint is True
+            )
             spec = ToolSpec(tool.name, tool.description or "", schema.visible, self.name, irreversible)
             # Keep the semaphore of a tool that survives a restart: calls in flight still hold it.
             previous = old.get(tool.name)
@@ -161,8 +163,10 @@ class ServerSupervisor:
 
     async def call(self, tool: Tool, arguments: dict, timeout: float) -> ToolResult:
         if tool.semaphore.locked() and tool.waiting >= self.config.queue:
-            raise ProtocolError(ErrorCode.BUSY, f"{tool.spec.name}: {self.config.concurrency} calls running and "
-                                                f"{self.config.queue} waiting")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"{tool.spec.name}: {self.config.concurrency} calls running and {self.config.queue} waiting",
+            )
         try:
             async with asyncio.timeout(timeout):
                 tool.waiting += 1
@@ -190,11 +194,15 @@ class ServerSupervisor:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(run.pipes.exited), 5)
                 code = run.pipes.exited.result() if run.pipes.exited.done() else "?"
-                raise ProtocolError(ErrorCode.INTERNAL, f"tool server {self.name!r} crashed during {name} (exit "
-                                    f"code {code}); it restarts on the next call; stderr: "
-                                    f"{run.pipes.stderr_text()}") from None
-            return mcp_types.CallToolResult(content=[mcp_types.TextContent(type="text", text=str(error))],
-                                            is_error=True)
+                raise ProtocolError(
+                    ErrorCode.INTERNAL,
+                    f"tool server {self.name!r} crashed during {name} (exit "
+                    f"code {code}); it restarts on the next call; stderr: "
+                    f"{run.pipes.stderr_text()}",
+                ) from None
+            return mcp_types.CallToolResult(
+                content=[mcp_types.TextContent(type="text", text=str(error))], is_error=True
+            )
 
     def _kill(self, run: _Run) -> None:
         if run.pipes is not None and run.pipes.process.returncode is None:
@@ -232,7 +240,7 @@ def to_result(result, max_bytes: int) -> ToolResult:
     for block in result.content:
         if block.type == "text":
             parts.append(block.text)
-        else:        # images, audio, resources: described, never inlined into the agent's text
+        else:  # images, audio, resources: described, never inlined into the agent's text
             parts.append(f"[{block.type} content{' ' + block.mime_type if getattr(block, 'mime_type', None) else ''}]")
     text = "\n".join(parts)
     if not text and result.structured_content is not None:
@@ -245,7 +253,7 @@ def to_result(result, max_bytes: int) -> ToolResult:
 
 
 def _describe(error: BaseException) -> str:
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:     # the session's task group wraps the cause
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:  # the session's task group wraps the cause
         error = error.exceptions[0]
     if isinstance(error, FileNotFoundError):
         return f"command not found: {error.filename or error}"

@@ -3,6 +3,7 @@
 Both are frozen: the kernel may hand them to other threads. ToolSpec.input_schema is the schema an agent sees, with
 the arguments the kernel injects (see kernel/tools/schema.py) already removed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class ToolSpec:
-    name: str                   # unique across servers (a clash is exposed as "<server>_<tool>")
+    name: str  # unique across servers (a clash is exposed as "<server>_<tool>")
     description: str
     input_schema: dict = field(hash=False)
     server: str
@@ -22,6 +23,6 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class ToolResult:
-    text: str                   # the tool's text content, joined; non-text content is described, not inlined
-    is_error: bool = False      # the tool ran and reported a failure (the call itself succeeded)
-    truncated: bool = False     # text was cut to the server's max_output_bytes
+    text: str  # the tool's text content, joined; non-text content is described, not inlined
+    is_error: bool = False  # the tool ran and reported a failure (the call itself succeeded)
+    truncated: bool = False  # text was cut to the server's max_output_bytes

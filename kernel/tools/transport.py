@@ -12,6 +12,7 @@ watch. Here:
 - `Pipes.exited` completes when the process exits (the supervisor's crash signal); stdout EOF closes the read stream,
   so requests pending in the ClientSession fail at once instead of hanging.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,17 +50,30 @@ class Pipes:
 
 
 @contextlib.asynccontextmanager
-async def open_stdio(name: str, argv: list[str], env: dict[str, str], cwd: str | None, max_message_bytes: int,
-                     grace: float = 1.0):
+async def open_stdio(
+    name: str, argv: list[str], env: dict[str, str], cwd: str | None, max_message_bytes: int, grace: float = 1.0
+):
     process = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=env, cwd=cwd, start_new_session=True)
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
     read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](16)
     write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](16)
     pipes = Pipes(read_recv, write_send, process, asyncio.get_running_loop().create_future())
-    tasks = [asyncio.create_task(coro) for coro in (
-        _read_stdout(name, process, read_send, max_message_bytes), _write_stdin(process, write_recv, read_send),
-        _read_stderr(name, process, pipes.stderr_tail), _watch_exit(process, pipes.exited))]
+    tasks = [
+        asyncio.create_task(coro)
+        for coro in (
+            _read_stdout(name, process, read_send, max_message_bytes),
+            _write_stdin(process, write_recv, read_send),
+            _read_stderr(name, process, pipes.stderr_tail),
+            _watch_exit(process, pipes.exited),
+        )
+    ]
     try:
         yield pipes
     finally:
@@ -111,7 +125,7 @@ async def _write_stdin(process: asyncio.subprocess.Process, write_recv, read_sen
 
 async def _read_stdout(name: str, process: asyncio.subprocess.Process, read_send, max_bytes: int) -> None:
     line = bytearray()
-    head: bytes | None = None            # set while inside an oversize line: its first max_bytes
+    head: bytes | None = None  # set while inside an oversize line: its first max_bytes
     try:
         while chunk := await process.stdout.read(65536):
             start = 0
@@ -120,7 +134,7 @@ async def _read_stdout(name: str, process: asyncio.subprocess.Process, read_send
                 piece = chunk[start:] if end < 0 else chunk[start:end]
                 if head is None:
                     if len(line) + len(piece) > max_bytes:
-                        head = bytes(line + piece[:max_bytes - len(line)])
+                        head = bytes(line + piece[: max_bytes - len(line)])
                         line.clear()
                     else:
                         line += piece
@@ -155,7 +169,7 @@ def _truncated(name: str, head: bytes) -> SessionMessage | None:
         log.warning("tool server %s: dropped an oversize message (%d+ bytes) with no request id", name, len(head))
         return None
     at = head.find(_TEXT)
-    text, whole = _partial_json_string(head[at + len(_TEXT):]) if at >= 0 else ("", False)
+    text, whole = _partial_json_string(head[at + len(_TEXT) :]) if at >= 0 else ("", False)
     result = {"content": [{"type": "text", "text": text}], "isError": False, "_meta": {TRUNCATED_META: not whole}}
     message = {"jsonrpc": "2.0", "id": json.loads(found.group(1)), "result": result}
     return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_python(message, by_name=False))
@@ -163,10 +177,10 @@ def _truncated(name: str, head: bytes) -> SessionMessage | None:
 
 def _partial_json_string(raw: bytes) -> tuple[str, bool]:
     """The decoded JSON string starting at raw (just after its opening quote), and whether it ended within raw."""
-    body = raw.decode("utf-8", "ignore")      # the cut may split a character: drop the fragment
+    body = raw.decode("utf-8", "ignore")  # the cut may split a character: drop the fragment
     with contextlib.suppress(ValueError):
         return json.decoder.scanstring(body, 0)[0], True
-    for cut in range(0, 8):                   # the cut may split an escape such as \u00e9: back off a few chars
+    for cut in range(0, 8):  # the cut may split an escape such as \u00e9: back off a few chars
         with contextlib.suppress(ValueError):
-            return json.decoder.scanstring(body[:len(body) - cut] + '"', 0)[0], False
+            return json.decoder.scanstring(body[: len(body) - cut] + '"', 0)[0], False
     return "", False

@@ -1,5 +1,6 @@
 """The runner's replay logic: prompts grow with the history, every call and the agent are recorded, errors stop it.
 The model is replaced here by a recording stand-in; test_smoke runs the real thing."""
+
 from bench.agent_runner import kv_tokens_needed, run_program
 from bench.backends import CallOutcome
 from bench.records import read_records
@@ -15,16 +16,24 @@ class RecordingBackend:
         if len(self.prompts) == self.fail_on_call:
             raise RuntimeError("kernel went away")
         self.prompts.append(prompt)
-        return CallOutcome(text=f" out{len(self.prompts)}", prompt_tokens=len(prompt.split()),
-                           completion_tokens=max_tokens, ttft_s=0.01, queue_s=0.0)
+        return CallOutcome(
+            text=f" out{len(self.prompts)}",
+            prompt_tokens=len(prompt.split()),
+            completion_tokens=max_tokens,
+            ttft_s=0.01,
+            queue_s=0.0,
+        )
 
     def close(self) -> None:
         pass
 
 
 def _trace(history: bool) -> Trace:
-    calls = (Call(" a b", 2, 3, ToolGap("calculator", 0.0, "2 * 3")), Call(" c", 1, 4, ToolGap("api", 0.01)),
-             Call(" d", 1, 5))
+    calls = (
+        Call(" a b", 2, 3, ToolGap("calculator", 0.0, "2 * 3")),
+        Call(" c", 1, 4, ToolGap("api", 0.01)),
+        Call(" d", 1, 5),
+    )
     agent = AgentProgram("agent-0", "react", 0, 0.0, history, "system", calls)
     return Trace("t", 0, "", {"system": " sys tem"}, (agent,))
 

@@ -1,8 +1,10 @@
 """The agentic mixes (bench/agent_traces.py) stay within their distributions' bounds, and the replay of bench/agentic.py
 accounts prompt tokens consistently: dropping the KV prefills every prompt whole; retention reuses history."""
+
 import random
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.agent_traces import AGENTIC_MIXES, distributions, draw, draw_tool
 from bench.agentic import Replay, step_seconds
@@ -10,9 +12,19 @@ from bench.workloads import generate
 
 
 @settings(max_examples=200)
-@given(st.integers(0, 2**32 - 1), st.sampled_from(["calls_per_program", "task_tokens", "observation_tokens",
-                                                   "step_output_tokens", "final_output_tokens",
-                                                   "system_prompt_tokens"]))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(
+        [
+            "calls_per_program",
+            "task_tokens",
+            "observation_tokens",
+            "step_output_tokens",
+            "final_output_tokens",
+            "system_prompt_tokens",
+        ]
+    ),
+)
 def test_draws_stay_within_the_scaled_bounds(seed, name):
     spec = distributions()[name]
     value = draw(random.Random(seed), name)

@@ -1,4 +1,5 @@
 """The suite's own judgements: the calculator tool, run consistency, and the targets table."""
+
 import pytest
 
 from bench.consistency import problems
@@ -17,10 +18,14 @@ def test_calculator_does_integer_arithmetic_and_refuses_the_rest():
 
 
 def _sound_records(trace):
-    requests = [RequestRecord(a.agent_id, a.kind, a.priority, i, 1.0, 1.5, 2.0, 10, call.max_tokens, call.max_tokens,
-                              0.0) for a in trace.agents for i, call in enumerate(a.calls)]
-    agents = [AgentRecord(a.agent_id, a.kind, a.priority, a.arrival_s, 3.0, 0.0, 0.0, len(a.calls))
-              for a in trace.agents]
+    requests = [
+        RequestRecord(a.agent_id, a.kind, a.priority, i, 1.0, 1.5, 2.0, 10, call.max_tokens, call.max_tokens, 0.0)
+        for a in trace.agents
+        for i, call in enumerate(a.calls)
+    ]
+    agents = [
+        AgentRecord(a.agent_id, a.kind, a.priority, a.arrival_s, 3.0, 0.0, 0.0, len(a.calls)) for a in trace.agents
+    ]
     return requests, agents
 
 
@@ -36,15 +41,21 @@ def test_a_sound_run_has_no_problems_and_each_fault_is_named():
 
 
 def _metrics(interactive_p50, tokens_per_s, mean_completion):
-    return {"latency_by_kind": {"interactive": {"p50": interactive_p50}}, "tokens_per_s": tokens_per_s,
-            "agent_completion": {"mean": mean_completion}}
+    return {
+        "latency_by_kind": {"interactive": {"p50": interactive_p50}},
+        "tokens_per_s": tokens_per_s,
+        "agent_completion": {"mean": mean_completion},
+    }
 
 
 def test_targets_compare_configs_of_the_same_workload():
     results = {
         "interactive_background": {"fifo": _metrics(6.0, 100.0, 10.0), "priority": _metrics(1.0, 95.0, 9.0)},
-        "many_short_few_long": {"fifo": _metrics(None, 1.0, 12.0), "las": _metrics(None, 1.0, 10.0),
-                                "no-kernel": _metrics(None, 1.0, 30.0)},
+        "many_short_few_long": {
+            "fifo": _metrics(None, 1.0, 12.0),
+            "las": _metrics(None, 1.0, 10.0),
+            "no-kernel": _metrics(None, 1.0, 30.0),
+        },
     }
     rows = {(t.name.split(":")[0], t.workload): t for t in evaluate(results) if "throughput" not in t.name}
     throughput = next(t for t in evaluate(results) if "throughput" in t.name)

@@ -1,5 +1,6 @@
 """bench/make_gguf.py: a tiny random-weight GGUF of each type loads through our loader with the shape asked for, the
 bundled tokenizer, the stored block format, weights of the intended spread, and an engine that generates from it."""
+
 import gguf
 import numpy as np
 import pytest
@@ -19,8 +20,10 @@ CODES = {WeightType.Q4_0: (4, -8), WeightType.Q4_1: (4, 0), WeightType.Q8_0: (8,
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gguf")
-    return {t: (folder / f"tiny-{t.value}.gguf", write_gguf(folder / f"tiny-{t.value}.gguf", TINY, t, seed=1))
-            for t in WeightType}
+    return {
+        t: (folder / f"tiny-{t.value}.gguf", write_gguf(folder / f"tiny-{t.value}.gguf", TINY, t, seed=1))
+        for t in WeightType
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,13 @@ def test_tiny_file_loads_with_its_shape_tokenizer_and_format(files, reference, w
     checkpoint = load_checkpoint(path, torch.float32, quantized=quantized)
     cfg = checkpoint.config
     assert (cfg.n_layers, cfg.hidden_size, cfg.ffn_size, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (
-        TINY.n_layers, TINY.hidden, TINY.ffn, TINY.n_heads, TINY.n_kv_heads, vocab)
+        TINY.n_layers,
+        TINY.hidden,
+        TINY.ffn,
+        TINY.n_heads,
+        TINY.n_kv_heads,
+        vocab,
+    )
     assert cfg.tie_embeddings
     text = "The kernel schedules agents."
     assert checkpoint.tokenizer.encode(text) == tokenizer.encode(text)

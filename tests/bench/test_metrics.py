@@ -57,11 +57,18 @@ def test_throughput_counts_tokens_over_makespan():
 
 def test_config_metrics_groups_by_kind_and_excludes_failed_calls():
     cost = CostModel(0.0, 0.0, 0.1)
-    requests = [request("a", kind="fast", finished=1.0), request("b", kind="slow", finished=3.0),
-                RequestRecord("b", "slow", 0, 1, 3.0, None, 3.5, 0, 0, 10, 0.0, error="boom")]
+    requests = [
+        request("a", kind="fast", finished=1.0),
+        request("b", kind="slow", finished=3.0),
+        RequestRecord("b", "slow", 0, 1, 3.0, None, 3.5, 0, 0, 10, 0.0, error="boom"),
+    ]
     agents = [agent("a", kind="fast", finished=1.0), agent("b", kind="slow", finished=3.5)]
-    m = config_metrics(agents, requests, cost, {"preemptions": 3, "snapshot_bytes_saved": 1024,
-                                                "snapshot_bytes_loaded": 1000, "other": "x"})
+    m = config_metrics(
+        agents,
+        requests,
+        cost,
+        {"preemptions": 3, "snapshot_bytes_saved": 1024, "snapshot_bytes_loaded": 1000, "other": "x"},
+    )
     assert m["errors"] == 1 and m["requests"] == 3
     assert m["completion_tokens"] == 20
     assert m["latency_by_kind"]["fast"]["p50"] == 1.0 and m["latency_by_kind"]["slow"]["p50"] == 3.0

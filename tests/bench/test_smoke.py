@@ -1,5 +1,6 @@
 """`python -m bench --smoke` end to end: a real aiosd on the default model, agents as real processes, and the no-kernel
 baseline; the numbers it reports must account for the trace exactly."""
+
 import json
 
 from bench.__main__ import main
@@ -18,7 +19,7 @@ def test_smoke_run_is_consistent(tmp_path):
         assert run["problems"] == [], label
         assert set(run["exit_codes"].values()) == {0}, label
         assert m["requests"] == trace.n_calls() and m["errors"] == 0, label
-        assert m["completion_tokens"] == trace.requested_output_tokens(), label   # ignore_eos: exact lengths
+        assert m["completion_tokens"] == trace.requested_output_tokens(), label  # ignore_eos: exact lengths
         assert m["agents"] == len(trace.agents), label
         assert 0 < m["latency"]["p50"] <= m["latency"]["p99"], label
         assert 0 <= m["ttft"]["p50"] <= m["latency"]["p99"], label

@@ -1,5 +1,6 @@
 """The kernel loop's side of a context switch, reduced to what the context manager tests need: admit, step the real
 engine, collect each request's tokens, report finished requests, and preempt/resume on demand."""
+
 from __future__ import annotations
 
 from kernel.context.manager import ContextManager
@@ -9,7 +10,7 @@ from kernel.engine.core.interface import Engine, EngineRequest, SamplingParams
 class MiniLoop:
     def __init__(self, engine: Engine, context: ContextManager):
         self.engine, self.context = engine, context
-        self.requests: dict[str, tuple[str, list[int], SamplingParams]] = {}   # req id -> agent, prompt, params
+        self.requests: dict[str, tuple[str, list[int], SamplingParams]] = {}  # req id -> agent, prompt, params
         self.outputs: dict[str, list[int]] = {}
         self.done: set[str] = set()
 

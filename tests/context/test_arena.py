@@ -1,4 +1,5 @@
 """The KV arena: the allocator on a real shm segment, and the startup sweep of stale segments against hostile files."""
+
 import fcntl
 import logging
 import os
@@ -25,7 +26,7 @@ def test_segment_is_real_shm_file_and_close_unlinks():
     assert os.path.getsize(arena.path) == 1 << 20
     arena.view(arena.alloc(4), 0, 4)[:] = b"abcd"
     arena.close()
-    arena.close()                                   # idempotent
+    arena.close()  # idempotent
     assert not os.path.exists(arena.path)
 
 
@@ -41,9 +42,9 @@ def test_first_fit_reuses_the_lowest_hole_and_coalesces(arena):
     a, b, c = arena.alloc(ALIGN), arena.alloc(2 * ALIGN), arena.alloc(ALIGN)
     assert (a, b, c) == (0, ALIGN, 3 * ALIGN)
     arena.free(b)
-    assert arena.alloc(ALIGN) == b                  # first fit: the hole left by b
+    assert arena.alloc(ALIGN) == b  # first fit: the hole left by b
     arena.free(b)
-    arena.free(a)                                   # coalesces with the hole after it
+    arena.free(a)  # coalesces with the hole after it
     assert arena.alloc(3 * ALIGN) == 0
     assert arena.used_bytes == 4 * ALIGN
 
@@ -53,7 +54,7 @@ def test_exhaustion_returns_none_and_free_restores_room(arena):
     assert arena.alloc(1) is None and arena.free_bytes == 0
     for block in blocks[::2]:
         arena.free(block)
-    assert arena.alloc(2 * ALIGN) is None           # fragmented: no two adjacent free pages
+    assert arena.alloc(2 * ALIGN) is None  # fragmented: no two adjacent free pages
     for block in blocks[1::2]:
         arena.free(block)
     assert arena.largest_free_block() == arena.size
@@ -73,7 +74,7 @@ def test_bad_calls_get_clear_errors(arena):
         Arena(0, kernel_id=f"{os.getpid()}.zero")
     with pytest.raises(ArenaError, match="already exists"):
         Arena(1 << 16, kernel_id=f"{os.getpid()}.arena")
-    assert os.path.exists(arena.path)               # the live arena keeps its segment
+    assert os.path.exists(arena.path)  # the live arena keeps its segment
 
 
 def test_view_after_close_is_an_error():
@@ -86,20 +87,27 @@ def test_view_after_close_is_an_error():
 
 def test_stale_segment_of_a_killed_kernel_is_removed():
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from kernel.context.arena import Arena\n"
-                               "a = Arena(1 << 20); print(a.path, flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kernel.context.arena import Arena\n"
+            "a = Arena(1 << 20); print(a.path, flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     path = owner.stdout.readline().strip()
     live = Arena(1 << 16, kernel_id=f"{os.getpid()}.live")
     try:
         assert path == f"/dev/shm/aios-{owner.pid}-kv" and os.path.exists(path)
-        assert path not in remove_stale_segments()      # its kernel is alive
-        owner.kill()                                    # SIGKILL: no chance to unlink
+        assert path not in remove_stale_segments()  # its kernel is alive
+        owner.kill()  # SIGKILL: no chance to unlink
         owner.wait(timeout=60)
         assert os.path.exists(path)
         removed = remove_stale_segments()
         assert path in removed and not os.path.exists(path)
-        assert os.path.exists(live.path)                # a live kernel's arena stays
+        assert os.path.exists(live.path)  # a live kernel's arena stays
     finally:
         live.close()
         owner.stdin.close()
@@ -122,10 +130,11 @@ def test_a_stale_segment_under_a_reused_pid_is_replaced():
 # The startup sweep against hostile /dev/shm contents. These run in a private directory (shm_dir=tmp_path), so they can
 # never remove a real segment of another kernel running on this machine.
 
+
 def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait(timeout=60)
-    return child.pid                                # reaped: no process has this pid now (reuse: too unlikely)
+    return child.pid  # reaped: no process has this pid now (reuse: too unlikely)
 
 
 def _sweep_in_a_thread(shm_dir) -> list[str]:
@@ -162,7 +171,7 @@ def test_sweep_skips_a_fifo_without_blocking(tmp_path, caplog):
 
 def test_sweep_never_follows_or_removes_a_symlink(tmp_path, caplog):
     target = tmp_path / "precious"
-    _stale_file(target)                             # looks exactly like a stale segment of ours, but is not one by name
+    _stale_file(target)  # looks exactly like a stale segment of ours, but is not one by name
     link = tmp_path / f"aios-{_dead_pid()}-kv"
     link.symlink_to(target)
     fifo = tmp_path / "fifo"
@@ -179,9 +188,9 @@ def test_sweep_skips_a_file_of_another_uid(tmp_path, monkeypatch, caplog):
     path = tmp_path / f"aios-{_dead_pid()}-kv"
     _stale_file(path)
     if os.getuid() == 0:
-        os.chown(path, 4242, 4242)                  # a real foreign owner
+        os.chown(path, 4242, 4242)  # a real foreign owner
     else:
-        monkeypatch.setattr(arena_module.os, "getuid", lambda: os.getpid() + 100000)   # we are "someone else"
+        monkeypatch.setattr(arena_module.os, "getuid", lambda: os.getpid() + 100000)  # we are "someone else"
     with caplog.at_level(logging.WARNING):
         assert _sweep_in_a_thread(tmp_path) == []
     assert path.exists() and "owned by uid" in caplog.text
@@ -202,12 +211,12 @@ def test_sweep_leaves_a_live_kernels_segment(tmp_path):
     _stale_file(path)
     holder = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(holder, fcntl.LOCK_EX)          # what a live kernel holds for its segment's whole life
+        fcntl.flock(holder, fcntl.LOCK_EX)  # what a live kernel holds for its segment's whole life
         assert _sweep_in_a_thread(tmp_path) == []
         assert path.exists()
     finally:
         os.close(holder)
-    assert _sweep_in_a_thread(tmp_path) == [str(path)]     # its kernel gone: the lock is free
+    assert _sweep_in_a_thread(tmp_path) == [str(path)]  # its kernel gone: the lock is free
 
 
 def test_sweep_of_a_mixed_directory_removes_only_the_stale_regular_file(tmp_path):
@@ -219,7 +228,8 @@ def test_sweep_of_a_mixed_directory_removes_only_the_stale_regular_file(tmp_path
     os.mkdir(tmp_path / f"aios-{dead}.dir-kv")
     assert _sweep_in_a_thread(tmp_path) == [str(stale)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"aios-{dead}.fifo-kv", f"aios-{dead}.link-kv", f"aios-{dead}.dir-kv"])
+        [f"aios-{dead}.fifo-kv", f"aios-{dead}.link-kv", f"aios-{dead}.dir-kv"]
+    )
 
 
 def test_sweep_of_a_missing_directory_is_empty(tmp_path):

@@ -1,5 +1,6 @@
 """The context manager with the real torch engine: preempted and restored generations are token-identical to
 uninterrupted ones, through snapshots and through recompute, and retained contexts are reused."""
+
 import os
 
 import pytest
@@ -7,7 +8,6 @@ import pytest
 from kernel.context.manager import ContextManager
 from kernel.context.retention import RetentionPolicy
 from kernel.engine.core.interface import SamplingParams
-
 from tests.context.loop import MiniLoop
 
 GREEDY = SamplingParams(max_tokens=8, ignore_eos=True)
@@ -27,9 +27,11 @@ def reference(engine):
     def generate(text, params=GREEDY):
         if (text, params) not in cache:
             with ContextManager(engine, 1 << 20, retention=False, kernel_id=f"{os.getpid()}.ref") as cm:
-                cache[text, params] = MiniLoop(engine, cm).generate("ref", f"ref{len(cache)}", chat(engine, text),
-                                                                   params)
+                cache[text, params] = MiniLoop(engine, cm).generate(
+                    "ref", f"ref{len(cache)}", chat(engine, text), params
+                )
         return cache[text, params]
+
     return generate
 
 
@@ -40,7 +42,7 @@ def test_one_snapshot_preemption_is_token_identical(engine, manager, reference):
     for _ in range(5):
         loop.step()
     assert loop.preempt("r1") == "snapshot"
-    assert engine.capacity().free_slots == engine.capacity().total_slots      # its engine slots were freed
+    assert engine.capacity().free_slots == engine.capacity().total_slots  # its engine slots were freed
     assert cm.stats()["snapshots"] == 1 and cm.stats()["arena_used"] > 0
     assert loop.resume("r1") == "snapshot"
     loop.run_until_done("r1")
@@ -61,7 +63,7 @@ def test_many_preemptions_beside_other_running_sequences(engine, manager, refere
         loop.step()
         if "target" not in loop.done and len(loop.outputs["target"]) % 2 == 0:
             assert loop.preempt("target") == "snapshot"
-            loop.step()                             # the others run while it is out
+            loop.step()  # the others run while it is out
             assert loop.resume("target") == "snapshot"
     loop.run_until_done(*prompts)
     assert cm.stats()["preemptions"] >= 3
@@ -89,7 +91,7 @@ def test_recompute_resumes_token_identical(engine, manager, reference, arena_byt
     loop.admit("a", "r1", prompt, GREEDY)
     for _ in range(6):
         loop.step()
-    assert loop.preempt("r1") == "recompute"        # 1 MiB holds less than this sequence's KV
+    assert loop.preempt("r1") == "recompute"  # 1 MiB holds less than this sequence's KV
     assert cm.stats()["arena_used"] == 0
     produced = len(loop.outputs["r1"])
     assert loop.resume("r1") == "recompute"
@@ -104,6 +106,7 @@ def test_recompute_resumes_token_identical(engine, manager, reference, arena_byt
 def evict_engine_prefix_cache(engine):
     """Admit a request that takes every KV block, then drop it: the engine's cached prefixes are evicted."""
     from kernel.engine.core.interface import EngineRequest
+
     capacity = engine.capacity()
     filler = EngineRequest("filler", [17] * (capacity.max_context - 1), SamplingParams(max_tokens=1))
     engine.add(filler)
@@ -134,7 +137,7 @@ def test_a_call_that_does_not_extend_the_retained_context_starts_cold(engine, ma
     loop.generate("agent", "call1", chat(engine, "Pick a colour."), GREEDY)
     assert loop.admit("agent", "call2", chat(engine, "Something else entirely."), GREEDY) == 0
     loop.run_until_done("call2")
-    assert cm.stats()["retained_hits"] == 0 and cm.stats()["retained_contexts"] == 1    # replaced by call2's
+    assert cm.stats()["retained_hits"] == 0 and cm.stats()["retained_contexts"] == 1  # replaced by call2's
 
 
 def test_retained_contexts_give_way_to_request_snapshots(engine, manager):
@@ -157,7 +160,7 @@ def test_retained_contexts_give_way_to_request_snapshots(engine, manager):
 def test_a_context_too_large_for_its_share_of_the_arena_is_not_retained(engine, manager):
     prompt = chat(engine, "Describe snow.")
     kv_bytes = (len(prompt) + 7) * engine.layout().bytes_per_token()
-    cm = manager(arena_bytes=kv_bytes + kv_bytes // 2)         # default policy: at most half the arena
+    cm = manager(arena_bytes=kv_bytes + kv_bytes // 2)  # default policy: at most half the arena
     MiniLoop(engine, cm).generate("agent", "r", prompt, GREEDY)
     assert cm.stats()["retained_contexts"] == 0 and cm.stats()["arena_used"] == 0
 
@@ -198,6 +201,7 @@ def test_bad_preempt_mode_is_refused(engine):
 def test_resuming_with_tokens_that_do_not_extend_the_snapshot_is_refused(engine, manager):
     from kernel.context.snapshot import SnapshotError
     from kernel.engine.core.interface import EngineRequest
+
     cm = manager(retention=False)
     loop = MiniLoop(engine, cm)
     prompt = chat(engine, PROMPT)

@@ -1,7 +1,6 @@
 import pytest
 
-from kernel.context.snapshot import (MAGIC, SnapshotError, check_restorable, header_reserve, read_header,
-                                     write_header)
+from kernel.context.snapshot import MAGIC, SnapshotError, check_restorable, header_reserve, read_header, write_header
 from kernel.engine.core.interface import KVLayout, KVMeta
 
 LAYOUT = KVLayout(model_id="SmolLM2-135M-Instruct", n_layers=30, n_kv_heads=3, head_dim=64, dtype="float32")
@@ -9,8 +8,14 @@ LAYOUT = KVLayout(model_id="SmolLM2-135M-Instruct", n_layers=30, n_kv_heads=3, h
 
 def make_meta(tokens=(5, 6, 7, 8), rng=b"\x01\x02"):
     n_kv = len(tokens) - 1
-    return KVMeta(layout=LAYOUT, token_ids=tuple(tokens), prompt_len=2, n_kv_tokens=n_kv,
-                  nbytes=n_kv * LAYOUT.bytes_per_token(), rng_state=rng)
+    return KVMeta(
+        layout=LAYOUT,
+        token_ids=tuple(tokens),
+        prompt_len=2,
+        n_kv_tokens=n_kv,
+        nbytes=n_kv * LAYOUT.bytes_per_token(),
+        rng_state=rng,
+    )
 
 
 def record(meta):
@@ -43,7 +48,7 @@ def test_wrong_magic_and_version_are_rejected():
 def test_truncated_record_is_rejected():
     buf, reserve = record(make_meta())
     with pytest.raises(SnapshotError, match="past the record"):
-        read_header(buf[:reserve + 10])
+        read_header(buf[: reserve + 10])
     with pytest.raises(SnapshotError, match="at least"):
         read_header(buf[:10])
 

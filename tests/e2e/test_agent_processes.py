@@ -1,27 +1,33 @@
 """The kernel as a real process, agents as real processes, the real model."""
+
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
+from agents.qa import SYSTEM_PROMPT
 from bench.kernel_proc import KernelProcess
 from ipc.address import ADDRESS_ENV
-from kernel.engine.factory import load_engine
 from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.factory import load_engine
 from sdk import connect
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until
 
-from agents.qa import SYSTEM_PROMPT
-
 REPO = Path(__file__).resolve().parents[2]
-QUESTIONS = ["What is the capital of France?", "Name a primary color.", "What is 2 + 2?", "Who wrote Hamlet?",
-             "What do bees make?", "What is water made of?", "How many days are in a week?", "What is the Sun?"]
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name a primary color.",
+    "What is 2 + 2?",
+    "Who wrote Hamlet?",
+    "What do bees make?",
+    "What is water made of?",
+    "How many days are in a week?",
+    "What is the Sun?",
+]
 MAX_TOKENS = 12
-LONG_STREAM = f"""
+LONG_STREAM = """
 import sys
 from sdk import connect
 k = connect(name="doomed")
@@ -40,8 +46,11 @@ def _solo_answers(questions):
     engine = load_engine("torch", dtype="float32", kv_budget_tokens=1024, max_batch=1)
     answers = []
     for i, question in enumerate(questions):
-        engine.add(EngineRequest(f"solo{i}", engine.apply_chat_template(_messages(question)),
-                                 SamplingParams(max_tokens=MAX_TOKENS)))
+        engine.add(
+            EngineRequest(
+                f"solo{i}", engine.apply_chat_template(_messages(question)), SamplingParams(max_tokens=MAX_TOKENS)
+            )
+        )
         parts, finished = [], False
         while not finished:
             for event in engine.step():
@@ -52,8 +61,15 @@ def _solo_answers(questions):
 
 
 def _agent(address, *argv, **popen):
-    return subprocess.Popen([sys.executable, *argv], env={**os.environ, ADDRESS_ENV: address}, cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        env={**os.environ, ADDRESS_ENV: address},
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def test_eight_agent_processes_at_once_each_get_the_engines_answer(aiosd):
@@ -80,18 +96,35 @@ def test_kill_9_of_an_agent_mid_generation_frees_its_kv_and_spares_the_others(ai
 
 def test_aios_cli_against_the_running_kernel(aiosd):
     env = {**os.environ, ADDRESS_ENV: aiosd.address}
-    run = subprocess.run([sys.executable, "-m", "kernel.cli", "run", "agents/qa.py", "--max-tokens", "8",
-                          "What is the capital of France?"], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kernel.cli",
+            "run",
+            "agents/qa.py",
+            "--max-tokens",
+            "8",
+            "What is the capital of France?",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0 and run.stdout.strip(), run.stderr
-    stats = subprocess.run([sys.executable, "-m", "kernel.cli", "stats"], env=env, capture_output=True, text=True,
-                           timeout=120)
+    stats = subprocess.run(
+        [sys.executable, "-m", "kernel.cli", "stats"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert "free_slots" in stats.stdout and "scheduler" in stats.stdout
-    ps = subprocess.run([sys.executable, "-m", "kernel.cli", "ps"], env=env, capture_output=True, text=True,
-                        timeout=120)
+    ps = subprocess.run(
+        [sys.executable, "-m", "kernel.cli", "ps"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert ps.stdout.startswith("AGENT") and "aios ps" in ps.stdout
-    missing = subprocess.run([sys.executable, "-m", "kernel.cli", "kill", "a9999"], env=env, capture_output=True,
-                             text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "kernel.cli", "kill", "a9999"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert missing.returncode == 1 and "not_found" in missing.stderr
 
 

@@ -1,5 +1,6 @@
 """aiosd killed with SIGKILL in the middle of a stream of acknowledged writes: after a restart every acknowledged
 fs.write and mem.add is there and intact, and nothing torn is visible. Repeated over several kill points."""
+
 import hashlib
 import os
 import re
@@ -13,8 +14,9 @@ from sdk import KernelError, connect
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until
 
+
 def _payload(i: int) -> bytes:
-    return hashlib.sha256(str(i).encode()).digest() * (64 + 97 * (i % 50))     # 2 KiB .. 152 KiB
+    return hashlib.sha256(str(i).encode()).digest() * (64 + 97 * (i % 50))  # 2 KiB .. 152 KiB
 
 
 def _writer(address: str, acked: list[int], failure: list) -> None:
@@ -22,7 +24,7 @@ def _writer(address: str, acked: list[int], failure: list) -> None:
         with connect(address, name="crash-writer", timeout=120) as k:
             for i in range(100_000):
                 k.fs.write(f"stream/f{i:05d}", _payload(i))
-                acked.append(i)                        # only after the kernel answered
+                acked.append(i)  # only after the kernel answered
     except KernelError as error:
         failure.append(error.code)
 
@@ -52,7 +54,7 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path, kill_after):
         stored = {f.path: f.version for f in k.fs.list("stream")}
         for i in acked:
             assert k.fs.read(f"stream/f{i:05d}") == _payload(i)
-        for path in stored:                    # the write in flight at the kill is there whole or not at all
+        for path in stored:  # the write in flight at the kill is there whole or not at all
             assert k.fs.read(path) == _payload(int(path.rsplit("f", 1)[1]))
         assert set(stored) - {f"stream/f{i:05d}" for i in acked} <= {f"stream/f{len(acked):05d}"}
 
@@ -66,7 +68,7 @@ def _memory_writer(address: str, acked: list[tuple[int, str]], failure: list) ->
         failure.append(error.code)
 
 
-@pytest.mark.parametrize("kill_after", [25])    # more kill points: tests/memory/test_crash.py, in-process
+@pytest.mark.parametrize("kill_after", [25])  # more kill points: tests/memory/test_crash.py, in-process
 def test_every_acknowledged_memory_survives_sigkill(tmp_path, kill_after):
     options = {**KERNEL_OPTIONS, "memory": "on", "data-dir": str(tmp_path / "data")}
     acked = _kill_during(tmp_path, options, _memory_writer, kill_after)
@@ -75,4 +77,4 @@ def test_every_acknowledged_memory_survives_sigkill(tmp_path, kill_after):
         for i, memory_id in acked:
             record = k.memory.get(memory_id)
             assert record.text == f"memory number {i}: {_payload(i)[:16].hex()}" and record.metadata == {"i": i}
-        assert len(k.memory.list(limit=1000)) in (len(acked), len(acked) + 1)      # + the add in flight, whole
+        assert len(k.memory.list(limit=1000)) in (len(acked), len(acked) + 1)  # + the add in flight, whole

@@ -1,5 +1,6 @@
 """SIGTERM with full service queues: aiosd finishes the calls in flight, answers every queued call `shutdown` (none is
 left unanswered, none is run after the signal), and exits by itself instead of draining the queues."""
+
 from __future__ import annotations
 
 from bench.kernel_proc import KernelProcess
@@ -7,8 +8,8 @@ from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.raw_agent import RawAgent
 
 AGENTS = 6
-CALLS = 64                   # one agent's lane on the memory service, full
-TEXT = "The spare key is under the blue pot near the door. " * 600       # ~31k chars: a slow embedding each
+CALLS = 64  # one agent's lane on the memory service, full
+TEXT = "The spare key is under the blue pot near the door. " * 600  # ~31k chars: a slow embedding each
 
 
 def test_sigterm_with_full_memory_queues_answers_each_queued_call_shutdown_and_exits(tmp_path):
@@ -29,14 +30,14 @@ def test_sigterm_with_full_memory_queues_answers_each_queued_call_shutdown_and_e
             while replies[-1]["id"] != "sync":
                 replies.append(agent.recv())
             agent.early = replies[:-1]
-        assert kernel.stop() == 0            # exits by itself (SIGKILL after 60 s would not be 0)
+        assert kernel.stop() == 0  # exits by itself (SIGKILL after 60 s would not be 0)
         outcomes = []
         for agent in agents:
             replies = agent.early + [agent.recv() for _ in range(CALLS - len(agent.early))]
-            assert sorted(reply["id"] for reply in replies) == list(range(CALLS))     # one answer each
+            assert sorted(reply["id"] for reply in replies) == list(range(CALLS))  # one answer each
             outcomes += ["ok" if reply["type"] == "result" else reply["body"]["code"] for reply in replies]
         assert set(outcomes) <= {"ok", "shutdown", "busy"}
-        assert outcomes.count("shutdown") > 0, outcomes        # queued calls were answered, not run
+        assert outcomes.count("shutdown") > 0, outcomes  # queued calls were answered, not run
     finally:
         kernel.stop()
         for agent in agents:

@@ -1,4 +1,5 @@
 """SIGTERM: calls in flight get an error reply, the socket file and the shared-memory arena are gone."""
+
 import os
 import re
 import signal
@@ -9,8 +10,8 @@ import pytest
 from bench.kernel_proc import KernelProcess
 from sdk import KernelError, connect
 from tests.e2e.conftest import KERNEL_OPTIONS
-from tests.kernel.raw_agent import RawAgent
 from tests.kernel.harness import wait_until
+from tests.kernel.raw_agent import RawAgent
 
 
 def test_sigterm_answers_in_flight_calls_and_leaves_nothing_behind(tmp_path):
@@ -34,9 +35,9 @@ def test_sigterm_answers_in_flight_calls_and_leaves_nothing_behind(tmp_path):
 
 def test_connect_to_no_kernel_fails_at_once_saying_how_to_start_one(tmp_path):
     with pytest.raises(KernelError) as caught:
-        connect(f"ipc://{tmp_path}/nobody.sock")        # the default timeout is 600 s: it must not wait for it
+        connect(f"ipc://{tmp_path}/nobody.sock")  # the default timeout is 600 s: it must not wait for it
     assert caught.value.code == "unavailable" and "aiosd" in caught.value.message
-    (tmp_path / "stale.sock").touch()                   # a socket file nobody listens on
+    (tmp_path / "stale.sock").touch()  # a socket file nobody listens on
     with pytest.raises(KernelError) as caught:
         connect(f"ipc://{tmp_path}/stale.sock")
     assert caught.value.code == "unavailable"
@@ -44,6 +45,7 @@ def test_connect_to_no_kernel_fails_at_once_saying_how_to_start_one(tmp_path):
 
 def test_the_cli_with_no_kernel_fails_fast_with_a_clear_message(tmp_path, capsys):
     from kernel.cli import main
+
     assert main(["--address", f"ipc://{tmp_path}/nobody.sock", "ps"]) == 1
     assert "no kernel is running" in capsys.readouterr().err
 
@@ -54,12 +56,12 @@ def test_restart_after_kill_9_removes_the_dead_kernels_arena_and_socket(tmp_path
         dead_pid = int(re.search(r"pid=(\d+)", killed.ready_line).group(1))
         dead_arena = f"/dev/shm/aios-{dead_pid}-kv"
         os.kill(dead_pid, signal.SIGKILL)
-        killed.stop()                              # reaps the process; nothing was cleaned up
+        killed.stop()  # reaps the process; nothing was cleaned up
     assert os.path.exists(dead_arena) and (tmp_path / "kernel.sock").exists()
     with KernelProcess(address, KERNEL_OPTIONS, tmp_path / "restarted.log") as restarted:
         assert not os.path.exists(dead_arena)
         with connect(address) as k:
-            assert k.generate("1, 2, 3,", max_tokens=4)     # the stale socket file did not block the new kernel
+            assert k.generate("1, 2, 3,", max_tokens=4)  # the stale socket file did not block the new kernel
         live_pid = int(re.search(r"pid=(\d+)", restarted.ready_line).group(1))
         live_arena = f"/dev/shm/aios-{live_pid}-kv"
     assert not os.path.exists(live_arena)
@@ -70,8 +72,11 @@ def test_a_call_fails_at_once_when_the_kernel_dies_and_the_next_one_works_after_
     outcome = {}
     with KernelProcess(address, KERNEL_OPTIONS, tmp_path / "killed.log") as killed:
         k = connect(address, timeout=300)
-        calling = threading.Thread(target=lambda: outcome.update(error=_error_of(
-            lambda: k.generate("Count to a thousand:", max_tokens=3000, ignore_eos=True))))
+        calling = threading.Thread(
+            target=lambda: outcome.update(
+                error=_error_of(lambda: k.generate("Count to a thousand:", max_tokens=3000, ignore_eos=True))
+            )
+        )
         calling.start()
         with connect(address) as watcher:
             wait_until(lambda: watcher.stats()["requests_running"] == 1, what="the call running")
@@ -80,7 +85,7 @@ def test_a_call_fails_at_once_when_the_kernel_dies_and_the_next_one_works_after_
         killed.stop()
     assert not calling.is_alive() and outcome["error"].code == "disconnected"
     with KernelProcess(address, KERNEL_OPTIONS, tmp_path / "restarted.log"):
-        assert k.generate("1, 2, 3,", max_tokens=4)       # the same connection says hello again, transparently
+        assert k.generate("1, 2, 3,", max_tokens=4)  # the same connection says hello again, transparently
     k.close()
 
 

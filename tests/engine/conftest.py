@@ -1,11 +1,12 @@
 """Engine test fixtures: the real SmolLM2 weights (loaded once per session) and a tiny llama the tests build."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kernel.engine.loading.checkpoint import default_model_path, load_checkpoint
 from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.loading.checkpoint import default_model_path, load_checkpoint
 from tests.engine import tiny_llama
 
 
@@ -39,7 +40,8 @@ def engine(smollm_engine):
 
 @pytest.fixture(scope="session")
 def hf_smollm():
-    from transformers import AutoModelForCausalLM   # test-only reference
+    from transformers import AutoModelForCausalLM  # test-only reference
+
     path = default_model_path()
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
 

@@ -1,6 +1,7 @@
 """Tiny random-weight models of each family, built by Hugging Face transformers from that family's config scaled
 down, saved as a safetensors folder and (for llama-arch, qwen2, qwen3 and gemma3) written as GGUF the way llama.cpp's
 converter writes them: llama q/k rows permuted, Llama 3 rope scaling as the rope_freqs tensor, Gemma norms as 1 + w."""
+
 from __future__ import annotations
 
 import json
@@ -18,20 +19,40 @@ from tests.engine.tiny_llama import (
     build_tokenizer,
 )
 
-WINDOW = 24       # sliding window of the mistral and gemma3 builds: the tests' prompts are longer
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}   # wavelength bands 16..64 tokens
+WINDOW = 24  # sliding window of the mistral and gemma3 builds: the tests' prompts are longer
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}  # wavelength bands 16..64 tokens
 FAMILIES = ("llama3", "mistral", "qwen2", "qwen3", "gemma3")
 
 
 def hf_model(family: str, vocab: int, eos: int, bos: int):
     import transformers as tf  # test-only dependency
-    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16, max_position_embeddings=512, rms_norm_eps=1e-5,
-                  eos_token_id=eos, bos_token_id=bos, initializer_range=0.1)
+
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        eos_token_id=eos,
+        bos_token_id=bos,
+        initializer_range=0.1,
+    )
     if family == "llama3":
-        config, cls = tf.LlamaConfig(**common, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=True), \
-            tf.LlamaForCausalLM
+        config, cls = (
+            tf.LlamaConfig(**common, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=True),
+            tf.LlamaForCausalLM,
+        )
     elif family == "mistral":
         config, cls = tf.MistralConfig(**common, sliding_window=WINDOW), tf.MistralForCausalLM
     elif family == "qwen2":
@@ -40,16 +61,22 @@ def hf_model(family: str, vocab: int, eos: int, bos: int):
         config, cls = tf.Qwen3Config(**common, tie_word_embeddings=True), tf.Qwen3ForCausalLM
     elif family == "gemma3":
         common.update(num_hidden_layers=3, pad_token_id=0)
-        config = tf.Gemma3TextConfig(**common, sliding_window=WINDOW, query_pre_attn_scalar=24,
-                                     layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                                     rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-                                                      "full_attention": {"rope_type": "default", "rope_theta": 1e6}})
+        config = tf.Gemma3TextConfig(
+            **common,
+            sliding_window=WINDOW,
+            query_pre_attn_scalar=24,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            },
+        )
         cls = tf.Gemma3ForCausalLM
     else:
         raise ValueError(family)
     torch.manual_seed(0)
     model = cls(config)
-    with torch.no_grad():   # random norms and biases: a mix-up of either cannot pass unnoticed
+    with torch.no_grad():  # random norms and biases: a mix-up of either cannot pass unnoticed
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.uniform_(-0.5, 0.5) if family == "gemma3" else p.uniform_(0.5, 1.5)
@@ -69,12 +96,25 @@ def save_family(family: str, folder: Path) -> Path:
 
 
 _GGUF_ARCH = {"llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3"}
-_LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-          "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-          "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
-_GEMMA_LAYER = {**_LAYER, "post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
-                "post_feedforward_layernorm": "post_ffw_norm"}
+_LAYER = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+}
+_GEMMA_LAYER = {
+    **_LAYER,
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+}
 
 
 def llama3_rope_freqs(rope: dict, head_dim: int) -> np.ndarray:
@@ -98,6 +138,7 @@ def llama3_rope_freqs(rope: dict, head_dim: int) -> np.ndarray:
 def save_family_gguf(family: str, hf_folder: Path, path: Path, with_rope_freqs: bool = True, extra=None) -> Path:
     """extra: called with the writer before it writes, to add metadata or tensors (the refusal tests)."""
     from safetensors.torch import load_file
+
     cfg = json.loads((hf_folder / "config.json").read_text())
     tok_json = json.loads((hf_folder / "tokenizer.json").read_text())
     weights = load_file(str(hf_folder / "model.safetensors"))
@@ -117,7 +158,7 @@ def save_family_gguf(family: str, hf_folder: Path, path: Path, with_rope_freqs: 
     writer.add_vocab_size(cfg["vocab_size"])
     if cfg.get("sliding_window"):
         writer.add_sliding_window(cfg["sliding_window"])
-    if family == "gemma3":   # the file states its layer pattern, query scale and local rope base
+    if family == "gemma3":  # the file states its layer pattern, query scale and local rope base
         writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in cfg["layer_types"]])
         writer.add_attention_scale(cfg["query_pre_attn_scalar"] ** -0.5)
         writer.add_float32("gemma3.rope.freq_base_swa", rope["sliding_attention"]["rope_theta"])
@@ -130,8 +171,9 @@ def save_family_gguf(family: str, hf_folder: Path, path: Path, with_rope_freqs: 
     writer.add_eos_token_id(cfg["eos_token_id"])
     writer.add_chat_template(CHATML)
     gemma = family == "gemma3"
-    tensor = lambda name, w: writer.add_tensor(name, np.ascontiguousarray((w + 1 if gemma and "norm" in name else w)
-                                                                          .numpy()))
+    tensor = lambda name, w: writer.add_tensor(
+        name, np.ascontiguousarray((w + 1 if gemma and "norm" in name else w).numpy())
+    )
     tensor("token_embd.weight", weights["model.embed_tokens.weight"])
     tensor("output_norm.weight", weights["model.norm.weight"])
     if "lm_head.weight" in weights and not cfg.get("tie_word_embeddings"):

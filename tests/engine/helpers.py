@@ -1,4 +1,5 @@
 """Drive an engine to completion and collect each request's tokens, text and finish reason."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

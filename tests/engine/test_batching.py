@@ -1,4 +1,5 @@
 """Continuous batching changes nothing: sequences run together (and joining mid-flight) match their solo runs."""
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams
@@ -10,9 +11,9 @@ MAX_TOKENS = 8
 
 def _mixed_prompts(engine) -> dict[str, list[int]]:
     words = "agents schedule memory tools files processes kernels tokens".split()
-    lengths = [3, 17, 40, 70, 96, 150, 9, 33]   # 150 spans two prefill chunks
+    lengths = [3, 17, 40, 70, 96, 150, 9, 33]  # 150 spans two prefill chunks
     base = engine.tokenize(" ".join(words * 40))
-    return {f"s{i}": base[i:i + n] for i, n in enumerate(lengths)}
+    return {f"s{i}": base[i : i + n] for i, n in enumerate(lengths)}
 
 
 def test_eight_mixed_lengths_match_solo_runs(engine):
@@ -42,5 +43,5 @@ def test_internal_preemption_recomputes_identically(smollm_checkpoint):
         engine.add(EngineRequest(name, prompt, SamplingParams(max_tokens=24, ignore_eos=True)))
     together = drain(engine)
     assert {name: r.tokens for name, r in together.items()} == solo
-    engine.step()                                # finished sequences release their blocks at the next step
-    assert engine.capacity().free_slots == 128   # everything released (cached blocks count as free)
+    engine.step()  # finished sequences release their blocks at the next step
+    assert engine.capacity().free_slots == 128  # everything released (cached blocks count as free)

@@ -1,6 +1,7 @@
 """Each family ModelConfig describes, built tiny by transformers and loaded by us from safetensors and from GGUF: fp32
 greedy tokens identical to transformers and max |Δlogit| bounded, with prompts past Llama 3's rope-scaling wavelength
 bands and past the sliding window; every refusal path names what it refuses."""
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,13 @@ def built(tmp_path_factory):
             folder = families.save_family(family, root / "hf")
             cache[family] = (folder, families.save_family_gguf(family, folder, root / f"{family}.gguf"))
         return cache[family]
+
     return get
 
 
 def _reference(folder):
     from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
@@ -72,14 +75,19 @@ def test_logits_match_transformers(built, family, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("family", families.FAMILIES)
 def test_greedy_matches_transformers(built, family, fmt):
-    engine = TorchEngine.from_path(str(_path(built, family, fmt)), dtype="float32", kv_budget_tokens=512,
-                                   max_batch=2, prefill_chunk=16)
+    engine = TorchEngine.from_path(
+        str(_path(built, family, fmt)), dtype="float32", kv_budget_tokens=512, max_batch=2, prefill_chunk=16
+    )
     prompt = _prompt(engine, 70)
     with torch.inference_mode():
-        out = _reference(built(family)[0]).generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS,
-                                                    min_new_tokens=NEW_TOKENS, do_sample=False,
-                                                    attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    assert greedy(engine, prompt, NEW_TOKENS) == out[0, len(prompt):].tolist()
+        out = _reference(built(family)[0]).generate(
+            torch.tensor([prompt]),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )
+    assert greedy(engine, prompt, NEW_TOKENS) == out[0, len(prompt) :].tolist()
 
 
 def test_llama3_gguf_without_its_rope_freqs_is_wrong(built, tmp_path):
@@ -98,6 +106,7 @@ def test_llama3_gguf_without_its_rope_freqs_is_wrong(built, tmp_path):
 def test_the_window_matters(built, family):
     """Without its sliding window the model drifts from transformers on these prompts: the window is exercised."""
     import dataclasses
+
     checkpoint = load_checkpoint(built(family)[0], torch.float32)
     unwindowed = dataclasses.replace(checkpoint.config, sliding_window=None)
     model = LlamaModel(unwindowed, checkpoint.weights, torch.float32)
@@ -107,15 +116,28 @@ def test_the_window_matters(built, family):
 
 
 def test_configs_carry_the_family_features(built):
-    expect = {"llama3": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3,
-              "gemma3": Family.GEMMA3}
+    expect = {
+        "llama3": Family.LLAMA,
+        "mistral": Family.MISTRAL,
+        "qwen2": Family.QWEN2,
+        "qwen3": Family.QWEN3,
+        "gemma3": Family.GEMMA3,
+    }
     for family, kind in expect.items():
         folder, gguf = built(family)
         from_folder, from_gguf = (load_checkpoint(p, torch.float32).config for p in (folder, gguf))
         assert from_folder.family is kind
         assert from_gguf.family is (Family.LLAMA if kind is Family.MISTRAL else kind)
-        for field in ("qkv_bias", "qk_norm", "post_norms", "activation", "sliding_window", "sliding_layers",
-                      "n_layers", "head_dim"):
+        for field in (
+            "qkv_bias",
+            "qk_norm",
+            "post_norms",
+            "activation",
+            "sliding_window",
+            "sliding_layers",
+            "n_layers",
+            "head_dim",
+        ):
             assert getattr(from_folder, field) == getattr(from_gguf, field), (family, field)
     assert load_checkpoint(built("gemma3")[0], torch.float32).config.sliding_layers == (True, False, True)
 
@@ -131,6 +153,7 @@ def test_native_path_only_for_what_it_computes(built):
 
 # ---- refusals ---------------------------------------------------------------------------------------------------
 
+
 def _edit_config(src, dst, **changes):
     folder = shutil.copytree(src, dst)
     raw = json.loads((folder / "config.json").read_text())
@@ -144,20 +167,29 @@ def test_refuses_unknown_architecture(built, tmp_path):
     with pytest.raises(ModelLoadError, match="unsupported architecture 'phi3'"):
         load_checkpoint(_edit_config(folder, tmp_path / "phi3", model_type="phi3"), torch.float32)
     with pytest.raises(ModelLoadError, match="unsupported architecture 'Qwen2MoeForCausalLM'"):
-        load_checkpoint(_edit_config(folder, tmp_path / "moe", architectures=["Qwen2MoeForCausalLM"]),
-                        torch.float32)
+        load_checkpoint(_edit_config(folder, tmp_path / "moe", architectures=["Qwen2MoeForCausalLM"]), torch.float32)
     gguf = families.save_family_gguf("qwen2", folder, tmp_path / "x.gguf")
-    data = gguf.read_bytes().replace(b"qwen2", b"qwenX")   # the architecture and every key's prefix
+    data = gguf.read_bytes().replace(b"qwen2", b"qwenX")  # the architecture and every key's prefix
     (tmp_path / "y.gguf").write_bytes(data)
     with pytest.raises(ModelLoadError, match="unsupported architecture 'qwenX'"):
         load_checkpoint(tmp_path / "y.gguf", torch.float32)
 
 
-@pytest.mark.parametrize("scaling", [{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
-                                     {"rope_type": "dynamic", "factor": 2.0},
-                                     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
-                                      "beta_fast": 32}])
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+        {"rope_type": "dynamic", "factor": 2.0},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+            "beta_fast": 32,
+        },
+    ],
+)
 def test_refuses_unknown_rope_scaling(built, tmp_path, scaling):
     folder, _ = built("llama3")
     edited = _edit_config(folder, tmp_path / "rope", rope_parameters={"rope_theta": 10000.0, **scaling})
@@ -171,6 +203,7 @@ def test_refuses_gguf_yarn(built, tmp_path):
     def yarn(writer):
         writer.add_rope_scaling_type(RopeScalingType.YARN)
         writer.add_rope_scaling_factor(4.0)
+
     path = families.save_family_gguf("qwen3", built("qwen3")[0], tmp_path / "yarn.gguf", extra=yarn)
     with pytest.raises(ModelLoadError, match="rope scaling 'yarn'"):
         load_checkpoint(path, torch.float32)
@@ -188,6 +221,7 @@ def test_refuses_math_changing_keys(built, tmp_path):
 
 def test_refuses_unknown_tensor(built, tmp_path):
     from safetensors.torch import load_file, save_file
+
     folder = shutil.copytree(built("qwen3")[0], tmp_path / "extra")
     tensors = load_file(str(folder / "model.safetensors"))
     tensors["model.layers.0.self_attn.o_proj.bias"] = torch.zeros(64)
@@ -211,13 +245,18 @@ def test_snapshot_never_restores_into_another_family(built):
     """Two families of the same KV shape (2 layers, 2 KV heads of 16): the layout names the family, so a snapshot of
     one is refused by the other before any byte is read."""
     from kernel.engine.core.interface import EngineError, EngineRequest, SamplingParams
-    engines = {family: TorchEngine.from_path(str(built(family)[0]), dtype="float32", kv_budget_tokens=256,
-                                             max_batch=2, prefill_chunk=16) for family in ("qwen2", "qwen3")}
+
+    engines = {
+        family: TorchEngine.from_path(
+            str(built(family)[0]), dtype="float32", kv_budget_tokens=256, max_batch=2, prefill_chunk=16
+        )
+        for family in ("qwen2", "qwen3")
+    }
     source, target = engines["qwen2"], engines["qwen3"]
     assert "qwen2" in source.layout().model_id and source.layout().n_layers == target.layout().n_layers
     prompt = source.tokenize("Agents call tools")
     source.add(EngineRequest("a", prompt, SamplingParams(max_tokens=50, ignore_eos=True)))
-    source.step()                                    # the prompt's K/V computed, the request still running
+    source.step()  # the prompt's K/V computed, the request still running
     buffer = bytearray(source.kv_nbytes("a"))
     meta = source.save_kv("a", memoryview(buffer))
     assert meta.nbytes > 0
@@ -229,9 +268,14 @@ def test_aiosd_exits_with_the_refusal(built, tmp_path):
     """aiosd on an unsupported model: one clear line naming what is refused, a non-zero exit, no traceback."""
     import subprocess
     import sys
+
     folder = _edit_config(built("qwen2")[0], tmp_path / "phi3", model_type="phi3")
     start = "import sys; from kernel.daemon.main import main; sys.exit(main(sys.argv[1:]))"
-    run = subprocess.run([sys.executable, "-c", start, "--model", str(folder),
-                          "--address", f"ipc://{tmp_path}/k.sock"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", start, "--model", str(folder), "--address", f"ipc://{tmp_path}/k.sock"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode != 0
     assert "unsupported architecture 'phi3'" in run.stderr and "Traceback" not in run.stderr, run.stderr

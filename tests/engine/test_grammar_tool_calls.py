@@ -1,5 +1,6 @@
 """Tool calls: prompt rendering, grammar per tool_choice, parsing round trips; on SmolLM2 (float32), "required" gives a
 valid call and "auto" lets the model answer in text."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,30 @@ from kernel.engine.structured.tool_calls import ToolCall, format_tool_call, pars
 from kernel.engine.structured.tool_prompt import render_tool_prompt
 from tests.engine.helpers import generate
 
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
-                                            "unit": {"enum": ["celsius", "fahrenheit"]}},
-           "required": ["city", "unit"], "additionalProperties": False}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
-                                           "parameters": WEATHER}},
-         {"type": "function", "function": {"name": "calculator", "description": "Evaluate arithmetic",
-                                           "parameters": {"type": "object", "required": ["expression"],
-                                                          "properties": {"expression": {"type": "string",
-                                                                                        "maxLength": 30}}}}}]
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": WEATHER},
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate arithmetic",
+            "parameters": {
+                "type": "object",
+                "required": ["expression"],
+                "properties": {"expression": {"type": "string", "maxLength": 30}},
+            },
+        },
+    },
+]
 
 
 def test_grammar_tool_call_parse_round_trips():
@@ -30,23 +46,39 @@ def test_grammar_tool_call_parse_round_trips():
     assert content == "Let me check."
     assert [(c.name, c.arguments()) for c in calls] == [("get_weather", args), ("calculator", {})]
     assert len({c.id for c in calls}) == 2 and all(c.id.startswith("call_") for c in calls)
-    assert calls[0].to_openai() == {"id": calls[0].id, "type": "function",
-                                    "function": {"name": "get_weather", "arguments": calls[0].arguments_json}}
+    assert calls[0].to_openai() == {
+        "id": calls[0].id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": calls[0].arguments_json},
+    }
     # A rendered assistant turn with tool_calls carries the same blocks, so it parses back to the same calls.
-    history = render_tool_prompt([{"role": "user", "content": "hi"},
-                                  {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]},
-                                  {"role": "tool", "tool_call_id": calls[0].id, "content": "21 C"},
-                                  {"role": "tool", "tool_call_id": calls[1].id, "content": "0"}], TOOLS, "none")
+    history = render_tool_prompt(
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [c.to_openai() for c in calls]},
+            {"role": "tool", "tool_call_id": calls[0].id, "content": "21 C"},
+            {"role": "tool", "tool_call_id": calls[1].id, "content": "0"},
+        ],
+        TOOLS,
+        "none",
+    )
     assert [m["role"] for m in history] == ["user", "assistant", "user"]
     assert [(c.name, c.arguments()) for c in parse_tool_calls(history[1]["content"])[1]] == [
-        (c.name, c.arguments()) for c in calls]
+        (c.name, c.arguments()) for c in calls
+    ]
     assert history[2]["content"] == "<tool_response>\n21 C\n</tool_response>\n<tool_response>\n0\n</tool_response>"
 
 
-@pytest.mark.parametrize("text", ["no calls here", "<tool_call>\nnot json\n</tool_call>",
-                                  '<tool_call>{"name": 3, "arguments": {}}</tool_call>',
-                                  '<tool_call>{"name": "f", "arguments": [1]}</tool_call>',
-                                  '<tool_call>{"name": "f", "arguments": {"a": 1'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no calls here",
+        "<tool_call>\nnot json\n</tool_call>",
+        '<tool_call>{"name": 3, "arguments": {}}</tool_call>',
+        '<tool_call>{"name": "f", "arguments": [1]}</tool_call>',
+        '<tool_call>{"name": "f", "arguments": {"a": 1',
+    ],
+)
 def test_grammar_unparseable_blocks_stay_in_content(text):
     assert parse_tool_calls(text) == (text.strip(), [])
 
@@ -57,16 +89,23 @@ def test_grammar_tool_arguments_given_as_string_are_normalized():
 
 
 def test_grammar_tool_prompt_and_choices():
-    rendered = render_tool_prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
-                                  TOOLS, {"type": "function", "function": {"name": "calculator"}})
+    rendered = render_tool_prompt(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+        TOOLS,
+        {"type": "function", "function": {"name": "calculator"}},
+    )
     system = rendered[0]["content"]
     assert system.startswith("Be brief.") and "<tools>" in system and "calculator" in system
     assert "get_weather" not in system and "You must call the function calculator." in system
-    assert render_tool_prompt([{"role": "user", "content": "hi"}], TOOLS, "none") == [{"role": "user",
-                                                                                       "content": "hi"}]
+    assert render_tool_prompt([{"role": "user", "content": "hi"}], TOOLS, "none") == [{"role": "user", "content": "hi"}]
     assert tool_call_grammar(TOOLS, "none") is None
-    for bad_tools, choice in [([], "auto"), ([{"type": "function", "function": {"name": "bad name"}}], "auto"),
-                              (TOOLS + TOOLS[:1], "auto"), (TOOLS, "sometimes"), (TOOLS, {"name": "missing"})]:
+    for bad_tools, choice in [
+        ([], "auto"),
+        ([{"type": "function", "function": {"name": "bad name"}}], "auto"),
+        (TOOLS + TOOLS[:1], "auto"),
+        (TOOLS, "sometimes"),
+        (TOOLS, {"name": "missing"}),
+    ]:
         with pytest.raises(EngineError):
             tool_call_grammar(bad_tools, choice)
 

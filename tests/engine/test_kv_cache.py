@@ -1,4 +1,5 @@
 """KV snapshot copies by runs of consecutive slots: the same bytes a per-slot gather gives, for any block table."""
+
 from __future__ import annotations
 
 import torch
@@ -29,6 +30,6 @@ def test_save_then_load_round_trips_through_a_fragmented_table():
     saved = torch.frombuffer(buffer, dtype=torch.bfloat16).view(expected.shape)
     assert torch.equal(saved, expected)
 
-    target, n_loaded = [2, 3, 4, 12, 13], 19      # fewer tokens than the snapshot holds: its stride stays 22
+    target, n_loaded = [2, 3, 4, 12, 13], 19  # fewer tokens than the snapshot holds: its stride stays 22
     cache.load(slot_runs(target, BLOCK, n_loaded), memoryview(bytes(buffer)), n_tokens)
     assert torch.equal(cache.data.index_select(2, _per_slot(target, n_loaded)), expected[:, :, :n_loaded])

@@ -1,4 +1,5 @@
 """Products with prepacked weights agree with F.linear for any number of rows."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,7 @@ def test_bfloat16_matches_f_linear(rows):
     weight, x = torch.randn(96, 64).bfloat16(), torch.randn(rows, 64).bfloat16()
     result = Linear(weight)(x)
     assert result.shape == (rows, 96) and result.dtype == torch.bfloat16
-    torch.testing.assert_close(result, F.linear(x, weight))    # bfloat16 tolerance: summation order may differ
+    torch.testing.assert_close(result, F.linear(x, weight))  # bfloat16 tolerance: summation order may differ
 
 
 def test_float32_is_f_linear_exactly():

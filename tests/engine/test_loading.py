@@ -1,4 +1,5 @@
 """Model files: the tiny llama loads identically from its safetensors folder and from a GGUF; bad files fail clearly."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,21 +8,21 @@ import shutil
 import pytest
 import torch
 
-from kernel.engine.loading.checkpoint import load_checkpoint
-from kernel.engine.factory import load_engine
 from kernel.engine.core.interface import EngineError
-from kernel.engine.loading.model_config import ModelLoadError
 from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.factory import load_engine
+from kernel.engine.loading.checkpoint import load_checkpoint
+from kernel.engine.loading.model_config import ModelLoadError
 from tests.engine.helpers import generate, greedy
 
 
 def test_gguf_and_folder_give_the_same_model(tiny_folder, tiny_gguf):
     folder = load_checkpoint(tiny_folder, torch.float32)
     gguf = load_checkpoint(tiny_gguf, torch.float32)
-    assert folder.config == dataclasses.replace(gguf.config, rms_eps=folder.config.rms_eps)   # GGUF stores float32
+    assert folder.config == dataclasses.replace(gguf.config, rms_eps=folder.config.rms_eps)  # GGUF stores float32
     assert gguf.config.rms_eps == pytest.approx(folder.config.rms_eps)
     for name, tensor in folder.weights.items():
-        assert torch.equal(tensor, gguf.weights[name]), name       # includes undoing the q/k row permutation
+        assert torch.equal(tensor, gguf.weights[name]), name  # includes undoing the q/k row permutation
     text = "héllo agents 🙂 <|im_start|>user"
     assert folder.tokenizer.encode(text) == gguf.tokenizer.encode(text)
     messages = [{"role": "user", "content": "hi"}]
@@ -30,14 +31,21 @@ def test_gguf_and_folder_give_the_same_model(tiny_folder, tiny_gguf):
 
 def test_tiny_model_matches_transformers(tiny_folder):
     from transformers import LlamaForCausalLM
-    engine = TorchEngine.from_path(str(tiny_folder), dtype="float32", kv_budget_tokens=512, max_batch=4,
-                                   prefill_chunk=16)
+
+    engine = TorchEngine.from_path(
+        str(tiny_folder), dtype="float32", kv_budget_tokens=512, max_batch=4, prefill_chunk=16
+    )
     reference = LlamaForCausalLM.from_pretrained(tiny_folder, dtype=torch.float32).eval()
     prompt = engine.tokenize("The quick brown fox jumps over the lazy dog. " * 3)
     with torch.inference_mode():
-        out = reference.generate(torch.tensor([prompt]), max_new_tokens=20, min_new_tokens=20, do_sample=False,
-                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    assert greedy(engine, prompt, 20) == out[0, len(prompt):].tolist()
+        out = reference.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=20,
+            min_new_tokens=20,
+            do_sample=False,
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        )
+    assert greedy(engine, prompt, 20) == out[0, len(prompt) :].tolist()
 
 
 def test_bfloat16_engine_runs(tiny_gguf):

@@ -1,6 +1,7 @@
 """The native layer ops (kernel/engine/cpu/native/ops.cpp) against the torch ops they replace (layer_ops.TorchOps), on
 random inputs in each dtype, with paged contexts whose blocks are scattered and of different lengths; bad tables are
 errors, not reads out of bounds."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,7 @@ def test_add_rms_norm(native, dtype, with_delta):
     x_ref = x.clone()
     expected = TorchOps.add_rms_norm(x_ref, delta, w, 1e-5)
     got = native.add_rms_norm(x, delta, w, 1e-5)
-    assert torch.equal(x, x_ref)                        # the residual sum, rounded to dtype as add_ does
+    assert torch.equal(x, x_ref)  # the residual sum, rounded to dtype as add_ does
     assert got.shape == expected.shape and got.dtype == dtype and close(got, expected, dtype)
 
 
@@ -70,17 +71,17 @@ def test_rope_write_rotates_and_fills_the_cache(native, dtype):
     q, k = native.rope_write(qkv, cos, signed_sin, positions, caches[1], slots, H, HKV)
     assert q.shape == (rows, H, D) and k.shape == (rows, HKV, D)
     assert close(q, q_ref, dtype) and close(k, k_ref, dtype)
-    assert torch.equal(caches[1][1], caches[0][1])              # v copied as is
+    assert torch.equal(caches[1][1], caches[0][1])  # v copied as is
     assert close(caches[1][0], caches[0][0], dtype)
     untouched = torch.ones(SLOTS, dtype=torch.bool)
     untouched[slots] = False
-    assert not caches[1][:, untouched].any()                     # nothing written beyond the rows' slots
+    assert not caches[1][:, untouched].any()  # nothing written beyond the rows' slots
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_decode_attention_over_scattered_blocks(native, dtype):
     g = torch.Generator().manual_seed(3)
-    positions = [0, 5, 17, 40, 3]                  # each sequence's new token position: contexts of 1..41 tokens
+    positions = [0, 5, 17, 40, 3]  # each sequence's new token position: contexts of 1..41 tokens
     tables = _tables(g, positions)
     chunks = [ScheduledChunk([7], pos, table, True) for pos, table in zip(positions, tables)]
     batch, _ = build_step_batch(chunks, BLOCK)
@@ -119,14 +120,18 @@ def test_the_native_layer_loop_is_the_python_loop(tiny_folder, dtype, weights):
     """A pure-decode step through native/decode_layers.cpp: the same logits and the same K/V, bit for bit, as the
     model's Python loop over the same native ops."""
     from kernel.engine.cpu.torch_engine import TorchEngine
+
     engine = TorchEngine.from_path(str(tiny_folder), dtype, weights=weights, kv_budget_tokens=256, max_batch=4)
     model, kv = engine.model, engine.kv
     assert model._native_stack is not None
-    prompts = [engine.tokenize(text)[:n] for text, n in (("the kernel schedules agents", 5),
-                                                           ("another agent asks for a tool call now", 11))]
+    prompts = [
+        engine.tokenize(text)[:n]
+        for text, n in (("the kernel schedules agents", 5), ("another agent asks for a tool call now", 11))
+    ]
     with torch.inference_mode():
-        model.forward(build_step_batch([ScheduledChunk(p, 0, [i], False) for i, p in enumerate(prompts)], BLOCK * 4)[0],
-                      kv)
+        model.forward(
+            build_step_batch([ScheduledChunk(p, 0, [i], False) for i, p in enumerate(prompts)], BLOCK * 4)[0], kv
+        )
         decodes = [ScheduledChunk([3], len(p), [i], True) for i, p in enumerate(prompts)]
         batch, _ = build_step_batch(decodes, BLOCK * 4)
         before = kv.data.clone()
@@ -141,9 +146,10 @@ def test_the_native_layer_loop_is_the_python_loop(tiny_folder, dtype, weights):
 def test_the_torch_ops_fallback_computes_the_same_model(tiny_folder):
     """Where the native ops cannot be built the model runs its steps as torch ops: the same logits, to rounding, for
     prompt chunks and decodes alike."""
-    from kernel.engine.cpu.model import LlamaModel
     from kernel.engine.cpu.kv_cache import KVCache
+    from kernel.engine.cpu.model import LlamaModel
     from kernel.engine.loading.checkpoint import load_checkpoint
+
     checkpoint = load_checkpoint(str(tiny_folder), torch.float32)
     cfg = checkpoint.config
     models = [LlamaModel(cfg, checkpoint.weights, torch.float32, native=native) for native in (True, False)]

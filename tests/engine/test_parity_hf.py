@@ -4,6 +4,7 @@ logits within a bound at 1k tokens of context.
 The long prompt is tests/engine/data/long_prompt.txt, a committed text owned by this project, so the prompt changes
 only when someone means it to (it used to be a source file of the engine, which changed under the test).
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,12 +42,16 @@ def _prompts(engine) -> dict[str, list[int]]:
 
 def test_greedy_matches_transformers(engine, hf_smollm):
     prompts = _prompts(engine)
-    ours = generate(engine, prompts, max_tokens=NEW_TOKENS)   # all five batched together, stopping at EOS
+    ours = generate(engine, prompts, max_tokens=NEW_TOKENS)  # all five batched together, stopping at EOS
     for name, prompt in prompts.items():
         with torch.inference_mode():
-            out = hf_smollm.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                     attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-        assert ours[name].tokens == out[0, len(prompt):].tolist(), name   # EOS included when produced
+            out = hf_smollm.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            )
+        assert ours[name].tokens == out[0, len(prompt) :].tolist(), name  # EOS included when produced
 
 
 def test_logits_within_bound_at_1k_tokens(engine, hf_smollm):

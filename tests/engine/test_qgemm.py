@@ -1,6 +1,7 @@
 """The block-quantized products (native/qgemm*.cpp through block_weights.BlockLinear), each format on each instruction
 set this CPU has, against a float64 reference built from gguf's own dequantizer and the activations as the kernel
 quantized them; integer-exact cases where every float step is exact; the activation quantizer against numpy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,9 +19,11 @@ from kernel.engine.loading.quant_tensor import GroupQuantized, from_q4_0, from_q
 
 pytestmark = pytest.mark.skipif(load() is None, reason="native ops did not build")
 
-FORMATS = {BlockFormat.Q8_0: (GGMLQuantizationType.Q8_0, from_q8_0),
-           BlockFormat.Q4_0: (GGMLQuantizationType.Q4_0, from_q4_0),
-           BlockFormat.Q4_1: (GGMLQuantizationType.Q4_1, from_q4_1)}
+FORMATS = {
+    BlockFormat.Q8_0: (GGMLQuantizationType.Q8_0, from_q8_0),
+    BlockFormat.Q4_0: (GGMLQuantizationType.Q4_0, from_q4_0),
+    BlockFormat.Q4_1: (GGMLQuantizationType.Q4_1, from_q4_1),
+}
 ISAS = block_weights.supported_isas()
 
 
@@ -46,8 +49,13 @@ def test_every_format_runs_on_every_isa_this_cpu_has():
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.integers(1, 300), n=st.integers(1, 40), blocks=st.integers(1, 9), seed=st.integers(0, 2**32 - 1),
-       spread=st.sampled_from([1e-3, 1.0, 50.0]))
+@given(
+    rows=st.integers(1, 300),
+    n=st.integers(1, 40),
+    blocks=st.integers(1, 9),
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.sampled_from([1e-3, 1.0, 50.0]),
+)
 def test_matches_gguf_dequantized_reference_on_each_isa(fmt, rows, n, blocks, seed, spread):
     qtype, decode = FORMATS[fmt]
     k = 32 * blocks
@@ -69,8 +77,9 @@ def _integer_weights(fmt: BlockFormat, rng, n: int, k: int) -> GroupQuantized:
     g = k // 32
     ones, zeros = torch.ones(n, g), torch.zeros(n, g)
     if fmt is BlockFormat.Q8_0:
-        return GroupQuantized(torch.from_numpy(rng.integers(-128, 128, (n, k), dtype=np.int8)), ones, zeros, 32, 8,
-                              -128)
+        return GroupQuantized(
+            torch.from_numpy(rng.integers(-128, 128, (n, k), dtype=np.int8)), ones, zeros, 32, 8, -128
+        )
     if fmt is BlockFormat.Q4_0:
         return GroupQuantized(torch.from_numpy(rng.integers(-8, 8, (n, k), dtype=np.int8)), ones, zeros, 32, 4, -8)
     offsets = torch.from_numpy(rng.integers(-4, 5, (n, g)).astype(np.float32))
@@ -95,8 +104,12 @@ def test_integer_accumulation_is_exact(fmt, rows, n, blocks, seed):
 
 
 @settings(max_examples=20, deadline=None)
-@given(rows=st.integers(1, 20), blocks=st.integers(1, 9), seed=st.integers(0, 2**32 - 1),
-       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+@given(
+    rows=st.integers(1, 20),
+    blocks=st.integers(1, 9),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+)
 def test_activation_quantizer_is_llamacpp_q8_0(rows, blocks, seed, dtype):
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.standard_normal((rows, 32 * blocks)).astype(np.float32) * 3).to(dtype)
@@ -110,7 +123,7 @@ def test_activation_quantizer_is_llamacpp_q8_0(rows, blocks, seed, dtype):
     assert np.array_equal(d[:, :blocks].numpy(), scale)
     assert np.array_equal(s[:, :blocks].numpy(), scale * codes.astype(np.int32).sum(-1).astype(np.float32))
     assert np.array_equal(d8.view(rows, gp, 8)[:, :blocks].numpy(), np.repeat(scale[..., None], 8, -1))
-    assert not q.view(rows, gp, 32)[:, blocks:].any() and not d[:, blocks:].any()      # padding adds nothing
+    assert not q.view(rows, gp, 32)[:, blocks:].any() and not d[:, blocks:].any()  # padding adds nothing
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -124,7 +137,7 @@ def test_a_rows_result_does_not_depend_on_its_neighbours(fmt):
         together = product(x)
         assert together.dtype == torch.bfloat16
         for i in (0, 3, 10):
-            assert torch.equal(product(x[i:i + 1]), together[i:i + 1])
+            assert torch.equal(product(x[i : i + 1]), together[i : i + 1])
 
 
 def test_gguf_formats_map_exactly_and_others_do_not():
@@ -180,11 +193,15 @@ def test_a_gguf_models_layers_decode_in_one_native_call_as_in_the_python_loop(mo
 
     if not block_products():
         pytest.skip("AIOS_QGEMM=0")
-    engine = TorchEngine.from_path(None, "bfloat16", weights=mode, kv_budget_tokens=512, max_batch=2,
-                                   prefix_cache=False)
+    engine = TorchEngine.from_path(
+        None, "bfloat16", weights=mode, kv_budget_tokens=512, max_batch=2, prefix_cache=False
+    )
     model = engine.model
-    assert all(isinstance(getattr(layer, name), BlockLinear)
-               for layer in model.layers for name in ("qkv", "o", "gate_up", "down"))
+    assert all(
+        isinstance(getattr(layer, name), BlockLinear)
+        for layer in model.layers
+        for name in ("qkv", "o", "gate_up", "down")
+    )
     assert model._native_stack is not None
     kinds = set(model._native_stack[1])
     assert kinds <= {3, 4, 5} and (kinds & {4, 5} if mode == "int4" else kinds == {3})

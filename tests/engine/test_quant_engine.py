@@ -1,5 +1,6 @@
 """Weights modes through the engine: SmolLM2's GGUF codes loaded as stored, int4 perplexity near fp32's, the mode named
 in the KV layout (a snapshot never crosses modes), bad modes refused."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,8 @@ def quantized_checkpoint():
 
 def test_gguf_codes_load_as_stored_and_dequantize_to_the_float_load(quantized_checkpoint, smollm_checkpoint):
     q, floats = quantized_checkpoint.weights, smollm_checkpoint.weights
-    assert (q["layers.0.q"].bits, q["layers.0.q"].group) == (4, 32)          # Q4_1
-    assert (q["embed"].bits, q["embed"].group) == (8, 32)                    # Q8_0
+    assert (q["layers.0.q"].bits, q["layers.0.q"].group) == (4, 32)  # Q4_1
+    assert (q["embed"].bits, q["embed"].group) == (8, 32)  # Q8_0
     # q and k: rows unpermuted with their scales, exactly as the float path unpermutes the dequantized matrix
     for name in ("layers.0.q", "layers.0.k", "layers.0.v", "layers.29.k", "layers.3.down", "embed"):
         assert isinstance(q[name], GroupQuantized)
@@ -47,8 +48,10 @@ def test_weights_mode_is_named_in_the_layout(tiny_folder):
     assert int4.layout().model_id == fp32.layout().model_id + "+weights=int4"
     assert len({fp32.layout(), int4.layout(), int8.layout()}) == 3
     # the dtype's own float keeps the checkpoint's id: weights="fp32" with float32 is the old engine
-    assert TorchEngine.from_path(str(tiny_folder), "float32", weights="fp32", kv_budget_tokens=256,
-                                 max_batch=2).layout() == fp32.layout()
+    assert (
+        TorchEngine.from_path(str(tiny_folder), "float32", weights="fp32", kv_budget_tokens=256, max_batch=2).layout()
+        == fp32.layout()
+    )
 
 
 def test_a_snapshot_taken_under_int4_does_not_load_under_another_mode(tiny_folder):
@@ -63,7 +66,7 @@ def test_a_snapshot_taken_under_int4_does_not_load_under_another_mode(tiny_folde
     with pytest.raises(EngineError, match="layout"):
         fp32.load_kv(resumed, meta, buffer)
     int4.abort("s")
-    int4.load_kv(resumed, meta, buffer)          # the same mode takes it back and continues from it
+    int4.load_kv(resumed, meta, buffer)  # the same mode takes it back and continues from it
     assert len(drain(int4)["s"].tokens) >= 1
 
 

@@ -1,5 +1,6 @@
 """Quantized weights without a model: GGUF block decoding, the quantizers, and the packed int4/int8 products against
 a float reference on random matrices."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,16 +10,26 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize
 
+from kernel.engine.cpu.linear import packing_available
 from kernel.engine.cpu.quant_embedding import QuantizedEmbedding
 from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
-from kernel.engine.cpu.linear import packing_available
 from kernel.engine.cpu.quant_weights import as_int4, as_int8_rows, build_product, lm_head_mode
 from kernel.engine.loading.gguf_loader import unpermute_rotary_rows
-from kernel.engine.loading.quant_tensor import (GroupQuantized, concat_rows, from_q4_0, from_q4_1, from_q8_0,
-                                                quantize_int4, quantize_int8_rows)
+from kernel.engine.loading.quant_tensor import (
+    GroupQuantized,
+    concat_rows,
+    from_q4_0,
+    from_q4_1,
+    from_q8_0,
+    quantize_int4,
+    quantize_int8_rows,
+)
 
-DECODERS = {GGMLQuantizationType.Q4_0: from_q4_0, GGMLQuantizationType.Q4_1: from_q4_1,
-            GGMLQuantizationType.Q8_0: from_q8_0}
+DECODERS = {
+    GGMLQuantizationType.Q4_0: from_q4_0,
+    GGMLQuantizationType.Q4_1: from_q4_1,
+    GGMLQuantizationType.Q8_0: from_q8_0,
+}
 
 
 def _weights(n: int, k: int, seed: int) -> np.ndarray:
@@ -39,14 +50,14 @@ def test_gguf_blocks_decode_exactly_as_gguf_dequantizes(qtype):
     ours = DECODERS[qtype](raw)
     assert ours.shape == (48, 96) and ours.codes.dtype == torch.int8
     assert np.array_equal(ours.dequantize().numpy(), dequantize(raw, qtype).reshape(48, 96))
-    assert int(ours.codes.min()) >= ours.low and int(ours.codes.max()) <= ours.low + 2 ** ours.bits - 1
+    assert int(ours.codes.min()) >= ours.low and int(ours.codes.max()) <= ours.low + 2**ours.bits - 1
 
 
 @pytest.mark.parametrize("qtype", [GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1])
 def test_int4_product_of_gguf_codes_matches_the_dequantized_matrix(qtype):
     raw = quantize(_weights(96, 128, 2), qtype)
     weight = DECODERS[qtype](raw)
-    assert as_int4(weight) is weight                    # mapped as stored, not requantized
+    assert as_int4(weight) is weight  # mapped as stored, not requantized
     x = torch.randn(5, 128)
     reference = F.linear(x, torch.from_numpy(dequantize(raw, qtype).reshape(96, 128)))
     # bf16 activations and bf16 scales/zeros: a few parts in a thousand of the output's range
@@ -75,7 +86,7 @@ def test_quantizers_stay_within_half_a_step():
     four = quantize_int4(w)
     step = four.scale.repeat_interleave(32, dim=1)
     assert bool(((four.dequantize() - w).abs() <= step / 2 + 1e-6).all())
-    assert torch.equal(four.dequantize()[0, :32], w[0, :32])          # the constant group comes back exactly
+    assert torch.equal(four.dequantize()[0, :32], w[0, :32])  # the constant group comes back exactly
     eight = quantize_int8_rows(w)
     assert bool(((eight.dequantize() - w).abs() <= eight.scale / 2 + 1e-6).all())
 
@@ -92,7 +103,9 @@ def test_q8_0_becomes_per_row_int8_and_int4_by_requantizing():
     # bfloat16 activations with oneDNN's bfloat16 product: the head is bfloat16 in the int modes, faster than int8
     expected = "bf16" if packing_available() else "int8"
     assert lm_head_mode("int4", q8, torch.bfloat16) == expected and lm_head_mode("int8", q8, torch.bfloat16) in (
-        "bf16", "int8")
+        "bf16",
+        "int8",
+    )
     assert lm_head_mode("int4", q8, torch.float32) == "int8"
 
 
@@ -107,8 +120,8 @@ def test_fused_product_equals_the_separate_products():
     parts = [from_q4_1(quantize(_weights(n, 64, 8 + n), GGMLQuantizationType.Q4_1)) for n in (64, 32, 32)]
     fused = build_product(parts, "int4")
     x = torch.randn(3, 64).bfloat16()
-    separate = torch.cat([build_product([p], "int4")(x) for p in parts], dim=-1)     # the same mode's product,
-    assert torch.equal(fused(x), separate)                  # whichever kernel serves it (GGUF blocks: BlockLinear)
+    separate = torch.cat([build_product([p], "int4")(x) for p in parts], dim=-1)  # the same mode's product,
+    assert torch.equal(fused(x), separate)  # whichever kernel serves it (GGUF blocks: BlockLinear)
     with pytest.raises(ValueError):
         concat_rows([parts[0], quantize_int8_rows(parts[1].dequantize())])
 

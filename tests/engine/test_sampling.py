@@ -1,4 +1,5 @@
 """Sampling controls: seeds, top-k/top-p, stop strings, EOS and max_tokens."""
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams
@@ -64,4 +65,4 @@ def test_stop_string_cuts_and_withholds(engine):
     assert "Paris" in full
     stopped = generate(engine, {"s": chat}, max_tokens=30, stop=("Paris",))["s"]
     assert stopped.reason == "stop"
-    assert stopped.text == full[:full.index("Paris")]
+    assert stopped.text == full[: full.index("Paris")]

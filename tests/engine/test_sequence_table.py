@@ -1,5 +1,6 @@
 """The sequence bookkeeping both engines share, driven without a model: the test plays the forward pass by calling
 advance() and picks each next token with one-hot logits."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,14 @@ PARAMS = SamplingParams(max_tokens=10)
 
 
 def make_table(n_blocks: int = 6, max_batch: int = 4) -> SequenceTable:
-    return SequenceTable(BlockPool(n_blocks, BLOCK), max_batch, model_max_context=1000, vocab_size=VOCAB,
-                         eos_ids=(EOS,), decode=lambda ids: "".join(chr(97 + i % 26) for i in ids))
+    return SequenceTable(
+        BlockPool(n_blocks, BLOCK),
+        max_batch,
+        model_max_context=1000,
+        vocab_size=VOCAB,
+        eos_ids=(EOS,),
+        decode=lambda ids: "".join(chr(97 + i % 26) for i in ids),
+    )
 
 
 def run_pending(table: SequenceTable) -> None:
@@ -40,7 +47,7 @@ def test_refused_admission_holds_no_blocks():
     run_pending(table)
     free = table.capacity().free_slots
     with pytest.raises(EngineError, match="not enough free KV slots"):
-        table.admit(EngineRequest("b", list(range(8)) + list(range(20, 27)), PARAMS))   # shares 2 blocks, needs 2
+        table.admit(EngineRequest("b", list(range(8)) + list(range(20, 27)), PARAMS))  # shares 2 blocks, needs 2
     assert table.capacity().free_slots == free
     table.abort("a")
     assert table.capacity().free_slots == table.capacity().total_slots
@@ -48,7 +55,7 @@ def test_refused_admission_holds_no_blocks():
 
 def test_out_of_blocks_preempts_the_youngest_and_resumes_it_when_blocks_free():
     table = make_table(n_blocks=2)
-    table.admit(EngineRequest("old", list(range(BLOCK)), PARAMS))         # its next token needs a second block
+    table.admit(EngineRequest("old", list(range(BLOCK)), PARAMS))  # its next token needs a second block
     table.admit(EngineRequest("young", list(range(20, 20 + BLOCK - 1)), PARAMS))
     run_pending(table)
     old, young = table.lookup("old"), table.lookup("young")
@@ -58,7 +65,7 @@ def test_out_of_blocks_preempts_the_youngest_and_resumes_it_when_blocks_free():
     assert table.capacity().running == 2 and table.has_work()
     table.abort("old")
     table.begin_step()
-    assert table.is_running(young) and young.pending == len(young.token_ids)   # recomputed from the start
+    assert table.is_running(young) and young.pending == len(young.token_ids)  # recomputed from the start
 
 
 def test_eos_finishes_and_the_sequence_stays_savable_until_the_next_step():
@@ -73,12 +80,15 @@ def test_eos_finishes_and_the_sequence_stays_savable_until_the_next_step():
     assert table.capacity().free_slots == table.capacity().total_slots
 
 
-@pytest.mark.parametrize("req, message", [
-    (EngineRequest("", [1], PARAMS), "req_id"),
-    (EngineRequest("x", [1, True], PARAMS), "token ids"),
-    (EngineRequest("x", [1, VOCAB], PARAMS), "token ids"),
-    (EngineRequest("x", [1], "greedy"), "SamplingParams"),
-])
+@pytest.mark.parametrize(
+    "req, message",
+    [
+        (EngineRequest("", [1], PARAMS), "req_id"),
+        (EngineRequest("x", [1, True], PARAMS), "token ids"),
+        (EngineRequest("x", [1, VOCAB], PARAMS), "token ids"),
+        (EngineRequest("x", [1], "greedy"), "SamplingParams"),
+    ],
+)
 def test_bad_requests_are_refused(req, message):
     table = make_table()
     with pytest.raises(EngineError, match=message):

@@ -1,4 +1,5 @@
 """save_kv → abort → load_kv resumes at the exact next token; prefix reuse equals a full prefill."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,11 @@ def test_save_abort_load_continues_identically(engine):
     produced = results["r"].tokens
     assert meta.n_kv_tokens == len(prompt) + len(produced) - 1 and meta.nbytes == len(buffer)
     assert list(meta.token_ids) == prompt + produced and meta.prompt_len == len(prompt)
-    engine.load_kv(EngineRequest("r", prompt, SamplingParams(max_tokens=24, ignore_eos=True), produced),
-                   meta, memoryview(bytes(buffer)))
+    engine.load_kv(
+        EngineRequest("r", prompt, SamplingParams(max_tokens=24, ignore_eos=True), produced),
+        meta,
+        memoryview(bytes(buffer)),
+    )
     drain(engine, results)
     assert results["r"].tokens == expected
 
@@ -46,16 +50,17 @@ def test_save_abort_load_continues_identically(engine):
 def test_snapshot_mid_prefill_and_extended_request(engine):
     """A snapshot taken before the prompt is fully prefilled, loaded into a request with more tokens, still matches."""
     prompt = engine.tokenize(" ".join(f"Step {i}: the scheduler admits agent {i % 7}." for i in range(30)))
-    assert len(prompt) > 128                             # more than one prefill chunk
+    assert len(prompt) > 128  # more than one prefill chunk
     extension = engine.tokenize(" Answer briefly.")
     engine.add(EngineRequest("r", prompt, SamplingParams(max_tokens=10)))
-    engine.step()                                        # one chunk only
+    engine.step()  # one chunk only
     buffer = bytearray(engine.kv_nbytes("r"))
     meta = engine.save_kv("r", memoryview(buffer))
     engine.abort("r")
     assert meta.n_kv_tokens == 128
-    engine.load_kv(EngineRequest("r", prompt + extension, SamplingParams(max_tokens=10, ignore_eos=True)),
-                   meta, memoryview(buffer))
+    engine.load_kv(
+        EngineRequest("r", prompt + extension, SamplingParams(max_tokens=10, ignore_eos=True)), meta, memoryview(buffer)
+    )
     assert drain(engine)["r"].tokens == greedy(engine, prompt + extension, 10)
 
 
@@ -64,13 +69,15 @@ def test_prefix_reuse_matches_full_prefill(smollm_checkpoint):
     fresh = TorchEngine(smollm_checkpoint, "float32", kv_budget_tokens=2048, max_batch=4, prefill_chunk=128)
     turn1 = engine.apply_chat_template([{"role": "user", "content": "Name a planet with rings."}])
     first = greedy(engine, turn1, 16)
-    history = [{"role": "user", "content": "Name a planet with rings."},
-               {"role": "assistant", "content": engine.detokenize(first)},
-               {"role": "user", "content": "How many moons does it have?"}]
+    history = [
+        {"role": "user", "content": "Name a planet with rings."},
+        {"role": "assistant", "content": engine.detokenize(first)},
+        {"role": "user", "content": "How many moons does it have?"},
+    ]
     turn2 = engine.apply_chat_template(history)
     engine.add(EngineRequest("turn2", turn2, SamplingParams(max_tokens=16, ignore_eos=True)))
     reused_tokens = engine.kv_nbytes("turn2") // engine.layout().bytes_per_token()
-    assert reused_tokens >= len(turn1) - 16                 # the previous turn's full blocks were found in the cache
+    assert reused_tokens >= len(turn1) - 16  # the previous turn's full blocks were found in the cache
     assert drain(engine)["turn2"].tokens == greedy(fresh, turn2, 16)
 
 
@@ -82,7 +89,7 @@ def test_load_rejects_foreign_or_inconsistent_snapshots(engine):
     meta = engine.save_kv("r", memoryview(buffer))
     engine.abort("r")
     params = SamplingParams(max_tokens=4)
-    resumed = EngineRequest("r", prompt, params, list(meta.token_ids[len(prompt):]))
+    resumed = EngineRequest("r", prompt, params, list(meta.token_ids[len(prompt) :]))
     other_layout = KVLayout("other-model", *list(meta.layout.__dict__.values())[1:])
     with pytest.raises(EngineError, match="layout"):
         engine.load_kv(resumed, type(meta)(**{**meta.__dict__, "layout": other_layout}), memoryview(buffer))
@@ -106,10 +113,11 @@ def test_load_of_fewer_tokens_than_the_snapshot_holds(engine):
     buffer = bytearray(engine.kv_nbytes("r"))
     meta = engine.save_kv("r", memoryview(buffer))
     engine.abort("r")
-    full_kv = dataclasses.replace(meta, token_ids=meta.token_ids[:meta.n_kv_tokens])
+    full_kv = dataclasses.replace(meta, token_ids=meta.token_ids[: meta.n_kv_tokens])
     tokens = list(full_kv.token_ids)
-    engine.load_kv(EngineRequest("r", tokens, SamplingParams(max_tokens=8, ignore_eos=True)), full_kv,
-                   memoryview(buffer))
+    engine.load_kv(
+        EngineRequest("r", tokens, SamplingParams(max_tokens=8, ignore_eos=True)), full_kv, memoryview(buffer)
+    )
     assert drain(engine)["r"].tokens == greedy(engine, tokens, 8)
 
 
@@ -118,10 +126,10 @@ def test_text_withheld_at_preemption_is_emitted_after_resume(engine):
     request must send it (the concatenated text equals an uninterrupted run's)."""
     prompt = _prompt(engine)
     tokens = greedy(engine, prompt, 12)
-    cut = 6                                            # preempt right after the event of token index cut - 1
-    last_text = engine.detokenize(tokens[:cut])[len(engine.detokenize(tokens[:cut - 1])):]
+    cut = 6  # preempt right after the event of token index cut - 1
+    last_text = engine.detokenize(tokens[:cut])[len(engine.detokenize(tokens[: cut - 1])) :]
     assert last_text and "\ufffd" not in last_text
-    params = SamplingParams(max_tokens=12, ignore_eos=True, stop=(last_text + "\x00",))   # never matches in full
+    params = SamplingParams(max_tokens=12, ignore_eos=True, stop=(last_text + "\x00",))  # never matches in full
     uninterrupted = _generate_text(engine, prompt, params)
 
     engine.add(EngineRequest("r", prompt, params))
@@ -133,6 +141,6 @@ def test_text_withheld_at_preemption_is_emitted_after_resume(engine):
     buffer = bytearray(engine.kv_nbytes("r"))
     meta = engine.save_kv("r", memoryview(buffer))
     engine.abort("r")
-    assert not before.text.endswith(last_text)         # withheld: it may start the stop string
+    assert not before.text.endswith(last_text)  # withheld: it may start the stop string
     engine.load_kv(EngineRequest("r", prompt, params, before.tokens), meta, memoryview(buffer))
     assert before.text + drain(engine)["r"].text == uninterrupted

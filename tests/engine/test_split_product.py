@@ -1,10 +1,12 @@
 """Int modes computing in bfloat16: decode rows on the integer kernel, prompt rows on a bfloat16 copy of the same codes
 (quant_weights.SplitProduct), so a sequence's tokens never depend on what else shares its steps."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
+from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.linear import packing_available
 from kernel.engine.cpu.quant_linear import Int4Linear
 from kernel.engine.cpu.quant_weights import SplitProduct, build_product
@@ -12,7 +14,6 @@ from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.loading.quant_tensor import quantize_int4
 from tests.engine.helpers import drain, generate, record
-from kernel.engine.core.interface import EngineRequest, SamplingParams
 
 needs_packing = pytest.mark.skipif(not packing_available(), reason="no oneDNN bfloat16 path on this CPU")
 
@@ -38,8 +39,15 @@ def test_no_copy_without_bfloat16_activations(tiny_folder):
 
 @needs_packing
 def test_a_decode_does_not_depend_on_its_neighbours(tiny_folder):
-    engine = TorchEngine.from_path(str(tiny_folder), "bfloat16", weights="int4", kv_budget_tokens=1024, max_batch=4,
-                                   prefill_chunk=8, prefix_cache=False)
+    engine = TorchEngine.from_path(
+        str(tiny_folder),
+        "bfloat16",
+        weights="int4",
+        kv_budget_tokens=1024,
+        max_batch=4,
+        prefill_chunk=8,
+        prefix_cache=False,
+    )
     assert all(isinstance(layer.gate_up, SplitProduct) for layer in engine.model.layers)
     prompt = engine.tokenize("the kernel schedules agents and their calls")
     solo = generate(engine, {"solo": prompt}, max_tokens=24, ignore_eos=True)["solo"].tokens
@@ -50,8 +58,13 @@ def test_a_decode_does_not_depend_on_its_neighbours(tiny_folder):
     while "again" not in results:
         record(engine.step(), results)
     for i in range(3):
-        engine.add(EngineRequest(f"other{i}", engine.tokenize(f"a longer prompt number {i} " * 6),
-                                 SamplingParams(max_tokens=4, ignore_eos=True)))
+        engine.add(
+            EngineRequest(
+                f"other{i}",
+                engine.tokenize(f"a longer prompt number {i} " * 6),
+                SamplingParams(max_tokens=4, ignore_eos=True),
+            )
+        )
     done = drain(engine, results)
     assert done["again"].tokens == solo
 

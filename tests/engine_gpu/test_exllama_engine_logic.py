@@ -1,5 +1,6 @@
 """The ExLlamaV2 engine's own logic (pages, batching, chunked prefill, KV save/load, prefix sharing, sampling state),
 run on the CPU against a toy paged model that keeps ExLlamaV2's paged-forward contract."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine
 from kernel.engine.core.interface import EngineError, EngineRequest, KVMeta, SamplingParams
+from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine
 from tests.engine_gpu.toy_paged_runtime import ByteTokenizer, ToyPagedRuntime
 
 PAGE = ToyPagedRuntime.page_size
@@ -16,8 +17,9 @@ GREEDY = SamplingParams(max_tokens=12, ignore_eos=True)
 
 
 def make_engine(n_pages: int = 8, max_batch: int = 8, prefill_chunk: int = 96) -> ExLlamaV2Engine:
-    return ExLlamaV2Engine(ToyPagedRuntime(n_pages=n_pages), ByteTokenizer(), max_batch=max_batch,
-                           prefill_chunk=prefill_chunk)
+    return ExLlamaV2Engine(
+        ToyPagedRuntime(n_pages=n_pages), ByteTokenizer(), max_batch=max_batch, prefill_chunk=prefill_chunk
+    )
 
 
 def prompt(n: int, salt: int = 0) -> list[int]:
@@ -54,7 +56,7 @@ def steps_until(engine: ExLlamaV2Engine, req_id: str, n_tokens: int) -> list[int
 
 
 def test_batched_equals_solo_across_pages_and_chunks():
-    lengths = [5, 300, 40, 530]          # one page, several pages, chunked prefills of several steps
+    lengths = [5, 300, 40, 530]  # one page, several pages, chunked prefills of several steps
     reqs = [EngineRequest(f"r{i}", prompt(n, i), GREEDY) for i, n in enumerate(lengths)]
     together = run(make_engine(), reqs)
     for r in reqs:
@@ -68,7 +70,7 @@ def test_greedy_is_deterministic():
     assert run(make_engine(), reqs()) == run(make_engine(), reqs())
 
 
-@pytest.mark.parametrize("kv_at_snapshot", [100, 200, 256, 270])   # mid-prefill, chunk edge, page edge, decoding
+@pytest.mark.parametrize("kv_at_snapshot", [100, 200, 256, 270])  # mid-prefill, chunk edge, page edge, decoding
 def test_save_abort_load_continues_identically(kv_at_snapshot):
     params = SamplingParams(max_tokens=30, ignore_eos=True)
     full = run(make_engine(prefill_chunk=100), [EngineRequest("a", prompt(250), params)])["a"]
@@ -85,7 +87,7 @@ def test_save_abort_load_continues_identically(kv_at_snapshot):
     assert meta.n_kv_tokens == kv_at_snapshot and list(meta.token_ids) == prompt(250) + before
 
     resumed = EngineRequest("a", prompt(250), params, output_ids=before)
-    other = make_engine(prefill_chunk=100)       # a fresh cache: nothing left to reuse by accident
+    other = make_engine(prefill_chunk=100)  # a fresh cache: nothing left to reuse by accident
     other.load_kv(resumed, meta, memoryview(buf))
     assert before + drain(other, "a") == full
 
@@ -99,7 +101,7 @@ def test_load_of_fewer_tokens_than_the_snapshot_holds():
     buf = bytearray(engine.kv_nbytes("a"))
     meta = engine.save_kv("a", memoryview(buf))
     engine.abort("a")
-    full_kv = dataclasses.replace(meta, token_ids=meta.token_ids[:meta.n_kv_tokens])
+    full_kv = dataclasses.replace(meta, token_ids=meta.token_ids[: meta.n_kv_tokens])
     tokens = list(full_kv.token_ids)
     engine.load_kv(EngineRequest("a", tokens, GREEDY), full_kv, memoryview(buf))
     reloaded = bytearray(engine.kv_nbytes("a"))
@@ -107,8 +109,7 @@ def test_load_of_fewer_tokens_than_the_snapshot_holds():
     # Snapshot bytes are [layer, K/V, token, row]: the reloaded tokens' rows must be the snapshot's own.
     blocks = 2 * meta.layout.n_layers
     saved = np.frombuffer(buf, np.uint8).reshape(blocks, meta.n_kv_tokens, -1)
-    assert np.array_equal(np.frombuffer(reloaded, np.uint8).reshape(blocks, meta.n_kv_tokens - 1, -1),
-                          saved[:, :-1])
+    assert np.array_equal(np.frombuffer(reloaded, np.uint8).reshape(blocks, meta.n_kv_tokens - 1, -1), saved[:, :-1])
     assert drain(engine, "a") == run(make_engine(), [EngineRequest("a", tokens, GREEDY)])["a"]
 
 
@@ -136,7 +137,7 @@ def test_shared_prefix_pages_are_reused_not_recomputed():
     first = run(engine, [EngineRequest("a", system + prompt(15, 1), GREEDY)])["a"]
     runtime.tokens_run = 0
     second = run(engine, [EngineRequest("b", system + prompt(15, 2), GREEDY)])["b"]
-    assert runtime.tokens_run == (10 + 15 - 1) + GREEDY.max_tokens       # two full pages shared
+    assert runtime.tokens_run == (10 + 15 - 1) + GREEDY.max_tokens  # two full pages shared
     assert second == run(make_engine(), [EngineRequest("b", system + prompt(15, 2), GREEDY)])["b"]
     assert first != second
 
@@ -167,7 +168,7 @@ def test_stop_string_ends_the_sequence_and_is_withheld():
         events += engine.step()
     streamed = "".join(e.text for e in events)
     assert events[-1].finish_reason == "stop"
-    assert streamed == text[:text.index(stop)]
+    assert streamed == text[: text.index(stop)]
 
 
 def test_finished_sequence_can_still_be_snapshotted_until_next_step():
@@ -199,7 +200,7 @@ def test_capacity_accounting_and_full_cache():
 def test_out_of_pages_preempts_the_youngest_and_recomputes_it():
     engine = make_engine(n_pages=2)
     params = SamplingParams(max_tokens=20, ignore_eos=True)
-    a = EngineRequest("a", prompt(PAGE - 2), params)            # crosses into a second page while decoding
+    a = EngineRequest("a", prompt(PAGE - 2), params)  # crosses into a second page while decoding
     b = EngineRequest("b", prompt(10, 1), params)
     engine.add(a)
     engine.add(b)
@@ -216,16 +217,19 @@ def test_out_of_pages_preempts_the_youngest_and_recomputes_it():
     assert out["b"] == run(make_engine(), [b])["b"]
 
 
-@pytest.mark.parametrize("req, message", [
-    (EngineRequest("x", [], GREEDY), "empty prompt"),
-    (EngineRequest("x", [1, 999], GREEDY), "token ids"),
-    (EngineRequest("x", [1, 2], SamplingParams(max_tokens=0)), "max_tokens"),
-    (EngineRequest("x", [1, 2], SamplingParams(temperature=-1)), "temperature"),
-    (EngineRequest("x", [1, 2], SamplingParams(top_p=0)), "top_p"),
-    (EngineRequest("x", prompt(5000), GREEDY), "context"),
-    (EngineRequest("x", [1, 2], SamplingParams(max_tokens=2), output_ids=[3, 4]), "already produced"),
-    (EngineRequest("", [1, 2], GREEDY), "req_id"),
-])
+@pytest.mark.parametrize(
+    "req, message",
+    [
+        (EngineRequest("x", [], GREEDY), "empty prompt"),
+        (EngineRequest("x", [1, 999], GREEDY), "token ids"),
+        (EngineRequest("x", [1, 2], SamplingParams(max_tokens=0)), "max_tokens"),
+        (EngineRequest("x", [1, 2], SamplingParams(temperature=-1)), "temperature"),
+        (EngineRequest("x", [1, 2], SamplingParams(top_p=0)), "top_p"),
+        (EngineRequest("x", prompt(5000), GREEDY), "context"),
+        (EngineRequest("x", [1, 2], SamplingParams(max_tokens=2), output_ids=[3, 4]), "already produced"),
+        (EngineRequest("", [1, 2], GREEDY), "req_id"),
+    ],
+)
 def test_bad_requests_are_refused_with_a_clear_error(req, message):
     engine = make_engine()
     with pytest.raises(EngineError, match=message):
@@ -248,8 +252,9 @@ def test_bad_snapshots_and_ids_are_refused():
     engine.abort("a")
     with pytest.raises(EngineError, match="unknown request id"):
         engine.save_kv("a", memoryview(buf))
-    other_layout = KVMeta(ToyPagedRuntime(n_layers=3).layout(), meta.token_ids, meta.prompt_len, meta.n_kv_tokens,
-                          meta.nbytes)
+    other_layout = KVMeta(
+        ToyPagedRuntime(n_layers=3).layout(), meta.token_ids, meta.prompt_len, meta.n_kv_tokens, meta.nbytes
+    )
     resumed = EngineRequest("a", list(meta.token_ids), GREEDY)
     with pytest.raises(EngineError, match="layout"):
         engine.load_kv(resumed, other_layout, memoryview(buf))
@@ -258,4 +263,4 @@ def test_bad_snapshots_and_ids_are_refused():
     with pytest.raises(EngineError, match="bytes"):
         engine.load_kv(resumed, meta, memoryview(buf)[:-4])
     assert engine.capacity().free_slots == engine.capacity().total_slots
-    engine.abort("never-seen")                                   # unknown ids are ignored
+    engine.abort("never-seen")  # unknown ids are ignored

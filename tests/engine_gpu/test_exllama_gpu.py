@@ -1,4 +1,5 @@
 """The ExLlamaV2 engine on a real GPU with a real EXL2 model (folder given by AIOS_EXL2_MODEL); skipped elsewhere."""
+
 from __future__ import annotations
 
 import os
@@ -13,12 +14,16 @@ MODEL = os.environ.get("AIOS_EXL2_MODEL")
 if not MODEL:
     pytest.skip("set AIOS_EXL2_MODEL to an EXL2 model folder", allow_module_level=True)
 
-from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine  # noqa: E402
 from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine  # noqa: E402
 
 GREEDY = SamplingParams(max_tokens=24, ignore_eos=True)
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,",
-           "List three primary colours:"]
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a land far away,",
+    "List three primary colours:",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,7 @@ def drain(engine: ExLlamaV2Engine) -> dict[str, list[int]]:
         for e in engine.step():
             if e.token_id >= 0:
                 out.setdefault(e.req_id, []).append(e.token_id)
-    engine.step()                                    # releases the finished sequences' pages
+    engine.step()  # releases the finished sequences' pages
     return out
 
 
@@ -62,7 +67,7 @@ def test_greedy_is_deterministic(engine):
 
 def test_batched_equals_solo(engine):
     prompts = {f"p{i}": engine.tokenize(p) for i, p in enumerate(PROMPTS)}
-    prompts["long"] = engine.tokenize(" ".join(PROMPTS) * 40)[:700]      # several pages, chunked prefill
+    prompts["long"] = engine.tokenize(" ".join(PROMPTS) * 40)[:700]  # several pages, chunked prefill
     together = generate(engine, prompts)
     for req_id, ids in prompts.items():
         assert generate(engine, {req_id + "-solo": ids})[req_id + "-solo"] == together[req_id], req_id
@@ -73,7 +78,7 @@ def test_save_abort_load_continues_identically(engine):
     params = SamplingParams(max_tokens=32, temperature=0.8, top_p=0.95, seed=7, ignore_eos=True)
     full = generate(engine, {"full": ids}, params)["full"]
 
-    engine.add(EngineRequest("r", ids, params))        # seeded sampling: the RNG state travels with the KV
+    engine.add(EngineRequest("r", ids, params))  # seeded sampling: the RNG state travels with the KV
     before: list[int] = []
     while len(before) < 10:
         before += [e.token_id for e in engine.step()]

@@ -1,4 +1,5 @@
 """On a machine without CUDA or exllamav2 the GPU engine still imports, and loading says clearly what is missing."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,18 @@ import sys
 import pytest
 import torch
 
+from kernel.engine.core.interface import EngineError
 from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine
 from kernel.engine.gpu.exllama_runtime import ExLlamaUnavailable
-from kernel.engine.core.interface import EngineError
 
 
 def test_module_imports_without_loading_exllamav2_or_cuda():
     # A fresh interpreter, so nothing else has imported exllamav2 or initialised CUDA before.
-    code = ("import sys, torch, kernel.engine.gpu.exllama_engine; "
-            "assert 'exllamav2' not in sys.modules and 'flash_attn' not in sys.modules; "
-            "assert not torch.cuda.is_initialized()")
+    code = (
+        "import sys, torch, kernel.engine.gpu.exllama_engine; "
+        "assert 'exllamav2' not in sys.modules and 'flash_attn' not in sys.modules; "
+        "assert not torch.cuda.is_initialized()"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 

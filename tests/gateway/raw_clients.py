@@ -1,5 +1,6 @@
 """Raw-socket HTTP clients for the gateway's hostile-client tests: what httpx will not do (stop mid-headers, hold a
 connection idle, pick a loopback source address so one machine is many clients)."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sdk.gateway.process import GatewayProcess
+from kernel.gateway.process import GatewayProcess
 
-WAIT_S = 60.0       # generous: the machine is shared
+WAIT_S = 60.0  # generous: the machine is shared
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -21,7 +22,7 @@ def host_port(url: str) -> tuple[str, int]:
 
 def connect(url: str, source: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))            # all of 127/8 is loopback on Linux: each source address is another client
+    sock.bind((source, 0))  # all of 127/8 is loopback on Linux: each source address is another client
     sock.settimeout(WAIT_S)
     sock.connect(host_port(url))
     return sock
@@ -42,8 +43,9 @@ def read_response(sock: socket.socket) -> bytes:
             return data
         data += part
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     while len(body) < length:
         part = sock.recv(65536)
         if not part:
@@ -88,7 +90,7 @@ def rss_kib(pid: int) -> int:
 
 @contextmanager
 def gateway(address: str, keys_path: str | None, workdir: Path, name: str, **limits):
-    """A gateway process of its own with connection limits (sdk/gateway/connections.py) from limits; no default keys
+    """A gateway process of its own with connection limits (kernel/gateway/connections.py) from limits; no default keys
     file is picked up (XDG_CONFIG_HOME is workdir)."""
     env = {"XDG_CONFIG_HOME": str(workdir), **{f"AIOS_GATEWAY_{k.upper()}": str(v) for k, v in limits.items()}}
     os.makedirs(workdir, exist_ok=True)

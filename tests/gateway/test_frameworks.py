@@ -3,6 +3,7 @@ default (Responses API) mode, streamed and not, pydantic-ai (chat completions: t
 structured output) and a LangGraph ReAct agent on langchain-openai (streamed chat, tool calls assembled from deltas). What is asserted is the plumbing, not the small default model's wisdom: a tool is called with
 arguments valid for its schema (tool_choice required), its result reaches the model, and the framework returns an
 answer of the declared type."""
+
 import json
 import os
 import subprocess
@@ -24,14 +25,21 @@ SCRIPT = Path(__file__).parent / "frameworks" / "openai_agents_weather.py"
 @pytest.fixture(scope="module")
 def model(stack):
     import openai
+
     return openai.OpenAI(base_url=stack.gateway.url, api_key=stack.keys["alice"]).models.list().data[0].id
 
 
 # ---- the OpenAI Agents SDK (its own process: its package `agents` is shadowed by this repository's agents/) ----------
 def run_openai_agent(stack, model, tmp_path, *extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    done = subprocess.run([sys.executable, "-P", str(SCRIPT), stack.gateway.url, stack.keys["alice"], model, *extra],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    done = subprocess.run(
+        [sys.executable, "-P", str(SCRIPT), stack.gateway.url, stack.keys["alice"], model, *extra],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -57,12 +65,17 @@ def pydantic_model(stack, model) -> OpenAIChatModel:
 
 
 def tool_calls_of(result) -> list:
-    return [part for message in result.all_messages() for part in getattr(message, "parts", ())
-            if type(part).__name__ == "ToolCallPart"]
+    return [
+        part
+        for message in result.all_messages()
+        for part in getattr(message, "parts", ())
+        if type(part).__name__ == "ToolCallPart"
+    ]
 
 
 def test_pydantic_ai_agent_calls_its_tool_and_returns_the_answer(stack, model):
     seen = []
+
     def settings(ctx) -> dict:
         # a call is required until the tool answered; then the model may answer in text
         answered = any(type(p).__name__ == "ToolReturnPart" for m in ctx.messages for p in getattr(m, "parts", ()))
@@ -83,19 +96,23 @@ def test_pydantic_ai_agent_calls_its_tool_and_returns_the_answer(stack, model):
 
 
 def test_pydantic_ai_tool_output_mode_returns_a_valid_model(stack, model):
-    agent = Agent(pydantic_model(stack, model), output_type=Weather,
-                  model_settings={"max_tokens": 60, "temperature": 0.0})
+    agent = Agent(
+        pydantic_model(stack, model), output_type=Weather, model_settings={"max_tokens": 60, "temperature": 0.0}
+    )
     result = agent.run_sync("Is it sunny in Paris? Answer with the city and whether it is sunny.")
     assert isinstance(result.output, Weather)
-    assert tool_calls_of(result)          # the output came through a (constrained) tool call
+    assert tool_calls_of(result)  # the output came through a (constrained) tool call
 
 
 def test_pydantic_ai_native_structured_output(stack, model):
-    agent = Agent(pydantic_model(stack, model), output_type=NativeOutput(Weather),
-                  model_settings={"max_tokens": 60, "temperature": 0.0})
+    agent = Agent(
+        pydantic_model(stack, model),
+        output_type=NativeOutput(Weather),
+        model_settings={"max_tokens": 60, "temperature": 0.0},
+    )
     result = agent.run_sync("Is it sunny in Paris? Answer with the city and whether it is sunny.")
     assert isinstance(result.output, Weather)
-    assert not tool_calls_of(result)      # response_format json_schema, no tool
+    assert not tool_calls_of(result)  # response_format json_schema, no tool
 
 
 # ---- LangGraph (a ReAct agent on langchain-openai's ChatOpenAI, streamed: it assembles tool calls from deltas) --------
@@ -113,8 +130,16 @@ def test_langgraph_react_agent_calls_its_tool_and_answers(stack, model):
         seen.append(city)
         return f"It is sunny and 21 C in {city}."
 
-    llm = ChatOpenAI(model=model, base_url=stack.gateway.url, api_key=stack.keys["alice"], max_tokens=48,
-                     temperature=0, streaming=True, max_retries=0, timeout=WAIT_S)
+    llm = ChatOpenAI(
+        model=model,
+        base_url=stack.gateway.url,
+        api_key=stack.keys["alice"],
+        max_tokens=48,
+        temperature=0,
+        streaming=True,
+        max_retries=0,
+        timeout=WAIT_S,
+    )
     required, free = llm.bind_tools([get_weather], tool_choice="required"), llm.bind_tools([get_weather])
 
     def pick(state, _runtime):

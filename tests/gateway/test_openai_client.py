@@ -1,6 +1,7 @@
 """The gateway through the official openai client (sync, async, streaming) against a real aiosd: answers equal the
 SDK's for the same call, options reach the kernel, errors are the right HTTP statuses, keys are agents, and a client
 that leaves cancels its call in the kernel."""
+
 import asyncio
 import json
 import time
@@ -12,18 +13,25 @@ import pytest
 import sdk
 from ipc import runtime_dir
 from ipc.address import admin_token_path
-from sdk.gateway import keys
-from sdk.gateway.process import GatewayProcess
+from kernel.gateway import keys
+from kernel.gateway.process import GatewayProcess
 
-PROMPTS = ["The capital of France is", "1, 2, 3, 4,", "def fibonacci(n):", "Roses are red,",
-           "The opposite of hot is", "Monday, Tuesday,", "import numpy as", "Once upon a time"]
-COUNTING = "1, 2, 3, 4, 5,"        # greedy raw completion runs to max_tokens (no EOS for hundreds of tokens)
+PROMPTS = [
+    "The capital of France is",
+    "1, 2, 3, 4,",
+    "def fibonacci(n):",
+    "Roses are red,",
+    "The opposite of hot is",
+    "Monday, Tuesday,",
+    "import numpy as",
+    "Once upon a time",
+]
+COUNTING = "1, 2, 3, 4, 5,"  # greedy raw completion runs to max_tokens (no EOS for hundreds of tokens)
 WAIT_S = 120.0
 
 
 def client(stack, agent="alice", **kwargs) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.gateway.url, api_key=stack.keys[agent], max_retries=0, timeout=WAIT_S,
-                         **kwargs)
+    return openai.OpenAI(base_url=stack.gateway.url, api_key=stack.keys[agent], max_retries=0, timeout=WAIT_S, **kwargs)
 
 
 def chat_of(text: str) -> list[dict]:
@@ -66,16 +74,21 @@ def test_chat_equals_the_sdk_and_carries_usage(stack, reference, model):
     reply = client(stack).chat.completions.create(model=model, messages=messages, max_tokens=12)
     assert reply.choices[0].message.content == expected.text
     assert reply.choices[0].finish_reason == {"eos": "stop", "length": "length"}[expected.finish_reason]
-    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (expected.usage.prompt_tokens,
-                                                                          expected.usage.completion_tokens)
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
+        expected.usage.prompt_tokens,
+        expected.usage.completion_tokens,
+    )
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
 def test_streamed_chat_equals_the_unstreamed_one_and_ends_with_usage(stack, model):
     messages = chat_of("Name three animals.")
     whole = client(stack).chat.completions.create(model=model, messages=messages, max_tokens=12)
-    chunks = list(client(stack).chat.completions.create(model=model, messages=messages, max_tokens=12, stream=True,
-                                                        stream_options={"include_usage": True}))
+    chunks = list(
+        client(stack).chat.completions.create(
+            model=model, messages=messages, max_tokens=12, stream=True, stream_options={"include_usage": True}
+        )
+    )
     deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
     assert len([d for d in deltas if d]) > 1
     assert "".join(deltas) == whole.choices[0].message.content
@@ -97,36 +110,52 @@ def test_sampling_options_reach_the_kernel(stack, reference, model):
     expected = reference.generate(PROMPTS[7], **options)
     assert client(stack).completions.create(model=model, prompt=PROMPTS[7], **options).choices[0].text == expected
     greedy = reference.generate(COUNTING, max_tokens=12)
-    stop = greedy.strip().split()[2]            # a word the greedy answer has: generation stops before it
+    stop = greedy.strip().split()[2]  # a word the greedy answer has: generation stops before it
     reply = client(stack).completions.create(model=model, prompt=COUNTING, max_tokens=12, stop=[stop])
     assert reply.choices[0].text == reference.generate(COUNTING, max_tokens=12, stop=(stop,))
     assert reply.choices[0].finish_reason == "stop" and stop not in reply.choices[0].text
 
 
 def test_tools_come_back_as_the_kernel_returns_them(stack, reference, model):
-    tools = [{"type": "function", "function": {
-        "name": "calculate", "description": "Evaluate an arithmetic expression",
-        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
-                       "required": ["expression"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "calculate",
+                "description": "Evaluate an arithmetic expression",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"expression": {"type": "string"}},
+                    "required": ["expression"],
+                },
+            },
+        }
+    ]
     messages = chat_of("What is 17 * 23?")
     expected = reference.chat(messages, tools=tools, tool_choice="required", max_tokens=40, full=True)
-    reply = client(stack).chat.completions.create(model=model, messages=messages, tools=tools,
-                                                  tool_choice="required", max_tokens=40)
+    reply = client(stack).chat.completions.create(
+        model=model, messages=messages, tools=tools, tool_choice="required", max_tokens=40
+    )
     message = reply.choices[0].message
     assert [(c.function.name, c.function.arguments) for c in message.tool_calls or []] == [
-        (c.name, c.arguments) for c in expected.tool_calls]
+        (c.name, c.arguments) for c in expected.tool_calls
+    ]
     assert all(c.id and c.type == "function" for c in message.tool_calls or [])
     assert reply.choices[0].finish_reason == ("tool_calls" if expected.tool_calls else "length")
     assert (message.content or "") == expected.text
-    streamed = list(client(stack).chat.completions.create(model=model, messages=messages, tools=tools,
-                                                          tool_choice="required", max_tokens=40, stream=True))
+    streamed = list(
+        client(stack).chat.completions.create(
+            model=model, messages=messages, tools=tools, tool_choice="required", max_tokens=40, stream=True
+        )
+    )
     # streamed as generated (id and name first, then argument fragments): joined per index, the kernel's calls
     joined: dict[int, list] = {}
     for call in (call for c in streamed for call in (c.choices[0].delta.tool_calls or [])):
         entry = joined.setdefault(call.index, [call.function.name, ""])
         entry[1] += call.function.arguments or ""
     assert [(name, json.loads(arguments)) for name, arguments in joined.values()] == [
-        (c.name, json.loads(c.arguments)) for c in expected.tool_calls]
+        (c.name, json.loads(c.arguments)) for c in expected.tool_calls
+    ]
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == expected.text
 
 
@@ -136,8 +165,12 @@ def test_async_clients_streaming_at_once_each_get_their_own_answer(stack, refere
 
     async def main():
         agents = ["alice", "bob", "flood"]
-        clients = [openai.AsyncOpenAI(base_url=stack.gateway.url, api_key=stack.keys[agents[i % 3]],
-                                      max_retries=0, timeout=WAIT_S) for i in range(len(PROMPTS))]
+        clients = [
+            openai.AsyncOpenAI(
+                base_url=stack.gateway.url, api_key=stack.keys[agents[i % 3]], max_retries=0, timeout=WAIT_S
+            )
+            for i in range(len(PROMPTS))
+        ]
 
         async def one(c, prompt):
             stream = await c.completions.create(model=model, prompt=prompt, max_tokens=10, stream=True)
@@ -154,18 +187,32 @@ def test_async_clients_streaming_at_once_each_get_their_own_answer(stack, refere
 def test_errors_are_http_statuses_with_openai_bodies(stack, model):
     good = {"model": model, "messages": chat_of("hi"), "max_tokens": 1}
     cases = [
-        (openai.AuthenticationError, 401, lambda: openai.OpenAI(base_url=stack.gateway.url, api_key="sk-aios-nope",
-                                                                max_retries=0).chat.completions.create(**good)),
+        (
+            openai.AuthenticationError,
+            401,
+            lambda: openai.OpenAI(
+                base_url=stack.gateway.url, api_key="sk-aios-nope", max_retries=0
+            ).chat.completions.create(**good),
+        ),
         (openai.NotFoundError, 404, lambda: client(stack).chat.completions.create(**{**good, "model": "gpt-4"})),
         (openai.BadRequestError, 400, lambda: client(stack).chat.completions.create(**{**good, "top_p": 7})),
         (openai.BadRequestError, 400, lambda: client(stack).chat.completions.create(**{**good, "messages": []})),
         (openai.APIStatusError, 413, lambda: client(stack).chat.completions.create(**{**good, "max_tokens": 100_000})),
-        (openai.RateLimitError, 429, lambda: client(stack, "flood").chat.completions.create(
-            **{**good, "messages": chat_of("hello " * 1500)})),
-        (openai.PermissionDeniedError, 403, lambda: client(stack).chat.completions.create(
-            **good, extra_headers={"x-aios-priority": "6"})),
-        (openai.BadRequestError, 400, lambda: client(stack).chat.completions.create(
-            **good, extra_headers={"x-aios-priority": "high"})),
+        (
+            openai.RateLimitError,
+            429,
+            lambda: client(stack, "flood").chat.completions.create(**{**good, "messages": chat_of("hello " * 1500)}),
+        ),
+        (
+            openai.PermissionDeniedError,
+            403,
+            lambda: client(stack).chat.completions.create(**good, extra_headers={"x-aios-priority": "6"}),
+        ),
+        (
+            openai.BadRequestError,
+            400,
+            lambda: client(stack).chat.completions.create(**good, extra_headers={"x-aios-priority": "high"}),
+        ),
     ]
     for kind, status, call in cases:
         with pytest.raises(kind) as raised:
@@ -180,7 +227,8 @@ def test_no_kernel_is_503(tmp_path, model):
     with GatewayProcess(f"ipc://{tmp_path}/nobody.sock", None, tmp_path / "gateway.log") as orphan:
         with pytest.raises(openai.APIStatusError) as raised:
             openai.OpenAI(base_url=orphan.url, api_key="any", max_retries=0).chat.completions.create(
-                model=model, messages=chat_of("hi"), max_tokens=1)
+                model=model, messages=chat_of("hi"), max_tokens=1
+            )
         assert raised.value.status_code == 503 and raised.value.body["code"] == "kernel_unavailable"
 
 
@@ -194,8 +242,11 @@ def test_each_key_is_its_own_agent_and_revoked_keys_stop_at_once(stack, model):
 
     # a key with grants: the gateway mints the agent's grant token with the operator's admin token
     granted = keys.add(stack.keys_path, "granted", grants=["proc.view"])
-    assert openai.OpenAI(base_url=stack.gateway.url, api_key=granted, max_retries=0).chat.completions.create(
-        model=model, messages=chat_of("hi"), max_tokens=1).choices
+    assert (
+        openai.OpenAI(base_url=stack.gateway.url, api_key=granted, max_retries=0)
+        .chat.completions.create(model=model, messages=chat_of("hi"), max_tokens=1)
+        .choices
+    )
 
     late = keys.add(stack.keys_path, "late")
     late_client = openai.OpenAI(base_url=stack.gateway.url, api_key=late, max_retries=0)
@@ -222,8 +273,11 @@ def test_a_client_giving_up_on_an_unstreamed_call_cancels_it(stack, reference, m
     before = reference.stats()["tokens_generated"]
     with httpx2.Client(timeout=httpx2.Timeout(WAIT_S, read=0.5)) as http:
         with pytest.raises(httpx2.ReadTimeout):
-            http.post(f"{stack.gateway.url}/completions", headers={"authorization": f"Bearer {stack.keys['alice']}"},
-                      json={"model": model, "prompt": COUNTING, "max_tokens": 1000})
+            http.post(
+                f"{stack.gateway.url}/completions",
+                headers={"authorization": f"Bearer {stack.keys['alice']}"},
+                json={"model": model, "prompt": COUNTING, "max_tokens": 1000},
+            )
     wait_until_no_held_calls(reference)
     assert reference.stats()["tokens_generated"] - before < 1000
     assert stack.gateway.alive()

@@ -1,6 +1,7 @@
 """The Responses API (/v1/responses) through the official openai client's client.responses.create against a real
 gateway and aiosd: text, streamed events in OpenAI's order, function tools (streamed arguments, schema-valid),
 previous_response_id carrying the conversation per key; and the per-key store's bounds (hypothesis vs a model)."""
+
 import json
 from collections import OrderedDict
 
@@ -10,12 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdk.gateway.response_store import ResponseStore
+from kernel.gateway.response_store import ResponseStore
 
 WAIT_S = 120.0
-WEATHER = {"type": "function", "name": "get_weather", "description": "The weather of a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
-                          "required": ["city"], "additionalProperties": False}}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather of a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
 
 
 def client(stack, agent="alice") -> openai.OpenAI:
@@ -28,16 +37,18 @@ def model(stack):
 
 
 def test_text_response(stack, model):
-    response = client(stack).responses.create(model=model, input="Say hello.", instructions="Be brief.",
-                                              max_output_tokens=16)
+    response = client(stack).responses.create(
+        model=model, input="Say hello.", instructions="Be brief.", max_output_tokens=16
+    )
     assert response.status in ("completed", "incomplete") and response.id.startswith("resp_")
     assert response.output[0].type == "message" and response.output_text
     assert response.usage.output_tokens >= 1 and response.usage.input_tokens > 1
 
 
 def test_streamed_text_events_in_order(stack, model):
-    events = list(client(stack).responses.create(model=model, input="Count to five.", max_output_tokens=16,
-                                                 stream=True))
+    events = list(
+        client(stack).responses.create(model=model, input="Count to five.", max_output_tokens=16, stream=True)
+    )
     kinds = [e.type for e in events]
     assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
     assert kinds[-1] in ("response.completed", "response.incomplete")
@@ -49,14 +60,26 @@ def test_streamed_text_events_in_order(stack, model):
 
 def test_function_call_then_its_output_through_previous_response_id(stack, model):
     api = client(stack)
-    first = api.responses.create(model=model, input="What is the weather in Paris?", tools=[WEATHER],
-                                 tool_choice="required", max_output_tokens=60)
+    first = api.responses.create(
+        model=model,
+        input="What is the weather in Paris?",
+        tools=[WEATHER],
+        tool_choice="required",
+        max_output_tokens=60,
+    )
     calls = [item for item in first.output if item.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather"
     jsonschema.validate(json.loads(calls[0].arguments), WEATHER["parameters"])
-    second = api.responses.create(model=model, previous_response_id=first.id, tools=[WEATHER], max_output_tokens=24,
-                                  input=[{"type": "function_call_output", "call_id": calls[0].call_id,
-                                          "output": json.dumps({"temperature_c": 21})}], tool_choice="none")
+    second = api.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        tools=[WEATHER],
+        max_output_tokens=24,
+        input=[
+            {"type": "function_call_output", "call_id": calls[0].call_id, "output": json.dumps({"temperature_c": 21})}
+        ],
+        tool_choice="none",
+    )
     assert second.output[0].type == "message" and second.output_text
     assert second.previous_response_id == first.id
     third = api.responses.create(model=model, previous_response_id=second.id, input="Thanks.", max_output_tokens=4)
@@ -65,14 +88,23 @@ def test_function_call_then_its_output_through_previous_response_id(stack, model
 
 
 def test_streamed_function_call_arguments(stack, model):
-    events = list(client(stack).responses.create(model=model, input="Weather in Rome?", tools=[WEATHER],
-                                                 tool_choice="required", max_output_tokens=60, stream=True))
+    events = list(
+        client(stack).responses.create(
+            model=model,
+            input="Weather in Rome?",
+            tools=[WEATHER],
+            tool_choice="required",
+            max_output_tokens=60,
+            stream=True,
+        )
+    )
     kinds = [e.type for e in events]
     added = next(e for e in events if e.type == "response.output_item.added")
     assert added.item.type == "function_call" and added.item.name == "get_weather"
     deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
     assert len(deltas) >= 2 and kinds.index("response.function_call_arguments.delta") > kinds.index(
-        "response.output_item.added")
+        "response.output_item.added"
+    )
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
     assert done.arguments == "".join(deltas)
     jsonschema.validate(json.loads(done.arguments), WEATHER["parameters"])
@@ -83,8 +115,9 @@ def test_streamed_function_call_arguments(stack, model):
 def test_previous_response_of_another_key_is_not_found(stack, model):
     mine = client(stack, "alice").responses.create(model=model, input="Hi", max_output_tokens=4)
     with pytest.raises(openai.NotFoundError):
-        client(stack, "bob").responses.create(model=model, input="Hi", previous_response_id=mine.id,
-                                              max_output_tokens=4)
+        client(stack, "bob").responses.create(
+            model=model, input="Hi", previous_response_id=mine.id, max_output_tokens=4
+        )
     with pytest.raises(openai.NotFoundError):
         client(stack).responses.create(model=model, input="Hi", previous_response_id="resp_nope", max_output_tokens=4)
 
@@ -92,8 +125,7 @@ def test_previous_response_of_another_key_is_not_found(stack, model):
 def test_unstored_response_cannot_be_continued(stack, model):
     response = client(stack).responses.create(model=model, input="Hi", max_output_tokens=4, store=False)
     with pytest.raises(openai.NotFoundError):
-        client(stack).responses.create(model=model, input="Hi", previous_response_id=response.id,
-                                       max_output_tokens=4)
+        client(stack).responses.create(model=model, input="Hi", previous_response_id=response.id, max_output_tokens=4)
 
 
 def test_hosted_tools_are_refused_naming_the_type(stack, model):
@@ -103,8 +135,10 @@ def test_hosted_tools_are_refused_naming_the_type(stack, model):
 
 
 # ---- the store's bounds -------------------------------------------------------------------------------------------------
-OPS = st.lists(st.tuples(st.sampled_from(["put", "get"]), st.sampled_from(["k1", "k2"]), st.integers(0, 9),
-                         st.integers(0, 300)), max_size=60)
+OPS = st.lists(
+    st.tuples(st.sampled_from(["put", "get"]), st.sampled_from(["k1", "k2"]), st.integers(0, 9), st.integers(0, 300)),
+    max_size=60,
+)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

@@ -1,6 +1,7 @@
-"""Streamed tool calls: the parser (sdk/gateway/tool_stream.py) over every split of the kernel's raw text into deltas
+"""Streamed tool calls: the parser (kernel/gateway/tool_stream.py) over every split of the kernel's raw text into deltas
 (hypothesis), and the gateway streaming a real aiosd's calls as OpenAI does: id and name first, then argument
 fragments, several calls under parallel_tool_calls; first-delta latency against end-of-call printed."""
+
 import json
 import time
 
@@ -12,21 +13,26 @@ from hypothesis import strategies as st
 
 from ipc.messages import Completion, Timing, ToolCall, Usage
 from kernel.engine.structured.tool_formats import GENERIC
-from sdk.gateway.tool_stream import ArgumentsDelta, CallStart, ContentDelta, ToolDeltas
+from kernel.gateway.tool_stream import ArgumentsDelta, CallStart, ContentDelta, ToolDeltas
 
 WAIT_S = 120.0
-_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=12),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                   max_size=3), max_leaves=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 ARGUMENTS = st.dictionaries(st.text(max_size=8), _JSON, max_size=4)
 NAMES = st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True)
 
 
 def completion(text: str, calls: list[tuple[str, dict]]) -> Completion:
-    return Completion(text=text, finish_reason="tool_calls" if calls else "eos", usage=Usage(prompt_tokens=1,
-                      completion_tokens=1), timing=Timing(queue_s=0, ttft_s=0, total_s=0),
-                      tool_calls=[ToolCall(id=f"k{i}", name=n, arguments=json.dumps(a)) for i, (n, a) in
-                                  enumerate(calls)])
+    return Completion(
+        text=text,
+        finish_reason="tool_calls" if calls else "eos",
+        usage=Usage(prompt_tokens=1, completion_tokens=1),
+        timing=Timing(queue_s=0, ttft_s=0, total_s=0),
+        tool_calls=[ToolCall(id=f"k{i}", name=n, arguments=json.dumps(a)) for i, (n, a) in enumerate(calls)],
+    )
 
 
 def split(text: str, cuts: list[int]) -> list[str]:
@@ -68,19 +74,39 @@ def test_a_call_cut_short_streams_its_partial_arguments():
     text = GENERIC.format_call("f", {"a": "long text"})[:-20]
     out = run(text, [5, 30], completion("", []))
     assert [d.name for d in out if isinstance(d, CallStart)] == ["f"]
-    assert "".join(d.text for d in out if isinstance(d, ArgumentsDelta)) == text[text.index('"arguments":') + 12:]
+    assert "".join(d.text for d in out if isinstance(d, ArgumentsDelta)) == text[text.index('"arguments":') + 12 :]
 
 
 # ---- through the gateway --------------------------------------------------------------------------------------------
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
-                                                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-                   "required": ["city", "unit"], "additionalProperties": False}}}
-TIME = {"type": "function", "function": {
-    "name": "get_time", "description": "The local time of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
-                   "required": ["city"], "additionalProperties": False}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 40},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The local time of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
 ASK = [{"role": "user", "content": "What is the weather and the time in Paris?"}]
 
 
@@ -98,8 +124,7 @@ def streamed_calls(api, model, **kwargs):
     """(calls as {index: [id, name, arguments]}, arrival times of each chunk kind, finish reason)."""
     calls, times, finish = {}, {"name": [], "arguments": []}, None
     start = time.perf_counter()
-    for chunk in api.chat.completions.create(model=model, messages=ASK, stream=True, tools=[WEATHER, TIME],
-                                             **kwargs):
+    for chunk in api.chat.completions.create(model=model, messages=ASK, stream=True, tools=[WEATHER, TIME], **kwargs):
         if not chunk.choices:
             continue
         choice = chunk.choices[0]
@@ -133,13 +158,20 @@ def test_parallel_tool_calls_stream_one_index_each(api, model):
     assert sorted(calls) == list(range(len(calls)))
     assert len({c[0] for c in calls.values()}) == len(calls)
     for _, name, arguments in calls.values():
-        jsonschema.validate(json.loads(arguments), {"get_weather": WEATHER, "get_time": TIME}[name]["function"]
-                            ["parameters"])
+        jsonschema.validate(
+            json.loads(arguments), {"get_weather": WEATHER, "get_time": TIME}[name]["function"]["parameters"]
+        )
 
 
 def test_streamed_and_unstreamed_calls_agree(api, model):
     calls, _, _ = streamed_calls(api, model, max_tokens=80, tool_choice="required", temperature=0)
-    whole = api.chat.completions.create(model=model, messages=ASK, tools=[WEATHER, TIME], max_tokens=80,
-                                        tool_choice="required", temperature=0).choices[0].message.tool_calls
-    assert [(c.function.name, json.loads(c.function.arguments)) for c in whole] == \
-        [(calls[i][1], json.loads(calls[i][2])) for i in sorted(calls)]
+    whole = (
+        api.chat.completions.create(
+            model=model, messages=ASK, tools=[WEATHER, TIME], max_tokens=80, tool_choice="required", temperature=0
+        )
+        .choices[0]
+        .message.tool_calls
+    )
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in whole] == [
+        (calls[i][1], json.loads(calls[i][2])) for i in sorted(calls)
+    ]

@@ -3,6 +3,7 @@
 "Another owner" is real (chown) when the tests run as root, and otherwise simulated by making our uid look different
 (monkeypatching os.getuid for the module), since an ordinary user cannot give a file away.
 """
+
 import logging
 import os
 import stat
@@ -41,6 +42,7 @@ def umask():
 
 # private_dir
 
+
 @pytest.mark.parametrize("mask", [0o000, 0o022, 0o077, 0o277])
 def test_a_missing_directory_is_made_0700_whatever_the_umask(tmp_path, umask, mask):
     umask(mask)
@@ -65,7 +67,7 @@ def test_a_symlink_is_refused_and_its_target_untouched(tmp_path):
     with pytest.raises(RuntimeDirError, match="symlink") as refused:
         private_dir(link)
     assert refused.value.path == str(link) and isinstance(refused.value, OSError)
-    assert _mode(target) == 0o755                   # not "fixed" through the link
+    assert _mode(target) == 0o755  # not "fixed" through the link
 
 
 def test_a_dangling_symlink_is_refused_and_nothing_is_made(tmp_path):
@@ -87,7 +89,7 @@ def test_something_that_is_not_a_directory_is_refused(tmp_path, kind):
 def test_another_owners_directory_is_refused_and_not_chmodded(tmp_path, monkeypatch):
     path = tmp_path / "aios"
     path.mkdir()
-    os.chmod(path, 0o777)                           # a trap: anyone can read our token, swap our socket
+    os.chmod(path, 0o777)  # a trap: anyone can read our token, swap our socket
     _make_foreign(path, monkeypatch)
     with pytest.raises(RuntimeDirError, match="owned by uid"):
         private_dir(path)
@@ -139,11 +141,11 @@ def test_any_mode_ends_private_or_refused(tmp_path, mode, fix):
     try:
         private_dir(path, fix_mode=fix)
     except RuntimeDirError:
-        assert not fix and mode & 0o077             # refused only when open to others and not allowed to fix it
+        assert not fix and mode & 0o077  # refused only when open to others and not allowed to fix it
         assert _mode(path) == mode
     else:
         assert not mode & 0o077 or fix
-        assert not _mode(path) & 0o077              # whatever passes is private
+        assert not _mode(path) & 0o077  # whatever passes is private
 
 
 def test_default_path_follows_xdg_runtime_dir(monkeypatch):
@@ -155,24 +157,25 @@ def test_default_path_follows_xdg_runtime_dir(monkeypatch):
 
 # write_secret / read_secret
 
+
 @pytest.fixture
 def home(tmp_path):
     return private_dir(tmp_path / "aios")
 
 
 def test_a_secret_is_written_0600_and_read_back(home, umask):
-    umask(0o277)                                    # would leave the owner without write
+    umask(0o277)  # would leave the owner without write
     path = os.path.join(home, "admin.token")
     write_secret(path, "s3cret")
     assert _mode(path) == 0o600 and read_secret(path) == b"s3cret"
-    assert os.listdir(home) == ["admin.token"]     # no temporary left behind
+    assert os.listdir(home) == ["admin.token"]  # no temporary left behind
 
 
 def test_writing_replaces_the_old_secret_as_a_new_file(home):
     path = os.path.join(home, "admin.token")
     write_secret(path, b"old")
     old_inode = os.lstat(path).st_ino
-    with open(path, "rb") as reader:                # a reader of the old secret keeps seeing it whole
+    with open(path, "rb") as reader:  # a reader of the old secret keeps seeing it whole
         write_secret(path, b"new")
         assert reader.read() == b"old"
     assert read_secret(path) == b"new" and os.lstat(path).st_ino != old_inode
@@ -281,7 +284,7 @@ def test_a_secret_is_read_only_when_private(home, mode):
     path = os.path.join(home, "secret")
     write_secret(path, b"token")
     os.chmod(path, mode)
-    readable = ROOT or mode & 0o400                  # root reads whatever the owner bits say
+    readable = ROOT or mode & 0o400  # root reads whatever the owner bits say
     try:
         assert read_secret(path) == b"token"
     except RuntimeDirError:

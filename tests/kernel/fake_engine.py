@@ -9,15 +9,16 @@ more when a decode crosses a block boundary. A decode that finds no free block p
 itself) and reports it through take_preempted(); a valid admission that does not fit raises NoCapacity. There is no
 prefix cache: blocks_needed is the whole request's, rounded up.
 """
+
 from __future__ import annotations
 
 import time
 from array import array
 from dataclasses import dataclass, field
 
-from kernel.engine.core.interface import (Capacity, EngineError, EngineRequest, KVLayout, KVMeta, NoCapacity, TokenEvent)
+from kernel.engine.core.interface import Capacity, EngineError, EngineRequest, KVLayout, KVMeta, NoCapacity, TokenEvent
 
-LAYOUT = KVLayout(model_id="fake-bytes", n_layers=1, n_kv_heads=1, head_dim=1, dtype="float32")   # 8 bytes/token
+LAYOUT = KVLayout(model_id="fake-bytes", n_layers=1, n_kv_heads=1, head_dim=1, dtype="float32")  # 8 bytes/token
 EOS = 0
 
 
@@ -54,14 +55,14 @@ class FakeEngine:
         self.block_size = block_size
         self.total_blocks = kv_budget_tokens // block_size
         self.max_batch = max_batch
-        self.running: dict[str, _Sequence] = {}            # in admission order: the last is the youngest
-        self.just_finished: dict[str, _Sequence] = {}      # savable until the next step, like the real engine
-        self.preempted: list[str] = []                     # preempted by a decode, not yet taken
-        self.preemptions = 0                               # engine-side preemptions so far
-        self.refusals = 0                                  # admissions refused with NoCapacity
-        self.refuse_next = 0       # a test sets this to refuse that many admissions as if out of blocks
+        self.running: dict[str, _Sequence] = {}  # in admission order: the last is the youngest
+        self.just_finished: dict[str, _Sequence] = {}  # savable until the next step, like the real engine
+        self.preempted: list[str] = []  # preempted by a decode, not yet taken
+        self.preemptions = 0  # engine-side preemptions so far
+        self.refusals = 0  # admissions refused with NoCapacity
+        self.refuse_next = 0  # a test sets this to refuse that many admissions as if out of blocks
         self.steps = 0
-        self.stalled = False       # a test sets this to keep sequences running without progress
+        self.stalled = False  # a test sets this to keep sequences running without progress
 
     def layout(self) -> KVLayout:
         return LAYOUT
@@ -70,9 +71,14 @@ class FakeEngine:
         return self.total_blocks - sum(s.blocks for s in (*self.running.values(), *self.just_finished.values()))
 
     def capacity(self) -> Capacity:
-        return Capacity(free_blocks=self._free_blocks(), total_blocks=self.total_blocks, block_size=self.block_size,
-                        running=len(self.running), max_batch=self.max_batch,
-                        max_context=self.total_blocks * self.block_size)
+        return Capacity(
+            free_blocks=self._free_blocks(),
+            total_blocks=self.total_blocks,
+            block_size=self.block_size,
+            running=len(self.running),
+            max_batch=self.max_batch,
+            max_context=self.total_blocks * self.block_size,
+        )
 
     def blocks_needed(self, req: EngineRequest) -> int:
         return blocks_for(len(req.token_ids) + 1, self.block_size)
@@ -113,16 +119,18 @@ class FakeEngine:
         self.steps += 1
         self.just_finished.clear()
         if self.stalled:
-            time.sleep(0.001)      # stand in for a forward pass, so a stalled kernel does not spin a core
+            time.sleep(0.001)  # stand in for a forward pass, so a stalled kernel does not spin a core
             return []
         events = []
         for req_id, seq in list(self.running.items()):
             if req_id not in self.running or not self._decode_block(seq):
-                continue                                    # preempted to give an older sequence its block
+                continue  # preempted to give an older sequence its block
             token = next_token(seq.token_ids)
             seq.output_ids.append(token)
             done = len(seq.output_ids) >= seq.req.params.max_tokens
-            events.append(TokenEvent(req_id, token, chr(token), finished=done, finish_reason="length" if done else None))
+            events.append(
+                TokenEvent(req_id, token, chr(token), finished=done, finish_reason="length" if done else None)
+            )
             if done:
                 self.just_finished[req_id] = self.running.pop(req_id)
         return events
@@ -162,12 +170,17 @@ class FakeEngine:
 
     def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
         seq = self._sequence(req_id)
-        kv = array("q", seq.token_ids[:-1]).tobytes()        # [n_kv_tokens] int64 = 8 bytes per token
-        dst[:len(kv)] = kv
-        return KVMeta(layout=LAYOUT, token_ids=tuple(seq.token_ids), prompt_len=len(seq.req.prompt_ids),
-                      n_kv_tokens=len(seq.token_ids) - 1, nbytes=len(kv))
+        kv = array("q", seq.token_ids[:-1]).tobytes()  # [n_kv_tokens] int64 = 8 bytes per token
+        dst[: len(kv)] = kv
+        return KVMeta(
+            layout=LAYOUT,
+            token_ids=tuple(seq.token_ids),
+            prompt_len=len(seq.req.prompt_ids),
+            n_kv_tokens=len(seq.token_ids) - 1,
+            nbytes=len(kv),
+        )
 
     def load_kv(self, req: EngineRequest, meta: KVMeta, src: memoryview) -> None:
-        if list(array("q", bytes(src[:meta.nbytes]))) != list(meta.token_ids[:meta.n_kv_tokens]):
+        if list(array("q", bytes(src[: meta.nbytes]))) != list(meta.token_ids[: meta.n_kv_tokens]):
             raise EngineError("snapshot bytes do not match its token ids")
         self.add(req)

@@ -1,4 +1,5 @@
 """An in-process kernel for tests: the real I/O thread, loop, context manager and sockets around a FakeEngine."""
+
 from __future__ import annotations
 
 import itertools
@@ -11,19 +12,19 @@ import time
 
 import zmq
 
-from ipc.curve import ServerSecurity
 from ipc import runtime_dir
 from ipc.address import ipc_path
+from ipc.curve import ServerSecurity
 from kernel.access.audit import AuditLog
 from kernel.access.tokens import TokenRegistry
 from kernel.context.manager import ContextManager
 from kernel.daemon.dispatch import AccessPolicy
 from kernel.daemon.inbound import DEFAULT_MAX_QUEUED, Inbox
-from kernel.daemon.limits import AgentLimits
-from kernel.daemon.preprocess import PromptPreparer
 from kernel.daemon.io_thread import SocketServer
+from kernel.daemon.limits import AgentLimits
 from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
+from kernel.daemon.preprocess import PromptPreparer
 from kernel.scheduler.base import Scheduler
 from kernel.scheduler.registry import make_scheduler
 from kernel.services.factory import build_services
@@ -33,12 +34,26 @@ _arena_numbers = itertools.count()
 
 
 class InProcessKernel:
-    def __init__(self, address: str, engine: FakeEngine | None = None, scheduler: Scheduler | None = None,
-                 lease_s: float = 30.0, max_frame_bytes: int = 1 << 20, security: ServerSecurity | None = None,
-                 limits: AgentLimits | None = None, max_queued: int = DEFAULT_MAX_QUEUED, services: bool = False,
-                 embedder=None, memory_options: dict | None = None, storage_options: dict | None = None,
-                 data_dir: str | None = None, tools: str | None = None, tool_approval: str = "ask",
-                 approval_timeout_s: float = 300.0, retention_policy=None):
+    def __init__(
+        self,
+        address: str,
+        engine: FakeEngine | None = None,
+        scheduler: Scheduler | None = None,
+        lease_s: float = 30.0,
+        max_frame_bytes: int = 1 << 20,
+        security: ServerSecurity | None = None,
+        limits: AgentLimits | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        services: bool = False,
+        embedder=None,
+        memory_options: dict | None = None,
+        storage_options: dict | None = None,
+        data_dir: str | None = None,
+        tools: str | None = None,
+        tool_approval: str = "ask",
+        approval_timeout_s: float = 300.0,
+        retention_policy=None,
+    ):
         self.address = address
         self.engine = engine or FakeEngine()
         self.security = security
@@ -48,19 +63,40 @@ class InProcessKernel:
         # the operator's admin token and the audit log sit beside the socket, as with aiosd
         directory = os.path.dirname(ipc_path(address)) if ipc_path(address) else tempfile.mkdtemp(prefix="aios-test-")
         self.audit_path = os.path.join(directory, "audit.jsonl")
-        self.access = AccessPolicy(tokens=TokenRegistry(os.path.join(directory, "admin.token")),
-                                   audit=AuditLog(self.audit_path), allowed_uids=frozenset([os.getuid()]))
+        self.access = AccessPolicy(
+            tokens=TokenRegistry(os.path.join(directory, "admin.token")),
+            audit=AuditLog(self.audit_path),
+            allowed_uids=frozenset([os.getuid()]),
+        )
         self.data_dir = data_dir or os.path.join(directory, "data")
-        self.context = ContextManager(self.engine, arena_bytes=1 << 20, policy=retention_policy,
-                                      kernel_id=f"{os.getpid()}.test{next(_arena_numbers)}")
-        self.services = build_services(self.zmq, self.data_dir, self.access.audit, memory_options=memory_options,
-                                       storage_options=storage_options, embedder=embedder, tools=tools,
-                                       address=address, tokens=self.access.tokens, tool_approval=tool_approval,
-                                       approval_timeout_s=approval_timeout_s,
-                                       tool_observer=self.context) if services else None
+        self.context = ContextManager(
+            self.engine,
+            arena_bytes=1 << 20,
+            policy=retention_policy,
+            kernel_id=f"{os.getpid()}.test{next(_arena_numbers)}",
+        )
+        self.services = (
+            build_services(
+                self.zmq,
+                self.data_dir,
+                self.access.audit,
+                memory_options=memory_options,
+                storage_options=storage_options,
+                embedder=embedder,
+                tools=tools,
+                address=address,
+                tokens=self.access.tokens,
+                tool_approval=tool_approval,
+                approval_timeout_s=approval_timeout_s,
+                tool_observer=self.context,
+            )
+            if services
+            else None
+        )
         try:
-            self.server = SocketServer(self.zmq, address, self.inbox, max_frame_bytes, security=security,
-                                       prepare=PromptPreparer(self.engine))
+            self.server = SocketServer(
+                self.zmq, address, self.inbox, max_frame_bytes, security=security, prepare=PromptPreparer(self.engine)
+            )
         except BaseException:
             if security is not None:
                 security.close()
@@ -73,21 +109,30 @@ class InProcessKernel:
         self.loop: KernelLoop | None = None
 
     def _run(self) -> None:
-        outbox = Outbox(self.zmq)      # sockets belong to the thread that uses them: the loop's
-        self.loop = KernelLoop(self.engine, self.context, self._scheduler, self.inbox, outbox, access=self.access,
-                               lease_s=self._lease_s, idle_wait_s=0.05, limits=self.limits,
-                               services=self.services.syscalls if self.services else None)
+        outbox = Outbox(self.zmq)  # sockets belong to the thread that uses them: the loop's
+        self.loop = KernelLoop(
+            self.engine,
+            self.context,
+            self._scheduler,
+            self.inbox,
+            outbox,
+            access=self.access,
+            lease_s=self._lease_s,
+            idle_wait_s=0.05,
+            limits=self.limits,
+            services=self.services.syscalls if self.services else None,
+        )
         self._started.set()
         try:
             self.loop.run()
         finally:
             outbox.stop_server()
 
-    def __enter__(self) -> "InProcessKernel":
+    def __enter__(self) -> InProcessKernel:
         self.server.start()
         self._thread.start()
         assert self._started.wait(30)
-        if self.services is not None:      # after the socket serves: tool servers may call back in
+        if self.services is not None:  # after the socket serves: tool servers may call back in
             self.services.start()
         return self
 
@@ -113,7 +158,7 @@ class InProcessKernel:
         self.context.close()
         self.access.tokens.close()
         self.access.audit.close()
-        if self.security is not None:      # its ZAP socket would keep the context from terminating
+        if self.security is not None:  # its ZAP socket would keep the context from terminating
             self.security.close()
         self.zmq.term()
 

@@ -3,6 +3,7 @@ process of its own whose descriptor limit the test sets (preexec_fn), so running
 only. Usage: python -m tests.kernel.limited_kernel ADDRESS HELLO_TIMEOUT_S [--raise] [--per-principal N].
 Prints one JSON line when serving (pid, admin token path, budget), then obeys stdin: "ballast N" holds N more
 descriptors (open /dev/null), "release" closes them, each answered "ok"; end of input stops it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,17 +32,19 @@ from tests.kernel.fake_engine import FakeEngine
 def main(argv: list[str]) -> None:
     address, hello_timeout_s = argv[0], float(argv[1])
     per_principal = int(argv[argv.index("--per-principal") + 1]) if "--per-principal" in argv else None
-    if "--raise" in argv:          # as aiosd does first thing
+    if "--raise" in argv:  # as aiosd does first thing
         raise_fd_limit()
-    budget = ConnectionBudget.for_process(hello_timeout_s=hello_timeout_s,
-                                          max_connections_per_principal=per_principal)
+    budget = ConnectionBudget.for_process(hello_timeout_s=hello_timeout_s, max_connections_per_principal=per_principal)
     directory = tempfile.mkdtemp(prefix="aios-limits-")
     engine = FakeEngine()
     context = zmq.Context()
     inbox = Inbox()
-    access = AccessPolicy(tokens=TokenRegistry(os.path.join(directory, "admin.token")),
-                          audit=AuditLog(os.path.join(directory, "audit.jsonl")),
-                          allowed_uids=frozenset([os.getuid()]), budget=budget)
+    access = AccessPolicy(
+        tokens=TokenRegistry(os.path.join(directory, "admin.token")),
+        audit=AuditLog(os.path.join(directory, "audit.jsonl")),
+        allowed_uids=frozenset([os.getuid()]),
+        budget=budget,
+    )
     server = SocketServer(context, address, inbox, prepare=PromptPreparer(engine), budget=budget)
     kv = ContextManager(engine, arena_bytes=1 << 20, kernel_id=f"{os.getpid()}.limits")
     ready = threading.Event()
@@ -59,8 +62,10 @@ def main(argv: list[str]) -> None:
     server.start()
     loop_thread.start()
     ready.wait(30)
-    print(json.dumps({"pid": os.getpid(), "admin_token": access.tokens.admin_token_path, **dataclasses.asdict(budget)}),
-          flush=True)
+    print(
+        json.dumps({"pid": os.getpid(), "admin_token": access.tokens.admin_token_path, **dataclasses.asdict(budget)}),
+        flush=True,
+    )
     ballast: list[int] = []
     for line in sys.stdin:
         command = line.split()

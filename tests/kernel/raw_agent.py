@@ -1,4 +1,5 @@
 """A bare DEALER socket speaking the wire protocol by hand, to send what the SDK never would."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
 """Authorization: an agent acts on itself and the agents it owns; anyone else's needs a capability (admin token or a
 grant), and every denial and use of a capability is in the audit log. Identity comes from the connection."""
+
 import os
 
 import pytest
@@ -17,11 +18,13 @@ def test_an_agent_cannot_kill_renice_or_see_another_processes_agent(kernel):
             assert denied.value.code == "permission_denied"
         assert [a.agent_id for a in hostile.ps()] == [hostile.agent_id]
         with connect(kernel.address, token=kernel.admin_token) as operator:
-            assert victim.agent_id in {a.agent_id for a in operator.ps()}     # the victim is alive and well
+            assert victim.agent_id in {a.agent_id for a in operator.ps()}  # the victim is alive and well
             assert {a.agent_id: a.priority for a in operator.ps()}[victim.agent_id] == 0
     denials = [e for e in kernel.audit_records() if e["decision"] == "deny"]
     assert [(e["syscall"], e["target"], e["agent"]) for e in denials] == [
-        ("proc.kill", victim.agent_id, hostile.agent_id), ("proc.set_priority", victim.agent_id, hostile.agent_id)]
+        ("proc.kill", victim.agent_id, hostile.agent_id),
+        ("proc.set_priority", victim.agent_id, hostile.agent_id),
+    ]
     assert denials[0]["pid"] == os.getpid() and denials[0]["principal"] == f"uid:{os.getuid()}"
 
 
@@ -43,7 +46,7 @@ def test_a_grant_carries_only_what_was_granted(kernel):
             with pytest.raises(KernelError) as denied:
                 viewer.kill(victim.agent_id)
             assert denied.value.code == "permission_denied"
-            with pytest.raises(KernelError) as denied:       # it cannot grant what it does not hold
+            with pytest.raises(KernelError) as denied:  # it cannot grant what it does not hold
                 viewer.grant(["proc.kill"])
             assert denied.value.code == "permission_denied"
 
@@ -61,9 +64,9 @@ def test_the_pid_is_the_connections_not_the_one_claimed(kernel):
     raw = RawAgent(kernel.address)
     try:
         reply = raw.call("hello", 1, {"name": "liar", "pid": 1})
-        assert reply["body"]["code"] == "bad_request"          # the field no longer exists
+        assert reply["body"]["code"] == "bad_request"  # the field no longer exists
         agent_id = raw.hello("liar")
-        with connect(kernel.address) as k:                      # same process: it owns the raw agent
+        with connect(kernel.address) as k:  # same process: it owns the raw agent
             assert {a.agent_id: a.pid for a in k.ps()}[agent_id] == os.getpid()
     finally:
         raw.close()

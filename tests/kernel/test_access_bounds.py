@@ -2,6 +2,7 @@
 agent, and what they keep is right: the share table against a reference model (also after reload from disk), an audit
 flood that cannot erase a share record nor silence another principal, the kernel's own token surviving any number of
 grants, and approvals capped per agent with a view that always names every argument."""
+
 import asyncio
 import json
 import os
@@ -21,7 +22,7 @@ from sdk import KernelError, connect
 from sdk.aio import aconnect
 from tests.kernel.harness import InProcessKernel, wait_until
 
-SLOW_REFILL = 1e-9        # a bucket that never refills within a test, however slow the machine
+SLOW_REFILL = 1e-9  # a bucket that never refills within a test, however slow the machine
 
 # -- shares ----------------------------------------------------------------------------------------------------------
 
@@ -29,17 +30,28 @@ OWNERS = ["u/a", "u/b", "eph:a1"]
 PREFIXES = ["", "notes", "notes/deep", "notes-private"]
 PATHS = ["", "notes", "notes/x", "notes/deep/y", "notes-private/z", "other"]
 change = st.one_of(
-    st.tuples(st.just("set"), st.sampled_from(["mem", "fs"]), st.sampled_from(OWNERS), st.sampled_from(OWNERS),
-              st.sampled_from(["r", "rw", "none"]), st.sampled_from(PREFIXES)),
+    st.tuples(
+        st.just("set"),
+        st.sampled_from(["mem", "fs"]),
+        st.sampled_from(OWNERS),
+        st.sampled_from(OWNERS),
+        st.sampled_from(["r", "rw", "none"]),
+        st.sampled_from(PREFIXES),
+    ),
     st.tuples(st.just("drop"), st.sampled_from(OWNERS)),
-    st.tuples(st.just("reload")))
+    st.tuples(st.just("reload")),
+)
 
 
 def _model_allows(model: dict, kind, owner, grantee, write, path) -> bool:
     def under(prefix: str) -> bool:
         return not prefix or path == prefix or path.startswith(prefix + "/")
-    return any(mode == "rw" or not write for (k, o, g, prefix), mode in model.items()
-               if (k, o, g) == (kind, owner, grantee) and under(prefix))
+
+    return any(
+        mode == "rw" or not write
+        for (k, o, g, prefix), mode in model.items()
+        if (k, o, g) == (kind, owner, grantee) and under(prefix)
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -66,7 +78,7 @@ def test_the_share_table_matches_a_reference_model_across_reloads(tmp_path, chan
                 model = {k: m for k, m in model.items() if step[1] not in (k[1], k[2])}
                 table.drop_owner(step[1])
             else:
-                table.close()                          # the last state is written, and read back
+                table.close()  # the last state is written, and read back
                 table = ShareTable(path, **limits)
             assert len(table) == len(model)
             for kind in ("mem", "fs"):
@@ -74,8 +86,9 @@ def test_the_share_table_matches_a_reference_model_across_reloads(tmp_path, chan
                     for grantee in OWNERS:
                         for path_ in PATHS:
                             for write in (False, True):
-                                assert table.allows(kind, owner, grantee, write, path_) == \
-                                    _model_allows(model, kind, owner, grantee, write, path_)
+                                assert table.allows(kind, owner, grantee, write, path_) == _model_allows(
+                                    model, kind, owner, grantee, write, path_
+                                )
         assert table.flush()
         with open(path) if os.path.exists(path) else open(os.devnull) as file:
             on_disk = json.loads(file.read() or "[]")
@@ -91,9 +104,9 @@ def test_share_grants_are_rate_limited_per_owner_and_revokes_never_are(tmp_path)
     with pytest.raises(ProtocolError) as busy:
         table.set("fs", "u/flooder", "u/g20", "r")
     assert busy.value.code == ErrorCode.BUSY
-    table.set("fs", "u/flooder", "u/g0", "none")                 # a revoke is never refused
+    table.set("fs", "u/flooder", "u/g0", "none")  # a revoke is never refused
     assert not table.allows("fs", "u/flooder", "u/g0", False)
-    table.set("fs", "u/other", "u/g0", "r")                     # another owner has its own bucket
+    table.set("fs", "u/other", "u/g0", "r")  # another owner has its own bucket
     assert table.allows("fs", "u/other", "u/g0", False)
     table.close()
     assert len(ShareTable(str(tmp_path / "shares.json"))) == 20
@@ -104,7 +117,7 @@ def test_many_changes_coalesce_and_close_writes_the_last_state(tmp_path):
     table = ShareTable(path, changes_per_s=1e9, change_burst=1e9, max_total=4000, max_per_owner=256)
     for n in range(3000):
         table.set("mem", f"u/o{n // 200}", f"u/g{n}", "r")
-    for _ in range(500):                                          # a toggling owner
+    for _ in range(500):  # a toggling owner
         table.set("mem", "u/t", "u/victim", "rw")
         table.set("mem", "u/t", "u/victim", "none")
     table.set("mem", "u/t", "u/victim", "r")
@@ -126,6 +139,7 @@ def test_an_unreadable_table_is_kept_aside_and_denies(tmp_path):
 
 # -- audit -----------------------------------------------------------------------------------------------------------
 
+
 def _agent(principal: str, name: str = "agent") -> SimpleNamespace:
     return SimpleNamespace(agent_id=f"a-{name}", name=name, principal=principal, pid=os.getpid())
 
@@ -141,7 +155,7 @@ def _lines(path: str) -> list[dict]:
 
 def test_a_denial_flood_rotates_only_the_main_log_and_keeps_the_share_record(tmp_path):
     path = str(tmp_path / "audit.jsonl")
-    audit = AuditLog(path, max_bytes=64 << 10, denials_per_s=1e9, denial_burst=1e9)   # every denial written
+    audit = AuditLog(path, max_bytes=64 << 10, denials_per_s=1e9, denial_burst=1e9)  # every denial written
     owner, flooder = _agent("uid:1", "owner"), _agent("uid:2", "flooder")
     audit.record(agent=owner, syscall="access.share", decision="allow", target="fs:uid:1/reader:r:notes")
     for n in range(50_000):
@@ -149,11 +163,11 @@ def test_a_denial_flood_rotates_only_the_main_log_and_keeps_the_share_record(tmp
     assert audit.flush(120)
     audit.close()
     main = _lines(path)
-    assert not any(e["syscall"] == "access.share" for e in main)          # the flood did rotate the main log away
+    assert not any(e["syscall"] == "access.share" for e in main)  # the flood did rotate the main log away
     kept = _lines(audit.privileged_path)
     assert [e["target"] for e in kept if e["syscall"] == "access.share"] == ["fs:uid:1/reader:r:notes"]
     written = sum(e["decision"] == "deny" and e["syscall"] == "fs.read" for e in main)
-    assert written <= (2 * (64 << 10)) // 150                               # bounded on disk
+    assert written <= (2 * (64 << 10)) // 150  # bounded on disk
 
 
 def test_denials_are_rate_limited_per_principal_and_summarized(tmp_path):
@@ -165,7 +179,7 @@ def test_denials_are_rate_limited_per_principal_and_summarized(tmp_path):
         audit.record(agent=flooder, syscall="fs.read", decision="deny", target=f"t{n}")
     audit.record(agent=victim, syscall="fs.read", decision="deny", target="the victim's denial")
     audit.record(agent=owner, syscall="tool.call", decision="deny", target="write_file", privileged=True)
-    audit.close()                                                          # writes the pending summaries
+    audit.close()  # writes the pending summaries
     entries = _lines(path)
     assert sum(e["principal"] == "uid:2" and e["syscall"] == "fs.read" for e in entries) == 100
     assert [e["count"] for e in entries if e["syscall"] == "audit.suppressed" and e["principal"] == "uid:2"] == [49_900]
@@ -193,12 +207,13 @@ def test_every_denial_is_written_or_counted(tmp_path, counts, burst):
 
 # -- grant tokens ----------------------------------------------------------------------------------------------------
 
+
 def test_the_kernels_own_token_survives_any_number_of_grants():
     tokens = TokenRegistry(None, max_grants=64, max_per_granter=16)
     own = tokens.mint(frozenset([Capability.FS_ANY, Capability.MEM_ANY]), pinned=True)
     first = tokens.mint(frozenset([Capability.PROC_VIEW]), granter="uid:1")
     for _ in range(1000):
-        tokens.mint(frozenset([Capability.PROC_VIEW]), granter="uid:2")      # evicts only uid:2's own
+        tokens.mint(frozenset([Capability.PROC_VIEW]), granter="uid:2")  # evicts only uid:2's own
     assert tokens.capabilities(own) == {Capability.FS_ANY, Capability.MEM_ANY}
     assert tokens.capabilities(first) == {Capability.PROC_VIEW}
     for n in range(64 - 17):
@@ -212,19 +227,28 @@ def test_the_kernels_own_token_survives_any_number_of_grants():
 
 # -- approvals -------------------------------------------------------------------------------------------------------
 
+
 def test_the_approval_view_names_every_argument_whatever_the_values():
-    shown = display({"content": "x" * (4 << 20), "path": "notes/a.txt", "mode": {"deep": [[["y" * 1000]] * 50]}},
-                    ["path", "content"])
+    shown = display(
+        {"content": "x" * (4 << 20), "path": "notes/a.txt", "mode": {"deep": [[["y" * 1000]] * 50]}},
+        ["path", "content"],
+    )
     assert shown.startswith('path="notes/a.txt", content="xxx') and "(4194304 chars)" in shown
     assert "mode=" in shown and len(shown) < 2000
     assert "\x1b" not in display({"\x1b[2J": "\u202e"}, [])
 
 
 @settings(max_examples=100, deadline=None)
-@given(arguments=st.dictionaries(st.text(max_size=64), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=2000) | st.binary(max_size=100),
-    lambda inner: st.lists(inner, max_size=10) | st.dictionaries(st.text(max_size=20), inner, max_size=10)),
-    max_size=32))
+@given(
+    arguments=st.dictionaries(
+        st.text(max_size=64),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=2000) | st.binary(max_size=100),
+            lambda inner: st.lists(inner, max_size=10) | st.dictionaries(st.text(max_size=20), inner, max_size=10),
+        ),
+        max_size=32,
+    )
+)
 def test_the_approval_view_is_bounded_and_shows_every_name(arguments):
     shown = display(arguments, [])
     for name in arguments:
@@ -235,8 +259,13 @@ def test_the_approval_view_is_bounded_and_shows_every_name(arguments):
 @pytest.fixture(scope="module")
 def tool_kernel(tmp_path_factory):
     directory = tmp_path_factory.mktemp("bounds-kernel")
-    with InProcessKernel(f"ipc://{directory}/kernel.sock", services=True, tools="default",
-                         approval_timeout_s=600.0, max_frame_bytes=4 << 20) as running:     # aiosd's frame limit
+    with InProcessKernel(
+        f"ipc://{directory}/kernel.sock",
+        services=True,
+        tools="default",
+        approval_timeout_s=600.0,
+        max_frame_bytes=4 << 20,
+    ) as running:  # aiosd's frame limit
         yield running
 
 
@@ -250,10 +279,12 @@ def test_approvals_are_capped_per_agent_in_count_and_bytes(tool_kernel):
 
     async def hold_calls():
         loop = asyncio.get_running_loop()
-        off_loop = lambda action: loop.run_in_executor(None, operator_do, action)    # the client's loop runs on
+        off_loop = lambda action: loop.run_in_executor(None, operator_do, action)  # the client's loop runs on
         async with await aconnect(tool_kernel.address, name="hoarder") as hoarder:
-            held = [asyncio.ensure_future(hoarder.tools.call("write_file", {"path": f"f{n}.txt", "content": "x"}))
-                    for n in range(8)]
+            held = [
+                asyncio.ensure_future(hoarder.tools.call("write_file", {"path": f"f{n}.txt", "content": "x"}))
+                for n in range(8)
+            ]
             await off_loop(lambda op: wait_until(lambda: len(hoarders(op)) == 8, what="eight held calls"))
             with pytest.raises(KernelError) as busy:
                 await hoarder.tools.call("write_file", {"path": "ninth.txt", "content": "x"})
@@ -268,15 +299,17 @@ def test_approvals_are_capped_per_agent_in_count_and_bytes(tool_kernel):
             first = asyncio.ensure_future(hoarder.tools.call("write_file", {"content": big, "path": "big.txt"}))
             view = (await off_loop(lambda op: wait_until(lambda: hoarders(op), what="the big call held")))[0]
             assert view.arguments.startswith('path="big.txt", content="yyy') and len(view.arguments) < 1000
-            with pytest.raises(KernelError) as too_big:            # 3 + 3 MiB held would pass 4 MiB per agent
+            with pytest.raises(KernelError) as too_big:  # 3 + 3 MiB held would pass 4 MiB per agent
                 await hoarder.tools.call("write_file", {"path": "big2.txt", "content": big})
             assert too_big.value.code == "busy"
 
-            def bystander_calls():                                  # another agent is not held up by the hoarder
+            def bystander_calls():  # another agent is not held up by the hoarder
                 with connect(tool_kernel.address, name="bystander") as bystander:
                     return bystander.tools.call("calculate", {"expression": "2 + 2"}).text.strip()
+
             assert await loop.run_in_executor(None, bystander_calls) == "4"
             await off_loop(lambda op: op.tools.approve(view.approval_id, allow=False))
             with pytest.raises(KernelError):
                 await first
+
     asyncio.run(hold_calls())

@@ -1,4 +1,5 @@
 """aiosd's command line: policy options reach the scheduler, bad ones are refused before any model loads."""
+
 import pytest
 
 from kernel.daemon.config import parse_args

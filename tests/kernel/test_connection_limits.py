@@ -3,6 +3,7 @@
 dropped (libzmq closes them: the client reads end-of-file), silent ones are reaped at the hello deadline, a
 well-behaved agent still connects and is served meanwhile, a hello over the agent cap is answered busy naming the
 limit, and near the descriptor limit the kernel stops listening instead of aborting, then listens again."""
+
 import json
 import os
 import resource
@@ -12,7 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sdk
 from ipc import runtime_dir
@@ -22,9 +24,9 @@ from tests.kernel.harness import wait_until
 from tests.kernel.raw_agent import RawAgent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL_LIMIT = 1024             # the limit the issue's kernel aborted at
+SMALL_LIMIT = 1024  # the limit the issue's kernel aborted at
 HELLO_TIMEOUT_S = 2.0
-EOF_TIMEOUT_S = 60.0           # generous: a dropped connection is closed within milliseconds
+EOF_TIMEOUT_S = 60.0  # generous: a dropped connection is closed within milliseconds
 
 
 class LimitedKernel:
@@ -37,8 +39,13 @@ class LimitedKernel:
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.kernel.limited_kernel", self.address, str(HELLO_TIMEOUT_S), *options],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp_path / "kernel.log", "w"),
-            text=True, preexec_fn=limit)
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(tmp_path / "kernel.log", "w"),
+            text=True,
+            preexec_fn=limit,
+        )
         self.info = json.loads(self.process.stdout.readline())
         self.budget = ConnectionBudget(**{k: v for k, v in self.info.items() if k not in ("pid", "admin_token")})
         self.base_fds = self.fds()
@@ -76,7 +83,7 @@ def _silent(path: str) -> socket.socket:
 
 def _closed_by_kernel(sock: socket.socket) -> bool:
     """Read (the kernel's greeting, if any) until end-of-file; False if the kernel keeps it open that long."""
-    poller = select.poll()         # not select(): these descriptors may be numbered past 1024
+    poller = select.poll()  # not select(): these descriptors may be numbered past 1024
     poller.register(sock, select.POLLIN)
     while poller.poll(EOF_TIMEOUT_S * 1000):
         try:
@@ -90,11 +97,11 @@ def _closed_by_kernel(sock: socket.socket) -> bool:
 def test_silent_connections_over_the_cap_are_dropped_and_the_kernel_stays_alive(small_kernel):
     cap = small_kernel.budget.max_connections_per_principal
     held = []
-    for _ in range(4):       # four caps' worth, a batch of a cap at a time, each time until the kernel catches up
+    for _ in range(4):  # four caps' worth, a batch of a cap at a time, each time until the kernel catches up
         held += [_silent(small_kernel.path) for _ in range(cap)]
         wait_until(lambda: small_kernel.fds() <= small_kernel.base_fds + cap, what="over-cap connections dropped")
-    assert len(held) == 4 * cap >= SMALL_LIMIT and small_kernel.alive()       # the issue's kernel aborted here
-    assert _closed_by_kernel(held[0])         # the oldest silent ones made room for the newer ones
+    assert len(held) == 4 * cap >= SMALL_LIMIT and small_kernel.alive()  # the issue's kernel aborted here
+    assert _closed_by_kernel(held[0])  # the oldest silent ones made room for the newer ones
 
     # a well-behaved agent of the same uid still gets in, while the cap's worth of silent connections is held
     with sdk.connect(small_kernel.address, name="good", timeout=EOF_TIMEOUT_S) as good:
@@ -120,8 +127,8 @@ def test_a_hello_over_the_agent_cap_is_busy_naming_the_limit(tmp_path):
         assert refused.value.code == "busy" and f"limit per principal ({cap})" in refused.value.message
         admin = runtime_dir.read_secret(kernel.info["admin_token"]).decode()
         with sdk.connect(kernel.address, name="operator", token=admin, timeout=EOF_TIMEOUT_S) as operator:
-            assert len(operator.ps()) == cap + 1       # the operator still gets in, to clean up
-        agents.pop().close()          # room again once one leaves
+            assert len(operator.ps()) == cap + 1  # the operator still gets in, to clean up
+        agents.pop().close()  # room again once one leaves
         wait_until(lambda: _connects(kernel.address), what="a freed agent slot")
         for agent in agents:
             agent.close()
@@ -141,9 +148,9 @@ def _connects(address: str) -> bool:
 
 def test_near_the_descriptor_limit_the_kernel_stops_listening_instead_of_aborting(small_kernel):
     reserve = reserve_of(SMALL_LIMIT)
-    small_kernel.command(f"ballast {SMALL_LIMIT - reserve // 2 - small_kernel.fds() + 8}")   # past the brake
+    small_kernel.command(f"ballast {SMALL_LIMIT - reserve // 2 - small_kernel.fds() + 8}")  # past the brake
     try:
-        _silent(small_kernel.path).close()       # a connection wakes the I/O thread, which looks at its table
+        _silent(small_kernel.path).close()  # a connection wakes the I/O thread, which looks at its table
     except OSError:
         pass
     wait_until(lambda: not _listening(small_kernel.path), what="the kernel stopped listening")
@@ -182,14 +189,17 @@ def test_a_flood_at_full_speed_does_not_abort_a_kernel_that_raised_its_limit(tmp
 
 
 def test_raise_fd_limit_raises_the_soft_limit_to_the_hard_one():
-    script = ("import resource; from kernel.daemon.limits import raise_fd_limit; "
-              "print(*raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[1])")
+    script = (
+        "import resource; from kernel.daemon.limits import raise_fd_limit; "
+        "print(*raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[1])"
+    )
 
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
 
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          preexec_fn=limit)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=limit
+    )
     assert done.stdout.split() == ["256", "4096", "4096"], done.stderr
 
 
@@ -203,17 +213,29 @@ def test_the_budget_fits_in_the_descriptor_limit(fd_limit):
     assert budget.max_agents_per_principal < budget.max_connections_per_principal or budget.max_agents == 1
 
 
-ops = st.lists(st.one_of(st.tuples(st.just("accept"), st.integers(0, 1)), st.tuples(st.just("hello"), st.integers()),
-                         st.tuples(st.just("close"), st.integers()), st.tuples(st.just("tick"), st.floats(0, 3))),
-               max_size=60)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("accept"), st.integers(0, 1)),
+        st.tuples(st.just("hello"), st.integers()),
+        st.tuples(st.just("close"), st.integers()),
+        st.tuples(st.just("tick"), st.floats(0, 3)),
+    ),
+    max_size=60,
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(ops=ops)
 def test_the_tracker_keeps_every_principal_within_its_caps(ops):
     """Real socket pairs (so SO_PEERCRED names a uid); a principal is the descriptor's, as the kernel sees it."""
-    budget = ConnectionBudget(fd_limit=64, max_connections=6, max_connections_per_principal=4, max_agents=3,
-                              max_agents_per_principal=2, hello_timeout_s=1.0)
+    budget = ConnectionBudget(
+        fd_limit=64,
+        max_connections=6,
+        max_connections_per_principal=4,
+        max_agents=3,
+        max_agents_per_principal=2,
+        hello_timeout_s=1.0,
+    )
     tracker = ConnectionTracker(budget)
     now, pairs, greeted, dropped = 0.0, {}, set(), set()
     try:

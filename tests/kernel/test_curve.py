@@ -1,6 +1,7 @@
 """tcp:// only with CurveZMQ: on real sockets (127.0.0.1, a free port) only clients whose public key is authorized get
 a connection; anyone else — an unknown key, or no CURVE at all — gets nothing back while the kernel keeps serving;
 an authorized client's messages carry its key name as ZAP User-Id; aiosd never serves plain tcp unless asked to."""
+
 import logging
 import os
 import socket
@@ -12,17 +13,30 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 import sdk
-from ipc.curve import (CLIENT_KEY_ENV, INSECURE_TCP_ENV, KEYS_DIR_ENV, SERVER_KEY_ENV, CurveKeyError, KeyStore,
-                       ServerSecurity, load_secret)
+from ipc.curve import (
+    CLIENT_KEY_ENV,
+    INSECURE_TCP_ENV,
+    KEYS_DIR_ENV,
+    SERVER_KEY_ENV,
+    CurveKeyError,
+    KeyStore,
+    ServerSecurity,
+    load_secret,
+)
 from ipc.messages import PROTOCOL_VERSION
 from kernel import cli
-from kernel.daemon import config, main as aiosd
+from kernel.daemon import config
+from kernel.daemon import main as aiosd
 from tests.kernel.harness import InProcessKernel
 
-EVENT_TIMEOUT_MS = 60_000      # generous: a handshake on loopback takes milliseconds
-SILENCE_MS = 1_000             # how long a refused client listens for a reply that must not come
-HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+EVENT_TIMEOUT_MS = 60_000  # generous: a handshake on loopback takes milliseconds
+SILENCE_MS = 1_000  # how long a refused client listens for a reply that must not come
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 @pytest.fixture
@@ -63,8 +77,16 @@ class RawClient:
         return zmq.Event(recv_monitor_message(self._monitor)["event"])
 
     def hello(self) -> None:
-        self.socket.send(msgpack.packb({"v": PROTOCOL_VERSION, "id": 1, "type": "hello",
-                                        "body": {"name": "raw", "pid": os.getpid(), "host": socket.gethostname()}}))
+        self.socket.send(
+            msgpack.packb(
+                {
+                    "v": PROTOCOL_VERSION,
+                    "id": 1,
+                    "type": "hello",
+                    "body": {"name": "raw", "pid": os.getpid(), "host": socket.gethostname()},
+                }
+            )
+        )
 
     def close(self) -> None:
         self.socket.disable_monitor()
@@ -99,18 +121,21 @@ def test_unauthorized_client_gets_nothing_and_the_kernel_keeps_serving(secured_k
     try:
         stranger.hello()
         # a key the authenticator refused, or a mechanism mismatch (seen as either event, depending on who closes first)
-        expected = ({zmq.EVENT_HANDSHAKE_FAILED_AUTH} if curve else
-                    {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL})
+        expected = (
+            {zmq.EVENT_HANDSHAKE_FAILED_AUTH}
+            if curve
+            else {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}
+        )
         assert stranger.handshake() in expected
         assert not stranger.socket.poll(SILENCE_MS), "a refused client got a reply"
-        assert _ping_as(secured_kernel.address, client_env, secret)       # the kernel serves others meanwhile
+        assert _ping_as(secured_kernel.address, client_env, secret)  # the kernel serves others meanwhile
         assert not stranger.socket.poll(0)
     finally:
         stranger.close()
 
 
 def test_keys_added_and_revoked_count_without_a_restart(secured_kernel, store, client_env):
-    _, secret = store.new_client("late")         # after the kernel started
+    _, secret = store.new_client("late")  # after the kernel started
     keys = load_secret(secret)
     assert _ping_as(secured_kernel.address, client_env, secret)
     assert store.revoke("late")
@@ -155,7 +180,7 @@ def test_without_its_authenticator_the_server_admits_no_one(store, address):
     try:
         security.secure(router)
         router.bind(address)
-        security.close()            # no ZAP handler: libzmq would admit any CURVE client unless told to enforce
+        security.close()  # no ZAP handler: libzmq would admit any CURVE client unless told to enforce
         alice = RawClient(address, load_secret(secret), security.public_key)
         try:
             alice.socket.send(b"let me in")
@@ -168,12 +193,13 @@ def test_without_its_authenticator_the_server_admits_no_one(store, address):
         context.term()
 
 
-def test_unreadable_authorized_folder_refuses_clients_and_keeps_the_authenticator_alive(secured_kernel, store,
-                                                                                          client_env):
+def test_unreadable_authorized_folder_refuses_clients_and_keeps_the_authenticator_alive(
+    secured_kernel, store, client_env
+):
     _, secret = store.new_client("alice")
     keys = load_secret(secret)
     os.rename(store.authorized_dir, store.authorized_dir + ".away")
-    with open(store.authorized_dir, "w"):         # a file where the folder was: listing it raises NotADirectoryError
+    with open(store.authorized_dir, "w"):  # a file where the folder was: listing it raises NotADirectoryError
         pass
     refused = RawClient(secured_kernel.address, keys, secured_kernel.security.public_key)
     try:
@@ -187,7 +213,7 @@ def test_unreadable_authorized_folder_refuses_clients_and_keeps_the_authenticato
 
 def test_sdk_without_a_client_key_fails_at_once_on_tcp(client_env, address):
     with pytest.raises(CurveKeyError, match=CLIENT_KEY_ENV):
-        sdk.connect(address, timeout=600)          # raised before any wait: no kernel listens here at all
+        sdk.connect(address, timeout=600)  # raised before any wait: no kernel listens here at all
 
 
 def test_sdk_refuses_a_secret_key_others_can_read(store, client_env, address):
@@ -204,7 +230,7 @@ def test_key_directory_is_private_and_made_on_first_use(store):
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(store.server_secret).st_mode) == 0o600
     first = store.server_keys()
-    assert ServerSecurity(store).public_key == first[0]      # the pair clients pin is kept across starts
+    assert ServerSecurity(store).public_key == first[0]  # the pair clients pin is kept across starts
 
 
 def test_plain_tcp_is_refused_at_start_without_insecure_tcp(monkeypatch, address):
@@ -227,7 +253,7 @@ def test_tcp_is_curve_unless_insecure_tcp_is_asked_for(store, address, caplog, t
 def test_aiosd_refuses_a_key_directory_others_can_write(store, address, caplog):
     os.makedirs(store.path)
     os.chmod(store.path, 0o777)
-    assert aiosd.main(["--address", address, "--keys-dir", store.path]) == 2      # before any model loads
+    assert aiosd.main(["--address", address, "--keys-dir", store.path]) == 2  # before any model loads
     assert "cannot secure" in caplog.text and "chmod 700" in caplog.text
 
 

@@ -1,17 +1,19 @@
 """The ZAP handler's authorized keys are cached: a flood of handshakes reads the authorized folder once while it is
 unchanged, and any change to it (a key added, revoked, the folder replaced) is seen at the next handshake. The cache
 always answers what a fresh read of the folder would (property-based over sequences of changes)."""
+
 import os
 
 import zmq
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ipc.curve import AuthorizedKeys, KeyStore, ServerSecurity, load_secret
 from tests.kernel.harness import InProcessKernel
 from tests.kernel.test_curve import RawClient
 
 HANDSHAKES = 40
-OLD = 1_000_000_000          # seconds since the epoch: a folder last changed long ago (past the racy window)
+OLD = 1_000_000_000  # seconds since the epoch: a folder last changed long ago (past the racy window)
 
 
 def _age(path: str) -> None:
@@ -39,8 +41,8 @@ def test_a_handshake_flood_reads_an_unchanged_folder_once(tmp_path, address):
         assert results == [zmq.EVENT_HANDSHAKE_SUCCEEDED] * HANDSHAKES
         assert security.key_reads == 1
 
-        other = load_secret(other)       # revoke removes the secret certificate too
-        store.revoke("bob")           # the folder changed: the next handshake sees it
+        other = load_secret(other)  # revoke removes the secret certificate too
+        store.revoke("bob")  # the folder changed: the next handshake sees it
         assert _handshake(address, store, other) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
         assert _handshake(address, store, secret) == zmq.EVENT_HANDSHAKE_SUCCEEDED
         _, late = store.new_client("carol")
@@ -52,9 +54,16 @@ def test_a_handshake_flood_reads_an_unchanged_folder_once(tmp_path, address):
 
 
 NAMES = st.sampled_from(["a", "b", "c", "d"])
-OPS = st.lists(st.one_of(st.tuples(st.just("add"), NAMES), st.tuples(st.just("revoke"), NAMES),
-                         st.tuples(st.just("age"), st.just("")), st.tuples(st.just("lookup"), NAMES),
-                         st.tuples(st.just("replace"), NAMES)), max_size=25)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), NAMES),
+        st.tuples(st.just("revoke"), NAMES),
+        st.tuples(st.just("age"), st.just("")),
+        st.tuples(st.just("lookup"), NAMES),
+        st.tuples(st.just("replace"), NAMES),
+    ),
+    max_size=25,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -63,14 +72,14 @@ def test_the_cache_answers_what_a_fresh_read_would(tmp_path_factory, ops):
     store = KeyStore(str(tmp_path_factory.mktemp("keys")))
     store.server_keys()
     cache = AuthorizedKeys(store)
-    publics: dict[str, bytes] = {}       # every key ever made here, authorized now or not
+    publics: dict[str, bytes] = {}  # every key ever made here, authorized now or not
     for op, name in ops:
         if op == "add" and name not in store.authorized():
             store.new_client(name)
             publics[name] = load_secret(os.path.join(store.clients_dir, name + ".key_secret"))[0]
         elif op == "revoke":
             store.revoke(name)
-        elif op == "replace" and name in store.authorized():   # a new key under an old name, as an operator may do
+        elif op == "replace" and name in store.authorized():  # a new key under an old name, as an operator may do
             store.revoke(name)
             store.new_client(name)
             publics[name] = load_secret(os.path.join(store.clients_dir, name + ".key_secret"))[0]

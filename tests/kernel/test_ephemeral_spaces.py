@@ -2,6 +2,7 @@
 at a1 never meet an old space), removed at the agent's end (files, memory, the file index, shares), at a clean
 shutdown, and by the managers' sweep when they next open after a crash. Two kernel lifetimes run against one data
 directory; a crash is a real child process killed with its manager open."""
+
 import json
 import os
 import subprocess
@@ -9,11 +10,11 @@ import sys
 import types
 
 from ipc.errors import ErrorCode
-from sdk import connect
 from kernel.access.shares import ShareTable
 from kernel.memory.manager import MemoryManager
 from kernel.services.syscalls import ServiceSyscalls
 from kernel.storage import StorageManager
+from sdk import connect
 from tests.kernel.harness import InProcessKernel, wait_until
 from tests.kernel.test_share_listing import HashEmbedder
 
@@ -46,7 +47,7 @@ def test_a_new_lifetimes_ephemeral_agent_sees_nothing_of_an_old_one(tmp_path):
         assert kernel.services.syscalls.boot != first
         assert not [e for e in kernel.services.syscalls.shares.entries() if e.owner.startswith("eph:")]
         with connect(kernel.address, name="throwaway", ephemeral=True) as new:
-            assert new.agent_id == old_id                    # agent ids restart: the space name must not
+            assert new.agent_id == old_id  # agent ids restart: the space name must not
             assert new.fs.list() == [] and new.memory.list() == []
             assert new.fs.search("secret") == [] and new.memory.search("memory") == []
             new.fs.write("mine.txt", "new")
@@ -67,10 +68,14 @@ def test_an_ending_agent_takes_its_files_memory_index_and_shares(tmp_path):
             wait_until(lambda: operator.memory.list(space=space + "#files"), what="the file indexed")
             assert operator.memory.list(space=space) and operator.fs.list(space=space)
             assert [e.owner for e in syscalls.shares.entries()] == [space]
-        wait_until(lambda: not any(name.startswith("e-") for name in _spaces_on_disk(data)),
-                   what="the ephemeral file space dropped")
-        wait_until(lambda: not operator.memory.list(space=space) and not operator.memory.list(space=space + "#files"),
-                   what="the ephemeral memory dropped")
+        wait_until(
+            lambda: not any(name.startswith("e-") for name in _spaces_on_disk(data)),
+            what="the ephemeral file space dropped",
+        )
+        wait_until(
+            lambda: not operator.memory.list(space=space) and not operator.memory.list(space=space + "#files"),
+            what="the ephemeral memory dropped",
+        )
         assert operator.fs.list(space=space) == [] and syscalls.shares.entries() == []
 
 
@@ -97,7 +102,7 @@ def test_the_next_open_sweeps_what_a_crash_left(tmp_path):
 
 def test_memory_and_shares_of_an_old_lifetime_are_swept(tmp_path):
     directory = tmp_path / "mem"
-    with MemoryManager(directory, HashEmbedder(), ephemeral_prefixes=()) as memory:   # a build that kept them on disk
+    with MemoryManager(directory, HashEmbedder(), ephemeral_prefixes=()) as memory:  # a build that kept them on disk
         memory.add("eph:old/x/a1", ["stale"])
         memory.add("uid:1/keep", ["kept"])
     with MemoryManager(directory, HashEmbedder()) as memory:

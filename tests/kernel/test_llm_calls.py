@@ -1,4 +1,5 @@
 """LLM syscalls through the real sockets, I/O thread, loop and context manager, on the fake engine."""
+
 import threading
 
 import pytest
@@ -15,7 +16,10 @@ def test_generate_returns_the_engine_output_with_usage(kernel):
         completion = k.generate("hello", max_tokens=6, full=True)
     assert completion.text == expected_output("hello", 6)
     assert (completion.finish_reason, completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
-        "length", 5, 6)
+        "length",
+        5,
+        6,
+    )
     assert 0 <= completion.timing.queue_s <= completion.timing.ttft_s <= completion.timing.total_s
 
 
@@ -35,7 +39,7 @@ def test_concurrent_agents_each_get_their_own_answer(kernel):
     answers = {}
 
     def agent(prompt):
-        with connect(kernel.address, name=prompt) as k:      # one connection per thread
+        with connect(kernel.address, name=prompt) as k:  # one connection per thread
             answers[prompt] = k.generate(prompt, max_tokens=20)
 
     threads = [threading.Thread(target=agent, args=(p,)) for p in prompts]
@@ -46,13 +50,16 @@ def test_concurrent_agents_each_get_their_own_answer(kernel):
     assert answers == {p: expected_output(p, 20) for p in prompts}
 
 
-@pytest.mark.parametrize("options, code", [
-    ({"max_tokens": 5000}, "engine_error"),          # prompt + max_tokens over the 4096-token fake budget
-    ({"max_tokens": 0}, "bad_request"),
-    ({"temperature": -1.0}, "bad_request"),
-    ({"stop": [""]}, "bad_request"),
-    ({"predicted_tokens": 0}, "bad_request"),
-])
+@pytest.mark.parametrize(
+    "options, code",
+    [
+        ({"max_tokens": 5000}, "engine_error"),  # prompt + max_tokens over the 4096-token fake budget
+        ({"max_tokens": 0}, "bad_request"),
+        ({"temperature": -1.0}, "bad_request"),
+        ({"stop": [""]}, "bad_request"),
+        ({"predicted_tokens": 0}, "bad_request"),
+    ],
+)
 def test_impossible_requests_are_refused_and_the_kernel_keeps_serving(kernel, options, code):
     with connect(kernel.address) as k:
         with pytest.raises(KernelError) as caught:
@@ -78,7 +85,7 @@ def test_round_robin_preempts_and_resumes_exactly(tmp_path):
                 answers[prompt] = k.generate(prompt, max_tokens=30)
 
         threads = [threading.Thread(target=agent, args=(p,)) for p in prompts]
-        kernel.engine.stalled = True        # let all three arrive before any can finish
+        kernel.engine.stalled = True  # let all three arrive before any can finish
         for thread in threads:
             thread.start()
         with connect(kernel.address) as k:
@@ -109,15 +116,18 @@ def test_scheduler_sees_true_request_views(tmp_path):
     scheduler = RecordingScheduler()
     with InProcessKernel(f"ipc://{tmp_path}/k.sock", FakeEngine(max_batch=1), scheduler) as kernel:
         first, second = connect(kernel.address, priority=-8), connect(kernel.address)
-        kernel.engine.stalled = True      # "first" holds the only batch slot until "second" waits behind it
-        calls = [threading.Thread(target=first.generate, args=("first",), kwargs={"max_tokens": 40, "priority": 3}),
-                 threading.Thread(target=second.generate, args=("second",), kwargs={"max_tokens": 3})]
+        kernel.engine.stalled = True  # "first" holds the only batch slot until "second" waits behind it
+        calls = [
+            threading.Thread(target=first.generate, args=("first",), kwargs={"max_tokens": 40, "priority": 3}),
+            threading.Thread(target=second.generate, args=("second",), kwargs={"max_tokens": 3}),
+        ]
         with connect(kernel.address) as observer:
             calls[0].start()
             wait_until(lambda: [r.state for r in in_flight(observer)] == ["running"], what="first request running")
             calls[1].start()
-            wait_until(lambda: [r.state for r in in_flight(observer)] == ["running", "waiting"],
-                       what="second request waiting")
+            wait_until(
+                lambda: [r.state for r in in_flight(observer)] == ["running", "waiting"], what="second request waiting"
+            )
         kernel.engine.stalled = False
         for call in calls:
             call.join(60)

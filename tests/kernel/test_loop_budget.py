@@ -1,6 +1,7 @@
 """The kernel loop's syscall budget: while the engine has work, one iteration handles syscalls only until the budget
 is spent and leaves the rest for the next, so a flood of calls cannot hold every agent's decode step; an idle engine
 takes everything queued. Driven on the loop's own method with a real Inbox (no timing: a zero budget)."""
+
 from types import SimpleNamespace
 
 from kernel.daemon import loop as loop_module
@@ -19,10 +20,10 @@ def test_a_busy_engine_takes_syscalls_until_its_budget_is_spent(monkeypatch):
         inbox.put(item)
     loop = _loop(inbox, handled)
     assert KernelLoop._take_syscalls(loop, block=False) is True
-    assert handled == [0]                                   # one, then the engine steps
+    assert handled == [0]  # one, then the engine steps
     assert KernelLoop._take_syscalls(loop, block=False) is True
     assert handled == [0, 1]
-    assert KernelLoop._take_syscalls(loop, block=True) is True     # an idle engine: all that is queued
+    assert KernelLoop._take_syscalls(loop, block=True) is True  # an idle engine: all that is queued
     assert handled == [0, 1, 2, 3, 4]
 
 

@@ -1,10 +1,12 @@
 """Priority is a privilege: above the default it needs proc.renice (or the operator's renice), lowering is always
 allowed, and neither hello, proc.set_priority on oneself or one's own agents, nor a call's priority hint gets around
 it. Real sockets against the in-process kernel; property-based over the priorities an agent can ask for."""
+
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ipc.messages import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN
 from sdk import KernelError, connect
@@ -43,17 +45,19 @@ def test_hello_above_the_default_needs_proc_renice(kernel):
 
 
 def test_an_agent_lowers_itself_freely_and_raises_itself_only_to_its_ceiling(kernel):
-    with connect(kernel.address, name="self", priority=-3) as agent, \
-            connect(kernel.address, name="operator", token=kernel.admin_token) as operator:
+    with (
+        connect(kernel.address, name="self", priority=-3) as agent,
+        connect(kernel.address, name="operator", token=kernel.admin_token) as operator,
+    ):
         me = agent.agent_id
-        assert _code(lambda: agent.renice(me, DEFAULT_PRIORITY)) is None        # back to the default: fine
+        assert _code(lambda: agent.renice(me, DEFAULT_PRIORITY)) is None  # back to the default: fine
         assert _code(lambda: agent.renice(me, DEFAULT_PRIORITY + 1)) == DENIED
         assert _priority(operator, me) == DEFAULT_PRIORITY
-        operator.renice(me, 7)                                                  # the operator raises it
+        operator.renice(me, 7)  # the operator raises it
         assert _code(lambda: agent.renice(me, 2)) is None
-        assert _code(lambda: agent.renice(me, 7)) is None                       # up to what the operator set
+        assert _code(lambda: agent.renice(me, 7)) is None  # up to what the operator set
         assert _code(lambda: agent.renice(me, 8)) == DENIED
-        operator.renice(me, -4)                                                 # and lowered, it stays lowered
+        operator.renice(me, -4)  # and lowered, it stays lowered
         assert _code(lambda: agent.renice(me, DEFAULT_PRIORITY)) == DENIED
         assert _priority(operator, me) == -4
 
@@ -68,7 +72,7 @@ def test_an_owner_cannot_raise_its_own_agents_past_their_ceiling(kernel):
 
 def test_a_calls_priority_hint_stays_within_the_ceiling(kernel):
     with connect(kernel.address, name="hinter", priority=-5) as agent:
-        assert _code(lambda: agent.generate("x", max_tokens=1, priority=5)) is None      # -5 + 5 = the default
+        assert _code(lambda: agent.generate("x", max_tokens=1, priority=5)) is None  # -5 + 5 = the default
         assert _code(lambda: agent.generate("x", max_tokens=1, priority=6)) == DENIED
         assert _code(lambda: agent.generate("x", max_tokens=1, priority=-10)) is None
     with connect(kernel.address, name="op-hinter", token=kernel.admin_token) as operator:
@@ -80,14 +84,19 @@ def test_raising_oneself_under_a_held_hint_is_refused(kernel):
     kernel.engine.stalled = True
     agent = connect(kernel.address, name="sneaky", priority=PRIORITY_MIN)
     try:
-        call = threading.Thread(target=lambda: _code(
-            lambda: agent.generate("x", max_tokens=4, priority=DEFAULT_PRIORITY - PRIORITY_MIN)))
+        call = threading.Thread(
+            target=lambda: _code(lambda: agent.generate("x", max_tokens=4, priority=DEFAULT_PRIORITY - PRIORITY_MIN))
+        )
         with connect(kernel.address, name="watcher", token=kernel.admin_token) as watcher:
             call.start()
-            wait_until(lambda: any(a.requests and a.agent_id == agent.agent_id
-                                   and a.requests[-1].state in ("running", "waiting") for a in watcher.ps()),
-                       what="the hinted call held")
-            other = connect(kernel.address, name="sneaky-owner")     # same process: owns agent
+            wait_until(
+                lambda: any(
+                    a.requests and a.agent_id == agent.agent_id and a.requests[-1].state in ("running", "waiting")
+                    for a in watcher.ps()
+                ),
+                what="the hinted call held",
+            )
+            other = connect(kernel.address, name="sneaky-owner")  # same process: owns agent
             try:
                 assert _code(lambda: other.renice(agent.agent_id, DEFAULT_PRIORITY)) == DENIED
                 assert _code(lambda: other.renice(agent.agent_id, PRIORITY_MIN + 1)) == DENIED

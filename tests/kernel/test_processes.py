@@ -1,4 +1,5 @@
 """proc.* and kernel.* syscalls, cancellation, dead agents, shutdown."""
+
 import os
 
 import pytest
@@ -33,14 +34,14 @@ def test_cancel_ends_the_call_with_an_error_and_frees_its_kv(kernel):
 def test_ps_and_renice(kernel):
     with connect(kernel.address, name="one", priority=-1) as one, connect(kernel.address, name="two") as two:
         one.generate("x", max_tokens=3)
-        two.renice(one.agent_id, -7)      # lowering its own agent needs no capability
+        two.renice(one.agent_id, -7)  # lowering its own agent needs no capability
         table = {a.name: a for a in two.ps()}
         assert table["one"].priority == -7 and table["one"].pid == os.getpid()
         assert table["one"].service_tokens == 1 + 3
         assert [(r.state, r.prompt_tokens, r.output_tokens) for r in table["one"].requests] == [("done", 1, 3)]
         with pytest.raises(KernelError) as caught:
             two.renice("a999", 1)
-        assert caught.value.code == "permission_denied"      # without proc.renice, others' agents are not its own
+        assert caught.value.code == "permission_denied"  # without proc.renice, others' agents are not its own
     with connect(kernel.address, token=kernel.admin_token) as operator, pytest.raises(KernelError) as caught:
         operator.renice("a999", 1)
     assert caught.value.code == "not_found"
@@ -70,7 +71,7 @@ def test_silent_agent_on_no_watched_pid_is_reaped_after_its_lease(tmp_path, monk
         silent = RawAgent(kernel.address)
         silent_id = silent.hello("remote")
         silent.send("llm.generate", 1, {"prompt": "zzz", "max_tokens": 1000})
-        with connect(kernel.address, token=kernel.admin_token) as k:      # heartbeats while it waits: never reaped
+        with connect(kernel.address, token=kernel.admin_token) as k:  # heartbeats while it waits: never reaped
             wait_until(lambda: silent_id not in {a.agent_id for a in k.ps()}, what="silent agent reaped")
             stats = k.stats()
         assert silent.recv()["body"]["code"] == "killed"
@@ -95,5 +96,6 @@ def test_shutdown_answers_calls_in_flight_and_removes_the_socket(tmp_path):
 
 def test_second_kernel_on_a_live_address_is_refused(kernel):
     from kernel.daemon.io_thread import AddressInUse
+
     with pytest.raises(AddressInUse):
         InProcessKernel(kernel.address)

@@ -1,11 +1,11 @@
 """Nothing one agent sends ends the kernel or fails another agent's call: injected faults in every phase, connections
 that close or stop reading, per-agent limits, and a kernel that does not know a connection."""
+
 import os
 
 import msgpack
 import pytest
 import zmq
-
 
 from ipc.messages import PROTOCOL_VERSION, KernelStats
 from kernel.daemon.limits import AgentLimits
@@ -24,6 +24,7 @@ def _healthy(kernel) -> None:
 @pytest.mark.parametrize("phase", ["decode", "preprocess", "handler", "encode", "schedule"])
 def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, monkeypatch, phase):
     import kernel.daemon.io_thread as io_thread
+
     boom = RuntimeError("injected fault")
     calls = {"n": 0}
 
@@ -33,6 +34,7 @@ def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, mo
             if calls["n"] == 1:
                 raise boom
             return real(*args, **kwargs)
+
         return faulty
 
     raw = RawAgent(kernel.address)
@@ -44,10 +46,11 @@ def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, mo
     elif phase == "handler":
         table = kernel.loop.syscalls.table
         monkeypatch.setitem(table, "kernel.stats", once(table["kernel.stats"]))
-    elif phase == "encode":     # a result msgpack cannot carry
-        monkeypatch.setitem(kernel.loop.syscalls.table, "kernel.stats", lambda call, body: KernelStats(
-            values={"unencodable": object()}))
-    elif phase == "schedule":     # the loop plans every turn, idle or not: fail the first plan that has a call to place
+    elif phase == "encode":  # a result msgpack cannot carry
+        monkeypatch.setitem(
+            kernel.loop.syscalls.table, "kernel.stats", lambda call, body: KernelStats(values={"unencodable": object()})
+        )
+    elif phase == "schedule":  # the loop plans every turn, idle or not: fail the first plan that has a call to place
         real_schedule, llm = kernel.loop.llm.schedule, kernel.loop.llm
 
         def faulty_schedule(now):
@@ -55,13 +58,17 @@ def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, mo
                 calls["n"] += 1
                 raise boom
             return real_schedule(now)
+
         monkeypatch.setattr(llm, "schedule", faulty_schedule)
     try:
-        syscall, body = {"decode": ("kernel.ping", {}), "handler": ("kernel.stats", {}),
-                         "encode": ("kernel.stats", {})}.get(phase, ("llm.generate", {"prompt": "x", "max_tokens": 2}))
+        syscall, body = {
+            "decode": ("kernel.ping", {}),
+            "handler": ("kernel.stats", {}),
+            "encode": ("kernel.stats", {}),
+        }.get(phase, ("llm.generate", {"prompt": "x", "max_tokens": 2}))
         reply = raw.call(syscall, 7, body)
         assert reply["type"] == "error" and reply["body"]["code"] == "internal"
-        assert reply["id"] in (7, None)          # a fault before the id is known cannot name the call
+        assert reply["id"] in (7, None)  # a fault before the id is known cannot name the call
     finally:
         raw.close()
     _healthy(kernel)
@@ -72,7 +79,7 @@ def test_records_end_when_connections_close(kernel):
     for _ in range(200):
         connect(kernel.address, name="brief").close()
     wait_until(lambda: len(kernel.loop.agents) == 0, what="every closed connection's agent gone")
-    assert len(os.listdir("/proc/self/fd")) <= fds_before + 8      # a pidfd each would be 200 more
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 8  # a pidfd each would be 200 more
     _healthy(kernel)
 
 
@@ -104,6 +111,7 @@ def test_per_agent_limit_on_calls_in_flight(tmp_path):
 
 def test_a_client_that_stops_reading_has_its_calls_cancelled(tmp_path, monkeypatch):
     import kernel.daemon.io_thread as io_thread
+
     monkeypatch.setattr(io_thread, "SEND_HWM", 20)
     with InProcessKernel(f"ipc://{tmp_path}/k.sock") as kernel:
         context = zmq.Context()
@@ -114,12 +122,23 @@ def test_a_client_that_stops_reading_has_its_calls_cancelled(tmp_path, monkeypat
         try:
             deaf.send(msgpack.packb({"v": PROTOCOL_VERSION, "id": 0, "type": "hello", "body": {"name": "deaf"}}))
             for i in range(1, 9):
-                deaf.send(msgpack.packb({"v": PROTOCOL_VERSION, "id": i, "type": "llm.generate",
-                                         "body": {"prompt": "x" * 50, "max_tokens": 4000, "stream": True}}))
+                deaf.send(
+                    msgpack.packb(
+                        {
+                            "v": PROTOCOL_VERSION,
+                            "id": i,
+                            "type": "llm.generate",
+                            "body": {"prompt": "x" * 50, "max_tokens": 4000, "stream": True},
+                        }
+                    )
+                )
             with connect(kernel.address, token=kernel.admin_token) as operator:
                 wait_until(lambda: operator.stats()["tokens_generated"] > 0, what="the deaf agent's calls running")
-                wait_until(lambda: operator.stats()["requests_running"] + operator.stats()["requests_waiting"] == 0,
-                           timeout_s=120, what="the deaf agent's calls cancelled")
+                wait_until(
+                    lambda: operator.stats()["requests_running"] + operator.stats()["requests_waiting"] == 0,
+                    timeout_s=120,
+                    what="the deaf agent's calls cancelled",
+                )
         finally:
             deaf.close(linger=0)
             context.term()
@@ -128,9 +147,10 @@ def test_a_client_that_stops_reading_has_its_calls_cancelled(tmp_path, monkeypat
 
 def test_one_connection_fills_only_its_own_share_of_the_inbox():
     from kernel.daemon.inbound import Inbox
+
     inbox = Inbox(max_queued=10, max_per_connection=3)
     assert [inbox.try_reserve(b"flood") for _ in range(4)] == [True, True, True, False]
     assert all(inbox.try_reserve(b"other") for _ in range(3))
     inbox.release(b"flood")
     assert inbox.try_reserve(b"flood") and not inbox.try_reserve(b"flood")
-    assert [inbox.try_reserve(bytes([i])) for i in range(5)] == [True, True, True, True, False]   # 10 in all
+    assert [inbox.try_reserve(bytes([i])) for i in range(5)] == [True, True, True, True, False]  # 10 in all

@@ -1,12 +1,14 @@
 """Service workers are fair per agent and stop promptly: a real ServiceWorker, a slow fake service whose jobs wait on
 a gate, and the replies read off the worker's real outbox socket (the I/O thread's side of it, bound here)."""
+
 from __future__ import annotations
 
 import threading
 
 import pytest
 import zmq
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipc.codec import unpack_reply
 from ipc.errors import ErrorCode, ProtocolError
@@ -33,6 +35,7 @@ class SlowService:
             service.started.set()
             assert service.gate.wait(WAIT_S)
             service.ran.append((who, n))
+
         return run
 
     def close(self):
@@ -68,7 +71,7 @@ def test_a_victims_job_runs_within_one_job_of_a_flooders_thousand(outbox):
     service = SlowService()
     worker = _worker(context, service, max_queued=4096, max_per_lane=2048)
     worker.submit(Job(FLOODER, 0, service.job(FLOODER, 0)))
-    assert service.started.wait(WAIT_S)                    # the flooder's first job is in flight, held by the gate
+    assert service.started.wait(WAIT_S)  # the flooder's first job is in flight, held by the gate
     for n in range(1, 1001):
         worker.submit(Job(FLOODER, n, service.job(FLOODER, n)))
     worker.submit(Job(VICTIM, 1, service.job(VICTIM, 1)))
@@ -78,7 +81,7 @@ def test_a_victims_job_runs_within_one_job_of_a_flooders_thousand(outbox):
     assert sorted(r[0] for r in replies) == [FLOODER] * 1001 + [VICTIM]
     # in flight, at most one of the flooder's queued jobs, then the victim's
     assert service.ran.index((VICTIM, 1)) <= 2
-    assert [n for who, n in service.ran if who == FLOODER] == list(range(1001))     # each lane stays in order
+    assert [n for who, n in service.ran if who == FLOODER] == list(range(1001))  # each lane stays in order
     worker.stop()
     assert service.closed
 
@@ -93,12 +96,14 @@ def test_a_full_lane_answers_busy_naming_its_limit_while_another_agents_lane_acc
         worker.submit(Job(FLOODER, n, service.job(FLOODER, n)))
     with pytest.raises(ProtocolError) as refused:
         worker.submit(Job(FLOODER, 9, service.job(FLOODER, 9)))
-    assert refused.value.code is ErrorCode.BUSY and "8" in refused.value.message and "per agent" in refused.value.message
+    assert (
+        refused.value.code is ErrorCode.BUSY and "8" in refused.value.message and "per agent" in refused.value.message
+    )
     # the flooder's follow-up work waits in its lane too: refused as well
     with pytest.raises(ProtocolError):
         worker.submit(Job(None, None, service.job(FLOODER, 10), owner=FLOODER))
-    worker.submit(Job(VICTIM, 1, service.job(VICTIM, 1)))          # another lane: accepted
-    worker.submit(Job(None, None, service.job(b"kernel", 1)))       # the kernel's own lane: accepted
+    worker.submit(Job(VICTIM, 1, service.job(VICTIM, 1)))  # another lane: accepted
+    worker.submit(Job(None, None, service.job(b"kernel", 1)))  # the kernel's own lane: accepted
     service.gate.set()
     answered = {recv()[0] for _ in range(10)}
     assert answered == {FLOODER, VICTIM}
@@ -132,20 +137,22 @@ def test_stop_with_full_queues_finishes_the_job_in_flight_and_answers_shutdown_t
         worker.submit(Job(FLOODER, n, service.job(FLOODER, n)))
     for n in range(1, 101):
         worker.submit(Job(VICTIM, n, service.job(VICTIM, n)))
-        worker.submit(Job(None, None, service.job(b"kernel", n)))         # no reply owed: dropped
+        worker.submit(Job(None, None, service.job(b"kernel", n)))  # no reply owed: dropped
     stopper = threading.Thread(target=worker.stop)
     stopper.start()
-    def refused_shutdown() -> bool:       # stopping: no new work (a probe that owes no reply, dropped if queued)
+
+    def refused_shutdown() -> bool:  # stopping: no new work (a probe that owes no reply, dropped if queued)
         try:
             worker.submit(Job(None, None, service.job(OTHER, 1), owner=OTHER))
         except ProtocolError as error:
             return error.code is ErrorCode.SHUTDOWN
         return False
+
     wait_until(refused_shutdown, what="stop() to close the queue")
-    service.gate.set()                                                    # the job in flight finishes...
+    service.gate.set()  # the job in flight finishes...
     stopper.join(WAIT_S)
     assert not stopper.is_alive()
-    assert service.ran == [(FLOODER, 0)] and service.closed               # ... and nothing queued ran
+    assert service.ran == [(FLOODER, 0)] and service.closed  # ... and nothing queued ran
     replies = [recv() for _ in range(1 + 512 + 100)]
     first_identity, first = replies[0]
     assert (first_identity, first["id"], first["type"]) == (FLOODER, 0, REPLY_RESULT)
@@ -159,6 +166,7 @@ def test_a_service_that_cannot_be_built_answers_each_job_with_an_error(outbox):
 
     def broken():
         raise OSError("no such directory")
+
     worker = ServiceWorker("broken", context, broken)
     worker.start()
     assert worker.ready.wait(WAIT_S) and "no such directory" in worker.broken
@@ -170,7 +178,7 @@ def test_a_service_that_cannot_be_built_answers_each_job_with_an_error(outbox):
 
 # -- the queue alone: its fairness bound over arbitrary interleavings of arrivals and services ----------------------
 
-OWNERS = [b"a", b"b", b"c", None]          # None: the kernel's own lane
+OWNERS = [b"a", b"b", b"c", None]  # None: the kernel's own lane
 operations = st.lists(st.one_of(st.sampled_from(OWNERS), st.just("take")), max_size=300)
 
 
@@ -179,8 +187,8 @@ operations = st.lists(st.one_of(st.sampled_from(OWNERS), st.just("take")), max_s
 def test_a_job_waits_for_at_most_one_job_of_each_other_lane_per_job_ahead_of_it_in_its_own(ops, per_lane, total):
     per_lane = min(per_lane, total)
     fair = FairQueue(per_lane, total)
-    queued: dict = {}                    # lane → its jobs' serials, oldest first (the model)
-    served_since: dict[int, dict] = {}   # serial → lane → jobs of that lane served since it arrived
+    queued: dict = {}  # lane → its jobs' serials, oldest first (the model)
+    served_since: dict[int, dict] = {}  # serial → lane → jobs of that lane served since it arrived
     ahead_at_arrival: dict[int, int] = {}
     for serial, op in enumerate(ops):
         if op == "take":
@@ -189,7 +197,7 @@ def test_a_job_waits_for_at_most_one_job_of_each_other_lane_per_job_ahead_of_it_
                 assert not any(queued.values())
                 continue
             lane = job.lane
-            assert queued[lane][0] == job.req_id                      # first in, first out within a lane
+            assert queued[lane][0] == job.req_id  # first in, first out within a lane
             queued[lane].pop(0)
             # the bound: at most (jobs ahead of it in its lane + 1) jobs of any other lane went first
             for other, count in served_since.pop(job.req_id).items():
@@ -201,7 +209,7 @@ def test_a_job_waits_for_at_most_one_job_of_each_other_lane_per_job_ahead_of_it_
         lane = job.lane
         size, total_now = len(queued.get(lane, [])), sum(map(len, queued.values()))
         refusal = fair.put(job)
-        expected = (Refusal.LANE_FULL if size >= per_lane else Refusal.TOTAL_FULL if total_now >= total else None)
+        expected = Refusal.LANE_FULL if size >= per_lane else Refusal.TOTAL_FULL if total_now >= total else None
         assert refusal is expected
         if refusal is None:
             queued.setdefault(lane, []).append(serial)
@@ -230,6 +238,7 @@ def test_a_service_runs_below_the_engines_priority():
     import zmq
 
     from kernel.services.worker import SERVICE_NICE, ServiceWorker
+
     seen = {}
 
     def build():

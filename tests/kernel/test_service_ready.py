@@ -1,4 +1,5 @@
 """Services.start() returns once every service is built and warm (the ready line follows it), within its bound."""
+
 from __future__ import annotations
 
 import threading
@@ -6,7 +7,7 @@ import threading
 import zmq
 
 from ipc.codec import unpack_reply
-from ipc.messages import Ack, REPLY_RESULT
+from ipc.messages import REPLY_RESULT, Ack
 from kernel.daemon.outbox import OUTBOX_ADDRESS
 from kernel.memory.embedder import HashEmbedder
 from kernel.services.factory import WARM_UP_TEXT, Services, build_services
@@ -42,8 +43,9 @@ def test_start_returns_with_every_service_built_and_the_embedder_warmed_on_its_w
 
 def test_a_service_that_fails_to_build_is_ready_and_broken_and_start_returns(tmp_path):
     context = zmq.Context()
-    services = build_services(context, str(tmp_path / "data"), None, embedder=HashEmbedder(),
-                              storage_options={"no_such_option": 1})
+    services = build_services(
+        context, str(tmp_path / "data"), None, embedder=HashEmbedder(), storage_options={"no_such_option": 1}
+    )
     try:
         services.start()
         storage = next(worker for worker in services.workers if worker.name == "storage")
@@ -62,10 +64,11 @@ def test_start_is_bounded_and_a_late_services_calls_wait_for_it_then_are_answere
     def slow_build():
         assert gate.wait(WAIT_S)
         return object()
+
     worker = ServiceWorker("slow", context, slow_build, ack=Ack())
     services = Services(syscalls=None, workers=[worker], ready_timeout_s=0.05)
     try:
-        services.start()                      # returns at its bound though the build has not finished
+        services.start()  # returns at its bound though the build has not finished
         assert not worker.ready.is_set()
         worker.submit(Job(b"agent", 1, lambda service: None))
         gate.set()

@@ -1,5 +1,6 @@
 """Files (and memory, where the model is not needed) through the real syscall path: each agent's own space, kept
 across its runs; another's space only through a share or the operator's capability; denials audited."""
+
 import os
 import types
 
@@ -46,8 +47,9 @@ def test_an_agents_files_outlive_its_run_and_an_ephemeral_agents_do_not(kernel):
         with connect(kernel.address, name="throwaway", ephemeral=True) as k:
             k.fs.write("gone.txt", "soon gone")
             # the name the kernel gives it (kernel/services/syscalls.py), not a guess: seen holding the file first
-            space = kernel.services.syscalls.space_of(types.SimpleNamespace(
-                ephemeral=True, principal=f"uid:{os.getuid()}", agent_id=k.agent_id))
+            space = kernel.services.syscalls.space_of(
+                types.SimpleNamespace(ephemeral=True, principal=f"uid:{os.getuid()}", agent_id=k.agent_id)
+            )
             assert [f.path for f in operator.fs.list(space=space)] == ["gone.txt"]
         # dropped once the kernel sees the connection close (asynchronously)
         wait_until(lambda: operator.fs.list(space=space) == [], what="the ephemeral space dropped")
@@ -68,13 +70,14 @@ def test_another_agents_files_need_a_share_and_denials_are_audited(kernel):
         assert reader.fs.write("public/a.txt", "edited", space=owner_space) == 2
         owner.share("fs", "reader", "none", prefix="public")
         assert _code(lambda: reader.fs.read("public/a.txt", space=owner_space)) == "permission_denied"
-    with connect(kernel.address, token=kernel.admin_token) as operator:      # fs.any
+    with connect(kernel.address, token=kernel.admin_token) as operator:  # fs.any
         assert operator.fs.read("private/b.txt", space=owner_space) == b"secret"
     entries = kernel.audit_records()
     denied = [(e["syscall"], e["target"]) for e in entries if e["decision"] == "deny"]
     assert denied.count(("fs.read", owner_space)) == 3 and ("fs.write", owner_space) in denied
-    assert any(e["syscall"] == "fs.read" and e["decision"] == "allow" and e["reason"] == "holds fs.any"
-               for e in entries)
+    assert any(
+        e["syscall"] == "fs.read" and e["decision"] == "allow" and e["reason"] == "holds fs.any" for e in entries
+    )
 
 
 def test_shares_persist_across_a_kernel_restart(tmp_path):
@@ -89,7 +92,9 @@ def test_shares_persist_across_a_kernel_restart(tmp_path):
 
 
 def test_a_service_that_cannot_start_answers_with_an_error_and_the_kernel_serves_on(tmp_path):
-    with InProcessKernel(f"ipc://{tmp_path}/k.sock", services=True,
-                         storage_options={"no_such_option": 1}) as kernel, connect(kernel.address) as k:
+    with (
+        InProcessKernel(f"ipc://{tmp_path}/k.sock", services=True, storage_options={"no_such_option": 1}) as kernel,
+        connect(kernel.address) as k,
+    ):
         assert _code(lambda: k.fs.write("a.txt", "x")) == "internal"
         assert k.generate("abc", max_tokens=2)

@@ -1,6 +1,7 @@
 """fs.list through a prefix share, on the real syscall path: the share of "notes" lists "notes" and "notes/..."
 only, never a sibling whose name merely starts with the same letters ("notes-private/..."); the owner's own
 listing keeps its string-prefix meaning."""
+
 import os
 
 import numpy as np
@@ -12,12 +13,14 @@ from tests.kernel.harness import InProcessKernel
 
 class HashEmbedder:
     """A deterministic stand-in for the embedding model (file indexing runs on every write)."""
+
     dim = 8
     name = "hash-test"
 
     def embed(self, texts):
-        return np.array([[float((hash(t) >> (4 * i)) & 0xF) + 1.0 for i in range(self.dim)] for t in texts],
-                        dtype=np.float32)
+        return np.array(
+            [[float((hash(t) >> (4 * i)) & 0xF) + 1.0 for i in range(self.dim)] for t in texts], dtype=np.float32
+        )
 
 
 @pytest.fixture
@@ -34,7 +37,10 @@ def test_a_prefix_share_lists_whole_components_only(kernel):
         owner.share("fs", "reader", "r", prefix="notes")
         for prefix in ("notes", "notes/", "/notes/"):
             assert sorted(f.path for f in reader.fs.list(prefix, space=owner_space)) == [
-                "notes", "notes/a.txt", "notes/deep/b.txt"]
+                "notes",
+                "notes/a.txt",
+                "notes/deep/b.txt",
+            ]
         assert [f.path for f in reader.fs.list("notes/deep", space=owner_space)] == ["notes/deep/b.txt"]
         for outside in ("", "note", "notes-private", "other"):
             with pytest.raises(KernelError) as denied:
@@ -42,4 +48,9 @@ def test_a_prefix_share_lists_whole_components_only(kernel):
             assert denied.value.code == "permission_denied"
         # the owner's own listing is still by string prefix
         assert sorted(f.path for f in owner.fs.list("notes")) == [
-            "notes", "notes-private/secret.txt", "notes/a.txt", "notes/deep/b.txt", "notesX"]
+            "notes",
+            "notes-private/secret.txt",
+            "notes/a.txt",
+            "notes/deep/b.txt",
+            "notesX",
+        ]

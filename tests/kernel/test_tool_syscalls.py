@@ -1,6 +1,7 @@
 """Tools through the syscall path with the built-in MCP servers as real processes: listing and calling, the
 calculator, the files tool acting on the caller's own space, restricted tools needing a grant, and irreversible
 calls held for the operator (approved, denied, timed out), every decision audited."""
+
 import json
 import os
 import shutil
@@ -10,16 +11,17 @@ import time
 
 import pytest
 
-from sdk import KernelError, connect
 from kernel.context.tool_retention import ToolAwareRetention
+from sdk import KernelError, connect
 from tests.kernel.harness import InProcessKernel, wait_until
 
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tools-kernel")
-    with InProcessKernel(f"ipc://{directory}/kernel.sock", services=True, tools="default",
-                         approval_timeout_s=3.0) as running:
+    with InProcessKernel(
+        f"ipc://{directory}/kernel.sock", services=True, tools="default", approval_timeout_s=3.0
+    ) as running:
         yield running
 
 
@@ -27,10 +29,10 @@ def test_agents_list_and_call_tools(kernel):
     with connect(kernel.address, name="user") as k:
         names = {t.name for t in k.tools.list()}
         assert {"calculate", "read_file", "write_file", "search_memory"} <= names
-        assert "run_python" not in names                         # restricted: runs code
+        assert "run_python" not in names  # restricted: runs code
         assert k.tools.call("calculate", {"expression": "17 * 23 + 4"}).text.strip() == "395"
         with pytest.raises(KernelError) as bad:
-            k.tools.call("calculate", {"expression": 42})          # fails the schema: refused before running
+            k.tools.call("calculate", {"expression": 42})  # fails the schema: refused before running
         assert bad.value.code == "bad_request"
         with pytest.raises(KernelError) as restricted:
             k.tools.call("run_python", {"code": "print(1)"})
@@ -54,14 +56,16 @@ def test_run_python_sees_nothing_of_this_kernels_runtime_and_data_directories():
         with InProcessKernel(f"ipc://{runtime}/kernel.sock", services=True, tools="default") as kernel:
             with connect(kernel.address, token=kernel.admin_token) as operator:
                 token = operator.grant(["tool:run_python"])
-            code = (f"import os\nfor d in ({runtime!r}, {kernel.data_dir!r}):\n    try:\n"
-                    f"        print(d, sorted(os.listdir(d)))\n    except OSError as e:\n"
-                    f"        print(d, 'refused', e.errno)\n")
+            code = (
+                f"import os\nfor d in ({runtime!r}, {kernel.data_dir!r}):\n    try:\n"
+                f"        print(d, sorted(os.listdir(d)))\n    except OSError as e:\n"
+                f"        print(d, 'refused', e.errno)\n"
+            )
             with connect(kernel.address, name="coder", token=token) as coder:
                 seen = coder.tools.call("run_python", {"code": code}).text
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
-    assert f"{runtime} " in seen and f"{kernel.data_dir} " in seen          # the snippet ran
+    assert f"{runtime} " in seen and f"{kernel.data_dir} " in seen  # the snippet ran
     for name in ("kernel.sock", "admin.token", "audit.jsonl", "files", "memory", "shares.json"):
         assert name not in seen.replace(runtime, "").replace(kernel.data_dir, "")
 
@@ -79,7 +83,7 @@ def test_an_ephemeral_agents_files_tool_acts_on_its_throwaway_space(kernel):
         k.fs.write("draft.txt", "throwaway words")
         assert "throwaway words" in k.tools.call("read_file", {"path": "draft.txt"}).text
         assert "draft.txt" in k.tools.call("list_files", {}).text
-    with connect(kernel.address, name="scratch", ephemeral=True) as again:      # a new throwaway space
+    with connect(kernel.address, name="scratch", ephemeral=True) as again:  # a new throwaway space
         assert "throwaway words" not in again.tools.call("read_file", {"path": "draft.txt"}).text
 
 
@@ -90,6 +94,7 @@ def _call_in_thread(address, name, arguments, outcome):
                 outcome["output"] = k.tools.call(name, arguments)
         except KernelError as error:
             outcome["error"] = error
+
     thread = threading.Thread(target=run)
     thread.start()
     return thread
@@ -100,8 +105,10 @@ def test_irreversible_calls_wait_for_the_operator(kernel, decision):
     outcome = {}
     thread = _call_in_thread(kernel.address, "write_file", {"path": f"{decision}.txt", "content": "x"}, outcome)
     with connect(kernel.address, token=kernel.admin_token) as operator:
-        held = wait_until(lambda: [p for p in operator.tools.pending() if f"{decision}.txt" in p.arguments],
-                          what="the call held for approval")[0]
+        held = wait_until(
+            lambda: [p for p in operator.tools.pending() if f"{decision}.txt" in p.arguments],
+            what="the call held for approval",
+        )[0]
         assert held.tool == "write_file" and held.agent_name == "writer-agent"
         if decision != "timeout":
             operator.tools.approve(held.approval_id, allow=decision == "approve")
@@ -118,10 +125,14 @@ def test_a_tool_call_tells_the_retention_policy_when_its_agent_waits_and_returns
     """--retention tool-aware: the kernel runs the tool, so the context manager hears its start and end (and learns
     the tool's latency) without the agent saying anything."""
     policy = ToolAwareRetention(clock=time.monotonic)
-    with InProcessKernel(f"ipc://{tmp_path}/kernel.sock", services=True, tools="default",
-                         retention_policy=policy) as kernel:
+    with InProcessKernel(
+        f"ipc://{tmp_path}/kernel.sock", services=True, tools="default", retention_policy=policy
+    ) as kernel:
         assert policy.latency.expected("calculate") == policy.latency.prior_s
         with connect(kernel.address, name="asker") as k:
             assert k.tools.call("calculate", {"expression": "6 * 7"}).text.strip() == "42"
-            wait_until(lambda: policy.latency.expected("calculate") != policy.latency.prior_s, timeout_s=60,
-                       what="the tool's latency observed")
+            wait_until(
+                lambda: policy.latency.expected("calculate") != policy.latency.prior_s,
+                timeout_s=60,
+                what="the tool's latency observed",
+            )

@@ -1,4 +1,5 @@
 """Malformed input over the real socket gets an error reply, and the kernel keeps serving."""
+
 import msgpack
 import pytest
 
@@ -17,17 +18,20 @@ def _packed(**message):
     return msgpack.packb({"v": PROTOCOL_VERSION, "id": 1, "body": {}, **message})
 
 
-@pytest.mark.parametrize("frames, code", [
-    ((b"\x00\xff\xfe not msgpack",), "bad_frame"),
-    ((msgpack.packb("just a string"),), "bad_frame"),
-    ((_packed(type="kernel.ping"), b"second frame"), "bad_frame"),
-    ((_packed(type="kernel.ping", v=2),), "bad_version"),
-    ((_packed(type="no.such.call"),), "unknown_type"),
-    ((_packed(type="hello"),), "bad_request"),                                  # missing name
-    ((_packed(type="hello", body={"name": 7}),), "bad_request"),                # wrong field type
-    ((_packed(type="kernel.ping", body={"x": 1}),), "bad_request"),             # unknown field
-    ((_packed(type="hello", body={"name": "x" * (2 << 20)}),), "too_large"),    # over the 1 MiB test limit
-])
+@pytest.mark.parametrize(
+    "frames, code",
+    [
+        ((b"\x00\xff\xfe not msgpack",), "bad_frame"),
+        ((msgpack.packb("just a string"),), "bad_frame"),
+        ((_packed(type="kernel.ping"), b"second frame"), "bad_frame"),
+        ((_packed(type="kernel.ping", v=2),), "bad_version"),
+        ((_packed(type="no.such.call"),), "unknown_type"),
+        ((_packed(type="hello"),), "bad_request"),  # missing name
+        ((_packed(type="hello", body={"name": 7}),), "bad_request"),  # wrong field type
+        ((_packed(type="kernel.ping", body={"x": 1}),), "bad_request"),  # unknown field
+        ((_packed(type="hello", body={"name": "x" * (2 << 20)}),), "too_large"),  # over the 1 MiB test limit
+    ],
+)
 def test_bad_frame_gets_an_error_reply_then_the_kernel_serves_on(raw, frames, code):
     raw.send_bytes(*frames)
     reply = raw.recv()

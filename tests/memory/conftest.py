@@ -1,6 +1,7 @@
 """Fixtures for the memory manager's tests: the real all-MiniLM-L6-v2 embedder (loaded once per session: ~10 s on 2
 shared cores), a counting wrapper that tells whether a manager embedded anything, and a manager factory on a fresh
 directory with the deterministic HashEmbedder for the logic tests (quota, eviction, crash)."""
+
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,7 @@ the parent SIGKILLs it after some number of acknowledged adds (the kill lands an
 the SQLite transaction, its commit). A fresh MemoryManager on the same directory must then hold every printed id
 with its exact text, metadata and vector, show nothing torn (every record whole, usage counters equal to the
 records), and accept new adds. Repeated over several kill points, with the child's batch size varying."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,13 @@ CHILD = textwrap.dedent("""
 
 @pytest.mark.parametrize("kill_after", [1, 9, 40, 150])
 def test_every_acknowledged_add_survives_sigkill(tmp_path, kill_after):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     acknowledged = {}
     try:
         for line in child.stdout:
@@ -50,7 +56,7 @@ def test_every_acknowledged_add_survives_sigkill(tmp_path, kill_after):
     finally:
         child.kill()
         child.wait()
-        rest = child.stdout.read()          # ids printed between our last read and the kill were acknowledged too
+        rest = child.stdout.read()  # ids printed between our last read and the kill were acknowledged too
         for line in rest.splitlines():
             parts = line.split()
             if len(parts) == 2:
@@ -63,13 +69,13 @@ def test_every_acknowledged_add_survives_sigkill(tmp_path, kill_after):
             record = memory.get("uid:0/crash", record_id)
             assert record.text == f"fact {n} " + "x" * (n % 50) and record.metadata == {"n": n}
         records = memory.list("uid:0/crash", 0, 100_000)
-        for record in records:            # anything beyond the acknowledged (a commit whose print was cut) is whole
+        for record in records:  # anything beyond the acknowledged (a commit whose print was cut) is whole
             n = record.metadata["n"]
             assert record.text == f"fact {n} " + "x" * (n % 50)
         stats = memory.stats()
         assert stats["entries"] == len(records) >= len(acknowledged)
         assert stats["bytes"] == sum(len(r.text) + len(f'{{"n":{r.metadata["n"]}}}') for r in records)
-        for record_id, n in list(acknowledged.items())[-5:]:     # the vectors made it too
+        for record_id, n in list(acknowledged.items())[-5:]:  # the vectors made it too
             hit = memory.search("uid:0/crash", f"fact {n} " + "x" * (n % 50), k=1)[0]
             assert hit.id == record_id and hit.score > 0.999
         memory.add("uid:0/crash", ["after the crash"], [{}])

@@ -1,4 +1,5 @@
 """LRU-2 residency of memory spaces: the victim order, the RAM budget, reload and scan correctness."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,7 @@ def test_lru2_evicts_the_once_referenced_space_before_an_older_twice_referenced_
         lru.reference(space)
     for space in "abc":
         lru.admit(space, 1)
-    assert lru.victim() == "b"              # plain LRU would pick "a" (oldest last reference)
+    assert lru.victim() == "b"  # plain LRU would pick "a" (oldest last reference)
     lru.evicted("b")
     assert lru.victim() == "c"
     assert lru.victim(protect="c") == "a"
@@ -23,11 +24,11 @@ def test_lru2_evicts_the_once_referenced_space_before_an_older_twice_referenced_
 
 def test_lru2_ranks_by_the_second_most_recent_reference():
     lru = LRUK(k=2)
-    for space in ("a", "b", "b", "a"):      # a: t1, t4   b: t2, t3
+    for space in ("a", "b", "b", "a"):  # a: t1, t4   b: t2, t3
         lru.reference(space)
     lru.admit("a", 5)
     lru.admit("b", 5)
-    assert lru.victim() == "a"              # a's 2nd most recent (t1) is older than b's (t2), though a is most recent
+    assert lru.victim() == "a"  # a's 2nd most recent (t1) is older than b's (t2), though a is most recent
     assert lru.backward_distance("a") == 3 and lru.resident_total == 10
 
 
@@ -40,7 +41,7 @@ def test_history_outlives_eviction_and_goes_with_forget():
     lru.reference("b")
     lru.admit("a", 1)
     lru.admit("b", 1)
-    assert lru.victim() == "a"              # a: t1, t2; b: t3, t4
+    assert lru.victim() == "a"  # a: t1, t2; b: t3, t4
     lru.forget("a")
     assert lru.backward_distance("a") == float("inf") and not lru.is_resident("a")
 
@@ -49,8 +50,9 @@ def _populate(make, directory, spaces, per_space=4):
     ids = {}
     memory = make(directory)
     for space in spaces:
-        ids[space] = memory.add(space, [f"{space} fact {i}" for i in range(per_space)],
-                                [{"i": i} for i in range(per_space)])
+        ids[space] = memory.add(
+            space, [f"{space} fact {i}" for i in range(per_space)], [{"i": i} for i in range(per_space)]
+        )
     memory.close()
     return ids
 
@@ -63,10 +65,10 @@ def test_manager_evicts_by_lru2_and_reloads_identically(tmp_path, make):
         before[space] = memory.search(space, f"{space} fact 2", k=4)
     assert memory.resident_spaces() == ["s1", "s2"]
     memory.search("s3", "s3 fact 0", k=4)
-    assert memory.resident_spaces() == ["s1", "s3"]          # s2 (one reference) went, not s1 (older last use)
+    assert memory.resident_spaces() == ["s1", "s3"]  # s2 (one reference) went, not s1 (older last use)
     stats = memory.stats()
     assert stats["evictions"] == 1 and stats["resident_entries"] == 8 <= stats["ram_entries"]
-    again = memory.search("s2", "s2 fact 2", k=4)             # reloaded from SQLite
+    again = memory.search("s2", "s2 fact 2", k=4)  # reloaded from SQLite
     assert again == before["s2"] and again[0].text == "s2 fact 2" and again[0].score > 0.999
     assert memory.stats()["loads"] == 4 and memory.stats()["resident_entries"] <= 10
 

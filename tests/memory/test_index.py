@@ -4,6 +4,7 @@ Recall is measured on clustered unit vectors (500 centres, each vector a centre 
 ~0.5), which is how sentence embeddings sit; uniformly random vectors on the 384-sphere are the known worst case for
 any ANN index (every neighbour is barely nearer than any other point) and do not model a memory space.
 """
+
 from __future__ import annotations
 
 import faiss
@@ -32,14 +33,13 @@ def test_hnsw_recall_at_10_above_the_threshold():
     n, threshold = 6000, 2000
     data = clustered(n + 100, seed=1)
     vectors, queries = data[:n], data[n:]
-    keys = np.arange(1, n + 1, dtype=np.int64) * 3          # keys are not rows
+    keys = np.arange(1, n + 1, dtype=np.int64) * 3  # keys are not rows
     index = SpaceIndex(384, ann_threshold=threshold)
     index.add(keys[:1000], vectors[:1000])
     assert not index.ann
-    index.add(keys[1000:], vectors[1000:])                  # crosses the threshold: rebuilt as HNSW
+    index.add(keys[1000:], vectors[1000:])  # crosses the threshold: rebuilt as HNSW
     assert index.ann and len(index) == n
-    recall = np.mean([len(set(index.search(q, 10)[1]) & set(exact_top(vectors, keys, q, 10))) / 10
-                      for q in queries])
+    recall = np.mean([len(set(index.search(q, 10)[1]) & set(exact_top(vectors, keys, q, 10))) / 10 for q in queries])
     assert recall >= 0.95, recall
 
 
@@ -52,9 +52,9 @@ def test_deletes_never_come_back_and_compact_and_switch_back():
     assert index.ann
     gone = keys[:500]
     index.remove(gone)
-    for q in vectors[:50]:                                  # their own vectors: the nearest would be themselves
+    for q in vectors[:50]:  # their own vectors: the nearest would be themselves
         assert not set(index.search(q, 10)[1]) & set(gone.tolist())
-    index.remove(keys[500:2100])                            # under half the threshold: exact again
+    index.remove(keys[500:2100])  # under half the threshold: exact again
     assert not index.ann and len(index) == 900
     q = vectors[2500]
     assert index.search(q, 1)[1][0] == 2501

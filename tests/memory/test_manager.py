@@ -1,5 +1,6 @@
 """The manager's contract with the deterministic HashEmbedder: ids, get/update/delete/list, filters, quotas,
 ephemeral spaces, refusals as ProtocolError with the right code."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,8 @@ def test_add_get_update_delete_list(make):
     assert memory.get(S, ids[2]).metadata == {"i": 2, "tags": ["x", "y"]}
     memory.update(S, ids[0], text="alpha two")
     assert memory.get(S, ids[0]).text == "alpha two" and memory.get(S, ids[0]).metadata == {"i": 0}
-    assert memory.search(S, "alpha two", k=1)[0].id == ids[0]       # the vector follows the text
-    assert memory.search(S, "alpha", k=3)[0].score < 0.99           # the old text's vector is gone
+    assert memory.search(S, "alpha two", k=1)[0].id == ids[0]  # the vector follows the text
+    assert memory.search(S, "alpha", k=3)[0].score < 0.99  # the old text's vector is gone
     memory.update(S, ids[1], metadata={"i": 10})
     assert memory.get(S, ids[1]).text == "beta" and memory.get(S, ids[1]).metadata == {"i": 10}
     memory.delete(S, ids[1])
@@ -56,8 +57,9 @@ def test_ids_are_scoped_and_never_reused(make):
 
 def test_filter_is_exact_on_value_and_type(make):
     memory = make()
-    ids = memory.add(S, ["a", "b", "c", "d", "e"],
-                     [{"k": 1}, {"k": True}, {"k": 1.0}, {"k": "1"}, {"k": None, "z": "q"}])
+    ids = memory.add(
+        S, ["a", "b", "c", "d", "e"], [{"k": 1}, {"k": True}, {"k": 1.0}, {"k": "1"}, {"k": None, "z": "q"}]
+    )
     found = lambda where: {h.id for h in memory.search(S, "a", k=10, filter=where)}
     assert found({"k": 1}) == {ids[0]}
     assert found({"k": True}) == {ids[1]}
@@ -77,24 +79,24 @@ def test_entry_quota(make):
     memory = make(max_entries=5)
     memory.add(S, ["a", "b", "c"], [{}] * 3)
     assert code_of(memory.add, S, ["d", "e", "f"], [{}] * 3) == QUOTA
-    assert len(memory.list(S, 0, 100)) == 3                          # the refused batch left nothing behind
+    assert len(memory.list(S, 0, 100)) == 3  # the refused batch left nothing behind
     memory.add(S, ["d", "e"], [{}] * 2)
     with pytest.raises(ProtocolError) as raised:
         memory.add(S, ["f"], [{}])
     assert raised.value.code == QUOTA and "5 of 5 entries" in raised.value.message
     memory.delete(S, memory.list(S, 0, 1)[0].id)
-    memory.add(S, ["f"], [{}])                                      # a delete frees its slot
-    memory.add("uid:0/other", ["a"], [{}])                          # quotas are per space
+    memory.add(S, ["f"], [{}])  # a delete frees its slot
+    memory.add("uid:0/other", ["a"], [{}])  # quotas are per space
 
 
 def test_byte_quota_counts_text_and_metadata(make):
     memory = make(max_bytes=100)
-    memory.add(S, ["x" * 40], [{"k": "v"}])                         # 40 + len('{"k":"v"}') = 49
+    memory.add(S, ["x" * 40], [{"k": "v"}])  # 40 + len('{"k":"v"}') = 49
     assert memory.stats()["bytes"] == 49
-    assert code_of(memory.add, S, ["é" * 26], [{}]) == QUOTA        # 52 UTF-8 bytes + 2 → 103
+    assert code_of(memory.add, S, ["é" * 26], [{}]) == QUOTA  # 52 UTF-8 bytes + 2 → 103
     only = memory.list(S, 0, 1)[0].id
     assert code_of(memory.update, S, only, "y" * 95) == QUOTA
-    memory.update(S, only, "y" * 80, {})                            # 82: fits once the old 49 is released
+    memory.update(S, only, "y" * 80, {})  # 82: fits once the old 49 is released
     assert memory.stats()["bytes"] == 82
 
 
@@ -125,16 +127,28 @@ def test_drop_space(make):
     memory.drop_space("uid:0/never-existed")
     assert memory.list(S, 0, 10) == [] and memory.search(S, "a", k=1) == []
     assert memory.stats()["resident_entries"] == 0
-    memory.add(S, ["c"], [{}])                                       # quota counts start again
+    memory.add(S, ["c"], [{}])  # quota counts start again
     assert memory.stats()["entries"] == 1
 
 
 def test_bounds(make):
     memory = make()
-    for args in ((S, [], []), (S, ["a"], []), (S, ["a"] * 257, [{}] * 257), (S, ["x" * 32_769], [{}]),
-                 (S, [""], [{}]), (S, ["a"], [{"big": "x" * 5000}]), (S, ["a"], [{"f": float("nan")}]),
-                 (S, ["a"], [{1: "int key"}]), (S, ["\ud800"], [{}]), ("", ["a"], [{}]), ("x" * 201, ["a"], [{}]),
-                 ("bad\nspace", ["a"], [{}]), (None, ["a"], [{}]), (S, "a", [{}])):
+    for args in (
+        (S, [], []),
+        (S, ["a"], []),
+        (S, ["a"] * 257, [{}] * 257),
+        (S, ["x" * 32_769], [{}]),
+        (S, [""], [{}]),
+        (S, ["a"], [{"big": "x" * 5000}]),
+        (S, ["a"], [{"f": float("nan")}]),
+        (S, ["a"], [{1: "int key"}]),
+        (S, ["\ud800"], [{}]),
+        ("", ["a"], [{}]),
+        ("x" * 201, ["a"], [{}]),
+        ("bad\nspace", ["a"], [{}]),
+        (None, ["a"], [{}]),
+        (S, "a", [{}]),
+    ):
         assert code_of(memory.add, *args) == ErrorCode.BAD_REQUEST, args
     for k in (0, 101, True, 1.5, "3"):
         assert code_of(memory.search, S, "q", k) == ErrorCode.BAD_REQUEST
@@ -166,6 +180,7 @@ def test_a_failing_embedder_is_an_internal_error_and_stores_nothing(make):
 def test_a_database_from_another_embedder_is_refused(tmp_path, make):
     from kernel.memory.embedder import HashEmbedder
     from kernel.memory.store import StoreError
+
     make(tmp_path / "d").close()
     with pytest.raises(StoreError):
         make(tmp_path / "d", embedder=HashEmbedder(dim=16))

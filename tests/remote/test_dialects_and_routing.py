@@ -1,5 +1,6 @@
 """Without a server: the stream dialects the remote engine reads (vLLM's token_ids, llama.cpp's logprobs and native
 chunks, text only) and the router's choice between prefix affinity and load."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,11 @@ from kernel.engine.remote.router import BLOCK, Router
 
 def test_token_ids_come_from_whichever_field_the_server_fills():
     vllm = {"choices": [{"text": " Paris", "token_ids": [7042], "finish_reason": None}]}
-    llama = {"choices": [{"text": " Par is", "logprobs": {"content": [{"id": 5, "token": " Par"}, {"id": 6}]},
-                          "finish_reason": None}]}
+    llama = {
+        "choices": [
+            {"text": " Par is", "logprobs": {"content": [{"id": 5, "token": " Par"}, {"id": 6}]}, "finish_reason": None}
+        ]
+    }
     native = {"content": "x", "tokens": [9], "stop": True, "stop_type": "limit"}
     text_only = {"choices": [{"text": " hello", "finish_reason": None}]}
     assert (parse_chunk(vllm).ids, parse_chunk(vllm).text) == ([7042], " Paris")
@@ -25,8 +29,10 @@ def test_token_ids_come_from_whichever_field_the_server_fills():
         parse_chunk({"object": "error"})
 
 
-@pytest.mark.parametrize("reason, stop_reason, expected", [
-    ("length", None, FinishReason.LENGTH), ("stop", None, FinishReason.EOS), ("stop", "###", FinishReason.STOP)])
+@pytest.mark.parametrize(
+    "reason, stop_reason, expected",
+    [("length", None, FinishReason.LENGTH), ("stop", None, FinishReason.EOS), ("stop", "###", FinishReason.STOP)],
+)
 def test_finish_reasons(reason, stop_reason, expected):
     chunk = parse_chunk({"choices": [{"text": "", "finish_reason": reason, "stop_reason": stop_reason}]})
     assert chunk.finish is expected and chunk.ids == []
@@ -49,9 +55,9 @@ def test_affinity_wins_within_the_balance_slack_and_load_wins_beyond_it():
     history = list(range(3 * BLOCK))
     router.record(b, history)
     assert router.choose(history + [7, 8], [a, b]) == (b, 3 * BLOCK)
-    b.in_flight |= {"x"}                      # one more than a: still within the slack
+    b.in_flight |= {"x"}  # one more than a: still within the slack
     assert router.choose(history, [a, b])[0] is b
-    b.in_flight |= {"y"}                      # two more: load decides
+    b.in_flight |= {"y"}  # two more: load decides
     assert router.choose(history, [a, b]) == (a, 0)
     assert router.choose([1, 2, 3], [a]) == (a, 0) and router.choose([1], []) is None
 
@@ -59,7 +65,7 @@ def test_affinity_wins_within_the_balance_slack_and_load_wins_beyond_it():
 def test_a_short_shared_prefix_is_no_affinity_and_a_dead_replica_forgets():
     a, b = _replicas(2)
     router = Router([a, b], min_match=2 * BLOCK)
-    router.record(b, list(range(BLOCK)))      # one block in common only: too short to count
+    router.record(b, list(range(BLOCK)))  # one block in common only: too short to count
     assert router.choose(list(range(BLOCK)) + [99] * BLOCK, [a, b])[0] is a
     router.record(b, list(range(4 * BLOCK)))
     router.forget(b)

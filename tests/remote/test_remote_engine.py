@@ -1,6 +1,7 @@
 """The remote engine in process against real llama.cpp servers: it streams what the server generates, resumes a
 call from its text after a preemption, keeps an agent's calls on the replica holding its prefix, and fails calls over
 when a replica is killed mid-stream (or fails them clearly when none is left)."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,20 @@ def engine(pair, tokenizer):
 
 def _direct(url: str, prompt_ids: list[int], max_tokens: int) -> list[int]:
     """The same completion asked of the server directly (no kernel), its token ids from logprobs."""
-    body = json.dumps({"prompt": prompt_ids, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
-                       "logprobs": 1, "top_k": -1, "min_p": 0.0}).encode()
-    with urllib.request.urlopen(urllib.request.Request(f"{url}/completions", body,
-                                                       {"Content-Type": "application/json"}), timeout=60) as resp:
+    body = json.dumps(
+        {
+            "prompt": prompt_ids,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+            "logprobs": 1,
+            "top_k": -1,
+            "min_p": 0.0,
+        }
+    ).encode()
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{url}/completions", body, {"Content-Type": "application/json"}), timeout=60
+    ) as resp:
         return [c["id"] for c in json.load(resp)["choices"][0]["logprobs"]["content"]]
 
 
@@ -62,9 +73,11 @@ def test_a_call_resumed_from_its_output_continues_it_exactly(engine):
 
 
 def test_an_agents_next_call_goes_to_the_replica_holding_its_history(engine):
-    history = engine.tokenize(PROMPT + " in the fifteenth century, when Johannes Gutenberg of Mainz built a press "
-                                       "with movable metal type, oil-based ink and a wooden frame adapted from the "
-                                       "screw presses that wine makers of the Rhine valley had used for centuries.")
+    history = engine.tokenize(
+        PROMPT + " in the fifteenth century, when Johannes Gutenberg of Mainz built a press "
+        "with movable metal type, oil-based ink and a wooden frame adapted from the "
+        "screw presses that wine makers of the Rhine valley had used for centuries."
+    )
     assert len(history) >= 2 * BLOCK
     engine.add(EngineRequest("first", history, SamplingParams(max_tokens=8)))
     home = engine.replica_of("first")

@@ -1,6 +1,7 @@
 """The kernel's LLM service (kernel/daemon/llm.py) driven step by step without sockets or threads: the kernel loop's
 schedule-then-step order, requests put straight into its table, replies and every state each request passed through
 recorded. Deterministic, for tests of what the scheduler's plans do to a real or fake engine."""
+
 from __future__ import annotations
 
 import os
@@ -37,19 +38,34 @@ class DrivenService:
         self.replies = Replies()
         self.agent = types.SimpleNamespace(agent_id="a1", priority=0, service_tokens=0, recent_done=[])
         agents = types.SimpleNamespace(get=lambda agent_id: self.agent)
-        self.context = ContextManager(engine, arena_bytes=1 << 22, preempt_mode=preempt_mode, retention=False,
-                                      kernel_id=f"{os.getpid()}.sched{id(self)}")
+        self.context = ContextManager(
+            engine,
+            arena_bytes=1 << 22,
+            preempt_mode=preempt_mode,
+            retention=False,
+            kernel_id=f"{os.getpid()}.sched{id(self)}",
+        )
         self.llm = LLMService(engine, self.context, make_scheduler(scheduler, **options), agents, self.replies)
         self.now = 0
-        self.states: dict[str, list[ReqState]] = {}     # each request's state after every schedule()
+        self.states: dict[str, list[ReqState]] = {}  # each request's state after every schedule()
 
     def add(self, client_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
         req_id = f"a1/{client_id}"
-        self.llm.requests.add(LLMRequest(
-            req_id=req_id, client_id=client_id, agent_id="a1", identity=b"a1",
-            engine_request=EngineRequest(req_id=req_id, prompt_ids=list(prompt_ids), params=params), stream=False,
-            priority_hint=0, predicted_tokens=None, arrival_step=self.now, waiting_since=self.now,
-            arrival_time=0.0))
+        self.llm.requests.add(
+            LLMRequest(
+                req_id=req_id,
+                client_id=client_id,
+                agent_id="a1",
+                identity=b"a1",
+                engine_request=EngineRequest(req_id=req_id, prompt_ids=list(prompt_ids), params=params),
+                stream=False,
+                priority_hint=0,
+                predicted_tokens=None,
+                arrival_step=self.now,
+                waiting_since=self.now,
+                arrival_time=0.0,
+            )
+        )
         self.states[client_id] = []
 
     def iteration(self) -> None:

@@ -7,6 +7,7 @@ the tokens so far, one more when a decode crosses a block boundary, the youngest
 none free. Like the kernel, it learns of those engine-side preemptions at the start of the next step and the policy
 re-admits them. There is no prefix cache: a request's blocks are its own.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,8 +37,8 @@ class SimRequest:
     waiting_since: int = 0
     finished_at: int | None = None
     first_run_at: int | None = None
-    blocks: int = 0                   # KV blocks it holds in the engine
-    admission: int = 0                # engine admission order: the youngest is preempted first
+    blocks: int = 0  # KV blocks it holds in the engine
+    admission: int = 0  # engine admission order: the youngest is preempted first
 
     @property
     def tokens(self) -> int:
@@ -53,12 +54,12 @@ class Simulation:
     now: int = 0
     requests: dict[str, SimRequest] = field(default_factory=dict)
     agent_service: dict[str, int] = field(default_factory=dict)
-    program_start: dict[str, int] = field(default_factory=dict)   # agent -> arrival of its first call (plas)
-    preemptions: int = 0              # planned by the policy
-    engine_preemptions: int = 0       # made by the engine, out of blocks for a decode
-    trace: list[list[str]] = field(default_factory=list)       # running ids after each plan
+    program_start: dict[str, int] = field(default_factory=dict)  # agent -> arrival of its first call (plas)
+    preemptions: int = 0  # planned by the policy
+    engine_preemptions: int = 0  # made by the engine, out of blocks for a decode
+    trace: list[list[str]] = field(default_factory=list)  # running ids after each plan
     _admissions: itertools.count = field(default_factory=itertools.count)
-    _engine_preempted: list[str] = field(default_factory=list)   # not yet taken over by the kernel
+    _engine_preempted: list[str] = field(default_factory=list)  # not yet taken over by the kernel
 
     @property
     def total_blocks(self) -> int:
@@ -72,12 +73,22 @@ class Simulation:
     def view(self, req: SimRequest) -> RequestView:
         # What the kernel asks the engine: blocks held if running, else blocks its admission and first decode take.
         kv_blocks = req.blocks if req.state is ReqState.RUNNING else blocks_for(req.tokens + 1, self.block_size)
-        return RequestView(req_id=req.req_id, agent_id=req.agent_id, state=req.state, priority=req.priority,
-                           arrival=req.arrival, prompt_tokens=req.prompt_tokens, max_tokens=req.max_tokens,
-                           output_tokens=req.output_tokens, slice_tokens=req.slice_tokens,
-                           waiting_since=req.waiting_since, agent_service=self.agent_service.get(req.agent_id, 0),
-                           predicted_tokens=req.predicted_tokens, kv_blocks=kv_blocks,
-                           program_arrival=self.program_start.get(req.agent_id))
+        return RequestView(
+            req_id=req.req_id,
+            agent_id=req.agent_id,
+            state=req.state,
+            priority=req.priority,
+            arrival=req.arrival,
+            prompt_tokens=req.prompt_tokens,
+            max_tokens=req.max_tokens,
+            output_tokens=req.output_tokens,
+            slice_tokens=req.slice_tokens,
+            waiting_since=req.waiting_since,
+            agent_service=self.agent_service.get(req.agent_id, 0),
+            predicted_tokens=req.predicted_tokens,
+            kv_blocks=kv_blocks,
+            program_arrival=self.program_start.get(req.agent_id),
+        )
 
     def _in(self, *states: ReqState) -> list[SimRequest]:
         return [r for r in self.requests.values() if r.state in states and r.arrival <= self.now]
@@ -86,19 +97,23 @@ class Simulation:
         return self.total_blocks - sum(r.blocks for r in self.requests.values())
 
     def capacity(self) -> Capacity:
-        return Capacity(free_blocks=self._free_blocks(), total_blocks=self.total_blocks, block_size=self.block_size,
-                        running=len(self._in(ReqState.RUNNING)), max_batch=self.max_batch,
-                        max_context=self.total_slots)
+        return Capacity(
+            free_blocks=self._free_blocks(),
+            total_blocks=self.total_blocks,
+            block_size=self.block_size,
+            running=len(self._in(ReqState.RUNNING)),
+            max_batch=self.max_batch,
+            max_context=self.total_slots,
+        )
 
     def step(self) -> None:
-        for req_id in self._engine_preempted:               # what the kernel's schedule() does first
+        for req_id in self._engine_preempted:  # what the kernel's schedule() does first
             transitions.preempt(self.requests[req_id], self.now)
         self._engine_preempted.clear()
         running = self._in(ReqState.RUNNING)
         waiting = self._in(ReqState.WAITING, ReqState.PREEMPTED)
         capacity = self.capacity()
-        plan = self.scheduler.plan([self.view(r) for r in running], [self.view(r) for r in waiting], capacity,
-                                   self.now)
+        plan = self.scheduler.plan([self.view(r) for r in running], [self.view(r) for r in waiting], capacity, self.now)
         running_ids, waiting_ids = {r.req_id for r in running}, {r.req_id for r in waiting}
         assert set(plan.preempt) <= running_ids and set(plan.admit) <= waiting_ids, plan
         for req_id in plan.preempt:
@@ -121,7 +136,7 @@ class Simulation:
         self.trace.append(sorted(r.req_id for r in batch))
         for req in batch:
             if req.blocks == 0 or not self._decode_block(req, batch):
-                continue                                    # the engine preempted it this step
+                continue  # the engine preempted it this step
             req.output_tokens += 1
             req.slice_tokens += 1
             self.agent_service[req.agent_id] = self.agent_service.get(req.agent_id, 0) + 1

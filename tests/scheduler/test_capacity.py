@@ -1,5 +1,6 @@
 """Every policy, under a seeded mixed workload, only admits what fits, in the engine's blocks (the simulator asserts it
 on every step), and the shared preemption arithmetic counts the blocks the engine reports."""
+
 import random
 
 import pytest
@@ -8,32 +9,50 @@ from kernel.engine.core.interface import Capacity
 from kernel.scheduler.base import ReqState, RequestView
 from kernel.scheduler.preemption import plan_preemptive
 from kernel.scheduler.registry import make_scheduler
-
-from tests.scheduler.simulator import Simulation, SimRequest
+from tests.scheduler.simulator import SimRequest, Simulation
 
 
 def view(req_id, blocks, slice_tokens=100, state=ReqState.RUNNING):
-    return RequestView(req_id=req_id, agent_id="a", state=state, priority=0, arrival=0,
-                       prompt_tokens=16 * (blocks or 1), max_tokens=10, output_tokens=0, slice_tokens=slice_tokens, waiting_since=0, agent_service=0,
-                       kv_blocks=blocks)
+    return RequestView(
+        req_id=req_id,
+        agent_id="a",
+        state=state,
+        priority=0,
+        arrival=0,
+        prompt_tokens=16 * (blocks or 1),
+        max_tokens=10,
+        output_tokens=0,
+        slice_tokens=slice_tokens,
+        waiting_since=0,
+        agent_service=0,
+        kv_blocks=blocks,
+    )
 
 
 def capacity(free_blocks, running=0):
-    return Capacity(free_blocks=free_blocks, total_blocks=100, block_size=16, running=running, max_batch=4,
-                    max_context=1600)
+    return Capacity(
+        free_blocks=free_blocks, total_blocks=100, block_size=16, running=running, max_batch=4, max_context=1600
+    )
 
 
 @pytest.mark.parametrize("name", ["fifo", "rr", "priority", "sjf", "las"])
 def test_policy_respects_blocks_and_batch_and_finishes_everything(name):
     rng = random.Random(4)
-    sim = Simulation(make_scheduler(name), max_batch=3, total_slots=400)       # 25 blocks of 16 tokens
+    sim = Simulation(make_scheduler(name), max_batch=3, total_slots=400)  # 25 blocks of 16 tokens
     for i in range(40):
-        sim.submit(SimRequest(f"r{i:02d}", agent_id=f"agent{i % 5}", arrival=rng.randrange(200),
-                              prompt_tokens=rng.randrange(10, 120), max_tokens=rng.randrange(1, 60),
-                              priority=rng.randrange(4)))
+        sim.submit(
+            SimRequest(
+                f"r{i:02d}",
+                agent_id=f"agent{i % 5}",
+                arrival=rng.randrange(200),
+                prompt_tokens=rng.randrange(10, 120),
+                max_tokens=rng.randrange(1, 60),
+                priority=rng.randrange(4),
+            )
+        )
     sim.run_until_done()
     assert len(sim.completion_order()) == 40
-    assert sim.engine_preemptions > 0          # decodes ran out of blocks, and the policy re-admitted each one
+    assert sim.engine_preemptions > 0  # decodes ran out of blocks, and the policy re-admitted each one
 
 
 def test_victims_are_preempted_only_when_that_admits_the_candidate():

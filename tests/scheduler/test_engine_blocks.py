@@ -2,6 +2,7 @@
 forward pass): blocks_needed is exactly what an admission and its first decode take from the free blocks, prefix
 sharing included; blocks_held is what an abort gives back; a valid admission that does not fit raises NoCapacity; and
 take_preempted hands the engine's own preemptions over to the caller, who resumes them identically."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,14 @@ PARAMS = SamplingParams(max_tokens=10)
 
 
 def make_table(n_blocks: int = 8, caching: bool = True) -> SequenceTable:
-    return SequenceTable(BlockPool(n_blocks, BLOCK, caching=caching), max_batch=4, model_max_context=1000,
-                         vocab_size=VOCAB, eos_ids=(VOCAB - 1,), decode=lambda ids: "".join(chr(97 + i) for i in ids))
+    return SequenceTable(
+        BlockPool(n_blocks, BLOCK, caching=caching),
+        max_batch=4,
+        model_max_context=1000,
+        vocab_size=VOCAB,
+        eos_ids=(VOCAB - 1,),
+        decode=lambda ids: "".join(chr(97 + i) for i in ids),
+    )
 
 
 def run_pending(table: SequenceTable) -> None:
@@ -53,7 +60,7 @@ def test_blocks_needed_leaves_out_prefix_blocks_a_running_sequence_shares():
     table = make_table()
     table.admit(EngineRequest("a", list(range(10)), PARAMS))
     run_pending(table)
-    req = EngineRequest("b", list(range(8)) + [30, 31], PARAMS)         # shares a's first 2 blocks
+    req = EngineRequest("b", list(range(8)) + [30, 31], PARAMS)  # shares a's first 2 blocks
     assert table.blocks_needed(req) == 3 - 2
     free = table.capacity().free_blocks
     table.admit(req)
@@ -66,9 +73,9 @@ def test_blocks_needed_counts_cached_blocks_nobody_holds_as_taken():
     table.admit(EngineRequest("a", list(range(12)), PARAMS))
     run_pending(table)
     table.abort("a")
-    req = EngineRequest("b", list(range(8)) + list(range(20, 27)), PARAMS)     # 15 tokens: 4 blocks, 2 cached
+    req = EngineRequest("b", list(range(8)) + list(range(20, 27)), PARAMS)  # 15 tokens: 4 blocks, 2 cached
     assert table.capacity().free_blocks == 4 and table.blocks_needed(req) == 4
-    assert table.blocks_needed(req) == 4                                    # asking changes nothing
+    assert table.blocks_needed(req) == 4  # asking changes nothing
     table.admit(req)
     assert table.capacity().free_blocks == 0
 
@@ -78,7 +85,7 @@ def test_blocks_held_is_what_abort_gives_back():
     table.admit(EngineRequest("a", list(range(10)), PARAMS))
     run_pending(table)
     table.admit(EngineRequest("b", list(range(8)) + [30, 31], PARAMS))
-    assert table.blocks_held("a") == 1 and table.blocks_held("b") == 1      # the 2 shared prefix blocks stay held
+    assert table.blocks_held("a") == 1 and table.blocks_held("b") == 1  # the 2 shared prefix blocks stay held
     free = table.capacity().free_blocks
     table.abort("b")
     assert table.capacity().free_blocks - free == 1
@@ -98,21 +105,21 @@ def test_a_valid_admission_that_does_not_fit_raises_no_capacity_and_a_bad_one_do
 def test_a_preemption_taken_by_the_caller_is_not_resumed_by_the_engine_and_resumes_identically_when_readmitted():
     sampled = SamplingParams(max_tokens=10, temperature=1.0, seed=7)
     table = make_table(n_blocks=2, caching=False)
-    table.admit(EngineRequest("old", list(range(BLOCK)), PARAMS))          # its next token needs a second block
+    table.admit(EngineRequest("old", list(range(BLOCK)), PARAMS))  # its next token needs a second block
     young_prompt = list(range(20, 20 + BLOCK - 1))
     table.admit(EngineRequest("young", young_prompt, sampled))
     run_pending(table)
     emit(table, [7, 8])
     young = table.lookup("young")
-    assert table.ensure_decode_block(table.lookup("old"))                  # preempts young
+    assert table.ensure_decode_block(table.lookup("old"))  # preempts young
     assert table.capacity().running == 2
     assert table.take_preempted() == ["young"] and table.take_preempted() == []
     assert table.capacity().running == 1 and not table.request_ids().count("young")
     table.abort("old")
     table.begin_step()
-    assert table.running() == []                                           # the caller resumes it, not the engine
+    assert table.running() == []  # the caller resumes it, not the engine
     table.admit(EngineRequest("young", young_prompt, sampled, output_ids=[8]))
-    assert torch.equal(table.lookup("young").generator.get_state(), young.generator.get_state())   # same sampler
+    assert torch.equal(table.lookup("young").generator.get_state(), young.generator.get_state())  # same sampler
 
 
 def test_aborting_a_taken_preemption_forgets_it():
@@ -127,4 +134,4 @@ def test_aborting_a_taken_preemption_forgets_it():
     table.abort("old")
     table.admit(EngineRequest("young", list(range(20, 23)), SamplingParams(max_tokens=10, seed=3)))
     seeded_afresh = torch.Generator().manual_seed(3).get_state()
-    assert torch.equal(table.lookup("young").generator.get_state(), seeded_afresh)     # a new request, not a resume
+    assert torch.equal(table.lookup("young").generator.get_state(), seeded_afresh)  # a new request, not a resume

@@ -2,6 +2,7 @@
 request the engine cannot take yet waits instead of failing; and the sequences the engine preempts on its own show as
 PREEMPTED in the kernel's request table and are re-admitted by the plan, finishing with the output of an uninterrupted
 run. On the block-granular fake engine, through the kernel's LLM service."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,12 +13,12 @@ from kernel.scheduler.base import ReqState
 from tests.kernel.fake_engine import FakeEngine, expected_output
 from tests.scheduler.service import DrivenService
 
-PROMPTS = {"p1": "x" * 20, "p2": "y" * 18, "p3": "z" * 20}     # 2 blocks of 16 each with the next token
+PROMPTS = {"p1": "x" * 20, "p2": "y" * 18, "p3": "z" * 20}  # 2 blocks of 16 each with the next token
 
 
 @pytest.fixture
 def service():
-    driven = DrivenService(FakeEngine(kv_budget_tokens=64, max_batch=4))       # 4 blocks
+    driven = DrivenService(FakeEngine(kv_budget_tokens=64, max_batch=4))  # 4 blocks
     yield driven
     driven.close()
 
@@ -33,7 +34,7 @@ def test_a_burst_that_fits_in_tokens_but_not_in_blocks_all_finishes(policy):
         driven.run_until_answered()
         assert driven.replies.errors == {}
         assert {c: driven.text(c) for c in PROMPTS} == {c: expected_output(p, 24) for c, p in PROMPTS.items()}
-        assert driven.engine.refusals == 0              # the plan never admitted what the engine then refused
+        assert driven.engine.refusals == 0  # the plan never admitted what the engine then refused
     finally:
         driven.close()
 
@@ -46,10 +47,10 @@ def test_an_engine_preemption_shows_in_the_request_table_and_the_plan_resumes_it
     service.run_until_answered()
     assert service.engine.preemptions == 1
     young = service.states["young"]
-    assert ReqState.PREEMPTED in young and young[young.index(ReqState.PREEMPTED):].count(ReqState.RUNNING) >= 1
+    assert ReqState.PREEMPTED in young and young[young.index(ReqState.PREEMPTED) :].count(ReqState.RUNNING) >= 1
     assert service.states["old"].count(ReqState.PREEMPTED) == 0
     assert service.text("old") == expected_output("o" * 31, 20)
-    assert service.text("young") == expected_output("y" * 31, 20)       # resumed by recompute, token-identical
+    assert service.text("young") == expected_output("y" * 31, 20)  # resumed by recompute, token-identical
 
 
 def test_a_request_the_engine_refuses_for_capacity_waits_and_then_runs(service):
@@ -75,7 +76,7 @@ def test_a_refused_admission_stops_the_rest_of_that_plan(service):
 
 
 def test_a_request_the_engine_finds_invalid_still_fails(service):
-    service.add("bad", list(b"hi"), SamplingParams(max_tokens=4, temperature=-1.0))    # past submit's checks
+    service.add("bad", list(b"hi"), SamplingParams(max_tokens=4, temperature=-1.0))  # past submit's checks
     service.add("good", list(b"hi"), SamplingParams(max_tokens=4))
     service.run_until_answered()
     assert service.replies.errors["bad"][0] is ErrorCode.ENGINE

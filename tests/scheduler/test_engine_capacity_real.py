@@ -2,6 +2,7 @@
 through the kernel's LLM service: a burst of ~20-token prompts that fits the budget in tokens but not in blocks all
 finishes, each with its solo output, none with engine_error, and the engine's own preemptions show in the request
 table. Counted in tokens (before), the plan admitted all three and the third call failed with engine_error."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,6 +22,7 @@ PARAMS = SamplingParams(max_tokens=24, ignore_eos=True)
 @pytest.fixture(scope="module")
 def engine():
     from kernel.engine.factory import load_engine
+
     # float32: batched, solo and recomputed runs pick the same argmax
     return load_engine(dtype="float32", kv_budget_tokens=64, max_batch=4, prefix_cache=False)
 

@@ -1,6 +1,5 @@
 from kernel.scheduler.registry import make_scheduler
-
-from tests.scheduler.simulator import Simulation, SimRequest
+from tests.scheduler.simulator import SimRequest, Simulation
 
 
 def test_fifo_runs_in_arrival_order_without_preempting():
@@ -18,7 +17,7 @@ def test_rr_rotates_every_quantum():
     sim.run_until_done()
     turns = [ids[0] for ids in sim.trace]
     assert turns == (["a"] * 4 + ["b"] * 4 + ["c"] * 4) * 3
-    assert sim.preemptions == 6                 # the last round ends each request instead of preempting it
+    assert sim.preemptions == 6  # the last round ends each request instead of preempting it
 
 
 def test_rr_does_not_preempt_when_nobody_waits():

@@ -1,25 +1,39 @@
 """Program-level LAS (kernel/scheduler/plas.py) on the scheduler simulator: program-start order within a level, gradual
 aging with a bounded wait, and mean program completion against FIFO on program mixes (tests/scheduler/programs.py)."""
+
 import random
 import statistics
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kernel.scheduler.base import ReqState, RequestView
 from kernel.scheduler.registry import make_scheduler
 from tests.scheduler.programs import Program, heavy_tailed, light_tailed, mean_completion, run_programs
-from tests.scheduler.simulator import Simulation, SimRequest
+from tests.scheduler.simulator import SimRequest, Simulation
 
 
 def view(req_id, agent, service, waiting_since=0, arrival=0, program_arrival=None):
-    return RequestView(req_id=req_id, agent_id=agent, state=ReqState.WAITING, priority=0, arrival=arrival,
-                       prompt_tokens=4, max_tokens=4, output_tokens=0, slice_tokens=0, waiting_since=waiting_since,
-                       agent_service=service, kv_blocks=1, program_arrival=program_arrival)
+    return RequestView(
+        req_id=req_id,
+        agent_id=agent,
+        state=ReqState.WAITING,
+        priority=0,
+        arrival=arrival,
+        prompt_tokens=4,
+        max_tokens=4,
+        output_tokens=0,
+        slice_tokens=0,
+        waiting_since=waiting_since,
+        agent_service=service,
+        kv_blocks=1,
+        program_arrival=program_arrival,
+    )
 
 
 def test_a_waiting_call_ages_one_level_per_aging_period():
     plas = make_scheduler("plas", first_level=10, growth=2, levels=5, aging_steps=100)
-    old = view("r", "A", service=10 * 2 ** 3)            # level 4
+    old = view("r", "A", service=10 * 2**3)  # level 4
     assert [plas.effective_level(old, now) for now in (0, 99, 100, 250, 399, 400, 10_000)] == [4, 4, 3, 2, 1, 0, 0]
     assert plas.max_aging_wait() == 400
 
@@ -28,10 +42,10 @@ def test_within_a_level_a_program_back_from_its_tool_goes_before_a_program_that_
     sim = Simulation(make_scheduler("plas", first_level=1000), max_batch=1)
     sim.submit(SimRequest("busy", "Z", arrival=0, max_tokens=5))
     sim.submit(SimRequest("old/0", "old", arrival=0, max_tokens=1))
-    sim.run(6)                                            # Z's call, then old's first call; old is in its tool
-    sim.submit(SimRequest("z/1", "Z", arrival=6, max_tokens=20))      # holds the engine while the next two queue
+    sim.run(6)  # Z's call, then old's first call; old is in its tool
+    sim.submit(SimRequest("z/1", "Z", arrival=6, max_tokens=20))  # holds the engine while the next two queue
     sim.submit(SimRequest("new/0", "new", arrival=7, max_tokens=3))
-    sim.submit(SimRequest("old/1", "old", arrival=8, max_tokens=3))   # back from the tool after new arrived
+    sim.submit(SimRequest("old/1", "old", arrival=8, max_tokens=3))  # back from the tool after new arrived
     sim.run_until_done()
     order = sim.completion_order()
     # same level everywhere: program start decides, not the call's arrival (fifo would run new/0 first)
@@ -45,12 +59,13 @@ def test_a_fresh_program_preempts_a_long_one_only_after_its_min_slice():
     sim.submit(SimRequest("fresh/0", "fresh", arrival=2, max_tokens=3))
     sim.run_until_done()
     assert sim.preemptions == 1
-    assert sim.requests["fresh/0"].first_run_at == 5      # after long/7's 5-token slice, not at its arrival
+    assert sim.requests["fresh/0"].first_run_at == 5  # after long/7's 5-token slice, not at its arrival
     assert sim.completion_order() == ["fresh/0", "long/7"]
 
 
-programs = st.lists(st.tuples(st.integers(0, 300), st.integers(1, 4), st.integers(1, 30), st.integers(0, 20)),
-                    min_size=1, max_size=14)
+programs = st.lists(
+    st.tuples(st.integers(0, 300), st.integers(1, 4), st.integers(1, 30), st.integers(0, 20)), min_size=1, max_size=14
+)
 
 
 def longest_waits(sim) -> dict[str, int]:
@@ -59,8 +74,10 @@ def longest_waits(sim) -> dict[str, int]:
     for step, running in enumerate(sim.trace):
         for req_id in running:
             ran.setdefault(req_id, []).append(step)
-    return {req_id: max([steps[0] - sim.requests[req_id].arrival] + [b - a - 1 for a, b in zip(steps, steps[1:])])
-            for req_id, steps in ran.items()}
+    return {
+        req_id: max([steps[0] - sim.requests[req_id].arrival] + [b - a - 1 for a, b in zip(steps, steps[1:])])
+        for req_id, steps in ran.items()
+    }
 
 
 def assert_waits_bounded(plas, progs, sim):
@@ -78,8 +95,10 @@ def test_every_wait_is_bounded_by_aging_and_the_work_of_programs_that_started_be
     the running calls to become preemptible, and the work of programs that started no later than its own (they may
     precede it at level 0); arrivals after its program's start never delay it past that."""
     plas = make_scheduler("plas", first_level=8, growth=2, levels=4, aging_steps=aging_steps, min_slice=3)
-    progs = [Program(f"p{i:02d}", arrival, tuple((4, out) for _ in range(calls)), tuple(gap for _ in range(calls - 1)))
-             for i, (arrival, calls, out, gap) in enumerate(specs)]
+    progs = [
+        Program(f"p{i:02d}", arrival, tuple((4, out) for _ in range(calls)), tuple(gap for _ in range(calls - 1)))
+        for i, (arrival, calls, out, gap) in enumerate(specs)
+    ]
     _, sim = run_programs(plas, progs, max_batch=batch)
     assert_waits_bounded(plas, progs, sim)
 
@@ -91,15 +110,17 @@ def test_a_stream_of_fresh_programs_does_not_starve_an_old_long_one():
     progs += [Program(f"p{i:02d}", 3 * i, ((4, 3),), ()) for i in range(1, 120)]
     _, sim = run_programs(plas, progs, max_batch=1)
     assert_waits_bounded(plas, progs, sim)
-    assert sim.requests["p00/1"].finished_at < 3 * 120           # done while the stream still runs
+    assert sim.requests["p00/1"].finished_at < 3 * 120  # done while the stream still runs
 
 
 def ratios(mix, **size):
     """fifo / plas mean program completion, per seed (batch 4)."""
     out = []
     for seed in range(3):
-        means = {name: mean_completion(run_programs(make_scheduler(name), mix(random.Random(seed), **size),
-                                                    max_batch=4)[0]) for name in ("fifo", "plas")}
+        means = {
+            name: mean_completion(run_programs(make_scheduler(name), mix(random.Random(seed), **size), max_batch=4)[0])
+            for name in ("fifo", "plas")
+        }
         out.append(means["fifo"] / means["plas"])
     return out
 

@@ -1,6 +1,5 @@
 from kernel.scheduler.registry import make_scheduler
-
-from tests.scheduler.simulator import Simulation, SimRequest
+from tests.scheduler.simulator import SimRequest, Simulation
 
 
 def test_higher_priority_runs_first():

@@ -1,6 +1,5 @@
 from kernel.scheduler.registry import make_scheduler
-
-from tests.scheduler.simulator import Simulation, SimRequest
+from tests.scheduler.simulator import SimRequest, Simulation
 
 
 def test_sjf_runs_shortest_first_using_predictions_when_given():

@@ -1,5 +1,6 @@
 """The asyncio SDK against a real aiosd: many tasks on one loop share one connection and each gets its own answer,
 streams match chat, leaving a call early cancels it in the kernel, and a dead kernel fails every pending call."""
+
 import asyncio
 import time
 
@@ -34,7 +35,7 @@ async def until_no_held_calls(kernel: AsyncKernel) -> None:
 def test_sixteen_tasks_on_one_loop_each_get_their_own_answer(aiosd):
     with sdk.connect(aiosd.address, name="reference") as sync:
         expected = {p: sync.generate(p, max_tokens=8) for p in PROMPTS}
-    assert len(set(expected.values())) == len(PROMPTS)      # distinct answers: a mix-up would show
+    assert len(set(expected.values())) == len(PROMPTS)  # distinct answers: a mix-up would show
 
     async def main():
         async with await sdk.aconnect(aiosd.address, name="many-tasks") as kernel:
@@ -71,7 +72,7 @@ def test_services_and_process_calls(aiosd):
 
     agent_id, stats, agents = run(main())
     assert "max_context" in stats
-    assert [a.agent_id for a in agents] == [agent_id]      # without proc.view an agent sees itself only
+    assert [a.agent_id for a in agents] == [agent_id]  # without proc.view an agent sees itself only
 
 
 def test_leaving_a_stream_early_cancelling_a_task_or_timing_out_cancels_the_call_in_the_kernel(aiosd):
@@ -88,6 +89,7 @@ def test_leaving_a_stream_early_cancelling_a_task_or_timing_out_cancels_the_call
             async def reader():
                 async for _ in kernel.stream(prompt="Once upon a time", **long):
                     started.set()
+
             task = asyncio.create_task(reader())
             await started.wait()
             task.cancel()
@@ -110,10 +112,10 @@ def test_errors_are_kernel_errors_with_codes(aiosd):
     async def main():
         async with await sdk.aconnect(aiosd.address, name="errors") as kernel:
             with pytest.raises(KernelError) as refused:
-                await kernel.generate("hi", max_tokens=1 << 21)       # past the protocol's bound
+                await kernel.generate("hi", max_tokens=1 << 21)  # past the protocol's bound
             with pytest.raises(KernelError) as too_long:
-                await kernel.generate("hi", max_tokens=100_000)       # past the context
-            with pytest.raises(KernelError) as unknown:       # not its own agent
+                await kernel.generate("hi", max_tokens=100_000)  # past the context
+            with pytest.raises(KernelError) as unknown:  # not its own agent
                 await kernel.kill("a999999")
             return refused.value.code, too_long.value.code, unknown.value.code
 
@@ -130,6 +132,7 @@ def test_kernel_killed_fails_every_pending_call_then_new_calls_fail_at_once(tmp_
     kernel_proc = KernelProcess(f"ipc://{tmp_path}/kernel.sock", KERNEL_OPTIONS, tmp_path / "aiosd.log")
     kernel_proc.start()
     try:
+
         async def main():
             kernel = await sdk.aconnect(kernel_proc.address, name="orphan")
             try:
@@ -138,8 +141,10 @@ def test_kernel_killed_fails_every_pending_call_then_new_calls_fail_at_once(tmp_
                 async def streamer():
                     async for _ in kernel.stream(prompt="Once upon a time", max_tokens=4000, ignore_eos=True):
                         started.set()
+
                 calls = [asyncio.create_task(streamer())] + [
-                    asyncio.create_task(kernel.generate(p, max_tokens=4000, ignore_eos=True)) for p in PROMPTS]
+                    asyncio.create_task(kernel.generate(p, max_tokens=4000, ignore_eos=True)) for p in PROMPTS
+                ]
                 await started.wait()
                 kernel_proc._proc.kill()
                 results = await asyncio.gather(*calls, return_exceptions=True)

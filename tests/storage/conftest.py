@@ -1,4 +1,5 @@
 """Fixtures for the storage tests: a store on a real directory under pytest's tmp_path, closed after the test."""
+
 import os
 
 import pytest
@@ -35,6 +36,7 @@ def store(make_store):
 
 def space_dir(root: str, space: str) -> str:
     from kernel.storage.paths import space_dirname
+
     return os.path.join(root, "spaces", space_dirname(space))
 
 

@@ -9,6 +9,7 @@ store, before making it, except for write, where it first writes half the buffer
 kill at an exact step of an atomic write (data half written, written but not fsync'd, fsync'd but not renamed, renamed
 but the directory not fsync'd, old versions half pruned), which an outside kill only hits by chance.
 """
+
 import hashlib
 import os
 import random
@@ -27,7 +28,7 @@ LIMITS = dict(keep_versions=KEEP, quota_bytes=64 << 20, max_file_bytes=1 << 20, 
 def content(path: str, version: int) -> bytes:
     seed = hashlib.sha256(f"{path}:{version}".encode()).digest()
     rng = random.Random(seed)
-    return seed + rng.randbytes(rng.randrange(0, 512 << 10))   # up to 512 KiB: kills land mid-write
+    return seed + rng.randbytes(rng.randrange(0, 512 << 10))  # up to 512 KiB: kills land mid-write
 
 
 def die_at(call: str, nth: int) -> None:
@@ -40,7 +41,7 @@ def die_at(call: str, nth: int) -> None:
         if seen[0] == nth:
             if call == "write":
                 fd, data = args
-                real(fd, bytes(data)[:len(data) // 2])
+                real(fd, bytes(data)[: len(data) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*args, **kwargs)
 

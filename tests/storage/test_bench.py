@@ -1,4 +1,5 @@
 """bench/storage_bench.py runs end to end on a real directory and prints one row per size with finite ratios."""
+
 from bench import storage_bench
 
 
@@ -11,4 +12,4 @@ def test_quick_bench_prints_the_table(tmp_path, capsys, monkeypatch):
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert all(float(cell) > 0 for cell in cells[2:])
-    assert list(tmp_path.iterdir()) == []             # its scratch directories are removed
+    assert list(tmp_path.iterdir()) == []  # its scratch directories are removed

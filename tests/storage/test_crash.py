@@ -7,6 +7,7 @@ the usage equal to what is on disk. The child then carries on from there in the 
 An outside kill right after an ack mostly lands early in the next write (the parent reacts in microseconds, the write
 takes milliseconds), so a second test has the child kill itself at exact steps inside write() (crash_writer CALL:N):
 half-written data, before the file fsync, before the rename, before the directory fsync, in the middle of pruning."""
+
 import hashlib
 import os
 import signal
@@ -14,33 +15,48 @@ import subprocess
 import sys
 
 from kernel.storage import StorageManager
-from tests.storage.crash_writer import KEEP, LIMITS, PATHS, SPACE, content
 from tests.storage.conftest import tree
+from tests.storage.crash_writer import KEEP, LIMITS, PATHS, SPACE, content
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KILL_AFTER = [0, 1, 2, 3, 5, 8, 13, 21, 34]          # acknowledged writes per round before the SIGKILL
+KILL_AFTER = [0, 1, 2, 3, 5, 8, 13, 21, 34]  # acknowledged writes per round before the SIGKILL
 
 
-DIE_AT = ["write:1", "fsync:1", "rename:1", "fsync:2", "write:6", "fsync:9", "rename:7", "unlink:1", "unlink:2",
-          "fsync:30", "write:11"]
+DIE_AT = [
+    "write:1",
+    "fsync:1",
+    "rename:1",
+    "fsync:2",
+    "write:6",
+    "fsync:9",
+    "rename:7",
+    "unlink:1",
+    "unlink:2",
+    "fsync:30",
+    "write:11",
+]
 
 
 def run_and_kill(root: str, acks: int | None, die_at: str | None = None) -> list[tuple[str, int, str]]:
     """Start the writer and SIGKILL it once `acks` writes are acknowledged (or let it kill itself at `die_at`);
     every write it acknowledged."""
-    child = subprocess.Popen([sys.executable, "-m", "tests.storage.crash_writer", root] + ([die_at] if die_at else []),
-                             cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.storage.crash_writer", root] + ([die_at] if die_at else []),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     try:
         assert child.stdout.readline() == "ready\n"
         while acks is None or len(lines) < acks:
             line = child.stdout.readline()
             if not line and acks is None:
-                break                                 # it killed itself
+                break  # it killed itself
             assert line, "the writer stopped before it was killed"
             lines.append(line)
         child.send_signal(signal.SIGKILL)
-        lines += child.stdout.readlines()             # acknowledged between our last read and the kill
+        lines += child.stdout.readlines()  # acknowledged between our last read and the kill
     finally:
         child.kill()
         child.wait()
@@ -55,14 +71,14 @@ def run_and_kill(root: str, acks: int | None, die_at: str | None = None) -> list
 
 def check_store(root: str, acked: list[tuple[str, int, str]]) -> None:
     with StorageManager(root, **LIMITS) as store:
-        usage = store.usage(SPACE)                    # the first touch: clears what the kill left
+        usage = store.usage(SPACE)  # the first touch: clears what the kill left
         visible = {info.path: info.version for info in store.list(SPACE)}
         stored = 0
         for path in PATHS:
             mine = [(version, digest) for (name, version, digest) in acked if name == path]
             last_acked = max((version for version, _ in mine), default=0)
             latest = visible.get(path, 0)
-            assert latest in (last_acked, last_acked + 1)       # +1: published but killed before the ack
+            assert latest in (last_acked, last_acked + 1)  # +1: published but killed before the ack
             kept = store.versions(SPACE, path) if latest else []
             assert [info.version for info in kept] == list(range(max(1, latest - KEEP + 1), latest + 1))
             for version, digest in mine:
@@ -95,4 +111,4 @@ def test_a_kill_at_each_step_of_a_write_leaves_nothing_torn(tmp_path):
         acked += run_and_kill(root, None, die_at)
         torn_seen += any(".aios-tmp-" in name for name in tree(root))
         check_store(root, acked)
-    assert torn_seen >= 5                     # write, fsync (file) and rename kills leave a temporary behind
+    assert torn_seen >= 5  # write, fsync (file) and rename kills leave a temporary behind

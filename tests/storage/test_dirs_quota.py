@@ -2,6 +2,7 @@
 deleted, on a real directory: the charged usage always equals what is on disk (bytes of version files plus dir_bytes
 per charged directory; files plus charged directories as inodes), never exceeds the limits, and survives a reopen;
 paths past the depth limit are refused before anything is made."""
+
 import os
 import tempfile
 
@@ -54,7 +55,7 @@ def test_charged_usage_is_what_is_on_disk_and_within_the_limits(steps):
                     assert error.code in ((QUOTA,) if write else (ErrorCode.NOT_FOUND,))
                 check(store, root)
             store.close()
-            store = StorageManager(root, **LIMITS)        # a fresh scan agrees with the kept count
+            store = StorageManager(root, **LIMITS)  # a fresh scan agrees with the kept count
             check(store, root)
         finally:
             store.close()
@@ -68,7 +69,7 @@ def test_the_directory_flood_is_refused(tmp_path):
     assert refused.value.code is ErrorCode.BAD_REQUEST and "16" in refused.value.message
     assert not os.path.exists(os.path.join(str(tmp_path), "spaces", space_dirname(S)))
     made = 0
-    with pytest.raises(ProtocolError) as full:        # the 20-empty-files attack: 15 new directories per file
+    with pytest.raises(ProtocolError) as full:  # the 20-empty-files attack: 15 new directories per file
         for number in range(10_000):
             store.write(S, f"{number}/" + "/".join(["d"] * 15), b"")
             made += 1

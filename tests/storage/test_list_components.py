@@ -1,5 +1,6 @@
 """Hypothesis: a COMPONENTS listing of any prefix is exactly the stored paths equal to it or below it by whole
 components, and a TEXT listing is exactly the paths that start with it as a string."""
+
 import tempfile
 
 from hypothesis import given, settings
@@ -12,11 +13,14 @@ PATHS = st.lists(NAMES, min_size=1, max_size=3).map("/".join)
 
 
 @settings(max_examples=40, deadline=None)
-@given(paths=st.sets(PATHS, min_size=1, max_size=12), prefix=st.lists(NAMES, max_size=2).map("/".join),
-       slash=st.booleans())
+@given(
+    paths=st.sets(PATHS, min_size=1, max_size=12), prefix=st.lists(NAMES, max_size=2).map("/".join), slash=st.booleans()
+)
 def test_component_and_text_listings(paths, prefix, slash):
-    with tempfile.TemporaryDirectory() as root, StorageManager(
-            root, quota_bytes=1 << 20, max_file_bytes=1 << 10, max_files=64) as store:
+    with (
+        tempfile.TemporaryDirectory() as root,
+        StorageManager(root, quota_bytes=1 << 20, max_file_bytes=1 << 10, max_files=64) as store,
+    ):
         for path in paths:
             store.write("uid:1/s", path, b"x")
         asked = prefix + "/" if slash and prefix else prefix

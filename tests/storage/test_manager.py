@@ -1,5 +1,6 @@
 """The storage API on a real directory: round trips, versions kept and pruned, rollback, list, delete, spaces,
 persistence across managers, and what a crash leaves behind (temporaries, unpruned versions, half-dropped spaces)."""
+
 import os
 
 import pytest
@@ -38,7 +39,10 @@ def test_only_the_last_n_versions_are_kept(store, root):
         store.read(S, "f", 2)
     assert info.value.code is ErrorCode.NOT_FOUND and "kept: 3..5" in info.value.message
     assert sorted(os.listdir(os.path.join(space_dir(root, S), "f"))) == [
-        ".aios-v000000000003", ".aios-v000000000004", ".aios-v000000000005"]
+        ".aios-v000000000003",
+        ".aios-v000000000004",
+        ".aios-v000000000005",
+    ]
 
 
 def test_rollback_makes_a_new_version_equal_to_the_old_one(store):
@@ -47,7 +51,7 @@ def test_rollback_makes_a_new_version_equal_to_the_old_one(store):
     assert store.rollback(S, "f", 1) == 3
     assert store.read(S, "f") == (b"good", 3)
     assert store.read(S, "f", 2) == (b"bad", 2)
-    store.write(S, "f", b"x")                     # versions 2..4 kept now
+    store.write(S, "f", b"x")  # versions 2..4 kept now
     assert code_of(store.rollback, S, "f", 1) is ErrorCode.NOT_FOUND
     assert code_of(store.rollback, S, "missing", 1) is ErrorCode.NOT_FOUND
     assert [info.version for info in store.versions(S, "f")] == [2, 3, 4]
@@ -88,8 +92,8 @@ def test_delete_removes_every_version_and_its_directories(store, root):
         assert code_of(call, S, "deep/er/file") is ErrorCode.NOT_FOUND
     assert tree(space_dir(root, S)) == [".aios-space", "keep", "keep/me", "keep/me/.aios-v000000000001"]
     assert store.usage(S)["bytes"] == 1 and store.usage(S)["files"] == 1
-    assert store.write(S, "deep/er/file", b"new") == 1     # numbering starts again after a delete
-    assert code_of(store.delete, S, "keep") is ErrorCode.NOT_FOUND   # a directory of other files is no file
+    assert store.write(S, "deep/er/file", b"new") == 1  # numbering starts again after a delete
+    assert code_of(store.delete, S, "keep") is ErrorCode.NOT_FOUND  # a directory of other files is no file
 
 
 def test_spaces_are_separate_and_ids_never_reach_the_file_system(store, root):
@@ -110,8 +114,15 @@ def test_files_and_numbering_survive_a_new_manager(make_store):
     first.close()
     second = make_store()
     assert second.read(S, "f") == (b"b", 2) and second.write(S, "f", b"c") == 3
-    assert second.usage(S) == {"bytes": 3, "files": 1, "versions": 3, "quota_bytes": 1 << 20, "max_files": 16,
-                               "max_file_bytes": 64 << 10, "keep_versions": 3}
+    assert second.usage(S) == {
+        "bytes": 3,
+        "files": 1,
+        "versions": 3,
+        "quota_bytes": 1 << 20,
+        "max_files": 16,
+        "max_file_bytes": 64 << 10,
+        "keep_versions": 3,
+    }
 
 
 def test_one_manager_per_root_and_a_closed_manager_refuses(make_store):
@@ -119,10 +130,10 @@ def test_one_manager_per_root_and_a_closed_manager_refuses(make_store):
     with pytest.raises(RuntimeError, match="in use"):
         make_store()
     first.close()
-    first.close()                                   # idempotent
+    first.close()  # idempotent
     assert code_of(first.write, S, "f", b"x") is ErrorCode.SHUTDOWN
     assert code_of(first.list, S) is ErrorCode.SHUTDOWN
-    second = make_store()                           # the lock went with the first
+    second = make_store()  # the lock went with the first
     assert second.write(S, "f", b"x") == 1
 
 
@@ -142,7 +153,7 @@ def test_a_torn_temporary_is_never_visible_and_is_removed(make_store, root):
     store.close()
     node = os.path.join(space_dir(root, S), "f")
     with open(os.path.join(node, ".aios-tmp-0123456789abcdef"), "wb") as torn:
-        torn.write(b"half of a new vers")          # what SIGKILL mid-write leaves
+        torn.write(b"half of a new vers")  # what SIGKILL mid-write leaves
     store = make_store()
     assert store.read(S, "f") == (b"complete", 1)
     assert [info.version for info in store.versions(S, "f")] == [1]
@@ -167,7 +178,7 @@ def test_a_half_dropped_space_is_finished_by_the_next_manager(make_store, root):
     store.write(S, "a/b", b"x")
     store.close()
     spaces = os.path.join(root, "spaces")
-    os.rename(space_dir(root, S), os.path.join(spaces, ".aios-drop-feedfacefeedface"))   # crash after the rename
+    os.rename(space_dir(root, S), os.path.join(spaces, ".aios-drop-feedfacefeedface"))  # crash after the rename
     store = make_store()
     assert os.listdir(spaces) == []
     assert store.list(S) == []
@@ -177,7 +188,10 @@ def test_usage_matches_the_bytes_on_disk(store, root):
     store.write(S, "a", b"x" * 10)
     store.write(S, "a", b"x" * 20)
     store.write(S, "b/c", b"x" * 7)
-    on_disk = sum(os.path.getsize(os.path.join(space_dir(root, S), name))
-                  for name in tree(space_dir(root, S)) if ".aios-v" in name)
+    on_disk = sum(
+        os.path.getsize(os.path.join(space_dir(root, S), name))
+        for name in tree(space_dir(root, S))
+        if ".aios-v" in name
+    )
     usage = store.usage(S)
     assert usage["bytes"] == on_disk == 37 and usage["files"] == 2 and usage["versions"] == 3

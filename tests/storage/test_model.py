@@ -3,6 +3,7 @@ the latest kept, the last N kept, delete forgets all, rollback is a write, quota
 bytes), including closing and reopening the manager on the same root between any two steps. Directories are charged
 as quota.py says: every proper prefix of a stored path ("a" and "a/b" of "a/b/c") is a plain directory, or a file that
 has a subdirectory, and costs DIR_BYTES of the byte quota and one inode of max_files; a file's own node does not."""
+
 import shutil
 import tempfile
 
@@ -27,11 +28,12 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.root = tempfile.mkdtemp()
         self.store = self._open()
-        self.model: dict[tuple[str, str], list[tuple[int, bytes]]] = {}   # kept versions, oldest first
+        self.model: dict[tuple[str, str], list[tuple[int, bytes]]] = {}  # kept versions, oldest first
 
     def _open(self) -> StorageManager:
-        return StorageManager(self.root, keep_versions=KEEP, quota_bytes=QUOTA_BYTES, max_file_bytes=MAX_FILE,
-                              max_files=MAX_FILES)
+        return StorageManager(
+            self.root, keep_versions=KEEP, quota_bytes=QUOTA_BYTES, max_file_bytes=MAX_FILE, max_files=MAX_FILES
+        )
 
     def teardown(self):
         self.store.close()
@@ -43,8 +45,9 @@ class StoreMachine(RuleBasedStateMachine):
     @staticmethod
     def _dirs(paths) -> set[str]:
         """The charged directories of a space holding `paths`: every proper prefix of one."""
-        return {"/".join(parts[:depth]) for parts in (path.split("/") for path in paths)
-                for depth in range(1, len(parts))}
+        return {
+            "/".join(parts[:depth]) for parts in (path.split("/") for path in paths) for depth in range(1, len(parts))
+        }
 
     def _expected_write(self, space, path, data):
         """The version the model gives the write, or the error code it expects."""
@@ -56,7 +59,7 @@ class StoreMachine(RuleBasedStateMachine):
         if (not kept or dirs_after > dirs_before) and len(files) + (0 if kept else 1) + dirs_after > MAX_FILES:
             return QUOTA
         used = sum(len(blob) for versions in files.values() for _, blob in versions)
-        freed = sum(len(blob) for _, blob in kept[:max(0, len(kept) - (KEEP - 1))])
+        freed = sum(len(blob) for _, blob in kept[: max(0, len(kept) - (KEEP - 1))])
         if used - freed + len(data) + dirs_after * DIR_BYTES > QUOTA_BYTES:
             return QUOTA
         return (kept[-1][0] if kept else 0) + 1
@@ -112,13 +115,16 @@ class StoreMachine(RuleBasedStateMachine):
             assert listed == {path: (kept[-1][0], len(kept[-1][1])) for path, kept in files.items()}
             for path, kept in files.items():
                 assert [(info.version, info.size) for info in self.store.versions(space, path)] == [
-                    (number, len(blob)) for number, blob in kept]
+                    (number, len(blob)) for number, blob in kept
+                ]
                 for number, blob in kept:
                     assert self.store.read(space, path, number) == (blob, number)
             usage = self.store.usage(space)
             assert (usage["files"], usage["versions"], usage["bytes"]) == (
-                len(files), sum(map(len, files.values())),
-                sum(len(blob) for kept in files.values() for _, blob in kept))
+                len(files),
+                sum(map(len, files.values())),
+                sum(len(blob) for kept in files.values() for _, blob in kept),
+            )
 
 
 TestStoreMachine = StoreMachine.TestCase

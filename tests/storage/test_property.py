@@ -1,6 +1,7 @@
 """Hypothesis: arbitrary path strings, prefixes, versions and bytes given to every method give a result or a
 ProtocolError, never another exception, and never create, change or remove anything outside the root, even with a
 symlink to the outside planted inside the tree."""
+
 import os
 import tempfile
 
@@ -12,18 +13,46 @@ from kernel.storage import FileInfo, StorageManager, VersionInfo
 from tests.storage.conftest import space_dir, tree
 
 S = "uid:1000/notes"
-PIECES = ["..", ".", "", "a", "b", "evil", ".aios-v000000000001", ".aios-tmp-x", ".aios", "\x00", "\n", "\x7f",
-          "\x85", "é", "\udc80", "🙂", "x" * 255, "y" * 256, "~", "\\", " "]
+PIECES = [
+    "..",
+    ".",
+    "",
+    "a",
+    "b",
+    "evil",
+    ".aios-v000000000001",
+    ".aios-tmp-x",
+    ".aios",
+    "\x00",
+    "\n",
+    "\x7f",
+    "\x85",
+    "é",
+    "\udc80",
+    "🙂",
+    "x" * 255,
+    "y" * 256,
+    "~",
+    "\\",
+    " ",
+]
 PATHS = st.one_of(
     st.text(max_size=30),
     st.lists(st.sampled_from(PIECES), max_size=6).map("/".join),
     st.lists(st.sampled_from(PIECES), min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts)),
-    st.binary(max_size=10), st.integers(), st.none(),
+    st.binary(max_size=10),
+    st.integers(),
+    st.none(),
 )
 VERSIONS = st.one_of(st.none(), st.integers(min_value=-2, max_value=12), st.booleans(), st.text(max_size=2))
 DATA = st.one_of(st.binary(max_size=600), st.text(max_size=5), st.none())
-CALLS = st.tuples(st.sampled_from(["write", "read", "list", "delete", "versions", "rollback", "usage"]),
-                  st.sampled_from([S, "uid:2", "../..", ""]), PATHS, DATA, VERSIONS)
+CALLS = st.tuples(
+    st.sampled_from(["write", "read", "list", "delete", "versions", "rollback", "usage"]),
+    st.sampled_from([S, "uid:2", "../..", ""]),
+    PATHS,
+    DATA,
+    VERSIONS,
+)
 
 
 def _call(store: StorageManager, call: tuple):
@@ -42,8 +71,15 @@ def _call(store: StorageManager, call: tuple):
 
 
 def _check_result(name: str, result) -> None:
-    expected = {"write": int, "rollback": int, "read": tuple, "list": list, "versions": list, "usage": dict,
-                "delete": type(None)}[name]
+    expected = {
+        "write": int,
+        "rollback": int,
+        "read": tuple,
+        "list": list,
+        "versions": list,
+        "usage": dict,
+        "delete": type(None),
+    }[name]
     assert isinstance(result, expected)
     if name == "list":
         assert all(isinstance(info, FileInfo) for info in result)

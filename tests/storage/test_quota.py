@@ -1,4 +1,5 @@
 """Per-space quotas: bytes across every kept version, file count; refused before anything is written."""
+
 import pytest
 
 from ipc.errors import ErrorCode, ProtocolError
@@ -20,10 +21,10 @@ def test_bytes_over_quota_are_refused_before_anything_is_written(make_store, roo
     before = tree(root)
     error = refusal(store.write, S, "new/deep/file", b"y" * 41)
     assert error.code is QUOTA and "100" in error.message and "101" in error.message
-    assert tree(root) == before                       # not even the directories of the new path
-    assert refusal(store.write, S, "a", b"y" * 41).code is QUOTA      # old versions are kept, so they count
+    assert tree(root) == before  # not even the directories of the new path
+    assert refusal(store.write, S, "a", b"y" * 41).code is QUOTA  # old versions are kept, so they count
     assert store.read(S, "a") == (b"x" * 60, 1)
-    assert store.write(S, "b", b"y" * 40) == 1        # exactly at the quota is allowed
+    assert store.write(S, "b", b"y" * 40) == 1  # exactly at the quota is allowed
     assert store.usage(S)["bytes"] == 100
 
 
@@ -40,7 +41,7 @@ def test_file_count_quota_counts_paths_not_versions(make_store):
     store.write(S, "b", b"2")
     error = refusal(store.write, S, "c", b"3")
     assert error.code is QUOTA and "limit is 2" in error.message
-    assert store.write(S, "a", b"again") == 2         # a new version of an existing file is fine
+    assert store.write(S, "a", b"again") == 2  # a new version of an existing file is fine
     store.delete(S, "b")
     assert store.write(S, "c", b"3") == 1
     assert store.usage(S)["files"] == 2

@@ -1,4 +1,5 @@
 """Every refusal the API makes, by rule, on every method that takes a path; and the near-limit values it accepts."""
+
 import os
 
 import pytest
@@ -24,7 +25,7 @@ BAD_PATHS = [
     ("del\x7f", "U+007F"),
     ("c1\x85", "U+0085"),
     ("x" * 256, "over 255 bytes"),
-    ("é" * 128, "over 255 bytes"),                  # 256 bytes in UTF-8, 128 characters
+    ("é" * 128, "over 255 bytes"),  # 256 bytes in UTF-8, 128 characters
     ("/".join(["a" * 200] * 6), "limit is 1024"),
     ("lone\udc80surrogate", "surrogate"),
     (".aios-v000000000001", "reserved"),
@@ -36,8 +37,19 @@ BAD_PATHS = [
     (7, "must be a string"),
 ]
 
-GOOD_PATHS = [".hidden", "a..b", "...", "dir with spaces/file name", "ünïcødé/🙂", "x" * 255, "é" * 127,
-              "/".join(["b" * 203] * 5), "back\\slash", "aios", ".aio"]
+GOOD_PATHS = [
+    ".hidden",
+    "a..b",
+    "...",
+    "dir with spaces/file name",
+    "ünïcødé/🙂",
+    "x" * 255,
+    "é" * 127,
+    "/".join(["b" * 203] * 5),
+    "back\\slash",
+    "aios",
+    ".aio",
+]
 
 
 def refusal(call, *args) -> ProtocolError:
@@ -49,8 +61,13 @@ def refusal(call, *args) -> ProtocolError:
 @pytest.mark.parametrize("path,why", BAD_PATHS, ids=[repr(path)[:30] for path, _ in BAD_PATHS])
 def test_bad_paths_are_refused_by_every_method(store, root, path, why):
     before = tree(root)
-    for call, args in [(store.write, (S, path, b"x")), (store.read, (S, path)), (store.delete, (S, path)),
-                       (store.versions, (S, path)), (store.rollback, (S, path, 1))]:
+    for call, args in [
+        (store.write, (S, path, b"x")),
+        (store.read, (S, path)),
+        (store.delete, (S, path)),
+        (store.versions, (S, path)),
+        (store.rollback, (S, path, 1)),
+    ]:
         error = refusal(call, *args)
         assert error.code is ErrorCode.BAD_REQUEST, call
         assert why in error.message, error.message
@@ -65,8 +82,17 @@ def test_unusual_but_valid_paths_round_trip(store, path):
     assert [info.path for info in store.list(S)] == [path]
 
 
-@pytest.mark.parametrize("prefix,why", [("/abs", "absolute"), ("a//", "empty component"), ("../", "'..'"),
-                                        ("a\x00", "NUL"), ("x" * 256, "over 255 bytes"), (3, "must be a string")])
+@pytest.mark.parametrize(
+    "prefix,why",
+    [
+        ("/abs", "absolute"),
+        ("a//", "empty component"),
+        ("../", "'..'"),
+        ("a\x00", "NUL"),
+        ("x" * 256, "over 255 bytes"),
+        (3, "must be a string"),
+    ],
+)
 def test_bad_prefixes_are_refused(store, prefix, why):
     error = refusal(store.list, S, prefix)
     assert error.code is ErrorCode.BAD_REQUEST and why in error.message
@@ -105,8 +131,14 @@ def test_bad_versions_are_refused(store, version):
 
 def test_missing_things_are_not_found(store):
     store.write(S, "f", b"x")
-    for call, args in [(store.read, (S, "g")), (store.read, (S, "f", 2)), (store.versions, (S, "g")),
-                       (store.delete, (S, "g")), (store.rollback, (S, "f", 9)), (store.read, ("nobody", "f"))]:
+    for call, args in [
+        (store.read, (S, "g")),
+        (store.read, (S, "f", 2)),
+        (store.versions, (S, "g")),
+        (store.delete, (S, "g")),
+        (store.rollback, (S, "f", 9)),
+        (store.read, ("nobody", "f")),
+    ]:
         assert refusal(call, *args).code is ErrorCode.NOT_FOUND, (call, args)
 
 
@@ -131,6 +163,7 @@ def test_asking_about_unknown_spaces_creates_and_remembers_nothing(store, root):
 
 def test_bad_limits_are_refused_at_construction(root):
     from kernel.storage import StorageManager
+
     for bad in [dict(keep_versions=0), dict(quota_bytes=-1), dict(max_files=True), dict(max_file_bytes=1.5)]:
         with pytest.raises(ValueError):
             StorageManager(root, **{**LIMITS, **bad})

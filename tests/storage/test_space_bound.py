@@ -2,6 +2,7 @@
 refused with the quota error and makes nothing; the count is read back from disk by the next manager (a reopen);
 ephemeral spaces count with their principal's while they exist; a principal's key matches the digest the kernel puts
 in ephemeral names (kernel/services/syscalls.py); unmarked (older) spaces are adopted by the write that names them."""
+
 import os
 import shutil
 import tempfile
@@ -23,8 +24,7 @@ BOUND = 3
 
 
 def _agent(principal: str, number: int, ephemeral: bool):
-    return types.SimpleNamespace(principal=principal, name=f"agent{number}", agent_id=f"a{number}",
-                                 ephemeral=ephemeral)
+    return types.SimpleNamespace(principal=principal, name=f"agent{number}", agent_id=f"a{number}", ephemeral=ephemeral)
 
 
 def _spaces_on_disk(root: str) -> list[str]:
@@ -40,7 +40,7 @@ class SpaceBoundMachine(RuleBasedStateMachine):
         self.root = tempfile.mkdtemp()
         self.boot = 0
         self.store = StorageManager(self.root, max_spaces=BOUND, **LIMITS)
-        self.model: dict[str, str] = {}                       # space -> principal, for the spaces on disk
+        self.model: dict[str, str] = {}  # space -> principal, for the spaces on disk
 
     def teardown(self):
         self.store.close()
@@ -88,21 +88,26 @@ TestSpaceBound.settings = settings(max_examples=100, stateful_step_count=30, dea
 
 
 @settings(max_examples=200, deadline=None)
-@given(principal=st.text(min_size=1, max_size=40), name=st.text(max_size=20).filter(lambda n: "/" not in n),
-       boot=st.text(alphabet="0123456789abcdef", min_size=16, max_size=16), number=st.integers(1, 999))
+@given(
+    principal=st.text(min_size=1, max_size=40),
+    name=st.text(max_size=20).filter(lambda n: "/" not in n),
+    boot=st.text(alphabet="0123456789abcdef", min_size=16, max_size=16),
+    number=st.integers(1, 999),
+)
 def test_an_ephemeral_space_is_charged_to_its_principal(principal, name, boot, number):
     lasting = space_of(types.SimpleNamespace(principal=principal, name=name, ephemeral=False), boot)
     ephemeral = space_of(types.SimpleNamespace(principal=principal, agent_id=f"a{number}", ephemeral=True), boot)
     assert owner_of(lasting) == owner_of(ephemeral)
-    assert owner_of(lasting) != owner_of(space_of(types.SimpleNamespace(principal=principal + "x", name=name,
-                                                                        ephemeral=False), boot))
+    assert owner_of(lasting) != owner_of(
+        space_of(types.SimpleNamespace(principal=principal + "x", name=name, ephemeral=False), boot)
+    )
 
 
 def test_the_bound_holds_across_a_reopen_and_a_drop_makes_room(make_store, root):
     store = make_store(max_spaces=2)
     store.write("uid:1/a", "f", b"1")
     store.write("uid:1/b", "deep/f", b"2")
-    store.write("uid:2/a", "f", b"3")                         # another principal's count is its own
+    store.write("uid:2/a", "f", b"3")  # another principal's count is its own
     before = tree(root)
     try:
         store.write("uid:1/c", "f", b"4")
@@ -110,11 +115,11 @@ def test_the_bound_holds_across_a_reopen_and_a_drop_makes_room(make_store, root)
         assert error.code is quota_code() and "limit is 2" in error.message
     else:
         raise AssertionError("a third space of uid:1 was made")
-    assert tree(root) == before                               # nothing of the refused space was made
+    assert tree(root) == before  # nothing of the refused space was made
     store.close()
 
     store = make_store(max_spaces=2)
-    assert store.write("uid:1/a", "f", b"again") == 2         # spaces it holds stay writable
+    assert store.write("uid:1/a", "f", b"again") == 2  # spaces it holds stay writable
     for space in ("uid:1/c", "eph:0123/" + owner_of("uid:1/x") + "/a1"):
         try:
             store.write(space, "f", b"4")
@@ -137,7 +142,7 @@ def test_ephemeral_spaces_count_while_they_exist(make_store, root):
         assert error.code is quota_code()
     else:
         raise AssertionError("the ephemeral spaces were not counted")
-    store.close()                                             # a clean shutdown drops them, and their count
+    store.close()  # a clean shutdown drops them, and their count
     store = make_store(max_spaces=2)
     store.write("uid:1/lasting", "f", b"1")
     store.write(f"eph:b2/{digest}/a1", "f", b"1")
@@ -148,14 +153,14 @@ def test_unmarked_spaces_are_adopted_and_bad_markers_not_trusted(make_store, roo
     store.write("uid:1/old", "f", b"1")
     store.write("uid:9/other", "f", b"1")
     store.close()
-    os.unlink(os.path.join(space_dir(root, "uid:1/old"), MARKER))     # as a build before markers left it
+    os.unlink(os.path.join(space_dir(root, "uid:1/old"), MARKER))  # as a build before markers left it
     with open(os.path.join(space_dir(root, "uid:9/other"), MARKER), "wb") as forged:
-        forged.write(b"uid:1/new")                          # names another space: not this directory's id
-    os.mkdir(os.path.join(root, "spaces", ".aios-new-0123456789abcdef"))   # a crash mid-create
+        forged.write(b"uid:1/new")  # names another space: not this directory's id
+    os.mkdir(os.path.join(root, "spaces", ".aios-new-0123456789abcdef"))  # a crash mid-create
     store = make_store(max_spaces=1)
     assert ".aios-new-0123456789abcdef" not in os.listdir(os.path.join(root, "spaces"))
-    assert store.write("uid:1/new", "f", b"1") == 1          # neither the unmarked nor the forged one counted
-    assert store.write("uid:1/old", "f", b"2") == 2          # adopted: its files were already there
+    assert store.write("uid:1/new", "f", b"1") == 1  # neither the unmarked nor the forged one counted
+    assert store.write("uid:1/old", "f", b"2") == 2  # adopted: its files were already there
     with open(os.path.join(space_dir(root, "uid:1/old"), MARKER), "rb") as marker:
         assert marker.read() == b"uid:1/old"
     store.close()

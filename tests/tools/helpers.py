@@ -1,5 +1,6 @@
 """Shared bits of the tool tests: a config for the misbehaving test server, a bounded wait on a call, and the host's
 view of a server's process tree (a sandboxed server reports pids of its own PID namespace)."""
+
 from __future__ import annotations
 
 import os

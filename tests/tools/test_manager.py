@@ -1,4 +1,5 @@
 """The tool manager against a real MCP server process that misbehaves on purpose (tests/tools/servers/misc.py)."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,20 @@ CONTEXT = {"space": "uid:0/notes", "agent_id": "a3", "secret": "not for servers"
 
 @pytest.fixture(scope="module")
 def manager():
-    os.environ["AIOS_TOKEN"] = "kernel-secret"           # must never reach a server that was not given it
+    os.environ["AIOS_TOKEN"] = "kernel-secret"  # must never reach a server that was not given it
     os.environ["AIOS_TEST_PASSED"] = "passed-through"
-    config = ToolsConfig(servers=[misc_server(
-        concurrency=2, queue=1, tool_timeouts={"hang": 1.0}, context=["space", "agent_id"],
-        pass_env=["AIOS_TEST_PASSED"], env={"EXPLICIT": "given"})])
+    config = ToolsConfig(
+        servers=[
+            misc_server(
+                concurrency=2,
+                queue=1,
+                tool_timeouts={"hang": 1.0},
+                context=["space", "agent_id"],
+                pass_env=["AIOS_TEST_PASSED"],
+                env={"EXPLICIT": "given"},
+            )
+        ]
+    )
     manager = ToolManager(config)
     try:
         assert manager.start(timeout=120) == {}
@@ -98,19 +108,29 @@ def test_concurrency_limit_is_per_tool_with_a_small_queue(manager):
     assert not any(future.done() for future in (*running, queued))
     assert result(manager.call("release", {}, CONTEXT)).text == "released"
     peaks = [int(result(future).text) for future in (*running, queued)]
-    assert max(peaks) == 2                              # never three at once in the server
+    assert max(peaks) == 2  # never three at once in the server
 
 
 def test_environment_is_an_allowlist(manager):
     env = json.loads(result(manager.call("info", {}, CONTEXT)).text)["env"]
     assert "AIOS_TOKEN" not in env
     assert env["AIOS_TEST_PASSED"] == "passed-through" and env["EXPLICIT"] == "given"
-    assert set(env) <= {"PATH", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONUNBUFFERED", "AIOS_TEST_PASSED", "EXPLICIT",
-                        "HOME", "TMPDIR", "LC_CTYPE"}
+    assert set(env) <= {
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "PYTHONPATH",
+        "PYTHONUNBUFFERED",
+        "AIOS_TEST_PASSED",
+        "EXPLICIT",
+        "HOME",
+        "TMPDIR",
+        "LC_CTYPE",
+    }
 
 
 def test_cancelling_the_future_cancels_the_call(manager):
     hung = manager.call("hang", {}, CONTEXT)
-    assert result(manager.call("echo", {"text": "x"}, CONTEXT))       # the hang call has reached the server
+    assert result(manager.call("echo", {"text": "x"}, CONTEXT))  # the hang call has reached the server
     hung.cancel()
     assert result(manager.call("strict", {"n": 1}, CONTEXT)).text == "1"

@@ -1,5 +1,6 @@
 """The sandbox as the built-in servers use it: the python runner's snippets meet its limits, and the manager, the
 runner and the other tools keep working after each attempt. Real processes throughout."""
+
 from __future__ import annotations
 
 import ctypes
@@ -27,8 +28,9 @@ NAMESPACES = _namespaces_available()
 def manager():
     os.environ["AIOS_TOKEN"] = "kernel-secret"
     builtin = load_config(None)
-    config = ToolsConfig(servers=[builtin.server("calculator"), builtin.server("python"),
-                                  misc_server("boxed", sandbox=True)])
+    config = ToolsConfig(
+        servers=[builtin.server("calculator"), builtin.server("python"), misc_server("boxed", sandbox=True)]
+    )
     manager = ToolManager(config)
     try:
         assert manager.start(timeout=WAIT_S) == {}
@@ -54,12 +56,14 @@ def test_runner_returns_output_and_exit_code(manager):
 
 @pytest.mark.skipif(not NAMESPACES, reason="no unprivileged user+network namespaces here")
 def test_fork_budget_holds_as_root_too(manager):
-    code = ("import os, time\nn = 0\ntry:\n    while n < 10000:\n        if os.fork() == 0:\n"
-            "            time.sleep(60); os._exit(0)\n        n += 1\nexcept OSError as e:\n"
-            "    print('forks', n, e.errno)\n")
+    code = (
+        "import os, time\nn = 0\ntry:\n    while n < 10000:\n        if os.fork() == 0:\n"
+        "            time.sleep(60); os._exit(0)\n        n += 1\nexcept OSError as e:\n"
+        "    print('forks', n, e.errno)\n"
+    )
     out = run(manager, code)
     forks = int(out.text.split("forks ")[1].split()[0])
-    assert 0 < forks < 128                           # the server's task budget (processes = 128), not 10000
+    assert 0 < forks < 128  # the server's task budget (processes = 128), not 10000
     still_fine(manager)
 
 
@@ -91,7 +95,7 @@ def test_huge_print_is_bounded(manager):
 def test_no_network(manager):
     out = run(manager, "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=5)")
     assert out.is_error and "Network is unreachable" in out.text
-    assert "lo" in run(manager, "import socket; print(socket.if_nameindex())").text   # only a loopback exists
+    assert "lo" in run(manager, "import socket; print(socket.if_nameindex())").text  # only a loopback exists
 
 
 def test_snippet_environment_and_directory(manager):

@@ -1,4 +1,5 @@
 """Servers that never come up give clear errors without hanging anything; stop() leaves no process behind."""
+
 from __future__ import annotations
 
 import json
@@ -19,13 +20,16 @@ def _alive(pid: int) -> bool:
 
 
 def test_servers_that_cannot_start_give_clear_errors_and_others_work():
-    config = ToolsConfig(servers=[
-        ServerConfig(name="missing", command=["/nonexistent/tool-server"]),
-        ServerConfig(name="exits", command=["python", "-c", "import sys; print('no mcp here', file=sys.stderr); "
-                                                            "sys.exit(2)"]),
-        ServerConfig(name="silent", command=["python", "-c", "import time; time.sleep(600)"], startup_timeout=2),
-        misc_server(),
-    ])
+    config = ToolsConfig(
+        servers=[
+            ServerConfig(name="missing", command=["/nonexistent/tool-server"]),
+            ServerConfig(
+                name="exits", command=["python", "-c", "import sys; print('no mcp here', file=sys.stderr); sys.exit(2)"]
+            ),
+            ServerConfig(name="silent", command=["python", "-c", "import time; time.sleep(600)"], startup_timeout=2),
+            misc_server(),
+        ]
+    )
     with ToolManager(config) as manager:
         errors = manager.start(timeout=WAIT_S)
         assert set(errors) == {"missing", "exits", "silent"}
@@ -50,7 +54,7 @@ def test_stop_kills_and_reaps_every_server_process():
     pid = json.loads(result(manager.call("a.info", {}, {})).text)["pid"]
     sandboxed = json.loads(result(manager.call("b.info", {}, {})).text)
     hung = manager.call("a.hang", {}, {})
-    boxed = process_tree(manager._servers["b"]._run.pipes.process.pid)      # launcher, jail init, server
+    boxed = process_tree(manager._servers["b"]._run.pipes.process.pid)  # launcher, jail init, server
     assert _alive(pid) and all(map(_alive, boxed)) and os.path.isdir(sandboxed["cwd"])
     manager.stop()
     assert hung.cancelled()

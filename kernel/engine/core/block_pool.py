@@ -12,10 +12,12 @@ caller's prefix has: so a hit holds exactly the caller's tokens after exactly th
 collision, accidental or crafted by an agent to be served another's K/V, is a miss. A block's generation changes
 whenever it is reallocated or unregistered, so a child of an evicted parent is unreachable.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 ROOT_HASH = 0
 _NO_BLOCK = -1
@@ -28,6 +30,7 @@ def block_hash(parent: int, tokens: Sequence[int]) -> int:
 class PrefixLink(NamedTuple):
     """The end of a sequence's registered prefix: its chained hash, the registered block that holds it, and that
     block's generation when the link was made (ROOT_LINK before the first block)."""
+
     hash: int
     block: int
     gen: int
@@ -41,14 +44,14 @@ class BlockPool:
         self.n_blocks = n_blocks
         self.block_size = block_size
         self.caching = caching
-        self._free: deque[int] = deque(range(n_blocks))          # never registered, or registration dropped
+        self._free: deque[int] = deque(range(n_blocks))  # never registered, or registration dropped
         self._evictable: OrderedDict[int, None] = OrderedDict()  # registered, unreferenced; oldest first
         self._refs = [0] * n_blocks
         self._hash_of: list[int | None] = [None] * n_blocks
         # For a registered block: (parent block, parent's generation, its own tokens): what a hit must equal.
         self._key_of: list[tuple[int, int, tuple[int, ...]] | None] = [None] * n_blocks
         self._gen = [0] * n_blocks
-        self._block_of: dict[int, int] = {}                      # hash → block
+        self._block_of: dict[int, int] = {}  # hash → block
 
     def num_available(self) -> int:
         """Blocks an allocation may take now: free ones plus cached ones nobody references."""
@@ -64,7 +67,7 @@ class BlockPool:
             else:
                 block, _ = self._evictable.popitem(last=False)
                 self._drop_registration(block)
-            self._gen[block] += 1                                # new contents: links to the old ones are stale
+            self._gen[block] += 1  # new contents: links to the old ones are stale
             self._refs[block] = 1
             blocks.append(block)
         return blocks
@@ -74,11 +77,11 @@ class BlockPool:
         tokens, whole blocks only). Returns those blocks and the link at the end of the last one."""
         blocks, link = [], ROOT_LINK
         for start in range(0, max_tokens - self.block_size + 1, self.block_size):
-            tokens = tuple(token_ids[start:start + self.block_size])
+            tokens = tuple(token_ids[start : start + self.block_size])
             h = block_hash(link.hash, tokens)
             block = self._block_of.get(h)
             if block is None or self._key_of[block] != (link.block, link.gen, tokens):
-                break                                            # nothing cached, or a hash collision: a miss
+                break  # nothing cached, or a hash collision: a miss
             if self._refs[block] == 0:
                 del self._evictable[block]
             self._refs[block] += 1
@@ -96,7 +99,7 @@ class BlockPool:
         h = block_hash(parent.hash, key[2])
         holder = self._block_of.get(h)
         if holder is not None and self._key_of[holder] != key and self._is_stale(holder):
-            self._drop_registration(holder)                      # its parent is gone: nobody can reach it
+            self._drop_registration(holder)  # its parent is gone: nobody can reach it
             holder = None
         if holder is None:
             if self._hash_of[block] is not None:

@@ -12,12 +12,13 @@ Failure model. A sequence whose logits are not finite, or whose sampling fails, 
 FinishReason.ERROR and a short TokenEvent.error; the other sequences of the batch step on unaffected. step() raising
 means the whole batch failed (the forward itself), which the kernel treats as fatal for every running request.
 """
+
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
-
+from typing import Protocol
 
 # Temperatures below this sample greedily: dividing logits by a smaller one overflows float32 to inf (and softmax of
 # inf is NaN), and the distribution is already all but one-hot there (a logit gap of 0.01 becomes e^100).
@@ -27,10 +28,11 @@ MIN_TEMPERATURE = 1e-4
 class FinishReason(str, enum.Enum):
     """Why a sequence ended. A str, so comparisons with the plain strings ("eos" == FinishReason.EOS) hold and it
     encodes as its value wherever a string goes."""
-    EOS = "eos"          # the model produced an end-of-sequence token
-    LENGTH = "length"    # max_tokens or the context length reached
-    STOP = "stop"        # a stop string matched, or the request's grammar is complete
-    ERROR = "error"      # this sequence failed numerically (non-finite logits, sampling failed): see TokenEvent.error
+
+    EOS = "eos"  # the model produced an end-of-sequence token
+    LENGTH = "length"  # max_tokens or the context length reached
+    STOP = "stop"  # a stop string matched, or the request's grammar is complete
+    ERROR = "error"  # this sequence failed numerically (non-finite logits, sampling failed): see TokenEvent.error
 
     def __str__(self) -> str:
         return self.value
@@ -48,12 +50,12 @@ class NoCapacity(EngineError):
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 128
-    temperature: float = 0.0          # 0 (or anything below MIN_TEMPERATURE) → greedy
+    temperature: float = 0.0  # 0 (or anything below MIN_TEMPERATURE) → greedy
     top_p: float = 1.0
-    top_k: int = 0                    # 0 → off
-    seed: int | None = None           # same seed → same output
-    stop: tuple[str, ...] = ()        # stop strings (not included in the output)
-    ignore_eos: bool = False          # benchmarks force an exact output length
+    top_k: int = 0  # 0 → off
+    seed: int | None = None  # same seed → same output
+    stop: tuple[str, ...] = ()  # stop strings (not included in the output)
+    ignore_eos: bool = False  # benchmarks force an exact output length
     # Constrained decoding: a grammar spec (kernel/engine/structured/grammar.py builds them: json_schema_grammar, lark_grammar,
     # regex_grammar). Every token is drawn from those the grammar allows next; the sequence ends with STOP once the
     # grammar is complete (nothing but end-of-sequence may follow). Compiled at add(): one that does not compile is
@@ -97,40 +99,42 @@ class EngineRequest:
 @dataclass(frozen=True)
 class TokenEvent:
     req_id: str
-    token_id: int                     # -1 on a final event that carries no new token (e.g. stop string matched)
-    text: str                         # text delta this token adds (stop strings and partial UTF-8 withheld)
+    token_id: int  # -1 on a final event that carries no new token (e.g. stop string matched)
+    text: str  # text delta this token adds (stop strings and partial UTF-8 withheld)
     finished: bool = False
     finish_reason: FinishReason | None = None
-    error: str | None = None          # a short message when finish_reason is ERROR (never the prompt's text)
+    error: str | None = None  # a short message when finish_reason is ERROR (never the prompt's text)
 
 
 @dataclass(frozen=True)
 class KVLayout:
     """A snapshot restores only into an engine of the same layout."""
+
     model_id: str
     n_layers: int
     n_kv_heads: int
     head_dim: int
-    dtype: str                        # "bfloat16" | "float32" | "float16"
+    dtype: str  # "bfloat16" | "float32" | "float16"
     # False: the engine holds no KV the kernel can reach (a remote server's): kv_nbytes is 0, save_kv/load_kv refuse,
     # and the kernel preempts it by recompute (abort, then add with the output so far) and retains no contexts.
     snapshots: bool = True
 
     def bytes_per_token(self) -> int:
         itemsize = {"bfloat16": 2, "float16": 2, "float32": 4}[self.dtype]
-        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * itemsize   # K and V
+        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * itemsize  # K and V
 
 
 @dataclass(frozen=True)
 class Capacity:
     """How full the engine is, in the unit it allocates: KV blocks of block_size tokens. The scheduler's plan counts
     blocks (Engine.blocks_needed / blocks_held), so what it admits is what the engine will take."""
-    free_blocks: int                  # blocks an admission may take now (evictable cached prefixes count as free)
+
+    free_blocks: int  # blocks an admission may take now (evictable cached prefixes count as free)
     total_blocks: int
-    block_size: int                   # tokens per block
-    running: int                      # sequences currently in the batch
+    block_size: int  # tokens per block
+    running: int  # sequences currently in the batch
     max_batch: int
-    max_context: int                  # longest sequence (prompt + output) the engine accepts
+    max_context: int  # longest sequence (prompt + output) the engine accepts
 
     @property
     def free_slots(self) -> int:
@@ -144,10 +148,11 @@ class Capacity:
 @dataclass(frozen=True)
 class KVMeta:
     """What save_kv wrote: enough, with the bytes, to resume the sequence at its exact next token."""
+
     layout: KVLayout
-    token_ids: tuple[int, ...]        # prompt + output so far
+    token_ids: tuple[int, ...]  # prompt + output so far
     prompt_len: int
-    n_kv_tokens: int                  # tokens whose K/V are in the bytes (normally len(token_ids) - 1)
+    n_kv_tokens: int  # tokens whose K/V are in the bytes (normally len(token_ids) - 1)
     nbytes: int
     rng_state: bytes | None = None
 

@@ -7,9 +7,10 @@ A device engine (cpu/torch_engine.py, gpu/exllama_engine.py) subclasses it, sets
   _copy_in(seq, n_kv, src, src_tokens)        seq's first n_kv tokens' K/V from src (a snapshot of src_tokens tokens)
   _copy_out(seq, n_tokens, dst)               seq's first n_tokens tokens' K/V into dst
 """
+
 from __future__ import annotations
 
-from typing import Sequence as Seq
+from collections.abc import Sequence as Seq
 
 from kernel.engine.core.interface import Capacity, EngineError, EngineRequest, KVLayout, KVMeta
 from kernel.engine.core.sequence import Sequence
@@ -20,7 +21,7 @@ from kernel.engine.core.snapshot_rules import check_destination, check_snapshot,
 class PagedEngine:
     _table: SequenceTable
     _layout: KVLayout
-    tokenizer: object            # loading.tokenizer.TextTokenizer: encode, decode, apply_chat_template
+    tokenizer: object  # loading.tokenizer.TextTokenizer: encode, decode, apply_chat_template
 
     # ---- description -------------------------------------------------------------------------------------------
     def layout(self) -> KVLayout:

@@ -4,6 +4,7 @@ Each row is guarded on its own: a row whose logits hold NaN or +inf (or nothing 
 SamplingError for that sequence instead of raising, so one pathological request never fails the batch it shares.
 Temperatures below MIN_TEMPERATURE sample greedily (dividing by them would overflow to inf).
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ def generator_state(generator: torch.Generator) -> bytes:
     return generator.get_state().numpy().tobytes()
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator]) -> list[int | SamplingError]:
+def sample(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]
+) -> list[int | SamplingError]:
     """logits: [S, V] float32, one row per sequence. Greedy rows share one argmax; the sampled rows are scaled, cut to
     their top-k / top-p and normalized together (row-wise ops: each row's probabilities are what it would get alone),
     then each draws from its own generator (same seed → same output, whatever else is in the batch). A row that cannot
@@ -45,13 +47,16 @@ def sample(logits: torch.Tensor, params: list[SamplingParams],
     tokens: list[int | SamplingError] = argmax.tolist()
     for row in broken.nonzero().flatten().tolist():
         tokens[row] = SamplingError("the model produced non-finite logits")
-    rows = [row for row, p in enumerate(params)
-            if p.temperature >= MIN_TEMPERATURE and not isinstance(tokens[row], SamplingError)]
+    rows = [
+        row
+        for row, p in enumerate(params)
+        if p.temperature >= MIN_TEMPERATURE and not isinstance(tokens[row], SamplingError)
+    ]
     if not rows:
         return tokens
     try:
         probs = _distributions(logits[rows], [params[row] for row in rows])
-    except Exception as exc:   # whatever torch raises here is these requests' failure, not the batch's
+    except Exception as exc:  # whatever torch raises here is these requests' failure, not the batch's
         for row in rows:
             tokens[row] = SamplingError(f"sampling failed: {type(exc).__name__}")
         return tokens
@@ -77,8 +82,8 @@ def _distributions(logits: torch.Tensor, params: list[SamplingParams]) -> torch.
     ks = [p.top_k if 0 < p.top_k < n_vocab else 0 for p in params]
     if any(ks):
         # Each row's k-th largest value (rows without top-k: -inf, which masks nothing).
-        top = torch.topk(scaled, max(ks), dim=-1).values                                      # [R, k_max]
-        kth = top.gather(1, torch.tensor([max(k, 1) - 1 for k in ks])[:, None])              # [R, 1]
+        top = torch.topk(scaled, max(ks), dim=-1).values  # [R, k_max]
+        kth = top.gather(1, torch.tensor([max(k, 1) - 1 for k in ks])[:, None])  # [R, 1]
         kth[torch.tensor([k == 0 for k in ks])] = float("-inf")
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)

@@ -16,25 +16,42 @@ Constrained requests (params.grammar) get a Constraint at admission, rebuilt fro
 (constraint.py); the engine's TokenChooser masks their logits rows before sampling; emit() advances them with the
 sampled token and ends them with STOP when their grammar is complete. Rows without a grammar take no part in any of it.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 
 from kernel.engine.core.block_pool import ROOT_LINK, BlockPool
-from kernel.engine.structured.constraint import Constraint
-from kernel.engine.structured.grammar import GrammarCompiler
-from kernel.engine.core.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVMeta, NoCapacity,
-                                     SamplingParams, TokenEvent)
+from kernel.engine.core.interface import (
+    Capacity,
+    EngineError,
+    EngineRequest,
+    FinishReason,
+    KVMeta,
+    NoCapacity,
+    SamplingParams,
+    TokenEvent,
+)
 from kernel.engine.core.sampler import SamplingError, generator_state, new_generator
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.text_stream import TextStream
+from kernel.engine.structured.constraint import Constraint
+from kernel.engine.structured.grammar import GrammarCompiler
 
 
 class SequenceTable:
-    def __init__(self, pool: BlockPool, max_batch: int, model_max_context: int, vocab_size: int,
-                 eos_ids: tuple[int, ...], decode: Callable[[Seq[int]], str],
-                 grammars: GrammarCompiler | None = None):
+    def __init__(
+        self,
+        pool: BlockPool,
+        max_batch: int,
+        model_max_context: int,
+        vocab_size: int,
+        eos_ids: tuple[int, ...],
+        decode: Callable[[Seq[int]], str],
+        grammars: GrammarCompiler | None = None,
+    ):
         self.pool = pool
         self.block_size = pool.block_size
         self.max_batch = max_batch
@@ -42,19 +59,24 @@ class SequenceTable:
         self.eos_ids = eos_ids
         self._vocab_size = vocab_size
         self._decode = decode
-        self._running: dict[str, Sequence] = {}        # in admission order: prompt budget goes to the oldest first
-        self._preempted: dict[str, Sequence] = {}      # oldest first: resumed in that order
+        self._running: dict[str, Sequence] = {}  # in admission order: prompt budget goes to the oldest first
+        self._preempted: dict[str, Sequence] = {}  # oldest first: resumed in that order
         self._finished: dict[str, Sequence] = {}
         # Preempted sequences handed over to the caller (take_preempted): the sampler state each resumes with.
         self._handed_over: dict[str, bytes] = {}
         self._admissions = itertools.count()
-        self._grammars = grammars                      # None: this engine refuses constrained requests
+        self._grammars = grammars  # None: this engine refuses constrained requests
 
     # ---- queries -------------------------------------------------------------------------------------------------
     def capacity(self) -> Capacity:
-        return Capacity(free_blocks=self.pool.num_available(), total_blocks=self.pool.n_blocks,
-                        block_size=self.block_size, running=len(self._running) + len(self._preempted),
-                        max_batch=self.max_batch, max_context=self.max_context)
+        return Capacity(
+            free_blocks=self.pool.num_available(),
+            total_blocks=self.pool.n_blocks,
+            block_size=self.block_size,
+            running=len(self._running) + len(self._preempted),
+            max_batch=self.max_batch,
+            max_context=self.max_context,
+        )
 
     def blocks_needed(self, req: EngineRequest) -> int:
         """Free blocks admit(req) would take, plus its first decode's: prompt + output + the next token, rounded up
@@ -73,8 +95,12 @@ class SequenceTable:
     def blocks_held(self, req_id: str) -> int:
         """Blocks that abort(req_id) would return to the pool: those of its blocks no other sequence holds."""
         seq = self.lookup(req_id)
-        shared = {block for other in (*self._running.values(), *self._finished.values()) if other is not seq
-                  for block in other.block_table}
+        shared = {
+            block
+            for other in (*self._running.values(), *self._finished.values())
+            if other is not seq
+            for block in other.block_table
+        }
         return sum(1 for block in seq.block_table if block not in shared)
 
     def take_preempted(self) -> list[str]:
@@ -151,9 +177,16 @@ class SequenceTable:
         if len(self._running) + len(self._preempted) >= self.max_batch:
             raise NoCapacity(f"batch full ({self.max_batch} sequences)")
         constraint = self._constraint(req)
-        return Sequence(req.req_id, req.params, tokens, len(req.prompt_ids), new_generator(req.params.seed, rng_state),
-                        TextStream(self._decode, req.params.stop, req.output_ids), next(self._admissions),
-                        constraint=constraint)
+        return Sequence(
+            req.req_id,
+            req.params,
+            tokens,
+            len(req.prompt_ids),
+            new_generator(req.params.seed, rng_state),
+            TextStream(self._decode, req.params.stop, req.output_ids),
+            next(self._admissions),
+            constraint=constraint,
+        )
 
     def _constraint(self, req: EngineRequest) -> Constraint | None:
         """req's grammar compiled (or found in the cache) and replayed over its output so far."""
@@ -173,8 +206,10 @@ class SequenceTable:
         needed = -(-len(seq.token_ids) // self.block_size) - len(cached)
         if needed > self.pool.num_available():
             self.pool.release(cached)
-            raise NoCapacity(f"not enough free KV slots: {needed * self.block_size} needed, "
-                              f"{self.pool.num_available() * self.block_size} free")
+            raise NoCapacity(
+                f"not enough free KV slots: {needed * self.block_size} needed, "
+                f"{self.pool.num_available() * self.block_size} free"
+            )
         seq.block_table = cached + self.pool.allocate(needed)
         seq.num_registered, seq.prefix_link = len(cached), link
         seq.num_computed = len(cached) * self.block_size
@@ -187,7 +222,7 @@ class SequenceTable:
             try:
                 self._allocate(seq, reuse_prefix=True)
             except NoCapacity:
-                return                                     # the younger ones wait behind it
+                return  # the younger ones wait behind it
             self._running[seq.req_id] = self._preempted.pop(seq.req_id)
 
     def ensure_decode_block(self, seq: Sequence) -> bool:
@@ -211,16 +246,19 @@ class SequenceTable:
         for index in range(seq.num_registered, seq.num_computed // bs):
             if seq.prefix_link is None:
                 break
-            seq.prefix_link = self.pool.register(seq.block_table[index], seq.prefix_link,
-                                                 seq.token_ids[index * bs:(index + 1) * bs])
+            seq.prefix_link = self.pool.register(
+                seq.block_table[index], seq.prefix_link, seq.token_ids[index * bs : (index + 1) * bs]
+            )
         seq.num_registered = max(seq.num_registered, seq.num_computed // bs)
 
     def emit(self, seqs: list[Sequence], tokens: list[int | SamplingError]) -> list[TokenEvent]:
         """Append each sequence's next token (token_choice.py chose them from the step's logits) and turn it into an
         event. A sequence whose row could not be sampled (a SamplingError in its place) ends alone with
         FinishReason.ERROR."""
-        return [self._fail(seq, str(token)) if isinstance(token, SamplingError) else self._append(seq, token)
-                for seq, token in zip(seqs, tokens)]
+        return [
+            self._fail(seq, str(token)) if isinstance(token, SamplingError) else self._append(seq, token)
+            for seq, token in zip(seqs, tokens)
+        ]
 
     def _append(self, seq: Sequence, token: int) -> TokenEvent:
         seq.token_ids.append(token)
@@ -243,8 +281,9 @@ class SequenceTable:
         self.pool.forget_unshared(seq.block_table)
         return self._finish(seq, -1, seq.stream.flush(), FinishReason.ERROR, message)
 
-    def _finish(self, seq: Sequence, token: int, text: str, reason: FinishReason,
-                error: str | None = None) -> TokenEvent:
+    def _finish(
+        self, seq: Sequence, token: int, text: str, reason: FinishReason, error: str | None = None
+    ) -> TokenEvent:
         self._finished[seq.req_id] = self._running.pop(seq.req_id)
         return TokenEvent(seq.req_id, token, text, finished=True, finish_reason=reason, error=error)
 

@@ -12,6 +12,7 @@ reference quantizer, and Q4_1 comes from quant_tensor.quantize_int4 (its scales 
 Q4_1 stores them). The instruction set (Isa) is picked by the native code at each call unless a product is built
 with one: AVX-512 VNNI, AVX2 or scalar, capped by AIOS_QGEMM_ISA=scalar|avx2|avx512.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -26,6 +27,7 @@ BLOCK = 32
 
 class BlockFormat(IntEnum):
     """native/qgemm.h's Format."""
+
     Q8_0 = 0
     Q4_0 = 1
     Q4_1 = 2
@@ -33,6 +35,7 @@ class BlockFormat(IntEnum):
 
 class Isa(IntEnum):
     """native/qgemm.h's Isa: AUTO is the best the CPU has under AIOS_QGEMM_ISA."""
+
     AUTO = -1
     SCALAR = 0
     AVX2 = 1
@@ -87,19 +90,20 @@ def pack(weight: GroupQuantized) -> tuple[BlockFormat, torch.Tensor, torch.Tenso
     block count rounded up to even, the padding blocks zero."""
     fmt = block_format(weight)
     if fmt is None:
-        raise ValueError(f"not a GGUF block format: {weight.bits}-bit codes from {weight.low} in groups of "
-                         f"{weight.group}")
+        raise ValueError(
+            f"not a GGUF block format: {weight.bits}-bit codes from {weight.low} in groups of {weight.group}"
+        )
     n, k = weight.shape
     g = k // BLOCK
     gp = g + g % 2
     pad = gp - g
     planes = [weight.scale] if fmt is not BlockFormat.Q4_1 else [weight.scale, weight.offset]
     scales = torch.stack([torch.nn.functional.pad(p.float(), (0, pad)) for p in planes]).to(torch.float16)
-    codes = torch.nn.functional.pad(weight.codes.view(n, g, BLOCK), (0, 0, 0, pad))          # int8 [N, Gp, 32]
+    codes = torch.nn.functional.pad(weight.codes.view(n, g, BLOCK), (0, 0, 0, pad))  # int8 [N, Gp, 32]
     if fmt is BlockFormat.Q8_0:
         packed = codes.reshape(n, gp * BLOCK).view(torch.uint8)
     else:
-        q = codes.to(torch.int16) - weight.low                                                # 0..15
+        q = codes.to(torch.int16) - weight.low  # 0..15
         if pad:
             q[:, g:] = 0
         pairs = q.view(n, gp // 2, 2, BLOCK)

@@ -1,8 +1,10 @@
 """The KV tensors: one preallocated buffer of token slots for all layers, and fast copies of a sequence's KV to and from
 a byte buffer (the snapshot layout is contiguous [layers, K/V, tokens, kv heads, head_dim] in the cache's dtype)."""
+
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -10,6 +12,7 @@ import torch
 
 class SlotRun(NamedTuple):
     """Tokens [token, token + count) of a sequence live in the consecutive cache slots [slot, slot + count)."""
+
     slot: int
     token: int
     count: int
@@ -33,13 +36,13 @@ def slot_runs(block_table: Sequence[int], block_size: int, n_tokens: int) -> lis
 def gather_slots(layer: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """One layer's K and V ([2, slots, Hkv, D]) at slots [*S]: [2, *S, Hkv, D]. An index_select of whole Hkv*D rows,
     several times faster than advanced indexing over the slot dimension."""
-    rows = layer.flatten(2).index_select(1, slots.flatten())          # [2, |S|, Hkv D]
+    rows = layer.flatten(2).index_select(1, slots.flatten())  # [2, |S|, Hkv D]
     return rows.view(2, *slots.shape, *layer.shape[2:])
 
 
 class KVCache:
     def __init__(self, n_layers: int, n_slots: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
-        self.data = torch.zeros(n_layers, 2, n_slots, n_kv_heads, head_dim, dtype=dtype)   # [L, 2, slots, Hkv, D]
+        self.data = torch.zeros(n_layers, 2, n_slots, n_kv_heads, head_dim, dtype=dtype)  # [L, 2, slots, Hkv, D]
         self.bytes_per_token = 2 * n_layers * n_kv_heads * head_dim * self.data.element_size()
         # The same memory as raw bytes, for snapshot copies: numpy copies strided slices faster than torch's copy_ on
         # small runs, and bytes need no numpy counterpart of bfloat16. [L, 2, slots, Hkv, D * itemsize]
@@ -65,7 +68,7 @@ class KVCache:
         """Copy the KV of a sequence's first n_tokens tokens (covered by runs) into dst. Returns the bytes written."""
         snapshot = self._snapshot_view(dst, n_tokens)
         for slot, token, count in runs:
-            np.copyto(snapshot[:, :, token:token + count], self._bytes[:, :, slot:slot + count])
+            np.copyto(snapshot[:, :, token : token + count], self._bytes[:, :, slot : slot + count])
         return n_tokens * self.bytes_per_token
 
     def load(self, runs: list[SlotRun], src: memoryview, snapshot_tokens: int) -> None:
@@ -73,4 +76,4 @@ class KVCache:
         cover: its token stride is still snapshot_tokens), into their slots."""
         snapshot = self._snapshot_view(src, snapshot_tokens)
         for slot, token, count in runs:
-            np.copyto(self._bytes[:, :, slot:slot + count], snapshot[:, :, token:token + count])
+            np.copyto(self._bytes[:, :, slot : slot + count], snapshot[:, :, token : token + count])

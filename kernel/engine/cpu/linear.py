@@ -9,6 +9,7 @@ on a CPU without oneDNN's bf16 path (AVX-512 or AVX-NE-CONVERT): there the reord
 The weights may be stored in another float dtype than the activations (aiosd --weights bf16 with --dtype float32):
 the input is then cast to the weights' dtype for the product and the result cast back.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,9 +20,13 @@ from kernel.engine.cpu.native import ProductKind
 
 def packing_available() -> bool:
     ops = torch.ops.mkldnn
-    return (torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight")
-            and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_is_mkldnn_bf16_supported")
-            and ops._is_mkldnn_bf16_supported())
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_reorder_linear_weight")
+        and hasattr(ops, "_linear_pointwise")
+        and hasattr(ops, "_is_mkldnn_bf16_supported")
+        and ops._is_mkldnn_bf16_supported()
+    )
 
 
 class Linear:

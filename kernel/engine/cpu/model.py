@@ -11,6 +11,7 @@ only: a model that needs anything else (ModelConfig.native_gaps()) runs the torc
 Shapes: T = rows in the step (all sequences' tokens flattened), H = attention heads, Hkv = KV heads, D = head_dim,
 E = hidden size, F = MLP size, V = vocabulary.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,28 +40,46 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LayerWeights:
-    attn_norm: torch.Tensor   # [E]
-    qkv: Product              # E → (H + 2 Hkv) D: q, k, v projections fused into one matmul
-    o: Product                # H D → E
-    mlp_norm: torch.Tensor    # [E]
-    gate_up: Product          # E → 2 F: gate and up fused
-    down: Product             # F → E
-    qkv_bias: torch.Tensor | None = None        # [(H + 2 Hkv) D]   (qwen2)
-    q_norm: torch.Tensor | None = None          # [D]               (qwen3, gemma3)
-    k_norm: torch.Tensor | None = None          # [D]
+    attn_norm: torch.Tensor  # [E]
+    qkv: Product  # E → (H + 2 Hkv) D: q, k, v projections fused into one matmul
+    o: Product  # H D → E
+    mlp_norm: torch.Tensor  # [E]
+    gate_up: Product  # E → 2 F: gate and up fused
+    down: Product  # F → E
+    qkv_bias: torch.Tensor | None = None  # [(H + 2 Hkv) D]   (qwen2)
+    q_norm: torch.Tensor | None = None  # [D]               (qwen3, gemma3)
+    k_norm: torch.Tensor | None = None  # [D]
     post_attn_norm: torch.Tensor | None = None  # [E]               (gemma3)
-    post_mlp_norm: torch.Tensor | None = None   # [E]
+    post_mlp_norm: torch.Tensor | None = None  # [E]
 
     def nbytes(self) -> int:
-        small = [t for t in (self.attn_norm, self.mlp_norm, self.qkv_bias, self.q_norm, self.k_norm,
-                             self.post_attn_norm, self.post_mlp_norm) if t is not None]
-        return (sum(t.numel() * t.element_size() for t in small)
-                + sum(linear.nbytes for linear in (self.qkv, self.o, self.gate_up, self.down)))
+        small = [
+            t
+            for t in (
+                self.attn_norm,
+                self.mlp_norm,
+                self.qkv_bias,
+                self.q_norm,
+                self.k_norm,
+                self.post_attn_norm,
+                self.post_mlp_norm,
+            )
+            if t is not None
+        ]
+        return sum(t.numel() * t.element_size() for t in small) + sum(
+            linear.nbytes for linear in (self.qkv, self.o, self.gate_up, self.down)
+        )
 
 
 class LlamaModel:
-    def __init__(self, cfg: ModelConfig, weights: dict[str, Weight], dtype: torch.dtype, mode: str | None = None,
-                 native: bool = True):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        weights: dict[str, Weight],
+        dtype: torch.dtype,
+        mode: str | None = None,
+        native: bool = True,
+    ):
         """dtype: activations, norms and KV; mode: how the matrices are stored and multiplied (quant_weights.py),
         None → the compute dtype's own float (weights: float tensors or GGUF-quantized GroupQuantized). native: the
         steps between products as fused native ops where they build and the model needs nothing they lack
@@ -68,17 +87,20 @@ class LlamaModel:
         self.cfg = cfg
         gaps = cfg.native_gaps()
         if native and gaps:
-            log.info("native layer ops and layer loop off for this %s model (%s): torch ops", cfg.family.value,
-                     ", ".join(gaps))
+            log.info(
+                "native layer ops and layer loop off for this %s model (%s): torch ops",
+                cfg.family.value,
+                ", ".join(gaps),
+            )
         self.ops = layer_ops(native and not gaps)
         self.dtype = dtype
         self.mode = mode = mode or natural_mode(dtype)
         w = weights
-        norm = lambda name: (w[name].float() + cfg.norm_offset).to(dtype)     # Gemma's (1 + w), folded once
+        norm = lambda name: (w[name].float() + cfg.norm_offset).to(dtype)  # Gemma's (1 + w), folded once
         optional = lambda name, make: make(name) if name in w else None
-        self.norm = norm("norm")                                                          # [E]
+        self.norm = norm("norm")  # [E]
         head = w["embed"] if cfg.tie_embeddings else w["lm_head"]
-        self.lm_head = build_product([head], lm_head_mode(mode, head, dtype))                           # E → V
+        self.lm_head = build_product([head], lm_head_mode(mode, head, dtype))  # E → V
         self.embed = build_embedding(w["embed"], self.lm_head if cfg.tie_embeddings else None, mode, dtype)  # [V, E]
         # Int modes computing in bfloat16 keep a bfloat16 copy of the layers' matrices for prompt rows
         # (quant_weights.SplitProduct); the lm_head only multiplies the rows that sample, so it keeps one path.
@@ -86,18 +108,22 @@ class LlamaModel:
         self.layers = []
         for i in range(cfg.n_layers):
             p = f"layers.{i}."
-            bias = (torch.cat([w[p + "q_bias"], w[p + "k_bias"], w[p + "v_bias"]]).to(dtype) if cfg.qkv_bias
-                    else None)
-            self.layers.append(LayerWeights(
-                attn_norm=norm(p + "attn_norm"),
-                qkv=build_product([w[p + "q"], w[p + "k"], w[p + "v"]], mode, wide),
-                o=build_product([w[p + "o"]], mode, wide),
-                mlp_norm=norm(p + "mlp_norm"),
-                gate_up=build_product([w[p + "gate"], w[p + "up"]], mode, wide),
-                down=build_product([w[p + "down"]], mode, wide), qkv_bias=bias,
-                q_norm=optional(p + "q_norm", norm), k_norm=optional(p + "k_norm", norm),
-                post_attn_norm=optional(p + "post_attn_norm", norm),
-                post_mlp_norm=optional(p + "post_mlp_norm", norm)))
+            bias = torch.cat([w[p + "q_bias"], w[p + "k_bias"], w[p + "v_bias"]]).to(dtype) if cfg.qkv_bias else None
+            self.layers.append(
+                LayerWeights(
+                    attn_norm=norm(p + "attn_norm"),
+                    qkv=build_product([w[p + "q"], w[p + "k"], w[p + "v"]], mode, wide),
+                    o=build_product([w[p + "o"]], mode, wide),
+                    mlp_norm=norm(p + "mlp_norm"),
+                    gate_up=build_product([w[p + "gate"], w[p + "up"]], mode, wide),
+                    down=build_product([w[p + "down"]], mode, wide),
+                    qkv_bias=bias,
+                    q_norm=optional(p + "q_norm", norm),
+                    k_norm=optional(p + "k_norm", norm),
+                    post_attn_norm=optional(p + "post_attn_norm", norm),
+                    post_mlp_norm=optional(p + "post_mlp_norm", norm),
+                )
+            )
         # Rotary tables for every position, one pair per distinct rope (Gemma 3's local layers have their own)
         tables: dict[Rope, tuple[torch.Tensor, torch.Tensor]] = {}
         for i in range(cfg.n_layers):
@@ -119,16 +145,17 @@ class LlamaModel:
         cfg = self.cfg
         n_heads, n_kv_heads = cfg.n_heads, cfg.n_kv_heads
         # x is this step's own tensor (the embedding rows were copied out by the lookup): the layers add to it in place
-        x = self.embed[batch.input_ids]                                   # [T, E]
+        x = self.embed[batch.input_ids]  # [T, E]
         if cfg.embed_scale != 1.0:
             x.mul_(cfg.embed_scale)
         if self._native_stack is not None and not batch.prefills:
-            self.ops.decode_layers(x, self._native_stack, self._cos, self._signed_sin, batch, kv.data, n_heads,
-                                   n_kv_heads, cfg.rms_eps)
+            self.ops.decode_layers(
+                x, self._native_stack, self._cos, self._signed_sin, batch, kv.data, n_heads, n_kv_heads, cfg.rms_eps
+            )
         else:
             self._layers(x, batch, kv)
-        h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)   # [S, E]
-        return self.lm_head(h).float()                                                   # [S, V]
+        h = F.rms_norm(x[batch.logit_rows], (cfg.hidden_size,), self.norm, cfg.rms_eps)  # [S, E]
+        return self.lm_head(h).float()  # [S, V]
 
     def _layers(self, x: torch.Tensor, batch: StepBatch, kv: KVCache) -> None:
         """Every layer, advancing the residual stream x [T, E] in place; each residual add is fused with the norm
@@ -138,17 +165,18 @@ class LlamaModel:
         narrow = batch.narrow_rows
         h = ops.add_rms_norm(x, None, self.layers[0].attn_norm, eps)
         for index, layer in enumerate(self.layers):
-            cache = kv.layer(index)                                       # [2, slots, Hkv, D]
-            qkv = multiply(layer.qkv, h, narrow)                          # [T, (H + 2 Hkv) D]
+            cache = kv.layer(index)  # [2, slots, Hkv, D]
+            qkv = multiply(layer.qkv, h, narrow)  # [T, (H + 2 Hkv) D]
             if layer.qkv_bias is not None:
                 qkv = qkv + layer.qkv_bias
             if layer.q_norm is not None:
                 qkv = _norm_heads(qkv, layer, n_heads, n_kv_heads, head_dim, eps)
             cos, signed_sin = self._rotary[index]
-            q, k = ops.rope_write(qkv, cos, signed_sin, batch.positions, cache, batch.slot_mapping,
-                                  n_heads, n_kv_heads)                    # [T, H, D], [T, Hkv, D]
-            v = qkv[:, (n_heads + n_kv_heads) * head_dim:].view(-1, n_kv_heads, head_dim)
-            attn = _attention(ops, q, k, v, kv, index, batch, cfg.window(index), cfg.query_scale)   # [T, H, D]
+            q, k = ops.rope_write(
+                qkv, cos, signed_sin, batch.positions, cache, batch.slot_mapping, n_heads, n_kv_heads
+            )  # [T, H, D], [T, Hkv, D]
+            v = qkv[:, (n_heads + n_kv_heads) * head_dim :].view(-1, n_kv_heads, head_dim)
+            attn = _attention(ops, q, k, v, kv, index, batch, cfg.window(index), cfg.query_scale)  # [T, H, D]
             out = multiply(layer.o, attn.flatten(1), narrow)
             if layer.post_attn_norm is not None:
                 out = F.rms_norm(out, (cfg.hidden_size,), layer.post_attn_norm, eps)
@@ -168,59 +196,79 @@ class LlamaModel:
                 x.add_(mlp)
 
 
-def _rotary_tables(rope: Rope, head_dim: int, max_context: int, dtype: torch.dtype
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _rotary_tables(
+    rope: Rope, head_dim: int, max_context: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sign-folded sin for every position [P, D], computed in float32 as the reference implementation does."""
     angles = torch.outer(torch.arange(max_context, dtype=torch.float32), inverse_frequencies(rope, head_dim))
     cos, sin = angles.cos(), angles.sin()
     return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
 
-def _norm_heads(qkv: torch.Tensor, layer: LayerWeights, n_heads: int, n_kv_heads: int, head_dim: int, eps: float
-                ) -> torch.Tensor:
+def _norm_heads(
+    qkv: torch.Tensor, layer: LayerWeights, n_heads: int, n_kv_heads: int, head_dim: int, eps: float
+) -> torch.Tensor:
     """RMSNorm over each head of q and of k (before rotary, as Qwen3 and Gemma 3 do); v untouched."""
     q_dim, kv_dim = n_heads * head_dim, n_kv_heads * head_dim
     q = F.rms_norm(qkv[:, :q_dim].view(-1, n_heads, head_dim), (head_dim,), layer.q_norm, eps)
-    k = F.rms_norm(qkv[:, q_dim:q_dim + kv_dim].view(-1, n_kv_heads, head_dim), (head_dim,), layer.k_norm, eps)
-    return torch.cat([q.flatten(1), k.flatten(1), qkv[:, q_dim + kv_dim:]], dim=1)
+    k = F.rms_norm(qkv[:, q_dim : q_dim + kv_dim].view(-1, n_kv_heads, head_dim), (head_dim,), layer.k_norm, eps)
+    return torch.cat([q.flatten(1), k.flatten(1), qkv[:, q_dim + kv_dim :]], dim=1)
 
 
-def _attention(ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVCache, index: int, batch: StepBatch,
-               window: int | None = None, scale: float | None = None) -> torch.Tensor:
+def _attention(
+    ops,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv: KVCache,
+    index: int,
+    batch: StepBatch,
+    window: int | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, Hkv, D] (this step's, already in layer index of the cache). Decode rows through the
     layer ops; each prefill chunk through one SDPA (torch's flash kernel is the fast one for many query rows).
     window: each query sees the last `window` positions only (itself included), by masking on positions: the cache
     keeps every token, which is the simplest correct way. scale: None → D ** -0.5."""
     n = batch.n_decode
     plain = window is None and scale is None
-    if not batch.prefills:            # a pure decode step, the common case: the result needs no assembly
-        return ops.decode_attention(q, kv.layer(index), batch) if plain else \
-            ops.decode_attention(q, kv.layer(index), batch, scale, window)
+    if not batch.prefills:  # a pure decode step, the common case: the result needs no assembly
+        return (
+            ops.decode_attention(q, kv.layer(index), batch)
+            if plain
+            else ops.decode_attention(q, kv.layer(index), batch, scale, window)
+        )
     out = torch.empty_like(q)
     if n:
-        out[:n] = ops.decode_attention(q[:n], kv.layer(index), batch) if plain else \
-            ops.decode_attention(q[:n], kv.layer(index), batch, scale, window)
+        out[:n] = (
+            ops.decode_attention(q[:n], kv.layer(index), batch)
+            if plain
+            else ops.decode_attention(q[:n], kv.layer(index), batch, scale, window)
+        )
     for chunk in batch.prefills:
-        query = q[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)       # [1, H, n, D]
-        if chunk.context_slots is None:   # first chunk: attends to itself only
-            keys = k[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)    # [1, Hkv, n, D]
-            values = v[chunk.start:chunk.end].transpose(0, 1).unsqueeze(0)
+        query = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+        if chunk.context_slots is None:  # first chunk: attends to itself only
+            keys = k[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)  # [1, Hkv, n, D]
+            values = v[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
             if window is None:
-                result = F.scaled_dot_product_attention(query, keys, values, is_causal=True, enable_gqa=True,
-                                                        scale=scale)
+                result = F.scaled_dot_product_attention(
+                    query, keys, values, is_causal=True, enable_gqa=True, scale=scale
+                )
             else:
                 pos = torch.arange(chunk.end - chunk.start)
                 mask = _window_mask(pos, pos, window)
-                result = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, enable_gqa=True,
-                                                        scale=scale)
+                result = F.scaled_dot_product_attention(
+                    query, keys, values, attn_mask=mask, enable_gqa=True, scale=scale
+                )
         else:
-            context = kv.gather(index, chunk.context_slots).transpose(1, 2)    # [2, Hkv, n_ctx, D]
+            context = kv.gather(index, chunk.context_slots).transpose(1, 2)  # [2, Hkv, n_ctx, D]
             mask = chunk.mask
             if window is not None:
-                mask = _window_mask(batch.positions[chunk.start:chunk.end], torch.arange(mask.shape[1]), window)
-            result = F.scaled_dot_product_attention(query, context[0:1], context[1:2], attn_mask=mask,
-                                                    enable_gqa=True, scale=scale)
-        out[chunk.start:chunk.end] = result.squeeze(0).transpose(0, 1)
+                mask = _window_mask(batch.positions[chunk.start : chunk.end], torch.arange(mask.shape[1]), window)
+            result = F.scaled_dot_product_attention(
+                query, context[0:1], context[1:2], attn_mask=mask, enable_gqa=True, scale=scale
+            )
+        out[chunk.start : chunk.end] = result.squeeze(0).transpose(0, 1)
     return out
 
 

@@ -5,6 +5,7 @@ token, so it is stored as integer codes with groupwise scales (a GGUF Q8_0 table
 codes the int8 lm_head uses) instead of a float copy. Indexing it like a tensor — table[ids] → [len(ids), E] in the
 model's dtype — is the only operation the forward pass needs.
 """
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ same rounding a bf16 copy of the weights has per element.
 
 Int8Linear: w = q·scale[n], q in −127..127, through aten._weight_int8pack_mm(x, q[N, K], scales[N]).
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,14 +35,16 @@ class Int4Linear:
     def __init__(self, weight: GroupQuantized):
         """weight: 4-bit codes in groups of INT4_GROUP along the input dimension, [out, in]."""
         if weight.bits != 4 or weight.group != INT4_GROUP:
-            raise ValueError(f"Int4Linear needs 4-bit codes in groups of {INT4_GROUP}, got {weight.bits}-bit "
-                             f"groups of {weight.group}")
+            raise ValueError(
+                f"Int4Linear needs 4-bit codes in groups of {INT4_GROUP}, got {weight.bits}-bit "
+                f"groups of {weight.group}"
+            )
         self.out_features, self.in_features = weight.shape
         if self.in_features % INT4_GROUP:
             raise ValueError(f"input size {self.in_features} is not a multiple of {INT4_GROUP}")
-        q = (weight.codes.to(torch.int32) - weight.low)                      # 0..15
-        zero = weight.offset + (weight.low + 8) * weight.scale               # [N, G]
-        self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1)   # [N, K/2] uint8
+        q = weight.codes.to(torch.int32) - weight.low  # 0..15
+        zero = weight.offset + (weight.low + 8) * weight.scale  # [N, G]
+        self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1)  # [N, K/2] uint8
         self._scales_zeros = torch.stack([weight.scale.t(), zero.t()], dim=-1).to(KERNEL_DTYPE).contiguous()
         self.nbytes = self._packed.numel() + self._scales_zeros.numel() * self._scales_zeros.element_size()
 
@@ -51,8 +54,9 @@ class Int4Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, in] → [T, out]."""
-        return _bf16_call(x, lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x, self._packed, INT4_GROUP, self._scales_zeros))
+        return _bf16_call(
+            x, lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, self._packed, INT4_GROUP, self._scales_zeros)
+        )
 
 
 class Int8Linear:
@@ -61,9 +65,9 @@ class Int8Linear:
         if weight.bits != 8 or weight.group != weight.shape[1] or bool(weight.offset.any()):
             raise ValueError("Int8Linear needs symmetric 8-bit codes with one scale per row")
         self.out_features, self.in_features = weight.shape
-        self.weight = weight                       # shares its codes: the tied embedding looks rows up in it
-        self._codes = weight.codes.contiguous()                               # int8 [N, K]
-        self._scales = weight.scale[:, 0].to(KERNEL_DTYPE).contiguous()       # [N]
+        self.weight = weight  # shares its codes: the tied embedding looks rows up in it
+        self._codes = weight.codes.contiguous()  # int8 [N, K]
+        self._scales = weight.scale[:, 0].to(KERNEL_DTYPE).contiguous()  # [N]
         self.nbytes = self._codes.numel() + self._scales.numel() * self._scales.element_size()
 
     def native_kind(self) -> tuple[ProductKind, torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ the CPU (model name and flags), the model's id (file name + content digest), the
 torch version, a digest of this engine's CPU code (kernels that change make their old speeds stale) and the rule
 (AUTO_ORDER, MAX_PPL_RATIO). A cache that cannot be read or written is ignored: auto then measures, as without one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,9 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +40,11 @@ from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.loading.model_config import LlamaConfig
 
-AUTO_ORDER = ("int4", "int8", "bf16")      # the candidates, in the order built; ties in speed go to the earlier
-MAX_PPL_RATIO = 1.03                        # quality target: perplexity within +3% of fp32
+AUTO_ORDER = ("int4", "int8", "bf16")  # the candidates, in the order built; ties in speed go to the earlier
+MAX_PPL_RATIO = 1.03  # quality target: perplexity within +3% of fp32
 FALLBACK = "fp32"
-SPEED_STEPS = 8                             # timed batch-1 decode steps per candidate (median step)
-WARMUP_STEPS = 2                            # first calls pay one-off allocation and kernel selection
+SPEED_STEPS = 8  # timed batch-1 decode steps per candidate (median step)
+WARMUP_STEPS = 2  # first calls pay one-off allocation and kernel selection
 _BLOCK = 16
 _CPU_CODE = Path(__file__).resolve().parent
 
@@ -69,8 +70,8 @@ CALIBRATION_TEXT = (
 @dataclass(frozen=True)
 class Candidate:
     mode: str
-    ppl_ratio: float               # perplexity / fp32's on the calibration tokens
-    tok_s: float | None            # batch-1 decode tokens/s; None when it missed the quality bar (not timed)
+    ppl_ratio: float  # perplexity / fp32's on the calibration tokens
+    tok_s: float | None  # batch-1 decode tokens/s; None when it missed the quality bar (not timed)
 
     @property
     def passes(self) -> bool:
@@ -97,8 +98,10 @@ def pick(candidates: list[Candidate]) -> tuple[str, str]:
 
 
 def table(candidates: list[Candidate]) -> str:
-    rows = [f"{c.mode:>5} | {c.ppl_ratio:.4f} | " + (f"{c.tok_s:.1f}" if c.tok_s is not None else "not timed")
-            for c in candidates]
+    rows = [
+        f"{c.mode:>5} | {c.ppl_ratio:.4f} | " + (f"{c.tok_s:.1f}" if c.tok_s is not None else "not timed")
+        for c in candidates
+    ]
     return "\n".join(["mode  | ppl/fp32 | tok/s (batch 1)"] + rows)
 
 
@@ -115,12 +118,12 @@ def perplexity(model: LlamaModel, token_ids: list[int], chunk: int = 256) -> flo
     nll = 0.0
     with torch.inference_mode():
         for start in range(0, len(token_ids) - 1, chunk):
-            piece = token_ids[start:min(start + chunk, len(token_ids) - 1)]
+            piece = token_ids[start : min(start + chunk, len(token_ids) - 1)]
             batch, _ = build_step_batch([ScheduledChunk(piece, start, block_table, True)], _BLOCK)
             # every row on the integer path: that is what decodes, and so what generates the tokens
             batch = replace(batch, logit_rows=torch.arange(len(piece)), narrow_rows=len(piece))
             logits = model.forward(batch, kv)
-            nll += F.cross_entropy(logits, targets[start:start + len(piece)], reduction="sum").item()
+            nll += F.cross_entropy(logits, targets[start : start + len(piece)], reduction="sum").item()
     return math.exp(nll / (len(token_ids) - 1))
 
 
@@ -178,24 +181,34 @@ class WeightsCache:
 
     @staticmethod
     def key(model_id: str, dtype: torch.dtype, threads: int) -> str:
-        parts = [_cpu_identity(), model_id, str(dtype), str(threads), torch.__version__, _code_digest(),
-                 ",".join(AUTO_ORDER), str(MAX_PPL_RATIO)]
+        parts = [
+            _cpu_identity(),
+            model_id,
+            str(dtype),
+            str(threads),
+            torch.__version__,
+            _code_digest(),
+            ",".join(AUTO_ORDER),
+            str(MAX_PPL_RATIO),
+        ]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
     def load(self, key: str) -> list[Candidate] | None:
         try:
             records = json.loads((self.folder / f"{key}.json").read_text())
-            return [Candidate(str(r["mode"]), float(r["ppl_ratio"]),
-                              None if r["tok_s"] is None else float(r["tok_s"])) for r in records]
+            return [
+                Candidate(str(r["mode"]), float(r["ppl_ratio"]), None if r["tok_s"] is None else float(r["tok_s"]))
+                for r in records
+            ]
         except (OSError, ValueError, KeyError, TypeError):
-            return None        # absent or unreadable: measure instead
+            return None  # absent or unreadable: measure instead
 
     def store(self, key: str, candidates: list[Candidate]) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self.folder / f".{key}.{os.getpid()}.tmp"
             tmp.write_text(json.dumps([asdict(c) for c in candidates]))
-            os.replace(tmp, self.folder / f"{key}.json")     # whole or not at all, for a concurrent reader
+            os.replace(tmp, self.folder / f"{key}.json")  # whole or not at all, for a concurrent reader
         except OSError as exc:
             log.warning("weights auto: result not cached (%s)", exc)
 
@@ -203,9 +216,15 @@ class WeightsCache:
 Measure = Callable[[LlamaModel, list[int]], float]
 
 
-def choose_mode(cfg: LlamaConfig, weights: dict, dtype: torch.dtype, token_ids: list[int],
-                cache: WeightsCache | None = None, cache_key: str | None = None, measure: Measure = decode_speed,
-                ) -> tuple[str, list[Candidate], LlamaModel | None]:
+def choose_mode(
+    cfg: LlamaConfig,
+    weights: dict,
+    dtype: torch.dtype,
+    token_ids: list[int],
+    cache: WeightsCache | None = None,
+    cache_key: str | None = None,
+    measure: Measure = decode_speed,
+) -> tuple[str, list[Candidate], LlamaModel | None]:
     """The chosen mode (see the module docstring), the candidates measured (or cached), and the chosen mode's model
     when it was built here (None for fp32, or when the choice came from the cache: the caller builds it)."""
     cached = cache.load(cache_key) if cache is not None and cache_key else None
@@ -222,7 +241,7 @@ def choose_mode(cfg: LlamaConfig, weights: dict, dtype: torch.dtype, token_ids: 
         candidate = Candidate(mode, ratio, measure(model, token_ids) if ratio <= MAX_PPL_RATIO else None)
         candidates.append(candidate)
         if candidate.passes and (kept is None or _rank(candidate) > _rank(kept[0])):
-            kept = (candidate, model)         # the previous best is dropped here: one spare model at a time
+            kept = (candidate, model)  # the previous best is dropped here: one spare model at a time
         del model
     mode, why = pick(candidates)
     log.info("weights auto: %s, %s\n%s", mode, why, table(candidates))

@@ -34,6 +34,7 @@ instead: it is faster than the int8 kernel at every row count (SmolLM2's head, 2
 2.16 vs 5.48 ms at 8) and closer to fp32. The embedding lookup keeps the source's quantized codes when it has them
 (a Q8_0 table is read exactly), otherwise the lm_head's int8 codes, dequantizing only the looked-up rows.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,12 +46,17 @@ from kernel.engine.cpu.block_weights import BlockFormat, BlockLinear, block_form
 from kernel.engine.cpu.linear import Linear, packing_available
 from kernel.engine.cpu.quant_embedding import QuantizedEmbedding
 from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
-from kernel.engine.loading.quant_tensor import (INT4_GROUP, GroupQuantized, concat_rows, quantize_int4,
-                                                quantize_int8_rows)
+from kernel.engine.loading.quant_tensor import (
+    INT4_GROUP,
+    GroupQuantized,
+    concat_rows,
+    quantize_int4,
+    quantize_int8_rows,
+)
 
 FLOAT_MODES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANT_MODES = ("int4", "int8")
-WEIGHT_MODES = ("auto", "int4", "int8", "bf16", "fp32")     # what aiosd offers; fp16 is reachable through dtype only
+WEIGHT_MODES = ("auto", "int4", "int8", "bf16", "fp32")  # what aiosd offers; fp16 is reachable through dtype only
 _DTYPE_MODES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 Weight = torch.Tensor | GroupQuantized
@@ -72,9 +78,9 @@ class SplitProduct:
     tokens do not depend on its neighbours.
     """
 
-    def __init__(self, narrow: "Int4Linear | Int8Linear | BlockLinear", wide: Linear):
+    def __init__(self, narrow: Int4Linear | Int8Linear | BlockLinear, wide: Linear):
         self.narrow, self.wide = narrow, wide
-        self.nbytes = narrow.nbytes                 # bytes a decode step reads
+        self.nbytes = narrow.nbytes  # bytes a decode step reads
         self.out_features = narrow.out_features
 
     def native_kind(self):
@@ -108,13 +114,17 @@ def as_float(weight: Weight, dtype: torch.dtype) -> torch.Tensor:
 
 def as_int4(weight: Weight) -> GroupQuantized:
     if isinstance(weight, GroupQuantized) and weight.bits == 4 and weight.group == INT4_GROUP:
-        return weight                                      # Q4_0 / Q4_1: the stored codes, exactly
+        return weight  # Q4_0 / Q4_1: the stored codes, exactly
     return quantize_int4(as_float(weight, torch.float32))
 
 
 def as_int8_rows(weight: Weight) -> GroupQuantized:
-    if (isinstance(weight, GroupQuantized) and weight.bits == 8 and weight.group == weight.shape[1]
-            and not weight.offset.any()):
+    if (
+        isinstance(weight, GroupQuantized)
+        and weight.bits == 8
+        and weight.group == weight.shape[1]
+        and not weight.offset.any()
+    ):
         return weight
     return quantize_int8_rows(as_float(weight, torch.float32))
 
@@ -126,7 +136,7 @@ def block_products() -> bool:
 
 def as_q8_0(weight: Weight) -> GroupQuantized:
     if isinstance(weight, GroupQuantized) and block_format(weight) is BlockFormat.Q8_0:
-        return weight                                      # Q8_0: the stored blocks, exactly
+        return weight  # Q8_0: the stored blocks, exactly
     return quantize_q8_0(as_float(weight, torch.float32))
 
 
@@ -135,8 +145,14 @@ def _as_q4_1(weight: GroupQuantized) -> GroupQuantized:
     parts of both formats can share one product; exact."""
     if weight.low == 0:
         return weight
-    return GroupQuantized((weight.codes - weight.low).to(torch.int8), weight.scale,
-                          weight.offset + weight.low * weight.scale, weight.group, weight.bits, 0)
+    return GroupQuantized(
+        (weight.codes - weight.low).to(torch.int8),
+        weight.scale,
+        weight.offset + weight.low * weight.scale,
+        weight.group,
+        weight.bits,
+        0,
+    )
 
 
 def _block_codes(parts: list[Weight], mode: str) -> GroupQuantized:
@@ -189,6 +205,6 @@ def build_embedding(table: Weight, lm_head: Product, mode: str, dtype: torch.dty
         return as_float(table, FLOAT_MODES[mode]).to(dtype)
     if isinstance(table, GroupQuantized):
         return QuantizedEmbedding(table, dtype)
-    if isinstance(lm_head, Int8Linear):                   # tied: share the lm_head's codes, no second copy
+    if isinstance(lm_head, Int8Linear):  # tied: share the lm_head's codes, no second copy
         return QuantizedEmbedding(lm_head.weight, dtype)
     return QuantizedEmbedding(quantize_int8_rows(table.float()), dtype)

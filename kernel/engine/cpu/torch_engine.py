@@ -5,32 +5,42 @@ budget so a long prompt never stalls the decodes, then one batched forward runs 
 tokens are done sample their next token. Which sequences run, their blocks, prefix sharing, preemption and finishing are
 the SequenceTable's (shared with the GPU engine); this module owns the model, its KV tensors and the step's schedule.
 """
+
 from __future__ import annotations
 
 import torch
 
 from kernel.engine.core.block_pool import BlockPool
-from kernel.engine.loading.checkpoint import Checkpoint, load_checkpoint
-from kernel.engine.structured.grammar import grammar_compiler
 from kernel.engine.core.interface import EngineError, KVLayout, TokenEvent
-from kernel.engine.cpu.kv_cache import KVCache, slot_runs
-from kernel.engine.cpu.model import LlamaModel
-from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, Candidate, WeightsCache, choose_mode
-from kernel.engine.cpu.quant_weights import QUANT_MODES, WEIGHT_MODES, natural_mode
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
 from kernel.engine.core.token_choice import TokenChooser
+from kernel.engine.cpu.kv_cache import KVCache, slot_runs
+from kernel.engine.cpu.model import LlamaModel
+from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, Candidate, WeightsCache, choose_mode
+from kernel.engine.cpu.quant_weights import QUANT_MODES, WEIGHT_MODES, natural_mode
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.factory import default_threads
+from kernel.engine.loading.checkpoint import Checkpoint, load_checkpoint
+from kernel.engine.structured.grammar import grammar_compiler
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
 class TorchEngine(PagedEngine):
-    def __init__(self, checkpoint: Checkpoint, dtype: str = "float32", kv_budget_tokens: int = 16384,
-                 max_batch: int = 32, prefill_chunk: int = 256, block_size: int = 16, threads: int | None = None,
-                 prefix_cache: bool = True, weights: str | None = None):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        dtype: str = "float32",
+        kv_budget_tokens: int = 16384,
+        max_batch: int = 32,
+        prefill_chunk: int = 256,
+        block_size: int = 16,
+        threads: int | None = None,
+        prefix_cache: bool = True,
+        weights: str | None = None,
+    ):
         """dtype: activations, norms and the KV cache. weights: how the matrices are stored and multiplied —
         "int4", "int8", "bf16", "fp32", or "auto" (the fastest, timed here, of those whose measured perplexity
         holds: quant_select.py; cached per CPU and model);
@@ -51,15 +61,16 @@ class TorchEngine(PagedEngine):
         torch.set_num_threads(self.threads)
         cfg = checkpoint.config
         self.tokenizer = checkpoint.tokenizer
-        self.weight_ratios: dict[str, float] = {}     # auto: each mode's perplexity / fp32's, as measured
-        self.weight_choice: list[Candidate] = []       # auto: each mode's perplexity ratio and batch-1 tok/s
+        self.weight_ratios: dict[str, float] = {}  # auto: each mode's perplexity / fp32's, as measured
+        self.weight_choice: list[Candidate] = []  # auto: each mode's perplexity ratio and batch-1 tok/s
         model = None
         if weights == "auto":
             # measured at this thread count, on this CPU, or reused from the cache keyed by them (quant_select.py)
-            calibration = checkpoint.tokenizer.encode(CALIBRATION_TEXT)[:cfg.max_context]
+            calibration = checkpoint.tokenizer.encode(CALIBRATION_TEXT)[: cfg.max_context]
             key = WeightsCache.key(checkpoint.model_id, DTYPES[dtype], self.threads)
-            weights, self.weight_choice, model = choose_mode(cfg, checkpoint.weights, DTYPES[dtype], calibration,
-                                                             WeightsCache(), key)
+            weights, self.weight_choice, model = choose_mode(
+                cfg, checkpoint.weights, DTYPES[dtype], calibration, WeightsCache(), key
+            )
             self.weight_ratios = {c.mode: c.ppl_ratio for c in self.weight_choice}
         self.model = model or LlamaModel(cfg, checkpoint.weights, DTYPES[dtype], weights)
         self.weights = self.model.mode
@@ -75,13 +86,20 @@ class TorchEngine(PagedEngine):
         self.block_size = block_size
         self.prefill_chunk = prefill_chunk
         self._chooser = TokenChooser()
-        self._table = SequenceTable(BlockPool(n_blocks, block_size, caching=prefix_cache), max_batch, cfg.max_context,
-                                    cfg.vocab_size, tuple(checkpoint.tokenizer.eos_ids), self.tokenizer.decode,
-                                    grammar_compiler(self.tokenizer, cfg.vocab_size))
+        self._table = SequenceTable(
+            BlockPool(n_blocks, block_size, caching=prefix_cache),
+            max_batch,
+            cfg.max_context,
+            cfg.vocab_size,
+            tuple(checkpoint.tokenizer.eos_ids),
+            self.tokenizer.decode,
+            grammar_compiler(self.tokenizer, cfg.vocab_size),
+        )
 
     @classmethod
-    def from_path(cls, model: str | None = None, dtype: str = "float32", weights: str | None = None,
-                  **options) -> "TorchEngine":
+    def from_path(
+        cls, model: str | None = None, dtype: str = "float32", weights: str | None = None, **options
+    ) -> TorchEngine:
         """weights: see __init__. The int modes and auto load a GGUF's quantized matrices as stored (no float copy
         of the model; auto's check builds its fp32 reference from them and frees it)."""
         if dtype not in DTYPES:
@@ -121,13 +139,13 @@ class TorchEngine(PagedEngine):
         """Decodes for every running sequence that has one; prompt chunks within the prefill budget."""
         scheduled, budget = [], self.prefill_chunk
         for seq in self._table.running():
-            if not self._table.is_running(seq):      # preempted below to make room for an older sequence
+            if not self._table.is_running(seq):  # preempted below to make room for an older sequence
                 continue
             n = 1 if seq.pending == 1 else min(seq.pending, budget)
             if n == 0 or (n == 1 and not self._table.ensure_decode_block(seq)):
                 continue
             if seq.pending > 1:
                 budget -= n
-            chunk = seq.token_ids[seq.num_computed:seq.num_computed + n]
+            chunk = seq.token_ids[seq.num_computed : seq.num_computed + n]
             scheduled.append((seq, ScheduledChunk(chunk, seq.num_computed, seq.block_table, n == seq.pending)))
         return [(seq, chunk) for seq, chunk in scheduled if self._table.is_running(seq)]

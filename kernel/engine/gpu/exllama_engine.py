@@ -22,6 +22,7 @@ host: a seed gives the same draws on any machine, and the RNG state travels with
 
 exllamav2 and CUDA are imported only inside from_path() (exllama_runtime.py), so this module imports anywhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,20 +31,26 @@ from pathlib import Path
 import torch
 
 from kernel.engine.core.block_pool import BlockPool
-from kernel.engine.gpu.exllama_kv_copy import KVCopier
-from kernel.engine.structured.grammar import grammar_compiler
-from kernel.engine.gpu.exllama_runtime import PagedRuntime, load_runtime
 from kernel.engine.core.interface import EngineError, TokenEvent
 from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
 from kernel.engine.core.token_choice import TokenChooser
+from kernel.engine.gpu.exllama_kv_copy import KVCopier
+from kernel.engine.gpu.exllama_runtime import PagedRuntime, load_runtime
 from kernel.engine.loading.tokenizer import TextTokenizer
+from kernel.engine.structured.grammar import grammar_compiler
 
 
 class ExLlamaV2Engine(PagedEngine):
-    def __init__(self, runtime: PagedRuntime, tokenizer: TextTokenizer, max_batch: int = 16,
-                 prefill_chunk: int = 512, prefix_cache: bool = True):
+    def __init__(
+        self,
+        runtime: PagedRuntime,
+        tokenizer: TextTokenizer,
+        max_batch: int = 16,
+        prefill_chunk: int = 512,
+        prefix_cache: bool = True,
+    ):
         if not 1 <= max_batch <= runtime.max_chunk:
             raise EngineError(f"max_batch must be in [1, {runtime.max_chunk}], got {max_batch}")
         if prefill_chunk < 1:
@@ -55,15 +62,25 @@ class ExLlamaV2Engine(PagedEngine):
         self._page = runtime.page_size
         self._copier = KVCopier(runtime.kv_tensors())
         self._chooser = TokenChooser()
-        self._table = SequenceTable(BlockPool(runtime.n_pages, runtime.page_size, caching=prefix_cache), max_batch,
-                                    runtime.max_context, runtime.vocab_size,
-                                    tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids), tokenizer.decode,
-                                    grammar_compiler(tokenizer, runtime.vocab_size,
-                                                     tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids)))
+        self._table = SequenceTable(
+            BlockPool(runtime.n_pages, runtime.page_size, caching=prefix_cache),
+            max_batch,
+            runtime.max_context,
+            runtime.vocab_size,
+            tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids),
+            tokenizer.decode,
+            grammar_compiler(tokenizer, runtime.vocab_size, tuple(runtime.eos_token_ids()) or tuple(tokenizer.eos_ids)),
+        )
 
     @classmethod
-    def from_path(cls, model: str | os.PathLike | None, kv_budget_tokens: int = 16384, max_batch: int = 16,
-                  prefill_chunk: int = 512, prefix_cache: bool = True) -> "ExLlamaV2Engine":
+    def from_path(
+        cls,
+        model: str | os.PathLike | None,
+        kv_budget_tokens: int = 16384,
+        max_batch: int = 16,
+        prefill_chunk: int = 512,
+        prefix_cache: bool = True,
+    ) -> ExLlamaV2Engine:
         """Load an EXL2 model folder (config.json, *.safetensors, tokenizer.json) onto the GPU(s)."""
         if model is None:
             raise EngineError("the ExLlamaV2 engine needs a model folder (EXL2 or fp16 safetensors); none was given")
@@ -91,8 +108,8 @@ class ExLlamaV2Engine(PagedEngine):
         self._table.begin_step()
         # Decodes claim their pages first (possibly preempting the youngest), then prompts run in what is left.
         decoding = [s for s in self._table.running() if s.pending == 1 and self._table.ensure_decode_block(s)]
-        decoding = [s for s in decoding if self._table.is_running(s)]   # a later one may have preempted it
-        sampled: list[tuple[Sequence, torch.Tensor]] = []             # (sequence, its next-token logits [vocab])
+        decoding = [s for s in decoding if self._table.is_running(s)]  # a later one may have preempted it
+        sampled: list[tuple[Sequence, torch.Tensor]] = []  # (sequence, its next-token logits [vocab])
         budget = self._prefill_chunk
         for seq in [s for s in self._table.running() if s.pending > 1]:
             n = min(seq.pending, budget)
@@ -113,11 +130,13 @@ class ExLlamaV2Engine(PagedEngine):
         """Run each sequence's next n tokens (its K/V appended to its pages); logits [batch, vocab] if asked."""
         width = max(len(s.block_table) for s in seqs)
         # Padding entries name page 0 and are never read: flash-attn stops at each row's length.
-        block_index = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs],
-                                   dtype=torch.int32)                                     # [batch, pages]
-        seqlens = torch.tensor([s.num_computed for s in seqs], dtype=torch.int32)          # [batch]
-        input_ids = torch.tensor([s.token_ids[s.num_computed:s.num_computed + n] for s in seqs],
-                                 dtype=torch.long)                                        # [batch, n]
+        block_index = torch.tensor(
+            [s.block_table + [0] * (width - len(s.block_table)) for s in seqs], dtype=torch.int32
+        )  # [batch, pages]
+        seqlens = torch.tensor([s.num_computed for s in seqs], dtype=torch.int32)  # [batch]
+        input_ids = torch.tensor(
+            [s.token_ids[s.num_computed : s.num_computed + n] for s in seqs], dtype=torch.long
+        )  # [batch, n]
         logits = self._runtime.forward(input_ids, block_index, seqlens, want_logits)
         for seq in seqs:
             self._table.advance(seq, n)

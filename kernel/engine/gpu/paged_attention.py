@@ -13,6 +13,7 @@ function does what that call does, slower, so the engine still runs, exactly:
 Sliding windows and logit soft-capping are refused (ExLlamaV2 passes them only when flash-attn supports them, so a model
 needing them would otherwise run silently wrong): load_runtime refuses such models before any forward.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,14 +24,25 @@ class UnsupportedAttention(ValueError):
     """A flash-attn feature this fallback does not implement was asked for."""
 
 
-def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor | None = None,
-                    v: torch.Tensor | None = None, cache_seqlens: torch.Tensor | None = None,
-                    block_table: torch.Tensor | None = None, causal: bool = True,
-                    softmax_scale: float | None = None, window_size=(-1, -1), softcap: float = 0.0,
-                    **unsupported) -> torch.Tensor:
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+    cache_seqlens: torch.Tensor | None = None,
+    block_table: torch.Tensor | None = None,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+    window_size=(-1, -1),
+    softcap: float = 0.0,
+    **unsupported,
+) -> torch.Tensor:
     if tuple(window_size) != (-1, -1) or softcap or unsupported:
-        raise UnsupportedAttention(f"the torch paged attention has no sliding window / softcap / "
-                                   f"{sorted(unsupported)}: this model needs flash-attn")
+        raise UnsupportedAttention(
+            f"the torch paged attention has no sliding window / softcap / "
+            f"{sorted(unsupported)}: this model needs flash-attn"
+        )
     if cache_seqlens is None or block_table is None:
         raise UnsupportedAttention("the torch paged attention needs cache_seqlens and block_table (paged cache)")
     batch, q_len, n_heads, head_dim = q.shape
@@ -45,23 +57,24 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     for row in range(batch):
         start = lens[row]
         total = start + n_new
-        pages = torch.tensor(table[row][:-(-total // page)], dtype=torch.long, device=k_cache.device)
+        pages = torch.tensor(table[row][: -(-total // page)], dtype=torch.long, device=k_cache.device)
         if k is not None:
             pos = torch.arange(start, total, device=k_cache.device)
             cache_page, offset = pages[pos // page], pos % page
             k_cache[cache_page, offset] = k[row]
             v_cache[cache_page, offset] = v[row]
-        keys = k_cache.index_select(0, pages).flatten(0, 1)[:total]          # [total, kv_heads, head_dim]
+        keys = k_cache.index_select(0, pages).flatten(0, 1)[:total]  # [total, kv_heads, head_dim]
         values = v_cache.index_select(0, pages).flatten(0, 1)[:total]
         group = n_heads // n_kv
-        keys = keys.transpose(0, 1).repeat_interleave(group, 0)              # [heads, total, head_dim]
+        keys = keys.transpose(0, 1).repeat_interleave(group, 0)  # [heads, total, head_dim]
         values = values.transpose(0, 1).repeat_interleave(group, 0)
         mask = None
         if causal:
             key_pos = torch.arange(total, device=q.device)
             last_seen = torch.arange(q_len, device=q.device) + (total - q_len)
-            mask = key_pos[None, :] <= last_seen[:, None]                   # [q_len, total]
-        attended = F.scaled_dot_product_attention(q[row].transpose(0, 1), keys, values, attn_mask=mask,
-                                                  scale=softmax_scale)      # [heads, q_len, head_dim]
+            mask = key_pos[None, :] <= last_seen[:, None]  # [q_len, total]
+        attended = F.scaled_dot_product_attention(
+            q[row].transpose(0, 1), keys, values, attn_mask=mask, scale=softmax_scale
+        )  # [heads, q_len, head_dim]
         out[row] = attended.transpose(0, 1)
     return out

@@ -13,6 +13,7 @@ With tools (a template that renders its own tools section and past tool calls), 
 defanged the same way: tool names, descriptions and schemas, a past call's arguments, a tool's result. The sentinel
 survives the template's tojson (non-ASCII is kept as is), so a special token's text anywhere in them stays plain text.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,10 +32,10 @@ class ChatEncoder:
         self._tok = tokenizer
         self._template = template
         self._plain = Tokenizer.from_str(tokenizer.to_str())
-        self._plain.encode_special_tokens = True            # special-token text → its ordinary BPE pieces
+        self._plain.encode_special_tokens = True  # special-token text → its ordinary BPE pieces
         specials = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special and t.content}
         self._special_ids = frozenset(specials.values())
-        self._specials = sorted(specials, key=len, reverse=True)    # longest first: "<|a|>b" before "<|a|>"
+        self._specials = sorted(specials, key=len, reverse=True)  # longest first: "<|a|>b" before "<|a|>"
         self._index_of = {text: i for i, text in enumerate(self._specials)}
         self._special_re = re.compile("|".join(map(re.escape, self._specials))) if specials else None
 
@@ -54,7 +55,7 @@ class ChatEncoder:
         for index, (token, (start, end)) in enumerate([*zip(encoding.ids, encoding.offsets), (None, (None, None))]):
             if token is not None and token not in self._special_ids:
                 continue
-            stretch = rendered[text_start:start]             # the text between two template special tokens
+            stretch = rendered[text_start:start]  # the text between two template special tokens
             if mark in stretch:
                 plain = restore.sub(lambda m: self._specials[int(m.group(1))], stretch)
                 ids += self._plain.encode(plain, add_special_tokens=False).ids
@@ -69,7 +70,7 @@ class ChatEncoder:
         """message with each special token's text in its strings replaced by mark + index + mark; its role is kept
         (the template compares it to the role names; a role holding special-token text is refused there)."""
         if not isinstance(message, dict):
-            return message                                   # the template's checks reject it
+            return message  # the template's checks reject it
         return {k: v if k == "role" else self._defang_value(v, mark) for k, v in message.items()}
 
     def _defang_value(self, value, mark: str):

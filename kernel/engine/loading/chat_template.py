@@ -12,6 +12,7 @@ a template that does not (SmolLM2's ChatML) gets its tools from the generic tool
 Messages are checked at this boundary: a string role; a string content, except an assistant message carrying
 tool_calls (a list), whose content may be None.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,9 @@ class _TemplateNamespace(Namespace):
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
-    env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now, dict=_TemplateDict(),
-                       namespace=_TemplateNamespace)
+    env.globals.update(
+        raise_exception=_raise_exception, strftime_now=_strftime_now, dict=_TemplateDict(), namespace=_TemplateNamespace
+    )
     return env
 
 
@@ -96,8 +98,13 @@ class ChatTemplate:
         if tools is not None and not isinstance(tools, list):
             raise EngineError("tools must be a list")
         try:
-            return self._template.render(messages=messages, tools=tools or None, documents=None,
-                                         add_generation_prompt=add_generation_prompt, **self._specials)
+            return self._template.render(
+                messages=messages,
+                tools=tools or None,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **self._specials,
+            )
         except TemplateError as exc:
             raise EngineError(f"chat template rejected the messages: {exc}") from exc
 

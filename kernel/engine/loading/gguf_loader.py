@@ -14,6 +14,7 @@ GroupQuantized — their stored codes and scales, never expanded to floats — f
 llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where Q5_0/Q6_K become 4 bits). llama-arch q and k rows are unpermuted (unpermute_rotary_rows): llama.cpp's
 converter interleaves them for that architecture only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,26 +42,52 @@ from kernel.engine.loading.quant_tensor import (
 from kernel.engine.loading.rope import Rope, RopeKind
 
 _ARCHITECTURES = {"llama": Family.LLAMA, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3, "gemma3": Family.GEMMA3}
-_LLAMA_LAYER = {"attn_norm.weight": "attn_norm", "attn_q.weight": "q", "attn_k.weight": "k", "attn_v.weight": "v",
-                "attn_output.weight": "o", "ffn_norm.weight": "mlp_norm", "ffn_gate.weight": "gate",
-                "ffn_up.weight": "up", "ffn_down.weight": "down"}
+_LLAMA_LAYER = {
+    "attn_norm.weight": "attn_norm",
+    "attn_q.weight": "q",
+    "attn_k.weight": "k",
+    "attn_v.weight": "v",
+    "attn_output.weight": "o",
+    "ffn_norm.weight": "mlp_norm",
+    "ffn_gate.weight": "gate",
+    "ffn_up.weight": "up",
+    "ffn_down.weight": "down",
+}
 _QK_NORM = {"attn_q_norm.weight": "q_norm", "attn_k_norm.weight": "k_norm"}
 _LAYER_NAMES = {
     Family.LLAMA: _LLAMA_LAYER,
     Family.QWEN2: {**_LLAMA_LAYER, "attn_q.bias": "q_bias", "attn_k.bias": "k_bias", "attn_v.bias": "v_bias"},
     Family.QWEN3: {**_LLAMA_LAYER, **_QK_NORM},
-    Family.GEMMA3: {**_LLAMA_LAYER, **_QK_NORM, "post_attention_norm.weight": "post_attn_norm",
-                    "post_ffw_norm.weight": "post_mlp_norm"},
+    Family.GEMMA3: {
+        **_LLAMA_LAYER,
+        **_QK_NORM,
+        "post_attention_norm.weight": "post_attn_norm",
+        "post_ffw_norm.weight": "post_mlp_norm",
+    },
 }
 _GLOBAL_NAMES = {"token_embd.weight": "embed", "output_norm.weight": "norm", "output.weight": "lm_head"}
-_GROUP_DECODERS = {GGMLQuantizationType.Q4_0: from_q4_0, GGMLQuantizationType.Q4_1: from_q4_1,
-                   GGMLQuantizationType.Q4_K: from_q4_k, GGMLQuantizationType.Q8_0: from_q8_0}
+_GROUP_DECODERS = {
+    GGMLQuantizationType.Q4_0: from_q4_0,
+    GGMLQuantizationType.Q4_1: from_q4_1,
+    GGMLQuantizationType.Q4_K: from_q4_k,
+    GGMLQuantizationType.Q8_0: from_q8_0,
+}
 # metadata (after the architecture's prefix) that changes the computation in ways ModelConfig does not express
-_REFUSED_KEYS = ("attn_logit_softcapping", "final_logit_softcapping", "expert_count", "attention.clamp_kqv",
-                 "embedding_scale", "logit_scale", "residual_scale", "attention.output_scale",
-                 "attention.temperature_scale", "attention.key_length_swa", "rope.dimension_count_swa")
-_GEMMA3_SWA_PATTERN = 6          # llama.cpp's: every 6th Gemma 3 layer is global, the rest slide
-_GEMMA3_LOCAL_THETA = 10000.0    # llama.cpp's rope base for Gemma 3's sliding layers
+_REFUSED_KEYS = (
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "expert_count",
+    "attention.clamp_kqv",
+    "embedding_scale",
+    "logit_scale",
+    "residual_scale",
+    "attention.output_scale",
+    "attention.temperature_scale",
+    "attention.key_length_swa",
+    "rope.dimension_count_swa",
+)
+_GEMMA3_SWA_PATTERN = 6  # llama.cpp's: every 6th Gemma 3 layer is global, the rest slide
+_GEMMA3_LOCAL_THETA = 10000.0  # llama.cpp's rope base for Gemma 3's sliding layers
 
 
 def read_gguf(path: Path) -> GGUFReader:
@@ -96,27 +123,41 @@ def config_from_metadata(meta: dict, path: Path) -> ModelConfig:
             raise ModelLoadError(f"{path}: partial rotary ({key('rope.dimension_count')}) is not supported")
         window = meta.get(key("attention.sliding_window"))
         gemma = family is Family.GEMMA3
-        sliding = _sliding_layers(meta.get(key("attention.sliding_window_pattern"),
-                                           _GEMMA3_SWA_PATTERN if gemma else 0), n_layers) if window else ()
+        sliding = (
+            _sliding_layers(
+                meta.get(key("attention.sliding_window_pattern"), _GEMMA3_SWA_PATTERN if gemma else 0), n_layers
+            )
+            if window
+            else ()
+        )
         scale = meta.get(key("attention.scale"))
         cfg = ModelConfig(
             vocab_size=int(meta.get(key("vocab_size")) or len(meta["tokenizer.ggml.tokens"])),
-            hidden_size=hidden, n_layers=n_layers, n_heads=n_heads,
-            n_kv_heads=int(meta.get(key("attention.head_count_kv"), n_heads)), head_dim=head_dim,
+            hidden_size=hidden,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            n_kv_heads=int(meta.get(key("attention.head_count_kv"), n_heads)),
+            head_dim=head_dim,
             ffn_size=int(meta[key("feed_forward_length")]),
             rms_eps=float(meta[key("attention.layer_norm_rms_epsilon")]),
-            rope=_rope(meta, arch, path), max_context=int(meta[key("context_length")]),
-            tie_embeddings=False,   # decided from the tensors present
-            family=family, qkv_bias=family is Family.QWEN2, qk_norm=family in (Family.QWEN3, Family.GEMMA3),
+            rope=_rope(meta, arch, path),
+            max_context=int(meta[key("context_length")]),
+            tie_embeddings=False,  # decided from the tensors present
+            family=family,
+            qkv_bias=family is Family.QWEN2,
+            qk_norm=family in (Family.QWEN3, Family.GEMMA3),
             post_norms=gemma,
             # llama.cpp's converter stores Gemma's norms as 1 + w already, so norm_offset stays 0
             activation=Activation.GELU_TANH if gemma else Activation.SILU,
-            embed_scale=float(torch.tensor(hidden ** 0.5)) if gemma else 1.0,
+            embed_scale=float(torch.tensor(hidden**0.5)) if gemma else 1.0,
             # llama.cpp scales Gemma 3 queries by head_dim ** -0.5 unless the file says (27B excepted, by size)
-            query_scale=float(scale) if scale else head_dim ** -0.5 if gemma else None,
-            sliding_window=int(window) if window else None, sliding_layers=sliding,
+            query_scale=float(scale) if scale else head_dim**-0.5 if gemma else None,
+            sliding_window=int(window) if window else None,
+            sliding_layers=sliding,
             local_rope=Rope(float(meta.get(key("rope.freq_base_swa"), _GEMMA3_LOCAL_THETA)))
-            if gemma and window else None)
+            if gemma and window
+            else None,
+        )
     except KeyError as exc:
         raise ModelLoadError(f"{path}: GGUF metadata lacks {exc.args[0]!r}") from exc
     if gemma and n_layers == 62 and not scale:
@@ -157,15 +198,16 @@ def unpermute_rotary_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 def _dequantized(tensor) -> np.ndarray:
     qtype = GGMLQuantizationType(tensor.tensor_type)
     if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-        data = np.array(tensor.data, dtype=np.float32)   # a copy: the reader's memmap is read-only
+        data = np.array(tensor.data, dtype=np.float32)  # a copy: the reader's memmap is read-only
     else:
         data = dequantize(tensor.data, qtype)
-    shape = tuple(int(d) for d in reversed(tensor.shape))   # GGML lists dimensions innermost first
+    shape = tuple(int(d) for d in reversed(tensor.shape))  # GGML lists dimensions innermost first
     return data.reshape(shape)
 
 
-def load_gguf_weights(reader: GGUFReader, cfg: ModelConfig, dtype: torch.dtype, path: Path, quantized: bool = False
-                      ) -> tuple[ModelConfig, dict[str, torch.Tensor | GroupQuantized]]:
+def load_gguf_weights(
+    reader: GGUFReader, cfg: ModelConfig, dtype: torch.dtype, path: Path, quantized: bool = False
+) -> tuple[ModelConfig, dict[str, torch.Tensor | GroupQuantized]]:
     weights: dict[str, torch.Tensor | GroupQuantized] = {}
     permuted = cfg.family is Family.LLAMA
     for tensor in reader.tensors:

@@ -2,6 +2,7 @@
 
 An EngineError (a ValueError), so aiosd's start-up reports it as one line and exits non-zero like any engine that
 cannot start, rather than with a traceback."""
+
 from __future__ import annotations
 
 from kernel.engine.core.interface import EngineError

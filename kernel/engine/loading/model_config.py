@@ -8,6 +8,7 @@ MLP's activation, an embedding scale and the query scale. Loaders map each famil
 kernel/engine/cpu/model.py computes it; native_gaps() names what the fused native path lacks, so the model can fall
 back to the torch ops at load rather than compute something else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ class Family(Enum):
 
 
 class Activation(Enum):
-    SILU = "silu"               # SwiGLU: silu(gate) * up
-    GELU_TANH = "gelu_tanh"     # GeGLU with the tanh approximation (Gemma)
+    SILU = "silu"  # SwiGLU: silu(gate) * up
+    GELU_TANH = "gelu_tanh"  # GeGLU with the tanh approximation (Gemma)
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,15 @@ class ModelConfig:
     tie_embeddings: bool
     family: Family = Family.LLAMA
     qkv_bias: bool = False
-    qk_norm: bool = False                    # RMSNorm over each head of q and k, before rotary
-    post_norms: bool = False                 # RMSNorm of the attention and MLP outputs before the residual add
-    norm_offset: float = 0.0                 # norms multiply by (offset + w): Gemma's files store w - 1
+    qk_norm: bool = False  # RMSNorm over each head of q and k, before rotary
+    post_norms: bool = False  # RMSNorm of the attention and MLP outputs before the residual add
+    norm_offset: float = 0.0  # norms multiply by (offset + w): Gemma's files store w - 1
     activation: Activation = Activation.SILU
-    embed_scale: float = 1.0                 # embeddings multiplied by this on lookup (Gemma: sqrt(E))
-    query_scale: float | None = None         # attention logits' scale; None: head_dim ** -0.5
-    sliding_window: int | None = None        # a sliding layer's query attends to the last W positions (itself incl.)
-    sliding_layers: tuple[bool, ...] = ()    # per layer; () = no layer slides
-    local_rope: Rope | None = None           # the sliding layers' own rotary (Gemma 3); None = the same as rope
+    embed_scale: float = 1.0  # embeddings multiplied by this on lookup (Gemma: sqrt(E))
+    query_scale: float | None = None  # attention logits' scale; None: head_dim ** -0.5
+    sliding_window: int | None = None  # a sliding layer's query attends to the last W positions (itself incl.)
+    sliding_layers: tuple[bool, ...] = ()  # per layer; () = no layer slides
+    local_rope: Rope | None = None  # the sliding layers' own rotary (Gemma 3); None = the same as rope
 
     @property
     def rope_theta(self) -> float:
@@ -72,17 +73,35 @@ class ModelConfig:
 
     def native_gaps(self) -> list[str]:
         """The features this model needs that the fused native ops and layer loop (cpu/native/) do not compute."""
-        gaps = [name for name, needed in (
-            ("qkv bias", self.qkv_bias), ("q/k norm", self.qk_norm), ("post norms", self.post_norms),
-            ("gelu activation", self.activation is not Activation.SILU),
-            ("query scale", self.query_scale is not None),
-            ("sliding window", any(self.window(i) is not None for i in range(self.n_layers))),
-            ("per-layer rope", self.local_rope is not None)) if needed]
+        gaps = [
+            name
+            for name, needed in (
+                ("qkv bias", self.qkv_bias),
+                ("q/k norm", self.qk_norm),
+                ("post norms", self.post_norms),
+                ("gelu activation", self.activation is not Activation.SILU),
+                ("query scale", self.query_scale is not None),
+                ("sliding window", any(self.window(i) is not None for i in range(self.n_layers))),
+                ("per-layer rope", self.local_rope is not None),
+            )
+            if needed
+        ]
         return gaps
 
     def validate(self) -> None:
-        if min(self.vocab_size, self.hidden_size, self.n_layers, self.n_heads, self.n_kv_heads, self.head_dim,
-               self.ffn_size, self.max_context) <= 0:
+        if (
+            min(
+                self.vocab_size,
+                self.hidden_size,
+                self.n_layers,
+                self.n_heads,
+                self.n_kv_heads,
+                self.head_dim,
+                self.ffn_size,
+                self.max_context,
+            )
+            <= 0
+        ):
             raise ModelLoadError(f"model config has a non-positive dimension: {self}")
         if self.n_heads % self.n_kv_heads:
             raise ModelLoadError(f"{self.n_heads} attention heads do not group evenly over {self.n_kv_heads} KV heads")
@@ -94,7 +113,7 @@ class ModelConfig:
             raise ModelLoadError(f"sliding window must be positive, got {self.sliding_window}")
 
 
-LlamaConfig = ModelConfig   # the name before the families; kept for callers that still use it
+LlamaConfig = ModelConfig  # the name before the families; kept for callers that still use it
 
 
 def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -104,8 +123,17 @@ def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     if not cfg.tie_embeddings:
         shapes["lm_head"] = (cfg.vocab_size, e)
     for i in range(cfg.n_layers):
-        layer = {"attn_norm": (e,), "q": (q_dim, e), "k": (kv_dim, e), "v": (kv_dim, e), "o": (e, q_dim),
-                 "mlp_norm": (e,), "gate": (cfg.ffn_size, e), "up": (cfg.ffn_size, e), "down": (e, cfg.ffn_size)}
+        layer = {
+            "attn_norm": (e,),
+            "q": (q_dim, e),
+            "k": (kv_dim, e),
+            "v": (kv_dim, e),
+            "o": (e, q_dim),
+            "mlp_norm": (e,),
+            "gate": (cfg.ffn_size, e),
+            "up": (cfg.ffn_size, e),
+            "down": (e, cfg.ffn_size),
+        }
         if cfg.qkv_bias:
             layer.update(q_bias=(q_dim,), k_bias=(kv_dim,), v_bias=(kv_dim,))
         if cfg.qk_norm:

@@ -9,6 +9,7 @@ way), so a quantized model reaches the packed int4/int8 kernels without a float 
 quantize_int4 (asymmetric, min/max per group of 32, like Q4_1) and quantize_int8_rows (symmetric, one scale per row,
 what torch's int8 kernel reads). Dequantizing gives fp32.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,17 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-INT4_GROUP = 32      # GGUF's block size, and a group size torch's int4 kernel accepts
+INT4_GROUP = 32  # GGUF's block size, and a group size torch's int4 kernel accepts
 
 
 @dataclass(frozen=True)
 class GroupQuantized:
-    codes: torch.Tensor       # int8 [N, K]: the stored integers, in [low, low + 2**bits - 1]
-    scale: torch.Tensor       # float32 [N, K // group]
-    offset: torch.Tensor      # float32 [N, K // group]
+    codes: torch.Tensor  # int8 [N, K]: the stored integers, in [low, low + 2**bits - 1]
+    scale: torch.Tensor  # float32 [N, K // group]
+    offset: torch.Tensor  # float32 [N, K // group]
     group: int
-    bits: int                 # 4 or 8: how many levels the codes use
-    low: int                  # the smallest code: 0 (Q4_1, quantize_int4), -8 (Q4_0), -128 (Q8_0, int8 rows)
+    bits: int  # 4 or 8: how many levels the codes use
+    low: int  # the smallest code: 0 (Q4_1, quantize_int4), -8 (Q4_0), -128 (Q8_0, int8 rows)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -46,8 +47,10 @@ class GroupQuantized:
     def permute_rows(self, permute) -> GroupQuantized:
         """The same weights with rows reordered by permute (a function of a [N, x] numpy array) — the rotary unpermute
         moves whole rows, and a row's scales travel with it."""
+
         def apply(t: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(permute(t.numpy())))
+
         return GroupQuantized(apply(self.codes), apply(self.scale), apply(self.offset), self.group, self.bits, self.low)
 
 
@@ -56,8 +59,14 @@ def concat_rows(parts: list[GroupQuantized]) -> GroupQuantized:
     first = parts[0]
     if any((p.group, p.bits, p.low) != (first.group, first.bits, first.low) for p in parts):
         raise ValueError("concat_rows needs parts of one code format")
-    return GroupQuantized(torch.cat([p.codes for p in parts]), torch.cat([p.scale for p in parts]),
-                          torch.cat([p.offset for p in parts]), first.group, first.bits, first.low)
+    return GroupQuantized(
+        torch.cat([p.codes for p in parts]),
+        torch.cat([p.scale for p in parts]),
+        torch.cat([p.offset for p in parts]),
+        first.group,
+        first.bits,
+        first.low,
+    )
 
 
 def quantize_int4(w: torch.Tensor, group: int = INT4_GROUP) -> GroupQuantized:
@@ -66,7 +75,7 @@ def quantize_int4(w: torch.Tensor, group: int = INT4_GROUP) -> GroupQuantized:
     grouped = w.float().reshape(n, k // group, group)
     lo, hi = grouped.amin(-1), grouped.amax(-1)
     scale = (hi - lo) / 15
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))   # a constant group: every code 0, offset = value
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: every code 0, offset = value
     codes = ((grouped - lo[..., None]) / safe[..., None]).round_().clamp_(0, 15)
     return GroupQuantized(codes.to(torch.int8).reshape(n, k), scale, lo, group, 4, 0)
 
@@ -84,14 +93,16 @@ def quantize_int8_rows(w: torch.Tensor) -> GroupQuantized:
 # ---- GGUF blocks ----------------------------------------------------------------------------------------------------
 # Each row of a GGUF tensor's data is a run of blocks of 32 weights; `raw` is that uint8 array, [N, blocks * bytes].
 
+
 def _blocks(raw: np.ndarray, block_bytes: int) -> np.ndarray:
     n = raw.shape[0]
-    return np.asarray(raw, dtype=np.uint8).reshape(n, -1, block_bytes)      # [N, G, block_bytes]
+    return np.asarray(raw, dtype=np.uint8).reshape(n, -1, block_bytes)  # [N, G, block_bytes]
 
 
 def _fp16(blocks: np.ndarray, start: int) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(blocks[..., start:start + 2]).view(np.float16)[..., 0]
-                            .astype(np.float32))                          # [N, G]
+    return torch.from_numpy(
+        np.ascontiguousarray(blocks[..., start : start + 2]).view(np.float16)[..., 0].astype(np.float32)
+    )  # [N, G]
 
 
 def _nibbles(qs: np.ndarray) -> np.ndarray:
@@ -122,7 +133,8 @@ def from_q4_k(raw: np.ndarray) -> GroupQuantized:
     """Q4_K super-block (256 weights, 144 bytes): fp16 d, fp16 dmin, 12 bytes of eight 6-bit (scale, min) pairs,
     128 bytes of nibbles; group j of 32: w = q (d sc_j) - dmin m_j. Byte chunk c (32 bytes) holds group 2c in its low
     nibbles and group 2c + 1 in its high ones."""
-    from gguf.quants import Q4_K     # its scale unpacking, the reference's own
+    from gguf.quants import Q4_K  # its scale unpacking, the reference's own
+
     blocks = _blocks(raw, 144)
     n, g = blocks.shape[:2]
     sc, m = Q4_K.get_scale_min(np.ascontiguousarray(blocks[..., 4:16]).reshape(n * g, 12))

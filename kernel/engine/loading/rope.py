@@ -10,6 +10,7 @@ Kinds: PLAIN (theta only), LINEAR (every frequency / factor), LLAMA3 (Llama 3.1'
 DIVISORS (a per-frequency divisor table: GGUF's rope_freqs, which llama.cpp's converter writes for Llama 3.x).
 YaRN, dynamic NTK and longrope are refused: their attention factor and ramps are not implemented here.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,16 +33,19 @@ class RopeKind(Enum):
 class Rope:
     theta: float
     kind: RopeKind = RopeKind.PLAIN
-    factor: float = 1.0                     # LINEAR, LLAMA3
-    low_freq_factor: float = 1.0            # LLAMA3
-    high_freq_factor: float = 4.0           # LLAMA3
-    original_context: int = 0               # LLAMA3: original_max_position_embeddings
-    divisors: tuple[float, ...] = ()        # DIVISORS: one per frequency (head_dim / 2)
+    factor: float = 1.0  # LINEAR, LLAMA3
+    low_freq_factor: float = 1.0  # LLAMA3
+    high_freq_factor: float = 4.0  # LLAMA3
+    original_context: int = 0  # LLAMA3: original_max_position_embeddings
+    divisors: tuple[float, ...] = ()  # DIVISORS: one per frequency (head_dim / 2)
 
 
 # the keys of a config.json rope description each kind reads; any other key there could change the math
-_HF_KEYS = {RopeKind.PLAIN: set(), RopeKind.LINEAR: {"factor"},
-            RopeKind.LLAMA3: {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
+_HF_KEYS = {
+    RopeKind.PLAIN: set(),
+    RopeKind.LINEAR: {"factor"},
+    RopeKind.LLAMA3: {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+}
 _HF_IGNORED = {"rope_type", "type", "rope_theta"}
 
 
@@ -59,8 +63,9 @@ def inverse_frequencies(rope: Rope, head_dim: int) -> torch.Tensor:
         high_wavelen = rope.original_context / rope.high_freq_factor
         wavelen = 2 * math.pi / inv
         scaled = torch.where(wavelen > low_wavelen, inv / rope.factor, inv)
-        smooth = (rope.original_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor -
-                                                                            rope.low_freq_factor)
+        smooth = (rope.original_context / wavelen - rope.low_freq_factor) / (
+            rope.high_freq_factor - rope.low_freq_factor
+        )
         smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
         return torch.where(medium, smoothed, scaled)
@@ -78,18 +83,25 @@ def rope_from_hf(theta: float, scaling: dict | None, where: str) -> Rope:
         kind = None
     if kind is None or kind is RopeKind.DIVISORS:
         raise ModelLoadError(f"{where}: rope scaling {name!r} is not supported (plain, linear and llama3 are)")
-    extra = {key: value for key, value in scaling.items() if key not in _HF_KEYS[kind] | _HF_IGNORED
-             and not (key == "partial_rotary_factor" and value == 1.0)}
+    extra = {
+        key: value
+        for key, value in scaling.items()
+        if key not in _HF_KEYS[kind] | _HF_IGNORED and not (key == "partial_rotary_factor" and value == 1.0)
+    }
     if extra:
         raise ModelLoadError(f"{where}: rope {name!r} with {sorted(extra)} is not supported")
     try:
         if kind is RopeKind.LINEAR:
             return Rope(theta, kind, factor=float(scaling["factor"]))
         if kind is RopeKind.LLAMA3:
-            return Rope(theta, kind, factor=float(scaling["factor"]),
-                        low_freq_factor=float(scaling["low_freq_factor"]),
-                        high_freq_factor=float(scaling["high_freq_factor"]),
-                        original_context=int(scaling["original_max_position_embeddings"]))
+            return Rope(
+                theta,
+                kind,
+                factor=float(scaling["factor"]),
+                low_freq_factor=float(scaling["low_freq_factor"]),
+                high_freq_factor=float(scaling["high_freq_factor"]),
+                original_context=int(scaling["original_max_position_embeddings"]),
+            )
     except KeyError as exc:
         raise ModelLoadError(f"{where}: rope {name!r} lacks {exc.args[0]!r}") from exc
     return Rope(theta)

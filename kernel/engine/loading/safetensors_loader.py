@@ -5,6 +5,7 @@ keys and tensor names are mapped explicitly; a key that would change the computa
 ModelConfig (an activation, a bias, softcapping, an unknown rope scaling, ...) and a tensor no map names are refused
 with ModelLoadError naming them.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,31 +24,61 @@ from kernel.engine.loading.model_config import (
 )
 from kernel.engine.loading.rope import Rope, rope_from_hf
 
-_FAMILIES = {"llama": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3,
-             "gemma3_text": Family.GEMMA3}
-_ARCHITECTURES = {Family.LLAMA: "LlamaForCausalLM", Family.MISTRAL: "MistralForCausalLM",
-                  Family.QWEN2: "Qwen2ForCausalLM", Family.QWEN3: "Qwen3ForCausalLM",
-                  Family.GEMMA3: "Gemma3ForCausalLM"}
+_FAMILIES = {
+    "llama": Family.LLAMA,
+    "mistral": Family.MISTRAL,
+    "qwen2": Family.QWEN2,
+    "qwen3": Family.QWEN3,
+    "gemma3_text": Family.GEMMA3,
+}
+_ARCHITECTURES = {
+    Family.LLAMA: "LlamaForCausalLM",
+    Family.MISTRAL: "MistralForCausalLM",
+    Family.QWEN2: "Qwen2ForCausalLM",
+    Family.QWEN3: "Qwen3ForCausalLM",
+    Family.GEMMA3: "Gemma3ForCausalLM",
+}
 _ACTIVATIONS = {"silu": Activation.SILU, "gelu_pytorch_tanh": Activation.GELU_TANH}
-_LLAMA_LAYER = {"input_layernorm.weight": "attn_norm", "self_attn.q_proj.weight": "q",
-                "self_attn.k_proj.weight": "k", "self_attn.v_proj.weight": "v", "self_attn.o_proj.weight": "o",
-                "post_attention_layernorm.weight": "mlp_norm", "mlp.gate_proj.weight": "gate",
-                "mlp.up_proj.weight": "up", "mlp.down_proj.weight": "down"}
+_LLAMA_LAYER = {
+    "input_layernorm.weight": "attn_norm",
+    "self_attn.q_proj.weight": "q",
+    "self_attn.k_proj.weight": "k",
+    "self_attn.v_proj.weight": "v",
+    "self_attn.o_proj.weight": "o",
+    "post_attention_layernorm.weight": "mlp_norm",
+    "mlp.gate_proj.weight": "gate",
+    "mlp.up_proj.weight": "up",
+    "mlp.down_proj.weight": "down",
+}
 _QK_NORM = {"self_attn.q_norm.weight": "q_norm", "self_attn.k_norm.weight": "k_norm"}
 _LAYER_NAMES = {
-    Family.LLAMA: _LLAMA_LAYER, Family.MISTRAL: _LLAMA_LAYER,
-    Family.QWEN2: {**_LLAMA_LAYER, "self_attn.q_proj.bias": "q_bias", "self_attn.k_proj.bias": "k_bias",
-                   "self_attn.v_proj.bias": "v_bias"},
+    Family.LLAMA: _LLAMA_LAYER,
+    Family.MISTRAL: _LLAMA_LAYER,
+    Family.QWEN2: {
+        **_LLAMA_LAYER,
+        "self_attn.q_proj.bias": "q_bias",
+        "self_attn.k_proj.bias": "k_bias",
+        "self_attn.v_proj.bias": "v_bias",
+    },
     Family.QWEN3: {**_LLAMA_LAYER, **_QK_NORM},
     # Gemma's post_attention_layernorm normalizes the attention output; the MLP's input norm is pre_feedforward
-    Family.GEMMA3: {**_LLAMA_LAYER, **_QK_NORM, "post_attention_layernorm.weight": "post_attn_norm",
-                    "pre_feedforward_layernorm.weight": "mlp_norm",
-                    "post_feedforward_layernorm.weight": "post_mlp_norm"},
+    Family.GEMMA3: {
+        **_LLAMA_LAYER,
+        **_QK_NORM,
+        "post_attention_layernorm.weight": "post_attn_norm",
+        "pre_feedforward_layernorm.weight": "mlp_norm",
+        "post_feedforward_layernorm.weight": "post_mlp_norm",
+    },
 }
 _GLOBAL_NAMES = {"model.embed_tokens.weight": "embed", "model.norm.weight": "norm", "lm_head.weight": "lm_head"}
 # keys whose non-default value changes the computation in a way ModelConfig does not express
-_REFUSED_IF_SET = ("attention_bias", "mlp_bias", "final_logit_softcapping", "attn_logit_softcapping",
-                   "use_bidirectional_attention")
+_REFUSED_IF_SET = (
+    "attention_bias",
+    "mlp_bias",
+    "final_logit_softcapping",
+    "attn_logit_softcapping",
+    "use_bidirectional_attention",
+)
 
 
 def read_hf_config(folder: Path) -> dict:
@@ -64,8 +95,9 @@ def config_from_hf(raw: dict, folder: Path) -> ModelConfig:
     where = f"{folder}/config.json"
     family = _FAMILIES.get(raw.get("model_type"))
     if family is None:
-        raise ModelLoadError(f"{folder}: unsupported architecture {raw.get('model_type')!r} "
-                             f"(supported: {', '.join(_FAMILIES)})")
+        raise ModelLoadError(
+            f"{folder}: unsupported architecture {raw.get('model_type')!r} (supported: {', '.join(_FAMILIES)})"
+        )
     architecture = (raw.get("architectures") or [_ARCHITECTURES[family]])[0]
     if architecture != _ARCHITECTURES[family]:
         raise ModelLoadError(f"{where}: unsupported architecture {architecture!r} for {family.value}")
@@ -77,23 +109,38 @@ def config_from_hf(raw: dict, folder: Path) -> ModelConfig:
     if activation is None or (activation is Activation.GELU_TANH) != (family is Family.GEMMA3):
         raise ModelLoadError(f"{where}: activation {act_name!r} is not supported for {family.value}")
     try:
-        n_heads, hidden, n_layers = int(raw["num_attention_heads"]), int(raw["hidden_size"]), int(raw["num_hidden_layers"])
+        n_heads, hidden, n_layers = (
+            int(raw["num_attention_heads"]),
+            int(raw["hidden_size"]),
+            int(raw["num_hidden_layers"]),
+        )
         rope, local_rope = _ropes(raw, family, where)
         window, sliding = _sliding(raw, family, n_layers)
         cfg = ModelConfig(
-            vocab_size=int(raw["vocab_size"]), hidden_size=hidden, n_layers=n_layers, n_heads=n_heads,
+            vocab_size=int(raw["vocab_size"]),
+            hidden_size=hidden,
+            n_layers=n_layers,
+            n_heads=n_heads,
             n_kv_heads=int(raw.get("num_key_value_heads") or n_heads),
             head_dim=int(raw.get("head_dim") or hidden // n_heads),
-            ffn_size=int(raw["intermediate_size"]), rms_eps=float(raw.get("rms_norm_eps", 1e-6)), rope=rope,
+            ffn_size=int(raw["intermediate_size"]),
+            rms_eps=float(raw.get("rms_norm_eps", 1e-6)),
+            rope=rope,
             max_context=int(raw.get("max_position_embeddings", 2048)),
-            tie_embeddings=bool(raw.get("tie_word_embeddings", family is Family.GEMMA3)), family=family,
-            qkv_bias=family is Family.QWEN2, qk_norm=family in (Family.QWEN3, Family.GEMMA3),
-            post_norms=family is Family.GEMMA3, norm_offset=1.0 if family is Family.GEMMA3 else 0.0,
+            tie_embeddings=bool(raw.get("tie_word_embeddings", family is Family.GEMMA3)),
+            family=family,
+            qkv_bias=family is Family.QWEN2,
+            qk_norm=family in (Family.QWEN3, Family.GEMMA3),
+            post_norms=family is Family.GEMMA3,
+            norm_offset=1.0 if family is Family.GEMMA3 else 0.0,
             activation=activation,
             # transformers rounds the scale to float32 before multiplying (a float32 tensor buffer)
-            embed_scale=float(torch.tensor(hidden ** 0.5)) if family is Family.GEMMA3 else 1.0,
+            embed_scale=float(torch.tensor(hidden**0.5)) if family is Family.GEMMA3 else 1.0,
             query_scale=float(raw["query_pre_attn_scalar"]) ** -0.5 if family is Family.GEMMA3 else None,
-            sliding_window=window, sliding_layers=sliding, local_rope=local_rope)
+            sliding_window=window,
+            sliding_layers=sliding,
+            local_rope=local_rope,
+        )
     except KeyError as exc:
         raise ModelLoadError(f"{where} lacks {exc.args[0]!r}") from exc
     cfg.validate()
@@ -107,11 +154,15 @@ def _ropes(raw: dict, family: Family, where: str) -> tuple[Rope, Rope | None]:
     if family is Family.GEMMA3:
         if "full_attention" in params:
             full, local = params["full_attention"], params.get("sliding_attention", {})
-            return (rope_from_hf(float(full["rope_theta"]), full, where),
-                    rope_from_hf(float(local.get("rope_theta", 10000.0)), local, where))
+            return (
+                rope_from_hf(float(full["rope_theta"]), full, where),
+                rope_from_hf(float(local.get("rope_theta", 10000.0)), local, where),
+            )
         scaling = raw.get("rope_scaling")
-        return (rope_from_hf(float(raw.get("rope_theta", 1e6)), scaling, where),
-                Rope(float(raw.get("rope_local_base_freq", 10000.0))))
+        return (
+            rope_from_hf(float(raw.get("rope_theta", 1e6)), scaling, where),
+            Rope(float(raw.get("rope_local_base_freq", 10000.0))),
+        )
     theta = float(raw.get("rope_theta") or params.get("rope_theta", 10000.0))
     scaling = raw.get("rope_scaling") or (params if params.get("rope_type", "default") != "default" else None)
     if raw.get("partial_rotary_factor", 1.0) != 1.0:
@@ -128,7 +179,7 @@ def _sliding(raw: dict, family: Family, n_layers: int) -> tuple[int | None, tupl
     if family in (Family.QWEN2, Family.QWEN3) and not raw.get("use_sliding_window"):
         return None, ()
     types = raw.get("layer_types")
-    if types is None and family is Family.GEMMA3:   # older configs: every pattern-th layer is global
+    if types is None and family is Family.GEMMA3:  # older configs: every pattern-th layer is global
         pattern = int(raw.get("sliding_window_pattern", 6))
         types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
     if types is None:
@@ -173,6 +224,6 @@ def _canonical_name(hf_name: str, family: Family) -> str | None:
         index, _, rest = hf_name.removeprefix("model.layers.").partition(".")
         if rest in _LAYER_NAMES[family]:
             return f"layers.{index}.{_LAYER_NAMES[family][rest]}"
-        if rest == "self_attn.rotary_emb.inv_freq":   # older checkpoints saved the plain table; rope is computed
+        if rest == "self_attn.rotary_emb.inv_freq":  # older checkpoints saved the plain table; rope is computed
             return ""
     return None

@@ -19,16 +19,17 @@ built-in Gemma format: default_chat_template.
 End of turn. Gemma's files name only <eos> as eos, but its chat ends each turn with <end_of_turn>: as llama.cpp does,
 a control token spelling a known end of turn ends a sequence too (end_of_turn_ids).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from kernel.engine.loading.model_config import ModelLoadError
 
-_CONTROL, _USER_DEFINED = 3, 4      # llama.cpp's token types
-_SPACE = "\u2581"                   # '▁', SentencePiece's visible space
+_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp's token types
+_SPACE = "\u2581"  # '▁', SentencePiece's visible space
 _GEMMA_ARCHS = frozenset({"gemma", "gemma2", "gemma3", "gemma3n"})
 # control-token texts llama.cpp treats as an end of generation when the file does not say (llama-vocab.cpp)
 _END_OF_TURN = frozenset({"<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<EOT>", "<|endoftext|>"})
@@ -107,8 +108,16 @@ def spm_tokenizer(meta: dict) -> Tokenizer:
         ranks = dict(zip(tokens, (float(s) for s in scores)))
     vocab = {t: i for i, t in enumerate(tokens)}
     unk = _token(tokens, meta.get("tokenizer.ggml.unknown_token_id", 3 if gemma else 0)) or None
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=derive_merges(vocab, ranks), unk_token=unk, fuse_unk=True,
-                               byte_fallback=True, dropout=None))
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=derive_merges(vocab, ranks),
+            unk_token=unk,
+            fuse_unk=True,
+            byte_fallback=True,
+            dropout=None,
+        )
+    )
     tail = [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     if gemma:
         tok.normalizer = normalizers.Replace(" ", _SPACE)
@@ -117,17 +126,24 @@ def spm_tokenizer(meta: dict) -> Tokenizer:
         # transformers' LlamaTokenizer takes the prefix space whatever the file's add_space_prefix says; so do we,
         # unless the file says no (its ids then differ from transformers' where text starts without a space)
         prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_SPACE, prepend_scheme="first" if prefix else "never",
-                                                     split=False)
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement=_SPACE, prepend_scheme="first" if prefix else "never", split=False
+        )
         if prefix:
             tail.append(decoders.Strip(content=" ", left=1))
     tok.decoder = decoders.Sequence(tail)
     # user-defined tokens are added only when the (renamed) vocabulary spells them, as transformers does
-    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                            for i, t in enumerate(types) if t == _CONTROL])
+    tok.add_special_tokens(
+        [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == _CONTROL]
+    )
     original = meta["tokenizer.ggml.tokens"]
-    tok.add_tokens([AddedToken(original[i], special=False, normalized=False)
-                    for i, t in enumerate(types) if t == _USER_DEFINED and original[i] in vocab])
+    tok.add_tokens(
+        [
+            AddedToken(original[i], special=False, normalized=False)
+            for i, t in enumerate(types)
+            if t == _USER_DEFINED and original[i] in vocab
+        ]
+    )
     return tok
 
 
@@ -136,8 +152,9 @@ def derive_merges(vocab: dict[str, int], ranks: dict[str, float]) -> list[tuple[
     then by shorter left and right parts; transformers' generate_merges, which our ids must equal."""
     merges = []
     for piece, rank in ranks.items():
-        local = [(piece[:k], piece[k:], rank) for k in range(1, len(piece))
-                 if piece[:k] in vocab and piece[k:] in vocab]
+        local = [
+            (piece[:k], piece[k:], rank) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab
+        ]
         local.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
         merges.extend(local)
     merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)

@@ -12,12 +12,13 @@ Tools. tool_format is the tool-call format of the model's template (structured/t
 logged at load: the template's own tools section where it has one we know, the generic tool prompt otherwise.
 apply_chat_template(messages, tools) passes tools to a template that renders them.
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -31,8 +32,10 @@ log = logging.getLogger("aiosd.engine")
 
 # llama.cpp names the pre-tokenizer (the regex split before BPE) of each GPT-2-style vocabulary: these are the ones we
 # can rebuild exactly. Each entry reproduces the model's original tokenizer.json pre_tokenizer.
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-                 r"|\s+(?!\S)|\s+")
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 
 
 def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
@@ -42,9 +45,12 @@ def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
     if pre in ("smollm", "starcoder", "refact"):
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     if pre in ("llama-bpe", "llama3"):
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(pattern=Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(pattern=Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+            ]
+        )
     raise ModelLoadError(f"unsupported GGUF pre-tokenizer {pre!r} (supported: gpt2, smollm, starcoder, llama-bpe)")
 
 
@@ -59,22 +65,27 @@ class TextTokenizer:
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.tool_format = tool_format_for(chat_template)
         if self.tool_format.native:
-            log.info("tool calls: the model's chat template renders the tools (%s format)",
-                     self.tool_format.style.value)
+            log.info(
+                "tool calls: the model's chat template renders the tools (%s format)", self.tool_format.style.value
+            )
         elif chat_template is not None and chat_template.takes_tools:
-            log.info("tool calls: the chat template's tools section is in a format we do not know: generic "
-                     "(Hermes-style) tool prompt instead")
+            log.info(
+                "tool calls: the chat template's tools section is in a format we do not know: generic "
+                "(Hermes-style) tool prompt instead"
+            )
         else:
             log.info("tool calls: the chat template has no tools section: generic (Hermes-style) tool prompt")
 
     @classmethod
-    def from_gguf_metadata(cls, meta: dict) -> "TextTokenizer":
+    def from_gguf_metadata(cls, meta: dict) -> TextTokenizer:
         kind = meta.get("tokenizer.ggml.model")
         if kind == "llama":
             return cls._from_spm_metadata(meta)
         if kind != "gpt2":
-            raise ModelLoadError(f"unsupported GGUF tokenizer model {kind!r}: byte-level BPE ('gpt2') and "
-                                 "SentencePiece BPE ('llama') only")
+            raise ModelLoadError(
+                f"unsupported GGUF tokenizer model {kind!r}: byte-level BPE ('gpt2') and "
+                "SentencePiece BPE ('llama') only"
+            )
         tokens: list[str] = meta["tokenizer.ggml.tokens"]
         merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
         bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)
@@ -86,37 +97,58 @@ class TextTokenizer:
         # as HF's tokenizer matches them: its tools prompt and past calls must encode as the model saw them.
         control, user_defined = 3, 4
         types = meta.get("tokenizer.ggml.token_type", [])
-        tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                                for i, t in enumerate(types) if t == control])
-        tok.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
-                        for i, t in enumerate(types) if t == user_defined])
+        tok.add_special_tokens(
+            [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == control]
+        )
+        tok.add_tokens(
+            [AddedToken(tokens[i], special=False, normalized=False) for i, t in enumerate(types) if t == user_defined]
+        )
         eos = meta.get("tokenizer.ggml.eos_token_id")
         # Llama 3.x ends a turn with <|eot_id|> (and a tool call of its built-in tools with <|eom_id|>), which files
         # converted from the base model's config name apart from eos: every one of them ends a sequence.
-        ends = [meta.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                                      "tokenizer.ggml.eom_token_id")]
+        ends = [
+            meta.get(k)
+            for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+        ]
         eos_ids = tuple(dict.fromkeys(int(i) for i in ends if i is not None))
         template = meta.get("tokenizer.chat_template")
-        return cls(tok, eos_ids,
-                   ChatTemplate(template, bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
-                                eos_token=_token(tokens, eos)) if template else None)
+        return cls(
+            tok,
+            eos_ids,
+            ChatTemplate(
+                template,
+                bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
+                eos_token=_token(tokens, eos),
+            )
+            if template
+            else None,
+        )
 
     @classmethod
-    def _from_spm_metadata(cls, meta: dict) -> "TextTokenizer":
+    def _from_spm_metadata(cls, meta: dict) -> TextTokenizer:
         tok = spm_tokenizer(meta)
         tokens = meta["tokenizer.ggml.tokens"]
-        ends = [meta.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                                      "tokenizer.ggml.eom_token_id")]
+        ends = [
+            meta.get(k)
+            for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+        ]
         ends += end_of_turn_ids(tokens, meta.get("tokenizer.ggml.token_type") or ())
         eos_ids = tuple(dict.fromkeys(int(i) for i in ends if i is not None))
         template = default_chat_template(meta)
-        return cls(tok, eos_ids,
-                   ChatTemplate(template, bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
-                                eos_token=_token(tokens, meta.get("tokenizer.ggml.eos_token_id")))
-                   if template else None)
+        return cls(
+            tok,
+            eos_ids,
+            ChatTemplate(
+                template,
+                bos_token=_token(tokens, meta.get("tokenizer.ggml.bos_token_id")),
+                eos_token=_token(tokens, meta.get("tokenizer.ggml.eos_token_id")),
+            )
+            if template
+            else None,
+        )
 
     @classmethod
-    def from_folder(cls, folder: Path, eos_ids: tuple[int, ...]) -> "TextTokenizer":
+    def from_folder(cls, folder: Path, eos_ids: tuple[int, ...]) -> TextTokenizer:
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise ModelLoadError(f"{folder}: no tokenizer.json")
@@ -129,8 +161,13 @@ class TextTokenizer:
         template = config.get("chat_template")
         if not eos_ids and isinstance(config.get("eos_token"), str):
             eos_ids = (tok.token_to_id(config["eos_token"]),)
-        return cls(tok, eos_ids, ChatTemplate(template, bos_token=_special(config, "bos_token"),
-                                              eos_token=_special(config, "eos_token")) if template else None)
+        return cls(
+            tok,
+            eos_ids,
+            ChatTemplate(template, bos_token=_special(config, "bos_token"), eos_token=_special(config, "eos_token"))
+            if template
+            else None,
+        )
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids

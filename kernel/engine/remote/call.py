@@ -11,13 +11,14 @@ thread had already queued: the engine ignores reports from attempts it no longer
 Text without token ids (a server that streams text only) is tokenized here, off the kernel thread, with the engine's
 tokenizer; a token that straddles two chunks may then be counted differently from the server's own count.
 """
+
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from kernel.engine.core.interface import FinishReason
 from kernel.engine.remote.chunks import parse_chunk
@@ -26,32 +27,39 @@ from kernel.engine.remote.replica import Replica
 
 log = logging.getLogger("aiosd.remote")
 
-_REPLICA_STATUSES = (502, 503, 504)     # the server (or a proxy before it) cannot serve now: try another
+_REPLICA_STATUSES = (502, 503, 504)  # the server (or a proxy before it) cannot serve now: try another
 
 
 @dataclass(frozen=True)
 class Streamed:
-    attempt: "Attempt"
+    attempt: Attempt
     ids: list[int]
     text: str
 
 
 @dataclass(frozen=True)
 class Ended:
-    attempt: "Attempt"
+    attempt: Attempt
     finish: FinishReason
 
 
 @dataclass(frozen=True)
 class Failed:
-    attempt: "Attempt"
+    attempt: Attempt
     message: str
     replica_fault: bool
 
 
 class Attempt:
-    def __init__(self, req_id: str, replica: Replica, body: dict, reports: queue.SimpleQueue,
-                 tokenize: Callable[[str], list[int]], read_timeout_s: float):
+    def __init__(
+        self,
+        req_id: str,
+        replica: Replica,
+        body: dict,
+        reports: queue.SimpleQueue,
+        tokenize: Callable[[str], list[int]],
+        read_timeout_s: float,
+    ):
         self.req_id = req_id
         self.replica = replica
         self._reports = reports
@@ -82,12 +90,13 @@ class Attempt:
                 if chunk.finish is not None:
                     self._reports.put(Ended(self, chunk.finish))
                     return
-            if not self._stream.cancelled:       # the body ended without a finish reason: the server went away
-                self._reports.put(Failed(self, f"{self.replica.name} closed the stream before the call finished",
-                                         replica_fault=True))
+            if not self._stream.cancelled:  # the body ended without a finish reason: the server went away
+                self._reports.put(
+                    Failed(self, f"{self.replica.name} closed the stream before the call finished", replica_fault=True)
+                )
         except HTTPFailure as error:
             fault = error.status is None or error.status in _REPLICA_STATUSES
             self._reports.put(Failed(self, str(error), replica_fault=fault))
-        except Exception as error:               # a bug here must end this call, not leave it hanging
+        except Exception as error:  # a bug here must end this call, not leave it hanging
             log.exception("remote call %s failed", self.req_id)
             self._reports.put(Failed(self, f"{type(error).__name__}: {error}", replica_fault=False))

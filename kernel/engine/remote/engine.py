@@ -24,15 +24,24 @@ were admitted already); with none left, or after len(replicas) + 1 resumptions, 
 
 Not supported: constrained decoding (SamplingParams.grammar: tool calls, JSON schemas) — add() refuses it.
 """
+
 from __future__ import annotations
 
 import logging
 import queue
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from kernel.engine.core.interface import (Capacity, EngineError, EngineRequest, FinishReason, KVLayout, KVMeta,
-                                          NoCapacity, TokenEvent)
+from kernel.engine.core.interface import (
+    Capacity,
+    EngineError,
+    EngineRequest,
+    FinishReason,
+    KVLayout,
+    KVMeta,
+    NoCapacity,
+    TokenEvent,
+)
 from kernel.engine.loading.tokenizer import TextTokenizer
 from kernel.engine.remote.call import Attempt, Ended, Failed, Streamed
 from kernel.engine.remote.chunks import request_body
@@ -44,22 +53,29 @@ from kernel.engine.remote.tokenizer import check_against, load_tokenizer
 
 log = logging.getLogger("aiosd.remote")
 
-STEP_WAIT_S = 0.005        # step() waits this long for a report: a busy kernel loop sleeps here instead of spinning
-DEFAULT_CONTEXT = 2048     # a server that does not say its context length
-READ_TIMEOUT_S = 300.0     # one read of a stream (a long prompt's prefill on a slow server); hung servers: health.py
+STEP_WAIT_S = 0.005  # step() waits this long for a report: a busy kernel loop sleeps here instead of spinning
+DEFAULT_CONTEXT = 2048  # a server that does not say its context length
+READ_TIMEOUT_S = 300.0  # one read of a stream (a long prompt's prefill on a slow server); hung servers: health.py
 
 
 @dataclass
 class _Call:
     req: EngineRequest
-    output_ids: list[int]                 # every token so far, those the request came with included
+    output_ids: list[int]  # every token so far, those the request came with included
     attempt: Attempt | None = None
     resumes: int = 0
 
 
 class RemoteEngine:
-    def __init__(self, urls: Sequence[str], model: str | None = None, max_batch: int = 32,
-                 health_interval_s: float = 1.0, health_timeout_s: float = 2.0, tokenizer: TextTokenizer | None = None):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        model: str | None = None,
+        max_batch: int = 32,
+        health_interval_s: float = 1.0,
+        health_timeout_s: float = 2.0,
+        tokenizer: TextTokenizer | None = None,
+    ):
         """tokenizer: one already loaded for the served model (tests and benches share one: reading a GGUF's
         vocabulary takes seconds); None → load_tokenizer(model, served model)."""
         endpoints = endpoints_of(urls)
@@ -79,18 +95,21 @@ class RemoteEngine:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, first.model)[0]
         check_against(self.tokenizer, endpoints[next(iter(infos))])
         self._max_context = min((i.max_context for i in infos.values() if i.max_context), default=DEFAULT_CONTEXT)
-        self._replicas = [Replica(url, endpoints[url], self._slots(infos.get(url)), healthy=url in infos)
-                          for url in urls]
+        self._replicas = [
+            Replica(url, endpoints[url], self._slots(infos.get(url)), healthy=url in infos) for url in urls
+        ]
         self._by_name = {r.name: r for r in self._replicas}
         self._router = Router(self._replicas)
         self._reports: queue.SimpleQueue = queue.SimpleQueue()
         self._calls: dict[str, _Call] = {}
-        self._ready: list[TokenEvent] = []       # events made on the kernel thread, returned by the next step()
-        self._layout = KVLayout(model_id=f"openai:{self._model}", n_layers=0, n_kv_heads=0, head_dim=0,
-                                dtype="float32", snapshots=False)
+        self._ready: list[TokenEvent] = []  # events made on the kernel thread, returned by the next step()
+        self._layout = KVLayout(
+            model_id=f"openai:{self._model}", n_layers=0, n_kv_heads=0, head_dim=0, dtype="float32", snapshots=False
+        )
         self.failovers = 0
-        self._prober = HealthProber(endpoints, {r.name: r.healthy for r in self._replicas}, self._reports,
-                                    health_interval_s, health_timeout_s)
+        self._prober = HealthProber(
+            endpoints, {r.name: r.healthy for r in self._replicas}, self._reports, health_interval_s, health_timeout_s
+        )
         self._prober.start()
 
     # -- description -------------------------------------------------------------------------------------------------
@@ -105,13 +124,19 @@ class RemoteEngine:
             free = sum(r.free for r in healthy)
         else:
             total = free = sum(r.slots for r in self._replicas)
-        return Capacity(free_blocks=free, total_blocks=total, block_size=self._max_context, running=len(self._calls),
-                        max_batch=total, max_context=self._max_context)
+        return Capacity(
+            free_blocks=free,
+            total_blocks=total,
+            block_size=self._max_context,
+            running=len(self._calls),
+            max_batch=total,
+            max_context=self._max_context,
+        )
 
     def replicas(self) -> list[Replica]:
         return list(self._replicas)
 
-    def replica_of(self, req_id: str) -> str | None:     # where a call streams now (None: it does not)
+    def replica_of(self, req_id: str) -> str | None:  # where a call streams now (None: it does not)
         call = self._calls.get(req_id)
         return call.attempt.replica.name if call is not None and call.attempt is not None else None
 
@@ -144,8 +169,10 @@ class RemoteEngine:
         if not req.prompt_ids:
             raise EngineError("the prompt is empty")
         if len(req.prompt_ids) + req.params.max_tokens > self._max_context:
-            raise EngineError(f"prompt ({len(req.prompt_ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds "
-                              f"the replicas' {self._max_context}-token context")
+            raise EngineError(
+                f"prompt ({len(req.prompt_ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds "
+                f"the replicas' {self._max_context}-token context"
+            )
         if not any(r.healthy for r in self._replicas):
             raise EngineError(f"no healthy replica: {', '.join(r.name for r in self._replicas)} are all down")
         call = _Call(req, list(req.output_ids))
@@ -168,7 +195,7 @@ class RemoteEngine:
         return events + self._ready if self._ready else events
 
     def take_preempted(self) -> list[str]:
-        return []              # the engine never gives a call up on its own: a dead replica's calls fail over
+        return []  # the engine never gives a call up on its own: a dead replica's calls fail over
 
     def has_work(self) -> bool:
         # pending reports count: an idle kernel loop then still steps (within its idle wait) to take a health change
@@ -180,7 +207,7 @@ class RemoteEngine:
             self._detach(call)
 
     def kv_nbytes(self, req_id: str) -> int:
-        return 0                # nothing to snapshot: the context manager's save path stops here
+        return 0  # nothing to snapshot: the context manager's save path stops here
 
     def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
         raise EngineError("the openai engine keeps no KV here to save: preempt it by recompute")
@@ -208,12 +235,18 @@ class RemoteEngine:
             return False
         replica, _ = choice
         remaining = call.req.params.max_tokens - len(call.output_ids)
-        if remaining <= 0:          # everything was generated before the switch; only the finish was missing
+        if remaining <= 0:  # everything was generated before the switch; only the finish was missing
             self._ready.append(TokenEvent(call.req.req_id, -1, "", finished=True, finish_reason=FinishReason.LENGTH))
             call.attempt = None
             return True
-        call.attempt = Attempt(call.req.req_id, replica, request_body(self._model, tokens, call.req.params, remaining),
-                               self._reports, self.tokenizer.encode, READ_TIMEOUT_S)
+        call.attempt = Attempt(
+            call.req.req_id,
+            replica,
+            request_body(self._model, tokens, call.req.params, remaining),
+            self._reports,
+            self.tokenizer.encode,
+            READ_TIMEOUT_S,
+        )
         replica.in_flight.add(call.req.req_id)
         call.attempt.start()
         return True
@@ -229,7 +262,7 @@ class RemoteEngine:
             return self._health(report)
         call = self._calls.get(report.attempt.req_id)
         if call is None or call.attempt is not report.attempt:
-            return                  # from an attempt cancelled since (abort, preemption, failover)
+            return  # from an attempt cancelled since (abort, preemption, failover)
         req_id = call.req.req_id
         if isinstance(report, Streamed):
             call.output_ids.extend(report.ids)
@@ -249,15 +282,22 @@ class RemoteEngine:
             else:
                 self._calls.pop(req_id)
                 self._detach(call)
-                events.append(TokenEvent(req_id, -1, "", finished=True, finish_reason=FinishReason.ERROR,
-                                         error=report.message[:300]))
+                events.append(
+                    TokenEvent(
+                        req_id, -1, "", finished=True, finish_reason=FinishReason.ERROR, error=report.message[:300]
+                    )
+                )
 
     def _health(self, change: HealthChange) -> None:
         replica = self._by_name[change.name]
         if change.healthy and not replica.healthy:
             if change.info is not None and change.info.model != self._model:
-                log.error("replica %s came back serving %s, not %s: it stays out", replica.name, change.info.model,
-                          self._model)
+                log.error(
+                    "replica %s came back serving %s, not %s: it stays out",
+                    replica.name,
+                    change.info.model,
+                    self._model,
+                )
                 return
             replica.slots = self._slots(change.info) if change.info is not None else replica.slots
             replica.healthy = True
@@ -268,8 +308,9 @@ class RemoteEngine:
     def _replica_down(self, replica: Replica, message: str) -> None:
         """Take a replica out and resume each call it held elsewhere, from what it had already streamed."""
         if replica.healthy:
-            log.warning("replica %s is down (%s): failing its %d calls over", replica.name, message,
-                        len(replica.in_flight))
+            log.warning(
+                "replica %s is down (%s): failing its %d calls over", replica.name, message, len(replica.in_flight)
+            )
             replica.healthy = False
             replica.failures += 1
             self._prober.mark(replica.name, False)
@@ -286,10 +327,22 @@ class RemoteEngine:
             # a free slot first; else the least loaded healthy replica, over its bound (the call was admitted)
             if self._launch(call, [r for r in healthy if r.free > 0] or healthy):
                 self.failovers += 1
-                log.info("call %s resumes on %s after %d tokens", call.req.req_id,
-                         call.attempt.replica.name if call.attempt else "-", len(call.output_ids))
+                log.info(
+                    "call %s resumes on %s after %d tokens",
+                    call.req.req_id,
+                    call.attempt.replica.name if call.attempt else "-",
+                    len(call.output_ids),
+                )
                 return
         self._calls.pop(call.req.req_id)
         reason = "no healthy replica is left" if not healthy else "it failed over too many times"
-        self._ready.append(TokenEvent(call.req.req_id, -1, "", finished=True, finish_reason=FinishReason.ERROR,
-                                      error=f"replica {dead.name} failed ({message[:150]}) and {reason}"))
+        self._ready.append(
+            TokenEvent(
+                call.req.req_id,
+                -1,
+                "",
+                finished=True,
+                finish_reason=FinishReason.ERROR,
+                error=f"replica {dead.name} failed ({message[:150]}) and {reason}",
+            )
+        )

@@ -6,6 +6,7 @@ and up again after one success; coming back, it is described again (describe()),
 another model or slot count, and its prefix cache is empty. Probes of a hung server time out after timeout_s, so a
 server that stops answering without closing its connections is found too (its streams are then cut by the engine).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,17 +22,24 @@ log = logging.getLogger("aiosd.remote")
 
 @dataclass(frozen=True)
 class HealthChange:
-    name: str                       # the replica's name
+    name: str  # the replica's name
     healthy: bool
-    message: str                    # why it is down, or "" when it came up
+    message: str  # why it is down, or "" when it came up
     info: ServerInfo | None = None  # what it serves, when it came up
 
 
 class HealthProber:
-    def __init__(self, endpoints: dict[str, Endpoint], healthy: dict[str, bool], reports: queue.SimpleQueue,
-                 interval_s: float = 1.0, timeout_s: float = 2.0, failures_to_down: int = 2):
+    def __init__(
+        self,
+        endpoints: dict[str, Endpoint],
+        healthy: dict[str, bool],
+        reports: queue.SimpleQueue,
+        interval_s: float = 1.0,
+        timeout_s: float = 2.0,
+        failures_to_down: int = 2,
+    ):
         self._endpoints = endpoints
-        self._healthy = dict(healthy)       # this thread's own view; the engine's is on the kernel thread
+        self._healthy = dict(healthy)  # this thread's own view; the engine's is on the kernel thread
         self._misses = dict.fromkeys(endpoints, 0)
         self._reports = reports
         self._interval_s = interval_s

@@ -6,13 +6,14 @@ remote engine needs is small: GET/POST JSON with a timeout, and a stream it can 
 shuts the socket down, which wakes the reading thread at once and tells the server the client is gone (llama.cpp,
 vLLM and SGLang all stop generating for a closed connection).
 """
+
 from __future__ import annotations
 
 import http.client
 import json
 import socket
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 
@@ -21,7 +22,7 @@ class HTTPFailure(Exception):
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
-        self.status = status        # None: no HTTP answer at all (refused, reset, timed out, cut mid-stream)
+        self.status = status  # None: no HTTP answer at all (refused, reset, timed out, cut mid-stream)
 
 
 class Endpoint:
@@ -34,7 +35,7 @@ class Endpoint:
         self.url = url.rstrip("/")
         self.host = parts.hostname
         self.port = parts.port or 80
-        self.base_path = parts.path.rstrip("/")           # "/v1"
+        self.base_path = parts.path.rstrip("/")  # "/v1"
 
     def connection(self, timeout_s: float) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
@@ -82,12 +83,15 @@ class EventStream:
                 return
             self._conn = self._endpoint.connection(self._read_timeout_s)
         try:
-            self._conn.request("POST", self._path, self._body, {"Content-Type": "application/json",
-                                                                "Accept": "text/event-stream"})
+            self._conn.request(
+                "POST", self._path, self._body, {"Content-Type": "application/json", "Accept": "text/event-stream"}
+            )
             resp = self._conn.getresponse()
             if resp.status >= 400:
-                raise HTTPFailure(f"POST {self._endpoint.url_of(self._path)}: HTTP {resp.status} "
-                                  f"{_error_text(resp.read())}", resp.status)
+                raise HTTPFailure(
+                    f"POST {self._endpoint.url_of(self._path)}: HTTP {resp.status} {_error_text(resp.read())}",
+                    resp.status,
+                )
             while True:
                 line = resp.readline()
                 # a cancel that came while the socket was being opened could not shut it down: it is seen here
@@ -95,7 +99,7 @@ class EventStream:
                     return
                 line = line.strip()
                 if not line.startswith(b"data:"):
-                    continue                    # blank separators, comments (": ping"), event names
+                    continue  # blank separators, comments (": ping"), event names
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     return
@@ -119,7 +123,7 @@ class EventStream:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
-                pass                            # already closed
+                pass  # already closed
 
     def _close(self) -> None:
         with self._lock:

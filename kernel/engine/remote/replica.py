@@ -7,11 +7,11 @@ What a replica is asked at start and after it comes back (describe()): the model
 /v1/models (vLLM: max_model_len; llama.cpp: meta.n_ctx), and how many sequences it decodes at once from llama.cpp's
 /props (total_slots). A server that does not say (vLLM has no such endpoint) gets the kernel's --max-batch.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from typing import Sequence
 
 from kernel.engine.core.interface import EngineError
 from kernel.engine.remote.http import Endpoint, HTTPFailure
@@ -19,19 +19,19 @@ from kernel.engine.remote.http import Endpoint, HTTPFailure
 
 @dataclass(frozen=True)
 class ServerInfo:
-    model: str                # the id to send as "model"
-    max_context: int | None   # tokens one sequence may hold (None: the server did not say)
-    slots: int | None         # sequences it decodes at once (None: the server did not say)
+    model: str  # the id to send as "model"
+    max_context: int | None  # tokens one sequence may hold (None: the server did not say)
+    slots: int | None  # sequences it decodes at once (None: the server did not say)
 
 
 @dataclass
 class Replica:
-    name: str                 # its URL, as given with --engine-url
+    name: str  # its URL, as given with --engine-url
     endpoint: Endpoint
-    slots: int                # the in-flight bound: calls beyond it wait in the kernel, where the scheduler orders them
+    slots: int  # the in-flight bound: calls beyond it wait in the kernel, where the scheduler orders them
     healthy: bool = True
-    in_flight: set[str] = field(default_factory=set)     # request ids it is serving (the kernel's, not the server's)
-    failures: int = 0         # times it was found dead
+    in_flight: set[str] = field(default_factory=set)  # request ids it is serving (the kernel's, not the server's)
+    failures: int = 0  # times it was found dead
 
     @property
     def free(self) -> int:
@@ -62,7 +62,7 @@ def describe(endpoint: Endpoint, timeout_s: float = 5.0) -> ServerInfo:
     max_context = first.get("max_model_len") or meta.get("n_ctx")
     slots = None
     try:
-        props = endpoint.request_json("GET", "/props", timeout_s=timeout_s)       # llama.cpp only
+        props = endpoint.request_json("GET", "/props", timeout_s=timeout_s)  # llama.cpp only
         if isinstance(props, dict):
             slots = props.get("total_slots")
             settings = props.get("default_generation_settings") or {}

@@ -11,21 +11,22 @@ Balance. A prefix shared by everyone (a chat template's default system prompt) w
 the first replica that served it; so affinity only decides among replicas whose load is within `slack` calls of the
 least loaded one's, and a match shorter than `min_match` tokens counts as none.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from kernel.engine.remote.replica import Replica
 
-BLOCK = 16                    # tokens per hashed prefix block
+BLOCK = 16  # tokens per hashed prefix block
 
 
 def prefix_hashes(token_ids: Sequence[int]) -> list[int]:
     """The hash of each block-aligned prefix, shortest first (each chains the previous one's)."""
     hashes, previous = [], 0
     for start in range(0, len(token_ids) - BLOCK + 1, BLOCK):
-        previous = hash((previous, tuple(token_ids[start:start + BLOCK])))
+        previous = hash((previous, tuple(token_ids[start : start + BLOCK])))
         hashes.append(previous)
     return hashes
 
@@ -58,8 +59,9 @@ class PrefixIndex:
 
 
 class Router:
-    def __init__(self, replicas: list[Replica], slack: int = 1, min_match: int = 2 * BLOCK,
-                 index_capacity: int = 1 << 16):
+    def __init__(
+        self, replicas: list[Replica], slack: int = 1, min_match: int = 2 * BLOCK, index_capacity: int = 1 << 16
+    ):
         self._slack = slack
         self._min_match = min_match
         self._index = {r.name: PrefixIndex(index_capacity) for r in replicas}

@@ -11,6 +11,7 @@ file the first replica reports serving if it exists on this machine, as with a l
 host, else the bundled SmolLM2 GGUF). So a mismatch cannot pass silently, load() compares a probe text's ids with
 the first replica's /tokenize when it has one, and refuses to start on a difference.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,6 +30,7 @@ PROBE = "Tokenizer check: Ünïcode, digits 12345, <|im_start|> and  double  spa
 def load_tokenizer(model: str | None, served_model: str) -> tuple[TextTokenizer, Path]:
     """The tokenizer of model (a path), else of the served model's file if it is local, else the bundled default."""
     from kernel.engine.loading.checkpoint import default_model_path
+
     if model is not None:
         path = Path(model)
     elif Path(served_model).is_file() or (Path(served_model) / "tokenizer.json").is_file():
@@ -38,8 +40,10 @@ def load_tokenizer(model: str | None, served_model: str) -> tuple[TextTokenizer,
     try:
         if path.is_dir():
             from kernel.engine.loading.safetensors_loader import eos_ids_from_hf, read_hf_config
+
             return TextTokenizer.from_folder(path, eos_ids_from_hf(read_hf_config(path))), path
         from kernel.engine.loading.gguf_loader import gguf_metadata, read_gguf
+
         return TextTokenizer.from_gguf_metadata(gguf_metadata(read_gguf(path))), path
     except (ModelLoadError, OSError, KeyError) as error:
         raise EngineError(f"cannot load the tokenizer of {path} for the remote engine: {error}") from None
@@ -56,7 +60,9 @@ def check_against(tokenizer: TextTokenizer, endpoint: Endpoint) -> bool:
     theirs = answer.get("tokens") if isinstance(answer, dict) else None
     ours = tokenizer.encode(PROBE)
     if theirs != ours:
-        raise EngineError(f"the kernel's tokenizer does not match {endpoint.url}'s (probe text: {len(ours)} ids here, "
-                          f"{len(theirs) if isinstance(theirs, list) else '?'} there): pass --model with the served "
-                          f"model's GGUF file or tokenizer folder")
+        raise EngineError(
+            f"the kernel's tokenizer does not match {endpoint.url}'s (probe text: {len(ours)} ids here, "
+            f"{len(theirs) if isinstance(theirs, list) else '?'} there): pass --model with the served "
+            f"model's GGUF file or tokenizer folder"
+        )
     return True

@@ -8,12 +8,13 @@ Masking costs only constrained rows: mask_logits computes one bitmask per constr
 GIL; several rows in parallel on llguidance's executor) and overwrites the disallowed logits of those rows with -inf.
 Unconstrained rows are neither read nor written, so their tokens are exactly what they would be alone.
 """
+
 from __future__ import annotations
 
 import torch
 
-from kernel.engine.structured.grammar import GrammarCompiler
 from kernel.engine.core.interface import EngineError
+from kernel.engine.structured.grammar import GrammarCompiler
 
 _BITS = torch.arange(32, dtype=torch.int32)
 
@@ -23,7 +24,7 @@ class Constraint:
         self._matcher = matcher
 
     @classmethod
-    def start(cls, compiler: GrammarCompiler, spec: str, output_ids: list[int]) -> "Constraint":
+    def start(cls, compiler: GrammarCompiler, spec: str, output_ids: list[int]) -> Constraint:
         """A constraint for spec, advanced past output_ids (the tokens a resumed sequence already produced)."""
         matcher = compiler.new_matcher(spec)
         if output_ids and not matcher.consume_tokens(list(output_ids)):
@@ -66,12 +67,13 @@ class MaskBuilder:
         if len(rows) == 1:
             rows[0][1].matcher().unsafe_compute_mask_ptr(bitmask.data_ptr(), row_bytes)
         else:
-            self._pool().unsafe_compute_mask_ptr([(c.matcher(), i) for i, (_, c) in enumerate(rows)],
-                                                 bitmask.data_ptr(), row_bytes, len(rows))
+            self._pool().unsafe_compute_mask_ptr(
+                [(c.matcher(), i) for i, (_, c) in enumerate(rows)], bitmask.data_ptr(), row_bytes, len(rows)
+            )
         # Unpack: bit b of word w allows token 32*w + b (llguidance's layout, little-endian within the word).
         allowed = ((bitmask.unsqueeze(-1) >> _BITS) & 1).view(len(rows), words * 32)[:, :vocab].bool()
         index = torch.tensor([row for row, _ in rows], dtype=torch.long)
-        with torch.inference_mode():            # the model's logits are an inference tensor: edit them in that mode
+        with torch.inference_mode():  # the model's logits are an inference tensor: edit them in that mode
             logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
         empty = (~allowed.any(dim=-1)).nonzero().flatten().tolist()
         return {rows[i][0]: f"the grammar allows no next token ({rows[i][1].error or 'dead end'})" for i in empty}
@@ -79,5 +81,6 @@ class MaskBuilder:
     def _pool(self):
         if self._executor is None:
             import llguidance
+
             self._executor = llguidance.LLExecutor(num_threads=self._threads)
         return self._executor

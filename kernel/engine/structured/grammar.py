@@ -14,11 +14,13 @@ a 49k vocabulary, paid only by engines that see a grammar) and a bounded LRU of 
 agent sends the same tool set call after call, and a new sequence starts from a copy of the compiled matcher. A spec
 that does not compile raises EngineError naming llguidance's reason.
 """
+
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kernel.engine.core.interface import EngineError
 
@@ -32,6 +34,7 @@ JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separa
 def json_schema_grammar(schema: dict | bool) -> str:
     """A grammar spec accepting exactly the JSON documents that validate against schema (compact, see above)."""
     import llguidance
+
     try:
         return llguidance.LLMatcher.grammar_from_json_schema(_as_json(schema), overrides=JSON_OPTIONS)
     except (ValueError, TypeError) as exc:
@@ -57,6 +60,7 @@ def lark_grammar(lark: str) -> str:
 def regex_grammar(regex: str) -> str:
     """A spec accepting exactly the strings regex matches as a whole."""
     import llguidance
+
     return llguidance.LLMatcher.grammar_from_regex(regex)
 
 
@@ -71,15 +75,16 @@ class GrammarCompiler:
     """Compiles grammar specs against one engine's vocabulary. new_matcher(spec) returns a fresh llguidance LLMatcher
     (a copy of the cached compiled one), or raises EngineError."""
 
-    def __init__(self, tokenizer_json: Callable[[], str], vocab_size: int, eos_ids: tuple[int, ...],
-                 cache_size: int = CACHE_SIZE):
+    def __init__(
+        self, tokenizer_json: Callable[[], str], vocab_size: int, eos_ids: tuple[int, ...], cache_size: int = CACHE_SIZE
+    ):
         self._tokenizer_json = tokenizer_json
         self.vocab_size = vocab_size
         self._eos_ids = list(eos_ids)
         self._cache_size = cache_size
         self._tokenizer = None
         self._compiled: OrderedDict[str, Any] = OrderedDict()
-        self.compilations = 0                       # how many specs were compiled (cache misses), for tests and stats
+        self.compilations = 0  # how many specs were compiled (cache misses), for tests and stats
 
     def new_matcher(self, spec: str):
         compiled = self._compiled.get(spec)
@@ -94,10 +99,12 @@ class GrammarCompiler:
 
     def _compile(self, spec: str):
         import llguidance
+
         if self._tokenizer is None:
             # The eos ids must be the engine's: the matcher allows them exactly where the grammar may end.
-            self._tokenizer = llguidance.LLTokenizer(self._tokenizer_json(), n_vocab=self.vocab_size,
-                                                     eos_token=self._eos_ids or None)
+            self._tokenizer = llguidance.LLTokenizer(
+                self._tokenizer_json(), n_vocab=self.vocab_size, eos_token=self._eos_ids or None
+            )
         # log_level 0: llguidance reports problems through is_error()/get_error(), not on the kernel's stderr.
         matcher = llguidance.LLMatcher(self._tokenizer, spec, log_level=0)
         if matcher.is_error():
@@ -110,5 +117,8 @@ def grammar_compiler(tokenizer, model_vocab_size: int, eos_ids: tuple[int, ...] 
     """The compiler for an engine's TextTokenizer. Its masks span the larger of the model's and the tokenizer's
     vocabularies (a model may pad its output layer past the tokenizer's ids: those never get allowed)."""
     # to_json is looked up only when a grammar is first compiled: a tokenizer without it serves unconstrained requests
-    return GrammarCompiler(lambda: tokenizer.to_json(), max(model_vocab_size, getattr(tokenizer, "vocab_size", 0)),
-                           tuple(tokenizer.eos_ids) if eos_ids is None else eos_ids)
+    return GrammarCompiler(
+        lambda: tokenizer.to_json(),
+        max(model_vocab_size, getattr(tokenizer, "vocab_size", 0)),
+        tuple(tokenizer.eos_ids) if eos_ids is None else eos_ids,
+    )

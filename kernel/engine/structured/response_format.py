@@ -12,6 +12,7 @@ With tools offered (tool_grammar given), the answer is a call or the structured 
 "calls" (tool_choice required or named) stays as it is; under "auto" its free-text alternative is replaced by the
 schema's JSON (the tool grammar is rebuilt as for "required" by the caller, and the JSON added as an alternative).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from kernel.engine.core.interface import EngineError
 from kernel.engine.structured.grammar import json_schema_grammar, json_schema_lark
 
 ANY_OBJECT = {"type": "object"}
-MAX_SCHEMA_BYTES = 256 << 10      # a schema past this is not an answer shape but an attack on the compiler
+MAX_SCHEMA_BYTES = 256 << 10  # a schema past this is not an answer shape but an attack on the compiler
 _CALLS_START = "start: calls\n"
 
 
@@ -40,7 +41,7 @@ def response_schema(fmt: ResponseFormat | None) -> dict | bool | None:
         size = len(json.dumps(fmt.schema, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise EngineError(f"response_format schema is not JSON: {exc}") from None
-    except RecursionError:       # a hostile nesting depth: the caller's bad request, not a kernel failure
+    except RecursionError:  # a hostile nesting depth: the caller's bad request, not a kernel failure
         raise EngineError("response_format schema is nested too deeply") from None
     if size > MAX_SCHEMA_BYTES:
         raise EngineError(f"response_format schema is {size} bytes, over {MAX_SCHEMA_BYTES}")
@@ -58,16 +59,19 @@ def response_format_grammar(fmt: ResponseFormat | None, tool_grammar: str | None
         return json_schema_grammar(schema)
     if not tool_grammar.startswith(_CALLS_START):
         raise EngineError("response_format cannot be combined with this tool grammar")
-    return f"start: calls | response_json\nresponse_json: {json_schema_lark(schema)}\n" + \
-        tool_grammar[len(_CALLS_START):]
+    return (
+        f"start: calls | response_json\nresponse_json: {json_schema_lark(schema)}\n" + tool_grammar[len(_CALLS_START) :]
+    )
 
 
 def check_schema(schema: dict | bool) -> None:
     """EngineError naming what in schema the decoder cannot enforce (llguidance's own diagnosis: it names the
     unimplemented keys, unknown formats and unresolvable references)."""
     import llguidance
+
     grammar = json_schema_grammar(schema)
     failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if failed or messages:
-        raise EngineError("response_format schema uses what structured output cannot enforce: "
-                          + "; ".join(messages)[:400])
+        raise EngineError(
+            "response_format schema uses what structured output cannot enforce: " + "; ".join(messages)[:400]
+        )

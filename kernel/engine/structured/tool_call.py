@@ -1,4 +1,5 @@
 """One tool call the model made, as the kernel hands it on (OpenAI's shape), and the ids calls get."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 class ToolCall:
     id: str
     name: str
-    arguments_json: str               # a JSON object, serialized
+    arguments_json: str  # a JSON object, serialized
 
     def arguments(self) -> dict:
         return json.loads(self.arguments_json)

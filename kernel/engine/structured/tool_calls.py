@@ -23,6 +23,7 @@ parse_tool_calls(text, tool_format) -> (content, [ToolCall]): every call block w
 object "arguments" becomes a ToolCall (arguments re-serialized, so they always parse); anything else stays in the
 content. tool_format is the model's (default GENERIC).
 """
+
 from __future__ import annotations
 
 import re
@@ -32,12 +33,23 @@ from kernel.engine.core.interface import EngineError
 from kernel.engine.structured.tool_call import ToolCall, new_call_id
 from kernel.engine.structured.tool_formats import GENERIC, ToolFormat
 
-__all__ = ["CALL_OPEN", "CALL_CLOSE", "TOOL_CHOICES", "ToolCall", "new_call_id", "check_tools", "chosen_tool",
-           "selected_tools", "tool_call_grammar", "format_tool_call", "parse_tool_calls"]
+__all__ = [
+    "CALL_OPEN",
+    "CALL_CLOSE",
+    "TOOL_CHOICES",
+    "ToolCall",
+    "new_call_id",
+    "check_tools",
+    "chosen_tool",
+    "selected_tools",
+    "tool_call_grammar",
+    "format_tool_call",
+    "parse_tool_calls",
+]
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 TOOL_CHOICES = ("auto", "required", "none")
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")                 # OpenAI's rule for function names
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
 
 
 # ---- checking what the caller sent -----------------------------------------------------------------------------------
@@ -73,8 +85,9 @@ def chosen_tool(tool_choice: Any) -> str | None:
         fn = tool_choice.get("function", tool_choice)
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             return fn["name"]
-    raise EngineError('tool_choice must be "auto", "required", "none" or {"type": "function", "function": '
-                      '{"name": ...}}')
+    raise EngineError(
+        'tool_choice must be "auto", "required", "none" or {"type": "function", "function": {"name": ...}}'
+    )
 
 
 def selected_tools(tools: list[dict], tool_choice: Any) -> list[dict]:
@@ -92,8 +105,9 @@ def selected_tools(tools: list[dict], tool_choice: Any) -> list[dict]:
 
 
 # ---- the grammar and the parser (generic format) ------------------------------------------------------------------
-def tool_call_grammar(tools: list[dict], tool_choice: Any = "auto", parallel_tool_calls: bool = False,
-                      tool_format: ToolFormat = GENERIC) -> str | None:
+def tool_call_grammar(
+    tools: list[dict], tool_choice: Any = "auto", parallel_tool_calls: bool = False, tool_format: ToolFormat = GENERIC
+) -> str | None:
     """The grammar for tools under tool_choice: one call (several in a row with parallel_tool_calls where the format
     allows them), or free text under "auto"; None for "none"."""
     return tool_format.grammar(selected_tools(tools, tool_choice), tool_choice, parallel_tool_calls)

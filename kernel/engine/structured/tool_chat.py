@@ -11,6 +11,7 @@ tool_choice "none" offers no tools (no tools section, no grammar) and the reply 
 or a named function is enforced by the grammar (a native template gets only the selected tools). parallel_tool_calls
 lets a format that allows several calls in a row take them (QWEN); GENERIC and LLAMA3_JSON make one call.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,18 @@ from kernel.engine.structured.tool_prompt import message_text, render_tool_promp
 @dataclass(frozen=True)
 class ToolChat:
     prompt_ids: list[int]
-    grammar: str | None               # tools offered: the call the model makes must follow it
-    tool_format: ToolFormat | None    # parse the reply with it; None when no tools were offered
+    grammar: str | None  # tools offered: the call the model makes must follow it
+    tool_format: ToolFormat | None  # parse the reply with it; None when no tools were offered
 
 
-def prepare_chat(tokenizer, messages: list[dict], tools: list[dict] | None, tool_choice: Any = "auto",
-                 parallel_tool_calls: bool = True, grammar_choice: Any = None) -> ToolChat:
+def prepare_chat(
+    tokenizer,
+    messages: list[dict],
+    tools: list[dict] | None,
+    tool_choice: Any = "auto",
+    parallel_tool_calls: bool = True,
+    grammar_choice: Any = None,
+) -> ToolChat:
     """tokenizer: a TextTokenizer (apply_chat_template(messages, tools=...), tool_format), or anything with
     apply_chat_template(messages) (GENERIC then). grammar_choice: the tool_choice the grammar is built for when it is
     not the prompt's (a response format turns "auto" into "required" plus its JSON: response_format.py). EngineError

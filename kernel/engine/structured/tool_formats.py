@@ -23,6 +23,7 @@ the generic format keeps one or the other, which suits the small default model b
 several calls where the format does (parallel_tool_calls); otherwise exactly one.
 parse(text) -> (content, [ToolCall]): each well-formed call becomes a ToolCall; anything else stays in the content.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,15 +45,15 @@ class ToolStyle(Enum):
 @dataclass(frozen=True)
 class ToolFormat:
     style: ToolStyle
-    native: bool              # the model's template renders the tools and the past calls (else tool_prompt.py does)
-    open: str                 # text before one call's JSON ("" for a bare JSON call)
-    close: str                # text after it
-    between: str              # text between two calls in a row
+    native: bool  # the model's template renders the tools and the past calls (else tool_prompt.py does)
+    open: str  # text before one call's JSON ("" for a bare JSON call)
+    close: str  # text after it
+    between: str  # text between two calls in a row
     arguments_key: str
-    item_separator: str       # JSON separators of the call, as the model writes them
+    item_separator: str  # JSON separators of the call, as the model writes them
     key_separator: str
-    parallel: bool            # several calls in one answer
-    text_before_calls: bool = False     # under "auto", text may come before the calls (Qwen writes so; Qwen3 thinks)
+    parallel: bool  # several calls in one answer
+    text_before_calls: bool = False  # under "auto", text may come before the calls (Qwen writes so; Qwen3 thinks)
 
     # ---- writing ---------------------------------------------------------------------------------------------------
     def format_call(self, name: str, arguments: dict | str) -> str:
@@ -72,10 +73,14 @@ class ToolFormat:
         if not functions:
             return None
         several = parallel and self.parallel
-        rules = [f"calls: tool_call ({_lit(self.between)} tool_call)*" if several else "calls: tool_call",
-                 "tool_call: " + " ".join(filter(None, [_lit(self.open) if self.open else "", "call",
-                                                        _lit(self.close) if self.close else ""])),
-                 "call: " + " | ".join(f"call_{i}" for i in range(len(functions)))]
+        rules = [
+            f"calls: tool_call ({_lit(self.between)} tool_call)*" if several else "calls: tool_call",
+            "tool_call: "
+            + " ".join(
+                filter(None, [_lit(self.open) if self.open else "", "call", _lit(self.close) if self.close else ""])
+            ),
+            "call: " + " | ".join(f"call_{i}" for i in range(len(functions))),
+        ]
         for i, fn in enumerate(functions):
             rules.append(f'call_{i}: {_lit(self._head(fn["name"]))} args_{i} "}}"')
             rules.append(f"args_{i}: {json_schema_lark(fn['parameters'], self.item_separator, self.key_separator)}")
@@ -87,9 +92,12 @@ class ToolFormat:
                 # Or text, then calls: the text is lazy and ends at the first call marker (its suffix, which the
                 # model writes), after which the calls are constrained as above.
                 start[0] += " | lead calls_after"
-                start += [f"lead[suffix={_lit(self.open)}]: /(.|\\n)*/",
-                          "calls_after: call " + _lit(self.close) + (f" ({_lit(self.between)} tool_call)*"
-                                                                     if several else "")]
+                start += [
+                    f"lead[suffix={_lit(self.open)}]: /(.|\\n)*/",
+                    "calls_after: call "
+                    + _lit(self.close)
+                    + (f" ({_lit(self.between)} tool_call)*" if several else ""),
+                ]
         else:
             start = ["start: calls"]
         return lark_grammar("\n".join(start + rules) + "\n")
@@ -103,29 +111,57 @@ class ToolFormat:
     def parse(self, text: str) -> tuple[str, list[ToolCall]]:
         if not self.open:
             return _parse_bare_json(text)
-        block = re.compile(re.escape(self.open.strip()) + r"\s*(.*?)\s*(?:" + re.escape(self.close.strip())
-                           + r"|\Z)", re.DOTALL)
+        block = re.compile(
+            re.escape(self.open.strip()) + r"\s*(.*?)\s*(?:" + re.escape(self.close.strip()) + r"|\Z)", re.DOTALL
+        )
         calls: list[ToolCall] = []
         kept: list[str] = []
         last = 0
         for match in block.finditer(text):
             call = _parse_call(match.group(1))
             if call is None:
-                continue                                     # not a call: stays in the content as written
-            kept.append(text[last:match.start()])
+                continue  # not a call: stays in the content as written
+            kept.append(text[last : match.start()])
             last = match.end()
             calls.append(call)
         kept.append(text[last:])
         return "".join(kept).strip(), calls
 
 
-GENERIC = ToolFormat(ToolStyle.GENERIC, native=False, open="<tool_call>\n", close="\n</tool_call>", between="\n",
-                     arguments_key="arguments", item_separator=",", key_separator=":", parallel=False)
-QWEN = ToolFormat(ToolStyle.QWEN, native=True, open="<tool_call>\n", close="\n</tool_call>", between="\n",
-                  arguments_key="arguments", item_separator=", ", key_separator=": ", parallel=True,
-                  text_before_calls=True)
-LLAMA3_JSON = ToolFormat(ToolStyle.LLAMA3_JSON, native=True, open="", close="", between="",
-                         arguments_key="parameters", item_separator=", ", key_separator=": ", parallel=False)
+GENERIC = ToolFormat(
+    ToolStyle.GENERIC,
+    native=False,
+    open="<tool_call>\n",
+    close="\n</tool_call>",
+    between="\n",
+    arguments_key="arguments",
+    item_separator=",",
+    key_separator=":",
+    parallel=False,
+)
+QWEN = ToolFormat(
+    ToolStyle.QWEN,
+    native=True,
+    open="<tool_call>\n",
+    close="\n</tool_call>",
+    between="\n",
+    arguments_key="arguments",
+    item_separator=", ",
+    key_separator=": ",
+    parallel=True,
+    text_before_calls=True,
+)
+LLAMA3_JSON = ToolFormat(
+    ToolStyle.LLAMA3_JSON,
+    native=True,
+    open="",
+    close="",
+    between="",
+    arguments_key="parameters",
+    item_separator=", ",
+    key_separator=": ",
+    parallel=False,
+)
 FORMATS = {f.style: f for f in (GENERIC, QWEN, LLAMA3_JSON)}
 
 # What marks a template's tools section as one of ours: its call format, in the template's own words.
@@ -149,13 +185,13 @@ def _lit(text: str) -> str:
     return json.dumps(text)
 
 
-_PYTHON_TAG = "<|python_tag|>"     # Llama 3.x may open a JSON call with it (decoded text keeps it only if not skipped)
+_PYTHON_TAG = "<|python_tag|>"  # Llama 3.x may open a JSON call with it (decoded text keeps it only if not skipped)
 
 
 def _parse_bare_json(text: str) -> tuple[str, list[ToolCall]]:
     body = text.strip()
     if body.startswith(_PYTHON_TAG):
-        body = body[len(_PYTHON_TAG):].strip()
+        body = body[len(_PYTHON_TAG) :].strip()
     call = _parse_call(body) if body.startswith("{") else None
     return ("", [call]) if call is not None else (text.strip(), [])
 
@@ -168,7 +204,7 @@ def _parse_call(body: str) -> ToolCall | None:
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         return None
     arguments = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(arguments, str):                       # some models send the arguments already serialized
+    if isinstance(arguments, str):  # some models send the arguments already serialized
         try:
             arguments = json.loads(arguments)
         except ValueError:

@@ -12,6 +12,7 @@ The conversation's tool traffic is rewritten for a template that knows only role
 tool_choice "none" renders no tools (the history is still rewritten); "required" or a named function add one line
 saying a call must be made, which the grammar enforces anyway.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,19 @@ from typing import Any
 from kernel.engine.core.interface import EngineError
 from kernel.engine.structured.tool_calls import CALL_CLOSE, CALL_OPEN, chosen_tool, format_tool_call, selected_tools
 
-_INTRO = ("You are a function calling AI model. You are provided with function signatures within <tools></tools> XML "
-          "tags. Don't make assumptions about what values to plug into functions. Here are the available tools:")
-_FORMAT = ("For a function call, return a json object with the function name and arguments within "
-           f"{CALL_OPEN}{CALL_CLOSE} XML tags:\n{CALL_OPEN}\n"
-           '{"name": <function-name>, "arguments": <args-json-object>}\n' + CALL_CLOSE)
-_CHOICE = {"auto": "Call a function only when it helps; otherwise answer directly in plain text.",
-           "required": "You must call one of these functions."}
+_INTRO = (
+    "You are a function calling AI model. You are provided with function signatures within <tools></tools> XML "
+    "tags. Don't make assumptions about what values to plug into functions. Here are the available tools:"
+)
+_FORMAT = (
+    "For a function call, return a json object with the function name and arguments within "
+    f"{CALL_OPEN}{CALL_CLOSE} XML tags:\n{CALL_OPEN}\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n' + CALL_CLOSE
+)
+_CHOICE = {
+    "auto": "Call a function only when it helps; otherwise answer directly in plain text.",
+    "required": "You must call one of these functions.",
+}
 
 
 def render_tool_prompt(messages: list[dict], tools: list[dict] | None, tool_choice: Any = "auto") -> list[dict]:
@@ -65,8 +72,10 @@ def _rewrite_history(messages: list[dict]) -> list[dict]:
             content = "\n".join(filter(None, [message_text(message.get("content")), *blocks]))
             out.append({"role": "assistant", "content": content})
         else:
-            out.append({k: v for k, v in message.items() if k != "tool_calls"}
-                       | {"content": message_text(message.get("content"))})
+            out.append(
+                {k: v for k, v in message.items() if k != "tool_calls"}
+                | {"content": message_text(message.get("content"))}
+            )
     if responses:
         out.append({"role": "user", "content": "\n".join(responses)})
     return out

@@ -4,6 +4,7 @@ calculator (bounded arithmetic), python (runs a snippet under the sandbox's limi
 agent's storage space through the SDK; the space arrives as a kernel-injected argument, see kernel/tools/schema.py).
 Each builds its server in a function and runs it from `main()`: importing a module starts nothing.
 """
+
 from kernel.tools.schema import CONTEXT_MARK
 
 # The annotation a tool parameter carries to receive the caller's space from the kernel (hidden from agents).

@@ -3,12 +3,14 @@
 Bounds (input length, nesting, integer sizes, exponents) are the evaluator's; an expression it refuses comes back as
 a tool error with its message, fit to show the model.
 """
+
 from __future__ import annotations
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from agents.calculator import CalculatorError, calculate as evaluate
+from agents.calculator import CalculatorError
+from agents.calculator import calculate as evaluate
 
 
 def build() -> MCPServer:

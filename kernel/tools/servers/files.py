@@ -4,6 +4,7 @@ Tools: read_file, write_file, list_files, delete_file, search_files. Each takes 
 tool manager fills with the caller's space (agents never see or set it). write_file and delete_file are listed as
 irreversible in the default config. Text only: a file that is not UTF-8 is reported, not returned.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -53,8 +54,10 @@ def build() -> MCPServer:
     def search_files(query: str, k: Annotated[int, Field(ge=1, le=20)] = 5, space: Space = "") -> str:
         """Find your text files by meaning: path and version of the closest ones."""
         hits = link.run(lambda kernel: kernel.fs.search(query, k, space=space))
-        return "\n".join(f"{hit.metadata.get('path')}\tv{hit.metadata.get('version')}\t{hit.score:.3f}"
-                         for hit in hits) or "(nothing found)"
+        return (
+            "\n".join(f"{hit.metadata.get('path')}\tv{hit.metadata.get('version')}\t{hit.score:.3f}" for hit in hits)
+            or "(nothing found)"
+        )
 
     return server
 

@@ -6,6 +6,7 @@ $AIOS_TOKEN, a grant with fs.any / mem.any that the kernel mints and puts into t
 them calls fail with a message saying so. Kernel errors become tool errors carrying the kernel's code and message.
 (An SDK connection belongs to one thread, and the MCP server runs sync tools on worker threads: hence threading.local.)
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,8 @@ class KernelLink:
         if connection is None:
             if not os.environ.get("AIOS_ADDRESS") or not os.environ.get("AIOS_TOKEN"):
                 raise ToolError(f"{self._name} server has no kernel to reach (AIOS_ADDRESS / AIOS_TOKEN not given)")
-            import sdk                                     # late: the server starts (and lists tools) without it
+            import sdk  # late: the server starts (and lists tools) without it
+
             try:
                 connection = sdk.connect(name=f"tools.{self._name}", timeout=CALL_TIMEOUT_S)
             except sdk.KernelError as error:
@@ -37,9 +39,10 @@ class KernelLink:
     def run(self, call):
         """call(kernel) → its value; a kernel error → ToolError with the kernel's code."""
         import sdk
+
         try:
             return call(self.kernel())
         except sdk.KernelError as error:
             if error.code in ("unavailable", "disconnected"):
-                self._local.kernel = None                  # reconnect on the next call
+                self._local.kernel = None  # reconnect on the next call
             raise ToolError(f"[{error.code}] {error.message}") from None

@@ -3,6 +3,7 @@
 The caller's space arrives as a hidden, kernel-injected `space` argument (see kernel/tools/schema.py). Each hit is one
 line: score, text, and metadata as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,17 @@ def build() -> MCPServer:
     link = KernelLink("memory")
 
     @server.tool(structured_output=False)
-    def search_memory(query: str, k: Annotated[int, Field(ge=1, le=20)] = 5,
-                      space: Annotated[str, Field(json_schema_extra=SPACE_FIELD)] = "") -> str:
+    def search_memory(
+        query: str,
+        k: Annotated[int, Field(ge=1, le=20)] = 5,
+        space: Annotated[str, Field(json_schema_extra=SPACE_FIELD)] = "",
+    ) -> str:
         """Search your memory by meaning; the closest records first."""
         records = link.run(lambda kernel: kernel.memory.search(query, k, space=space))
-        return "\n".join(f"{record.score:.3f}\t{record.text}\t{json.dumps(record.metadata)}"
-                         for record in records) or "(nothing found)"
+        return (
+            "\n".join(f"{record.score:.3f}\t{record.text}\t{json.dumps(record.metadata)}" for record in records)
+            or "(nothing found)"
+        )
 
     return server
 

@@ -12,6 +12,7 @@ each (the rest is read and dropped, so a snippet that prints 100 MB neither bloc
 A fork bomb meets the sandbox's task budget (RLIMIT_NPROC, counted in the server's user namespace): forks fail with
 EAGAIN and the group is killed at the timeout. A snippet that failed, timed out or was killed is a tool error.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,10 @@ def build() -> MCPServer:
     server = MCPServer("python", log_level="WARNING")
 
     @server.tool(structured_output=False)
-    async def run_python(code: Annotated[str, Field(max_length=MAX_CODE_CHARS)],
-                         timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 10.0) -> str:
+    async def run_python(
+        code: Annotated[str, Field(max_length=MAX_CODE_CHARS)],
+        timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 10.0,
+    ) -> str:
         """Run a Python snippet in a sandbox (no network, limited memory and CPU); returns exit code, stdout, stderr."""
         code_out, stdout, stderr, timed_out = await run_snippet(code, timeout)
         report = f"exit code: {code_out}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
@@ -60,13 +63,19 @@ async def run_snippet(code: str, timeout: float) -> tuple[int, str, str, bool]:
     env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", "HOME": workdir}
     try:
         process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=env, cwd=workdir, start_new_session=True)
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,
+        )
         readers = asyncio.gather(_read_bounded(process.stdout), _read_bounded(process.stderr))
         timed_out = False
         try:
             await asyncio.wait_for(process.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             timed_out = True
         # The whole group: a snippet's children (a fork bomb's survivors) go with it, and the pipes reach EOF.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -82,7 +91,7 @@ async def _read_bounded(stream: asyncio.StreamReader) -> str:
     kept, dropped = bytearray(), 0
     while chunk := await stream.read(65536):
         room = MAX_STREAM_BYTES - len(kept)
-        kept += chunk[:max(room, 0)]
+        kept += chunk[: max(room, 0)]
         dropped += max(len(chunk) - max(room, 0), 0)
     text = kept.decode("utf-8", "replace")
     return text + (f"\n[... {dropped} more bytes dropped]" if dropped else "")

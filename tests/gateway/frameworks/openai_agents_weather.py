@@ -3,18 +3,21 @@ base_url and a key: argv base_url key model [streamed]. Prints one JSON line: th
 
 Run as its own process, outside the repository (python -P, cwd elsewhere): the SDK's package is named `agents`, as
 is this repository's agents/ directory, which would shadow it on the repository's path."""
+
 import asyncio
 import json
 import sys
 
-from agents import Agent, ModelSettings, Runner, function_tool, set_default_openai_client, set_tracing_disabled
 from openai import AsyncOpenAI
+
+from agents import Agent, ModelSettings, Runner, function_tool, set_default_openai_client, set_tracing_disabled
 
 
 async def main(base_url: str, key: str, model: str, streamed: bool) -> None:
     set_tracing_disabled(True)
-    set_default_openai_client(AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300),
-                              use_for_tracing=False)
+    set_default_openai_client(
+        AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=300), use_for_tracing=False
+    )
     calls = []
 
     @function_tool
@@ -23,9 +26,13 @@ async def main(base_url: str, key: str, model: str, streamed: bool) -> None:
         calls.append({"city": city})
         return f"It is sunny and 21 C in {city}."
 
-    agent = Agent(name="weather", instructions="Answer weather questions with the get_weather tool.", model=model,
-                  tools=[get_weather], model_settings=ModelSettings(tool_choice="required", max_tokens=48,
-                                                                    temperature=0))
+    agent = Agent(
+        name="weather",
+        instructions="Answer weather questions with the get_weather tool.",
+        model=model,
+        tools=[get_weather],
+        model_settings=ModelSettings(tool_choice="required", max_tokens=48, temperature=0),
+    )
     question = "What is the weather in Paris?"
     if streamed:
         run = Runner.run_streamed(agent, question, max_turns=3)

@@ -4,6 +4,7 @@ Run as `python -m tests.tools.servers.misc`. `strict(n: int)` records every call
 the server's own validation is lax (pydantic turns "5" into 5), so a call with n="5" that reached it would be recorded;
 only the manager's schema check keeps it out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,11 @@ def build() -> MCPServer:
     gate = {"event": asyncio.Event(), "running": 0, "peak": 0}
 
     @server.tool(structured_output=False)
-    def echo(text: str, space: Annotated[str, Field(json_schema_extra={CONTEXT_MARK: "space"})] = "",
-             agent: Annotated[str, Field(json_schema_extra={CONTEXT_MARK: "agent_id"})] = "") -> str:
+    def echo(
+        text: str,
+        space: Annotated[str, Field(json_schema_extra={CONTEXT_MARK: "space"})] = "",
+        agent: Annotated[str, Field(json_schema_extra={CONTEXT_MARK: "agent_id"})] = "",
+    ) -> str:
         return f"{text}|{space}|{agent}"
 
     @server.tool(structured_output=False)

@@ -22,6 +22,7 @@ takes ~30 s (`make install` does it); later loads take milliseconds. Where it ca
 AIOS_NATIVE_OPS=0, load() returns None and the model runs the same steps as torch ops (kernel/engine/cpu/layer_ops.py),
 which tests/engine/test_native_ops.py holds the native ops to.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,18 +34,21 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("ops.h", "ops.cpp", "decode_layers.cpp", "qgemm.h",
-                                                       "qgemm_kernels.cpp", "qgemm.cpp")]
+SOURCES = [
+    Path(__file__).with_name(name)
+    for name in ("ops.h", "ops.cpp", "decode_layers.cpp", "qgemm.h", "qgemm_kernels.cpp", "qgemm.cpp")
+]
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
 log = logging.getLogger(__name__)
 
 
 class ProductKind(IntEnum):
     """How decode_layers.cpp multiplies by a layer's weight (its enum Kind): the product's native_kind() names it."""
-    INT4 = 0         # aten._weight_int4pack_mm_for_cpu(x, packed codes, group, scales and zeros)
-    INT8 = 1         # aten._weight_int8pack_mm(x, codes, row scales)
-    FLOAT = 2        # F.linear(x, weight)
-    Q8_0 = 3         # aios_cpu.qgemm(x, codes, scales, format): GGUF blocks (qgemm.h), format = kind - Q8_0
+
+    INT4 = 0  # aten._weight_int4pack_mm_for_cpu(x, packed codes, group, scales and zeros)
+    INT8 = 1  # aten._weight_int8pack_mm(x, codes, row scales)
+    FLOAT = 2  # F.linear(x, weight)
+    Q8_0 = 3  # aios_cpu.qgemm(x, codes, scales, format): GGUF blocks (qgemm.h), format = kind - Q8_0
     Q4_0 = 4
     Q4_1 = 5
 
@@ -59,22 +63,31 @@ def _cpu_flags() -> str:
     return os.uname().machine
 
 
-@functools.cache     # one build or load per process: torch.ops registers the library process-wide anyway
+@functools.cache  # one build or load per process: torch.ops registers the library process-wide anyway
 def load():
     """torch.ops.aios_cpu, or None (see the module docstring)."""
     if os.environ.get("AIOS_NATIVE_OPS", "1") == "0":
         return None
-    identity = [path.read_bytes() for path in SOURCES] + [str(SOURCES[0].parent).encode(), " ".join(FLAGS).encode(),
-                                                          _cpu_flags().encode()]
+    identity = [path.read_bytes() for path in SOURCES] + [
+        str(SOURCES[0].parent).encode(),
+        " ".join(FLAGS).encode(),
+        _cpu_flags().encode(),
+    ]
     digest = hashlib.sha256(b"\0".join(identity)).hexdigest()[:12]
     try:
         from torch.utils.cpp_extension import load as build_extension
+
         sources = [str(path) for path in SOURCES if path.suffix == ".cpp"]
-        build_extension(f"aios_cpu_ops_{digest}", sources, extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
-                        is_python_module=False, verbose=False)
-    except Exception as error:     # noqa: BLE001 - no compiler, no ninja, a failed build: the torch ops serve instead
+        build_extension(
+            f"aios_cpu_ops_{digest}",
+            sources,
+            extra_cflags=FLAGS,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as error:  # noqa: BLE001 - no compiler, no ninja, a failed build: the torch ops serve instead
         first_line = str(error).splitlines()[0] if str(error) else repr(error)
         log.warning("native CPU ops unavailable, using torch ops: %s", first_line)
         return None
     return torch.ops.aios_cpu
-

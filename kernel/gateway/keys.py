@@ -10,6 +10,7 @@ Entry fields: id (short, for listing and revoking), sha256, agent (the kernel ag
 priority at hello), max_priority (the highest x-aios-priority header the key may ask for), grants (capabilities the
 agent holds, as `aios run --grant` gives them).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,18 +50,26 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def make_entry(agent: str, priority: int = 0, max_priority: int | None = None, grants: list[str] = ()
-               ) -> tuple[str, KeyEntry]:
+def make_entry(
+    agent: str, priority: int = 0, max_priority: int | None = None, grants: list[str] = ()
+) -> tuple[str, KeyEntry]:
     """A new key (the plain text, shown once) and its entry; KeyFileError for out-of-range values."""
     max_priority = priority if max_priority is None else max_priority
     if not (agent and len(agent) <= MAX_NAME_CHARS and agent.isprintable()):
         raise KeyFileError(f"an agent name is 1..{MAX_NAME_CHARS} printable characters")
     if not (PRIORITY_MIN <= priority <= max_priority <= PRIORITY_MAX):
         raise KeyFileError(f"need {PRIORITY_MIN} <= priority <= max_priority <= {PRIORITY_MAX}")
-    parse_capabilities(list(grants))          # ValueError naming an unknown capability
+    parse_capabilities(list(grants))  # ValueError naming an unknown capability
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, KeyEntry(id="k" + secrets.token_hex(4), sha256=digest(key), agent=agent, priority=priority,
-                         max_priority=max_priority, grants=tuple(grants), created=round(time.time(), 3))
+    return key, KeyEntry(
+        id="k" + secrets.token_hex(4),
+        sha256=digest(key),
+        agent=agent,
+        priority=priority,
+        max_priority=max_priority,
+        grants=tuple(grants),
+        created=round(time.time(), 3),
+    )
 
 
 def load(path: str) -> list[KeyEntry]:
@@ -70,8 +79,9 @@ def load(path: str) -> list[KeyEntry]:
             raise KeyFileError(f"{path}: unsupported keys file version {data.get('version')!r}")
         return [KeyEntry(**{**entry, "grants": tuple(entry.get("grants", ()))}) for entry in data["keys"]]
     except FileNotFoundError:
-        raise KeyFileError(f"no keys file at {path} (make one with `aios gateway keys add AGENT --keys {path}`)"
-                           ) from None
+        raise KeyFileError(
+            f"no keys file at {path} (make one with `aios gateway keys add AGENT --keys {path}`)"
+        ) from None
     except runtime_dir.RuntimeDirError as error:
         raise KeyFileError(str(error)) from None
     except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -120,7 +130,7 @@ class KeyRing:
     def _refresh(self) -> None:
         try:
             mtime = os.stat(self.path).st_mtime_ns
-        except OSError as error:           # gone: fail closed, nobody gets in until it is back
+        except OSError as error:  # gone: fail closed, nobody gets in until it is back
             self._by_digest, self._mtime = {}, None
             self.problem = f"{self.path}: {error.strerror}"
             return

@@ -6,6 +6,7 @@ SDK's own) map by code: a malformed call is 400, an agent over its limits (busy,
 the context 413, a kernel that is not there 503. The kernel reports "too long for the context" as engine_error with
 its message (kernel/daemon/preprocess.py); that message is the only way to tell it from an engine failure.
 """
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
@@ -17,8 +18,14 @@ from sdk.errors import KernelError
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
 
@@ -56,7 +63,7 @@ _BY_CODE = {
     "engine_error": (500, "server_error", "engine_error"),
     "internal": (500, "server_error", "internal_error"),
 }
-_CONTEXT_MESSAGES = ("tokens a sequence may hold", "-token context")     # kernel/daemon/preprocess.py's wording
+_CONTEXT_MESSAGES = ("tokens a sequence may hold", "-token context")  # kernel/daemon/preprocess.py's wording
 
 
 def from_kernel(error: KernelError) -> APIError:
@@ -80,7 +87,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def client_left(_request: Request, _error: ClientDisconnect) -> JSONResponse:
-        # the client left (or was cut at its body's deadline, sdk/gateway/connections.py) mid-body: nobody reads this
+        # the client left (or was cut at its body's deadline, kernel/gateway/connections.py) mid-body: nobody reads this
         return APIError(400, "the client disconnected before its request body ended").response()
 
     @app.exception_handler(StarletteHTTPException)

@@ -12,13 +12,14 @@ The event loop and HTTP parser: uvloop and httptools (C, both) when they are ins
 h11; AIOS_GATEWAY_LOOP (uvloop | asyncio) and AIOS_GATEWAY_HTTP (httptools | h11) choose one explicitly (benches
 compare them). Both cut the gateway's own per-request cost (bench/RESULTS.md, "Gateway").
 
-Hostile clients: uvicorn's protocol runs with the deadlines and connection caps of sdk/gateway/connections.py
+Hostile clients: uvicorn's protocol runs with the deadlines and connection caps of kernel/gateway/connections.py
 (AIOS_GATEWAY_* overrides), h11's incomplete-event cap at twice its header limit (a backstop: the guard's 431 comes
 first), and the open-file soft limit raised to the hard one so the connection cap, not the descriptor table, is what
 refuses. uvicorn's own
 limit_concurrency stays off: it counts idle connections and would answer every request 503 once they filled it.
-Requests are checked before their bodies are read by sdk/gateway/guard.py.
+Requests are checked before their bodies are read by kernel/gateway/guard.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,8 @@ import socket
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from sdk.gateway.app import create_app
-from sdk.gateway.connections import ConnectionGuard, ConnectionLimits, guarded
+from kernel.gateway.app import create_app
+from kernel.gateway.connections import ConnectionGuard, ConnectionLimits, guarded
 
 READY_PREFIX = "aios gateway ready"
 
@@ -82,7 +83,8 @@ def server_stack() -> tuple[str, str]:
 def _protocol(http: str) -> type:
     if http == "h11":
         return H11Protocol
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol      # needs httptools installed
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # needs httptools installed
+
     return HttpToolsProtocol
 
 
@@ -97,8 +99,9 @@ def raise_fd_limit() -> None:
 def serve(address: str, listen: str, keys_path: str | None, log_level: str = "warning") -> int:
     host, port = parse_listen(listen)
     if keys_path is None and not is_loopback(host):
-        raise ValueError(f"without --keys the gateway has no authentication: listen on a loopback address, not "
-                         f"{host!r}")
+        raise ValueError(
+            f"without --keys the gateway has no authentication: listen on a loopback address, not {host!r}"
+        )
     app = create_app(address, keys_path)
     raise_fd_limit()
     limits = ConnectionLimits.from_env(os.environ).within_fd_limit()
@@ -109,9 +112,16 @@ def serve(address: str, listen: str, keys_path: str | None, log_level: str = "wa
     sock.listen(1024)
     bound = sock.getsockname()[1]
     loop, http = server_stack()
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, loop=loop, lifespan="on",
-                            http=guarded(_protocol(http), ConnectionGuard(limits)),
-                            h11_max_incomplete_event_size=2 * limits.max_header_bytes, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        loop=loop,
+        lifespan="on",
+        http=guarded(_protocol(http), ConnectionGuard(limits)),
+        h11_max_incomplete_event_size=2 * limits.max_header_bytes,
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
 
     async def run() -> None:
@@ -121,15 +131,19 @@ def serve(address: str, listen: str, keys_path: str | None, log_level: str = "wa
                     return
                 await asyncio.sleep(0.01)
             shown = f"[{host}]" if family == socket.AF_INET6 else host
-            print(f"{READY_PREFIX} url=http://{shown}:{bound}/v1 kernel={address} "
-                  f"keys={keys_path or 'none (one open agent)'} loop={loop} http={http} "
-                  f"max_connections={limits.max_connections} max_per_client={limits.max_per_client}", flush=True)
+            print(
+                f"{READY_PREFIX} url=http://{shown}:{bound}/v1 kernel={address} "
+                f"keys={keys_path or 'none (one open agent)'} loop={loop} http={http} "
+                f"max_connections={limits.max_connections} max_per_client={limits.max_per_client}",
+                flush=True,
+            )
+
         announcer = asyncio.create_task(announce())
         try:
             await server.serve(sockets=[sock])
         finally:
             announcer.cancel()
 
-    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:     # the loop uvicorn's "loop" names
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # the loop uvicorn's "loop" names
         runner.run(run())
     return 0 if server.started else 1

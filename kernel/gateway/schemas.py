@@ -7,18 +7,18 @@ client sends, a bad value is a 400 naming the field, never a frame the SDK canno
 non-text content) are refused with a 400 rather than silently ignored. response_format (json_object, json_schema)
 goes to the kernel's constrained decoder, which refuses the schema keywords it cannot enforce (a 400 naming them).
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ipc.messages import MAX_MESSAGES, MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TOKENS_LIMIT, MAX_TOOLS
-from ipc.messages import ResponseFormat
-from sdk.gateway.errors import bad_request
+from ipc.messages import MAX_MESSAGES, MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TOKENS_LIMIT, MAX_TOOLS, ResponseFormat
+from kernel.gateway.errors import bad_request
 from sdk.protocol import response_format
 
-MAX_BODY_BYTES = 8 << 20      # twice the kernel's frame limit: a larger body cannot be a call the kernel takes
+MAX_BODY_BYTES = 8 << 20  # twice the kernel's frame limit: a larger body cannot be a call the kernel takes
 
 _Strict = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT)]
@@ -110,7 +110,7 @@ class ChatRequest(Sampling):
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
     logprobs: Literal[False] | None = None
     response_format: dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None       # several calls in one answer only when asked for (see app.py)
+    parallel_tool_calls: bool | None = None  # several calls in one answer only when asked for (see app.py)
 
     def kernel_messages(self) -> list[dict]:
         out = []
@@ -144,7 +144,7 @@ class ChatRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
-    max_tokens: MaxTokens | None = 16            # OpenAI's default for completions
+    max_tokens: MaxTokens | None = 16  # OpenAI's default for completions
     echo: Literal[False] | None = None
     suffix: None = None
     logprobs: None = None

@@ -1,5 +1,6 @@
 """The gateway as a child process, for tests and benches: start `aios gateway` on a free port, wait for its ready
 line, stop it with SIGTERM. The same shape as bench/kernel_proc.py's KernelProcess."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sdk.gateway.server import READY_PREFIX
+from kernel.gateway.server import READY_PREFIX
 
 
 class GatewayStartError(RuntimeError):
@@ -20,19 +21,25 @@ class GatewayStartError(RuntimeError):
 class GatewayProcess:
     """One gateway in front of the kernel at address; `url` (…/v1) once started. Output goes to log_path."""
 
-    def __init__(self, address: str, keys_path: str | None, log_path: Path, ready_timeout_s: float = 60.0,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        address: str,
+        keys_path: str | None,
+        log_path: Path,
+        ready_timeout_s: float = 60.0,
+        env: dict[str, str] | None = None,
+    ):
         self._argv = [sys.executable, "-m", "kernel.cli", "--address", address, "gateway", "--listen", "127.0.0.1:0"]
         if keys_path is not None:
             self._argv += ["--keys", str(keys_path)]
         self._log_path = log_path
-        self._env = None if env is None else {**os.environ, **env}      # e.g. AIOS_GATEWAY_LOOP / _HTTP (server.py)
+        self._env = None if env is None else {**os.environ, **env}  # e.g. AIOS_GATEWAY_LOOP / _HTTP (server.py)
         self._ready_timeout_s = ready_timeout_s
         self._proc: subprocess.Popen | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.url = ""
 
-    def __enter__(self) -> "GatewayProcess":
+    def __enter__(self) -> GatewayProcess:
         self.start()
         return self
 
@@ -48,8 +55,9 @@ class GatewayProcess:
 
     def start(self) -> None:
         self._log = open(self._log_path, "w")
-        self._proc = subprocess.Popen(self._argv, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
-                                      env=self._env)
+        self._proc = subprocess.Popen(
+            self._argv, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1, env=self._env
+        )
         self._reader = threading.Thread(target=self._copy_stdout, daemon=True)
         self._reader.start()
         while True:

@@ -10,6 +10,7 @@ writes them ({"type": "function", "name", "parameters"}); other tool types (web 
 with a 400 naming the type. text.format carries structured output (as chat's response_format, flattened).
 Bounds are chat's (schemas.py, ipc/messages.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipc.messages import MAX_MESSAGES, MAX_STOP_CHARS, MAX_TOOLS
-from sdk.gateway.errors import bad_request
-from sdk.gateway.schemas import MaxTokens, kernel_response_format
+from kernel.gateway.errors import bad_request
+from kernel.gateway.schemas import MaxTokens, kernel_response_format
 
 _Strict = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 
@@ -86,8 +87,9 @@ class ResponsesRequest(BaseModel):
         tools = []
         for i, tool in enumerate(self.tools or ()):
             if tool.type != "function" or not tool.name:
-                raise bad_request(f"tools[{i}]: only function tools are supported, got {tool.type[:40]!r}",
-                                  f"tools[{i}].type")
+                raise bad_request(
+                    f"tools[{i}]: only function tools are supported, got {tool.type[:40]!r}", f"tools[{i}].type"
+                )
             fn = {"name": tool.name, "parameters": tool.parameters or {"type": "object", "properties": {}}}
             if tool.description:
                 fn["description"] = tool.description
@@ -98,8 +100,9 @@ class ResponsesRequest(BaseModel):
         choice = self.tool_choice
         if isinstance(choice, dict):
             if choice.get("type") != "function" or not isinstance(choice.get("name"), str):
-                raise bad_request('tool_choice must be "auto", "none", "required" or {"type": "function", '
-                                  '"name": ...}', "tool_choice")
+                raise bad_request(
+                    'tool_choice must be "auto", "none", "required" or {"type": "function", "name": ...}', "tool_choice"
+                )
             return {"type": "function", "function": {"name": choice["name"]}}
         return choice
 
@@ -122,8 +125,11 @@ class ResponsesRequest(BaseModel):
         if fmt is not None and fmt.type != "text":
             spec = {"type": fmt.type}
             if fmt.type == "json_schema":
-                spec["json_schema"] = {"name": fmt.name or "response", "schema": fmt.schema_ or {},
-                                       "strict": fmt.strict is not False}
+                spec["json_schema"] = {
+                    "name": fmt.name or "response",
+                    "schema": fmt.schema_ or {},
+                    "strict": fmt.strict is not False,
+                }
             options["response_format"] = kernel_response_format(spec)
         return options
 
@@ -142,10 +148,17 @@ class ResponsesRequest(BaseModel):
             elif kind == "function_call":
                 if not item.call_id or not item.name:
                     raise bad_request(f"input[{i}]: a function_call needs call_id and name", f"input[{i}]")
-                call = {"id": item.call_id, "type": "function",
-                        "function": {"name": item.name, "arguments": _arguments(item.arguments, i)}}
-                if out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls") is not None \
-                        and len(out[-1]["tool_calls"]) < 16:
+                call = {
+                    "id": item.call_id,
+                    "type": "function",
+                    "function": {"name": item.name, "arguments": _arguments(item.arguments, i)},
+                }
+                if (
+                    out
+                    and out[-1]["role"] == "assistant"
+                    and out[-1].get("tool_calls") is not None
+                    and len(out[-1]["tool_calls"]) < 16
+                ):
                     out[-1]["tool_calls"].append(call)
                 else:
                     out.append({"role": "assistant", "content": "", "tool_calls": [call]})

@@ -15,6 +15,7 @@ At the end, finish(completion) flushes what was held back and reconciles with th
 did not recognise (a format this parser does not know) are sent whole, so nothing the kernel parsed is lost.
 One ToolDeltas per streamed answer; not thread-safe (one asyncio task feeds it).
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,10 @@ from enum import Enum
 from ipc.messages import Completion
 
 OPEN = "<tool_call>"
-MAX_HEAD_CHARS = 400          # a call head longer than this is not one this parser reads: wait for the end instead
-_HEAD = re.compile(r'\s*<tool_call>\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
+MAX_HEAD_CHARS = 400  # a call head longer than this is not one this parser reads: wait for the end instead
+_HEAD = re.compile(
+    r'\s*<tool_call>\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*,\s*"(?:arguments|parameters)"\s*:\s*'
+)
 _TAIL = re.compile(r"\}\s*</tool_call>")
 
 
@@ -52,20 +55,20 @@ Delta = ContentDelta | CallStart | ArgumentsDelta
 
 
 class _Mode(Enum):
-    UNDECIDED = "undecided"     # the text so far could still begin a call
-    TEXT = "text"               # free text: every delta is content
-    HEAD = "head"               # between calls, or inside a call's head: waiting for its name
-    ARGUMENTS = "arguments"     # inside a call's arguments
-    UNKNOWN = "unknown"         # a call this parser cannot follow: the kernel's final parse decides
+    UNDECIDED = "undecided"  # the text so far could still begin a call
+    TEXT = "text"  # free text: every delta is content
+    HEAD = "head"  # between calls, or inside a call's head: waiting for its name
+    ARGUMENTS = "arguments"  # inside a call's arguments
+    UNKNOWN = "unknown"  # a call this parser cannot follow: the kernel's final parse decides
 
 
 class ToolDeltas:
     def __init__(self) -> None:
-        self._text = ""                 # all raw text so far
-        self._pos = 0                   # where unconsumed text starts
+        self._text = ""  # all raw text so far
+        self._pos = 0  # where unconsumed text starts
         self._mode = _Mode.UNDECIDED
         self.calls: list[CallStart] = []
-        self._arguments: list[str] = []     # per call, the fragments sent so far, joined
+        self._arguments: list[str] = []  # per call, the fragments sent so far, joined
 
     @property
     def started_calls(self) -> int:
@@ -81,7 +84,7 @@ class ToolDeltas:
                 return out
 
     def _step(self) -> list[Delta]:
-        rest = self._text[self._pos:]
+        rest = self._text[self._pos :]
         if self._mode is _Mode.UNDECIDED:
             stripped = rest.lstrip()
             if not stripped or OPEN.startswith(stripped):
@@ -108,7 +111,7 @@ class ToolDeltas:
             if tail is not None:
                 self._pos += tail.end()
                 self._mode = _Mode.HEAD
-                return self._arguments_delta(rest[:tail.start()])
+                return self._arguments_delta(rest[: tail.start()])
             held = rest.rfind("}")
             fragment = rest if held < 0 else rest[:held]
             self._pos += len(fragment)
@@ -125,19 +128,20 @@ class ToolDeltas:
     def finish(self, completion: Completion) -> list[Delta]:
         """What is left to send once the kernel's Completion arrived."""
         out: list[Delta] = []
-        rest = self._text[self._pos:]
+        rest = self._text[self._pos :]
         if self._mode is _Mode.UNDECIDED and not completion.tool_calls and rest:
             out.append(ContentDelta(rest))
         elif self._mode is _Mode.ARGUMENTS:
-            final = completion.tool_calls[len(self.calls) - 1] if len(completion.tool_calls) >= len(self.calls) \
-                else None
+            final = (
+                completion.tool_calls[len(self.calls) - 1] if len(completion.tool_calls) >= len(self.calls) else None
+            )
             if final is not None and final.name == self.calls[-1].name:
-                self._mode = _Mode.HEAD     # the call ended (a truncated one would not have been parsed)
-                out += self._arguments_delta(rest[:rest.rfind("}")] if rest.rfind("}") >= 0 else rest)
+                self._mode = _Mode.HEAD  # the call ended (a truncated one would not have been parsed)
+                out += self._arguments_delta(rest[: rest.rfind("}")] if rest.rfind("}") >= 0 else rest)
             else:
-                out += self._arguments_delta(rest)      # cut short (max_tokens): the partial arguments, as OpenAI
+                out += self._arguments_delta(rest)  # cut short (max_tokens): the partial arguments, as OpenAI
         self._pos = len(self._text)
-        for call in completion.tool_calls[len(self.calls):]:
+        for call in completion.tool_calls[len(self.calls) :]:
             start = CallStart(len(self.calls), call.id, call.name)
             self.calls.append(start)
             self._arguments.append("")

@@ -9,8 +9,9 @@ back. Grant tokens are minted through the operator's admin token (read like `aio
 A key whose priority or allowance goes above the default gets proc.renice in its token too: the kernel refuses a
 hello, or a call's priority hint, above the default without it (kernel/daemon/dispatch.py), and the keys file, the
 operator's, is what allows it. The gateway exposes no renice, so the capability reaches no further than the key's
-allowance, which the gateway checks per request (sdk/gateway/app.py).
+allowance, which the gateway checks per request (kernel/gateway/app.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,11 +19,11 @@ import asyncio
 from ipc import runtime_dir
 from ipc.address import admin_token_path
 from ipc.messages import DEFAULT_PRIORITY
+from kernel.gateway.errors import APIError
+from kernel.gateway.keys import KeyEntry
 from sdk.aio import AsyncKernel, aconnect
-from sdk.gateway.errors import APIError
-from sdk.gateway.keys import KeyEntry
 
-OPEN_AGENT = KeyEntry(id="open", sha256="", agent="gateway")    # the one agent of a gateway run without keys
+OPEN_AGENT = KeyEntry(id="open", sha256="", agent="gateway")  # the one agent of a gateway run without keys
 CALL_TIMEOUT_S = 600.0
 RENICE = "proc.renice"
 
@@ -51,8 +52,9 @@ class AgentPool:
             if slot not in self._kernels:
                 granted = capabilities(entry)
                 token = await self._grant_token(granted) if granted else None
-                self._kernels[slot] = await aconnect(self.address, name=entry.agent, priority=entry.priority,
-                                                     timeout=CALL_TIMEOUT_S, token=token)
+                self._kernels[slot] = await aconnect(
+                    self.address, name=entry.agent, priority=entry.priority, timeout=CALL_TIMEOUT_S, token=token
+                )
         return self._kernels[slot]
 
     async def model(self, entry: KeyEntry) -> str:
@@ -62,8 +64,12 @@ class AgentPool:
         try:
             admin = runtime_dir.read_secret(admin_token_path(self.address)).decode()
         except (OSError, ValueError) as error:
-            raise APIError(503, f"this key's grants need the operator's admin token, which the gateway cannot read "
-                                f"({error})", "server_error", "grants_unavailable") from None
+            raise APIError(
+                503,
+                f"this key's grants need the operator's admin token, which the gateway cannot read ({error})",
+                "server_error",
+                "grants_unavailable",
+            ) from None
         async with await aconnect(self.address, name="aios gateway", token=admin) as operator:
             return await operator.grant(list(grants))
 

@@ -21,6 +21,7 @@ ConnectionLimits.from_env reads AIOS_GATEWAY_* overrides (tests shorten the dead
 proxy, where every client is the proxy's address, raises the per-client share). The total is kept under the open-file
 limit (server.py raises the soft limit to the hard one first), so accepting never fails for lack of descriptors.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,7 @@ import resource
 from dataclasses import dataclass, fields
 
 ENV_PREFIX = "AIOS_GATEWAY_"
-FD_RESERVE = 128        # descriptors kept for the kernel connections, logs and the listening socket
+FD_RESERVE = 128  # descriptors kept for the kernel connections, logs and the listening socket
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ class ConnectionLimits:
         most = max(1, soft - FD_RESERVE)
         if self.max_connections <= most:
             return self
-        return ConnectionLimits(most, min(self.max_per_client, most), self.header_timeout_s, self.body_timeout_s,
-                                self.max_header_bytes)
+        return ConnectionLimits(
+            most, min(self.max_per_client, most), self.header_timeout_s, self.body_timeout_s, self.max_header_bytes
+        )
 
 
 def client_key(client: tuple | None) -> str:
@@ -88,7 +90,7 @@ class ConnectionGuard:
 
     def __init__(self, limits: ConnectionLimits):
         self.limits = limits
-        self._clients: dict[str, dict] = {}      # client key → {connection: None}, insertion (= age) order
+        self._clients: dict[str, dict] = {}  # client key → {connection: None}, insertion (= age) order
         self._total = 0
         self.evicted = 0
         self.refused = 0
@@ -109,7 +111,7 @@ class ConnectionGuard:
     def release(self, conn) -> None:
         own = self._clients.get(conn.client_key)
         if own is None or conn not in own:
-            return                                  # refused, or already released when evicted
+            return  # refused, or already released when evicted
         del own[conn]
         self._total -= 1
         if not own:
@@ -119,9 +121,9 @@ class ConnectionGuard:
         return self._total if key is None else len(self._clients.get(key, ()))
 
     def _evict_from(self, own: dict) -> bool:
-        for conn in own:                            # oldest first
+        for conn in own:  # oldest first
             if conn.idle():
-                self.release(conn)                  # now: its connection_lost comes a loop turn later
+                self.release(conn)  # now: its connection_lost comes a loop turn later
                 conn.transport.close()
                 self.evicted += 1
                 return True
@@ -136,8 +138,14 @@ class ConnectionGuard:
 
 def _raw_response(status: bytes, message: bytes) -> bytes:
     body = b'{"error":{"message":"' + message + b'","type":"server_error","param":null,"code":null}}'
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(body)).encode() + b"\r\nconnection: close\r\nretry-after: 1\r\n\r\n" + body)
+    return (
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\nconnection: close\r\nretry-after: 1\r\n\r\n"
+        + body
+    )
 
 
 REFUSED = _raw_response(b"503 Service Unavailable", b"too many open connections from this client or in total")
@@ -147,8 +155,9 @@ HEADERS_TOO_LARGE = _raw_response(b"431 Request Header Fields Too Large", b"requ
 class _Guarded:
     """Mixed in before uvicorn's HttpToolsProtocol or H11Protocol (both keep self.cycle, self.transport, self.client
     and call on_response_complete when a response is done)."""
+
     guard: ConnectionGuard
-    client_key = ""                                 # set at connection_made (defaults: connection_lost is safe)
+    client_key = ""  # set at connection_made (defaults: connection_lost is safe)
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
@@ -180,18 +189,18 @@ class _Guarded:
         if not self.idle():
             self._header_bytes = 0
             if self.cycle.more_body:
-                if self._body_cycle is not self.cycle:          # headers done: the body's deadline starts now
+                if self._body_cycle is not self.cycle:  # headers done: the body's deadline starts now
                     self._body_cycle = self.cycle
                     self._arm(self.guard.limits.body_timeout_s)
             else:
-                self._disarm()                                 # the whole request is in: no deadline on answering
+                self._disarm()  # the whole request is in: no deadline on answering
         elif self._header_bytes > self.guard.limits.max_header_bytes:
             self.transport.write(HEADERS_TOO_LARGE)
             self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.idle():    # the next request's headers are due
+        if not self.transport.is_closing() and self.idle():  # the next request's headers are due
             self._header_bytes = 0
             self._arm(self.guard.limits.header_timeout_s)
 

@@ -14,8 +14,9 @@ Then, in both modes, a declared Content-Length over MAX_BODY_BYTES is 413.
 A refused request is answered at once, its body unread. When the body may be large (declared over DRAIN_BYTES, or
 chunked) the answer says `connection: close`, so the server drops the connection instead of reading the rest to
 reach the next request; a small one stays alive (uvicorn already holds its body and discards it). The key entry of an
-admitted request is left in scope["state"][KEY_STATE] for the routes (sdk/gateway/app.py).
+admitted request is left in scope["state"][KEY_STATE] for the routes (kernel/gateway/app.py).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,27 +24,43 @@ from enum import Enum
 
 from starlette.datastructures import Headers
 
-from sdk.gateway.agents import OPEN_AGENT
-from sdk.gateway.errors import APIError
-from sdk.gateway.keys import KeyEntry, KeyRing
-from sdk.gateway.schemas import MAX_BODY_BYTES
+from kernel.gateway.agents import OPEN_AGENT
+from kernel.gateway.errors import APIError
+from kernel.gateway.keys import KeyEntry, KeyRing
+from kernel.gateway.schemas import MAX_BODY_BYTES
 
 KEY_STATE = "gateway_key"
-DRAIN_BYTES = 16 << 10          # uvicorn reads 64 KiB ahead of the application: a body this small is already in,
-                                # and what is left of it counts toward the next request's header bytes
+DRAIN_BYTES = 16 << 10  # uvicorn reads 64 KiB ahead of the application: a body this small is already in,
+# and what is left of it counts toward the next request's header bytes
 BODYLESS_METHODS = frozenset({"GET", "HEAD"})
 JSON_MEDIA_TYPE = "application/json"
 
 
 class Refusal(Enum):
-    UNKNOWN_KEY = (401, "authentication_error", "invalid_api_key",
-                   "unknown API key: pass a key from `aios gateway keys add` as a Bearer token")
-    HOST = (403, "permission_error", "host_not_allowed",
-            "without a keys file the gateway serves only Host: localhost, 127.0.0.1 or [::1] with its port")
-    ORIGIN = (403, "permission_error", "origin_not_allowed",
-              "without a keys file the gateway serves no web page's requests but a loopback origin's")
-    CONTENT_TYPE = (415, "invalid_request_error", "unsupported_media_type",
-                    "without a keys file the gateway takes bodies with Content-Type: application/json only")
+    UNKNOWN_KEY = (
+        401,
+        "authentication_error",
+        "invalid_api_key",
+        "unknown API key: pass a key from `aios gateway keys add` as a Bearer token",
+    )
+    HOST = (
+        403,
+        "permission_error",
+        "host_not_allowed",
+        "without a keys file the gateway serves only Host: localhost, 127.0.0.1 or [::1] with its port",
+    )
+    ORIGIN = (
+        403,
+        "permission_error",
+        "origin_not_allowed",
+        "without a keys file the gateway serves no web page's requests but a loopback origin's",
+    )
+    CONTENT_TYPE = (
+        415,
+        "invalid_request_error",
+        "unsupported_media_type",
+        "without a keys file the gateway takes bodies with Content-Type: application/json only",
+    )
     TOO_LARGE = (413, "invalid_request_error", "too_large", f"request body over {MAX_BODY_BYTES} bytes")
 
     def error(self) -> APIError:
@@ -60,7 +77,7 @@ def is_loopback_host(host: str) -> bool:
     except ValueError:
         return False
     if address.version == 6:
-        return address == ipaddress.IPv6Address("::1") and "%" not in host       # no zone ids, no mapped forms
+        return address == ipaddress.IPv6Address("::1") and "%" not in host  # no zone ids, no mapped forms
     return address.is_loopback and host.count(".") == 3
 
 
@@ -115,8 +132,9 @@ class RequestGuard:
         if refusal is not None:
             response = refusal.error().response()
             declared = headers.get("content-length")
-            if ((declared is not None and not (declared.isdigit() and int(declared) <= DRAIN_BYTES))
-                    or "transfer-encoding" in headers):
+            if (
+                declared is not None and not (declared.isdigit() and int(declared) <= DRAIN_BYTES)
+            ) or "transfer-encoding" in headers:
                 response.headers["connection"] = "close"
             await response(scope, receive, send)
             return

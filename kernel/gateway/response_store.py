@@ -8,6 +8,7 @@ responses (get answers None, as for an unknown id) nor push them out. The number
 (the keys file; one without it), so the gateway's memory for state is bounded by keys × MAX_BYTES.
 Used from the gateway's one event loop only: no locking.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ MAX_BYTES = 32 << 20
 
 @dataclass(frozen=True)
 class StoredResponse:
-    messages: tuple[dict, ...]      # the conversation through this response's output
+    messages: tuple[dict, ...]  # the conversation through this response's output
     size: int
 
 

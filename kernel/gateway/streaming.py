@@ -9,18 +9,20 @@ When the client disconnects, the response task is cancelled (Starlette listens f
 the event generator closes the SDK stream, which cancels the call in the kernel (sdk/aio.py). DisconnectAware closes
 the generator itself rather than leaving it to garbage collection, so the cancel goes out at once.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from ipc.messages import Completion
+from kernel.gateway.errors import from_kernel
 from sdk.errors import KernelError
-from sdk.gateway.errors import from_kernel
 
 DONE = b"data: [DONE]\n\n"
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "tool_calls": "tool_calls"}
@@ -32,13 +34,18 @@ def event(payload: dict) -> bytes:
 
 def usage(completion: Completion) -> dict:
     u = completion.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens + u.completion_tokens}
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
 
 
 def tool_calls(completion: Completion) -> list[dict]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in completion.tool_calls]
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in completion.tool_calls
+    ]
 
 
 async def until_disconnected(request: Request, work: Awaitable) -> Any:
@@ -77,8 +84,9 @@ class DisconnectAware(StreamingResponse):
     announces) and always closes its event generator when it ends."""
 
     def __init__(self, events: AsyncIterator[bytes]):
-        super().__init__(events, media_type="text/event-stream",
-                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        super().__init__(
+            events, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         async def stream() -> None:
@@ -99,9 +107,15 @@ class DisconnectAware(StreamingResponse):
             await self.body_iterator.aclose()
 
 
-async def sse(first: Any, rest: AsyncIterator, chunk: Callable[[str], dict | list[dict]],
-              finish: Callable[[Completion], list], usage_chunk: Callable[[Completion], dict] | None,
-              buffer_text: bool, opening: dict | None = None) -> AsyncIterator[bytes]:
+async def sse(
+    first: Any,
+    rest: AsyncIterator,
+    chunk: Callable[[str], dict | list[dict]],
+    finish: Callable[[Completion], list],
+    usage_chunk: Callable[[Completion], dict] | None,
+    buffer_text: bool,
+    opening: dict | None = None,
+) -> AsyncIterator[bytes]:
     """Events from a kernel stream (text deltas, then the Completion), first already read. chunk(text) makes a text
     delta's chunk (or chunks: none while a tool call's text is held back); finish(completion) the closing chunks;
     usage_chunk, if given, a final usage-only chunk.

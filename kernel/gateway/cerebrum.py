@@ -11,21 +11,23 @@ message_return_type "json" constrains the text to a JSON object (structured outp
 SDK's memory, storage and tool queries) are refused with a 400 naming the type, not answered wrongly.
 Cerebrum sends no key: with a keys file, its requests must carry one (Authorization), else the gateway is keyless.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipc.messages import MAX_MESSAGES, MAX_TOOLS
-from sdk.gateway.errors import APIError, bad_request
-from sdk.gateway.schemas import ToolDef, kernel_response_format, parse
-from sdk.gateway.streaming import until_disconnected
+from kernel.gateway.errors import APIError, bad_request
+from kernel.gateway.schemas import ToolDef, kernel_response_format, parse
+from kernel.gateway.streaming import until_disconnected
 
-MAX_TOKENS = 512        # Cerebrum sends no limit; its kernel's default is the layer's max_new_tokens
+MAX_TOKENS = 512  # Cerebrum sends no limit; its kernel's default is the layer's max_new_tokens
 
 
 class LLMQueryData(BaseModel):
@@ -43,8 +45,9 @@ class QueryRequest(BaseModel):
     query_data: dict[str, Any]
 
 
-def install(app: FastAPI, agent_for: Callable, options_for: Callable, read_body: Callable[[Request], Awaitable]
-            ) -> None:
+def install(
+    app: FastAPI, agent_for: Callable, options_for: Callable, read_body: Callable[[Request], Awaitable]
+) -> None:
     @app.post("/query")
     async def query(request: Request) -> JSONResponse:
         body = parse(QueryRequest, await read_body(request))
@@ -65,8 +68,15 @@ def install(app: FastAPI, agent_for: Callable, options_for: Callable, read_body:
             options["response_format"] = kernel_response_format({"type": "json_object"})
         completion = await until_disconnected(request, kernel.chat(_messages(data.messages), full=True, **options))
         calls = [{"id": c.id, "name": c.name, "parameters": json.loads(c.arguments)} for c in completion.tool_calls]
-        return JSONResponse({"response": {"response_message": completion.text if not calls else None,
-                                          "tool_calls": calls or None, "finished": True}})
+        return JSONResponse(
+            {
+                "response": {
+                    "response_message": completion.text if not calls else None,
+                    "tool_calls": calls or None,
+                    "finished": True,
+                }
+            }
+        )
 
 
 def _messages(messages: list[dict[str, Any]]) -> list[dict]:
@@ -75,7 +85,9 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict]:
     for i, m in enumerate(messages):
         role, content = m.get("role"), m.get("content")
         if role not in ("system", "user", "assistant", "tool") or not isinstance(content, str):
-            raise bad_request(f"query_data.messages[{i}]: needs a role (system, user, assistant, tool) and text "
-                              "content", f"query_data.messages[{i}]")
+            raise bad_request(
+                f"query_data.messages[{i}]: needs a role (system, user, assistant, tool) and text content",
+                f"query_data.messages[{i}]",
+            )
         out.append({"role": role, "content": content})
     return out
