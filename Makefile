@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench-syscall
+.PHONY: install demo test lint format bench-syscall
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,15 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# ruff (configured in pyproject.toml): lint and format are part of the build; .ci/run runs this before the tests
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench-syscall: install
 	$(PY) -m bench.syscall_bench

@@ -56,7 +56,8 @@ def bandwidth_table(thread_counts: list[int], nbytes: int = GIB, repeats: int = 
 
 
 def cpu_line() -> str:
-    """'AMD EPYC ... | 2 cores usable | avx2 fma ... avx512_vnni' from /proc/cpuinfo (Linux), else the platform's name."""
+    """'AMD EPYC ... | 2 cores usable | avx2 fma ... avx512_vnni' from /proc/cpuinfo (Linux), else the platform's
+    name."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:

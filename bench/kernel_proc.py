@@ -68,7 +68,9 @@ class KernelProcess:
             try:
                 line = self._lines.get(timeout=self._ready_timeout_s)
             except queue.Empty:
-                raise KernelStartError(f"aiosd not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}")
+                raise KernelStartError(
+                    f"aiosd not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}"
+                ) from None
             if line is None:
                 raise KernelStartError(
                     f"aiosd exited with {self._proc.wait()} before it was ready; see {self._log_path}"

@@ -140,7 +140,7 @@ def write_gguf(
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     generator = torch.Generator().manual_seed(seed)
-    for name, dims in plan:
+    for _name, dims in plan:
         if len(dims) == 1:
             writer.write_tensor_data(np.ones(dims, dtype=np.float32))
             continue

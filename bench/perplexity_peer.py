@@ -203,7 +203,7 @@ def main() -> None:
         if "error" in row:
             print(f"{reader:<12} failed: {row['error']}")
             continue
-        ratio = lambda base: f"{row['ppl'] / base:.4f}" if base else "-"
+        ratio = lambda base, row=row: f"{row['ppl'] / base:.4f}" if base else "-"
         print(
             f"{reader:<12} {row['load_s']:>7.2f} {row['rss_mib']:>8.0f} {row['peak_mib']:>9.0f} {row['ppl']:>9.3f} "
             f"{ratio(ref):>8} {ratio(peer):>12}"

@@ -16,8 +16,8 @@ def plot_workload(workload: str, configs: dict, path: Path) -> None:
     labels = list(configs)
     fig, (bars, cdf) = plt.subplots(1, 2, figsize=(12, 4.5))
     positions = range(len(labels))
-    means = [configs[l]["metrics"]["agent_completion"]["mean"] or 0 for l in labels]
-    p99s = [configs[l]["metrics"]["agent_completion"]["p99"] or 0 for l in labels]
+    means = [configs[name]["metrics"]["agent_completion"]["mean"] or 0 for name in labels]
+    p99s = [configs[name]["metrics"]["agent_completion"]["p99"] or 0 for name in labels]
     bars.bar([p - 0.2 for p in positions], means, width=0.4, label="mean")
     bars.bar([p + 0.2 for p in positions], p99s, width=0.4, label="p99")
     bars.set_xticks(list(positions), labels, rotation=20)

@@ -137,7 +137,7 @@ def spawn_agents(address: str, count: int, mode: str, workdir: str) -> tuple[lis
     return procs, start_file
 
 
-# ---- scenarios ---------------------------------------------------------------------------------------------------------
+# ---- scenarios -------------------------------------------------------------------------------------------------------
 
 
 def scenario_many_agents(kernel: ObservedKernel, args, workdir: str) -> None:

@@ -194,7 +194,7 @@ def _failover_runs(
             stamps: dict[int, list[float]] = {i: [] for i in range(n)}
             started = [threading.Event() for _ in range(n)]
 
-            def agent(i: int) -> None:
+            def agent(i: int, run=run, stamps=stamps, started=started) -> None:
                 with connect(kernel.address, name=f"fo{i}") as k:
                     for _ in k.stream(prompt=prompt(i, 0, 500 + run), max_tokens=64, ignore_eos=True):
                         stamps[i].append(time.monotonic())
@@ -220,7 +220,7 @@ def _failover_runs(
             )
             rejoined = kernel.log_path.read_text().count("is healthy again")
             victim.start()  # on its port again: the kernel's health check lets it rejoin
-            _wait_for(lambda: kernel.log_path.read_text().count("is healthy again") > rejoined, 120)
+            _wait_for(lambda rejoined=rejoined: kernel.log_path.read_text().count("is healthy again") > rejoined, 120)
 
 
 def _logged_down(log: str, url: str) -> float:

@@ -187,7 +187,9 @@ def report(rows: list[tuple]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for kind, values, solo in rows:
-        ratio = (lambda key: f"{values[key] / solo[key]:.2f}") if solo else (lambda key: "1.00")
+        ratio = (
+            (lambda key, values=values, solo=solo: f"{values[key] / solo[key]:.2f}") if solo else (lambda key: "1.00")
+        )
         print(
             f"| {kind} | {values['decode']:.1f} | {ratio('decode')} | {values['read'] * 1e3:.1f} | {ratio('read')} "
             f"| {values['search'] * 1e3:.1f} | {ratio('search')} | "

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(count):
                     k.fs.write(f"bench/{size}/f{i}", data)
                 write_mb = size * count / (time.perf_counter() - start) / 1e6
-                read = timed(lambda: k.fs.read(f"bench/{size}/f0"), count)
+                read = timed(lambda size=size: k.fs.read(f"bench/{size}/f0"), count)
                 plain_dir = work / f"plain{size}"
                 plain_dir.mkdir()
                 files[size] = (write_mb, size / statistics.median(read) / 1e6, file_baseline(plain_dir, size, count))

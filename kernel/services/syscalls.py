@@ -3,7 +3,8 @@
 Which space a call acts on: the caller's own ("<principal>/<agent name>", or a throwaway one for an ephemeral agent)
 unless `space` names another owner's, which needs that owner's share (access.share) for the access asked (read, or
 write) or the operator's capability (mem.any, fs.any). A listing through a share matches its prefix by whole path
-components, so a share of "notes" never lists "notes-private/...". Denials answer `permission_denied` and are audited, as are uses
+components, so a share of "notes" never lists "notes-private/...". Denials answer `permission_denied` and are audited,
+as are uses
 of the capability. The loop only checks and queues; the work and the reply happen on the worker.
 
 Ephemeral agents' spaces are "eph:<boot>/<principal digest>/<agent id>": <boot> is random, made once per

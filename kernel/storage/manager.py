@@ -16,7 +16,8 @@ Contract (the kernel's storage worker calls this from one thread; it is not thre
 - `read(space, path, version=None) -> (data, version)`: the latest version, or the given one while it is kept.
 - `list(space, prefix="", match=PrefixMatch.TEXT) -> [FileInfo]`: files whose path starts with `prefix`, sorted by
   path: by string prefix ("no" matches "notes/a"), or with PrefixMatch.COMPONENTS by whole components ("notes" is
-  "notes" and "notes/...", never "notes-private/..."; the kernel lists a shared space this way). `versions(space, path) -> [VersionInfo]`, oldest first.
+  "notes" and "notes/...", never "notes-private/..."; the kernel lists a shared space this way). `versions(space, path)
+  -> [VersionInfo]`, oldest first.
 - `delete(space, path)`: removes every version (the room is freed; a later write starts again at version 1).
 - `rollback(space, path, version) -> version`: writes the kept `version`'s content as a new version (quota applies).
 - `usage(space) -> dict`: bytes, files, versions in use and the limits. `drop_space(space) -> bool`: removes the

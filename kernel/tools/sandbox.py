@@ -323,7 +323,7 @@ def _set_limits(options: dict[str, str], nproc: int | None) -> None:
         limits.append((resource.RLIMIT_NPROC, nproc))
     for which, value in limits:
         soft, hard = resource.getrlimit(which)
-        capped = (lambda v: v) if hard == resource.RLIM_INFINITY else (lambda v: min(v, hard))
+        capped = (lambda v: v) if hard == resource.RLIM_INFINITY else (lambda v, hard=hard: min(v, hard))
         # CPU: a soft limit below the hard one sends SIGXCPU first (catchable), then SIGKILL a second later.
         resource.setrlimit(which, (capped(value), capped(value + 1 if which == resource.RLIMIT_CPU else value)))
 

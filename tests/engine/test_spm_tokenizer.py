@@ -157,7 +157,8 @@ def test_synthetic_vocabulary_any_text(synthetic, text):
 
 
 def test_synthetic_byte_fallback_round_trips(synthetic):
-    """Text the pieces cannot spell goes through the byte tokens (<0xNN> is id first + NN) and decodes back unchanged."""
+    """Text the pieces cannot spell goes through the byte tokens (<0xNN> is id first + NN) and decodes back
+    unchanged."""
     ours, _, first = synthetic
     assert ours.encode("中😀")[-4:] == [first + b for b in "😀".encode()]
     assert ours.decode(ours.encode("thé 😀 中文")).strip() == "thé 😀 中文"

@@ -341,7 +341,7 @@ def test_tiny_model_makes_valid_calls_in_its_format(tmp_path, family, template):
                 assert {c.name for c in calls} == {"calc"}
 
 
-# ---- a GGUF's tokenizer: Qwen's call markers are whole tokens, Llama's turn ends stop a sequence ----------------------
+# ---- a GGUF's tokenizer: Qwen's call markers are whole tokens, Llama's turn ends stop a sequence ---------------------
 def _gguf_meta(extra_tokens: list[tuple[str, int]], template: str, **ids) -> dict:
     vocab = json.loads(build_tokenizer().to_str())["model"]
     tokens = [t for t, _ in sorted(vocab["vocab"].items(), key=lambda kv: kv[1])]

@@ -1,6 +1,7 @@
 """Agent frameworks through a real gateway and aiosd, knowing only its base_url and a key: the OpenAI Agents SDK in its
 default (Responses API) mode, streamed and not, pydantic-ai (chat completions: tools, tool-output mode, native
-structured output) and a LangGraph ReAct agent on langchain-openai (streamed chat, tool calls assembled from deltas). What is asserted is the plumbing, not the small default model's wisdom: a tool is called with
+structured output) and a LangGraph ReAct agent on langchain-openai (streamed chat, tool calls assembled from deltas).
+What is asserted is the plumbing, not the small default model's wisdom: a tool is called with
 arguments valid for its schema (tool_choice required), its result reaches the model, and the framework returns an
 answer of the declared type."""
 
@@ -115,7 +116,7 @@ def test_pydantic_ai_native_structured_output(stack, model):
     assert not tool_calls_of(result)  # response_format json_schema, no tool
 
 
-# ---- LangGraph (a ReAct agent on langchain-openai's ChatOpenAI, streamed: it assembles tool calls from deltas) --------
+# ---- LangGraph (a ReAct agent on langchain-openai's ChatOpenAI, streamed: it assembles tool calls from deltas) -------
 def test_langgraph_react_agent_calls_its_tool_and_answers(stack, model):
     langgraph_prebuilt = pytest.importorskip("langgraph.prebuilt")
     from langchain_core.messages import ToolMessage

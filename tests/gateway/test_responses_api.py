@@ -134,7 +134,7 @@ def test_hosted_tools_are_refused_naming_the_type(stack, model):
     assert "web_search" in caught.value.body["message"]
 
 
-# ---- the store's bounds -------------------------------------------------------------------------------------------------
+# ---- the store's bounds ----------------------------------------------------------------------------------------------
 OPS = st.lists(
     st.tuples(st.sampled_from(["put", "get"]), st.sampled_from(["k1", "k2"]), st.integers(0, 9), st.integers(0, 300)),
     max_size=60,

@@ -27,7 +27,7 @@ def json_schema_format(schema: dict, name: str = "answer") -> dict:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
-# ---- generated schemas: every leaf bounded, so an answer fits in a few dozen tokens -----------------------------------
+# ---- generated schemas: every leaf bounded, so an answer fits in a few dozen tokens ----------------------------------
 _NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
 _LEAVES = st.one_of(
     st.builds(

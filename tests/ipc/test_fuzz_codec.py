@@ -50,7 +50,8 @@ wire_floats = st.one_of(
     st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 5e-324, 1e-300, 1e300, 1.7976931348623157e308]),
 )
 # long strings are built by repetition: hypothesis would take ages to draw 100k characters one by one
-# surrogates excluded: msgpack cannot encode them, so no agent can send them (the property is about the kernel's decoder)
+# surrogates excluded: msgpack cannot encode them, so no agent can send them (the property is about the kernel's
+# decoder)
 long_text = st.builds(lambda ch, n: ch * n, st.characters(blacklist_categories=("Cs",)), st.integers(1_000, 200_000))
 texts = st.one_of(st.text(max_size=40), long_text)
 ext_types = st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=16))  # negative codes: raw_frames

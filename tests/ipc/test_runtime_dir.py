@@ -1,4 +1,5 @@
-"""The private runtime directory and the secrets in it: made safe when missing, refused when someone else could use them.
+"""The private runtime directory and the secrets in it: made safe when missing, refused when someone else could use
+them.
 
 "Another owner" is real (chown) when the tests run as root, and otherwise simulated by making our uid look different
 (monkeypatching os.getuid for the module), since an ordinary user cannot give a file away.

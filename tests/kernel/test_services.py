@@ -35,7 +35,7 @@ def test_files_round_trip_with_versions_and_rollback(kernel):
         k.fs.delete("other.bin")
         assert _code(lambda: k.fs.read("other.bin")) == "not_found"
         for bad in ("../escape", "/etc/passwd", "a/\x00b", "a//b"):
-            assert _code(lambda: k.fs.write(bad, "x")) == "bad_request"
+            assert _code(lambda bad=bad: k.fs.write(bad, "x")) == "bad_request"
 
 
 def test_an_agents_files_outlive_its_run_and_an_ephemeral_agents_do_not(kernel):

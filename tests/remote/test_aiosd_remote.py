@@ -92,7 +92,7 @@ def test_calls_beyond_the_replica_slots_wait_in_the_kernel_and_run_in_priority_o
         wait_until(lambda: watcher.stats()["requests_running"] == 1, timeout_s=60, what="the first call running")
         for n, (name, priority) in enumerate((("p1", -5), ("p3", -3), ("p5", -1)), start=1):  # lowest arrives first
             threads.append(_call(one_slot.address, name, priority, 4, order, results))
-            wait_until(lambda: watcher.stats()["requests_waiting"] == n, timeout_s=60, what=f"{name} queued")
+            wait_until(lambda n=n: watcher.stats()["requests_waiting"] == n, timeout_s=60, what=f"{name} queued")
         for t in threads:
             t.join(timeout=180)
     assert order == ["first", "p5", "p3", "p1"]

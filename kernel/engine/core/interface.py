@@ -56,7 +56,8 @@ class SamplingParams:
     seed: int | None = None  # same seed → same output
     stop: tuple[str, ...] = ()  # stop strings (not included in the output)
     ignore_eos: bool = False  # benchmarks force an exact output length
-    # Constrained decoding: a grammar spec (kernel/engine/structured/grammar.py builds them: json_schema_grammar, lark_grammar,
+    # Constrained decoding: a grammar spec (kernel/engine/structured/grammar.py builds them: json_schema_grammar,
+    # lark_grammar,
     # regex_grammar). Every token is drawn from those the grammar allows next; the sequence ends with STOP once the
     # grammar is complete (nothing but end-of-sequence may follow). Compiled at add(): one that does not compile is
     # an EngineError there.

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-# Tokens decoded together with the new ones, so a merge across the boundary (e.g. a leading space) decodes as it would in
+# Tokens decoded together with the new ones, so a merge across the boundary (e.g. a leading space) decodes as it would
+# in
 # the full text.
 _CONTEXT_TOKENS = 5
 

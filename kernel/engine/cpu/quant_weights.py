@@ -20,7 +20,8 @@ whose format the mode's kernel reads exactly goes straight in (Q4_0/Q4_1 into in
 one matrix at a time and quantized for the mode (Q8_0 and Q4_x into int8 rows, Q8_0 into int4, floats into either) —
 never the whole model as floats at once.
 
-With torch's kernels (AIOS_QGEMM=0), Q8_0 (one scale per 32 inputs) has no exact int8 counterpart: _weight_int8pack_mm takes one scale per row,
+With torch's kernels (AIOS_QGEMM=0), Q8_0 (one scale per 32 inputs) has no exact int8 counterpart: _weight_int8pack_mm
+takes one scale per row,
 and a per-block product (K/32 small matmuls, or dequantizing each step) would lose the point of 8 bits. Requantizing a
 row to its own absmax/127 scale costs up to half a row step per weight; bench/quality_bench.py measures what that does
 to perplexity (see bench/RESULTS.md).

@@ -1,6 +1,7 @@
 """What one engine step computes: the flattened tokens of every scheduled sequence and where their KV lives.
 
-Rows are laid out single-token chunks (decodes) first, then each longer prefill chunk. Built once per step, read by every
+Rows are laid out single-token chunks (decodes) first, then each longer prefill chunk. Built once per step, read by
+every
 layer, so per-layer work loops over prefill chunks only, never over decoding sequences.
 """
 

@@ -7,7 +7,8 @@ the kernel's to decide, and a job cannot be admitted with its K/V already in the
 BlockPool the CPU engine uses, 256-token pages as flash-attn's paged kernel wants) gives each sequence pages only we
 move, so:
 - continuous batching is exact: each step() runs one batched decode forward over every sequence with a token to
-  sample (q_len 1, one block_index row and cache_seqlens entry each), plus prompt chunks of sequences still reading their
+  sample (q_len 1, one block_index row and cache_seqlens entry each), plus prompt chunks of sequences still reading
+  their
   prompt, within a per-step budget so a long prompt does not stall running decodes. ExLlamaV2's paged forward takes one
   q_len per batch, so each prompt chunk is a batch-of-one forward, as in the dynamic generator;
 - save_kv / load_kv gather / scatter the sequence's rows of every layer's K and V (exllama_kv_copy.py);

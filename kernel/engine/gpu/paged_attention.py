@@ -4,7 +4,8 @@ ExLlamaV2's paged forward (attn.py, forward_paged) calls flash_attn_with_kvcache
 torch / CUDA pair (none for CUDA 13 at the time of writing; building it takes far longer than a short GPU window). This
 function does what that call does, slower, so the engine still runs, exactly:
 - q [batch, q_len, heads, head_dim]; k_cache / v_cache [pages, page_size, kv_heads, head_dim] (the paged view of the
-  cache); block_table [batch, max_pages] int32 maps each row's logical page to a cache page; cache_seqlens [batch] int32;
+  cache); block_table [batch, max_pages] int32 maps each row's logical page to a cache page; cache_seqlens [batch]
+  int32;
 - if k / v [batch, q_len, kv_heads, head_dim] are given, they are first written into the cache at positions
   cache_seqlens .. cache_seqlens + q_len of each row, and attention covers those too; if not (ExLlamaV2's "sequential"
   case, the new K/V already written), attention covers the first cache_seqlens positions;

@@ -11,7 +11,8 @@ so the fp32 path can match it token for token), or with quantized=True the Q4_0,
 GroupQuantized — their stored codes and scales, never expanded to floats — for the int4/int8 kernels. Other types
 (F16, Q5_0/Q5_1, Q5_K, Q6_K, ...) are always dequantized, once, and the weights mode quantizes them for its kernels
 (quant_weights.py); bench/perplexity_peer.py measures what that costs against the file's own fp32 weights and
-llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where Q5_0/Q6_K become 4 bits). llama-arch q and k rows are unpermuted (unpermute_rotary_rows): llama.cpp's
+llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where Q5_0/Q6_K become 4 bits). llama-arch q and k
+rows are unpermuted (unpermute_rotary_rows): llama.cpp's
 converter interleaves them for that architecture only.
 """
 

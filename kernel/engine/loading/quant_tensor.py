@@ -1,11 +1,13 @@
-"""A weight matrix kept as integer codes with groupwise affine scales, as GGUF stores it and torch's packed kernels read it.
+"""A weight matrix kept as integer codes with groupwise affine scales, as GGUF stores it and torch's packed kernels
+read it.
 
     w[n, k] = codes[n, k] * scale[n, k // group] + offset[n, k // group]
 
 GGUF's Q4_0, Q4_1 and Q8_0 blocks decode into this form exactly (no float rounding: codes are the stored integers,
 scale and offset the stored fp16 numbers widened to fp32), and so does Q4_K (super-blocks of 256 = 8 groups of 32,
 each with its 6-bit scale and min: scale = d * sc, offset = -(dmin * m), products gguf's dequantizer rounds the same
-way), so a quantized model reaches the packed int4/int8 kernels without a float copy of its weights. Other sources (float tensors, other GGUF types) are quantized into it:
+way), so a quantized model reaches the packed int4/int8 kernels without a float copy of its weights. Other sources
+(float tensors, other GGUF types) are quantized into it:
 quantize_int4 (asymmetric, min/max per group of 32, like Q4_1) and quantize_int8_rows (symmetric, one scale per row,
 what torch's int8 kernel reads). Dequantizing gives fp32.
 """

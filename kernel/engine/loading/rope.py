@@ -50,7 +50,8 @@ _HF_IGNORED = {"rope_type", "type", "rope_theta"}
 
 
 def inverse_frequencies(rope: Rope, head_dim: int) -> torch.Tensor:
-    """float32 [head_dim / 2], computed as transformers computes them (so fp32 parity holds bit for bit where it can)."""
+    """float32 [head_dim / 2], computed as transformers computes them (so fp32 parity holds bit for bit where it
+    can)."""
     inv = 1.0 / (rope.theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     if rope.kind is RopeKind.LINEAR:
         return inv / rope.factor

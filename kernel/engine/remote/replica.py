@@ -73,7 +73,8 @@ def describe(endpoint: Endpoint, timeout_s: float = 5.0) -> ServerInfo:
 
 
 def probe(endpoint: Endpoint, timeout_s: float) -> None:
-    """A liveness check: /health at the server's root (vLLM, SGLang, llama.cpp), else /v1/models. HTTPFailure if dead."""
+    """A liveness check: /health at the server's root (vLLM, SGLang, llama.cpp), else /v1/models. HTTPFailure if
+    dead."""
     try:
         endpoint.request_json("GET", "/health", timeout_s=timeout_s)
     except HTTPFailure as error:
