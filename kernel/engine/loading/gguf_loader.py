@@ -26,8 +26,8 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
+from kernel.engine.loading.gguf_config import config_from_metadata, gguf_metadata, read_gguf  # noqa: F401  (re-exported)
 from kernel.engine.loading.model_config import (
-    Activation,
     Family,
     ModelConfig,
     ModelLoadError,
@@ -42,7 +42,6 @@ from kernel.engine.loading.quant_tensor import (
 )
 from kernel.engine.loading.rope import Rope, RopeKind
 
-_ARCHITECTURES = {"llama": Family.LLAMA, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3, "gemma3": Family.GEMMA3}
 _LLAMA_LAYER = {
     "attn_norm.weight": "attn_norm",
     "attn_q.weight": "q",
@@ -73,118 +72,6 @@ _GROUP_DECODERS = {
     GGMLQuantizationType.Q4_K: from_q4_k,
     GGMLQuantizationType.Q8_0: from_q8_0,
 }
-# metadata (after the architecture's prefix) that changes the computation in ways ModelConfig does not express
-_REFUSED_KEYS = (
-    "attn_logit_softcapping",
-    "final_logit_softcapping",
-    "expert_count",
-    "attention.clamp_kqv",
-    "embedding_scale",
-    "logit_scale",
-    "residual_scale",
-    "attention.output_scale",
-    "attention.temperature_scale",
-    "attention.key_length_swa",
-    "rope.dimension_count_swa",
-)
-_GEMMA3_SWA_PATTERN = 6  # llama.cpp's: every 6th Gemma 3 layer is global, the rest slide
-_GEMMA3_LOCAL_THETA = 10000.0  # llama.cpp's rope base for Gemma 3's sliding layers
-
-
-def read_gguf(path: Path) -> GGUFReader:
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
-    try:
-        return GGUFReader(path)
-    except Exception as exc:  # gguf raises ValueError, struct.error, IndexError... on damaged files
-        raise ModelLoadError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
-
-
-def gguf_metadata(reader: GGUFReader) -> dict:
-    """Every metadata field as a plain Python value (strings, numbers, lists)."""
-    return {name: field.contents() for name, field in reader.fields.items()}
-
-
-def config_from_metadata(meta: dict, path: Path) -> ModelConfig:
-    arch = meta.get("general.architecture")
-    family = _ARCHITECTURES.get(arch)
-    if family is None:
-        raise ModelLoadError(f"{path}: unsupported architecture {arch!r} (supported: {', '.join(_ARCHITECTURES)})")
-    key = lambda name: f"{arch}.{name}"
-    for name in _REFUSED_KEYS:
-        if key(name) in meta and meta[key(name)]:
-            raise ModelLoadError(f"{path}: {key(name)}={meta[key(name)]!r} is not supported")
-    try:
-        n_heads, hidden = int(meta[key("attention.head_count")]), int(meta[key("embedding_length")])
-        n_layers = int(meta[key("block_count")])
-        head_dim = int(meta.get(key("attention.key_length"), hidden // n_heads))
-        if int(meta.get(key("attention.value_length"), head_dim)) != head_dim:
-            raise ModelLoadError(f"{path}: value heads of another size than key heads are not supported")
-        if int(meta.get(key("rope.dimension_count"), head_dim)) != head_dim:
-            raise ModelLoadError(f"{path}: partial rotary ({key('rope.dimension_count')}) is not supported")
-        window = meta.get(key("attention.sliding_window"))
-        gemma = family is Family.GEMMA3
-        sliding = (
-            _sliding_layers(
-                meta.get(key("attention.sliding_window_pattern"), _GEMMA3_SWA_PATTERN if gemma else 0), n_layers
-            )
-            if window
-            else ()
-        )
-        scale = meta.get(key("attention.scale"))
-        cfg = ModelConfig(
-            vocab_size=int(meta.get(key("vocab_size")) or len(meta["tokenizer.ggml.tokens"])),
-            hidden_size=hidden,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            n_kv_heads=int(meta.get(key("attention.head_count_kv"), n_heads)),
-            head_dim=head_dim,
-            ffn_size=int(meta[key("feed_forward_length")]),
-            rms_eps=float(meta[key("attention.layer_norm_rms_epsilon")]),
-            rope=_rope(meta, arch, path),
-            max_context=int(meta[key("context_length")]),
-            tie_embeddings=False,  # decided from the tensors present
-            family=family,
-            qkv_bias=family is Family.QWEN2,
-            qk_norm=family in (Family.QWEN3, Family.GEMMA3),
-            post_norms=gemma,
-            # llama.cpp's converter stores Gemma's norms as 1 + w already, so norm_offset stays 0
-            activation=Activation.GELU_TANH if gemma else Activation.SILU,
-            embed_scale=float(torch.tensor(hidden**0.5)) if gemma else 1.0,
-            # llama.cpp scales Gemma 3 queries by head_dim ** -0.5 unless the file says (27B excepted, by size)
-            query_scale=float(scale) if scale else head_dim**-0.5 if gemma else None,
-            sliding_window=int(window) if window else None,
-            sliding_layers=sliding,
-            local_rope=Rope(float(meta.get(key("rope.freq_base_swa"), _GEMMA3_LOCAL_THETA)))
-            if gemma and window
-            else None,
-        )
-    except KeyError as exc:
-        raise ModelLoadError(f"{path}: GGUF metadata lacks {exc.args[0]!r}") from exc
-    if gemma and n_layers == 62 and not scale:
-        raise ModelLoadError(f"{path}: Gemma 3 27B's query scale is not supported")
-    return cfg
-
-
-def _sliding_layers(pattern, n_layers: int) -> tuple[bool, ...]:
-    """llama.cpp's rule: a list says per layer (True = sliding); n: every n-th layer is global; 0: all slide."""
-    if isinstance(pattern, list):
-        if len(pattern) != n_layers:
-            raise ModelLoadError(f"sliding_window_pattern has {len(pattern)} entries for {n_layers} layers")
-        return tuple(bool(p) for p in pattern)
-    n = int(pattern)
-    return tuple(n == 0 or i % n < n - 1 for i in range(n_layers))
-
-
-def _rope(meta: dict, arch: str, path: Path) -> Rope:
-    theta = float(meta.get(f"{arch}.rope.freq_base", 10000.0))
-    kind = meta.get(f"{arch}.rope.scaling.type", "none")
-    factor = float(meta.get(f"{arch}.rope.scaling.factor", 1.0) or 1.0)
-    if kind == "linear":
-        return Rope(theta, RopeKind.LINEAR, factor=factor)
-    if kind != "none" or factor != 1.0:
-        raise ModelLoadError(f"{path}: rope scaling {kind!r} is not supported (linear and rope_freqs are)")
-    return Rope(theta)
 
 
 def unpermute_rotary_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
