@@ -14,7 +14,7 @@ from kernel.engine.cpu.linear import packing_available
 from kernel.engine.cpu.quant_embedding import QuantizedEmbedding
 from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
 from kernel.engine.cpu.quant_weights import as_int4, as_int8_rows, build_product, lm_head_mode
-from kernel.engine.loading.gguf_loader import unpermute_rotary_rows
+from kernel.engine.loading.gguf_names import unpermute_rotary_rows
 from kernel.engine.loading.quant_tensor import (
     GroupQuantized,
     concat_rows,

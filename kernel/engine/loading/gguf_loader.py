@@ -27,6 +27,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from kernel.engine.loading.gguf_config import config_from_metadata, gguf_metadata, read_gguf  # noqa: F401  (re-exported)
+from kernel.engine.loading.gguf_names import canonical_name, unpermute_rotary_rows
 from kernel.engine.loading.model_config import (
     Family,
     ModelConfig,
@@ -42,45 +43,12 @@ from kernel.engine.loading.quant_tensor import (
 )
 from kernel.engine.loading.rope import Rope, RopeKind
 
-_LLAMA_LAYER = {
-    "attn_norm.weight": "attn_norm",
-    "attn_q.weight": "q",
-    "attn_k.weight": "k",
-    "attn_v.weight": "v",
-    "attn_output.weight": "o",
-    "ffn_norm.weight": "mlp_norm",
-    "ffn_gate.weight": "gate",
-    "ffn_up.weight": "up",
-    "ffn_down.weight": "down",
-}
-_QK_NORM = {"attn_q_norm.weight": "q_norm", "attn_k_norm.weight": "k_norm"}
-_LAYER_NAMES = {
-    Family.LLAMA: _LLAMA_LAYER,
-    Family.QWEN2: {**_LLAMA_LAYER, "attn_q.bias": "q_bias", "attn_k.bias": "k_bias", "attn_v.bias": "v_bias"},
-    Family.QWEN3: {**_LLAMA_LAYER, **_QK_NORM},
-    Family.GEMMA3: {
-        **_LLAMA_LAYER,
-        **_QK_NORM,
-        "post_attention_norm.weight": "post_attn_norm",
-        "post_ffw_norm.weight": "post_mlp_norm",
-    },
-}
-_GLOBAL_NAMES = {"token_embd.weight": "embed", "output_norm.weight": "norm", "output.weight": "lm_head"}
 _GROUP_DECODERS = {
     GGMLQuantizationType.Q4_0: from_q4_0,
     GGMLQuantizationType.Q4_1: from_q4_1,
     GGMLQuantizationType.Q4_K: from_q4_k,
     GGMLQuantizationType.Q8_0: from_q8_0,
 }
-
-
-def unpermute_rotary_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undo llama.cpp's q/k row order (its converter interleaves each head's two rotary halves) so rotate_half applies.
-
-    w: [n_heads * head_dim, hidden]; llama.cpp stored rows as (head, pair i, half) where HF has (head, half, pair i).
-    """
-    rows, cols = w.shape
-    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
 def _dequantized(tensor) -> np.ndarray:
@@ -102,7 +70,7 @@ def load_gguf_weights(
         if tensor.name == "rope_freqs.weight":
             cfg = _with_rope_freqs(cfg, _dequantized(tensor), path)
             continue
-        name = _canonical_name(tensor.name, cfg.family)
+        name = canonical_name(tensor.name, cfg.family)
         if name is None:
             raise ModelLoadError(f"{path}: unknown tensor {tensor.name!r} for architecture {cfg.family.value!r}")
         qtype = GGMLQuantizationType(tensor.tensor_type)
@@ -136,12 +104,3 @@ def _with_rope_freqs(cfg: ModelConfig, divisors: np.ndarray, path: Path) -> Mode
         raise ModelLoadError(f"{path}: rope_freqs holds {divisors.size} values, the heads need {cfg.head_dim // 2}")
     rope = Rope(cfg.rope.theta, RopeKind.DIVISORS, divisors=tuple(float(d) for d in divisors.reshape(-1)))
     return dataclasses.replace(cfg, rope=rope)
-
-
-def _canonical_name(gguf_name: str, family: Family) -> str | None:
-    if gguf_name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[gguf_name]
-    parts = gguf_name.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blk" and parts[2] in _LAYER_NAMES[family]:
-        return f"layers.{parts[1]}.{_LAYER_NAMES[family][parts[2]]}"
-    return None
