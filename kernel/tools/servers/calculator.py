@@ -1,4 +1,4 @@
-"""The calculator as an MCP server: `calculate(expression)` with agents/calculator.py's bounded evaluator.
+"""The calculator as an MCP server: `calculate(expression)` with arithmetic.py's bounded evaluator.
 
 Bounds (input length, nesting, integer sizes, exponents) are the evaluator's; an expression it refuses comes back as
 a tool error with its message, fit to show the model.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from agents.calculator import CalculatorError
-from agents.calculator import calculate as evaluate
+from kernel.tools.servers.arithmetic import CalculatorError
+from kernel.tools.servers.arithmetic import calculate as evaluate
 
 
 def build() -> MCPServer:

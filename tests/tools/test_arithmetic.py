@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.calculator import MAX_CHARS, MAX_DEPTH, MAX_INT_BITS, CalculatorError, calculate
+from kernel.tools.servers.arithmetic import MAX_CHARS, MAX_DEPTH, MAX_INT_BITS, CalculatorError, calculate
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The ReAct agent's tool: arithmetic on a parsed expression tree (never eval), with bounds on the work it may do.
+"""The calculator tool's evaluator (calculator.py serves it): arithmetic on a parsed expression tree (never eval),
+with bounds on the work it may do.
 
 Contract: `calculate(expression)` returns an int or a finite float, or raises CalculatorError with a message fit to show
 the model; nothing else escapes, whatever the text (model output is untrusted). The work is bounded before it is done:
