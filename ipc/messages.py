@@ -57,6 +57,8 @@ MAX_MESSAGES = 4096  # chat messages per call (their text is bounded by the fram
 MAX_SECRET_CHARS = 256  # admin and grant tokens
 MAX_CAPABILITIES = 16
 MAX_TOOLS = 64  # tools offered to the model in one chat call
+MAX_QUOTA_TOKENS = 1 << 50
+MAX_LISTED = 500  # agents and requests one kernel.top lists
 
 
 # ---- syscalls (agent → kernel) -------------------------------------------------------------------------------------
@@ -69,6 +71,9 @@ class Hello:
     priority: int = bounded(DEFAULT_PRIORITY, lo=PRIORITY_MIN, hi=PRIORITY_MAX)
     token: str | None = bounded(None, max_len=MAX_SECRET_CHARS)
     ephemeral: bool = False  # memory and files in a throwaway space, dropped when the agent ends
+    # token quotas the agent asks for itself: only ever lower than the kernel's (aiosd --quota-*), never higher
+    tokens_per_minute: int | None = bounded(None, lo=1, hi=MAX_QUOTA_TOKENS)
+    max_tokens_total: int | None = bounded(None, lo=1, hi=MAX_QUOTA_TOKENS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +173,18 @@ class Stats:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Top:
+    """kernel.top: the operator's snapshot (kernel/observe/top.py); needs proc.view."""
+
+    limit: int = bounded(MAX_LISTED, lo=1, hi=MAX_LISTED)  # agents and requests listed (totals are always given)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics:
+    """kernel.metrics: the accounting's counters and histograms (kernel/observe/metrics.py); needs proc.view."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ping:
     pass
 
@@ -249,6 +266,16 @@ class KernelStats:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KernelTop:
+    snapshot: dict  # schema: kernel/observe/top.py
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelMetrics:
+    metrics: dict  # schema: kernel/observe/metrics.py
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ack:
     pass
 
@@ -295,6 +322,8 @@ SYSCALLS: dict[str, tuple[type, type]] = {
     "tool.approve": (ToolApprove, Ack),
     "tool.pending": (PendingList, PendingApprovals),
     "kernel.stats": (Stats, KernelStats),
+    "kernel.top": (Top, KernelTop),
+    "kernel.metrics": (Metrics, KernelMetrics),
     "kernel.ping": (Ping, Ack),
 }
 # one-way messages: no reply, no request id needed
