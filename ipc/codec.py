@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 
-from ipc.errors import ErrorCode, ProtocolError
+from ipc.errors import ErrorBody, ErrorCode, ProtocolError, check_retry_after
 from ipc.messages import (
     MAX_ID_CHARS,
     NOTIFICATIONS,
@@ -16,7 +16,6 @@ from ipc.messages import (
     REPLY_RESULT,
     REPLY_TOKEN,
     SYSCALLS,
-    Error,
     Token,
 )
 from ipc.schema import from_wire, to_wire
@@ -39,8 +38,19 @@ def encode(msg_type: str, req_id: int | str | None, body: Any) -> bytes:
     )
 
 
-def encode_error(req_id: int | str | None, code: ErrorCode, message: str) -> bytes:
-    return encode(REPLY_ERROR, req_id, Error(code=code.value, message=message))
+def encode_error(req_id: int | str | None, code: ErrorCode, message: str, retry_after_s: float | None = None) -> bytes:
+    """An error reply; retry_after_s (seconds) goes on the wire only when given, so a reply without it is the
+    two-field body every client already reads."""
+    body = {"code": code.value, "message": message}
+    retry_after_s = check_retry_after(retry_after_s)
+    if retry_after_s is not None:
+        body["retry_after_s"] = retry_after_s
+    return msgpack.packb({"v": PROTOCOL_VERSION, "id": req_id, "type": REPLY_ERROR, "body": body}, use_bin_type=True)
+
+
+def encode_protocol_error(error: ProtocolError) -> bytes:
+    """The error reply a ProtocolError stands for, answering the request it names (if any)."""
+    return encode_error(error.req_id, error.code, error.message, error.retry_after_s)
 
 
 def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Envelope:
@@ -62,7 +72,7 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> En
 
 
 def decode_reply(frame: bytes, syscall: str) -> Envelope:
-    """A kernel frame answering `syscall`: body is a Token, an Error, or the syscall's result type."""
+    """A kernel frame answering `syscall`: body is a Token, an ErrorBody, or the syscall's result type."""
     return type_reply(unpack_reply(frame), syscall)
 
 
@@ -74,7 +84,7 @@ def unpack_reply(frame: bytes) -> dict:
 
 def type_reply(envelope: dict, syscall: str) -> Envelope:
     msg_type = envelope["type"]
-    body_type = {REPLY_TOKEN: Token, REPLY_ERROR: Error, REPLY_RESULT: SYSCALLS[syscall][1]}.get(msg_type)
+    body_type = {REPLY_TOKEN: Token, REPLY_ERROR: ErrorBody, REPLY_RESULT: SYSCALLS[syscall][1]}.get(msg_type)
     if body_type is None:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected reply type {str(msg_type)[:40]!r}")
     return Envelope(envelope.get("id"), msg_type, from_wire(body_type, envelope["body"]))

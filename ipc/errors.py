@@ -1,12 +1,17 @@
-"""Error codes carried by every error reply, and the exception that raises one inside the kernel.
+"""Error codes carried by every error reply, the wire body of that reply, and the exception that raises one inside
+the kernel.
 
 Error messages are cut to MAX_MESSAGE_CHARS where the exception is made, so no reply ever echoes a large hostile value
-back (and so no caller has to remember to cut).
+back (and so no caller has to remember to cut). An error may say when to retry (retry_after_s, seconds, finite and
+non-negative): a kernel over a limit that knows when it frees says so; the SDK exposes it on KernelError and the
+gateway turns it into a Retry-After header. A reply without it says nothing about when to retry.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+from dataclasses import dataclass
 
 MAX_MESSAGE_CHARS = 300
 
@@ -23,22 +28,44 @@ class ErrorCode(str, enum.Enum):
     DENIED = "permission_denied"  # the caller lacks the capability (audited)
     BUSY = "busy"  # a per-agent limit or a kernel queue is full: retry later
     QUOTA = "quota_exceeded"  # a memory space or file space is full (entries, bytes, files)
-    ENGINE = "engine_error"  # the engine refused or failed the request (prompt too long, numeric failure)
+    ENGINE = "engine_error"  # the engine refused or failed the request (numeric failure, invalid sampling values)
     CANCELLED = "cancelled"  # llm.cancel, or the client gave up waiting, or stopped reading its replies
     KILLED = "killed"  # proc.kill on the agent, or its process died
     SHUTDOWN = "shutdown"  # the kernel is stopping
     INTERNAL = "internal"  # a kernel bug: logged, the kernel keeps serving
 
 
+@dataclass(frozen=True)
+class ErrorBody:
+    """The body of an error reply on the wire. code is an ErrorCode value (a string, so a client reads a code newer
+    than itself instead of failing on it); retry_after_s is absent from the frame when None."""
+
+    code: str
+    message: str
+    retry_after_s: float | None = None
+
+
 class ProtocolError(Exception):
     """A request the kernel answers with an error reply instead of a result."""
 
-    def __init__(self, code: ErrorCode, message: str, req_id: int | str | None = None):
+    def __init__(
+        self, code: ErrorCode, message: str, req_id: int | str | None = None, retry_after_s: float | None = None
+    ):
         message = shorten(message)
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
         self.req_id = req_id  # the request to answer, when the frame got far enough to name it
+        self.retry_after_s = check_retry_after(retry_after_s)
+
+
+def check_retry_after(seconds: float | None) -> float | None:
+    """seconds as a float, or None; ValueError for a negative or non-finite delay (a kernel bug, not input)."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"retry_after_s must be a finite number of seconds >= 0, got {seconds!r}")
+    return float(seconds)
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 
 class KernelError(Exception):
-    """The kernel answered with an error. `.code` is an ipc.errors.ErrorCode value, e.g. "bad_request", "killed"."""
+    """The kernel answered with an error. `.code` is an ipc.errors.ErrorCode value, e.g. "bad_request", "killed".
+    `.retry_after_s` is how long the kernel asks to wait before retrying (seconds), None when it did not say."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None):
         super().__init__(f"[{code}] {message}")
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class KernelTimeout(KernelError, TimeoutError):

@@ -121,7 +121,7 @@ def typed(message: dict, syscall: str) -> Envelope:
     """A token or result envelope answering syscall; KernelError for an error reply."""
     envelope = type_reply(message, syscall)
     if envelope.type == REPLY_ERROR:
-        raise KernelError(envelope.body.code, envelope.body.message)
+        raise KernelError(envelope.body.code, envelope.body.message, envelope.body.retry_after_s)
     return envelope
 
 

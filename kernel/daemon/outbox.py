@@ -2,7 +2,8 @@
 
 Each thread that answers syscalls (the kernel loop, the preprocessor) owns one Outbox: a ZeroMQ socket is used from
 one thread only. A reply that cannot be encoded (a kernel bug: a value msgpack cannot carry) is replaced by an
-`internal` error for that call, so a bad reply never ends the thread that sends it.
+`internal` error for that call, so a bad reply never ends the thread that sends it. An error reply carries the
+ProtocolError's code, message and retry_after_s (fail), or those given one by one (error).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import zmq
 
 from ipc.codec import encode, encode_error
-from ipc.errors import ErrorCode
+from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import REPLY_RESULT, REPLY_TOKEN, Token
 
 log = logging.getLogger("aiosd.outbox")
@@ -34,8 +35,19 @@ class Outbox:
             frame = encode_error(req_id, ErrorCode.INTERNAL, "the kernel could not encode its reply")
         self._socket.send_multipart([identity, frame])
 
-    def error(self, identity: bytes, req_id: int | str | None, code: ErrorCode, message: str) -> None:
-        self._socket.send_multipart([identity, encode_error(req_id, code, message)])
+    def error(
+        self,
+        identity: bytes,
+        req_id: int | str | None,
+        code: ErrorCode,
+        message: str,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self._socket.send_multipart([identity, encode_error(req_id, code, message, retry_after_s)])
+
+    def fail(self, identity: bytes, req_id: int | str | None, error: ProtocolError) -> None:
+        """Answer req_id with error: its code, message and retry_after_s."""
+        self.error(identity, req_id, error.code, error.message, error.retry_after_s)
 
     def token(self, identity: bytes, req_id: int | str, text: str, token_id: int) -> None:
         self._socket.send_multipart([identity, encode(REPLY_TOKEN, req_id, Token(text=text, token_id=token_id))])

@@ -134,7 +134,7 @@ class Preprocessor:
                 item, prompt_ids=prepared.prompt_ids, grammar=prepared.grammar, tool_format=prepared.tool_format
             )
         except ProtocolError as error:
-            outbox.error(item.identity, envelope.req_id, error.code, error.message)
+            outbox.fail(item.identity, envelope.req_id, error)
         except Exception:  # a tokenizer bug fails this call only
             log.exception("preparing %s failed", envelope.type)
             outbox.error(item.identity, envelope.req_id, ErrorCode.INTERNAL, f"{envelope.type} failed in the kernel")

@@ -9,6 +9,8 @@ its message (kernel/daemon/preprocess.py); that message is the only way to tell 
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,16 +27,23 @@ class APIError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        retry_after_s: float | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.retry_after_s = retry_after_s  # seconds the kernel asked the caller to wait, None when it did not say
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        headers = {"retry-after": "1"} if self.status in (429, 503) else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers())
+
+    def headers(self) -> dict[str, str] | None:
+        """Retry-After in whole seconds, rounded up, when the kernel said when to retry; else 1 s for a 429 or 503."""
+        if self.retry_after_s is not None and math.isfinite(self.retry_after_s):
+            return {"retry-after": str(max(0, math.ceil(self.retry_after_s)))}
+        return {"retry-after": "1"} if self.status in (429, 503) else None
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:
@@ -70,7 +79,7 @@ def from_kernel(error: KernelError) -> APIError:
     if error.code == "engine_error" and any(m in error.message for m in _CONTEXT_MESSAGES):
         return APIError(413, error.message, "invalid_request_error", "context_length_exceeded")
     status, type_, code = _BY_CODE.get(error.code, (500, "server_error", error.code))
-    return APIError(status, error.message, type_, code)
+    return APIError(status, error.message, type_, code, retry_after_s=error.retry_after_s)
 
 
 def install(app: FastAPI) -> None:
