@@ -1,9 +1,12 @@
 """Replay one agent's program from a trace, as its own OS process: LLM calls, tool gaps, growing history.
 
-    python -m bench.agent_runner --trace T.json --agent ID --out RECORDS.jsonl --t0 EPOCH (--address A | --no-kernel)
+    python -m bench.agent_runner --trace T.json --agent ID --out RECORDS.jsonl --t0 EPOCH
+        (--address A [--kernel-tools] | --llama-url http://127.0.0.1:PORT/v1 | --no-kernel)
 
 Every call sets ignore_eos, so outputs have exactly the trace's lengths. The runner waits for its arrival time
 (t0 + arrival), then runs the calls in order, appending one RequestRecord per call and one AgentRecord at the end.
+Tool gaps run in the runner's own process, or with --kernel-tools as kernel tool calls (aiosd started with
+bench/agentic_tools.toml), so the kernel sees the agent wait on each tool.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import time
 from pathlib import Path
 
 from bench.backends import Backend, KernelBackend, LocalEngineBackend
+from bench.llama_backend import LlamaServerBackend
 from bench.records import AgentRecord, RequestRecord, write_record
-from bench.tools import run_tool
 from bench.trace import AgentProgram, Trace, TraceError, load_trace
 
 # Slots the no-kernel engine reserves past the program's own text and outputs (tokenisation at text joins may differ).
@@ -91,7 +94,11 @@ def run_program(
         )
         prompt += outcome.text
         if call.tool_after is not None:
-            tool_seconds += run_tool(call.tool_after)
+            try:
+                tool_seconds += backend.run_tool(call.tool_after)
+            except Exception as err:  # a kernel tool that failed or timed out: the program cannot go on
+                error = f"tool {call.tool_after.kind}: {type(err).__name__}: {err}"
+                break
     write_record(
         out,
         AgentRecord(
@@ -124,9 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--t0", type=float, required=True, help="wall-clock epoch of the run's start")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--address", help="aiosd address")
+    target.add_argument("--llama-url", help="a llama.cpp server's OpenAI API (http://HOST:PORT/v1)")
     target.add_argument("--no-kernel", action="store_true", help="load the model in this process")
+    parser.add_argument("--kernel-tools", action="store_true", help="run tool gaps as kernel tool calls (--address)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (--no-kernel)")
     args = parser.parse_args(argv)
+    if args.kernel_tools and not args.address:
+        parser.error("--kernel-tools needs --address: only a kernel runs tools for the agent")
     try:
         trace = load_trace(args.trace)
         program = trace.agent(args.agent)
@@ -139,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         load_start = time.monotonic()
         backend = LocalEngineBackend(args.threads, kv_tokens_needed(trace, program))
         load_seconds = time.monotonic() - load_start
+    elif args.llama_url:
+        backend, ready_at, load_seconds = LlamaServerBackend(args.llama_url), None, 0.0
+        wait_until(args.t0 + program.arrival_s)
     else:
-        backend, ready_at, load_seconds = KernelBackend(args.address, program.agent_id, program.priority), None, 0.0
+        backend = KernelBackend(args.address, program.agent_id, program.priority, kernel_tools=args.kernel_tools)
+        ready_at, load_seconds = None, 0.0
         wait_until(args.t0 + program.arrival_s)
     try:
         ok = run_program(trace, program, backend, args.out, args.t0, load_seconds, ready_at)

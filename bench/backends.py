@@ -1,6 +1,9 @@
-"""How an agent runner reaches a model: through the kernel (the SDK), or by loading the model itself (no kernel).
+"""How an agent runner reaches a model: through the kernel (the SDK), a llama.cpp server (its OpenAI API), or by loading
+the model itself (no kernel); and where its tools run.
 
-Both answer generate(prompt, max_tokens) with the same CallOutcome, so one runner replays a trace against either.
+Each answers generate(prompt, max_tokens) with the same CallOutcome, so one runner replays a trace against any of them,
+and run_tool(gap) -> seconds: in the agent's own process, or (KernelBackend with kernel_tools) as a kernel tool call,
+which lets the kernel see the agent wait on the tool. A failed call raises; the runner records it.
 """
 
 from __future__ import annotations
@@ -9,6 +12,9 @@ import itertools
 import time
 from dataclasses import dataclass
 from typing import Protocol
+
+from bench.tools import kernel_call, run_tool
+from bench.trace import ToolGap
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,7 @@ class CallOutcome:
 
 class Backend(Protocol):
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome: ...
+    def run_tool(self, gap: ToolGap) -> float: ...
     def close(self) -> None: ...
 
 
@@ -32,12 +39,17 @@ def _operator_token(address: str) -> str:
     return runtime_dir.read_secret(admin_token_path(address)).decode()
 
 
+# Seconds a kernel tool call may take past its sleep before the agent gives up (a loaded 2-core box, the MCP hop).
+TOOL_TIMEOUT_MARGIN_S = 60.0
+
+
 class KernelBackend:
     """LLM calls as syscalls to a running aiosd."""
 
-    def __init__(self, address: str, name: str, priority: int):
+    def __init__(self, address: str, name: str, priority: int, kernel_tools: bool = False):
         from sdk import connect
 
+        self._kernel_tools = kernel_tools
         # above the default a priority is the operator's to give (proc.renice): the bench started this kernel and
         # holds its admin token, as `aios run` would hold a grant
         token = _operator_token(address) if priority > 0 else None
@@ -52,6 +64,17 @@ class KernelBackend:
             ttft_s=completion.timing.ttft_s,
             queue_s=completion.timing.queue_s,
         )
+
+    def run_tool(self, gap: ToolGap) -> float:
+        """Through the kernel's tool manager when it runs the bench's tools, else in this process."""
+        if not self._kernel_tools:
+            return run_tool(gap)
+        start = time.monotonic()
+        name, arguments = kernel_call(gap)
+        output = self._kernel.tools.call(name, arguments, timeout=gap.seconds + TOOL_TIMEOUT_MARGIN_S)
+        if output.is_error:
+            raise RuntimeError(f"tool {name} failed: {output.text}")
+        return time.monotonic() - start
 
     def stats(self) -> dict:
         """The kernel's flat counters (preemptions, snapshot bytes, recomputed tokens...)."""
@@ -103,6 +126,9 @@ class LocalEngineBackend:
                         queue_s=0.0,
                     )
         raise RuntimeError(f"engine went idle before finishing {req_id}")
+
+    def run_tool(self, gap: ToolGap) -> float:
+        return run_tool(gap)
 
     def close(self) -> None:
         pass

@@ -1,4 +1,9 @@
-"""The tool gaps an agent spends between LLM calls: real arithmetic for the calculator, real sleeps for I/O tools."""
+"""The tool gaps an agent spends between LLM calls: real arithmetic for the calculator, real sleeps for I/O tools.
+
+run_tool(gap) runs a gap in the agent's own process (the baselines: no kernel, a llama.cpp server); kernel_call(gap)
+names the kernel tool and arguments that run the same gap through aiosd's tool manager (bench/agentic_tools.toml: the
+kernel's calculator and the sleeping tools of bench/tool_server.py).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,17 @@ def calculate(expression: str) -> int:
         return evaluate(ast.parse(expression, mode="eval").body)
     except (SyntaxError, ZeroDivisionError) as err:
         raise ValueError(f"cannot calculate {expression!r}: {err}") from err
+
+
+# The kernel tool that runs each kind of gap; the sleeping ones take the trace's latency as an argument.
+KERNEL_TOOLS = {"calculator": "calculate", "api": "api_request", "slow": "run_tests"}
+
+
+def kernel_call(gap: ToolGap) -> tuple[str, dict]:
+    """(tool name, arguments) of the kernel tool call that runs this gap."""
+    if gap.kind == "calculator":
+        return KERNEL_TOOLS["calculator"], {"expression": gap.expression}
+    return KERNEL_TOOLS[gap.kind], {"seconds": gap.seconds}
 
 
 def run_tool(gap: ToolGap) -> float:

@@ -4,13 +4,16 @@ The model is replaced here by a recording stand-in; test_smoke runs the real thi
 from bench.agent_runner import kv_tokens_needed, run_program
 from bench.backends import CallOutcome
 from bench.records import read_records
+from bench.tools import run_tool
 from bench.trace import AgentProgram, Call, ToolGap, Trace
 
 
 class RecordingBackend:
-    def __init__(self, fail_on_call: int | None = None):
+    def __init__(self, fail_on_call: int | None = None, fail_on_tool: int | None = None):
         self.prompts: list[str] = []
+        self.tools: list[ToolGap] = []
         self.fail_on_call = fail_on_call
+        self.fail_on_tool = fail_on_tool
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:
         if len(self.prompts) == self.fail_on_call:
@@ -23,6 +26,12 @@ class RecordingBackend:
             ttft_s=0.01,
             queue_s=0.0,
         )
+
+    def run_tool(self, gap: ToolGap) -> float:
+        if len(self.tools) == self.fail_on_tool:
+            raise RuntimeError("tool server crashed")
+        self.tools.append(gap)
+        return run_tool(gap)
 
     def close(self) -> None:
         pass
@@ -46,6 +55,15 @@ def test_history_prompts_extend_previous_prompt_and_output(tmp_path):
     assert [r.call for r in requests] == [0, 1, 2]
     assert [r.completion_tokens for r in requests] == [3, 4, 5]
     assert len(agents) == 1 and agents[0].error is None and agents[0].tool_seconds > 0
+    assert backend.tools == [call.tool_after for call in trace.agents[0].calls[:-1]]  # the backend ran each gap
+
+
+def test_a_failed_tool_stops_the_agent_with_its_error(tmp_path):
+    trace, backend = _trace(history=True), RecordingBackend(fail_on_tool=1)
+    assert not run_program(trace, trace.agents[0], backend, tmp_path / "r.jsonl", t0=0.0)
+    requests, agents = read_records([tmp_path / "r.jsonl"])
+    assert [r.call for r in requests] == [0, 1]  # the call after the failed tool never ran
+    assert "tool server crashed" in agents[0].error and agents[0].error.startswith("tool api")
 
 
 def test_independent_calls_reuse_only_the_prefix(tmp_path):
