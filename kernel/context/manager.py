@@ -135,6 +135,20 @@ class ContextManager:
         """The kernel's tool call for agent_id answered."""
         self._policy.tool_finished(agent_id, tool)
 
+    @property
+    def snapshot_bytes_saved(self) -> int:
+        """KV bytes written to the arena so far (read around a preemption: what that preemption wrote)."""
+        return self._counts["snapshot_bytes_saved"]
+
+    def arena_usage(self) -> tuple[int, int]:
+        """(bytes used, bytes in all) of the snapshot arena, without stats()'s walk over the records."""
+        return self._arena.used_bytes, self._arena.size
+
+    def record_counts(self) -> dict:
+        """Snapshots of preempted requests and retained contexts the arena holds now."""
+        kinds = [kind for kind, _ in self._records]
+        return {"snapshots": kinds.count(Kind.REQUEST), "retained_contexts": kinds.count(Kind.RETAINED)}
+
     def stats(self) -> dict:
         kinds = [kind for kind, _ in self._records]
         return {

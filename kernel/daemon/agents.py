@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ipc.messages import DEFAULT_PRIORITY, Hello, RequestInfo
 from kernel.access.capabilities import Capability
 from kernel.daemon.inbound import Peer
+from kernel.observe.quotas import Quota
 
 RECENT_DONE = 8  # finished requests kept per agent for proc.list
 MAX_KILLED_REMEMBERED = 4096
@@ -36,6 +37,7 @@ class AgentRecord:
     ephemeral: bool = False  # its memory and files are dropped when it ends
     service_tokens: int = 0  # prompt + output tokens served across all its calls
     recent_done: collections.deque[RequestInfo] = field(default_factory=lambda: collections.deque(maxlen=RECENT_DONE))
+    quota: Quota = field(default_factory=lambda: Quota(None, None))  # its token limits (kernel/observe/quotas.py)
 
 
 class AgentTable:
@@ -48,7 +50,13 @@ class AgentTable:
         self._next_number = 1
 
     def register(
-        self, identity: bytes, hello: Hello, peer: Peer, capabilities: frozenset[Capability], now: float
+        self,
+        identity: bytes,
+        hello: Hello,
+        peer: Peer,
+        capabilities: frozenset[Capability],
+        now: float,
+        quota: Quota | None = None,
     ) -> AgentRecord:
         agent = AgentRecord(
             agent_id=f"a{self._next_number}",
@@ -62,6 +70,7 @@ class AgentTable:
             last_seen=now,
             capabilities=capabilities,
             ephemeral=hello.ephemeral,
+            quota=quota or Quota(None, None),
         )
         self._next_number += 1
         self._by_id[agent.agent_id] = agent

@@ -19,6 +19,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive integer, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -173,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=DEFAULT_MAX_QUEUED_TOKENS,
         help="prompt tokens one agent may have waiting for admission",
+    )
+    parser.add_argument(
+        "--quota-tokens-per-minute",
+        type=_non_negative_int,
+        default=0,
+        help="tokens (prompt + generated) each agent may use per minute, as a token bucket; a call over it is "
+        "refused busy with a retry-after; an agent (a gateway key) may ask for less at hello, never more (0: off)",
+    )
+    parser.add_argument(
+        "--quota-tokens-total",
+        type=_non_negative_int,
+        default=0,
+        help="tokens each agent may use in all while it is connected; past it calls are refused quota_exceeded "
+        "(0: off)",
     )
     parser.add_argument(
         "--hello-timeout",

@@ -15,6 +15,10 @@ or one it owns) up to the agent's ceiling only: DEFAULT_PRIORITY, or whatever a 
 operator's `aios renice`), as Unix lets an unprivileged user only lower a process's nice value. A call's priority
 hint counts too: the agent's priority plus the hint of each of its calls stays within the ceiling, at submission and
 when the agent later raises its own priority.
+
+Token quotas (kernel/observe/quotas.py) are set at hello: the kernel's defaults, lowered by what the agent asks for.
+The operator's view, kernel.top and kernel.metrics (kernel/observe/), needs proc.view, as seeing every agent in
+proc.list does; a refusal is audited.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ from ipc.messages import (
     GrantResult,
     Hello,
     HelloResult,
+    KernelMetrics,
     KernelStats,
+    KernelTop,
     ProcKill,
     ProcList,
     ProcTable,
     SetPriority,
+    Top,
 )
 from kernel.access import capabilities as caps
 from kernel.access.audit import AuditLog
@@ -50,6 +57,8 @@ from kernel.daemon.inbound import Inbound, Peer
 from kernel.daemon.limits import ConnectionBudget
 from kernel.daemon.llm import LLMService
 from kernel.daemon.outbox import Outbox
+from kernel.observe.metrics import metrics as metrics_of
+from kernel.observe.top import snapshot as top_of
 from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.dispatch")
@@ -91,6 +100,7 @@ class Syscalls:
         self.access = access
         self.services = services
         self.budget = access.budget or ConnectionBudget.for_process()
+        self.observe = llm.observe
         self.table: dict[str, Callable[[Call, Any], Any]] = {
             "hello": self.hello,
             "llm.generate": self.llm_call,
@@ -101,6 +111,8 @@ class Syscalls:
             "proc.set_priority": self.set_priority,
             "access.grant": self.grant,
             "kernel.stats": self.stats,
+            "kernel.top": self.top,
+            "kernel.metrics": self.metrics,
             "kernel.ping": self.ping,
         }
         if services is not None:
@@ -110,6 +122,7 @@ class Syscalls:
         """Abort an agent's requests (error replies), free its KV, forget it (and an ephemeral agent's spaces)."""
         self.llm.drop_agent(agent_id, ErrorCode.KILLED, message)
         agent = self.agents.remove(agent_id, killed=killed)
+        self.observe.accounting.agent_ended(agent_id)
         if agent is not None and self.services is not None:
             self.services.agent_ended(agent)
 
@@ -134,7 +147,7 @@ class Syscalls:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"this kernel does not serve {envelope.type}")
             result = handler(Call(item, agent, now), envelope.body)
         except ProtocolError as error:
-            self.outbox.error(identity, envelope.req_id, error.code, error.message)
+            self.outbox.fail(identity, envelope.req_id, error)
             return
         except Exception:  # a kernel bug answers this syscall with an error; the kernel keeps serving
             log.exception("syscall %s failed", envelope.type)
@@ -191,7 +204,9 @@ class Syscalls:
                 f"agents, the limit per principal "
                 f"({self.budget.max_agents_per_principal}): close some, or retry later",
             )
-        agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received)
+        quota = self.observe.quotas.for_agent(body.tokens_per_minute, body.max_tokens_total)
+        agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received, quota)
+        self.observe.accounting.agent_started(agent.agent_id, agent.name, agent.principal)
         if granted:
             self.access.audit.record(
                 agent=agent,
@@ -222,7 +237,11 @@ class Syscalls:
                 agent.priority + body.priority,
                 agent,
             )
-        self.llm.submit(agent, call.item, body, call.now)
+        try:
+            self.llm.submit(agent, call.item, body, call.now)
+        except ProtocolError as error:  # refused before it was queued: still an error the agent's account shows
+            self.observe.accounting.failed(agent.agent_id, error.code)
+            raise
 
     def cancel(self, call: Call, body: Cancel) -> Ack:
         req_id = f"{call.agent.agent_id}/{body.request_id}"  # an agent names only its own requests
@@ -304,6 +323,14 @@ class Syscalls:
             }
         )
 
+    def top(self, call: Call, body: Top) -> KernelTop:
+        self._require_view(call)
+        return KernelTop(snapshot=top_of(self, call.now, body.limit))
+
+    def metrics(self, call: Call, body) -> KernelMetrics:
+        self._require_view(call)
+        return KernelMetrics(metrics=metrics_of(self))
+
     def ping(self, call: Call, body) -> Ack:
         return Ack()
 
@@ -316,6 +343,13 @@ class Syscalls:
         if caller.principal != target.principal or caller.pid is None or target.pid is None:
             return False
         return caps.is_same_or_descendant(target.pid, caller.pid)
+
+    def _require_view(self, call: Call) -> None:
+        """The operator's view shows every principal's agents: proc.view, or permission_denied (audited)."""
+        if Capability.PROC_VIEW not in call.agent.capabilities:
+            syscall = call.item.envelope.type
+            self.access.audit.record(agent=call.agent, syscall=syscall, decision="deny", reason="lacks proc.view")
+            raise ProtocolError(ErrorCode.DENIED, f"{syscall} needs the {Capability.PROC_VIEW.value} capability")
 
     def _deny_priority(self, call: Call, what: str, wanted: int, target: AgentRecord) -> None:
         reason = f"priority {wanted} is above {target.agent_id}'s ceiling {target.priority_ceiling}"

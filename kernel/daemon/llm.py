@@ -28,6 +28,8 @@ from kernel.engine.core.interface import (
     TokenEvent,
 )
 from kernel.engine.structured.tool_calls import parse_tool_calls
+from kernel.observe.quotas import QuotaRefused
+from kernel.observe.state import Observation
 from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView, Scheduler
 
@@ -43,8 +45,11 @@ class LLMService:
         agents: AgentTable,
         outbox: Outbox,
         limits: AgentLimits | None = None,
+        observe: Observation | None = None,
     ):
         self.limits = limits or AgentLimits()
+        self.observe = observe or Observation()
+        self.accounting = self.observe.accounting
         self.engine = engine
         self.context = context
         self.scheduler = scheduler
@@ -53,6 +58,7 @@ class LLMService:
         self.requests = RequestTable()
         self.tokens_generated = 0
         self.program_start: dict[str, int] = {}  # agent -> step of its program's first call (plas ranks by it)
+        self.planned: list[str] = []  # the last plan's admissions, in its order (kernel.top's queue order)
 
     # -- arrivals ------------------------------------------------------------------------------------------------
 
@@ -80,6 +86,11 @@ class LLMService:
             params.validate()
         except EngineError as error:
             raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
+        reserved = len(item.prompt_ids) + call.max_tokens
+        try:
+            agent.quota.admit(reserved)  # last: a call refused for any other reason takes nothing from the quota
+        except QuotaRefused as refused:
+            raise ProtocolError(refused.code, refused.message, retry_after_s=refused.retry_after_s) from None
         self.requests.add(
             LLMRequest(
                 req_id=req_id,
@@ -94,6 +105,7 @@ class LLMService:
                 waiting_since=now,
                 arrival_time=item.received,
                 tool_format=item.tool_format,
+                reserved=reserved,
             )
         )
         self.program_start.setdefault(agent.agent_id, now)
@@ -114,6 +126,7 @@ class LLMService:
             if request is not None:
                 log.info("engine preempted %s (out of KV blocks); it resumes by recompute", req_id)
                 transitions.preempt(request, now)
+                self.accounting.preempted(request.agent_id, 0)
         waiting = self.requests.in_state(ReqState.WAITING, ReqState.PREEMPTED)
         if not waiting:
             return
@@ -121,11 +134,14 @@ class LLMService:
         plan = self.scheduler.plan(
             [self._view(r) for r in running], [self._view(r) for r in waiting], self.engine.capacity(), now
         )
+        self.planned = plan.admit
         for req_id in plan.preempt:
             request = self._planned(req_id, ReqState.RUNNING)
             if request is not None:
+                written = getattr(self.context, "snapshot_bytes_saved", 0)
                 self.context.preempt(req_id)
                 transitions.preempt(request, now)
+                self.accounting.preempted(request.agent_id, getattr(self.context, "snapshot_bytes_saved", 0) - written)
         for req_id in plan.admit:
             request = self._planned(req_id, ReqState.WAITING, ReqState.PREEMPTED)
             # The plan's later admissions assumed this one was taken: after a refusal, the next plan redoes them.
@@ -139,6 +155,7 @@ class LLMService:
             if request.state is ReqState.WAITING:
                 self.context.admit(request.agent_id, request.resumable())
                 self.agents.get(request.agent_id).service_tokens += request.prompt_tokens
+                self.accounting.admitted(request.agent_id, request.prompt_tokens)
                 request.admitted_time = time.monotonic()
             else:
                 self.context.resume(request.resumable())
@@ -195,6 +212,10 @@ class LLMService:
             total_s=done - request.arrival_time,
         )
         usage = Usage(prompt_tokens=request.prompt_tokens, completion_tokens=len(request.output_ids))
+        self._settle(request, agent)
+        self.accounting.finished(request.agent_id, usage.completion_tokens, timing.ttft_s, _per_token(request, done))
+        if timing.ttft_s is not None:
+            self.observe.rates.ttft(timing.ttft_s)
         text, calls = "".join(request.text_parts), []
         if request.tool_format is not None:
             text, parsed = parse_tool_calls(text, request.tool_format)
@@ -220,7 +241,16 @@ class LLMService:
             return
         if request.state is not ReqState.WAITING:
             self.context.drop_request(req_id)
+        self._settle(request, self.agents.get(request.agent_id))
+        self.accounting.failed(request.agent_id, code, len(request.output_ids))
         self.outbox.error(request.identity, request.client_id, code, message)
+
+    def _settle(self, request: LLMRequest, agent: AgentRecord | None) -> None:
+        """Charge the agent's quota what the call used (its prompt once admitted, the tokens it generated) and give
+        back the rest of what it reserved."""
+        if agent is not None:
+            used = (request.prompt_tokens if request.admitted_time is not None else 0) + len(request.output_ids)
+            agent.quota.settle(request.reserved, used)
 
     def drop_agent(self, agent_id: str, code: ErrorCode, message: str) -> None:
         for request in self.requests.of_agent(agent_id):
@@ -280,3 +310,10 @@ class LLMService:
             "tokens_generated": self.tokens_generated,
             **self.context.stats(),
         }
+
+
+def _per_token(request: LLMRequest, done: float) -> float | None:
+    """Mean seconds per generated token after the first (None with fewer than two): one observation per call."""
+    if request.first_token_time is None or len(request.output_ids) < 2:
+        return None
+    return (done - request.first_token_time) / (len(request.output_ids) - 1)

@@ -18,6 +18,7 @@ from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, 
 from kernel.daemon.limits import AgentLimits
 from kernel.daemon.llm import LLMService
 from kernel.daemon.outbox import Outbox
+from kernel.observe.state import Observation
 from kernel.scheduler.base import ReqState, Scheduler
 from kernel.services.syscalls import ServiceSyscalls
 
@@ -39,9 +40,13 @@ class KernelLoop:
         idle_wait_s: float = 0.25,
         limits: AgentLimits | None = None,
         services: ServiceSyscalls | None = None,
+        observe: Observation | None = None,
     ):
         self.agents = AgentTable()
-        self.llm = LLMService(engine, context, scheduler, self.agents, outbox, limits)
+        self.observe = observe or Observation()
+        self.llm = LLMService(engine, context, scheduler, self.agents, outbox, limits, self.observe)
+        if services is not None:
+            services.attach(self.observe)
         self.access = access or AccessPolicy(tokens=TokenRegistry(None), audit=AuditLog(None), allowed_uids=frozenset())
         self.syscalls = Syscalls(self.agents, self.llm, outbox, engine.layout().model_id, self.access, services)
         self.step = 0  # engine steps so far: the scheduler's clock
@@ -54,6 +59,8 @@ class KernelLoop:
         """Serve until stop(); then every request still in flight gets a shutdown error."""
         while self._take_syscalls(block=not self.llm.busy()):
             self._reap_dead_agents()
+            self.observe.rates.sample(self.llm.tokens_generated)
+            self.observe.tools.drain(self.observe.accounting)
             if self.syscalls.services is not None:
                 self.syscalls.services.tick()
             try:

@@ -26,6 +26,8 @@ from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
 from kernel.engine.core.interface import EngineError
+from kernel.observe.quotas import QuotaPolicy
+from kernel.observe.state import Observation
 from kernel.scheduler.registry import make_scheduler
 from kernel.services.factory import build_services
 
@@ -183,6 +185,9 @@ def _serve(
         lease_s=args.lease,
         limits=AgentLimits(max_calls=args.max_calls_per_agent, max_queued_tokens=args.max_queued_tokens_per_agent),
         services=services.syscalls,
+        observe=Observation(
+            quotas=QuotaPolicy(tokens_per_minute=args.quota_tokens_per_minute, tokens_total=args.quota_tokens_total)
+        ),
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: loop.stop())

@@ -39,6 +39,7 @@ class LLMRequest:
     admitted_time: float | None = None
     first_token_time: float | None = None
     tool_format: ToolFormat | None = None  # a chat that offered tools: its text is parsed into calls at the end
+    reserved: int = 0  # tokens held in the agent's quota until it ends (prompt + max_tokens)
 
     @property
     def prompt_tokens(self) -> int:

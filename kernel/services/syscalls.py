@@ -79,7 +79,14 @@ class ServiceSyscalls:
         self.boot = secrets.token_hex(8)  # this kernel lifetime's part of every ephemeral space name
         if tools is not None:  # the files and memory tools act on the caller's space, named here only
             tools.space_of = self.space_of
+        self.spaces = None  # kernel/observe/spaces.py SpaceCounts, once attached to the operator's view
         self.drop_ephemeral_shares()
+
+    def attach(self, observation) -> None:
+        """Report to the operator's view (kernel/observe/state.py): tool calls in flight, per-space usage."""
+        self.spaces = observation.spaces
+        if self.tools is not None:
+            self.tools.events = observation.tools
 
     def space_of(self, agent) -> str:
         return space_of(agent, self.boot)
@@ -88,6 +95,19 @@ class ServiceSyscalls:
         """Periodic work on the loop: held tool calls whose approval timed out."""
         if self.tools is not None:
             self.tools.tick()
+        if self.spaces is not None and self.spaces.due():
+            self._count_spaces()
+
+    def _count_spaces(self) -> None:
+        """Queue the per-space counts on the services' own threads (no reply; a full queue just skips this round)."""
+        spaces, known = self.spaces, list(self.spaces.known_files)
+        jobs = [(self.memory, lambda m: spaces.count_memory(m)), (self.storage, lambda s: spaces.count_files(s, known))]
+        for worker, run in jobs:
+            if worker is not None:
+                try:
+                    worker.submit(Job(None, None, run))
+                except ProtocolError:
+                    pass
 
     def handlers(self) -> dict:
         table = {"access.share": self.share}
@@ -167,6 +187,8 @@ class ServiceSyscalls:
         syscall = call.item.envelope.type
         path = getattr(body, "path", getattr(body, "prefix", ""))
         space, access = self._space(call, body.space, "fs", syscall in FS_WRITES, path)
+        if self.spaces is not None:
+            self.spaces.saw_file_space(space)
         # a share opens a prefix by whole components: a string-prefix listing would show names beside it
         match = PrefixMatch.COMPONENTS if access is Access.SHARE else PrefixMatch.TEXT
         if syscall == "fs.search":

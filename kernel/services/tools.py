@@ -90,6 +90,7 @@ class ToolService:
         # told when an agent starts and stops waiting on a tool (the context manager: a waiting agent's KV is kept
         # for its return); tool_finished comes from the tool manager's thread
         self.observer = observer
+        self.events = None  # kernel/observe/accounting.py ToolEvents: calls in flight and their outcomes, if watched
 
     def handlers(self) -> dict:
         return {
@@ -156,20 +157,22 @@ class ToolService:
 
     def pending(self, call, body) -> PendingApprovals:
         self._require(call, "tool.pending")
+        return PendingApprovals(pending=self.held_calls())
+
+    def held_calls(self) -> list[PendingApproval]:
+        """The calls waiting for the operator, oldest first (at most max_pending: each a bounded summary)."""
         now = time.monotonic()
-        return PendingApprovals(
-            pending=[
-                PendingApproval(
-                    approval_id=h.approval_id,
-                    agent_id=h.agent.agent_id,
-                    agent_name=h.agent.name,
-                    tool=h.tool,
-                    arguments=h.display,
-                    waiting_s=round(now - h.since, 1),
-                )
-                for h in self._held.values()
-            ]
-        )
+        return [
+            PendingApproval(
+                approval_id=h.approval_id,
+                agent_id=h.agent.agent_id,
+                agent_name=h.agent.name,
+                tool=h.tool,
+                arguments=h.display,
+                waiting_s=round(now - h.since, 1),
+            )
+            for h in self._held.values()
+        ]
 
     def approve(self, call, body) -> Ack:
         self._require(call, "tool.approve")
@@ -274,13 +277,16 @@ class ToolService:
         agent_id = context["agent_id"]
         if self.observer is not None:
             self.observer.tool_started(agent_id, tool)
+        ticket = self.events.started(agent_id, tool) if self.events is not None else None
         future = self.manager.call(tool, arguments, context)
         # runs on the manager's thread: hand the outcome to the reply worker, whose outbox answers the agent
-        future.add_done_callback(lambda done: self._done(agent_id, tool, identity, req_id, done))
+        future.add_done_callback(lambda done: self._done(agent_id, tool, identity, req_id, done, ticket))
 
-    def _done(self, agent_id: str, tool: str, identity: bytes, req_id, done) -> None:
+    def _done(self, agent_id: str, tool: str, identity: bytes, req_id, done, ticket: int | None = None) -> None:
         if self.observer is not None:
             self.observer.tool_finished(agent_id, tool)
+        if ticket is not None:
+            self.events.ended(ticket, _failed(done))
         self._reply(identity, req_id, done)
 
     def _reply(self, identity: bytes, req_id, done) -> None:
@@ -305,6 +311,13 @@ class ToolService:
 
 def _raise(error: Exception):
     raise error
+
+
+def _failed(done) -> bool:
+    """Whether a finished tool call failed (an error reply, or a result flagged as an error)."""
+    if done.cancelled() or done.exception() is not None:
+        return True
+    return bool(getattr(done.result(), "is_error", False))
 
 
 def held_size(value, limit: int, max_values: int = MAX_HELD_VALUES) -> tuple[int, int]:
