@@ -10,6 +10,10 @@ A key whose priority or allowance goes above the default gets proc.renice in its
 hello, or a call's priority hint, above the default without it (kernel/daemon/dispatch.py), and the keys file, the
 operator's, is what allows it. The gateway exposes no renice, so the capability reaches no further than the key's
 allowance, which the gateway checks per request (kernel/gateway/app.py).
+
+A key's token quotas (tokens_per_minute, max_tokens_total in the keys file) are asked for at its agent's hello: the
+kernel holds the agent to them when they are below its own defaults, and answers a call over them `busy` with a
+retry-after (the gateway's 429 and Retry-After) or `quota_exceeded`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ def capabilities(entry: KeyEntry) -> tuple[str, ...]:
     return entry.grants
 
 
+def quotas(entry: KeyEntry) -> dict:
+    """The token quotas entry's agent asks for at hello (only those the keys file sets)."""
+    asked = {"tokens_per_minute": entry.tokens_per_minute, "max_tokens_total": entry.max_tokens_total}
+    return {name: value for name, value in asked.items() if value is not None}
+
+
 class AgentPool:
     def __init__(self, address: str):
         self.address = address
@@ -43,7 +53,15 @@ class AgentPool:
 
     async def kernel(self, entry: KeyEntry) -> AsyncKernel:
         """The connection of entry's agent (an entry edited in the keys file is a new agent)."""
-        slot = (entry.id, entry.agent, entry.priority, entry.max_priority, entry.grants)
+        slot = (
+            entry.id,
+            entry.agent,
+            entry.priority,
+            entry.max_priority,
+            entry.grants,
+            entry.tokens_per_minute,
+            entry.max_tokens_total,
+        )
         kernel = self._kernels.get(slot)
         if kernel is not None:
             return kernel
@@ -53,7 +71,12 @@ class AgentPool:
                 granted = capabilities(entry)
                 token = await self._grant_token(granted) if granted else None
                 self._kernels[slot] = await aconnect(
-                    self.address, name=entry.agent, priority=entry.priority, timeout=CALL_TIMEOUT_S, token=token
+                    self.address,
+                    name=entry.agent,
+                    priority=entry.priority,
+                    timeout=CALL_TIMEOUT_S,
+                    token=token,
+                    **quotas(entry),
                 )
         return self._kernels[slot]
 

@@ -8,7 +8,8 @@ changes, so keys added or revoked take effect without a restart.
 
 Entry fields: id (short, for listing and revoking), sha256, agent (the kernel agent name), priority (the agent's
 priority at hello), max_priority (the highest x-aios-priority header the key may ask for), grants (capabilities the
-agent holds, as `aios run --grant` gives them).
+agent holds, as `aios run --grant` gives them), tokens_per_minute and max_tokens_total (the key's token quotas, asked
+for at hello: the kernel applies them when they are below its own, aiosd --quota-*; absent or null: the kernel's).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ipc import runtime_dir
-from ipc.messages import MAX_NAME_CHARS, PRIORITY_MAX, PRIORITY_MIN
+from ipc.messages import MAX_NAME_CHARS, MAX_QUOTA_TOKENS, PRIORITY_MAX, PRIORITY_MIN
 from kernel.access.capabilities import parse as parse_capabilities
 
 KEY_PREFIX = "sk-aios-"
@@ -41,6 +42,8 @@ class KeyEntry:
     max_priority: int = 0
     grants: tuple[str, ...] = field(default_factory=tuple)
     created: float = 0.0
+    tokens_per_minute: int | None = None
+    max_tokens_total: int | None = None
 
     def allows(self, priority: int) -> bool:
         return PRIORITY_MIN <= priority <= self.max_priority
@@ -51,7 +54,12 @@ def digest(key: str) -> str:
 
 
 def make_entry(
-    agent: str, priority: int = 0, max_priority: int | None = None, grants: list[str] = ()
+    agent: str,
+    priority: int = 0,
+    max_priority: int | None = None,
+    grants: list[str] = (),
+    tokens_per_minute: int | None = None,
+    max_tokens_total: int | None = None,
 ) -> tuple[str, KeyEntry]:
     """A new key (the plain text, shown once) and its entry; KeyFileError for out-of-range values."""
     max_priority = priority if max_priority is None else max_priority
@@ -60,6 +68,8 @@ def make_entry(
     if not (PRIORITY_MIN <= priority <= max_priority <= PRIORITY_MAX):
         raise KeyFileError(f"need {PRIORITY_MIN} <= priority <= max_priority <= {PRIORITY_MAX}")
     parse_capabilities(list(grants))  # ValueError naming an unknown capability
+    check_quota("tokens_per_minute", tokens_per_minute)
+    check_quota("max_tokens_total", max_tokens_total)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     return key, KeyEntry(
         id="k" + secrets.token_hex(4),
@@ -69,7 +79,17 @@ def make_entry(
         max_priority=max_priority,
         grants=tuple(grants),
         created=round(time.time(), 3),
+        tokens_per_minute=tokens_per_minute,
+        max_tokens_total=max_tokens_total,
     )
+
+
+def check_quota(name: str, value) -> None:
+    """A key's quota is absent (None) or 1..MAX_QUOTA_TOKENS tokens; KeyFileError otherwise."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_QUOTA_TOKENS
+    ):
+        raise KeyFileError(f"{name} must be a positive number of tokens (at most {MAX_QUOTA_TOKENS}), not {value!r}")
 
 
 def load(path: str) -> list[KeyEntry]:
@@ -77,7 +97,11 @@ def load(path: str) -> list[KeyEntry]:
         data = json.loads(runtime_dir.read_secret(path))
         if data.get("version") != FILE_VERSION:
             raise KeyFileError(f"{path}: unsupported keys file version {data.get('version')!r}")
-        return [KeyEntry(**{**entry, "grants": tuple(entry.get("grants", ()))}) for entry in data["keys"]]
+        entries = [KeyEntry(**{**entry, "grants": tuple(entry.get("grants", ()))}) for entry in data["keys"]]
+        for entry in entries:
+            check_quota("tokens_per_minute", entry.tokens_per_minute)
+            check_quota("max_tokens_total", entry.max_tokens_total)
+        return entries
     except FileNotFoundError:
         raise KeyFileError(
             f"no keys file at {path} (make one with `aios gateway keys add AGENT --keys {path}`)"
@@ -96,10 +120,18 @@ def save(path: str, entries: list[KeyEntry]) -> None:
         raise KeyFileError(str(error)) from None
 
 
-def add(path: str, agent: str, priority: int = 0, max_priority: int | None = None, grants: list[str] = ()) -> str:
+def add(
+    path: str,
+    agent: str,
+    priority: int = 0,
+    max_priority: int | None = None,
+    grants: list[str] = (),
+    tokens_per_minute: int | None = None,
+    max_tokens_total: int | None = None,
+) -> str:
     """Add a key to the file (made if missing); returns the plain key."""
     entries = load(path) if os.path.exists(path) else []
-    key, entry = make_entry(agent, priority, max_priority, grants)
+    key, entry = make_entry(agent, priority, max_priority, grants, tokens_per_minute, max_tokens_total)
     save(path, entries + [entry])
     return key
 
