@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from gguf import GGUFReader
 
+from kernel.engine.loading.gguf_file import GGUFFile, read_gguf_file
 from kernel.engine.loading.model_config import Activation, Family, ModelConfig, ModelLoadError
 from kernel.engine.loading.rope import Rope, RopeKind
 
@@ -35,17 +35,19 @@ _GEMMA3_SWA_PATTERN = 6  # llama.cpp's: every 6th Gemma 3 layer is global, the r
 _GEMMA3_LOCAL_THETA = 10000.0  # llama.cpp's rope base for Gemma 3's sliding layers
 
 
-def read_gguf(path: Path) -> GGUFReader:
+def read_gguf(path: Path) -> GGUFFile:
+    """The file's metadata and tensor views (gguf_file.py); ModelLoadError naming what is wrong with a damaged one."""
+    path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
-    try:
-        return GGUFReader(path)
-    except Exception as exc:  # gguf raises ValueError, struct.error, IndexError... on damaged files
-        raise ModelLoadError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+    return read_gguf_file(path)
 
 
-def gguf_metadata(reader: GGUFReader) -> dict:
-    """Every metadata field as a plain Python value (strings, numbers, lists)."""
+def gguf_metadata(reader) -> dict:
+    """Every metadata field as a plain Python value (strings, numbers, lists): a GGUFFile's own, or a
+    gguf.GGUFReader's fields (what bench scripts and tests that write files with gguf's writer still hold)."""
+    if isinstance(reader, GGUFFile):
+        return dict(reader.metadata)
     return {name: field.contents() for name, field in reader.fields.items()}
 
 
