@@ -1,0 +1,106 @@
+"""The agentic end-to-end bench's parts: the tool server aiosd runs for the agents (real MCP over stdio, through the
+kernel's tool manager and bench/agentic_tools.toml), every trace gap mapped to a tool it offers, the quick cut of a
+mix, and the results table's medians and ratios."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.agent_traces import AGENTIC_MIXES, draw_tool
+from bench.agentic_live import TOOLS_CONFIG
+from bench.agentic_scale import Scale, cut, trace_for
+from bench.agentic_table import medians, ratios
+from bench.tools import kernel_call
+from bench.workloads import generate
+from kernel.tools import ToolManager, load_config
+
+
+@pytest.fixture(scope="module")
+def tools():
+    manager = ToolManager(load_config(TOOLS_CONFIG))
+    assert manager.start(timeout=120) == {}
+    yield manager
+    manager.stop()
+
+
+def test_every_gap_kind_runs_as_a_kernel_tool_call(tools):
+    rng = random.Random(7)
+    gaps = {}
+    while len(gaps) < 3:  # one gap of each kind the distributions draw
+        gap = draw_tool(rng)
+        gaps.setdefault(gap.kind, gap)
+    offered = {spec.name for spec in tools.list_tools()}
+    for gap in gaps.values():
+        name, arguments = kernel_call(gap)
+        assert name in offered
+        result = tools.call(name, arguments, {"agent_id": "a1"}).result(timeout=120)
+        assert not result.is_error, result.text
+    expression = gaps["calculator"].expression
+    name, arguments = kernel_call(gaps["calculator"])
+    # the kernel's calculator computes what the agent-side calculator does
+    from bench.tools import calculate
+
+    assert tools.call(name, arguments, {"agent_id": "a1"}).result(timeout=120).text == str(calculate(expression))
+
+
+def test_a_sleeping_tool_holds_no_other_call_back_and_refuses_bad_latencies(tools):
+    # a short call behind a long one of the same tool finishes first: the server does not hold its loop in a sleep
+    long = tools.call("run_tests", {"seconds": 50.0}, {"agent_id": "a1"})
+    started = time.monotonic()
+    short = tools.call("run_tests", {"seconds": 0.2}, {"agent_id": "a2"})
+    assert not short.result(timeout=45).is_error
+    assert time.monotonic() - started >= 0.2  # it really waited
+    assert not long.done()
+    long.cancel()
+    for seconds in (-1.0, 1e6):
+        assert tools.call("api_request", {"seconds": seconds}, {"agent_id": "a1"}).result(timeout=120).is_error
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(sorted(AGENTIC_MIXES)), st.integers(0, 50), st.integers(1, 20), st.integers(1, 30))
+def test_a_cut_is_a_prefix_of_the_full_trace(mix, seed, agents, calls):
+    full = generate(mix, seed)
+    small = cut(full, agents, calls)
+    assert len(small.agents) == min(agents, len(full.agents))
+    by_arrival = sorted(full.agents, key=lambda a: (a.arrival_s, a.agent_id))
+    for program, original in zip(small.agents, by_arrival, strict=False):
+        assert program.agent_id == original.agent_id and program.arrival_s == original.arrival_s
+        assert len(program.calls) == min(calls, len(original.calls))
+        assert program.calls[-1].tool_after is None
+        for mine, theirs in zip(program.calls[:-1], original.calls, strict=False):
+            assert mine == theirs
+        assert program.calls[-1].text == original.calls[len(program.calls) - 1].text
+
+
+def test_quick_traces_are_saved_and_replayable(tmp_path):
+    trace, path = trace_for("agentic_heavy_tailed", 1, Scale.QUICK, tmp_path)
+    assert path.exists() and path.parent == tmp_path and "quick" in path.name
+    assert len(trace.agents) <= len(generate("agentic_heavy_tailed", 1).agents)
+
+
+def _run(mean: float, p99: float, tps: float, failed: int = 0) -> dict:
+    return {
+        "agent_completion": {"n": 3, "mean": mean, "p99": p99},
+        "tokens_per_s": tps,
+        "failed_agents": [f"x{i}" for i in range(failed)],
+    }
+
+
+def test_medians_over_seeds_and_ratios_of_baseline_to_tested():
+    runs = {
+        "llama.cpp": {"agentic": {0: _run(10, 30, 5), 1: _run(20, 40, 6), 2: _run(30, 50, 7, failed=1)}},
+        "plas-tool-aware": {"agentic": {0: _run(4, 10, 9), 1: _run(5, 20, 8), 2: _run(6, 30, 7)}},
+        "fifo-lru": {"agentic": {0: _run(8, 8, 1)}},
+    }
+    table = medians(runs)
+    assert table["agentic"]["llama.cpp"]["mean"] == 20 and table["agentic"]["llama.cpp"]["p99"] == 40
+    assert table["agentic"]["llama.cpp"]["failed_agents"] == 1
+    assert table["agentic"]["plas-tool-aware"]["tokens_per_s"] == 8
+    out = ratios(table)["agentic"]
+    assert out["llama.cpp / plas+tool-aware"] == {"mean": 4.0, "p99": 2.0}
+    assert "fifo / plas (lru)" not in out  # plas-lru did not run
