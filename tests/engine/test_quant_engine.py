@@ -12,6 +12,7 @@ from kernel.engine.cpu.quant_select import AUTO_ORDER, CALIBRATION_TEXT, MAX_PPL
 from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.factory import load_engine
 from kernel.engine.loading.checkpoint import load_checkpoint
+from kernel.engine.loading.gguf_blocks import GGUFBlocks
 from kernel.engine.loading.quant_tensor import GroupQuantized
 from tests.engine.helpers import drain, generate
 
@@ -25,10 +26,15 @@ def test_gguf_codes_load_as_stored_and_dequantize_to_the_float_load(quantized_ch
     q, floats = quantized_checkpoint.weights, smollm_checkpoint.weights
     assert (q["layers.0.q"].bits, q["layers.0.q"].group) == (4, 32)  # Q4_1
     assert (q["embed"].bits, q["embed"].group) == (8, 32)  # Q8_0
-    # q and k: rows unpermuted with their scales, exactly as the float path unpermutes the dequantized matrix
+    # q and k: rows unpermuted with their scales, exactly as the float path unpermutes the dequantized matrix; the
+    # stored codes (group_quantized) and a row lookup decode to the same values
     for name in ("layers.0.q", "layers.0.k", "layers.0.v", "layers.29.k", "layers.3.down", "embed"):
-        assert isinstance(q[name], GroupQuantized)
+        assert isinstance(q[name], GGUFBlocks)
         assert torch.equal(q[name].dequantize(), floats[name]), name
+        codes = q[name].group_quantized()
+        assert isinstance(codes, GroupQuantized) and torch.equal(codes.dequantize(), floats[name]), name
+        rows = torch.tensor([0, 5, 63, 64, q[name].shape[0] - 1, 5])
+        assert torch.equal(q[name].dequantize_rows(rows), floats[name][rows]), name
     assert torch.equal(q["layers.0.attn_norm"], floats["layers.0.attn_norm"])
 
 

@@ -15,10 +15,14 @@ and int8 gets Q8_0's per-block scales instead of a requantization to one scale p
 torch's kernels (Int4Linear / Int8Linear), as does everything with AIOS_QGEMM=0 (the old path, kept for comparison
 and for machines where the native ops do not build).
 
-A checkpoint weight is a float tensor or a GroupQuantized (GGUF Q4_0/Q4_1/Q8_0 decoded as stored). A quantized weight
-whose format the mode's kernel reads exactly goes straight in (Q4_0/Q4_1 into int4); any other is dequantized to fp32
-one matrix at a time and quantized for the mode (Q8_0 and Q4_x into int8 rows, Q8_0 into int4, floats into either) —
-never the whole model as floats at once.
+A checkpoint weight is a float tensor, a GroupQuantized (codes and scales) or GGUFBlocks (loading/gguf_blocks.py: a GGUF
+matrix still in the file's memory map). Products are built one at a time, and each GGUF matrix's pages are released
+from the process once its product holds what it needs, so building never holds more than the products made so far and
+one matrix in transit. With the native kernels, GGUF matrices whose stored type the mode keeps (int4: Q4_0, Q4_1 and,
+where block_weights reads them as stored, Q4_K, Q5_0, Q6_K — the 4-to-6-bit mixes llama.cpp writes; int8: Q8_0) become
+a BlockLinear from the file's bytes (block_weights.BlockLinear.from_gguf: a repack, or the bytes themselves); any other
+weight is dequantized to fp32 one matrix at a time and quantized for the mode (Q8_0 and Q4_x into int8 rows, Q8_0 into
+int4, floats into either) — never the whole model as floats at once.
 
 With torch's kernels (AIOS_QGEMM=0), Q8_0 (one scale per 32 inputs) has no exact int8 counterpart: _weight_int8pack_mm
 takes one scale per row,
@@ -34,6 +38,11 @@ Where oneDNN's prepacked bfloat16 product runs and the activations are bfloat16,
 instead: it is faster than the int8 kernel at every row count (SmolLM2's head, 2 threads: 1.49 vs 1.64 ms at 1 row,
 2.16 vs 5.48 ms at 8) and closer to fp32. The embedding lookup keeps the source's quantized codes when it has them
 (a Q8_0 table is read exactly), otherwise the lm_head's int8 codes, dequantizing only the looked-up rows.
+
+With the native kernels and a GGUF table in a type the kernels keep, the lm_head is the table's own blocks instead (a
+Q8_0 table in int8, a 4-bit one as stored in int4): one read of the file's bytes per step rather than 2 bytes per
+weight, and what llama.cpp multiplies. A GGUF table's lookup reads the file's bytes themselves (the memory map; only
+the rows looked up are decoded, in every mode, and a tied lm_head's product is the table's only copy).
 """
 
 from __future__ import annotations
@@ -41,12 +50,14 @@ from __future__ import annotations
 import os
 
 import torch
+from gguf import GGMLQuantizationType
 
 from kernel.engine.cpu import block_weights
 from kernel.engine.cpu.block_weights import BlockFormat, BlockLinear, block_format, quantize_q8_0
 from kernel.engine.cpu.linear import Linear, packing_available
 from kernel.engine.cpu.quant_embedding import QuantizedEmbedding
 from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
+from kernel.engine.loading.gguf_blocks import GGUFBlocks
 from kernel.engine.loading.quant_tensor import (
     INT4_GROUP,
     GroupQuantized,
@@ -60,7 +71,19 @@ QUANT_MODES = ("int4", "int8")
 WEIGHT_MODES = ("auto", "int4", "int8", "bf16", "fp32")  # what aiosd offers; fp16 is reachable through dtype only
 _DTYPE_MODES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
-Weight = torch.Tensor | GroupQuantized
+Weight = torch.Tensor | GroupQuantized | GGUFBlocks
+_FLOAT_TYPES = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16)
+# GGUF types each int mode multiplies as stored where the block kernels read them (see the module docstring)
+KEPT_TYPES = {
+    "int4": (
+        GGMLQuantizationType.Q4_0,
+        GGMLQuantizationType.Q4_1,
+        GGMLQuantizationType.Q4_K,
+        GGMLQuantizationType.Q5_0,
+        GGMLQuantizationType.Q6_K,
+    ),
+    "int8": (GGMLQuantizationType.Q8_0,),
+}
 
 
 class SplitProduct:
@@ -110,10 +133,25 @@ def natural_mode(dtype: torch.dtype) -> str:
 
 
 def as_float(weight: Weight, dtype: torch.dtype) -> torch.Tensor:
-    return (weight.dequantize() if isinstance(weight, GroupQuantized) else weight).to(dtype)
+    return (weight.dequantize() if isinstance(weight, GroupQuantized | GGUFBlocks) else weight).to(dtype)
+
+
+def _codes(weight: Weight) -> Weight:
+    """A GGUF matrix as its stored codes (GroupQuantized) where it has that form, else unchanged."""
+    if isinstance(weight, GGUFBlocks):
+        return weight.group_quantized() or weight
+    return weight
+
+
+def is_quantized(weight: Weight) -> bool:
+    """Whether the weight comes as integer codes (not a float tensor or a float GGUF matrix)."""
+    if isinstance(weight, GGUFBlocks):
+        return weight.qtype not in _FLOAT_TYPES
+    return isinstance(weight, GroupQuantized)
 
 
 def as_int4(weight: Weight) -> GroupQuantized:
+    weight = _codes(weight)
     if isinstance(weight, GroupQuantized) and weight.bits == 4 and weight.group == INT4_GROUP:
         return weight  # Q4_0 / Q4_1: the stored codes, exactly
     return quantize_int4(as_float(weight, torch.float32))
@@ -136,6 +174,7 @@ def block_products() -> bool:
 
 
 def as_q8_0(weight: Weight) -> GroupQuantized:
+    weight = _codes(weight)
     if isinstance(weight, GroupQuantized) and block_format(weight) is BlockFormat.Q8_0:
         return weight  # Q8_0: the stored blocks, exactly
     return quantize_q8_0(as_float(weight, torch.float32))
@@ -167,23 +206,58 @@ def _block_codes(parts: list[Weight], mode: str) -> GroupQuantized:
 
 def lm_head_mode(mode: str, source: Weight, dtype: torch.dtype = torch.float32) -> str:
     """The mode of the lm_head product (see the module docstring)."""
+    if mode in QUANT_MODES and block_products() and isinstance(source, GGUFBlocks):
+        if source.qtype in KEPT_TYPES["int8"]:
+            return "int8"  # the stored Q8_0 blocks
+        if mode == "int4" and source.qtype in KEPT_TYPES["int4"]:
+            return "int4"  # the stored 4-bit blocks
     if mode in QUANT_MODES and dtype == torch.bfloat16 and packing_available():
         return "bf16"
-    exact_int4 = isinstance(source, GroupQuantized) and source.bits == 4 and source.group == INT4_GROUP
+    exact_int4 = is_quantized(source) and source.bits == 4 and source.group == INT4_GROUP
     return "int8" if mode == "int4" and not exact_int4 else mode
+
+
+def _stored_product(parts: list[Weight], mode: str) -> BlockLinear | None:
+    """The parts' stored GGUF blocks as one BlockLinear, when they share a type the mode keeps and the kernels read it
+    as stored (BlockLinear.from_gguf); else None."""
+    from_gguf = getattr(BlockLinear, "from_gguf", None)
+    if from_gguf is None or not all(isinstance(p, GGUFBlocks) for p in parts):
+        return None
+    qtype = parts[0].qtype
+    supports = getattr(block_weights, "supports", lambda _: False)
+    if any(p.qtype != qtype for p in parts) or qtype not in KEPT_TYPES[mode] or not supports(qtype):
+        return None
+    products = [from_gguf(p.raw(), qtype, p.shape) for p in parts]
+    return products[0] if len(products) == 1 else BlockLinear.concat(products)
+
+
+def _release(parts: list[Weight]) -> None:
+    """The GGUF matrices' pages out of this process once their product is built (gguf_blocks.WeightFile.release)."""
+    for part in parts:
+        if isinstance(part, GGUFBlocks):
+            part.release()
 
 
 def build_product(parts: list[Weight], mode: str, wide_copy: bool = False) -> Product:
     """One product for the row-concatenation of parts (q, k, v or gate, up fused), [sum of outs, in]. wide_copy: an
     int mode's product is a SplitProduct (a bfloat16 copy for prompt rows) where oneDNN's prepacked bfloat16 product
     runs; elsewhere the copy would be no faster than the integer kernel and is not made. With BlockLinear the copy is
-    opt-in (AIOS_PREFILL_COPY=1, SplitProduct)."""
+    opt-in (AIOS_PREFILL_COPY=1, SplitProduct). A GGUF part's pages are released once the product is built."""
+    product = _product(parts, mode, wide_copy)
+    _release(parts)
+    return product
+
+
+def _product(parts: list[Weight], mode: str, wide_copy: bool) -> Product:
     if mode in FLOAT_MODES:
         dtype = FLOAT_MODES[mode]
         return Linear(torch.cat([as_float(p, dtype) for p in parts]) if len(parts) > 1 else as_float(parts[0], dtype))
-    if mode in QUANT_MODES and block_products() and all(isinstance(p, GroupQuantized) for p in parts):
-        codes = _block_codes(parts, mode)
-        narrow = BlockLinear(codes)
+    codes = None
+    if mode in QUANT_MODES and block_products() and all(is_quantized(p) for p in parts):
+        narrow = _stored_product(parts, mode)
+        if narrow is None:
+            codes = _block_codes(parts, mode)
+            narrow = BlockLinear(codes)
         wide_copy = wide_copy and os.environ.get("AIOS_PREFILL_COPY", "0") == "1"
     elif mode == "int4":
         codes = concat_rows([as_int4(p) for p in parts])
@@ -194,12 +268,17 @@ def build_product(parts: list[Weight], mode: str, wide_copy: bool = False) -> Pr
     else:
         raise ValueError(f"unknown weights mode {mode!r}")
     if wide_copy and packing_available():
-        return SplitProduct(narrow, Linear(codes.dequantize().to(torch.bfloat16)))
+        # the copy holds the values the integer path multiplies: the codes it was built from, else the stored blocks
+        wide = codes.dequantize() if codes is not None else torch.cat([as_float(p, torch.float32) for p in parts])
+        return SplitProduct(narrow, Linear(wide.to(torch.bfloat16)))
     return narrow
 
 
 def build_embedding(table: Weight, lm_head: Product, mode: str, dtype: torch.dtype):
-    """The embedding lookup: a float tensor in float modes, else a QuantizedEmbedding (see the module docstring)."""
+    """The embedding lookup: a float tensor in float modes, else a QuantizedEmbedding (see the module docstring); a
+    GGUF table is looked up in the file's bytes in every mode, its rows rounded as the mode's weights are."""
+    if isinstance(table, GGUFBlocks):
+        return QuantizedEmbedding(table, dtype, FLOAT_MODES.get(mode, torch.float32))
     if mode in FLOAT_MODES:
         # Rounded as the mode's weights are, stored in the compute dtype: the forward pass casts nothing, the
         # residual stream starts in dtype.

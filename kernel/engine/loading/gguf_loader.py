@@ -7,13 +7,14 @@ ModelLoadError naming it. Llama 3.x files carry their rope scaling as the `rope_
 frequency (llama.cpp's freq_factors): it becomes the config's rope (rope.py), never skipped.
 
 Weights come dequantized to the chosen dtype (gguf's reference dequantizer, what Hugging Face transformers reads too,
-so the fp32 path can match it token for token), or with quantized=True the Q4_0, Q4_1, Q4_K and Q8_0 matrices as
-GroupQuantized — their stored codes and scales, never expanded to floats — for the int4/int8 kernels. Other types
-(F16, Q5_0/Q5_1, Q5_K, Q6_K, ...) are always dequantized, once, and the weights mode quantizes them for its kernels
-(quant_weights.py); bench/perplexity_peer.py measures what that costs against the file's own fp32 weights and
-llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where Q5_0/Q6_K become 4 bits). llama-arch q and k
-rows are unpermuted (unpermute_rotary_rows): llama.cpp's
-converter interleaves them for that architecture only.
+so the fp32 path can match it token for token), or with quantized=True every matrix (any GGUF type) as GGUFBlocks
+(gguf_blocks.py): its bytes left in a read-only map of the file, decoded only when a product or a lookup is built from
+it, one matrix at a time — so loading allocates nothing per weight, and the engine's products are the only copy
+(quant_weights.py: the file's blocks repacked for the native kernels, or a float copy in a float mode). 1-D tensors
+(norms, biases) are always dequantized: they are small. bench/perplexity_peer.py measures what a mode's requantization
+costs against the file's own fp32 weights and llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where
+Q5_0/Q6_K become 4 bits). llama-arch q and k rows are unpermuted (unpermute_rotary_rows; for GGUFBlocks as a row
+order): llama.cpp's converter interleaves them for that architecture only.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
+from kernel.engine.loading.gguf_blocks import GGUFBlocks, WeightFile
 from kernel.engine.loading.gguf_config import config_from_metadata, gguf_metadata, read_gguf  # noqa: F401  (re-exported)
 from kernel.engine.loading.gguf_names import canonical_name, unpermute_rotary_rows
 from kernel.engine.loading.model_config import (
@@ -34,21 +36,7 @@ from kernel.engine.loading.model_config import (
     ModelLoadError,
     check_weights,
 )
-from kernel.engine.loading.quant_tensor import (
-    GroupQuantized,
-    from_q4_0,
-    from_q4_1,
-    from_q4_k,
-    from_q8_0,
-)
 from kernel.engine.loading.rope import Rope, RopeKind
-
-_GROUP_DECODERS = {
-    GGMLQuantizationType.Q4_0: from_q4_0,
-    GGMLQuantizationType.Q4_1: from_q4_1,
-    GGMLQuantizationType.Q4_K: from_q4_k,
-    GGMLQuantizationType.Q8_0: from_q8_0,
-}
 
 
 def _dequantized(tensor) -> np.ndarray:
@@ -62,10 +50,12 @@ def _dequantized(tensor) -> np.ndarray:
 
 
 def load_gguf_weights(
-    reader: GGUFReader, cfg: ModelConfig, dtype: torch.dtype, path: Path, quantized: bool = False
-) -> tuple[ModelConfig, dict[str, torch.Tensor | GroupQuantized]]:
-    weights: dict[str, torch.Tensor | GroupQuantized] = {}
+    reader, cfg: ModelConfig, dtype: torch.dtype, path: Path, quantized: bool = False
+) -> tuple[ModelConfig, dict[str, torch.Tensor | GGUFBlocks]]:
+    """reader: read_gguf's (its .tensors: name, tensor_type, shape, data, data_offset)."""
+    weights: dict[str, torch.Tensor | GGUFBlocks] = {}
     permuted = cfg.family is Family.LLAMA
+    file = WeightFile(path) if quantized else None
     for tensor in reader.tensors:
         if tensor.name == "rope_freqs.weight":
             cfg = _with_rope_freqs(cfg, _dequantized(tensor), path)
@@ -77,11 +67,12 @@ def load_gguf_weights(
         heads = None
         if permuted and name.endswith((".q", ".k")):
             heads = cfg.n_heads if name.endswith(".q") else cfg.n_kv_heads
-        if quantized and qtype in _GROUP_DECODERS and len(tensor.shape) == 2:
-            weight = _GROUP_DECODERS[qtype](tensor.data)
-            if heads is not None:
-                weight = weight.permute_rows(lambda rows, h=heads: unpermute_rotary_rows(rows, h))
-            weights[name] = weight
+        if file is not None and len(tensor.shape) == 2:
+            shape = (int(tensor.shape[1]), int(tensor.shape[0]))
+            order = None
+            if heads is not None:  # the rotary unpermute as a row order: whole rows move, blocks and all
+                order = unpermute_rotary_rows(np.arange(shape[0]).reshape(-1, 1), heads).reshape(-1)
+            weights[name] = GGUFBlocks(file, int(tensor.data_offset), qtype, shape, order)
             continue
         try:
             data = _dequantized(tensor)
