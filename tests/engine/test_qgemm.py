@@ -35,7 +35,7 @@ def _reference(x: torch.Tensor, raw: np.ndarray, qtype, n: int, k: int) -> tuple
     """(x as the kernel quantized it @ gguf's dequantized weights, in float64; the same with absolute values)."""
     w = torch.from_numpy(dequantize(raw, qtype).reshape(n, k)).double()
     g = k // 32
-    q, d, _, _ = _ops().qgemm_quantize(x, g + g % 2)
+    q, d, *_ = _ops().qgemm_quantize(x, g + g % 2)
     xd = (q.view(x.shape[0], -1, 32).double() * d.double()[..., None]).reshape(x.shape[0], -1)[:, :k]
     return xd @ w.T, xd.abs() @ w.abs().T
 
@@ -114,7 +114,7 @@ def test_activation_quantizer_is_llamacpp_q8_0(rows, blocks, seed, dtype):
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.standard_normal((rows, 32 * blocks)).astype(np.float32) * 3).to(dtype)
     gp = blocks + blocks % 2
-    q, d, s, d8 = _ops().qgemm_quantize(x, gp)
+    q, d, s, d8, h16 = _ops().qgemm_quantize(x, gp)
     v = x.float().numpy().reshape(rows, blocks, 32)
     scale = np.abs(v).max(-1) / np.float32(127)
     inv = np.where(scale != 0, np.float32(1) / np.where(scale != 0, scale, 1), 0).astype(np.float32)
@@ -123,21 +123,27 @@ def test_activation_quantizer_is_llamacpp_q8_0(rows, blocks, seed, dtype):
     assert np.array_equal(d[:, :blocks].numpy(), scale)
     assert np.array_equal(s[:, :blocks].numpy(), scale * codes.astype(np.int32).sum(-1).astype(np.float32))
     assert np.array_equal(d8.view(rows, gp, 8)[:, :blocks].numpy(), np.repeat(scale[..., None], 8, -1))
+    halves = codes.reshape(rows, blocks, 2, 16).astype(np.int32).sum(-1)
+    assert np.array_equal(h16.view(rows, gp, 2)[:, :blocks].numpy(), halves)
+    assert not h16.view(rows, gp, 2)[:, blocks:].any()
     assert not q.view(rows, gp, 32)[:, blocks:].any() and not d[:, blocks:].any()  # padding adds nothing
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_a_rows_result_does_not_depend_on_its_neighbours(fmt):
+    """Within a path (decode rows: up to 8; prompt rows: the blocked product) a row's value is one fixed-order sum."""
     qtype, decode = FORMATS[fmt]
     rng = np.random.default_rng(7)
     raw = quantize(rng.standard_normal((50, 160)).astype(np.float32), qtype)
-    x = torch.from_numpy(rng.standard_normal((11, 160)).astype(np.float32)).to(torch.bfloat16)
+    x = torch.from_numpy(rng.standard_normal((30, 160)).astype(np.float32)).to(torch.bfloat16)
     for isa in ISAS:
         product = BlockLinear(decode(raw), isa)
-        together = product(x)
-        assert together.dtype == torch.bfloat16
-        for i in (0, 3, 10):
-            assert torch.equal(product(x[i : i + 1]), together[i : i + 1])
+        few, many = product(x[:7]), product(x)
+        assert few.dtype == many.dtype == torch.bfloat16
+        for i in (0, 3, 6):
+            assert torch.equal(product(x[i : i + 1]), few[i : i + 1])
+        assert torch.equal(product(x[5:]), many[5:])  # other neighbours, other positions in the tiles of rows
+        assert torch.equal(product(x[3:17]), many[3:17])
 
 
 def test_gguf_formats_map_exactly_and_others_do_not():

@@ -1,26 +1,50 @@
-"""Products with GGUF block-quantized weights as the file stores them (Q8_0, Q4_0, Q4_1), multiplied by native kernels.
+"""Products with GGUF block-quantized weights as the file stores them, multiplied by native kernels (native/qgemm*.cpp).
 
-BlockLinear(weight) packs a GroupQuantized matrix once into the kernels' layout (native/qgemm.h: the same bytes per
-weight as the file, 18 per 32 weights for Q4_0, 20 for Q4_1, 34 for Q8_0; two blocks' nibbles interleaved so that
-one 32-byte load unpacks both, the fp16 scales in their own planes) and multiplies it with torch.ops.aios_cpu.qgemm:
-the activations are quantized to int8 per block of 32 (llama.cpp's q8_0: d = amax / 127) on the way in, each block's
-integer dot product is exact, and the blocks' scales are applied in float32. The same weights serve decode rows
-(a bandwidth-bound matrix-vector product) and prompt rows (a blocked product), so no float copy is kept.
+Formats (BlockFormat): Q8_0, Q4_0, Q4_1 (blocks of 32), Q5_0 (blocks of 32), Q4_K and Q6_K (super-blocks of 256).
 
-Weights in GGUF's formats map exactly (block_format); floats are quantized first: quantize_q8_0 is llama.cpp's Q8_0
-reference quantizer, and Q4_1 comes from quant_tensor.quantize_int4 (its scales rounded to fp16 when packed, as
-Q4_1 stores them). The instruction set (Isa) is picked by the native code at each call unless a product is built
-with one: AVX-512 VNNI, AVX2 or scalar, capped by AIOS_QGEMM_ISA=scalar|avx2|avx512.
+The API (what the loader calls):
+
+    BlockLinear(weight: GroupQuantized, isa=Isa.AUTO)
+        a GroupQuantized matrix in Q8_0 / Q4_0 / Q4_1 form (block_format), packed once into qgemm.h's layout: the
+        same bytes per weight as the file (18 per 32 weights for Q4_0, 20 for Q4_1, 34 for Q8_0; two blocks'
+        nibbles interleaved so that one 32-byte load unpacks both, the fp16 scales in their own planes).
+    BlockLinear.from_gguf(raw, qtype, shape, isa=Isa.AUTO)
+        the tensor's bytes as the GGUF file stores them (numpy or torch uint8, [out, row bytes] or flat; shape =
+        (out, in), in torch's order, i.e. GGUF's ne reversed), for any qtype in GGUF_FORMATS. Q5_0, Q4_K and Q6_K
+        are multiplied straight from those bytes: no copy is made when raw is a contiguous uint8 array (a view of a
+        memory-mapped file stays one; the product holds a reference). Q8_0 / Q4_0 / Q4_1 are repacked as above.
+    BlockLinear.concat(parts)
+        products of one format stacked along the output rows (q, k and v as one product); raises ValueError when the
+        formats or input sizes differ.
+    product(x) -> y           x [T, in] float32/bfloat16/float16 → [T, out] in x's dtype
+    product.native_kind()     (ProductKind, codes, scales) for native/decode_layers.cpp
+    product.nbytes            the weight bytes the product reads (for the raw formats: the file's)
+    supports(qtype)           whether from_gguf takes a GGUF type
+
+Rows of a raw tensor may be permuted (llama's q/k rotary unpermute) before from_gguf: each row's blocks are
+contiguous in GGUF, so a row permutation of the [out, row bytes] array is exact.
+
+Arithmetic: the activations are quantized to int8 per block of 32 (llama.cpp's q8_0: d = amax / 127) on the way in,
+each block's (Q6_K: each 16-weight half's) integer dot product is exact, and the scales are applied in float32.
+The same weights serve decode rows (a bandwidth-bound matrix-vector product) and prompt rows (a blocked product that
+decodes each tile of weight rows once and reuses it across the activation rows), so no float copy is kept.
+
+Floats are quantized first: quantize_q8_0 is llama.cpp's Q8_0 reference quantizer, and Q4_1 comes from
+quant_tensor.quantize_int4 (its scales rounded to fp16 when packed, as Q4_1 stores them). The instruction set (Isa)
+is picked by the native code at each call unless a product is built with one: AVX-512 VNNI, AVX2 or scalar, capped
+by AIOS_QGEMM_ISA=scalar|avx2|avx512.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
+import numpy as np
 import torch
+from gguf import GGMLQuantizationType
 
 from kernel.engine.cpu.native import ProductKind, load
-from kernel.engine.loading.quant_tensor import GroupQuantized
+from kernel.engine.loading.quant_tensor import GroupQuantized, from_q4_0, from_q4_1, from_q8_0
 
 BLOCK = 32
 
@@ -31,6 +55,9 @@ class BlockFormat(IntEnum):
     Q8_0 = 0
     Q4_0 = 1
     Q4_1 = 2
+    Q5_0 = 3  # the raw formats, multiplied from the file's bytes
+    Q4_K = 4
+    Q6_K = 5
 
 
 class Isa(IntEnum):
@@ -42,7 +69,23 @@ class Isa(IntEnum):
     AVX512 = 2
 
 
-_KINDS = {BlockFormat.Q8_0: ProductKind.Q8_0, BlockFormat.Q4_0: ProductKind.Q4_0, BlockFormat.Q4_1: ProductKind.Q4_1}
+_KINDS = {fmt: ProductKind(ProductKind.Q8_0 + fmt) for fmt in BlockFormat}
+GGUF_FORMATS = {
+    GGMLQuantizationType.Q8_0: BlockFormat.Q8_0,
+    GGMLQuantizationType.Q4_0: BlockFormat.Q4_0,
+    GGMLQuantizationType.Q4_1: BlockFormat.Q4_1,
+    GGMLQuantizationType.Q5_0: BlockFormat.Q5_0,
+    GGMLQuantizationType.Q4_K: BlockFormat.Q4_K,
+    GGMLQuantizationType.Q6_K: BlockFormat.Q6_K,
+}
+_PACKED_DECODERS = {BlockFormat.Q8_0: from_q8_0, BlockFormat.Q4_0: from_q4_0, BlockFormat.Q4_1: from_q4_1}
+# The raw formats: (weights per block, bytes per block), as GGUF stores them
+RAW_BLOCKS = {BlockFormat.Q5_0: (32, 22), BlockFormat.Q4_K: (256, 144), BlockFormat.Q6_K: (256, 210)}
+
+
+def supports(qtype: GGMLQuantizationType) -> bool:
+    """Whether BlockLinear.from_gguf takes tensors of this GGUF type."""
+    return qtype in GGUF_FORMATS
 
 
 def available() -> bool:
@@ -114,18 +157,85 @@ def pack(weight: GroupQuantized) -> tuple[BlockFormat, torch.Tensor, torch.Tenso
 class BlockLinear:
     def __init__(self, weight: GroupQuantized, isa: Isa = Isa.AUTO):
         """weight: [out, in] in a GGUF block format (block_format). Needs the native library (available())."""
-        self._ops = load()
-        if self._ops is None:
-            raise RuntimeError("BlockLinear needs the native CPU ops, which did not build")
+        self._ops = _ops()
         self.out_features, self.in_features = weight.shape
         self.format, self._codes, self._scales = pack(weight)
         self.isa = isa
         self.nbytes = self._codes.numel() + self._scales.numel() * self._scales.element_size()
 
+    @classmethod
+    def from_gguf(cls, raw, qtype: GGMLQuantizationType, shape: tuple[int, int], isa: Isa = Isa.AUTO) -> BlockLinear:
+        """raw: the tensor's bytes as the file stores them (uint8, numpy or torch), shape = (out, in)."""
+        fmt = GGUF_FORMATS.get(qtype)
+        if fmt is None:
+            raise ValueError(f"no block kernel for GGUF type {getattr(qtype, 'name', qtype)}")
+        n, k = (int(v) for v in shape)
+        array = raw.numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+        if array.dtype != np.uint8:
+            raise ValueError(f"raw GGUF bytes must be uint8, not {array.dtype}")
+        if fmt in _PACKED_DECODERS:
+            return cls(_packed(fmt, array, n, k), isa)
+        per_block, block_bytes = RAW_BLOCKS[fmt]
+        if n <= 0 or k <= 0 or k % per_block:
+            raise ValueError(f"{fmt.name} needs rows of a multiple of {per_block} inputs, not {k}")
+        row_bytes = k // per_block * block_bytes
+        if array.size != n * row_bytes:
+            raise ValueError(f"{fmt.name} [{n}, {k}] is {n * row_bytes} bytes, the data {array.size}")
+        product = cls.__new__(cls)
+        product._ops = _ops()
+        product.out_features, product.in_features = n, k
+        product.format, product.isa = fmt, isa
+        codes = array.reshape(n, row_bytes)
+        if not codes.flags.c_contiguous:
+            codes = np.ascontiguousarray(codes)
+        product._codes = torch.from_numpy(codes) if codes.flags.writeable else _readonly_tensor(codes)
+        product._scales = torch.empty(0, dtype=torch.float16)
+        product.nbytes = codes.size
+        return product
+
+    @classmethod
+    def concat(cls, parts: list[BlockLinear]) -> BlockLinear:
+        """The parts' rows stacked into one product (one format, one input size)."""
+        first = parts[0]
+        if any(p.format is not first.format or p.in_features != first.in_features for p in parts):
+            raise ValueError("BlockLinear.concat needs parts of one format and one input size")
+        product = cls.__new__(cls)
+        product._ops, product.format, product.isa = first._ops, first.format, first.isa
+        product.in_features = first.in_features
+        product.out_features = sum(p.out_features for p in parts)
+        product._codes = torch.cat([p._codes for p in parts])
+        product._scales = first._scales if first.format in RAW_BLOCKS else torch.cat([p._scales for p in parts], 1)
+        product.nbytes = sum(p.nbytes for p in parts)
+        return product
+
     def native_kind(self) -> tuple[ProductKind, torch.Tensor, torch.Tensor]:
-        """How native/decode_layers.cpp multiplies by this: the packed codes and the scale planes."""
+        """How native/decode_layers.cpp multiplies by this: the packed (or raw) codes and the scale planes (empty for
+        the raw formats)."""
         return _KINDS[self.format], self._codes, self._scales
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, in] → [T, out], in x's dtype."""
         return self._ops.qgemm(x, self._codes, self._scales, int(self.format), int(self.isa))
+
+
+def _ops():
+    ops = load()
+    if ops is None:
+        raise RuntimeError("BlockLinear needs the native CPU ops, which did not build")
+    return ops
+
+
+def _packed(fmt: BlockFormat, array: np.ndarray, n: int, k: int) -> GroupQuantized:
+    block_bytes = {BlockFormat.Q8_0: 34, BlockFormat.Q4_0: 18, BlockFormat.Q4_1: 20}[fmt]
+    if n <= 0 or k <= 0 or k % BLOCK or array.size != n * k // BLOCK * block_bytes:
+        raise ValueError(f"{fmt.name} [{n}, {k}] does not match the data's {array.size} bytes")
+    return _PACKED_DECODERS[fmt](array.reshape(n, -1))
+
+
+def _readonly_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over a read-only array (a memory-mapped file) without copying: the kernels never write weights."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch warns that writing would be undefined; nothing writes
+        return torch.from_numpy(array)

@@ -9,8 +9,9 @@ at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each 
     rope_write        rotary on q and k, k and v into the paged cache   (~10 ops → 1)
     decode_attention  every single-token row over its own paged context (6-8 ops per sequence → 1 per step)
     silu_mul          silu(gate) * up                                  (3 ops → 1)
-    qgemm             products with GGUF Q8_0/Q4_0/Q4_1 blocks and int8 activations (qgemm.cpp, qgemm_kernels.cpp:
-                      AVX2 / AVX-512 VNNI / scalar, picked at run time; kernel/engine/cpu/block_weights.py packs them)
+    qgemm             products with GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q4_K/Q6_K blocks and int8 activations (qgemm.cpp;
+                      qgemm_kernels.cpp for decode rows, qgemm_tile*.cpp for the blocked product: AVX2 / AVX-512
+                      VNNI / scalar, picked at run time; kernel/engine/cpu/block_weights.py packs or passes them)
     decode_layers     every layer of a pure-decode step, these ops and the weight products called from C++
                       (decode_layers.cpp): ~300 Python-level calls per step → 1
 
@@ -36,7 +37,16 @@ import torch
 
 SOURCES = [
     Path(__file__).with_name(name)
-    for name in ("ops.h", "ops.cpp", "decode_layers.cpp", "qgemm.h", "qgemm_kernels.cpp", "qgemm.cpp")
+    for name in (
+        "ops.h",
+        "ops.cpp",
+        "decode_layers.cpp",
+        "qgemm.h",
+        "qgemm_kernels.cpp",
+        "qgemm_tile.cpp",
+        "qgemm_tile_kernels.cpp",
+        "qgemm.cpp",
+    )
 ]
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
 log = logging.getLogger(__name__)
@@ -51,6 +61,9 @@ class ProductKind(IntEnum):
     Q8_0 = 3  # aios_cpu.qgemm(x, codes, scales, format): GGUF blocks (qgemm.h), format = kind - Q8_0
     Q4_0 = 4
     Q4_1 = 5
+    Q5_0 = 6  # the raw formats: codes are the file's bytes, the scales tensor empty
+    Q4_K = 7
+    Q6_K = 8
 
 
 def _cpu_flags() -> str:

@@ -1,11 +1,16 @@
 // torch.ops.aios_cpu.qgemm: y = x Wᵀ with W in a GGUF block format (qgemm.h), x quantized to int8 per 32-block on
 // the way in, the same weights for any number of rows:
-//   decode (1-8 rows) is a matrix-vector product bound by the weights' bytes: each weight row is read once and
-//     multiplied by up to four activation rows while in registers;
-//   prompt rows (hundreds) are a blocked product: a tile of kTile weight rows (a few KiB to ~70 KiB, in L1/L2) is
-//     multiplied by every group of four activation rows in turn, so the weights cross the memory bus once per call.
+//   decode rows (up to kRowPathRows) of the packed formats (Q8_0, Q4_0, Q4_1) are a matrix-vector product bound by
+//     the weights' bytes: each weight row is read once and multiplied by up to four activation rows while in
+//     registers (qgemm_kernels.cpp);
+//   more rows, and every row of the raw formats (Q5_0, Q4_K, Q6_K), go through the blocked product: a tile of kTileN
+//     weight rows is decoded once (qgemm_tile.cpp, a few tens of KiB, in L1/L2) and multiplied by every group of
+//     kTileRows activation rows with the rows in the vector lanes (qgemm_tile_kernels.cpp), so the weights cross the
+//     memory bus once per call and are unpacked once per call, not once per activation row.
 // Output rows are split across threads (at::parallel_for, torch's intra-op threads) by tiles of weight rows; every
-// output value is one kernel's fixed-order sum, so a row's result does not depend on the other rows or the threads.
+// output value is one kernel's fixed-order sum, so a row's result does not depend on the other rows or the threads
+// within a path (the decode-row path and the blocked path sum in different orders: results may differ in the last
+// float bits between a call of few rows and one of many).
 // The instruction set is picked at run time (__builtin_cpu_supports), capped by AIOS_QGEMM_ISA=scalar|avx2|avx512.
 #include "ops.h"
 #include "qgemm.h"
@@ -16,6 +21,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace aios {
 namespace {
@@ -25,8 +32,22 @@ using blocks::Format;
 using blocks::Isa;
 using blocks::kBlock;
 using blocks::kMaxRows;
+using blocks::kTileN;
+using blocks::kTileRows;
 
 constexpr int64_t kTile = 16;          // weight rows per task
+constexpr int64_t kRowPathRows = 8;    // up to this many rows, the packed formats take the row kernels
+
+bool is_raw(Format f) { return f == Format::Q5_0 || f == Format::Q4_K || f == Format::Q6_K; }
+
+// (weights per block, bytes per block) of the raw formats, as GGUF stores them
+std::pair<int64_t, int64_t> raw_block(Format f) {
+  switch (f) {
+    case Format::Q5_0: return {32, 22};
+    case Format::Q4_K: return {256, 144};
+    default: return {256, 210};
+  }
+}
 
 bool cpu_has(Isa isa) {
   __builtin_cpu_init();
@@ -73,15 +94,24 @@ blocks::RowKernel kernel_for(Isa isa, Format f) {
   }
 }
 
+blocks::TileKernel tile_kernel_for(Isa isa, Format f) {
+  switch (isa) {
+    case Isa::AVX512: return blocks::avx512_tile_kernel();
+    case Isa::AVX2: return blocks::avx2_tile_kernel(f == Format::Q8_0);
+    default: return blocks::scalar_tile_kernel();
+  }
+}
+
 Format check_format(int64_t format) {
-  TORCH_CHECK(format >= 0 && format <= static_cast<int64_t>(Format::Q4_1), "unknown block format ", format);
+  TORCH_CHECK(format >= 0 && format < blocks::kFormats, "unknown block format ", format);
   return static_cast<Format>(format);
 }
 
 // Row t of x [T, K] (any float dtype, unit stride along K) into its int8 blocks, padded to gp blocks (qgemm.h):
-// q [gp*32], d [gp], s [gp], d8 [gp*8]. Per block: d = amax / 127, q = round-half-even(x * (1 / d)), llama.cpp's q8_0.
+// q [gp*32], d [gp], s [gp], d8 [gp*8], h16 [gp*2]. Per block: d = amax / 127, q = round-half-even(x * (1 / d)),
+// llama.cpp's q8_0; h16 the integer sums of q over each half.
 template <typename T>
-void quantize_row(const T* v, int64_t G, int64_t gp, int8_t* q, float* d, float* s, float* d8) {
+void quantize_row(const T* v, int64_t G, int64_t gp, int8_t* q, float* d, float* s, float* d8, int32_t* h16) {
   for (int64_t b = 0; b < G; ++b, v += kBlock) {
     float x[kBlock], amax = 0.f;
     for (int64_t j = 0; j < kBlock; ++j) {
@@ -89,23 +119,26 @@ void quantize_row(const T* v, int64_t G, int64_t gp, int8_t* q, float* d, float*
       amax = std::max(amax, std::fabs(x[j]));
     }
     const float scale = amax / 127.f, inv = scale != 0.f ? 1.f / scale : 0.f;
-    int32_t sum = 0;
+    int32_t half_sum[2] = {0, 0};
     for (int64_t j = 0; j < kBlock; ++j) {
       const float r = std::nearbyint(x[j] * inv);
       q[b * kBlock + j] = static_cast<int8_t>(r);
-      sum += static_cast<int32_t>(r);
+      half_sum[j / 16] += static_cast<int32_t>(r);
     }
     d[b] = scale;
-    s[b] = scale * static_cast<float>(sum);
+    s[b] = scale * static_cast<float>(half_sum[0] + half_sum[1]);
+    h16[2 * b] = half_sum[0];
+    h16[2 * b + 1] = half_sum[1];
     std::fill(d8 + b * 8, d8 + (b + 1) * 8, scale);
   }
   std::fill(q + G * kBlock, q + gp * kBlock, int8_t{0});      // padding blocks add nothing
   std::fill(d + G, d + gp, 0.f);
   std::fill(s + G, s + gp, 0.f);
   std::fill(d8 + G * 8, d8 + gp * 8, 0.f);
+  std::fill(h16 + G * 2, h16 + gp * 2, 0);
 }
 
-void quantize_rows(const at::Tensor& x, int64_t gp, int8_t* q, float* d, float* s, float* d8) {
+void quantize_rows(const at::Tensor& x, int64_t gp, int8_t* q, float* d, float* s, float* d8, int32_t* h16) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) % kBlock == 0 && x.stride(1) == 1,
               "x must be [T, K], K a multiple of 32, unit stride along K");
   const int64_t T = x.size(0), G = x.size(1) / kBlock, stride = x.stride(0);
@@ -114,7 +147,8 @@ void quantize_rows(const at::Tensor& x, int64_t gp, int8_t* q, float* d, float* 
     const scalar_t* xp = x.data_ptr<scalar_t>();
     at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        quantize_row(xp + t * stride, G, gp, q + t * gp * kBlock, d + t * gp, s + t * gp, d8 + t * gp * 8);
+        quantize_row(xp + t * stride, G, gp, q + t * gp * kBlock, d + t * gp, s + t * gp, d8 + t * gp * 8,
+                     h16 + t * gp * 2);
       }
     });
   });
@@ -122,7 +156,8 @@ void quantize_rows(const at::Tensor& x, int64_t gp, int8_t* q, float* d, float* 
 
 }  // namespace
 
-// x [T, K] → {q int8 [T, gp*32], d [T, gp], s [T, gp], d8 [T, gp*8]}: what qgemm multiplies (exposed for tests).
+// x [T, K] → {q int8 [T, gp*32], d [T, gp], s [T, gp], d8 [T, gp*8], h16 int32 [T, gp*2]}: what qgemm multiplies
+// (exposed for tests).
 std::vector<at::Tensor> qgemm_quantize(const at::Tensor& x, int64_t gp) {
   const at::Tensor xc = x.dim() == 2 && x.stride(1) == 1 ? x : x.contiguous();
   const int64_t T = x.size(0);
@@ -130,43 +165,85 @@ std::vector<at::Tensor> qgemm_quantize(const at::Tensor& x, int64_t gp) {
   auto d = at::empty({T, gp}, x.options().dtype(at::kFloat));
   auto s = at::empty({T, gp}, x.options().dtype(at::kFloat));
   auto d8 = at::empty({T, gp * 8}, x.options().dtype(at::kFloat));
-  quantize_rows(xc, gp, q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>(), d8.data_ptr<float>());
-  return {q, d, s, d8};
+  auto h16 = at::empty({T, gp * 2}, x.options().dtype(at::kInt));
+  quantize_rows(xc, gp, q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>(), d8.data_ptr<float>(),
+                h16.data_ptr<int32_t>());
+  return {q, d, s, d8, h16};
 }
 
-// x [T, K] float32/bfloat16/float16; codes and scales as block_weights.py packs them (qgemm.h); format: Format;
-// isa: Isa (-1: the best this CPU has, under AIOS_QGEMM_ISA). Returns [T, N] in x's dtype, each value rounded once.
-// One workspace holds the quantized activations: a decode step makes ~4 of these calls per layer, so allocations
-// and dtype conversions around the product are a visible part of a small model's step.
+// x [T, K] float32/bfloat16/float16; codes and scales as block_weights.py packs them (qgemm.h; the raw formats: the
+// file's bytes, scales ignored); format: Format; isa: Isa (-1: the best this CPU has, under AIOS_QGEMM_ISA).
+// Returns [T, N] in x's dtype, each value rounded once. One workspace holds the quantized activations: a decode step
+// makes ~4 of these calls per layer, so allocations and dtype conversions around the product are a visible part of a
+// small model's step.
 at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tensor& scales, int64_t format,
                  int64_t isa) {
   const Format f = check_format(format);
   TORCH_CHECK(x_in.dim() == 2, "x must be [T, K]");
   const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
   TORCH_CHECK(codes.dim() == 2 && codes.is_contiguous() && codes.scalar_type() == at::kByte, "codes: [N, bytes] uint8");
-  TORCH_CHECK(scales.dim() == 3 && scales.is_contiguous() && scales.scalar_type() == at::kHalf &&
-              scales.size(0) == (f == Format::Q4_1 ? 2 : 1) && scales.size(1) == codes.size(0),
-              "scales: [1 or 2 (Q4_1), N, blocks] float16");
-  const int64_t T = x.size(0), K = x.size(1), N = codes.size(0), gp = scales.size(2);
-  const int64_t row_bytes = f == Format::Q8_0 ? gp * kBlock : gp * kBlock / 2;
-  TORCH_CHECK(gp % 2 == 0 && codes.size(1) == row_bytes, "codes and scales disagree on the blocks per row");
-  TORCH_CHECK(K % kBlock == 0 && K / kBlock <= gp && K / kBlock > gp - 2, "x has ", K, " inputs, the weights ",
-              gp * kBlock, " (padded)");
-  const blocks::RowKernel kernel = kernel_for(resolve(isa), f);
+  const int64_t T = x.size(0), K = x.size(1), N = codes.size(0);
+  TORCH_CHECK(K % kBlock == 0, "x has ", K, " inputs, not a multiple of 32");
+  int64_t gp, row_bytes;
+  const uint16_t* sc = nullptr;
+  if (is_raw(f)) {
+    const auto [per_block, block_bytes] = raw_block(f);
+    TORCH_CHECK(K % per_block == 0 && codes.size(1) == K / per_block * block_bytes, "x has ", K,
+                " inputs, the weights' rows ", codes.size(1), " bytes of ", block_bytes, "-byte blocks of ",
+                per_block);
+    gp = K / kBlock + (K / kBlock) % 2;
+    row_bytes = codes.size(1);
+  } else {
+    TORCH_CHECK(scales.dim() == 3 && scales.is_contiguous() && scales.scalar_type() == at::kHalf &&
+                scales.size(0) == (f == Format::Q4_1 ? 2 : 1) && scales.size(1) == N,
+                "scales: [1 or 2 (Q4_1), N, blocks] float16");
+    gp = scales.size(2);
+    row_bytes = f == Format::Q8_0 ? gp * kBlock : gp * kBlock / 2;
+    TORCH_CHECK(gp % 2 == 0 && codes.size(1) == row_bytes, "codes and scales disagree on the blocks per row");
+    TORCH_CHECK(K / kBlock <= gp && K / kBlock > gp - 2, "x has ", K, " inputs, the weights ", gp * kBlock,
+                " (padded)");
+    sc = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
+  }
+  const Isa chosen = resolve(isa);
   auto y = at::empty({T, N}, x.options());
   if (T == 0 || N == 0) return y;
   const int64_t q_bytes = T * gp * kBlock;                      // a multiple of 64: the floats after it stay aligned
-  auto workspace = at::empty({q_bytes + T * gp * 10 * static_cast<int64_t>(sizeof(float))},
+  auto workspace = at::empty({q_bytes + T * gp * 12 * static_cast<int64_t>(sizeof(float))},
                              x.options().dtype(at::kByte));
   int8_t* q = reinterpret_cast<int8_t*>(workspace.data_ptr<uint8_t>());
   float* d = reinterpret_cast<float*>(workspace.data_ptr<uint8_t>() + q_bytes);
   float *s = d + T * gp, *d8 = s + T * gp;
-  quantize_rows(x, gp, q, d, s, d8);
-  const Acts a{q, d, s, d8, gp};
-  const uint16_t* sc = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
+  int32_t* h16 = reinterpret_cast<int32_t*>(d8 + T * gp * 8);
+  quantize_rows(x, gp, q, d, s, d8, h16);
+  const Acts a{q, d, s, d8, h16, gp};
   const blocks::Weights w{codes.data_ptr<uint8_t>(), sc, f == Format::Q4_1 ? sc + N * gp : nullptr, gp, row_bytes};
+  const bool blocked = is_raw(f) || T > kRowPathRows;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "qgemm", [&] {
     scalar_t* yp = y.data_ptr<scalar_t>();
+    if (blocked) {
+      const blocks::TileKernel kernel = tile_kernel_for(chosen, f);
+      const int64_t g = K / kBlock;
+      at::parallel_for(0, (N + kTileN - 1) / kTileN, 1, [&](int64_t begin, int64_t end) {
+        std::vector<uint8_t> codes_tile(g * 8 * kTileN * 4);
+        std::vector<float> floats_tile(g * 3 * kTileN);
+        blocks::Tile tile{codes_tile.data(), floats_tile.data(), floats_tile.data() + g * 2 * kTileN, g, 0, false,
+                          false};
+        float out[kTileRows * kTileN];
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t n0 = task * kTileN, rows_n = std::min(kTileN, N - n0);
+          blocks::decode_tile(f, w, n0, rows_n, tile);
+          for (int64_t t0 = 0; t0 < T; t0 += kTileRows) {
+            const int64_t rows = std::min(kTileRows, T - t0);
+            kernel(tile, a, t0, rows, out);
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t i = 0; i < rows_n; ++i) yp[(t0 + r) * N + n0 + i] = static_cast<scalar_t>(out[r * kTileN + i]);
+            }
+          }
+        }
+      });
+      return;
+    }
+    const blocks::RowKernel kernel = kernel_for(chosen, f);
     at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
       float out[kMaxRows];
       for (int64_t tile = begin; tile < end; ++tile) {

@@ -1,5 +1,6 @@
-// Products with GGUF block-quantized weights (Q8_0, Q4_0, Q4_1) and activations quantized to int8 per 32-block, in
-// the kernel's layout (block_weights.py writes it; qgemm_kernels.cpp multiplies it; qgemm.cpp is the torch op).
+// Products with GGUF block-quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K) and activations quantized to int8
+// per 32-block (block_weights.py packs or passes the weights; qgemm_kernels.cpp multiplies one weight row against a
+// few activation rows; qgemm_tile*.cpp decode a tile of weight rows and multiply it by many rows; qgemm.cpp is the op).
 //
 // Weights, one row per output feature, Gp blocks of 32 inputs (the row's G blocks padded to an even count with zero
 // blocks, which add nothing):
@@ -8,8 +9,13 @@
 //         block 2p + 1 in its high nibble (one 32-byte load unpacks two whole blocks);  w = d * (q - 8)
 //   Q4_1  the same nibble layout;                                         w = d * q + m
 //   scales fp16 [S, N, Gp]: plane 0 the blocks' d, plane 1 (Q4_1 only) their m. The same bytes per weight as the file.
-// Activations, per row t and block b: q int8 [T, Gp * 32], d = amax / 127, s = d * sum(q) (llama.cpp's q8_1), and d
-// repeated 8 times (d8) for the 512-bit kernels, whose lanes hold two blocks' partial sums.
+//   Q5_0, Q4_K, Q6_K (the raw formats): codes [N, row bytes] are the file's blocks as stored, no scale planes:
+//         Q5_0 22 bytes per 32 (fp16 d, 32 high bits, 16 bytes of nibbles; w = d * (q - 16)),
+//         Q4_K 144 per 256 (fp16 d, fp16 dmin, eight 6-bit scales and mins, 128 bytes of nibbles; w = d sc q - dmin m),
+//         Q6_K 210 per 256 (128 bytes low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, fp16 d; w = d sc (q - 32)).
+// Activations, per row t and block b: q int8 [T, Gp * 32], d = amax / 127, s = d * sum(q) (llama.cpp's q8_1), d
+// repeated 8 times (d8) for the 512-bit kernels, whose lanes hold two blocks' partial sums, and the integer sums of q
+// over each 16-input half (h16, for the tiles' bias correction and Q6_K's 16-weight scales).
 //
 // Every kernel computes, per (weight row, activation row), sum_b dw_b dx_b idot_b + sum_b c_b s_b, where idot_b is the
 // block's integer dot product (exact) and c_b the block's constant term: Q4_0 -8 dw_b, Q4_1 m_b, and Q8_0 on the VNNI
@@ -20,7 +26,8 @@
 
 namespace aios::blocks {
 
-enum class Format : int64_t { Q8_0 = 0, Q4_0 = 1, Q4_1 = 2 };
+enum class Format : int64_t { Q8_0 = 0, Q4_0 = 1, Q4_1 = 2, Q5_0 = 3, Q4_K = 4, Q6_K = 5 };
+constexpr int64_t kFormats = 6;
 enum class Isa : int64_t { AUTO = -1, SCALAR = 0, AVX2 = 1, AVX512 = 2 };
 
 constexpr int64_t kBlock = 32;
@@ -39,6 +46,7 @@ struct Acts {
   const float* d;         // [T, Gp]
   const float* s;         // [T, Gp]
   const float* d8;        // [T, Gp * 8]
+  const int32_t* h16;     // [T, Gp * 2]
   int64_t gp;
 };
 
@@ -50,5 +58,35 @@ RowKernel avx2_kernel(Format f);
 RowKernel avx512_kernel(Format f);
 
 float half_to_float(uint16_t h);
+
+// ---- the blocked product (qgemm_tile.cpp, qgemm_tile_kernels.cpp) ----------------------------------------------------
+// A tile is kTileN weight rows decoded once into a layout where a vector's lanes are the rows: per 32-block b and
+// group of four inputs k4, 16 rows x 4 unsigned codes (64 bytes: one 512-bit or two 256-bit vectors). The codes are
+// the stored unsigned ones (Q8_0's xor 0x80), w = d * (code - bias) + m per block (Q6_K: d per 16-input half), so a
+// tile kernel sums exact integer dots of the codes with the int8 activations, subtracts bias * sum(x) (an integer)
+// and applies d * dx and m * s in float32. Decoding is per tile and transient (a few tens of KiB): nothing per weight
+// is kept beyond the stored codes.
+constexpr int64_t kTileN = 16;
+constexpr int64_t kTileRows = 4;       // activation rows one tile-kernel call multiplies
+
+struct Tile {
+  uint8_t* q;             // [G][8][kTileN][4]
+  float* d;               // [G][2][kTileN]: each half's scale (both halves equal except Q6_K)
+  float* m;               // [G][kTileN]: the block's constant term (Q4_1, Q4_K), else zero
+  int64_t g;              // blocks of 32 per row
+  int32_t bias;           // the code that means zero
+  bool split;             // two scales per block (Q6_K)
+  bool has_m;
+};
+
+// Rows n0 .. n0 + rows (rows <= kTileN, the rest zero) of the weights into the tile.
+void decode_tile(Format f, const Weights& w, int64_t n0, int64_t rows, Tile& t);
+int32_t format_bias(Format f);
+
+// out[r * kTileN + i] = tile row i times activation row t0 + r, r < rows (1..kTileRows).
+using TileKernel = void (*)(const Tile& t, const Acts& a, int64_t t0, int64_t rows, float* out);
+TileKernel scalar_tile_kernel();
+TileKernel avx2_tile_kernel(bool wide);   // wide: 8-bit codes (Q8_0), which maddubs would saturate unsigned
+TileKernel avx512_tile_kernel();
 
 }  // namespace aios::blocks

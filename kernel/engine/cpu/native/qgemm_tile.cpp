@@ -1,0 +1,123 @@
+// Decoding a tile of weight rows for the blocked product (qgemm.h, Tile): every format's blocks, as block_weights.py
+// packs them (Q8_0, Q4_0, Q4_1) or as the GGUF file stores them (Q5_0, Q4_K, Q6_K), into unsigned codes with the
+// rows in a vector's lanes, per-block float scales and constant terms. Plain C++ (the compiler vectorizes the
+// per-block loops): a tile is decoded once per call of the product and then multiplied by every activation row, so
+// its cost is shared by all rows of a prompt. The scales are computed as GGUF's reference dequantizer computes them
+// (d * sc and dmin * m in float32, exact: an fp16 times a 6- or 8-bit integer).
+#include "qgemm.h"
+
+#include <cstring>
+
+namespace aios::blocks {
+namespace {
+
+inline float fp16_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return half_to_float(h);
+}
+
+// One 32-block of one weight row: its unsigned codes c[32], the scales of its two 16-input halves, its constant.
+template <Format F>
+inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, float* d, float* m) {
+  const uint8_t* row = w.codes + n * w.row_bytes;
+  *m = 0.f;
+  if constexpr (F == Format::Q8_0) {
+    for (int j = 0; j < kBlock; ++j) c[j] = row[b * kBlock + j] ^ 0x80u;
+    d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
+  } else if constexpr (F == Format::Q4_0 || F == Format::Q4_1) {
+    const uint8_t* p = row + (b / 2) * kBlock;
+    const int shift = (b % 2) * 4;
+    for (int j = 0; j < kBlock; ++j) c[j] = (p[j] >> shift) & 0x0f;
+    d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
+    if constexpr (F == Format::Q4_1) *m = half_to_float(w.m[n * w.gp + b]);
+  } else if constexpr (F == Format::Q5_0) {
+    const uint8_t* p = row + b * 22;
+    uint32_t qh;
+    std::memcpy(&qh, p + 2, sizeof qh);
+    for (int j = 0; j < 16; ++j) {
+      c[j] = (p[6 + j] & 0x0f) | (((qh >> j) & 1u) << 4);
+      c[j + 16] = (p[6 + j] >> 4) | (((qh >> (j + 16)) & 1u) << 4);
+    }
+    d[0] = d[1] = fp16_at(p);
+  } else if constexpr (F == Format::Q4_K) {
+    const uint8_t* p = row + (b / 8) * 144;
+    const int sub = static_cast<int>(b % 8);
+    const uint8_t* s = p + 4;
+    int sc, mn;
+    if (sub < 4) {
+      sc = s[sub] & 63;
+      mn = s[sub + 4] & 63;
+    } else {
+      sc = (s[sub + 4] & 0x0f) | ((s[sub - 4] >> 6) << 4);
+      mn = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
+    }
+    const uint8_t* qs = p + 16 + (sub / 2) * kBlock;
+    const int shift = (sub % 2) * 4;
+    for (int j = 0; j < kBlock; ++j) c[j] = (qs[j] >> shift) & 0x0f;
+    d[0] = d[1] = fp16_at(p) * static_cast<float>(sc);
+    *m = -(fp16_at(p + 2) * static_cast<float>(mn));
+  } else {  // Q6_K: 32-block `sub` of the super-block is quarter `sub % 4` of its half `sub / 4`
+    const uint8_t* p = row + (b / 8) * 210;
+    const int sub = static_cast<int>(b % 8), half = sub / 4, quarter = sub % 4;
+    const uint8_t* ql = p + 64 * half + (quarter % 2) * 32;
+    const uint8_t* qh = p + 128 + 32 * half;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192) + 8 * half + 2 * quarter;
+    const int low_shift = (quarter / 2) * 4, high_shift = 2 * quarter;
+    for (int j = 0; j < kBlock; ++j) {
+      c[j] = ((ql[j] >> low_shift) & 0x0f) | (((qh[j] >> high_shift) & 3) << 4);
+    }
+    const float dd = fp16_at(p + 208);
+    d[0] = dd * static_cast<float>(sc[0]);
+    d[1] = dd * static_cast<float>(sc[1]);
+  }
+}
+
+template <Format F>
+void decode_tile_as(const Weights& w, int64_t n0, int64_t rows, Tile& t) {
+  uint8_t c[kBlock];
+  float d[2], m;
+  for (int64_t i = 0; i < kTileN; ++i) {
+    for (int64_t b = 0; b < t.g; ++b) {
+      if (i < rows) {
+        decode_block<F>(w, n0 + i, b, c, d, &m);
+      } else {  // rows past the matrix: codes at the bias and zero scales give zero
+        std::memset(c, 0, sizeof c);
+        d[0] = d[1] = m = 0.f;
+      }
+      uint8_t* q = t.q + b * 8 * kTileN * 4 + i * 4;
+      for (int k4 = 0; k4 < 8; ++k4) std::memcpy(q + k4 * kTileN * 4, c + 4 * k4, 4);
+      t.d[(b * 2) * kTileN + i] = d[0];
+      t.d[(b * 2 + 1) * kTileN + i] = d[1];
+      t.m[b * kTileN + i] = m;
+    }
+  }
+}
+
+}  // namespace
+
+int32_t format_bias(Format f) {
+  switch (f) {
+    case Format::Q8_0: return 128;
+    case Format::Q4_0: return 8;
+    case Format::Q5_0: return 16;
+    case Format::Q6_K: return 32;
+    default: return 0;
+  }
+}
+
+void decode_tile(Format f, const Weights& w, int64_t n0, int64_t rows, Tile& t) {
+  t.bias = format_bias(f);
+  t.split = f == Format::Q6_K;
+  t.has_m = f == Format::Q4_1 || f == Format::Q4_K;
+  switch (f) {
+    case Format::Q8_0: return decode_tile_as<Format::Q8_0>(w, n0, rows, t);
+    case Format::Q4_0: return decode_tile_as<Format::Q4_0>(w, n0, rows, t);
+    case Format::Q4_1: return decode_tile_as<Format::Q4_1>(w, n0, rows, t);
+    case Format::Q5_0: return decode_tile_as<Format::Q5_0>(w, n0, rows, t);
+    case Format::Q4_K: return decode_tile_as<Format::Q4_K>(w, n0, rows, t);
+    case Format::Q6_K: return decode_tile_as<Format::Q6_K>(w, n0, rows, t);
+  }
+}
+
+}  // namespace aios::blocks
