@@ -28,7 +28,15 @@ LLAMA3_ROPE = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 64,
 }  # wavelength bands 16..64 tokens
-FAMILIES = ("llama3", "mistral", "qwen2", "qwen3", "gemma3")
+YARN_ROPE = {
+    "rope_type": "yarn",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "original_max_position_embeddings": 64,
+    "beta_fast": 16.0,
+    "beta_slow": 2.0,
+}  # the ramp spans rotary pairs 0..3 of 8 at head_dim 16; attention factor 1 + 0.1 ln 8 (derived)
+FAMILIES = ("llama3", "mistral", "qwen2", "qwen3", "gemma3", "qwen2-yarn")
 
 
 def hf_model(family: str, vocab: int, eos: int, bos: int):
@@ -57,6 +65,9 @@ def hf_model(family: str, vocab: int, eos: int, bos: int):
         config, cls = tf.MistralConfig(**common, sliding_window=WINDOW), tf.MistralForCausalLM
     elif family == "qwen2":
         config, cls = tf.Qwen2Config(**common, tie_word_embeddings=True), tf.Qwen2ForCausalLM
+    elif family == "qwen2-yarn":  # Qwen2.5's long-context setting, scaled down
+        config = tf.Qwen2Config(**common, tie_word_embeddings=True, rope_parameters=dict(YARN_ROPE))
+        cls = tf.Qwen2ForCausalLM
     elif family == "qwen3":
         config, cls = tf.Qwen3Config(**common, tie_word_embeddings=True), tf.Qwen3ForCausalLM
     elif family == "gemma3":
@@ -95,7 +106,14 @@ def save_family(family: str, folder: Path) -> Path:
     return folder
 
 
-_GGUF_ARCH = {"llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3"}
+_GGUF_ARCH = {
+    "llama3": "llama",
+    "mistral": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma3": "gemma3",
+    "qwen2-yarn": "qwen2",
+}
 _LAYER = {
     "input_layernorm": "attn_norm",
     "self_attn.q_proj": "attn_q",
@@ -154,6 +172,14 @@ def save_family_gguf(family: str, hf_folder: Path, path: Path, with_rope_freqs: 
     writer.add_value_length(cfg["head_dim"])
     rope = cfg["rope_parameters"]
     writer.add_rope_freq_base((rope.get("full_attention") or rope)["rope_theta"])
+    if rope.get("rope_type") == "yarn":  # as llama.cpp's converter writes it, and the betas llama.cpp reads
+        from gguf import RopeScalingType
+
+        writer.add_rope_scaling_type(RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        writer.add_rope_scaling_yarn_beta_fast(rope["beta_fast"])
+        writer.add_rope_scaling_yarn_beta_slow(rope["beta_slow"])
     writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     writer.add_vocab_size(cfg["vocab_size"])
     if cfg.get("sliding_window"):

@@ -67,7 +67,7 @@ def test_corrupt_gguf(tmp_path, tiny_gguf):
         load_checkpoint(damaged, torch.float32)
     garbage = tmp_path / "garbage.gguf"
     garbage.write_bytes(b"not a gguf file at all" * 10)
-    with pytest.raises(ModelLoadError, match="not a readable GGUF"):
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
         load_checkpoint(garbage, torch.float32)
 
 

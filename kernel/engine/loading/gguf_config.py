@@ -2,19 +2,20 @@
 
 Architectures (general.architecture): llama (Llama and Mistral, which llama.cpp writes as llama), qwen2, qwen3, gemma3.
 A metadata key that changes the computation and that ModelConfig does not express (softcapping, experts, a rope
-scaling other than linear, partial rotary...) is refused with ModelLoadError naming it; the weights themselves are
-gguf_loader.py's.
+scaling other than linear or yarn, partial rotary...) is refused with ModelLoadError naming it; the weights themselves
+are gguf_loader.py's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from kernel.engine.loading.gguf_file import GGUFFile, read_gguf_file
 from kernel.engine.loading.model_config import Activation, Family, ModelConfig, ModelLoadError
-from kernel.engine.loading.rope import Rope, RopeKind
+from kernel.engine.loading.rope import Rope, RopeKind, scaled_query, yarn
 
 _ARCHITECTURES = {"llama": Family.LLAMA, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3, "gemma3": Family.GEMMA3}
 # metadata (after the architecture's prefix) that changes the computation in ways ModelConfig does not express
@@ -78,6 +79,7 @@ def config_from_metadata(meta: dict, path: Path) -> ModelConfig:
             else ()
         )
         scale = meta.get(key("attention.scale"))
+        rope = _rope(meta, arch, path)
         cfg = ModelConfig(
             vocab_size=int(meta.get(key("vocab_size")) or len(meta["tokenizer.ggml.tokens"])),
             hidden_size=hidden,
@@ -87,7 +89,7 @@ def config_from_metadata(meta: dict, path: Path) -> ModelConfig:
             head_dim=head_dim,
             ffn_size=int(meta[key("feed_forward_length")]),
             rms_eps=float(meta[key("attention.layer_norm_rms_epsilon")]),
-            rope=_rope(meta, arch, path),
+            rope=rope,
             max_context=int(meta[key("context_length")]),
             tie_embeddings=False,  # decided from the tensors present
             family=family,
@@ -98,7 +100,7 @@ def config_from_metadata(meta: dict, path: Path) -> ModelConfig:
             activation=Activation.GELU_TANH if gemma else Activation.SILU,
             embed_scale=float(torch.tensor(hidden**0.5)) if gemma else 1.0,
             # llama.cpp scales Gemma 3 queries by head_dim ** -0.5 unless the file says (27B excepted, by size)
-            query_scale=float(scale) if scale else head_dim**-0.5 if gemma else None,
+            query_scale=scaled_query(float(scale) if scale else head_dim**-0.5 if gemma else None, head_dim, rope),
             sliding_window=int(window) if window else None,
             sliding_layers=sliding,
             local_rope=Rope(float(meta.get(key("rope.freq_base_swa"), _GEMMA3_LOCAL_THETA)))
@@ -128,6 +130,29 @@ def _rope(meta: dict, arch: str, path: Path) -> Rope:
     factor = float(meta.get(f"{arch}.rope.scaling.factor", 1.0) or 1.0)
     if kind == "linear":
         return Rope(theta, RopeKind.LINEAR, factor=factor)
+    if kind == "yarn":
+        return _yarn(meta, f"{arch}.rope.scaling.", theta, factor, path)
     if kind != "none" or factor != 1.0:
-        raise ModelLoadError(f"{path}: rope scaling {kind!r} is not supported (linear and rope_freqs are)")
+        raise ModelLoadError(f"{path}: rope scaling {kind!r} is not supported (linear, yarn and rope_freqs are)")
     return Rope(theta)
+
+
+def _yarn(meta: dict, prefix: str, theta: float, factor: float, path: Path) -> Rope:
+    """llama.cpp's YaRN keys: cos and sin scaled by yarn_attn_factor * (1 + 0.1 ln factor), as its rope kernel does
+    (ext_factor 1); the original context defaults to the training context, as llama.cpp's does. Keys whose meaning
+    would change that (a log multiplier, another ext factor, attn_factor) are refused by name."""
+    for name, neutral in (("yarn_log_multiplier", 0.0), ("yarn_ext_factor", 1.0), ("attn_factor", 1.0)):
+        value = meta.get(prefix + name)
+        if value is not None and float(value) != neutral and not (name == "yarn_ext_factor" and float(value) < 0):
+            raise ModelLoadError(f"{path}: {prefix}{name}={value!r} with yarn is not supported")
+    arch = prefix.split(".", 1)[0]
+    original = meta.get(prefix + "original_context_length") or meta.get(f"{arch}.context_length")
+    rope = yarn(
+        theta,
+        factor,
+        int(original),
+        beta_fast=float(meta.get(prefix + "yarn_beta_fast", 32.0)),
+        beta_slow=float(meta.get(prefix + "yarn_beta_slow", 1.0)),
+    )
+    multiplier = float(meta.get(prefix + "yarn_attn_factor", 1.0))
+    return dataclasses.replace(rope, attention_factor=rope.attention_factor * multiplier)

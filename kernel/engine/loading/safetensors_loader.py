@@ -22,7 +22,7 @@ from kernel.engine.loading.model_config import (
     ModelLoadError,
     check_weights,
 )
-from kernel.engine.loading.rope import Rope, rope_from_hf
+from kernel.engine.loading.rope import Rope, attention_scale, rope_from_hf, scaled_query
 
 _FAMILIES = {
     "llama": Family.LLAMA,
@@ -114,7 +114,10 @@ def config_from_hf(raw: dict, folder: Path) -> ModelConfig:
             int(raw["hidden_size"]),
             int(raw["num_hidden_layers"]),
         )
+        head_dim = int(raw.get("head_dim") or hidden // n_heads)
         rope, local_rope = _ropes(raw, family, where)
+        if local_rope is not None and attention_scale(local_rope) != attention_scale(rope):
+            raise ModelLoadError(f"{where}: sliding and global layers with different YaRN attention factors")
         window, sliding = _sliding(raw, family, n_layers)
         cfg = ModelConfig(
             vocab_size=int(raw["vocab_size"]),
@@ -122,7 +125,7 @@ def config_from_hf(raw: dict, folder: Path) -> ModelConfig:
             n_layers=n_layers,
             n_heads=n_heads,
             n_kv_heads=int(raw.get("num_key_value_heads") or n_heads),
-            head_dim=int(raw.get("head_dim") or hidden // n_heads),
+            head_dim=head_dim,
             ffn_size=int(raw["intermediate_size"]),
             rms_eps=float(raw.get("rms_norm_eps", 1e-6)),
             rope=rope,
@@ -136,7 +139,9 @@ def config_from_hf(raw: dict, folder: Path) -> ModelConfig:
             activation=activation,
             # transformers rounds the scale to float32 before multiplying (a float32 tensor buffer)
             embed_scale=float(torch.tensor(hidden**0.5)) if family is Family.GEMMA3 else 1.0,
-            query_scale=float(raw["query_pre_attn_scalar"]) ** -0.5 if family is Family.GEMMA3 else None,
+            query_scale=scaled_query(
+                float(raw["query_pre_attn_scalar"]) ** -0.5 if family is Family.GEMMA3 else None, head_dim, rope
+            ),
             sliding_window=window,
             sliding_layers=sliding,
             local_rope=local_rope,
@@ -151,23 +156,25 @@ def _ropes(raw: dict, family: Family, where: str) -> tuple[Rope, Rope | None]:
     """The global rope and, for Gemma 3, the sliding layers' own. Newer configs carry one rope_parameters map (per
     layer type for Gemma 3); older ones rope_theta, rope_scaling and Gemma's rope_local_base_freq."""
     params = raw.get("rope_parameters") or {}
+    contexts = {"max_context": int(raw.get("max_position_embeddings") or 0)}
+    contexts["original_context"] = raw.get("original_max_position_embeddings")
     if family is Family.GEMMA3:
         if "full_attention" in params:
             full, local = params["full_attention"], params.get("sliding_attention", {})
             return (
-                rope_from_hf(float(full["rope_theta"]), full, where),
-                rope_from_hf(float(local.get("rope_theta", 10000.0)), local, where),
+                rope_from_hf(float(full["rope_theta"]), full, where, **contexts),
+                rope_from_hf(float(local.get("rope_theta", 10000.0)), local, where, **contexts),
             )
         scaling = raw.get("rope_scaling")
         return (
-            rope_from_hf(float(raw.get("rope_theta", 1e6)), scaling, where),
+            rope_from_hf(float(raw.get("rope_theta", 1e6)), scaling, where, **contexts),
             Rope(float(raw.get("rope_local_base_freq", 10000.0))),
         )
     theta = float(raw.get("rope_theta") or params.get("rope_theta", 10000.0))
     scaling = raw.get("rope_scaling") or (params if params.get("rope_type", "default") != "default" else None)
     if raw.get("partial_rotary_factor", 1.0) != 1.0:
         raise ModelLoadError(f"{where}: partial_rotary_factor={raw['partial_rotary_factor']} is not supported")
-    return rope_from_hf(theta, scaling, where), None
+    return rope_from_hf(theta, scaling, where, **contexts), None
 
 
 def _sliding(raw: dict, family: Family, n_layers: int) -> tuple[int | None, tuple[bool, ...]]:
