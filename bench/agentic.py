@@ -4,8 +4,8 @@
 
 This is a replay against a cost model, not a run of aiosd: the real policies decide (kernel/scheduler's plan(), the
 retention policies' victims() and should_retain()), and the engine and the agents are reduced to what the choices
-cost. It exists because a real run of 9 configurations x 3 mixes x several seeds takes hours on 2 cores, and because
-aiosd cannot yet select the retention policy or hear of the agents' tool calls (see the final report of issue 20).
+cost. It exists because a real run of 9 configurations x 3 mixes x several seeds takes hours on 2 cores; the real run
+of the same mixes (aiosd with its tool manager and retention policies, and llama.cpp's server) is bench/agentic_live.py.
 
 The model, per kernel step: every running call decodes one token; the step lasts the measured decode step of that
 batch size (bench/RESULTS.md's batch_scaling table, SmolLM2-135M bfloat16 on 2 cores) plus the prefill of the prompt

@@ -64,8 +64,8 @@ FULL = (
 )
 SMOKE = (Experiment("smoke", (FIFO, PRIORITY, NO_KERNEL_BASELINE)),)
 # The agentic mixes (bench/agent_traces.py), run when named with --workload: program-level scheduling against FIFO and
-# LAS, and retention against dropping the KV. aiosd cannot select tool-aware retention yet, and the bench's agents run
-# their tools themselves (the kernel does not see them): bench/agentic.py compares the retention policies on a model.
+# LAS, and retention against dropping the KV, with the agents running their tools themselves. bench/agentic_live.py
+# runs these mixes with the tools run by the kernel, every retention policy, and llama.cpp's server beside.
 AGENTIC = (
     Experiment("agentic", (FIFO, LAS, PLAS, FIFO_DROP)),
     Experiment("agentic_heavy_tailed", (FIFO, LAS, PLAS, FIFO_DROP)),
