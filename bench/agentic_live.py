@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     for config in (c for c in CONFIGS if c.label in args.configs):
         runs[config.label] = run_config(config, traces, out_dir, args, threads)
-        write_results(out_dir, runs, vars(args) | {"threads": threads, "started": stamp})  # partial results survive
+        meta = vars(args) | {"scale": args.scale.value, "threads": threads, "started": stamp}
+        write_results(out_dir, runs, meta)  # partial results survive
     print(f"results in {out_dir}", file=sys.stderr)
     return 0
 

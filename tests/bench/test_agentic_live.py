@@ -4,6 +4,7 @@ mix, and the results table's medians and ratios."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from bench.agent_traces import AGENTIC_MIXES, draw_tool
 from bench.agentic_live import TOOLS_CONFIG
 from bench.agentic_scale import Scale, cut, trace_for
-from bench.agentic_table import medians, ratios
+from bench.agentic_table import medians, ratios, write_results
 from bench.tools import kernel_call
 from bench.workloads import generate
 from kernel.tools import ToolManager, load_config
@@ -104,3 +105,13 @@ def test_medians_over_seeds_and_ratios_of_baseline_to_tested():
     out = ratios(table)["agentic"]
     assert out["llama.cpp / plas+tool-aware"] == {"mean": 4.0, "p99": 2.0}
     assert "fifo / plas (lru)" not in out  # plas-lru did not run
+
+
+def test_results_are_written_as_json_and_a_markdown_table(tmp_path):
+    runs = {"llama.cpp": {"agentic": {0: _run(10, 30, 5)}}, "plas-tool-aware": {"agentic": {0: _run(5, 10, 9)}}}
+    text = write_results(tmp_path, runs, {"label": "loaded-box", "scale": "quick", "seeds": [0], "threads": 2})
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["ratios"]["agentic"]["llama.cpp / plas+tool-aware"] == {"mean": 2.0, "p99": 3.0}
+    assert saved["meta"]["label"] == "loaded-box" and saved["meta"]["machine"]["cpu"]
+    assert (tmp_path / "results.md").read_text() == text
+    assert "| agentic | plas-tool-aware | 5.00 | 10.00 | 9.0 |" in text and "loaded-box" in text
