@@ -1,5 +1,8 @@
 """The torch CPU engine: continuous batching over a paged, prefix-cached KV cache (see interface.py for the contract).
 
+Before anything is allocated the engine estimates what the model, its KV cache and a step's scratch will hold
+(memory_plan.py) and refuses with ModelLoadError, naming both numbers, when that is more than the machine has.
+
 Each step() schedules every running sequence: decodes take one token each, prompts advance in chunks within a token
 budget so a long prompt never stalls the decodes, then one batched forward runs them all and the sequences whose pending
 tokens are done sample their next token. Which sequences run, their blocks, prefix sharing, preemption and finishing are
@@ -7,6 +10,8 @@ the SequenceTable's (shared with the GPU engine); this module owns the model, it
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -16,14 +21,17 @@ from kernel.engine.core.paged_engine import PagedEngine
 from kernel.engine.core.sequence import Sequence
 from kernel.engine.core.sequence_table import SequenceTable
 from kernel.engine.core.token_choice import TokenChooser
+from kernel.engine.cpu import memory_plan
 from kernel.engine.cpu.kv_cache import KVCache, slot_runs
 from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, Candidate, WeightsCache, choose_mode
-from kernel.engine.cpu.quant_weights import QUANT_MODES, WEIGHT_MODES, natural_mode
+from kernel.engine.cpu.quant_weights import WEIGHT_MODES, natural_mode
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.factory import default_threads
 from kernel.engine.loading.checkpoint import Checkpoint, load_checkpoint
 from kernel.engine.structured.grammar import grammar_compiler
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
@@ -40,8 +48,10 @@ class TorchEngine(PagedEngine):
         threads: int | None = None,
         prefix_cache: bool = True,
         weights: str | None = None,
+        memory_available: int | None = None,
     ):
-        """dtype: activations, norms and the KV cache. weights: how the matrices are stored and multiplied —
+        """memory_available: the bytes the engine may allocate (None: measured, memory_plan.available_memory).
+        dtype: activations, norms and the KV cache. weights: how the matrices are stored and multiplied —
         "int4", "int8", "bf16", "fp32", or "auto" (the fastest, timed here, of those whose measured perplexity
         holds: quant_select.py; cached per CPU and model);
         None → the compute dtype's own float, as before weights modes. int4/int8 read a quantized GGUF's codes
@@ -60,6 +70,26 @@ class TorchEngine(PagedEngine):
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
         cfg = checkpoint.config
+        n_blocks = kv_budget_tokens // block_size
+        self.memory = memory_plan.estimate(
+            cfg,
+            checkpoint.weights,
+            weights or natural_mode(DTYPES[dtype]),
+            DTYPES[dtype],
+            n_blocks * block_size,
+            max_batch,
+            prefill_chunk,
+        )
+        available, source = (
+            (memory_available, "given") if memory_available is not None else memory_plan.available_memory()
+        )
+        memory_plan.check(self.memory, available, source)
+        log.info(
+            "memory: needs %s; %s GiB available (%s)",
+            self.memory.describe(),
+            "?" if available is None else f"{available / memory_plan.GIB:.2f}",
+            source,
+        )
         self.tokenizer = checkpoint.tokenizer
         self.weight_ratios: dict[str, float] = {}  # auto: each mode's perplexity / fp32's, as measured
         self.weight_choice: list[Candidate] = []  # auto: each mode's perplexity ratio and batch-1 tok/s
@@ -81,7 +111,6 @@ class TorchEngine(PagedEngine):
         if self.weights != natural_mode(DTYPES[dtype]):
             model_id += f"+weights={self.weights}"
         self._layout = KVLayout(model_id, cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, dtype)
-        n_blocks = kv_budget_tokens // block_size
         self.kv = KVCache(cfg.n_layers, n_blocks * block_size, cfg.n_kv_heads, cfg.head_dim, DTYPES[dtype])
         self.block_size = block_size
         self.prefill_chunk = prefill_chunk
@@ -100,15 +129,15 @@ class TorchEngine(PagedEngine):
     def from_path(
         cls, model: str | None = None, dtype: str = "float32", weights: str | None = None, **options
     ) -> TorchEngine:
-        """weights: see __init__. The int modes and auto load a GGUF's quantized matrices as stored (no float copy
-        of the model; auto's check builds its fp32 reference from them and frees it)."""
+        """weights: see __init__. A GGUF's matrices are read from the file one product at a time (no copy of the model
+        before the engine's own; auto's check builds its fp32 reference from them and frees it)."""
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if weights is not None and weights not in WEIGHT_MODES:
             raise EngineError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
-        quantized = weights in QUANT_MODES or weights == "auto"
-        # auto's fp32 reference needs the float tensors (norms, unquantized matrices) at full precision.
-        checkpoint = load_checkpoint(model, torch.float32 if weights == "auto" else DTYPES[dtype], quantized)
+        # A GGUF file's matrices stay in its memory map (GGUFBlocks), whatever the mode: each is decoded only when its
+        # product is built. auto's fp32 reference needs the float tensors (norms) at full precision.
+        checkpoint = load_checkpoint(model, torch.float32 if weights == "auto" else DTYPES[dtype], quantized=True)
         return cls(checkpoint, dtype, weights=weights, **options)
 
     # ---- K/V between the cache and a snapshot (PagedEngine's hooks) ------------------------------------------------
