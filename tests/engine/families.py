@@ -37,6 +37,7 @@ YARN_ROPE = {
     "beta_slow": 2.0,
 }  # the ramp spans rotary pairs 0..3 of 8 at head_dim 16; attention factor 1 + 0.1 ln 8 (derived)
 FAMILIES = ("llama3", "mistral", "qwen2", "qwen3", "gemma3", "qwen2-yarn")
+SAFETENSORS_ONLY = ("phi3",)  # its GGUF needs the loader to split fused matrices (gguf_names.split_fused)
 
 
 def hf_model(family: str, vocab: int, eos: int, bos: int):
@@ -70,6 +71,9 @@ def hf_model(family: str, vocab: int, eos: int, bos: int):
         cls = tf.Qwen2ForCausalLM
     elif family == "qwen3":
         config, cls = tf.Qwen3Config(**common, tie_word_embeddings=True), tf.Qwen3ForCausalLM
+    elif family == "phi3":  # Phi-3 mini's shape scaled down: fused qkv and gate_up, every layer sliding
+        common.pop("head_dim")  # Phi-3 derives it: hidden / heads = 16
+        config, cls = tf.Phi3Config(**common, sliding_window=WINDOW, pad_token_id=0), tf.Phi3ForCausalLM
     elif family == "gemma3":
         common.update(num_hidden_layers=3, pad_token_id=0)
         config = tf.Gemma3TextConfig(

@@ -37,7 +37,8 @@ def built(tmp_path_factory):
         if family not in cache:
             root = tmp_path_factory.mktemp(family)
             folder = families.save_family(family, root / "hf")
-            cache[family] = (folder, families.save_family_gguf(family, folder, root / f"{family}.gguf"))
+            gguf = None if family in families.SAFETENSORS_ONLY else root / f"{family}.gguf"
+            cache[family] = (folder, gguf and families.save_family_gguf(family, folder, gguf))
         return cache[family]
 
     return get
@@ -88,6 +89,38 @@ def test_greedy_matches_transformers(built, family, fmt):
             attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
         )
     assert greedy(engine, prompt, NEW_TOKENS) == out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.parametrize("family", families.SAFETENSORS_ONLY)
+def test_safetensors_only_families_match_transformers(built, family):
+    """Phi-3: its fused qkv and gate_up matrices split by rows at load, every layer's window, against transformers."""
+    test_logits_match_transformers(built, family, "safetensors")
+    test_greedy_matches_transformers(built, family, "safetensors")
+    config = load_checkpoint(built(family)[0], torch.float32).config
+    assert config.family is Family.PHI3 and config.window(0) == families.WINDOW
+
+
+def test_phi3_split_is_by_rows():
+    """The fused rows go where Phi-3 puts them: q, k, v in that order; gate before up."""
+    from kernel.engine.loading.gguf_names import split_fused
+    from kernel.engine.loading.model_config import ModelConfig
+    from kernel.engine.loading.rope import Rope
+
+    cfg = ModelConfig(50, 8, 1, 2, 1, 4, 6, 1e-5, Rope(1e4), 64, True, family=Family.PHI3)
+    qkv, gate_up = torch.arange(16 * 8).view(16, 8), torch.arange(12 * 8).view(12, 8)
+    parts = split_fused({"layers.0.qkv": qkv, "layers.0.gate_up": gate_up, "embed": qkv}, cfg, "x")
+    assert torch.equal(parts["layers.0.q"], qkv[:8]) and torch.equal(parts["layers.0.k"], qkv[8:12])
+    assert torch.equal(parts["layers.0.v"], qkv[12:]) and torch.equal(parts["embed"], qkv)
+    assert torch.equal(parts["layers.0.gate"], gate_up[:6]) and torch.equal(parts["layers.0.up"], gate_up[6:])
+    with pytest.raises(ModelLoadError, match="fused 'layers.0.qkv' has 15 rows"):
+        split_fused({"layers.0.qkv": qkv[:15]}, cfg, "x")
+
+
+def test_phi3_longrope_is_refused(built, tmp_path):
+    scaling = {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
+    edited = _edit_config(built("phi3")[0], tmp_path / "long", rope_parameters={"rope_theta": 1e4, **scaling})
+    with pytest.raises(ModelLoadError, match="rope scaling 'longrope'"):
+        load_checkpoint(edited, torch.float32)
 
 
 def test_llama3_gguf_without_its_rope_freqs_is_wrong(built, tmp_path):
@@ -164,8 +197,8 @@ def _edit_config(src, dst, **changes):
 
 def test_refuses_unknown_architecture(built, tmp_path):
     folder, _ = built("qwen2")
-    with pytest.raises(ModelLoadError, match="unsupported architecture 'phi3'"):
-        load_checkpoint(_edit_config(folder, tmp_path / "phi3", model_type="phi3"), torch.float32)
+    with pytest.raises(ModelLoadError, match="unsupported architecture 'falcon'"):
+        load_checkpoint(_edit_config(folder, tmp_path / "falcon", model_type="falcon"), torch.float32)
     with pytest.raises(ModelLoadError, match="unsupported architecture 'Qwen2MoeForCausalLM'"):
         load_checkpoint(_edit_config(folder, tmp_path / "moe", architectures=["Qwen2MoeForCausalLM"]), torch.float32)
     gguf = families.save_family_gguf("qwen2", folder, tmp_path / "x.gguf")
@@ -294,7 +327,7 @@ def test_aiosd_exits_with_the_refusal(built, tmp_path):
     import subprocess
     import sys
 
-    folder = _edit_config(built("qwen2")[0], tmp_path / "phi3", model_type="phi3")
+    folder = _edit_config(built("qwen2")[0], tmp_path / "falcon", model_type="falcon")
     start = "import sys; from kernel.daemon.main import main; sys.exit(main(sys.argv[1:]))"
     run = subprocess.run(
         [sys.executable, "-c", start, "--model", str(folder), "--address", f"ipc://{tmp_path}/k.sock"],
@@ -303,4 +336,4 @@ def test_aiosd_exits_with_the_refusal(built, tmp_path):
         timeout=300,
     )
     assert run.returncode != 0
-    assert "unsupported architecture 'phi3'" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert "unsupported architecture 'falcon'" in run.stderr and "Traceback" not in run.stderr, run.stderr

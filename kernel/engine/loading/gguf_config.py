@@ -1,6 +1,7 @@
 """GGUF metadata → ModelConfig: the architecture, its hyperparameters and rope, mapped key by key.
 
-Architectures (general.architecture): llama (Llama and Mistral, which llama.cpp writes as llama), qwen2, qwen3, gemma3.
+Architectures (general.architecture): llama (Llama and Mistral, which llama.cpp writes as llama), qwen2, qwen3, gemma3,
+phi3 (Phi-3 mini's plain rope; Phi-3.5's longrope, rope_factors_long/short tensors, is refused by name).
 A metadata key that changes the computation and that ModelConfig does not express (softcapping, experts, a rope
 scaling other than linear or yarn, partial rotary...) is refused with ModelLoadError naming it; the weights themselves
 are gguf_loader.py's.
@@ -17,7 +18,13 @@ from kernel.engine.loading.gguf_file import GGUFFile, read_gguf_file
 from kernel.engine.loading.model_config import Activation, Family, ModelConfig, ModelLoadError
 from kernel.engine.loading.rope import Rope, RopeKind, scaled_query, yarn
 
-_ARCHITECTURES = {"llama": Family.LLAMA, "qwen2": Family.QWEN2, "qwen3": Family.QWEN3, "gemma3": Family.GEMMA3}
+_ARCHITECTURES = {
+    "llama": Family.LLAMA,
+    "qwen2": Family.QWEN2,
+    "qwen3": Family.QWEN3,
+    "gemma3": Family.GEMMA3,
+    "phi3": Family.PHI3,
+}
 # metadata (after the architecture's prefix) that changes the computation in ways ModelConfig does not express
 _REFUSED_KEYS = (
     "attn_logit_softcapping",

@@ -1,7 +1,10 @@
 """GGUF tensor names → the engine's canonical weight names, per family, and the row orders llama.cpp changed.
 
 `canonical_name(gguf_name, family)` maps a tensor explicitly (None: unknown, which the loader refuses);
-`unpermute_rotary_rows` undoes llama.cpp's interleaving of q/k rows for the llama architecture. The tensors' bytes are
+`unpermute_rotary_rows` undoes llama.cpp's interleaving of q/k rows for the llama architecture. Phi-3 stores q, k and
+v as one matrix (attn_qkv) and gate and up as one (ffn_up, gate rows first), in its GGUF files and its safetensors
+alike: they map to the canonical "qkv" and "gate_up", and `split_fused` cuts them by rows into the matrices the model
+reads (`fused_rows` says where: rows are whole, so a quantized matrix splits exactly too). The tensors' bytes are
 gguf_loader.py's.
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernel.engine.loading.model_config import Family
+from kernel.engine.loading.model_config import Family, ModelConfig, ModelLoadError
 
 _LLAMA_LAYER = {
     "attn_norm.weight": "attn_norm",
@@ -27,6 +30,14 @@ _LAYER_NAMES = {
     Family.LLAMA: _LLAMA_LAYER,
     Family.QWEN2: {**_LLAMA_LAYER, "attn_q.bias": "q_bias", "attn_k.bias": "k_bias", "attn_v.bias": "v_bias"},
     Family.QWEN3: {**_LLAMA_LAYER, **_QK_NORM},
+    Family.PHI3: {
+        "attn_norm.weight": "attn_norm",
+        "attn_qkv.weight": "qkv",
+        "attn_output.weight": "o",
+        "ffn_norm.weight": "mlp_norm",
+        "ffn_up.weight": "gate_up",
+        "ffn_down.weight": "down",
+    },
     Family.GEMMA3: {
         **_LLAMA_LAYER,
         **_QK_NORM,
@@ -44,6 +55,32 @@ def canonical_name(gguf_name: str, family: Family) -> str | None:
     if len(parts) == 3 and parts[0] == "blk" and parts[2] in _LAYER_NAMES[family]:
         return f"layers.{parts[1]}.{_LAYER_NAMES[family][parts[2]]}"
     return None
+
+
+def fused_rows(part: str, cfg: ModelConfig) -> list[tuple[str, int, int]]:
+    """(canonical name, first row, end row) of each matrix a fused one holds; [] for a matrix that is not fused."""
+    q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    if part == "qkv":
+        return [("q", 0, q_dim), ("k", q_dim, q_dim + kv_dim), ("v", q_dim + kv_dim, q_dim + 2 * kv_dim)]
+    if part == "gate_up":
+        return [("gate", 0, cfg.ffn_size), ("up", cfg.ffn_size, 2 * cfg.ffn_size)]
+    return []
+
+
+def split_fused(weights: dict, cfg: ModelConfig, source: str) -> dict:
+    """weights with each fused layer matrix replaced by its parts, cut by rows (w[start:stop]: a torch or numpy
+    array; another kind needs row slicing of its own); a fused matrix of the wrong row count is refused."""
+    out = {}
+    for name, w in weights.items():
+        layer, _, part = name.rpartition(".")
+        rows = fused_rows(part, cfg) if layer.startswith("layers.") else []
+        if not rows:
+            out[name] = w
+            continue
+        if w.shape[0] != rows[-1][2]:
+            raise ModelLoadError(f"{source}: fused {name!r} has {w.shape[0]} rows, the config needs {rows[-1][2]}")
+        out.update({f"{layer}.{piece}": w[start:stop] for piece, start, stop in rows})
+    return out
 
 
 def unpermute_rotary_rows(w: np.ndarray, n_heads: int) -> np.ndarray:

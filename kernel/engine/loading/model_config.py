@@ -1,12 +1,12 @@
 """One model definition for the decoder families we run, whichever file it came from: their differences are data here.
 
-Llama, Mistral, Qwen2, Qwen3 and Gemma 3 are one decoder (RMSNorm, rotary, grouped-query attention over a paged KV
-cache, gated MLP) that differ in a handful of switches: q/k/v biases, per-head q/k RMSNorm, a sliding attention window
-on some layers (with their own rotary base), norms after attention and MLP as well as before, Gemma's (1 + w) norms, the
-MLP's activation, an embedding scale and the query scale. Loaders map each family's metadata and tensor names onto this
-(gguf_loader.py, safetensors_loader.py) and refuse whatever changes the computation and is not expressed here;
-kernel/engine/cpu/model.py computes it; native_gaps() names what the fused native path lacks, so the model can fall
-back to the torch ops at load rather than compute something else.
+Llama, Mistral, Qwen2, Qwen3, Gemma 3 and Phi-3 are one decoder (RMSNorm, rotary, grouped-query attention over a paged
+KV cache, gated MLP) that differ in a handful of switches: q/k/v biases, per-head q/k RMSNorm, a sliding attention
+window on some layers (with their own rotary base), norms after attention and MLP as well as before, Gemma's (1 + w)
+norms, the MLP's activation, an embedding scale and the query scale. Loaders map each family's metadata and tensor names
+onto this (gguf_loader.py, safetensors_loader.py) and refuse whatever changes the computation and is not expressed here;
+kernel/engine/cpu/model.py computes it; native_gaps() names what the fused native path lacks, so the model can fall back
+to the torch ops at load rather than compute something else.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Family(Enum):
     QWEN2 = "qwen2"
     QWEN3 = "qwen3"
     GEMMA3 = "gemma3"
+    PHI3 = "phi3"  # llama's math; its files fuse q/k/v and gate/up into one matrix each (gguf_names.split_fused)
 
 
 class Activation(Enum):

@@ -1,6 +1,7 @@
 """Hugging Face model folder (config.json + *.safetensors + tokenizer.json) → ModelConfig and canonical weights.
 
-Families by config.json's model_type: llama, mistral, qwen2, qwen3, gemma3_text (Gemma3ForCausalLM). Each family's
+Families by config.json's model_type: llama, mistral, qwen2, qwen3, gemma3_text (Gemma3ForCausalLM), phi3 (its fused
+qkv and gate_up matrices split by rows; longrope refused by name). Each family's
 keys and tensor names are mapped explicitly; a key that would change the computation and is not expressed in
 ModelConfig (an activation, a bias, softcapping, an unknown rope scaling, ...) and a tensor no map names are refused
 with ModelLoadError naming them.
@@ -15,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from kernel.engine.loading.gguf_names import split_fused
 from kernel.engine.loading.model_config import (
     Activation,
     Family,
@@ -30,6 +32,7 @@ _FAMILIES = {
     "qwen2": Family.QWEN2,
     "qwen3": Family.QWEN3,
     "gemma3_text": Family.GEMMA3,
+    "phi3": Family.PHI3,
 }
 _ARCHITECTURES = {
     Family.LLAMA: "LlamaForCausalLM",
@@ -37,6 +40,7 @@ _ARCHITECTURES = {
     Family.QWEN2: "Qwen2ForCausalLM",
     Family.QWEN3: "Qwen3ForCausalLM",
     Family.GEMMA3: "Gemma3ForCausalLM",
+    Family.PHI3: "Phi3ForCausalLM",
 }
 _ACTIVATIONS = {"silu": Activation.SILU, "gelu_pytorch_tanh": Activation.GELU_TANH}
 _LLAMA_LAYER = {
@@ -61,6 +65,15 @@ _LAYER_NAMES = {
         "self_attn.v_proj.bias": "v_bias",
     },
     Family.QWEN3: {**_LLAMA_LAYER, **_QK_NORM},
+    # Phi-3's fused matrices: split by rows after loading (gguf_names.split_fused)
+    Family.PHI3: {
+        "input_layernorm.weight": "attn_norm",
+        "self_attn.qkv_proj.weight": "qkv",
+        "self_attn.o_proj.weight": "o",
+        "post_attention_layernorm.weight": "mlp_norm",
+        "mlp.gate_up_proj.weight": "gate_up",
+        "mlp.down_proj.weight": "down",
+    },
     # Gemma's post_attention_layernorm normalizes the attention output; the MLP's input norm is pre_feedforward
     Family.GEMMA3: {
         **_LLAMA_LAYER,
@@ -181,7 +194,7 @@ def _sliding(raw: dict, family: Family, n_layers: int) -> tuple[int | None, tupl
     window = raw.get("sliding_window")
     if window is None:
         return None, ()
-    if family is Family.MISTRAL:
+    if family in (Family.MISTRAL, Family.PHI3):
         return int(window), (True,) * n_layers
     if family in (Family.QWEN2, Family.QWEN3) and not raw.get("use_sliding_window"):
         return None, ()
@@ -219,6 +232,7 @@ def load_safetensors_weights(folder: Path, cfg: ModelConfig, dtype: torch.dtype)
                 weights[name] = tensor.to(dtype)
     if cfg.tie_embeddings:
         weights.pop("lm_head", None)
+    weights = split_fused(weights, cfg, str(folder))
     check_weights(cfg, weights, str(folder))
     return weights
 
