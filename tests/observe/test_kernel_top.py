@@ -51,11 +51,11 @@ def test_top_lists_requests_in_flight_and_the_queue(aiosd):
         def call(n: int) -> None:
             try:
                 with connect(address, name=f"queued-{n}") as k:
-                    k.generate("Count slowly:", max_tokens=48, ignore_eos=True)
+                    k.generate("Count slowly:", max_tokens=24, ignore_eos=True)
             except KernelError as error:  # pragma: no cover - the assertion below names it
                 errors.append(error)
 
-        threads = [threading.Thread(target=call, args=(n,)) for n in range(4)]
+        threads = [threading.Thread(target=call, args=(n,)) for n in range(3)]
         for t in threads:
             t.start()
         seen = wait_until(
@@ -64,8 +64,8 @@ def test_top_lists_requests_in_flight_and_the_queue(aiosd):
         assert len(seen["requests"]) <= 2 and len(seen["agents"]) <= 2
         for request in seen["requests"]:
             assert request["state"] in ("waiting", "running", "preempted")
-            assert request["max_tokens"] == 48 and request["prompt_tokens"] > 0
-            assert 0 <= request["generated_tokens"] <= 48 and request["age_s"] >= request["waiting_s"] >= 0
+            assert request["max_tokens"] == 24 and request["prompt_tokens"] > 0
+            assert 0 <= request["generated_tokens"] <= 24 and request["age_s"] >= request["waiting_s"] >= 0
         full = op._run(top_request())
         waiting = {r["request_id"] for r in full["requests"] if r["state"] in ("waiting", "preempted")}
         assert set(full["queue"]) == waiting
