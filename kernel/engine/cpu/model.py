@@ -24,6 +24,7 @@ from kernel.engine.cpu.kv_cache import KVCache
 from kernel.engine.cpu.layer_ops import NativeOps, layer_ops
 from kernel.engine.cpu.quant_weights import (
     Product,
+    SplitProduct,
     Weight,
     build_embedding,
     build_product,
@@ -123,6 +124,19 @@ class LlamaModel:
                     post_attn_norm=optional(p + "post_attn_norm", norm),
                     post_mlp_norm=optional(p + "post_mlp_norm", norm),
                 )
+            )
+        copies = [
+            product.wide.nbytes
+            for layer in self.layers
+            for product in (layer.qkv, layer.o, layer.gate_up, layer.down)
+            if isinstance(product, SplitProduct)
+        ]
+        if copies:  # the opt-in bfloat16 copy for prompt rows: its memory, said once
+            log.info(
+                "prefill copy: %d products keep a bfloat16 copy for prompt rows, %.2f GiB beside %.2f GiB of weights",
+                len(copies),
+                sum(copies) / (1 << 30),
+                self.weight_nbytes() / (1 << 30),  # what decode reads: a SplitProduct's nbytes are its narrow path's
             )
         # Rotary tables for every position, one pair per distinct rope (Gemma 3's local layers have their own)
         tables: dict[Rope, tuple[torch.Tensor, torch.Tensor]] = {}
