@@ -32,7 +32,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ipc.curve import secure_client
-from ipc.errors import ErrorCode, ProtocolError
+from ipc.errors import ClientCode, ErrorCode, ProtocolError
 from ipc.messages import REPLY_ERROR
 from sdk import protocol
 from sdk.calls import Syscalls
@@ -111,7 +111,7 @@ class AsyncKernel(Syscalls):
         if self._closed:
             return
         self._closed = True
-        self._fail_pending(KernelError("disconnected", "the connection was closed"))
+        self._fail_pending(KernelError(ClientCode.DISCONNECTED, "the connection was closed"))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -150,7 +150,7 @@ class AsyncKernel(Syscalls):
         except KernelTimeout:
             raise protocol.hello_timed_out(self.address) from None
         except KernelError as error:
-            if error.code != "disconnected":
+            if error.code is not ClientCode.DISCONNECTED:
                 raise
             raise protocol.hello_dropped(self.address) from None
         self.agent_id, self.model, self.scheduler = result.agent_id, result.model, result.scheduler
@@ -163,7 +163,7 @@ class AsyncKernel(Syscalls):
         try:
             return request.result(await self._final(request, timeout))
         except KernelError as error:
-            if not (retry_hello and error.code == ErrorCode.HELLO_REQUIRED.value):
+            if not (retry_hello and error.code is ErrorCode.HELLO_REQUIRED):
                 raise
         async with self._hello_lock:
             if self._hellos == hellos:
@@ -181,7 +181,7 @@ class AsyncKernel(Syscalls):
         """One call: its token envelopes, then its result; KernelError for an error reply, a dropped connection or a
         timeout. The call is cancelled in the kernel if it ends here before the kernel ended it."""
         if self._closed:
-            raise KernelError("disconnected", "the connection was closed")
+            raise KernelError(ClientCode.DISCONNECTED, "the connection was closed")
         if not self._connected:  # dropped earlier: fail now if nobody listens, not after the timeout
             protocol.check_listening(self.address)
         timeout = self.timeout if timeout is None else timeout

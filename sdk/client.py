@@ -21,7 +21,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ipc.curve import secure_client
-from ipc.errors import ErrorCode
+from ipc.errors import ClientCode, ErrorCode
 from sdk import protocol
 from sdk.calls import Syscalls
 from sdk.errors import KernelError, KernelTimeout
@@ -117,7 +117,7 @@ class Kernel(Syscalls):
         except KernelTimeout:
             raise protocol.hello_timed_out(self.address) from None
         except KernelError as error:
-            if error.code != "disconnected":
+            if error.code is not ClientCode.DISCONNECTED:
                 raise
             raise protocol.hello_dropped(self.address) from None
         self.agent_id, self.model, self.scheduler = result.agent_id, result.model, result.scheduler
@@ -128,7 +128,7 @@ class Kernel(Syscalls):
         try:
             return request.result(self._final(self._send(request.syscall, request.body), request.syscall, timeout))
         except KernelError as error:
-            if not (retry_hello and error.code == ErrorCode.HELLO_REQUIRED.value):
+            if not (retry_hello and error.code is ErrorCode.HELLO_REQUIRED):
                 raise
         self._hello()
         return request.result(self._final(self._send(request.syscall, request.body), request.syscall, timeout))

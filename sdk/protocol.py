@@ -22,6 +22,7 @@ import zmq
 
 from ipc.address import default_address, ipc_path
 from ipc.codec import Envelope, encode, type_reply, unpack_reply
+from ipc.errors import ClientCode, ErrorCode
 from ipc.messages import (
     REPLY_ERROR,
     REPLY_RESULT,
@@ -136,12 +137,12 @@ def token_text(envelope: Envelope) -> str:
 
 def disconnected() -> KernelError:
     return KernelError(
-        "disconnected", "the connection to the kernel dropped (it stopped or restarted): the call is lost"
+        ClientCode.DISCONNECTED, "the connection to the kernel dropped (it stopped or restarted): the call is lost"
     )
 
 
 def unauthorized(address: str) -> KernelError:
-    return KernelError("unauthorized", f"the kernel at {address} refused this client's credentials")
+    return KernelError(ClientCode.UNAUTHORIZED, f"the kernel at {address} refused this client's credentials")
 
 
 def timed_out(syscall: str, timeout: float) -> KernelTimeout:
@@ -156,7 +157,7 @@ def hello_timed_out(address: str) -> KernelUnavailable:
 
 def over_limit(address: str) -> KernelError:
     return KernelError(
-        "busy",
+        ErrorCode.BUSY,
         f"the kernel at {address} dropped the connection before its hello: it holds as many "
         "connections of this user as it allows (or is near its descriptor limit); retry later",
     )

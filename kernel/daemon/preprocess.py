@@ -3,8 +3,11 @@
 Tokenizing and rendering a chat template cost up to a second for a prompt near the frame limit; done on the loop they
 would stall every agent's decoding, done on the I/O thread every agent's replies. Here they run beside both (vLLM's
 input-processing thread). Cheap checks come first: a prompt longer than any context could hold, counted in characters,
-is refused before it is tokenized. Items pass through in arrival order, so a connection's LLM calls, their cancels and
-its ConnectionClosed keep their order; a call refused here is answered here, through this thread's own outbox.
+is refused before it is tokenized. The context-length rule is applied here, at admission, once the prompt is tokens
+(interface.check_context_length: prompt + max_tokens within the engine's context), refused with
+context_length_exceeded: the engine only ever holds requests that fit. Items pass through in arrival order, so a
+connection's LLM calls, their cancels and its ConnectionClosed keep their order; a call refused here is answered here,
+through this thread's own outbox.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Chat, Generate
 from kernel.daemon.inbound import Inbound, Inbox
 from kernel.daemon.outbox import Outbox
-from kernel.engine.core.interface import EngineError
+from kernel.engine.core.interface import ContextLengthExceeded, EngineError, check_context_length
 from kernel.engine.structured.response_format import response_format_grammar, response_schema
 from kernel.engine.structured.tool_chat import prepare_chat
 from kernel.engine.structured.tool_formats import ToolFormat
@@ -47,9 +50,8 @@ class PromptPreparer:
     template are used (both thread-safe), and the context limits read once at start."""
 
     def __init__(self, engine):
-        capacity = engine.capacity()
         self._engine = engine
-        self.limit = min(capacity.max_context, capacity.total_slots)
+        self.limit = engine.capacity().context_limit
 
     def __call__(self, call: Generate | Chat) -> Prepared:
         if isinstance(call, Chat):
@@ -60,7 +62,7 @@ class PromptPreparer:
             chars = len(call.prompt)
         if chars > self.limit * MAX_CHARS_PER_TOKEN:
             raise ProtocolError(
-                ErrorCode.TOO_LARGE, f"a prompt of {chars} characters cannot fit the {self.limit}-token context"
+                ErrorCode.CONTEXT_LENGTH, f"a prompt of {chars} characters cannot fit the {self.limit}-token context"
             )
         grammar, tool_format = None, None
         if isinstance(call, Chat):
@@ -87,12 +89,10 @@ class PromptPreparer:
             ids = self._engine.tokenize(call.prompt)
         if not ids:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "the prompt is empty")
-        if len(ids) + call.max_tokens > self.limit:
-            raise ProtocolError(
-                ErrorCode.ENGINE,
-                f"prompt ({len(ids)} tokens) + max_tokens ({call.max_tokens}) "
-                f"exceeds the {self.limit} tokens a sequence may hold",
-            )
+        try:
+            check_context_length(len(ids), call.max_tokens, self.limit)
+        except ContextLengthExceeded as error:
+            raise ProtocolError(ErrorCode.CONTEXT_LENGTH, str(error)) from None
         return Prepared(ids, grammar, tool_format)
 
 

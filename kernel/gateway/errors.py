@@ -2,9 +2,10 @@
 
 Every failure the gateway answers is an APIError: a real HTTP status and the body OpenAI clients parse,
 {"error": {"message", "type", "param", "code"}}. Kernel errors (sdk.KernelError, codes from ipc/errors.py and the
-SDK's own) map by code: a malformed call is 400, an agent over its limits (busy, quota) 429, a prompt too long for
-the context 413, a kernel that is not there 503. The kernel reports "too long for the context" as engine_error with
-its message (kernel/daemon/preprocess.py); that message is the only way to tell it from an engine failure.
+SDK's own) map by code, never by message text: a malformed call is 400, a prompt (with its max_tokens) too long for
+the context 400 context_length_exceeded (what OpenAI answers and its clients look for), an agent over its limits
+(busy, quota) 429, a kernel that is not there 503. A code the gateway does not know (a kernel newer than it) is 500
+with that code.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from ipc.errors import ClientCode, ErrorCode, parse_code
 from sdk.errors import KernelError
 
 
@@ -50,36 +52,40 @@ def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, "invalid_request_error", "invalid_request", param)
 
 
-# kernel/SDK error code → (HTTP status, OpenAI error type, OpenAI error code)
-_BY_CODE = {
-    "bad_request": (400, "invalid_request_error", "invalid_request"),
-    "bad_frame": (400, "invalid_request_error", "invalid_request"),
-    "unknown_type": (400, "invalid_request_error", "invalid_request"),
-    "duplicate_id": (400, "invalid_request_error", "invalid_request"),
-    "too_large": (413, "invalid_request_error", "context_length_exceeded"),
-    "permission_denied": (403, "permission_error", "permission_denied"),
-    "not_found": (404, "invalid_request_error", "not_found"),
-    "busy": (429, "rate_limit_error", "rate_limit_exceeded"),
-    "quota_exceeded": (429, "rate_limit_error", "quota_exceeded"),
-    "unavailable": (503, "server_error", "kernel_unavailable"),
-    "disconnected": (503, "server_error", "kernel_unavailable"),
-    "shutdown": (503, "server_error", "kernel_unavailable"),
-    "hello_required": (503, "server_error", "kernel_unavailable"),
-    "unauthorized": (503, "server_error", "kernel_unavailable"),
-    "killed": (503, "server_error", "agent_killed"),
-    "cancelled": (503, "server_error", "cancelled"),
-    "timeout": (504, "server_error", "timeout"),
-    "engine_error": (500, "server_error", "engine_error"),
-    "internal": (500, "server_error", "internal_error"),
+_INVALID = (400, "invalid_request_error", "invalid_request")
+_GONE = (503, "server_error", "kernel_unavailable")
+
+# every code of the one vocabulary (ipc/errors.py) → (HTTP status, OpenAI error type, OpenAI error code); only a
+# kernel bug (internal) and an engine failure are 500
+BY_CODE: dict[ErrorCode | ClientCode, tuple[int, str, str]] = {
+    ErrorCode.BAD_REQUEST: _INVALID,
+    ErrorCode.BAD_FRAME: _INVALID,
+    ErrorCode.UNKNOWN_TYPE: _INVALID,
+    ErrorCode.DUPLICATE_ID: _INVALID,
+    ErrorCode.BAD_VERSION: (502, "server_error", "protocol_mismatch"),  # the gateway and aiosd disagree
+    ErrorCode.CONTEXT_LENGTH: (400, "invalid_request_error", "context_length_exceeded"),
+    ErrorCode.TOO_LARGE: (413, "invalid_request_error", "too_large"),
+    ErrorCode.DENIED: (403, "permission_error", "permission_denied"),
+    ErrorCode.NOT_FOUND: (404, "invalid_request_error", "not_found"),
+    ErrorCode.BUSY: (429, "rate_limit_error", "rate_limit_exceeded"),
+    ErrorCode.QUOTA: (429, "rate_limit_error", "quota_exceeded"),
+    ErrorCode.SHUTDOWN: _GONE,
+    ErrorCode.HELLO_REQUIRED: _GONE,
+    ErrorCode.KILLED: (503, "server_error", "agent_killed"),
+    ErrorCode.CANCELLED: (503, "server_error", "cancelled"),
+    ErrorCode.ENGINE: (500, "server_error", "engine_error"),
+    ErrorCode.INTERNAL: (500, "server_error", "internal_error"),
+    ClientCode.UNAVAILABLE: _GONE,
+    ClientCode.DISCONNECTED: _GONE,
+    ClientCode.UNAUTHORIZED: _GONE,
+    ClientCode.TIMEOUT: (504, "server_error", "timeout"),
 }
-_CONTEXT_MESSAGES = ("tokens a sequence may hold", "-token context")  # kernel/daemon/preprocess.py's wording
 
 
 def from_kernel(error: KernelError) -> APIError:
-    if error.code == "engine_error" and any(m in error.message for m in _CONTEXT_MESSAGES):
-        return APIError(413, error.message, "invalid_request_error", "context_length_exceeded")
-    status, type_, code = _BY_CODE.get(error.code, (500, "server_error", error.code))
-    return APIError(status, error.message, type_, code, retry_after_s=error.retry_after_s)
+    code = parse_code(error.code)
+    status, type_, openai_code = BY_CODE.get(code, (500, "server_error", str(code)))
+    return APIError(status, error.message, type_, openai_code, retry_after_s=error.retry_after_s)
 
 
 def install(app: FastAPI) -> None:

@@ -43,7 +43,7 @@ from kernel.memory.store import Store
 log = logging.getLogger("aiosd.memory")
 
 DB_NAME = "memory.sqlite3"
-QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
+QUOTA = ErrorCode.QUOTA
 
 
 class MemoryManager:

@@ -15,7 +15,7 @@ from ipc.errors import ErrorCode, ProtocolError
 
 
 def quota_code() -> ErrorCode:
-    return getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
+    return ErrorCode.QUOTA
 
 
 def bad_request(message: str) -> ProtocolError:

@@ -37,7 +37,7 @@ from kernel.tools.transport import TRUNCATED_META, Pipes, open_stdio
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_CODE = getattr(ErrorCode, "TIMEOUT", ErrorCode.CANCELLED)
+TIMEOUT_CODE = ErrorCode.CANCELLED  # the kernel stopped waiting for the tool: the call is cancelled
 RETRY_AFTER = 5.0
 MAX_TOOLS = 1000
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -197,7 +197,11 @@ def test_errors_are_http_statuses_with_openai_bodies(stack, model):
         (openai.NotFoundError, 404, lambda: client(stack).chat.completions.create(**{**good, "model": "gpt-4"})),
         (openai.BadRequestError, 400, lambda: client(stack).chat.completions.create(**{**good, "top_p": 7})),
         (openai.BadRequestError, 400, lambda: client(stack).chat.completions.create(**{**good, "messages": []})),
-        (openai.APIStatusError, 413, lambda: client(stack).chat.completions.create(**{**good, "max_tokens": 100_000})),
+        (
+            openai.BadRequestError,  # what OpenAI answers: 400 with code context_length_exceeded
+            400,
+            lambda: client(stack).chat.completions.create(**{**good, "max_tokens": 100_000}),
+        ),
         (
             openai.RateLimitError,
             429,
@@ -219,6 +223,9 @@ def test_errors_are_http_statuses_with_openai_bodies(stack, model):
             call()
         assert raised.value.status_code == status
         assert set(raised.value.body) >= {"message", "type", "code"}
+    with pytest.raises(openai.BadRequestError) as too_long:  # the code OpenAI clients look for, not a message
+        client(stack).chat.completions.create(**{**good, "max_tokens": 100_000})
+    assert too_long.value.code == "context_length_exceeded"
     # within the allowance, a priority is fine
     assert client(stack).chat.completions.create(**good, extra_headers={"x-aios-priority": "5"}).choices
 

@@ -42,6 +42,25 @@ class EngineError(ValueError):
     """A request the engine cannot take (bad sampling values, prompt too long, unknown request id...)."""
 
 
+class ContextLengthExceeded(EngineError):
+    """A request longer than the engine's context: its prompt and the tokens it may generate cannot fit one sequence.
+    Retrying cannot help; a shorter prompt or a smaller max_tokens can."""
+
+
+def check_context_length(prompt_tokens: int, max_tokens: int, context: int) -> None:
+    """The context-length rule, the one place it is written: a request fits when its prompt and every token it may
+    generate fit one sequence, prompt_tokens + max_tokens <= context (exactly at the limit fits: the last token
+    sampled needs no KV slot of its own). ContextLengthExceeded, naming the three numbers, otherwise.
+
+    The kernel applies it at admission with the call's max_tokens (kernel/daemon/preprocess.py), so no request
+    the engine holds can outgrow its context; the sequence table checks it with max_tokens=1 (room for the next
+    token), the invariant it relies on for every sequence, admitted or resumed."""
+    if prompt_tokens + max_tokens > context:
+        raise ContextLengthExceeded(
+            f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the {context}-token context"
+        )
+
+
 class NoCapacity(EngineError):
     """A valid request the engine cannot take now (not enough free KV blocks, batch full): the caller may retry it
     once capacity frees; every other EngineError means the request itself is wrong."""
@@ -144,6 +163,11 @@ class Capacity:
     @property
     def total_slots(self) -> int:
         return self.total_blocks * self.block_size
+
+    @property
+    def context_limit(self) -> int:
+        """The longest sequence a request may grow to: the context, and never more than the whole KV pool."""
+        return min(self.max_context, self.total_slots)
 
 
 @dataclass(frozen=True)

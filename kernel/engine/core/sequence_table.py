@@ -33,6 +33,7 @@ from kernel.engine.core.interface import (
     NoCapacity,
     SamplingParams,
     TokenEvent,
+    check_context_length,
 )
 from kernel.engine.core.sampler import SamplingError, generator_state, new_generator
 from kernel.engine.core.sequence import Sequence
@@ -170,8 +171,10 @@ class SequenceTable:
             raise EngineError(f"request id {req.req_id!r} is already running")
         tokens = list(req.token_ids)
         self.check_ids(tokens)
-        if len(tokens) >= self.max_context:
-            raise EngineError(f"prompt of {len(tokens)} tokens leaves no room in a context of {self.max_context}")
+        # The context rule's invariant: room for the next token. The kernel admits only requests whose whole
+        # max_tokens fits (interface.check_context_length), so through it this never fires; and a sequence that
+        # reaches the context ends with LENGTH (_append).
+        check_context_length(len(tokens), 1, self.max_context)
         if len(req.output_ids) >= req.params.max_tokens:
             raise EngineError(f"request already produced {len(req.output_ids)} of max_tokens={req.params.max_tokens}")
         if len(self._running) + len(self._preempted) >= self.max_batch:
