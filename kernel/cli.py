@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("stats", help="engine capacity, scheduler, counts, context manager").set_defaults(
         command=_stats
     )
+    top = commands.add_parser("top", help="a live view of agents, requests, queue, KV, tools, approvals and rates")
+    top.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh every SECONDS (1)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--rows", type=int, default=20, help="rows per table (20)")
+    top.add_argument("--width", type=int, default=None, help="columns (default: the terminal's; 160 when piped)")
+    top.set_defaults(command=_top)
     commands.add_parser("bench", help="run the benchmark suite (python -m bench --help)")
     _add_keys_parser(commands)
     _add_gateway_parser(commands)
@@ -199,6 +205,18 @@ def _ps(args) -> int:
     return 0
 
 
+def _top(args) -> int:
+    from rich.console import Console
+
+    from kernel.console.top import run
+
+    if args.rows < 1:
+        raise ValueError(f"--rows must be at least 1, got {args.rows}")
+    console = Console(width=args.width or (None if sys.stdout.isatty() else 160))
+    with _operator(args, "aios top") as kernel:
+        return run(kernel, args.interval, args.once, console, args.rows)
+
+
 def _kill(args) -> int:
     with _operator(args, "aios kill") as kernel:
         kernel.kill(args.agent_id)
@@ -284,6 +302,13 @@ def _add_gateway_parser(commands) -> None:
         "gateway-keys.json if it exists; without one: no authentication, loopback only)",
     )
     gateway.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    gateway.add_argument(
+        "--ui-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how often the dashboard (/ui) refreshes its kernel snapshot (default: $AIOS_UI_INTERVAL_S, else 1)",
+    )
     gateway.set_defaults(command=_gateway)
     keys = gateway.add_subparsers(metavar="keys").add_parser("keys", help="API keys: add, list, revoke")
     actions = keys.add_subparsers(required=True, metavar="ACTION")
@@ -324,7 +349,7 @@ def _gateway(args) -> int:
 
     keys = args.keys or (default_keys_path() if os.path.exists(default_keys_path()) else None)
     try:
-        return serve(args.address, args.listen, keys, args.log_level)
+        return serve(args.address, args.listen, keys, args.log_level, args.ui_interval)
     except OSError as error:
         print(f"aios gateway: cannot listen on {args.listen}: {error.strerror}", file=sys.stderr)
         return 1

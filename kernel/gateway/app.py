@@ -1,7 +1,9 @@
 """The gateway's HTTP API, OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
-POST /v1/responses (kernel/gateway/responses.py), and the AIOS SDK's POST /query (kernel/gateway/cerebrum.py).
+POST /v1/responses (kernel/gateway/responses.py), the AIOS SDK's POST /query (kernel/gateway/cerebrum.py), and the
+operator's dashboard under /ui (kernel/gateway/ui/: it authenticates its own requests, so a browser can log in).
 
-create_app(address, keys_path) builds a FastAPI app (no module state: everything it holds hangs off the app).
+create_app(address, keys_path, ui_interval_s) builds a FastAPI app (no module state: everything it holds hangs off
+the app).
 Each request passes RequestGuard (kernel/gateway/guard.py) before its body is read: its API key (Authorization: Bearer)
 names the kernel agent it runs as (kernel/gateway/keys.py; without a keys file every request is the one agent
 "gateway", and must come from a local program, not a web page); an x-aios-priority header asks for a priority
@@ -22,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, Completion
-from kernel.gateway import cerebrum, errors, responses
+from kernel.gateway import cerebrum, errors, responses, ui
 from kernel.gateway.agents import AgentPool
 from kernel.gateway.errors import APIError, bad_request
 from kernel.gateway.guard import KEY_STATE, RequestGuard
@@ -44,19 +46,23 @@ PRIORITY_HEADER = "x-aios-priority"
 KERNEL_TIME_HEADER = "x-aios-kernel-ms"  # unstreamed answers: the kernel's time from arrival to reply
 
 
-def create_app(address: str, keys_path: str | None = None) -> FastAPI:
+def create_app(address: str, keys_path: str | None = None, ui_interval_s: float = ui.DEFAULT_INTERVAL_S) -> FastAPI:
     keyring = KeyRing(keys_path) if keys_path else None  # KeyFileError now, not at the first request
     pool = AgentPool(address)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        await dashboard.close()
         await pool.close()
 
     app = FastAPI(title="AIOS gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pool = pool
     errors.install(app)
-    app.add_middleware(RequestGuard, keyring=keyring)  # the key (or keyless origin) before any body byte
+    # the key (or keyless origin) before any body byte; the dashboard checks its own keys (Bearer or session cookie)
+    app.add_middleware(RequestGuard, keyring=keyring, self_authenticated=(ui.PREFIX,))
+    dashboard = ui.install(app, address, keyring, pool, ui_interval_s)
+    app.state.dashboard = dashboard
 
     async def agent_for(request: Request, model: str | None = None):
         entry = request.scope["state"][KEY_STATE]

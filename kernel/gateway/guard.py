@@ -9,7 +9,13 @@ through the browser, directly or by DNS rebinding, so a request must show it com
   page), else 403 origin_not_allowed ("null" included: sandboxed pages send it);
 - a request other than GET/HEAD carries exactly one Content-Type whose media type is application/json, else 415: a
   cross-site page can send only text/plain, form and multipart bodies without a CORS preflight, which gets no approval.
+- the connection's peer is a loopback address (or a unix socket), else 403 client_not_allowed: serve() listens on
+  loopback only without keys, so this holds by construction and is checked again here;
 Then, in both modes, a declared Content-Length over MAX_BODY_BYTES is 413.
+
+Paths under a self-authenticating prefix (the operator's dashboard, /ui: kernel/gateway/ui/) take the keyless checks
+above when there is no keys file, but with one they pass here without a key: the dashboard authenticates them itself
+(a Bearer key or its session cookie), so a browser can log in. Their admitted key entry is None then.
 
 A refused request is answered at once, its body unread. When the body may be large (declared over DRAIN_BYTES, or
 chunked) the answer says `connection: close`, so the server drops the connection instead of reading the rest to
@@ -60,6 +66,12 @@ class Refusal(Enum):
         "invalid_request_error",
         "unsupported_media_type",
         "without a keys file the gateway takes bodies with Content-Type: application/json only",
+    )
+    CLIENT = (
+        403,
+        "permission_error",
+        "client_not_allowed",
+        "without a keys file the gateway serves loopback clients only",
     )
     TOO_LARGE = (413, "invalid_request_error", "too_large", f"request body over {MAX_BODY_BYTES} bytes")
 
@@ -113,6 +125,17 @@ def origin_allowed(origin: str) -> bool:
     return parts is not None and is_loopback_host(parts[0])
 
 
+def client_allowed(client) -> bool:
+    """The connection's peer: a loopback IP address, or none (a unix socket)."""
+    if not client:
+        return True
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    return address.is_loopback or (address.version == 6 and (address.ipv4_mapped or address).is_loopback)
+
+
 def json_content_type(values: list[str]) -> bool:
     return len(values) == 1 and values[0].partition(";")[0].strip().lower() == JSON_MEDIA_TYPE
 
@@ -120,8 +143,9 @@ def json_content_type(values: list[str]) -> bool:
 class RequestGuard:
     """ASGI middleware: authenticate (or, keyless, check where the request comes from) before the body is read."""
 
-    def __init__(self, app, keyring: KeyRing | None):
+    def __init__(self, app, keyring: KeyRing | None, self_authenticated: tuple[str, ...] = ()):
         self.app, self.keyring = app, keyring
+        self.self_authenticated = self_authenticated  # path prefixes whose routes check keys themselves
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -147,6 +171,8 @@ class RequestGuard:
             if refusal is not None:
                 return None, refusal
             entry = OPEN_AGENT
+        elif self._self_authenticated(scope.get("path", "")):
+            entry = None
         else:
             entry = self._lookup(headers.getlist("authorization"))
             if entry is None:
@@ -155,6 +181,9 @@ class RequestGuard:
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return None, Refusal.TOO_LARGE
         return entry, None
+
+    def _self_authenticated(self, path: str) -> bool:
+        return any(path == prefix or path.startswith(prefix + "/") for prefix in self.self_authenticated)
 
     def _lookup(self, authorization: list[str]) -> KeyEntry | None:
         if len(authorization) != 1:
@@ -169,6 +198,8 @@ class RequestGuard:
         server = scope.get("server") or (None, None)
         if len(hosts) != 1 or server[1] is None or not host_allowed(hosts[0], server[1]):
             return Refusal.HOST
+        if not client_allowed(scope.get("client")):
+            return Refusal.CLIENT
         origins = headers.getlist("origin")
         if len(origins) > 1 or (origins and not origin_allowed(origins[0])):
             return Refusal.ORIGIN

@@ -18,6 +18,9 @@ first), and the open-file soft limit raised to the hard one so the connection ca
 refuses. uvicorn's own
 limit_concurrency stays off: it counts idle connections and would answer every request 503 once they filled it.
 Requests are checked before their bodies are read by kernel/gateway/guard.py.
+
+The dashboard (/ui) refreshes its kernel snapshot every ui_interval_s (`--ui-interval`, default from
+AIOS_UI_INTERVAL_S, else 1 s): one kernel.top call per interval however many browsers watch.
 """
 
 from __future__ import annotations
@@ -61,6 +64,19 @@ def is_loopback(host: str) -> bool:
 
 
 LOOP_ENV, HTTP_ENV = "AIOS_GATEWAY_LOOP", "AIOS_GATEWAY_HTTP"
+UI_INTERVAL_ENV = "AIOS_UI_INTERVAL_S"
+
+
+def ui_interval(value: str | float | None) -> float:
+    """The dashboard's refresh interval: value, else $AIOS_UI_INTERVAL_S, else 1 s; ValueError unless 0.05..60 s."""
+    raw = value if value is not None else os.environ.get(UI_INTERVAL_ENV, "1")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"the dashboard's refresh interval must be seconds, got {raw!r}") from None
+    if not 0.05 <= seconds <= 60:
+        raise ValueError(f"the dashboard's refresh interval must be 0.05..60 s, got {raw!r}")
+    return seconds
 
 
 def _installed(module: str) -> bool:
@@ -96,13 +112,15 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(address: str, listen: str, keys_path: str | None, log_level: str = "warning") -> int:
+def serve(
+    address: str, listen: str, keys_path: str | None, log_level: str = "warning", ui_interval_s: float | None = None
+) -> int:
     host, port = parse_listen(listen)
     if keys_path is None and not is_loopback(host):
         raise ValueError(
             f"without --keys the gateway has no authentication: listen on a loopback address, not {host!r}"
         )
-    app = create_app(address, keys_path)
+    app = create_app(address, keys_path, ui_interval(ui_interval_s))
     raise_fd_limit()
     limits = ConnectionLimits.from_env(os.environ).within_fd_limit()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -132,7 +150,7 @@ def serve(address: str, listen: str, keys_path: str | None, log_level: str = "wa
                 await asyncio.sleep(0.01)
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             print(
-                f"{READY_PREFIX} url=http://{shown}:{bound}/v1 kernel={address} "
+                f"{READY_PREFIX} url=http://{shown}:{bound}/v1 ui=http://{shown}:{bound}/ui kernel={address} "
                 f"keys={keys_path or 'none (one open agent)'} loop={loop} http={http} "
                 f"max_connections={limits.max_connections} max_per_client={limits.max_per_client}",
                 flush=True,

@@ -1,0 +1,1 @@
+"""The operator's terminal views of a running kernel: `aios top` (kernel/console/top.py)."""
