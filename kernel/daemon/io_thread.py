@@ -30,7 +30,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ipc import runtime_dir
 from ipc.address import ipc_path
-from ipc.codec import DEFAULT_MAX_FRAME_BYTES, decode_request, encode_error
+from ipc.codec import DEFAULT_MAX_FRAME_BYTES, decode_request, encode_error, encode_protocol_error
 from ipc.curve import ServerSecurity
 from ipc.errors import ErrorCode, ProtocolError
 from kernel.daemon.connections import ConnectionTracker, FdPressure, shut_down
@@ -267,7 +267,7 @@ class SocketServer:
                 )
         except ProtocolError as error:
             log.warning("rejected frame from %s: %s", identity.hex(), error)
-            self._send([identity, encode_error(error.req_id, error.code, error.message)])
+            self._send([identity, encode_protocol_error(error)])
         except Exception:
             log.exception("frame from %s failed before reaching the kernel", identity.hex())
             self._send([identity, encode_error(req_id, ErrorCode.INTERNAL, "the kernel failed on this frame")])

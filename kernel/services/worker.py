@@ -233,7 +233,7 @@ class ServiceWorker:
             result = job.run(service)
         except ProtocolError as error:
             if job.identity is not None:
-                outbox.error(job.identity, job.req_id, error.code, error.message)
+                outbox.fail(job.identity, job.req_id, error)
             return
         except Exception:
             log.exception("%s job %r failed", self.name, job.req_id)

@@ -53,7 +53,7 @@ def test_concurrent_agents_each_get_their_own_answer(kernel):
 @pytest.mark.parametrize(
     "options, code",
     [
-        ({"max_tokens": 5000}, "engine_error"),  # prompt + max_tokens over the 4096-token fake budget
+        ({"max_tokens": 5000}, "context_length_exceeded"),  # prompt + max_tokens over the 4096-token fake budget
         ({"max_tokens": 0}, "bad_request"),
         ({"temperature": -1.0}, "bad_request"),
         ({"stop": [""]}, "bad_request"),

@@ -19,10 +19,6 @@ def code_of(call, *args, **kwargs):
     return raised.value.code
 
 
-def test_quota_code_is_the_kernels():
-    assert QUOTA == getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
-
-
 def test_add_get_update_delete_list(make):
     memory = make()
     ids = memory.add(S, ["alpha", "beta", "gamma"], [{"i": 0}, {"i": 1}, {"i": 2, "tags": ["x", "y"]}])

@@ -119,7 +119,7 @@ def test_errors_are_kernel_errors_with_codes(aiosd):
                 await kernel.kill("a999999")
             return refused.value.code, too_long.value.code, unknown.value.code
 
-    assert run(main()) == ("bad_request", "engine_error", "permission_denied")
+    assert run(main()) == ("bad_request", "context_length_exceeded", "permission_denied")
 
 
 def test_no_kernel_at_the_address(tmp_path):

@@ -15,7 +15,7 @@ from kernel.storage import StorageManager
 from kernel.storage.paths import space_dirname
 
 S = "uid:1/s"
-QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
+QUOTA = ErrorCode.QUOTA
 LIMITS = dict(keep_versions=2, quota_bytes=6 * 4096 + 300, max_file_bytes=200, max_files=8)
 PATHS = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=4).map("/".join)
 STEPS = st.lists(st.tuples(st.booleans(), PATHS, st.integers(0, 200)), min_size=1, max_size=25)

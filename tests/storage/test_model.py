@@ -17,7 +17,7 @@ from kernel.storage.quota import DIR_BYTES
 
 # two directories fit beside 200 bytes of files, a third does not; four inodes (files and directories)
 KEEP, QUOTA_BYTES, MAX_FILE, MAX_FILES = 3, 2 * DIR_BYTES + 200, 64, 4
-QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
+QUOTA = ErrorCode.QUOTA
 SPACES = st.sampled_from(["s1", "s2"])
 PATHS = st.sampled_from(["a", "b", "a/b", "a/b/c", "c/d"])
 DATA = st.one_of(st.binary(max_size=MAX_FILE), st.binary(min_size=MAX_FILE - 8, max_size=MAX_FILE + 8))

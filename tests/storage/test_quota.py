@@ -6,7 +6,7 @@ from ipc.errors import ErrorCode, ProtocolError
 from tests.storage.conftest import tree
 
 S = "uid:1000/notes"
-QUOTA = getattr(ErrorCode, "QUOTA", ErrorCode.BUSY)
+QUOTA = ErrorCode.QUOTA
 
 
 def refusal(call, *args) -> ProtocolError:

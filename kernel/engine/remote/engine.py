@@ -41,6 +41,7 @@ from kernel.engine.core.interface import (
     KVMeta,
     NoCapacity,
     TokenEvent,
+    check_context_length,
 )
 from kernel.engine.loading.tokenizer import TextTokenizer
 from kernel.engine.remote.call import Attempt, Ended, Failed, Streamed
@@ -168,11 +169,7 @@ class RemoteEngine:
             raise EngineError(f"request {req.req_id!r} is already running")
         if not req.prompt_ids:
             raise EngineError("the prompt is empty")
-        if len(req.prompt_ids) + req.params.max_tokens > self._max_context:
-            raise EngineError(
-                f"prompt ({len(req.prompt_ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds "
-                f"the replicas' {self._max_context}-token context"
-            )
+        check_context_length(len(req.prompt_ids), req.params.max_tokens, self._max_context)
         if not any(r.healthy for r in self._replicas):
             raise EngineError(f"no healthy replica: {', '.join(r.name for r in self._replicas)} are all down")
         call = _Call(req, list(req.output_ids))
