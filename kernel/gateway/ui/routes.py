@@ -45,7 +45,7 @@ PAGE_HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # no-referrer would make the login form post "Origin: null"
     "cache-control": "no-store",
 }
 MAX_LOGIN_BYTES = 4096
