@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.kernel_proc import KernelProcess
 from ipc.address import ADDRESS_ENV
+from kernel.launch import KernelProcess
 
 AGENTS_DIR = Path(__file__).parent
 JOBS = [

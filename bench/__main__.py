@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from bench import configs, plots, report, targets
-from bench.kernel_proc import KernelStartError
 from bench.suite import Suite, cost_dict
 from bench.trace import TraceError
+from kernel.launch import KernelStartError
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

@@ -41,12 +41,12 @@ from bench.agentic_scale import Scale, longest_sequence, trace_for
 from bench.agentic_table import write_results
 from bench.backends import KernelBackend
 from bench.calibrate import warm_up
-from bench.kernel_proc import KernelProcess
 from bench.llama_backend import LlamaServerBackend
 from bench.llama_server import LlamaServer
 from bench.metrics import summary, throughput
 from bench.records import read_records
 from bench.trace import Trace
+from kernel.launch import KernelProcess
 
 MIXES = ("agentic", "agentic_heavy_tailed", "agentic_interactive")
 TOOLS_CONFIG = Path(__file__).parent / "agentic_tools.toml"

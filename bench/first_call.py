@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.kernel_proc import KernelProcess
+from kernel.launch import KernelProcess
 from sdk import connect
 
 PROMPT = "Once upon a time"

@@ -25,8 +25,8 @@ import msgpack
 import zmq
 
 import sdk
-from bench.kernel_proc import KernelProcess
 from ipc.messages import SYSCALLS
+from kernel.launch import KernelProcess
 
 EXTREME_INTS = [0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1]
 EXTREME_FLOATS = [0.0, 5e-324, 1e-300, 1e-30, 100.0, 1e300, math.inf, -math.inf, math.nan]
@@ -46,7 +46,7 @@ class ObservedKernel(KernelProcess):
         super().__init__(address, options, log_path)
         if kernel_src:
             flags = [arg for flag, value in options.items() for arg in (f"--{flag}", str(value))]
-            self._argv = [
+            self.argv = [
                 sys.executable,
                 "-c",
                 LAUNCH_FROM_SOURCE,

@@ -35,11 +35,11 @@ from pathlib import Path
 import openai
 
 import sdk
-from bench.kernel_proc import KernelProcess
 from kernel.gateway import keys
 from kernel.gateway.app import KERNEL_TIME_HEADER
 from kernel.gateway.process import GatewayProcess
 from kernel.gateway.server import HTTP_ENV, LOOP_ENV, server_stack
+from kernel.launch import KernelProcess
 
 KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 8192, "max-batch": 16, "arena-mb": 128}
 SHORT_CHAT = [{"role": "user", "content": "Say yes."}]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.react import solve
-from bench.kernel_proc import KernelProcess
 from kernel.engine.structured.tool_calls import CALL_OPEN, parse_tool_calls
 from kernel.engine.structured.tool_prompt import render_tool_prompt
+from kernel.launch import KernelProcess
 from sdk import connect
 
 FACTS = [

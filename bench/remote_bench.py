@@ -23,8 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench.kernel_proc import KernelProcess
 from bench.llama_server import LlamaServer
+from kernel.launch import KernelProcess
 from sdk import connect
 
 

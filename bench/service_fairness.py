@@ -21,10 +21,10 @@ from pathlib import Path
 
 import zmq
 
-from bench.kernel_proc import KernelProcess
 from ipc.codec import encode, unpack_reply
 from ipc.messages import Hello, Ping
 from ipc.service_messages import FsWrite, MemAdd
+from kernel.launch import KernelProcess
 from sdk import connect
 
 TEXT = "The spare key is under the blue pot near the door. " * 600  # ~31k chars: a slow embedding each

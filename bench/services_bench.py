@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.kernel_proc import KernelProcess
 from bench.syscall_bench import timed
+from kernel.launch import KernelProcess
 from sdk import connect
 
 TEXTS = [

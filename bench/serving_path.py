@@ -36,8 +36,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-from bench.kernel_proc import KernelProcess
 from bench.text import words_text
+from kernel.launch import KernelProcess
 
 PROMPT_WORDS = 200
 

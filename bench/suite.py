@@ -19,11 +19,11 @@ from bench.backends import KernelBackend
 from bench.calibrate import calibrate, warm_up
 from bench.configs import Experiment, RunConfig
 from bench.consistency import problems
-from bench.kernel_proc import KernelProcess
 from bench.metrics import CostModel, config_metrics
 from bench.records import read_records
 from bench.trace import Trace
 from bench.workloads import TRACES_DIR, load_or_generate
+from kernel.launch import KernelProcess
 
 # Seconds granted before t0 for the agent processes to start (Python + pyzmq imports, on a busy 2-core machine).
 LAUNCH_MARGIN_S, LAUNCH_MARGIN_PER_AGENT_S = 1.0, 0.3

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zmq
 
-from bench.kernel_proc import KernelProcess
+from kernel.launch import KernelProcess
 from sdk import connect
 
 ECHO_SERVER = """

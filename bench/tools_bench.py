@@ -79,7 +79,7 @@ def tool_call_syscall(calls: int = 300) -> dict:
     import tempfile
     from pathlib import Path
 
-    from bench.kernel_proc import KernelProcess
+    from kernel.launch import KernelProcess
     from sdk import connect
 
     with (

@@ -28,9 +28,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.kernel_proc import KernelProcess
 from ipc import runtime_dir
 from ipc.address import admin_token_path
+from kernel.launch import KernelProcess
 from sdk import connect
 
 PROMPT = "The history of the printing press begins"

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.kernel_proc import KernelProcess
+from kernel.launch import KernelProcess
 
 # float32 so that a sequence's greedy output does not depend on what it was batched with
 KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 4096, "max-batch": 16, "arena-mb": 64}

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from agents.qa import SYSTEM_PROMPT
-from bench.kernel_proc import KernelProcess
 from ipc.address import ADDRESS_ENV
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.factory import load_engine
+from kernel.launch import KernelProcess
 from sdk import connect
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.kernel_proc import KernelProcess
 from ipc.address import ADDRESS_ENV
+from kernel.launch import KernelProcess
 from sdk import connect
 from tests.kernel.harness import wait_until
 

@@ -3,7 +3,7 @@ left unanswered, none is run after the signal), and exits by itself instead of d
 
 from __future__ import annotations
 
-from bench.kernel_proc import KernelProcess
+from kernel.launch import KernelProcess
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.raw_agent import RawAgent
 

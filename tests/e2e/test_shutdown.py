@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bench.kernel_proc import KernelProcess
+from kernel.launch import KernelProcess
 from sdk import KernelError, connect
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until

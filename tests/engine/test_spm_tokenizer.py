@@ -224,7 +224,7 @@ def test_gemma3_chat_renders_and_encodes(gemma):
 
 def test_aiosd_serves_the_gemma3_file(gemma_path, tmp_path):
     """aiosd --model <the file> starts and answers a short greedy chat with text."""
-    from bench.kernel_proc import KernelProcess
+    from kernel.launch import KernelProcess
     from sdk.client import Kernel
 
     address = f"ipc://{tmp_path}/kernel.sock"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 import sdk
-from bench.kernel_proc import KernelProcess
 from ipc.errors import ErrorCode
+from kernel.launch import KernelProcess
 from sdk.errors import KernelError
 
 # a small KV budget makes the context limit the pool (a few hundred tokens), so the boundary is cheap to reach

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.kernel_proc import KernelProcess
 from kernel.gateway import keys
 from kernel.gateway.process import GatewayProcess
+from kernel.launch import KernelProcess
 
 KERNEL_OPTIONS = {
     "dtype": "float32",

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import sdk
-from bench.kernel_proc import KernelProcess
+from kernel.launch import KernelProcess
 from sdk import AsyncKernel, KernelError, KernelTimeout, KernelUnavailable
 from tests.sdk.conftest import KERNEL_OPTIONS
 
