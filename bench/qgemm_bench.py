@@ -1,14 +1,17 @@
-"""Block-quantized products (kernel/engine/cpu/block_weights.py) against torch's int4/int8 kernels and oneDNN bf16.
+"""Block-quantized products (kernel/engine/cpu/block_weights.py) per GGUF format and instruction set.
 
-    python -m bench.qgemm_bench [--repeats 7] [--engine]
+    python -m bench.qgemm_bench [--repeats 5] [--threads 2] [--stream-mb 192] [--engine]
 
-Products: y = x Wᵀ for W of 2048x2048 and 8192x2048 (out x in) in Q8_0, Q4_0 and Q4_1 (random weights quantized by
-gguf), x bfloat16 at 1 and 8 rows (decode: bandwidth-bound, GB/s = weight bytes / time) and 256 rows (a prompt
-chunk). Every candidate of one case is timed in turn in each round (ratios side by side on a shared machine), the
-median of the rounds reported. --engine: decode tok/s of the default model (SmolLM2 GGUF) at batch 1 and 8, int4 and
-int8 modes, torch's kernels (AIOS_QGEMM=0) vs the block products, interleaved the same way.
-llama.cpp's own matrix products are not reachable from Python here (xllamacpp runs a whole server), so its numbers
-come from the engine comparison (bench.engine_bench --peer llamacpp), not from this file.
+Decode (1 and 8 rows): a stack of distinct 2048x2048 matrices holding --stream-mb MiB of weights (past the last-level
+cache, so each call streams its weights from memory, as a model's decode step does) is multiplied in turn; GB/s =
+weight bytes / time, and its fraction of the machine's read bandwidth measured in the same run (bench.bandwidth:
+a 1 GiB tensor sum at the same threads). Prompt rows (256): one 2048x2048 and one 8192x2048 product against oneDNN's
+bfloat16 product of the same weights (the opt-in prefill copy, AIOS_PREFILL_COPY=1), rows/s and the ratio. Weights:
+gguf's quantizer for the 32-blocks formats, random bytes with sane fp16 scales for the K-quants (gguf has no
+quantizer for them; speed does not depend on the values). Every candidate of a case is timed in turn in each round,
+the median of the rounds reported: on a shared machine only the ratios in one run mean anything.
+--engine: decode tok/s of the default model (SmolLM2 GGUF) at batch 1 and 8, int4 and int8 modes, torch's kernels
+(AIOS_QGEMM=0) vs the block products, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -20,60 +23,88 @@ import time
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType
-from gguf.quants import quantize
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import dequantize, quantize
 
-from kernel.engine.cpu.block_weights import BlockFormat, BlockLinear, supported_isas
+from bench.bandwidth import cpu_line, read_bandwidth
+from kernel.engine.cpu.block_weights import GGUF_FORMATS, RAW_BLOCKS, BlockLinear, supported_isas
 from kernel.engine.cpu.linear import Linear
-from kernel.engine.cpu.quant_linear import Int4Linear, Int8Linear
-from kernel.engine.loading.quant_tensor import from_q4_0, from_q4_1, from_q8_0, quantize_int8_rows
 
-SHAPES = [(2048, 2048), (8192, 2048)]
-ROWS = [1, 8, 256]
-FORMATS = {
-    BlockFormat.Q8_0: (GGMLQuantizationType.Q8_0, from_q8_0),
-    BlockFormat.Q4_0: (GGMLQuantizationType.Q4_0, from_q4_0),
-    BlockFormat.Q4_1: (GGMLQuantizationType.Q4_1, from_q4_1),
-}
+FORMATS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q6_K]
+DECODE_ROWS = [1, 8]
+PROMPT_ROWS = 256
+PROMPT_SHAPES = [(2048, 2048), (8192, 2048)]
 
 
-def _time(fn, x, min_seconds: float = 0.15) -> float:
-    fn(x)
+def gguf_bytes(qtype: Q, n: int, k: int, rng) -> np.ndarray:
+    """[n, row bytes] uint8 of a tensor in qtype."""
+    if qtype not in (Q.Q4_K, Q.Q6_K):
+        return quantize((rng.standard_normal((n, k)) * 0.02).astype(np.float32), qtype)
+    per_block, block_bytes = RAW_BLOCKS[GGUF_FORMATS[qtype]]
+    raw = rng.integers(0, 256, (n, k // per_block, block_bytes), dtype=np.uint8)
+    scale = (np.abs(rng.standard_normal((n, k // per_block))) * 1e-3).astype(np.float16)[..., None].view(np.uint8)
+    for at in (0, 2) if qtype is Q.Q4_K else (208,):
+        raw[..., at : at + 2] = scale
+    return raw.reshape(n, -1)
+
+
+def _time(fn, min_seconds: float = 0.2) -> float:
+    fn()
     calls, start = 0, time.perf_counter()
     while True:
-        fn(x)
+        fn()
         calls += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds and calls >= 3:
             return elapsed / calls
 
 
-def product_cases(repeats: int) -> None:
+def decode_cases(repeats: int, stream_mb: int, bandwidth: float) -> None:
     rng = np.random.default_rng(0)
-    print(f"threads {torch.get_num_threads()}; ISAs {[i.name for i in supported_isas()]}; median of {repeats} rounds")
-    print(f"{'shape':>11} {'fmt':>5} {'rows':>4}  " + "  ".join(f"{n:>22}" for n in ("candidate ms (GB/s)",)))
-    for n, k in SHAPES:
-        w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
-        bf16 = Linear(torch.from_numpy(w).to(torch.bfloat16))
-        for fmt, (qtype, decode) in FORMATS.items():
-            gq = decode(quantize(w, qtype))
-            candidates = {f"ours-{isa.name.lower()}": BlockLinear(gq, isa) for isa in supported_isas()}
-            if fmt is BlockFormat.Q8_0:
-                candidates["torch-int8"] = Int8Linear(quantize_int8_rows(gq.dequantize()))
-            else:
-                candidates["torch-int4"] = Int4Linear(gq)
-            candidates["onednn-bf16"] = bf16
-            for rows in ROWS:
-                x = torch.from_numpy(rng.standard_normal((rows, k)).astype(np.float32)).to(torch.bfloat16)
-                times = {name: [] for name in candidates}
-                for _ in range(repeats):
-                    for name, product in candidates.items():
-                        times[name].append(_time(product, x))
-                cells = []
+    n = k = 2048
+    print(f"\ndecode: stacks of {n}x{k} matrices, {stream_mb} MiB of weights each; GB/s (fraction of read bandwidth)")
+    for qtype in FORMATS:
+        raw = gguf_bytes(qtype, n, k, rng)
+        count = max(2, stream_mb * 2**20 // raw.nbytes)
+        stacks = {
+            isa: [BlockLinear.from_gguf(raw.copy(), qtype, (n, k), isa) for _ in range(count)]
+            for isa in supported_isas()
+        }
+        nbytes = sum(p.nbytes for p in stacks[supported_isas()[0]])
+        for rows in DECODE_ROWS:
+            x = torch.randn(rows, k).to(torch.bfloat16)
+            times = {isa: [] for isa in stacks}
+            for _ in range(repeats):
+                for isa, stack in stacks.items():
+                    times[isa].append(_time(lambda stack=stack, x=x: [p(x) for p in stack]))
+            cells = []
+            for isa in stacks:
+                rate = nbytes / statistics.median(times[isa]) / 1e9
+                cells.append(f"{isa.name.lower()} {rate:6.1f} GB/s ({rate * 1e9 / bandwidth:4.0%})")
+            print(f"  {qtype.name:>5} rows {rows}:  " + "  ".join(cells), flush=True)
+
+
+def prompt_cases(repeats: int) -> None:
+    rng = np.random.default_rng(1)
+    print(f"\nprompt rows ({PROMPT_ROWS}): rows/s, and the ratio to oneDNN's bfloat16 product of the same weights")
+    for n, k in PROMPT_SHAPES:
+        x = torch.randn(PROMPT_ROWS, k).to(torch.bfloat16)
+        for qtype in FORMATS:
+            raw = gguf_bytes(qtype, n, k, rng)
+            wide = torch.from_numpy(dequantize(raw, qtype).reshape(n, k)).to(torch.bfloat16)
+            candidates = {"bf16-copy": Linear(wide)}
+            for isa in supported_isas():
+                candidates[isa.name.lower()] = BlockLinear.from_gguf(raw, qtype, (n, k), isa)
+            times = {name: [] for name in candidates}
+            for _ in range(repeats):
                 for name, product in candidates.items():
-                    t = statistics.median(times[name])
-                    cells.append(f"{name} {t * 1e3:.3f} ({product.nbytes / t / 1e9:.1f})")
-                print(f"{n:>5}x{k:<5} {fmt.name:>5} {rows:>4}  " + "  ".join(cells), flush=True)
+                    times[name].append(_time(lambda product=product, x=x: product(x)))
+            base = statistics.median(times["bf16-copy"])
+            cells = [f"bf16-copy {PROMPT_ROWS / base:8.0f}"]
+            for name in list(candidates)[1:]:
+                t = statistics.median(times[name])
+                cells.append(f"{name} {PROMPT_ROWS / t:8.0f} ({base / t:4.2f}x)")
+            print(f"  {n:>5}x{k:<5} {qtype.name:>5}:  " + "  ".join(cells), flush=True)
 
 
 def engine_cases(repeats: int, tokens: int = 48) -> None:
@@ -113,17 +144,27 @@ def engine_cases(repeats: int, tokens: int = 48) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--engine", action="store_true", help="also the engine's decode tok/s, old path vs new")
-    parser.add_argument("--products", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--shapes", default="2048x2048,8192x2048")
+    parser.add_argument("--stream-mb", type=int, default=192, help="weights per decode stack (past the LLC)")
+    parser.add_argument("--decode", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--prompt", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--engine", action="store_true", help="also the engine's decode tok/s, torch's kernels vs ours")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    SHAPES[:] = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
-    print("load:", open("/proc/loadavg").read().split()[:3], flush=True)
-    if args.products:
-        product_cases(args.repeats)
+    threads = torch.get_num_threads()
+    print(cpu_line())
+    print(
+        f"threads {threads}; ISAs {[i.name for i in supported_isas()]}; median of {args.repeats} rounds; load",
+        open("/proc/loadavg").read().split()[:3],
+        flush=True,
+    )
+    bandwidth = read_bandwidth(threads)
+    print(f"read bandwidth ({threads} threads, 1 GiB sum): {bandwidth / 1e9:.1f} GB/s", flush=True)
+    if args.decode:
+        decode_cases(args.repeats, args.stream_mb, bandwidth)
+    if args.prompt:
+        prompt_cases(args.repeats)
     if args.engine:
         engine_cases(args.repeats)
 

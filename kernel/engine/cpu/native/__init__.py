@@ -45,6 +45,7 @@ SOURCES = [
         "qgemm_kernels.cpp",
         "qgemm_tile.cpp",
         "qgemm_tile_kernels.cpp",
+        "qgemm_raw_kernels.cpp",
         "qgemm.cpp",
     )
 ]

@@ -1,9 +1,9 @@
 // torch.ops.aios_cpu.qgemm: y = x Wᵀ with W in a GGUF block format (qgemm.h), x quantized to int8 per 32-block on
 // the way in, the same weights for any number of rows:
-//   decode rows (up to kRowPathRows) of the packed formats (Q8_0, Q4_0, Q4_1) are a matrix-vector product bound by
-//     the weights' bytes: each weight row is read once and multiplied by up to four activation rows while in
-//     registers (qgemm_kernels.cpp);
-//   more rows, and every row of the raw formats (Q5_0, Q4_K, Q6_K), go through the blocked product: a tile of kTileN
+//   decode rows (up to kRowPathRows) are a matrix-vector product bound by the weights' bytes: each weight row is read
+//     once and multiplied by up to four activation rows while in registers (qgemm_kernels.cpp for the packed
+//     formats, qgemm_raw_kernels.cpp for the file's Q5_0 / Q4_K / Q6_K blocks);
+//   more rows go through the blocked product: a tile of kTileN
 //     weight rows is decoded once (qgemm_tile.cpp, a few tens of KiB, in L1/L2) and multiplied by every group of
 //     kTileRows activation rows with the rows in the vector lanes (qgemm_tile_kernels.cpp), so the weights cross the
 //     memory bus once per call and are unpacked once per call, not once per activation row.
@@ -87,6 +87,13 @@ Isa resolve(int64_t requested) {
 }
 
 blocks::RowKernel kernel_for(Isa isa, Format f) {
+  if (is_raw(f)) {
+    switch (isa) {
+      case Isa::AVX512: return blocks::avx512_raw_kernel(f);
+      case Isa::AVX2: return blocks::avx2_raw_kernel(f);
+      default: return blocks::scalar_raw_kernel(f);
+    }
+  }
   switch (isa) {
     case Isa::AVX512: return blocks::avx512_kernel(f);
     case Isa::AVX2: return blocks::avx2_kernel(f);
@@ -217,7 +224,7 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
   quantize_rows(x, gp, q, d, s, d8, h16);
   const Acts a{q, d, s, d8, h16, gp};
   const blocks::Weights w{codes.data_ptr<uint8_t>(), sc, f == Format::Q4_1 ? sc + N * gp : nullptr, gp, row_bytes};
-  const bool blocked = is_raw(f) || T > kRowPathRows;
+  const bool blocked = T > kRowPathRows;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "qgemm", [&] {
     scalar_t* yp = y.data_ptr<scalar_t>();
     if (blocked) {

@@ -56,8 +56,24 @@ using RowKernel = void (*)(const Weights& w, int64_t n, const Acts& a, int64_t t
 RowKernel scalar_kernel(Format f);
 RowKernel avx2_kernel(Format f);
 RowKernel avx512_kernel(Format f);
+// The raw formats' row kernels: scalar from the tile decoder's block decoding (qgemm_tile.cpp), the SIMD ones reading
+// the file's blocks directly (qgemm_raw_kernels.cpp).
+RowKernel scalar_raw_kernel(Format f);
+RowKernel avx2_raw_kernel(Format f);
+RowKernel avx512_raw_kernel(Format f);
 
 float half_to_float(uint16_t h);
+
+// Q4_K's 6-bit scale and min of 32-block j (0..7) of a super-block, from its 12 packed bytes (llama.cpp's layout).
+inline void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
 
 // ---- the blocked product (qgemm_tile.cpp, qgemm_tile_kernels.cpp) ----------------------------------------------------
 // A tile is kTileN weight rows decoded once into a layout where a vector's lanes are the rows: per 32-block b and

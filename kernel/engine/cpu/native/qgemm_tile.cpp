@@ -45,13 +45,7 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
     const int sub = static_cast<int>(b % 8);
     const uint8_t* s = p + 4;
     int sc, mn;
-    if (sub < 4) {
-      sc = s[sub] & 63;
-      mn = s[sub + 4] & 63;
-    } else {
-      sc = (s[sub + 4] & 0x0f) | ((s[sub - 4] >> 6) << 4);
-      mn = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
-    }
+    q4k_scale_min(s, sub, &sc, &mn);
     const uint8_t* qs = p + 16 + (sub / 2) * kBlock;
     const int shift = (sub % 2) * 4;
     for (int j = 0; j < kBlock; ++j) c[j] = (qs[j] >> shift) & 0x0f;
@@ -94,7 +88,43 @@ void decode_tile_as(const Weights& w, int64_t n0, int64_t rows, Tile& t) {
   }
 }
 
+// One weight row against 1-4 activation rows straight from decode_block: the raw formats' scalar reference, with the
+// tile kernels' arithmetic (exact integer dot per half minus bias * sum(x), then d * dx, then m * s).
+template <Format F>
+__attribute__((optimize("no-tree-vectorize"))) void row_scalar_raw(const Weights& w, int64_t n, const Acts& a,
+                                                                    int64_t t0, int64_t rows, float* out) {
+  const int32_t bias = F == Format::Q5_0 ? 16 : F == Format::Q6_K ? 32 : 0;
+  const int64_t g = w.row_bytes / (F == Format::Q5_0 ? 22 : F == Format::Q4_K ? 144 : 210) * (F == Format::Q5_0 ? 1 : 8);
+  uint8_t c[kBlock];
+  float d[2], m;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = t0 + r;
+    const int8_t* xq = a.q + t * a.gp * kBlock;
+    float acc = 0.f;
+    for (int64_t b = 0; b < g; ++b) {
+      decode_block<F>(w, n, b, c, d, &m);
+      int32_t dot[2] = {0, 0};
+      for (int64_t j = 0; j < kBlock; ++j) dot[j / 16] += c[j] * xq[b * kBlock + j];
+      const int32_t* h = a.h16 + t * a.gp * 2 + 2 * b;
+      const float dx = a.d[t * a.gp + b];
+      acc += static_cast<float>(dot[0] - bias * h[0]) * (d[0] * dx);
+      acc += static_cast<float>(dot[1] - bias * h[1]) * (d[1] * dx);
+      acc += m * a.s[t * a.gp + b];
+    }
+    out[r] = acc;
+  }
+}
+
 }  // namespace
+
+RowKernel scalar_raw_kernel(Format f) {
+  switch (f) {
+    case Format::Q5_0: return row_scalar_raw<Format::Q5_0>;
+    case Format::Q4_K: return row_scalar_raw<Format::Q4_K>;
+    case Format::Q6_K: return row_scalar_raw<Format::Q6_K>;
+    default: return nullptr;
+  }
+}
 
 int32_t format_bias(Format f) {
   switch (f) {

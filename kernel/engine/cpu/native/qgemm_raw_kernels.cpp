@@ -1,0 +1,297 @@
+// Decode-row kernels of the raw formats (Q5_0, Q4_K, Q6_K): one weight row, read straight from the file's blocks,
+// against 1-4 activation rows (qgemm.h, RowKernel). The codes are unpacked in registers (nibbles by mask and shift,
+// Q5_0's fifth bit from its 32-bit mask, Q6_K's two high bits from their shared bytes), multiplied as unsigned bytes
+// by the int8 activations, and the formats' zero points applied after the sums:
+//   Q5_0  w = d (q - 16):     sum_b d dx dot(q, x)  - 16 sum_b d s_b
+//   Q4_K  w = d sc q - dmin m: sum_b (d sc) dx dot(q, x) + sum_b (-dmin m) s_b
+//   Q6_K  w = d sc (q - 32) per 16 weights: sum_h (d sc_h) dx dot_h(q, x) - 32 sum_h (d sc_h) dx h16_h
+// where s_b = dx sum(x_b) and h16 the integer sums of each 16-input half (qgemm.h, Acts).
+//   avx2    _mm256_maddubs_epi16 + _mm256_madd_epi16, one 32-block per 256-bit vector (codes <= 63: no saturation)
+//   avx512  _mm512_dpbusd_epi32 (VNNI), two 32-blocks per 512-bit vector, lanes 0-7 the first
+// Compiled for their instruction sets by target attributes (as qgemm_kernels.cpp); each row's sum in a fixed order.
+#include "qgemm.h"
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+
+namespace aios::blocks {
+namespace {
+
+inline float fp16_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return half_to_float(h);
+}
+
+// Q4_K's super-block scales: d sc_j and -(dmin m_j) for its eight 32-blocks. The 6-bit fields are moved into eight
+// scale bytes and eight min bytes with whole-word masks and shifts (no per-field branches), as llama.cpp does.
+inline void q4k_scales(const uint8_t* p, float* dsc, float* mins) {
+  uint32_t u[3], v[4];
+  std::memcpy(u, p + 4, sizeof u);
+  v[0] = u[0] & 0x3f3f3f3fu;                                                       // sc 0-3
+  v[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);                 // sc 4-7
+  v[2] = u[1] & 0x3f3f3f3fu;                                                       // m 0-3
+  v[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);          // m 4-7
+  uint8_t bytes[16];
+  std::memcpy(bytes, v, sizeof bytes);
+  const float d = fp16_at(p), dmin = fp16_at(p + 2);
+  for (int j = 0; j < 8; ++j) {
+    dsc[j] = d * static_cast<float>(bytes[j]);
+    mins[j] = -(dmin * static_cast<float>(bytes[8 + j]));
+  }
+}
+
+// ---- AVX2 ----------------------------------------------------------------------------------------------------------
+
+AVX2_TARGET inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+AVX2_TARGET inline __m256i dot_avx2(__m256i q, const int8_t* x) {
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), _mm256_set1_epi16(1));
+}
+
+// 32 bytes of 0x10 where the bits of `bits` are set (bit j → byte j)
+AVX2_TARGET inline __m256i fifth_bits_avx2(uint32_t bits) {
+  const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuffle);
+  bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
+}
+
+AVX2_TARGET inline __m256i nibbles16_avx2(const uint8_t* p) {  // 16 bytes → weights 0-15 low, 16-31 high
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), low4), _mm_and_si128(v, low4));
+}
+
+template <Format F>
+AVX2_TARGET void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+  const uint8_t* wr = w.codes + n * w.row_bytes;
+  const int64_t kp = a.gp * kBlock;
+  const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(0x30);
+  __m256 acc[kMaxRows], con[kMaxRows];
+  for (int r = 0; r < kMaxRows; ++r) acc[r] = con[r] = _mm256_setzero_ps();
+  if constexpr (F == Format::Q5_0) {
+    const int64_t g = w.row_bytes / 22;
+    for (int64_t b = 0; b < g; ++b) {
+      const uint8_t* p = wr + b * 22;
+      uint32_t qh;
+      std::memcpy(&qh, p + 2, sizeof qh);
+      const __m256i q = _mm256_or_si256(nibbles16_avx2(p + 6), fifth_bits_avx2(qh));
+      const float d = fp16_at(p);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t t = t0 + r;
+        const __m256i dot = dot_avx2(q, a.q + t * kp + b * kBlock);
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * a.d[t * a.gp + b]), acc[r]);
+        con[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_set1_ps(a.s[t * a.gp + b]), con[r]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) out[r] = hsum256(acc[r]) - 16.f * _mm256_cvtss_f32(con[r]);
+    return;
+  } else if constexpr (F == Format::Q4_K) {
+    const int64_t supers = w.row_bytes / 144;
+    alignas(32) float dsc[8], mins[8];
+    for (int64_t sb = 0; sb < supers; ++sb) {
+      const uint8_t* p = wr + sb * 144;
+      q4k_scales(p, dsc, mins);
+      for (int64_t j = 0; j < 4; ++j) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * j));
+        const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        const int64_t b = sb * 8 + 2 * j;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t t = t0 + r;
+          const float* dx = a.d + t * a.gp + b;
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_avx2(lo, a.q + t * kp + b * kBlock)),
+                                   _mm256_set1_ps(dsc[2 * j] * dx[0]), acc[r]);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_avx2(hi, a.q + t * kp + (b + 1) * kBlock)),
+                                   _mm256_set1_ps(dsc[2 * j + 1] * dx[1]), acc[r]);
+        }
+      }
+      const __m256 mv = _mm256_load_ps(mins);
+      for (int64_t r = 0; r < rows; ++r) {
+        con[r] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(a.s + (t0 + r) * a.gp + sb * 8), con[r]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) out[r] = hsum256(acc[r]) + hsum256(con[r]);
+    return;
+  } else {  // Q6_K
+    const int64_t supers = w.row_bytes / 210;
+    alignas(32) float dsc[16];
+    for (int64_t sb = 0; sb < supers; ++sb) {
+      const uint8_t* p = wr + sb * 210;
+      const float d = fp16_at(p + 208);
+      const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
+      for (int j = 0; j < 16; ++j) dsc[j] = d * static_cast<float>(sc[j]);
+      for (int64_t h = 0; h < 2; ++h) {
+        const uint8_t* ql = p + 64 * h;
+        const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+        const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * h));
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), two)),
+            _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), two)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_and_si256(qh, two)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), two)),
+        };
+        for (int64_t quarter = 0; quarter < 4; ++quarter) {
+          const int64_t sub = 4 * h + quarter, b = sb * 8 + sub;
+          const __m256 scale = _mm256_set_m128(_mm_set1_ps(dsc[2 * sub + 1]), _mm_set1_ps(dsc[2 * sub]));
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t t = t0 + r;
+            const __m256 dx = _mm256_set1_ps(a.d[t * a.gp + b]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_avx2(q[quarter], a.q + t * kp + b * kBlock)),
+                                     _mm256_mul_ps(scale, dx), acc[r]);
+          }
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {  // the zero point: 32 (d sc_h) dx h16_h over the 16 halves
+        const int64_t t = t0 + r;
+        const int32_t* h16 = a.h16 + t * a.gp * 2 + sb * 16;
+        const float* dx = a.d + t * a.gp + sb * 8;
+        for (int half = 0; half < 2; ++half) {
+          const __m256 hs = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h16 + 8 * half)));
+          const __m256 dxs = _mm256_setr_ps(dx[4 * half], dx[4 * half], dx[4 * half + 1], dx[4 * half + 1],
+                                            dx[4 * half + 2], dx[4 * half + 2], dx[4 * half + 3], dx[4 * half + 3]);
+          con[r] = _mm256_fmadd_ps(_mm256_load_ps(dsc + 8 * half), _mm256_mul_ps(hs, dxs), con[r]);
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) out[r] = hsum256(acc[r]) - 32.f * hsum256(con[r]);
+  }
+}
+
+// ---- AVX-512 VNNI --------------------------------------------------------------------------------------------------
+
+AVX512_TARGET inline __m512 pair_scale(float first, float second) {  // lanes 0-7 first, 8-15 second
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(first)), _mm256_set1_ps(second), 1);
+}
+
+// sum + (dot of two blocks' codes q with x) * scale * dx, the lanes' partial sums kept apart
+AVX512_TARGET inline __m512 pair_dot_avx512(__m512i q, const int8_t* x, const float* d8, __m512 scale, __m512 sum) {
+  const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(x));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_loadu_ps(d8)), sum);
+}
+
+template <Format F>
+AVX512_TARGET void raw_avx512(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+  const uint8_t* wr = w.codes + n * w.row_bytes;
+  const int64_t kp = a.gp * kBlock;
+  const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(0x30);
+  __m512 acc[kMaxRows], con[kMaxRows];
+  for (int r = 0; r < kMaxRows; ++r) acc[r] = con[r] = _mm512_setzero_ps();
+  auto pair_dot = [&](__m512i q, int64_t t, int64_t b, __m512 scale, __m512 sum) {
+    return pair_dot_avx512(q, a.q + t * kp + b * kBlock, a.d8 + (t * a.gp + b) * 8, scale, sum);
+  };
+  if constexpr (F == Format::Q5_0) {
+    const int64_t g = w.row_bytes / 22;
+    const __m256i fifth = _mm256_set1_epi8(0x10);
+    for (int64_t b = 0; b < g; b += 2) {
+      __m256i half_q[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      float d[2] = {0.f, 0.f};
+      for (int64_t i = 0; i < 2 && b + i < g; ++i) {  // an odd count's last pair: a zero block (its x is zero too)
+        const uint8_t* p = wr + (b + i) * 22;
+        uint32_t qh;
+        std::memcpy(&qh, p + 2, sizeof qh);
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 6));
+        const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4);
+        half_q[i] = _mm256_or_si256(nib, _mm256_maskz_mov_epi8(qh, fifth));
+        d[i] = fp16_at(p);
+      }
+      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(half_q[0]), half_q[1], 1);
+      const __m512 scale = pair_scale(d[0], d[1]);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t t = t0 + r;
+        acc[r] = pair_dot(q, t, b, scale, acc[r]);
+        const float* s = a.s + t * a.gp + b;
+        con[r] = _mm512_add_ps(con[r], _mm512_castps128_ps512(_mm_set_ss(d[0] * s[0] + d[1] * s[1])));
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) - 16.f * _mm512_reduce_add_ps(con[r]);
+  } else if constexpr (F == Format::Q4_K) {
+    const int64_t supers = w.row_bytes / 144;
+    alignas(32) float dsc[8], mins[8];
+    for (int64_t sb = 0; sb < supers; ++sb) {
+      const uint8_t* p = wr + sb * 144;
+      q4k_scales(p, dsc, mins);
+      for (int64_t j = 0; j < 4; ++j) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * j));
+        const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        const __m512 scale = pair_scale(dsc[2 * j], dsc[2 * j + 1]);
+        for (int64_t r = 0; r < rows; ++r) acc[r] = pair_dot(q, t0 + r, sb * 8 + 2 * j, scale, acc[r]);
+      }
+      const __m512 mv = _mm512_zextps256_ps512(_mm256_load_ps(mins));
+      for (int64_t r = 0; r < rows; ++r) {
+        con[r] = _mm512_fmadd_ps(mv, _mm512_zextps256_ps512(_mm256_loadu_ps(a.s + (t0 + r) * a.gp + sb * 8)), con[r]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(con[r]);
+  } else {  // Q6_K
+    const int64_t supers = w.row_bytes / 210;
+    const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);   // lane → 16-half
+    const __m512i twice = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);  // half → block
+    for (int64_t sb = 0; sb < supers; ++sb) {
+      const uint8_t* p = wr + sb * 210;
+      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192));
+      const __m512 dsc = _mm512_mul_ps(_mm512_set1_ps(fp16_at(p + 208)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)));
+      for (int64_t h = 0; h < 2; ++h) {
+        const uint8_t* ql = p + 64 * h;
+        const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+        const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * h));
+        const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), two));
+        const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), two));
+        const __m256i q2 =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_and_si256(qh, two));
+        const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), two));
+        const __m512i pairs[2] = {_mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1),
+                                  _mm512_inserti64x4(_mm512_castsi256_si512(q2), q3, 1)};
+        for (int64_t pi = 0; pi < 2; ++pi) {
+          const int64_t first_half = 8 * h + 4 * pi;  // the 16-halves of this pair of blocks
+          const __m512 scale = _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(first_half)), dsc);
+          for (int64_t r = 0; r < rows; ++r) acc[r] = pair_dot(pairs[pi], t0 + r, sb * 8 + 4 * h + 2 * pi, scale, acc[r]);
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {  // the zero point: 32 (d sc_h) dx h16_h over the 16 halves
+        const int64_t t = t0 + r;
+        const __m512 hs = _mm512_cvtepi32_ps(_mm512_loadu_si512(a.h16 + t * a.gp * 2 + sb * 16));
+        const __m512 dx = _mm512_permutexvar_ps(twice, _mm512_castps256_ps512(_mm256_loadu_ps(a.d + t * a.gp + sb * 8)));
+        con[r] = _mm512_fmadd_ps(dsc, _mm512_mul_ps(hs, dx), con[r]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) - 32.f * _mm512_reduce_add_ps(con[r]);
+  }
+}
+
+}  // namespace
+
+RowKernel avx2_raw_kernel(Format f) {
+  switch (f) {
+    case Format::Q5_0: return raw_avx2<Format::Q5_0>;
+    case Format::Q4_K: return raw_avx2<Format::Q4_K>;
+    case Format::Q6_K: return raw_avx2<Format::Q6_K>;
+    default: return nullptr;
+  }
+}
+
+RowKernel avx512_raw_kernel(Format f) {
+  switch (f) {
+    case Format::Q5_0: return raw_avx512<Format::Q5_0>;
+    case Format::Q4_K: return raw_avx512<Format::Q4_K>;
+    case Format::Q6_K: return raw_avx512<Format::Q6_K>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace aios::blocks
