@@ -3,9 +3,9 @@
 //   decode rows (up to kRowPathRows) are a matrix-vector product bound by the weights' bytes: each weight row is read
 //     once and multiplied by up to four activation rows while in registers (qgemm_kernels.cpp for the packed
 //     formats, qgemm_raw_kernels.cpp for the file's Q5_0 / Q4_K / Q6_K blocks);
-//   more rows go through the blocked product: a tile of kTileN
-//     weight rows is decoded once (qgemm_tile.cpp, a few tens of KiB, in L1/L2) and multiplied by every group of
-//     kTileRows activation rows with the rows in the vector lanes (qgemm_tile_kernels.cpp), so the weights cross the
+//   more rows go through the blocked product: kTileGroup tiles of kTileN
+//     weight rows are decoded once (qgemm_tile.cpp, ~130 KiB at 2048 inputs, in L2) and multiplied by every group of
+//     kTileRows activation rows (read once per group of tiles, from L1) with the rows in the vector lanes (qgemm_tile_kernels.cpp), so the weights cross the
 //     memory bus once per call and are unpacked once per call, not once per activation row.
 // Output rows are split across threads (at::parallel_for, torch's intra-op threads) by tiles of weight rows; every
 // output value is one kernel's fixed-order sum, so a row's result does not depend on the other rows or the threads
@@ -36,7 +36,9 @@ using blocks::kTileN;
 using blocks::kTileRows;
 
 constexpr int64_t kTile = 16;          // weight rows per task
-constexpr int64_t kRowPathRows = 8;    // up to this many rows, the packed formats take the row kernels
+constexpr int64_t kRowPathRows = 8;    // up to this many rows, the row kernels (decode)
+constexpr int64_t kTileGroup = 4;      // tiles decoded per task of the blocked product (64 weight rows, ~130 KiB at
+                                       // 2048 inputs: L2), each group of activation rows applied to all of them
 
 bool is_raw(Format f) { return f == Format::Q5_0 || f == Format::Q4_K || f == Format::Q6_K; }
 
@@ -229,21 +231,30 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
     scalar_t* yp = y.data_ptr<scalar_t>();
     if (blocked) {
       const blocks::TileKernel kernel = tile_kernel_for(chosen, f);
-      const int64_t g = K / kBlock;
-      at::parallel_for(0, (N + kTileN - 1) / kTileN, 1, [&](int64_t begin, int64_t end) {
-        std::vector<uint8_t> codes_tile(g * 8 * kTileN * 4);
-        std::vector<float> floats_tile(g * 3 * kTileN);
-        blocks::Tile tile{codes_tile.data(), floats_tile.data(), floats_tile.data() + g * 2 * kTileN, g, 0, false,
-                          false};
+      const int64_t g = K / kBlock, span = kTileGroup * kTileN;
+      at::parallel_for(0, (N + span - 1) / span, 1, [&](int64_t begin, int64_t end) {
+        std::vector<uint8_t> codes_tiles(kTileGroup * g * 8 * kTileN * 4);
+        std::vector<float> floats_tiles(kTileGroup * g * 3 * kTileN);
+        blocks::Tile tiles[kTileGroup];
+        for (int64_t j = 0; j < kTileGroup; ++j) {
+          float* floats = floats_tiles.data() + j * g * 3 * kTileN;
+          tiles[j] = {codes_tiles.data() + j * g * 8 * kTileN * 4, floats, floats + g * 2 * kTileN, g, 0, false, false};
+        }
         float out[kTileRows * kTileN];
         for (int64_t task = begin; task < end; ++task) {
-          const int64_t n0 = task * kTileN, rows_n = std::min(kTileN, N - n0);
-          blocks::decode_tile(f, w, n0, rows_n, tile);
-          for (int64_t t0 = 0; t0 < T; t0 += kTileRows) {
+          const int64_t first = task * span, count = std::min(kTileGroup, (N - first + kTileN - 1) / kTileN);
+          for (int64_t j = 0; j < count; ++j) {
+            blocks::decode_tile(f, w, first + j * kTileN, std::min(kTileN, N - first - j * kTileN), tiles[j]);
+          }
+          for (int64_t t0 = 0; t0 < T; t0 += kTileRows) {   // these rows' activations stay in L1 across the tiles
             const int64_t rows = std::min(kTileRows, T - t0);
-            kernel(tile, a, t0, rows, out);
-            for (int64_t r = 0; r < rows; ++r) {
-              for (int64_t i = 0; i < rows_n; ++i) yp[(t0 + r) * N + n0 + i] = static_cast<scalar_t>(out[r * kTileN + i]);
+            for (int64_t j = 0; j < count; ++j) {
+              const int64_t n0 = first + j * kTileN, rows_n = std::min(kTileN, N - n0);
+              kernel(tiles[j], a, t0, rows, out);
+              for (int64_t r = 0; r < rows; ++r) {
+                scalar_t* yr = yp + (t0 + r) * N + n0;
+                for (int64_t i = 0; i < rows_n; ++i) yr[i] = static_cast<scalar_t>(out[r * kTileN + i]);
+              }
             }
           }
         }

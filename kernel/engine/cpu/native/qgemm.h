@@ -83,7 +83,7 @@ inline void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
 // and applies d * dx and m * s in float32. Decoding is per tile and transient (a few tens of KiB): nothing per weight
 // is kept beyond the stored codes.
 constexpr int64_t kTileN = 16;
-constexpr int64_t kTileRows = 4;       // activation rows one tile-kernel call multiplies
+constexpr int64_t kTileRows = 6;       // activation rows one tile-kernel call multiplies
 
 struct Tile {
   uint8_t* q;             // [G][8][kTileN][4]

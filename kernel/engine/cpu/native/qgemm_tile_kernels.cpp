@@ -1,4 +1,4 @@
-// The tile kernels of the blocked product (qgemm.h, Tile): kTileN decoded weight rows times 1-4 activation rows.
+// The tile kernels of the blocked product (qgemm.h, Tile): kTileN decoded weight rows times 1-6 activation rows.
 // A vector's lanes are weight rows, so an activation row's four codes are broadcast to every lane, the products of a
 // block accumulate in int32 per lane with no horizontal sums, and one float multiply-add per block covers 16 (8)
 // rows. Per (weight row, activation row) every ISA computes
@@ -180,7 +180,10 @@ AVX512_TARGET void tile_avx512_rows(const Tile& t, const Acts& a, int64_t t0, fl
 
 template <bool SPLIT, bool HAS_M>
 void tile_avx512(const Tile& t, const Acts& a, int64_t t0, int64_t rows, float* out) {
+  static_assert(kTileRows == 6, "a case per row count");
   switch (rows) {
+    case 6: return tile_avx512_rows<6, SPLIT, HAS_M>(t, a, t0, out);
+    case 5: return tile_avx512_rows<5, SPLIT, HAS_M>(t, a, t0, out);
     case 4: return tile_avx512_rows<4, SPLIT, HAS_M>(t, a, t0, out);
     case 3: return tile_avx512_rows<3, SPLIT, HAS_M>(t, a, t0, out);
     case 2: return tile_avx512_rows<2, SPLIT, HAS_M>(t, a, t0, out);
