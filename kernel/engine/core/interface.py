@@ -11,6 +11,9 @@ retention, prefix reuse): the engine loads the KV it has and prefills only the r
 Failure model. A sequence whose logits are not finite, or whose sampling fails, ends alone with
 FinishReason.ERROR and a short TokenEvent.error; the other sequences of the batch step on unaffected. step() raising
 means the whole batch failed (the forward itself), which the kernel treats as fatal for every running request.
+
+Errors. EngineError (a request the engine cannot take), ContextLengthExceeded, NoCapacity and the context-length rule
+(check_context_length) live in kernel/engine/errors.py, below core and structured both; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,6 +22,25 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+# The errors live below core and structured alike; re-exported here, where the kernel looks for the engine's contract.
+from kernel.engine.errors import ContextLengthExceeded, EngineError, NoCapacity, check_context_length
+
+__all__ = [
+    "MIN_TEMPERATURE",
+    "Capacity",
+    "ContextLengthExceeded",
+    "Engine",
+    "EngineError",
+    "EngineRequest",
+    "FinishReason",
+    "KVLayout",
+    "KVMeta",
+    "NoCapacity",
+    "SamplingParams",
+    "TokenEvent",
+    "check_context_length",
+]
 
 # Temperatures below this sample greedily: dividing logits by a smaller one overflows float32 to inf (and softmax of
 # inf is NaN), and the distribution is already all but one-hot there (a logit gap of 0.01 becomes e^100).
@@ -36,34 +58,6 @@ class FinishReason(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-class EngineError(ValueError):
-    """A request the engine cannot take (bad sampling values, prompt too long, unknown request id...)."""
-
-
-class ContextLengthExceeded(EngineError):
-    """A request longer than the engine's context: its prompt and the tokens it may generate cannot fit one sequence.
-    Retrying cannot help; a shorter prompt or a smaller max_tokens can."""
-
-
-def check_context_length(prompt_tokens: int, max_tokens: int, context: int) -> None:
-    """The context-length rule, the one place it is written: a request fits when its prompt and every token it may
-    generate fit one sequence, prompt_tokens + max_tokens <= context (exactly at the limit fits: the last token
-    sampled needs no KV slot of its own). ContextLengthExceeded, naming the three numbers, otherwise.
-
-    The kernel applies it at admission with the call's max_tokens (kernel/daemon/preprocess.py), so no request
-    the engine holds can outgrow its context; the sequence table checks it with max_tokens=1 (room for the next
-    token), the invariant it relies on for every sequence, admitted or resumed."""
-    if prompt_tokens + max_tokens > context:
-        raise ContextLengthExceeded(
-            f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the {context}-token context"
-        )
-
-
-class NoCapacity(EngineError):
-    """A valid request the engine cannot take now (not enough free KV blocks, batch full): the caller may retry it
-    once capacity frees; every other EngineError means the request itself is wrong."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from kernel.engine.core.interface import EngineError
+from kernel.engine.errors import EngineError
 from kernel.engine.structured.grammar import GrammarCompiler
 
 _BITS = torch.arange(32, dtype=torch.int32)

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from kernel.engine.core.interface import EngineError
+from kernel.engine.errors import EngineError
 
 # Compiled grammars kept per engine. Each holds the grammar's lexer/parser tables (kilobytes to a few MiB for big
 # schemas); 64 distinct tool sets in flight is far beyond what a kernel's agents use at once.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 from ipc.messages import ResponseFormat, ResponseFormatType
-from kernel.engine.core.interface import EngineError
+from kernel.engine.errors import EngineError
 from kernel.engine.structured.grammar import json_schema_grammar, json_schema_lark
 
 ANY_OBJECT = {"type": "object"}

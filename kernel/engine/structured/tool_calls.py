@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kernel.engine.core.interface import EngineError
+from kernel.engine.errors import EngineError
 from kernel.engine.structured.tool_call import ToolCall, new_call_id
 from kernel.engine.structured.tool_formats import GENERIC, ToolFormat
 

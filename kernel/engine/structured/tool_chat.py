@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kernel.engine.core.interface import EngineError
+from kernel.engine.errors import EngineError
 from kernel.engine.structured.tool_calls import selected_tools
 from kernel.engine.structured.tool_formats import GENERIC, ToolFormat
 from kernel.engine.structured.tool_prompt import message_text, render_tool_prompt

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kernel.engine.core.interface import EngineError
+from kernel.engine.errors import EngineError
 from kernel.engine.structured.tool_calls import CALL_CLOSE, CALL_OPEN, chosen_tool, format_tool_call, selected_tools
 
 _INTRO = (
