@@ -38,13 +38,13 @@ import msgpack
 import zmq
 from fastapi import FastAPI
 
-from bench.kernel_proc import KernelProcess
 from ipc import runtime_dir
 from ipc.address import admin_token_path
 from ipc.messages import PROTOCOL_VERSION, Metrics, Ping, Top
 from kernel.gateway import errors, metrics
 from kernel.gateway.agents import AgentPool
 from kernel.gateway.guard import RequestGuard
+from kernel.launch import KernelProcess
 from sdk import connect
 from sdk.protocol import Request
 

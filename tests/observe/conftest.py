@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.kernel_proc import KernelProcess
 from ipc import runtime_dir
 from ipc.address import admin_token_path
 from ipc.messages import Metrics, Top
+from kernel.launch import KernelProcess
 from sdk.protocol import Request
 
 KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 4096, "max-batch": 16, "arena-mb": 64, "storage": "on"}
