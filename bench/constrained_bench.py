@@ -17,10 +17,15 @@ import argparse
 import statistics
 import time
 
-from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.cpu.torch_engine import TorchEngine
-from kernel.engine.structured.tool_calls import tool_call_grammar
-from kernel.engine.structured.tool_prompt import render_tool_prompt
+from kernel.engine.process_env import configure_process_env
+
+# This script runs an engine in its own process: the settings its runtimes read when torch loads, set first.
+configure_process_env()
+
+from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.cpu.torch_engine import TorchEngine  # noqa: E402
+from kernel.engine.structured.tool_calls import tool_call_grammar  # noqa: E402
+from kernel.engine.structured.tool_prompt import render_tool_prompt  # noqa: E402
 
 TARGET_RATIO = 1.10
 TOOLS = [

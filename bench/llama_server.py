@@ -21,10 +21,6 @@ import threading
 from pathlib import Path
 
 READY = "llama-server ready "
-# Our engine's OpenMP settings (kernel/engine/__init__.py sets them in our own environment): llama.cpp's build is
-# OpenMP too, and inheriting a passive wait policy costs it 2.5x at batch 1 on 2 threads (measured: 50 vs 130 tok/s).
-# The server runs as a user would start it, with OpenMP's defaults.
-_OUR_OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def free_port() -> int:
@@ -79,7 +75,12 @@ class LlamaServer:
 
     def start(self) -> None:
         self._log = open(self._log_path, "a")
-        env = {k: v for k, v in os.environ.items() if k not in _OUR_OPENMP_SETTINGS}
+        from kernel.engine.process_env import without_engine_openmp
+
+        # Our engine's OpenMP settings (kernel/engine/process_env.py; entry points set them in our own environment):
+        # llama.cpp's build is OpenMP too, and inheriting a passive wait policy costs it 2.5x at batch 1 on 2 threads
+        # (measured: 50 vs 130 tok/s). The server runs as a user would start it, with OpenMP's defaults.
+        env = without_engine_openmp(os.environ)
         self._proc = subprocess.Popen(
             self._argv,
             stdout=subprocess.PIPE,

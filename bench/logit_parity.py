@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+from kernel.engine.process_env import configure_process_env
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-from kernel.engine.cpu.kv_cache import KVCache
-from kernel.engine.cpu.model import LlamaModel
-from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
+# This script runs an engine in its own process: the settings its runtimes read when torch loads, set first.
+configure_process_env()
+
+import torch  # noqa: E402
+
+from kernel.engine.cpu.kv_cache import KVCache  # noqa: E402
+from kernel.engine.cpu.model import LlamaModel  # noqa: E402
+from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch  # noqa: E402
 
 LONG_PROMPT = Path(__file__).resolve().parents[1] / "tests" / "engine" / "data" / "long_prompt.txt"
 BLOCK = 16

@@ -34,7 +34,6 @@ from pathlib import Path
 
 TEXT = Path(__file__).parent / "texts" / "kernel_notes.txt"
 OURS_MODES = ("fp32", "bf16", "int8", "int4")
-_OUR_OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _LOGIT_FORCE = 1000.0  # far above any logit gap: the forced token is the sampled one
 
 
@@ -57,7 +56,6 @@ def load_ours(path: Path, mode: str):
     """(model, seconds) for one weights mode: the loader and model build aiosd runs, tokenizer aside."""
     import torch
 
-    import kernel.engine  # noqa: F401  (our OpenMP wait policy, set before torch loads)
     from kernel.engine.cpu.model import LlamaModel
     from kernel.engine.loading import gguf_loader
 
@@ -152,11 +150,15 @@ def child(args) -> None:
 
 
 def measure(path: Path, reader: str, ids_file: Path, threads: int) -> dict:
+    from kernel.engine.process_env import configure_process_env, without_engine_openmp
+
     env = dict(os.environ)
     if reader == "llama.cpp":
-        env = {k: v for k, v in env.items() if k not in _OUR_OPENMP_SETTINGS}
+        env = without_engine_openmp(env)
     else:
         env.setdefault("OMP_NUM_THREADS", str(threads))
+        if reader.startswith("ours"):
+            configure_process_env(env)  # the child runs our engine: aiosd's settings, set before its torch loads
     argv = [
         sys.executable,
         "-m",

@@ -18,14 +18,18 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
+from kernel.engine.process_env import configure_process_env
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-from bench.engine_bench import ours_decode
-from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.cpu.quant_select import MAX_PPL_RATIO, perplexity
-from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
-from kernel.engine.loading.checkpoint import load_checkpoint
+# This script runs an engine in its own process: the settings its runtimes read when torch loads, set first.
+configure_process_env()
+
+import torch  # noqa: E402
+
+from bench.engine_bench import ours_decode  # noqa: E402
+from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.cpu.quant_select import MAX_PPL_RATIO, perplexity  # noqa: E402
+from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine  # noqa: E402
+from kernel.engine.loading.checkpoint import load_checkpoint  # noqa: E402
 
 TEXT = Path(__file__).parent / "texts" / "kernel_notes.txt"
 BATCH = 8

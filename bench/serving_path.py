@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 from bench.text import words_text
+from kernel.engine.process_env import configure_process_env
 from kernel.launch import KernelProcess
 
 PROMPT_WORDS = 200
@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent is not None:
         agent_main(args.address, args.agent, args.new_tokens, args.start_at)
         return 0
+    # the engine here and aiosd (a child, inheriting them) get the engine's settings before either loads torch
+    configure_process_env()
     # here, not at the top: every agent process runs this module, and should import no more than an agent does
     from bench.engine_bench import LlamaCppPeer
     from bench.llama_server import LlamaServer

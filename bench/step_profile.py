@@ -24,13 +24,17 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
-import torch
-from torch.profiler import ProfilerActivity, profile
+from kernel.engine.process_env import configure_process_env
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-from bench.text import words_text
-from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.cpu.torch_engine import TorchEngine
+# This script runs an engine in its own process: the settings its runtimes read when torch loads, set first.
+configure_process_env()
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from bench.text import words_text  # noqa: E402
+from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.cpu.torch_engine import TorchEngine  # noqa: E402
 
 CONTEXT = 200
 

@@ -23,10 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from kernel.engine.process_env import configure_process_env
 
-from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.factory import load_engine
+# This script runs an engine in its own process: the settings its runtimes read when torch loads, set first.
+configure_process_env()
+
+import torch  # noqa: E402
+
+from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.factory import load_engine  # noqa: E402
 
 PROMPTS = [
     "The capital of France is",

@@ -2,11 +2,14 @@
 
 - kernel/engine/structured depends on the engine's errors only: importing any of its modules imports no
   kernel.engine.core module, so core (which builds on structured's constraints) and structured do not import each other.
+- Importing the engine or the scheduler changes no environment variable: the process environment an engine wants is
+  set by the entry points that run one (kernel/engine/process_env.py), never as a side effect of an import.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
 import subprocess
 import sys
@@ -52,3 +55,35 @@ def test_core_still_sees_the_same_errors():
 
     for name in ("EngineError", "ContextLengthExceeded", "NoCapacity", "check_context_length"):
         assert getattr(interface, name) is getattr(errors, name)
+
+
+@pytest.mark.parametrize("module", ["kernel.engine", "kernel.engine.factory", "kernel.scheduler"])
+def test_import_leaves_environment_unchanged(module):
+    # a clean environment: none of the variables an engine entry point would set are there to begin with
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE")
+    }
+    changed = _fresh(
+        f"import importlib, json, os; before = dict(os.environ); importlib.import_module({module!r}); "
+        "after = dict(os.environ); "
+        "print(json.dumps(sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))))",
+        env=env,
+    )
+    assert changed == [], f"importing {module} changed {changed}"
+
+
+def test_entry_point_settings_respect_the_user():
+    from kernel.engine.process_env import ENGINE_OPENMP_SETTINGS, configure_process_env, without_engine_openmp
+
+    env: dict[str, str] = {}
+    chosen = configure_process_env(env)
+    assert set(chosen) == set(env) and "GOMP_SPINCOUNT" in env and env["THP_MEM_ALLOC_ENABLE"] == "1"
+    assert configure_process_env(env) == []  # idempotent: the second call finds them set
+    assert not set(without_engine_openmp(env)) & set(ENGINE_OPENMP_SETTINGS)
+
+    # a wait policy or spin count the user chose stands: no spin count added, none overwritten
+    for user in ({"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "7", "THP_MEM_ALLOC_ENABLE": "0"}):
+        env = dict(user)
+        configure_process_env(env)
+        assert {k: env[k] for k in user} == user
+        assert "GOMP_SPINCOUNT" not in env or env["GOMP_SPINCOUNT"] == user.get("GOMP_SPINCOUNT")
