@@ -1,6 +1,6 @@
 """Block-quantized products (kernel/engine/cpu/block_weights.py) per GGUF format and instruction set.
 
-    python -m bench.qgemm_bench [--repeats 5] [--threads 2] [--stream-mb 192] [--engine]
+    python -m bench.qgemm_bench [--repeats 5] [--threads 2] [--stream-mb 192] [--isas avx2,avx512] [--engine]
 
 Decode (1 and 8 rows): a stack of distinct 2048x2048 matrices holding --stream-mb MiB of weights (past the last-level
 cache, so each call streams its weights from memory, as a model's decode step does) is multiplied in turn; GB/s =
@@ -27,13 +27,14 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
 from bench.bandwidth import cpu_line, read_bandwidth
-from kernel.engine.cpu.block_weights import GGUF_FORMATS, RAW_BLOCKS, BlockLinear, supported_isas
+from kernel.engine.cpu.block_weights import GGUF_FORMATS, RAW_BLOCKS, BlockLinear, Isa, supported_isas
 from kernel.engine.cpu.linear import Linear
 
 FORMATS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q6_K]
 DECODE_ROWS = [1, 8]
 PROMPT_ROWS = 256
 PROMPT_SHAPES = [(2048, 2048), (8192, 2048)]
+ISAS: list[str] = []  # --isas: the instruction sets to time (default: every one the CPU has)
 
 
 def gguf_bytes(qtype: Q, n: int, k: int, rng) -> np.ndarray:
@@ -59,6 +60,10 @@ def _time(fn, min_seconds: float = 0.2) -> float:
             return elapsed / calls
 
 
+def _isas() -> list[Isa]:
+    return [isa for isa in supported_isas() if not ISAS or isa.name.lower() in ISAS]
+
+
 def decode_cases(repeats: int, stream_mb: int, bandwidth: float) -> None:
     rng = np.random.default_rng(0)
     n = k = 2048
@@ -70,7 +75,7 @@ def decode_cases(repeats: int, stream_mb: int, bandwidth: float) -> None:
             isa: [BlockLinear.from_gguf(raw.copy(), qtype, (n, k), isa) for _ in range(count)]
             for isa in supported_isas()
         }
-        nbytes = sum(p.nbytes for p in stacks[supported_isas()[0]])
+        nbytes = sum(p.nbytes for p in next(iter(stacks.values())))
         for rows in DECODE_ROWS:
             x = torch.randn(rows, k).to(torch.bfloat16)
             times = {isa: [] for isa in stacks}
@@ -93,7 +98,7 @@ def prompt_cases(repeats: int) -> None:
             raw = gguf_bytes(qtype, n, k, rng)
             wide = torch.from_numpy(dequantize(raw, qtype).reshape(n, k)).to(torch.bfloat16)
             candidates = {"bf16-copy": Linear(wide)}
-            for isa in supported_isas():
+            for isa in _isas():
                 candidates[isa.name.lower()] = BlockLinear.from_gguf(raw, qtype, (n, k), isa)
             times = {name: [] for name in candidates}
             for _ in range(repeats):
@@ -148,10 +153,12 @@ def main() -> None:
     parser.add_argument("--stream-mb", type=int, default=192, help="weights per decode stack (past the LLC)")
     parser.add_argument("--decode", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--prompt", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--isas", default="", help="comma-separated: scalar,avx2,avx512 (default: all the CPU has)")
     parser.add_argument("--engine", action="store_true", help="also the engine's decode tok/s, torch's kernels vs ours")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    ISAS[:] = [name for name in args.isas.split(",") if name]
     threads = torch.get_num_threads()
     print(cpu_line())
     print(
