@@ -1,6 +1,7 @@
 """The gateway's HTTP API, OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
-POST /v1/responses (kernel/gateway/responses.py), the AIOS SDK's POST /query (kernel/gateway/cerebrum.py), and the
-operator's dashboard under /ui (kernel/gateway/ui/: it authenticates its own requests, so a browser can log in).
+POST /v1/responses (kernel/gateway/responses.py), the AIOS SDK's POST /query (kernel/gateway/cerebrum.py), GET
+/metrics for Prometheus (kernel/gateway/metrics.py), and the operator's dashboard under /ui (kernel/gateway/ui/: it
+authenticates its own requests, so a browser can log in).
 
 create_app(address, keys_path, ui_interval_s) builds a FastAPI app (no module state: everything it holds hangs off
 the app).
@@ -24,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ipc.messages import PRIORITY_MAX, PRIORITY_MIN, Completion
-from kernel.gateway import cerebrum, errors, responses, ui
+from kernel.gateway import cerebrum, errors, metrics, responses, ui
 from kernel.gateway.agents import AgentPool
 from kernel.gateway.errors import APIError, bad_request
 from kernel.gateway.guard import KEY_STATE, RequestGuard
@@ -54,6 +55,7 @@ def create_app(address: str, keys_path: str | None = None, ui_interval_s: float 
     async def lifespan(_app: FastAPI):
         yield
         await dashboard.close()
+        await metrics.close(_app)
         await pool.close()
 
     app = FastAPI(title="AIOS gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -63,6 +65,7 @@ def create_app(address: str, keys_path: str | None = None, ui_interval_s: float 
     app.add_middleware(RequestGuard, keyring=keyring, self_authenticated=(ui.PREFIX,))
     dashboard = ui.install(app, address, keyring, pool, ui_interval_s)
     app.state.dashboard = dashboard
+    app.include_router(metrics.router)  # GET /metrics for Prometheus (kernel/gateway/metrics.py)
 
     async def agent_for(request: Request, model: str | None = None):
         entry = request.scope["state"][KEY_STATE]
