@@ -71,10 +71,7 @@ def decode_cases(repeats: int, stream_mb: int, bandwidth: float) -> None:
     for qtype in FORMATS:
         raw = gguf_bytes(qtype, n, k, rng)
         count = max(2, stream_mb * 2**20 // raw.nbytes)
-        stacks = {
-            isa: [BlockLinear.from_gguf(raw.copy(), qtype, (n, k), isa) for _ in range(count)]
-            for isa in supported_isas()
-        }
+        stacks = {isa: [BlockLinear.from_gguf(raw.copy(), qtype, (n, k), isa) for _ in range(count)] for isa in _isas()}
         nbytes = sum(p.nbytes for p in next(iter(stacks.values())))
         for rows in DECODE_ROWS:
             x = torch.randn(rows, k).to(torch.bfloat16)
