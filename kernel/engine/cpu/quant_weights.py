@@ -219,15 +219,14 @@ def lm_head_mode(mode: str, source: Weight, dtype: torch.dtype = torch.float32) 
 
 def _stored_product(parts: list[Weight], mode: str) -> BlockLinear | None:
     """The parts' stored GGUF blocks as one BlockLinear, when they share a type the mode keeps and the kernels read it
-    as stored (BlockLinear.from_gguf); else None."""
-    from_gguf = getattr(BlockLinear, "from_gguf", None)
-    if from_gguf is None or not all(isinstance(p, GGUFBlocks) for p in parts):
+    as stored (BlockLinear.from_gguf); else None. Parts of different types (a Q4_K_M file's Q4_K q beside its Q6_K v)
+    cannot share one product: they go the requantizing way."""
+    if not all(isinstance(p, GGUFBlocks) for p in parts):
         return None
     qtype = parts[0].qtype
-    supports = getattr(block_weights, "supports", lambda _: False)
-    if any(p.qtype != qtype for p in parts) or qtype not in KEPT_TYPES[mode] or not supports(qtype):
+    if any(p.qtype != qtype for p in parts) or qtype not in KEPT_TYPES[mode] or not block_weights.supports(qtype):
         return None
-    products = [from_gguf(p.raw(), qtype, p.shape) for p in parts]
+    products = [BlockLinear.from_gguf(p.raw(), qtype, p.shape) for p in parts]
     return products[0] if len(products) == 1 else BlockLinear.concat(products)
 
 
