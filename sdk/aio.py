@@ -51,9 +51,11 @@ async def aconnect(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     token: str | None = None,
     ephemeral: bool = False,
+    tokens_per_minute: int | None = None,
+    max_tokens_total: int | None = None,
 ) -> AsyncKernel:
     """connect()'s asyncio twin: the same arguments, an AsyncKernel that has said hello."""
-    kernel = AsyncKernel(address, name, priority, timeout, token, ephemeral)
+    kernel = AsyncKernel(address, name, priority, timeout, token, ephemeral, tokens_per_minute, max_tokens_total)
     try:
         await kernel._open()
     except BaseException:
@@ -71,9 +73,11 @@ class AsyncKernel(Syscalls):
         timeout: float | None = DEFAULT_TIMEOUT_S,
         token: str | None = None,
         ephemeral: bool = False,
+        tokens_per_minute: int | None = None,
+        max_tokens_total: int | None = None,
     ):
         """Use aconnect(): the connection opens (and says hello) in a coroutine."""
-        self._init_agent(address, name, priority, timeout, token, ephemeral)
+        self._init_agent(address, name, priority, timeout, token, ephemeral, tokens_per_minute, max_tokens_total)
         self._pending: dict[int, asyncio.Queue] = {}  # call id → its replies (raw envelopes, or a KernelError)
         self._tasks: list[asyncio.Task] = []
         self._zmq = self._socket = self._monitor = None
@@ -144,7 +148,7 @@ class AsyncKernel(Syscalls):
         await self._hello()
 
     async def _hello(self) -> None:
-        hello = Request("hello", protocol.hello_body(self.name, self.priority, self._token, self.ephemeral))
+        hello = self._hello_request()
         try:
             result = await self._run(hello, timeout=HELLO_TIMEOUT_S, retry_hello=False)
         except KernelTimeout:

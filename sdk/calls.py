@@ -13,14 +13,14 @@ import sys
 from typing import Any
 
 from ipc.address import check_address, default_address
-from ipc.messages import Grant, Ping, ProcKill, ProcList, SetPriority, Stats
+from ipc.messages import MAX_LISTED, Grant, Metrics, Ping, ProcKill, ProcList, SetPriority, Stats, Top
 from ipc.service_messages import Share
-from sdk.protocol import TOKEN_ENV, Request, chat_body, generate_body
+from sdk.protocol import TOKEN_ENV, Request, chat_body, generate_body, hello_body
 from sdk.services import Files, Memory, Tools
 
 
 class Syscalls:
-    """chat, generate, ps, kill, renice, stats, ping, share, grant, and the memory, fs and tools services."""
+    """chat, generate, ps, kill, renice, stats, ping, top, metrics, share, grant; the memory, fs and tools services."""
 
     def _init_agent(
         self,
@@ -30,18 +30,25 @@ class Syscalls:
         timeout: float | None,
         token: str | None,
         ephemeral: bool,
+        tokens_per_minute: int | None = None,
+        max_tokens_total: int | None = None,
     ) -> None:
         """Who this client is to the kernel, and its services; the same for both clients."""
         self.address = check_address(address or default_address())
         self.name = name or os.path.basename(sys.argv[0] or "agent") or "agent"
         self.priority = priority
         self.ephemeral = ephemeral
+        self.quotas = {"tokens_per_minute": tokens_per_minute, "max_tokens_total": max_tokens_total}
         self.timeout = timeout  # default per-call timeout, seconds (None: wait forever)
         self._token = token or os.environ.get(TOKEN_ENV) or None
         self._ids = itertools.count(1)
         self.memory = Memory(self._run)  # k.memory.add(...), k.memory.search(...)
         self.fs = Files(self._run)  # k.fs.write(...), k.fs.read(...)
         self.tools = Tools(self._run)  # k.tools.list(), k.tools.call(name, {...})
+
+    def _hello_request(self) -> Request:
+        body = hello_body(self.name, self.priority, self._token, self.ephemeral, **self.quotas)
+        return Request("hello", body)
 
     def _run(self, request: Request, timeout: float | None = None) -> Any:
         raise NotImplementedError
@@ -79,6 +86,15 @@ class Syscalls:
 
     def ping(self):
         return self._run(Request("kernel.ping", Ping(), _none))
+
+    def top(self, limit: int = MAX_LISTED):
+        """dict: the operator's snapshot (schema: kernel/observe/top.py) — agents, requests, queue, KV, tools,
+        approvals, spaces, rates; at most limit agents and requests listed. Needs proc.view (an operator token)."""
+        return self._run(Request("kernel.top", Top(limit=limit), lambda reply: reply.snapshot))
+
+    def metrics(self):
+        """dict: the kernel's accounting, counters and histograms (kernel/observe/metrics.py). Needs proc.view."""
+        return self._run(Request("kernel.metrics", Metrics(), lambda reply: reply.metrics))
 
     def share(self, kind: str, grantee: str, mode: str = "r", prefix: str = ""):
         """Let grantee (an agent name of this user, or "<principal>/<name>") read ("r") or read and write ("rw") this

@@ -37,12 +37,15 @@ def connect(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     token: str | None = None,
     ephemeral: bool = False,
+    tokens_per_minute: int | None = None,
+    max_tokens_total: int | None = None,
 ) -> Kernel:
     """Connect to the kernel at address (default: $AIOS_ADDRESS, else the local kernel) and say hello. token: the
     admin token or a grant token (default: $AIOS_TOKEN), for capabilities over other agents. The agent's memory and
     files live in a space named after its principal and name, so a later run of the same agent finds them;
-    ephemeral=True gives it a throwaway space instead."""
-    return Kernel(address, name, priority, timeout, token, ephemeral)
+    ephemeral=True gives it a throwaway space instead. tokens_per_minute / max_tokens_total: lower token quotas than the
+    kernel's own for this agent (a gateway key's), never higher."""
+    return Kernel(address, name, priority, timeout, token, ephemeral, tokens_per_minute, max_tokens_total)
 
 
 class Kernel(Syscalls):
@@ -54,8 +57,10 @@ class Kernel(Syscalls):
         timeout: float | None = DEFAULT_TIMEOUT_S,
         token: str | None = None,
         ephemeral: bool = False,
+        tokens_per_minute: int | None = None,
+        max_tokens_total: int | None = None,
     ):
-        self._init_agent(address, name, priority, timeout, token, ephemeral)
+        self._init_agent(address, name, priority, timeout, token, ephemeral, tokens_per_minute, max_tokens_total)
         protocol.check_listening(self.address)
         self._zmq = zmq.Context()
         self._socket = self._zmq.socket(zmq.DEALER)
@@ -111,7 +116,7 @@ class Kernel(Syscalls):
     # -- mechanism ---------------------------------------------------------------------------------------------------
 
     def _hello(self) -> None:
-        hello = Request("hello", protocol.hello_body(self.name, self.priority, self._token, self.ephemeral))
+        hello = self._hello_request()
         try:
             result = self._run(hello, timeout=HELLO_TIMEOUT_S, retry_hello=False)
         except KernelTimeout:

@@ -67,8 +67,23 @@ def encode_cancel(cancel_id: int, req_id: int) -> bytes:
     return encode("llm.cancel", cancel_id, Cancel(request_id=req_id))
 
 
-def hello_body(name: str, priority: int, token: str | None, ephemeral: bool) -> Hello:
-    return Hello(name=name, priority=priority, token=token, ephemeral=ephemeral)
+def hello_body(
+    name: str,
+    priority: int,
+    token: str | None,
+    ephemeral: bool,
+    tokens_per_minute: int | None = None,
+    max_tokens_total: int | None = None,
+) -> Hello:
+    """tokens_per_minute / max_tokens_total ask the kernel for lower token quotas than its own (never higher)."""
+    return Hello(
+        name=name,
+        priority=priority,
+        token=token,
+        ephemeral=ephemeral,
+        tokens_per_minute=tokens_per_minute,
+        max_tokens_total=max_tokens_total,
+    )
 
 
 def chat_body(messages: list[dict], options: dict) -> Chat:

@@ -1,5 +1,4 @@
-"""One real aiosd (the default model, float32, the storage service on) for the tests/observe modules that need it,
-and the operator's kernel.top / kernel.metrics calls through the SDK's generic request path."""
+"""One real aiosd (the default model, float32, the storage service on) for the tests/observe modules that need it."""
 
 from __future__ import annotations
 
@@ -7,9 +6,7 @@ import pytest
 
 from ipc import runtime_dir
 from ipc.address import admin_token_path
-from ipc.messages import Metrics, Top
 from kernel.launch import KernelProcess
-from sdk.protocol import Request
 
 KERNEL_OPTIONS = {"dtype": "float32", "kv-budget": 4096, "max-batch": 16, "arena-mb": 64, "storage": "on"}
 
@@ -23,11 +20,3 @@ def aiosd(tmp_path_factory):
 
 def admin_token(address: str) -> str:
     return runtime_dir.read_secret(admin_token_path(address)).decode()
-
-
-def top_request(limit: int = 500) -> Request:
-    return Request("kernel.top", Top(limit=limit), lambda result: result.snapshot)
-
-
-def metrics_request() -> Request:
-    return Request("kernel.metrics", Metrics(), lambda result: result.metrics)

@@ -12,7 +12,7 @@ from sdk import connect
 from sdk.errors import KernelError
 from tests.kernel.harness import wait_until
 from tests.kernel.raw_agent import RawAgent
-from tests.observe.conftest import admin_token, metrics_request, top_request
+from tests.observe.conftest import admin_token
 
 TOP_KEYS = {
     "version", "time", "uptime_s", "model", "scheduler", "steps", "agents_total", "agents", "principals",
@@ -26,7 +26,7 @@ def test_top_reports_the_agents_calls_and_tokens(aiosd):
         connect(aiosd.address, token=admin_token(aiosd.address)) as op,
     ):
         done = [agent.generate("The capital of France is", max_tokens=8, full=True) for _ in range(2)]
-        top = op._run(top_request())
+        top = op.top()
         assert TOP_KEYS <= set(top)
         row = next(a for a in top["agents"] if a["agent_id"] == agent.agent_id)
         assert row["name"] == "counted" and row["state"] == "idle" and row["requests"] == 0
@@ -58,15 +58,13 @@ def test_top_lists_requests_in_flight_and_the_queue(aiosd):
         threads = [threading.Thread(target=call, args=(n,)) for n in range(3)]
         for t in threads:
             t.start()
-        seen = wait_until(
-            lambda: (top := op._run(top_request(limit=2)))["requests_total"] >= 2 and top, what="calls in flight"
-        )
+        seen = wait_until(lambda: (top := op.top(limit=2))["requests_total"] >= 2 and top, what="calls in flight")
         assert len(seen["requests"]) <= 2 and len(seen["agents"]) <= 2
         for request in seen["requests"]:
             assert request["state"] in ("waiting", "running", "preempted")
             assert request["max_tokens"] == 24 and request["prompt_tokens"] > 0
             assert 0 <= request["generated_tokens"] <= 24 and request["age_s"] >= request["waiting_s"] >= 0
-        full = op._run(top_request())
+        full = op.top()
         waiting = {r["request_id"] for r in full["requests"] if r["state"] in ("waiting", "preempted")}
         assert set(full["queue"]) == waiting
         assert full["rates"]["queue_length"] == len(waiting)
@@ -77,10 +75,19 @@ def test_top_lists_requests_in_flight_and_the_queue(aiosd):
 
 def test_non_operators_are_refused(aiosd):
     with connect(aiosd.address, name="nosy") as agent:
-        for request in (top_request(), metrics_request()):
+        for call in (agent.top, agent.metrics):
             with pytest.raises(KernelError) as refused:
-                agent._run(request)
+                call()
             assert refused.value.code == "permission_denied"
+
+
+def test_the_sdk_asks_for_lower_quotas_at_hello(aiosd):
+    with connect(aiosd.address, name="sdk-metered", tokens_per_minute=40, max_tokens_total=1000) as agent:
+        agent.generate("Hello", max_tokens=30, ignore_eos=True)  # most of the 40-token bucket
+        with pytest.raises(KernelError) as refused:
+            agent.generate("Hello", max_tokens=30, ignore_eos=True)
+        assert refused.value.code == "busy"
+        assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 0
 
 
 def test_an_agent_over_its_tokens_per_minute_gets_busy_with_retry_after(aiosd):
@@ -94,7 +101,7 @@ def test_an_agent_over_its_tokens_per_minute_gets_busy_with_retry_after(aiosd):
         assert second["type"] == "error" and second["body"]["code"] == "busy", second
         assert second["body"]["retry_after_s"] > 0
         with connect(aiosd.address, token=admin_token(aiosd.address)) as op:
-            top = op._run(top_request())
+            top = op.top()
         row = next(a for a in top["agents"] if a["name"] == "metered")
         assert row["quota"]["tokens_per_minute"] == 40 and row["quota"]["minute_left"] < 40
         assert row["errors"] == 1 and row["calls"] == 1
@@ -122,14 +129,12 @@ def test_an_agent_past_its_total_quota_gets_quota_exceeded(aiosd):
 
 def test_usage_outlives_the_agent_in_its_principals_totals(aiosd):
     with connect(aiosd.address, token=admin_token(aiosd.address)) as op:
-        before = op._run(metrics_request())
+        before = op.metrics()
         with connect(aiosd.address, name="short-lived") as agent:
             done = agent.generate("Once upon a time", max_tokens=6, full=True)
-            principal = next(a["principal"] for a in op._run(metrics_request())["agents"] if a["name"] == "short-lived")
-        wait_until(
-            lambda: all(a["name"] != "short-lived" for a in op._run(metrics_request())["agents"]), what="agent's end"
-        )
-        after = op._run(metrics_request())
+            principal = next(a["principal"] for a in op.metrics()["agents"] if a["name"] == "short-lived")
+        wait_until(lambda: all(a["name"] != "short-lived" for a in op.metrics()["agents"]), what="agent's end")
+        after = op.metrics()
 
     def totals(values: dict) -> dict:
         return next((p["counters"] for p in values["principals"] if p["principal"] == principal), {})
@@ -145,7 +150,7 @@ def test_spaces_show_file_bytes_from_the_storage_service(aiosd):
     with connect(aiosd.address, name="writer") as agent, connect(aiosd.address, token=admin_token(aiosd.address)) as op:
         agent.fs.write("notes/a.txt", b"x" * 1234)
         files = wait_until(
-            lambda: [f for f in op._run(top_request())["spaces"]["files"] if f["space"].endswith("/writer")],
+            lambda: [f for f in op.top()["spaces"]["files"] if f["space"].endswith("/writer")],
             timeout_s=120,
             what="the storage service's counts",
         )
