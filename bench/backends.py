@@ -89,11 +89,12 @@ class LocalEngineBackend:
 
     def __init__(self, threads: int, kv_budget_tokens: int):
         from kernel.engine.factory import load_engine
+        from kernel.engine.kinds import EngineKind
         from kernel.engine.process_env import configure_process_env
 
         configure_process_env()  # this agent process runs its own engine: the settings aiosd's engine gets
         # threads: several agents each spinning a pool over every core would slow all of them many times over.
-        self._engine = load_engine(kind="torch", kv_budget_tokens=kv_budget_tokens, max_batch=1, threads=threads)
+        self._engine = load_engine(kind=EngineKind.CPU, kv_budget_tokens=kv_budget_tokens, max_batch=1, threads=threads)
         self._ids = itertools.count()
 
     def generate(self, prompt: str, max_tokens: int) -> CallOutcome:

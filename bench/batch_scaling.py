@@ -43,11 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     batches = sorted({1, *(int(b) for b in args.batches.split(","))})  # batch 1 is the baseline
     from kernel.engine.factory import load_engine
+    from kernel.engine.kinds import EngineKind
     from kernel.engine.process_env import configure_process_env
 
     configure_process_env()  # this process runs the engine: its settings before torch loads
     engine = load_engine(
-        kind="torch", dtype=args.dtype, kv_budget_tokens=max(batches) * (PROMPT_TOKENS + 128), max_batch=max(batches)
+        kind=EngineKind.CPU,
+        dtype=args.dtype,
+        kv_budget_tokens=max(batches) * (PROMPT_TOKENS + 128),
+        max_batch=max(batches),
     )
     print("| batch | ms/step | tokens/s | step time × batch 1 | throughput × batch 1 |\n|---|---|---|---|---|")
     single = step_seconds(engine, 1)

@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     batches = [int(b) for b in args.batches.split(",")]
     from kernel.engine.factory import THREADS_ENV, default_threads, load_engine
+    from kernel.engine.kinds import EngineKind
 
     threads = args.threads or default_threads()
     os.environ[THREADS_ENV] = str(threads)  # aiosd (a child) takes the same count
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     # the options aiosd gets below: the same prompts every round must not be served from a prefix cache in one of
     # them (with it on, the bare engine skipped every prompt after the first round)
     engine = load_engine(
-        "torch",
+        EngineKind.CPU,
         model=args.model,
         dtype=args.dtype,
         threads=threads,

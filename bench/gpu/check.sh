@@ -42,11 +42,11 @@ export PYTHONUNBUFFERED=1
 START=$(date +%s)
 
 if ((DRY)); then
-  SHAPE=tiny; DEVICE=cpu; ENGINE=torch; SLOW=4   # a shared CI box: the same steps, four times the deadlines
+  SHAPE=tiny; DEVICE=cpu; ENGINE=cpu; SLOW=4   # a shared CI box: the same steps, four times the deadlines
   export AIOS_NATIVE_OPS=0                       # the torch engine's C++ ops are not what this run checks: no build
   PARITY_ARGS=(--decode-tokens 16); KERNEL_ARGS=(--dtype float32 --tokens 40 --decode-tokens 16)
 else
-  SHAPE=${SHAPE:-1b}; DEVICE=cuda; ENGINE=exllamav2; SLOW=1
+  SHAPE=${SHAPE:-1b}; DEVICE=cuda; ENGINE=gpu; SLOW=1
   export TORCH_EXTENSIONS_DIR=$OUT/torch_extensions
   PARITY_ARGS=(); KERNEL_ARGS=()
 fi

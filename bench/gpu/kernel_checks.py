@@ -1,7 +1,7 @@
 """aiosd with a given engine and model, driven by agents over its socket: the checks the GPU window must prove.
 
-    python -m bench.gpu.kernel_checks MODEL_DIR --engine exllamav2 --out kernel.json --logs DIR
-    python -m bench.gpu.kernel_checks MODEL_DIR --engine torch --dtype float32 --out kernel.json --logs DIR --tokens 24
+    python -m bench.gpu.kernel_checks MODEL_DIR --engine gpu --out kernel.json --logs DIR
+    python -m bench.gpu.kernel_checks MODEL_DIR --engine cpu --dtype float32 --out kernel.json --logs DIR --tokens 24
 
 Three aiosd runs (each its own daemon: the checks need different batch limits), each phase timed:
 1. snapshot (--max-batch 1, --preempt-mode snapshot): an uninterrupted greedy run of one prompt, then the same prompt
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ipc import runtime_dir
 from ipc.address import admin_token_path
+from kernel.engine.kinds import EngineKind, parse_engine_kind
 from kernel.launch import KernelProcess
 from sdk import connect
 
@@ -63,7 +64,7 @@ class Daemon:
     def __init__(self, args, phase: str, **options):
         self.address = f"ipc://{args.logs}/{phase}.sock"
         base = {
-            "engine": args.engine,
+            "engine": args.engine.value,
             "model": str(args.model),
             "kv-budget": args.kv_budget,
             "arena-mb": 256,
@@ -178,8 +179,14 @@ PHASES = {"snapshot": snapshot_phase, "preemption": preemption_phase, "decode": 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu.kernel_checks", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path)
-    parser.add_argument("--engine", default="exllamav2", choices=("exllamav2", "torch"))
-    parser.add_argument("--dtype", default=None, help="torch engine only (e.g. float32)")
+    parser.add_argument(
+        "--engine",
+        type=parse_engine_kind,
+        default=EngineKind.GPU,
+        choices=(EngineKind.GPU, EngineKind.CPU),
+        help="gpu or cpu (older names exllamav2, torch accepted)",
+    )
+    parser.add_argument("--dtype", default=None, help="cpu engine only (e.g. float32)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--logs", type=Path, required=True, help="folder for the daemons' logs and sockets")
     parser.add_argument("--tokens", type=int, default=128, help="length of the priority-0 calls")
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     args = parser.parse_args(argv)
     args.logs.mkdir(parents=True, exist_ok=True)
-    result: dict = {"engine": args.engine, "model": str(args.model)}
+    result: dict = {"engine": args.engine.value, "model": str(args.model)}
     for phase in args.phases:
         start = time.perf_counter()
         print(f"kernel: {phase} ...", flush=True)

@@ -1,8 +1,8 @@
 """One engine against Hugging Face transformers on the same weights, in one process on one device: greedy parity, then
 decode tokens/s at batch 1 and 8.
 
-    python -m bench.gpu.parity MODEL_DIR --engine exllamav2 --device cuda --out parity.json
-    python -m bench.gpu.parity MODEL_DIR --engine torch --device cpu --out parity.json --decode-tokens 16   # dry run
+    python -m bench.gpu.parity MODEL_DIR --engine gpu --device cuda --out parity.json
+    python -m bench.gpu.parity MODEL_DIR --engine cpu --device cpu --out parity.json --decode-tokens 16   # dry run
 
 Parity: each prompt is continued greedily for --tokens tokens by the engine (all prompts in one batch) and by HF
 generate (one prompt at a time). Agreement is exact token identity; where the two part, the step is a near tie if HF's
@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
 from kernel.engine.factory import load_engine  # noqa: E402
+from kernel.engine.kinds import EngineKind, parse_engine_kind  # noqa: E402
 
 PROMPTS = [
     "The capital of France is",
@@ -125,7 +126,13 @@ def decode_rates(engine, hf, device: str, n: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path)
-    parser.add_argument("--engine", default="exllamav2", choices=("exllamav2", "torch"))
+    parser.add_argument(
+        "--engine",
+        type=parse_engine_kind,
+        default=EngineKind.GPU,
+        choices=(EngineKind.GPU, EngineKind.CPU),
+        help="gpu or cpu (older names exllamav2, torch accepted)",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tokens", type=int, default=32, help="greedy tokens compared per prompt")
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     half = args.device.startswith("cuda")
     dtype = torch.float16 if half else torch.float32
     tie = args.tie if args.tie is not None else (0.05 if half else 1e-4)
-    result: dict = {"engine": args.engine, "device": args.device, "model": str(args.model)}
+    result: dict = {"engine": args.engine.value, "device": args.device, "model": str(args.model)}
     start = time.perf_counter()
     engine = load_engine(
         args.engine,

@@ -1,5 +1,8 @@
 """The one way the kernel and the benchmarks obtain an engine, and how many threads a CPU engine runs by default.
 
+load_engine(kind, ...): kind is an EngineKind (kinds.py; a name or an older alias is parsed, so "torch" still works),
+the engine is imported only then: importing this module imports neither torch nor exllamav2.
+
 default_threads(): $AIOS_THREADS if set (a positive integer, else EngineError), otherwise the physical cores among the
 CPUs this process may run on (os.sched_getaffinity, so a taskset or cgroup cpuset narrows it), each core counted once
 however many SMT siblings it has (/sys/devices/system/cpu/cpuN/topology/thread_siblings_list). A decode step streams
@@ -16,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kernel.engine.core.interface import Engine, EngineError
+from kernel.engine.kinds import EngineKind, parse_engine_kind
 
-ENGINE_KINDS = ("torch", "exllamav2", "openai")
 THREADS_ENV = "AIOS_THREADS"
 _CPU_SYSFS = Path("/sys/devices/system/cpu")
 
@@ -61,7 +64,7 @@ def default_threads() -> int:
 
 
 def load_engine(
-    kind: str = "torch",
+    kind: EngineKind | str = EngineKind.CPU,
     model: str | None = None,
     dtype: str = "bfloat16",
     kv_budget_tokens: int = 16384,
@@ -72,15 +75,17 @@ def load_engine(
     engine_urls: Sequence[str] = (),
     weights: str | None = None,
 ) -> Engine:
-    """kind "torch": the CPU engine (model None → the bundled SmolLM2 GGUF; threads None → default_threads());
-    "exllamav2": the GPU engine (dtype and threads do not apply: its weights and cache are fp16 on the GPU).
+    """kind CPU: the torch engine (model None → the bundled SmolLM2 GGUF; threads None → default_threads());
+    GPU: the ExLlamaV2 engine (dtype and threads do not apply: its weights and cache are fp16 on the GPU).
     prefix_cache False: finished sequences' KV is not kept for reuse by later requests.
-    weights (torch only): how the matrices are stored and multiplied, "auto" | "int4" | "int8" | "bf16" | "fp32";
+    weights (CPU only): how the matrices are stored and multiplied, "auto" | "int4" | "int8" | "bf16" | "fp32";
     dtype stays the activations' and KV's; None → weights in dtype (see TorchEngine).
-    "openai": OpenAI-compatible servers at engine_urls (http://HOST:PORT/v1 each), a pool of replicas; model is the
+    REMOTE: OpenAI-compatible servers at engine_urls (http://HOST:PORT/v1 each), a pool of replicas; model is the
     served model's tokenizer (GGUF or folder; None: the served file if local, else the bundled SmolLM2), max_batch
-    bounds each replica's calls in flight where the server does not report its slots; the rest do not apply."""
-    if kind == "torch":
+    bounds each replica's calls in flight where the server does not report its slots; the rest do not apply.
+    A kind that is none of these: UnknownEngineKind (an EngineError)."""
+    kind = parse_engine_kind(kind)
+    if kind is EngineKind.CPU:
         from kernel.engine.cpu.torch_engine import TorchEngine
 
         return TorchEngine.from_path(
@@ -93,8 +98,8 @@ def load_engine(
             prefix_cache=prefix_cache,
             weights=weights,
         )
-    if kind == "exllamav2":
-        from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine  # needs a GPU and the exllamav2 package
+    if kind is EngineKind.GPU:
+        from kernel.engine.gpu.engine import ExLlamaV2Engine  # needs a GPU and the exllamav2 package
 
         return ExLlamaV2Engine.from_path(
             model,
@@ -103,8 +108,6 @@ def load_engine(
             prefill_chunk=prefill_chunk,
             prefix_cache=prefix_cache,
         )
-    if kind == "openai":
-        from kernel.engine.remote import RemoteEngine
+    from kernel.engine.remote import RemoteEngine
 
-        return RemoteEngine(engine_urls, model=model, max_batch=max_batch)
-    raise EngineError(f"unknown engine kind {kind!r} (expected one of {', '.join(ENGINE_KINDS)})")
+    return RemoteEngine(engine_urls, model=model, max_batch=max_batch)

@@ -4,10 +4,13 @@
   kernel.engine.core module, so core (which builds on structured's constraints) and structured do not import each other.
 - Importing the engine or the scheduler changes no environment variable: the process environment an engine wants is
   set by the entry points that run one (kernel/engine/process_env.py), never as a side effect of an import.
+- One name per engine kind: EngineKind's values are the engine folders; a command line's name (or an older alias) is
+  parsed once into one, and anything else is refused with the accepted names.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pkgutil
@@ -16,6 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kernel.engine.structured
 
@@ -87,3 +92,50 @@ def test_entry_point_settings_respect_the_user():
         configure_process_env(env)
         assert {k: env[k] for k in user} == user
         assert "GOMP_SPINCOUNT" not in env or env["GOMP_SPINCOUNT"] == user.get("GOMP_SPINCOUNT")
+
+
+def test_each_engine_kind_names_its_folder():
+    from kernel.engine.kinds import EngineKind
+
+    engine_dir = REPO / "kernel" / "engine"
+    for kind in EngineKind:
+        assert (engine_dir / kind.value / "__init__.py").is_file(), kind
+        assert str(kind) == kind.value  # prints and encodes as the folder's name
+
+
+def test_kind_names_and_older_aliases_parse_to_the_same_kinds():
+    from kernel.engine.kinds import EngineKind, parse_engine_kind
+
+    older = {"torch": EngineKind.CPU, "exllamav2": EngineKind.GPU, "openai": EngineKind.REMOTE}
+    for name, kind in older.items():
+        assert parse_engine_kind(name) is kind and parse_engine_kind(f" {name.upper()} ") is kind
+    for kind in EngineKind:
+        assert parse_engine_kind(kind.value) is kind and parse_engine_kind(kind) is kind
+
+
+@given(st.one_of(st.text(max_size=12), st.integers(), st.none(), st.binary(max_size=8)))
+@settings(max_examples=300, deadline=None)
+def test_any_other_name_is_refused_clearly(text):
+    from kernel.engine.errors import EngineError
+    from kernel.engine.kinds import ALIASES, EngineKind, parse_engine_kind
+
+    names = {kind.value for kind in EngineKind} | set(ALIASES)
+    if isinstance(text, str) and text.strip().lower() in names:
+        assert isinstance(parse_engine_kind(text), EngineKind)
+        return
+    with pytest.raises(EngineError) as refused:
+        parse_engine_kind(text)
+    if isinstance(text, str):
+        assert all(name in str(refused.value) for name in names)  # the message lists what would be accepted
+
+
+def test_command_line_refusal_names_the_kinds(capsys):
+    from kernel.engine.kinds import ENGINE_KIND_HELP, EngineKind, parse_engine_kind
+
+    parser = argparse.ArgumentParser(prog="aiosd")
+    parser.add_argument("--engine", type=parse_engine_kind, default=EngineKind.CPU, help=ENGINE_KIND_HELP)
+    assert parser.parse_args(["--engine", "openai"]).engine is EngineKind.REMOTE
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--engine", "tpu"])
+    error = capsys.readouterr().err
+    assert "unknown engine kind 'tpu'" in error and "cpu, gpu, remote" in error

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kernel.engine.core.interface import EngineError, EngineRequest, KVMeta, SamplingParams
-from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine
+from kernel.engine.gpu.engine import ExLlamaV2Engine
 from tests.engine_gpu.toy_paged_runtime import ByteTokenizer, ToyPagedRuntime
 
 PAGE = ToyPagedRuntime.page_size

@@ -15,7 +15,7 @@ if not MODEL:
     pytest.skip("set AIOS_EXL2_MODEL to an EXL2 model folder", allow_module_level=True)
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
-from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine  # noqa: E402
+from kernel.engine.gpu.engine import ExLlamaV2Engine  # noqa: E402
 
 GREEDY = SamplingParams(max_tokens=24, ignore_eos=True)
 PROMPTS = [

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from kernel.engine.core.interface import EngineError
-from kernel.engine.gpu.exllama_engine import ExLlamaV2Engine
+from kernel.engine.gpu.engine import ExLlamaV2Engine
 from kernel.engine.gpu.exllama_runtime import ExLlamaUnavailable
 
 
 def test_module_imports_without_loading_exllamav2_or_cuda():
     # A fresh interpreter, so nothing else has imported exllamav2 or initialised CUDA before.
     code = (
-        "import sys, torch, kernel.engine.gpu.exllama_engine; "
+        "import sys, torch, kernel.engine.gpu.engine; "
         "assert 'exllamav2' not in sys.modules and 'flash_attn' not in sys.modules; "
         "assert not torch.cuda.is_initialized()"
     )

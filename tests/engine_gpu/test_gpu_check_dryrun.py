@@ -23,6 +23,7 @@ from bench.gpu import wheels
 from bench.gpu.build_model import Shape, build, export_bundled_tokenizer
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.factory import load_engine
+from kernel.engine.kinds import EngineKind
 
 REPO = Path(__file__).resolve().parents[2]
 CHECK = REPO / "bench" / "gpu" / "check.sh"
@@ -110,7 +111,7 @@ def test_the_real_list_resolves_from_local_metadata():
 
 IMPORTS = (
     "import sys, importlib; mods = ['bench.gpu.parity', 'bench.gpu.kernel_checks', 'bench.gpu.build_model', "
-    "'bench.gpu.report', 'kernel.daemon.main', 'kernel.engine.gpu.exllama_engine', 'sdk', 'llguidance', "
+    "'bench.gpu.report', 'kernel.daemon.main', 'kernel.engine.gpu.engine', 'sdk', 'llguidance', "
     "'pytest', 'hypothesis', 'transformers', 'tests.engine_gpu.test_exllama_gpu']\n"
     "for m in mods:\n"
     "    try: importlib.import_module(m)\n"
@@ -202,7 +203,7 @@ def test_built_folder_is_fp16_untied_llama_with_the_bundled_tokenizer(tiny_model
 
 
 def test_built_folder_loads_in_the_cpu_engine_and_generates(tiny_model):
-    engine = load_engine("torch", str(tiny_model), dtype="float32", kv_budget_tokens=512, max_batch=2, threads=1)
+    engine = load_engine(EngineKind.CPU, str(tiny_model), dtype="float32", kv_budget_tokens=512, max_batch=2, threads=1)
     assert engine.tokenizer.eos_ids == (2,)
     assert engine.detokenize(engine.tokenize("Hello, world")) == "Hello, world"
     engine.add(

@@ -105,7 +105,7 @@ class RemoteEngine:
         self._calls: dict[str, _Call] = {}
         self._ready: list[TokenEvent] = []  # events made on the kernel thread, returned by the next step()
         self._layout = KVLayout(
-            model_id=f"openai:{self._model}", n_layers=0, n_kv_heads=0, head_dim=0, dtype="float32", snapshots=False
+            model_id=f"remote:{self._model}", n_layers=0, n_kv_heads=0, head_dim=0, dtype="float32", snapshots=False
         )
         self.failovers = 0
         self._prober = HealthProber(
@@ -164,7 +164,7 @@ class RemoteEngine:
     def add(self, req: EngineRequest) -> None:
         req.params.validate()
         if req.params.grammar is not None:
-            raise EngineError("constrained decoding (tools, grammars) is not available with the openai engine")
+            raise EngineError("constrained decoding (tools, grammars) is not available with the remote engine")
         if req.req_id in self._calls:
             raise EngineError(f"request {req.req_id!r} is already running")
         if not req.prompt_ids:
@@ -207,10 +207,10 @@ class RemoteEngine:
         return 0  # nothing to snapshot: the context manager's save path stops here
 
     def save_kv(self, req_id: str, dst: memoryview) -> KVMeta:
-        raise EngineError("the openai engine keeps no KV here to save: preempt it by recompute")
+        raise EngineError("the remote engine keeps no KV here to save: preempt it by recompute")
 
     def load_kv(self, req: EngineRequest, meta: KVMeta, src: memoryview) -> None:
-        raise EngineError("the openai engine cannot load KV: resume it by recompute")
+        raise EngineError("the remote engine cannot load KV: resume it by recompute")
 
     def close(self) -> None:
         """Stop the prober and cut every stream (aiosd's exit, tests)."""

@@ -41,7 +41,7 @@ class Replica:
 def endpoints_of(urls: Sequence[str]) -> dict[str, Endpoint]:
     """Each --engine-url's endpoint, in order; EngineError if there are none, one is malformed or one repeats."""
     if not urls:
-        raise EngineError("the openai engine needs at least one --engine-url")
+        raise EngineError("the remote engine needs at least one --engine-url")
     try:
         endpoints = {url: Endpoint(url) for url in urls}
     except ValueError as error:
