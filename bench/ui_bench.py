@@ -75,15 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             worker.start()
         driver = browser.start(workdir / "profile")
         try:
-            results = _measure(driver, kernel.address, base, args)
+            _table(_measure(driver, kernel.address, base, args), args)
         finally:
             driver.quit()
-            stop.set()
+            stop.set()  # the writers end with their current call, or when the kernel stops and fails it
             for agent in agents:
                 agent.close()
-            for worker in workers:
-                worker.join(timeout=120)
-    _table(results, args)
+    for worker in workers:
+        worker.join(timeout=120)
     return 0
 
 
