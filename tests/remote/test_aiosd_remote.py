@@ -1,6 +1,7 @@
-"""aiosd with --engine openai over real llama.cpp servers, used by agents through the SDK: answers match the server's
-own, the kernel's priority order holds when there are more calls than replica slots (and a preemption is a cancel and
-resubmit that loses nothing), and when a replica is killed mid-run its calls finish on the other."""
+"""aiosd with the remote engine (--engine remote) over real llama.cpp servers, used by agents through the SDK: answers
+match the server's own, the kernel's priority order holds when there are more calls than replica slots (and a
+preemption is a cancel and resubmit that loses nothing), and when a replica is killed mid-run its calls finish on the
+other."""
 
 from __future__ import annotations
 
