@@ -39,7 +39,11 @@ def status():
                 fields[key] = int(value.split()[0]) * 1024
     return fields
 
-import kernel.engine  # noqa: F401  (the OpenMP wait policy, as aiosd sets it)
+try:  # the OpenMP wait policy, as aiosd sets it, before torch loads (older trees set it on import)
+    from kernel.engine.process_env import configure_process_env
+    configure_process_env()
+except ImportError:
+    import kernel.engine  # noqa: F401
 import torch
 from kernel.engine.cpu.native import load
 from kernel.engine.cpu.torch_engine import TorchEngine

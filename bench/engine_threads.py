@@ -56,9 +56,11 @@ def main(argv=None) -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args(argv)
 
+    from kernel.engine.process_env import configure_process_env
+
+    configure_process_env()  # the OpenMP wait policy, as aiosd sets it, before torch loads
     import torch
 
-    import kernel.engine  # noqa: F401  (the OpenMP wait policy, as aiosd sets it)
     from kernel.engine.cpu.torch_engine import TorchEngine
     from kernel.engine.factory import default_threads
 
