@@ -1,4 +1,5 @@
-"""Every syscall and reply of the AIOS protocol, defined once.
+"""The bodies of the AIOS protocol's syscalls and replies (those of the services: service_messages.py); which
+syscalls exist, with which body, result and rights, is the syscall table's (ipc/syscalls.py).
 
 A frame is one msgpack map: {"v": PROTOCOL_VERSION, "id": <client-chosen request id>, "type": <name>, "body": {...}}.
 Agent → kernel frames carry a syscall name as type; kernel → agent frames carry "token" (stream events of an LLM call,
@@ -17,33 +18,6 @@ from enum import Enum
 from typing import Literal
 
 from ipc.schema import bounded
-from ipc.service_messages import (
-    FsData,
-    FsList,
-    FsListing,
-    FsPath,
-    FsRollback,
-    FsSearch,
-    FsVersion,
-    FsVersions,
-    FsWrite,
-    MemAdd,
-    MemId,
-    MemList,
-    MemRecord,
-    MemRecords,
-    MemRef,
-    MemSearch,
-    MemUpdate,
-    PendingApprovals,
-    PendingList,
-    Share,
-    ToolApprove,
-    ToolCallRequest,
-    ToolList,
-    ToolListing,
-    ToolOutput,
-)
 
 PROTOCOL_VERSION = 1
 
@@ -293,40 +267,17 @@ class Error:
     message: str
 
 
-# syscall name → (body type, result type)
-SYSCALLS: dict[str, tuple[type, type]] = {
-    "hello": (Hello, HelloResult),
-    "llm.generate": (Generate, Completion),
-    "llm.chat": (Chat, Completion),
-    "llm.cancel": (Cancel, Ack),
-    "proc.list": (ProcList, ProcTable),
-    "proc.kill": (ProcKill, Ack),
-    "proc.set_priority": (SetPriority, Ack),
-    "access.grant": (Grant, GrantResult),
-    "access.share": (Share, Ack),
-    "mem.add": (MemAdd, MemId),
-    "mem.search": (MemSearch, MemRecords),
-    "mem.get": (MemRef, MemRecord),
-    "mem.update": (MemUpdate, Ack),
-    "mem.delete": (MemRef, Ack),
-    "mem.list": (MemList, MemRecords),
-    "fs.write": (FsWrite, FsVersion),
-    "fs.read": (FsPath, FsData),
-    "fs.list": (FsList, FsListing),
-    "fs.delete": (FsPath, Ack),
-    "fs.versions": (FsPath, FsVersions),
-    "fs.rollback": (FsRollback, FsVersion),
-    "fs.search": (FsSearch, MemRecords),
-    "tool.list": (ToolList, ToolListing),
-    "tool.call": (ToolCallRequest, ToolOutput),
-    "tool.approve": (ToolApprove, Ack),
-    "tool.pending": (PendingList, PendingApprovals),
-    "kernel.stats": (Stats, KernelStats),
-    "kernel.top": (Top, KernelTop),
-    "kernel.metrics": (Metrics, KernelMetrics),
-    "kernel.ping": (Ping, Ack),
-}
 # one-way messages: no reply, no request id needed
 NOTIFICATIONS: dict[str, type] = {"agent.heartbeat": Heartbeat}
 # frame types the kernel sends
 REPLY_TOKEN, REPLY_RESULT, REPLY_ERROR = "token", "result", "error"
+
+
+def __getattr__(name: str):
+    """SYSCALLS (name → body and result types), derived from the syscall table (ipc/syscalls.py), which imports this
+    module's types: read on first use so neither import waits on the other."""
+    if name == "SYSCALLS":
+        from ipc.syscalls import SYSCALLS
+
+        return SYSCALLS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

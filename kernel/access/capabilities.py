@@ -4,31 +4,18 @@ Without any capability an agent sees and acts on its own agents only: itself, ot
 and agents running in processes it started (descendants of its process: an orchestrator and its sub-agents), all under
 the same principal. Everything else needs a capability, held by the operator (the admin token in the runtime
 directory, which the `aios` CLI presents) or granted at launch (`aios run --grant CAP`: a grant token minted by a
-holder of access.grant, carrying a subset of the granter's own capabilities).
+holder of access.grant, carrying a subset of the granter's own capabilities). The names themselves are the
+protocol's (ipc/capabilities.py); which syscall needs which is the syscall table's (ipc/syscalls.py).
 """
 
 from __future__ import annotations
 
-import enum
+from ipc.capabilities import TOOL_PREFIX, Capability
 
 MAX_ANCESTRY = 64  # process tree depth searched for ownership
 
 
-class Capability(str, enum.Enum):
-    PROC_VIEW = "proc.view"  # list every agent and its requests
-    PROC_KILL = "proc.kill"  # kill any agent
-    PROC_RENICE = "proc.renice"  # set any agent's priority
-    GRANT = "access.grant"  # mint grant tokens carrying a subset of one's own capabilities
-    MEM_ANY = "mem.any"  # read and write any owner's memory space
-    FS_ANY = "fs.any"  # read and write any owner's file space
-    TOOL_ANY = "tool.any"  # call every tool, restricted ones included ("tool:NAME" grants one)
-    TOOL_APPROVE = "tool.approve"  # list and decide calls of irreversible tools held for approval
-
-
 ALL = frozenset(Capability)
-
-
-TOOL_PREFIX = "tool:"  # "tool:NAME": the right to call one restricted tool
 
 
 def parse(names: list[str]) -> frozenset:

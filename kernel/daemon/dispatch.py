@@ -31,7 +31,6 @@ from typing import Any
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import (
     DEFAULT_PRIORITY,
-    NOTIFICATIONS,
     Ack,
     AgentInfo,
     Cancel,
@@ -48,6 +47,7 @@ from ipc.messages import (
     SetPriority,
     Top,
 )
+from ipc.syscalls import BY_NAME, Syscall
 from kernel.access import capabilities as caps
 from kernel.access.audit import AuditLog
 from kernel.access.capabilities import Capability
@@ -63,16 +63,16 @@ from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.dispatch")
 
-OPEN_SYSCALLS = ("hello", "kernel.ping")  # allowed before hello
-
 
 @dataclass(frozen=True)
 class Call:
-    """One syscall in the loop: who sent it (agent is None before hello) and the kernel step it arrived at."""
+    """One syscall in the loop: its row in the syscall table, who sent it (agent is None before hello) and the kernel
+    step it arrived at."""
 
     item: Inbound
     agent: AgentRecord | None
     now: int
+    syscall: Syscall
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Syscalls:
         self.services = services
         self.budget = access.budget or ConnectionBudget.for_process()
         self.observe = llm.observe
-        self.table: dict[str, Callable[[Call, Any], Any]] = {
+        handlers: dict[str, Callable[[Call, Any], Any]] = {
             "hello": self.hello,
             "llm.generate": self.llm_call,
             "llm.chat": self.llm_call,
@@ -116,7 +116,11 @@ class Syscalls:
             "kernel.ping": self.ping,
         }
         if services is not None:
-            self.table |= services.handlers()
+            handlers |= services.handlers()
+        strays = sorted(set(handlers) - set(BY_NAME))
+        if strays:  # a handler the table does not declare would run unauthorized, unrouted, undecodable
+            raise ValueError(f"handlers for syscalls not in the syscall table: {strays}")
+        self.handlers = handlers  # the table's syscalls this kernel serves (without services: not mem.*, fs.*, ...)
 
     def end_agent(self, agent_id: str, message: str, killed: bool) -> None:
         """Abort an agent's requests (error replies), free its KV, forget it (and an ephemeral agent's spaces)."""
@@ -131,8 +135,9 @@ class Syscalls:
         agent = self.agents.by_identity(identity)
         if agent is not None:
             agent.last_seen = item.received
+        syscall = BY_NAME.get(envelope.type)  # None: a notification (the codec let nothing else through)
         try:
-            if agent is None and envelope.type not in OPEN_SYSCALLS:
+            if agent is None and (syscall is None or not syscall.open):
                 # a heartbeat too: an agent waiting on a kernel that restarted learns at once that its call is lost
                 if self.agents.was_killed(identity):
                     raise ProtocolError(ErrorCode.KILLED, "this agent was killed")
@@ -140,12 +145,12 @@ class Syscalls:
                     ErrorCode.HELLO_REQUIRED,
                     "this connection is not known to the kernel (it may have restarted): say hello first",
                 )
-            if envelope.type in NOTIFICATIONS:  # heartbeat: renewing the lease above was all it asked
+            if syscall is None:  # heartbeat: renewing the lease above was all it asked
                 return
-            handler = self.table.get(envelope.type)
+            handler = self.handlers.get(syscall.name)
             if handler is None:  # a syscall of a service this kernel runs without
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"this kernel does not serve {envelope.type}")
-            result = handler(Call(item, agent, now), envelope.body)
+            result = handler(Call(item, agent, now, syscall), envelope.body)
         except ProtocolError as error:
             self.outbox.fail(identity, envelope.req_id, error)
             return

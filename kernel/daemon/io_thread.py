@@ -1,7 +1,8 @@
 """The kernel's socket I/O: one thread owns the ROUTER socket, so the kernel loop never blocks on the network.
 
 Inbound: recv → decode and validate (ipc/codec.py) → the loop's inbox, as Inbound items; LLM calls (and their cancels,
-and connection events, to keep their order) pass through the preprocessor, which tokenizes them. Malformed frames are
+and connection events, to keep their order: the syscall table's PREPROCESSED, ipc/syscalls.py) pass through the
+preprocessor, which tokenizes them. Malformed frames are
 answered with an error reply right here and never reach the loop. Every frame is handled under one guard: whatever a
 frame does, it is answered (or dropped, if it names no request) and logged, and this thread goes on. A hello carries
 the peer the kernel saw (SO_PEERCRED uid/pid on ipc://, the Curve key's name on tcp://); the socket monitor turns a
@@ -33,11 +34,12 @@ from ipc.address import ipc_path
 from ipc.codec import DEFAULT_MAX_FRAME_BYTES, decode_request, encode_error, encode_protocol_error
 from ipc.curve import ServerSecurity
 from ipc.errors import ErrorCode, ProtocolError
+from ipc.syscalls import PREPROCESSED
 from kernel.daemon.connections import ConnectionTracker, FdPressure, shut_down
 from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox, Peer
 from kernel.daemon.limits import ConnectionBudget
 from kernel.daemon.outbox import OUTBOX_ADDRESS
-from kernel.daemon.preprocess import PREPROCESSED, Preprocessor
+from kernel.daemon.preprocess import Preprocessor
 
 log = logging.getLogger("aiosd.io")
 

@@ -7,7 +7,8 @@ is refused before it is tokenized. The context-length rule is applied here, at a
 (interface.check_context_length: prompt + max_tokens within the engine's context), refused with
 context_length_exceeded: the engine only ever holds requests that fit. Items pass through in arrival order, so a
 connection's LLM calls, their cancels and its ConnectionClosed keep their order; a call refused here is answered here,
-through this thread's own outbox.
+through this thread's own outbox. Which syscalls come here (the LLM family, ipc/syscalls.PREPROCESSED) and which of
+them are tokenized (Worker.PREPROCESSOR: TOKENIZED) is the syscall table's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import zmq
 
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Chat, Generate
+from ipc.syscalls import TOKENIZED
 from kernel.daemon.inbound import Inbound, Inbox
 from kernel.daemon.outbox import Outbox
 from kernel.engine.core.interface import ContextLengthExceeded, EngineError, check_context_length
@@ -32,8 +34,6 @@ from kernel.engine.structured.tool_formats import ToolFormat
 
 log = logging.getLogger("aiosd.preprocess")
 
-LLM_CALLS = ("llm.generate", "llm.chat")
-PREPROCESSED = (*LLM_CALLS, "llm.cancel")  # the I/O thread routes these here; other syscalls go to the inbox
 MAX_CHARS_PER_TOKEN = 64  # no vocabulary entry is longer: more characters than this × the context cannot fit
 
 
@@ -125,7 +125,7 @@ class Preprocessor:
             outbox.close()
 
     def _process(self, item, outbox: Outbox):
-        if not isinstance(item, Inbound) or item.envelope.type not in LLM_CALLS or self._prepare is None:
+        if not isinstance(item, Inbound) or item.envelope.type not in TOKENIZED or self._prepare is None:
             return item
         envelope = item.envelope
         try:

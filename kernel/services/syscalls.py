@@ -39,6 +39,7 @@ from ipc.service_messages import (
     MemRecords,
     VersionInfo,
 )
+from ipc.syscalls import BY_NAME, Worker
 from kernel.access.capabilities import Capability
 from kernel.access.shares import ShareTable
 from kernel.services.worker import Job, ServiceWorker
@@ -50,9 +51,6 @@ log = logging.getLogger("aiosd.services")
 EPHEMERAL_PREFIX = "eph:"  # kernel/memory and kernel/storage keep spaces so named apart and sweep them
 FILE_INDEX_SUFFIX = "#files"
 MAX_INDEXED = 100_000  # entries scanned when a file's old index entries are replaced
-
-MEM_WRITES = ("mem.add", "mem.update", "mem.delete")
-FS_WRITES = ("fs.write", "fs.delete", "fs.rollback")
 
 
 class Access(enum.Enum):
@@ -110,19 +108,29 @@ class ServiceSyscalls:
                     pass
 
     def handlers(self) -> dict:
-        table = {"access.share": self.share}
+        """A handler per syscall of the services, for those whose worker runs here (the syscall table says which)."""
+        table = {
+            "access.share": self.share,
+            "mem.add": self.mem_add,
+            "mem.search": self.mem_search,
+            "mem.get": self.mem_get,
+            "mem.update": self.mem_update,
+            "mem.delete": self.mem_delete,
+            "mem.list": self.mem_list,
+            "fs.write": self.fs_write,
+            "fs.read": self.fs_read,
+            "fs.list": self.fs_list,
+            "fs.delete": self.fs_delete,
+            "fs.versions": self.fs_versions,
+            "fs.rollback": self.fs_rollback,
+            "fs.search": self.fs_search,
+        }
         if self.tools is not None:
             table |= self.tools.handlers()
-        if self.memory is not None:
-            table |= {
-                name: self.mem for name in ("mem.add", "mem.search", "mem.get", "mem.update", "mem.delete", "mem.list")
-            }
-        if self.storage is not None:
-            table |= {
-                name: self.fs
-                for name in ("fs.write", "fs.read", "fs.list", "fs.delete", "fs.versions", "fs.rollback", "fs.search")
-            }
-        return table
+        running = {Worker.LOOP, Worker.TOOLS}
+        running |= {Worker.MEMORY} if self.memory is not None else set()
+        running |= {Worker.STORAGE} if self.storage is not None else set()
+        return {name: handler for name, handler in table.items() if BY_NAME[name].worker in running}
 
     def agent_ended(self, agent) -> None:
         """Its held tool calls are forgotten; a throwaway agent's spaces and shares go with it."""
@@ -168,49 +176,89 @@ class ServiceSyscalls:
         )
         return Ack()
 
-    def mem(self, call, body) -> None:
-        syscall = call.item.envelope.type
-        space, _ = self._space(call, body.space, "mem", syscall in MEM_WRITES)
-        run = {
-            "mem.add": lambda m: MemId(id=m.add(space, [body.text], [body.metadata])[0]),
-            "mem.search": lambda m: MemRecords(
-                records=[_record(h) for h in m.search(space, body.query, body.k, body.filter)]
-            ),
-            "mem.get": lambda m: _record(m.get(space, body.id)),
-            "mem.update": lambda m: m.update(space, body.id, text=body.text, metadata=body.metadata),
-            "mem.delete": lambda m: m.delete(space, body.id),
-            "mem.list": lambda m: MemRecords(records=[_record(r) for r in m.list(space, body.offset, body.limit)]),
-        }[syscall]
-        self.memory.submit(Job(call.item.identity, call.item.envelope.req_id, run))
+    def mem_add(self, call, body) -> None:
+        space = self._mem_space(call, body)
+        self._memory_job(call, lambda m: MemId(id=m.add(space, [body.text], [body.metadata])[0]))
 
-    def fs(self, call, body) -> None:
-        syscall = call.item.envelope.type
-        path = getattr(body, "path", getattr(body, "prefix", ""))
-        space, access = self._space(call, body.space, "fs", syscall in FS_WRITES, path)
-        if self.spaces is not None:
-            self.spaces.saw_file_space(space)
+    def mem_search(self, call, body) -> None:
+        space = self._mem_space(call, body)
+        self._memory_job(
+            call, lambda m: MemRecords(records=[_record(h) for h in m.search(space, body.query, body.k, body.filter)])
+        )
+
+    def mem_get(self, call, body) -> None:
+        space = self._mem_space(call, body)
+        self._memory_job(call, lambda m: _record(m.get(space, body.id)))
+
+    def mem_update(self, call, body) -> None:
+        space = self._mem_space(call, body)
+        self._memory_job(call, lambda m: m.update(space, body.id, text=body.text, metadata=body.metadata))
+
+    def mem_delete(self, call, body) -> None:
+        space = self._mem_space(call, body)
+        self._memory_job(call, lambda m: m.delete(space, body.id))
+
+    def mem_list(self, call, body) -> None:
+        space = self._mem_space(call, body)
+        self._memory_job(
+            call, lambda m: MemRecords(records=[_record(r) for r in m.list(space, body.offset, body.limit)])
+        )
+
+    def fs_write(self, call, body) -> None:
+        space, owner = self._fs_space(call, body.space, body.path)[0], call.item.identity
+        self._storage_job(
+            call, lambda s: self._indexed(owner, space, body.path, s.write(space, body.path, body.data), body.data)
+        )
+
+    def fs_read(self, call, body) -> None:
+        space = self._fs_space(call, body.space, body.path)[0]
+        self._storage_job(
+            call, lambda s: FsData(**dict(zip(("data", "version"), s.read(space, body.path, body.version))))
+        )
+
+    def fs_list(self, call, body) -> None:
+        space, access = self._fs_space(call, body.space, body.prefix)
         # a share opens a prefix by whole components: a string-prefix listing would show names beside it
         match = PrefixMatch.COMPONENTS if access is Access.SHARE else PrefixMatch.TEXT
-        if syscall == "fs.search":
-            run = lambda m: MemRecords(
-                records=[_record(h) for h in m.search(space + FILE_INDEX_SUFFIX, body.query, body.k, None)]
-            )
-            self.memory.submit(Job(call.item.identity, call.item.envelope.req_id, run))
-            return
-        owner = call.item.identity  # the file index's follow-up work waits in the caller's own lane
-        run = {
-            "fs.write": lambda s: self._indexed(
-                owner, space, body.path, s.write(space, body.path, body.data), body.data
-            ),
-            "fs.read": lambda s: FsData(**dict(zip(("data", "version"), s.read(space, body.path, body.version)))),
-            "fs.list": lambda s: FsListing(files=[_file_info(f) for f in s.list(space, body.prefix, match)]),
-            "fs.delete": lambda s: self._indexed(owner, space, body.path, s.delete(space, body.path), None),
-            "fs.versions": lambda s: FsVersions(versions=[_version_info(v) for v in s.versions(space, body.path)]),
-            "fs.rollback": lambda s: self._rolled_back(owner, s, space, body.path, body.version),
-        }[syscall]
-        self.storage.submit(Job(call.item.identity, call.item.envelope.req_id, run))
+        self._storage_job(call, lambda s: FsListing(files=[_file_info(f) for f in s.list(space, body.prefix, match)]))
+
+    def fs_delete(self, call, body) -> None:
+        space, owner = self._fs_space(call, body.space, body.path)[0], call.item.identity
+        self._storage_job(call, lambda s: self._indexed(owner, space, body.path, s.delete(space, body.path), None))
+
+    def fs_versions(self, call, body) -> None:
+        space = self._fs_space(call, body.space, body.path)[0]
+        self._storage_job(call, lambda s: FsVersions(versions=[_version_info(v) for v in s.versions(space, body.path)]))
+
+    def fs_rollback(self, call, body) -> None:
+        space, owner = self._fs_space(call, body.space, body.path)[0], call.item.identity
+        self._storage_job(call, lambda s: self._rolled_back(owner, s, space, body.path, body.version))
+
+    def fs_search(self, call, body) -> None:
+        """Through the file index, in the memory service (its worker, the syscall table says)."""
+        space = self._fs_space(call, body.space, "")[0]
+        index = space + FILE_INDEX_SUFFIX
+        self._memory_job(
+            call, lambda m: MemRecords(records=[_record(h) for h in m.search(index, body.query, body.k, None)])
+        )
 
     # -- mechanism -------------------------------------------------------------------------------------------------
+
+    def _memory_job(self, call, run) -> None:
+        self.memory.submit(Job(call.item.identity, call.item.envelope.req_id, run))
+
+    def _storage_job(self, call, run) -> None:
+        self.storage.submit(Job(call.item.identity, call.item.envelope.req_id, run))
+
+    def _mem_space(self, call, body) -> str:
+        return self._space(call, body.space, "mem", call.syscall.writes)[0]
+
+    def _fs_space(self, call, named: str | None, path: str) -> tuple[str, Access]:
+        """The file space the call acts on and how it reached it; counted for the operator's view."""
+        space, access = self._space(call, named, "fs", call.syscall.writes, path)
+        if self.spaces is not None:
+            self.spaces.saw_file_space(space)
+        return space, access
 
     def _space(self, call, named: str | None, kind: str, write: bool, path: str = "") -> tuple[str, Access]:
         own = self.space_of(call.agent)

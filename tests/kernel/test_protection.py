@@ -44,11 +44,11 @@ def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, mo
     elif phase == "preprocess":
         monkeypatch.setattr(kernel.engine, "tokenize", once(kernel.engine.tokenize))
     elif phase == "handler":
-        table = kernel.loop.syscalls.table
+        table = kernel.loop.syscalls.handlers
         monkeypatch.setitem(table, "kernel.stats", once(table["kernel.stats"]))
     elif phase == "encode":  # a result msgpack cannot carry
         monkeypatch.setitem(
-            kernel.loop.syscalls.table, "kernel.stats", lambda call, body: KernelStats(values={"unencodable": object()})
+            kernel.loop.syscalls.handlers, "kernel.stats", lambda call, body: KernelStats(values={"unencodable": object()})
         )
     elif phase == "schedule":  # the loop plans every turn, idle or not: fail the first plan that has a call to place
         real_schedule, llm = kernel.loop.llm.schedule, kernel.loop.llm
