@@ -32,8 +32,7 @@ class RemoteKernel(KernelProcess):
     """aiosd on --engine openai over the given replicas."""
 
     def __init__(self, address: str, urls: list[str], options: dict[str, str], log_path: Path):
-        super().__init__(address, {"engine": "openai", "engine-url": urls, **options}, log_path)
-        self.log_path = log_path
+        super().__init__(address, {"engine": "remote", "engine-url": urls, **options}, log_path)
 
 
 def prompt(agent: int, call: int, session: int = 0) -> str:

@@ -9,6 +9,7 @@ import zmq
 from ipc.address import check_address, default_address
 from ipc.curve import is_tcp
 from kernel.daemon.limits import DEFAULT_HELLO_TIMEOUT_S, DEFAULT_MAX_CALLS, DEFAULT_MAX_QUEUED_TOKENS
+from kernel.engine.kinds import ENGINE_KIND_HELP, EngineKind, parse_engine_kind
 from kernel.services.factory import default_data_dir
 
 
@@ -61,13 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ipc://PATH or tcp://HOST:PORT (default: $AIOS_ADDRESS, else a socket in the runtime directory)",
     )
     parser.add_argument("--model", default=None, help="model file (default: SmolLM2-135M-Instruct GGUF)")
-    parser.add_argument("--engine", default="torch", help="engine kind: torch, exllamav2, openai (default: torch)")
+    parser.add_argument(
+        "--engine",
+        type=parse_engine_kind,
+        default=EngineKind.CPU,
+        metavar="{cpu,gpu,remote}",
+        help=f"{ENGINE_KIND_HELP} (default: cpu)",
+    )
     parser.add_argument(
         "--engine-url",
         action="append",
         default=[],
         metavar="URL",
-        help="--engine openai: an OpenAI-compatible server's base URL, http://HOST:PORT/v1 "
+        help="--engine remote: an OpenAI-compatible server's base URL, http://HOST:PORT/v1 "
         "(vLLM, SGLang, llama.cpp's server); repeat for a pool of replicas",
     )
     parser.add_argument(
@@ -228,8 +235,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.address = args.address or check_address(default_address())
     args.data_dir = args.data_dir or default_data_dir()
-    if (args.engine == "openai") != bool(args.engine_url):
-        parser.error("--engine openai needs at least one --engine-url, and --engine-url needs --engine openai")
+    if (args.engine is EngineKind.REMOTE) != bool(args.engine_url):
+        parser.error("--engine remote needs at least one --engine-url, and --engine-url needs --engine remote")
     if is_tcp(args.address) and not args.insecure_tcp and not zmq.has("curve"):
         # never fall back to plain tcp: it would expose the kernel to anyone who can reach the port
         parser.error(f"{args.address} needs CurveZMQ, which this libzmq lacks: use ipc:// or --insecure-tcp")

@@ -26,6 +26,8 @@ from kernel.daemon.loop import KernelLoop
 from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
 from kernel.engine.core.interface import EngineError
+from kernel.engine.kinds import EngineKind
+from kernel.engine.process_env import configure_process_env
 from kernel.observe.quotas import QuotaPolicy
 from kernel.observe.state import Observation
 from kernel.scheduler.registry import make_scheduler
@@ -35,6 +37,7 @@ log = logging.getLogger("aiosd")
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process_env()  # the engine's OpenMP and huge-page settings, before anything imports torch
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             prefix_cache=args.prefix_cache == "on",
             engine_urls=args.engine_url,
-            weights=_weights_mode(args) if args.engine == "torch" else None,
+            weights=_weights_mode(args) if args.engine is EngineKind.CPU else None,
         )
     except EngineError as error:  # e.g. no --engine-url answered, or a tokenizer that does not match the server's
         log.error("cannot start the %s engine: %s", args.engine, error)

@@ -43,7 +43,7 @@ def _messages(question):
 
 def _solo_answers(questions):
     """Each question run alone on an engine of our own: what every agent must get back from the shared kernel."""
-    engine = load_engine("torch", dtype="float32", kv_budget_tokens=1024, max_batch=1)
+    engine = load_engine("cpu", dtype="float32", kv_budget_tokens=1024, max_batch=1)
     answers = []
     for i, question in enumerate(questions):
         engine.add(
