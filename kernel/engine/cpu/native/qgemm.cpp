@@ -7,7 +7,8 @@
 //     weight rows are decoded once (qgemm_tile.cpp, ~130 KiB at 2048 inputs, in L2) and multiplied by every group of
 //     kTileRows activation rows (read once per group of tiles, from L1) with the rows in the vector lanes (qgemm_tile_kernels.cpp), so the weights cross the
 //     memory bus once per call and are unpacked once per call, not once per activation row.
-// Output rows are split across threads (at::parallel_for, torch's intra-op threads) by tiles of weight rows; every
+// Output rows are split across threads (at::parallel_for, torch's intra-op threads) by tiles of weight rows (the
+// blocked product hands them out from a shared counter); every
 // output value is one kernel's fixed-order sum, so a row's result does not depend on the other rows or the threads
 // within a path (the decode-row path and the blocked path sum in different orders: results may differ in the last
 // float bits between a call of few rows and one of many).
@@ -18,6 +19,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -232,7 +234,11 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
     if (blocked) {
       const blocks::TileKernel kernel = tile_kernel_for(chosen, f);
       const int64_t g = K / kBlock, span = kTileGroup * kTileN;
-      at::parallel_for(0, (N + span - 1) / span, 1, [&](int64_t begin, int64_t end) {
+      // Tasks are taken from a shared counter, not split in equal ranges: on a busy machine a thread that loses its
+      // core for a while leaves its tiles to the others (a tile's values do not depend on the thread).
+      const int64_t tasks = (N + span - 1) / span;
+      std::atomic<int64_t> next{0};
+      at::parallel_for(0, std::min<int64_t>(tasks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
         std::vector<uint8_t> codes_tiles(kTileGroup * g * 8 * kTileN * 4);
         std::vector<float> floats_tiles(kTileGroup * g * 3 * kTileN);
         blocks::Tile tiles[kTileGroup];
@@ -241,7 +247,7 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
           tiles[j] = {codes_tiles.data() + j * g * 8 * kTileN * 4, floats, floats + g * 2 * kTileN, g, 0, false, false};
         }
         float out[kTileRows * kTileN];
-        for (int64_t task = begin; task < end; ++task) {
+        for (int64_t task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) {
           const int64_t first = task * span, count = std::min(kTileGroup, (N - first + kTileN - 1) / kTileN);
           for (int64_t j = 0; j < count; ++j) {
             blocks::decode_tile(f, w, first + j * kTileN, std::min(kTileN, N - first - j * kTileN), tiles[j]);
