@@ -10,10 +10,10 @@ from bench.make_gguf import SHAPES, WEIGHT_STD, WeightType, tensor_plan, write_g
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.loading.checkpoint import default_model_path, load_checkpoint
-from kernel.engine.loading.quant_tensor import GroupQuantized
+from kernel.engine.loading.gguf_blocks import GGUFBlocks
 
 TINY = SHAPES["tiny"]
-# what each type decodes to in our loader's GroupQuantized: (bits, lowest code)
+# what each type decodes to in our loader's codes (GGUFBlocks.bits, .low): (bits, lowest code)
 CODES = {WeightType.Q4_0: (4, -8), WeightType.Q4_1: (4, 0), WeightType.Q8_0: (8, -128)}
 
 
@@ -60,7 +60,7 @@ def test_tiny_file_loads_with_its_shape_tokenizer_and_format(files, reference, w
     assert checkpoint.tokenizer.encode(text) == tokenizer.encode(text)
     up = checkpoint.weights["layers.0.up"]
     if quantized:
-        assert isinstance(up, GroupQuantized) and (up.bits, up.low) == CODES[weight_type]
+        assert isinstance(up, GGUFBlocks) and (up.bits, up.low) == CODES[weight_type]
         up = up.dequantize()
     assert up.shape == (TINY.ffn, TINY.hidden)
     # N(0, 0.02) through the format's rounding: the spread survives within a quarter

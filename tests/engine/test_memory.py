@@ -116,3 +116,20 @@ def test_available_memory_is_the_lower_of_the_machine_and_the_cgroup(tmp_path):
     (cgroup / "memory.current").write_text(f"{1 << 30}\n")
     assert memory_plan.available_memory(meminfo, cgroup) == (1 << 30, f"cgroup {cgroup / 'memory.max'}")
     assert memory_plan.available_memory(tmp_path / "absent", tmp_path / "none") == (None, "unknown")
+
+
+@pytest.mark.parametrize("weight_type", list(MODES))
+def test_a_row_cut_of_file_blocks_is_those_rows_of_the_matrix(files, weight_type):
+    """phi3's fused qkv / gate_up become their parts by rows: a cut is the same bytes, so the same values."""
+    up = load_checkpoint(files[weight_type], torch.float32, quantized=True).weights["layers.0.up"]
+    whole = up.dequantize()
+    rows = up.shape[0]
+    for start, stop in ((0, rows // 3), (rows // 3, rows), (5, 6)):
+        part = up[start:stop]
+        assert part.shape == (stop - start, up.shape[1])
+        assert torch.equal(part.dequantize(), whole[start:stop])
+    with pytest.raises(ValueError):
+        up[4:4]
+    q = load_checkpoint(files[weight_type], torch.float32, quantized=True).weights["layers.0.q"]
+    with pytest.raises(ValueError):  # llama's q rows are reordered: never cut
+        q[0:8]

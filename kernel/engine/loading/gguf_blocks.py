@@ -20,6 +20,7 @@ decodes more than the rows asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 from dataclasses import dataclass
@@ -131,6 +132,18 @@ class GGUFBlocks:
 
     def release(self) -> None:
         self.file.release(self.offset, self.nbytes)
+
+    def __getitem__(self, rows: slice) -> GGUFBlocks:
+        """Rows start:stop of the matrix, still the file's bytes (rows are whole blocks, so the cut is exact): how a
+        fused matrix (phi3's qkv, gate_up) becomes its parts (gguf_names.split_fused)."""
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1 or stop <= start:
+            raise ValueError(f"row slices are contiguous and non-empty, got {rows}")
+        if self.row_order is not None:  # only llama's q/k are reordered, and they are never fused
+            raise ValueError("a reordered matrix is not cut by rows")
+        return dataclasses.replace(
+            self, offset=self.offset + start * self.row_bytes, shape=(stop - start, self.shape[1])
+        )
 
     def _floats(self, raw: np.ndarray) -> torch.Tensor:
         n = raw.shape[0]

@@ -29,7 +29,7 @@ from gguf.quants import dequantize
 
 from kernel.engine.loading.gguf_blocks import GGUFBlocks, WeightFile
 from kernel.engine.loading.gguf_config import config_from_metadata, gguf_metadata, read_gguf  # noqa: F401  (re-exported)
-from kernel.engine.loading.gguf_names import canonical_name, unpermute_rotary_rows
+from kernel.engine.loading.gguf_names import canonical_name, split_fused, unpermute_rotary_rows
 from kernel.engine.loading.model_config import (
     Family,
     ModelConfig,
@@ -81,6 +81,7 @@ def load_gguf_weights(
         if heads is not None:
             data = unpermute_rotary_rows(data, heads)
         weights[name] = torch.from_numpy(np.ascontiguousarray(data)).to(dtype)
+    weights = split_fused(weights, cfg, str(path))  # phi3's qkv and gate_up, cut by rows
     cfg = dataclasses.replace(cfg, tie_embeddings="lm_head" not in weights)
     cfg.validate()
     check_weights(cfg, weights, str(path))
