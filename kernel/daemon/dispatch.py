@@ -51,14 +51,15 @@ from ipc.syscalls import BY_NAME, Syscall
 from kernel.access import capabilities as caps
 from kernel.access.audit import AuditLog
 from kernel.access.capabilities import Capability
+from kernel.access.gate import Gate
 from kernel.access.tokens import TokenRegistry
 from kernel.daemon.agents import AgentRecord, AgentTable
 from kernel.daemon.inbound import Inbound, Peer
 from kernel.daemon.limits import ConnectionBudget
 from kernel.daemon.llm import LLMService
-from kernel.daemon.outbox import Outbox
 from kernel.observe.metrics import metrics as metrics_of
 from kernel.observe.top import snapshot as top_of
+from kernel.replies import Outbox
 from kernel.services.syscalls import ServiceSyscalls
 
 log = logging.getLogger("aiosd.dispatch")
@@ -100,6 +101,7 @@ class Syscalls:
         self.access = access
         self.services = services
         self.budget = access.budget or ConnectionBudget.for_process()
+        self.gate = Gate(access.audit)
         self.observe = llm.observe
         handlers: dict[str, Callable[[Call, Any], Any]] = {
             "hello": self.hello,
@@ -150,6 +152,8 @@ class Syscalls:
             handler = self.handlers.get(syscall.name)
             if handler is None:  # a syscall of a service this kernel runs without
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"this kernel does not serve {envelope.type}")
+            if syscall.capability is not None:  # the table's right, checked (and a refusal audited) once, here
+                self.gate.require(agent, syscall.name, syscall.capability)
             result = handler(Call(item, agent, now, syscall), envelope.body)
         except ProtocolError as error:
             self.outbox.fail(identity, envelope.req_id, error)
@@ -213,12 +217,7 @@ class Syscalls:
         agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received, quota)
         self.observe.accounting.agent_started(agent.agent_id, agent.name, agent.principal)
         if granted:
-            self.access.audit.record(
-                agent=agent,
-                syscall="hello",
-                decision="allow",
-                reason="capabilities " + ",".join(sorted(getattr(c, "value", c) for c in granted)),
-            )
+            self.gate.allow(agent, "hello", reason="capabilities " + _names(granted))
         log.info(
             "hello from %s (%s, %s, pid %s, priority %d)",
             agent.agent_id,
@@ -238,7 +237,7 @@ class Syscalls:
         ):
             self._deny_priority(
                 call,
-                f"{call.item.envelope.type} with priority hint +{body.priority}",
+                f"{call.syscall.name} with priority hint +{body.priority}",
                 agent.priority + body.priority,
                 agent,
             )
@@ -273,13 +272,13 @@ class Syscalls:
         )
 
     def proc_kill(self, call: Call, body: ProcKill) -> Ack:
-        self._authorize(call, "proc.kill", Capability.PROC_KILL, body.agent_id)
+        self._authorize(call, Capability.PROC_KILL, body.agent_id)
         self.end_agent(body.agent_id, f"killed by agent {call.agent.agent_id}", killed=True)
         log.info("agent %s killed by %s", body.agent_id, call.agent.agent_id)
         return Ack()
 
     def set_priority(self, call: Call, body: SetPriority) -> Ack:
-        target = self._authorize(call, "proc.set_priority", Capability.PROC_RENICE, body.agent_id)
+        target = self._authorize(call, Capability.PROC_RENICE, body.agent_id)
         if Capability.PROC_RENICE in call.agent.capabilities:
             target.priority_ceiling = body.priority  # as the operator set it: lowered, it stays lowered
         elif body.priority > target.priority:
@@ -298,23 +297,16 @@ class Syscalls:
             wanted = caps.parse(body.capabilities)
         except ValueError as error:
             raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from None
-        held = call.agent.capabilities
-        if Capability.GRANT not in held or not all(caps.holds(held, c) for c in wanted):
-            reason = "lacks access.grant" if Capability.GRANT not in held else "cannot grant what it does not hold"
-            self.access.audit.record(
-                agent=call.agent,
-                syscall="access.grant",
-                decision="deny",
-                reason=reason,
-                target=",".join(sorted(getattr(c, "value", c) for c in wanted)),
+        # access.grant itself is the table's (checked at the door); what may be granted depends on the arguments
+        if not all(caps.holds(call.agent.capabilities, c) for c in wanted):
+            self.gate.deny(
+                call.agent,
+                "access.grant",
+                "access.grant: the caller cannot grant what it does not hold",
+                target=_names(wanted),
+                reason="cannot grant what it does not hold",
             )
-            raise ProtocolError(ErrorCode.DENIED, f"access.grant: the caller {reason}")
-        self.access.audit.record(
-            agent=call.agent,
-            syscall="access.grant",
-            decision="allow",
-            target=",".join(sorted(getattr(c, "value", c) for c in wanted)),
-        )
+        self.gate.used(call.agent, "access.grant", Capability.GRANT, target=_names(wanted))
         return GrantResult(token=self.access.tokens.mint(wanted))
 
     def stats(self, call: Call, body) -> KernelStats:
@@ -328,12 +320,10 @@ class Syscalls:
             }
         )
 
-    def top(self, call: Call, body: Top) -> KernelTop:
-        self._require_view(call)
+    def top(self, call: Call, body: Top) -> KernelTop:  # proc.view: the table's
         return KernelTop(snapshot=top_of(self, call.now, body.limit))
 
-    def metrics(self, call: Call, body) -> KernelMetrics:
-        self._require_view(call)
+    def metrics(self, call: Call, body) -> KernelMetrics:  # proc.view: the table's
         return KernelMetrics(metrics=metrics_of(self))
 
     def ping(self, call: Call, body) -> Ack:
@@ -349,42 +339,37 @@ class Syscalls:
             return False
         return caps.is_same_or_descendant(target.pid, caller.pid)
 
-    def _require_view(self, call: Call) -> None:
-        """The operator's view shows every principal's agents: proc.view, or permission_denied (audited)."""
-        if Capability.PROC_VIEW not in call.agent.capabilities:
-            syscall = call.item.envelope.type
-            self.access.audit.record(agent=call.agent, syscall=syscall, decision="deny", reason="lacks proc.view")
-            raise ProtocolError(ErrorCode.DENIED, f"{syscall} needs the {Capability.PROC_VIEW.value} capability")
-
     def _deny_priority(self, call: Call, what: str, wanted: int, target: AgentRecord) -> None:
         reason = f"priority {wanted} is above {target.agent_id}'s ceiling {target.priority_ceiling}"
-        self.access.audit.record(
-            agent=call.agent, syscall=call.item.envelope.type, decision="deny", target=target.agent_id, reason=reason
-        )
-        raise ProtocolError(
-            ErrorCode.DENIED,
-            f"{what}: {reason}; raising it needs the "
-            f"{Capability.PROC_RENICE.value} capability (or the operator's "
+        self.gate.deny(
+            call.agent,
+            call.syscall.name,
+            f"{what}: {reason}; raising it needs the {Capability.PROC_RENICE.value} capability (or the operator's "
             "`aios renice`)",
+            target=target.agent_id,
+            reason=reason,
         )
 
-    def _authorize(self, call: Call, syscall: str, capability: Capability, agent_id: str) -> AgentRecord:
+    def _authorize(self, call: Call, capability: Capability, agent_id: str) -> AgentRecord:
         """The target agent if the caller owns it or holds the capability; permission_denied (audited) otherwise.
         An agent the caller cannot see is denied, not reported missing, unless it holds the capability."""
         target = self.agents.get(agent_id)
         if target is not None and self._owns(call.agent, target):
             return target
-        if capability not in call.agent.capabilities:
-            self.access.audit.record(
-                agent=call.agent, syscall=syscall, decision="deny", target=agent_id, reason=f"lacks {capability.value}"
-            )
-            raise ProtocolError(
-                ErrorCode.DENIED,
-                f"{syscall} on agent {agent_id!r} needs the {capability.value} capability (or owning the agent)",
-            )
+        syscall = call.syscall.name
+        self.gate.require(
+            call.agent,
+            syscall,
+            capability,
+            target=agent_id,
+            message=f"{syscall} on agent {agent_id!r} needs the {capability.value} capability (or owning the agent)",
+        )
         if target is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent {agent_id!r}")
-        self.access.audit.record(
-            agent=call.agent, syscall=syscall, decision="allow", target=agent_id, reason=f"holds {capability.value}"
-        )
+        self.gate.used(call.agent, syscall, capability, target=agent_id)
         return target
+
+
+def _names(capabilities) -> str:
+    """Capabilities as the audit log names them: sorted, comma-separated ("tool:NAME" strings as they are)."""
+    return ",".join(sorted(getattr(c, "value", c) for c in capabilities))

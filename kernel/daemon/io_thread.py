@@ -38,8 +38,8 @@ from ipc.syscalls import PREPROCESSED
 from kernel.daemon.connections import ConnectionTracker, FdPressure, shut_down
 from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox, Peer
 from kernel.daemon.limits import ConnectionBudget
-from kernel.daemon.outbox import OUTBOX_ADDRESS
 from kernel.daemon.preprocess import Preprocessor
+from kernel.replies import OUTBOX_ADDRESS
 
 log = logging.getLogger("aiosd.io")
 

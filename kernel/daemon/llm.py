@@ -17,7 +17,6 @@ from kernel.context.snapshot import SnapshotError
 from kernel.daemon.agents import AgentRecord, AgentTable
 from kernel.daemon.inbound import Inbound
 from kernel.daemon.limits import AgentLimits
-from kernel.daemon.outbox import Outbox
 from kernel.daemon.requests import LLMRequest, RequestTable
 from kernel.engine.core.interface import (
     EngineError,
@@ -30,6 +29,7 @@ from kernel.engine.core.interface import (
 from kernel.engine.structured.tool_calls import parse_tool_calls
 from kernel.observe.quotas import QuotaRefused
 from kernel.observe.state import Observation
+from kernel.replies import Outbox
 from kernel.scheduler import transitions
 from kernel.scheduler.base import ReqState, RequestView, Scheduler
 

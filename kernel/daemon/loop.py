@@ -17,8 +17,8 @@ from kernel.daemon.dispatch import AccessPolicy, Syscalls
 from kernel.daemon.inbound import ConnectionClosed, ConnectionStalled, Inbound, Inbox
 from kernel.daemon.limits import AgentLimits
 from kernel.daemon.llm import LLMService
-from kernel.daemon.outbox import Outbox
 from kernel.observe.state import Observation
+from kernel.replies import Outbox
 from kernel.scheduler.base import ReqState, Scheduler
 from kernel.services.syscalls import ServiceSyscalls
 

@@ -23,13 +23,13 @@ from kernel.daemon.inbound import Inbox
 from kernel.daemon.io_thread import AddressInUse, SocketServer
 from kernel.daemon.limits import AgentLimits, ConnectionBudget, raise_fd_limit
 from kernel.daemon.loop import KernelLoop
-from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
 from kernel.engine.core.interface import EngineError
 from kernel.engine.kinds import EngineKind
 from kernel.engine.process_env import configure_process_env
 from kernel.observe.quotas import QuotaPolicy
 from kernel.observe.state import Observation
+from kernel.replies import Outbox
 from kernel.scheduler.registry import make_scheduler
 from kernel.services.factory import build_services
 

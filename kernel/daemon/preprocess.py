@@ -26,11 +26,11 @@ from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Chat, Generate
 from ipc.syscalls import TOKENIZED
 from kernel.daemon.inbound import Inbound, Inbox
-from kernel.daemon.outbox import Outbox
 from kernel.engine.core.interface import ContextLengthExceeded, EngineError, check_context_length
 from kernel.engine.structured.response_format import response_format_grammar, response_schema
 from kernel.engine.structured.tool_chat import prepare_chat
 from kernel.engine.structured.tool_formats import ToolFormat
+from kernel.replies import Outbox
 
 log = logging.getLogger("aiosd.preprocess")
 

@@ -41,6 +41,7 @@ from ipc.service_messages import (
 )
 from ipc.syscalls import BY_NAME, Worker
 from kernel.access.capabilities import Capability
+from kernel.access.gate import Gate
 from kernel.access.shares import ShareTable
 from kernel.services.worker import Job, ServiceWorker
 from kernel.storage.owners import principal_digest
@@ -72,7 +73,8 @@ class ServiceSyscalls:
     def __init__(
         self, memory: ServiceWorker | None, storage: ServiceWorker | None, shares: ShareTable, audit, tools=None
     ):
-        self.memory, self.storage, self.shares, self.audit = memory, storage, shares, audit
+        self.memory, self.storage, self.shares = memory, storage, shares
+        self.gate = Gate(audit)  # whose space a call may act on: decided and audited through it
         self.tools = tools  # kernel/services/tools.py ToolService, or None
         self.boot = secrets.token_hex(8)  # this kernel lifetime's part of every ephemeral space name
         if tools is not None:  # the files and memory tools act on the caller's space, named here only
@@ -168,12 +170,7 @@ class ServiceSyscalls:
             self.shares.set(body.kind, self.space_of(call.agent), grantee, body.mode, body.prefix.strip("/"))
         except ValueError as error:
             raise ProtocolError(ErrorCode.QUOTA, str(error)) from None
-        self.audit.record(
-            agent=call.agent,
-            syscall="access.share",
-            decision="allow",
-            target=f"{body.kind}:{grantee}:{body.mode}:{body.prefix}",
-        )
+        self.gate.allow(call.agent, "access.share", target=f"{body.kind}:{grantee}:{body.mode}:{body.prefix}")
         return Ack()
 
     def mem_add(self, call, body) -> None:
@@ -266,26 +263,16 @@ class ServiceSyscalls:
             return own, Access.OWN
         capability = Capability.MEM_ANY if kind == "mem" else Capability.FS_ANY
         if capability in call.agent.capabilities:
-            self.audit.record(
-                agent=call.agent,
-                syscall=call.item.envelope.type,
-                decision="allow",
-                target=named,
-                reason=f"holds {capability.value}",
-            )
+            self.gate.used(call.agent, call.syscall.name, capability, target=named)
             return named, Access.CAPABILITY
         if self.shares.allows(kind, named, own, write, path.strip("/")):
             return named, Access.SHARE
-        self.audit.record(
-            agent=call.agent,
-            syscall=call.item.envelope.type,
-            decision="deny",
+        self.gate.deny(
+            call.agent,
+            call.syscall.name,
+            f"{named!r} has not shared its {kind} space with {own!r}" + (" for writing" if write else ""),
             target=named,
             reason="no share" + (" for writing" if write else ""),
-        )
-        raise ProtocolError(
-            ErrorCode.DENIED,
-            f"{named!r} has not shared its {kind} space with {own!r}" + (" for writing" if write else ""),
         )
 
     def _rolled_back(self, owner: bytes, storage, space: str, path: str, version: int) -> FsVersion:

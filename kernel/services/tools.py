@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Ack
 from ipc.service_messages import PendingApproval, PendingApprovals, ToolInfo, ToolListing, ToolOutput
+from kernel.access.audit import Decision
 from kernel.access.capabilities import Capability
+from kernel.access.gate import Gate
 from kernel.services.worker import Job, ServiceWorker
 
 APPROVAL_POLICIES = ("ask", "allow", "deny")
@@ -77,7 +79,8 @@ class ToolService:
     ):
         if approval not in APPROVAL_POLICIES:
             raise ValueError(f"tool approval policy must be one of {APPROVAL_POLICIES}, got {approval!r}")
-        self.manager, self.replies, self.audit = manager, replies, audit
+        self.manager, self.replies = manager, replies
+        self.gate = Gate(audit)  # which tool an agent may call, and approvals: decided and audited through it
         self.approval, self.approval_timeout_s, self.restricted = approval, approval_timeout_s, restricted
         self.max_pending, self.max_pending_per_agent = max_pending, max_pending_per_agent
         self.max_held_bytes, self.max_held_bytes_per_agent = max_held_bytes, max_held_bytes_per_agent
@@ -120,43 +123,34 @@ class ToolService:
         spec = next((t for t in self.manager.list_tools() if t.name == body.name), None)
         if spec is None or not self._may_use(call.agent, spec):
             if spec is not None:
-                self.audit.record(
-                    agent=call.agent,
-                    syscall="tool.call",
-                    decision="deny",
+                self.gate.deny(
+                    call.agent,
+                    "tool.call",
+                    f"tool {body.name!r} is not allowed for this agent",
                     target=body.name,
                     reason="tool not allowed for this agent",
                 )
-                raise ProtocolError(ErrorCode.DENIED, f"tool {body.name!r} is not allowed for this agent")
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool named {body.name!r}")
         context = {"space": self.space_of(call.agent), "agent_id": call.agent.agent_id}
         identity, req_id = call.item.identity, call.item.envelope.req_id
         if not spec.irreversible or self.approval == "allow":
             if spec.irreversible:
-                self.audit.record(
-                    agent=call.agent,
-                    syscall="tool.call",
-                    decision="allow",
-                    target=body.name,
-                    reason="irreversible tool; approval policy allow",
+                self.gate.allow(
+                    call.agent, "tool.call", target=body.name, reason="irreversible tool; approval policy allow"
                 )
             self._run(identity, req_id, body.name, body.arguments, context)
             return
         if self.approval == "deny":
-            self.audit.record(
-                agent=call.agent,
-                syscall="tool.call",
-                decision="deny",
+            self.gate.deny(
+                call.agent,
+                "tool.call",
+                f"tool {body.name!r} is irreversible and the kernel's policy denies it",
                 target=body.name,
                 reason="irreversible tool; approval policy deny",
             )
-            raise ProtocolError(
-                ErrorCode.DENIED, f"tool {body.name!r} is irreversible and the kernel's policy denies it"
-            )
         self._hold(call.agent, identity, req_id, spec, body.arguments, context)
 
-    def pending(self, call, body) -> PendingApprovals:
-        self._require(call, "tool.pending")
+    def pending(self, call, body) -> PendingApprovals:  # tool.approve: the table's
         return PendingApprovals(pending=self.held_calls())
 
     def held_calls(self) -> list[PendingApproval]:
@@ -174,8 +168,7 @@ class ToolService:
             for h in self._held.values()
         ]
 
-    def approve(self, call, body) -> Ack:
-        self._require(call, "tool.approve")
+    def approve(self, call, body) -> Ack:  # tool.approve: the table's; the decision is audited in _decide
         held = self._held.get(body.approval_id)
         if held is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool call {body.approval_id!r} is waiting for approval")
@@ -259,10 +252,10 @@ class ToolService:
             del self._by_agent[held.agent.agent_id]
 
     def _decide(self, held: _Held, allow: bool, reason: str) -> None:
-        self.audit.record(
-            agent=held.agent,
-            syscall="tool.call",
-            decision="allow" if allow else "deny",
+        self.gate.record(
+            held.agent,
+            "tool.call",
+            Decision.ALLOW if allow else Decision.DENY,
             target=held.tool,
             reason=f"irreversible tool {reason} ({held.approval_id})",
             privileged=True,
@@ -302,11 +295,6 @@ class ToolService:
     def _may_use(self, agent, spec) -> bool:
         caps = agent.capabilities
         return spec.name not in self.restricted or Capability.TOOL_ANY in caps or f"tool:{spec.name}" in caps
-
-    def _require(self, call, syscall: str) -> None:
-        if Capability.TOOL_APPROVE not in call.agent.capabilities:
-            self.audit.record(agent=call.agent, syscall=syscall, decision="deny", reason="lacks tool.approve")
-            raise ProtocolError(ErrorCode.DENIED, f"{syscall} needs the tool.approve capability (the operator's)")
 
 
 def _raise(error: Exception):

@@ -31,7 +31,7 @@ from typing import Any
 import zmq
 
 from ipc.errors import ErrorCode, ProtocolError
-from kernel.daemon.outbox import Outbox
+from kernel.replies import Outbox
 
 log = logging.getLogger("aiosd.services")
 

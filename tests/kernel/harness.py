@@ -23,8 +23,8 @@ from kernel.daemon.inbound import DEFAULT_MAX_QUEUED, Inbox
 from kernel.daemon.io_thread import SocketServer
 from kernel.daemon.limits import AgentLimits
 from kernel.daemon.loop import KernelLoop
-from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
+from kernel.replies import Outbox
 from kernel.scheduler.base import Scheduler
 from kernel.scheduler.registry import make_scheduler
 from kernel.services.factory import build_services

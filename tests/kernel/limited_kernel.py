@@ -23,8 +23,8 @@ from kernel.daemon.inbound import Inbox
 from kernel.daemon.io_thread import SocketServer
 from kernel.daemon.limits import ConnectionBudget, raise_fd_limit
 from kernel.daemon.loop import KernelLoop
-from kernel.daemon.outbox import Outbox
 from kernel.daemon.preprocess import PromptPreparer
+from kernel.replies import Outbox
 from kernel.scheduler.registry import make_scheduler
 from tests.kernel.fake_engine import FakeEngine
 

@@ -47,9 +47,8 @@ def test_a_fault_in_any_phase_fails_one_call_and_the_kernel_serves_on(kernel, mo
         table = kernel.loop.syscalls.handlers
         monkeypatch.setitem(table, "kernel.stats", once(table["kernel.stats"]))
     elif phase == "encode":  # a result msgpack cannot carry
-        monkeypatch.setitem(
-            kernel.loop.syscalls.handlers, "kernel.stats", lambda call, body: KernelStats(values={"unencodable": object()})
-        )
+        unencodable = lambda call, body: KernelStats(values={"unencodable": object()})  # noqa: E731
+        monkeypatch.setitem(kernel.loop.syscalls.handlers, "kernel.stats", unencodable)
     elif phase == "schedule":  # the loop plans every turn, idle or not: fail the first plan that has a call to place
         real_schedule, llm = kernel.loop.llm.schedule, kernel.loop.llm
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ipc.codec import unpack_reply
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import REPLY_RESULT, Ack
-from kernel.daemon.outbox import OUTBOX_ADDRESS
+from kernel.replies import OUTBOX_ADDRESS
 from kernel.services.worker import FairQueue, Job, Lane, Refusal, ServiceWorker
 from tests.kernel.harness import wait_until
 

@@ -8,8 +8,8 @@ import zmq
 
 from ipc.codec import unpack_reply
 from ipc.messages import REPLY_RESULT, Ack
-from kernel.daemon.outbox import OUTBOX_ADDRESS
 from kernel.memory.embedder import HashEmbedder
+from kernel.replies import OUTBOX_ADDRESS
 from kernel.services.factory import WARM_UP_TEXT, Services, build_services
 from kernel.services.worker import Job, ServiceWorker
 

@@ -1,9 +1,11 @@
 """A thread's side of the reply path: encode a reply and queue it for the I/O thread.
 
-Each thread that answers syscalls (the kernel loop, the preprocessor) owns one Outbox: a ZeroMQ socket is used from
-one thread only. A reply that cannot be encoded (a kernel bug: a value msgpack cannot carry) is replaced by an
-`internal` error for that call, so a bad reply never ends the thread that sends it. An error reply carries the
-ProtocolError's code, message and retry_after_s (fail), or those given one by one (error).
+Each thread that answers syscalls (the kernel loop, the preprocessor, each service worker) owns one Outbox: a ZeroMQ
+socket is used from one thread only. It sits below both the daemon (whose I/O thread binds OUTBOX_ADDRESS and drains it)
+and the services (whose workers answer through it), so the services never import the daemon. A reply that cannot be
+encoded (a kernel bug: a value msgpack cannot carry) is replaced by an `internal` error for that call, so a bad reply
+never ends the thread that sends it. An error reply carries the ProtocolError's code, message and retry_after_s (fail),
+or those given one by one (error).
 """
 
 from __future__ import annotations
