@@ -1,4 +1,10 @@
-"""The dispatch table: one handler per syscall type, run on the kernel loop's thread, with authorization at the door.
+"""The dispatcher: the syscall table's door and one handler per syscall, run on the kernel loop's thread.
+
+The door (handle): a syscall not `open` in the table (ipc/syscalls.py) needs a hello first; a syscall this kernel has
+no handler for (a service it runs without) answers unknown_type; the table's capability, if any, is checked for the
+caller once, here, before the handler runs (a refusal audited, through kernel/access/gate.py). The handlers are this
+module's (hello, llm.*, proc.*, access.grant, kernel.*) and the services' (kernel/services/: mem.*, fs.*, tool.*,
+access.share); together they must name only syscalls of the table, which is checked when the dispatcher is built.
 
 Managers answer at once (the handler returns the result body); LLM calls return None and are answered by the LLM
 service when they finish. Every syscall gets exactly one final reply: a result, or an error carrying a code. A
@@ -6,7 +12,8 @@ handler's exception answers its own call (`internal`), never anyone else's.
 
 Authorization (kernel/access/): hello binds the connection to the principal its peer credentials name and to the
 capabilities of the token it presents; then an agent acts on its own requests and on the agents it owns, and needs a
-capability for anyone else's. Denials answer `permission_denied`; they and every use of a capability are audited.
+capability for anyone else's (decided by the handler: the target is an argument). Denials answer
+`permission_denied`; they and every use of a capability are audited, one way (gate.py).
 
 Priority is a privilege, as at the gateway: an agent may lower its priority freely, but a priority above
 DEFAULT_PRIORITY needs proc.renice (held by the operator). Without it, a hello asking for more is refused (not
@@ -17,8 +24,8 @@ hint counts too: the agent's priority plus the hint of each of its calls stays w
 when the agent later raises its own priority.
 
 Token quotas (kernel/observe/quotas.py) are set at hello: the kernel's defaults, lowered by what the agent asks for.
-The operator's view, kernel.top and kernel.metrics (kernel/observe/), needs proc.view, as seeing every agent in
-proc.list does; a refusal is audited.
+The operator's view, kernel.top and kernel.metrics (kernel/observe/), needs proc.view (the table's), as seeing every
+agent in proc.list does; a refusal is audited.
 """
 
 from __future__ import annotations

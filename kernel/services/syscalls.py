@@ -1,11 +1,13 @@
-"""mem.*, fs.* and access.share: authorized on the kernel loop's thread, run on the service workers.
+"""mem.*, fs.* and access.share: a handler per syscall, run on the kernel loop's thread, which decides the space a
+call acts on and queues the work on the service worker the syscall table names (ipc/syscalls.py: memory, or storage;
+fs.search runs on the memory worker, where the file index lives). Whether a call writes is the table's too.
 
 Which space a call acts on: the caller's own ("<principal>/<agent name>", or a throwaway one for an ephemeral agent)
 unless `space` names another owner's, which needs that owner's share (access.share) for the access asked (read, or
 write) or the operator's capability (mem.any, fs.any). A listing through a share matches its prefix by whole path
-components, so a share of "notes" never lists "notes-private/...". Denials answer `permission_denied` and are audited,
-as are uses
-of the capability. The loop only checks and queues; the work and the reply happen on the worker.
+components, so a share of "notes" never lists "notes-private/...". Denials answer `permission_denied`; they and uses
+of the capability are audited through kernel/access/gate.py. The loop only checks and queues; the work and the reply
+happen on the worker.
 
 Ephemeral agents' spaces are "eph:<boot>/<principal digest>/<agent id>": <boot> is random, made once per
 ServiceSyscalls (one kernel lifetime), so a name is never reused across restarts even though agent ids restart at a1;
@@ -162,7 +164,7 @@ class ServiceSyscalls:
         for name in stale:
             self.shares.drop_owner(name)
 
-    # -- handlers (call: kernel.daemon.dispatch.Call) --------------------------------------------------------------
+    # -- handlers (call: the loop's Call: .item, .agent, .now, and .syscall, the call's row in the table) ----------
 
     def share(self, call, body) -> Ack:
         grantee = body.grantee if "/" in body.grantee else f"{call.agent.principal}/{body.grantee}"

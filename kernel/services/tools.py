@@ -3,10 +3,11 @@
 On the loop: which tools an agent may see and call (every tool but the restricted ones — by default run_python, which
 runs code — plus those granted to it as "tool:NAME" (`aios run --grant tool:run_python`), or all with tool.any),
 arguments handed over as given (the manager validates them against the tool's schema before its server sees them), and
-calls of irreversible tools held for the operator: `aios approve ID` / `aios deny ID` (tool.approve, needs
-tool.approve), denied when no decision comes within approval_timeout_s, or decided by a configured policy ("allow" or
-"deny" instead of "ask"). Every decision is audited. The manager runs calls on its own thread; their results come back
-through a reply worker with its own outbox, never through the loop.
+calls of irreversible tools held for the operator: `aios approve ID` / `aios deny ID` (tool.approve; it and
+tool.pending need the tool.approve capability, which the syscall table names and the dispatcher checks), denied when
+no decision comes within approval_timeout_s, or decided by a configured policy ("allow" or "deny" instead of "ask").
+Every decision is audited, through kernel/access/gate.py. The manager runs calls on its own thread; their results
+come back through a reply worker with its own outbox, never through the loop.
 
 Held calls are bounded: MAX_PENDING_PER_AGENT per agent and MAX_PENDING in all, and the bytes their arguments hold
 (estimated once at hold time: string and bytes lengths plus NODE_BYTES per value) MAX_HELD_BYTES_PER_AGENT per agent and
@@ -103,7 +104,7 @@ class ToolService:
             "tool.approve": self.approve,
         }
 
-    # -- handlers (call: kernel.daemon.dispatch.Call) --------------------------------------------------------------
+    # -- handlers (call: the loop's Call: .item, .agent, .now, and .syscall, the call's row in the table) ----------
 
     def list(self, call, body) -> ToolListing:
         return ToolListing(
