@@ -26,6 +26,8 @@ which tests/engine/test_native_ops.py holds the native ops to.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -88,20 +90,38 @@ def load():
         _cpu_flags().encode(),
     ]
     digest = hashlib.sha256(b"\0".join(identity)).hexdigest()[:12]
+    name = f"aios_cpu_ops_{digest}"
     try:
         from torch.utils.cpp_extension import load as build_extension
 
         sources = [str(path) for path in SOURCES if path.suffix == ".cpp"]
-        build_extension(
-            f"aios_cpu_ops_{digest}",
-            sources,
-            extra_cflags=FLAGS,
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-            verbose=False,
-        )
+        with _build_lock(name):
+            build_extension(
+                name, sources, extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False
+            )
     except Exception as error:  # noqa: BLE001 - no compiler, no ninja, a failed build: the torch ops serve instead
         first_line = str(error).splitlines()[0] if str(error) else repr(error)
         log.warning("native CPU ops unavailable, using torch ops: %s", first_line)
         return None
     return torch.ops.aios_cpu
+
+
+@contextlib.contextmanager
+def _build_lock(name: str):
+    """Builds of one extension take turns on an flock beside torch's build folder, so torch's own lock file can be
+    judged: torch waits forever on a `lock` file left by a build that was killed (its FileBaton has no owner check),
+    which would hang every later aiosd at load. Under our flock no build of ours is running, so such a file is stale
+    and goes; the kernel releases the flock of a killed process by itself."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    folder = Path(_get_build_directory(name, verbose=False))
+    with open(folder.parent / f".{name}.build-lock", "a+") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            stale = folder / "lock"
+            if stale.exists():
+                log.warning("removing %s, left by a build that did not finish", stale)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
