@@ -322,6 +322,10 @@ def _add_gateway_parser(commands) -> None:
         help="the highest x-aios-priority the key may ask for (default: --priority)",
     )
     add.add_argument("--grant", action="append", default=[], metavar="CAP", help="a capability for the agent")
+    add.add_argument(
+        "--tokens-per-minute", type=int, default=None, metavar="N", help="a token quota per minute for this key"
+    )
+    add.add_argument("--max-tokens-total", type=int, default=None, metavar="N", help="a total token quota for this key")
     add.set_defaults(command=_gateway_keys_add)
     actions.add_parser("list", help="the keys (ids, agents, priorities; never the keys)").set_defaults(
         command=_gateway_keys_list
@@ -360,7 +364,15 @@ def _gateway_keys_add(args) -> int:
 
     path = _gateway_keys_path(args)
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    key = keys.add(path, args.agent, args.priority, args.max_priority, args.grant)
+    key = keys.add(
+        path,
+        args.agent,
+        args.priority,
+        args.max_priority,
+        args.grant,
+        tokens_per_minute=args.tokens_per_minute,
+        max_tokens_total=args.max_tokens_total,
+    )
     print(
         f"{key}\n(agent {args.agent!r}, priority {args.priority}; kept hashed in {path}: this is the only time the "
         f"key is shown)"

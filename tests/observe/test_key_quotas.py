@@ -4,6 +4,8 @@ for at hello only when the key sets them."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +35,21 @@ def test_out_of_range_quotas_are_refused(tmp_path, value):
     runtime_dir.write_secret(path, json.dumps(body))
     with pytest.raises(keys.KeyFileError):
         keys.load(path)
+
+
+def test_the_cli_sets_a_keys_quota(tmp_path):
+    path = str(tmp_path / "keys.json")
+    argv = ["gateway", "keys", "add", "metered", "--tokens-per-minute", "600", "--max-tokens-total", "9000"]
+    done = subprocess.run(
+        [sys.executable, "-m", "kernel.cli", *argv, "--file", path], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    (entry,) = keys.load(path)
+    assert (entry.agent, entry.tokens_per_minute, entry.max_tokens_total) == ("metered", 600, 9000)
+    refused = subprocess.run(
+        [sys.executable, "-m", "kernel.cli", *argv[:4], "--tokens-per-minute", "0", "--file", path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and len(keys.load(path)) == 1
