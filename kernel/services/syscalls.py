@@ -16,9 +16,7 @@ are removed at the agent's end (its memory, its "#files" index, its files, and e
 a clean shutdown (the managers drop "eph:" spaces when they close; drop_ephemeral_shares for shares) and at the next
 start (the managers sweep them when they open, before any job runs; the share table is swept when this is made).
 
-Files are searchable (fs.search) through the memory service: each text file written is indexed, after its write
-returned, in the memory space "<space>#files" under its path (the first MAX_MEMORY_CHARS characters), replacing the
-index of its earlier version; a delete drops it.
+Files are searchable (fs.search) through the memory service: file_index.py keeps each space's index.
 """
 
 from __future__ import annotations
@@ -30,11 +28,9 @@ import secrets
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import Ack
 from ipc.service_messages import (
-    MAX_MEMORY_CHARS,
     FileInfo,
     FsData,
     FsListing,
-    FsVersion,
     FsVersions,
     MemId,
     MemRecord,
@@ -45,6 +41,7 @@ from ipc.syscalls import BY_NAME, Worker
 from kernel.access.capabilities import Capability
 from kernel.access.gate import Gate
 from kernel.access.shares import ShareTable
+from kernel.services.file_index import FileIndex, index_of
 from kernel.services.worker import Job, ServiceWorker
 from kernel.storage.owners import principal_digest
 from kernel.storage.paths import PrefixMatch
@@ -52,8 +49,6 @@ from kernel.storage.paths import PrefixMatch
 log = logging.getLogger("aiosd.services")
 
 EPHEMERAL_PREFIX = "eph:"  # kernel/memory and kernel/storage keep spaces so named apart and sweep them
-FILE_INDEX_SUFFIX = "#files"
-MAX_INDEXED = 100_000  # entries scanned when a file's old index entries are replaced
 
 
 class Access(enum.Enum):
@@ -76,6 +71,7 @@ class ServiceSyscalls:
         self, memory: ServiceWorker | None, storage: ServiceWorker | None, shares: ShareTable, audit, tools=None
     ):
         self.memory, self.storage, self.shares = memory, storage, shares
+        self.index = FileIndex(memory)
         self.gate = Gate(audit)  # whose space a call may act on: decided and audited through it
         self.tools = tools  # kernel/services/tools.py ToolService, or None
         self.boot = secrets.token_hex(8)  # this kernel lifetime's part of every ephemeral space name
@@ -144,7 +140,7 @@ class ServiceSyscalls:
             return
         space = self.space_of(agent)
         self.shares.drop_owner(space)
-        for worker, drop in ((self.memory, (space, space + FILE_INDEX_SUFFIX)), (self.storage, (space,))):
+        for worker, drop in ((self.memory, (space, index_of(space))), (self.storage, (space,))):
             for name in drop if worker is not None else ():
                 try:
                     worker.submit(Job(None, None, lambda service, name=name: service.drop_space(name)))
@@ -206,7 +202,7 @@ class ServiceSyscalls:
     def fs_write(self, call, body) -> None:
         space, owner = self._fs_space(call, body.space, body.path)[0], call.item.identity
         self._storage_job(
-            call, lambda s: self._indexed(owner, space, body.path, s.write(space, body.path, body.data), body.data)
+            call, lambda s: self.index.after(owner, space, body.path, s.write(space, body.path, body.data), body.data)
         )
 
     def fs_read(self, call, body) -> None:
@@ -223,7 +219,7 @@ class ServiceSyscalls:
 
     def fs_delete(self, call, body) -> None:
         space, owner = self._fs_space(call, body.space, body.path)[0], call.item.identity
-        self._storage_job(call, lambda s: self._indexed(owner, space, body.path, s.delete(space, body.path), None))
+        self._storage_job(call, lambda s: self.index.after(owner, space, body.path, s.delete(space, body.path), None))
 
     def fs_versions(self, call, body) -> None:
         space = self._fs_space(call, body.space, body.path)[0]
@@ -231,12 +227,12 @@ class ServiceSyscalls:
 
     def fs_rollback(self, call, body) -> None:
         space, owner = self._fs_space(call, body.space, body.path)[0], call.item.identity
-        self._storage_job(call, lambda s: self._rolled_back(owner, s, space, body.path, body.version))
+        self._storage_job(call, lambda s: self.index.rolled_back(owner, s, space, body.path, body.version))
 
     def fs_search(self, call, body) -> None:
         """Through the file index, in the memory service (its worker, the syscall table says)."""
         space = self._fs_space(call, body.space, "")[0]
-        index = space + FILE_INDEX_SUFFIX
+        index = index_of(space)
         self._memory_job(
             call, lambda m: MemRecords(records=[_record(h) for h in m.search(index, body.query, body.k, None)])
         )
@@ -276,36 +272,6 @@ class ServiceSyscalls:
             target=named,
             reason="no share" + (" for writing" if write else ""),
         )
-
-    def _rolled_back(self, owner: bytes, storage, space: str, path: str, version: int) -> FsVersion:
-        new_version = storage.rollback(space, path, version)
-        data, _ = storage.read(space, path, new_version)
-        return self._indexed(owner, space, path, new_version, data)
-
-    def _indexed(self, owner: bytes, space: str, path: str, version, data: bytes | None):
-        """After a write (or a delete: data None) returned, replace the path's entries in the file index."""
-        text = None
-        if data is not None:
-            try:
-                text = data.decode("utf-8")[:MAX_MEMORY_CHARS]
-            except UnicodeDecodeError:
-                text = None  # not text: nothing to search, but its old index entries still go
-        if self.memory is not None:
-            try:
-                self.memory.submit(
-                    Job(None, None, lambda m: _reindex(m, space + FILE_INDEX_SUFFIX, path, version, text), owner=owner)
-                )
-            except ProtocolError:
-                pass  # the memory service is saturated: the file is stored, just not indexed now
-        return FsVersion(version=version) if version is not None else None
-
-
-def _reindex(memory, index_space: str, path: str, version, text: str | None) -> None:
-    stale = [r.id for r in memory.list(index_space, 0, MAX_INDEXED, filter={"path": path})]
-    for record_id in stale:
-        memory.delete(index_space, record_id)
-    if text and text.strip():
-        memory.add(index_space, [text], [{"path": path, "version": version}])
 
 
 def _record(hit) -> MemRecord:
