@@ -23,7 +23,7 @@ from kernel.engine.process_env import configure_process_env
 configure_process_env()
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
-from kernel.engine.cpu.torch_engine import TorchEngine  # noqa: E402
+from kernel.engine.cpu.engine import TorchEngine  # noqa: E402
 from kernel.engine.structured.tool_calls import tool_call_grammar  # noqa: E402
 from kernel.engine.structured.tool_prompt import render_tool_prompt  # noqa: E402
 

@@ -41,7 +41,7 @@ import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch lo
 from bench.bandwidth import cpu_line, read_bandwidth
 from bench.llama_server import LlamaServer
 from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine
+from kernel.engine.cpu.engine import DTYPES, TorchEngine
 from kernel.engine.factory import default_threads
 from kernel.engine.loading.checkpoint import default_model_path
 

@@ -46,7 +46,7 @@ except ImportError:
     import kernel.engine  # noqa: F401
 import torch
 from kernel.engine.cpu.native import load
-from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.core.interface import EngineRequest, SamplingParams
 load()
 base = status()

@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     configure_process_env()  # the OpenMP wait policy, as aiosd sets it, before torch loads
     import torch
 
-    from kernel.engine.cpu.torch_engine import TorchEngine
+    from kernel.engine.cpu.engine import TorchEngine
     from kernel.engine.factory import default_threads
 
     default = default_threads()

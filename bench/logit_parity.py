@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM  # the reference only
 
-    from kernel.engine.cpu.torch_engine import TorchEngine
+    from kernel.engine.cpu.engine import TorchEngine
     from kernel.engine.loading.checkpoint import default_model_path
 
     engine = TorchEngine.from_path(None, "float32", kv_budget_tokens=256, threads=args.threads)

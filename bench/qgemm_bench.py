@@ -111,7 +111,7 @@ def prompt_cases(repeats: int) -> None:
 
 def engine_cases(repeats: int, tokens: int = 48) -> None:
     from kernel.engine.core.interface import EngineRequest, SamplingParams
-    from kernel.engine.cpu.torch_engine import TorchEngine
+    from kernel.engine.cpu.engine import TorchEngine
 
     def decode_rate(engine, batch: int) -> float:
         prompt = engine.tokenize("The kernel schedules agents and their calls, one step at a time.")

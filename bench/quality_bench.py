@@ -27,8 +27,8 @@ import torch  # noqa: E402
 
 from bench.engine_bench import ours_decode  # noqa: E402
 from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.cpu.engine import DTYPES, TorchEngine  # noqa: E402
 from kernel.engine.cpu.quant_select import MAX_PPL_RATIO, perplexity  # noqa: E402
-from kernel.engine.cpu.torch_engine import DTYPES, TorchEngine  # noqa: E402
 from kernel.engine.loading.checkpoint import load_checkpoint  # noqa: E402
 
 TEXT = Path(__file__).parent / "texts" / "kernel_notes.txt"

@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from bench.text import words_text  # noqa: E402
 from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
-from kernel.engine.cpu.torch_engine import TorchEngine  # noqa: E402
+from kernel.engine.cpu.engine import TorchEngine  # noqa: E402
 
 CONTEXT = 200
 

@@ -3,8 +3,9 @@
 The door (handle): a syscall not `open` in the table (ipc/syscalls.py) needs a hello first; a syscall this kernel has
 no handler for (a service it runs without) answers unknown_type; the table's capability, if any, is checked for the
 caller once, here, before the handler runs (a refusal audited, through kernel/access/gate.py). The handlers are this
-module's (hello, llm.*, proc.*, access.grant, kernel.*) and the services' (kernel/services/: mem.*, fs.*, tool.*,
-access.share); together they must name only syscalls of the table, which is checked when the dispatcher is built.
+module's (hello, llm.*, access.grant, kernel.*), procs.py's (proc.*) and the services' (kernel/services/: mem.*, fs.*,
+tool.*, access.share); together they must name only syscalls of the table, which is checked when the dispatcher is
+built.
 
 Managers answer at once (the handler returns the result body); LLM calls return None and are answered by the LLM
 service when they finish. Every syscall gets exactly one final reply: a result, or an error carrying a code. A
@@ -39,7 +40,6 @@ from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import (
     DEFAULT_PRIORITY,
     Ack,
-    AgentInfo,
     Cancel,
     Grant,
     GrantResult,
@@ -48,10 +48,6 @@ from ipc.messages import (
     KernelMetrics,
     KernelStats,
     KernelTop,
-    ProcKill,
-    ProcList,
-    ProcTable,
-    SetPriority,
     Top,
 )
 from ipc.syscalls import BY_NAME, Syscall
@@ -64,6 +60,7 @@ from kernel.daemon.agents import AgentRecord, AgentTable
 from kernel.daemon.inbound import Inbound, Peer
 from kernel.daemon.limits import ConnectionBudget
 from kernel.daemon.llm import LLMService
+from kernel.daemon.procs import ProcSyscalls
 from kernel.observe.metrics import metrics as metrics_of
 from kernel.observe.top import snapshot as top_of
 from kernel.replies import Outbox
@@ -115,15 +112,14 @@ class Syscalls:
             "llm.generate": self.llm_call,
             "llm.chat": self.llm_call,
             "llm.cancel": self.cancel,
-            "proc.list": self.proc_list,
-            "proc.kill": self.proc_kill,
-            "proc.set_priority": self.set_priority,
             "access.grant": self.grant,
             "kernel.stats": self.stats,
             "kernel.top": self.top,
             "kernel.metrics": self.metrics,
             "kernel.ping": self.ping,
         }
+        self.procs = ProcSyscalls(agents, llm, self.gate, self.end_agent)
+        handlers |= self.procs.handlers()
         if services is not None:
             handlers |= services.handlers()
         strays = sorted(set(handlers) - set(BY_NAME))
@@ -242,7 +238,7 @@ class Syscalls:
             and agent.priority + body.priority > agent.priority_ceiling
             and Capability.PROC_RENICE not in agent.capabilities
         ):
-            self._deny_priority(
+            self.procs.deny_priority(
                 call,
                 f"{call.syscall.name} with priority hint +{body.priority}",
                 agent.priority + body.priority,
@@ -259,44 +255,6 @@ class Syscalls:
         if req_id not in self.llm.requests:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no request {body.request_id!r} in flight")
         self.llm.cancel(req_id, ErrorCode.CANCELLED, "cancelled by the agent")
-        return Ack()
-
-    def proc_list(self, call: Call, body: ProcList) -> ProcTable:
-        everyone = Capability.PROC_VIEW in call.agent.capabilities
-        return ProcTable(
-            agents=[
-                AgentInfo(
-                    agent_id=a.agent_id,
-                    name=a.name,
-                    pid=a.pid,
-                    priority=a.priority,
-                    service_tokens=a.service_tokens,
-                    requests=list(a.recent_done) + [r.info(a.priority) for r in self.llm.requests.of_agent(a.agent_id)],
-                )
-                for a in self.agents
-                if everyone or self._owns(call.agent, a)
-            ]
-        )
-
-    def proc_kill(self, call: Call, body: ProcKill) -> Ack:
-        self._authorize(call, Capability.PROC_KILL, body.agent_id)
-        self.end_agent(body.agent_id, f"killed by agent {call.agent.agent_id}", killed=True)
-        log.info("agent %s killed by %s", body.agent_id, call.agent.agent_id)
-        return Ack()
-
-    def set_priority(self, call: Call, body: SetPriority) -> Ack:
-        target = self._authorize(call, Capability.PROC_RENICE, body.agent_id)
-        if Capability.PROC_RENICE in call.agent.capabilities:
-            target.priority_ceiling = body.priority  # as the operator set it: lowered, it stays lowered
-        elif body.priority > target.priority:
-            # its calls in flight run at its priority plus their hints: the highest of them must stay in bounds too
-            hints = [r.priority_hint for r in self.llm.requests.of_agent(target.agent_id)]
-            highest = body.priority + max([0, *hints])
-            if highest > target.priority_ceiling:
-                self._deny_priority(
-                    call, f"proc.set_priority {body.priority} on agent {target.agent_id}", highest, target
-                )
-        target.priority = body.priority
         return Ack()
 
     def grant(self, call: Call, body: Grant) -> GrantResult:
@@ -335,46 +293,6 @@ class Syscalls:
 
     def ping(self, call: Call, body) -> Ack:
         return Ack()
-
-    # -- authorization ---------------------------------------------------------------------------------------------
-
-    def _owns(self, caller: AgentRecord, target: AgentRecord) -> bool:
-        """The caller itself, another connection of its process, or an agent in a process it started."""
-        if caller.agent_id == target.agent_id:
-            return True
-        if caller.principal != target.principal or caller.pid is None or target.pid is None:
-            return False
-        return caps.is_same_or_descendant(target.pid, caller.pid)
-
-    def _deny_priority(self, call: Call, what: str, wanted: int, target: AgentRecord) -> None:
-        reason = f"priority {wanted} is above {target.agent_id}'s ceiling {target.priority_ceiling}"
-        self.gate.deny(
-            call.agent,
-            call.syscall.name,
-            f"{what}: {reason}; raising it needs the {Capability.PROC_RENICE.value} capability (or the operator's "
-            "`aios renice`)",
-            target=target.agent_id,
-            reason=reason,
-        )
-
-    def _authorize(self, call: Call, capability: Capability, agent_id: str) -> AgentRecord:
-        """The target agent if the caller owns it or holds the capability; permission_denied (audited) otherwise.
-        An agent the caller cannot see is denied, not reported missing, unless it holds the capability."""
-        target = self.agents.get(agent_id)
-        if target is not None and self._owns(call.agent, target):
-            return target
-        syscall = call.syscall.name
-        self.gate.require(
-            call.agent,
-            syscall,
-            capability,
-            target=agent_id,
-            message=f"{syscall} on agent {agent_id!r} needs the {capability.value} capability (or owning the agent)",
-        )
-        if target is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent {agent_id!r}")
-        self.gate.used(call.agent, syscall, capability, target=agent_id)
-        return target
 
 
 def _names(capabilities) -> str:

@@ -86,7 +86,7 @@ def load_engine(
     A kind that is none of these: UnknownEngineKind (an EngineError)."""
     kind = parse_engine_kind(kind)
     if kind is EngineKind.CPU:
-        from kernel.engine.cpu.torch_engine import TorchEngine
+        from kernel.engine.cpu.engine import TorchEngine
 
         return TorchEngine.from_path(
             model,

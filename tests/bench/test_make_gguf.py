@@ -8,7 +8,7 @@ import torch
 
 from bench.make_gguf import SHAPES, WEIGHT_STD, WeightType, tensor_plan, write_gguf
 from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.loading.checkpoint import default_model_path, load_checkpoint
 from kernel.engine.loading.gguf_blocks import GGUFBlocks
 

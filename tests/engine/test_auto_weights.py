@@ -6,6 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.cpu.quant_select import (
     AUTO_ORDER,
     FALLBACK,
@@ -16,7 +17,6 @@ from kernel.engine.cpu.quant_select import (
     decode_speed,
     pick,
 )
-from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.loading.checkpoint import load_checkpoint
 
 ratios = st.one_of(st.floats(0.9, MAX_PPL_RATIO), st.floats(MAX_PPL_RATIO + 1e-6, 3.0))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.cpu.engine import TorchEngine
 from tests.engine.helpers import drain, greedy
 
 MAX_TOKENS = 8

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bench.logit_parity import compare
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.cpu.layer_ops import TorchOps
 from kernel.engine.cpu.model import LlamaModel
-from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.loading.model_config import Family, ModelLoadError
 from tests.engine import families

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from kernel.engine.core.interface import EngineRequest, FinishReason, SamplingParams
-from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.structured.tool_calls import parse_tool_calls, tool_call_grammar
 from tests.engine.helpers import Result, drain

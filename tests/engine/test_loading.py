@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kernel.engine.core.interface import EngineError
-from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.factory import load_engine
 from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.loading.model_config import ModelLoadError

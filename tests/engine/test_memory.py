@@ -15,10 +15,10 @@ import torch
 
 from bench.make_gguf import SHAPES, WeightType, write_gguf
 from kernel.engine.cpu import memory_plan
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.cpu.kv_cache import KVCache
 from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
-from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.loading.gguf_blocks import GGUFBlocks
 from kernel.engine.loading.model_config import ModelLoadError

@@ -119,7 +119,7 @@ def test_out_of_range_tables_are_errors():
 def test_the_native_layer_loop_is_the_python_loop(tiny_folder, dtype, weights):
     """A pure-decode step through native/decode_layers.cpp: the same logits and the same K/V, bit for bit, as the
     model's Python loop over the same native ops."""
-    from kernel.engine.cpu.torch_engine import TorchEngine
+    from kernel.engine.cpu.engine import TorchEngine
 
     engine = TorchEngine.from_path(str(tiny_folder), dtype, weights=weights, kv_budget_tokens=256, max_batch=4)
     model, kv = engine.model, engine.kv

@@ -193,8 +193,8 @@ def test_isa_cap_and_bad_input(monkeypatch):
 def test_a_gguf_models_layers_decode_in_one_native_call_as_in_the_python_loop(mode):
     """The default SmolLM2 GGUF in an int mode: its layers are block products that decode_layers.cpp calls by kind;
     the one-call decode and the per-layer Python loop run the same products and give the same tokens."""
+    from kernel.engine.cpu.engine import TorchEngine
     from kernel.engine.cpu.quant_weights import block_products
-    from kernel.engine.cpu.torch_engine import TorchEngine
     from tests.engine.helpers import generate
 
     if not block_products():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kernel.engine.core.interface import EngineError, EngineRequest, SamplingParams
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.quant_select import AUTO_ORDER, CALIBRATION_TEXT, MAX_PPL_RATIO, perplexity
-from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.factory import load_engine
 from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.loading.gguf_blocks import GGUFBlocks

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from kernel.engine.core.interface import EngineError, EngineRequest, KVLayout, SamplingParams
-from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.cpu.engine import TorchEngine
 from tests.engine.helpers import Result, drain, greedy
 
 

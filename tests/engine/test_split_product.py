@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.cpu.linear import packing_available
 from kernel.engine.cpu.quant_linear import Int4Linear
 from kernel.engine.cpu.quant_weights import SplitProduct, build_product
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
-from kernel.engine.cpu.torch_engine import TorchEngine
 from kernel.engine.loading.quant_tensor import quantize_int4
 from tests.engine.helpers import drain, generate, record
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel.engine.core.interface import EngineError, EngineRequest, FinishReason, SamplingParams
-from kernel.engine.cpu.torch_engine import TorchEngine
+from kernel.engine.cpu.engine import TorchEngine
 from kernel.engine.loading.checkpoint import load_checkpoint
 from kernel.engine.loading.tokenizer import TextTokenizer
 from kernel.engine.structured.grammar import GrammarCompiler

@@ -1,7 +1,7 @@
 """What every paged engine does the same way, written once: admission, removal and capacity (in blocks) from its
 SequenceTable; text in and out with input checks; KV snapshots in and out with their checks and metadata.
 
-A device engine (cpu/torch_engine.py, gpu/engine.py) subclasses it, sets `self._table`, `self.tokenizer` and
+A device engine (cpu/engine.py, gpu/engine.py) subclasses it, sets `self._table`, `self.tokenizer` and
 `self._layout`, implements step() and the three hooks below that move K/V between its cache and a snapshot buffer:
   _kv_bytes(n_tokens)                         bytes of n_tokens tokens' K/V across all layers
   _copy_in(seq, n_kv, src, src_tokens)        seq's first n_kv tokens' K/V from src (a snapshot of src_tokens tokens)
