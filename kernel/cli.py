@@ -25,10 +25,8 @@ from sdk.client import TOKEN_ENV
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the bench suite has its own options
-        from bench.__main__ import main as bench_main
-
-        return bench_main(argv[1:])
+    if argv[:1] == ["bench"]:  # the bench suite, a program of its own with its own options: run, never imported
+        return subprocess.call([sys.executable, "-m", "bench", *argv[1:]])
     args = _parser().parse_args(argv)
     try:
         args.address = check_address(args.address or default_address())
