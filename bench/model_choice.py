@@ -27,8 +27,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.kernel_proc import KernelProcess
 from kernel.engine.loading.checkpoint import default_model_path
+from kernel.launch import KernelProcess
 from sdk import connect
 
 # (question, accepted answers)

@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 from bench import browser
-from bench.kernel_proc import KernelProcess
 from ipc import runtime_dir
 from ipc.address import admin_token_path
 from kernel.console.snapshot import top_request
 from kernel.gateway.process import GatewayProcess
+from kernel.launch import KernelProcess
 from sdk import KernelError, connect
 
 OBSERVE_ROW = """

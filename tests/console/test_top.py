@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from bench.kernel_proc import KernelProcess
 from kernel.console.render import frame
+from kernel.launch import KernelProcess
 from tests.ui.processes import AgentProcess
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.kernel_proc import KernelProcess
 from kernel.gateway import keys
 from kernel.gateway.process import GatewayProcess
+from kernel.launch import KernelProcess
 
 UI_INTERVAL_S = "0.25"
 TOOLS_CONFIG = """
