@@ -12,6 +12,7 @@ the SequenceTable's (shared with the GPU engine); this module owns the model, it
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -27,6 +28,7 @@ from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.quant_select import CALIBRATION_TEXT, Candidate, WeightsCache, choose_mode
 from kernel.engine.cpu.quant_weights import WEIGHT_MODES, natural_mode
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
+from kernel.engine.cpu.threads import ThreadGovernor
 from kernel.engine.factory import default_threads
 from kernel.engine.loading.checkpoint import Checkpoint, load_checkpoint
 from kernel.engine.structured.grammar import grammar_compiler
@@ -49,13 +51,16 @@ class TorchEngine(PagedEngine):
         prefix_cache: bool = True,
         weights: str | None = None,
         memory_available: int | None = None,
+        adaptive_threads: bool = True,
     ):
         """memory_available: the bytes the engine may allocate (None: measured, memory_plan.available_memory).
         dtype: activations, norms and the KV cache. weights: how the matrices are stored and multiplied —
         "int4", "int8", "bf16", "fp32", or "auto" (the fastest, timed here, of those whose measured perplexity
         holds: quant_select.py; cached per CPU and model);
         None → the compute dtype's own float, as before weights modes. int4/int8 read a quantized GGUF's codes
-        directly when the checkpoint was loaded with quantized=True (from_path does); otherwise they quantize."""
+        directly when the checkpoint was loaded with quantized=True (from_path does); otherwise they quantize.
+        threads: the most the step runs (None: factory.default_threads). adaptive_threads: the step runs fewer while
+        its threads wait for cores other processes hold (threads.py), False: always `threads`."""
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if weights is not None and weights not in WEIGHT_MODES:
@@ -63,12 +68,13 @@ class TorchEngine(PagedEngine):
         if kv_budget_tokens < block_size or max_batch <= 0 or prefill_chunk <= 0:
             raise EngineError("kv_budget_tokens must hold one block; max_batch and prefill_chunk must be positive")
         # The physical cores this process may use by default (factory.default_threads: SMT siblings count once). With
-        # other busy processes on the same cores every parallel region waits for a descheduled thread, so a shared
-        # machine may be better served by fewer threads: threads (or $AIOS_THREADS) says so.
+        # other busy processes on the same cores every parallel region waits for a descheduled thread, so the step
+        # runs fewer threads while its threads measurably wait for cores (threads.py), back up when they clear.
         if threads is not None and threads <= 0:
             raise EngineError(f"threads must be positive, got {threads}")
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
+        self.thread_governor = ThreadGovernor(self.threads, torch.set_num_threads, adaptive=adaptive_threads)
         cfg = checkpoint.config
         n_blocks = kv_budget_tokens // block_size
         self.memory = memory_plan.estimate(
@@ -156,9 +162,12 @@ class TorchEngine(PagedEngine):
         scheduled = self._schedule()
         if not scheduled:
             return []
+        self.thread_governor.before_step()
+        started = time.perf_counter()
         batch, sampled = build_step_batch([chunk for _, chunk in scheduled], self.block_size)
         with torch.inference_mode():
             logits = self.model.forward(batch, self.kv)
+        self.thread_governor.after_step(time.perf_counter() - started)
         for seq, chunk in scheduled:
             self._table.advance(seq, len(chunk.token_ids))
         seqs = [scheduled[i][0] for i in sampled]
