@@ -96,15 +96,26 @@ def gemma_tensors():
     return wanted
 
 
+def residual_like(rng, rows: int, k: int) -> np.ndarray:
+    """Activations shaped like Gemma's residual stream (embeddings scaled by sqrt(width), a few channels hundreds of
+    times the rest): blocks whose int8 scale one outlier sets, where a saturating or overflowing sum would show."""
+    x = rng.standard_normal((rows, k)) * 25.0
+    x[:, rng.choice(k, 4, replace=False)] *= 300.0
+    return x.astype(np.float32)
+
+
 def test_real_gemma_tensors_on_each_isa(gemma_tensors):
-    """Every block format the Q4_K_M file holds in its layers (Q4_K, Q6_K, Q5_0, Q8_0), read from the file's bytes."""
+    """Every block format the Q4_K_M file holds in its layers (Q4_K, Q6_K, Q5_0, Q8_0), read from the file's bytes,
+    against plain and residual-stream-like activations."""
     assert {Q.Q4_K, Q.Q6_K, Q.Q5_0} <= set(gemma_tensors)
     rng = np.random.default_rng(5)
     for qtype, tensor in gemma_tensors.items():
         k, n = (int(v) for v in tensor.shape)  # GGUF's ne: inputs first
         raw = np.asarray(tensor.data)
-        for rows in (1, 3, 24):
-            x = torch.from_numpy(rng.standard_normal((rows, k)).astype(np.float32))
+        for rows, plain in ((1, True), (3, True), (24, True), (1, False), (5, False), (24, False)):
+            x = torch.from_numpy(
+                rng.standard_normal((rows, k)).astype(np.float32) if plain else residual_like(rng, rows, k)
+            )
             for isa in ISAS:
                 check(BlockLinear.from_gguf(raw, qtype, (n, k), isa), raw.reshape(n, -1), qtype, x)
 

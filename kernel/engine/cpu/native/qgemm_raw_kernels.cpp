@@ -73,8 +73,11 @@ AVX2_TARGET inline __m256i nibbles16_avx2(const uint8_t* p) {  // 16 bytes → w
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), low4), _mm_and_si128(v, low4));
 }
 
-template <Format F>
-AVX2_TARGET void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+// R activation rows, a compile-time count: the accumulators stay in registers and the row loops unroll (with a
+// run-time count they lived on the stack, a store and a load per block in every row's dependency chain).
+template <Format F, int R>
+AVX2_TARGET void raw_avx2_rows(const Weights& w, int64_t n, const Acts& a, int64_t t0, float* out) {
+  constexpr int64_t rows = R;
   const uint8_t* wr = w.codes + n * w.row_bytes;
   const int64_t kp = a.gp * kBlock;
   const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(0x30);
@@ -82,6 +85,7 @@ AVX2_TARGET void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0
   for (int r = 0; r < kMaxRows; ++r) acc[r] = con[r] = _mm256_setzero_ps();
   if constexpr (F == Format::Q5_0) {
     const int64_t g = w.row_bytes / 22;
+    float con_s[R] = {};
     for (int64_t b = 0; b < g; ++b) {
       const uint8_t* p = wr + b * 22;
       uint32_t qh;
@@ -92,10 +96,10 @@ AVX2_TARGET void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0
         const int64_t t = t0 + r;
         const __m256i dot = dot_avx2(q, a.q + t * kp + b * kBlock);
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * a.d[t * a.gp + b]), acc[r]);
-        con[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_set1_ps(a.s[t * a.gp + b]), con[r]);
+        con_s[r] += d * a.s[t * a.gp + b];
       }
     }
-    for (int64_t r = 0; r < rows; ++r) out[r] = hsum256(acc[r]) - 16.f * _mm256_cvtss_f32(con[r]);
+    for (int64_t r = 0; r < rows; ++r) out[r] = hsum256(acc[r]) - 16.f * con_s[r];
     return;
   } else if constexpr (F == Format::Q4_K) {
     const int64_t supers = w.row_bytes / 144;
@@ -170,6 +174,17 @@ AVX2_TARGET void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0
   }
 }
 
+template <Format F>
+void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+  static_assert(kMaxRows == 4, "a case per row count");
+  switch (rows) {
+    case 4: return raw_avx2_rows<F, 4>(w, n, a, t0, out);
+    case 3: return raw_avx2_rows<F, 3>(w, n, a, t0, out);
+    case 2: return raw_avx2_rows<F, 2>(w, n, a, t0, out);
+    default: return raw_avx2_rows<F, 1>(w, n, a, t0, out);
+  }
+}
+
 // ---- AVX-512 VNNI --------------------------------------------------------------------------------------------------
 
 AVX512_TARGET inline __m512 pair_scale(float first, float second) {  // lanes 0-7 first, 8-15 second
@@ -182,8 +197,11 @@ AVX512_TARGET inline __m512 pair_dot_avx512(__m512i q, const int8_t* x, const fl
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_loadu_ps(d8)), sum);
 }
 
-template <Format F>
-AVX512_TARGET void raw_avx512(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+// R activation rows, a compile-time count: the accumulators stay in registers and the row loops unroll (with a
+// run-time count they lived on the stack, a store and a load per block in every row's dependency chain).
+template <Format F, int R>
+AVX512_TARGET void raw_avx512_rows(const Weights& w, int64_t n, const Acts& a, int64_t t0, float* out) {
+  constexpr int64_t rows = R;
   const uint8_t* wr = w.codes + n * w.row_bytes;
   const int64_t kp = a.gp * kBlock;
   const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(0x30);
@@ -193,30 +211,49 @@ AVX512_TARGET void raw_avx512(const Weights& w, int64_t n, const Acts& a, int64_
     return pair_dot_avx512(q, a.q + t * kp + b * kBlock, a.d8 + (t * a.gp + b) * 8, scale, sum);
   };
   if constexpr (F == Format::Q5_0) {
+    // Two blocks (44 bytes) per step with no scalar work per code: the nibbles of both unpacked by one shift and
+    // mask and put in block order by one permute, both blocks' fifth bits one 64-bit byte mask.
     const int64_t g = w.row_bytes / 22;
-    const __m256i fifth = _mm256_set1_epi8(0x10);
-    for (int64_t b = 0; b < g; b += 2) {
-      __m256i half_q[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-      float d[2] = {0.f, 0.f};
-      for (int64_t i = 0; i < 2 && b + i < g; ++i) {  // an odd count's last pair: a zero block (its x is zero too)
-        const uint8_t* p = wr + (b + i) * 22;
-        uint32_t qh;
-        std::memcpy(&qh, p + 2, sizeof qh);
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 6));
-        const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4);
-        half_q[i] = _mm256_or_si256(nib, _mm256_maskz_mov_epi8(qh, fifth));
-        d[i] = fp16_at(p);
-      }
-      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(half_q[0]), half_q[1], 1);
-      const __m512 scale = pair_scale(d[0], d[1]);
+    const __m512i fifth = _mm512_set1_epi8(0x10), low4x = _mm512_set1_epi8(0x0f);
+    const __m512i order = _mm512_set_epi64(7, 6, 3, 2, 5, 4, 1, 0);   // [v0 lo, v0 hi, v1 lo, v1 hi]
+    float con_s[R] = {};
+    int64_t b = 0;
+    for (; b + 2 <= g; b += 2) {
+      const uint8_t* p = wr + b * 22;
+      uint32_t qh0, qh1;
+      std::memcpy(&qh0, p + 2, sizeof qh0);
+      std::memcpy(&qh1, p + 24, sizeof qh1);
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 6))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 28)), 1);
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+      const __m512i nib = _mm512_and_si512(_mm512_permutexvar_epi64(order, both), low4x);
+      const __m512i q = _mm512_or_si512(nib, _mm512_maskz_mov_epi8(qh0 | (static_cast<uint64_t>(qh1) << 32), fifth));
+      const float d0 = fp16_at(p), d1 = fp16_at(p + 22);
+      const __m512 scale = pair_scale(d0, d1);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t t = t0 + r;
         acc[r] = pair_dot(q, t, b, scale, acc[r]);
         const float* s = a.s + t * a.gp + b;
-        con[r] = _mm512_add_ps(con[r], _mm512_castps128_ps512(_mm_set_ss(d[0] * s[0] + d[1] * s[1])));
+        con_s[r] += d0 * s[0] + d1 * s[1];
       }
     }
-    for (int64_t r = 0; r < rows; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) - 16.f * _mm512_reduce_add_ps(con[r]);
+    if (b < g) {  // an odd count's last block, beside a zero one (the activations' padding block is zero too)
+      const uint8_t* p = wr + b * 22;
+      uint32_t qh;
+      std::memcpy(&qh, p + 2, sizeof qh);
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 6));
+      const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4);
+      const __m512i q = _mm512_castsi256_si512(_mm256_or_si256(nib, _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10))));
+      const __m512i qz = _mm512_inserti64x4(q, _mm256_setzero_si256(), 1);
+      const float d0 = fp16_at(p);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t t = t0 + r;
+        acc[r] = pair_dot(qz, t, b, pair_scale(d0, 0.f), acc[r]);
+        con_s[r] += d0 * a.s[t * a.gp + b];
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) - 16.f * con_s[r];
   } else if constexpr (F == Format::Q4_K) {
     const int64_t supers = w.row_bytes / 144;
     alignas(32) float dsc[8], mins[8];
@@ -271,6 +308,17 @@ AVX512_TARGET void raw_avx512(const Weights& w, int64_t n, const Acts& a, int64_
       }
     }
     for (int64_t r = 0; r < rows; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) - 32.f * _mm512_reduce_add_ps(con[r]);
+  }
+}
+
+template <Format F>
+void raw_avx512(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+  static_assert(kMaxRows == 4, "a case per row count");
+  switch (rows) {
+    case 4: return raw_avx512_rows<F, 4>(w, n, a, t0, out);
+    case 3: return raw_avx512_rows<F, 3>(w, n, a, t0, out);
+    case 2: return raw_avx512_rows<F, 2>(w, n, a, t0, out);
+    default: return raw_avx512_rows<F, 1>(w, n, a, t0, out);
   }
 }
 
