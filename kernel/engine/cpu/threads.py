@@ -157,6 +157,7 @@ class ThreadGovernor:
         self._wall = self._waited = 0.0
         self._samples = 0
         before = self.state.threads
+        log.debug("engine threads: %d waited %.0f%% of the sampled steps for a core", before, 100 * waited)
         self.state, reason = decide(self.state, waited, now, self.policy)
         if self.state.threads != before:
             self._set_threads(self.state.threads)
