@@ -25,7 +25,7 @@ import msgpack
 import zmq
 
 import sdk
-from ipc.messages import SYSCALLS
+from ipc.syscalls import SYSCALLS
 from kernel.launch import KernelProcess
 
 EXTREME_INTS = [0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1]

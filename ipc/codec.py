@@ -15,10 +15,10 @@ from ipc.messages import (
     REPLY_ERROR,
     REPLY_RESULT,
     REPLY_TOKEN,
-    SYSCALLS,
     Token,
 )
 from ipc.schema import from_wire, to_wire
+from ipc.syscalls import SYSCALLS
 
 DEFAULT_MAX_FRAME_BYTES = 4 << 20  # a 4 MiB prompt is ~1M tokens: far past any context window
 

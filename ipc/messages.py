@@ -271,13 +271,3 @@ class Error:
 NOTIFICATIONS: dict[str, type] = {"agent.heartbeat": Heartbeat}
 # frame types the kernel sends
 REPLY_TOKEN, REPLY_RESULT, REPLY_ERROR = "token", "result", "error"
-
-
-def __getattr__(name: str):
-    """SYSCALLS (name → body and result types), derived from the syscall table (ipc/syscalls.py), which imports this
-    module's types: read on first use so neither import waits on the other."""
-    if name == "SYSCALLS":
-        from ipc.syscalls import SYSCALLS
-
-        return SYSCALLS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

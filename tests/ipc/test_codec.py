@@ -7,7 +7,6 @@ from ipc.codec import decode_reply, decode_request, encode, encode_error
 from ipc.errors import ErrorCode, ProtocolError
 from ipc.messages import (
     PROTOCOL_VERSION,
-    SYSCALLS,
     AgentInfo,
     Chat,
     ChatMessage,
@@ -36,6 +35,7 @@ from ipc.service_messages import (
     ToolApprove,
     ToolCallRequest,
 )
+from ipc.syscalls import SYSCALLS
 
 SAMPLE_SYSCALLS = {
     "hello": Hello(name="qa", priority=2, token="t"),

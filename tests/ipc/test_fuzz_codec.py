@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from ipc.codec import MAX_ID_CHARS, Envelope, decode_request, encode_error
 from ipc.errors import ProtocolError
-from ipc.messages import NOTIFICATIONS, PROTOCOL_VERSION, SYSCALLS
+from ipc.messages import NOTIFICATIONS, PROTOCOL_VERSION
 from ipc.schema import from_wire  # noqa: F401  (the module under test, through decode_request)
+from ipc.syscalls import SYSCALLS
 
 MAX_ERROR_REPLY_BYTES = 4096
 REQUEST_TYPES = sorted(SYSCALLS) + sorted(NOTIFICATIONS)

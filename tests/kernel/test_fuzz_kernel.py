@@ -27,7 +27,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import sdk
-from ipc.messages import NOTIFICATIONS, SYSCALLS
+from ipc.messages import NOTIFICATIONS
+from ipc.syscalls import SYSCALLS
 from tests.ipc.test_fuzz_codec import typed_bodies, wire_values
 from tests.kernel.fake_engine import expected_output
 from tests.kernel.fuzz_session import MAX_FRAME_BYTES, REPLY_TIMEOUT_S, FuzzSession, session_settings
