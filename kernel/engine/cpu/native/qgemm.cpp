@@ -7,8 +7,8 @@
 //     weight rows are decoded once (qgemm_tile.cpp, ~130 KiB at 2048 inputs, in L2) and multiplied by every group of
 //     kTileRows activation rows (read once per group of tiles, from L1) with the rows in the vector lanes (qgemm_tile_kernels.cpp), so the weights cross the
 //     memory bus once per call and are unpacked once per call, not once per activation row.
-// Output rows are split across threads (at::parallel_for, torch's intra-op threads) by tiles of weight rows (the
-// blocked product hands them out from a shared counter); every
+// Output rows are split across threads (at::parallel_for, torch's intra-op threads) by tiles of weight rows, handed
+// out from a shared counter (a thread that loses its core leaves its share to the others); every
 // output value is one kernel's fixed-order sum, so a row's result does not depend on the other rows or the threads
 // within a path (the decode-row path and the blocked path sum in different orders: results may differ in the last
 // float bits between a call of few rows and one of many).
@@ -268,9 +268,14 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
       return;
     }
     const blocks::RowKernel kernel = kernel_for(chosen, f);
-    at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t begin, int64_t end) {
+    // Tiles of weight rows from a shared counter too: a decode call lasts well under a millisecond, so with equal
+    // static ranges a thread that lost its core for one scheduler slice made the whole call wait for it (at 2
+    // threads beside other work, decode rows fell to a few percent of the read bandwidth).
+    const int64_t tiles = (N + kTile - 1) / kTile;
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, std::min<int64_t>(tiles, at::get_num_threads()), 1, [&](int64_t, int64_t) {
       float out[kMaxRows];
-      for (int64_t tile = begin; tile < end; ++tile) {
+      for (int64_t tile = next.fetch_add(1); tile < tiles; tile = next.fetch_add(1)) {
         const int64_t n0 = tile * kTile, n1 = std::min(N, n0 + kTile);
         for (int64_t t0 = 0; t0 < T; t0 += kMaxRows) {
           const int64_t rows = std::min(kMaxRows, T - t0);

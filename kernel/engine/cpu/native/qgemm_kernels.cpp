@@ -91,8 +91,10 @@ AVX2_TARGET inline float constant_terms_avx2(const uint16_t* plane, const float*
   return k * (hsum256(acc) + tail);
 }
 
-template <Format F>
-AVX2_TARGET void row_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+// R rows a compile-time count: the accumulators stay in registers (qgemm_raw_kernels.cpp)
+template <Format F, int R>
+AVX2_TARGET void row_avx2_rows(const Weights& w, int64_t n, const Acts& a, int64_t t0, float* out) {
+  constexpr int64_t rows = R;
   const uint8_t* wr = w.codes + n * w.row_bytes;
   const uint16_t* dw = w.d + n * w.gp;
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
@@ -136,6 +138,17 @@ AVX2_TARGET void row_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0
   }
 }
 
+template <Format F>
+void row_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+  static_assert(kMaxRows == 4, "a case per row count");
+  switch (rows) {
+    case 4: return row_avx2_rows<F, 4>(w, n, a, t0, out);
+    case 3: return row_avx2_rows<F, 3>(w, n, a, t0, out);
+    case 2: return row_avx2_rows<F, 2>(w, n, a, t0, out);
+    default: return row_avx2_rows<F, 1>(w, n, a, t0, out);
+  }
+}
+
 // ---- AVX-512 VNNI --------------------------------------------------------------------------------------------------
 
 AVX512_TARGET inline float constant_terms_avx512(const uint16_t* plane, const float* s, int64_t gp, float k) {
@@ -148,8 +161,10 @@ AVX512_TARGET inline float constant_terms_avx512(const uint16_t* plane, const fl
   return k * _mm512_reduce_add_ps(acc);
 }
 
-template <Format F>
-AVX512_TARGET void row_avx512(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+// R rows a compile-time count: the accumulators stay in registers (qgemm_raw_kernels.cpp)
+template <Format F, int R>
+AVX512_TARGET void row_avx512_rows(const Weights& w, int64_t n, const Acts& a, int64_t t0, float* out) {
+  constexpr int64_t rows = R;
   const uint8_t* wr = w.codes + n * w.row_bytes;
   const uint16_t* dw = w.d + n * w.gp;
   const int64_t kp = a.gp * kBlock;
@@ -183,6 +198,17 @@ AVX512_TARGET void row_avx512(const Weights& w, int64_t n, const Acts& a, int64_
     if (F == Format::Q4_0) y += constant_terms_avx512(dw, xs, w.gp, -8.f);
     if (F == Format::Q4_1) y += constant_terms_avx512(w.m + n * w.gp, xs, w.gp, 1.f);
     out[r] = y;
+  }
+}
+
+template <Format F>
+void row_avx512(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
+  static_assert(kMaxRows == 4, "a case per row count");
+  switch (rows) {
+    case 4: return row_avx512_rows<F, 4>(w, n, a, t0, out);
+    case 3: return row_avx512_rows<F, 3>(w, n, a, t0, out);
+    case 2: return row_avx512_rows<F, 2>(w, n, a, t0, out);
+    default: return row_avx512_rows<F, 1>(w, n, a, t0, out);
   }
 }
 

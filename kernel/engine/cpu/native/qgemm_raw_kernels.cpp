@@ -255,19 +255,33 @@ AVX512_TARGET void raw_avx512_rows(const Weights& w, int64_t n, const Acts& a, i
     }
     for (int64_t r = 0; r < rows; ++r) out[r] = _mm512_reduce_add_ps(acc[r]) - 16.f * con_s[r];
   } else if constexpr (F == Format::Q4_K) {
+    // The super-block's 16 6-bit fields become 16 floats in one vector (lanes 0-7 d sc_j, 8-15 -dmin m_j): the
+    // fields moved into bytes with whole-word masks and shifts, widened, converted and scaled by [d x8, -dmin x8].
     const int64_t supers = w.row_bytes / 144;
-    alignas(32) float dsc[8], mins[8];
+    const __m512i pick[4] = {_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                             _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
+                             _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4),
+                             _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)};
     for (int64_t sb = 0; sb < supers; ++sb) {
       const uint8_t* p = wr + sb * 144;
-      q4k_scales(p, dsc, mins);
+      uint32_t u[3];
+      std::memcpy(u, p + 4, sizeof u);
+      const __m128i fields = _mm_setr_epi32(
+          static_cast<int>(u[0] & 0x3f3f3f3fu),                                                       // sc 0-3
+          static_cast<int>((u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4)),                // sc 4-7
+          static_cast<int>(u[1] & 0x3f3f3f3fu),                                                       // m 0-3
+          static_cast<int>(((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4)));        // m 4-7
+      const __m512 dm = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(fp16_at(p))),
+                                           _mm256_set1_ps(-fp16_at(p + 2)), 1);
+      const __m512 all = _mm512_mul_ps(dm, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(fields)));
       for (int64_t j = 0; j < 4; ++j) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * j));
-        const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        const __m512 scale = pair_scale(dsc[2 * j], dsc[2 * j + 1]);
+        const __m512i q = _mm512_and_si512(
+            _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), _mm512_set1_epi8(0x0f));
+        const __m512 scale = _mm512_permutexvar_ps(pick[j], all);
         for (int64_t r = 0; r < rows; ++r) acc[r] = pair_dot(q, t0 + r, sb * 8 + 2 * j, scale, acc[r]);
       }
-      const __m512 mv = _mm512_zextps256_ps512(_mm256_load_ps(mins));
+      const __m512 mv = _mm512_shuffle_f32x4(all, all, 0xee);   // lanes 0-7: -dmin m_j
       for (int64_t r = 0; r < rows; ++r) {
         con[r] = _mm512_fmadd_ps(mv, _mm512_zextps256_ps512(_mm256_loadu_ps(a.s + (t0 + r) * a.gp + sb * 8)), con[r]);
       }

@@ -1,12 +1,19 @@
 // Decoding a tile of weight rows for the blocked product (qgemm.h, Tile): every format's blocks, as block_weights.py
 // packs them (Q8_0, Q4_0, Q4_1) or as the GGUF file stores them (Q5_0, Q4_K, Q6_K), into unsigned codes with the
-// rows in a vector's lanes, per-block float scales and constant terms. Plain C++ (the compiler vectorizes the
-// per-block loops): a tile is decoded once per call of the product and then multiplied by every activation row, so
-// its cost is shared by all rows of a prompt. The scales are computed as GGUF's reference dequantizer computes them
-// (d * sc and dmin * m in float32, exact: an fp16 times a 6- or 8-bit integer).
+// rows in a vector's lanes, per-block float scales and constant terms. A tile is decoded once per call of the product
+// and then multiplied by every activation row, so its cost is shared by all rows of a prompt; still, at a few hundred
+// rows it was a visible part of the call, so the raw formats' codes are unpacked 32 at a time with AVX2 where the
+// build has it (-march=native; the plain loops otherwise, and for the packed formats, which the compiler vectorizes):
+// the same bytes either way, whatever instruction set the product then multiplies with. The scales are computed as
+// GGUF's reference dequantizer computes them (d * sc and dmin * m in float32, exact: an fp16 times a 6- or 8-bit
+// integer).
 #include "qgemm.h"
 
 #include <cstring>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace aios::blocks {
 namespace {
@@ -35,10 +42,23 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
     const uint8_t* p = row + b * 22;
     uint32_t qh;
     std::memcpy(&qh, p + 2, sizeof qh);
+#if defined(__AVX2__)
+    // byte j of the mask vector: bit j of qh (each 8-byte group takes one byte of qh, then one bit per byte)
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)),
+                                               _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                                 0x0101010101010101, 0));
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+    const __m256i fifth =
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 6));
+    const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0f));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c), _mm256_or_si256(nib, fifth));
+#else
     for (int j = 0; j < 16; ++j) {
       c[j] = (p[6 + j] & 0x0f) | (((qh >> j) & 1u) << 4);
       c[j + 16] = (p[6 + j] >> 4) | (((qh >> (j + 16)) & 1u) << 4);
     }
+#endif
     d[0] = d[1] = fp16_at(p);
   } else if constexpr (F == Format::Q4_K) {
     const uint8_t* p = row + (b / 8) * 144;
@@ -48,7 +68,13 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
     q4k_scale_min(s, sub, &sc, &mn);
     const uint8_t* qs = p + 16 + (sub / 2) * kBlock;
     const int shift = (sub % 2) * 4;
+#if defined(__AVX2__)
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c),
+                        _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), _mm256_set1_epi8(0x0f)));
+#else
     for (int j = 0; j < kBlock; ++j) c[j] = (qs[j] >> shift) & 0x0f;
+#endif
     d[0] = d[1] = fp16_at(p) * static_cast<float>(sc);
     *m = -(fp16_at(p + 2) * static_cast<float>(mn));
   } else {  // Q6_K: 32-block `sub` of the super-block is quarter `sub % 4` of its half `sub / 4`
@@ -58,9 +84,19 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
     const uint8_t* qh = p + 128 + 32 * half;
     const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192) + 8 * half + 2 * quarter;
     const int low_shift = (quarter / 2) * 4, high_shift = 2 * quarter;
+#if defined(__AVX2__)
+    // 16-bit shifts move bits across bytes; each byte is masked after its right shift, before the left one
+    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+    const __m256i low = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(low_shift)), _mm256_set1_epi8(0x0f));
+    const __m256i high = _mm256_slli_epi16(
+        _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(high_shift)), _mm256_set1_epi8(0x03)), 4);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c), _mm256_or_si256(low, high));
+#else
     for (int j = 0; j < kBlock; ++j) {
       c[j] = ((ql[j] >> low_shift) & 0x0f) | (((qh[j] >> high_shift) & 3) << 4);
     }
+#endif
     const float dd = fp16_at(p + 208);
     d[0] = dd * static_cast<float>(sc[0]);
     d[1] = dd * static_cast<float>(sc[1]);
