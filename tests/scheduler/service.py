@@ -11,6 +11,7 @@ from kernel.context.manager import ContextManager
 from kernel.daemon.llm import LLMService
 from kernel.daemon.requests import LLMRequest
 from kernel.engine.core.interface import EngineRequest, SamplingParams
+from kernel.observe.quotas import Quota
 from kernel.scheduler.base import ReqState
 from kernel.scheduler.registry import make_scheduler
 
@@ -36,7 +37,9 @@ class DrivenService:
     def __init__(self, engine, scheduler: str = "fifo", preempt_mode: str = "recompute", **options):
         self.engine = engine
         self.replies = Replies()
-        self.agent = types.SimpleNamespace(agent_id="a1", priority=0, service_tokens=0, recent_done=[])
+        self.agent = types.SimpleNamespace(
+            agent_id="a1", priority=0, service_tokens=0, recent_done=[], quota=Quota(None, None)
+        )
         agents = types.SimpleNamespace(get=lambda agent_id: self.agent)
         self.context = ContextManager(
             engine,
