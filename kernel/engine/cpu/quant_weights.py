@@ -195,8 +195,17 @@ def _as_q4_1(weight: GroupQuantized) -> GroupQuantized:
     )
 
 
+# stored types wider than 4 bits: a fused product of mixed types that holds one keeps them at 8 bits in int4 mode
+_WIDER_THAN_4 = (GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q6_K, GGMLQuantizationType.Q8_0)
+
+
 def _block_codes(parts: list[Weight], mode: str) -> GroupQuantized:
-    if mode == "int8":
+    """Codes for one product whose parts could not stay as stored. In int4 mode, parts of mixed types with one wider
+    than 4 bits (Gemma 3 Q4_K_M: Q5_0 q and k beside a Q8_0 v) become Q8_0 rather than 4 bits, as llama.cpp keeps
+    them at their own width: to 4 bits, the 270M file's perplexity was 1.038x llama.cpp's, at Q8_0 0.998x (a few MB
+    more)."""
+    qtypes = {getattr(p, "qtype", None) for p in parts}
+    if mode == "int8" or (len(qtypes) > 1 and qtypes & set(_WIDER_THAN_4)):
         return concat_rows([as_q8_0(p) for p in parts])
     codes = [as_int4(p) for p in parts]
     if len({c.low for c in codes}) > 1:
