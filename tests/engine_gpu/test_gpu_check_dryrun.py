@@ -49,7 +49,10 @@ MARKERS = [
     "; sys_platform == 'win32'",
     "; python_version >= '3.12'",
 ]
-OPTIONAL = {"sniffio"}  # imported inside try: by anyio / httpcore when installed, required by none of them
+# imported inside try: when installed, required by none of the shipped packages: sniffio by anyio / httpcore; trio
+# (and its outcome, attrs) by hypothesis's async support — here only because selenium (the dashboard's browser test)
+# installs trio beside it
+OPTIONAL = {"sniffio", "trio", "outcome", "attrs"}
 ACTIVE = {"", "; sys_platform == 'linux'", "; python_version >= '3.12'"}  # true on the GPU machine (3.12, linux)
 
 
