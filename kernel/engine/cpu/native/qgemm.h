@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace aios::blocks {
 
@@ -32,6 +33,19 @@ enum class Isa : int64_t { AUTO = -1, SCALAR = 0, AVX2 = 1, AVX512 = 2 };
 
 constexpr int64_t kBlock = 32;
 constexpr int64_t kMaxRows = 4;        // activation rows one kernel call multiplies against a weight row
+
+// Calls kernel(std::integral_constant<int, R>{}) with R = rows (1..kMaxRows): the row kernels take their row count at
+// compile time, so each row's accumulators stay in registers; one switch serves every format and instruction set.
+template <typename Kernel>
+inline void with_row_count(int64_t rows, Kernel&& kernel) {
+  static_assert(kMaxRows == 4, "a case per row count");
+  switch (rows) {
+    case 4: return kernel(std::integral_constant<int, 4>{});
+    case 3: return kernel(std::integral_constant<int, 3>{});
+    case 2: return kernel(std::integral_constant<int, 2>{});
+    default: return kernel(std::integral_constant<int, 1>{});
+  }
+}
 
 struct Weights {
   const uint8_t* codes;

@@ -140,13 +140,7 @@ AVX2_TARGET void row_avx2_rows(const Weights& w, int64_t n, const Acts& a, int64
 
 template <Format F>
 void row_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
-  static_assert(kMaxRows == 4, "a case per row count");
-  switch (rows) {
-    case 4: return row_avx2_rows<F, 4>(w, n, a, t0, out);
-    case 3: return row_avx2_rows<F, 3>(w, n, a, t0, out);
-    case 2: return row_avx2_rows<F, 2>(w, n, a, t0, out);
-    default: return row_avx2_rows<F, 1>(w, n, a, t0, out);
-  }
+  with_row_count(rows, [&](auto r) { row_avx2_rows<F, decltype(r)::value>(w, n, a, t0, out); });
 }
 
 // ---- AVX-512 VNNI --------------------------------------------------------------------------------------------------
@@ -203,13 +197,7 @@ AVX512_TARGET void row_avx512_rows(const Weights& w, int64_t n, const Acts& a, i
 
 template <Format F>
 void row_avx512(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
-  static_assert(kMaxRows == 4, "a case per row count");
-  switch (rows) {
-    case 4: return row_avx512_rows<F, 4>(w, n, a, t0, out);
-    case 3: return row_avx512_rows<F, 3>(w, n, a, t0, out);
-    case 2: return row_avx512_rows<F, 2>(w, n, a, t0, out);
-    default: return row_avx512_rows<F, 1>(w, n, a, t0, out);
-  }
+  with_row_count(rows, [&](auto r) { row_avx512_rows<F, decltype(r)::value>(w, n, a, t0, out); });
 }
 
 }  // namespace

@@ -176,13 +176,7 @@ AVX2_TARGET void raw_avx2_rows(const Weights& w, int64_t n, const Acts& a, int64
 
 template <Format F>
 void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
-  static_assert(kMaxRows == 4, "a case per row count");
-  switch (rows) {
-    case 4: return raw_avx2_rows<F, 4>(w, n, a, t0, out);
-    case 3: return raw_avx2_rows<F, 3>(w, n, a, t0, out);
-    case 2: return raw_avx2_rows<F, 2>(w, n, a, t0, out);
-    default: return raw_avx2_rows<F, 1>(w, n, a, t0, out);
-  }
+  with_row_count(rows, [&](auto r) { raw_avx2_rows<F, decltype(r)::value>(w, n, a, t0, out); });
 }
 
 // ---- AVX-512 VNNI --------------------------------------------------------------------------------------------------
@@ -339,13 +333,7 @@ AVX512_TARGET void raw_avx512_rows(const Weights& w, int64_t n, const Acts& a, i
 
 template <Format F>
 void raw_avx512(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t rows, float* out) {
-  static_assert(kMaxRows == 4, "a case per row count");
-  switch (rows) {
-    case 4: return raw_avx512_rows<F, 4>(w, n, a, t0, out);
-    case 3: return raw_avx512_rows<F, 3>(w, n, a, t0, out);
-    case 2: return raw_avx512_rows<F, 2>(w, n, a, t0, out);
-    default: return raw_avx512_rows<F, 1>(w, n, a, t0, out);
-  }
+  with_row_count(rows, [&](auto r) { raw_avx512_rows<F, decltype(r)::value>(w, n, a, t0, out); });
 }
 
 }  // namespace
