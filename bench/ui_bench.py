@@ -33,7 +33,6 @@ from pathlib import Path
 from bench import browser
 from ipc import runtime_dir
 from ipc.address import admin_token_path
-from kernel.console.snapshot import top_request
 from kernel.gateway.process import GatewayProcess
 from kernel.launch import KernelProcess
 from sdk import KernelError, connect
@@ -122,7 +121,7 @@ def _measure(driver, address: str, base: str, args) -> dict[str, list[float]]:
             for sample in range(3):  # a few changes per page load
                 name = f"bench-new-{run}-{sample}-{os.getpid()}"
                 started = time.perf_counter()
-                operator._run(top_request())
+                operator.top()
                 results["top"].append((time.perf_counter() - started) * 1e3)
                 with connect(address, name=name, timeout=300):
                     changed = time.time() * 1e3

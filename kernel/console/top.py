@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.live import Live
 
 from kernel.console.render import frame
-from kernel.console.snapshot import top_request
 
 MIN_INTERVAL_S = 0.1
 
@@ -24,13 +23,13 @@ def run(kernel, interval_s: float = 1.0, once: bool = False, console: Console | 
         raise ValueError(f"--interval must be at least {MIN_INTERVAL_S} s, got {interval_s}")
     console = console or Console()
     if once:
-        console.print(frame(kernel._run(top_request()), rows))
+        console.print(frame(kernel.top(), rows))
         return 0
     with Live(console=console, auto_refresh=False, screen=False, transient=False) as live:
         try:
             while True:
                 started = time.monotonic()
-                live.update(frame(kernel._run(top_request()), rows), refresh=True)
+                live.update(frame(kernel.top(), rows), refresh=True)
                 time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
         except KeyboardInterrupt:
             return 0

@@ -27,30 +27,22 @@ Metric names (labels in braces; counters since the kernel started):
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ipc import runtime_dir
-from ipc.address import admin_token_path
-from ipc.messages import Metrics
 from kernel.access.capabilities import Capability
 from kernel.gateway.agents import OPEN_AGENT
 from kernel.gateway.errors import APIError
 from kernel.gateway.guard import KEY_STATE
-from sdk.aio import AsyncKernel, aconnect
-from sdk.errors import KernelError, KernelTimeout
-from sdk.protocol import Request as KernelRequest
+from kernel.gateway.ui.operator import OperatorLink
+from sdk.errors import KernelError
 
 PATH = "/metrics"
 AGENT_NAME = "aios metrics"
-CALL_TIMEOUT_S = 30.0
 STATE = "metrics_link"
-RECONNECT_CODES = frozenset({"disconnected", "unavailable", "unauthorized", "hello_required", "permission_denied"})
 AGENT_LABELS = ("agent", "agent_id", "principal")
 
 router = APIRouter()
@@ -195,49 +187,10 @@ def _authorize(request: Request) -> None:
         )
 
 
-def _link(request: Request) -> _OperatorLink:
+def _link(request: Request) -> OperatorLink:
     state = request.app.state
     link = getattr(state, STATE, None)
     if link is None:
-        link = _OperatorLink(request.app.state.pool.address)
+        link = OperatorLink(request.app.state.pool.address, name=AGENT_NAME)
         setattr(state, STATE, link)
     return link
-
-
-class _OperatorLink:
-    """The scrapes' one kernel connection, holding the admin token; reopened when the kernel restarted."""
-
-    def __init__(self, address: str):
-        self.address = address
-        self._kernel: AsyncKernel | None = None
-        self._lock = asyncio.Lock()
-
-    async def metrics(self) -> dict:
-        kernel = await self._connection()
-        try:
-            return await kernel._run(KernelRequest("kernel.metrics", Metrics(), lambda result: result.metrics))
-        except KernelTimeout:
-            raise
-        except KernelError as error:
-            if error.code in RECONNECT_CODES:
-                await self._drop(kernel)
-            raise
-
-    async def _connection(self) -> AsyncKernel:
-        async with self._lock:
-            if self._kernel is None:
-                token = runtime_dir.read_secret(admin_token_path(self.address)).decode()
-                self._kernel = await aconnect(self.address, name=AGENT_NAME, timeout=CALL_TIMEOUT_S, token=token)
-            return self._kernel
-
-    async def _drop(self, kernel: AsyncKernel) -> None:
-        async with self._lock:
-            if self._kernel is kernel:
-                self._kernel = None
-        await kernel.close()
-
-    async def close(self) -> None:
-        async with self._lock:
-            kernel, self._kernel = self._kernel, None
-        if kernel is not None:
-            await kernel.close()

@@ -1,4 +1,4 @@
-"""The dashboard's own kernel connection: an agent holding the operator's admin token.
+"""The gateway's operator connection (the dashboard's and /metrics'): an agent holding the operator's admin token.
 
 The gateway reads the token the kernel leaves in its private runtime directory (ipc/address.admin_token_path, read
 under ipc/runtime_dir's secret rules: ours, 0600, no symlink), the way `aios` does, so the gateway must run as the
@@ -15,7 +15,7 @@ import asyncio
 
 from ipc import runtime_dir
 from ipc.address import admin_token_path
-from kernel.console.snapshot import top_request
+from ipc.messages import MAX_LISTED
 from sdk.aio import AsyncKernel, aconnect
 from sdk.errors import KernelError, KernelTimeout
 
@@ -26,13 +26,16 @@ RECONNECT_CODES = frozenset({"disconnected", "unavailable", "unauthorized", "hel
 
 
 class OperatorLink:
-    def __init__(self, address: str, limit: int):
-        self.address, self.limit = address, limit
+    def __init__(self, address: str, limit: int = MAX_LISTED, name: str = AGENT_NAME):
+        self.address, self.limit, self.name = address, limit, name
         self._kernel: AsyncKernel | None = None
         self._lock = asyncio.Lock()
 
     async def top(self) -> dict:
-        return await self._call(lambda kernel: kernel._run(top_request(self.limit)))
+        return await self._call(lambda kernel: kernel.top(self.limit))
+
+    async def metrics(self) -> dict:
+        return await self._call(lambda kernel: kernel.metrics())
 
     async def approve(self, approval_id: str, allow: bool) -> None:
         await self._call(lambda kernel: kernel.tools.approve(approval_id, allow=allow))
@@ -52,7 +55,7 @@ class OperatorLink:
         async with self._lock:
             if self._kernel is None:
                 token = runtime_dir.read_secret(admin_token_path(self.address)).decode()
-                self._kernel = await aconnect(self.address, name=AGENT_NAME, timeout=CALL_TIMEOUT_S, token=token)
+                self._kernel = await aconnect(self.address, name=self.name, timeout=CALL_TIMEOUT_S, token=token)
             return self._kernel
 
     async def _drop(self, kernel: AsyncKernel) -> None:
