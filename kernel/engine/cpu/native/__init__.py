@@ -41,9 +41,15 @@ SOURCES = [
     Path(__file__).with_name(name)
     for name in (
         "ops.h",
+        "ops_rows.h",
         "ops.cpp",
+        "pool.h",
+        "pool.cpp",
         "decode_layers.cpp",
+        "decode_pool.cpp",
         "qgemm.h",
+        "qgemm_parts.h",
+        "qgemm_dispatch.cpp",
         "qgemm_kernels.cpp",
         "qgemm_tile.cpp",
         "qgemm_tile_kernels.cpp",

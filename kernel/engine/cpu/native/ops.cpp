@@ -4,49 +4,14 @@
 // sequence in decode_attention) is computed alone in a fixed order, so a row's result never depends on what else is
 // in the batch.
 #include "ops.h"
+#include "ops_rows.h"
 
 #include <ATen/Parallel.h>
 
-#include <bit>
-#include <cmath>
-#include <cstdint>
-#include <limits>
 #include <vector>
 
 namespace aios {
 namespace {
-
-template <typename T> inline float f32(T v) { return static_cast<float>(v); }
-
-// A row as float32 into out: bfloat16 widened by a shift (what the compiler vectorizes; c10's conversion it does not).
-template <typename T> inline void widen(const T* in, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = f32(in[i]);
-}
-template <> inline void widen(const c10::BFloat16* in, float* out, int64_t n) {
-  const uint16_t* bits = reinterpret_cast<const uint16_t*>(in);
-  uint32_t* wide = reinterpret_cast<uint32_t*>(out);
-  _Pragma("omp simd")
-  for (int64_t i = 0; i < n; ++i) wide[i] = static_cast<uint32_t>(bits[i]) << 16;
-}
-
-// exp(x) in float32 within a few ulp (Cephes' expf): x = k ln2 + r with |r| <= ln2 / 2, e^r by a degree-7 polynomial,
-// 2^k from exponent bits. Plain arithmetic and a bit cast, so a simd loop vectorizes it: glibc's expf is a scalar call
-// (its vector form needs -ffast-math, which would also let the compiler assume no NaN or infinity anywhere).
-inline float exp_f32(float x) {
-  x = std::min(std::max(x, -87.3f), 88.7f);                   // NaN passes through both
-  const float shift = 12582912.f;                             // 1.5 * 2^23: adding it rounds to an integer
-  const float k = (x * 1.44269504088896341f + shift) - shift;
-  float r = x - k * 0.693359375f;                             // ln 2 in two parts (Cody-Waite)
-  r = r - k * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.f;
-  return y * std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
-}
 
 void check_rows(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 2 && t.stride(1) == 1, name, " must be [rows, n] with unit stride along n");
@@ -72,17 +37,7 @@ at::Tensor add_rms_norm(at::Tensor x, const c10::optional<at::Tensor>& delta, co
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        scalar_t* xr = xp + r * xs;
-        if (dp) {
-          const scalar_t* dr = dp + r * ds;
-          for (int64_t i = 0; i < n; ++i) xr[i] = static_cast<scalar_t>(f32(xr[i]) + f32(dr[i]));
-        }
-        float ss = 0.f;
-        _Pragma("omp simd reduction(+ : ss)")
-        for (int64_t i = 0; i < n; ++i) ss += f32(xr[i]) * f32(xr[i]);
-        const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(eps));
-        scalar_t* o = op + r * n;
-        for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(f32(xr[i]) * inv * f32(wp[i]));
+        row_ops::add_rms_norm_row(xp + r * xs, dp ? dp + r * ds : nullptr, wp, n, eps, op + r * n);
       }
     });
   });
@@ -96,7 +51,7 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
                                    int64_t n_heads, int64_t n_kv_heads) {
   check_rows(qkv, "qkv");
   TORCH_CHECK(cache.dim() == 4 && cache.size(0) == 2 && cache.is_contiguous(), "cache must be [2, S, Hkv, D]");
-  const int64_t rows = qkv.size(0), D = cache.size(3), S = cache.size(1), half = D / 2;
+  const int64_t rows = qkv.size(0), D = cache.size(3), S = cache.size(1);
   TORCH_CHECK(cache.size(2) == n_kv_heads && qkv.size(1) == (n_heads + 2 * n_kv_heads) * D, "qkv/cache shapes");
   TORCH_CHECK(cos.is_contiguous() && signed_sin.is_contiguous() && cos.size(1) == D, "rotary tables must be [P, D]");
   TORCH_CHECK(positions.scalar_type() == at::kLong && slots.scalar_type() == at::kLong &&
@@ -127,12 +82,8 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
         const scalar_t* c = cp + pp[t] * D;
         const scalar_t* s = sn + pp[t] * D;
         for (int64_t h = 0; h < n_heads + n_kv_heads; ++h) {
-          const scalar_t* x = row + h * D;
           scalar_t* o = h < n_heads ? qp + (t * n_heads + h) * D : kp + (t * n_kv_heads + h - n_heads) * D;
-          for (int64_t i = 0; i < D; ++i) {
-            const int64_t j = i < half ? i + half : i - half;
-            o[i] = static_cast<scalar_t>(f32(x[i]) * f32(c[i]) + f32(x[j]) * f32(s[i]));
-          }
+          row_ops::rope_head(row + h * D, c, s, D, o);
         }
         const scalar_t* v = row + (n_heads + n_kv_heads) * D;
         std::copy(kp + t * n_kv_heads * D, kp + (t + 1) * n_kv_heads * D, kc + sp[t] * n_kv_heads * D);
@@ -142,61 +93,6 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
   });
   return {q, k};
 }
-
-namespace {
-
-// One sequence's G query heads (sharing KV head g) over its n-token paged context: scores, softmax, weighted values.
-// query: [G, D] float32, pre-scaled; scores: room for G * n floats; acc: [G, D] float32 result. DC is the head size
-// when known at compile time (the common 64 and 128: loops the compiler unrolls into whole-register FMAs), else 0.
-template <typename T, int64_t DC>
-void attend(const float* query, int64_t G, int64_t d_runtime, const T* kc, const T* vc, int64_t Hkv, int64_t g,
-            const int64_t* table, int64_t n, int64_t block_size, float* scores, float* acc) {
-  const int64_t D = DC ? DC : d_runtime;
-  alignas(64) float row[DC ? DC : 512];
-  // block by block: the slot of token t is table[t / block_size] * block_size + t % block_size, without a division
-  // per token
-  for (int64_t t0 = 0; t0 < n; t0 += block_size) {
-    const int64_t base = table[t0 / block_size] * block_size - t0, stop = std::min(n, t0 + block_size);
-    for (int64_t t = t0; t < stop; ++t) {
-      widen(kc + ((base + t) * Hkv + g) * D, row, D);
-      for (int64_t h = 0; h < G; ++h) {
-        const float* qh = query + h * D;
-        float dot = 0.f;
-        _Pragma("omp simd reduction(+ : dot)")
-        for (int64_t i = 0; i < D; ++i) dot += qh[i] * row[i];
-        scores[h * n + t] = dot;
-      }
-    }
-  }
-  for (int64_t h = 0; h < G; ++h) {
-    float* s = scores + h * n;
-    float top = -std::numeric_limits<float>::infinity();
-    for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t]);
-    float sum = 0.f;
-    _Pragma("omp simd reduction(+ : sum)")
-    for (int64_t t = 0; t < n; ++t) {
-      s[t] = exp_f32(s[t] - top);
-      sum += s[t];
-    }
-    const float norm = 1.f / sum;
-    for (int64_t t = 0; t < n; ++t) s[t] *= norm;
-  }
-  std::fill(acc, acc + G * D, 0.f);
-  for (int64_t t0 = 0; t0 < n; t0 += block_size) {
-    const int64_t base = table[t0 / block_size] * block_size - t0, stop = std::min(n, t0 + block_size);
-    for (int64_t t = t0; t < stop; ++t) {
-      widen(vc + ((base + t) * Hkv + g) * D, row, D);
-      for (int64_t h = 0; h < G; ++h) {
-        const float p = scores[h * n + t];
-        float* a = acc + h * D;
-        _Pragma("omp simd")
-        for (int64_t i = 0; i < D; ++i) a[i] += p * row[i];
-      }
-    }
-  }
-}
-
-}  // namespace
 
 // Single-token queries over paged contexts. q [B, H, D]; cache [2, S, Hkv, D]; block_tables [B, max_blocks] int64;
 // context_lens [B] int64 (the context includes the query's own token, already written). Returns [B, H, D]. Grouped-
@@ -232,17 +128,10 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const 
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / Hkv, g = task % Hkv, n = lp[b];
         const int64_t* table = tp + b * max_blocks;
-        for (int64_t i = 0; i < G * D; ++i) query[i] = f32(qp[(b * H + g * G) * D + i]) * static_cast<float>(scale);
+        const int64_t head0 = (b * H + g * G) * D;
         scores.resize(G * n);
-        if (D == 64) {
-          attend<scalar_t, 64>(query.data(), G, D, kc, vc, Hkv, g, table, n, block_size, scores.data(), acc.data());
-        } else if (D == 128) {
-          attend<scalar_t, 128>(query.data(), G, D, kc, vc, Hkv, g, table, n, block_size, scores.data(), acc.data());
-        } else {
-          attend<scalar_t, 0>(query.data(), G, D, kc, vc, Hkv, g, table, n, block_size, scores.data(), acc.data());
-        }
-        scalar_t* o = op + (b * H + g * G) * D;
-        for (int64_t i = 0; i < G * D; ++i) o[i] = static_cast<scalar_t>(acc[i]);
+        row_ops::attend_heads(qp + head0, G, D, scale, kc, vc, Hkv, g, table, n, block_size, query.data(),
+                              scores.data(), acc.data(), op + head0);
       }
     });
   });
@@ -261,14 +150,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
     at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
       std::vector<float> gate(F), up(F);
       for (int64_t r = begin; r < end; ++r) {
-        widen(in + r * stride, gate.data(), F);
-        widen(in + r * stride + F, up.data(), F);
-        float* g = gate.data();
-        const float* u = up.data();
-        _Pragma("omp simd")
-        for (int64_t i = 0; i < F; ++i) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
-        scalar_t* o = op + r * F;
-        for (int64_t i = 0; i < F; ++i) o[i] = static_cast<scalar_t>(g[i]);
+        row_ops::silu_mul_row(in + r * stride, in + r * stride + F, F, gate.data(), up.data(), op + r * F);
       }
     });
   });

@@ -20,6 +20,12 @@ void decode_layers(at::Tensor x, const std::vector<at::Tensor>& norms, const std
                    const at::Tensor& positions, at::Tensor kv, const at::Tensor& slots, const at::Tensor& block_tables,
                    const at::Tensor& context_lens, int64_t block_size, int64_t n_heads, int64_t n_kv_heads,
                    int64_t int4_group, double eps);
+// decode_layers on the library's worker pool (decode_pool.cpp); false when its products are not all block formats.
+bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, const std::vector<int64_t>& kinds,
+                          const std::vector<at::Tensor>& weights, const at::Tensor& cos, const at::Tensor& signed_sin,
+                          const at::Tensor& positions, at::Tensor kv, const at::Tensor& slots,
+                          const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
+                          int64_t n_heads, int64_t n_kv_heads, double eps);
 at::Tensor qgemm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales, int64_t format, int64_t isa);
 
 }  // namespace aios

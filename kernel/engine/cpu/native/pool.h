@@ -1,0 +1,38 @@
+// The native library's own worker threads, for work whose steps are too short for a fork and join each: a decode step
+// is ~9 dependent ops per layer, and an OpenMP region per op (at::parallel_for) paid a barrier and a wake-up per op.
+//
+// A Job is a sequence of phases, each a number of independent tasks fixed before the job starts. run(job, threads)
+// runs it on the calling thread and threads - 1 pool workers together: every thread takes tasks of the current phase
+// from a shared counter, and a phase starts once every task of the one before has finished (its outputs are
+// complete, and no task still reads what it overwrites). Waiting is on the work, not on the threads: a thread that
+// lost its core while holding no task delays no one (the others take its share), and one that holds a task delays
+// only that phase's end. Which thread runs a task never changes its result.
+//
+// Waits spin for a bounded time (AIOS_POOL_SPIN_US, default kSpinUs), then sleep on a futex: a descheduled partner
+// never has the others burn a core for long, and an idle pool sleeps. Workers are created on first use, one per thread
+// beyond the caller's, and kept for the process (a forked child starts its own). One job runs at a time: a caller that
+// finds the pool busy runs its job alone.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace aios::pool {
+
+constexpr int64_t kSpinUs = 50;        // spin before sleeping: covers the gaps between a step's phases
+constexpr int kMaxThreads = 256;
+
+class Job {
+ public:
+  virtual ~Job() = default;
+  virtual int64_t phases() const = 0;
+  virtual int64_t tasks(int64_t phase) const = 0;   // read once, when the job starts
+  // Runs one task; `thread` (0 .. threads - 1) names per-thread scratch. Must not throw: check inputs before run().
+  virtual void run(int64_t phase, int64_t task, int thread) = 0;
+};
+
+// Runs job on the caller (thread 0) and threads - 1 workers (threads clamped to 1..kMaxThreads); returns when every
+// task has finished and no worker touches the job any more.
+void run(Job& job, int threads);
+
+}  // namespace aios::pool

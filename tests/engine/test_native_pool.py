@@ -1,0 +1,151 @@
+"""The decode layer loop on the native worker pool (kernel/engine/cpu/native/decode_pool.cpp, pool.cpp) against the
+same loop over the separate native ops (AIOS_DECODE_POOL=0, which test_native_ops.py holds to the Python loop): the
+same residual stream and the same K/V cache, bit for bit, for every block format, on each instruction set this CPU
+has, at several thread counts (changing between calls), with decode rows through the row kernels and (more than 8)
+the blocked product, with grouped-query heads that are and are not whole quantization blocks, over paged contexts of
+scattered blocks; and from several Python threads at once."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import quantize
+
+from kernel.engine.cpu.block_weights import GGUF_FORMATS, RAW_BLOCKS, BlockLinear, supported_isas
+from kernel.engine.cpu.native import load
+
+library = load()
+pytestmark = pytest.mark.skipif(library is None, reason="the native ops did not build on this machine")
+
+FORMATS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q6_K]
+E, F, LAYERS, BLOCK, SLOTS = 256, 1280, 2, 4, 512  # F: two silu chunks, the last one partial
+SCALE_AT = {Q.Q4_K: (0, 2), Q.Q6_K: (208,)}
+
+
+def block_product(qtype: Q, n: int, k: int, rng) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(kind, codes, scales) of an n x k product: gguf's quantizer where it has one, else random blocks whose fp16
+    scales keep the outputs small."""
+    if qtype in SCALE_AT:
+        per_block, block_bytes = RAW_BLOCKS[GGUF_FORMATS[qtype]]
+        raw = rng.integers(0, 256, (n, k // per_block, block_bytes), dtype=np.uint8)
+        for at in SCALE_AT[qtype]:
+            scales = rng.uniform(-1, 1, (n, k // per_block)) * 2e-3
+            raw[..., at : at + 2] = scales.astype(np.float16)[..., None].view(np.uint8)
+        raw = raw.reshape(n, -1)
+    else:
+        raw = quantize(rng.standard_normal((n, k)).astype(np.float32) * 0.05, qtype)
+    kind, codes, scales = BlockLinear.from_gguf(raw, qtype, (n, k)).native_kind()
+    return int(kind), codes, scales
+
+
+def make_step(qtype: Q, heads: tuple[int, int, int], rows: int, dtype: torch.dtype, seed: int):
+    """decode_layers' arguments for `rows` single-token rows, each with its own context of scattered blocks."""
+    H, HKV, D = heads
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    norms, kinds, weights = [], [], []
+    for _ in range(LAYERS):
+        norms += [(torch.rand(E, generator=g) + 0.5).to(dtype) for _ in range(2)]
+        for n, k in (((H + 2 * HKV) * D, E), (E, H * D), (2 * F, E), (E, F)):
+            kind, codes, scales = block_product(qtype, n, k, rng)
+            kinds.append(kind)
+            weights += [codes, scales]
+    lens = torch.randint(1, 40, (rows,), generator=g)
+    max_blocks = int(lens.max()) // BLOCK + 1
+    order = torch.randperm(SLOTS // BLOCK, generator=g)[: rows * max_blocks]
+    tables = order.view(rows, max_blocks)
+    positions = lens - 1
+    slots = tables[torch.arange(rows), positions // BLOCK] * BLOCK + positions % BLOCK
+    angles = torch.rand(64, D, generator=g) * 6.28
+    return dict(
+        x=torch.randn(rows, E, generator=g).to(dtype),
+        norms=norms,
+        kinds=kinds,
+        weights=weights,
+        cos=angles.cos().to(dtype),
+        signed_sin=angles.sin().to(dtype),
+        positions=positions,
+        kv=torch.randn(LAYERS, 2, SLOTS, HKV, D, generator=g).to(dtype),
+        slots=slots,
+        block_tables=tables,
+        context_lens=lens,
+        block_size=BLOCK,
+        n_heads=H,
+        n_kv_heads=HKV,
+        int4_group=32,
+        eps=1e-5,
+    )
+
+
+def run_step(step: dict, threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, kv) after one call, on copies of the step's tensors, at `threads` threads."""
+    args = {**step, "x": step["x"].clone(), "kv": step["kv"].clone()}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        library.decode_layers(*args.values())
+    finally:
+        torch.set_num_threads(previous)
+    return args["x"], args["kv"]
+
+
+def reference(step: dict, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
+    with monkeypatch.context() as patch:
+        patch.setenv("AIOS_DECODE_POOL", "0")
+        return run_step(step, 1)
+
+
+@pytest.mark.parametrize("isa", [isa.name.lower() for isa in supported_isas() if isa.name != "SCALAR"] or ["scalar"])
+@pytest.mark.parametrize("qtype", FORMATS, ids=[f.name for f in FORMATS])
+@pytest.mark.parametrize("heads", [(8, 2, 32), (16, 16, 16)], ids=["gqa-fused", "unaligned-heads"])
+@pytest.mark.parametrize("rows", [1, 3, 11])
+def test_the_pooled_loop_is_the_op_loop(monkeypatch, isa, qtype, heads, rows):
+    monkeypatch.setenv("AIOS_QGEMM_ISA", isa)
+    dtype = torch.bfloat16 if rows != 3 else torch.float32
+    step = make_step(qtype, heads, rows, dtype, seed=rows * 7 + len(isa))
+    x_ref, kv_ref = reference(step, monkeypatch)
+    assert not torch.equal(x_ref, step["x"]) and not torch.equal(kv_ref, step["kv"])  # the step did something
+    assert torch.isfinite(x_ref.float()).all()
+    for threads in (1, 2, 3, 2):  # the count changes between calls, as the governor changes it
+        x, kv = run_step(step, threads)
+        assert torch.equal(x, x_ref), f"x differs at {threads} threads"
+        assert torch.equal(kv, kv_ref), f"kv differs at {threads} threads"
+
+
+def test_callers_on_several_threads_at_once_each_get_their_own_step(monkeypatch):
+    """The pool runs one job at a time; a caller that finds it busy runs its step alone: same results either way.
+    With no spinning every wait is a futex sleep and wake."""
+    monkeypatch.setenv("AIOS_POOL_SPIN_US", "0")
+    steps = [make_step(Q.Q4_0, (8, 2, 32), rows, torch.float32, seed=rows) for rows in (1, 2, 5, 9)]
+    expected = [reference(step, monkeypatch) for step in steps]
+    results: dict[int, list] = {}
+
+    def caller(i: int) -> None:
+        results[i] = [run_step(steps[i], 2) for _ in range(3)]
+
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(len(steps))]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(timeout=300)
+    assert sorted(results) == list(range(len(steps)))
+    for i, runs in results.items():
+        for x, kv in runs:
+            assert torch.equal(x, expected[i][0]) and torch.equal(kv, expected[i][1])
+
+
+def test_bad_tables_are_errors_before_any_work(monkeypatch):
+    step = make_step(Q.Q8_0, (8, 2, 32), 2, torch.float32, seed=3)
+    bad = {**step, "context_lens": torch.tensor([1, 10_000])}
+    with pytest.raises(RuntimeError, match="context length out of range"):
+        run_step(bad, 2)
+    bad = {**step, "slots": torch.tensor([0, SLOTS])}
+    with pytest.raises(RuntimeError, match="out of range"):
+        run_step(bad, 2)
+    short = {**step, "weights": [step["weights"][0][:-1], *step["weights"][1:]]}
+    with pytest.raises(RuntimeError):
+        run_step(short, 2)
