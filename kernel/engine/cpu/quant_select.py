@@ -1,22 +1,32 @@
 """Perplexity of a model on a text, and the weights mode `auto` resolves to: measured at load, never assumed.
 
-auto measures quality and speed on the machine it runs on. Each candidate in AUTO_ORDER (int4, int8, bf16) is built
-from the checkpoint and its perplexity on CALIBRATION_TEXT compared with the fp32 weights' on the same tokens; each
-whose ratio is within MAX_PPL_RATIO is then timed over SPEED_STEPS batch-1 decode steps (median step, after warm-up
-steps), and the fastest of those is chosen (pick(); a tie goes to the earlier candidate, the fewer bytes); if none
-holds, fp32. Which mode is fastest is not a constant: it depends on the CPU's instructions, the model's size and the
-kernels of this build (measured: batch 1 on an AVX2 laptop-class CPU, 1.7B: int8 8.8 vs int4 6.7 tok/s; 135M: bf16
-75.5 vs int4 69.9), so it is measured, and the choice is logged with its table (candidate / perplexity ratio / tok/s).
+What auto builds is memory_plan.auto_plan's (see memory_plan.py): the candidates of AUTO_ORDER (int4, int8, bf16)
+whose weights fit the engine's memory target (AUTO_MEMORY_RATIO, 1.3x the file's weights; the others are not built,
+and the log says why), and the reference they are compared with, which is the file's own weights:
+  - a quantized GGUF: the stored mode (its products are the file's blocks, no requantization), itself a candidate of
+    perplexity ratio 1 by construction. When it is the only candidate (a Q4_0/Q4_1 file: int8 and bf16 would take
+    1.7-3.6x the file), nothing is built or measured here: auto is that mode, and the engine builds it once. No fp32
+    copy of the model is ever made (4 bytes per weight: 7 GB for a 1.7B, 28 GB for a 7B, beside a 1 GB file).
+  - float weights (or no native block kernels): fp32, built once for its perplexity and freed; the fallback when no
+    candidate holds.
+Each other candidate's perplexity on CALIBRATION_TEXT is divided by the reference's on the same tokens; each within
+MAX_PPL_RATIO is timed over SPEED_STEPS batch-1 decode steps (median step, after warm-up steps), and the fastest is
+chosen (pick(); a tie goes to the earlier candidate, the fewer bytes). Which mode is fastest is not a constant: it
+depends on the CPU's instructions, the model's size and the kernels of this build (measured: batch 1 on an AVX2
+laptop-class CPU, 1.7B: int8 8.8 vs int4 6.7 tok/s; 135M: bf16 75.5 vs int4 69.9), so it is measured, and the choice
+is logged with its table (candidate / perplexity ratio / tok/s).
 
 A short text gives a noisy absolute perplexity, but both sides read the same tokens, so the ratio compares the weights
-alone; bench/quality_bench.py measures the ratio on a longer text. The models a check discards are freed as it goes
-(only the fastest passing one so far is kept, and handed to the engine).
+alone; bench/quality_bench.py measures the ratio on a longer text. One model is built at a time: the fastest passing
+one so far is kept beside the next only while both fit the plan's weights (AutoPlan.limit, its largest single model),
+else it is dropped and the engine rebuilds it if it wins — so auto never holds more than memory_plan planned.
 
 The measurement costs a few seconds for SmolLM2 and more for large models, so its result is cached (WeightsCache) in
 the user's cache directory ($AIOS_CACHE_DIR, else $XDG_CACHE_HOME/aios, else ~/.cache/aios), one JSON file per key:
 the CPU (model name and flags), the model's id (file name + content digest), the compute dtype, the thread count, the
-torch version, a digest of this engine's CPU code (kernels that change make their old speeds stale) and the rule
-(AUTO_ORDER, MAX_PPL_RATIO). A cache that cannot be read or written is ignored: auto then measures, as without one.
+torch version, a digest of this engine's CPU code (kernels that change make their old speeds stale), AIOS_QGEMM
+(which kernels multiply, so which reference) and the rule (AUTO_ORDER, MAX_PPL_RATIO, AUTO_MEMORY_RATIO, RULE). A
+cache that cannot be read or written is ignored: auto then measures, as without one.
 """
 
 from __future__ import annotations
@@ -36,13 +46,13 @@ import torch
 import torch.nn.functional as F
 
 from kernel.engine.cpu.kv_cache import KVCache
+from kernel.engine.cpu.memory_plan import AUTO_MEMORY_RATIO, AUTO_ORDER, FALLBACK, auto_plan
 from kernel.engine.cpu.model import LlamaModel
 from kernel.engine.cpu.step_batch import ScheduledChunk, build_step_batch
 from kernel.engine.loading.model_config import LlamaConfig
 
-AUTO_ORDER = ("int4", "int8", "bf16")  # the candidates, in the order built; ties in speed go to the earlier
-MAX_PPL_RATIO = 1.03  # quality target: perplexity within +3% of fp32
-FALLBACK = "fp32"
+MAX_PPL_RATIO = 1.03  # quality target: perplexity within +3% of the reference's (the file's own weights)
+RULE = "reference=stored-blocks,one-model-at-a-time"  # what the cached results were measured under
 SPEED_STEPS = 8  # timed batch-1 decode steps per candidate (median step)
 WARMUP_STEPS = 2  # first calls pay one-off allocation and kernel selection
 _BLOCK = 16
@@ -70,12 +80,12 @@ CALIBRATION_TEXT = (
 @dataclass(frozen=True)
 class Candidate:
     mode: str
-    ppl_ratio: float  # perplexity / fp32's on the calibration tokens
-    tok_s: float | None  # batch-1 decode tokens/s; None when it missed the quality bar (not timed)
+    ppl_ratio: float  # perplexity / the reference's on the calibration tokens (1: the file's stored blocks)
+    tok_s: float | None  # batch-1 decode tokens/s; None when not timed (missed the quality bar, or the only one)
 
     @property
     def passes(self) -> bool:
-        return self.ppl_ratio <= MAX_PPL_RATIO and self.tok_s is not None
+        return self.ppl_ratio <= MAX_PPL_RATIO
 
 
 def _rank(candidate: Candidate) -> tuple[float, int]:
@@ -84,13 +94,16 @@ def _rank(candidate: Candidate) -> tuple[float, int]:
 
 
 def pick(candidates: list[Candidate]) -> tuple[str, str]:
-    """The chosen mode and why, from measured candidates: the fastest that passes, else fp32."""
+    """The chosen mode and why, from measured candidates: the fastest that passes (an untimed one only when it is the
+    only one), else fp32."""
     passing = [c for c in candidates if c.mode in AUTO_ORDER and c.passes]
     if not passing:
-        return FALLBACK, f"no candidate within {MAX_PPL_RATIO:.2f}x fp32's perplexity"
+        return FALLBACK, f"no candidate within {MAX_PPL_RATIO:.2f}x the reference's perplexity"
     best = max(passing, key=_rank)
     others = [c for c in passing if c is not best]
-    why = f"fastest of {len(passing)} within {MAX_PPL_RATIO:.2f}x fp32's perplexity"
+    if not others and best.tok_s is None:
+        return best.mode, "the only candidate within the memory target"
+    why = f"fastest of {len(passing)} within {MAX_PPL_RATIO:.2f}x the reference's perplexity"
     if others:
         runner = max(others, key=_rank)
         why += f" ({best.tok_s:.1f} vs {runner.mode} {runner.tok_s:.1f} tok/s)"
@@ -102,7 +115,7 @@ def table(candidates: list[Candidate]) -> str:
         f"{c.mode:>5} | {c.ppl_ratio:.4f} | " + (f"{c.tok_s:.1f}" if c.tok_s is not None else "not timed")
         for c in candidates
     ]
-    return "\n".join(["mode  | ppl/fp32 | tok/s (batch 1)"] + rows)
+    return "\n".join(["mode  | ppl/ref  | tok/s (batch 1)"] + rows)
 
 
 def perplexity(model: LlamaModel, token_ids: list[int], chunk: int = 256) -> float:
@@ -188,8 +201,11 @@ class WeightsCache:
             str(threads),
             torch.__version__,
             _code_digest(),
+            os.environ.get("AIOS_QGEMM", "1"),
             ",".join(AUTO_ORDER),
             str(MAX_PPL_RATIO),
+            str(AUTO_MEMORY_RATIO),
+            RULE,
         ]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
@@ -225,26 +241,42 @@ def choose_mode(
     cache_key: str | None = None,
     measure: Measure = decode_speed,
 ) -> tuple[str, list[Candidate], LlamaModel | None]:
-    """The chosen mode (see the module docstring), the candidates measured (or cached), and the chosen mode's model
-    when it was built here (None for fp32, or when the choice came from the cache: the caller builds it)."""
+    """The chosen mode (see the module docstring), the candidates measured (or cached), in AUTO_ORDER, and the chosen
+    mode's model when it is still held here (None for fp32, a cached or unmeasured choice, or a model dropped to stay
+    within the plan: the caller builds it)."""
+    plan = auto_plan(cfg, weights, dtype)
+    for mode, why in plan.skipped:
+        log.info("weights auto: %s not built (%s)", mode, why)
     cached = cache.load(cache_key) if cache is not None and cache_key else None
     if cached is not None:
         mode, why = pick(cached)
         log.info("weights auto: %s, %s (cached result for this CPU and model)\n%s", mode, why, table(cached))
         return mode, cached, None
-    reference = perplexity(LlamaModel(cfg, weights, torch.float32, FALLBACK), token_ids)
-    candidates: list[Candidate] = []
-    kept: tuple[Candidate, LlamaModel] | None = None
-    for mode in AUTO_ORDER:
+    if plan.candidates == (plan.stored,):  # the file's own blocks and nothing else within the target: no measurement
+        candidates = [Candidate(plan.stored, 1.0, None)]
+        log.info("weights auto: %s, the file's blocks as stored, the only mode within the memory target", plan.stored)
+        return plan.stored, candidates, None
+    reference = None
+    if plan.stored is None:  # float weights: the fp32 model's perplexity, the model freed at once
+        reference = perplexity(LlamaModel(cfg, weights, torch.float32, FALLBACK), token_ids)
+    order = sorted(plan.candidates, key=lambda m: m != plan.stored)  # the stored reference first
+    measured: dict[str, Candidate] = {}
+    held: tuple[Candidate, LlamaModel] | None = None
+    for mode in order:
+        if held is not None and plan.size(held[0].mode) + plan.size(mode) > plan.limit:
+            held = None  # both at once would exceed the plan: the best so far is rebuilt by the caller if it wins
         model = LlamaModel(cfg, weights, dtype, mode)
-        ratio = perplexity(model, token_ids) / reference
+        ppl = perplexity(model, token_ids)
+        reference = ppl if mode == plan.stored else reference
+        ratio = 1.0 if mode == plan.stored else ppl / reference  # the stored blocks are the reference, exactly
         candidate = Candidate(mode, ratio, measure(model, token_ids) if ratio <= MAX_PPL_RATIO else None)
-        candidates.append(candidate)
-        if candidate.passes and (kept is None or _rank(candidate) > _rank(kept[0])):
-            kept = (candidate, model)  # the previous best is dropped here: one spare model at a time
+        measured[mode] = candidate
+        if candidate.passes and (held is None or _rank(candidate) > _rank(held[0])):
+            held = (candidate, model)  # the previous best is dropped here: one spare model at a time
         del model
+    candidates = [measured[m] for m in AUTO_ORDER if m in measured]
     mode, why = pick(candidates)
-    log.info("weights auto: %s, %s\n%s", mode, why, table(candidates))
+    log.info("weights auto: %s, %s (reference: %s)\n%s", mode, why, plan.reference, table(candidates))
     if cache is not None and cache_key:
         cache.store(cache_key, candidates)
-    return mode, candidates, kept[1] if kept is not None and kept[0].mode == mode else None
+    return mode, candidates, held[1] if held is not None and held[0].mode == mode else None
