@@ -110,6 +110,7 @@ class Chat(LLMCall):
     tool_choice: str | dict = "auto"
     parallel_tool_calls: bool = False  # the model may make several calls in one answer (where its format allows)
     response_format: ResponseFormat | None = None  # the text answer's shape (tool calls keep theirs)
+    early_tools: bool = True  # the kernel may start a read-only tool as the model writes its call (held for tool.call)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="calls of irreversible tools: wait for `aios approve ID` (ask), or a fixed policy",
     )
     parser.add_argument(
+        "--early-tools",
+        choices=("on", "off"),
+        default="on",
+        help="start a read-only or idempotent tool as the model writes its call, the result held for the agent's "
+        "tool.call (kernel/services/early_start.py)",
+    )
+    parser.add_argument(
         "--approval-timeout",
         type=_positive_float,
         default=300.0,

@@ -3,6 +3,10 @@ manager, one engine step, and the token events routed back to their agents.
 
 The scheduler decides (kernel/scheduler/), the context manager moves KV (kernel/context/), the engine computes
 (kernel/engine/); this module only keeps the request table true and talks to agents through the outbox.
+
+Early tool starts: with early_tools set (kernel/services/early_start.py EarlyStarts, from the tool service), a chat
+that offers tools, is constrained and did not opt out (Chat.early_tools) is watched as it generates; the tools it calls
+that may start early are started as soon as their arguments close, before the sequence ends.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class LLMService:
         self.tokens_generated = 0
         self.program_start: dict[str, int] = {}  # agent -> step of its program's first call (plas ranks by it)
         self.planned: list[str] = []  # the last plan's admissions, in its order (kernel.top's queue order)
+        self.early_tools = None  # EarlyStarts of the tool service, when tool calls may start as they are written
 
     # -- arrivals ------------------------------------------------------------------------------------------------
 
@@ -109,6 +114,8 @@ class LLMService:
             )
         )
         self.program_start.setdefault(agent.agent_id, now)
+        if self.early_tools is not None and isinstance(call, Chat) and call.early_tools and item.grammar is not None:
+            self.early_tools.watch(req_id, agent, call.tools, item.tool_format)
 
     # -- one loop iteration --------------------------------------------------------------------------------------
 
@@ -195,6 +202,8 @@ class LLMService:
             self.cancel(request.req_id, ErrorCode.ENGINE, f"generation failed: {event.error}")
             return
         request.text_parts.append(event.text)
+        if self.early_tools is not None:
+            self.early_tools.feed(request.req_id, event.text)
         if request.stream and (event.text or event.token_id >= 0):
             self.outbox.token(request.identity, request.client_id, event.text, event.token_id)
         if event.finished:
@@ -202,6 +211,7 @@ class LLMService:
 
     def _finish(self, request: LLMRequest, finish_reason: FinishReason) -> None:
         self.context.finished(request.agent_id, request.req_id)
+        self._forget_watch(request.req_id)
         self.requests.remove(request.req_id)
         agent = self.agents.get(request.agent_id)
         agent.recent_done.append(request.info(agent.priority, ReqState.DONE))
@@ -239,6 +249,7 @@ class LLMService:
         request = self.requests.remove(req_id)
         if request is None:
             return
+        self._forget_watch(req_id)
         if request.state is not ReqState.WAITING:
             self.context.drop_request(req_id)
         self._settle(request, self.agents.get(request.agent_id))
@@ -251,6 +262,10 @@ class LLMService:
         if agent is not None:
             used = (request.prompt_tokens if request.admitted_time is not None else 0) + len(request.output_ids)
             agent.quota.settle(request.reserved, used)
+
+    def _forget_watch(self, req_id: str) -> None:
+        if self.early_tools is not None:
+            self.early_tools.forget(req_id)
 
     def drop_agent(self, agent_id: str, code: ErrorCode, message: str) -> None:
         for request in self.requests.of_agent(agent_id):
@@ -308,6 +323,7 @@ class LLMService:
             "requests_running": counts["running"],
             "requests_preempted": counts["preempted"],
             "tokens_generated": self.tokens_generated,
+            **(self.early_tools.stats() if self.early_tools is not None else {}),
             **self.context.stats(),
         }
 

@@ -47,6 +47,8 @@ class KernelLoop:
         self.llm = LLMService(engine, context, scheduler, self.agents, outbox, limits, self.observe)
         if services is not None:
             services.attach(self.observe)
+            # the tool service's early starts (None when off or without tools) watch the LLM calls' output
+            self.llm.early_tools = getattr(services.tools, "early", None)
         self.access = access or AccessPolicy(tokens=TokenRegistry(None), audit=AuditLog(None), allowed_uids=frozenset())
         self.syscalls = Syscalls(self.agents, self.llm, outbox, engine.layout().model_id, self.access, services)
         self.step = 0  # engine steps so far: the scheduler's clock

@@ -169,6 +169,7 @@ def _serve(
             address=args.address,
             tokens=access.tokens,
             tool_approval=args.tool_approval,
+            early_tools=args.early_tools == "on",
             approval_timeout_s=args.approval_timeout,
             tool_observer=context,
         )

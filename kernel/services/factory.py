@@ -123,6 +123,7 @@ def build_services(
     tool_approval: str = "ask",
     approval_timeout_s: float = 300.0,
     tool_observer=None,
+    early_tools: bool = True,
 ) -> Services:
     """tools: None (no tool manager), "default" (the built-in servers) or a TOML/JSON config file. The files and
     memory tool servers reach back to this kernel at `address` with a grant (fs.any, mem.any) minted from `tokens`."""
@@ -173,7 +174,9 @@ def build_services(
         manager = ToolManager(config)
         replies = ServiceWorker("tool-replies", context, lambda: None, ack=Ack())
         workers.append(replies)
-        tool_service = ToolService(manager, replies, audit, tool_approval, approval_timeout_s, observer=tool_observer)
+        tool_service = ToolService(
+            manager, replies, audit, tool_approval, approval_timeout_s, observer=tool_observer, early=early_tools
+        )
     syscalls = ServiceSyscalls(
         memory_worker, storage_worker, ShareTable(os.path.join(data_dir, "shares.json")), audit, tool_service
     )

@@ -9,6 +9,10 @@ no decision comes within approval_timeout_s, or decided by a configured policy (
 Every decision is audited, through kernel/access/gate.py. The manager runs calls on its own thread; their results
 come back through a reply worker with its own outbox, never through the loop.
 
+Which tools an agent may call is decided in one place, permits(): tool.list, tool.call and the early start of a
+call the model is still writing (kernel/services/early_start.py, `early=True`) all ask it. A tool.call that matches a
+call started early (same agent, tool and canonical arguments) is answered by that run instead of a second one.
+
 Held calls are bounded: MAX_PENDING_PER_AGENT per agent and MAX_PENDING in all, and the bytes their arguments hold
 (estimated once at hold time: string and bytes lengths plus NODE_BYTES per value) MAX_HELD_BYTES_PER_AGENT per agent and
 MAX_HELD_BYTES in all; past any bound the call answers BUSY. Arguments the operator could not be shown in full are
@@ -32,6 +36,7 @@ from ipc.service_messages import PendingApproval, PendingApprovals, ToolInfo, To
 from kernel.access.audit import Decision
 from kernel.access.capabilities import Capability
 from kernel.access.gate import Gate
+from kernel.services.early_start import EarlyStarts
 from kernel.services.worker import Job, ServiceWorker
 
 APPROVAL_POLICIES = ("ask", "allow", "deny")
@@ -77,6 +82,7 @@ class ToolService:
         max_held_bytes: int = MAX_HELD_BYTES,
         max_held_bytes_per_agent: int = MAX_HELD_BYTES_PER_AGENT,
         observer=None,
+        early: bool = True,
     ):
         if approval not in APPROVAL_POLICIES:
             raise ValueError(f"tool approval policy must be one of {APPROVAL_POLICIES}, got {approval!r}")
@@ -95,6 +101,7 @@ class ToolService:
         # for its return); tool_finished comes from the tool manager's thread
         self.observer = observer
         self.events = None  # kernel/observe/accounting.py ToolEvents: calls in flight and their outcomes, if watched
+        self.early = EarlyStarts(self) if early else None  # calls started as the model writes them, held for claims
 
     def handlers(self) -> dict:
         return {
@@ -116,13 +123,13 @@ class ToolService:
                     irreversible=bool(t.irreversible),
                 )
                 for t in self.manager.list_tools()
-                if self._may_use(call.agent, t)
+                if self.permits(call.agent, t)
             ]
         )
 
     def call(self, call, body) -> None:
         spec = next((t for t in self.manager.list_tools() if t.name == body.name), None)
-        if spec is None or not self._may_use(call.agent, spec):
+        if spec is None or not self.permits(call.agent, spec):
             if spec is not None:
                 self.gate.deny(
                     call.agent,
@@ -132,13 +139,15 @@ class ToolService:
                     reason="tool not allowed for this agent",
                 )
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no tool named {body.name!r}")
-        context = {"space": self.space_of(call.agent), "agent_id": call.agent.agent_id}
+        context = self.context_of(call.agent)
         identity, req_id = call.item.identity, call.item.envelope.req_id
         if not spec.irreversible or self.approval == "allow":
             if spec.irreversible:
                 self.gate.allow(
                     call.agent, "tool.call", target=body.name, reason="irreversible tool; approval policy allow"
                 )
+            elif self.early is not None and self.early.claim(call.agent, body.name, body.arguments, identity, req_id):
+                return  # answered by the run started as the model wrote this call
             self._run(identity, req_id, body.name, body.arguments, context)
             return
         if self.approval == "deny":
@@ -180,7 +189,10 @@ class ToolService:
     # -- mechanism -------------------------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Deny held calls whose approval did not come in time (called by the loop every iteration)."""
+        """Deny held calls whose approval did not come in time, let early runs nobody claimed go (called by the loop
+        every iteration)."""
+        if self.early is not None:
+            self.early.tick()
         now = time.monotonic()
         while self._held:
             held = next(iter(self._held.values()))
@@ -190,6 +202,8 @@ class ToolService:
             self._decide(held, False, f"no approval within {self.approval_timeout_s:.0f} s")
 
     def agent_ended(self, agent) -> None:
+        if self.early is not None:
+            self.early.agent_ended(agent)
         if agent.agent_id not in self._by_agent:
             return
         for held in [h for h in self._held.values() if h.agent is agent]:
@@ -268,13 +282,21 @@ class ToolService:
             self.replies.submit(Job(held.identity, held.req_id, lambda _: _raise(error)))
 
     def _run(self, identity: bytes, req_id, tool: str, arguments: dict, context: dict) -> None:
-        agent_id = context["agent_id"]
+        self.await_result(identity, req_id, context["agent_id"], tool, self.manager.call(tool, arguments, context))
+
+    def await_result(self, identity: bytes, req_id, agent_id: str, tool: str, future) -> None:
+        """Answer the agent's call with future's outcome; from now the agent waits on the tool (accounting, the
+        context observer)."""
         if self.observer is not None:
             self.observer.tool_started(agent_id, tool)
         ticket = self.events.started(agent_id, tool) if self.events is not None else None
-        future = self.manager.call(tool, arguments, context)
-        # runs on the manager's thread: hand the outcome to the reply worker, whose outbox answers the agent
+        # runs on the manager's thread (or here, if it is done): hand the outcome to the reply worker, whose outbox
+        # answers the agent
         future.add_done_callback(lambda done: self._done(agent_id, tool, identity, req_id, done, ticket))
+
+    def context_of(self, agent) -> dict:
+        """What the manager may inject into a call of this agent's."""
+        return {"space": self.space_of(agent), "agent_id": agent.agent_id}
 
     def _done(self, agent_id: str, tool: str, identity: bytes, req_id, done, ticket: int | None = None) -> None:
         if self.observer is not None:
@@ -293,7 +315,9 @@ class ToolService:
         except ProtocolError:  # the reply worker's queue is full: the agent's call times out
             pass
 
-    def _may_use(self, agent, spec) -> bool:
+    def permits(self, agent, spec) -> bool:
+        """Whether agent may call the tool: every tool but the restricted ones, which need "tool:NAME" or tool.any.
+        The one check (tool.list, tool.call, early starts); tool.call audits its refusals through the gate."""
         caps = agent.capabilities
         return spec.name not in self.restricted or Capability.TOOL_ANY in caps or f"tool:{spec.name}" in caps
 

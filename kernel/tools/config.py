@@ -17,6 +17,8 @@ memory). Unknown keys and wrong types raise ValueError naming the key, so a typo
     timeout = 10
     tool_timeouts = {}         # per-tool override, seconds
     irreversible = []          # tool names that need a human's approval
+    early_start = []           # read-only / idempotent tools the kernel may start as the model writes the call
+                               # (also: an MCP readOnlyHint or idempotentHint annotation; never an irreversible one)
     context = []               # context keys the kernel may inject into this server's tools ("space", "agent_id")
     sandbox = true
     [servers.calculator.limits]   # sandbox limits (kernel/tools/sandbox.py), any subset
@@ -65,6 +67,7 @@ _SERVER_KEYS = {
     "max_output_bytes",
     "startup_timeout",
     "irreversible",
+    "early_start",
     "context",
     "sandbox",
     "limits",
@@ -85,6 +88,7 @@ class ServerConfig:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     startup_timeout: float = 20.0
     irreversible: list[str] = field(default_factory=list)
+    early_start: list[str] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
     sandbox: bool = False
     limits: SandboxLimits = field(default_factory=SandboxLimits)
@@ -138,7 +142,7 @@ def default_config() -> ToolsConfig:
 
     return ToolsConfig(
         servers=[
-            builtin("calculator", timeout=10.0, sandbox=True),
+            builtin("calculator", timeout=10.0, sandbox=True, early_start=["calculate"]),
             # The runner bounds each snippet itself (its own timeout and limits); the call timeout leaves it room.
             builtin("python", timeout=60.0, concurrency=2, queue=4, sandbox=True),
             builtin("files", context=["space"], irreversible=["write_file", "delete_file"]),
@@ -205,7 +209,7 @@ def _parse_server(name: str, body: dict) -> ServerConfig:
     for key in ("env", "tool_timeouts"):
         if key in body:
             options[key] = dict(_expect(body[key], dict, f"{where}.{key}"))
-    for key in ("pass_env", "irreversible", "context"):
+    for key in ("pass_env", "irreversible", "early_start", "context"):
         if key in body:
             value = _expect(body[key], list, f"{where}.{key}")
             if not all(isinstance(item, str) for item in value):

@@ -155,7 +155,14 @@ class ServerSupervisor:
             irreversible = tool.name in self.config.irreversible or bool(
                 tool.annotations is not None and tool.annotations.destructive_hint is True
             )
-            spec = ToolSpec(tool.name, tool.description or "", schema.visible, self.name, irreversible)
+            # Safe to start before the agent asks: the config says so, or the server marks it read-only or idempotent
+            # (never a tool that needs approval).
+            hints = tool.annotations
+            early = not irreversible and (
+                tool.name in self.config.early_start
+                or bool(hints is not None and (hints.read_only_hint is True or hints.idempotent_hint is True))
+            )
+            spec = ToolSpec(tool.name, tool.description or "", schema.visible, self.name, irreversible, early)
             # Keep the semaphore of a tool that survives a restart: calls in flight still hold it.
             previous = old.get(tool.name)
             semaphore = previous.semaphore if previous else asyncio.Semaphore(self.config.concurrency)

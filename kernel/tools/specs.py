@@ -19,6 +19,7 @@ class ToolSpec:
     input_schema: dict = field(hash=False)
     server: str
     irreversible: bool = False  # the kernel asks a human (or a policy) before running it
+    early_start: bool = False  # read-only or idempotent: the kernel may start it as the model writes the call
 
 
 @dataclass(frozen=True)
