@@ -1,7 +1,13 @@
-"""Early tool starts measured: agents that chat, call the tool the model chose, and chat again, through aiosd with
-`--early-tools on` and `off`, alternated in one run (on, off, on, off, ...), so a loaded machine weighs on both alike.
+"""Early tool starts measured: agents that chat, call the tool the model chose, and chat again, through aiosd, with
+early starts and without, side by side in one run, so a loaded machine weighs on both alike.
 
-    python -m bench.early_tools --agents 4 --rounds 3 --tool-s 1.0 --repeats 2
+    python -m bench.early_tools --agents 4 --rounds 3 --tool-s 1.0 --repeats 3               # mixed (default)
+    python -m bench.early_tools --mode servers --repeats 3
+
+- mixed: one aiosd (`--early-tools on`); in each repeat half the agents opt out per call (Chat.early_tools=False),
+  which half alternating between repeats: both settings share every batch and every moment of the machine's load.
+- servers: aiosd with `--early-tools on`, then `off`, alternated (on, off, on, off, ...): the switch itself, end to end,
+  but each run meets the load of its own minutes.
 
 Each agent is its own connection (a thread of this process): per round one chat offering the bench's `lookup` tool
 (bench/tool_server.py: read-only, sleeps --tool-s) with tool_choice naming it, so the model writes a call; then the
@@ -40,7 +46,7 @@ def tools_config(directory: Path, tool_s: float) -> Path:
     return config
 
 
-def agent_program(address: str, index: int, rounds: int, out: dict, errors: list) -> None:
+def agent_program(address: str, index: int, rounds: int, early: bool, out: dict, errors: list) -> None:
     try:
         with sdk.connect(address, name=f"early-bench-{index}", timeout=600) as k:
             tools = [t for t in k.tools.as_openai() if t["function"]["name"] == "lookup"]
@@ -48,7 +54,7 @@ def agent_program(address: str, index: int, rounds: int, out: dict, errors: list
             choice = {"type": "function", "function": {"name": "lookup"}}
             started = time.monotonic()
             for _ in range(rounds):
-                reply = k.chat(messages, tools=tools, tool_choice=choice, max_tokens=48, full=True)
+                reply = k.chat(messages, tools=tools, tool_choice=choice, max_tokens=48, full=True, early_tools=early)
                 if not reply.tool_calls:
                     raise RuntimeError(f"the model wrote no call: {reply.text[:80]!r}")
                 call = reply.tool_calls[0]
@@ -67,67 +73,92 @@ def agent_program(address: str, index: int, rounds: int, out: dict, errors: list
                     },
                     {"role": "tool", "content": result.text, "tool_call_id": call.id},
                 ]
-            out[index] = time.monotonic() - started
+            out[index] = (early, time.monotonic() - started)
     except Exception as error:  # reported in the table: an agent that failed is not counted
         errors.append(f"agent {index}: {type(error).__name__}: {error}")
 
 
-def one_run(early: str, args, workdir: Path, config: Path, run: int) -> dict:
+COUNTERS = ("early_tool_starts", "early_tool_claims", "early_tool_expired")
+
+
+def agents_round(address: str, args, early_of) -> tuple[list[tuple[bool, float]], list[str]]:
+    """Every agent at once; (early, completion seconds) per agent that finished, and the failures."""
+    times, errors = {}, []
+    threads = [
+        threading.Thread(target=agent_program, args=(address, i, args.rounds, early_of(i), times, errors))
+        for i in range(args.agents)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return list(times.values()), errors
+
+
+def kernel_runs(early: str, args, workdir: Path, config: Path, run: int, repeats: int, mixed: bool) -> list[dict]:
+    """One aiosd, `repeats` rounds of agents; mixed: half the agents opt out, which half alternating."""
     address = f"ipc://{workdir}/k{run}.sock"
     options = {**OPTIONS, "tools": str(config), "early-tools": early}
+    results = []
     with KernelProcess(address, options, workdir / f"aiosd-{run}-{early}.log") as kernel:
         with sdk.connect(kernel.address, name="early-bench-warmup", timeout=600) as k:
             k.chat([{"role": "user", "content": "hi"}], max_tokens=2)
-            times, errors = {}, []
-            threads = [
-                threading.Thread(target=agent_program, args=(address, i, args.rounds, times, errors))
-                for i in range(args.agents)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            stats = k.stats()
-    counters = {key: stats.get(key, 0) for key in ("early_tool_starts", "early_tool_claims", "early_tool_expired")}
-    return {"early": early, "times": list(times.values()), "errors": errors, **counters}
+            for repeat in range(repeats):
+                before = k.stats()
+                times, errors = agents_round(
+                    address, args, (lambda i, r=repeat: (i + r) % 2 == 0) if mixed else (lambda i: early == "on")
+                )
+                after = k.stats()
+                counters = {key: after.get(key, 0) - before.get(key, 0) for key in COUNTERS}
+                results.append({"times": times, "errors": errors, **counters})
+                report(len(results) + run, early if not mixed else "mixed", results[-1])
+    return results
+
+
+def report(number: int, setting: str, result: dict) -> None:
+    parts = []
+    for early in (True, False):
+        times = [t for e, t in result["times"] if e is early]
+        if times:
+            parts.append(f"{'on' if early else 'off'} {statistics.mean(times):.2f} s ({len(times)})")
+    print(
+        f"run {number} {setting}: mean agent completion {', '.join(parts)}; "
+        + ", ".join(f"{key} {result[key]}" for key in COUNTERS)
+        + f", failed {len(result['errors'])}",
+        file=sys.stderr,
+        flush=True,
+    )
+    for error in result["errors"]:
+        print("  " + error, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("mixed", "servers"), default="mixed")
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tool-s", type=float, default=1.0, help="seconds each tool call sleeps")
-    parser.add_argument("--repeats", type=int, default=2, help="on/off pairs, alternated")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of agents (servers: on/off pairs)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="aios-early-"))
     config = tools_config(workdir, args.tool_s)
-    runs = []
-    for _ in range(args.repeats):
-        for early in ("on", "off"):
-            result = one_run(early, args, workdir, config, len(runs))
-            runs.append(result)
-            mean = statistics.mean(result["times"]) if result["times"] else float("nan")
-            print(
-                f"run {len(runs)} early={early}: mean agent completion {mean:.2f} s, "
-                f"starts {result['early_tool_starts']} claims {result['early_tool_claims']} "
-                f"expired {result['early_tool_expired']}, "
-                f"failed {len(result['errors'])}",
-                file=sys.stderr,
-                flush=True,
-            )
-            for error in result["errors"]:
-                print("  " + error, file=sys.stderr)
-    by = {e: [t for r in runs if r["early"] == e for t in r["times"]] for e in ("on", "off")}
-    on, off = statistics.mean(by["on"]), statistics.mean(by["off"])
-    print(f"\n{args.agents} agents x {args.rounds} rounds, tool {args.tool_s:g} s, {args.repeats} on/off pairs")
+    results = []
+    if args.mode == "mixed":
+        results += kernel_runs("on", args, workdir, config, 0, args.repeats, mixed=True)
+    else:
+        for _ in range(args.repeats):
+            for early in ("on", "off"):
+                results += kernel_runs(early, args, workdir, config, len(results), 1, mixed=False)
+    by = {e: [t for r in results for on, t in r["times"] if on is e] for e in (True, False)}
+    on, off = statistics.mean(by[True]), statistics.mean(by[False])
+    print(f"\n{args.mode}: {args.agents} agents x {args.rounds} rounds, tool {args.tool_s:g} s, {args.repeats} repeats")
     print("| early tools | mean agent completion (s) | agents |")
     print("|---|---|---|")
-    print(f"| on | {on:.2f} | {len(by['on'])} |")
-    print(f"| off | {off:.2f} | {len(by['off'])} |")
+    print(f"| on | {on:.2f} | {len(by[True])} |")
+    print(f"| off | {off:.2f} | {len(by[False])} |")
     print(f"off / on: {off / on:.3f}x")
-    claims = sum(r["early_tool_claims"] for r in runs if r["early"] == "on")
-    calls = args.agents * args.rounds * args.repeats
-    print(f"on runs: {claims} of {calls} tool calls answered by an early start")
+    claims = sum(r["early_tool_claims"] for r in results)
+    print(f"{claims} of {len(by[True]) * args.rounds} tool calls of early-start agents answered by an early start")
     return 0
 
 
