@@ -181,3 +181,26 @@ def test_agent_ending_with_a_held_result_leaves_nothing_held(kernel):
     finally:
         agent.close()
         observer.close()
+
+
+def test_aiosd_with_early_tools_off_runs_each_call_once_when_asked(tmp_path):
+    record = tmp_path / "invocations.jsonl"
+    record.touch()
+    config = tmp_path / "tools.toml"
+    config.write_text(
+        "[servers.recorder]\n"
+        'command = ["python", "-m", "tests.tools.servers.recorder"]\n'
+        f'env = {{ RECORD_FILE = {json.dumps(str(record))}, RECORD_SLEEP_S = "0" }}\n'
+    )
+    address = f"ipc://{tmp_path}/kernel.sock"
+    options = {**OPTIONS, "tools": str(config), "early-tools": "off"}
+    with KernelProcess(address, options, tmp_path / "aiosd.log") as process:
+        process.record = record
+        agent = connect(process, "early-off")
+        try:
+            name, arguments = model_call(agent, offered(agent, "lookup"))
+            assert "early_tool_starts" not in agent.stats()  # no early starts at all in this kernel
+            output = agent.tools.call(name, arguments)
+            assert [r["run"] for r in runs(process, "lookup")] == [output.text]
+        finally:
+            agent.close()
