@@ -55,7 +55,11 @@ class EarlyStarts:
 
     def watch(self, req_id: str, agent, tools: list, tool_format) -> None:
         """Watch a constrained chat's output for calls of the offered tools that may start early."""
-        names = self.candidates(agent, tools) if tools and tool_format is not None else frozenset()
+        try:
+            names = self.candidates(agent, tools) if tools and tool_format is not None else frozenset()
+        except Exception:  # as in feed: never the LLM call's failure
+            log.exception("cannot tell which tools of %s may start early; it is not watched", req_id)
+            return
         if names:
             self._watches[req_id] = (CallWatch(tool_format), agent, names)
 
