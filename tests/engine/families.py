@@ -1,6 +1,7 @@
 """Tiny random-weight models of each family, built by Hugging Face transformers from that family's config scaled
-down, saved as a safetensors folder and (for llama-arch, qwen2, qwen3 and gemma3) written as GGUF the way llama.cpp's
-converter writes them: llama q/k rows permuted, Llama 3 rope scaling as the rope_freqs tensor, Gemma norms as 1 + w."""
+down, saved as a safetensors folder and written as GGUF the way llama.cpp's converter writes them: llama q/k rows
+permuted, Llama 3 rope scaling as the rope_freqs tensor, Gemma norms as 1 + w, Phi-3's fused qkv and gate_up kept
+fused (attn_qkv, ffn_up)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ YARN_ROPE = {
     "beta_fast": 16.0,
     "beta_slow": 2.0,
 }  # the ramp spans rotary pairs 0..3 of 8 at head_dim 16; attention factor 1 + 0.1 ln 8 (derived)
-FAMILIES = ("llama3", "mistral", "qwen2", "qwen3", "gemma3", "qwen2-yarn")
-SAFETENSORS_ONLY = ("phi3",)  # its GGUF needs the loader to split fused matrices (gguf_names.split_fused)
+FAMILIES = ("llama3", "mistral", "qwen2", "qwen3", "gemma3", "qwen2-yarn", "phi3")
 
 
-def hf_model(family: str, vocab: int, eos: int, bos: int):
+def hf_model(family: str, vocab: int, eos: int, bos: int, **sizes):
+    """sizes: config fields that override the tiny defaults (hidden_size=256 for rows of whole K-quant blocks)."""
     import transformers as tf  # test-only dependency
 
     common = dict(
@@ -57,6 +58,7 @@ def hf_model(family: str, vocab: int, eos: int, bos: int):
         bos_token_id=bos,
         initializer_range=0.1,
     )
+    common.update(sizes)
     if family == "llama3":
         config, cls = (
             tf.LlamaConfig(**common, rope_parameters=LLAMA3_ROPE, tie_word_embeddings=True),
@@ -100,12 +102,14 @@ def hf_model(family: str, vocab: int, eos: int, bos: int):
     return model.eval()
 
 
-def save_family(family: str, folder: Path) -> Path:
+def save_family(family: str, folder: Path, **sizes) -> Path:
     tok = build_tokenizer()
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHATML, "eos_token": "<|im_end|>"}))
-    model = hf_model(family, tok.get_vocab_size(), tok.token_to_id("<|im_end|>"), tok.token_to_id("<|im_start|>"))
+    model = hf_model(
+        family, tok.get_vocab_size(), tok.token_to_id("<|im_end|>"), tok.token_to_id("<|im_start|>"), **sizes
+    )
     model.save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -117,6 +121,7 @@ _GGUF_ARCH = {
     "qwen3": "qwen3",
     "gemma3": "gemma3",
     "qwen2-yarn": "qwen2",
+    "phi3": "phi3",
 }
 _LAYER = {
     "input_layernorm": "attn_norm",
@@ -130,6 +135,8 @@ _LAYER = {
     "mlp.down_proj": "ffn_down",
     "self_attn.q_norm": "attn_q_norm",
     "self_attn.k_norm": "attn_k_norm",
+    "self_attn.qkv_proj": "attn_qkv",  # phi3's fused matrices, as llama.cpp's converter names them
+    "mlp.gate_up_proj": "ffn_up",
 }
 _GEMMA_LAYER = {
     **_LAYER,
@@ -157,8 +164,12 @@ def llama3_rope_freqs(rope: dict, head_dim: int) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
-def save_family_gguf(family: str, hf_folder: Path, path: Path, with_rope_freqs: bool = True, extra=None) -> Path:
-    """extra: called with the writer before it writes, to add metadata or tensors (the refusal tests)."""
+def save_family_gguf(
+    family: str, hf_folder: Path, path: Path, with_rope_freqs: bool = True, extra=None, store=None
+) -> Path:
+    """extra: called with the writer before it writes, to add metadata or tensors (the refusal tests). store: called
+    with (GGUF name, float32 array) for each tensor, returns (array, GGUF type or None): how a test writes matrices
+    in a block type (the bytes, [rows, row bytes]) instead of floats."""
     from safetensors.torch import load_file
 
     cfg = json.loads((hf_folder / "config.json").read_text())
@@ -172,8 +183,9 @@ def save_family_gguf(family: str, hf_folder: Path, path: Path, with_rope_freqs: 
     writer.add_feed_forward_length(cfg["intermediate_size"])
     writer.add_head_count(cfg["num_attention_heads"])
     writer.add_head_count_kv(cfg["num_key_value_heads"])
-    writer.add_key_length(cfg["head_dim"])
-    writer.add_value_length(cfg["head_dim"])
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]  # Phi-3 derives it
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     rope = cfg["rope_parameters"]
     writer.add_rope_freq_base((rope.get("full_attention") or rope)["rope_theta"])
     if rope.get("rope_type") == "yarn":  # as llama.cpp's converter writes it, and the betas llama.cpp reads
@@ -201,15 +213,20 @@ def save_family_gguf(family: str, hf_folder: Path, path: Path, with_rope_freqs: 
     writer.add_eos_token_id(cfg["eos_token_id"])
     writer.add_chat_template(CHATML)
     gemma = family == "gemma3"
-    tensor = lambda name, w: writer.add_tensor(
-        name, np.ascontiguousarray((w + 1 if gemma and "norm" in name else w).numpy())
-    )
+
+    def tensor(name: str, w: torch.Tensor) -> None:
+        array = np.ascontiguousarray((w + 1 if gemma and "norm" in name else w).numpy())
+        raw_type = None
+        if store is not None:
+            array, raw_type = store(name, array)
+        writer.add_tensor(name, array, raw_dtype=raw_type)
+
     tensor("token_embd.weight", weights["model.embed_tokens.weight"])
     tensor("output_norm.weight", weights["model.norm.weight"])
     if "lm_head.weight" in weights and not cfg.get("tie_word_embeddings"):
         tensor("output.weight", weights["lm_head.weight"])
     if family == "llama3" and with_rope_freqs:
-        writer.add_tensor("rope_freqs.weight", llama3_rope_freqs(rope, cfg["head_dim"]))
+        writer.add_tensor("rope_freqs.weight", llama3_rope_freqs(rope, head_dim))
     names = _GEMMA_LAYER if gemma else _LAYER
     for hf_name, w in weights.items():
         if not hf_name.startswith("model.layers."):

@@ -10,7 +10,11 @@ Weights come dequantized to the chosen dtype (gguf's reference dequantizer, what
 so the fp32 path can match it token for token), or with quantized=True every matrix (any GGUF type) as GGUFBlocks
 (gguf_blocks.py): its bytes left in a read-only map of the file, decoded only when a product or a lookup is built from
 it, one matrix at a time — so loading allocates nothing per weight, and the engine's products are the only copy
-(quant_weights.py: the file's blocks repacked for the native kernels, or a float copy in a float mode). 1-D tensors
+(quant_weights.py: the file's blocks repacked for the native kernels, or a float copy in a float mode). Q5_K and Q5_1
+matrices come as gguf_blocks.Reexpressed: presented as Q6_K / Q5_0, the nearest types the kernels multiply as stored
+(block_convert.py), their float values still the file's. A matrix in a type gguf's dequantizer does not read (Q8_K,
+Q8_1, the integer and F64 types) is refused naming the tensor and the type, and so are longrope's rope_factors_long /
+rope_factors_short tensors (Phi-3 128k, Phi-3.5), naming longrope. 1-D tensors
 (norms, biases) are always dequantized: they are small. bench/perplexity_peer.py measures what a mode's requantization
 costs against the file's own fp32 weights and llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where
 Q5_0/Q6_K become 4 bits). llama-arch q and k rows are unpermuted (unpermute_rotary_rows; for GGUFBlocks as a row
@@ -27,7 +31,7 @@ import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
-from kernel.engine.loading.gguf_blocks import GGUFBlocks, WeightFile
+from kernel.engine.loading.gguf_blocks import GGUFBlocks, WeightFile, decodable, file_matrix
 from kernel.engine.loading.gguf_config import config_from_metadata, gguf_metadata, read_gguf  # noqa: F401  (re-exported)
 from kernel.engine.loading.gguf_names import canonical_name, split_fused, unpermute_rotary_rows
 from kernel.engine.loading.model_config import (
@@ -37,6 +41,8 @@ from kernel.engine.loading.model_config import (
     check_weights,
 )
 from kernel.engine.loading.rope import Rope, RopeKind
+
+_LONGROPE_TENSORS = ("rope_factors_long.weight", "rope_factors_short.weight")
 
 
 def _dequantized(tensor) -> np.ndarray:
@@ -56,14 +62,26 @@ def load_gguf_weights(
     weights: dict[str, torch.Tensor | GGUFBlocks] = {}
     permuted = cfg.family is Family.LLAMA
     file = WeightFile(path) if quantized else None
+    readable: set[GGMLQuantizationType] = set()  # the types checked so far
     for tensor in reader.tensors:
         if tensor.name == "rope_freqs.weight":
             cfg = _with_rope_freqs(cfg, _dequantized(tensor), path)
             continue
+        if tensor.name in _LONGROPE_TENSORS:
+            raise ModelLoadError(
+                f"{path}: longrope rope scaling ({tensor.name}: Phi-3 128k / Phi-3.5's per-frequency factors) is not"
+                " supported"
+            )
         name = canonical_name(tensor.name, cfg.family)
         if name is None:
             raise ModelLoadError(f"{path}: unknown tensor {tensor.name!r} for architecture {cfg.family.value!r}")
         qtype = GGMLQuantizationType(tensor.tensor_type)
+        if qtype not in readable:
+            if not decodable(qtype):
+                raise ModelLoadError(
+                    f"{path}: tensor {tensor.name} is stored as {qtype.name}, a GGUF type this engine does not read"
+                )
+            readable.add(qtype)
         heads = None
         if permuted and name.endswith((".q", ".k")):
             heads = cfg.n_heads if name.endswith(".q") else cfg.n_kv_heads
@@ -72,7 +90,7 @@ def load_gguf_weights(
             order = None
             if heads is not None:  # the rotary unpermute as a row order: whole rows move, blocks and all
                 order = unpermute_rotary_rows(np.arange(shape[0]).reshape(-1, 1), heads).reshape(-1)
-            weights[name] = GGUFBlocks(file, int(tensor.data_offset), qtype, shape, order)
+            weights[name] = file_matrix(file, int(tensor.data_offset), qtype, shape, order)
             continue
         try:
             data = _dequantized(tensor)
