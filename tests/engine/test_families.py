@@ -37,8 +37,7 @@ def built(tmp_path_factory):
         if family not in cache:
             root = tmp_path_factory.mktemp(family)
             folder = families.save_family(family, root / "hf")
-            gguf = None if family in families.SAFETENSORS_ONLY else root / f"{family}.gguf"
-            cache[family] = (folder, gguf and families.save_family_gguf(family, folder, gguf))
+            cache[family] = (folder, families.save_family_gguf(family, folder, root / f"{family}.gguf"))
         return cache[family]
 
     return get
@@ -91,13 +90,27 @@ def test_greedy_matches_transformers(built, family, fmt):
     assert greedy(engine, prompt, NEW_TOKENS) == out[0, len(prompt) :].tolist()
 
 
-@pytest.mark.parametrize("family", families.SAFETENSORS_ONLY)
-def test_safetensors_only_families_match_transformers(built, family):
-    """Phi-3: its fused qkv and gate_up matrices split by rows at load, every layer's window, against transformers."""
-    test_logits_match_transformers(built, family, "safetensors")
-    test_greedy_matches_transformers(built, family, "safetensors")
-    config = load_checkpoint(built(family)[0], torch.float32).config
-    assert config.family is Family.PHI3 and config.window(0) == families.WINDOW
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_phi3_is_read_as_phi3(built, fmt):
+    """Phi-3 from either file: its fused qkv and gate_up split by rows at load (the parity tests above run it), every
+    layer sliding; from GGUF the fused matrices stay the file's blocks until their product is built."""
+    checkpoint = load_checkpoint(_path(built, "phi3", fmt), torch.float32, quantized=True)
+    config = checkpoint.config
+    assert config.family is Family.PHI3 and all(config.window(i) == families.WINDOW for i in range(config.n_layers))
+    assert {"layers.0.q", "layers.0.k", "layers.0.v", "layers.0.gate", "layers.0.up"} <= set(checkpoint.weights)
+    assert "layers.0.qkv" not in checkpoint.weights and "layers.0.gate_up" not in checkpoint.weights
+
+
+def test_phi3_gguf_longrope_is_refused_by_name(built, tmp_path):
+    """Phi-3 128k / Phi-3.5 files carry longrope as rope_factors_long/short tensors: refused, naming them."""
+
+    def factors(writer):
+        writer.add_tensor("rope_factors_long.weight", np.full(8, 2.0, dtype=np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.ones(8, dtype=np.float32))
+
+    path = families.save_family_gguf("phi3", built("phi3")[0], tmp_path / "long.gguf", extra=factors)
+    with pytest.raises(ModelLoadError, match="longrope.*rope_factors_long"):
+        load_checkpoint(path, torch.float32)
 
 
 def test_phi3_split_is_by_rows():
