@@ -1,14 +1,18 @@
 """The CPU engine's resident memory next to its model file's size, and its decode speed, each configuration in a fresh
 process.
 
-    python -m bench.engine_memory [--model PATH ...] [--weights int4,int8] [--dtype bfloat16] [--tree DIR ...]
+    python -m bench.engine_memory [--model PATH ...] [--weights auto,default,int4] [--dtype bfloat16] [--tree DIR ...]
                                   [--new-tokens 32] [--kv-budget 2048] [--threads N]
 
 For each model x weights mode x source tree, a child process imports the engine, notes its resident memory (the
 baseline: Python, torch, the native ops), loads TorchEngine.from_path, and reads /proc/self/status: VmHWM (peak) and
-VmRSS (steady) after the load and again after a batch-1 decode of --new-tokens tokens and a batch-8 one. Printed per
-row: peak and steady growth over the baseline, the KV cache's own bytes, (steady growth - KV) / file size — the number
-the engine's memory target is about (≤ 1.3x the file) — and decode tok/s at batch 1 and 8.
+VmRSS (steady) after the load and again after a batch-1 decode of --new-tokens tokens and a batch-8 one. "default" is
+no --weights for the engine (the compute dtype's own float), aiosd's default with --dtype bfloat16 is auto. Printed per
+row: the mode the engine ran, the peak during the load (VmHWM once loaded: the load is everything up to then, auto's
+measurement included), the peak over the whole run and the steady growth over the baseline, the KV cache's own bytes,
+(load peak - KV) / file and (steady - KV) / file — the numbers the engine's memory target is about (≤ 1.3x the
+file) — and decode tok/s at batch 1 and 8. auto's result is cached per CPU and model (quant_select.WeightsCache): each
+child gets an empty cache directory, so auto measures in every row.
 
 --tree runs the same measurement with another checkout's code first on sys.path (e.g. `git archive <commit> | tar -x
 -C /tmp/before`), so "before" and "after" are measured side by side in one run, on the same box: on a machine shared
@@ -22,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.bandwidth import cpu_line
@@ -79,11 +84,13 @@ print(json.dumps(dict(base=base, loaded=loaded, after=after, load_s=load_s, tok1
 
 
 def measure(tree: Path, model: Path, weights: str, dtype: str, kv: int, tokens: int, threads: int | None) -> dict:
+    mode = None if weights == "default" else weights
     code = _CHILD.format(
-        tree=str(tree), model=str(model), dtype=dtype, weights=weights, kv=kv, tokens=tokens, threads=threads
+        tree=str(tree), model=str(model), dtype=dtype, weights=mode, kv=kv, tokens=tokens, threads=threads
     )
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree)
+    with tempfile.TemporaryDirectory(prefix="aios-bench-cache-") as cache:
+        env = dict(os.environ, PYTHONPATH=str(tree), AIOS_CACHE_DIR=cache)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -92,19 +99,23 @@ def measure(tree: Path, model: Path, weights: str, dtype: str, kv: int, tokens: 
 def row(label: str, model: Path, weights: str, r: dict) -> tuple[str, ...]:
     size = model.stat().st_size
     if "error" in r:
-        return (label, model.name, weights, "error: " + r["error"][:80], "", "", "", "", "", "", "")
+        return (label, model.name, weights, "error: " + r["error"][:80], *[""] * 10)
     base = r["base"]["VmRSS"]
+    load_peak = r["loaded"]["VmHWM"] - base
     peak = max(r["loaded"]["VmHWM"], r["after"]["VmHWM"]) - base
     steady = r["after"]["VmRSS"] - base
     gb = lambda n: f"{n / 1e9:.2f}"
     return (
         label,
         model.name,
+        weights,
         r["mode"],
         gb(size),
+        gb(load_peak),
         gb(peak),
         gb(steady),
         gb(r["kv"]),
+        f"{(load_peak - r['kv']) / size:.2f}x",
         f"{(steady - r['kv']) / size:.2f}x",
         f"{r['load_s']:.1f}",
         f"{r['tok1']:.1f}",
@@ -123,7 +134,7 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=None, help="GGUF files (default: the bundled model)")
-    parser.add_argument("--weights", default="int4")
+    parser.add_argument("--weights", default="auto,default", help="modes, comma-separated; default: no --weights")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--tree", action="append", default=[], help="other source trees to measure first")
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -133,8 +144,8 @@ def main(argv=None) -> None:
     models = [Path(m) for m in (args.model or [default_model_path()])]
     trees = [Path(t).resolve() for t in args.tree] + [Path(__file__).resolve().parent.parent]
     print(cpu_line(), f"| threads {args.threads or 'default'} | dtype {args.dtype} | kv budget {args.kv_budget}")
-    header = ("tree", "model", "mode", "file GB", "peak GB", "steady GB", "KV GB", "(steady-KV)/file", "load s",
-              "tok/s b1", "tok/s b8")  # fmt: skip
+    header = ("tree", "model", "asked", "mode", "file GB", "load peak GB", "peak GB", "steady GB", "KV GB",
+              "(load peak-KV)/file", "(steady-KV)/file", "load s", "tok/s b1", "tok/s b8")  # fmt: skip
     rows = []
     for model in models:
         for weights in args.weights.split(","):
@@ -144,7 +155,8 @@ def main(argv=None) -> None:
                 print(" | ".join(rows[-1]), flush=True)
     print()
     print_table(header, rows)
-    print("peak/steady: growth of VmHWM/VmRSS over the process's resident memory before the load (Python, torch, ops)")
+    print("load peak / peak / steady: growth of VmHWM once loaded / VmHWM at the end / VmRSS at the end over the")
+    print("process's resident memory before the load (Python, torch, the native ops); the file's mapped pages count")
 
 
 if __name__ == "__main__":
