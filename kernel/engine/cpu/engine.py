@@ -97,7 +97,7 @@ class TorchEngine(PagedEngine):
             source,
         )
         self.tokenizer = checkpoint.tokenizer
-        self.weight_ratios: dict[str, float] = {}  # auto: each mode's perplexity / fp32's, as measured
+        self.weight_ratios: dict[str, float] = {}  # auto: each mode's perplexity / the reference's
         self.weight_choice: list[Candidate] = []  # auto: each mode's perplexity ratio and batch-1 tok/s
         model = None
         if weights == "auto":
@@ -136,13 +136,14 @@ class TorchEngine(PagedEngine):
         cls, model: str | None = None, dtype: str = "float32", weights: str | None = None, **options
     ) -> TorchEngine:
         """weights: see __init__. A GGUF's matrices are read from the file one product at a time (no copy of the model
-        before the engine's own; auto's check builds its fp32 reference from them and frees it)."""
+        before the engine's own; auto compares with the file's own blocks, and builds an fp32 reference only for
+        float weights: quant_select.py)."""
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if weights is not None and weights not in WEIGHT_MODES:
             raise EngineError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
         # A GGUF file's matrices stay in its memory map (GGUFBlocks), whatever the mode: each is decoded only when its
-        # product is built. auto's fp32 reference needs the float tensors (norms) at full precision.
+        # product is built. auto's fp32 reference (float weights) needs the float tensors at full precision.
         checkpoint = load_checkpoint(model, torch.float32 if weights == "auto" else DTYPES[dtype], quantized=True)
         return cls(checkpoint, dtype, weights=weights, **options)
 
