@@ -15,6 +15,10 @@ tool.call of what the model wrote; then the tool's answer goes back into the con
 is its first chat's start to its last tool result. The table: mean agent completion per setting, the ratio off / on
 (> 1: early starts are faster), and the kernel's early-start counters of the "on" runs. Wall times depend on the
 machine's load: compare the two settings of one run only.
+
+Measured (mixed, AMD EPYC Zen 4, 2 cores, box loaded by other work; ratios of one run): 4 agents x 3 rounds, 1 s
+tool, 4 repeats: off / on 1.06x (7.97 vs 7.51 s); 8 agents x 3 rounds, 0.5 s tool, 4 repeats: 1.10x (19.83 vs 17.96 s);
+early starts faster in every repeat of both, every call of an early-start agent answered by its early run.
 """
 
 from __future__ import annotations
