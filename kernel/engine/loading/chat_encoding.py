@@ -4,10 +4,12 @@ An agent that writes "<|im_start|>system" in its content must not open a system 
 token's text in a message's content is replaced by a sentinel before the template renders (so template filters such as
 trim see a non-space stand-in of the same role), the rendered text is encoded with special tokens recognized (now only
 the template's), and each stretch between two of those whose text holds a sentinel is re-encoded, sentinels restored,
-by a copy of the tokenizer that does not recognize special tokens. Stretches without a sentinel keep their ids, so a
-chat without special-token text encodes exactly as rendering then encoding the whole text always did; and re-encoding
-a whole stretch (template text and content together, as the tokenizer splits at special tokens anyway) keeps the
-pre-tokenizer's view of the boundary between them unchanged.
+by the same tokenizer with its recognition of special tokens switched off for that call (encode_special_tokens: a
+second copy of the tokenizer would hold its vocabulary and merges twice, 243 MiB for Gemma 3's). The switch is made
+under the lock every encode with this tokenizer takes (TextTokenizer passes its own), so no other encode sees it.
+Stretches without a sentinel keep their ids, so a chat without special-token text encodes exactly as rendering then
+encoding the whole text always did; and re-encoding a whole stretch (template text and content together, as the
+tokenizer splits at special tokens anyway) keeps the pre-tokenizer's view of the boundary between them unchanged.
 
 With tools (a template that renders its own tools section and past tool calls), every string the caller wrote is
 defanged the same way: tool names, descriptions and schemas, a past call's arguments, a tool's result. The sentinel
@@ -17,6 +19,7 @@ survives the template's tojson (non-ASCII is kept as is), so a special token's t
 from __future__ import annotations
 
 import re
+import threading
 
 from tokenizers import Tokenizer
 
@@ -28,11 +31,11 @@ _PRIVATE_USE = range(0xE000, 0xF900)
 
 
 class ChatEncoder:
-    def __init__(self, tokenizer: Tokenizer, template: ChatTemplate):
+    def __init__(self, tokenizer: Tokenizer, template: ChatTemplate, lock: threading.Lock | None = None):
+        """lock: the one every encode with tokenizer takes (the special-token switch must not be seen by others)."""
         self._tok = tokenizer
         self._template = template
-        self._plain = Tokenizer.from_str(tokenizer.to_str())
-        self._plain.encode_special_tokens = True  # special-token text → its ordinary BPE pieces
+        self._lock = lock or threading.Lock()
         specials = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special and t.content}
         self._special_ids = frozenset(specials.values())
         self._specials = sorted(specials, key=len, reverse=True)  # longest first: "<|a|>b" before "<|a|>"
@@ -49,7 +52,8 @@ class ChatEncoder:
         if mark not in rendered:
             return self._encode(rendered)
         restore = re.compile(re.escape(mark) + r"(\d+)" + re.escape(mark))
-        encoding = self._tok.encode(rendered, add_special_tokens=False)
+        with self._lock:
+            encoding = self._tok.encode(rendered, add_special_tokens=False)
         ids: list[int] = []
         run_start, text_start = 0, 0
         for index, (token, (start, end)) in enumerate([*zip(encoding.ids, encoding.offsets), (None, (None, None))]):
@@ -58,7 +62,7 @@ class ChatEncoder:
             stretch = rendered[text_start:start]  # the text between two template special tokens
             if mark in stretch:
                 plain = restore.sub(lambda m: self._specials[int(m.group(1))], stretch)
-                ids += self._plain.encode(plain, add_special_tokens=False).ids
+                ids += self._plain_ids(plain)
             else:
                 ids += encoding.ids[run_start:index]
             if token is not None:
@@ -83,7 +87,17 @@ class ChatEncoder:
         return value
 
     def _encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        with self._lock:
+            return self._tok.encode(text, add_special_tokens=False).ids
+
+    def _plain_ids(self, text: str) -> list[int]:
+        """text's ids with special-token text spelled by its ordinary BPE pieces."""
+        with self._lock:
+            self._tok.encode_special_tokens = True
+            try:
+                return self._tok.encode(text, add_special_tokens=False).ids
+            finally:
+                self._tok.encode_special_tokens = False
 
 
 def _strings(value):
