@@ -5,8 +5,8 @@ token's text in a message's content is replaced by a sentinel before the templat
 trim see a non-space stand-in of the same role), the rendered text is encoded with special tokens recognized (now only
 the template's), and each stretch between two of those whose text holds a sentinel is re-encoded, sentinels restored,
 by the same tokenizer with its recognition of special tokens switched off for that call (encode_special_tokens: a
-second copy of the tokenizer would hold its vocabulary and merges twice, 243 MiB for Gemma 3's). The switch is made
-under the lock every encode with this tokenizer takes (TextTokenizer passes its own), so no other encode sees it.
+second copy of the tokenizer would hold its vocabulary and merges twice: hundreds of MiB for Gemma 3's). The switch is
+made under the lock every encode with this tokenizer takes (TextTokenizer passes its own), so no other encode sees it.
 Stretches without a sentinel keep their ids, so a chat without special-token text encodes exactly as rendering then
 encoding the whole text always did; and re-encoding a whole stretch (template text and content together, as the
 tokenizer splits at special tokens anyway) keeps the pre-tokenizer's view of the boundary between them unchanged.
