@@ -14,6 +14,12 @@ measurement included), the peak over the whole run and the steady growth over th
 file) — and decode tok/s at batch 1 and 8. auto's result is cached per CPU and model (quant_select.WeightsCache): each
 child gets an empty cache directory, so auto measures in every row.
 
+Measured (AMD EPYC Zen 4, 2 cores, shared with other work; --new-tokens 16, kv budget 2048, bfloat16), auto before and
+after its reference became the file's own blocks, side by side in one run (load peak GB, (load peak - KV)/file,
+steady, load s): the random 1.7B Q4_0 file (0.96 GB), before: fp32 reference built, 7.20 GB, 7.04x, 5.32 GB, 479 s;
+after: the stored int4, nothing measured, 1.49 GB, 1.13x, 1.50 GB, 24 s; the default (bf16) 3.88 GB. SmolLM2 135M
+Q4_1 (0.10 GB): before 0.75 GB (7.15x), after 0.23 GB (1.84x: the runtime's fixed ~80 MB weigh on a 100 MB file).
+
 --tree runs the same measurement with another checkout's code first on sys.path (e.g. `git archive <commit> | tar -x
 -C /tmp/before`), so "before" and "after" are measured side by side in one run, on the same box: on a machine shared
 with other work, compare the ratios of one run, not absolute tok/s across runs. The first line names the CPU.

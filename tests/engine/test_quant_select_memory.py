@@ -128,6 +128,8 @@ def test_a_plan_that_does_not_fit_is_refused_before_anything_is_built(files, mon
     checkpoint = load_checkpoint(path, torch.float32, quantized=True)
     options = dict(kv_budget_tokens=256, max_batch=2, prefill_chunk=64)
     plan = memory_plan.estimate(checkpoint.config, checkpoint.weights, "auto", torch.float32, 256, 2, 64)
+    fp32 = memory_plan.estimate(checkpoint.config, checkpoint.weights, "fp32", torch.float32, 256, 2, 64)
+    assert plan.weights < fp32.weights / 2  # no fp32 reference counted: the largest model is the stored Q8_0's
     built = Built(monkeypatch)
     with pytest.raises(ModelLoadError) as refused:
         TorchEngine(checkpoint, "float32", weights="auto", memory_available=plan.total - 1, **options)
