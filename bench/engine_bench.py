@@ -205,7 +205,7 @@ def bench_config(dtype: str, weights: str | None, peer, args, bandwidth: float) 
                 "–" if c.tok_s is None else f"{c.tok_s:.1f}",
                 "–",
                 "–",
-                f"perplexity {c.ppl_ratio:.4f}x fp32's" + (" (chosen)" if c.mode == engine.weights else ""),
+                f"perplexity {c.ppl_ratio:.4f}x the reference's" + (" (chosen)" if c.mode == engine.weights else ""),
             )
         )
     with torch.inference_mode():

@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         choices=("auto", "int4", "int8", "bf16", "fp32"),
         default=None,
-        help="how the torch engine stores and multiplies weights; auto: the fastest whose perplexity "
-        "is within 3%% of fp32's, measured at load (default: auto with --dtype bfloat16, fp32 "
-        "with --dtype float32, the reference path)",
+        help="how the torch engine stores and multiplies weights; auto: the fastest within 3%% of the "
+        "file's own weights' perplexity and 1.3x their memory, measured at load (default: auto with "
+        "--dtype bfloat16, fp32 with --dtype float32, the reference path)",
     )
     parser.add_argument(
         "--threads",

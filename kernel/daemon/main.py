@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if getattr(engine, "weight_ratios", None):  # the torch engine's auto weights mode: what it measured
         log.info(
-            "weights auto -> %s (perplexity / fp32: %s)",
+            "weights auto -> %s (perplexity / the reference's: %s)",
             engine.weights,
             ", ".join(f"{mode} {ratio:.3f}" for mode, ratio in engine.weight_ratios.items()),
         )

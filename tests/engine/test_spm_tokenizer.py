@@ -156,6 +156,15 @@ def test_synthetic_vocabulary_any_text(synthetic, text):
     same(*synthetic[:2], text)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(list(ALPHABET) + SPECIALS + [" the", "and"]), min_size=1, max_size=20).map("".join))
+def test_synthetic_raw_prompt_starts_with_bos_as_transformers(synthetic, text):
+    """The file says add_bos_token: a raw prompt (what llm.generate runs) is HF's tokenizer(text), BOS first."""
+    ours, hf = synthetic[:2]
+    assert ours.encode_prompt(text) == hf(text)["input_ids"], text
+    assert ours.encode_prompt(text)[0] == ours.prompt_bos is not None
+
+
 def test_synthetic_byte_fallback_round_trips(synthetic):
     """Text the pieces cannot spell goes through the byte tokens (<0xNN> is id first + NN) and decodes back
     unchanged."""
@@ -191,6 +200,20 @@ def gemma(gemma_path):
 @pytest.mark.parametrize("text", TEXTS)
 def test_gemma3_file_encodes_as_transformers(gemma, text):
     same(*gemma, text)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_gemma3_raw_prompt_starts_with_bos(gemma, text):
+    ours, hf = gemma
+    expected = hf(text)["input_ids"]
+    if text.startswith("<bos>"):  # HF (and llama.cpp, with a warning) would put a second BOS here; we keep one
+        expected = expected[1:]
+    if not text:  # an empty prompt stays empty, for the kernel to refuse (HF would give [BOS])
+        expected = []
+    assert ours.encode_prompt(text) == expected and ours.prompt_bos == 2
+    # a prompt that already opens with BOS (the caller wrote the model's format) keeps exactly one
+    plain = text.replace("<bos>", "") or "text"
+    assert ours.encode_prompt("<bos>" + plain) == ours.encode_prompt(plain)
 
 
 def test_gemma3_file_specials_and_ends(gemma):
@@ -234,5 +257,8 @@ def test_aiosd_serves_the_gemma3_file(gemma_path, tmp_path):
             done = k.chat(
                 [{"role": "user", "content": "Name the capital of France."}], max_tokens=8, temperature=0, full=True
             )
+            raw = k.generate("The capital of France is", max_tokens=4, temperature=0, full=True)
     assert done.text.strip() and "<end_of_turn>" not in done.text
     assert 0 < done.usage.completion_tokens <= 8
+    # the raw prompt went in BOS first (5 text tokens + <bos>): without it Gemma continues a mid-document fragment
+    assert raw.usage.prompt_tokens == 6

@@ -50,7 +50,7 @@ class PagedEngine:
     def tokenize(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise EngineError(f"text must be a string, got {type(text).__name__}")
-        return self.tokenizer.encode(text)
+        return self.tokenizer.encode_prompt(text)
 
     def detokenize(self, ids: Seq[int]) -> str:
         self._table.check_ids(ids)

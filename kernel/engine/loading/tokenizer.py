@@ -6,7 +6,11 @@ Mistral; spm_vocab.py).
 Special tokens. A chat (apply_chat_template) gets control tokens only where its template puts them: special-token
 text inside a message's content is encoded as plain text (chat_encoding.py), so an agent cannot forge a turn. Raw text
 (encode, behind llm.generate) still recognizes special-token text: a raw completion prompt is the caller's whole
-context, written by them in the model's format, and has no template to tell control from content.
+context, written by them in the model's format, and has no template to tell control from content. A raw prompt
+(encode_prompt) starts with the model's BOS when its file asks for one (GGUF tokenizer.ggml.add_bos_token, by
+llama.cpp's default true for SentencePiece vocabularies and false for byte-level BPE; a folder's tokenizer_config
+add_bos_token), as llama.cpp's completion endpoint and HF's tokenizer(text) do: Gemma and Llama 3 read a prompt
+without it as a mid-document fragment and answer with garbage. A prompt that already starts with BOS keeps one.
 
 Tools. tool_format is the tool-call format of the model's template (structured/tool_formats.py), decided once here and
 logged at load: the template's own tools section where it has one we know, the generic tool prompt otherwise.
@@ -59,8 +63,15 @@ def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
 class TextTokenizer:
     """Encodes without adding special tokens (chat templates place them); decodes skipping special tokens."""
 
-    def __init__(self, tokenizer: Tokenizer, eos_ids: tuple[int, ...], chat_template: ChatTemplate | None):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        eos_ids: tuple[int, ...],
+        chat_template: ChatTemplate | None,
+        prompt_bos: int | None = None,
+    ):
         self._tok = tokenizer
+        self.prompt_bos = prompt_bos  # the id a raw prompt starts with, or None when the model asks for none
         self._lock = threading.Lock()  # every encode: the chat encoder switches special-token matching per call
         self.eos_ids = eos_ids
         self.chat_template = chat_template
@@ -129,6 +140,7 @@ class TextTokenizer:
             )
             if template
             else None,
+            _gguf_prompt_bos(meta, default=False),
         )
 
     @classmethod
@@ -152,6 +164,7 @@ class TextTokenizer:
             )
             if template
             else None,
+            _gguf_prompt_bos(meta, default=True),
         )
 
     @classmethod
@@ -174,6 +187,7 @@ class TextTokenizer:
             ChatTemplate(template, bos_token=_special(config, "bos_token"), eos_token=_special(config, "eos_token"))
             if template
             else None,
+            tok.token_to_id(_special(config, "bos_token")) if config.get("add_bos_token") else None,
         )
         return_freed_heap()
         return tokenizer
@@ -181,6 +195,13 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         with self._lock:
             return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A raw completion prompt: encode(text), after the model's BOS when it asks for one (module docstring)."""
+        ids = self.encode(text)
+        if self.prompt_bos is not None and ids and ids[0] != self.prompt_bos:  # empty stays empty: refused upstream
+            ids.insert(0, self.prompt_bos)
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
@@ -205,6 +226,15 @@ def return_freed_heap() -> None:
     except (AttributeError, OSError):
         return
     trim(0)
+
+
+def _gguf_prompt_bos(meta: dict, default: bool) -> int | None:
+    """The BOS id a raw prompt starts with, from a GGUF's metadata (llama.cpp's rule: the key, else the vocabulary's
+    default), or None."""
+    bos = meta.get("tokenizer.ggml.bos_token_id")
+    if bos is None or not meta.get("tokenizer.ggml.add_bos_token", default):
+        return None
+    return int(bos)
 
 
 def _token(tokens: list[str], token_id) -> str:

@@ -142,7 +142,7 @@ class RemoteEngine:
         return call.attempt.replica.name if call is not None and call.attempt is not None else None
 
     def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+        return self.tokenizer.encode_prompt(text)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
