@@ -33,17 +33,22 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-import gguf
-import psutil
-import torch
+from kernel.engine.process_env import configure_process_env
 
-import kernel.engine  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-from bench.bandwidth import cpu_line, read_bandwidth
-from bench.llama_server import LlamaServer
-from kernel.engine.core.interface import EngineRequest, SamplingParams
-from kernel.engine.cpu.engine import DTYPES, TorchEngine
-from kernel.engine.factory import default_threads
-from kernel.engine.loading.checkpoint import default_model_path
+# This script runs an engine in its own process: the settings its runtimes read when torch loads, set first (aiosd's
+# main does the same), so ours is measured as aiosd runs it.
+configure_process_env()
+
+import gguf  # noqa: E402
+import psutil  # noqa: E402
+import torch  # noqa: E402
+
+from bench.bandwidth import cpu_line, read_bandwidth  # noqa: E402
+from bench.llama_server import LlamaServer  # noqa: E402
+from kernel.engine.core.interface import EngineRequest, SamplingParams  # noqa: E402
+from kernel.engine.cpu.engine import DTYPES, TorchEngine  # noqa: E402
+from kernel.engine.factory import default_threads  # noqa: E402
+from kernel.engine.loading.checkpoint import default_model_path  # noqa: E402
 
 PREFILL_TOKENS = 512
 BATCH = 8
