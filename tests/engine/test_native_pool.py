@@ -1,5 +1,5 @@
 """The decode layer loop on the native worker pool (kernel/engine/cpu/native/decode_pool.cpp, pool.cpp) against the
-same loop over the separate native ops (AIOS_DECODE_POOL=0, which test_native_ops.py holds to the Python loop): the
+same loop over the separate native ops (AIOS_NATIVE_POOL=0, which test_native_ops.py holds to the Python loop): the
 same residual stream and the same K/V cache, bit for bit, for every block format, on each instruction set this CPU
 has, at several thread counts (changing between calls), with decode rows through the row kernels and (more than 8)
 the blocked product, with grouped-query heads that are and are not whole quantization blocks, over paged contexts of
@@ -95,7 +95,7 @@ def run_step(step: dict, threads: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def reference(step: dict, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
     with monkeypatch.context() as patch:
-        patch.setenv("AIOS_DECODE_POOL", "0")
+        patch.setenv("AIOS_NATIVE_POOL", "0")
         return run_step(step, 1)
 
 

@@ -2,11 +2,9 @@
 // (kernel/engine/cpu/model.py), with the weight products called from here. A decode step is ~300 small calls; from
 // Python each costs a few microseconds of interpreter and dispatcher before its work, ~1 ms of a 9 ms batch-1 step.
 // When every product is a block format the whole loop is one job on the library's worker pool (decode_pool.cpp), the
-// same values in the same order; AIOS_DECODE_POOL=0 keeps it on the ops below (each its own OpenMP region), to compare.
+// same values in the same order; AIOS_NATIVE_POOL=0 keeps it on the ops below (each its own OpenMP region), to compare.
 #include "ops.h"
-
-#include <cstdlib>
-#include <cstring>
+#include "pool.h"
 
 namespace aios {
 namespace {
@@ -41,8 +39,7 @@ void decode_layers(at::Tensor x, const std::vector<at::Tensor>& norms, const std
   TORCH_CHECK(static_cast<int64_t>(norms.size()) == 2 * layers && static_cast<int64_t>(kinds.size()) == 4 * layers &&
               static_cast<int64_t>(weights.size()) == 8 * layers, "one set of norms, kinds and weights per layer");
   for (int64_t kind : kinds) TORCH_CHECK(kind >= INT4 && kind <= Q6_K, "unknown product kind");
-  const char* pooled = std::getenv("AIOS_DECODE_POOL");
-  if ((pooled == nullptr || std::strcmp(pooled, "0") != 0) &&
+  if (pool::use() != pool::Use::NONE &&
       decode_layers_pooled(x, norms, kinds, weights, cos, signed_sin, positions, kv, slots, block_tables, context_lens,
                            block_size, n_heads, n_kv_heads, eps)) {
     return;

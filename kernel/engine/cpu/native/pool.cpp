@@ -14,6 +14,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -153,6 +154,13 @@ class Pool {
 };
 
 }  // namespace
+
+Use use() {
+  const char* value = std::getenv("AIOS_NATIVE_POOL");
+  if (value == nullptr) return Use::ALL;
+  if (std::strcmp(value, "0") == 0) return Use::NONE;
+  return std::strcmp(value, "layers") == 0 ? Use::LAYERS : Use::ALL;
+}
 
 void run(Job& job, int threads) {
   static Pool* pool = new Pool();   // never destroyed: its detached workers may outlive static destruction

@@ -31,6 +31,11 @@ class Job {
   virtual void run(int64_t phase, int64_t task, int thread) = 0;
 };
 
+// Which work runs on the pool, from AIOS_NATIVE_POOL (read at each call, so one process can compare): the decode
+// layer loop (decode_pool.cpp) unless "0"; qgemm's decode rows (qgemm.cpp) too unless "0" or "layers".
+enum class Use { NONE, LAYERS, ALL };
+Use use();
+
 // Runs job on the caller (thread 0) and threads - 1 workers (threads clamped to 1..kMaxThreads); returns when every
 // task has finished and no worker touches the job any more.
 void run(Job& job, int threads);

@@ -15,6 +15,7 @@
 // tasks on the library's worker pool.
 // The instruction set is picked at run time (qgemm_dispatch.cpp), capped by AIOS_QGEMM_ISA=scalar|avx2|avx512.
 #include "ops.h"
+#include "pool.h"
 #include "qgemm_parts.h"
 
 #include <ATen/Parallel.h>
@@ -39,6 +40,32 @@ void shared_tasks(int64_t tasks, Body&& body) {
     body([&] { return next.fetch_add(1); });
   });
 }
+
+// Decode rows on the library's worker pool (pool.h), as the decode layer loop runs its products: a step's products then
+// all run on the same threads, with no OpenMP region left spinning on a core the pool needs.
+template <typename T>
+class RowJob final : public pool::Job {
+ public:
+  RowJob(const T* x, int64_t stride, int64_t rows, int64_t G, blocks::ActBuffer& acts, blocks::RowKernel kernel,
+         const blocks::Weights& w, int64_t N, T* y)
+      : x_(x), stride_(stride), rows_(rows), G_(G), acts_(acts), kernel_(kernel), w_(w), N_(N), y_(y) {}
+  int64_t phases() const override { return 2; }
+  int64_t tasks(int64_t phase) const override { return phase == 0 ? rows_ : blocks::row_tasks(N_); }
+  void run(int64_t phase, int64_t task, int) override {
+    if (phase == 0) return acts_.quantize(x_ + task * stride_, task, G_);
+    const Acts a{acts_.q, acts_.d, acts_.s, acts_.d8, acts_.h16, acts_.gp};
+    blocks::row_task(kernel_, w_, a, rows_, N_, task, y_);
+  }
+
+ private:
+  const T* x_;
+  int64_t stride_, rows_, G_;
+  blocks::ActBuffer& acts_;
+  blocks::RowKernel kernel_;
+  blocks::Weights w_;
+  int64_t N_;
+  T* y_;
+};
 
 void quantize_rows(const at::Tensor& x, blocks::ActBuffer& acts) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) % kBlock == 0 && x.stride(1) == 1,
@@ -89,6 +116,15 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
   blocks::ActBuffer acts;
   acts.reserve(T, w.gp);
   const Acts a = acts.layout(T, w.gp);
+  if (T <= blocks::kRowPathRows && pool::use() == pool::Use::ALL) {
+    TORCH_CHECK(x.size(1) % kBlock == 0 && x.stride(1) == 1, "x must be [T, K], K a multiple of 32, unit stride");
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "qgemm_pooled", [&] {
+      RowJob<scalar_t> job(x.data_ptr<scalar_t>(), x.stride(0), T, K / kBlock, acts, blocks::kernel_for(chosen, f), w,
+                           N, y.data_ptr<scalar_t>());
+      pool::run(job, at::get_num_threads());
+    });
+    return y;
+  }
   quantize_rows(x, acts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "qgemm", [&] {
     scalar_t* yp = y.data_ptr<scalar_t>();
