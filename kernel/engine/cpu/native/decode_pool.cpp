@@ -40,6 +40,7 @@ struct Product {
   blocks::RowKernel row;
   blocks::TileKernel tile;
   int64_t N;
+  int64_t per_task;   // weight rows per decode-row task
 };
 
 struct Scratch {   // one thread's
@@ -113,11 +114,13 @@ class DecodeJob final : public pool::Job {
   }
 
  private:
-  int64_t product_tasks(const Product& p) const { return blocked ? blocks::block_tasks(p.N) : blocks::row_tasks(p.N); }
+  int64_t product_tasks(const Product& p) const {
+    return blocked ? blocks::block_tasks(p.N) : blocks::row_tasks(p.N, p.per_task);
+  }
 
   void multiply(const Product& p, int input, int64_t K, int64_t task, Scratch& mine, T* y) {
     const blocks::Acts a{acts[input].q, acts[input].d, acts[input].s, acts[input].d8, acts[input].h16, acts[input].gp};
-    if (!blocked) return blocks::row_task(p.row, p.w, a, rows, p.N, task, y);
+    if (!blocked) return blocks::row_task(p.row, p.w, a, rows, p.N, p.per_task, task, y);
     mine.tiles[input].prepare(K / kBlock);
     blocks::block_task(p.f, p.tile, p.w, a, rows, p.N, task, mine.tiles[input], y);
   }
@@ -184,6 +187,7 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
   const int64_t qkv_n = (n_heads + 2 * n_kv_heads) * D, F = weights[4].size(0) / 2;
   const std::array<int64_t, 4> inputs = {E, n_heads * D, E, F}, outputs = {qkv_n, E, 2 * F, E};
   const blocks::Isa isa = blocks::resolve(-1);
+  const int threads = std::max(1, at::get_num_threads());
   std::vector<Product> products;
   std::array<int64_t, 4> gp = {0, 0, 0, 0};
   for (int64_t p = 0; p < 4 * layers; ++p) {
@@ -193,9 +197,9 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
                 " outputs, not ", outputs[p % 4]);
     if (p >= 4 && w.gp != gp[p % 4]) return false;   // padded differently from layer 0's: the op loop serves
     gp[p % 4] = w.gp;
-    products.push_back({f, w, blocks::kernel_for(isa, f), blocks::tile_kernel_for(isa, f), outputs[p % 4]});
+    products.push_back({f, w, blocks::kernel_for(isa, f), blocks::tile_kernel_for(isa, f), outputs[p % 4],
+                        blocks::task_rows(outputs[p % 4], threads)});
   }
-  const int threads = std::max(1, at::get_num_threads());
   auto buffer = [&](int64_t n) { return at::empty({rows, n}, x.options()); };
   at::Tensor h = buffer(E), qkv = buffer(qkv_n), q = buffer(n_heads * D), attn = buffer(n_heads * D), o = buffer(E),
              gate_up = buffer(2 * F), act = buffer(F), down = buffer(E);
