@@ -1,11 +1,17 @@
 """How many threads the CPU engine's step runs, decided at run time from how much its threads waited for a core.
 
-A step is ~300 parallel regions (torch's intra-op OpenMP pool, which the native ops share through at::parallel_for),
-each ending in a barrier that waits for the team's slowest thread. When other processes (agents, other work on the
-machine) want the same cores, one of the team is often descheduled: its partners spin at the barrier for
-GOMP_SPINCOUNT turns, then sleep, and every region waits a scheduler time slice for it. Measured on a 2-core box
-beside busy processes, 2 threads stepped up to 5x slower than 1 (bench/engine_threads.py); on an idle box 2 threads
-step ~1.4-2x faster. So the count is chosen while running, from the engine threads' own scheduler accounting.
+A step's work is split across threads in one of two ways. A pure-decode step whose products are all GGUF block
+formats is one job on the native library's own worker pool (native/pool.cpp): every thread runs the layer loop, taking
+tasks from shared counters, with a wait on the work (not on every thread) between dependent ops. Any other step is
+~300 parallel regions of torch's intra-op OpenMP pool (which the native ops share through at::parallel_for), each
+ending in a barrier that waits for the team's slowest thread. Both read the count this module sets
+(torch.set_num_threads) at each step. When other processes (agents, other work on the machine) want the same cores,
+one of the team is often descheduled. Under OpenMP its partners spin at the barrier for GOMP_SPINCOUNT turns, then
+sleep, and every region waits a scheduler time slice for it: measured on a 2-core box beside busy processes, 2
+threads stepped up to 5x slower than 1 (bench/engine_threads.py). The pool loses less (the others take a descheduled
+worker's share; only a task it holds is waited for), but two threads on cores that other work also wants are still
+slower than one. On an idle box 2 threads step ~1.4-2x faster. So the count is chosen while running, from the engine
+threads' own scheduler accounting.
 
 The signal: the run-queue wait of this process's threads (/proc/self/task/*/schedstat, second field: time runnable but
 not running) over the wall time of sampled steps, per thread of the team: waited = wait / (wall x threads). Idle
@@ -21,9 +27,9 @@ changed, the reason (logged by the governor).
 ThreadGovernor applies it to a running engine: after_step(wall_s) samples one step in every `sample_every_s` (a
 sample reads one small file per thread, ~60 us for a few threads), closes a window after `window_samples` samples or
 `window_s` of sampled steps, and calls torch.set_num_threads from the stepping thread (OpenMP's team size is that
-thread's setting). A maximum of one thread, adaptive=False, or schedstat unreadable (a kernel without
-CONFIG_SCHED_INFO, a masked /proc): no governor work at all, the count stays fixed (the last logged once). Nothing here
-holds module-level state.
+thread's setting, and the native pool's job size). A maximum of one thread, adaptive=False, or schedstat unreadable
+(a kernel without CONFIG_SCHED_INFO, a masked /proc): no governor work at all, the count stays fixed (the last logged
+once). Nothing here holds module-level state.
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each 
                       qgemm_kernels.cpp for decode rows, qgemm_tile*.cpp for the blocked product: AVX2 / AVX-512
                       VNNI / scalar, picked at run time; kernel/engine/cpu/block_weights.py packs or passes them)
     decode_layers     every layer of a pure-decode step, these ops and the weight products called from C++
-                      (decode_layers.cpp): ~300 Python-level calls per step → 1
+                      (decode_layers.cpp): ~300 Python-level calls per step → 1. With block products, one job on
+                      the library's own worker pool (decode_pool.cpp, pool.cpp: threads kept for the process, a wait
+                      on the work between dependent ops, bounded spin then futex sleep) instead of an OpenMP region
+                      per op; qgemm's decode rows run on it too (AIOS_NATIVE_POOL=0|layers turns it off|to the loop)
 
 torch.utils.cpp_extension builds the .cpp sources with the machine's C++ compiler (and ninja) into torch's
 extension cache (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), under a name that includes a digest of the
