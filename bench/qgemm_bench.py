@@ -12,6 +12,10 @@ quantizer for them; speed does not depend on the values). Every candidate of a c
 the median of the rounds reported: on a shared machine only the ratios in one run mean anything.
 --engine: decode tok/s of the default model (SmolLM2 GGUF) at batch 1 and 8, int4 and int8 modes, torch's kernels
 (AIOS_QGEMM=0) vs the block products, interleaved the same way.
+--pool [GGUF]: decode tok/s of a model (default the bundled one; e.g. bench.make_gguf's 1.7B Q4_0) in int4 mode at 1
+and 2 threads, batch 1 and 8, the decode layer loop as one OpenMP region per op (AIOS_NATIVE_POOL=0) vs one job on
+the native worker pool (the default), interleaved, the adaptive thread count held fixed; batch 1 also as a fraction
+of the read bandwidth at the same threads (weight bytes per token x tok/s).
 """
 
 from __future__ import annotations
@@ -143,6 +147,47 @@ def engine_cases(repeats: int, tokens: int = 48) -> None:
         )
 
 
+def pool_cases(repeats: int, model: str | None, tokens: int = 24) -> None:
+    from kernel.engine.core.interface import EngineRequest, SamplingParams
+    from kernel.engine.cpu.engine import TorchEngine
+
+    engine = TorchEngine.from_path(
+        model, "bfloat16", weights="int4", kv_budget_tokens=4096, max_batch=8, adaptive_threads=False
+    )
+    prompt = engine.tokenize("The kernel schedules agents and their calls, one step at a time.")
+    nbytes = engine.model.weight_nbytes()
+
+    def decode_rate(batch: int) -> float:
+        for i in range(batch):
+            request = f"p{time.monotonic_ns()}-{i}"
+            engine.add(EngineRequest(request, list(prompt), SamplingParams(max_tokens=tokens, ignore_eos=True)))
+        engine.step()  # the prompts' prefill
+        produced, start = 0, time.perf_counter()
+        while engine.has_work():
+            produced += sum(1 for event in engine.step() if event.token_id >= 0)
+        return produced / (time.perf_counter() - start)
+
+    ways = {"op loop": "0", "pool": "1"}
+    print(f"\ndecode layer loop, {model or 'bundled model'} int4 ({nbytes / 1e9:.2f} GB of weights read per step)")
+    for threads in (1, 2):
+        bandwidth = read_bandwidth(threads)
+        torch.set_num_threads(threads)
+        for batch in (1, 8):
+            rates = {way: [] for way in ways}
+            for _ in range(repeats):
+                for way, setting in ways.items():
+                    os.environ["AIOS_NATIVE_POOL"] = setting
+                    rates[way].append(decode_rate(batch))
+            base = statistics.median(rates["op loop"])
+            cells = []
+            for way in ways:
+                rate = statistics.median(rates[way])
+                share = f", {rate * nbytes / bandwidth:.0%} of read bw" if batch == 1 else ""
+                cells.append(f"{way} {rate:6.1f} tok/s ({rate / base:4.2f}x{share})")
+            print(f"  threads {threads} batch {batch}:  " + "  ".join(cells), flush=True)
+    os.environ.pop("AIOS_NATIVE_POOL")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -152,6 +197,14 @@ def main() -> None:
     parser.add_argument("--prompt", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--isas", default="", help="comma-separated: scalar,avx2,avx512 (default: all the CPU has)")
     parser.add_argument("--engine", action="store_true", help="also the engine's decode tok/s, torch's kernels vs ours")
+    parser.add_argument(
+        "--pool",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="GGUF",
+        help="also the decode layer loop, OpenMP per op vs the native pool (a GGUF; default bundled)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,6 +224,8 @@ def main() -> None:
         prompt_cases(args.repeats)
     if args.engine:
         engine_cases(args.repeats)
+    if args.pool is not None:
+        pool_cases(args.repeats, args.pool or None)
 
 
 if __name__ == "__main__":
