@@ -131,14 +131,18 @@ class DecodeJob final : public pool::Job {
     const T* s = sin + positions[b] * D;
     T* kc = kv + l * 2 * S * Hkv * D;
     T* vc = kc + S * Hkv * D;
-    for (int64_t head = g * G; head < (g + 1) * G; ++head) row_ops::rope_head(row + head * D, c, s, D, q + (b * H + head) * D);
+    for (int64_t head = g * G; head < (g + 1) * G; ++head) {
+      row_ops::rope_head(row + head * D, c, s, D, q + (b * H + head) * D);
+    }
     const int64_t at = (slots[b] * Hkv + g) * D;
     row_ops::rope_head(row + (H + g) * D, c, s, D, kc + at);
     std::copy(row + (H + Hkv + g) * D, row + (H + Hkv + g + 1) * D, vc + at);
     const int64_t first = (b * H + g * G) * D;
     row_ops::attend_heads(q + first, G, D, scale, kc, vc, Hkv, g, tables + b * max_blocks, lens[b], block_size,
                           mine.query.data(), mine.scores.data(), mine.acc.data(), attn + first);
-    if (fused_quant) acts[1].quantize_range(attn + b * H * D, b, g * G * D / kBlock, (g + 1) * G * D / kBlock, H * D / kBlock);
+    if (fused_quant) {
+      acts[1].quantize_range(attn + b * H * D, b, g * G * D / kBlock, (g + 1) * G * D / kBlock, H * D / kBlock);
+    }
   }
 };
 
