@@ -72,7 +72,10 @@ AVX2_TARGET void q5_avx2_rows(const Weights& w, int64_t n, const Acts& a, int64_
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8));
       const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4);
       const __m256i q = _mm256_or_si256(nib, fifth_bits_avx2(qh));
-      const float d = q5_fp16(p), m = q5_fp16(p + 2);
+      uint32_t both;   // d and m converted by one instruction
+      std::memcpy(&both, p, sizeof both);
+      const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(both)));
+      const float d = _mm_cvtss_f32(dm), m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
       for (int r = 0; r < R; ++r) {
         const int64_t t = t0 + r;
         const __m256i dot = dot_avx2(q, a.q + t * kp + b * kBlock);
