@@ -199,3 +199,23 @@ def test_a_type_nothing_reads_is_refused_by_name(files, tmp_path, quantized):
     bad = families.save_family_gguf("llama3", folder, tmp_path / "f64.gguf", store=store)
     with pytest.raises(ModelLoadError, match=r"blk\.1\.ffn_up\.weight is stored as F64"):
         _load(bad, quantized)
+
+
+@pytest.mark.skipif(not block_weights.available(), reason="native ops did not build")
+def test_the_native_layer_loop_multiplies_the_q5_products(files):
+    """int4 on the Q5 file: decode_layers.cpp takes the Q5_K / Q5_1 kinds, and its one-call decode gives the tokens
+    of the per-layer Python loop over the same products."""
+    from kernel.engine.cpu.engine import TorchEngine
+    from kernel.engine.cpu.native import ProductKind
+    from tests.engine.helpers import generate
+
+    _, path = files
+    engine = TorchEngine.from_path(str(path), "bfloat16", weights="int4", kv_budget_tokens=256, max_batch=2)
+    model = engine.model
+    assert model._native_stack is not None
+    assert ProductKind.Q5_K in set(model._native_stack[1])
+    prompt = engine.tokenizer.encode(" ".join(CORPUS[:2]))[:24]
+    one_call = generate(engine, {"a": prompt}, max_tokens=8, ignore_eos=True)["a"].tokens
+    model._native_stack = None
+    loop = generate(engine, {"b": prompt}, max_tokens=8, ignore_eos=True)["b"].tokens
+    assert one_call == loop and len(one_call) == 8
