@@ -1,6 +1,6 @@
 """Products with GGUF block-quantized weights as the file stores them, multiplied by native kernels (native/qgemm*.cpp).
 
-Formats (BlockFormat): Q8_0, Q4_0, Q4_1 (blocks of 32), Q5_0 (blocks of 32), Q4_K and Q6_K (super-blocks of 256).
+Formats (BlockFormat): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32), Q4_K, Q5_K and Q6_K (super-blocks of 256).
 
 The API (what the loader calls):
 
@@ -10,9 +10,10 @@ The API (what the loader calls):
         nibbles interleaved so that one 32-byte load unpacks both, the fp16 scales in their own planes).
     BlockLinear.from_gguf(raw, qtype, shape, isa=Isa.AUTO)
         the tensor's bytes as the GGUF file stores them (numpy or torch uint8, [out, row bytes] or flat; shape =
-        (out, in), in torch's order, i.e. GGUF's ne reversed), for any qtype in GGUF_FORMATS. Q5_0, Q4_K and Q6_K
-        are multiplied straight from those bytes: no copy is made when raw is a contiguous uint8 array (a view of a
-        memory-mapped file stays one; the product holds a reference). Q8_0 / Q4_0 / Q4_1 are repacked as above.
+        (out, in), in torch's order, i.e. GGUF's ne reversed), for any qtype in GGUF_FORMATS. Q5_0, Q5_1, Q4_K,
+        Q5_K and Q6_K are multiplied straight from those bytes: no copy is made when raw is a contiguous uint8 array
+        (a view of a memory-mapped file stays one; the product holds a reference). Q8_0 / Q4_0 / Q4_1 are repacked as
+        above.
     BlockLinear.concat(parts)
         products of one format stacked along the output rows (q, k and v as one product); raises ValueError when the
         formats or input sizes differ.
@@ -58,6 +59,8 @@ class BlockFormat(IntEnum):
     Q5_0 = 3  # the raw formats, multiplied from the file's bytes
     Q4_K = 4
     Q6_K = 5
+    Q5_K = 6
+    Q5_1 = 7
 
 
 class Isa(IntEnum):
@@ -77,10 +80,18 @@ GGUF_FORMATS = {
     GGMLQuantizationType.Q5_0: BlockFormat.Q5_0,
     GGMLQuantizationType.Q4_K: BlockFormat.Q4_K,
     GGMLQuantizationType.Q6_K: BlockFormat.Q6_K,
+    GGMLQuantizationType.Q5_K: BlockFormat.Q5_K,
+    GGMLQuantizationType.Q5_1: BlockFormat.Q5_1,
 }
 _PACKED_DECODERS = {BlockFormat.Q8_0: from_q8_0, BlockFormat.Q4_0: from_q4_0, BlockFormat.Q4_1: from_q4_1}
 # The raw formats: (weights per block, bytes per block), as GGUF stores them
-RAW_BLOCKS = {BlockFormat.Q5_0: (32, 22), BlockFormat.Q4_K: (256, 144), BlockFormat.Q6_K: (256, 210)}
+RAW_BLOCKS = {
+    BlockFormat.Q5_0: (32, 22),
+    BlockFormat.Q4_K: (256, 144),
+    BlockFormat.Q6_K: (256, 210),
+    BlockFormat.Q5_K: (256, 176),
+    BlockFormat.Q5_1: (32, 24),
+}
 
 
 def supports(qtype: GGMLQuantizationType) -> bool:

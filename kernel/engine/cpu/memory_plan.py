@@ -21,13 +21,14 @@ auto (quant_select.py measures; this decides what it may build). The engine's me
 about the file's, at most AUTO_MEMORY_RATIO (1.3) times the stored model's: a candidate whose weights would take more
 is not built (logged, with its size). The reference the candidates' perplexity is compared with is the file's own:
   - a quantized GGUF (every layer matrix in integer blocks, the native block kernels built): the stored mode, the int
-    mode that multiplies the most of the file's bytes as stored, at least half of them (int4 for Q4_0, Q4_1, Q4_K or
-    Q6_K files, int8 for Q8_0). Its products are the file's blocks themselves, no requantization: the file's quality
-    by construction, a candidate of ratio 1, never compared with a float copy (an fp32 model is 4 bytes per weight:
-    7 GB for a 1.7B, 28 GB for a 7B, beside a 1 GB Q4_0 file). Products whose parts mix types (Gemma's Q5_0 q and k
-    beside a Q8_0 v) are requantized in it as in every int mode (quant_weights._block_codes). The other candidates
-    (int4 from a Q8_0 file, bf16 from a Q4_K one) requantize, and are compared with it when they fit the target; for
-    a Q4_0/Q4_1 file none does (int8 is 1.7-1.9x its bytes, bf16 3-3.6x), so auto is the stored mode, unmeasured.
+    mode that multiplies the most of the file's bytes as stored, at least half of them (int4 for Q4_0, Q4_1, Q4_K,
+    Q5_0, Q5_1, Q5_K or Q6_K files, int8 for Q8_0). Its products are the file's blocks themselves, no requantization:
+    the file's quality by construction, a candidate of ratio 1, never compared with a float copy (an fp32 model is 4
+    bytes per weight: 7 GB for a 1.7B, 28 GB for a 7B, beside a 1 GB Q4_0 file). Products whose parts mix types
+    (Gemma's Q5_0 q and k beside a Q8_0 v) are requantized in it as in every int mode (quant_weights._block_codes).
+    The other candidates (int4 from a Q8_0 file, bf16 from a Q4_K one) requantize, and are compared with it when they
+    fit the target; for a Q4_0/Q4_1 file none does (int8 is 1.7-1.9x its bytes, bf16 3-3.6x), so auto is the stored
+    mode, unmeasured.
   - float weights (a Hugging Face folder, an F16/F32 GGUF) or no native block kernels: fp32, built once for its
     perplexity and freed (the float values exactly; a folder's checkpoint already holds them as float32). Every
     candidate is smaller than it; it is counted in the plan, so a model whose fp32 reference does not fit is refused

@@ -19,10 +19,10 @@ A checkpoint weight is a float tensor, a GroupQuantized (codes and scales) or GG
 matrix still in the file's memory map). Products are built one at a time, and each GGUF matrix's pages are released
 from the process once its product holds what it needs, so building never holds more than the products made so far and
 one matrix in transit. With the native kernels, GGUF matrices whose stored type the mode keeps (int4: Q4_0, Q4_1 and,
-where block_weights reads them as stored, Q4_K, Q5_0, Q6_K — the 4-to-6-bit mixes llama.cpp writes; int8: Q8_0) become
-a BlockLinear from the file's bytes (block_weights.BlockLinear.from_gguf: a repack, or the bytes themselves); any other
-weight is dequantized to fp32 one matrix at a time and quantized for the mode (Q8_0 and Q4_x into int8 rows, Q8_0 into
-int4, floats into either) — never the whole model as floats at once.
+where block_weights reads them as stored, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K — the 4-to-6-bit mixes llama.cpp writes; int8:
+Q8_0) become a BlockLinear from the file's bytes (block_weights.BlockLinear.from_gguf: a repack, or the bytes
+themselves); any other weight is dequantized to fp32 one matrix at a time and quantized for the mode (Q8_0 and Q4_x
+into int8 rows, Q8_0 into int4, floats into either) — never the whole model as floats at once.
 
 With torch's kernels (AIOS_QGEMM=0), Q8_0 (one scale per 32 inputs) has no exact int8 counterpart: _weight_int8pack_mm
 takes one scale per row,
@@ -80,6 +80,8 @@ KEPT_TYPES = {
         GGMLQuantizationType.Q4_1,
         GGMLQuantizationType.Q4_K,
         GGMLQuantizationType.Q5_0,
+        GGMLQuantizationType.Q5_1,
+        GGMLQuantizationType.Q5_K,
         GGMLQuantizationType.Q6_K,
     ),
     "int8": (GGMLQuantizationType.Q8_0,),
@@ -196,7 +198,13 @@ def _as_q4_1(weight: GroupQuantized) -> GroupQuantized:
 
 
 # stored types wider than 4 bits: a fused product of mixed types that holds one keeps them at 8 bits in int4 mode
-_WIDER_THAN_4 = (GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q6_K, GGMLQuantizationType.Q8_0)
+_WIDER_THAN_4 = (
+    GGMLQuantizationType.Q5_0,
+    GGMLQuantizationType.Q5_1,
+    GGMLQuantizationType.Q5_K,
+    GGMLQuantizationType.Q6_K,
+    GGMLQuantizationType.Q8_0,
+)
 
 
 def _block_codes(parts: list[Weight], mode: str) -> GroupQuantized:

@@ -1,18 +1,17 @@
 """GGUF block types the native kernels do not multiply, re-expressed once at load in the nearest type they do.
 
-    REEXPRESSED          {stored type: the type it becomes}: Q5_K → Q6_K (super-blocks of 256 both), Q5_1 → Q5_0
-                         (blocks of 32 both: Q5_1 is what llama.cpp writes where a row is not a whole number of
-                         super-blocks, so Q6_K cannot take it)
-    reexpress(raw, stored) -> uint8 [rows, the target's row bytes]: the stored blocks' values (gguf's reference
-                         dequantizer) quantized into the target type
+    REEXPRESSED          {stored type: the type it becomes}; empty at present: Q5_K and Q5_1, once re-expressed here
+                         as Q6_K and Q5_0 (neither exact: both carry a per-block minimum the targets lack), are
+                         multiplied as stored (native/qgemm_q5*.cpp). The machinery stays for a type a kernel does not
+                         read yet and some kept type holds exactly or nearly.
+    reexpress(raw, stored, target) -> uint8 [rows, the target's row bytes]: the stored blocks' values (gguf's reference
+                         dequantizer) quantized into the target type (Q6_K by quantize_q6_k, the 32-blocks by gguf's
+                         reference quantizer)
     quantize_q6_k(w)     float32 [rows, k] (k a multiple of 256) → Q6_K bytes [rows, k / 256 * 210]
 
-Why a conversion and not the stored bytes: Q5_K and Q5_1 carry a minimum per block (w = d q - m), and none of the
-formats the kernels read at 5 bits or more (Q5_0, Q6_K, Q8_0) has one, so no exact re-expression exists in general;
-the nearest one is the target's own quantizer applied to the stored values. What it costs: every value moves by at
-most half a step of the target's grid (Q6_K: one step per 16 weights, about half of Q5_K's own step for a block
-centred on zero; Q5_0: about Q5_1's step), against the 4-bit requantization the int4 mode would otherwise apply
-(a step about twice Q5's). bench/perplexity_peer.py measures the result against the file's own weights.
+What a re-expression costs: every value moves by at most half a step of the target's grid (Q6_K: one step per 16
+weights), against the 4-bit requantization the int4 mode would otherwise apply. bench/perplexity_peer.py measures the
+result against the file's own weights.
 
 Invariants: only the target's bytes are produced (the file is never written); the values are computed in float32 from
 gguf's dequantizer, so a stored matrix converts the same on every machine; the target's scales are finite fp16.
@@ -21,19 +20,18 @@ gguf's dequantizer, so a stored matrix converts the same on every machine; the t
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize
 
 Q = GGMLQuantizationType
-REEXPRESSED = {Q.Q5_K: Q.Q6_K, Q.Q5_1: Q.Q5_0}
+REEXPRESSED: dict[GGMLQuantizationType, GGMLQuantizationType] = {}
 _SUPER = 256
 _SUB = 16  # Q6_K: one int8 scale per 16 weights
 _FP16_MAX = 65504.0
 
 
-def reexpress(raw: np.ndarray, stored: GGMLQuantizationType) -> np.ndarray:
-    """raw: uint8 [rows, stored row bytes] → uint8 [rows, the REEXPRESSED target's row bytes]."""
-    target = REEXPRESSED[stored]
+def reexpress(raw: np.ndarray, stored: GGMLQuantizationType, target: GGMLQuantizationType) -> np.ndarray:
+    """raw: uint8 [rows, stored row bytes] → uint8 [rows, target row bytes] (target Q6_K or a type gguf quantizes)."""
     rows = raw.shape[0]
     values = dequantize(np.ascontiguousarray(raw), stored).reshape(rows, -1).astype(np.float32)
     if target is Q.Q6_K:
@@ -81,9 +79,3 @@ def quantize_q6_k(w: np.ndarray) -> np.ndarray:
         axis=-1,
     )
     return np.ascontiguousarray(blocks.reshape(rows, -1))
-
-
-def target_row_bytes(stored: GGMLQuantizationType, columns: int) -> int:
-    """Bytes per row of the type a stored type becomes."""
-    per_block, block_bytes = GGML_QUANT_SIZES[REEXPRESSED[stored]]
-    return columns // per_block * block_bytes

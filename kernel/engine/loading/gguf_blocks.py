@@ -16,9 +16,9 @@ reads is safe, never wrong). GGUFBlocks is one 2-D tensor of it, in any GGUF typ
 row_order is the rows' order as the model reads them (llama's q/k rotary unpermute): a whole row's blocks move
 together, so permuting rows of the stored bytes is exact.
 
-file_matrix(...) is how the loader makes one: a Reexpressed (a GGUFBlocks) for the types block_convert.py converts
-(Q5_K, Q5_1), whose qtype, raw() and raw_rows() are the target type's (Q6_K, Q5_0: what the kernels multiply as
-stored) while dequantize() stays the file's values; a plain GGUFBlocks otherwise. decodable(qtype) says whether gguf's
+file_matrix(...) is how the loader makes one: a Reexpressed (a GGUFBlocks) for the types block_convert.REEXPRESSED
+lists (none at present: Q5_K and Q5_1 are multiplied as stored), whose qtype, raw() and raw_rows() are the target
+type's while dequantize() stays the file's values; a plain GGUFBlocks otherwise. decodable(qtype) says whether gguf's
 dequantizer reads a type: the loader refuses a matrix of any other type, naming it. Invariant: nothing here writes to
 the map, and nothing decodes more than the rows asked for.
 """
@@ -195,10 +195,10 @@ class Reexpressed(GGUFBlocks):
         return self.stored
 
     def raw(self) -> np.ndarray:
-        return reexpress(self._file_rows(), self.stored)
+        return reexpress(self._file_rows(), self.stored, self.qtype)
 
     def raw_rows(self, ids) -> np.ndarray:
-        return reexpress(self._file_rows(ids), self.stored)
+        return reexpress(self._file_rows(ids), self.stored, self.qtype)
 
     def group_quantized(self) -> GroupQuantized | None:
         return None

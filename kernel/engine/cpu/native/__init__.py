@@ -9,7 +9,7 @@ at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each 
     rope_write        rotary on q and k, k and v into the paged cache   (~10 ops → 1)
     decode_attention  every single-token row over its own paged context (6-8 ops per sequence → 1 per step)
     silu_mul          silu(gate) * up                                  (3 ops → 1)
-    qgemm             products with GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q4_K/Q6_K blocks and int8 activations (qgemm.cpp;
+    qgemm             products with GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K blocks and int8 activations (qgemm.cpp;
                       qgemm_kernels.cpp for decode rows, qgemm_tile*.cpp for the blocked product: AVX2 / AVX-512
                       VNNI / scalar, picked at run time; kernel/engine/cpu/block_weights.py packs or passes them)
     decode_layers     every layer of a pure-decode step, these ops and the weight products called from C++
@@ -57,6 +57,8 @@ SOURCES = [
         "qgemm_tile.cpp",
         "qgemm_tile_kernels.cpp",
         "qgemm_raw_kernels.cpp",
+        "qgemm_q5.h",
+        "qgemm_q5_kernels.cpp",
         "qgemm.cpp",
     )
 ]
@@ -76,6 +78,8 @@ class ProductKind(IntEnum):
     Q5_0 = 6  # the raw formats: codes are the file's bytes, the scales tensor empty
     Q4_K = 7
     Q6_K = 8
+    Q5_K = 9
+    Q5_1 = 10
 
 
 def _cpu_flags() -> str:

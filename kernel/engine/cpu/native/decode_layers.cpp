@@ -11,7 +11,9 @@ namespace {
 
 // How a layer's product multiplies (native/__init__.py, ProductKind): torch's integer kernels take bfloat16 inputs;
 // the block kinds are qgemm's formats (qgemm.h), offset by Q8_0.
-enum Kind : int64_t { INT4 = 0, INT8 = 1, FLOAT = 2, Q8_0 = 3, Q4_0 = 4, Q4_1 = 5, Q5_0 = 6, Q4_K = 7, Q6_K = 8 };
+enum Kind : int64_t {
+  INT4 = 0, INT8 = 1, FLOAT = 2, Q8_0 = 3, Q4_0 = 4, Q4_1 = 5, Q5_0 = 6, Q4_K = 7, Q6_K = 8, Q5_K = 9, Q5_1 = 10
+};
 
 at::Tensor product(const at::Tensor& x, int64_t kind, const at::Tensor& a, const at::Tensor& b, int64_t int4_group) {
   if (kind >= Q8_0) return qgemm(x, a, b, kind - Q8_0, -1);
@@ -38,7 +40,7 @@ void decode_layers(at::Tensor x, const std::vector<at::Tensor>& norms, const std
   const int64_t layers = kv.size(0), rows = x.size(0), head_dim = kv.size(4);
   TORCH_CHECK(static_cast<int64_t>(norms.size()) == 2 * layers && static_cast<int64_t>(kinds.size()) == 4 * layers &&
               static_cast<int64_t>(weights.size()) == 8 * layers, "one set of norms, kinds and weights per layer");
-  for (int64_t kind : kinds) TORCH_CHECK(kind >= INT4 && kind <= Q6_K, "unknown product kind");
+  for (int64_t kind : kinds) TORCH_CHECK(kind >= INT4 && kind <= Q5_1, "unknown product kind");
   if (pool::use() != pool::Use::NONE &&
       decode_layers_pooled(x, norms, kinds, weights, cos, signed_sin, positions, kv, slots, block_tables, context_lens,
                            block_size, n_heads, n_kv_heads, eps)) {

@@ -1,4 +1,4 @@
-// Products with GGUF block-quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K) and activations quantized to int8
+// Products with GGUF block-quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K, Q5_K, Q5_1) and activations quantized to int8
 // per 32-block (block_weights.py packs or passes the weights; qgemm_kernels.cpp multiplies one weight row against a
 // few activation rows; qgemm_tile*.cpp decode a tile of weight rows and multiply it by many rows; qgemm.cpp is the op).
 //
@@ -12,7 +12,9 @@
 //   Q5_0, Q4_K, Q6_K (the raw formats): codes [N, row bytes] are the file's blocks as stored, no scale planes:
 //         Q5_0 22 bytes per 32 (fp16 d, 32 high bits, 16 bytes of nibbles; w = d * (q - 16)),
 //         Q4_K 144 per 256 (fp16 d, fp16 dmin, eight 6-bit scales and mins, 128 bytes of nibbles; w = d sc q - dmin m),
-//         Q6_K 210 per 256 (128 bytes low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, fp16 d; w = d sc (q - 32)).
+//         Q6_K 210 per 256 (128 bytes low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, fp16 d; w = d sc (q - 32)),
+//         Q5_K 176 per 256 (Q4_K's fields, then 32 bytes of fifth bits before the nibbles; w = d sc q - dmin m),
+//         Q5_1 24 per 32 (fp16 d, fp16 m, 32 high bits, 16 bytes of nibbles; w = d q + m): qgemm_q5.h.
 // Activations, per row t and block b: q int8 [T, Gp * 32], d = amax / 127, s = d * sum(q) (llama.cpp's q8_1), d
 // repeated 8 times (d8) for the 512-bit kernels, whose lanes hold two blocks' partial sums, and the integer sums of q
 // over each 16-input half (h16, for the tiles' bias correction and Q6_K's 16-weight scales).
@@ -27,8 +29,8 @@
 
 namespace aios::blocks {
 
-enum class Format : int64_t { Q8_0 = 0, Q4_0 = 1, Q4_1 = 2, Q5_0 = 3, Q4_K = 4, Q6_K = 5 };
-constexpr int64_t kFormats = 6;
+enum class Format : int64_t { Q8_0 = 0, Q4_0 = 1, Q4_1 = 2, Q5_0 = 3, Q4_K = 4, Q6_K = 5, Q5_K = 6, Q5_1 = 7 };
+constexpr int64_t kFormats = 8;
 enum class Isa : int64_t { AUTO = -1, SCALAR = 0, AVX2 = 1, AVX512 = 2 };
 
 constexpr int64_t kBlock = 32;
@@ -75,6 +77,8 @@ RowKernel avx512_kernel(Format f);
 RowKernel scalar_raw_kernel(Format f);
 RowKernel avx2_raw_kernel(Format f);
 RowKernel avx512_raw_kernel(Format f);
+RowKernel avx2_q5_kernel(Format f);     // Q5_K, Q5_1 (qgemm_q5_kernels.cpp), through the two above
+RowKernel avx512_q5_kernel(Format f);
 
 float half_to_float(uint16_t h);
 
@@ -102,7 +106,7 @@ constexpr int64_t kTileRows = 6;       // activation rows one tile-kernel call m
 struct Tile {
   uint8_t* q;             // [G][8][kTileN][4]
   float* d;               // [G][2][kTileN]: each half's scale (both halves equal except Q6_K)
-  float* m;               // [G][kTileN]: the block's constant term (Q4_1, Q4_K), else zero
+  float* m;               // [G][kTileN]: the block's constant term (Q4_1, Q4_K, Q5_K, Q5_1), else zero
   int64_t g;              // blocks of 32 per row
   int32_t bias;           // the code that means zero
   bool split;             // two scales per block (Q6_K)

@@ -13,6 +13,8 @@ std::pair<int64_t, int64_t> raw_block(Format f) {
   switch (f) {
     case Format::Q5_0: return {32, 22};
     case Format::Q4_K: return {256, 144};
+    case Format::Q5_K: return {256, 176};
+    case Format::Q5_1: return {32, 24};
     default: return {256, 210};
   }
 }
@@ -30,7 +32,9 @@ Isa env_cap() {
 
 }  // namespace
 
-bool is_raw(Format f) { return f == Format::Q5_0 || f == Format::Q4_K || f == Format::Q6_K; }
+bool is_raw(Format f) {
+  return f == Format::Q5_0 || f == Format::Q4_K || f == Format::Q6_K || f == Format::Q5_K || f == Format::Q5_1;
+}
 
 Format check_format(int64_t format) {
   TORCH_CHECK(format >= 0 && format < kFormats, "unknown block format ", format);

@@ -343,6 +343,8 @@ RowKernel avx2_raw_kernel(Format f) {
     case Format::Q5_0: return raw_avx2<Format::Q5_0>;
     case Format::Q4_K: return raw_avx2<Format::Q4_K>;
     case Format::Q6_K: return raw_avx2<Format::Q6_K>;
+    case Format::Q5_K:
+    case Format::Q5_1: return avx2_q5_kernel(f);
     default: return nullptr;
   }
 }
@@ -352,6 +354,8 @@ RowKernel avx512_raw_kernel(Format f) {
     case Format::Q5_0: return raw_avx512<Format::Q5_0>;
     case Format::Q4_K: return raw_avx512<Format::Q4_K>;
     case Format::Q6_K: return raw_avx512<Format::Q6_K>;
+    case Format::Q5_K:
+    case Format::Q5_1: return avx512_q5_kernel(f);
     default: return nullptr;
   }
 }

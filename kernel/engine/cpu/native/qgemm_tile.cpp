@@ -1,5 +1,5 @@
 // Decoding a tile of weight rows for the blocked product (qgemm.h, Tile): every format's blocks, as block_weights.py
-// packs them (Q8_0, Q4_0, Q4_1) or as the GGUF file stores them (Q5_0, Q4_K, Q6_K), into unsigned codes with the
+// packs them (Q8_0, Q4_0, Q4_1) or as the GGUF file stores them (Q5_0, Q4_K, Q6_K; Q5_K, Q5_1 in qgemm_q5.h), into unsigned codes with the
 // rows in a vector's lanes, per-block float scales and constant terms. A tile is decoded once per call of the product
 // and then multiplied by every activation row, so its cost is shared by all rows of a prompt; still, at a few hundred
 // rows it was a visible part of the call, so the raw formats' codes are unpacked 32 at a time with AVX2 where the
@@ -8,6 +8,7 @@
 // GGUF's reference dequantizer computes them (d * sc and dmin * m in float32, exact: an fp16 times a 6- or 8-bit
 // integer).
 #include "qgemm.h"
+#include "qgemm_q5.h"
 
 #include <cstring>
 
@@ -38,6 +39,10 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
     for (int j = 0; j < kBlock; ++j) c[j] = (p[j] >> shift) & 0x0f;
     d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
     if constexpr (F == Format::Q4_1) *m = half_to_float(w.m[n * w.gp + b]);
+  } else if constexpr (F == Format::Q5_K || F == Format::Q5_1) {
+    if constexpr (F == Format::Q5_K) q5_k_block(row, b, c, d, m);
+    if constexpr (F == Format::Q5_1) q5_1_block(row, b, c, d, m);
+    d[1] = d[0];
   } else if constexpr (F == Format::Q5_0) {
     const uint8_t* p = row + b * 22;
     uint32_t qh;
@@ -130,7 +135,13 @@ template <Format F>
 __attribute__((optimize("no-tree-vectorize"))) void row_scalar_raw(const Weights& w, int64_t n, const Acts& a,
                                                                     int64_t t0, int64_t rows, float* out) {
   const int32_t bias = F == Format::Q5_0 ? 16 : F == Format::Q6_K ? 32 : 0;
-  const int64_t g = w.row_bytes / (F == Format::Q5_0 ? 22 : F == Format::Q4_K ? 144 : 210) * (F == Format::Q5_0 ? 1 : 8);
+  constexpr int64_t block_bytes = F == Format::Q5_0   ? 22
+                                  : F == Format::Q4_K ? 144
+                                  : F == Format::Q5_K ? kQ5KBytes
+                                  : F == Format::Q5_1 ? kQ5_1Bytes
+                                                      : 210;
+  constexpr int64_t blocks_per = F == Format::Q5_0 || F == Format::Q5_1 ? 1 : 8;   // 32-blocks per stored block
+  const int64_t g = w.row_bytes / block_bytes * blocks_per;
   uint8_t c[kBlock];
   float d[2], m;
   for (int64_t r = 0; r < rows; ++r) {
@@ -158,6 +169,8 @@ RowKernel scalar_raw_kernel(Format f) {
     case Format::Q5_0: return row_scalar_raw<Format::Q5_0>;
     case Format::Q4_K: return row_scalar_raw<Format::Q4_K>;
     case Format::Q6_K: return row_scalar_raw<Format::Q6_K>;
+    case Format::Q5_K: return row_scalar_raw<Format::Q5_K>;
+    case Format::Q5_1: return row_scalar_raw<Format::Q5_1>;
     default: return nullptr;
   }
 }
@@ -175,7 +188,7 @@ int32_t format_bias(Format f) {
 void decode_tile(Format f, const Weights& w, int64_t n0, int64_t rows, Tile& t) {
   t.bias = format_bias(f);
   t.split = f == Format::Q6_K;
-  t.has_m = f == Format::Q4_1 || f == Format::Q4_K;
+  t.has_m = f == Format::Q4_1 || f == Format::Q4_K || f == Format::Q5_K || f == Format::Q5_1;
   switch (f) {
     case Format::Q8_0: return decode_tile_as<Format::Q8_0>(w, n0, rows, t);
     case Format::Q4_0: return decode_tile_as<Format::Q4_0>(w, n0, rows, t);
@@ -183,6 +196,8 @@ void decode_tile(Format f, const Weights& w, int64_t n0, int64_t rows, Tile& t) 
     case Format::Q5_0: return decode_tile_as<Format::Q5_0>(w, n0, rows, t);
     case Format::Q4_K: return decode_tile_as<Format::Q4_K>(w, n0, rows, t);
     case Format::Q6_K: return decode_tile_as<Format::Q6_K>(w, n0, rows, t);
+    case Format::Q5_K: return decode_tile_as<Format::Q5_K>(w, n0, rows, t);
+    case Format::Q5_1: return decode_tile_as<Format::Q5_1>(w, n0, rows, t);
   }
 }
 
