@@ -34,7 +34,7 @@ from bench.bandwidth import cpu_line, read_bandwidth
 from kernel.engine.cpu.block_weights import GGUF_FORMATS, RAW_BLOCKS, BlockLinear, Isa, supported_isas
 from kernel.engine.cpu.linear import Linear
 
-FORMATS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q6_K]
+FORMATS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q4_K, Q.Q5_K, Q.Q6_K]
 DECODE_ROWS = [1, 8]
 PROMPT_ROWS = 256
 PROMPT_SHAPES = [(2048, 2048), (8192, 2048)]
@@ -43,12 +43,12 @@ ISAS: list[str] = []  # --isas: the instruction sets to time (default: every one
 
 def gguf_bytes(qtype: Q, n: int, k: int, rng) -> np.ndarray:
     """[n, row bytes] uint8 of a tensor in qtype."""
-    if qtype not in (Q.Q4_K, Q.Q6_K):
+    if qtype not in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
         return quantize((rng.standard_normal((n, k)) * 0.02).astype(np.float32), qtype)
     per_block, block_bytes = RAW_BLOCKS[GGUF_FORMATS[qtype]]
     raw = rng.integers(0, 256, (n, k // per_block, block_bytes), dtype=np.uint8)
     scale = (np.abs(rng.standard_normal((n, k // per_block))) * 1e-3).astype(np.float16)[..., None].view(np.uint8)
-    for at in (0, 2) if qtype is Q.Q4_K else (208,):
+    for at in (0, 2) if qtype in (Q.Q4_K, Q.Q5_K) else (208,):
         raw[..., at : at + 2] = scale
     return raw.reshape(n, -1)
 

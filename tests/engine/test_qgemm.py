@@ -185,7 +185,7 @@ def test_isa_cap_and_bad_input(monkeypatch):
     with pytest.raises(RuntimeError, match="inputs"):
         product(torch.ones(1, 128))
     with pytest.raises(RuntimeError, match="format"):
-        ops.qgemm(torch.ones(1, 64), product._codes, product._scales, 7, -1)
+        ops.qgemm(torch.ones(1, 64), product._codes, product._scales, len(BlockFormat), -1)
     assert product(torch.ones(0, 64)).shape == (0, 3)
 
 

@@ -151,7 +151,7 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="multiple of 256"):
         BlockLinear.from_gguf(raw, Q.Q6_K, (4, 500))
     with pytest.raises(ValueError, match="no block kernel"):
-        BlockLinear.from_gguf(raw, Q.Q5_K, (4, 512))
+        BlockLinear.from_gguf(raw, Q.Q3_K, (4, 512))
     with pytest.raises(ValueError, match="uint8"):
         BlockLinear.from_gguf(raw.view(np.int8), Q.Q6_K, (4, 512))
     product = BlockLinear.from_gguf(raw, Q.Q6_K, (4, 512))

@@ -11,13 +11,13 @@ so the fp32 path can match it token for token), or with quantized=True every mat
 (gguf_blocks.py): its bytes left in a read-only map of the file, decoded only when a product or a lookup is built from
 it, one matrix at a time — so loading allocates nothing per weight, and the engine's products are the only copy
 (quant_weights.py: the file's blocks repacked for the native kernels, or a float copy in a float mode). Q5_K and Q5_1
-matrices come as gguf_blocks.Reexpressed: presented as Q6_K / Q5_0, the nearest types the kernels multiply as stored
-(block_convert.py), their float values still the file's. A matrix in a type gguf's dequantizer does not read (Q8_K,
-Q8_1, the integer and F64 types) is refused naming the tensor and the type, and so are longrope's rope_factors_long /
-rope_factors_short tensors (Phi-3 128k, Phi-3.5), naming longrope. 1-D tensors
-(norms, biases) are always dequantized: they are small. bench/perplexity_peer.py measures what a mode's requantization
-costs against the file's own fp32 weights and llama.cpp (Gemma 3 270M Q4_K_M: int8 +0.9% perplexity, int4 +26% where
-Q5_0/Q6_K become 4 bits). llama-arch q and k rows are unpermuted (unpermute_rotary_rows; for GGUFBlocks as a row
+matrices are kept as stored like the other block types (the kernels multiply them from the file's bytes). A matrix
+in a type gguf's dequantizer does not read (Q8_K, Q8_1, the integer and F64 types) is refused naming the tensor and
+the type, and so are longrope's rope_factors_long / rope_factors_short tensors (Phi-3 128k, Phi-3.5), naming
+longrope. 1-D tensors (norms, biases) are always dequantized: they are small. bench/perplexity_peer.py measures what a
+mode costs against the file's own fp32 weights and llama.cpp (Gemma 3 270M Q4_K_M, perplexity over fp32's: int8
+1.005, int4 1.009, the file's blocks as stored; llama.cpp 1.010).
+llama-arch q and k rows are unpermuted (unpermute_rotary_rows; for GGUFBlocks as a row
 order): llama.cpp's converter interleaves them for that architecture only.
 """
 
