@@ -52,6 +52,7 @@ SOURCES = [
         "decode_pool.cpp",
         "qgemm.h",
         "qgemm_parts.h",
+        "qgemm_simd.h",
         "qgemm_dispatch.cpp",
         "qgemm_kernels.cpp",
         "qgemm_tile.cpp",

@@ -10,13 +10,11 @@
 // which the other sources need, is a floor the attributes cannot lower: on an AVX-512 machine the compiler may
 // encode the AVX2 path's 256-bit instructions with EVEX; the instructions, and so the results, are the AVX2 ones.) Each row's sum runs in a fixed order, so a row's result never depends on the other rows in the call.
 #include "qgemm.h"
+#include "qgemm_simd.h"
 
 #include <immintrin.h>
 
 #include <cstring>
-
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 
 namespace aios::blocks {
 

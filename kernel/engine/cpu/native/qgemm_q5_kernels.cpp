@@ -9,17 +9,20 @@
 // As qgemm_raw_kernels.cpp does for Q5_0 and Q4_K, whose loops these follow; compiled for their instruction sets by
 // target attributes, each row's sum in a fixed order (the scalar reference is qgemm_tile.cpp's, from qgemm_q5.h).
 #include "qgemm.h"
+#include "qgemm_simd.h"
 #include "qgemm_q5.h"
 
 #include <immintrin.h>
 
 #include <cstring>
 
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
-
 namespace aios::blocks {
 namespace {
+
+using simd::dot_avx2;
+using simd::fifth_bits_avx2;
+using simd::hsum256;
+using simd::pair_dot_avx512;
 
 // The super-block's eight 6-bit scales and mins (bytes 4-15, Q4_K's packing) as bytes: sc 0-7 then m 0-7, moved
 // with whole-word masks and shifts (no per-field branches).
@@ -34,26 +37,6 @@ inline void k_fields(const uint8_t* p, uint8_t* bytes) {
 }
 
 // ---- AVX2 ----------------------------------------------------------------------------------------------------------
-
-AVX2_TARGET inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-AVX2_TARGET inline __m256i dot_avx2(__m256i q, const int8_t* x) {
-  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), _mm256_set1_epi16(1));
-}
-
-// 32 bytes of 0x10 where the bits of `bits` are set (bit j → byte j)
-AVX2_TARGET inline __m256i fifth_bits_avx2(uint32_t bits) {
-  const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuffle);
-  bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-  return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
-}
 
 template <Format F, int R>
 AVX2_TARGET void q5_avx2_rows(const Weights& w, int64_t n, const Acts& a, int64_t t0, float* out) {
@@ -131,12 +114,6 @@ void q5_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t row
 }
 
 // ---- AVX-512 VNNI --------------------------------------------------------------------------------------------------
-
-// sum + (dot of two blocks' codes q with x) * scale * dx, the lanes' partial sums kept apart
-AVX512_TARGET inline __m512 pair_dot_avx512(__m512i q, const int8_t* x, const float* d8, __m512 scale, __m512 sum) {
-  const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(x));
-  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_loadu_ps(d8)), sum);
-}
 
 // Two fp16 values at p and p + stride as [first, second, 0, 0]
 AVX512_TARGET inline __m128 two_halves(const uint8_t* p, int64_t stride) {

@@ -10,16 +10,19 @@
 //   avx512  _mm512_dpbusd_epi32 (VNNI), two 32-blocks per 512-bit vector, lanes 0-7 the first
 // Compiled for their instruction sets by target attributes (as qgemm_kernels.cpp); each row's sum in a fixed order.
 #include "qgemm.h"
+#include "qgemm_simd.h"
 
 #include <immintrin.h>
 
 #include <cstring>
 
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
-
 namespace aios::blocks {
 namespace {
+
+using simd::dot_avx2;
+using simd::fifth_bits_avx2;
+using simd::hsum256;
+using simd::pair_dot_avx512;
 
 inline float fp16_at(const uint8_t* p) {
   uint16_t h;
@@ -46,26 +49,6 @@ inline void q4k_scales(const uint8_t* p, float* dsc, float* mins) {
 }
 
 // ---- AVX2 ----------------------------------------------------------------------------------------------------------
-
-AVX2_TARGET inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-AVX2_TARGET inline __m256i dot_avx2(__m256i q, const int8_t* x) {
-  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), _mm256_set1_epi16(1));
-}
-
-// 32 bytes of 0x10 where the bits of `bits` are set (bit j → byte j)
-AVX2_TARGET inline __m256i fifth_bits_avx2(uint32_t bits) {
-  const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuffle);
-  bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-  return _mm256_and_si256(_mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
-}
 
 AVX2_TARGET inline __m256i nibbles16_avx2(const uint8_t* p) {  // 16 bytes → weights 0-15 low, 16-31 high
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -183,12 +166,6 @@ void raw_avx2(const Weights& w, int64_t n, const Acts& a, int64_t t0, int64_t ro
 
 AVX512_TARGET inline __m512 pair_scale(float first, float second) {  // lanes 0-7 first, 8-15 second
   return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(first)), _mm256_set1_ps(second), 1);
-}
-
-// sum + (dot of two blocks' codes q with x) * scale * dx, the lanes' partial sums kept apart
-AVX512_TARGET inline __m512 pair_dot_avx512(__m512i q, const int8_t* x, const float* d8, __m512 scale, __m512 sum) {
-  const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(x));
-  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_loadu_ps(d8)), sum);
 }
 
 // R activation rows, a compile-time count: the accumulators stay in registers and the row loops unroll (with a

@@ -12,13 +12,11 @@
 // The ISA functions are compiled for their own instruction sets by target attributes (as in qgemm_kernels.cpp), and
 // each row's sum runs in a fixed order, whatever the other rows of the call.
 #include "qgemm.h"
+#include "qgemm_simd.h"
 
 #include <immintrin.h>
 
 #include <cstring>
-
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 
 namespace aios::blocks {
 namespace {
