@@ -10,48 +10,24 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType as Q
-from gguf.quants import dequantize, quantize
+from gguf.quants import quantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.engine.cpu.block_weights import GGUF_FORMATS, RAW_BLOCKS, BlockFormat, BlockLinear, Isa, supported_isas
+from kernel.engine.cpu.block_weights import GGUF_FORMATS, BlockFormat, BlockLinear, Isa, supported_isas
 from kernel.engine.cpu.native import ProductKind, load
+from tests.engine.qgemm_checks import MAGNITUDES, check, random_blocks
 from tests.loading.kquant_writer import quantize_q5_k
 
 pytestmark = pytest.mark.skipif(load() is None, reason="native ops did not build")
 
 ISAS = supported_isas()
 Q5 = [Q.Q5_K, Q.Q5_1]
-SCALE_POSITIONS = {Q.Q5_K: (0, 2), Q.Q5_1: (0, 2)}  # Q5_K: d, dmin; Q5_1: d, m
-MAGNITUDES = [0.0, 6e-8, 3e-5, 1e-2, 1.0, 300.0, 65504.0]  # fp16: subnormal to the largest finite
-
-
-def random_blocks(qtype: Q, n: int, k: int, rng, magnitude: float) -> np.ndarray:
-    """[n, row bytes]: every code, fifth-bit and scale byte random, the fp16 scales finite (a file holds no inf)."""
-    per_block, block_bytes = RAW_BLOCKS[GGUF_FORMATS[qtype]]
-    raw = rng.integers(0, 256, (n, k // per_block, block_bytes), dtype=np.uint8)
-    for at in SCALE_POSITIONS[qtype]:
-        values = rng.uniform(-1, 1, (n, k // per_block)) * magnitude
-        raw[..., at : at + 2] = values.astype(np.float16)[..., None].view(np.uint8)
-    return raw.reshape(n, -1)
 
 
 def columns(qtype: Q, blocks: int) -> int:
     """Inputs of a row of `blocks` stored blocks (Q5_1 rows may be any number of 32-blocks, odd ones too)."""
     return blocks * (256 if qtype is Q.Q5_K else 32)
-
-
-def check(product: BlockLinear, raw: np.ndarray, qtype: Q, x: torch.Tensor) -> None:
-    n, k = product.out_features, product.in_features
-    w = torch.from_numpy(dequantize(raw, qtype).reshape(n, k)).double()
-    g = k // 32
-    q, d, *_ = load().qgemm_quantize(x, g + g % 2)
-    xd = (q.view(x.shape[0], -1, 32).double() * d.double()[..., None]).reshape(x.shape[0], -1)[:, :k]
-    expected, magnitude = xd @ w.T, xd.abs() @ w.abs().T
-    y = product(x).double()
-    # exact integer dots per block, float32 scales and sums: a few float32 ulps of the terms' magnitude
-    bad = (y - expected).abs() > magnitude * 4e-6 + 1e-30
-    assert not bad.any(), (product.isa, qtype, (y - expected).abs().max(), x.shape)
 
 
 @pytest.mark.parametrize("qtype", Q5)
