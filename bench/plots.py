@@ -1,4 +1,5 @@
-"""One PNG per workload: agent completion times per configuration, and each configuration's request latency CDF."""
+"""One PNG per workload: agent completion times per configuration, and each configuration's request latency CDF; and
+the agentic end-to-end run's medians (bench/agentic_table.py) as one PNG with a panel per mix."""
 
 from __future__ import annotations
 
@@ -46,3 +47,20 @@ def plot_all(workloads: dict, run_dir: Path) -> list[Path]:
         plot_workload(workload, entry["configs"], path)
         paths.append(path)
     return paths
+
+
+def plot_agentic(table: dict, path: Path) -> None:
+    """table: {mix: {configuration: {"mean", "p99", ...}}} (medians over seeds): mean and p99 bars per configuration."""
+    fig, panels = plt.subplots(1, len(table), figsize=(6 * len(table), 4.5), squeeze=False)
+    for panel, (mix, configs) in zip(panels[0], table.items(), strict=True):
+        labels = list(configs)
+        positions = range(len(labels))
+        panel.bar([p - 0.2 for p in positions], [configs[c]["mean"] for c in labels], width=0.4, label="mean")
+        panel.bar([p + 0.2 for p in positions], [configs[c]["p99"] for c in labels], width=0.4, label="p99")
+        panel.set_xticks(list(positions), labels, rotation=30, ha="right")
+        panel.set_ylabel("agent completion time (s), median over seeds")
+        panel.set_title(mix)
+        panel.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -102,8 +102,10 @@ def test_medians_over_seeds_and_ratios_of_baseline_to_tested():
     assert table["agentic"]["llama.cpp"]["mean"] == 20 and table["agentic"]["llama.cpp"]["p99"] == 40
     assert table["agentic"]["llama.cpp"]["failed_agents"] == 1
     assert table["agentic"]["plas-tool-aware"]["tokens_per_s"] == 8
-    out = ratios(table)["agentic"]
-    assert out["llama.cpp / plas+tool-aware"] == {"mean": 4.0, "p99": 2.0}
+    out = ratios(table, runs)["agentic"]
+    ratio = out["llama.cpp / plas+tool-aware"]
+    assert (ratio["mean"], ratio["p99"]) == (4.0, 2.0)
+    assert ratio["per_seed_mean"] == [2.5, 4.0]  # seed 2 had a failed agent: not a like-for-like pair
     assert "fifo / plas (lru)" not in out  # plas-lru did not run
 
 
@@ -111,7 +113,13 @@ def test_results_are_written_as_json_and_a_markdown_table(tmp_path):
     runs = {"llama.cpp": {"agentic": {0: _run(10, 30, 5)}}, "plas-tool-aware": {"agentic": {0: _run(5, 10, 9)}}}
     text = write_results(tmp_path, runs, {"label": "loaded-box", "scale": "quick", "seeds": [0], "threads": 2})
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["ratios"]["agentic"]["llama.cpp / plas+tool-aware"] == {"mean": 2.0, "p99": 3.0}
+    assert saved["ratios"]["agentic"]["llama.cpp / plas+tool-aware"] == {
+        "mean": 2.0,
+        "p99": 3.0,
+        "per_seed_mean": [2.0],
+    }
+    assert (tmp_path / "agentic_live.png").stat().st_size > 0
+    assert "2.00 [2.00 - 2.00]" in text
     assert saved["meta"]["label"] == "loaded-box" and saved["meta"]["machine"]["cpu"]
     assert (tmp_path / "results.md").read_text() == text
     assert "| agentic | plas-tool-aware | 5.00 | 10.00 | 9.0 |" in text and "loaded-box" in text
