@@ -44,8 +44,8 @@ def test_an_sdk_agent_reconnecting_under_its_name_continues_its_total(aiosd):
             assert other.agent_id != unasked.agent_id
 
 
-def chat(url: str, key: str, max_tokens: int) -> httpx.Response:
-    body = {"model": "default", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens}
+def chat(url: str, key: str, model: str, max_tokens: int) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens}
     return httpx.post(f"{url}/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=600)
 
 
@@ -54,8 +54,9 @@ def test_a_gateway_keys_total_survives_the_gateways_restart(aiosd, tmp_path):
     keys_path = str(tmp_path / "keys.json")
     key = keys.add(keys_path, agent, max_tokens_total=total)
     with connect(aiosd.address, token=admin_token(aiosd.address)) as op:
+        model = op.top()["model"]
         with GatewayProcess(aiosd.address, keys_path, tmp_path / "gateway-1.log") as gateway:
-            first = chat(gateway.url, key, 8)
+            first = chat(gateway.url, key, model, 8)
             assert first.status_code == 200, first.text
         usage = first.json()["usage"]
         used = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -63,7 +64,7 @@ def test_a_gateway_keys_total_survives_the_gateways_restart(aiosd, tmp_path):
         with GatewayProcess(aiosd.address, keys_path, tmp_path / "gateway-2.log") as gateway:
             over = total - used - usage["prompt_tokens"] + 1  # one token past what is left; within a fresh total
             assert 0 < over and usage["prompt_tokens"] + over <= total
-            refused = chat(gateway.url, key, over)
+            refused = chat(gateway.url, key, model, over)
             assert refused.status_code == 429, refused.text
             assert refused.json()["error"]["code"] == "quota_exceeded"
             quota = row_of(op, agent)["quota"]
