@@ -1,7 +1,8 @@
 """One `aios top` frame: a kernel.top snapshot (schema: kernel/observe/top.py) drawn as rich tables.
 
 frame(top) returns a rich renderable: a header line (model, scheduler, uptime, rates, KV and arena use), then the
-approvals waiting, agents, requests, the scheduler's queue, tools in flight and the busiest spaces, each table
+approvals waiting, agents, requests, the scheduler's queue, tools in flight with the runs started early and held
+for their tool.call (STATE "early running" / "early finished"), and the busiest spaces, each table
 capped at `rows` lines with "… N more" under it, so a frame fits a terminal whatever the kernel holds. Every value
 the kernel sends is shown as text (rich markup in agent names is escaped, never interpreted). Missing fields show
 "–": a kernel older or newer than this schema still draws.
@@ -24,7 +25,7 @@ def frame(top: dict, rows: int = 20) -> RenderableType:
     approvals = top.get("approvals") or []
     if approvals:
         parts.append(_approvals(approvals, rows))
-    parts += [_agents(top, rows), _requests(top, rows), _queue(top), _tools(top.get("tools") or [], rows)]
+    parts += [_agents(top, rows), _requests(top, rows), _queue(top), _tools(top, rows)]
     spaces = top.get("spaces") or {}
     if spaces.get("memory") or spaces.get("files"):
         parts.append(_spaces(spaces, rows))
@@ -144,13 +145,20 @@ def _approvals(approvals: list, rows: int) -> Table:
     return _more(table, min(rows, len(approvals)), len(approvals))
 
 
-def _tools(tools: list, rows: int) -> Table:
-    table = _table("Tools in flight")
-    for name in ("AGENT", "TOOL", "RUNNING"):
-        table.add_column(name, justify="right" if name == "RUNNING" else "left", no_wrap=True)
+def _tools(top: dict, rows: int) -> Table:
+    tools, early = top.get("tools") or [], top.get("early") or []
+    table = _table("Tools in flight, and runs started early held for their tool.call")
+    for name in ("AGENT", "TOOL", "STATE", "AGE"):
+        table.add_column(name, justify="right" if name == "AGE" else "left", no_wrap=True)
     for call in tools[:rows]:
-        table.add_row(text(call.get("agent_id")), text(call.get("tool")), seconds(call.get("running_s")))
-    return _more(table, min(rows, len(tools)), len(tools))
+        table.add_row(
+            text(call.get("agent_id")), text(call.get("tool")), text("in flight"), seconds(call.get("running_s"))
+        )
+    for run in early[: max(0, rows - len(tools))]:
+        state = Text(f"early {run.get('state', DASH)}", style="cyan")
+        table.add_row(text(run.get("agent_id")), text(run.get("tool")), state, seconds(run.get("age_s")))
+    shown = min(rows, len(tools) + len(early))
+    return _more(table, shown, len(tools) + top.get("early_total", len(early)))
 
 
 def _spaces(spaces: dict, rows: int) -> Table:

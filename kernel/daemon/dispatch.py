@@ -24,7 +24,8 @@ operator's `aios renice`), as Unix lets an unprivileged user only lower a proces
 hint counts too: the agent's priority plus the hint of each of its calls stays within the ceiling, at submission and
 when the agent later raises its own priority.
 
-Token quotas (kernel/observe/quotas.py) are set at hello: the kernel's defaults, lowered by what the agent asks for.
+Token quotas (kernel/observe/quotas.py) are set at hello: the kernel's defaults, lowered by what the agent asks for;
+a quota it asks for continues what its principal's agent of the same name spent (kernel/observe/quota_book.py).
 The operator's view, kernel.top and kernel.metrics (kernel/observe/), needs proc.view (the table's), as seeing every
 agent in proc.list does; a refusal is audited.
 """
@@ -216,7 +217,7 @@ class Syscalls:
                 f"agents, the limit per principal "
                 f"({self.budget.max_agents_per_principal}): close some, or retry later",
             )
-        quota = self.observe.quotas.for_agent(body.tokens_per_minute, body.max_tokens_total)
+        quota = self.observe.quota_for(peer.principal, body.name, body.tokens_per_minute, body.max_tokens_total)
         agent = self.agents.register(call.item.identity, body, peer, granted, call.item.received, quota)
         self.observe.accounting.agent_started(agent.agent_id, agent.name, agent.principal)
         if granted:

@@ -13,7 +13,10 @@ allowance, which the gateway checks per request (kernel/gateway/app.py).
 
 A key's token quotas (tokens_per_minute, max_tokens_total in the keys file) are asked for at its agent's hello: the
 kernel holds the agent to them when they are below its own defaults, and answers a call over them `busy` with a
-retry-after (the gateway's 429 and Retry-After) or `quota_exceeded`.
+retry-after (the gateway's 429 and Retry-After) or `quota_exceeded`. The kernel keeps what such an agent spent under
+the gateway's principal and the agent's name (kernel/observe/quota_book.py), so a new connection of the key (after
+the kernel connection dropped, the gateway restarted, or the entry was edited) continues the key's spend under the
+entry's current limits; keys naming the same agent share it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ Metric names (labels in braces; counters since the kernel started):
     aios_requests{state=running|waiting|preempted}, aios_kv_blocks_used, aios_kv_blocks_total, aios_snapshot_bytes
     (arena in use), aios_snapshot_capacity_bytes, aios_tools_in_flight, aios_approvals_pending,
     aios_generated_tokens_per_second (over the kernel's recent window)
+    tool runs started early (read-only calls started as the model writes them, kernel/services/early_start.py):
+    aios_early_tool_runs_started_total, aios_early_tool_runs_total{outcome=claimed|expired|dropped|refused} (how the
+    held runs left: started = held + the outcomes' sum), aios_early_tool_runs_held (held now, waiting for a claim);
+    absent when the kernel runs without early starts
     per connected agent {agent (its name), agent_id, principal}: aios_prompt_tokens_total,
     aios_completion_tokens_total, aios_calls_total, aios_errors_total{+code}, aios_preemptions_total,
     aios_snapshot_written_bytes_total, aios_tool_calls_total{+tool}
@@ -44,6 +48,7 @@ PATH = "/metrics"
 AGENT_NAME = "aios metrics"
 STATE = "metrics_link"
 AGENT_LABELS = ("agent", "agent_id", "principal")
+EARLY_OUTCOMES = ("claimed", "expired", "dropped", "refused")  # kernel/services/early_start.py EarlyOutcome values
 
 router = APIRouter()
 
@@ -106,8 +111,26 @@ class KernelCollector:
         for state in ("running", "waiting", "preempted"):
             requests.add_metric([state], gauges.get(f"requests_{state}", 0))
         yield requests
+        yield from _early_families(values.get("early_tools") or {})
         yield from _agent_families(values.get("agents", []))
         yield from _principal_families(values.get("principals", []))
+
+
+def _early_families(early: dict):
+    if not early.get("enabled"):
+        return
+    yield CounterMetricFamily(
+        "aios_early_tool_runs_started", "tool runs started early, before the agent's tool.call", value=early["started"]
+    )
+    outcomes = CounterMetricFamily(
+        "aios_early_tool_runs", "tool runs started early that left the holding table, by outcome", labels=["outcome"]
+    )
+    for outcome in EARLY_OUTCOMES:
+        outcomes.add_metric([outcome], early.get(outcome, 0))
+    yield outcomes
+    yield GaugeMetricFamily(
+        "aios_early_tool_runs_held", "tool runs started early, held for a claim", value=early["held"]
+    )
 
 
 def _agent_families(agents: list[dict]):

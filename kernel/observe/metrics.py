@@ -11,6 +11,9 @@ Schema (version 1; fields are only ever added):
     gauges      {agents, queue_length, requests_running, requests_waiting, requests_preempted, kv_blocks_used,
                  kv_blocks_total, snapshot_bytes_used, snapshot_bytes_total, tools_in_flight, approvals_pending,
                  tokens_per_s}
+    early_tools {enabled (bool: the kernel starts read-only tool calls early), started, held, claimed, expired,
+                 dropped, refused}  counters since the kernel started but held (a gauge); started == held + claimed +
+                 expired + dropped + refused (kernel/services/early_start.py EarlyOutcome); all 0 when not enabled
 
 counters:   {prompt_tokens, completion_tokens, calls, errors: {ErrorCode value: n}, preemptions, snapshot_bytes,
              tool_calls: {tool: n}, tool_errors}
@@ -27,8 +30,9 @@ from __future__ import annotations
 import time
 
 from ipc.messages import MAX_LISTED
-from kernel.observe.top import WAITING_STATES, arena
+from kernel.observe.top import WAITING_STATES, arena, early_starts
 from kernel.scheduler.base import ReqState
+from kernel.services.early_start import EarlyOutcome
 
 
 def metrics(syscalls, limit: int = MAX_LISTED) -> dict:
@@ -79,4 +83,12 @@ def metrics(syscalls, limit: int = MAX_LISTED) -> dict:
             "approvals_pending": len(tools.held_calls()) if tools is not None else 0,
             "tokens_per_s": observe.rates.snapshot(llm.tokens_generated)["tokens_per_s"],
         },
+        "early_tools": _early(syscalls),
     }
+
+
+def _early(syscalls) -> dict:
+    early = early_starts(syscalls)
+    if early is None:
+        return {"enabled": False, "started": 0, "held": 0, **{o.value: 0 for o in EarlyOutcome}}
+    return {"enabled": True, **early.counts()}

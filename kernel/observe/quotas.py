@@ -12,6 +12,11 @@ admit(reserve) takes the reservation or raises QuotaRefused:
 settle(reserved, used) charges what the call used (prompt tokens if it was admitted, plus the tokens it generated:
 never more than reserved) and gives the rest back; the bucket never refills past its capacity and nothing goes below
 zero in the totals.
+
+What a quota has spent (tokens used, reserved in flight, the bucket's level) is a Spend, apart from its limits, so that
+it can outlive a connection: kernel/observe/quota_book.py keeps the Spend of a quota an agent asked for under its
+principal and name, and a later connection's Quota continues it under that connection's own limits (a level carried
+over from a larger bucket is cut to this one's capacity at its next refill).
 """
 
 from __future__ import annotations
@@ -37,9 +42,14 @@ class QuotaPolicy:
     tokens_total: int = 0
 
     def for_agent(
-        self, asked_per_minute: int | None, asked_total: int | None, clock: Callable[[], float] = time.monotonic
+        self,
+        asked_per_minute: int | None,
+        asked_total: int | None,
+        clock: Callable[[], float] = time.monotonic,
+        spend: Spend | None = None,
     ) -> Quota:
-        return Quota(_lowest(self.tokens_per_minute, asked_per_minute), _lowest(self.tokens_total, asked_total), clock)
+        per_minute, total = _lowest(self.tokens_per_minute, asked_per_minute), _lowest(self.tokens_total, asked_total)
+        return Quota(per_minute, total, clock, spend)
 
 
 def _lowest(default: int, asked: int | None) -> int | None:
@@ -47,23 +57,44 @@ def _lowest(default: int, asked: int | None) -> int | None:
     return min(limits) if limits else None
 
 
+@dataclass
+class Spend:
+    """What a quota has spent; shared by the Quotas of one holder's connections (kernel/observe/quota_book.py)."""
+
+    updated: float  # clock seconds of the bucket's last refill
+    level: float | None = None  # tokens the bucket holds; None: never filled yet (a bucket starts full)
+    used: int = 0  # tokens charged so far
+    reserved: int = 0  # tokens held by calls in flight
+    kept: bool = False  # kept by the quota book: it outlives the connection
+
+
 class Quota:
     def __init__(
-        self, tokens_per_minute: int | None, tokens_total: int | None, clock: Callable[[], float] = time.monotonic
+        self,
+        tokens_per_minute: int | None,
+        tokens_total: int | None,
+        clock: Callable[[], float] = time.monotonic,
+        spend: Spend | None = None,
     ):
         self.tokens_per_minute, self.tokens_total, self.clock = tokens_per_minute, tokens_total, clock
-        self.level = float(tokens_per_minute or 0)  # the bucket starts full
-        self.updated = clock()
-        self.used = 0  # tokens charged so far
-        self.reserved = 0  # tokens held by calls in flight
+        self.spend = spend if spend is not None else Spend(updated=clock())
+
+    @property
+    def used(self) -> int:
+        return self.spend.used
+
+    @property
+    def reserved(self) -> int:
+        return self.spend.reserved
 
     @property
     def limited(self) -> bool:
         return self.tokens_per_minute is not None or self.tokens_total is not None
 
     def admit(self, reserve: int) -> None:
-        if self.tokens_total is not None and self.used + self.reserved + reserve > self.tokens_total:
-            left = max(0, self.tokens_total - self.used - self.reserved)
+        spend = self.spend
+        if self.tokens_total is not None and spend.used + spend.reserved + reserve > self.tokens_total:
+            left = max(0, self.tokens_total - spend.used - spend.reserved)
             raise QuotaRefused(
                 ErrorCode.QUOTA,
                 f"this call may use {reserve} tokens (prompt + max_tokens) and the agent has {left} left of its "
@@ -73,41 +104,48 @@ class Quota:
         if self.tokens_per_minute is not None:
             self._refill()
             need = min(reserve, self.tokens_per_minute)
-            if self.level < need:
-                wait = (need - self.level) * 60.0 / self.tokens_per_minute
+            if spend.level < need:
+                wait = (need - spend.level) * 60.0 / self.tokens_per_minute
                 raise QuotaRefused(
                     ErrorCode.BUSY,
                     f"this call may use {reserve} tokens (prompt + max_tokens) and the agent's bucket holds "
-                    f"{max(0, int(self.level))} of its {self.tokens_per_minute} tokens per minute: retry after "
+                    f"{max(0, int(spend.level))} of its {self.tokens_per_minute} tokens per minute: retry after "
                     f"{wait:.1f} s",
                     wait,
                 )
-            self.level -= reserve
-        self.reserved += reserve
+            spend.level -= reserve
+        spend.reserved += reserve
 
     def settle(self, reserved: int, used: int) -> None:
+        spend = self.spend
         used = max(0, min(used, reserved))
-        self.reserved = max(0, self.reserved - reserved)
-        self.used += used
+        spend.reserved = max(0, spend.reserved - reserved)
+        spend.used += used
         if self.tokens_per_minute is not None:
             self._refill()
-            self.level = min(float(self.tokens_per_minute), self.level + (reserved - used))
+            spend.level = min(float(self.tokens_per_minute), spend.level + (reserved - used))
 
     def left(self) -> dict:
         minute_left = None
         if self.tokens_per_minute is not None:
             self._refill()
-            minute_left = max(0, int(self.level))
-        total_left = None if self.tokens_total is None else max(0, self.tokens_total - self.used - self.reserved)
+            minute_left = max(0, int(self.spend.level))
+        used = self.spend.used + self.spend.reserved
+        total_left = None if self.tokens_total is None else max(0, self.tokens_total - used)
         return {
             "tokens_per_minute": self.tokens_per_minute,
             "tokens_total": self.tokens_total,
             "minute_left": minute_left,
             "total_left": total_left,
+            "used": self.spend.used,
+            "kept": self.spend.kept,
         }
 
     def _refill(self) -> None:
-        now = self.clock()
-        elapsed = max(0.0, now - self.updated)
-        self.updated = now
-        self.level = min(float(self.tokens_per_minute), self.level + elapsed * self.tokens_per_minute / 60.0)
+        spend, now = self.spend, self.clock()
+        capacity = float(self.tokens_per_minute)
+        if spend.level is None:  # a new bucket, or one only a total quota used so far: full
+            spend.level = capacity
+        elapsed = max(0.0, now - spend.updated)
+        spend.updated = now
+        spend.level = min(capacity, spend.level + elapsed * self.tokens_per_minute / 60.0)

@@ -21,7 +21,11 @@ tokens and bytes ints. Schema (version 1; fields are only ever added):
                       requests (LLM calls in flight), prompt_tokens, completion_tokens (served across its calls so far),
                       calls (LLM calls finished), errors (LLM calls ended by an error),
                       quota: {tokens_per_minute (int | None: no limit), tokens_total (int | None),
-                              minute_left (int | None: tokens the bucket holds now), total_left (int | None)}} ]
+                              minute_left (int | None: tokens the bucket holds now), total_left (int | None),
+                              used (tokens charged so far), kept (bool: a quota the agent asked for, kept under its
+                              principal and name: it continued what an earlier connection spent and outlives this
+                              one; kernel/observe/quota_book.py)},
+                      early_held (tool runs started early, held for its tool.call)} ]
                    the agents with calls in flight first, then by agent id (arrival)
     principals     [ {principal, agents (connected now), prompt_tokens, completion_tokens, calls, errors} ]
                    totals since the kernel started, ended agents included
@@ -36,6 +40,10 @@ tokens and bytes ints. Schema (version 1; fields are only ever added):
     kv             {blocks_used, blocks_total, block_size, running (sequences in the batch), max_batch, max_context}
     arena          {bytes_used, bytes_total, snapshots, retained_contexts}
     tools          [ {agent_id, tool, running_s} ]  tool calls in flight (approved or not needing approval)
+    early_total    tool runs started early and held now, waiting for the agent's tool.call (kernel/services/
+                   early_start.py); 0 in a kernel without early starts
+    early          [ {early_id, agent_id, tool, state: "running" | "finished", started (wall-clock Unix seconds),
+                      age_s} ]  those runs, the oldest first (each leaves when claimed, at its TTL or its agent's end)
     approvals      [ {approval_id, agent_id, agent_name, tool, arguments (a bounded one-line summary), waiting_s} ]
     spaces         {memory: [ {space, entries, bytes} ], files: [ {space, bytes, files} ],
                     age_s (float | None: how old these counts are; None before the first count came in)}
@@ -78,6 +86,8 @@ def snapshot(syscalls, steps: int, limit: int = MAX_LISTED) -> dict:
     planned = [req_id for req_id in llm.planned if req_id in waiting_ids]
     queue = planned + [req_id for req_id in waiting if req_id not in planned_ids]
     arena_used, arena_total = arena(llm.context)
+    early = early_starts(syscalls)
+    early_by_agent = early.held_by() if early is not None else {}
     return {
         "version": 1,
         "time": time.time(),
@@ -86,7 +96,7 @@ def snapshot(syscalls, steps: int, limit: int = MAX_LISTED) -> dict:
         "scheduler": llm.scheduler.name,
         "steps": steps,
         "agents_total": len(syscalls.agents),
-        "agents": _agents(syscalls, per_agent, on_tools, limit),
+        "agents": _agents(syscalls, per_agent, on_tools, early_by_agent, limit),
         "principals": _principals(syscalls, limit),
         "requests_total": len(requests),
         "requests": [_request(syscalls, r, now) for r in requests[:limit]],
@@ -109,13 +119,15 @@ def snapshot(syscalls, steps: int, limit: int = MAX_LISTED) -> dict:
             {"agent_id": agent_id, "tool": tool, "running_s": round(now - since, 3)}
             for agent_id, tool, since in list(observe.tools.in_flight.values())[:limit]
         ],
+        "early_total": sum(early_by_agent.values()),
+        "early": early.held(limit) if early is not None else [],
         "approvals": _approvals(syscalls, limit),
         "spaces": observe.spaces.snapshot(),
         "rates": {**observe.rates.snapshot(llm.tokens_generated), "queue_length": len(waiting)},
     }
 
 
-def _agents(syscalls, per_agent: dict, on_tools: set, limit: int) -> list[dict]:
+def _agents(syscalls, per_agent: dict, on_tools: set, early_by_agent: dict, limit: int) -> list[dict]:
     accounts = syscalls.llm.accounting.agents
     agents = list(syscalls.agents)
     busy = [a for a in agents if a.agent_id in per_agent]
@@ -140,6 +152,7 @@ def _agents(syscalls, per_agent: dict, on_tools: set, limit: int) -> list[dict]:
                 "calls": usage.calls if usage else 0,
                 "errors": usage.error_count if usage else 0,
                 "quota": agent.quota.left(),
+                "early_held": early_by_agent.get(agent.agent_id, 0),
             }
         )
     return rows
@@ -196,6 +209,12 @@ def _approvals(syscalls, limit: int) -> list[dict]:
         }
         for p in tools.held_calls()[:limit]
     ]
+
+
+def early_starts(syscalls):
+    """The tool service's EarlyStarts, or None (no services, no tool service, or early starts off)."""
+    tools = syscalls.services.tools if syscalls.services is not None else None
+    return getattr(tools, "early", None)
 
 
 def arena(context) -> tuple[int, int]:

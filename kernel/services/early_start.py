@@ -21,10 +21,17 @@ service (kernel/services/tools.py) owns the tools; this module asks it everythin
 - tick(): held calls older than the TTL expire; agent_ended(agent): the agent's held calls go. Either way a call
   still running is cancelled (its Future; the manager cancels the tool call), and each is audited as expired.
 Refuses nothing to anyone: an early start that cannot happen (no room, not allowed, not safe) just does not happen.
+
+What the operator sees (kernel.top, kernel.metrics: kernel/observe/): held(limit) lists the runs held now, the oldest
+first, each {early_id, agent_id, tool, state (EarlyState: running | finished), started (wall-clock Unix seconds),
+age_s}; held_by() counts them per agent; counts() gives how many started and how each held run left the table
+(EarlyOutcome: claimed by its tool.call, expired past the TTL, dropped when its agent ended, refused: the run was
+refused busy, so the tool.call ran anew). Invariant: started == held + the sum of the outcomes.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 
@@ -34,6 +41,18 @@ from kernel.engine.structured.call_watch import CallWatch
 from kernel.services.early_table import DEFAULT_PER_AGENT, DEFAULT_TOTAL, DEFAULT_TTL_S, EarlyTable, canonical_key
 
 log = logging.getLogger("aiosd.tools")
+
+
+class EarlyOutcome(enum.Enum):
+    CLAIMED = "claimed"
+    EXPIRED = "expired"
+    DROPPED = "dropped"
+    REFUSED = "refused"
+
+
+class EarlyState(enum.Enum):
+    RUNNING = "running"
+    FINISHED = "finished"
 
 
 class EarlyStarts:
@@ -48,7 +67,8 @@ class EarlyStarts:
         self.service = service  # kernel/services/tools.py ToolService
         self.table = EarlyTable(ttl_s, per_agent, total)
         self.clock = clock
-        self.counts = {"started": 0, "claimed": 0, "expired": 0}
+        self.started = 0
+        self.outcomes = dict.fromkeys(EarlyOutcome, 0)
         self._watches: dict[str, tuple[CallWatch, object, frozenset[str]]] = {}  # req id -> (watch, agent, names)
 
     # -- the LLM service's side ----------------------------------------------------------------------------------
@@ -111,7 +131,7 @@ class EarlyStarts:
             return False  # the same call already runs: one early run serves one claim
         future = self.service.manager.call(name, arguments, self.service.context_of(agent))
         entry = self.table.hold(agent.agent_id, name, key, (future, agent), self.clock())
-        self.counts["started"] += 1
+        self.started += 1
         self._audit(
             agent,
             name,
@@ -130,32 +150,66 @@ class EarlyStarts:
             return False
         future, _ = entry.handle
         if future.done() and _refused_busy(future):
+            self.outcomes[EarlyOutcome.REFUSED] += 1
             self._audit(agent, name, f"early start {entry.early_id} was refused busy; the call runs anew")
             return False
-        self.counts["claimed"] += 1
+        self.outcomes[EarlyOutcome.CLAIMED] += 1
         self._audit(agent, name, f"claimed the early start {entry.early_id}")
         self.service.await_result(identity, req_id, agent.agent_id, name, future)
         return True
 
     def tick(self) -> None:
         for entry in self.table.expire(self.clock()):
-            self._end(entry, "expired unclaimed")
+            self._end(entry, EarlyOutcome.EXPIRED, "expired unclaimed")
 
     def agent_ended(self, agent) -> None:
         for entry in self.table.drop_agent(agent.agent_id):
-            self._end(entry, "dropped unclaimed: the agent ended")
+            self._end(entry, EarlyOutcome.DROPPED, "dropped unclaimed: the agent ended")
 
-    def _end(self, entry, why: str) -> None:
+    def _end(self, entry, outcome: EarlyOutcome, why: str) -> None:
         future, agent = entry.handle
         future.cancel()  # a call still running is cancelled; a finished one's result is let go
-        self.counts["expired"] += 1
+        self.outcomes[outcome] += 1
         self._audit(agent, entry.tool, f"early start {entry.early_id} {why}")
 
-    def stats(self) -> dict:
+    # -- the operator's view --------------------------------------------------------------------------------------
+
+    def held(self, limit: int) -> list[dict]:
+        """The runs held now, the oldest first, at most `limit` (O(limit))."""
+        now, wall = self.clock(), time.time()
+        rows = []
+        for entry in self.table.oldest(limit):
+            future, _ = entry.handle
+            age = max(0.0, now - entry.since)
+            rows.append(
+                {
+                    "early_id": entry.early_id,
+                    "agent_id": entry.agent_id,
+                    "tool": entry.tool,
+                    "state": (EarlyState.FINISHED if future.done() else EarlyState.RUNNING).value,
+                    "started": round(wall - age, 3),
+                    "age_s": round(age, 3),
+                }
+            )
+        return rows
+
+    def held_by(self) -> dict[str, int]:
+        return self.table.held_by()
+
+    def counts(self) -> dict:
+        """{started, held, and one count per EarlyOutcome value}: started == held + the outcomes' sum."""
         return {
-            "early_tool_starts": self.counts["started"],
-            "early_tool_claims": self.counts["claimed"],
-            "early_tool_expired": self.counts["expired"],
+            "started": self.started,
+            "held": len(self.table),
+            **{outcome.value: n for outcome, n in self.outcomes.items()},
+        }
+
+    def stats(self) -> dict:
+        expired = self.outcomes[EarlyOutcome.EXPIRED] + self.outcomes[EarlyOutcome.DROPPED]
+        return {
+            "early_tool_starts": self.started,
+            "early_tool_claims": self.outcomes[EarlyOutcome.CLAIMED],
+            "early_tool_expired": expired,
             "early_tools_held": len(self.table),
             "early_tool_watches": len(self._watches),
         }

@@ -10,6 +10,7 @@ with a `now` that never decreases (a monotonic clock).
     entry = table.claim(agent_id, tool, key)               # the held entry, removed; None: nothing matches
     gone = table.expire(now)                               # entries held longer than ttl_s, removed
     gone = table.drop_agent(agent_id)                      # the agent ended: all its entries, removed
+    table.oldest(limit); table.held_by()                   # for the operator's view (kernel.top): read, not removed
 
 Keys are the canonical JSON of the arguments (canonical_key): a claim matches an entry of the same agent, same tool,
 same key. Invariants: at most `per_agent` entries per agent and `total` in all; one entry per (agent, tool, key); an
@@ -19,6 +20,7 @@ after expire(now) no entry is older than ttl_s; an agent with no entries has no 
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,14 @@ class EarlyTable:
 
     def held(self, agent_id: str) -> int:
         return self._per_agent.get(agent_id, 0)
+
+    def held_by(self) -> dict[str, int]:
+        """Entries per agent (a copy: agents holding none are absent)."""
+        return dict(self._per_agent)
+
+    def oldest(self, limit: int) -> list[EarlyEntry]:
+        """At most `limit` entries, the oldest first; O(limit)."""
+        return list(itertools.islice(self._entries.values(), max(0, limit)))
 
     def has_room(self, agent_id: str) -> bool:
         return len(self._entries) < self.total and self.held(agent_id) < self.per_agent

@@ -211,13 +211,17 @@ function renderApprovals(top) {
 }
 
 function renderTools(top) {
-  const tools = top.tools || [];
-  syncRows("tools", tools, (t) => `${t.agent_id}/${t.tool}`, [
+  // calls in flight, then the runs the kernel started early and holds for the agent's tool.call
+  const calls = (top.tools || []).map((t) => ({ key: `${t.agent_id}/${t.tool}`, ...t, state: "in flight", age: t.running_s }));
+  const early = (top.early || []).map((e) => ({ key: `early/${e.early_id}`, ...e, state: `early ${e.state}`, age: e.age_s }));
+  const rows = calls.concat(early);
+  syncRows("tools", rows, (t) => t.key, [
     ["", (t) => t.agent_id],
     ["", (t) => t.tool],
-    ["num", (t) => seconds(t.running_s)],
+    ["", (t) => t.state],
+    ["num", (t) => seconds(t.age)],
   ]);
-  showCount("tools-count", tools.length);
+  showCount("tools-count", rows.length, calls.length + (top.early_total ?? early.length));
 }
 
 function renderSpaces(top) {
