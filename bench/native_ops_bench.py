@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench.bandwidth import cpu_line
-from bench.engine_bench import _prompts, ours_decode, print_table
-from kernel.engine.cpu.engine import TorchEngine
-from kernel.engine.cpu.layer_ops import NativeOps, TorchOps
+from kernel.engine.process_env import configure_process_env
+
+configure_process_env()  # before torch loads, as aiosd's main and bench/engine_bench.py do
+
+from bench.bandwidth import cpu_line  # noqa: E402
+from bench.engine_bench import _prompts, ours_decode, print_table  # noqa: E402
+from kernel.engine.cpu.engine import TorchEngine  # noqa: E402
+from kernel.engine.cpu.layer_ops import NativeOps, TorchOps  # noqa: E402
 
 
 def main() -> None:
