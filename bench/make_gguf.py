@@ -1,11 +1,13 @@
 """Random-weight GGUF files of real llama shapes, for speed work at sizes the bundled 135M model does not reach.
 
     python -m bench.make_gguf --shape 1.7b --type q4_0 [--out PATH] [--seed 0]
+    python -m bench.make_gguf --shape qwen2.5-1.5b --type q4_0     (a qwen2 file: q/k/v biases)
 
-Contract: the file is a plain `llama` GGUF that our loader (kernel/engine/loading) and llama.cpp (xllamacpp) both load:
-the shape's dims (SHAPES: Llama-3.2-1B, SmolLM2-1.7B, Llama-3.2-3B; "tiny" for tests), every matrix in the chosen
-type (Q4_0 / Q4_1 / Q8_0 / F16, quantized by the `gguf` package's own quantizers, so the blocks are what llama.cpp's
-tools would write), norms in F32 (ones), a tied embedding, and the bundled default model's tokenizer (SmolLM2's
+Contract: the file is a plain `llama` GGUF (a `qwen2` one for the Qwen shapes: the same layers plus q/k/v biases, F32,
+N(0, 0.02) like the matrices) that our loader (kernel/engine/loading) and llama.cpp (xllamacpp) both load: the shape's
+dims (SHAPES: Llama-3.2-1B, SmolLM2-1.7B, Llama-3.2-3B, Qwen2.5-0.5B/1.5B; "tiny" and "qwen2-tiny" for tests), every
+matrix in the chosen type (Q4_0 / Q4_1 / Q8_0 / F16, quantized by the `gguf` package's own quantizers, so the blocks
+are what llama.cpp's tools would write), norms in F32 (ones), a tied embedding, and the bundled default model's tokenizer (SmolLM2's
 vocabulary, merges and chat template copied from its GGUF), so the vocabulary size follows it. Weights are N(0, 0.02):
 the text is nonsense, but every product costs what a trained model's does. The rope is plain (no llama3 scaling).
 
@@ -40,10 +42,15 @@ class Shape:
     n_kv_heads: int
     rope_theta: float
     context: int = 8192
+    arch: str = "llama"  # "qwen2": q/k/v biases
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.n_heads
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.arch == "qwen2"
 
 
 SHAPES = {
@@ -51,6 +58,9 @@ SHAPES = {
     "1b": Shape(16, 2048, 8192, 32, 8, 500000.0),  # Llama-3.2-1B
     "1.7b": Shape(24, 2048, 8192, 32, 32, 130000.0),  # SmolLM2-1.7B
     "3b": Shape(28, 3072, 8192, 24, 8, 500000.0),  # Llama-3.2-3B
+    "qwen2-tiny": Shape(2, 64, 128, 4, 2, 1000000.0, 2048, "qwen2"),
+    "qwen2.5-0.5b": Shape(24, 896, 4864, 14, 2, 1000000.0, arch="qwen2"),  # Qwen2.5-0.5B
+    "qwen2.5-1.5b": Shape(28, 1536, 8960, 12, 2, 1000000.0, arch="qwen2"),  # Qwen2.5-1.5B
 }
 
 
@@ -75,7 +85,7 @@ class WeightType(Enum):
 
 
 def tensor_plan(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, numpy shape (rows, columns)) of every tensor, in file order; 1-D tensors are the norms."""
+    """(name, numpy shape (rows, columns)) of every tensor, in file order; 1-D tensors are the norms and biases."""
     kv = shape.n_kv_heads * shape.head_dim
     plan: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (vocab, shape.hidden))]
     for i in range(shape.n_layers):
@@ -84,6 +94,15 @@ def tensor_plan(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
             (f"blk.{i}.attn_q.weight", (shape.hidden, shape.hidden)),
             (f"blk.{i}.attn_k.weight", (kv, shape.hidden)),
             (f"blk.{i}.attn_v.weight", (kv, shape.hidden)),
+            *(
+                [
+                    (f"blk.{i}.attn_q.bias", (shape.hidden,)),
+                    (f"blk.{i}.attn_k.bias", (kv,)),
+                    (f"blk.{i}.attn_v.bias", (kv,)),
+                ]
+                if shape.qkv_bias
+                else []
+            ),
             (f"blk.{i}.attn_output.weight", (shape.hidden, shape.hidden)),
             (f"blk.{i}.ffn_norm.weight", (shape.hidden,)),
             (f"blk.{i}.ffn_gate.weight", (shape.ffn, shape.hidden)),
@@ -111,7 +130,7 @@ def write_gguf(
 ) -> int:
     """Writes the file; returns its size in bytes."""
     source = gguf.GGUFReader(tokenizer_source or default_model_path())
-    writer = gguf.GGUFWriter(path, "llama")
+    writer = gguf.GGUFWriter(path, shape.arch)
     writer.add_name(f"random-{shape.n_layers}x{shape.hidden}-{weight_type.value}")
     writer.add_context_length(shape.context)
     writer.add_embedding_length(shape.hidden)
@@ -140,11 +159,14 @@ def write_gguf(
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     generator = torch.Generator().manual_seed(seed)
-    for _name, dims in plan:
-        if len(dims) == 1:
+    for name, dims in plan:
+        if len(dims) == 1 and not name.endswith(".bias"):  # norms: ones (biases are drawn like the matrices)
             writer.write_tensor_data(np.ones(dims, dtype=np.float32))
             continue
         values = (torch.randn(dims, generator=generator) * WEIGHT_STD).numpy()
+        if len(dims) == 1:
+            writer.write_tensor_data(values)
+            continue
         writer.write_tensor_data(gguf.quants.quantize(values, qtype))
     writer.close()
     return path.stat().st_size

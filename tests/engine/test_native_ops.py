@@ -57,7 +57,8 @@ def _tables(g: torch.Generator, positions: list[int]) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_rope_write_rotates_and_fills_the_cache(native, dtype):
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_rope_write_rotates_and_fills_the_cache(native, dtype, qk_norm):
     g = torch.Generator().manual_seed(2)
     rows = 7
     qkv = torch.randn(rows, (H + 2 * HKV) * D, generator=g).to(dtype)
@@ -67,8 +68,12 @@ def test_rope_write_rotates_and_fills_the_cache(native, dtype):
     positions = torch.randint(0, 64, (rows,), generator=g)
     slots = torch.randperm(SLOTS, generator=g)[:rows]
     caches = [torch.zeros(2, SLOTS, HKV, D, dtype=dtype) for _ in range(2)]
-    q_ref, k_ref = TorchOps.rope_write(qkv, cos, signed_sin, positions, caches[0], slots, H, HKV)
-    q, k = native.rope_write(qkv, cos, signed_sin, positions, caches[1], slots, H, HKV)
+    norms = [(torch.rand(D, generator=g) + 0.5).to(dtype) for _ in range(2)] if qk_norm else [None, None]
+    q_ref, k_ref = TorchOps.rope_write(qkv, cos, signed_sin, positions, caches[0], slots, H, HKV, *norms, 1e-6)
+    q, k = native.rope_write(qkv, cos, signed_sin, positions, caches[1], slots, H, HKV, *norms, 1e-6)
+    if qk_norm:  # the norm changed the heads: rotary alone keeps each head's length, the norm sets it
+        plain, _ = TorchOps.rope_write(qkv, cos, signed_sin, positions, caches[0].clone(), slots, H, HKV)
+        assert not close(q, plain, dtype)
     assert q.shape == (rows, H, D) and k.shape == (rows, HKV, D)
     assert close(q, q_ref, dtype) and close(k, k_ref, dtype)
     assert torch.equal(caches[1][1], caches[0][1])  # v copied as is
@@ -79,7 +84,8 @@ def test_rope_write_rotates_and_fills_the_cache(native, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_decode_attention_over_scattered_blocks(native, dtype):
+@pytest.mark.parametrize("scale, window", [(None, None), (0.3, None), (None, 6), (0.3, 5)])
+def test_decode_attention_over_scattered_blocks(native, dtype, scale, window):
     g = torch.Generator().manual_seed(3)
     positions = [0, 5, 17, 40, 3]  # each sequence's new token position: contexts of 1..41 tokens
     tables = _tables(g, positions)
@@ -87,18 +93,26 @@ def test_decode_attention_over_scattered_blocks(native, dtype):
     batch, _ = build_step_batch(chunks, BLOCK)
     cache = torch.randn(2, SLOTS, HKV, D, generator=g).to(dtype)
     q = torch.randn(len(positions), H, D, generator=g).to(dtype)
-    expected = TorchOps.decode_attention(q, cache, batch)
-    got = native.decode_attention(q, cache, batch)
+    expected = TorchOps.decode_attention(q, cache, batch, scale, window)
+    got = native.decode_attention(q, cache, batch, scale, window)
     assert got.shape == q.shape and close(got, expected, dtype)
+    if scale is not None or window is not None:  # each changes the result (contexts up to 41 > the windows)
+        assert not close(got, native.decode_attention(q, cache, batch), dtype)
     # each row is its own sequence's: the same row alone in a batch gives the same bits
-    alone, _ = build_step_batch(chunks[2:3], BLOCK)
-    assert torch.equal(native.decode_attention(q[2:3].contiguous(), cache, alone), got[2:3])
+    alone, _ = build_step_batch(chunks[3:4], BLOCK)
+    assert torch.equal(native.decode_attention(q[3:4].contiguous(), cache, alone, scale, window), got[3:4])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_silu_mul(native, dtype):
     gate_up = torch.randn(4, 2 * 40, generator=torch.Generator().manual_seed(4)).to(dtype)
     assert close(native.silu_mul(gate_up), TorchOps.silu_mul(gate_up), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_mul(native, dtype):
+    gate_up = torch.randn(4, 2 * 40, generator=torch.Generator().manual_seed(5)).to(dtype) * 4  # tails of both signs
+    assert close(native.gelu_mul(gate_up), TorchOps.gelu_mul(gate_up), dtype)
 
 
 def test_out_of_range_tables_are_errors():

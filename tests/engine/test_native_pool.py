@@ -3,7 +3,8 @@ same loop over the separate native ops (AIOS_NATIVE_POOL=0, which test_native_op
 same residual stream and the same K/V cache, bit for bit, for every block format, on each instruction set this CPU
 has, at several thread counts (changing between calls), with decode rows through the row kernels and (more than 8)
 the blocked product, with grouped-query heads that are and are not whole quantization blocks, over paged contexts of
-scattered blocks; and from several Python threads at once."""
+scattered blocks; with each family's layer features (Qwen2's q/k/v bias, Qwen3's q/k norm, Gemma 3's post norms,
+GeGLU, query scale, sliding windows and per-layer rotary tables); and from several Python threads at once."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.skipif(library is None, reason="the native ops did not 
 FORMATS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q6_K]
 E, F, LAYERS, BLOCK, SLOTS = 256, 1280, 2, 4, 512  # F: two silu chunks, the last one partial
 SCALE_AT = {Q.Q4_K: (0, 2), Q.Q6_K: (208,)}
+FEATURES = ("llama", "qwen2", "qwen3", "gemma3")  # which layer extras a step's model has (layer_extras)
 
 
 def block_product(qtype: Q, n: int, k: int, rng) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -42,32 +44,49 @@ def block_product(qtype: Q, n: int, k: int, rng) -> tuple[int, torch.Tensor, tor
     return int(kind), codes, scales
 
 
-def make_step(qtype: Q, heads: tuple[int, int, int], rows: int, dtype: torch.dtype, seed: int):
+def layer_extras(features: str, heads: tuple[int, int, int], dtype: torch.dtype, g) -> list[torch.Tensor]:
+    """One layer's extras as decode_layers takes them (qkv bias, q norm, k norm, post-attention norm, post-MLP norm;
+    empty where the family has none)."""
+    H, HKV, D = heads
+    norm = lambda n: (torch.rand(n, generator=g) + 0.5).to(dtype)
+    none = torch.empty(0, dtype=dtype)
+    bias = (torch.rand((H + 2 * HKV) * D, generator=g) - 0.5).to(dtype) if features == "qwen2" else none
+    qk = [norm(D), norm(D)] if features in ("qwen3", "gemma3") else [none, none]
+    post = [norm(E), norm(E)] if features == "gemma3" else [none, none]
+    return [bias, *qk, *post]
+
+
+def make_step(qtype: Q, heads: tuple[int, int, int], rows: int, dtype: torch.dtype, seed: int, features="llama"):
     """decode_layers' arguments for `rows` single-token rows, each with its own context of scattered blocks."""
     H, HKV, D = heads
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
-    norms, kinds, weights = [], [], []
+    norms, kinds, weights, extras = [], [], [], []
     for _ in range(LAYERS):
         norms += [(torch.rand(E, generator=g) + 0.5).to(dtype) for _ in range(2)]
         for n, k in (((H + 2 * HKV) * D, E), (E, H * D), (2 * F, E), (E, F)):
             kind, codes, scales = block_product(qtype, n, k, rng)
             kinds.append(kind)
             weights += [codes, scales]
+        extras += layer_extras(features, heads, dtype, g)
     lens = torch.randint(1, 40, (rows,), generator=g)
     max_blocks = int(lens.max()) // BLOCK + 1
     order = torch.randperm(SLOTS // BLOCK, generator=g)[: rows * max_blocks]
     tables = order.view(rows, max_blocks)
     positions = lens - 1
     slots = tables[torch.arange(rows), positions // BLOCK] * BLOCK + positions % BLOCK
-    angles = torch.rand(64, D, generator=g) * 6.28
+    gemma = features == "gemma3"
+    tables_per_layer = [torch.rand(64, D, generator=g) * 6.28 for _ in range(LAYERS if gemma else 1)]
+    angles = [tables_per_layer[layer % len(tables_per_layer)] for layer in range(LAYERS)]
     return dict(
         x=torch.randn(rows, E, generator=g).to(dtype),
         norms=norms,
         kinds=kinds,
         weights=weights,
-        cos=angles.cos().to(dtype),
-        signed_sin=angles.sin().to(dtype),
+        extras=extras,
+        cos=[a.cos().to(dtype) for a in angles],
+        signed_sin=[a.sin().to(dtype) for a in angles],
+        windows=[7 if gemma and layer % 2 == 0 else 0 for layer in range(LAYERS)],  # contexts of 1..39: some longer
         positions=positions,
         kv=torch.randn(LAYERS, 2, SLOTS, HKV, D, generator=g).to(dtype),
         slots=slots,
@@ -78,6 +97,8 @@ def make_step(qtype: Q, heads: tuple[int, int, int], rows: int, dtype: torch.dty
         n_kv_heads=HKV,
         int4_group=32,
         eps=1e-5,
+        scale=0.3 if gemma else D**-0.5,
+        gelu=gemma,
     )
 
 
@@ -116,6 +137,25 @@ def test_the_pooled_loop_is_the_op_loop(monkeypatch, isa, qtype, heads, rows):
         assert torch.equal(kv, kv_ref), f"kv differs at {threads} threads"
 
 
+@pytest.mark.parametrize("features", FEATURES[1:])
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_K], ids=["Q8_0", "Q4_K"])
+@pytest.mark.parametrize("heads", [(8, 2, 32), (16, 16, 16)], ids=["gqa-fused", "unaligned-heads"])
+@pytest.mark.parametrize("rows", [1, 3, 11])
+def test_the_pooled_loop_is_the_op_loop_for_each_family(monkeypatch, features, qtype, heads, rows):
+    """The layer extras (bias, q/k norm, post norms, GeGLU, query scale, windows, per-layer rotary) on the pool: the
+    same bits as the op loop, which test_native_ops.py holds to the Python loop."""
+    dtype = torch.bfloat16 if rows != 3 else torch.float32
+    step = make_step(qtype, heads, rows, dtype, seed=rows * 5 + len(features), features=features)
+    plain = make_step(qtype, heads, rows, dtype, seed=rows * 5 + len(features))
+    x_ref, kv_ref = reference(step, monkeypatch)
+    assert torch.isfinite(x_ref.float()).all()
+    assert not torch.equal(x_ref, reference(plain, monkeypatch)[0])  # the extras change the step
+    for threads in (1, 2, 3):
+        x, kv = run_step(step, threads)
+        assert torch.equal(x, x_ref), f"x differs at {threads} threads"
+        assert torch.equal(kv, kv_ref), f"kv differs at {threads} threads"
+
+
 def test_callers_on_several_threads_at_once_each_get_their_own_step(monkeypatch):
     """The pool runs one job at a time; a caller that finds it busy runs its step alone: same results either way.
     With no spinning every wait is a futex sleep and wake."""
@@ -149,3 +189,10 @@ def test_bad_tables_are_errors_before_any_work(monkeypatch):
     short = {**step, "weights": [step["weights"][0][:-1], *step["weights"][1:]]}
     with pytest.raises(RuntimeError):
         run_step(short, 2)
+    qwen = make_step(Q.Q8_0, (8, 2, 32), 2, torch.float32, seed=3, features="qwen2")
+    bad = {**qwen, "extras": [qwen["extras"][0][:-1], *qwen["extras"][1:]]}
+    with pytest.raises(RuntimeError, match="wrong shape"):
+        run_step(bad, 2)
+    bad = {**qwen, "extras": qwen["extras"][: len(qwen["extras"]) // 2] + [torch.empty(0)] * 5}
+    with pytest.raises(RuntimeError, match="same extras"):
+        run_step(bad, 2)

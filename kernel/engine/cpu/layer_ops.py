@@ -5,14 +5,17 @@ same steps with torch's own ops, for machines without a C++ compiler, and is the
 tests/engine/test_native_ops.py holds the native ops to. Both take and return the same shapes:
 
     add_rms_norm(x, delta, w, eps)  x [T, E] += delta (in place, when given); returns rms_norm(x) * w, [T, E]
-    rope_write(qkv, ..., cache, slots) rotary on q and k; k, v written to cache [2, slots, Hkv, D] at slots;
+    rope_write(qkv, ..., cache, slots[, q_norm, k_norm, eps]) rotary on q and k (each head RMS-normed first where
+                                    q_norm, k_norm [D] are given); k, v written to cache [2, slots, Hkv, D] at slots;
                                     returns q [T, H, D], k [T, Hkv, D]
     decode_attention(q, cache, batch[, scale, window]) rows [0, n_decode) of a step, each over its own context (its
-                                    last `window` positions where given; torch ops only): [n_decode, H, D]
+                                    last `window` positions where given): [n_decode, H, D]
     silu_mul(gate_up)               [T, 2F] → silu(gate) * up, [T, F]
+    gelu_mul(gate_up)               [T, 2F] → gelu_tanh(gate) * up, [T, F] (Gemma's GeGLU)
 
-NativeOps alone also runs every layer of a pure-decode step in one call (decode_layers, over the layers as stack()
-lays them out), which the model uses when every product has a native kind.
+A q/k/v bias is added to the product's output before rope_write (one add), and a post norm is add_rms_norm without a
+delta. NativeOps alone also runs every layer of a pure-decode step in one call (decode_layers, over the layers as
+stack() lays them out), which the model uses when every product has a native kind.
 """
 
 from __future__ import annotations
@@ -45,10 +48,17 @@ class TorchOps:
         slots: torch.Tensor,
         n_heads: int,
         n_kv_heads: int,
+        q_norm: torch.Tensor | None = None,
+        k_norm: torch.Tensor | None = None,
+        eps: float = 1e-6,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         head_dim = cache.shape[-1]
         qk, v = qkv.split([(n_heads + n_kv_heads) * head_dim, n_kv_heads * head_dim], dim=-1)
         qk = qk.view(-1, n_heads + n_kv_heads, head_dim)
+        if q_norm is not None:  # RMSNorm over each head of q and of k, before rotary (Qwen3, Gemma 3)
+            q, k = qk.split([n_heads, n_kv_heads], dim=1)
+            q = F.rms_norm(q, (head_dim,), q_norm, eps)
+            qk = torch.cat([q, F.rms_norm(k, (head_dim,), k_norm, eps)], dim=1)
         # rotate-half with the sign folded into the table (exact: (-a) * b == a * (-b)), so the half swap is one roll
         c, s = cos[positions].unsqueeze(1), signed_sin[positions].unsqueeze(1)  # [T, 1, D]
         qk = qk * c + qk.roll(head_dim // 2, dims=-1) * s
@@ -84,6 +94,11 @@ class TorchOps:
         gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate).mul_(up)
 
+    @staticmethod
+    def gelu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.gelu(gate, approximate="tanh").mul_(up)
+
 
 class NativeOps:
     name = "native"
@@ -104,8 +119,13 @@ class NativeOps:
         slots: torch.Tensor,
         n_heads: int,
         n_kv_heads: int,
+        q_norm: torch.Tensor | None = None,
+        k_norm: torch.Tensor | None = None,
+        eps: float = 1e-6,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k = self._ops.rope_write(qkv, cos, signed_sin, positions, cache, slots, n_heads, n_kv_heads)
+        q, k = self._ops.rope_write(
+            qkv, cos, signed_sin, positions, cache, slots, n_heads, n_kv_heads, q_norm, k_norm, eps
+        )
         return q, k
 
     def decode_attention(
@@ -116,20 +136,29 @@ class NativeOps:
         scale: float | None = None,
         window: int | None = None,
     ) -> torch.Tensor:
-        if scale is not None or window is not None:  # the model never asks (ModelConfig.native_gaps): be loud if so
-            raise NotImplementedError("native decode attention has no query scale or sliding window")
         return self._ops.decode_attention(
-            q, cache, batch.decode_block_tables, batch.decode_lens, batch.block_size, q.shape[-1] ** -0.5
+            q,
+            cache,
+            batch.decode_block_tables,
+            batch.decode_lens,
+            batch.block_size,
+            q.shape[-1] ** -0.5 if scale is None else scale,
+            window or 0,
         )
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         return self._ops.silu_mul(gate_up)
 
+    def gelu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        return self._ops.gelu_mul(gate_up)
+
     @staticmethod
-    def stack(layers) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor]] | None:
-        """The layers' norms, product kinds and product weights as decode_layers takes them; None when a product has
-        no native kind (the prepacked oneDNN product)."""
-        norms, kinds, weights = [], [], []
+    def stack(layers) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor], list[torch.Tensor]] | None:
+        """The layers' norms, product kinds, product weights and extras (per layer: qkv bias, q norm, k norm, post-
+        attention norm, post-MLP norm, an empty tensor where absent) as decode_layers takes them; None when a product
+        has no native kind (the prepacked oneDNN product)."""
+        norms, kinds, weights, extras = [], [], [], []
+        empty = torch.empty(0)
         for layer in layers:
             norms += [layer.attn_norm, layer.mlp_norm]
             for product in (layer.qkv, layer.o, layer.gate_up, layer.down):
@@ -138,30 +167,37 @@ class NativeOps:
                     return None
                 kinds.append(int(kind[0]))
                 weights += kind[1:]
-        return norms, kinds, weights
+            for extra in (layer.qkv_bias, layer.q_norm, layer.k_norm, layer.post_attn_norm, layer.post_mlp_norm):
+                extras.append(empty if extra is None else extra)
+        return norms, kinds, weights, extras
 
     def decode_layers(
         self,
         x: torch.Tensor,
         stack,
-        cos: torch.Tensor,
-        signed_sin: torch.Tensor,
+        rotary: list[tuple[torch.Tensor, torch.Tensor]],
+        windows: list[int | None],
         batch: StepBatch,
         kv: torch.Tensor,
         n_heads: int,
         n_kv_heads: int,
         eps: float,
+        scale: float,
+        gelu: bool,
     ) -> None:
         """Every layer of a pure-decode step in one native call: x [T, E] advanced in place, K/V written to kv
-        [L, 2, slots, Hkv, D]."""
-        norms, kinds, weights = stack
+        [L, 2, slots, Hkv, D]. rotary: each layer's (cos, signed_sin) tables; windows: each layer's attention window
+        (None: its whole context); scale: the attention logits'; gelu: GeGLU (tanh) rather than SwiGLU."""
+        norms, kinds, weights, extras = stack
         self._ops.decode_layers(
             x,
             norms,
             kinds,
             weights,
-            cos,
-            signed_sin,
+            extras,
+            [cos for cos, _ in rotary],
+            [signed_sin for _, signed_sin in rotary],
+            [window or 0 for window in windows],
             batch.positions,
             kv,
             batch.slot_mapping,
@@ -172,6 +208,8 @@ class NativeOps:
             n_kv_heads,
             INT4_GROUP,
             eps,
+            scale,
+            gelu,
         )
 
 

@@ -5,8 +5,8 @@ The family's differences are data in the config (kernel/engine/loading/model_con
 norms, norms after attention and MLP, Gemma's (1 + w) norms (folded into the weights here), the activation, the
 embedding scale, the query scale, per-layer windows and rotary tables. The weight products are torch's kernels
 (quant_weights.py); the steps between them are the layer ops (layer_ops.py: fused native ops where they build, else
-torch ops), and a pure-decode step runs all its layers in one native call. The native ops compute plain llama layers
-only: a model that needs anything else (ModelConfig.native_gaps()) runs the torch ops, decided here at load and logged.
+torch ops), and a pure-decode step runs all its layers in one native call. The native ops compute every feature above;
+a model that needs one they lack (ModelConfig.native_gaps()) runs the torch ops, decided here at load and logged.
 
 Shapes: T = rows in the step (all sequences' tokens flattened), H = attention heads, Hkv = KV heads, D = head_dim,
 E = hidden size, F = MLP size, V = vocabulary.
@@ -145,7 +145,8 @@ class LlamaModel:
             if rope not in tables:
                 tables[rope] = _rotary_tables(rope, cfg.head_dim, cfg.max_context, dtype)
         self._rotary = [tables[cfg.layer_rope(i)] for i in range(cfg.n_layers)]
-        self._cos, self._signed_sin = self._rotary[0]
+        self._windows = [cfg.window(i) for i in range(cfg.n_layers)]
+        self._scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5  # the logits' scale
         # the layers as native/decode_layers.cpp takes them, when the native ops loaded and it can call every product
         self._native_stack = self.ops.stack(self.layers) if isinstance(self.ops, NativeOps) else None
 
@@ -164,7 +165,17 @@ class LlamaModel:
             x.mul_(cfg.embed_scale)
         if self._native_stack is not None and not batch.prefills:
             self.ops.decode_layers(
-                x, self._native_stack, self._cos, self._signed_sin, batch, kv.data, n_heads, n_kv_heads, cfg.rms_eps
+                x,
+                self._native_stack,
+                self._rotary,
+                self._windows,
+                batch,
+                kv.data,
+                n_heads,
+                n_kv_heads,
+                cfg.rms_eps,
+                self._scale,
+                cfg.activation is Activation.GELU_TANH,
             )
         else:
             self._layers(x, batch, kv)
@@ -183,27 +194,31 @@ class LlamaModel:
             qkv = multiply(layer.qkv, h, narrow)  # [T, (H + 2 Hkv) D]
             if layer.qkv_bias is not None:
                 qkv = qkv + layer.qkv_bias
-            if layer.q_norm is not None:
-                qkv = _norm_heads(qkv, layer, n_heads, n_kv_heads, head_dim, eps)
             cos, signed_sin = self._rotary[index]
             q, k = ops.rope_write(
-                qkv, cos, signed_sin, batch.positions, cache, batch.slot_mapping, n_heads, n_kv_heads
-            )  # [T, H, D], [T, Hkv, D]
+                qkv,
+                cos,
+                signed_sin,
+                batch.positions,
+                cache,
+                batch.slot_mapping,
+                n_heads,
+                n_kv_heads,
+                layer.q_norm,
+                layer.k_norm,
+                eps,
+            )  # [T, H, D], [T, Hkv, D]: q and k normed (where the model norms them) and rotated
             v = qkv[:, (n_heads + n_kv_heads) * head_dim :].view(-1, n_kv_heads, head_dim)
-            attn = _attention(ops, q, k, v, kv, index, batch, cfg.window(index), cfg.query_scale)  # [T, H, D]
+            attn = _attention(ops, q, k, v, kv, index, batch, self._windows[index], cfg.query_scale)  # [T, H, D]
             out = multiply(layer.o, attn.flatten(1), narrow)
-            if layer.post_attn_norm is not None:
-                out = F.rms_norm(out, (cfg.hidden_size,), layer.post_attn_norm, eps)
+            if layer.post_attn_norm is not None:  # Gemma's norm of the output before the residual add
+                out = ops.add_rms_norm(out, None, layer.post_attn_norm, eps)
             h = ops.add_rms_norm(x, out, layer.mlp_norm, eps)
             gate_up = multiply(layer.gate_up, h, narrow)
-            if cfg.activation is Activation.SILU:
-                act = ops.silu_mul(gate_up)
-            else:
-                gate, up = gate_up.chunk(2, dim=-1)
-                act = F.gelu(gate, approximate="tanh").mul_(up)
+            act = ops.silu_mul(gate_up) if cfg.activation is Activation.SILU else ops.gelu_mul(gate_up)
             mlp = multiply(layer.down, act, narrow)
             if layer.post_mlp_norm is not None:
-                mlp = F.rms_norm(mlp, (cfg.hidden_size,), layer.post_mlp_norm, eps)
+                mlp = ops.add_rms_norm(mlp, None, layer.post_mlp_norm, eps)
             if index + 1 < len(self.layers):
                 h = ops.add_rms_norm(x, mlp, self.layers[index + 1].attn_norm, eps)
             else:
@@ -217,16 +232,6 @@ def _rotary_tables(
     angles = torch.outer(torch.arange(max_context, dtype=torch.float32), inverse_frequencies(rope, head_dim))
     cos, sin = angles.cos(), angles.sin()
     return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
-
-
-def _norm_heads(
-    qkv: torch.Tensor, layer: LayerWeights, n_heads: int, n_kv_heads: int, head_dim: int, eps: float
-) -> torch.Tensor:
-    """RMSNorm over each head of q and of k (before rotary, as Qwen3 and Gemma 3 do); v untouched."""
-    q_dim, kv_dim = n_heads * head_dim, n_kv_heads * head_dim
-    q = F.rms_norm(qkv[:, :q_dim].view(-1, n_heads, head_dim), (head_dim,), layer.q_norm, eps)
-    k = F.rms_norm(qkv[:, q_dim : q_dim + kv_dim].view(-1, n_kv_heads, head_dim), (head_dim,), layer.k_norm, eps)
-    return torch.cat([q.flatten(1), k.flatten(1), qkv[:, q_dim + kv_dim :]], dim=1)
 
 
 def _attention(
@@ -245,20 +250,11 @@ def _attention(
     window: each query sees the last `window` positions only (itself included), by masking on positions: the cache
     keeps every token, which is the simplest correct way. scale: None → D ** -0.5."""
     n = batch.n_decode
-    plain = window is None and scale is None
     if not batch.prefills:  # a pure decode step, the common case: the result needs no assembly
-        return (
-            ops.decode_attention(q, kv.layer(index), batch)
-            if plain
-            else ops.decode_attention(q, kv.layer(index), batch, scale, window)
-        )
+        return ops.decode_attention(q, kv.layer(index), batch, scale, window)
     out = torch.empty_like(q)
     if n:
-        out[:n] = (
-            ops.decode_attention(q[:n], kv.layer(index), batch)
-            if plain
-            else ops.decode_attention(q[:n], kv.layer(index), batch, scale, window)
-        )
+        out[:n] = ops.decode_attention(q[:n], kv.layer(index), batch, scale, window)
     for chunk in batch.prefills:
         query = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
         if chunk.context_slots is None:  # first chunk: attends to itself only

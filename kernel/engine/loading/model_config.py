@@ -73,21 +73,10 @@ class ModelConfig:
         return self.local_rope if self.local_rope is not None and self.window(layer) is not None else self.rope
 
     def native_gaps(self) -> list[str]:
-        """The features this model needs that the fused native ops and layer loop (cpu/native/) do not compute."""
-        gaps = [
-            name
-            for name, needed in (
-                ("qkv bias", self.qkv_bias),
-                ("q/k norm", self.qk_norm),
-                ("post norms", self.post_norms),
-                ("gelu activation", self.activation is not Activation.SILU),
-                ("query scale", self.query_scale is not None),
-                ("sliding window", any(self.window(i) is not None for i in range(self.n_layers))),
-                ("per-layer rope", self.local_rope is not None),
-            )
-            if needed
-        ]
-        return gaps
+        """The features this model needs that the fused native ops and layer loop (cpu/native/) do not compute: they
+        compute every switch above (q/k/v biases, q/k norms, post norms, both activations, the query scale, sliding
+        windows, per-layer rotary tables); their attention keeps a head in a fixed buffer of 512 values."""
+        return ["head size over 512"] if self.head_dim > 512 else []
 
     def validate(self) -> None:
         if (

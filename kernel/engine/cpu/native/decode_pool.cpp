@@ -3,15 +3,17 @@
 // join per op (~9 per layer, each paying a barrier and a wake-up). Per layer, the phases and their tasks:
 //   norm      x += the last layer's MLP output, h = rms_norm(x) w, h quantized for the qkv product   one per row
 //   qkv       the product, by tiles of weight rows (qgemm_parts.h)                               tiles
-//   attend    rotary on the query heads of KV head g and on key g, key and value g into the cache, the heads'
-//             attention over the row's context, the result quantized for the o product           one per (row, g)
+//   attend    the q/k/v bias, q/k norm and rotary on the query heads of KV head g and on key g, key and value g
+//             into the cache, the heads' attention over the row's context (its window), the result quantized for
+//             the o product                                                                       one per (row, g)
 //   quant     the attention rows quantized (only when a KV head's query heads are not whole blocks)  one per row
 //   o         the product                                                                          tiles
-//   mlp norm  x += o, h = rms_norm(x) w, quantized for gate_up                                     one per row
+//   mlp norm  (o's post norm,) x += o, h = rms_norm(x) w, quantized for gate_up                    one per row
 //   gate_up   the product                                                                          tiles
-//   silu      silu(gate) * up and its quantization, by kSiluChunk inputs                           rows x chunks
+//   silu      silu (or gelu_tanh)(gate) * up and its quantization, by kSiluChunk inputs             rows x chunks
 //   down      the product                                                                          tiles
-// and after the job x += the last MLP output. Every value is computed by the same row code as the separate ops
+// (the norm phase applies the last MLP output's post norm before adding it) and after the job x += the last MLP
+// output. Every value is computed by the same row code as the separate ops
 // (ops_rows.h, qgemm_parts.h) in the same order and rounded to x's type where they round it, so a step gives the same
 // bits as decode_layers.cpp's loop over those ops, at any thread count. A (row, g) task writes only its own row's slot
 // of KV head g and reads only its own row's context, so fusing the cache write into the attention is safe.
@@ -23,6 +25,7 @@
 #include <ATen/Parallel.h>
 
 #include <array>
+#include <limits>
 #include <vector>
 
 namespace aios {
@@ -55,11 +58,13 @@ class DecodeJob final : public pool::Job {
   int64_t layers = 0, rows = 0, E = 0, H = 0, Hkv = 0, D = 0, G = 0, F = 0, S = 0, max_blocks = 0, block_size = 0;
   int64_t x_stride = 0;
   double eps = 0, scale = 0;
-  bool fused_quant = false, blocked = false;
+  bool fused_quant = false, blocked = false, gelu = false;
   T* x = nullptr;
   std::vector<const T*> norms;
+  std::vector<const T*> extras;   // kExtras per layer (ops.h), null where the model has none
+  std::vector<const T*> cos_of, sin_of;   // per layer
+  std::vector<int64_t> windows;   // per layer, 0: the whole context
   std::vector<Product> products;   // 4 per layer: qkv, o, gate_up, down
-  const T *cos = nullptr, *sin = nullptr;
   const int64_t *positions = nullptr, *slots = nullptr, *tables = nullptr, *lens = nullptr;
   T* kv = nullptr;
   T *h = nullptr, *qkv = nullptr, *q = nullptr, *attn = nullptr, *o = nullptr, *gate_up = nullptr, *act = nullptr,
@@ -88,6 +93,7 @@ class DecodeJob final : public pool::Job {
     Scratch& mine = scratch[thread];
     switch (phase % kStages) {
       case kNorm:
+        if (l > 0) post_norm(l - 1, kPostMlpNorm, down + task * E);
         row_ops::add_rms_norm_row(x + task * x_stride, l == 0 ? nullptr : down + task * E, norms[2 * l], E, eps,
                                   h + task * E);
         acts[0].quantize(h + task * E, task, E / kBlock);
@@ -97,6 +103,7 @@ class DecodeJob final : public pool::Job {
       case kQuant: return acts[1].quantize(attn + task * H * D, task, H * D / kBlock);
       case kO: return multiply(products[4 * l + 1], 1, H * D, task, mine, o);
       case kMlpNorm:
+        post_norm(l, kPostAttnNorm, o + task * E);
         row_ops::add_rms_norm_row(x + task * x_stride, o + task * E, norms[2 * l + 1], E, eps, h + task * E);
         acts[2].quantize(h + task * E, task, E / kBlock);
         return;
@@ -105,12 +112,21 @@ class DecodeJob final : public pool::Job {
         const int64_t chunks = (F + kSiluChunk - 1) / kSiluChunk, t = task / chunks;
         const int64_t i0 = task % chunks * kSiluChunk, n = std::min(kSiluChunk, F - i0);
         const T* in = gate_up + t * 2 * F;
-        row_ops::silu_mul_row(in + i0, in + F + i0, n, mine.gate.data(), mine.up.data(), act + t * F + i0);
+        if (gelu) {
+          row_ops::gelu_mul_row(in + i0, in + F + i0, n, mine.gate.data(), mine.up.data(), act + t * F + i0);
+        } else {
+          row_ops::silu_mul_row(in + i0, in + F + i0, n, mine.gate.data(), mine.up.data(), act + t * F + i0);
+        }
         acts[3].quantize_range(act + t * F, t, i0 / kBlock, (i0 + n) / kBlock, F / kBlock);
         return;
       }
       default: return multiply(products[4 * l + 3], 3, F, task, mine, down);
     }
+  }
+
+  // A product's output row y [E] normed in place by layer l's post norm e, when the model has one.
+  void post_norm(int64_t l, Extra e, T* y) const {
+    if (const T* w = extras[kExtras * l + e]) row_ops::rms_norm_row(y, w, E, eps, y);
   }
 
  private:
@@ -127,19 +143,30 @@ class DecodeJob final : public pool::Job {
 
   void attend(int64_t l, int64_t b, int64_t g, Scratch& mine) {
     const T* row = qkv + b * (H + 2 * Hkv) * D;
-    const T* c = cos + positions[b] * D;
-    const T* s = sin + positions[b] * D;
+    const T* c = cos_of[l] + positions[b] * D;
+    const T* s = sin_of[l] + positions[b] * D;
+    const T *bias = extras[kExtras * l + kQkvBias], *qn = extras[kExtras * l + kQNorm],
+            *kn = extras[kExtras * l + kKNorm];
     T* kc = kv + l * 2 * S * Hkv * D;
     T* vc = kc + S * Hkv * D;
-    for (int64_t head = g * G; head < (g + 1) * G; ++head) {
-      row_ops::rope_head(row + head * D, c, s, D, q + (b * H + head) * D);
+    T biased[512];
+    // head i of the row (q heads, then k, then v), with its bias added as the op loop's qkv.add_(bias) rounds it
+    auto head = [&](int64_t i) -> const T* {
+      if (!bias) return row + i * D;
+      row_ops::add_bias(row + i * D, bias + i * D, D, biased);
+      return biased;
+    };
+    for (int64_t i = g * G; i < (g + 1) * G; ++i) {
+      row_ops::norm_rope_head(head(i), qn, eps, c, s, D, q + (b * H + i) * D);
     }
     const int64_t at = (slots[b] * Hkv + g) * D;
-    row_ops::rope_head(row + (H + g) * D, c, s, D, kc + at);
-    std::copy(row + (H + Hkv + g) * D, row + (H + Hkv + g + 1) * D, vc + at);
-    const int64_t first = (b * H + g * G) * D;
-    row_ops::attend_heads(q + first, G, D, scale, kc, vc, Hkv, g, tables + b * max_blocks, lens[b], block_size,
-                          mine.query.data(), mine.scores.data(), mine.acc.data(), attn + first);
+    row_ops::norm_rope_head(head(H + g), kn, eps, c, s, D, kc + at);
+    const T* v = head(H + Hkv + g);
+    std::copy(v, v + D, vc + at);
+    const int64_t first = (b * H + g * G) * D, n = lens[b];
+    row_ops::attend_heads(q + first, G, D, scale, kc, vc, Hkv, g, tables + b * max_blocks,
+                          row_ops::window_start(n, windows[l]), n, block_size, mine.query.data(), mine.scores.data(),
+                          mine.acc.data(), attn + first);
     if (fused_quant) {
       acts[1].quantize_range(attn + b * H * D, b, g * G * D / kBlock, (g + 1) * G * D / kBlock, H * D / kBlock);
     }
@@ -150,12 +177,14 @@ class DecodeJob final : public pool::Job {
 
 // decode_layers (decode_layers.cpp) on the pool, when every product is a block kind (kinds >= kBlockKinds) and each
 // product position has the same inputs in every layer; false (nothing done) otherwise. Checks everything the ops
-// check before any thread starts: a task cannot fail.
+// check before any thread starts (decode_layers has checked the list lengths and the extras): a task cannot fail.
 bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, const std::vector<int64_t>& kinds,
-                          const std::vector<at::Tensor>& weights, const at::Tensor& cos, const at::Tensor& signed_sin,
-                          const at::Tensor& positions, at::Tensor kv, const at::Tensor& slots,
-                          const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
-                          int64_t n_heads, int64_t n_kv_heads, double eps) {
+                          const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& extras,
+                          const std::vector<at::Tensor>& cos, const std::vector<at::Tensor>& signed_sin,
+                          const std::vector<int64_t>& windows, const at::Tensor& positions, at::Tensor kv,
+                          const at::Tensor& slots, const at::Tensor& block_tables, const at::Tensor& context_lens,
+                          int64_t block_size, int64_t n_heads, int64_t n_kv_heads, double eps, double scale,
+                          bool gelu) {
   for (int64_t kind : kinds) {
     if (kind < kBlockKinds) return false;
   }
@@ -167,16 +196,21 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
   for (const at::Tensor& w : norms) {
     TORCH_CHECK(w.is_contiguous() && w.numel() == E && w.scalar_type() == x.scalar_type(), "bad norm weight");
   }
-  TORCH_CHECK(cos.is_contiguous() && signed_sin.is_contiguous() && cos.dim() == 2 && cos.size(1) == D &&
-              signed_sin.sizes() == cos.sizes() && cos.scalar_type() == x.scalar_type() &&
-              signed_sin.scalar_type() == x.scalar_type(), "rotary tables must be [P, D] in x's dtype");
+  int64_t P = std::numeric_limits<int64_t>::max();   // positions every layer's tables have
+  for (int64_t l = 0; l < layers; ++l) {
+    const at::Tensor &c = cos[l], &s = signed_sin[l];
+    TORCH_CHECK(c.is_contiguous() && s.is_contiguous() && c.dim() == 2 && c.size(1) == D && s.sizes() == c.sizes() &&
+                c.scalar_type() == x.scalar_type() && s.scalar_type() == x.scalar_type(),
+                "rotary tables must be [P, D] in x's dtype");
+    P = std::min(P, c.size(0));
+  }
   TORCH_CHECK(positions.scalar_type() == at::kLong && slots.scalar_type() == at::kLong && positions.numel() == rows &&
               slots.numel() == rows, "positions and slots: [T] int64");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && context_lens.scalar_type() == at::kLong, "int64 tables");
   const at::Tensor pos = positions.contiguous(), slot = slots.contiguous(), tables = block_tables.contiguous(),
                    lens = context_lens.contiguous();
   TORCH_CHECK(tables.dim() == 2 && tables.size(0) == rows && lens.numel() == rows, "one table and length per query");
-  const int64_t max_blocks = tables.size(1), P = cos.size(0);
+  const int64_t max_blocks = tables.size(1);
   const int64_t *pp = pos.data_ptr<int64_t>(), *sp = slot.data_ptr<int64_t>(), *tp = tables.data_ptr<int64_t>(),
                 *lp = lens.data_ptr<int64_t>();
   int64_t longest = 1;
@@ -211,13 +245,17 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
     DecodeJob<scalar_t> job;
     job.layers = layers, job.rows = rows, job.E = E, job.H = n_heads, job.Hkv = n_kv_heads, job.D = D;
     job.G = n_heads / n_kv_heads, job.F = F, job.S = S, job.max_blocks = max_blocks, job.block_size = block_size;
-    job.x_stride = x.stride(0), job.eps = eps, job.scale = 1.0 / std::sqrt(static_cast<double>(D));
+    job.x_stride = x.stride(0), job.eps = eps, job.scale = scale, job.gelu = gelu;
     job.fused_quant = job.G * D % kBlock == 0;
     job.blocked = rows > blocks::kRowPathRows;
     job.x = x.data_ptr<scalar_t>();
     for (const at::Tensor& w : norms) job.norms.push_back(w.data_ptr<scalar_t>());
     job.products = std::move(products);
-    job.cos = cos.data_ptr<scalar_t>(), job.sin = signed_sin.data_ptr<scalar_t>();
+    for (const at::Tensor& e : extras) job.extras.push_back(e.numel() ? e.data_ptr<scalar_t>() : nullptr);
+    for (int64_t l = 0; l < layers; ++l) {
+      job.cos_of.push_back(cos[l].data_ptr<scalar_t>()), job.sin_of.push_back(signed_sin[l].data_ptr<scalar_t>());
+    }
+    job.windows = windows;
     job.positions = pp, job.slots = sp, job.tables = tp, job.lens = lp;
     job.kv = kv.data_ptr<scalar_t>();
     job.h = h.data_ptr<scalar_t>(), job.qkv = qkv.data_ptr<scalar_t>(), job.q = q.data_ptr<scalar_t>();
@@ -236,6 +274,7 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
       }
     }
     pool::run(job, threads);
+    for (int64_t t = 0; t < rows; ++t) job.post_norm(layers - 1, kPostMlpNorm, job.down + t * E);
   });
   x.add_(down);
   return true;

@@ -44,11 +44,13 @@ at::Tensor add_rms_norm(at::Tensor x, const c10::optional<at::Tensor>& delta, co
   return out;
 }
 
-// qkv [T, (H + 2 Hkv) D]: rotary (rotate-half, signed_sin = [-sin, sin]) on q and k at each row's position; k and v
-// are written to the cache cache[0/1][slots[t]] ([2, S, Hkv, D]); returns (q [T, H, D], k [T, Hkv, D]).
+// qkv [T, (H + 2 Hkv) D]: rotary (rotate-half, signed_sin = [-sin, sin]) on q and k at each row's position, each
+// head RMS-normed first by q_norm / k_norm [D] when given (Qwen3, Gemma 3); k and v are written to the cache
+// cache[0/1][slots[t]] ([2, S, Hkv, D]); returns (q [T, H, D], k [T, Hkv, D]).
 std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& signed_sin,
                                    const at::Tensor& positions, at::Tensor cache, const at::Tensor& slots,
-                                   int64_t n_heads, int64_t n_kv_heads) {
+                                   int64_t n_heads, int64_t n_kv_heads, const c10::optional<at::Tensor>& q_norm,
+                                   const c10::optional<at::Tensor>& k_norm, double eps) {
   check_rows(qkv, "qkv");
   TORCH_CHECK(cache.dim() == 4 && cache.size(0) == 2 && cache.is_contiguous(), "cache must be [2, S, Hkv, D]");
   const int64_t rows = qkv.size(0), D = cache.size(3), S = cache.size(1);
@@ -57,6 +59,11 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
   TORCH_CHECK(positions.scalar_type() == at::kLong && slots.scalar_type() == at::kLong &&
               positions.numel() == rows && slots.numel() == rows, "positions and slots: [T] int64");
   TORCH_CHECK(qkv.scalar_type() == cache.scalar_type() && cos.scalar_type() == qkv.scalar_type(), "dtypes differ");
+  TORCH_CHECK(q_norm.has_value() == k_norm.has_value(), "q and k norms come together");
+  for (const auto* w : {&q_norm, &k_norm}) {
+    TORCH_CHECK(!w->has_value() || (w->value().is_contiguous() && w->value().numel() == D &&
+                                    w->value().scalar_type() == qkv.scalar_type()), "q/k norm weights must be [D]");
+  }
   auto q = at::empty({rows, n_heads, D}, qkv.options());
   auto k = at::empty({rows, n_kv_heads, D}, qkv.options());
   const int64_t P = cos.size(0);
@@ -76,6 +83,8 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
     scalar_t* kp = k.data_ptr<scalar_t>();
     scalar_t* kc = cache.data_ptr<scalar_t>();
     scalar_t* vc = kc + S * n_kv_heads * D;
+    const scalar_t* qn = q_norm ? q_norm->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* kn = k_norm ? k_norm->data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const scalar_t* row = in + t * in_stride;
@@ -83,7 +92,7 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
         const scalar_t* s = sn + pp[t] * D;
         for (int64_t h = 0; h < n_heads + n_kv_heads; ++h) {
           scalar_t* o = h < n_heads ? qp + (t * n_heads + h) * D : kp + (t * n_kv_heads + h - n_heads) * D;
-          row_ops::rope_head(row + h * D, c, s, D, o);
+          row_ops::norm_rope_head(row + h * D, h < n_heads ? qn : kn, eps, c, s, D, o);
         }
         const scalar_t* v = row + (n_heads + n_kv_heads) * D;
         std::copy(kp + t * n_kv_heads * D, kp + (t + 1) * n_kv_heads * D, kc + sp[t] * n_kv_heads * D);
@@ -95,10 +104,11 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
 }
 
 // Single-token queries over paged contexts. q [B, H, D]; cache [2, S, Hkv, D]; block_tables [B, max_blocks] int64;
-// context_lens [B] int64 (the context includes the query's own token, already written). Returns [B, H, D]. Grouped-
-// query attention: the H / Hkv query heads of a KV head share one pass over its keys and values.
+// context_lens [B] int64 (the context includes the query's own token, already written); window > 0: each query
+// attends to its context's last `window` tokens only (a sliding layer). Returns [B, H, D]. Grouped-query attention:
+// the H / Hkv query heads of a KV head share one pass over its keys and values.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const at::Tensor& block_tables,
-                            const at::Tensor& context_lens, int64_t block_size, double scale) {
+                            const at::Tensor& context_lens, int64_t block_size, double scale, int64_t window) {
   TORCH_CHECK(q.dim() == 3 && q.is_contiguous(), "q must be contiguous [B, H, D]");
   TORCH_CHECK(cache.dim() == 4 && cache.size(0) == 2 && cache.is_contiguous(), "cache must be [2, S, Hkv, D]");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && context_lens.scalar_type() == at::kLong, "int64 tables");
@@ -126,11 +136,11 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const 
     at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> query(G * D), acc(G * D), scores;
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / Hkv, g = task % Hkv, n = lp[b];
+        const int64_t b = task / Hkv, g = task % Hkv, n = lp[b], first = row_ops::window_start(n, window);
         const int64_t* table = tp + b * max_blocks;
         const int64_t head0 = (b * H + g * G) * D;
-        scores.resize(G * n);
-        row_ops::attend_heads(qp + head0, G, D, scale, kc, vc, Hkv, g, table, n, block_size, query.data(),
+        scores.resize(G * (n - first));
+        row_ops::attend_heads(qp + head0, G, D, scale, kc, vc, Hkv, g, table, first, n, block_size, query.data(),
                               scores.data(), acc.data(), op + head0);
       }
     });
@@ -138,24 +148,32 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache, const 
   return out;
 }
 
-// gate_up [T, 2F] → silu(gate) * up [T, F].
-at::Tensor silu_mul(const at::Tensor& gate_up) {
+// gate_up [T, 2F] → silu(gate) * up [T, F], or gelu_tanh(gate) * up with gelu (Gemma).
+at::Tensor gate_mul(const at::Tensor& gate_up, bool gelu) {
   check_rows(gate_up, "gate_up");
   const int64_t rows = gate_up.size(0), F = gate_up.size(1) / 2;
   auto out = at::empty({rows, F}, gate_up.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gate_up.scalar_type(), "silu_mul", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gate_up.scalar_type(), "gate_mul", [&] {
     const scalar_t* in = gate_up.data_ptr<scalar_t>();
     const int64_t stride = gate_up.stride(0);
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
       std::vector<float> gate(F), up(F);
       for (int64_t r = begin; r < end; ++r) {
-        row_ops::silu_mul_row(in + r * stride, in + r * stride + F, F, gate.data(), up.data(), op + r * F);
+        const scalar_t* row = in + r * stride;
+        if (gelu) {
+          row_ops::gelu_mul_row(row, row + F, F, gate.data(), up.data(), op + r * F);
+        } else {
+          row_ops::silu_mul_row(row, row + F, F, gate.data(), up.data(), op + r * F);
+        }
       }
     });
   });
   return out;
 }
+
+at::Tensor silu_mul(const at::Tensor& gate_up) { return gate_mul(gate_up, false); }
+at::Tensor gelu_mul(const at::Tensor& gate_up) { return gate_mul(gate_up, true); }
 
 }  // namespace aios
 
@@ -163,11 +181,14 @@ TORCH_LIBRARY(aios_cpu, m) {
   using namespace aios;
   m.def("add_rms_norm(Tensor(a!) x, Tensor? delta, Tensor w, float eps) -> Tensor", &add_rms_norm);
   m.def("rope_write(Tensor qkv, Tensor cos, Tensor signed_sin, Tensor positions, Tensor(a!) cache, Tensor slots, "
-        "int n_heads, int n_kv_heads) -> Tensor[]", &rope_write);
+        "int n_heads, int n_kv_heads, Tensor? q_norm=None, Tensor? k_norm=None, float eps=1e-6) -> Tensor[]",
+        &rope_write);
   m.def("decode_attention(Tensor q, Tensor cache, Tensor block_tables, Tensor context_lens, int block_size, "
-        "float scale) -> Tensor", &decode_attention);
+        "float scale, int window=0) -> Tensor", &decode_attention);
   m.def("silu_mul(Tensor gate_up) -> Tensor", &silu_mul);
-  m.def("decode_layers(Tensor(a!) x, Tensor[] norms, int[] kinds, Tensor[] weights, Tensor cos, Tensor signed_sin, "
-        "Tensor positions, Tensor(a!) kv, Tensor slots, Tensor block_tables, Tensor context_lens, int block_size, "
-        "int n_heads, int n_kv_heads, int int4_group, float eps) -> ()", &decode_layers);
+  m.def("gelu_mul(Tensor gate_up) -> Tensor", &gelu_mul);
+  m.def("decode_layers(Tensor(a!) x, Tensor[] norms, int[] kinds, Tensor[] weights, Tensor[] extras, Tensor[] cos, "
+        "Tensor[] signed_sin, int[] windows, Tensor positions, Tensor(a!) kv, Tensor slots, Tensor block_tables, "
+        "Tensor context_lens, int block_size, int n_heads, int n_kv_heads, int int4_group, float eps, float scale, "
+        "bool gelu) -> ()", &decode_layers);
 }

@@ -45,18 +45,20 @@ inline float exp_f32(float x) {
   return y * std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
 }
 
-// One sequence's G query heads (sharing KV head g) over its n-token paged context: scores, softmax, weighted values.
-// query: [G, D] float32, pre-scaled; scores: room for G * n floats; acc: [G, D] float32 result. DC is the head size
-// when known at compile time (the common 64 and 128: loops the compiler unrolls into whole-register FMAs), else 0.
+// One sequence's G query heads (sharing KV head g) over tokens [first, n) of its paged context: scores, softmax,
+// weighted values. query: [G, D] float32, pre-scaled; scores: room for G * (n - first) floats; acc: [G, D] float32
+// result. DC is the head size when known at compile time (the common 64 and 128: loops the compiler unrolls into
+// whole-register FMAs), else 0.
 template <typename T, int64_t DC>
 void attend(const float* query, int64_t G, int64_t d_runtime, const T* kc, const T* vc, int64_t Hkv, int64_t g,
-            const int64_t* table, int64_t n, int64_t block_size, float* scores, float* acc) {
-  const int64_t D = DC ? DC : d_runtime;
+            const int64_t* table, int64_t first, int64_t n, int64_t block_size, float* scores, float* acc) {
+  const int64_t D = DC ? DC : d_runtime, m = n - first;
   alignas(64) float row[DC ? DC : 512];
   // block by block: the slot of token t is table[t / block_size] * block_size + t % block_size, without a division
   // per token
-  for (int64_t t0 = 0; t0 < n; t0 += block_size) {
-    const int64_t base = table[t0 / block_size] * block_size - t0, stop = std::min(n, t0 + block_size);
+  for (int64_t t0 = first; t0 < n;) {
+    const int64_t block = t0 / block_size, stop = std::min(n, (block + 1) * block_size);
+    const int64_t base = (table[block] - block) * block_size;   // token t is in slot base + t
     for (int64_t t = t0; t < stop; ++t) {
       widen(kc + ((base + t) * Hkv + g) * D, row, D);
       for (int64_t h = 0; h < G; ++h) {
@@ -64,36 +66,49 @@ void attend(const float* query, int64_t G, int64_t d_runtime, const T* kc, const
         float dot = 0.f;
         _Pragma("omp simd reduction(+ : dot)")
         for (int64_t i = 0; i < D; ++i) dot += qh[i] * row[i];
-        scores[h * n + t] = dot;
+        scores[h * m + t - first] = dot;
       }
     }
+    t0 = stop;
   }
   for (int64_t h = 0; h < G; ++h) {
-    float* s = scores + h * n;
+    float* s = scores + h * m;
     float top = -std::numeric_limits<float>::infinity();
-    for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t]);
+    for (int64_t t = 0; t < m; ++t) top = std::max(top, s[t]);
     float sum = 0.f;
     _Pragma("omp simd reduction(+ : sum)")
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = 0; t < m; ++t) {
       s[t] = exp_f32(s[t] - top);
       sum += s[t];
     }
     const float norm = 1.f / sum;
-    for (int64_t t = 0; t < n; ++t) s[t] *= norm;
+    for (int64_t t = 0; t < m; ++t) s[t] *= norm;
   }
   std::fill(acc, acc + G * D, 0.f);
-  for (int64_t t0 = 0; t0 < n; t0 += block_size) {
-    const int64_t base = table[t0 / block_size] * block_size - t0, stop = std::min(n, t0 + block_size);
+  for (int64_t t0 = first; t0 < n;) {
+    const int64_t block = t0 / block_size, stop = std::min(n, (block + 1) * block_size);
+    const int64_t base = (table[block] - block) * block_size;   // token t is in slot base + t
     for (int64_t t = t0; t < stop; ++t) {
       widen(vc + ((base + t) * Hkv + g) * D, row, D);
       for (int64_t h = 0; h < G; ++h) {
-        const float p = scores[h * n + t];
+        const float p = scores[h * m + t - first];
         float* a = acc + h * D;
         _Pragma("omp simd")
         for (int64_t i = 0; i < D; ++i) a[i] += p * row[i];
       }
     }
+    t0 = stop;
   }
+}
+
+// out = rms_norm(x) * w over one row of n; out may be x (every value is read before it is written).
+template <typename T>
+inline void rms_norm_row(const T* xr, const T* w, int64_t n, double eps, T* out) {
+  float ss = 0.f;
+  _Pragma("omp simd reduction(+ : ss)")
+  for (int64_t i = 0; i < n; ++i) ss += f32(xr[i]) * f32(xr[i]);
+  const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(f32(xr[i]) * inv * f32(w[i]));
 }
 
 // x += delta (when given, rounded to T), then out = rms_norm(x) * w: one row of n.
@@ -102,11 +117,13 @@ inline void add_rms_norm_row(T* xr, const T* dr, const T* w, int64_t n, double e
   if (dr) {
     for (int64_t i = 0; i < n; ++i) xr[i] = static_cast<T>(f32(xr[i]) + f32(dr[i]));
   }
-  float ss = 0.f;
-  _Pragma("omp simd reduction(+ : ss)")
-  for (int64_t i = 0; i < n; ++i) ss += f32(xr[i]) * f32(xr[i]);
-  const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(eps));
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(f32(xr[i]) * inv * f32(w[i]));
+  rms_norm_row(xr, w, n, eps, out);
+}
+
+// o = x + b over n values, rounded to T (a q/k/v bias; o may be x).
+template <typename T>
+inline void add_bias(const T* x, const T* b, int64_t n, T* o) {
+  for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(f32(x[i]) + f32(b[i]));
 }
 
 // Rotary (rotate-half) on one head x of D values into o: o = x cos + rotate(x) signed_sin at the row's position.
@@ -119,22 +136,35 @@ inline void rope_head(const T* x, const T* c, const T* s, int64_t D, T* o) {
   }
 }
 
-// The G query heads q [G, D] (T) sharing KV head g over one sequence's context, into o [G, D]: query, acc [G * D]
-// and scores [G * n] are the caller's float scratch.
+// rope_head after the head's own RMSNorm (Qwen3's and Gemma 3's q/k norm, its result rounded to T first, as the
+// torch path rounds it) when w is given; plain rope_head when w is null. D at most 512.
+template <typename T>
+inline void norm_rope_head(const T* x, const T* w, double eps, const T* c, const T* s, int64_t D, T* o) {
+  if (!w) return rope_head(x, c, s, D, o);
+  T normed[512];
+  rms_norm_row(x, w, D, eps, normed);
+  rope_head(normed, c, s, D, o);
+}
+
+// The G query heads q [G, D] (T) sharing KV head g over one sequence's context, tokens [first, n) of it (first > 0:
+// a sliding window), into o [G, D]: query, acc [G * D] and scores [G * (n - first)] are the caller's float scratch.
 template <typename T>
 inline void attend_heads(const T* q, int64_t G, int64_t D, double scale, const T* kc, const T* vc, int64_t Hkv,
-                         int64_t g, const int64_t* table, int64_t n, int64_t block_size, float* query, float* scores,
-                         float* acc, T* o) {
+                         int64_t g, const int64_t* table, int64_t first, int64_t n, int64_t block_size, float* query,
+                         float* scores, float* acc, T* o) {
   for (int64_t i = 0; i < G * D; ++i) query[i] = f32(q[i]) * static_cast<float>(scale);
   if (D == 64) {
-    attend<T, 64>(query, G, D, kc, vc, Hkv, g, table, n, block_size, scores, acc);
+    attend<T, 64>(query, G, D, kc, vc, Hkv, g, table, first, n, block_size, scores, acc);
   } else if (D == 128) {
-    attend<T, 128>(query, G, D, kc, vc, Hkv, g, table, n, block_size, scores, acc);
+    attend<T, 128>(query, G, D, kc, vc, Hkv, g, table, first, n, block_size, scores, acc);
   } else {
-    attend<T, 0>(query, G, D, kc, vc, Hkv, g, table, n, block_size, scores, acc);
+    attend<T, 0>(query, G, D, kc, vc, Hkv, g, table, first, n, block_size, scores, acc);
   }
   for (int64_t i = 0; i < G * D; ++i) o[i] = static_cast<T>(acc[i]);
 }
+
+// The first token a query at context length n attends to: the last `window` tokens (window > 0), else all.
+inline int64_t window_start(int64_t n, int64_t window) { return window > 0 ? std::max<int64_t>(0, n - window) : 0; }
 
 // silu(gate) * up over n values of one row, into o; g and u are float scratch of n.
 template <typename T>
@@ -143,6 +173,21 @@ inline void silu_mul_row(const T* gate, const T* up, int64_t n, float* g, float*
   widen(up, u, n);
   _Pragma("omp simd")
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
+  for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(g[i]);
+}
+
+// gelu_tanh(gate) * up over n values of one row (Gemma's GeGLU), into o; g and u are float scratch of n. gelu_tanh(x)
+// = x (1 + tanh(y)) / 2 = x sigmoid(2y), y = sqrt(2 / pi) (x + 0.044715 x^3): the sigmoid form has no cancellation.
+template <typename T>
+inline void gelu_mul_row(const T* gate, const T* up, int64_t n, float* g, float* u, T* o) {
+  widen(gate, g, n);
+  widen(up, u, n);
+  const float k = 0.7978845608028654f;   // sqrt(2 / pi)
+  _Pragma("omp simd")
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i], y2 = 2.f * k * (x + 0.044715f * x * x * x);
+    g[i] = x / (1.f + exp_f32(-y2)) * u[i];
+  }
   for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(g[i]);
 }
 
