@@ -206,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--quota-tokens-total",
         type=_non_negative_int,
         default=0,
-        help="tokens each agent may use in all while it is connected; past it calls are refused quota_exceeded "
-        "(0: off)",
+        help="tokens each agent may use in all while it is connected (a quota an agent asks for at hello, as the "
+        "gateway does per key, is kept under its principal and name and continues across its connections); past it "
+        "calls are refused quota_exceeded (0: off)",
     )
     parser.add_argument(
         "--hello-timeout",
