@@ -207,8 +207,8 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
   const int threads = std::max(1, at::get_num_threads());
   std::vector<Product> products;
   std::array<int64_t, 4> gp = {0, 0, 0, 0};
-  // Decode-row tasks per distinct (outputs, row bytes), sized by bytes and shrinking toward a phase's end (qgemm_parts.h,
-  // TaskPlan; AIOS_POOL_TASKS); reserved so the products' pointers into it stay valid.
+  // Decode-row tasks per distinct (outputs, row bytes), sized by bytes and shrinking toward a phase's end
+  // (qgemm_parts.h, TaskPlan; AIOS_POOL_TASKS); reserved so the products' pointers into it stay valid.
   const blocks::Split split = blocks::split_mode();
   std::vector<std::pair<std::array<int64_t, 2>, blocks::TaskPlan>> plans;
   plans.reserve(4 * layers);

@@ -121,7 +121,8 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
     TORCH_CHECK(x.size(1) % kBlock == 0 && x.stride(1) == 1, "x must be [T, K], K a multiple of 32, unit stride");
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "qgemm_pooled", [&] {
       const int threads = at::get_num_threads();
-      const blocks::TaskPlan plan = blocks::plan_tasks(N, blocks::weight_row_bytes(f, w), threads, blocks::split_mode());
+      const blocks::TaskPlan plan =
+          blocks::plan_tasks(N, blocks::weight_row_bytes(f, w), threads, blocks::split_mode());
       RowJob<scalar_t> job(x.data_ptr<scalar_t>(), x.stride(0), T, K / kBlock, acts, blocks::kernel_for(chosen, f), w,
                            N, plan, y.data_ptr<scalar_t>());
       pool::run(job, threads);
