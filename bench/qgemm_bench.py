@@ -15,7 +15,9 @@ the median of the rounds reported: on a shared machine only the ratios in one ru
 --pool [GGUF]: decode tok/s of a model (default the bundled one; e.g. bench.make_gguf's 1.7B Q4_0) in int4 mode at 1
 and 2 threads, batch 1 and 8, the decode layer loop as one OpenMP region per op (AIOS_NATIVE_POOL=0) vs one job on
 the native worker pool (the default), interleaved, the adaptive thread count held fixed; batch 1 also as a fraction
-of the read bandwidth at the same threads (weight bytes per token x tok/s).
+of the read bandwidth at the same threads (weight bytes per token x tok/s). The pool also with its products cut into
+tasks by rows (AIOS_POOL_TASKS=rows), by bytes (=bytes), and with the last tasks reading ahead the next product's
+first ones (AIOS_POOL_PREFETCH=1); --pool-threads picks the thread counts.
 """
 
 from __future__ import annotations
@@ -147,7 +149,17 @@ def engine_cases(repeats: int, tokens: int = 48) -> None:
         )
 
 
-def pool_cases(repeats: int, model: str | None, tokens: int = 24) -> None:
+# name → the environment of a way to run the decode layer loop (every variable named anywhere is unset otherwise)
+POOL_WAYS = {
+    "op loop": {"AIOS_NATIVE_POOL": "0"},
+    "pool": {},
+    "rows": {"AIOS_POOL_TASKS": "rows"},
+    "bytes": {"AIOS_POOL_TASKS": "bytes"},
+    "read ahead": {"AIOS_POOL_PREFETCH": "1"},
+}
+
+
+def pool_cases(repeats: int, model: str | None, thread_counts: list[int], tokens: int = 24) -> None:
     from kernel.engine.core.interface import EngineRequest, SamplingParams
     from kernel.engine.cpu.engine import TorchEngine
 
@@ -167,25 +179,28 @@ def pool_cases(repeats: int, model: str | None, tokens: int = 24) -> None:
             produced += sum(1 for event in engine.step() if event.token_id >= 0)
         return produced / (time.perf_counter() - start)
 
-    ways = {"op loop": "0", "pool": "1"}
+    names = {name for env in POOL_WAYS.values() for name in env}
     print(f"\ndecode layer loop, {model or 'bundled model'} int4 ({nbytes / 1e9:.2f} GB of weights read per step)")
-    for threads in (1, 2):
+    for threads in thread_counts:
         bandwidth = read_bandwidth(threads)
         torch.set_num_threads(threads)
         for batch in (1, 8):
-            rates = {way: [] for way in ways}
+            rates = {way: [] for way in POOL_WAYS}
             for _ in range(repeats):
-                for way, setting in ways.items():
-                    os.environ["AIOS_NATIVE_POOL"] = setting
+                for way, env in POOL_WAYS.items():
+                    for name in names:
+                        os.environ.pop(name, None)
+                    os.environ.update(env)
                     rates[way].append(decode_rate(batch))
             base = statistics.median(rates["op loop"])
             cells = []
-            for way in ways:
+            for way in POOL_WAYS:
                 rate = statistics.median(rates[way])
                 share = f", {rate * nbytes / bandwidth:.0%} of read bw" if batch == 1 else ""
                 cells.append(f"{way} {rate:6.1f} tok/s ({rate / base:4.2f}x{share})")
             print(f"  threads {threads} batch {batch}:  " + "  ".join(cells), flush=True)
-    os.environ.pop("AIOS_NATIVE_POOL")
+    for name in names:
+        os.environ.pop(name, None)
 
 
 def main() -> None:
@@ -205,6 +220,7 @@ def main() -> None:
         metavar="GGUF",
         help="also the decode layer loop, OpenMP per op vs the native pool (a GGUF; default bundled)",
     )
+    parser.add_argument("--pool-threads", default="1,2", help="thread counts of --pool")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -225,7 +241,7 @@ def main() -> None:
     if args.engine:
         engine_cases(args.repeats)
     if args.pool is not None:
-        pool_cases(args.repeats, args.pool or None)
+        pool_cases(args.repeats, args.pool or None, [int(t) for t in args.pool_threads.split(",")])
 
 
 if __name__ == "__main__":

@@ -13,11 +13,19 @@ gets the share of the plain forward time that its self time has of the profiled 
 dispatch" the share of the profiled wall time that no op accounts for (the interpreter, torch's dispatcher between
 kernels, and the profiler's own per-op cost, which this estimate cannot separate: read it as an upper bound). "ops"
 is the number of aten ops the forward dispatches per step. Every number is the median of --repeats runs.
+
+    python -m bench.step_profile --pool-phases [--model GGUF] [--weights int4] [--batches 1] [--steps 24]
+
+instead times a pure-decode step's layer loop on the native worker pool from the inside (AIOS_POOL_PROFILE=1, set
+here before the library loads): per kind of phase (norm, qkv, attend, quant, o, mlp norm, gate_up, silu, down; the
+order of decode_pool.cpp) and thread, ms per step running tasks, waiting for the phase's end (spin + sleep) and of
+that asleep on the futex, and tasks per step; then each thread's lag joining the step and leaving it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -187,6 +195,51 @@ def breakdown(engine: TorchEngine, clock: PhaseClock, batch: int, args) -> list[
     return rows
 
 
+STAGES = ("norm", "qkv", "attend", "quant", "o", "mlp norm", "gate_up", "silu", "down")  # decode_pool.cpp's order
+
+
+def pool_phases(engine: TorchEngine, batch: int, args) -> None:
+    """Prints where the pooled layer loop's time goes, per phase kind and thread (see the module docstring)."""
+    ops = torch.ops.aios_cpu
+    phases = engine.model.cfg.n_layers * len(STAGES)
+    with _decoding(engine, batch, args.steps * args.repeats, args.temperature):
+        ops.pool_profile(phases)  # drop the prefill's and warm-up's jobs
+        start = time.perf_counter()
+        for _ in range(args.steps * args.repeats):
+            engine.step()
+        wall = 1000 * (time.perf_counter() - start)
+        tallies, lags, jobs = ops.pool_profile(phases)
+    steps = int(jobs[0])
+    if steps == 0:
+        print(f"batch {batch}: no pooled layer-loop job ran (native pool off, or not block weights)")
+        return
+    threads = tallies.shape[0]
+    per_kind = tallies.view(threads, -1, len(STAGES), 5).sum(1).double()  # [threads, stage, field]
+    ms = per_kind[..., :3] / 1e6 / steps
+    print(f"\nbatch {batch}: {steps} steps, {wall / steps:.2f} ms per step (wall, all of engine.step)")
+    header = ["phase", "tasks"] + [f"t{t} {f}" for t in range(threads) for f in ("run", "wait", "sleep")]
+    rows = []
+    for s, stage in enumerate(STAGES):
+        cells = [stage, f"{per_kind[:, s, 3].sum() / steps:.0f}"]
+        cells += [f"{ms[t, s, f]:.2f}" for t in range(threads) for f in range(3)]
+        rows.append(cells)
+    total = ms.sum(1)
+    rows.append(
+        ["all", f"{per_kind[..., 3].sum() / steps:.0f}"]
+        + [f"{total[t, f]:.2f}" for t in range(threads) for f in range(3)]
+    )
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths]] + rows:
+        print(" | ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    sleeps = per_kind[..., 4].sum(1) / steps
+    for t in range(threads):
+        print(
+            f"thread {t}: joins {lags[t, 0] / 1e6 / steps:.3f} ms after the step's start, leaves "
+            f"{lags[t, 1] / 1e6 / steps:.3f} ms before its end, {sleeps[t]:.1f} futex sleeps per step; "
+            f"run {total[t, 0] / (total[t, 0] + total[t, 1]):.1%} of its time in the loop"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
@@ -197,11 +250,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--temperature", type=float, default=0.0, help="> 0: every row samples (top-k 50, top-p 0.9)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--pool-phases", action="store_true", help="the native pool's phases from the inside instead")
     args = parser.parse_args()
+    if args.pool_phases:
+        os.environ["AIOS_POOL_PROFILE"] = "1"  # read once, at the pool's first job
     options = {} if args.weights is None else {"weights": args.weights}
     engine = TorchEngine.from_path(
         args.model, args.dtype, kv_budget_tokens=8192, max_batch=32, prefill_chunk=512, threads=args.threads, **options
     )
+    if args.pool_phases:
+        print(f"threads={torch.get_num_threads()} weights={getattr(engine, 'weights', '-')} context={CONTEXT}")
+        for batch in [int(b) for b in args.batches.split(",")]:
+            pool_phases(engine, batch, args)
+        return
     clock = PhaseClock(engine)
     batches = [int(b) for b in args.batches.split(",")]
     results = {batch: breakdown(engine, clock, batch, args) for batch in batches}

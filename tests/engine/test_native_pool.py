@@ -4,10 +4,15 @@ same residual stream and the same K/V cache, bit for bit, for every block format
 has, at several thread counts (changing between calls), with decode rows through the row kernels and (more than 8)
 the blocked product, with grouped-query heads that are and are not whole quantization blocks, over paged contexts of
 scattered blocks; with each family's layer features (Qwen2's q/k/v bias, Qwen3's q/k norm, Gemma 3's post norms,
-GeGLU, query scale, sliding windows and per-layer rotary tables); and from several Python threads at once."""
+GeGLU, query scale, sliding windows and per-layer rotary tables); and from several Python threads at once. Every way
+of cutting products into tasks (AIOS_POOL_TASKS) gives the same bits, and the pool's opt-in counters
+(AIOS_POOL_PROFILE) count every task once."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -196,3 +201,75 @@ def test_bad_tables_are_errors_before_any_work(monkeypatch):
     bad = {**qwen, "extras": qwen["extras"][: len(qwen["extras"]) // 2] + [torch.empty(0)] * 5}
     with pytest.raises(RuntimeError, match="same extras"):
         run_step(bad, 2)
+
+
+@pytest.mark.parametrize("split", ["rows", "bytes", "guided"])
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q5_0], ids=["Q4_0", "Q5_0"])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_every_task_split_gives_the_op_loops_bits(monkeypatch, split, qtype, rows):
+    """Tasks by rows, by bytes, or shrinking toward a phase's end: which thread computes which weight rows changes,
+    no value does (the op loop's products cut their tasks the same way, so it is pinned to rows here)."""
+    step = make_step(qtype, (8, 2, 32), rows, torch.bfloat16, seed=rows + 100)
+    monkeypatch.setenv("AIOS_POOL_TASKS", "rows")
+    x_ref, kv_ref = reference(step, monkeypatch)
+    monkeypatch.setenv("AIOS_POOL_TASKS", split)
+    for threads in (2, 3, 1):
+        x, kv = run_step(step, threads)
+        assert torch.equal(x, x_ref) and torch.equal(kv, kv_ref), f"{split} differs at {threads} threads"
+
+
+PROFILE_SCRIPT = """
+import sys, torch
+library_file, step_file, layers, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.ops.load_library(library_file)
+ops = torch.ops.aios_cpu
+step = torch.load(step_file)
+torch.set_num_threads(threads)
+ops.pool_profile(layers * 9)  # nothing before the steps
+for _ in range(2):
+    ops.decode_layers(*{**step, "x": step["x"].clone(), "kv": step["kv"].clone()}.values())
+tallies, lags, jobs = ops.pool_profile(layers * 9)
+print(int(jobs[0]), *tallies[..., 3].sum(0).tolist())
+if tallies.numel():
+    print(int((tallies[..., 0] > 0).sum()), int(tallies[..., :3].min()), int(lags.min()))
+else:
+    print("-")
+print(ops.pool_profile(layers * 9)[0].numel())
+"""
+
+
+def loaded_library_file() -> str:
+    """The shared object this process loaded the native ops from: a child process loads the same build."""
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if os.path.basename(path).startswith("aios_cpu_ops") and path.endswith(".so"):
+            return path
+    raise AssertionError("the native library is not mapped")
+
+
+@pytest.mark.parametrize("profiled", [True, False])
+def test_the_pools_counters_count_each_task_once(tmp_path, profiled):
+    """In a process with AIOS_POOL_PROFILE=1, two steps of a 2-layer loop: two jobs, every phase's tasks counted once
+    per job however the threads shared them, times never negative, a take resets; without it, nothing is counted."""
+    rows, threads, heads_kv = 3, 2, 2
+    step = make_step(Q.Q4_0, (8, heads_kv, 32), rows, torch.float32, seed=5)
+    torch.save(step, tmp_path / "step.pt")
+    env = {**os.environ, "AIOS_POOL_PROFILE": "1" if profiled else "0", "AIOS_NATIVE_POOL": "1"}
+    command = [sys.executable, "-c", PROFILE_SCRIPT, loaded_library_file(), str(tmp_path / "step.pt")]
+    out = subprocess.run([*command, str(LAYERS), str(threads)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    first, second, third = out.stdout.strip().splitlines()[-3:]
+    if not profiled:
+        assert first.split() == ["0"] and second == "-" and third == "0"
+        return
+    jobs, *tasks = (int(v) for v in first.split())
+    assert jobs == 2
+    assert len(tasks) == LAYERS * 9
+    silu_tasks = rows * -(-F // 1024)
+    for layer in range(LAYERS):
+        norm, qkv, attend, quant, o, mlp_norm, gate_up, silu, down = tasks[9 * layer : 9 * layer + 9]
+        assert (norm, attend, quant, mlp_norm, silu) == (2 * rows, 2 * rows * heads_kv, 0, 2 * rows, 2 * silu_tasks)
+        assert min(qkv, o, gate_up, down) >= 2 and all(t % 2 == 0 for t in (qkv, o, gate_up, down))
+    ran, smallest_time, smallest_lag = (int(v) for v in second.split())
+    assert ran > 0 and smallest_time >= 0 and smallest_lag >= 0
+    assert third == "0"  # taken: the counters start again from nothing

@@ -48,6 +48,7 @@ SOURCES = [
         "ops.cpp",
         "pool.h",
         "pool.cpp",
+        "pool_profile.cpp",
         "decode_layers.cpp",
         "decode_pool.cpp",
         "qgemm.h",

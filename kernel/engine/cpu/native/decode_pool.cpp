@@ -43,7 +43,8 @@ struct Product {
   blocks::RowKernel row;
   blocks::TileKernel tile;
   int64_t N;
-  int64_t per_task;   // weight rows per decode-row task
+  const blocks::TaskPlan* plan;   // its decode-row tasks' weight rows
+  const Product* next;            // the step's next product (read ahead at this one's end), or null
 };
 
 struct Scratch {   // one thread's
@@ -131,12 +132,24 @@ class DecodeJob final : public pool::Job {
 
  private:
   int64_t product_tasks(const Product& p) const {
-    return blocked ? blocks::block_tasks(p.N) : blocks::row_tasks(p.N, p.per_task);
+    return blocked ? blocks::block_tasks(p.N) : p.plan->tasks();
   }
 
   void multiply(const Product& p, int input, int64_t K, int64_t task, Scratch& mine, T* y) {
     const blocks::Acts a{acts[input].q, acts[input].d, acts[input].s, acts[input].d8, acts[input].h16, acts[input].gp};
-    if (!blocked) return blocks::row_task(p.row, p.w, a, rows, p.N, p.per_task, task, y);
+    const std::vector<int64_t>& starts = p.plan->starts;
+    if (!blocked) {
+      blocks::row_range(p.row, p.w, a, rows, p.N, starts[task], starts[task + 1], y);
+      // One of the phase's last tasks (taken in order: whoever runs it has nothing left here) reads ahead the next
+      // product's task as far from its start as this one is from the end; each thread then likely finds its first
+      // task of the next product in the cache (read into it while the attention and norm phases read no weights).
+      const int64_t tasks = p.plan->tasks(), ahead = tasks - 1 - task;
+      if (p.next != nullptr && ahead < static_cast<int64_t>(scratch.size()) && ahead < p.next->plan->tasks()) {
+        const std::vector<int64_t>& next = p.next->plan->starts;
+        blocks::prefetch_rows(p.next->w, next[ahead], next[ahead + 1]);
+      }
+      return;
+    }
     mine.tiles[input].prepare(K / kBlock);
     blocks::block_task(p.f, p.tile, p.w, a, rows, p.N, task, mine.tiles[input], y);
   }
@@ -228,6 +241,18 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
   const int threads = std::max(1, at::get_num_threads());
   std::vector<Product> products;
   std::array<int64_t, 4> gp = {0, 0, 0, 0};
+  // Decode-row tasks per distinct (outputs, row bytes), sized by bytes and shrinking toward a phase's end
+  // (qgemm_parts.h, TaskPlan; AIOS_POOL_TASKS); reserved so the products' pointers into it stay valid.
+  const blocks::Split split = blocks::split_mode();
+  std::vector<std::pair<std::array<int64_t, 2>, blocks::TaskPlan>> plans;
+  plans.reserve(4 * layers);
+  auto plan_for = [&](int64_t N, int64_t row_bytes) -> const blocks::TaskPlan* {
+    for (const auto& [key, plan] : plans) {
+      if (key[0] == N && key[1] == row_bytes) return &plan;
+    }
+    plans.emplace_back(std::array<int64_t, 2>{N, row_bytes}, blocks::plan_tasks(N, row_bytes, threads, split));
+    return &plans.back().second;
+  };
   for (int64_t p = 0; p < 4 * layers; ++p) {
     const blocks::Format f = blocks::check_format(kinds[p] - kBlockKinds);
     const blocks::Weights w = blocks::check_weights(f, weights[2 * p], weights[2 * p + 1], inputs[p % 4]);
@@ -236,7 +261,10 @@ bool decode_layers_pooled(at::Tensor x, const std::vector<at::Tensor>& norms, co
     if (p >= 4 && w.gp != gp[p % 4]) return false;   // padded differently from layer 0's: the op loop serves
     gp[p % 4] = w.gp;
     products.push_back({f, w, blocks::kernel_for(isa, f), blocks::tile_kernel_for(isa, f), outputs[p % 4],
-                        blocks::task_rows(outputs[p % 4], threads)});
+                        plan_for(outputs[p % 4], blocks::weight_row_bytes(f, w)), nullptr});
+  }
+  if (blocks::read_ahead()) {   // AIOS_POOL_PREFETCH=1 (qgemm_parts.h)
+    for (size_t p = 0; p + 1 < products.size(); ++p) products[p].next = &products[p + 1];
   }
   auto buffer = [&](int64_t n) { return at::empty({rows, n}, x.options()); };
   at::Tensor h = buffer(E), qkv = buffer(qkv_n), q = buffer(n_heads * D), attn = buffer(n_heads * D), o = buffer(E),

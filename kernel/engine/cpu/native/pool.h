@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 namespace aios::pool {
 
@@ -39,5 +40,23 @@ Use use();
 // Runs job on the caller (thread 0) and threads - 1 workers (threads clamped to 1..kMaxThreads); returns when every
 // task has finished and no worker touches the job any more.
 void run(Job& job, int threads);
+
+// Opt-in counters of where a job's time goes (AIOS_POOL_PROFILE=1, read once per process: off, work() reads no clock).
+// Per thread and phase: the time running tasks, the time waiting for the phase's other tasks to end (spin and sleep,
+// and of it the futex sleeps), the tasks run and the sleeps; per thread and job: how long after the job's start the
+// thread began its first phase (a worker's wake-up), and how long after its last phase the job ended for it (the
+// caller: waiting for the workers to check out). Jobs are tallied by their phase count, so a step's layer loop and
+// qgemm's one-product jobs stay apart; a job that ran alone because the pool was busy is not counted.
+struct Tally {
+  int64_t run_ns = 0, wait_ns = 0, sleep_ns = 0, tasks = 0, sleeps = 0;
+};
+struct Profile {
+  int64_t jobs = 0, threads = 0, phases = 0;
+  std::vector<Tally> tallies;                 // [threads][phases]
+  std::vector<int64_t> start_ns, end_ns;      // [threads]
+};
+bool profiling();
+// The counters of the jobs of `phases` phases since the last take (empty when none ran), and resets them.
+Profile take_profile(int64_t phases);
 
 }  // namespace aios::pool

@@ -47,15 +47,14 @@ template <typename T>
 class RowJob final : public pool::Job {
  public:
   RowJob(const T* x, int64_t stride, int64_t rows, int64_t G, blocks::ActBuffer& acts, blocks::RowKernel kernel,
-         const blocks::Weights& w, int64_t N, int64_t per_task, T* y)
-      : x_(x), stride_(stride), rows_(rows), G_(G), acts_(acts), kernel_(kernel), w_(w), N_(N), per_task_(per_task),
-        y_(y) {}
+         const blocks::Weights& w, int64_t N, const blocks::TaskPlan& plan, T* y)
+      : x_(x), stride_(stride), rows_(rows), G_(G), acts_(acts), kernel_(kernel), w_(w), N_(N), plan_(plan), y_(y) {}
   int64_t phases() const override { return 2; }
-  int64_t tasks(int64_t phase) const override { return phase == 0 ? rows_ : blocks::row_tasks(N_, per_task_); }
+  int64_t tasks(int64_t phase) const override { return phase == 0 ? rows_ : plan_.tasks(); }
   void run(int64_t phase, int64_t task, int) override {
     if (phase == 0) return acts_.quantize(x_ + task * stride_, task, G_);
     const Acts a{acts_.q, acts_.d, acts_.s, acts_.d8, acts_.h16, acts_.gp};
-    blocks::row_task(kernel_, w_, a, rows_, N_, per_task_, task, y_);
+    blocks::row_range(kernel_, w_, a, rows_, N_, plan_.starts[task], plan_.starts[task + 1], y_);
   }
 
  private:
@@ -64,7 +63,8 @@ class RowJob final : public pool::Job {
   blocks::ActBuffer& acts_;
   blocks::RowKernel kernel_;
   blocks::Weights w_;
-  int64_t N_, per_task_;
+  int64_t N_;
+  const blocks::TaskPlan& plan_;
   T* y_;
 };
 
@@ -121,8 +121,10 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
     TORCH_CHECK(x.size(1) % kBlock == 0 && x.stride(1) == 1, "x must be [T, K], K a multiple of 32, unit stride");
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "qgemm_pooled", [&] {
       const int threads = at::get_num_threads();
+      const blocks::TaskPlan plan =
+          blocks::plan_tasks(N, blocks::weight_row_bytes(f, w), threads, blocks::split_mode());
       RowJob<scalar_t> job(x.data_ptr<scalar_t>(), x.stride(0), T, K / kBlock, acts, blocks::kernel_for(chosen, f), w,
-                           N, blocks::task_rows(N, threads), y.data_ptr<scalar_t>());
+                           N, plan, y.data_ptr<scalar_t>());
       pool::run(job, threads);
     });
     return y;
@@ -143,10 +145,12 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
       return;
     }
     const blocks::RowKernel kernel = blocks::kernel_for(chosen, f);
-    const int64_t per_task = blocks::task_rows(N, at::get_num_threads()), tasks = blocks::row_tasks(N, per_task);
+    const blocks::TaskPlan plan =
+        blocks::plan_tasks(N, blocks::weight_row_bytes(f, w), at::get_num_threads(), blocks::split_mode());
+    const int64_t tasks = plan.tasks();
     shared_tasks(tasks, [&](auto claim) {
       for (int64_t task = claim(); task < tasks; task = claim()) {
-        blocks::row_task(kernel, w, a, T, N, per_task, task, yp);
+        blocks::row_range(kernel, w, a, T, N, plan.starts[task], plan.starts[task + 1], yp);
       }
     });
   });

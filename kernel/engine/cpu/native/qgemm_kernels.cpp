@@ -18,22 +18,6 @@
 
 namespace aios::blocks {
 
-float half_to_float(uint16_t h) {
-#ifdef __F16C__
-  return _cvtsh_ss(h);  // the build's -march has it (every AVX2 CPU): one instruction, the same value
-#endif
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    const float f = static_cast<float>(mant) * 5.9604644775390625e-08f;      // subnormal (or zero): mant * 2^-24
-    return sign ? -f : f;
-  }
-  bits = exp == 31 ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112u) << 23) | (mant << 13));
-  float out;
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
-}
-
 namespace {
 
 // ---- scalar --------------------------------------------------------------------------------------------------------

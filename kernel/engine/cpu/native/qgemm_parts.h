@@ -7,10 +7,13 @@
 
 #include "qgemm.h"
 
+#include <immintrin.h>
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -99,14 +102,71 @@ struct ActBuffer {
 inline int64_t task_rows(int64_t N, int64_t threads) {
   return std::clamp(N / (4 * std::max<int64_t>(threads, 1)) / kTile * kTile, kTile, kMaxTaskRows);
 }
-inline int64_t row_tasks(int64_t N, int64_t per_task) { return (N + per_task - 1) / per_task; }
 
-// Decode task `task` of `per_task` weight rows against the T activation rows, into y [T, N].
+// How a product's decode rows are cut into tasks, from AIOS_POOL_TASKS (read at each call, so one process can
+// compare): ROWS, task_rows above whatever a row's size; BYTES, about kTaskBytes of weights per task (a product with
+// 4x longer rows gets 4x shorter tasks: down's 8192-input rows made its last task, which the other threads wait out,
+// 4x o's); GUIDED (the default), BYTES' size while much is left, then shrinking toward the end (each next task about
+// 1 / (2 threads) of what is left, at least kTile rows), so the last tasks, and the wait for them, are short.
+enum class Split { ROWS, BYTES, GUIDED };
+inline Split split_mode() {
+  const char* value = std::getenv("AIOS_POOL_TASKS");
+  if (value == nullptr) return Split::GUIDED;
+  if (std::strcmp(value, "rows") == 0) return Split::ROWS;
+  return std::strcmp(value, "bytes") == 0 ? Split::BYTES : Split::GUIDED;
+}
+// Whether a product phase's last tasks read ahead the next product's first ones (prefetch_rows), from
+// AIOS_POOL_PREFETCH (read at each call): off unless "1" (not yet measured to help on a quiet machine).
+inline bool read_ahead() {
+  const char* value = std::getenv("AIOS_POOL_PREFETCH");
+  return value != nullptr && std::strcmp(value, "1") == 0;
+}
+constexpr int64_t kTaskBytes = 288 << 10;   // 256 rows of 2048 Q4_0 inputs: a run the prefetcher follows at full speed
+
+// Weight bytes of one row: its codes and, for the packed formats, its fp16 scales (Q4_1: and mins).
+inline int64_t weight_row_bytes(Format f, const Weights& w) {
+  return w.row_bytes + (is_raw(f) ? 0 : 2 * w.gp * (w.m != nullptr ? 2 : 1));
+}
+
+// Task i covers weight rows starts[i] .. starts[i + 1]; every size a multiple of kTile but the last.
+struct TaskPlan {
+  std::vector<int64_t> starts;
+  int64_t tasks() const { return static_cast<int64_t>(starts.size()) - 1; }
+};
+inline TaskPlan plan_tasks(int64_t N, int64_t row_bytes, int64_t threads, Split split) {
+  threads = std::max<int64_t>(threads, 1);
+  int64_t most = task_rows(N, threads);
+  if (split != Split::ROWS) most = std::clamp(kTaskBytes / std::max<int64_t>(row_bytes, 1) / kTile * kTile, kTile,
+                                              most);
+  TaskPlan plan;
+  for (int64_t n = 0; n < N;) {
+    plan.starts.push_back(n);
+    int64_t size = most;
+    if (split == Split::GUIDED) size = std::clamp((N - n) / (2 * threads) / kTile * kTile, kTile, most);
+    n = std::min(N, n + size);
+  }
+  plan.starts.push_back(N);
+  return plan;
+}
+
+// Asks for weight rows n0 .. n1 (codes and scale planes) to be brought into the cache without waiting for them (a
+// software prefetch per line): a thread with no task left in a product phase reads ahead what the next product's
+// first tasks will read, while the phases between (attention, norms) read no weights.
+inline void prefetch_rows(const Weights& w, int64_t n0, int64_t n1) {
+  auto ask = [](const void* from, int64_t bytes) {
+    const char* p = static_cast<const char*>(from);
+    for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(p + i, _MM_HINT_T1);
+  };
+  ask(w.codes + n0 * w.row_bytes, (n1 - n0) * w.row_bytes);
+  if (w.d != nullptr) ask(w.d + n0 * w.gp, (n1 - n0) * w.gp * 2);
+  if (w.m != nullptr) ask(w.m + n0 * w.gp, (n1 - n0) * w.gp * 2);
+}
+
+// Weight rows n0 .. n1 against the T activation rows, into y [T, N].
 template <typename T>
-void row_task(RowKernel kernel, const Weights& w, const Acts& a, int64_t rows, int64_t N, int64_t per_task,
-              int64_t task, T* y) {
+void row_range(RowKernel kernel, const Weights& w, const Acts& a, int64_t rows, int64_t N, int64_t n0, int64_t n1,
+               T* y) {
   float out[kMaxRows];
-  const int64_t n0 = task * per_task, n1 = std::min(N, n0 + per_task);
   for (int64_t t0 = 0; t0 < rows; t0 += kMaxRows) {
     const int64_t r_count = std::min(kMaxRows, rows - t0);
     for (int64_t n = n0; n < n1; ++n) {
