@@ -127,6 +127,22 @@ def test_out_of_range_tables_are_errors():
     table = torch.zeros(8, D)
     with pytest.raises(RuntimeError, match="out of range"):
         library.rope_write(qkv, table, table, torch.tensor([0]), cache, torch.tensor([SLOTS]), H, HKV)
+    wide = torch.zeros(2, SLOTS, HKV, 1024)
+    norm, table = torch.ones(1024), torch.zeros(8, 1024)
+    with pytest.raises(RuntimeError, match="at most 512"):
+        library.rope_write(
+            torch.zeros(1, (H + 2 * HKV) * 1024),
+            table,
+            table,
+            torch.tensor([0]),
+            wide,
+            torch.tensor([0]),
+            H,
+            HKV,
+            norm,
+            norm,
+            1e-6,
+        )
 
 
 @pytest.mark.parametrize("dtype, weights", [("float32", "fp32"), ("bfloat16", "int4"), ("float32", "int8")])

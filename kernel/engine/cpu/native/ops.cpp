@@ -60,6 +60,7 @@ std::vector<at::Tensor> rope_write(const at::Tensor& qkv, const at::Tensor& cos,
               positions.numel() == rows && slots.numel() == rows, "positions and slots: [T] int64");
   TORCH_CHECK(qkv.scalar_type() == cache.scalar_type() && cos.scalar_type() == qkv.scalar_type(), "dtypes differ");
   TORCH_CHECK(q_norm.has_value() == k_norm.has_value(), "q and k norms come together");
+  TORCH_CHECK(!q_norm.has_value() || D <= 512, "q/k norms: head size at most 512");   // norm_rope_head's buffer
   for (const auto* w : {&q_norm, &k_norm}) {
     TORCH_CHECK(!w->has_value() || (w->value().is_contiguous() && w->value().numel() == D &&
                                     w->value().scalar_type() == qkv.scalar_type()), "q/k norm weights must be [D]");
