@@ -6,9 +6,12 @@ decode attention of 6-8 torch ops per sequence per layer took 5.7 ms of a 17.9 m
 at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each op here replaces one such run:
 
     add_rms_norm      x += delta; rms_norm(x) * w                      (2 ops → 1)
-    rope_write        rotary on q and k, k and v into the paged cache   (~10 ops → 1)
-    decode_attention  every single-token row over its own paged context (6-8 ops per sequence → 1 per step)
+    rope_write        rotary on q and k (after their per-head RMS norms where the model has them: Qwen3, Gemma 3),
+                      k and v into the paged cache                     (~10 ops → 1)
+    decode_attention  every single-token row over its own paged context, or its sliding window where the layer has
+                      one, at the model's query scale                  (6-8 ops per sequence → 1 per step)
     silu_mul          silu(gate) * up                                  (3 ops → 1)
+    gelu_mul          gelu_tanh(gate) * up (Gemma's GeGLU)             (3 ops → 1)
     qgemm             products with GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K blocks and int8 activations (qgemm.cpp;
                       qgemm_kernels.cpp for decode rows, qgemm_tile*.cpp for the blocked product: AVX2 / AVX-512
                       VNNI / scalar, picked at run time; kernel/engine/cpu/block_weights.py packs or passes them)
