@@ -15,9 +15,10 @@ the median of the rounds reported: on a shared machine only the ratios in one ru
 --pool [GGUF]: decode tok/s of a model (default the bundled one; e.g. bench.make_gguf's 1.7B Q4_0) in int4 mode at 1
 and 2 threads, batch 1 and 8, the decode layer loop as one OpenMP region per op (AIOS_NATIVE_POOL=0) vs one job on
 the native worker pool (the default), interleaved, the adaptive thread count held fixed; batch 1 also as a fraction
-of the read bandwidth at the same threads (weight bytes per token x tok/s). The pool also with its products cut into
-tasks by rows (AIOS_POOL_TASKS=rows), by bytes (=bytes), and with the last tasks reading ahead the next product's
-first ones (AIOS_POOL_PREFETCH=1); --pool-threads picks the thread counts.
+of the read bandwidth at the same threads (weight bytes per token x tok/s). The pool (its products cut into tasks by
+rows, the default) also with tasks by bytes (AIOS_POOL_TASKS=bytes), shrinking toward a phase's end (=guided), and
+with the last tasks reading ahead the next product's first ones (AIOS_POOL_PREFETCH=1); --pool-threads picks the
+thread counts.
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ def engine_cases(repeats: int, tokens: int = 48) -> None:
 POOL_WAYS = {
     "op loop": {"AIOS_NATIVE_POOL": "0"},
     "pool": {},
-    "rows": {"AIOS_POOL_TASKS": "rows"},
     "bytes": {"AIOS_POOL_TASKS": "bytes"},
+    "guided": {"AIOS_POOL_TASKS": "guided"},
     "read ahead": {"AIOS_POOL_PREFETCH": "1"},
 }
 

@@ -104,16 +104,18 @@ inline int64_t task_rows(int64_t N, int64_t threads) {
 }
 
 // How a product's decode rows are cut into tasks, from AIOS_POOL_TASKS (read at each call, so one process can
-// compare): ROWS, task_rows above whatever a row's size; BYTES, about kTaskBytes of weights per task (a product with
-// 4x longer rows gets 4x shorter tasks: down's 8192-input rows made its last task, which the other threads wait out,
-// 4x o's); GUIDED (the default), BYTES' size while much is left, then shrinking toward the end (each next task about
-// 1 / (2 threads) of what is left, at least kTile rows), so the last tasks, and the wait for them, are short.
+// compare): ROWS (the default), task_rows above whatever a row's size; BYTES, about kTaskBytes of weights per task (a
+// product with 4x longer rows gets 4x shorter tasks: down's 8192-input rows made its last task, which the other
+// threads wait out, 4x o's); GUIDED, BYTES' size while much is left, then shrinking toward the end (each next task
+// about 1 / (2 threads) of what is left, at least kTile rows), so the last tasks, and the wait for them, are short.
+// ROWS stays the default because the others did not measure faster: quiet AMD EPYC Zen 4, 2 threads, random 1.7B
+// Q4_0, pool, batch 1 rows 20.6 / bytes 20.2 / guided 19.8 tok/s, batch 8 44.9 / 45.2 / 45.7 (bench.qgemm_bench --pool).
 enum class Split { ROWS, BYTES, GUIDED };
 inline Split split_mode() {
   const char* value = std::getenv("AIOS_POOL_TASKS");
-  if (value == nullptr) return Split::GUIDED;
-  if (std::strcmp(value, "rows") == 0) return Split::ROWS;
-  return std::strcmp(value, "bytes") == 0 ? Split::BYTES : Split::GUIDED;
+  if (value == nullptr) return Split::ROWS;
+  if (std::strcmp(value, "guided") == 0) return Split::GUIDED;
+  return std::strcmp(value, "bytes") == 0 ? Split::BYTES : Split::ROWS;
 }
 // Whether a product phase's last tasks read ahead the next product's first ones (prefetch_rows), from
 // AIOS_POOL_PREFETCH (read at each call): off unless "1" (not yet measured to help on a quiet machine).
