@@ -6,10 +6,11 @@
 Contract: the file is a plain `llama` GGUF (a `qwen2` one for the Qwen shapes: the same layers plus q/k/v biases, F32,
 N(0, 0.02) like the matrices) that our loader (kernel/engine/loading) and llama.cpp (xllamacpp) both load: the shape's
 dims (SHAPES: Llama-3.2-1B, SmolLM2-1.7B, Llama-3.2-3B, Qwen2.5-0.5B/1.5B; "tiny" and "qwen2-tiny" for tests), every
-matrix in the chosen type (Q4_0 / Q4_1 / Q8_0 / F16, quantized by the `gguf` package's own quantizers, so the blocks
-are what llama.cpp's tools would write), norms in F32 (ones), a tied embedding, and the bundled default model's tokenizer (SmolLM2's
-vocabulary, merges and chat template copied from its GGUF), so the vocabulary size follows it. Weights are N(0, 0.02):
-the text is nonsense, but every product costs what a trained model's does. The rope is plain (no llama3 scaling).
+matrix in the chosen type (Q4_0 / Q4_1 / Q8_0 / F16, quantized by the `gguf` package's own quantizers, so the blocks are
+what llama.cpp's tools would write), norms in F32 (ones), a tied embedding, and the bundled default model's tokenizer
+(SmolLM2's vocabulary, merges and chat template copied from its GGUF), so the vocabulary size follows it. Weights are
+N(0, 0.02): the text is nonsense, but every product costs what a trained model's does. The rope is plain (no llama3
+scaling).
 
 Streamed: the header and tensor table are written first, then one tensor at a time is drawn (torch's threaded normal
 generator), quantized and appended, so peak memory is one matrix (fp32) and its codes, never the model. A 1 GB file
