@@ -6,7 +6,6 @@ them under their Prometheus names."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from kernel.gateway.metrics import render
 from kernel.launch import KernelProcess
 from tests.kernel.harness import wait_until
 from tests.observe.conftest import admin_token
-from tests.tools.test_early_start import OPTIONS, SLEEP_S, model_call, offered, runs
+from tests.tools.test_early_start import OPTIONS, model_call, offered, recorder_tools, runs
 
 OUTCOMES = ("claimed", "expired", "dropped", "refused")
 
@@ -24,15 +23,7 @@ OUTCOMES = ("claimed", "expired", "dropped", "refused")
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("early-top")
-    record = workdir / "invocations.jsonl"
-    record.touch()
-    config = workdir / "tools.toml"
-    config.write_text(
-        "[servers.recorder]\n"
-        'command = ["python", "-m", "tests.tools.servers.recorder"]\n'
-        f"env = {{ RECORD_FILE = {json.dumps(str(record))}, RECORD_SLEEP_S = {json.dumps(str(SLEEP_S))} }}\n"
-        "concurrency = 8\n"
-    )
+    record, config = recorder_tools(workdir)
     with KernelProcess(f"ipc://{workdir}/kernel.sock", {**OPTIONS, "tools": str(config)}, workdir / "aiosd.log") as k:
         k.record = record
         yield k

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,9 +26,8 @@ SLEEP_S = 1.5
 OPTIONS = {"dtype": "float32", "max-batch": "4", "kv-budget": "4096"}
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("early")
+def recorder_tools(workdir: Path) -> tuple[Path, Path]:
+    """A tools config serving the recording MCP server, which appends its invocations to record: (record, config)."""
     record = workdir / "invocations.jsonl"
     record.touch()
     config = workdir / "tools.toml"
@@ -37,6 +37,13 @@ def kernel(tmp_path_factory):
         f"env = {{ RECORD_FILE = {json.dumps(str(record))}, RECORD_SLEEP_S = {json.dumps(str(SLEEP_S))} }}\n"
         "concurrency = 8\n"
     )
+    return record, config
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("early")
+    record, config = recorder_tools(workdir)
     address = f"ipc://{workdir}/kernel.sock"
     with KernelProcess(address, {**OPTIONS, "tools": str(config)}, workdir / "aiosd.log") as process:
         process.record = record
