@@ -8,6 +8,8 @@ The API (what the loader calls):
         a GroupQuantized matrix in Q8_0 / Q4_0 / Q4_1 form (block_format), packed once into qgemm.h's layout: the
         same bytes per weight as the file (18 per 32 weights for Q4_0, 20 for Q4_1, 34 for Q8_0; two blocks'
         nibbles interleaved so that one 32-byte load unpacks both, the fp16 scales in their own planes).
+        Q4_0 / Q4_1 with a multiple of 16 rows are grouped (group_rows): the rows interleaved by 16, so that the decode
+        kernels hold 16 rows in a vector's lanes (native/qgemm.h; AIOS_QGEMM_GROUPED=0 keeps rows apart, to compare).
     BlockLinear.from_gguf(raw, qtype, shape, isa=Isa.AUTO)
         the tensor's bytes as the GGUF file stores them (numpy or torch uint8, [out, row bytes] or flat; shape =
         (out, in), in torch's order, i.e. GGUF's ne reversed), for any qtype in GGUF_FORMATS. Q5_0, Q5_1, Q4_K,
@@ -38,6 +40,7 @@ by AIOS_QGEMM_ISA=scalar|avx2|avx512.
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
 
 import numpy as np
@@ -139,9 +142,36 @@ def quantize_q8_0(w: torch.Tensor) -> GroupQuantized:
     return GroupQuantized(codes.reshape(n, k), d, torch.zeros_like(d), BLOCK, 8, -128)
 
 
-def pack(weight: GroupQuantized) -> tuple[BlockFormat, torch.Tensor, torch.Tensor]:
+GROUP_ROWS = 16  # native/qgemm.h's kGroupRows
+
+
+def grouping() -> bool:
+    """Whether Q4_0 / Q4_1 products are grouped by default (AIOS_QGEMM_GROUPED, read at each packing; on unless 0)."""
+    return os.environ.get("AIOS_QGEMM_GROUPED", "1") != "0"
+
+
+def group_rows(codes: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_0 / Q4_1 codes [N, Gp * 16] and scales [S, N, Gp] with rows apart → grouped (native/qgemm.h): codes of
+    each 16 rows as [Gp / 2 pairs][8 fours][16 rows][4], scales [S, N / 16, Gp, 16]. The same bytes, reordered."""
+    n, row_bytes = codes.shape
+    planes, _, gp = scales.shape
+    grouped = codes.view(n // GROUP_ROWS, GROUP_ROWS, gp // 2, 8, 4).permute(0, 2, 3, 1, 4)
+    lanes = scales.view(planes, n // GROUP_ROWS, GROUP_ROWS, gp).transpose(2, 3)
+    return grouped.contiguous().view(n, row_bytes), lanes.contiguous()
+
+
+def ungroup_rows(codes: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """group_rows undone."""
+    n, row_bytes = codes.shape
+    planes, groups, gp, _ = scales.shape
+    apart = codes.view(groups, gp // 2, 8, GROUP_ROWS, 4).permute(0, 3, 1, 2, 4)
+    return apart.contiguous().view(n, row_bytes), scales.transpose(2, 3).contiguous().view(planes, n, gp)
+
+
+def pack(weight: GroupQuantized, grouped: bool | None = None) -> tuple[BlockFormat, torch.Tensor, torch.Tensor]:
     """(format, codes uint8 [N, bytes], scales float16 [1 or 2, N, Gp]) in native/qgemm.h's layout; Gp is the row's
-    block count rounded up to even, the padding blocks zero."""
+    block count rounded up to even, the padding blocks zero. Q4_0 / Q4_1 with N a multiple of 16 are grouped
+    (group_rows: scales [S, N / 16, Gp, 16]) unless `grouped` is False (None: grouping())."""
     fmt = block_format(weight)
     if fmt is None:
         raise ValueError(
@@ -162,15 +192,18 @@ def pack(weight: GroupQuantized) -> tuple[BlockFormat, torch.Tensor, torch.Tenso
             q[:, g:] = 0
         pairs = q.view(n, gp // 2, 2, BLOCK)
         packed = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).to(torch.uint8).reshape(n, gp // 2 * BLOCK)
+        if (grouping() if grouped is None else grouped) and n % GROUP_ROWS == 0:
+            return fmt, *group_rows(packed.contiguous(), scales.contiguous())
     return fmt, packed.contiguous(), scales.contiguous()
 
 
 class BlockLinear:
-    def __init__(self, weight: GroupQuantized, isa: Isa = Isa.AUTO):
-        """weight: [out, in] in a GGUF block format (block_format). Needs the native library (available())."""
+    def __init__(self, weight: GroupQuantized, isa: Isa = Isa.AUTO, grouped: bool | None = None):
+        """weight: [out, in] in a GGUF block format (block_format). Needs the native library (available()). grouped:
+        as pack's."""
         self._ops = _ops()
         self.out_features, self.in_features = weight.shape
-        self.format, self._codes, self._scales = pack(weight)
+        self.format, self._codes, self._scales = pack(weight, grouped)
         self.isa = isa
         self.nbytes = self._codes.numel() + self._scales.numel() * self._scales.element_size()
 
@@ -214,10 +247,20 @@ class BlockLinear:
         product._ops, product.format, product.isa = first._ops, first.format, first.isa
         product.in_features = first.in_features
         product.out_features = sum(p.out_features for p in parts)
-        product._codes = torch.cat([p._codes for p in parts])
-        product._scales = first._scales if first.format in RAW_BLOCKS else torch.cat([p._scales for p in parts], 1)
+        if first.format in RAW_BLOCKS:
+            product._codes, product._scales = torch.cat([p._codes for p in parts]), first._scales
+        else:  # rows apart to stack them, then grouped again if the first part was and the rows still allow
+            apart = [ungroup_rows(p._codes, p._scales) if p.grouped else (p._codes, p._scales) for p in parts]
+            codes, scales = torch.cat([c for c, _ in apart]), torch.cat([s for _, s in apart], 1)
+            regroup = first.grouped and product.out_features % GROUP_ROWS == 0
+            product._codes, product._scales = group_rows(codes, scales) if regroup else (codes, scales)
         product.nbytes = sum(p.nbytes for p in parts)
         return product
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the rows are interleaved by 16 (group_rows)."""
+        return self._scales.dim() == 4
 
     def native_kind(self) -> tuple[ProductKind, torch.Tensor, torch.Tensor]:
         """How native/decode_layers.cpp multiplies by this: the packed (or raw) codes and the scale planes (empty for

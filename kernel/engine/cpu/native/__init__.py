@@ -59,6 +59,7 @@ SOURCES = [
         "qgemm_simd.h",
         "qgemm_dispatch.cpp",
         "qgemm_kernels.cpp",
+        "qgemm_group_kernels.cpp",
         "qgemm_tile.cpp",
         "qgemm_tile_kernels.cpp",
         "qgemm_raw_kernels.cpp",

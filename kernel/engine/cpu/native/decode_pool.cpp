@@ -40,7 +40,7 @@ constexpr int64_t kSiluChunk = 1024;   // inputs per silu task, a multiple of 32
 struct Product {
   blocks::Format f;
   blocks::Weights w;
-  blocks::RowKernel row;
+  blocks::RowKernels row;
   blocks::TileKernel tile;
   int64_t N;
   const blocks::TaskPlan* plan;   // its decode-row tasks' weight rows

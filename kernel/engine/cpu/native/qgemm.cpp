@@ -46,7 +46,7 @@ void shared_tasks(int64_t tasks, Body&& body) {
 template <typename T>
 class RowJob final : public pool::Job {
  public:
-  RowJob(const T* x, int64_t stride, int64_t rows, int64_t G, blocks::ActBuffer& acts, blocks::RowKernel kernel,
+  RowJob(const T* x, int64_t stride, int64_t rows, int64_t G, blocks::ActBuffer& acts, blocks::RowKernels kernel,
          const blocks::Weights& w, int64_t N, const blocks::TaskPlan& plan, T* y)
       : x_(x), stride_(stride), rows_(rows), G_(G), acts_(acts), kernel_(kernel), w_(w), N_(N), plan_(plan), y_(y) {}
   int64_t phases() const override { return 2; }
@@ -61,7 +61,7 @@ class RowJob final : public pool::Job {
   const T* x_;
   int64_t stride_, rows_, G_;
   blocks::ActBuffer& acts_;
-  blocks::RowKernel kernel_;
+  blocks::RowKernels kernel_;
   blocks::Weights w_;
   int64_t N_;
   const blocks::TaskPlan& plan_;
@@ -144,7 +144,7 @@ at::Tensor qgemm(const at::Tensor& x_in, const at::Tensor& codes, const at::Tens
       });
       return;
     }
-    const blocks::RowKernel kernel = blocks::kernel_for(chosen, f);
+    const blocks::RowKernels kernel = blocks::kernel_for(chosen, f);
     const blocks::TaskPlan plan =
         blocks::plan_tasks(N, blocks::weight_row_bytes(f, w), at::get_num_threads(), blocks::split_mode());
     const int64_t tasks = plan.tasks();

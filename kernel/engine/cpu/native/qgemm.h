@@ -9,6 +9,10 @@
 //         block 2p + 1 in its high nibble (one 32-byte load unpacks two whole blocks);  w = d * (q - 8)
 //   Q4_1  the same nibble layout;                                         w = d * q + m
 //   scales fp16 [S, N, Gp]: plane 0 the blocks' d, plane 1 (Q4_1 only) their m. The same bytes per weight as the file.
+//   Q4_0 / Q4_1 grouped (block_weights.py packs them so when N is a multiple of kGroupRows): the same bytes, the rows
+//         interleaved in groups of 16 so that a vector's lanes are 16 rows (the group kernels below): group g's codes
+//         at byte g * 16 * row bytes, [Gp / 2 pairs][8 fours j][16 rows i][4]: byte c of (p, j, i) holds input 4j + c
+//         of row 16g + i in block 2p (low nibble) and block 2p + 1 (high nibble); scales fp16 [S, N / 16, Gp, 16].
 //   Q5_0, Q4_K, Q6_K (the raw formats): codes [N, row bytes] are the file's blocks as stored, no scale planes:
 //         Q5_0 22 bytes per 32 (fp16 d, 32 high bits, 16 bytes of nibbles; w = d * (q - 16)),
 //         Q4_K 144 per 256 (fp16 d, fp16 dmin, eight 6-bit scales and mins, 128 bytes of nibbles; w = d sc q - dmin m),
@@ -56,10 +60,11 @@ inline void with_row_count(int64_t rows, Kernel&& kernel) {
 
 struct Weights {
   const uint8_t* codes;
-  const uint16_t* d;      // [N, Gp] fp16
+  const uint16_t* d;      // [N, Gp] fp16 (grouped: [N / 16, Gp, 16])
   const uint16_t* m;      // [N, Gp] fp16 (Q4_1) or nullptr
   int64_t gp;             // blocks per row, even
   int64_t row_bytes;      // codes bytes per row
+  bool grouped = false;   // rows interleaved by kGroupRows (Q4_0 / Q4_1, above): only the group kernels read them
 };
 
 struct Acts {
@@ -84,6 +89,24 @@ RowKernel avx2_raw_kernel(Format f);
 RowKernel avx512_raw_kernel(Format f);
 RowKernel avx2_q5_kernel(Format f);     // Q5_K, Q5_1 (qgemm_q5_kernels.cpp), through the two above
 RowKernel avx512_q5_kernel(Format f);
+
+// ---- the group kernels (qgemm_group_kernels.cpp): decode rows of grouped weights -----------------------------------
+// A weight row's sum is a chain of dependent multiply-adds and its activation blocks are re-read for every row: at batch
+// 1 the row kernels spent more time than the weights took to arrive (Q4_0 from L3 at 18 GB/s on one Zen 4 core). With
+// 16 rows in a vector's lanes an activation's four codes are broadcast once for 16 rows, the blocks' integer dots need
+// no horizontal sums, and one multiply-add per block covers 16 rows. Per (weight row, activation row) every ISA computes
+// the same float operations in the same order (so all give the same bits):
+//     acc = fma(float(dot_b - bias * sum(x_b)), d_b * dx_b, acc);  Q4_1 then  acc = fma(m_b, s_b, acc)
+// with dot_b the block's exact integer dot of the unsigned codes with the int8 activations (bias 8 for Q4_0, 0 Q4_1).
+constexpr int64_t kGroupRows = 16;
+constexpr int64_t kGroupMaxRows = 8;   // activation rows one group-kernel call multiplies
+
+// out[r * kGroupRows + i] = weight row g * kGroupRows + i times activation row t0 + r, r < rows (1..kGroupMaxRows).
+using GroupKernel = void (*)(const Weights& w, int64_t g, const Acts& a, int64_t t0, int64_t rows, float* out);
+GroupKernel scalar_group_kernel(Format f);   // nullptr for a format with no grouped layout
+GroupKernel avx2_group_kernel(Format f);
+GroupKernel avx512_group_kernel(Format f);
+inline bool groupable(Format f) { return f == Format::Q4_0 || f == Format::Q4_1; }
 
 // Inline: the row kernels convert a scale per 32-block, and an out-of-line call per block held Q5_0's AVX2 row to
 // a fraction of the read bandwidth.

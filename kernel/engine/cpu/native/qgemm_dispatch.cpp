@@ -52,14 +52,17 @@ Weights check_weights(Format f, const at::Tensor& codes, const at::Tensor& scale
                 per_block);
     return {codes.data_ptr<uint8_t>(), nullptr, nullptr, K / kBlock + (K / kBlock) % 2, codes.size(1)};
   }
-  TORCH_CHECK(scales.dim() == 3 && scales.is_contiguous() && scales.scalar_type() == at::kHalf &&
-              scales.size(0) == (f == Format::Q4_1 ? 2 : 1) && scales.size(1) == N,
-              "scales: [1 or 2 (Q4_1), N, blocks] float16");
+  const bool grouped = scales.dim() == 4;
+  TORCH_CHECK((scales.dim() == 3 || (grouped && groupable(f))) && scales.is_contiguous() &&
+              scales.scalar_type() == at::kHalf && scales.size(0) == (f == Format::Q4_1 ? 2 : 1),
+              "scales: [1 or 2 (Q4_1), N, blocks] float16, or [1 or 2, N / 16, blocks, 16] grouped (Q4_0, Q4_1)");
+  TORCH_CHECK(grouped ? scales.size(1) * kGroupRows == N && scales.size(3) == kGroupRows : scales.size(1) == N,
+              "scales for ", grouped ? scales.size(1) * kGroupRows : scales.size(1), " rows, codes for ", N);
   const int64_t gp = scales.size(2), row_bytes = f == Format::Q8_0 ? gp * kBlock : gp * kBlock / 2;
   TORCH_CHECK(gp % 2 == 0 && codes.size(1) == row_bytes, "codes and scales disagree on the blocks per row");
   TORCH_CHECK(K / kBlock <= gp && K / kBlock > gp - 2, "x has ", K, " inputs, the weights ", gp * kBlock, " (padded)");
   const uint16_t* sc = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>());
-  return {codes.data_ptr<uint8_t>(), sc, f == Format::Q4_1 ? sc + N * gp : nullptr, gp, row_bytes};
+  return {codes.data_ptr<uint8_t>(), sc, f == Format::Q4_1 ? sc + N * gp : nullptr, gp, row_bytes, grouped};
 }
 
 bool cpu_has(Isa isa) {
@@ -88,18 +91,18 @@ Isa resolve(int64_t requested) {
   return Isa::SCALAR;
 }
 
-RowKernel kernel_for(Isa isa, Format f) {
+RowKernels kernel_for(Isa isa, Format f) {
   if (is_raw(f)) {
     switch (isa) {
-      case Isa::AVX512: return avx512_raw_kernel(f);
-      case Isa::AVX2: return avx2_raw_kernel(f);
-      default: return scalar_raw_kernel(f);
+      case Isa::AVX512: return {avx512_raw_kernel(f), nullptr};
+      case Isa::AVX2: return {avx2_raw_kernel(f), nullptr};
+      default: return {scalar_raw_kernel(f), nullptr};
     }
   }
   switch (isa) {
-    case Isa::AVX512: return avx512_kernel(f);
-    case Isa::AVX2: return avx2_kernel(f);
-    default: return scalar_kernel(f);
+    case Isa::AVX512: return {avx512_kernel(f), avx512_group_kernel(f)};
+    case Isa::AVX2: return {avx2_kernel(f), avx2_group_kernel(f)};
+    default: return {scalar_kernel(f), scalar_group_kernel(f)};
   }
 }
 

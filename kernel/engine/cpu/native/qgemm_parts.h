@@ -28,11 +28,16 @@ constexpr int64_t kTileGroup = 4;      // tiles decoded per task of the blocked 
 bool is_raw(Format f);
 Format check_format(int64_t format);
 // The weights of a product with K inputs, checked: codes [N, row bytes] uint8; scales [1 or 2, N, Gp] float16 for the
-// packed formats (ignored for the raw ones).
+// packed formats ([1 or 2, N / 16, Gp, 16] when grouped: Q4_0 / Q4_1; ignored for the raw ones).
 Weights check_weights(Format f, const at::Tensor& codes, const at::Tensor& scales, int64_t K);
 bool cpu_has(Isa isa);
 Isa resolve(int64_t requested);   // -1: the best this CPU has, under AIOS_QGEMM_ISA
-RowKernel kernel_for(Isa isa, Format f);
+// The decode-row kernels of a product: the row kernel, and the group kernel its grouped weights need.
+struct RowKernels {
+  RowKernel row;
+  GroupKernel group;
+};
+RowKernels kernel_for(Isa isa, Format f);
 TileKernel tile_kernel_for(Isa isa, Format f);
 
 // Row v (any float type) into its int8 blocks, padded to gp blocks (qgemm.h): q [gp*32], d [gp], s [gp], d8 [gp*8],
@@ -164,10 +169,27 @@ inline void prefetch_rows(const Weights& w, int64_t n0, int64_t n1) {
   if (w.m != nullptr) ask(w.m + n0 * w.gp, (n1 - n0) * w.gp * 2);
 }
 
-// Weight rows n0 .. n1 against the T activation rows, into y [T, N].
+// Weight rows n0 .. n1 against the T activation rows, into y [T, N]; grouped weights a group of kGroupRows rows at a
+// time (a task's rows start and end on a group: multiples of kTile, and N a multiple of 16 when grouped).
 template <typename T>
-void row_range(RowKernel kernel, const Weights& w, const Acts& a, int64_t rows, int64_t N, int64_t n0, int64_t n1,
-               T* y) {
+void row_range(const RowKernels& kernels, const Weights& w, const Acts& a, int64_t rows, int64_t N, int64_t n0,
+               int64_t n1, T* y) {
+  static_assert(kTile % kGroupRows == 0, "tasks of whole groups");
+  if (w.grouped) {
+    float out[kGroupMaxRows * kGroupRows];
+    for (int64_t t0 = 0; t0 < rows; t0 += kGroupMaxRows) {
+      const int64_t r_count = std::min(kGroupMaxRows, rows - t0);
+      for (int64_t g = n0 / kGroupRows; g < n1 / kGroupRows; ++g) {
+        kernels.group(w, g, a, t0, r_count, out);
+        for (int64_t r = 0; r < r_count; ++r) {
+          T* yr = y + (t0 + r) * N + g * kGroupRows;
+          for (int64_t i = 0; i < kGroupRows; ++i) yr[i] = static_cast<T>(out[r * kGroupRows + i]);
+        }
+      }
+    }
+    return;
+  }
+  const RowKernel kernel = kernels.row;
   float out[kMaxRows];
   for (int64_t t0 = 0; t0 < rows; t0 += kMaxRows) {
     const int64_t r_count = std::min(kMaxRows, rows - t0);

@@ -34,8 +34,17 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
     for (int j = 0; j < kBlock; ++j) c[j] = row[b * kBlock + j] ^ 0x80u;
     d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
   } else if constexpr (F == Format::Q4_0 || F == Format::Q4_1) {
-    const uint8_t* p = row + (b / 2) * kBlock;
     const int shift = (b % 2) * 4;
+    if (w.grouped) {   // qgemm.h: row n is lane n % 16 of its group's pairs of blocks, fours j at a stride of 64 bytes
+      const int64_t g = n / kGroupRows, i = n % kGroupRows;
+      const uint8_t* p = w.codes + g * kGroupRows * w.row_bytes + (b / 2) * 8 * kGroupRows * 4 + i * 4;
+      for (int j = 0; j < kBlock; ++j) c[j] = (p[(j / 4) * kGroupRows * 4 + j % 4] >> shift) & 0x0f;
+      const int64_t at = (g * w.gp + b) * kGroupRows + i;
+      d[0] = d[1] = half_to_float(w.d[at]);
+      if constexpr (F == Format::Q4_1) *m = half_to_float(w.m[at]);
+      return;
+    }
+    const uint8_t* p = row + (b / 2) * kBlock;
     for (int j = 0; j < kBlock; ++j) c[j] = (p[j] >> shift) & 0x0f;
     d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
     if constexpr (F == Format::Q4_1) *m = half_to_float(w.m[n * w.gp + b]);
