@@ -8,7 +8,7 @@ The API (what the loader calls):
         a GroupQuantized matrix in Q8_0 / Q4_0 / Q4_1 form (block_format), packed once into qgemm.h's layout: the
         same bytes per weight as the file (18 per 32 weights for Q4_0, 20 for Q4_1, 34 for Q8_0; two blocks'
         nibbles interleaved so that one 32-byte load unpacks both, the fp16 scales in their own planes).
-        Q4_0 / Q4_1 with a multiple of 16 rows are grouped (group_rows): the rows interleaved by 16, so that the decode
+        Products with a multiple of 16 rows are grouped (group_rows): the rows interleaved by 16, so that the decode
         kernels hold 16 rows in a vector's lanes (native/qgemm.h; AIOS_QGEMM_GROUPED=0 keeps rows apart, to compare).
     BlockLinear.from_gguf(raw, qtype, shape, isa=Isa.AUTO)
         the tensor's bytes as the GGUF file stores them (numpy or torch uint8, [out, row bytes] or flat; shape =
@@ -146,16 +146,16 @@ GROUP_ROWS = 16  # native/qgemm.h's kGroupRows
 
 
 def grouping() -> bool:
-    """Whether Q4_0 / Q4_1 products are grouped by default (AIOS_QGEMM_GROUPED, read at each packing; on unless 0)."""
+    """Whether Q8_0 / Q4_0 / Q4_1 products are grouped (AIOS_QGEMM_GROUPED, read at each packing; on unless 0)."""
     return os.environ.get("AIOS_QGEMM_GROUPED", "1") != "0"
 
 
 def group_rows(codes: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q4_0 / Q4_1 codes [N, Gp * 16] and scales [S, N, Gp] with rows apart → grouped (native/qgemm.h): codes of
-    each 16 rows as [Gp / 2 pairs][8 fours][16 rows][4], scales [S, N / 16, Gp, 16]. The same bytes, reordered."""
+    """Packed codes [N, row bytes] and scales [S, N, Gp] with rows apart → grouped (native/qgemm.h): codes of each 16
+    rows as [32-byte units][8 fours][16 rows][4], scales [S, N / 16, Gp, 16]. The same bytes, reordered."""
     n, row_bytes = codes.shape
     planes, _, gp = scales.shape
-    grouped = codes.view(n // GROUP_ROWS, GROUP_ROWS, gp // 2, 8, 4).permute(0, 2, 3, 1, 4)
+    grouped = codes.view(n // GROUP_ROWS, GROUP_ROWS, row_bytes // BLOCK, 8, 4).permute(0, 2, 3, 1, 4)
     lanes = scales.view(planes, n // GROUP_ROWS, GROUP_ROWS, gp).transpose(2, 3)
     return grouped.contiguous().view(n, row_bytes), lanes.contiguous()
 
@@ -164,13 +164,13 @@ def ungroup_rows(codes: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tenso
     """group_rows undone."""
     n, row_bytes = codes.shape
     planes, groups, gp, _ = scales.shape
-    apart = codes.view(groups, gp // 2, 8, GROUP_ROWS, 4).permute(0, 3, 1, 2, 4)
+    apart = codes.view(groups, row_bytes // BLOCK, 8, GROUP_ROWS, 4).permute(0, 3, 1, 2, 4)
     return apart.contiguous().view(n, row_bytes), scales.transpose(2, 3).contiguous().view(planes, n, gp)
 
 
 def pack(weight: GroupQuantized, grouped: bool | None = None) -> tuple[BlockFormat, torch.Tensor, torch.Tensor]:
     """(format, codes uint8 [N, bytes], scales float16 [1 or 2, N, Gp]) in native/qgemm.h's layout; Gp is the row's
-    block count rounded up to even, the padding blocks zero. Q4_0 / Q4_1 with N a multiple of 16 are grouped
+    block count rounded up to even, the padding blocks zero. With N a multiple of 16 they are grouped
     (group_rows: scales [S, N / 16, Gp, 16]) unless `grouped` is False (None: grouping())."""
     fmt = block_format(weight)
     if fmt is None:
@@ -192,8 +192,8 @@ def pack(weight: GroupQuantized, grouped: bool | None = None) -> tuple[BlockForm
             q[:, g:] = 0
         pairs = q.view(n, gp // 2, 2, BLOCK)
         packed = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).to(torch.uint8).reshape(n, gp // 2 * BLOCK)
-        if (grouping() if grouped is None else grouped) and n % GROUP_ROWS == 0:
-            return fmt, *group_rows(packed.contiguous(), scales.contiguous())
+    if (grouping() if grouped is None else grouped) and n % GROUP_ROWS == 0:
+        return fmt, *group_rows(packed.contiguous(), scales.contiguous())
     return fmt, packed.contiguous(), scales.contiguous()
 
 

@@ -9,10 +9,12 @@
 //         block 2p + 1 in its high nibble (one 32-byte load unpacks two whole blocks);  w = d * (q - 8)
 //   Q4_1  the same nibble layout;                                         w = d * q + m
 //   scales fp16 [S, N, Gp]: plane 0 the blocks' d, plane 1 (Q4_1 only) their m. The same bytes per weight as the file.
-//   Q4_0 / Q4_1 grouped (block_weights.py packs them so when N is a multiple of kGroupRows): the same bytes, the rows
-//         interleaved in groups of 16 so that a vector's lanes are 16 rows (the group kernels below): group g's codes
-//         at byte g * 16 * row bytes, [Gp / 2 pairs][8 fours j][16 rows i][4]: byte c of (p, j, i) holds input 4j + c
-//         of row 16g + i in block 2p (low nibble) and block 2p + 1 (high nibble); scales fp16 [S, N / 16, Gp, 16].
+//   grouped (block_weights.py packs Q8_0 / Q4_0 / Q4_1 so when N is a multiple of kGroupRows): the same bytes, the
+//         rows interleaved in groups of 16 so that a vector's lanes are 16 rows (the group kernels below): group g's
+//         codes at byte g * 16 * row bytes, in units of 32 bytes per row (a Q8_0 block, a pair of 4-bit blocks)
+//         [units u][8 fours j][16 rows i][4]: byte c of (u, j, i) is row 16g + i's byte 4j + c of unit u (Q8_0: input
+//         4j + c of block u; 4-bit: that input of block 2u in the low nibble, of 2u + 1 in the high); scales fp16
+//         [S, N / 16, Gp, 16].
 //   Q5_0, Q4_K, Q6_K (the raw formats): codes [N, row bytes] are the file's blocks as stored, no scale planes:
 //         Q5_0 22 bytes per 32 (fp16 d, 32 high bits, 16 bytes of nibbles; w = d * (q - 16)),
 //         Q4_K 144 per 256 (fp16 d, fp16 dmin, eight 6-bit scales and mins, 128 bytes of nibbles; w = d sc q - dmin m),
@@ -64,7 +66,7 @@ struct Weights {
   const uint16_t* m;      // [N, Gp] fp16 (Q4_1) or nullptr
   int64_t gp;             // blocks per row, even
   int64_t row_bytes;      // codes bytes per row
-  bool grouped = false;   // rows interleaved by kGroupRows (Q4_0 / Q4_1, above): only the group kernels read them
+  bool grouped = false;   // rows interleaved by kGroupRows (above): only the group kernels and decode_tile read them
 };
 
 struct Acts {
@@ -97,7 +99,8 @@ RowKernel avx512_q5_kernel(Format f);
 // no horizontal sums, and one multiply-add per block covers 16 rows. Per (weight row, activation row) every ISA computes
 // the same float operations in the same order (so all give the same bits):
 //     acc = fma(float(dot_b - bias * sum(x_b)), d_b * dx_b, acc);  Q4_1 then  acc = fma(m_b, s_b, acc)
-// with dot_b the block's exact integer dot of the unsigned codes with the int8 activations (bias 8 for Q4_0, 0 Q4_1).
+// with dot_b the block's exact integer dot of the codes with the int8 activations (Q4_0's mean code - 8: bias 8; Q4_1's
+// and Q8_0's codes are their values: bias 0).
 constexpr int64_t kGroupRows = 16;
 constexpr int64_t kGroupMaxRows = 8;   // activation rows one group-kernel call multiplies
 
@@ -106,7 +109,7 @@ using GroupKernel = void (*)(const Weights& w, int64_t g, const Acts& a, int64_t
 GroupKernel scalar_group_kernel(Format f);   // nullptr for a format with no grouped layout
 GroupKernel avx2_group_kernel(Format f);
 GroupKernel avx512_group_kernel(Format f);
-inline bool groupable(Format f) { return f == Format::Q4_0 || f == Format::Q4_1; }
+inline bool groupable(Format f) { return f == Format::Q4_0 || f == Format::Q4_1 || f == Format::Q8_0; }
 
 // Inline: the row kernels convert a scale per 32-block, and an out-of-line call per block held Q5_0's AVX2 row to
 // a fraction of the read bandwidth.

@@ -55,7 +55,7 @@ Weights check_weights(Format f, const at::Tensor& codes, const at::Tensor& scale
   const bool grouped = scales.dim() == 4;
   TORCH_CHECK((scales.dim() == 3 || (grouped && groupable(f))) && scales.is_contiguous() &&
               scales.scalar_type() == at::kHalf && scales.size(0) == (f == Format::Q4_1 ? 2 : 1),
-              "scales: [1 or 2 (Q4_1), N, blocks] float16, or [1 or 2, N / 16, blocks, 16] grouped (Q4_0, Q4_1)");
+              "scales: [1 or 2 (Q4_1), N, blocks] float16, or [1 or 2, N / 16, blocks, 16] grouped");
   TORCH_CHECK(grouped ? scales.size(1) * kGroupRows == N && scales.size(3) == kGroupRows : scales.size(1) == N,
               "scales for ", grouped ? scales.size(1) * kGroupRows : scales.size(1), " rows, codes for ", N);
   const int64_t gp = scales.size(2), row_bytes = f == Format::Q8_0 ? gp * kBlock : gp * kBlock / 2;

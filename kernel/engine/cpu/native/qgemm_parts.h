@@ -28,7 +28,7 @@ constexpr int64_t kTileGroup = 4;      // tiles decoded per task of the blocked 
 bool is_raw(Format f);
 Format check_format(int64_t format);
 // The weights of a product with K inputs, checked: codes [N, row bytes] uint8; scales [1 or 2, N, Gp] float16 for the
-// packed formats ([1 or 2, N / 16, Gp, 16] when grouped: Q4_0 / Q4_1; ignored for the raw ones).
+// packed formats ([1 or 2, N / 16, Gp, 16] when grouped; ignored for the raw ones).
 Weights check_weights(Format f, const at::Tensor& codes, const at::Tensor& scales, int64_t K);
 bool cpu_has(Isa isa);
 Isa resolve(int64_t requested);   // -1: the best this CPU has, under AIOS_QGEMM_ISA

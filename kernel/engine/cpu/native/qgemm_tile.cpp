@@ -31,6 +31,13 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
   const uint8_t* row = w.codes + n * w.row_bytes;
   *m = 0.f;
   if constexpr (F == Format::Q8_0) {
+    if (w.grouped) {   // qgemm.h: row n is lane n % 16 of its group's blocks, fours j at a stride of 64 bytes
+      const int64_t g = n / kGroupRows, i = n % kGroupRows;
+      const uint8_t* p = w.codes + g * kGroupRows * w.row_bytes + b * 8 * kGroupRows * 4 + i * 4;
+      for (int j = 0; j < kBlock; ++j) c[j] = p[(j / 4) * kGroupRows * 4 + j % 4] ^ 0x80u;
+      d[0] = d[1] = half_to_float(w.d[(g * w.gp + b) * kGroupRows + i]);
+      return;
+    }
     for (int j = 0; j < kBlock; ++j) c[j] = row[b * kBlock + j] ^ 0x80u;
     d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
   } else if constexpr (F == Format::Q4_0 || F == Format::Q4_1) {
