@@ -25,32 +25,17 @@ inline float fp16_at(const uint8_t* p) {
   return half_to_float(h);
 }
 
-// One 32-block of one weight row: its unsigned codes c[32], the scales of its two 16-input halves, its constant.
+// One 32-block of one weight row (rows apart: grouped weights go through decode_group_tile): its unsigned codes c[32],
+// the scales of its two 16-input halves, its constant.
 template <Format F>
 inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, float* d, float* m) {
   const uint8_t* row = w.codes + n * w.row_bytes;
   *m = 0.f;
   if constexpr (F == Format::Q8_0) {
-    if (w.grouped) {   // qgemm.h: row n is lane n % 16 of its group's blocks, fours j at a stride of 64 bytes
-      const int64_t g = n / kGroupRows, i = n % kGroupRows;
-      const uint8_t* p = w.codes + g * kGroupRows * w.row_bytes + b * 8 * kGroupRows * 4 + i * 4;
-      for (int j = 0; j < kBlock; ++j) c[j] = p[(j / 4) * kGroupRows * 4 + j % 4] ^ 0x80u;
-      d[0] = d[1] = half_to_float(w.d[(g * w.gp + b) * kGroupRows + i]);
-      return;
-    }
     for (int j = 0; j < kBlock; ++j) c[j] = row[b * kBlock + j] ^ 0x80u;
     d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
   } else if constexpr (F == Format::Q4_0 || F == Format::Q4_1) {
     const int shift = (b % 2) * 4;
-    if (w.grouped) {   // qgemm.h: row n is lane n % 16 of its group's pairs of blocks, fours j at a stride of 64 bytes
-      const int64_t g = n / kGroupRows, i = n % kGroupRows;
-      const uint8_t* p = w.codes + g * kGroupRows * w.row_bytes + (b / 2) * 8 * kGroupRows * 4 + i * 4;
-      for (int j = 0; j < kBlock; ++j) c[j] = (p[(j / 4) * kGroupRows * 4 + j % 4] >> shift) & 0x0f;
-      const int64_t at = (g * w.gp + b) * kGroupRows + i;
-      d[0] = d[1] = half_to_float(w.d[at]);
-      if constexpr (F == Format::Q4_1) *m = half_to_float(w.m[at]);
-      return;
-    }
     const uint8_t* p = row + (b / 2) * kBlock;
     for (int j = 0; j < kBlock; ++j) c[j] = (p[j] >> shift) & 0x0f;
     d[0] = d[1] = half_to_float(w.d[n * w.gp + b]);
@@ -124,8 +109,38 @@ inline void decode_block(const Weights& w, int64_t n, int64_t b, uint8_t* c, flo
   }
 }
 
+// A whole group of grouped weights (qgemm.h): its codes are already in the tile's lanes, four inputs per row at a
+// time, so decoding is a pass over 512 bytes per block (nibbles split, Q8_0 biased) and the scales' conversion; the
+// plain loops vectorize.
+template <Format F>
+void decode_group_tile(const Weights& w, int64_t n0, Tile& t) {
+  const int64_t g = n0 / kGroupRows;
+  const uint8_t* codes = w.codes + g * kGroupRows * w.row_bytes;
+  constexpr int64_t unit = 8 * kGroupRows * 4;
+  for (int64_t b = 0; b < t.g; ++b) {
+    uint8_t* q = t.q + b * unit;
+    if constexpr (F == Format::Q8_0) {
+      const uint8_t* p = codes + b * unit;
+      for (int64_t k = 0; k < unit; ++k) q[k] = p[k] ^ 0x80u;
+    } else {
+      const uint8_t* p = codes + (b / 2) * unit;
+      const int shift = (b % 2) * 4;
+      for (int64_t k = 0; k < unit; ++k) q[k] = (p[k] >> shift) & 0x0f;
+    }
+    const uint16_t* d = w.d + (g * w.gp + b) * kGroupRows;
+    for (int64_t i = 0; i < kGroupRows; ++i) t.d[(b * 2) * kTileN + i] = t.d[(b * 2 + 1) * kTileN + i] = half_to_float(d[i]);
+    for (int64_t i = 0; i < kGroupRows; ++i) {
+      t.m[b * kTileN + i] = F == Format::Q4_1 ? half_to_float(w.m[(g * w.gp + b) * kGroupRows + i]) : 0.f;
+    }
+  }
+}
+
 template <Format F>
 void decode_tile_as(const Weights& w, int64_t n0, int64_t rows, Tile& t) {
+  static_assert(kTileN == kGroupRows, "a tile is a group");
+  if constexpr (F == Format::Q8_0 || F == Format::Q4_0 || F == Format::Q4_1) {
+    if (w.grouped) return decode_group_tile<F>(w, n0, t);   // grouped: N and so every tile's rows a whole group
+  }
   uint8_t c[kBlock];
   float d[2], m;
   for (int64_t i = 0; i < kTileN; ++i) {
