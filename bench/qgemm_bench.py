@@ -5,11 +5,12 @@
 Decode (1 and 8 rows): a stack of distinct 2048x2048 matrices holding --stream-mb MiB of weights (past the last-level
 cache, so each call streams its weights from memory, as a model's decode step does) is multiplied in turn; GB/s =
 weight bytes / time, and its fraction of the machine's read bandwidth measured in the same run (bench.bandwidth:
-a 1 GiB tensor sum at the same threads). Prompt rows (256): one 2048x2048 and one 8192x2048 product against oneDNN's
-bfloat16 product of the same weights (the opt-in prefill copy, AIOS_PREFILL_COPY=1), rows/s and the ratio. Weights:
-gguf's quantizer for the 32-blocks formats, random bytes with sane fp16 scales for the K-quants (gguf has no
-quantizer for them; speed does not depend on the values). Every candidate of a case is timed in turn in each round,
-the median of the rounds reported: on a shared machine only the ratios in one run mean anything.
+a 1 GiB tensor sum at the same threads); Q8_0 / Q4_0 / Q4_1 grouped by 16 rows (the default) and with rows apart
+("apart": AIOS_QGEMM_GROUPED=0, the row kernels). Prompt rows (256): one 2048x2048 and one 8192x2048 product
+against oneDNN's bfloat16 product of the same weights (the opt-in prefill copy, AIOS_PREFILL_COPY=1), rows/s and the
+ratio. Weights: gguf's quantizer for the 32-blocks formats, random bytes with sane fp16 scales for the K-quants
+(gguf has no quantizer for them; speed does not depend on the values). Every candidate of a case is timed in turn
+in each round, the median of the rounds reported: on a shared machine only the ratios in one run mean anything.
 --engine: decode tok/s of the default model (SmolLM2 GGUF) at batch 1 and 8, int4 and int8 modes, torch's kernels
 (AIOS_QGEMM=0) vs the block products, interleaved the same way.
 --pool [GGUF]: decode tok/s of a model (default the bundled one; e.g. bench.make_gguf's 1.7B Q4_0) in int4 mode at 1
@@ -78,7 +79,12 @@ def decode_cases(repeats: int, stream_mb: int, bandwidth: float) -> None:
     for qtype in FORMATS:
         raw = gguf_bytes(qtype, n, k, rng)
         count = max(2, stream_mb * 2**20 // raw.nbytes)
-        stacks = {isa: [BlockLinear.from_gguf(raw.copy(), qtype, (n, k), isa) for _ in range(count)] for isa in _isas()}
+        stacks = {}
+        for isa in _isas():
+            stack = [BlockLinear.from_gguf(raw.copy(), qtype, (n, k), isa) for _ in range(count)]
+            if stack[0].grouped:  # the same weights with rows apart (the row kernels) beside the grouped ones
+                stacks[f"{isa.name.lower()} apart"] = _ungrouped(raw, qtype, (n, k), isa, count)
+            stacks[isa.name.lower()] = stack
         nbytes = sum(p.nbytes for p in next(iter(stacks.values())))
         for rows in DECODE_ROWS:
             x = torch.randn(rows, k).to(torch.bfloat16)
@@ -89,8 +95,21 @@ def decode_cases(repeats: int, stream_mb: int, bandwidth: float) -> None:
             cells = []
             for isa in stacks:
                 rate = nbytes / statistics.median(times[isa]) / 1e9
-                cells.append(f"{isa.name.lower()} {rate:6.1f} GB/s ({rate * 1e9 / bandwidth:4.0%})")
+                cells.append(f"{isa} {rate:6.1f} GB/s ({rate * 1e9 / bandwidth:4.0%})")
             print(f"  {qtype.name:>5} rows {rows}:  " + "  ".join(cells), flush=True)
+
+
+def _ungrouped(raw: np.ndarray, qtype: Q, shape: tuple[int, int], isa: Isa, count: int) -> list[BlockLinear]:
+    """`count` products of the bytes with rows apart (AIOS_QGEMM_GROUPED=0 while they are packed)."""
+    previous = os.environ.get("AIOS_QGEMM_GROUPED")
+    os.environ["AIOS_QGEMM_GROUPED"] = "0"
+    try:
+        return [BlockLinear.from_gguf(raw.copy(), qtype, shape, isa) for _ in range(count)]
+    finally:
+        if previous is None:
+            del os.environ["AIOS_QGEMM_GROUPED"]
+        else:
+            os.environ["AIOS_QGEMM_GROUPED"] = previous
 
 
 def prompt_cases(repeats: int) -> None:
