@@ -55,17 +55,17 @@ class JailView:
 
 @dataclass(frozen=True)
 class Unreachable:
+    """Printed most important first (error replies are cut at 300 characters): blocker, fix, then the target."""
+
     target: str  # what the server needs, as given
     blocker: str  # the first path on the way (or the target itself) that stops the uid
-    why: str
+    why: str  # e.g. "cannot search /a/b (mode 0700, owner 0:0)"
     fix: str
     uid: int
 
-    def reason(self) -> str:
-        return f"the sandbox user (uid {self.uid}) cannot reach {self.target}: {self.blocker} {self.why}"
-
     def __str__(self) -> str:
-        return f"{self.reason()}; {self.fix}"
+        needed = f"; needed for {self.target}" if self.target != self.blocker else ""
+        return f"uid {self.uid} {self.why}: {self.fix}{needed}"
 
 
 def inside(path: str, tops) -> bool:
@@ -129,7 +129,8 @@ def reach(path: str, access: Access, uid: int, gid: int, view: JailView = JailVi
             return blocked
         candidate = os.path.dirname(current) if name == ".." else os.path.join(current, name)
         if inside(candidate, view.hidden):
-            return _unreachable(path, candidate, "is hidden from sandboxed servers", None, uid, view)
+            why = f"cannot see {candidate}: it is hidden from sandboxed servers"
+            return Unreachable(path, candidate, why, "move it out of the hidden paths, or set sandbox = false", uid)
         if _out_of_view(candidate, view):
             return _cover_problem(path, candidate, uid, gid, view)
         try:
@@ -182,17 +183,10 @@ def _mode_problem(target, blocker, st, access: Access | None, uid: int, gid: int
     who = "u" if st.st_uid == uid else "g" if st.st_gid == gid else "o"
     letter = "x" if access is None else access.letter
     what = "search" if access is None else "execute" if access is Access.EXECUTE else "read"
-    why = f"(mode {stat.S_IMODE(st.st_mode):04o}, owner {st.st_uid}:{st.st_gid}) does not let it {what} ({letter})"
-    return _unreachable(target, blocker, why, f"chmod {who}+{letter} {blocker}", uid, view, st.st_uid)
-
-
-def _unreachable(target, blocker, why, chmod, uid, view, owner: int | None = None) -> Unreachable:
-    first = chmod or "move it out of the hidden paths ([sandbox] hide, $AIOS_SANDBOX_HIDE, the kernel's directories)"
-    also = f", or set limits uid = {owner} (its owner) for this tool server" if owner not in (None, 0, uid) else ""
-    fix = (
-        f"fix: {first}, or install it where uid {uid} can read it{also}, or set sandbox = false for this tool server "
-        f"(it then runs unconfined)"
-    )
+    why = f"cannot {what} {blocker} (mode {stat.S_IMODE(st.st_mode):04o}, owner {st.st_uid}:{st.st_gid})"
+    # Running as the owner works too, unless that is root (never a sandbox's uid) or already this uid.
+    owner = f", set limits uid = {st.st_uid}" if st.st_uid not in (0, uid) else ""
+    fix = f"chmod {who}+{letter} it{owner}, move it where uid {uid} can, or set sandbox = false"
     return Unreachable(target, blocker, why, fix, uid)
 
 

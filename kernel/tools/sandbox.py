@@ -204,8 +204,7 @@ def _refuse_unreachable(argv: list[str], options: dict[str, str], view) -> None:
     roots = [*os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
     problem = reach.first_problem(argv, int(options.get("uid", NOBODY_UID)), view, path_env, roots)
     if problem:
-        _note(f"refused: {problem.reason()}")
-        _note(problem.fix)
+        _note(f"refused: {problem}")
         sys.exit(EXIT_UNREACHABLE)
 
 
