@@ -76,9 +76,18 @@ def _strictly_above(path: str, trees) -> bool:
     return any(tree.startswith(path.rstrip("/") + "/") for tree in trees)
 
 
+def resolve_command(argv: list[str], path_env: str | None) -> str | None:
+    """The file execvp would run: a name with a slash as it is (even if nobody may execute it), else a PATH lookup."""
+    if not argv:
+        return None
+    if "/" in argv[0]:
+        return os.path.abspath(argv[0]) if os.path.lexists(argv[0]) else None
+    return shutil.which(argv[0], path=path_env)
+
+
 def kept_trees(argv: list[str], trees_from, path_env: str | None) -> list[str]:
     """The directories the jail needs (the interpreter, its import path, the project, the command), real, topmost."""
-    command = shutil.which(argv[0], path=path_env) if argv else None
+    command = resolve_command(argv, path_env)
     paths = [*trees_from, *([os.path.dirname(os.path.realpath(command))] if command else [])]
     trees = sorted({os.path.realpath(path) for path in paths if path and os.path.isdir(path)})
     return [tree for tree in trees if not inside(tree, [other for other in trees if other != tree])]
@@ -196,7 +205,7 @@ def _mode_problem(target, blocker, st, access: Access | None, uid: int, gid: int
 def needs(argv: list[str], path_env: str | None, module_roots) -> list[tuple[str, Access]]:
     """What exec'ing argv opens: the command (and a #! line's interpreter), a python script or -m module, and any
     absolute path in the arguments that exists (a file to read, a directory to search)."""
-    command = shutil.which(argv[0], path=path_env) if argv else None
+    command = resolve_command(argv, path_env)
     if command is None:
         return []
     wanted = [(os.path.abspath(command), Access.EXECUTE)]

@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ipc.errors import ErrorCode
@@ -257,3 +257,42 @@ def test_modes_mean_what_the_class_says():
     assert _bit(0o070, 0, NOBODY, 1) and not _bit(0o707, 0, NOBODY, 1)  # group: only the group bits count
     assert _bit(0o001, 0, 0, 1) and not _bit(0o770, 0, 0, 1)
     assert stat.S_IXOTH == 1
+
+
+def _jail_expects(dirs, leaf) -> bool:
+    """Independently: the jail binds the command's directory (the last) back when a directory above it lacks
+    other-search (that one is covered and the way down recreated 0755): then only the last directory's and the
+    file's modes count; otherwise every directory's does. A #! script needs read and execute."""
+    covered = any(not mode & stat.S_IXOTH for mode, _, _ in dirs[:-1])
+    searched = dirs[-1:] if covered else dirs
+    return all(_bit(*node, 1) for node in searched) and _bit(*leaf, 4) and _bit(*leaf, 1)
+
+
+@pytest.mark.skipif(not _jail_available(), reason="no mount/PID/network namespaces: nothing is bound back")
+@settings(max_examples=25, deadline=None)
+@given(st.lists(node, min_size=1, max_size=3), node)
+@example([(0o700, 0, 0), (0o755, 0, 0)], (0o755, 0, 0))  # covered, the way down recreated: runs
+@example([(0o700, 0, 0), (0o700, 0, 0)], (0o755, 0, 0))  # covered, but the bound directory itself is 0700
+@example([(0o755, 0, 0), (0o750, 0, 0)], (0o755, 0, 0))  # nothing covered: the host's 0750 blocks
+@example([(0o100, NOBODY, 0)], (0o500, NOBODY, 0))  # the owner's bits
+def test_random_trees_in_the_real_jail(dirs, leaf):
+    """The check's verdict for a command at the bottom of a random tree matches the mode bits as the jail rearranges
+    them, and the real launcher agrees: the command runs when the check passes it, exits 126 when it does not."""
+    base = tempfile.mkdtemp(prefix="aios-reach-jail-")
+    os.chmod(base, 0o755)
+    workdir = tempfile.mkdtemp(prefix="aios-reach-work-")
+    try:
+        _, _, command = _build(base, dirs, leaf, None)
+        with open(command, "w") as file:
+            file.write("#!/bin/sh\necho reached\n")
+        expected = _jail_expects(dirs, leaf)
+        assert (reach_problem([command]) is None) == expected
+        argv = launcher_argv(SandboxLimits(), workdir, [command])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT_S, stdin=subprocess.DEVNULL)
+        if expected:
+            assert done.returncode == 0 and done.stdout.strip() == "reached", done.stderr
+        else:
+            assert done.returncode == EXIT_UNREACHABLE and "refused: " in done.stderr, done.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
