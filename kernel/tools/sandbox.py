@@ -5,6 +5,12 @@ Parent side (the manager): `launcher_argv(limits, workdir, argv, hide)` wraps a 
 allowlist only. The manager spawns the result in a new session (process group), so stop() kills the whole tree.
 
 Child side: `python -I kernel/tools/sandbox.py [options] -- argv...` (run by path, stdlib only). The launcher P:
+0. as root, refuses what the sandbox uid could not run: a stat walk (kernel/tools/reach.py, no uid switch) of the
+   command, its #! interpreter, a python script or -m module and absolute path arguments, in the view step 2 will
+   build; the first directory it cannot search (or file it cannot read / execute) is named with its mode, owner and
+   the fix on stderr, and P exits EXIT_UNREACHABLE (126) having run nothing: the manager reports that as the
+   server's start failure. `reach_problem(argv, limits, hide)` gives the same verdict to the parent (tests skip on
+   it); the launcher's own is the one that counts (its import path, hence its view, may differ slightly);
 1. unshares a mount, network and PID namespace — as root directly (these namespaces belong to the host's user
    namespace, so nothing in the jail can undo them); as a normal user inside a new user namespace mapping only its own
    uid (so it has CAP_SYS_ADMIN over its mounts and nothing else);
@@ -12,8 +18,9 @@ Child side: `python -I kernel/tools/sandbox.py [options] -- argv...` (run by pat
    with its socket, admin token and audit log; the data directory with every agent's space: a file is covered by
    /dev/null); as root also over each directory on the way to the interpreter, the venv or the project that the
    sandbox uid cannot traverse (/root, 0700), with those trees bound back read-only (so /root/.ssh and the rest stay
-   hidden); then the whole tree read-only (mount_setattr AT_RECURSIVE, Linux 5.12+; before that a note, and places
-   the uid may write, such as /tmp, stay writable), except the private directory, bound writable;
+   hidden; the directories leading to them recreated 0755 whatever the umask; a tree's own mode still holds); then
+   the whole tree read-only (mount_setattr AT_RECURSIVE, Linux 5.12+; before that a note, and places the uid may
+   write, such as /tmp, stay writable), except the private directory, bound writable;
 3. forks I, pid 1 of the new PID namespace: it mounts a fresh /proc (the kernel and other sandboxes are not even
    visible: no kill, no ptrace, no /proc/<pid>/root), drops to the sandbox uid — as root: setgroups([]) then real,
    effective and saved gid and uid = `--uid` (65534), so no root is left, never setresuid(uid, 0, 0) — then (root)
@@ -33,7 +40,7 @@ loopback; abstract unix sockets are per network namespace); writes only in the p
 by uid. Normal user with user namespaces: the same, except the uid is the kernel's own (mapped to itself), so files
 are protected only by being out of view (the hidden paths) — keep secrets under them; and files readable by that uid
 elsewhere remain readable. Without namespaces (a note goes to stderr for each missing one): as root the uid drop still
-happens (the interpreter under /root then cannot start: fail closed) but the hidden paths, network and other processes
+happens (an interpreter under /root is refused, step 0: fail closed) but the hidden paths, network and other processes
 are reachable; as a normal user nothing but the rlimits and the environment holds (RLIMIT_NPROC is then set to the
 uid's current count plus the budget). Never enforced: memory as resident set (RLIMIT_AS is per process), the tree's
 total CPU (RLIMIT_CPU is per process); processes of one sandbox (a runner's snippets) share its uid and directory.

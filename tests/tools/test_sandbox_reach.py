@@ -31,6 +31,7 @@ from kernel.tools.sandbox import (
 )
 from tests.tools import servers
 from tests.tools.helpers import WAIT_S, error_of, result
+from tests.tools.reachable import skip_unless_sandbox_reaches
 
 NOBODY = 65534
 ROOT = os.geteuid() == 0
@@ -100,6 +101,31 @@ def test_a_hidden_path_is_refused_as_hidden(base):
     script = _server_in(os.path.join(base, "open"), 0o755)
     problem = reach_problem([sys.executable, script], hide=(os.path.dirname(script),))
     assert problem is not None and "hidden" in problem.why and problem.blocker == os.path.dirname(script)
+
+
+def test_a_module_on_a_0700_import_root_is_named(base):
+    """A checkout made by `mktemp -d` (0700) holding the servers' package: `python -m` of it is refused there."""
+    root = os.path.join(base, "clone")
+    package = os.path.join(root, "toolpkg")
+    os.makedirs(package)
+    os.chmod(root, 0o700)
+    for name in ("__init__.py", "server.py"):
+        with open(os.path.join(package, name), "w") as file:
+            file.write("")
+    problem = reach_problem([sys.executable, "-m", "toolpkg.server"], pythonpath=root)
+    assert problem is not None and problem.blocker == root
+    assert problem.target == os.path.join(package, "server.py")
+    os.chmod(root, 0o755)
+    assert reach_problem([sys.executable, "-m", "toolpkg.server"], pythonpath=root) is None
+
+
+def test_the_suite_helper_skips_with_the_checks_own_reason(base):
+    locked = [sys.executable, _server_in(os.path.join(base, "locked"), 0o700)]
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        skip_unless_sandbox_reaches(locked)
+    assert skipped.value.msg == str(reach_problem(locked))
+    opened = [sys.executable, _server_in(os.path.join(base, "open"), 0o755)]
+    skip_unless_sandbox_reaches(opened)  # returns: nothing to skip
 
 
 def test_a_real_start_is_refused_with_the_message_and_the_other_server_works(base):
