@@ -1,7 +1,8 @@
 """A sandboxed server the sandbox uid (65534) cannot reach is refused before it runs, naming the first blocking path
 and the fix; a reachable one starts. Real files, processes and the real ToolManager; the verdict of the stat walk is
 checked against the mode bits (computed independently) and against the kernel itself (a child as uid 65534).
-Run as root (here and in CI): as a normal user the sandbox keeps the kernel's uid and nothing is checked."""
+Run as root (here and in CI): as a normal user the sandbox keeps the kernel's uid and nothing is checked. Tests that
+run this checkout's interpreter in the sandbox skip, saying why, where it is out of the sandbox uid's reach."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ipc.errors import ErrorCode
@@ -31,7 +32,7 @@ from kernel.tools.sandbox import (
 )
 from tests.tools import servers
 from tests.tools.helpers import WAIT_S, error_of, result
-from tests.tools.reachable import skip_unless_sandbox_reaches
+from tests.tools.reachable import needs_sandbox_reach, skip_unless_sandbox_reaches
 
 NOBODY = 65534
 ROOT = os.geteuid() == 0
@@ -66,6 +67,7 @@ def _server_in(directory: str, mode: int) -> str:
     return script
 
 
+@needs_sandbox_reach()
 def test_the_check_names_the_0700_directory_and_passes_a_0755_one(base):
     locked = _server_in(os.path.join(base, "locked"), 0o700)
     problem = reach_problem([sys.executable, locked])
@@ -86,6 +88,7 @@ def test_an_interpreter_behind_a_0700_directory_is_named(base):
     assert problem is not None and problem.blocker == hidden and problem.target == link
 
 
+@needs_sandbox_reach()
 def test_a_file_the_uid_cannot_read_is_named_with_its_owner(base):
     script = _server_in(os.path.join(base, "open"), 0o755)
     os.chown(script, 1234, 0)
@@ -97,12 +100,14 @@ def test_a_file_the_uid_cannot_read_is_named_with_its_owner(base):
     assert reach_problem([sys.executable, script], SandboxLimits(uid=1234)) is None  # the owner reads it
 
 
+@needs_sandbox_reach()
 def test_a_hidden_path_is_refused_as_hidden(base):
     script = _server_in(os.path.join(base, "open"), 0o755)
     problem = reach_problem([sys.executable, script], hide=(os.path.dirname(script),))
     assert problem is not None and "hidden" in problem.why and problem.blocker == os.path.dirname(script)
 
 
+@needs_sandbox_reach()
 def test_a_module_on_a_0700_import_root_is_named(base):
     """A checkout made by `mktemp -d` (0700) holding the servers' package: `python -m` of it is refused there."""
     root = os.path.join(base, "clone")
@@ -119,6 +124,7 @@ def test_a_module_on_a_0700_import_root_is_named(base):
     assert reach_problem([sys.executable, "-m", "toolpkg.server"], pythonpath=root) is None
 
 
+@needs_sandbox_reach()
 def test_the_suite_helper_skips_with_the_checks_own_reason(base):
     locked = [sys.executable, _server_in(os.path.join(base, "locked"), 0o700)]
     with pytest.raises(pytest.skip.Exception) as skipped:
@@ -128,6 +134,7 @@ def test_the_suite_helper_skips_with_the_checks_own_reason(base):
     skip_unless_sandbox_reaches(opened)  # returns: nothing to skip
 
 
+@needs_sandbox_reach()
 def test_a_real_start_is_refused_with_the_message_and_the_other_server_works(base):
     locked = _server_in(os.path.join(base, "locked"), 0o700)
     opened = _server_in(os.path.join(base, "open"), 0o755)
@@ -148,6 +155,7 @@ def test_a_real_start_is_refused_with_the_message_and_the_other_server_works(bas
         assert result(manager.call("opened.strict", {"n": 7}, {})).text == "7"
 
 
+@needs_sandbox_reach()
 def test_the_launcher_exits_126_before_running_anything(base):
     locked = _server_in(os.path.join(base, "locked"), 0o700)
     marker = os.path.join(base, "ran")
@@ -250,7 +258,7 @@ tree = st.lists(node, min_size=1, max_size=4).flatmap(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None)
 @given(tree)
 def test_random_trees_verdict_matches_the_mode_bits(spec):
     dirs, leaf, via_link = spec
