@@ -4,8 +4,8 @@ kernel/tools/sandbox.py runs a server as uid/gid 65534 (no groups) when the kern
 search every directory on the way to the interpreter, the command and the script, and to execute / read those files;
 otherwise the server dies at exec with a bare EACCES. This module says so beforehand, without running as that uid:
 
-    view = jail_view(argv, hide, trees_from=sys.path, path_env=PATH, namespaces=True)   # the jail's view, modelled
-    problem = first_problem(argv, uid, view, path_env=PATH, module_roots=[...])         # Unreachable | None
+    view = jail_view(argv, hide, trees_from, path_env)        # the jail's view (trees_from: prefixes, project, path)
+    problem = first_problem(argv, uid, view, path_env, roots)  # Unreachable | None; roots: where -m modules are found
 
 `JailView` models what `_build_view` in sandbox.py mounts (the same function computes both, so they cannot drift):
 paths under a cover (a hidden path, or a directory others cannot search on the way to a tree the jail needs) are out
@@ -127,6 +127,13 @@ def allowed(st: os.stat_result, uid: int, gid: int, access: Access) -> bool:
 
 def reach(path: str, access: Access, uid: int, gid: int, view: JailView = JailView()) -> Unreachable | None:
     """The first obstacle between uid and `access` to the absolute `path` in `view`, or None."""
+    try:
+        return _walk(path, access, uid, gid, view)
+    except OSError:  # changed under us (removed, replaced): no verdict; the exec meets whatever is there
+        return None
+
+
+def _walk(path: str, access: Access, uid: int, gid: int, view: JailView) -> Unreachable | None:
     pending = [part for part in path.split("/") if part]
     current, hops = "/", 0
     while pending:
@@ -156,10 +163,8 @@ def reach(path: str, access: Access, uid: int, gid: int, view: JailView = JailVi
             continue
         current = candidate
     st = os.stat(current)
-    wanted = access if stat.S_ISREG(st.st_mode) or access is Access.READ else Access.EXECUTE
-    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-        if not allowed(st, uid, gid, wanted):
-            return _mode_problem(path, current, st, wanted, uid, gid, view)
+    if (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)) and not allowed(st, uid, gid, access):
+        return _mode_problem(path, current, st, access, uid, gid)
     return None
 
 
@@ -177,17 +182,17 @@ def _search_problem(target: str, directory: str, uid: int, gid: int, view: JailV
     if _synthesized(directory, view):
         return None
     st = os.stat(directory)
-    return None if allowed(st, uid, gid, Access.EXECUTE) else _mode_problem(target, directory, st, None, uid, gid, view)
+    return None if allowed(st, uid, gid, Access.EXECUTE) else _mode_problem(target, directory, st, None, uid, gid)
 
 
 def _cover_problem(target: str, path: str, uid: int, gid: int, view: JailView) -> Unreachable:
     """A path under a directory the jail covers: name that directory (the one the uid cannot search)."""
     cover = next(cover for cover in view.covers if inside(path, [cover]))
     st = os.stat(cover)
-    return _mode_problem(target, cover, st, None, uid, gid, view)
+    return _mode_problem(target, cover, st, None, uid, gid)
 
 
-def _mode_problem(target, blocker, st, access: Access | None, uid: int, gid: int, view: JailView) -> Unreachable:
+def _mode_problem(target, blocker, st, access: Access | None, uid: int, gid: int) -> Unreachable:
     """access None: a directory that needs search."""
     who = "u" if st.st_uid == uid else "g" if st.st_gid == gid else "o"
     letter = "x" if access is None else access.letter
