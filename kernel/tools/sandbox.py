@@ -5,6 +5,12 @@ Parent side (the manager): `launcher_argv(limits, workdir, argv, hide)` wraps a 
 allowlist only. The manager spawns the result in a new session (process group), so stop() kills the whole tree.
 
 Child side: `python -I kernel/tools/sandbox.py [options] -- argv...` (run by path, stdlib only). The launcher P:
+0. as root, refuses what the sandbox uid could not run: a stat walk (kernel/tools/reach.py, no uid switch) of the
+   command, its #! interpreter, a python script or -m module and absolute path arguments, in the view step 2 will
+   build; the first directory it cannot search (or file it cannot read / execute) is named with its mode, owner and
+   the fix on stderr, and P exits EXIT_UNREACHABLE (126) having run nothing: the manager reports that as the
+   server's start failure. `reach_problem(argv, limits, hide)` gives the same verdict to the parent (tests skip on
+   it); the launcher's own is the one that counts (its import path, hence its view, may differ slightly);
 1. unshares a mount, network and PID namespace — as root directly (these namespaces belong to the host's user
    namespace, so nothing in the jail can undo them); as a normal user inside a new user namespace mapping only its own
    uid (so it has CAP_SYS_ADMIN over its mounts and nothing else);
@@ -12,8 +18,9 @@ Child side: `python -I kernel/tools/sandbox.py [options] -- argv...` (run by pat
    with its socket, admin token and audit log; the data directory with every agent's space: a file is covered by
    /dev/null); as root also over each directory on the way to the interpreter, the venv or the project that the
    sandbox uid cannot traverse (/root, 0700), with those trees bound back read-only (so /root/.ssh and the rest stay
-   hidden); then the whole tree read-only (mount_setattr AT_RECURSIVE, Linux 5.12+; before that a note, and places
-   the uid may write, such as /tmp, stay writable), except the private directory, bound writable;
+   hidden; the directories leading to them recreated 0755 whatever the umask; a tree's own mode still holds); then
+   the whole tree read-only (mount_setattr AT_RECURSIVE, Linux 5.12+; before that a note, and places the uid may
+   write, such as /tmp, stay writable), except the private directory, bound writable;
 3. forks I, pid 1 of the new PID namespace: it mounts a fresh /proc (the kernel and other sandboxes are not even
    visible: no kill, no ptrace, no /proc/<pid>/root), drops to the sandbox uid — as root: setgroups([]) then real,
    effective and saved gid and uid = `--uid` (65534), so no root is left, never setresuid(uid, 0, 0) — then (root)
@@ -33,7 +40,7 @@ loopback; abstract unix sockets are per network namespace); writes only in the p
 by uid. Normal user with user namespaces: the same, except the uid is the kernel's own (mapped to itself), so files
 are protected only by being out of view (the hidden paths) — keep secrets under them; and files readable by that uid
 elsewhere remain readable. Without namespaces (a note goes to stderr for each missing one): as root the uid drop still
-happens (the interpreter under /root then cannot start: fail closed) but the hidden paths, network and other processes
+happens (an interpreter under /root is refused, step 0: fail closed) but the hidden paths, network and other processes
 are reachable; as a normal user nothing but the rlimits and the environment holds (RLIMIT_NPROC is then set to the
 uid's current count plus the budget). Never enforced: memory as resident set (RLIMIT_AS is per process), the tree's
 total CPU (RLIMIT_CPU is per process); processes of one sandbox (a runner's snippets) share its uid and directory.
@@ -43,11 +50,11 @@ total CPU (RLIMIT_CPU is per process); processes of one sandbox (a runner's snip
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
 import resource
 import shutil
-import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -63,6 +70,26 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 # mount(2) / mount_setattr(2) constants (x86_64 and aarch64 share the syscall number).
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 SYS_MOUNT_SETATTR, AT_RECURSIVE, MOUNT_ATTR_RDONLY, AT_FDCWD = 442, 0x8000, 1, -100
+EXIT_UNREACHABLE = 126  # the launcher's status when the sandbox uid cannot reach what it must run (as a shell's)
+
+
+def _load_reach():
+    """kernel/tools/reach.py, by path: the launcher runs with -I, where the package may not be importable (or be
+    another checkout's)."""
+    if __package__:
+        from kernel.tools import reach as module
+
+        return module
+    spec = importlib.util.spec_from_file_location(
+        "aios_sandbox_reach", os.path.join(os.path.dirname(__file__), "reach.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+reach = _load_reach()
 
 
 @dataclass(frozen=True)
@@ -97,6 +124,19 @@ def launcher_argv(
     if hide:
         options.append(f"--hide={json.dumps([os.path.abspath(path) for path in hide])}")
     return [sys.executable, "-I", os.path.abspath(__file__), *options, "--", *argv]
+
+
+def reach_problem(
+    argv: list[str], limits: SandboxLimits = SandboxLimits(), hide: tuple[str, ...] = (), pythonpath: str = PROJECT_ROOT
+):
+    """Why the sandbox uid could not run argv (a `reach.Unreachable`, printable), or None: what the launcher checks
+    before it starts a server, modelled from here (the launcher's own import path may differ slightly from ours, so
+    its verdict is the one that counts). None when the kernel is not root: the server keeps the kernel's uid then."""
+    if os.geteuid() != 0:
+        return None
+    path_env = os.environ.get("PATH", os.defpath)
+    view = reach.jail_view(argv, hide, _trees_from(), path_env)
+    return reach.first_problem(argv, limits.uid, view, path_env, [pythonpath, *sys.path])
 
 
 def make_workdir(prefix: str) -> str:
@@ -159,58 +199,44 @@ def _set_readonly(path: str, readonly: bool, recursive: bool) -> None:
     )
 
 
-def _inside(path: str, tops) -> bool:
-    return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
+def _trees_from() -> list[str]:
+    """What the jail needs to read: the interpreter (base and venv), its import path, the project."""
+    return [sys.base_prefix, sys.prefix, PROJECT_ROOT, os.path.dirname(os.path.realpath(sys.executable)), *sys.path]
 
 
-def _kept_trees(argv: list[str]) -> list[str]:
-    """What the jail needs to read: the interpreter (base and venv), its import path, the project, the command."""
-    paths = [
-        sys.base_prefix,
-        sys.prefix,
-        PROJECT_ROOT,
-        os.path.dirname(os.path.realpath(sys.executable)),
-        *(entry for entry in sys.path if entry),
-    ]
-    command = shutil.which(argv[0]) if argv else None
-    if command:
-        paths.append(os.path.dirname(os.path.realpath(command)))
-    trees = sorted({os.path.realpath(path) for path in paths if os.path.isdir(path)})
-    return [tree for tree in trees if not _inside(tree, [other for other in trees if other != tree])]
-
-
-def _untraversable(trees: list[str]) -> list[str]:
-    """The topmost directory on each tree's path that others cannot search (the sandbox uid is such an other)."""
-    blocked = []
-    for tree in trees:
-        parts = tree.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            ancestor = "/" + "/".join(parts[:depth])
-            if not os.stat(ancestor).st_mode & stat.S_IXOTH:
-                blocked.append(ancestor)
-                break
-    return blocked
+def _refuse_unreachable(argv: list[str], options: dict[str, str], view) -> None:
+    """As root, before anything is mounted or dropped: exit EXIT_UNREACHABLE, saying why, if the sandbox uid could
+    not exec argv in `view` (the manager reports our last stderr lines as the start failure)."""
+    path_env = os.environ.get("PATH", os.defpath)
+    roots = [*os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]
+    problem = reach.first_problem(argv, int(options.get("uid", NOBODY_UID)), view, path_env, roots)
+    if problem:
+        _note(f"refused: {problem}")
+        sys.exit(EXIT_UNREACHABLE)
 
 
 def _build_view(hide: list[str], workdir: str | None, argv: list[str], root: bool) -> None:
     """Step 2, inside the new mount namespace."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    hidden = [os.path.realpath(path) for path in hide if os.path.lexists(path)]
-    trees = [tree for tree in _kept_trees(argv) if not _inside(tree, hidden)] if root else []
-    covers = sorted(set(hidden + _untraversable(trees)))
-    covers = [cover for cover in covers if not _inside(cover, [other for other in covers if other != cover])]
-    binds = {tree: False for tree in trees if _inside(tree, covers)}  # path -> writable
+    view = reach.jail_view(argv, hide, _trees_from() if root else None, os.environ.get("PATH"))
+    binds = dict.fromkeys(view.bound, False)  # path -> writable
     if workdir:
         binds[os.path.realpath(workdir)] = True
     # Handles on what goes back in, taken before anything is covered (a bind source must be in this namespace).
     handles = {path: os.open(path, os.O_PATH) for path in sorted(binds)}
-    for cover in covers:
+    for cover in view.covers:
         if os.path.isdir(cover):
             _mount("aios-hidden", cover, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
         else:
             _mount("/dev/null", cover, None, MS_BIND)
+    # The directories leading to a bound tree are recreated for the uid to search whatever the kernel's umask.
+    umask = os.umask(0o022)
+    try:
+        for path in handles:
+            os.makedirs(path, exist_ok=True)
+    finally:
+        os.umask(umask)
     for path, handle in handles.items():
-        os.makedirs(path, exist_ok=True)
         _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | (0 if binds[path] else MS_REC))
         os.close(handle)
     try:
@@ -241,6 +267,8 @@ def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, i
     net = CLONE_NEWNET if "no-network" in options else 0
     hide, workdir = json.loads(options.get("hide", "[]")), options.get("cwd")
     root, uid, gid = os.getuid() == 0, os.getuid(), os.getgid()
+    if root:
+        _refuse_unreachable(argv, options, reach.jail_view(argv, hide, _trees_from(), os.environ.get("PATH")))
     if root and workdir:
         sandbox_uid = int(options.get("uid", NOBODY_UID))
         os.chown(workdir, sandbox_uid, sandbox_uid)
@@ -256,6 +284,8 @@ def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, i
         f"unshare(mount and PID namespaces) failed ({os.strerror(error)}): the hidden paths and other processes "
         f"stay reachable"
     )
+    if root:  # no jail: the host's modes hold everywhere
+        _refuse_unreachable(argv, options, reach.JailView())
     if not root and _unshare(CLONE_NEWUSER | net) == 0:
         return False, nproc  # tasks counted per namespace; network cut
     if net and (not root or _unshare(net) != 0):
