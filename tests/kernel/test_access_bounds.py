@@ -21,6 +21,7 @@ from kernel.services.tools import display
 from sdk import KernelError, connect
 from sdk.aio import aconnect
 from tests.kernel.harness import InProcessKernel, wait_until
+from tests.tools.reachable import needs_sandbox_reach
 
 SLOW_REFILL = 1e-9  # a bucket that never refills within a test, however slow the machine
 
@@ -269,6 +270,7 @@ def tool_kernel(tmp_path_factory):
         yield running
 
 
+@needs_sandbox_reach()  # a bystander calls the sandboxed calculator
 def test_approvals_are_capped_per_agent_in_count_and_bytes(tool_kernel):
     def operator_do(action):
         with connect(tool_kernel.address, token=tool_kernel.admin_token) as operator:

@@ -14,6 +14,7 @@ import pytest
 from kernel.context.tool_retention import ToolAwareRetention
 from sdk import KernelError, connect
 from tests.kernel.harness import InProcessKernel, wait_until
+from tests.tools.reachable import needs_sandbox_reach
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def kernel(tmp_path_factory):
         yield running
 
 
+@needs_sandbox_reach()
 def test_agents_list_and_call_tools(kernel):
     with connect(kernel.address, name="user") as k:
         names = {t.name for t in k.tools.list()}
@@ -39,6 +41,7 @@ def test_agents_list_and_call_tools(kernel):
         assert restricted.value.code == "permission_denied"
 
 
+@needs_sandbox_reach()
 def test_a_grant_opens_a_restricted_tool(kernel):
     with connect(kernel.address, token=kernel.admin_token) as operator:
         token = operator.grant(["tool:run_python"])
@@ -47,6 +50,7 @@ def test_a_grant_opens_a_restricted_tool(kernel):
         assert "42" in coder.tools.call("run_python", {"code": "print(6 * 7)"}).text
 
 
+@needs_sandbox_reach()
 def test_run_python_sees_nothing_of_this_kernels_runtime_and_data_directories():
     """Not the default paths: the kernel's own, wherever its options put them. The runtime directory here is
     world-readable (an operator's choice the kernel does not re-mode), so only the sandbox's view keeps it out."""
@@ -121,6 +125,7 @@ def test_irreversible_calls_wait_for_the_operator(kernel, decision):
     assert [d["decision"] for d in decisions] == ["allow" if decision == "approve" else "deny"]
 
 
+@needs_sandbox_reach()
 def test_a_tool_call_tells_the_retention_policy_when_its_agent_waits_and_returns(tmp_path):
     """--retention tool-aware: the kernel runs the tool, so the context manager hears its start and end (and learns
     the tool's latency) without the agent saying anything."""

@@ -12,6 +12,7 @@ import pytest
 from kernel.tools import ToolManager, ToolsConfig, load_config
 from kernel.tools.sandbox import CLONE_NEWNET, CLONE_NEWUSER
 from tests.tools.helpers import WAIT_S, misc_server, result
+from tests.tools.reachable import skip_unless_sandbox_reaches
 
 
 def _namespaces_available() -> bool:
@@ -26,6 +27,7 @@ NAMESPACES = _namespaces_available()
 
 @pytest.fixture(scope="module")
 def manager():
+    skip_unless_sandbox_reaches()
     os.environ["AIOS_TOKEN"] = "kernel-secret"
     builtin = load_config(None)
     config = ToolsConfig(

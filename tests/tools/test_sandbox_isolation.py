@@ -24,6 +24,7 @@ from kernel.tools import ToolManager, ToolsConfig, load_config
 from kernel.tools.config import HIDE_ENV, default_hidden_paths, parse_config
 from kernel.tools.sandbox import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, SandboxLimits, launcher_argv
 from tests.tools.helpers import WAIT_S, misc_server, process_tree, result
+from tests.tools.reachable import skip_unless_sandbox_reaches
 
 ROOT = os.getuid() == 0
 
@@ -70,6 +71,7 @@ def kernel_dirs():
 
 @pytest.fixture(scope="module")
 def manager(kernel_dirs):
+    skip_unless_sandbox_reaches()
     builtin = load_config(None)
     config = ToolsConfig(
         servers=[builtin.server("calculator"), builtin.server("python"), misc_server("boxed", sandbox=True)],

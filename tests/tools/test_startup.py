@@ -8,6 +8,7 @@ import os
 from ipc.errors import ErrorCode
 from kernel.tools import ServerConfig, ToolManager, ToolsConfig
 from tests.tools.helpers import WAIT_S, error_of, misc_server, process_tree, result
+from tests.tools.reachable import needs_sandbox_reach
 
 
 def _alive(pid: int) -> bool:
@@ -47,6 +48,7 @@ def test_servers_that_cannot_start_give_clear_errors_and_others_work():
         assert error.code == ErrorCode.INTERNAL and "down" in error.message
 
 
+@needs_sandbox_reach()
 def test_stop_kills_and_reaps_every_server_process():
     config = ToolsConfig(servers=[misc_server("a"), misc_server("b", sandbox=True)])
     manager = ToolManager(config)
