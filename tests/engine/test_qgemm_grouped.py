@@ -8,6 +8,8 @@ Every format is tried; the grouped-only assertions run for the formats BlockLine
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -172,6 +174,42 @@ def test_grouped_products_are_exact_and_isa_independent(fmt, n, blocks, rows, se
     if grouped.grouped and rows <= 8:  # the group kernels: the same float operations in the same order on every ISA
         for isa in ISAS:
             assert torch.equal(outputs[isa], outputs[Isa.SCALAR]), (isa, (outputs[isa] - outputs[Isa.SCALAR]).abs())
+
+
+def fma32(a: float, b: float, c: float) -> float:
+    """float32 fma: a * b + c exact (fractions), rounded once to the nearest float32, ties to the even one."""
+    exact = Fraction(a) * Fraction(b) + Fraction(c)
+    near = np.float32(float(exact))
+    candidates = (near, np.nextafter(near, np.float32(np.inf)), np.nextafter(near, np.float32(-np.inf)))
+    return float(min(candidates, key=lambda v: (abs(Fraction(float(v)) - exact), int(v.view(np.int32)) & 1)))
+
+
+NIBBLE_GROUPED = sorted(GROUPABLE - {BlockFormat.Q8_0})
+
+
+@pytest.mark.parametrize("fmt", NIBBLE_GROUPED or [pytest.param(None, marks=pytest.mark.skip("no format groups"))])
+@settings(max_examples=6, deadline=None)
+@given(blocks=st.integers(1, 5), rows=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+def test_grouped_decode_rows_are_the_documented_float_operations(fmt, blocks, rows, seed):
+    """qgemm.h: per block acc = fma(float(dot_b - bias * sum(x_b)), d_b * dx_b, acc), Q4_1 then acc = fma(m_b, s_b,
+    acc); emulated exactly (one rounding per fma) from the unsigned codes and the kernels' int8 activations."""
+    rng = np.random.default_rng(seed)
+    weight = random_weight(fmt, GROUP_ROWS, 32 * blocks, rng, float(rng.choice(MAGNITUDES[1:])))
+    x = activations(rng, rows, 32 * blocks)
+    q, dx, s, *_ = library.qgemm_quantize(x, blocks + blocks % 2)
+    q = q.view(rows, -1, 32)[:, :blocks].long()
+    codes = (weight.codes.long() - weight.low).view(GROUP_ROWS, blocks, 32)
+    dots = torch.einsum("tbk,nbk->tnb", q, codes) - (8 if fmt is BlockFormat.Q4_0 else 0) * q.sum(-1)[:, None]
+    d32, m32 = weight.scale.numpy().astype(np.float32), weight.offset.numpy().astype(np.float32)
+    expected = torch.zeros(rows, GROUP_ROWS)
+    for t, i, b in np.ndindex(rows, GROUP_ROWS, blocks):
+        acc = float(expected[t, i])
+        acc = fma32(float(dots[t, i, b]), float(d32[i, b] * np.float32(dx[t, b])), acc)
+        if fmt is BlockFormat.Q4_1:
+            acc = fma32(float(m32[i, b]), float(s[t, b]), acc)
+        expected[t, i] = acc
+    for isa in ISAS:
+        assert torch.equal(BlockLinear(weight, isa, grouped=True)(x), expected), isa
 
 
 @pytest.mark.parametrize("fmt", sorted(GROUPABLE) or [pytest.param(None, marks=pytest.mark.skip("no format groups"))])
