@@ -53,7 +53,6 @@ def groupable(fmt: BlockFormat) -> bool:
 
 
 GROUPABLE = {fmt for fmt in FORMATS if library is not None and groupable(fmt)}
-NIBBLE_GROUPED = sorted(GROUPABLE - {BlockFormat.Q8_0})  # the layout qgemm.h documents (Q8_0's, if it comes, not)
 NONE_GROUPED = [pytest.param(None, marks=pytest.mark.skip(reason="no format is grouped"))]
 
 
@@ -95,14 +94,13 @@ def test_grouping_is_the_documented_reordering_of_the_same_bytes(fmt, n, blocks,
     assert gscales.shape == (scales.shape[0], n // GROUP_ROWS, scales.shape[2], GROUP_ROWS)
     assert gcodes.shape == codes.shape and gcodes.nbytes == codes.nbytes and gscales.nbytes == scales.nbytes
     assert torch.equal(gcodes.flatten().sort().values, codes.flatten().sort().values)  # the same multiset of bytes
-    if fmt not in NIBBLE_GROUPED:
-        return  # qgemm.h documents the grouped layout of the nibble formats (below)
-    # qgemm.h: group g's codes at byte g * 16 * row bytes, [pairs p][fours j][rows i][4 bytes c] ← row 16g + i's pair p
-    # byte 4j + c; scales [S, g, block, i] ← [S, 16g + i, block]
+    # qgemm.h: group g's codes at byte g * 16 * row bytes, in 32-byte units per row (a Q8_0 block, a pair of 4-bit
+    # blocks) [units u][fours j][rows i][4 bytes c] ← row 16g + i's byte 4j + c of unit u; scales [S, g, block, i] ←
+    # [S, 16g + i, block]
     row_bytes = codes.shape[1]
-    g, p, j, i, c = np.meshgrid(*(np.arange(v) for v in (n // 16, row_bytes // 32, 8, 16, 4)), indexing="ij")
-    at_grouped = g * 16 * row_bytes + p * 512 + j * 64 + i * 4 + c
-    at_apart = (16 * g + i) * row_bytes + p * 32 + 4 * j + c
+    g, u, j, i, c = np.meshgrid(*(np.arange(v) for v in (n // 16, row_bytes // 32, 8, 16, 4)), indexing="ij")
+    at_grouped = g * 16 * row_bytes + u * 512 + j * 64 + i * 4 + c
+    at_apart = (16 * g + i) * row_bytes + u * 32 + 4 * j + c
     assert np.array_equal(gcodes.numpy().ravel()[at_grouped], codes.numpy().ravel()[at_apart])
     lanes = scales.view(scales.shape[0], n // 16, 16, -1).transpose(2, 3)
     assert torch.equal(gscales.view(torch.int16), lanes.contiguous().view(torch.int16))
@@ -161,19 +159,19 @@ def fma32(a: float, b: float, c: float) -> float:
     return float(min(candidates, key=lambda v: (abs(Fraction(float(v)) - exact), int(v.view(np.int32)) & 1)))
 
 
-@pytest.mark.parametrize("fmt", NIBBLE_GROUPED or NONE_GROUPED)
+@pytest.mark.parametrize("fmt", sorted(GROUPABLE) or NONE_GROUPED)
 @settings(max_examples=6, deadline=None)
 @given(blocks=st.integers(1, 5), rows=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
 def test_grouped_decode_rows_are_the_documented_float_operations(fmt, blocks, rows, seed):
     """qgemm.h: per block acc = fma(float(dot_b - bias * sum(x_b)), d_b * dx_b, acc), Q4_1 then acc = fma(m_b, s_b,
-    acc); emulated exactly (one rounding per fma) from the unsigned codes and the kernels' int8 activations."""
+    acc); emulated exactly (one rounding per fma) from the kernels' int8 activations. dot_b - bias * sum(x_b) is the
+    integer dot of the codes' values (Q4_0's q - 8), whatever bias a kernel's instructions need."""
     rng = np.random.default_rng(seed)
     weight = random_weight(fmt, GROUP_ROWS, 32 * blocks, rng, float(rng.choice(MAGNITUDES[1:])))
     x = activations(rng, rows, 32 * blocks)
     q, dx, s, *_ = library.qgemm_quantize(x, blocks + blocks % 2)
     q = q.view(rows, -1, 32)[:, :blocks].long()
-    codes = (weight.codes.long() - weight.low).view(GROUP_ROWS, blocks, 32)
-    dots = torch.einsum("tbk,nbk->tnb", q, codes) - (8 if fmt is BlockFormat.Q4_0 else 0) * q.sum(-1)[:, None]
+    dots = torch.einsum("tbk,nbk->tnb", q, weight.codes.long().view(GROUP_ROWS, blocks, 32))
     d32, m32 = weight.scale.numpy().astype(np.float32), weight.offset.numpy().astype(np.float32)
     expected = torch.zeros(rows, GROUP_ROWS)
     for t, i, b in np.ndindex(rows, GROUP_ROWS, blocks):
@@ -232,7 +230,7 @@ def test_mis_shaped_grouped_weights_are_clear_errors_at_the_op_boundary():
     x = activations(rng, 2, 96)
     q8 = BlockLinear(random_weight(BlockFormat.Q8_0, 32, 96, rng, 1.0), grouped=False)
     cases = [] if BlockFormat.Q8_0 in GROUPABLE else [(q8.format, q8._codes, q8._scales.view(1, 2, 16, 4), "grouped")]
-    for fmt in GROUPABLE - {BlockFormat.Q8_0}:
+    for fmt in GROUPABLE:
         _, codes, scales = BlockLinear(random_weight(fmt, 32, 96, rng, 1.0), grouped=True).native_kind()
         cases += [
             (fmt, torch.cat([codes, codes[:16]]), scales, "scales for 32 rows, codes for 48"),
@@ -260,33 +258,29 @@ FIELDS = ("none", "planes", "groups", "gp", "lanes", "n", "row_bytes", "k_blocks
 )
 def test_any_grouped_shapes_are_refused_or_well_formed(fmt, groups, pairs, full, field, delta, isa):
     """Hostile shapes at the op boundary (a well-formed grouped product with one dimension off, or none): a
-    RuntimeError, or [T, N] when they are qgemm.h's grouped nibble layout (a grouped Q8_0, should it come, has a
-    layout this test does not know: only its output shape is checked)."""
-    gp = 2 * pairs
+    RuntimeError, or, when they are qgemm.h's grouped layout of a format BlockLinear groups, the right values."""
+    gp, unit = 2 * pairs, 32 if fmt is BlockFormat.Q8_0 else 16  # a row's bytes per block
     dims = dict(planes=2 if fmt is BlockFormat.Q4_1 else 1, groups=groups, gp=gp, lanes=GROUP_ROWS)
-    dims.update(n=groups * GROUP_ROWS, row_bytes=gp * 16, k_blocks=gp if full else gp - 1)
+    dims.update(n=groups * GROUP_ROWS, row_bytes=gp * unit, k_blocks=gp if full else gp - 1)
     if field != "none":
         dims[field] = max(dims[field] + delta, 0 if field != "k_blocks" else 1)
     planes, groups, gp, lanes, n, row_bytes, k_blocks = dims.values()
-    shape = (planes, groups, gp, lanes)
     codes = torch.full((n, row_bytes), 0x88, dtype=torch.uint8)
-    scales = torch.full(shape, 0.5, dtype=torch.float16)
-    x = torch.ones(2, 32 * k_blocks)
-    nibbles = fmt is not BlockFormat.Q8_0
-    expected = (1 + (fmt is BlockFormat.Q4_1), n, GROUP_ROWS, 0, gp * 16)
+    scales = torch.full((planes, groups, gp, lanes), 0.5, dtype=torch.float16)
+    expected = (1 + (fmt is BlockFormat.Q4_1), n, GROUP_ROWS, 0, gp * unit)
     layout = (planes, groups * GROUP_ROWS, lanes, gp % 2, row_bytes) == expected
-    well_formed = nibbles and fmt in GROUPABLE and layout and gp - 2 < k_blocks <= gp
+    well_formed = fmt in GROUPABLE and layout and gp - 2 < k_blocks <= gp
     event("well formed" if well_formed else "one dimension off")
     try:
-        y = library.qgemm(x, codes, scales, int(fmt), int(isa))
+        y = library.qgemm(torch.ones(2, 32 * k_blocks), codes, scales, int(fmt), int(isa))
     except RuntimeError:
         assert not well_formed
         return
-    assert well_formed or (not nibbles and fmt in GROUPABLE), (fmt, n, shape, row_bytes, k_blocks)
-    assert y.shape == (2, n)
-    if well_formed:  # every code 8 in both nibbles, d = m = 0.5, x = 1 (padding blocks' activations are zero)
-        weight = 0.0 if fmt is BlockFormat.Q4_0 else 4.5
-        assert torch.allclose(y, torch.full_like(y, weight * 32 * k_blocks), rtol=1e-6), y
+    assert well_formed, (fmt, n, scales.shape, row_bytes, k_blocks)
+    # every byte 0x88, d = m = 0.5, x = 1 (padding blocks' activations are zero): Q8_0 w = 0.5 * -120, Q4_0 0.5 * (8 -
+    # 8), Q4_1 0.5 * 8 + 0.5
+    weight = {BlockFormat.Q8_0: -60.0, BlockFormat.Q4_0: 0.0, BlockFormat.Q4_1: 4.5}[fmt]
+    assert y.shape == (2, n) and torch.allclose(y, torch.full_like(y, weight * 32 * k_blocks), rtol=1e-6), y
 
 
 POOL_FORMATS = [q for fmt, (q, *_) in FORMATS.items() if fmt in GROUPABLE]
