@@ -1,10 +1,11 @@
 """Grouped block weights (block_weights.group_rows; native/qgemm.h's grouped layout, qgemm_group_kernels.cpp): the
 grouping is a pure reordering of the packed bytes as qgemm.h documents it; grouped products are exact to a few float32
-ulps against a float64 reference of the dequantized weights times the int8 activations the kernels multiply, give the
-same bits on every instruction set this CPU has for decode rows (1..8) and the ungrouped bits for prompt rows (> 8);
-a row's value does not depend on its neighbours; concat regroups as it documents; mis-shaped grouped weights are
-clear errors at the op boundary; the pooled decode layer loop over grouped weights is the per-op loop, bit for bit.
-Every format is tried; the grouped-only assertions run for the formats BlockLinear actually groups (GROUPABLE)."""
+ulps against a float64 reference of the dequantized weights times the int8 activations the kernels multiply; decode
+rows (1..8) are, on every instruction set this CPU has, bit for bit an exact emulation of the float operations qgemm.h
+documents, and prompt rows (> 8) the bits of rows apart; a row's value does not depend on its neighbours; concat
+regroups as it documents; mis-shaped grouped weights are clear errors at the op boundary; the pooled decode layer loop
+over grouped weights is the per-op loop, bit for bit. Every format is tried; the grouped-only assertions run for the
+formats BlockLinear actually groups (GROUPABLE)."""
 
 from __future__ import annotations
 
