@@ -54,8 +54,6 @@ constexpr int32_t code_bias() {
   return F == Format::Q4_0 ? 8 : 0;
 }
 
-// The float part, shared by every kernel's lanes: acc = fma(dot, d * dx, acc); Q4_1 then acc = fma(m, s, acc).
-
 // ---- scalar --------------------------------------------------------------------------------------------------------
 
 template <Format F>
