@@ -13,7 +13,8 @@ at batch 8, the norms, rotary and activations another 12-15 ops per layer. Each 
     silu_mul          silu(gate) * up                                  (3 ops → 1)
     gelu_mul          gelu_tanh(gate) * up (Gemma's GeGLU)             (3 ops → 1)
     qgemm             products with GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K blocks and int8 activations (qgemm.cpp;
-                      qgemm_kernels.cpp for decode rows, qgemm_tile*.cpp for the blocked product: AVX2 / AVX-512
+                      qgemm_kernels.cpp and, for rows grouped by 16, qgemm_group_kernels.cpp for decode rows,
+                      qgemm_tile*.cpp for the blocked product: AVX2 / AVX-512
                       VNNI / scalar, picked at run time; kernel/engine/cpu/block_weights.py packs or passes them)
     decode_layers     every layer of a pure-decode step, these ops and the weight products called from C++
                       (decode_layers.cpp): ~300 Python-level calls per step → 1. With block products, one job on
