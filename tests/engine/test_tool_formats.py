@@ -245,6 +245,18 @@ def _accepts(compiler, spec: str, text: str) -> bool:
 FORMATS = [GENERIC, QWEN, LLAMA3_JSON]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_del_character_is_written_as_the_grammar_reads_it(compiler, fmt):
+    # json.dumps leaves U+007F raw, which the grammar's JSON lexer refuses in a string (found by the fuzz below)
+    schema = {"type": "object", "properties": {"a": {"enum": ["x\x7fy"]}, "b": {"type": "string"}}}
+    tools = [{"type": "function", "function": {"name": "f_1", "parameters": schema}}]
+    spec = fmt.grammar(selected_tools(tools, "auto"), "auto", parallel=True)
+    call = fmt.format_call("f_1", {"a": "x\x7fy", "b": "\x7f"})
+    assert "\x7f" not in call and _accepts(compiler, spec, call)
+    written = json.loads(call[call.index("{") : call.rindex("}") + 1])
+    assert written[fmt.arguments_key] == {"a": "x\x7fy", "b": "\x7f"}
+
+
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )

@@ -60,12 +60,12 @@ class ToolFormat:
         """One call, exactly as the grammar makes the model write it."""
         if isinstance(arguments, str):
             arguments = json.loads(arguments)
-        args = json.dumps(arguments, ensure_ascii=False, separators=(self.item_separator, self.key_separator))
+        args = _dumps(arguments, (self.item_separator, self.key_separator))
         return f"{self.open}{self._head(name)}{args}}}{self.close}"
 
     def _head(self, name: str) -> str:
         k, i = self.key_separator, self.item_separator
-        return f'{{"name"{k}{json.dumps(name, ensure_ascii=False)}{i}"{self.arguments_key}"{k}'
+        return f'{{"name"{k}{_dumps(name, (i, k))}{i}"{self.arguments_key}"{k}'
 
     # ---- the grammar -----------------------------------------------------------------------------------------------
     def grammar(self, functions: list[dict], tool_choice: Any = "auto", parallel: bool = True) -> str | None:
@@ -212,3 +212,9 @@ def _parse_call(body: str) -> ToolCall | None:
     if not isinstance(arguments, dict):
         return None
     return ToolCall(new_call_id(), obj["name"], json.dumps(arguments, ensure_ascii=False))
+
+
+def _dumps(value: Any, separators: tuple[str, str]) -> str:
+    """JSON as the grammar's JSON lexer writes it: non-ASCII kept, DEL (U+007F) escaped, which json.dumps leaves raw
+    and the lexer refuses in a string (the same value either way)."""
+    return json.dumps(value, ensure_ascii=False, separators=separators).replace("\x7f", "\\u007f")
