@@ -215,10 +215,9 @@ def _refuse_unreachable(argv: list[str], options: dict[str, str], view) -> None:
         sys.exit(EXIT_UNREACHABLE)
 
 
-def _build_view(hide: list[str], workdir: str | None, argv: list[str], root: bool) -> None:
-    """Step 2, inside the new mount namespace."""
+def _build_view(view, workdir: str | None) -> None:
+    """Step 2, inside the new mount namespace: `view` (reach.jail_view) mounted."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    view = reach.jail_view(argv, hide, _trees_from() if root else None, os.environ.get("PATH"))
     binds = dict.fromkeys(view.bound, False)  # path -> writable
     if workdir:
         binds[os.path.realpath(workdir)] = True
@@ -267,8 +266,10 @@ def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, i
     net = CLONE_NEWNET if "no-network" in options else 0
     hide, workdir = json.loads(options.get("hide", "[]")), options.get("cwd")
     root, uid, gid = os.getuid() == 0, os.getuid(), os.getgid()
+    # One view for the check and the mounts (as root, the trees under untraversable directories are bound back)
+    view = reach.jail_view(argv, hide, _trees_from() if root else None, os.environ.get("PATH"))
     if root:
-        _refuse_unreachable(argv, options, reach.jail_view(argv, hide, _trees_from(), os.environ.get("PATH")))
+        _refuse_unreachable(argv, options, view)
     if root and workdir:
         sandbox_uid = int(options.get("uid", NOBODY_UID))
         os.chown(workdir, sandbox_uid, sandbox_uid)
@@ -278,7 +279,7 @@ def _enter_namespaces(options: dict[str, str], argv: list[str]) -> tuple[bool, i
             for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as file:
                     file.write(text)
-        _build_view(hide, workdir, argv, root)
+        _build_view(view, workdir)
         return True, nproc
     _note(
         f"unshare(mount and PID namespaces) failed ({os.strerror(error)}): the hidden paths and other processes "

@@ -6,6 +6,7 @@ run this checkout's interpreter in the sandbox skip, saying why, where it is out
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -47,15 +48,22 @@ def _jail_available() -> bool:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
-@pytest.fixture
-def base():
-    """A fresh directory under /tmp that everyone may search (a pytest tmp_path lies under a 0700 directory)."""
-    path = tempfile.mkdtemp(prefix="aios-reach-")
+@contextlib.contextmanager
+def _searchable_dir(prefix: str):
+    """A fresh directory under /tmp that everyone may search (a pytest tmp_path lies under a 0700 directory); also per
+    hypothesis example, where a function-scoped fixture would be shared."""
+    path = tempfile.mkdtemp(prefix=prefix)
     os.chmod(path, 0o755)
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def base():
+    with _searchable_dir("aios-reach-") as path:
+        yield path
 
 
 def _server_in(directory: str, mode: int) -> str:
@@ -262,27 +270,19 @@ tree = st.lists(node, min_size=1, max_size=4).flatmap(
 @given(tree)
 def test_random_trees_verdict_matches_the_mode_bits(spec):
     dirs, leaf, via_link = spec
-    base = tempfile.mkdtemp(prefix="aios-reach-tree-")
-    os.chmod(base, 0o755)
-    try:
+    with _searchable_dir("aios-reach-tree-") as base:
         path, paths, target = _build(base, dirs, leaf, via_link)
         problem = reach(path, Access.READ, NOBODY, NOBODY, JailView())
         assert (problem.blocker if problem else None) == _expected(paths, dirs, target, leaf)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @settings(max_examples=40, deadline=None)
 @given(tree)
 def test_random_trees_verdict_matches_the_kernel(spec):
     dirs, leaf, via_link = spec
-    base = tempfile.mkdtemp(prefix="aios-reach-tree-")
-    os.chmod(base, 0o755)
-    try:
+    with _searchable_dir("aios-reach-tree-") as base:
         path, _, _ = _build(base, dirs, leaf, via_link)
         assert (reach(path, Access.READ, NOBODY, NOBODY, JailView()) is None) == _kernel_says(path)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_modes_mean_what_the_class_says():
@@ -312,21 +312,19 @@ def _jail_expects(dirs, leaf) -> bool:
 def test_random_trees_in_the_real_jail(dirs, leaf):
     """The check's verdict for a command at the bottom of a random tree matches the mode bits as the jail rearranges
     them, and the real launcher agrees: the command runs when the check passes it, exits 126 when it does not."""
-    base = tempfile.mkdtemp(prefix="aios-reach-jail-")
-    os.chmod(base, 0o755)
     workdir = tempfile.mkdtemp(prefix="aios-reach-work-")
     try:
-        _, _, command = _build(base, dirs, leaf, None)
-        with open(command, "w") as file:
-            file.write("#!/bin/sh\necho reached\n")
-        expected = _jail_expects(dirs, leaf)
-        assert (reach_problem([command]) is None) == expected
-        argv = launcher_argv(SandboxLimits(), workdir, [command])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT_S, stdin=subprocess.DEVNULL)
-        if expected:
-            assert done.returncode == 0 and done.stdout.strip() == "reached", done.stderr
-        else:
-            assert done.returncode == EXIT_UNREACHABLE and "refused: " in done.stderr, done.stderr
+        with _searchable_dir("aios-reach-jail-") as base:
+            _, _, command = _build(base, dirs, leaf, None)
+            with open(command, "w") as file:
+                file.write("#!/bin/sh\necho reached\n")
+            expected = _jail_expects(dirs, leaf)
+            assert (reach_problem([command]) is None) == expected
+            argv = launcher_argv(SandboxLimits(), workdir, [command])
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT_S, stdin=subprocess.DEVNULL)
+            if expected:
+                assert done.returncode == 0 and done.stdout.strip() == "reached", done.stderr
+            else:
+                assert done.returncode == EXIT_UNREACHABLE and "refused: " in done.stderr, done.stderr
     finally:
-        shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
