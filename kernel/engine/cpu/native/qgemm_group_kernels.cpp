@@ -117,7 +117,9 @@ AVX2_TARGET void group_rows_avx2(const Weights& w, const GroupView& v, int half0
     }
     for (int64_t j = 0; j < 8; ++j) {
       __m256i c[H];
-      for (int hh = 0; hh < H; ++hh) c[hh] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + j * 64 + hh * 32));
+      for (int hh = 0; hh < H; ++hh) {
+        c[hh] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + j * 64 + hh * 32));
+      }
       if constexpr (F == Format::Q8_0) {
         for (int r = 0; r < R; ++r) {
           const __m256i x = _mm256_set1_epi32(four(a.q + (t0 + r) * kp + u * kBlock + 4 * j));
@@ -148,14 +150,18 @@ AVX2_TARGET void group_rows_avx2(const Weights& w, const GroupView& v, int half0
         const int64_t lane0 = b * kGroupRows + (half0 + hh) * 8;
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v.d + lane0)));
         __m256 m = _mm256_setzero_ps();
-        if constexpr (F == Format::Q4_1) m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v.m + lane0)));
+        if constexpr (F == Format::Q4_1) {
+          m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v.m + lane0)));
+        }
         for (int r = 0; r < R; ++r) {
           const int64_t t = t0 + r;
           const __m256i wide = F == Format::Q8_0 ? sum[r][h][hh] : _mm256_madd_epi16(sum[r][h][hh], ones);
           const __m256i dot = _mm256_sub_epi32(wide, _mm256_set1_epi32(bias_term(code_bias<F>(), a, t, b)));
           acc[r][hh] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(d, _mm256_set1_ps(a.d[t * a.gp + b])),
                                        acc[r][hh]);
-          if constexpr (F == Format::Q4_1) acc[r][hh] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s[t * a.gp + b]), acc[r][hh]);
+          if constexpr (F == Format::Q4_1) {
+            acc[r][hh] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s[t * a.gp + b]), acc[r][hh]);
+          }
         }
       }
     }

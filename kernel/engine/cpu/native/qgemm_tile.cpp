@@ -128,7 +128,9 @@ void decode_group_tile(const Weights& w, int64_t n0, Tile& t) {
       for (int64_t k = 0; k < unit; ++k) q[k] = (p[k] >> shift) & 0x0f;
     }
     const uint16_t* d = w.d + (g * w.gp + b) * kGroupRows;
-    for (int64_t i = 0; i < kGroupRows; ++i) t.d[(b * 2) * kTileN + i] = t.d[(b * 2 + 1) * kTileN + i] = half_to_float(d[i]);
+    for (int64_t i = 0; i < kGroupRows; ++i) {
+      t.d[(b * 2) * kTileN + i] = t.d[(b * 2 + 1) * kTileN + i] = half_to_float(d[i]);
+    }
     for (int64_t i = 0; i < kGroupRows; ++i) {
       t.m[b * kTileN + i] = F == Format::Q4_1 ? half_to_float(w.m[(g * w.gp + b) * kGroupRows + i]) : 0.f;
     }
