@@ -19,6 +19,7 @@ from bench.agentic_table import medians, ratios, write_results
 from bench.tools import kernel_call
 from bench.workloads import generate
 from kernel.tools import ToolManager, load_config
+from tests.tools.reachable import needs_sandbox_reach
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,7 @@ def tools():
     manager.stop()
 
 
+@needs_sandbox_reach()
 def test_every_gap_kind_runs_as_a_kernel_tool_call(tools):
     rng = random.Random(7)
     gaps = {}
@@ -49,6 +51,7 @@ def test_every_gap_kind_runs_as_a_kernel_tool_call(tools):
     assert tools.call(name, arguments, {"agent_id": "a1"}).result(timeout=120).text == str(calculate(expression))
 
 
+@needs_sandbox_reach()
 def test_a_sleeping_tool_holds_no_other_call_back_and_refuses_bad_latencies(tools):
     # a short call behind a long one of the same tool finishes first: the server does not hold its loop in a sleep
     long = tools.call("run_tests", {"seconds": 50.0}, {"agent_id": "a1"})

@@ -14,6 +14,7 @@ from kernel.launch import KernelProcess
 from sdk import connect
 from tests.e2e.conftest import KERNEL_OPTIONS
 from tests.kernel.harness import wait_until
+from tests.tools.reachable import needs_sandbox_reach
 
 REPO = Path(__file__).resolve().parents[2]
 QUESTIONS = [
@@ -128,6 +129,7 @@ def test_aios_cli_against_the_running_kernel(aiosd):
     assert missing.returncode == 1 and "not_found" in missing.stderr
 
 
+@needs_sandbox_reach()
 def test_react_agent_answers_from_its_tool_call(tmp_path):
     """The demo's question: the model's constrained call runs the kernel's calculator; the answer is the tool's."""
     address = f"ipc://{tmp_path}/kernel.sock"

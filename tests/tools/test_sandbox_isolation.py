@@ -24,7 +24,7 @@ from kernel.tools import ToolManager, ToolsConfig, load_config
 from kernel.tools.config import HIDE_ENV, default_hidden_paths, parse_config
 from kernel.tools.sandbox import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, SandboxLimits, launcher_argv
 from tests.tools.helpers import WAIT_S, misc_server, process_tree, result
-from tests.tools.reachable import skip_unless_sandbox_reaches
+from tests.tools.reachable import needs_sandbox_reach, skip_unless_sandbox_reaches
 
 ROOT = os.getuid() == 0
 
@@ -278,6 +278,7 @@ SETPRIV = shutil.which("setpriv")
     not (ROOT and SETPRIV and os.access(SYSTEM_PYTHON, os.X_OK)),
     reason="needs root, setpriv and a system python to play a kernel that runs as a normal user",
 )
+@needs_sandbox_reach()
 def test_as_a_normal_user_the_kernels_own_secrets_and_processes_are_out_of_reach(tmp_path):
     """The non-root path: the launcher run as uid 65534 (the "kernel" user here) with its own 0600 token beside a
     listening socket; the jail keeps that uid, so only the user, mount and PID namespaces can keep it out."""
